@@ -1,0 +1,189 @@
+/**
+ * Storage model and the `Store` interface. Every backend implements `Store` and must pass the
+ * shared suite in `test/store/suite.ts`. Writes that belong together are one atomic batch, so a
+ * server killed at any moment restarts with no command lost or duplicated.
+ */
+
+/** One entry of an MDM `ErrorChain` (mdm/errors in Apple's schema). */
+export interface ErrorChainItem {
+  ErrorCode: number;
+  ErrorDomain: string;
+  LocalizedDescription?: string;
+  USEnglishDescription?: string;
+}
+
+/** Facts a device reports in `Authenticate` (mdm/checkin/authenticate.yaml), minus MessageType. */
+export interface DeviceFacts {
+  UDID?: string;
+  EnrollmentID?: string;
+  Topic: string;
+  SerialNumber?: string;
+  Model?: string;
+  ModelName?: string;
+  ProductName?: string;
+  OSVersion?: string;
+  BuildVersion?: string;
+  DeviceName?: string;
+  IMEI?: string;
+  MEID?: string;
+}
+
+/** Which certificate a device proved itself with at `Authenticate`. Hashes are SHA-256 hex. */
+export interface IdentityBinding {
+  certHash: string;
+  /** SHA-256 of the issuer's DER certificate: a renewed identity must come from the same CA. */
+  issuerHash: string;
+  subject: string;
+  notAfter: string;
+}
+
+/** A report the device sent in answer to a query command, kept with when it arrived. */
+export interface Reported<T> {
+  at: string;
+  commandUUID: string;
+  value: T;
+}
+
+/** What the device last told us about itself (only the commands that describe state). */
+export interface ReportedState {
+  DeviceInformation?: Reported<Record<string, unknown>>;
+  SecurityInfo?: Reported<Record<string, unknown>>;
+  ProfileList?: Reported<Record<string, unknown>[]>;
+  InstalledApplicationList?: Reported<Record<string, unknown>[]>;
+  CertificateList?: Reported<Record<string, unknown>[]>;
+}
+
+export interface DeviceRecord {
+  /** UDID, or EnrollmentID for a User Enrollment. */
+  id: string;
+  facts: DeviceFacts;
+  identity: IdentityBinding;
+  authenticatedAt: string;
+  /** Set by the first TokenUpdate after Authenticate; cleared by Authenticate and CheckOut. */
+  enrolledAt?: string;
+  checkedOutAt?: string;
+  reported: ReportedState;
+}
+
+export interface PushInfo {
+  /** The APNs device token as lowercase hex. */
+  token: string;
+  pushMagic: string;
+  topic: string;
+}
+
+/** A channel a device takes commands on: the device channel (`UDID`) or a user channel (`UDID:UserID`). */
+export interface EnrollmentRecord {
+  id: string;
+  deviceId: string;
+  type: 'device' | 'user';
+  userId?: string;
+  userShortName?: string;
+  userLongName?: string;
+  /** False until the first TokenUpdate; false again after CheckOut or a new Authenticate. */
+  active: boolean;
+  push?: PushInfo;
+  /** Secret. Never logged. */
+  unlockToken?: Buffer;
+  awaitingConfiguration?: boolean;
+  createdAt: string;
+  updatedAt: string;
+  lastSeenAt?: string;
+}
+
+export type FinalStatus = 'Acknowledged' | 'Error' | 'CommandFormatError';
+export type CommandStatus = 'Pending' | 'NotNow' | FinalStatus;
+
+export interface NewCommand {
+  uuid: string;
+  requestType: string;
+  /** Exactly the bytes served to the device: a plist `{CommandUUID, Command}`. */
+  payload: Buffer;
+  /** 0..99, higher first; equal priorities are served oldest first. Default 50. */
+  priority?: number;
+}
+
+/** A command as it is offered to one enrollment. */
+export interface QueuedCommand {
+  uuid: string;
+  requestType: string;
+  payload: Buffer;
+  priority: number;
+  status: 'Pending' | 'NotNow';
+  enqueuedAt: string;
+}
+
+export interface CommandResult {
+  status: FinalStatus | 'NotNow';
+  at: string;
+  /** The device's raw report body. */
+  raw: Buffer;
+  errorChain?: ErrorChainItem[];
+}
+
+/** A command's history for one enrollment, pending or finished. */
+export interface CommandView {
+  uuid: string;
+  requestType: string;
+  priority: number;
+  status: CommandStatus;
+  enqueuedAt: string;
+  /** Last time the device answered it (NotNow included). */
+  updatedAt?: string;
+  notNowCount: number;
+  /** Final result; present once status is final. */
+  result?: CommandResult;
+}
+
+export type RecordOutcome = 'recorded' | 'notnow' | 'unknown' | 'duplicate';
+
+export interface Store {
+  // --- check-in ---
+  /**
+   * Atomically: upsert the device (facts, identity binding, authenticatedAt; keep `reported`),
+   * mark every enrollment of the device inactive, drop their pending commands (finished history
+   * stays until compaction), and index the certificate hash -> device id.
+   */
+  authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date): Promise<void>;
+  /** Upsert the enrollment as active. Returns whether it was inactive (or new) before. */
+  tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }>;
+  /** Mark the enrollment inactive and drop its pending commands; for the device channel also every user channel, and set checkedOutAt. */
+  checkOut(enrollmentId: string, at: Date): Promise<void>;
+  getDevice(deviceId: string): Promise<DeviceRecord | undefined>;
+  /** Device id currently bound to this certificate hash, if any. */
+  deviceForCert(certHash: string): Promise<string | undefined>;
+  listDevices(): Promise<DeviceRecord[]>;
+  getEnrollment(enrollmentId: string): Promise<EnrollmentRecord | undefined>;
+  listEnrollments(deviceId: string): Promise<EnrollmentRecord[]>;
+  /** Record last contact; may be buffered by the implementation (not crash-critical). */
+  touch(enrollmentId: string, at: Date): Promise<void>;
+  /** Secret. `null` clears it. */
+  setBootstrapToken(deviceId: string, token: Buffer | null): Promise<void>;
+  getBootstrapToken(deviceId: string): Promise<Buffer | undefined>;
+
+  // --- command queue ---
+  /** Queue one command for every target in one atomic batch. Unknown targets are the caller's concern. */
+  enqueue(targets: string[], cmd: NewCommand, at: Date): Promise<void>;
+  /**
+   * The next command to offer: highest priority, then oldest. With `skipNotNow`, commands the
+   * device answered NotNow are passed over (they come back on a later Idle).
+   */
+  nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined>;
+  /**
+   * Store a device's answer to a command. Final statuses take it out of the queue and keep the
+   * result (and, when given, merge `reported` into the device's reported state) in one batch;
+   * NotNow keeps it queued and flagged. A second answer to a finished command is 'duplicate';
+   * a command not queued for this enrollment is 'unknown'. Neither changes anything.
+   */
+  recordResult(
+    enrollmentId: string,
+    commandUUID: string,
+    result: CommandResult,
+    reported?: ReportedState,
+  ): Promise<RecordOutcome>;
+  /** Pending and finished commands of an enrollment, oldest first. */
+  listCommands(enrollmentId: string): Promise<CommandView[]>;
+  /** Delete finished commands whose result is older than `before`. Returns how many. */
+  compact(before: Date): Promise<number>;
+  close(): Promise<void>;
+}
