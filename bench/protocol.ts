@@ -1,0 +1,153 @@
+/**
+ * Protocol benchmark: N simulated devices against a real `orchard serve` child process on
+ * loopback. Every request is signed (Mdm-Signature) and verified. Server CPU is read from
+ * /proc/<pid>/stat, so the figure is the server's own cost per request, not the client's.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createCA, createDeviceIdentity } from '../src/identity/ca.js';
+import { SimulatedDevice } from '../src/sim/device.js';
+
+export interface ProtocolBenchOptions {
+  devices: number;
+  concurrency: number;
+  idleRounds: number;
+}
+
+export interface PhaseResult {
+  name: string;
+  requests: number;
+  seconds: number;
+  requestsPerSec: number;
+  serverCpuMsPerRequest: number;
+  p50ms: number;
+  p99ms: number;
+}
+
+export interface ProtocolBenchResult {
+  devices: number;
+  concurrency: number;
+  phases: PhaseResult[];
+  cyclesPerSec: number;
+  serverRssMb: number;
+}
+
+const CLK_TCK = 100; // Linux USER_HZ; /proc times are in these ticks.
+
+function procCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK; // utime + stime
+}
+
+function procRssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function phase(name: string, pid: number, concurrency: number, jobs: (() => Promise<number>)[]): Promise<PhaseResult> {
+  const latencies: number[] = [];
+  let requests = 0;
+  let next = 0;
+  const cpu0 = procCpuMs(pid);
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < jobs.length) {
+      const job = jobs[next++]!;
+      const start = performance.now();
+      const n = await job();
+      // A job is one or more requests; its latency is spread evenly over them.
+      const each = (performance.now() - start) / n;
+      for (let i = 0; i < n; i++) latencies.push(each);
+      requests += n;
+    }
+  }));
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = procCpuMs(pid) - cpu0;
+  latencies.sort((a, b) => a - b);
+  return {
+    name, requests, seconds,
+    requestsPerSec: requests / seconds,
+    serverCpuMsPerRequest: cpu / requests,
+    p50ms: percentile(latencies, 50),
+    p99ms: percentile(latencies, 99),
+  };
+}
+
+export async function benchProtocol(opts: ProtocolBenchOptions): Promise<ProtocolBenchResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-'));
+  const ca = createCA({ commonName: 'Bench CA' });
+  writeFileSync(join(dir, 'ca.pem'), ca.certPem);
+  const cli = join(import.meta.dirname, '../src/cli/main.js');
+  const child = spawn(process.execPath, [cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', join(dir, 'ca.pem'), '--log-level', 'info'], {
+    env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /"url":"(http[^"]+)"/.exec(out);
+        if (m) {
+          out = '';
+          resolve(m[1]!);
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`server exited ${code}: ${out}`)));
+    });
+    // Production log level: the one-line-per-request log is part of the cost being measured.
+    const pid = child.pid!;
+    const agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency });
+    // One key, distinct certificates: issuing is cheap, every device still has its own identity.
+    const key = createDeviceIdentity(ca, 'bench-key').key;
+    const devices = Array.from({ length: opts.devices }, (_, i) =>
+      new SimulatedDevice({ serverUrl: url, identity: createDeviceIdentity(ca, `bench-${i}`, { key }), agent, serialNumber: `BENCH${String(i).padStart(6, '0')}` }));
+
+    const phases: PhaseResult[] = [];
+    phases.push(await phase('enroll (Authenticate + TokenUpdate)', pid, opts.concurrency, devices.map((d) => async () => { await d.enroll(); return 2; })));
+
+    const t = performance.now();
+    const res = await fetch(`${url}/api/v1/commands`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer bench-token', 'content-type': 'application/json' },
+      body: JSON.stringify({ targets: devices.map((d) => d.udid), command: { RequestType: 'ProfileList' } }),
+    });
+    if (res.status !== 201) throw new Error(`enqueue failed: ${res.status} ${await res.text()}`);
+    const enqueueMs = performance.now() - t;
+
+    const cycle = await phase('command cycle (Idle -> command, Acknowledged -> empty)', pid, opts.concurrency, devices.map((d) => async () => {
+      const handled = await d.connect();
+      if (handled.length !== 1) throw new Error(`expected one command, got ${handled.length}`);
+      return 2;
+    }));
+    phases.push(cycle);
+
+    const idleJobs: (() => Promise<number>)[] = [];
+    for (let r = 0; r < opts.idleRounds; r++) {
+      for (const d of devices) idleJobs.push(async () => {
+        const resp = await d.report({ Status: 'Idle', UDID: d.udid });
+        if (resp.status !== 200 || resp.body.length !== 0) throw new Error(`idle: ${resp.status}`);
+        return 1;
+      });
+    }
+    phases.push(await phase('signed Idle, empty queue', pid, opts.concurrency, idleJobs));
+    phases.push({ name: `enqueue 1 command to ${opts.devices} targets (one API call)`, requests: 1, seconds: enqueueMs / 1000, requestsPerSec: NaN, serverCpuMsPerRequest: NaN, p50ms: enqueueMs, p99ms: enqueueMs });
+
+    const rss = procRssMb(pid);
+    agent.destroy();
+    return { devices: opts.devices, concurrency: opts.concurrency, phases, cyclesPerSec: cycle.requestsPerSec / 2, serverRssMb: rss };
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

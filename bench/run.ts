@@ -1,0 +1,48 @@
+/**
+ * `npm run bench`: every benchmark, printed as Markdown (paste into BENCHMARKS.md with the
+ * command line). Options: --devices N (default 1000), --concurrency N (default 16),
+ * --idle-rounds N (default 3), --only protocol|cms|store.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { benchCms } from './cms.js';
+import { benchProtocol } from './protocol.js';
+import { benchStore } from './store.js';
+
+const { values } = parseArgs({
+  options: {
+    devices: { type: 'string', default: '1000' },
+    concurrency: { type: 'string', default: '16' },
+    'idle-rounds': { type: 'string', default: '3' },
+    only: { type: 'string' },
+  },
+});
+const only = values.only;
+const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-');
+
+console.log(`# Orchard benchmarks\n\nNode ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}\n`);
+
+if (!only || only === 'cms') {
+  const r = await benchCms();
+  console.log(`## Mdm-Signature (CMS) on one core\n\n| operation | per second |\n|---|---|\n| verify (detached SignedData, RSA-2048) | ${f(r.verifyPerSec, 0)} |\n| sign (simulator) | ${f(r.signPerSec, 0)} |\n\n${r.notes}\n`);
+}
+
+if (!only || only === 'store') {
+  const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-store-'));
+  try {
+    const r = await benchStore(dir);
+    console.log(`## LevelDB store\n\n| operation | per second |\n|---|---|\n${Object.entries(r).map(([k, v]) => `| ${k} | ${f(v, 0)} |`).join('\n')}\n`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (!only || only === 'protocol') {
+  const r = await benchProtocol({ devices: Number(values.devices), concurrency: Number(values.concurrency), idleRounds: Number(values['idle-rounds']) });
+  console.log(`## Protocol: ${r.devices} simulated devices, ${r.concurrency} concurrent, signed requests on loopback\n`);
+  console.log('| phase | requests | req/s | server CPU ms/req | p50 ms | p99 ms |\n|---|---|---|---|---|---|');
+  for (const p of r.phases) console.log(`| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} |`);
+  console.log(`\nCommand cycles/s: ${f(r.cyclesPerSec, 0)}. Server RSS after the run: ${f(r.serverRssMb, 1)} MB.\n`);
+}

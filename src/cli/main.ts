@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { ConfigError, loadConfig, type FlagValues } from '../config.js';
+import { startServer } from '../server.js';
+import { simulate, type SimulateFlags } from './simulate.js';
+
+const program = new Command();
+program.name('orchard').description('GitOps controller and MDM server for Apple devices');
+
+const collect = (value: string, prev: string[] = []) => [...prev, value];
+
+program
+  .command('serve')
+  .description('run the MDM server (device endpoints, admin API)')
+  .option('--config <file>', 'YAML config file (flags override it)')
+  .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080)')
+  .option('--data-dir <dir>', 'embedded store directory (default ./data)')
+  .option('--repo <path|url>', 'fleet repository')
+  .option('--branch <name>', 'branch to follow (default main)')
+  .option('--public-url <url>', 'URL devices reach this server at')
+  .option('--trust-ca <file>', 'PEM CA whose identity certificates may enroll (repeatable)', collect)
+  .option('--cert-header <name>', 'take the client certificate from this proxy header instead of Mdm-Signature')
+  .option('--tls-cert <file>', 'serve HTTPS with this certificate')
+  .option('--tls-key <file>', 'private key for --tls-cert')
+  .option('--max-body-bytes <n>', 'largest request body accepted (default 8 MiB)')
+  .option('--retention <duration>', 'keep finished commands this long (default 7d)')
+  .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
+  .addHelpText('after', '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token).')
+  .action(async (flags: FlagValues) => {
+    const cfg = loadConfig(flags);
+    const server = await startServer(cfg, {
+      adminToken: process.env.ORCHARD_API_TOKEN || undefined,
+      readToken: process.env.ORCHARD_READ_TOKEN || undefined,
+    });
+    const stop = async (signal: string) => {
+      server.log.info({ signal }, 'shutting down');
+      await server.close();
+      process.exit(0);
+    };
+    process.once('SIGINT', () => void stop('SIGINT'));
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
+
+program
+  .command('simulate')
+  .description('enroll simulated devices (signed requests, real identities) and answer commands')
+  .requiredOption('--server <url>', 'Orchard server URL, e.g. http://127.0.0.1:8080')
+  .option('--ca-dir <dir>', 'CA that issues the simulated identities (created if missing; start the server with --trust-ca DIR/ca.pem)', './data/simulator-ca')
+  .option('--count <n>', 'number of devices', '1')
+  .option('--interval <seconds>', 'seconds between check-ins', '10')
+  .option('--prefix <text>', 'serial number prefix', 'SIM')
+  .option('--once', 'check in once and exit')
+  .action(async (flags: SimulateFlags) => {
+    await simulate(flags);
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`orchard: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`orchard: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});

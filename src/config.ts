@@ -1,0 +1,153 @@
+/**
+ * Server configuration: defaults, then a YAML file (`--config`), then command-line flags.
+ * Relative paths in the file are relative to the file; on the command line, to the cwd.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+
+export interface ServerConfig {
+  listen: { host: string; port: number };
+  dataDir: string;
+  repo?: string;
+  branch: string;
+  publicUrl?: string;
+  trustCa: string[];
+  certHeader?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  maxBodyBytes: number;
+  /** How long finished commands are kept before compaction. */
+  retentionMs: number;
+  logLevel: string;
+}
+
+export const DEFAULTS: ServerConfig = {
+  listen: { host: '127.0.0.1', port: 8080 },
+  dataDir: './data',
+  branch: 'main',
+  trustCa: [],
+  maxBodyBytes: 8 * 1024 * 1024,
+  retentionMs: 7 * 24 * 3600 * 1000,
+  logLevel: 'info',
+};
+
+export class ConfigError extends Error {}
+
+/** Keys accepted in the YAML file, mapped to the flag they mirror. */
+const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'logLevel'] as const;
+
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`listen: "${value}" is not HOST:PORT`);
+  return { host: m[1] || m[2] || '127.0.0.1', port };
+}
+
+/** "7d", "12h", "30m", "45s" or milliseconds. */
+export function parseDuration(value: string | number, what: string): number {
+  if (typeof value === 'number') return value;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(value.trim());
+  if (!m) throw new ConfigError(`${what}: "${value}" is not a duration like 7d, 12h, 30m`);
+  const unit = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[(m[2] ?? 'ms') as 'ms'];
+  return Number(m[1]) * unit;
+}
+
+export interface FlagValues {
+  config?: string;
+  listen?: string;
+  dataDir?: string;
+  repo?: string;
+  branch?: string;
+  publicUrl?: string;
+  trustCa?: string[];
+  certHeader?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  maxBodyBytes?: string;
+  retention?: string;
+  logLevel?: string;
+}
+
+export function loadConfig(flags: FlagValues): ServerConfig {
+  const cfg: ServerConfig = { ...DEFAULTS, trustCa: [] };
+  if (flags.config) applyFile(cfg, flags.config);
+  if (flags.listen) cfg.listen = parseListen(flags.listen);
+  if (flags.dataDir) cfg.dataDir = resolve(flags.dataDir);
+  if (flags.repo) cfg.repo = /^[a-z+]+:\/\/|^git@/.test(flags.repo) ? flags.repo : resolve(flags.repo);
+  if (flags.branch) cfg.branch = flags.branch;
+  if (flags.publicUrl) cfg.publicUrl = flags.publicUrl;
+  if (flags.trustCa?.length) cfg.trustCa = flags.trustCa.map((p) => resolve(p));
+  if (flags.certHeader) cfg.certHeader = flags.certHeader;
+  if (flags.tlsCert) cfg.tlsCert = resolve(flags.tlsCert);
+  if (flags.tlsKey) cfg.tlsKey = resolve(flags.tlsKey);
+  if (flags.maxBodyBytes) cfg.maxBodyBytes = positiveInt(flags.maxBodyBytes, 'max-body-bytes');
+  if (flags.retention) cfg.retentionMs = parseDuration(flags.retention, 'retention');
+  if (flags.logLevel) cfg.logLevel = flags.logLevel;
+  if (!flags.dataDir && !flags.config) cfg.dataDir = resolve(cfg.dataDir);
+  if ((cfg.tlsCert && !cfg.tlsKey) || (!cfg.tlsCert && cfg.tlsKey)) throw new ConfigError('tls-cert and tls-key go together');
+  return cfg;
+}
+
+function applyFile(cfg: ServerConfig, file: string): void {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config ${file}: ${(err as Error).message}`);
+  }
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    throw new ConfigError(`${file}:${e.linePos?.[0]?.line ?? '?'}:${e.linePos?.[0]?.col ?? '?'}: ${e.message.split('\n')[0]}`);
+  }
+  const raw = (doc.toJS() ?? {}) as Record<string, unknown>;
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${file}: expected a mapping of settings`);
+  const base = dirname(resolve(file));
+  const where = (key: string) => {
+    const node = doc.get(key, true) as { range?: [number, number] } | undefined;
+    const offset = node?.range?.[0] ?? 0;
+    return `${file}:${text.slice(0, offset).split('\n').length}`;
+  };
+  for (const key of Object.keys(raw)) {
+    if (!(FILE_KEYS as readonly string[]).includes(key)) throw new ConfigError(`${where(key)}: unknown setting "${key}" (known: ${FILE_KEYS.join(', ')})`);
+  }
+  const str = (key: string): string | undefined => {
+    const v = raw[key];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'string' && typeof v !== 'number') throw new ConfigError(`${where(key)}: ${key} must be a string`);
+    return String(v);
+  };
+  try {
+    const listen = str('listen');
+    if (listen) cfg.listen = parseListen(listen);
+    const path = (key: string) => { const v = str(key); return v === undefined ? undefined : resolve(base, v); };
+    cfg.dataDir = path('dataDir') ?? cfg.dataDir;
+    const repo = str('repo');
+    if (repo) cfg.repo = /^[a-z+]+:\/\/|^git@/.test(repo) ? repo : resolve(base, repo);
+    cfg.branch = str('branch') ?? cfg.branch;
+    cfg.publicUrl = str('publicUrl') ?? cfg.publicUrl;
+    const trust = raw.trustCa;
+    if (trust !== undefined) {
+      const list = Array.isArray(trust) ? trust : [trust];
+      cfg.trustCa = list.map((p) => resolve(base, String(p)));
+    }
+    cfg.certHeader = str('certHeader') ?? cfg.certHeader;
+    cfg.tlsCert = path('tlsCert') ?? cfg.tlsCert;
+    cfg.tlsKey = path('tlsKey') ?? cfg.tlsKey;
+    const mb = str('maxBodyBytes');
+    if (mb) cfg.maxBodyBytes = positiveInt(mb, 'maxBodyBytes');
+    const ret = str('retention');
+    if (ret) cfg.retentionMs = parseDuration(ret, 'retention');
+    cfg.logLevel = str('logLevel') ?? cfg.logLevel;
+  } catch (err) {
+    if (err instanceof ConfigError && !err.message.startsWith(file)) throw new ConfigError(`${file}: ${err.message}`);
+    throw err;
+  }
+}
+
+function positiveInt(v: string, what: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${what}: "${v}" is not a positive integer`);
+  return n;
+}

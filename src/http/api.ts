@@ -1,0 +1,195 @@
+/**
+ * The admin API. Bearer tokens: the admin token may do everything, the read-only token only GET.
+ * Unlike the device endpoints, a missing token here is a plain 401: no device ever calls this.
+ */
+import { timingSafeEqual, createHash } from 'node:crypto';
+import Router from '@koa/router';
+import type { Middleware } from 'koa';
+import getRawBody from 'raw-body';
+import { buildCommand, buildCommandFromPlist, fromJson } from '../protocol/commands.js';
+import { ProtocolError } from '../protocol/errors.js';
+import { toJson } from '../protocol/json.js';
+import { parsePlist, type PlistDict } from '../protocol/plist.js';
+import type { Pusher } from '../push/push.js';
+import type { CommandView, DeviceRecord, EnrollmentRecord, Store } from '../store/types.js';
+
+export interface ApiOptions {
+  store: Store;
+  pusher: Pusher;
+  adminToken?: string;
+  readToken?: string;
+  maxBodyBytes: number;
+  now?: () => Date;
+}
+
+class ApiError extends Error {
+  constructor(readonly status: number, message: string) { super(message); }
+}
+
+export function apiRouter(opts: ApiOptions): Router {
+  const router = new Router({ prefix: '/api/v1' });
+  const now = opts.now ?? (() => new Date());
+  router.use(errors());
+  router.use(auth(opts.adminToken, opts.readToken));
+
+  router.post('/commands', async (ctx) => {
+    const type = (ctx.get('content-type').split(';')[0] ?? '').trim().toLowerCase();
+    const raw = await readApiBody(ctx.req, opts.maxBodyBytes);
+    let targets: unknown;
+    let built;
+    if (type === 'application/x-apple-plist' || type === 'application/x-plist') {
+      // Targets for a raw plist come from the query: ?target=A&target=B (or ?targets=A,B).
+      const q = ctx.query.target ?? ctx.query.targets;
+      targets = (Array.isArray(q) ? q : q ? [q] : []).flatMap((t) => String(t).split(',')).filter(Boolean);
+      built = buildCommandFromPlist(raw);
+    } else if (type === 'application/json' || type === '') {
+      let body: { targets?: unknown; command?: unknown; commandUUID?: unknown; priority?: unknown };
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch (err) {
+        throw new ApiError(400, `body is not JSON: ${(err as Error).message}`);
+      }
+      if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiError(400, 'body must be a JSON object');
+      targets = body.targets;
+      const command = fromJson(body.command) as PlistDict;
+      if (!command || typeof command !== 'object' || Array.isArray(command)) throw new ApiError(400, 'command must be an object with RequestType');
+      if (body.commandUUID !== undefined && typeof body.commandUUID !== 'string') throw new ApiError(400, 'commandUUID must be a string');
+      built = buildCommand(command, body.commandUUID as string | undefined);
+      if (body.priority !== undefined) {
+        if (!Number.isInteger(body.priority) || (body.priority as number) < 0 || (body.priority as number) > 99) throw new ApiError(400, 'priority must be an integer 0..99');
+      }
+      ctx.state.priority = body.priority;
+    } else {
+      throw new ApiError(415, `content type "${type}" not accepted: send application/json or application/x-apple-plist`);
+    }
+    if (!Array.isArray(targets) || targets.length === 0 || !targets.every((t) => typeof t === 'string')) {
+      throw new ApiError(400, 'targets must be a non-empty array of enrollment ids');
+    }
+    const ids = [...new Set(targets as string[])];
+    const enrollments = await Promise.all(ids.map((id) => opts.store.getEnrollment(id)));
+    const missing = ids.filter((_, i) => !enrollments[i]?.active);
+    if (missing.length > 0) throw new ApiError(404, `not enrolled (unknown or inactive): ${missing.slice(0, 20).join(', ')}`);
+    await opts.store.enqueue(ids, { ...built, priority: ctx.state.priority as number | undefined }, now());
+    void opts.pusher.push(enrollments as EnrollmentRecord[]).catch(() => undefined);
+    ctx.status = 201;
+    ctx.body = { commandUUID: built.uuid, requestType: built.requestType, targets: ids };
+  });
+
+  router.get('/devices', async (ctx) => {
+    const devices = await opts.store.listDevices();
+    const out = await Promise.all(devices.map((d) => deviceView(opts.store, d)));
+    ctx.body = { devices: out };
+  });
+
+  router.get('/devices/:id', async (ctx) => {
+    const dev = await opts.store.getDevice(ctx.params.id!);
+    if (!dev) throw new ApiError(404, `no device ${ctx.params.id}`);
+    ctx.body = await deviceView(opts.store, dev);
+  });
+
+  router.get('/devices/:id/commands', async (ctx) => {
+    const id = ctx.params.id!;
+    const enrollment = await opts.store.getEnrollment(id);
+    const device = enrollment ? undefined : await opts.store.getDevice(id);
+    if (!enrollment && !device) throw new ApiError(404, `no device or enrollment ${id}`);
+    const commands = await opts.store.listCommands(id);
+    ctx.body = { enrollment: id, commands: commands.map(commandView) };
+  });
+
+  return router;
+}
+
+async function deviceView(store: Store, d: DeviceRecord) {
+  const enrollments = await store.listEnrollments(d.id);
+  return {
+    id: d.id,
+    serialNumber: d.facts.SerialNumber,
+    enrolled: enrollments.some((e) => e.type === 'device' && e.active),
+    enrolledAt: d.enrolledAt,
+    authenticatedAt: d.authenticatedAt,
+    checkedOutAt: d.checkedOutAt,
+    facts: d.facts,
+    identity: d.identity,
+    // Push token, PushMagic and UnlockToken are not shown: they are credentials.
+    enrollments: enrollments.map((e) => ({
+      id: e.id, type: e.type, active: e.active, userId: e.userId, userShortName: e.userShortName,
+      lastSeenAt: e.lastSeenAt, topic: e.push?.topic, awaitingConfiguration: e.awaitingConfiguration,
+    })),
+    reported: d.reported,
+  };
+}
+
+function commandView(c: CommandView) {
+  let response: unknown;
+  if (c.result) {
+    try {
+      response = toJson(parsePlist(c.result.raw));
+    } catch {
+      response = undefined;
+    }
+  }
+  return {
+    commandUUID: c.uuid,
+    requestType: c.requestType,
+    priority: c.priority,
+    status: c.status,
+    enqueuedAt: c.enqueuedAt,
+    updatedAt: c.updatedAt,
+    notNowCount: c.notNowCount,
+    ...(c.result ? { result: { status: c.result.status, at: c.result.at, errorChain: c.result.errorChain, response } } : {}),
+  };
+}
+
+async function readApiBody(req: import('node:http').IncomingMessage, limit: number): Promise<Buffer> {
+  try {
+    return await getRawBody(req, { limit });
+  } catch (err) {
+    const e = err as { type?: string; message?: string };
+    if (e.type === 'entity.too.large') throw new ApiError(413, `body over the ${limit}-byte limit`);
+    throw new ApiError(400, `could not read body: ${e.message}`);
+  }
+}
+
+function errors(): Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } catch (err) {
+      if (err instanceof ApiError || err instanceof ProtocolError) {
+        ctx.status = err.status;
+        ctx.body = { error: err.message };
+        ctx.state.log.reason = err.message;
+        return;
+      }
+      throw err;
+    }
+  };
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** Constant-time token check; the read token may only read. */
+function auth(adminToken?: string, readToken?: string): Middleware {
+  const admin = adminToken ? digest(adminToken) : undefined;
+  const read = readToken ? digest(readToken) : undefined;
+  return async (ctx, next) => {
+    if (!admin && !read) throw new ApiError(403, 'admin API disabled: set ORCHARD_API_TOKEN (and optionally ORCHARD_READ_TOKEN)');
+    const m = /^Bearer\s+(\S+)$/i.exec(ctx.get('authorization'));
+    if (!m) {
+      ctx.set('WWW-Authenticate', 'Bearer');
+      throw new ApiError(401, 'missing bearer token');
+    }
+    const given = digest(m[1]!);
+    if (admin && timingSafeEqual(given, admin)) {
+      ctx.state.role = 'admin';
+    } else if (read && timingSafeEqual(given, read)) {
+      if (ctx.method !== 'GET' && ctx.method !== 'HEAD') throw new ApiError(403, 'read-only token: this call changes state');
+      ctx.state.role = 'read';
+    } else {
+      throw new ApiError(403, 'invalid token');
+    }
+    await next();
+  };
+}

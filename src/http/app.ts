@@ -1,0 +1,55 @@
+import Koa from 'koa';
+import Router from '@koa/router';
+import type { Logger } from 'pino';
+import type { TrustStore } from '../identity/trust.js';
+import type { MdmService } from '../mdm/service.js';
+import type { Pusher } from '../push/push.js';
+import type { Store } from '../store/types.js';
+import { apiRouter } from './api.js';
+import type { DeviceState } from './context.js';
+import { deviceIdentity, mdmHandler, readBody } from './device.js';
+import { requestLog } from './request-log.js';
+
+export interface AppOptions {
+  log: Logger;
+  store: Store;
+  service: MdmService;
+  trust: TrustStore;
+  pusher: Pusher;
+  certHeader?: string;
+  maxBodyBytes: number;
+  adminToken?: string;
+  readToken?: string;
+}
+
+export function createApp(opts: AppOptions): Koa<DeviceState> {
+  const app = new Koa<DeviceState>();
+  // Errors are answered and logged by requestLog; keep Koa from printing stack traces to stderr.
+  app.silent = true;
+  app.use(requestLog(opts.log));
+
+  const device = new Router<DeviceState>();
+  const chain = [
+    readBody(opts.maxBodyBytes),
+    deviceIdentity({ trust: opts.trust, certHeader: opts.certHeader }),
+    mdmHandler(opts.service),
+  ];
+  device.put('/mdm/checkin', ...chain);
+  device.put('/mdm/connect', ...chain);
+  device.get('/healthz', (ctx) => {
+    ctx.body = { ok: true };
+  });
+  app.use(device.routes());
+  app.use(device.allowedMethods());
+
+  const api = apiRouter({
+    store: opts.store,
+    pusher: opts.pusher,
+    adminToken: opts.adminToken,
+    readToken: opts.readToken,
+    maxBodyBytes: opts.maxBodyBytes,
+  });
+  app.use(api.routes());
+  app.use(api.allowedMethods());
+  return app;
+}

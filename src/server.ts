@@ -1,0 +1,88 @@
+/** Wires the parts of `orchard serve` together: store, identity, MDM service, HTTP, timers. */
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync, mkdirSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import type { ServerConfig } from './config.js';
+import { TrustStore } from './identity/trust.js';
+import { createApp } from './http/app.js';
+import { MdmService } from './mdm/service.js';
+import { UnconfiguredPusher, type Pusher } from './push/push.js';
+import { LevelStore } from './store/leveldb.js';
+import type { Store } from './store/types.js';
+
+export interface RunningServer {
+  url: string;
+  store: Store;
+  service: MdmService;
+  trust: TrustStore;
+  log: Logger;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: Logger;
+  adminToken?: string;
+  readToken?: string;
+  pusher?: Pusher;
+  /** How often finished commands are compacted (default hourly). */
+  compactEveryMs?: number;
+}
+
+export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): Promise<RunningServer> {
+  const log = opts.log ?? pino({ level: cfg.logLevel });
+  const trust = TrustStore.fromFiles(cfg.trustCa);
+  if (trust.size === 0) log.warn('no trusted CA (--trust-ca): no device can enroll yet');
+  mkdirSync(cfg.dataDir, { recursive: true });
+  const store = await LevelStore.open(cfg.dataDir);
+  const service = new MdmService(store);
+  const pusher = opts.pusher ?? new UnconfiguredPusher(log);
+  const app = createApp({
+    log, store, service, trust, pusher,
+    certHeader: cfg.certHeader,
+    maxBodyBytes: cfg.maxBodyBytes,
+    adminToken: opts.adminToken,
+    readToken: opts.readToken,
+  });
+  if (!opts.adminToken && !opts.readToken) log.warn('ORCHARD_API_TOKEN is not set: the admin API is disabled');
+
+  const handler = app.callback();
+  const server: Server = cfg.tlsCert
+    ? createHttpsServer({ cert: readFileSync(cfg.tlsCert), key: readFileSync(cfg.tlsKey!) }, handler)
+    : createHttpServer(handler);
+  // Devices keep connections open across a command session.
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(cfg.listen.port, cfg.listen.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const url = `${cfg.tlsCert ? 'https' : 'http'}://${host}:${addr.port}`;
+
+  const compact = async () => {
+    try {
+      const n = await store.compact(new Date(Date.now() - cfg.retentionMs));
+      if (n > 0) log.info({ compacted: n }, 'compacted finished commands');
+    } catch (err) {
+      log.error({ err }, 'compaction failed');
+    }
+  };
+  void compact();
+  const timer = setInterval(compact, opts.compactEveryMs ?? 3600_000);
+  timer.unref();
+
+  log.info({ url, dataDir: cfg.dataDir, repo: cfg.repo, trustedCAs: trust.size, certHeader: cfg.certHeader }, 'orchard listening');
+  return {
+    url, store, service, trust, log,
+    async close() {
+      clearInterval(timer);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      await store.close();
+    },
+  };
+}

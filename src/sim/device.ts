@@ -1,0 +1,272 @@
+/**
+ * A simulated Apple device: its own key and CA-issued identity certificate, every body signed
+ * (Mdm-Signature, or a client-certificate header as a TLS proxy would set), the check-in
+ * messages, and a connect loop that answers commands the way a device does. Used by tests,
+ * benchmarks and `orchard simulate`.
+ */
+import { Agent, request } from 'node:http';
+import { randomBytes, randomUUID, type KeyObject } from 'node:crypto';
+import { signDetached } from '../identity/cms-sign.js';
+import { buildPlist, parsePlistDict, type PlistDict, type PlistValue } from '../protocol/plist.js';
+
+export interface SimIdentity {
+  certDer: Buffer;
+  key: KeyObject;
+}
+
+export type SimSigning =
+  | { mode: 'signature'; digest?: 'sha1' | 'sha256'; signedAttributes?: boolean }
+  | { mode: 'header'; header: string; format: 'rfc9440' | 'nginx' };
+
+export interface SimOptions {
+  serverUrl: string;
+  identity: SimIdentity;
+  udid?: string;
+  serialNumber?: string;
+  model?: string;
+  modelName?: string;
+  productName?: string;
+  osVersion?: string;
+  buildVersion?: string;
+  deviceName?: string;
+  topic?: string;
+  supervised?: boolean;
+  signing?: SimSigning;
+  checkinPath?: string;
+  connectPath?: string;
+  agent?: Agent;
+}
+
+export interface InstalledProfile {
+  PayloadIdentifier: string;
+  PayloadUUID: string;
+  PayloadVersion: number;
+  PayloadDisplayName?: string;
+  PayloadContent: { PayloadIdentifier: string; PayloadType: string; PayloadUUID: string; PayloadVersion: number }[];
+}
+
+export interface HandledCommand {
+  commandUUID: string;
+  requestType: string;
+  status: 'Acknowledged' | 'Error' | 'NotNow' | 'CommandFormatError';
+}
+
+export interface SimResponse {
+  status: number;
+  body: Buffer;
+}
+
+/** Decides to answer NotNow (a locked device, a busy one). */
+export type NotNowPolicy = (requestType: string, commandUUID: string) => boolean;
+/** Return an error chain to make a command fail like a device would. */
+export type FailurePolicy = (requestType: string, command: PlistDict) => { ErrorCode: number; ErrorDomain: string; LocalizedDescription: string } | undefined;
+
+const defaultAgent = new Agent({ keepAlive: true, maxSockets: 4 });
+
+export class SimulatedDevice {
+  readonly udid: string;
+  readonly serialNumber: string;
+  readonly profiles = new Map<string, InstalledProfile>();
+  readonly handled: HandledCommand[] = [];
+  notNow?: NotNowPolicy;
+  fail?: FailurePolicy;
+  bootstrapToken?: Buffer;
+  private readonly pushToken = randomBytes(32);
+  private readonly pushMagic = randomUUID().toUpperCase();
+  private readonly opts: SimOptions;
+
+  constructor(opts: SimOptions) {
+    this.opts = opts;
+    this.udid = opts.udid ?? randomUUID().toUpperCase();
+    this.serialNumber = opts.serialNumber ?? `SIM${randomBytes(5).toString('hex').toUpperCase().slice(0, 9)}`;
+  }
+
+  get facts(): Record<string, string | boolean> {
+    return {
+      UDID: this.udid,
+      SerialNumber: this.serialNumber,
+      Model: this.opts.model ?? 'Mac14,2',
+      ModelName: this.opts.modelName ?? 'MacBook Air',
+      ProductName: this.opts.productName ?? this.opts.model ?? 'Mac14,2',
+      OSVersion: this.opts.osVersion ?? '15.1',
+      BuildVersion: this.opts.buildVersion ?? '24B83',
+      DeviceName: this.opts.deviceName ?? `Simulated ${this.serialNumber}`,
+      IsSupervised: this.opts.supervised ?? false,
+    };
+  }
+
+  private get topic(): string {
+    return this.opts.topic ?? 'com.apple.mgmt.External.00000000-0000-0000-0000-000000000000';
+  }
+
+  async authenticate(): Promise<SimResponse> {
+    const f = this.facts;
+    return this.checkin({
+      MessageType: 'Authenticate', Topic: this.topic, UDID: this.udid, SerialNumber: f.SerialNumber as string,
+      Model: f.Model as string, ModelName: f.ModelName as string, ProductName: f.ProductName as string,
+      OSVersion: f.OSVersion as string, BuildVersion: f.BuildVersion as string, DeviceName: f.DeviceName as string,
+    });
+  }
+
+  async tokenUpdate(user?: { userId: string; shortName?: string; longName?: string }): Promise<SimResponse> {
+    const msg: PlistDict = {
+      MessageType: 'TokenUpdate', Topic: this.topic, UDID: this.udid,
+      Token: new Uint8Array(this.pushToken), PushMagic: this.pushMagic, AwaitingConfiguration: false,
+    };
+    if (user) {
+      msg.UserID = user.userId;
+      msg.UserShortName = user.shortName ?? 'user';
+      msg.UserLongName = user.longName ?? 'Simulated User';
+    } else {
+      msg.UnlockToken = new Uint8Array(randomBytes(64));
+    }
+    return this.checkin(msg);
+  }
+
+  /** Authenticate then TokenUpdate; throws unless both succeed. */
+  async enroll(): Promise<void> {
+    for (const step of [() => this.authenticate(), () => this.tokenUpdate()]) {
+      const r = await step();
+      if (r.status !== 200) throw new Error(`enrollment step failed: ${r.status} ${r.body.toString()}`);
+    }
+  }
+
+  async checkOut(): Promise<SimResponse> {
+    return this.checkin({ MessageType: 'CheckOut', Topic: this.topic, UDID: this.udid });
+  }
+
+  async checkin(msg: PlistDict): Promise<SimResponse> {
+    return this.put(this.opts.checkinPath ?? '/mdm/checkin', buildPlist(msg), 'application/x-apple-aspen-mdm-checkin');
+  }
+
+  /**
+   * One connect session: Idle, then answer each command until the server has nothing more
+   * (empty body). Returns the commands handled in this session.
+   */
+  async connect(opts: { userId?: string; maxCommands?: number } = {}): Promise<HandledCommand[]> {
+    const session: HandledCommand[] = [];
+    let report: PlistDict = { Status: 'Idle', UDID: this.udid, ...(opts.userId ? { UserID: opts.userId } : {}) };
+    for (let i = 0; i <= (opts.maxCommands ?? 1000); i++) {
+      const res = await this.report(report);
+      if (res.status !== 200) throw new Error(`connect: server answered ${res.status}: ${res.body.toString().trim()}`);
+      if (res.body.length === 0) return session;
+      const cmd = parsePlistDict(res.body);
+      const answer = this.execute(cmd);
+      session.push(answer.handled);
+      this.handled.push(answer.handled);
+      report = { ...answer.report, UDID: this.udid, ...(opts.userId ? { UserID: opts.userId } : {}) };
+    }
+    throw new Error('connect: too many commands in one session');
+  }
+
+  async report(report: PlistDict): Promise<SimResponse> {
+    return this.put(this.opts.connectPath ?? '/mdm/connect', buildPlist(report), 'application/x-apple-aspen-mdm');
+  }
+
+  /** Execute one command like a device and return the report to send back. */
+  execute(cmd: PlistDict): { report: PlistDict; handled: HandledCommand } {
+    const uuid = String(cmd.CommandUUID);
+    const command = (cmd.Command ?? {}) as PlistDict;
+    const requestType = String(command.RequestType);
+    const done = (status: HandledCommand['status'], extra: PlistDict = {}) => ({
+      report: { Status: status, CommandUUID: uuid, ...extra },
+      handled: { commandUUID: uuid, requestType, status },
+    });
+    if (this.notNow?.(requestType, uuid)) return done('NotNow');
+    const failure = this.fail?.(requestType, command);
+    if (failure) return done('Error', { ErrorChain: [{ ...failure, USEnglishDescription: failure.LocalizedDescription }] });
+    switch (requestType) {
+      case 'ProfileList':
+        return done('Acknowledged', { ProfileList: [...this.profiles.values()] as unknown as PlistValue[] });
+      case 'InstallProfile': {
+        const parsed = parseProfile(command.Payload);
+        if (!parsed) return done('Error', { ErrorChain: [chain(1000, 'MCProfileErrorDomain', 'The profile could not be read')] });
+        this.profiles.set(parsed.PayloadIdentifier, parsed);
+        return done('Acknowledged');
+      }
+      case 'RemoveProfile': {
+        const id = String(command.Identifier);
+        if (!this.profiles.delete(id)) return done('Error', { ErrorChain: [chain(1001, 'MCProfileErrorDomain', `The profile "${id}" is not installed`)] });
+        return done('Acknowledged');
+      }
+      case 'DeviceInformation': {
+        const queries = Array.isArray(command.Queries) ? command.Queries.map(String) : Object.keys(this.facts);
+        const f = this.facts;
+        const responses: PlistDict = {};
+        for (const q of queries) if (q in f) responses[q] = f[q]!;
+        return done('Acknowledged', { QueryResponses: responses });
+      }
+      case 'SecurityInfo':
+        return done('Acknowledged', { SecurityInfo: { PasscodePresent: true, PasscodeCompliant: true, FDE_Enabled: true, SystemIntegrityProtectionEnabled: true } });
+      case 'CertificateList':
+        return done('Acknowledged', { CertificateList: [] });
+      case 'InstalledApplicationList':
+        return done('Acknowledged', { InstalledApplicationList: [{ Identifier: 'com.apple.Safari', Name: 'Safari', ShortVersion: '18.1', Version: '20619.2.8' }] });
+      default:
+        return done('Error', { ErrorChain: [chain(12021, 'MCMDMErrorDomain', `Unknown command "${requestType}"`)] });
+    }
+  }
+
+  private headers(body: Buffer, contentType: string): Record<string, string> {
+    const h: Record<string, string> = { 'content-type': contentType, 'content-length': String(body.length) };
+    const s = this.opts.signing ?? { mode: 'signature' };
+    if (s.mode === 'signature') {
+      h['mdm-signature'] = signDetached(body, this.opts.identity, { digest: s.digest ?? 'sha1', signedAttributes: s.signedAttributes ?? false });
+    } else if (s.format === 'rfc9440') {
+      h[s.header.toLowerCase()] = `:${this.opts.identity.certDer.toString('base64')}:`;
+    } else {
+      const pem = `-----BEGIN CERTIFICATE-----\n${this.opts.identity.certDer.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END CERTIFICATE-----\n`;
+      h[s.header.toLowerCase()] = encodeURIComponent(pem);
+    }
+    return h;
+  }
+
+  private put(path: string, body: Buffer, contentType: string): Promise<SimResponse> {
+    const url = new URL(path, this.opts.serverUrl);
+    return new Promise((resolve, reject) => {
+      const req = request(url, { method: 'PUT', headers: this.headers(body, contentType), agent: this.opts.agent ?? defaultAgent }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+}
+
+function chain(code: number, domain: string, text: string): PlistDict {
+  return { ErrorCode: code, ErrorDomain: domain, LocalizedDescription: text, USEnglishDescription: text };
+}
+
+/**
+ * Read a profile from InstallProfile's Payload. A signed profile is CMS SignedData with the XML
+ * inside as one octet string; a simulator only needs that XML, so it is located by its markers
+ * rather than by a full CMS parse.
+ */
+function parseProfile(payload: PlistValue | undefined): InstalledProfile | undefined {
+  if (!(payload instanceof Uint8Array)) return undefined;
+  let text = Buffer.from(payload).toString('latin1');
+  const start = text.indexOf('<?xml');
+  const end = text.lastIndexOf('</plist>');
+  if (start < 0 || end < 0) return undefined;
+  text = Buffer.from(payload).subarray(start, end + 8).toString('utf8');
+  try {
+    const p = parsePlistDict(text);
+    if (typeof p.PayloadIdentifier !== 'string' || typeof p.PayloadUUID !== 'string') return undefined;
+    const content = Array.isArray(p.PayloadContent) ? (p.PayloadContent as PlistDict[]) : [];
+    return {
+      PayloadIdentifier: p.PayloadIdentifier,
+      PayloadUUID: p.PayloadUUID,
+      PayloadVersion: typeof p.PayloadVersion === 'number' ? p.PayloadVersion : 1,
+      ...(typeof p.PayloadDisplayName === 'string' ? { PayloadDisplayName: p.PayloadDisplayName } : {}),
+      PayloadContent: content.map((c) => ({
+        PayloadIdentifier: String(c.PayloadIdentifier), PayloadType: String(c.PayloadType),
+        PayloadUUID: String(c.PayloadUUID), PayloadVersion: typeof c.PayloadVersion === 'number' ? c.PayloadVersion : 1,
+      })),
+    };
+  } catch {
+    return undefined;
+  }
+}
