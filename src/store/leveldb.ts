@@ -1,0 +1,629 @@
+/**
+ * LevelDB backend for `Store`.
+ *
+ * Key layout (all keys are strings; `<id>` is `esc(id)`, which never contains '\x00', so '\x00'
+ * ends every variable-length component and one id's prefix can never match another id's keys):
+ *
+ *   m\0version                  format version
+ *   s\0<seq hex14>              sequence markers: the largest one is the last sequence number used
+ *   d\0<dev>                    DeviceRecord
+ *   c\0<certHash>               deviceId bound to that certificate
+ *   b\0<dev>                    bootstrap token (binary)
+ *   e\0<eid>                    enrollment (unlockToken base64)
+ *   l\0<eid>                    lastSeenAt (ISO) written by the touch flusher, so it needs no read
+ *   i\0<dev>\0<eid>             device -> its enrollments
+ *   q\0<eid>\0<ord>             queue entry, never answered   ord = (99 - priority, 2 digits) + seq hex14
+ *   n\0<eid>\0<ord>             queue entry answered NotNow   (own prefix: skipNotNow is one seek)
+ *   x\0<eid>\0<uuid>            per-target command state, pending or finished (CmdRec)
+ *   r\0<eid>\0<uuid>            raw final result (binary)
+ *   f\0<ms 15>\0<eid>\0<uuid>   finished-at index for compaction
+ *   p\0<uuid>                   payload (binary), stored once per command
+ *   t\0<uuid>\0<eid>            reference from a target to the payload (pending or finished)
+ *   g\0<uuid>                   payload that may have lost its last reference (GC candidate)
+ */
+import { Level } from 'level';
+import type {
+  CommandResult,
+  CommandStatus,
+  CommandView,
+  DeviceFacts,
+  DeviceRecord,
+  EnrollmentRecord,
+  ErrorChainItem,
+  FinalStatus,
+  IdentityBinding,
+  NewCommand,
+  QueuedCommand,
+  RecordOutcome,
+  ReportedState,
+  Store,
+} from './types.js';
+
+const FORMAT_VERSION = 1;
+const DEFAULT_PRIORITY = 50;
+
+type Db = Level<string, unknown>;
+type Op =
+  | { type: 'put'; key: string; value: unknown; valueEncoding?: 'buffer' }
+  | { type: 'del'; key: string };
+
+type StoredEnrollment = Omit<EnrollmentRecord, 'unlockToken'> & { unlockToken?: string };
+
+/** Value of a q/n key: enough to answer nextCommand without reading x. */
+interface QEntry {
+  uuid: string;
+  requestType: string;
+  priority: number;
+  enqueuedAt: string;
+}
+
+interface CmdRec {
+  uuid: string;
+  requestType: string;
+  priority: number;
+  seq: number;
+  enqueuedAt: string;
+  status: CommandStatus;
+  notNowCount: number;
+  updatedAt?: string;
+  result?: { status: FinalStatus; at: string; errorChain?: ErrorChainItem[] };
+}
+
+interface FinishedRef {
+  e: string;
+  u: string;
+}
+
+const FINAL: ReadonlySet<string> = new Set<FinalStatus>(['Acknowledged', 'Error', 'CommandFormatError']);
+
+// '\x01' escapes itself and '\x00'; lone surrogates are escaped too, because UTF-8 encoding
+// would turn them all into U+FFFD and make different ids collide.
+const NEEDS_ESC = /[\x00\x01\uD800-\uDFFF]/;
+function esc(id: string): string {
+  if (!NEEDS_ESC.test(id)) return id;
+  let out = '';
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i);
+    if (c === 0) out += '\x01\x01';
+    else if (c === 1) out += '\x01\x02';
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < id.length && (id.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      out += id[i] + id[i + 1];
+      i++;
+    } else if (c >= 0xd800 && c <= 0xdfff) out += '\x01\x03' + c.toString(16);
+    else out += id[i];
+  }
+  return out;
+}
+
+const hex14 = (n: number): string => n.toString(16).padStart(14, '0');
+const ms15 = (ms: number): string => String(Math.max(0, Math.floor(ms))).padStart(15, '0');
+const ord = (priority: number, seq: number): string => String(99 - priority).padStart(2, '0') + hex14(seq);
+
+/** Keys of one component prefix ending in '\x00' sort below the same prefix ending in '\x01'. */
+const range = (prefix: string): { gte: string; lt: string } => ({ gte: prefix, lt: prefix.slice(0, -1) + '\x01' });
+
+const K = {
+  version: 'm\x00version',
+  seq: (seq: number) => 's\x00' + hex14(seq),
+  device: (dev: string) => 'd\x00' + esc(dev),
+  cert: (hash: string) => 'c\x00' + esc(hash),
+  boot: (dev: string) => 'b\x00' + esc(dev),
+  enr: (eid: string) => 'e\x00' + esc(eid),
+  seen: (eid: string) => 'l\x00' + esc(eid),
+  devEnrPrefix: (dev: string) => 'i\x00' + esc(dev) + '\x00',
+  devEnr: (dev: string, eid: string) => 'i\x00' + esc(dev) + '\x00' + esc(eid),
+  pendingPrefix: (eid: string) => 'q\x00' + esc(eid) + '\x00',
+  notNowPrefix: (eid: string) => 'n\x00' + esc(eid) + '\x00',
+  cmdPrefix: (eid: string) => 'x\x00' + esc(eid) + '\x00',
+  cmd: (eid: string, uuid: string) => 'x\x00' + esc(eid) + '\x00' + esc(uuid),
+  raw: (eid: string, uuid: string) => 'r\x00' + esc(eid) + '\x00' + esc(uuid),
+  finished: (ms: number, eid: string, uuid: string) => 'f\x00' + ms15(ms) + '\x00' + esc(eid) + '\x00' + esc(uuid),
+  payload: (uuid: string) => 'p\x00' + esc(uuid),
+  refPrefix: (uuid: string) => 't\x00' + esc(uuid) + '\x00',
+  ref: (uuid: string, eid: string) => 't\x00' + esc(uuid) + '\x00' + esc(eid),
+  gc: (uuid: string) => 'g\x00' + esc(uuid),
+};
+
+const BUF = { valueEncoding: 'buffer' } as const;
+
+function toStored(rec: EnrollmentRecord): StoredEnrollment {
+  const { unlockToken, ...rest } = rec;
+  return unlockToken ? { ...rest, unlockToken: unlockToken.toString('base64') } : rest;
+}
+
+function laterIso(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Date.parse(b) > Date.parse(a) ? b : a;
+}
+
+export interface LevelStoreOptions {
+  /** How often buffered `touch` calls are written. Default 5000 ms. */
+  touchFlushMs?: number;
+}
+
+export class LevelStore implements Store {
+  /** Last sequence number handed out; only grows, also across restarts (see `open`). */
+  private seq: number;
+  private readonly locks = new Map<string, Promise<void>>();
+  /** Buffered touches: enrollment id -> ms. */
+  private readonly seen = new Map<string, number>();
+  /** enrollment id -> device id, to find the lock of an enrollment without a read. */
+  private readonly deviceOfEnr = new Map<string, string>();
+  private readonly timer: NodeJS.Timeout;
+  private seqMarkersDirty = false;
+  private closing?: Promise<void>;
+
+  private constructor(
+    private readonly db: Db,
+    seq: number,
+    opts: LevelStoreOptions,
+  ) {
+    this.seq = seq;
+    this.timer = setInterval(() => {
+      this.flushTouches()
+        .then(() => this.pruneSeqMarkers())
+        .catch(() => undefined); // retried next tick; close() flushes for real
+    }, opts.touchFlushMs ?? 5000);
+    this.timer.unref();
+  }
+
+  static async open(dir: string, opts: LevelStoreOptions = {}): Promise<LevelStore> {
+    const db: Db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
+    await db.open();
+    try {
+      const version = await db.get(K.version);
+      if (version === undefined) await db.put(K.version, FORMAT_VERSION);
+      else if (version !== FORMAT_VERSION) throw new Error(`store format ${String(version)} in ${dir}, expected ${FORMAT_VERSION}`);
+      const last = await db.keys({ ...range('s\x00'), reverse: true, limit: 1 }).all();
+      const seq = last.length ? parseInt(last[0].slice(2), 16) : 0;
+      const store = new LevelStore(db, seq, opts);
+      store.seqMarkersDirty = true;
+      await store.pruneSeqMarkers();
+      return store;
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+  }
+
+  // --- helpers ---
+
+  private async getJson<T>(key: string): Promise<T | undefined> {
+    return (await this.db.get(key)) as T | undefined;
+  }
+
+  private async getBuf(key: string): Promise<Buffer | undefined> {
+    return (await this.db.get<string, Buffer>(key, BUF)) as Buffer | undefined;
+  }
+
+  private async write(ops: Op[]): Promise<void> {
+    if (ops.length) await this.db.batch(ops);
+  }
+
+  /** Per-key promise chain: read-modify-write sequences on one key never interleave. */
+  private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key);
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    this.locks.set(key, mine);
+    if (prev) await prev;
+    try {
+      return await fn();
+    } finally {
+      if (this.locks.get(key) === mine) this.locks.delete(key);
+      release();
+    }
+  }
+
+  /**
+   * Everything that changes an enrollment, its queue or its device runs under the device's lock,
+   * so authenticate/checkOut (which touch all of a device's channels) cannot interleave with a
+   * result. An unknown enrollment locks on its own id.
+   */
+  private async withEnrollment<T>(
+    eid: string,
+    fn: (dev: string, e: StoredEnrollment | undefined) => Promise<T>,
+  ): Promise<T> {
+    for (;;) {
+      let dev = this.deviceOfEnr.get(eid);
+      if (dev === undefined) {
+        const e = await this.getJson<StoredEnrollment>(K.enr(eid));
+        dev = e?.deviceId ?? eid;
+      }
+      const lockDev = dev;
+      const out = await this.withLock('D' + lockDev, async () => {
+        const e = await this.getJson<StoredEnrollment>(K.enr(eid));
+        // Created or moved while we waited for the lock: take the right lock instead.
+        if ((e?.deviceId ?? eid) !== lockDev) return { retry: true as const };
+        if (e) this.deviceOfEnr.set(eid, e.deviceId);
+        return { retry: false as const, value: await fn(lockDev, e) };
+      });
+      if (!out.retry) return out.value;
+      this.deviceOfEnr.delete(eid);
+    }
+  }
+
+  /** The device channel plus every enrollment indexed under the device. */
+  private async enrollmentIds(dev: string): Promise<string[]> {
+    const ids = (await this.db.values(range(K.devEnrPrefix(dev))).all()) as string[];
+    return ids.includes(dev) ? ids : [dev, ...ids];
+  }
+
+  /** Adds ops deleting an enrollment's pending queue; returns the uuids whose refs were dropped. */
+  private async dropQueue(eid: string, ops: Op[]): Promise<string[]> {
+    const uuids: string[] = [];
+    for (const prefix of [K.pendingPrefix(eid), K.notNowPrefix(eid)]) {
+      for (const [key, value] of await this.db.iterator(range(prefix)).all()) {
+        const uuid = (value as QEntry).uuid;
+        ops.push(
+          { type: 'del', key },
+          { type: 'del', key: K.cmd(eid, uuid) },
+          { type: 'del', key: K.ref(uuid, eid) },
+          { type: 'put', key: K.gc(uuid), value: uuid },
+        );
+        uuids.push(uuid);
+      }
+    }
+    return uuids;
+  }
+
+  private inactivate(e: StoredEnrollment | undefined, now: string, ops: Op[]): void {
+    if (!e || !e.active) return;
+    ops.push({ type: 'put', key: K.enr(e.id), value: { ...e, active: false, updatedAt: now } });
+  }
+
+  /** Delete payloads no target references any more. Candidates are persisted (g keys), so a crash only delays this. */
+  private async collect(uuids: Iterable<string>): Promise<void> {
+    for (const uuid of new Set(uuids)) {
+      await this.withLock('C' + uuid, async () => {
+        const refs = await this.db.keys({ ...range(K.refPrefix(uuid)), limit: 1 }).all();
+        const ops: Op[] = [{ type: 'del', key: K.gc(uuid) }];
+        if (refs.length === 0) ops.push({ type: 'del', key: K.payload(uuid) });
+        await this.write(ops);
+      });
+    }
+  }
+
+  private fromStored(e: StoredEnrollment, seenIso: string | undefined): EnrollmentRecord {
+    const { unlockToken, ...rest } = e;
+    const rec: EnrollmentRecord = { ...rest };
+    if (unlockToken !== undefined) rec.unlockToken = Buffer.from(unlockToken, 'base64');
+    const buffered = this.seen.get(e.id);
+    const last = laterIso(laterIso(e.lastSeenAt, seenIso), buffered === undefined ? undefined : new Date(buffered).toISOString());
+    if (last !== undefined) rec.lastSeenAt = last;
+    return rec;
+  }
+
+  private async flushTouches(): Promise<void> {
+    await this.withLock('flush', async () => {
+      if (this.seen.size === 0) return;
+      const snap = [...this.seen];
+      await this.write(snap.map(([eid, ms]) => ({ type: 'put', key: K.seen(eid), value: new Date(ms).toISOString() })));
+      // Keep entries touched again meanwhile; reads overlay the buffer until it is written.
+      for (const [eid, ms] of snap) if (this.seen.get(eid) === ms) this.seen.delete(eid);
+    });
+  }
+
+  /** Concurrent enqueues can commit out of order and leave older markers behind; keep only the largest. */
+  private async pruneSeqMarkers(): Promise<void> {
+    if (!this.seqMarkersDirty) return;
+    this.seqMarkersDirty = false;
+    const keys = await this.db.keys({ ...range('s\x00'), reverse: true, limit: 10_000 }).all();
+    if (keys.length > 1) await this.write(keys.slice(1).map((key) => ({ type: 'del', key })));
+  }
+
+  // --- check-in ---
+
+  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date): Promise<void> {
+    const now = at.toISOString();
+    const dropped = await this.withLock('D' + deviceId, async () => {
+      const prev = await this.getJson<DeviceRecord>(K.device(deviceId));
+      const dev: DeviceRecord = { id: deviceId, facts, identity, authenticatedAt: now, reported: prev?.reported ?? {} };
+      if (prev?.checkedOutAt !== undefined) dev.checkedOutAt = prev.checkedOutAt;
+      const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: dev }];
+      if (prev && prev.identity.certHash !== identity.certHash) {
+        // Only drop the old index entry if it still points here (the cert may have moved on).
+        const owner = await this.getJson<string>(K.cert(prev.identity.certHash));
+        if (owner === deviceId) ops.push({ type: 'del', key: K.cert(prev.identity.certHash) });
+      }
+      ops.push({ type: 'put', key: K.cert(identity.certHash), value: deviceId });
+      const dropped: string[] = [];
+      for (const eid of await this.enrollmentIds(deviceId)) {
+        this.inactivate(await this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
+        dropped.push(...(await this.dropQueue(eid, ops)));
+      }
+      await this.write(ops);
+      return dropped;
+    });
+    await this.collect(dropped);
+  }
+
+  async tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }> {
+    return this.withLock('D' + rec.deviceId, async () => {
+      const prev = await this.getJson<StoredEnrollment>(K.enr(rec.id));
+      const next: StoredEnrollment = { ...toStored(rec), active: true };
+      if (prev) {
+        next.createdAt = prev.createdAt;
+        // Devices send UnlockToken (and macOS the user names) only in some TokenUpdates: keep what we have.
+        if (next.unlockToken === undefined && prev.unlockToken !== undefined) next.unlockToken = prev.unlockToken;
+        if (next.userShortName === undefined && prev.userShortName !== undefined) next.userShortName = prev.userShortName;
+        if (next.userLongName === undefined && prev.userLongName !== undefined) next.userLongName = prev.userLongName;
+      }
+      const ops: Op[] = [
+        { type: 'put', key: K.enr(rec.id), value: next },
+        { type: 'put', key: K.devEnr(rec.deviceId, rec.id), value: rec.id },
+      ];
+      if (prev && prev.deviceId !== rec.deviceId) ops.push({ type: 'del', key: K.devEnr(prev.deviceId, rec.id) });
+      if (rec.type === 'device') {
+        const dev = await this.getJson<DeviceRecord>(K.device(rec.deviceId));
+        if (dev && dev.enrolledAt === undefined) {
+          ops.push({ type: 'put', key: K.device(rec.deviceId), value: { ...dev, enrolledAt: rec.updatedAt } });
+        }
+      }
+      await this.write(ops);
+      this.deviceOfEnr.set(rec.id, rec.deviceId);
+      return { activated: !prev || !prev.active };
+    });
+  }
+
+  async checkOut(enrollmentId: string, at: Date): Promise<void> {
+    const now = at.toISOString();
+    const dropped = await this.withEnrollment(enrollmentId, async (devId, e) => {
+      const ops: Op[] = [];
+      const dropped: string[] = [];
+      const dev = await this.getJson<DeviceRecord>(K.device(devId));
+      const isDeviceChannel = e ? e.type === 'device' : dev !== undefined && devId === enrollmentId;
+      if (isDeviceChannel) {
+        for (const eid of await this.enrollmentIds(devId)) {
+          this.inactivate(eid === enrollmentId ? e : await this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
+          dropped.push(...(await this.dropQueue(eid, ops)));
+        }
+        if (dev) {
+          const { enrolledAt: _cleared, ...rest } = dev;
+          ops.push({ type: 'put', key: K.device(devId), value: { ...rest, checkedOutAt: now } });
+        }
+      } else {
+        this.inactivate(e, now, ops);
+        dropped.push(...(await this.dropQueue(enrollmentId, ops)));
+      }
+      await this.write(ops);
+      return dropped;
+    });
+    await this.collect(dropped);
+  }
+
+  async getDevice(deviceId: string): Promise<DeviceRecord | undefined> {
+    return this.getJson<DeviceRecord>(K.device(deviceId));
+  }
+
+  async deviceForCert(certHash: string): Promise<string | undefined> {
+    return this.getJson<string>(K.cert(certHash));
+  }
+
+  async listDevices(): Promise<DeviceRecord[]> {
+    return (await this.db.values(range('d\x00')).all()) as DeviceRecord[];
+  }
+
+  async getEnrollment(enrollmentId: string): Promise<EnrollmentRecord | undefined> {
+    const [e, seen] = await this.db.getMany([K.enr(enrollmentId), K.seen(enrollmentId)]);
+    return e === undefined ? undefined : this.fromStored(e as StoredEnrollment, seen as string | undefined);
+  }
+
+  async listEnrollments(deviceId: string): Promise<EnrollmentRecord[]> {
+    const ids = (await this.db.values(range(K.devEnrPrefix(deviceId))).all()) as string[];
+    if (!ids.length) return [];
+    const vals = await this.db.getMany(ids.flatMap((id) => [K.enr(id), K.seen(id)]));
+    const out: EnrollmentRecord[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const e = vals[2 * i] as StoredEnrollment | undefined;
+      if (e) out.push(this.fromStored(e, vals[2 * i + 1] as string | undefined));
+    }
+    return out;
+  }
+
+  async touch(enrollmentId: string, at: Date): Promise<void> {
+    const ms = at.getTime();
+    const prev = this.seen.get(enrollmentId);
+    if (prev === undefined || ms > prev) this.seen.set(enrollmentId, ms);
+  }
+
+  async setBootstrapToken(deviceId: string, token: Buffer | null): Promise<void> {
+    if (token === null) await this.db.del(K.boot(deviceId));
+    else await this.db.put<string, Buffer>(K.boot(deviceId), token, BUF);
+  }
+
+  async getBootstrapToken(deviceId: string): Promise<Buffer | undefined> {
+    return this.getBuf(K.boot(deviceId));
+  }
+
+  // --- command queue ---
+
+  async enqueue(targets: string[], cmd: NewCommand, at: Date): Promise<void> {
+    const priority = cmd.priority ?? DEFAULT_PRIORITY;
+    if (!Number.isInteger(priority) || priority < 0 || priority > 99) {
+      throw new RangeError(`command ${cmd.uuid}: priority must be an integer 0..99, got ${priority}`);
+    }
+    if (!cmd.uuid) throw new Error('command uuid is empty');
+    const uniq = [...new Set(targets)];
+    if (!uniq.length) return;
+    const enqueuedAt = at.toISOString();
+    await this.withLock('C' + cmd.uuid, async () => {
+      const existing = await this.db.getMany(uniq.map((t) => K.cmd(t, cmd.uuid)));
+      const dup = uniq.filter((_, i) => existing[i] !== undefined);
+      if (dup.length) {
+        throw new Error(`command ${cmd.uuid} already exists for ${dup.slice(0, 3).join(', ')}${dup.length > 3 ? ` and ${dup.length - 3} more` : ''}`);
+      }
+      const ops: Op[] = [];
+      const stored = await this.getBuf(K.payload(cmd.uuid));
+      if (stored === undefined) ops.push({ type: 'put', key: K.payload(cmd.uuid), value: cmd.payload, valueEncoding: 'buffer' });
+      else if (!stored.equals(cmd.payload)) throw new Error(`command ${cmd.uuid} already exists with a different payload`);
+      // Allocated after the last await, so numbers are taken in call order; the marker is in the same batch.
+      const seq = ++this.seq;
+      this.seqMarkersDirty = true;
+      ops.push({ type: 'put', key: K.seq(seq), value: '' }, { type: 'del', key: K.seq(seq - 1) });
+      const o = ord(priority, seq);
+      const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority, enqueuedAt };
+      const rec: CmdRec = { ...entry, seq, status: 'Pending', notNowCount: 0 };
+      for (const t of uniq) {
+        ops.push(
+          { type: 'put', key: K.pendingPrefix(t) + o, value: entry },
+          { type: 'put', key: K.cmd(t, cmd.uuid), value: rec },
+          { type: 'put', key: K.ref(cmd.uuid, t), value: '' },
+        );
+      }
+      await this.write(ops);
+    });
+  }
+
+  private async first(prefix: string): Promise<[string, QEntry] | undefined> {
+    const [hit] = await this.db.iterator({ ...range(prefix), limit: 1 }).all();
+    return hit ? [hit[0].slice(prefix.length), hit[1] as QEntry] : undefined;
+  }
+
+  async nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined> {
+    // Not locked: two seeks and a get. A retry covers the entry being dropped (and its payload
+    // collected) between reading the entry and reading the payload.
+    for (let attempt = 0; ; attempt++) {
+      const [pending, notNow] = await Promise.all([
+        this.first(K.pendingPrefix(enrollmentId)),
+        opts.skipNotNow ? undefined : this.first(K.notNowPrefix(enrollmentId)),
+      ]);
+      const useNotNow = notNow !== undefined && (pending === undefined || notNow[0] < pending[0]);
+      const hit = useNotNow ? notNow : pending;
+      if (!hit) return undefined;
+      const entry = hit[1];
+      const payload = await this.getBuf(K.payload(entry.uuid));
+      if (payload) {
+        return { ...entry, payload, status: useNotNow ? 'NotNow' : 'Pending' };
+      }
+      if (attempt >= 3) throw new Error(`payload of command ${entry.uuid} is missing`);
+    }
+  }
+
+  async recordResult(
+    enrollmentId: string,
+    commandUUID: string,
+    result: CommandResult,
+    reported?: ReportedState,
+  ): Promise<RecordOutcome> {
+    if (result.status !== 'NotNow' && !FINAL.has(result.status)) throw new Error(`unknown command status ${String(result.status)}`);
+    const atMs = Date.parse(result.at);
+    if (Number.isNaN(atMs)) throw new Error(`command ${commandUUID}: result time ${result.at} is not a date`);
+    return this.withEnrollment(enrollmentId, async (devId) => {
+      const cmd = await this.getJson<CmdRec>(K.cmd(enrollmentId, commandUUID));
+      if (!cmd) return 'unknown';
+      if (FINAL.has(cmd.status)) return 'duplicate';
+      const o = ord(cmd.priority, cmd.seq);
+      const queueKey = (cmd.status === 'NotNow' ? K.notNowPrefix(enrollmentId) : K.pendingPrefix(enrollmentId)) + o;
+      const ops: Op[] = [];
+      if (result.status === 'NotNow') {
+        const next: CmdRec = { ...cmd, status: 'NotNow', notNowCount: cmd.notNowCount + 1, updatedAt: result.at };
+        ops.push({ type: 'put', key: K.cmd(enrollmentId, commandUUID), value: next });
+        if (cmd.status === 'Pending') {
+          const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority: cmd.priority, enqueuedAt: cmd.enqueuedAt };
+          ops.push({ type: 'del', key: queueKey }, { type: 'put', key: K.notNowPrefix(enrollmentId) + o, value: entry });
+        }
+        await this.write(ops);
+        return 'notnow';
+      }
+      const final: CmdRec = {
+        ...cmd,
+        status: result.status,
+        updatedAt: result.at,
+        result: { status: result.status, at: result.at, ...(result.errorChain ? { errorChain: result.errorChain } : {}) },
+      };
+      ops.push(
+        { type: 'del', key: queueKey },
+        { type: 'put', key: K.cmd(enrollmentId, commandUUID), value: final },
+        { type: 'put', key: K.raw(enrollmentId, commandUUID), value: result.raw, valueEncoding: 'buffer' },
+        { type: 'put', key: K.finished(atMs, enrollmentId, commandUUID), value: { e: enrollmentId, u: commandUUID } satisfies FinishedRef },
+      );
+      if (reported) {
+        const entries = Object.entries(reported).filter(([, v]) => v !== undefined);
+        const dev = entries.length ? await this.getJson<DeviceRecord>(K.device(devId)) : undefined;
+        if (dev) {
+          ops.push({ type: 'put', key: K.device(devId), value: { ...dev, reported: { ...dev.reported, ...Object.fromEntries(entries) } } });
+        }
+      }
+      await this.write(ops);
+      return 'recorded';
+    });
+  }
+
+  async listCommands(enrollmentId: string): Promise<CommandView[]> {
+    const recs = (await this.db.values(range(K.cmdPrefix(enrollmentId))).all()) as CmdRec[];
+    recs.sort((a, b) => a.seq - b.seq);
+    const finished = recs.filter((r) => r.result !== undefined);
+    const raws = finished.length
+      ? ((await this.db.getMany<string, Buffer>(finished.map((r) => K.raw(enrollmentId, r.uuid)), BUF)) as (Buffer | undefined)[])
+      : [];
+    const rawOf = new Map(finished.map((r, i) => [r.uuid, raws[i]]));
+    return recs.map((r) => {
+      const view: CommandView = {
+        uuid: r.uuid,
+        requestType: r.requestType,
+        priority: r.priority,
+        status: r.status,
+        enqueuedAt: r.enqueuedAt,
+        notNowCount: r.notNowCount,
+      };
+      if (r.updatedAt !== undefined) view.updatedAt = r.updatedAt;
+      if (r.result) view.result = { ...r.result, raw: rawOf.get(r.uuid) ?? Buffer.alloc(0) };
+      return view;
+    });
+  }
+
+  async compact(before: Date): Promise<number> {
+    return this.withLock('compact', async () => {
+      const lt = 'f\x00' + ms15(before.getTime());
+      let removed = 0;
+      for (;;) {
+        const batch = await this.db.iterator({ gte: 'f\x00', lt, limit: 1000 }).all();
+        if (!batch.length) break;
+        const ops: Op[] = [];
+        const uuids: string[] = [];
+        for (const [key, value] of batch) {
+          const { e, u } = value as FinishedRef;
+          ops.push(
+            { type: 'del', key },
+            { type: 'del', key: K.cmd(e, u) },
+            { type: 'del', key: K.raw(e, u) },
+            { type: 'del', key: K.ref(u, e) },
+            { type: 'put', key: K.gc(u), value: u },
+          );
+          uuids.push(u);
+        }
+        await this.write(ops);
+        removed += batch.length;
+        await this.collect(uuids);
+      }
+      // Candidates left by a crash between a batch and its collection.
+      await this.collect((await this.db.values(range('g\x00')).all()) as string[]);
+      return removed;
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closing ??= (async () => {
+      clearInterval(this.timer);
+      while (this.locks.size) await Promise.all(this.locks.values());
+      await this.flushTouches();
+      await this.pruneSeqMarkers();
+      await this.db.close();
+    })();
+    return this.closing;
+  }
+
+  /** Key counts per kind (the letter before the first '\x00'); full scan, for tests and diagnostics. */
+  async keyCounts(): Promise<Record<string, number>> {
+    const counts: Record<string, number> = {};
+    for await (const key of this.db.keys()) {
+      const kind = key.slice(0, key.indexOf('\x00'));
+      counts[kind] = (counts[kind] ?? 0) + 1;
+    }
+    return counts;
+  }
+}
