@@ -130,10 +130,9 @@ interface ParsedCert {
   der: Buffer;
 }
 
-/** Decoded certificate fields needed to match a SignerIdentifier. */
+/** The TBSCertificate fields of a decoded certificate. */
 function tbsFields(cert: Block): Block[] {
-  const tbs = kids(kids(cert, 'certificate')[0], 'TBSCertificate');
-  return tbs;
+  return kids(kids(cert, 'certificate')[0], 'TBSCertificate');
 }
 
 function matchesIssuerSerial(cert: Block, issuer: Buffer, serial: Buffer): boolean {

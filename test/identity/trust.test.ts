@@ -2,7 +2,7 @@ import { createHash, createPublicKey, generateKeyPairSync, X509Certificate } fro
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createCA, createDeviceIdentity, issueCertificate, type CertifiedKey } from '../../src/identity/ca.js';
+import { createCA, createDeviceIdentity, issueCertificate, loadCertifiedKey, type CertifiedKey } from '../../src/identity/ca.js';
 import { IdentityError } from '../../src/identity/errors.js';
 import { TrustStore } from '../../src/identity/trust.js';
 import { openssl, opensslCa, opensslDevice, pemFileToDer, tempDir, type OpensslCa } from './openssl.js';
@@ -155,6 +155,18 @@ describe('TrustStore', () => {
     const e = failure(() => store.check(child.certDer, [device.certDer]));
     expect(e.kind).toBe('identity');
     expect(e.message).toBe('issuer not trusted: CN=trusted-device');
+  });
+
+  it('does not accept a certificate without CA:TRUE as an intermediate, even without keyUsage', () => {
+    // An X.509 v1 certificate has no extensions, so only the missing CA flag can stop it.
+    const v1 = opensslDevice(tmp.dir, osslCa, 'v1-pseudo-ca', { v1: true });
+    const pseudoCa = loadCertifiedKey(readFileSync(v1.cert, 'utf8'), readFileSync(v1.key, 'utf8'));
+    const child = issueCertificate(pseudoCa, { publicKey: createPublicKey(device.key), commonName: 'child-of-v1' });
+    expect(new X509Certificate(child.certDer).checkIssued(new X509Certificate(pseudoCa.certDer))).toBe(true);
+    const store = new TrustStore([readFileSync(osslCa.cert, 'utf8')]);
+    const e = failure(() => store.check(child.certDer, [pseudoCa.certDer]));
+    expect(e.kind).toBe('identity');
+    expect(e.message).toBe('issuer not trusted: CN=v1-pseudo-ca');
   });
 
   it('malformed DER -> malformed', () => {
