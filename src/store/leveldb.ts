@@ -12,14 +12,17 @@
  *   e\0<eid>                    enrollment (unlockToken base64)
  *   l\0<eid>                    lastSeenAt (ISO) written by the touch flusher, so it needs no read
  *   i\0<dev>\0<eid>             device -> its enrollments
- *   q\0<eid>\0<ord>             queue entry, never answered   ord = (99 - priority, 2 digits) + seq hex14
- *   n\0<eid>\0<ord>             queue entry answered NotNow   (own prefix: skipNotNow is one seek)
+ *   q\0<eid>\0<ord>             queued command (Pending or NotNow)   ord = (99 - priority, 2 digits) + seq hex14
+ *   w\0<eid>\0<ord>             the same, only while never answered, so skipNotNow is one seek too
  *   x\0<eid>\0<uuid>            per-target command state, pending or finished (CmdRec)
  *   r\0<eid>\0<uuid>            raw final result (binary)
  *   f\0<ms 15>\0<eid>\0<uuid>   finished-at index for compaction
  *   p\0<uuid>                   payload (binary), stored once per command
  *   t\0<uuid>\0<eid>            reference from a target to the payload (pending or finished)
  *   g\0<uuid>                   payload that may have lost its last reference (GC candidate)
+ *
+ * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
+ * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
  */
 import { Level } from 'level';
 import type {
@@ -49,12 +52,13 @@ type Op =
 
 type StoredEnrollment = Omit<EnrollmentRecord, 'unlockToken'> & { unlockToken?: string };
 
-/** Value of a q/n key: enough to answer nextCommand without reading x. */
+/** Value of a q/w key: enough to answer nextCommand without reading x. */
 interface QEntry {
   uuid: string;
   requestType: string;
   priority: number;
   enqueuedAt: string;
+  status: 'Pending' | 'NotNow';
 }
 
 interface CmdRec {
@@ -112,8 +116,8 @@ const K = {
   seen: (eid: string) => 'l\x00' + esc(eid),
   devEnrPrefix: (dev: string) => 'i\x00' + esc(dev) + '\x00',
   devEnr: (dev: string, eid: string) => 'i\x00' + esc(dev) + '\x00' + esc(eid),
-  pendingPrefix: (eid: string) => 'q\x00' + esc(eid) + '\x00',
-  notNowPrefix: (eid: string) => 'n\x00' + esc(eid) + '\x00',
+  queuePrefix: (eid: string) => 'q\x00' + esc(eid) + '\x00',
+  waitingPrefix: (eid: string) => 'w\x00' + esc(eid) + '\x00',
   cmdPrefix: (eid: string) => 'x\x00' + esc(eid) + '\x00',
   cmd: (eid: string, uuid: string) => 'x\x00' + esc(eid) + '\x00' + esc(uuid),
   raw: (eid: string, uuid: string) => 'r\x00' + esc(eid) + '\x00' + esc(uuid),
@@ -189,12 +193,12 @@ export class LevelStore implements Store {
 
   // --- helpers ---
 
-  private async getJson<T>(key: string): Promise<T | undefined> {
-    return (await this.db.get(key)) as T | undefined;
+  private getJson<T>(key: string): T | undefined {
+    return this.db.getSync(key) as T | undefined;
   }
 
-  private async getBuf(key: string): Promise<Buffer | undefined> {
-    return (await this.db.get<string, Buffer>(key, BUF)) as Buffer | undefined;
+  private getBuf(key: string): Buffer | undefined {
+    return this.db.getSync<string, Buffer>(key, BUF);
   }
 
   private async write(ops: Op[]): Promise<void> {
@@ -223,27 +227,25 @@ export class LevelStore implements Store {
    * so authenticate/checkOut (which touch all of a device's channels) cannot interleave with a
    * result. An unknown enrollment locks on its own id.
    */
-  private async withEnrollment<T>(
-    eid: string,
-    fn: (dev: string, e: StoredEnrollment | undefined) => Promise<T>,
-  ): Promise<T> {
+  private async withEnrollment<T>(eid: string, fn: (dev: string) => Promise<T>): Promise<T> {
     for (;;) {
-      let dev = this.deviceOfEnr.get(eid);
-      if (dev === undefined) {
-        const e = await this.getJson<StoredEnrollment>(K.enr(eid));
-        dev = e?.deviceId ?? eid;
-      }
-      const lockDev = dev;
-      const out = await this.withLock('D' + lockDev, async () => {
-        const e = await this.getJson<StoredEnrollment>(K.enr(eid));
+      const dev = this.deviceOf(eid);
+      const out = await this.withLock('D' + dev, async () => {
         // Created or moved while we waited for the lock: take the right lock instead.
-        if ((e?.deviceId ?? eid) !== lockDev) return { retry: true as const };
-        if (e) this.deviceOfEnr.set(eid, e.deviceId);
-        return { retry: false as const, value: await fn(lockDev, e) };
+        if (this.deviceOf(eid) !== dev) return { retry: true as const };
+        return { retry: false as const, value: await fn(dev) };
       });
       if (!out.retry) return out.value;
-      this.deviceOfEnr.delete(eid);
     }
+  }
+
+  private deviceOf(eid: string): string {
+    const cached = this.deviceOfEnr.get(eid);
+    if (cached !== undefined) return cached;
+    const e = this.getJson<StoredEnrollment>(K.enr(eid));
+    if (!e) return eid;
+    this.deviceOfEnr.set(eid, e.deviceId);
+    return e.deviceId;
   }
 
   /** The device channel plus every enrollment indexed under the device. */
@@ -255,17 +257,17 @@ export class LevelStore implements Store {
   /** Adds ops deleting an enrollment's pending queue; returns the uuids whose refs were dropped. */
   private async dropQueue(eid: string, ops: Op[]): Promise<string[]> {
     const uuids: string[] = [];
-    for (const prefix of [K.pendingPrefix(eid), K.notNowPrefix(eid)]) {
-      for (const [key, value] of await this.db.iterator(range(prefix)).all()) {
-        const uuid = (value as QEntry).uuid;
-        ops.push(
-          { type: 'del', key },
-          { type: 'del', key: K.cmd(eid, uuid) },
-          { type: 'del', key: K.ref(uuid, eid) },
-          { type: 'put', key: K.gc(uuid), value: uuid },
-        );
-        uuids.push(uuid);
-      }
+    const prefix = K.queuePrefix(eid);
+    for (const [key, value] of await this.db.iterator(range(prefix)).all()) {
+      const uuid = (value as QEntry).uuid;
+      ops.push(
+        { type: 'del', key },
+        { type: 'del', key: K.waitingPrefix(eid) + key.slice(prefix.length) },
+        { type: 'del', key: K.cmd(eid, uuid) },
+        { type: 'del', key: K.ref(uuid, eid) },
+        { type: 'put', key: K.gc(uuid), value: uuid },
+      );
+      uuids.push(uuid);
     }
     return uuids;
   }
@@ -320,19 +322,19 @@ export class LevelStore implements Store {
   async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date): Promise<void> {
     const now = at.toISOString();
     const dropped = await this.withLock('D' + deviceId, async () => {
-      const prev = await this.getJson<DeviceRecord>(K.device(deviceId));
+      const prev = this.getJson<DeviceRecord>(K.device(deviceId));
       const dev: DeviceRecord = { id: deviceId, facts, identity, authenticatedAt: now, reported: prev?.reported ?? {} };
       if (prev?.checkedOutAt !== undefined) dev.checkedOutAt = prev.checkedOutAt;
       const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: dev }];
       if (prev && prev.identity.certHash !== identity.certHash) {
         // Only drop the old index entry if it still points here (the cert may have moved on).
-        const owner = await this.getJson<string>(K.cert(prev.identity.certHash));
+        const owner = this.getJson<string>(K.cert(prev.identity.certHash));
         if (owner === deviceId) ops.push({ type: 'del', key: K.cert(prev.identity.certHash) });
       }
       ops.push({ type: 'put', key: K.cert(identity.certHash), value: deviceId });
       const dropped: string[] = [];
       for (const eid of await this.enrollmentIds(deviceId)) {
-        this.inactivate(await this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
+        this.inactivate(this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
         dropped.push(...(await this.dropQueue(eid, ops)));
       }
       await this.write(ops);
@@ -343,7 +345,7 @@ export class LevelStore implements Store {
 
   async tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }> {
     return this.withLock('D' + rec.deviceId, async () => {
-      const prev = await this.getJson<StoredEnrollment>(K.enr(rec.id));
+      const prev = this.getJson<StoredEnrollment>(K.enr(rec.id));
       const next: StoredEnrollment = { ...toStored(rec), active: true };
       if (prev) {
         next.createdAt = prev.createdAt;
@@ -358,7 +360,7 @@ export class LevelStore implements Store {
       ];
       if (prev && prev.deviceId !== rec.deviceId) ops.push({ type: 'del', key: K.devEnr(prev.deviceId, rec.id) });
       if (rec.type === 'device') {
-        const dev = await this.getJson<DeviceRecord>(K.device(rec.deviceId));
+        const dev = this.getJson<DeviceRecord>(K.device(rec.deviceId));
         if (dev && dev.enrolledAt === undefined) {
           ops.push({ type: 'put', key: K.device(rec.deviceId), value: { ...dev, enrolledAt: rec.updatedAt } });
         }
@@ -371,14 +373,15 @@ export class LevelStore implements Store {
 
   async checkOut(enrollmentId: string, at: Date): Promise<void> {
     const now = at.toISOString();
-    const dropped = await this.withEnrollment(enrollmentId, async (devId, e) => {
+    const dropped = await this.withEnrollment(enrollmentId, async (devId) => {
       const ops: Op[] = [];
       const dropped: string[] = [];
-      const dev = await this.getJson<DeviceRecord>(K.device(devId));
+      const e = this.getJson<StoredEnrollment>(K.enr(enrollmentId));
+      const dev = this.getJson<DeviceRecord>(K.device(devId));
       const isDeviceChannel = e ? e.type === 'device' : dev !== undefined && devId === enrollmentId;
       if (isDeviceChannel) {
         for (const eid of await this.enrollmentIds(devId)) {
-          this.inactivate(eid === enrollmentId ? e : await this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
+          this.inactivate(eid === enrollmentId ? e : this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
           dropped.push(...(await this.dropQueue(eid, ops)));
         }
         if (dev) {
@@ -408,8 +411,8 @@ export class LevelStore implements Store {
   }
 
   async getEnrollment(enrollmentId: string): Promise<EnrollmentRecord | undefined> {
-    const [e, seen] = await this.db.getMany([K.enr(enrollmentId), K.seen(enrollmentId)]);
-    return e === undefined ? undefined : this.fromStored(e as StoredEnrollment, seen as string | undefined);
+    const e = this.getJson<StoredEnrollment>(K.enr(enrollmentId));
+    return e === undefined ? undefined : this.fromStored(e, this.getJson<string>(K.seen(enrollmentId)));
   }
 
   async listEnrollments(deviceId: string): Promise<EnrollmentRecord[]> {
@@ -451,13 +454,15 @@ export class LevelStore implements Store {
     if (!uniq.length) return;
     const enqueuedAt = at.toISOString();
     await this.withLock('C' + cmd.uuid, async () => {
-      const existing = await this.db.getMany(uniq.map((t) => K.cmd(t, cmd.uuid)));
+      // getMany is one thread-pool round trip for a fan-out; a few sync gets are cheaper.
+      const keys = uniq.map((t) => K.cmd(t, cmd.uuid));
+      const existing = keys.length > 16 ? await this.db.getMany(keys) : keys.map((k) => this.db.getSync(k));
       const dup = uniq.filter((_, i) => existing[i] !== undefined);
       if (dup.length) {
         throw new Error(`command ${cmd.uuid} already exists for ${dup.slice(0, 3).join(', ')}${dup.length > 3 ? ` and ${dup.length - 3} more` : ''}`);
       }
       const ops: Op[] = [];
-      const stored = await this.getBuf(K.payload(cmd.uuid));
+      const stored = this.getBuf(K.payload(cmd.uuid));
       if (stored === undefined) ops.push({ type: 'put', key: K.payload(cmd.uuid), value: cmd.payload, valueEncoding: 'buffer' });
       else if (!stored.equals(cmd.payload)) throw new Error(`command ${cmd.uuid} already exists with a different payload`);
       // Allocated after the last await, so numbers are taken in call order; the marker is in the same batch.
@@ -465,11 +470,12 @@ export class LevelStore implements Store {
       this.seqMarkersDirty = true;
       ops.push({ type: 'put', key: K.seq(seq), value: '' }, { type: 'del', key: K.seq(seq - 1) });
       const o = ord(priority, seq);
-      const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority, enqueuedAt };
-      const rec: CmdRec = { ...entry, seq, status: 'Pending', notNowCount: 0 };
+      const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority, enqueuedAt, status: 'Pending' };
+      const rec: CmdRec = { ...entry, seq, notNowCount: 0 };
       for (const t of uniq) {
         ops.push(
-          { type: 'put', key: K.pendingPrefix(t) + o, value: entry },
+          { type: 'put', key: K.queuePrefix(t) + o, value: entry },
+          { type: 'put', key: K.waitingPrefix(t) + o, value: entry },
           { type: 'put', key: K.cmd(t, cmd.uuid), value: rec },
           { type: 'put', key: K.ref(cmd.uuid, t), value: '' },
         );
@@ -478,27 +484,16 @@ export class LevelStore implements Store {
     });
   }
 
-  private async first(prefix: string): Promise<[string, QEntry] | undefined> {
-    const [hit] = await this.db.iterator({ ...range(prefix), limit: 1 }).all();
-    return hit ? [hit[0].slice(prefix.length), hit[1] as QEntry] : undefined;
-  }
-
   async nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined> {
-    // Not locked: two seeks and a get. A retry covers the entry being dropped (and its payload
-    // collected) between reading the entry and reading the payload.
+    // Not locked: one seek and a get. A retry covers the entry being dropped (and its payload
+    // collected) between the two.
+    const prefix = opts.skipNotNow ? K.waitingPrefix(enrollmentId) : K.queuePrefix(enrollmentId);
     for (let attempt = 0; ; attempt++) {
-      const [pending, notNow] = await Promise.all([
-        this.first(K.pendingPrefix(enrollmentId)),
-        opts.skipNotNow ? undefined : this.first(K.notNowPrefix(enrollmentId)),
-      ]);
-      const useNotNow = notNow !== undefined && (pending === undefined || notNow[0] < pending[0]);
-      const hit = useNotNow ? notNow : pending;
-      if (!hit) return undefined;
-      const entry = hit[1];
-      const payload = await this.getBuf(K.payload(entry.uuid));
-      if (payload) {
-        return { ...entry, payload, status: useNotNow ? 'NotNow' : 'Pending' };
-      }
+      const [hit] = await this.db.values({ ...range(prefix), limit: 1 }).all();
+      if (hit === undefined) return undefined;
+      const entry = hit as QEntry;
+      const payload = this.getBuf(K.payload(entry.uuid));
+      if (payload) return { ...entry, payload };
       if (attempt >= 3) throw new Error(`payload of command ${entry.uuid} is missing`);
     }
   }
@@ -513,18 +508,19 @@ export class LevelStore implements Store {
     const atMs = Date.parse(result.at);
     if (Number.isNaN(atMs)) throw new Error(`command ${commandUUID}: result time ${result.at} is not a date`);
     return this.withEnrollment(enrollmentId, async (devId) => {
-      const cmd = await this.getJson<CmdRec>(K.cmd(enrollmentId, commandUUID));
+      const cmd = this.getJson<CmdRec>(K.cmd(enrollmentId, commandUUID));
       if (!cmd) return 'unknown';
       if (FINAL.has(cmd.status)) return 'duplicate';
       const o = ord(cmd.priority, cmd.seq);
-      const queueKey = (cmd.status === 'NotNow' ? K.notNowPrefix(enrollmentId) : K.pendingPrefix(enrollmentId)) + o;
+      const queueKey = K.queuePrefix(enrollmentId) + o;
+      const waitingKey = K.waitingPrefix(enrollmentId) + o;
       const ops: Op[] = [];
       if (result.status === 'NotNow') {
         const next: CmdRec = { ...cmd, status: 'NotNow', notNowCount: cmd.notNowCount + 1, updatedAt: result.at };
         ops.push({ type: 'put', key: K.cmd(enrollmentId, commandUUID), value: next });
         if (cmd.status === 'Pending') {
-          const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority: cmd.priority, enqueuedAt: cmd.enqueuedAt };
-          ops.push({ type: 'del', key: queueKey }, { type: 'put', key: K.notNowPrefix(enrollmentId) + o, value: entry });
+          const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority: cmd.priority, enqueuedAt: cmd.enqueuedAt, status: 'NotNow' };
+          ops.push({ type: 'put', key: queueKey, value: entry }, { type: 'del', key: waitingKey });
         }
         await this.write(ops);
         return 'notnow';
@@ -537,13 +533,14 @@ export class LevelStore implements Store {
       };
       ops.push(
         { type: 'del', key: queueKey },
+        { type: 'del', key: waitingKey },
         { type: 'put', key: K.cmd(enrollmentId, commandUUID), value: final },
         { type: 'put', key: K.raw(enrollmentId, commandUUID), value: result.raw, valueEncoding: 'buffer' },
         { type: 'put', key: K.finished(atMs, enrollmentId, commandUUID), value: { e: enrollmentId, u: commandUUID } satisfies FinishedRef },
       );
       if (reported) {
         const entries = Object.entries(reported).filter(([, v]) => v !== undefined);
-        const dev = entries.length ? await this.getJson<DeviceRecord>(K.device(devId)) : undefined;
+        const dev = entries.length ? this.getJson<DeviceRecord>(K.device(devId)) : undefined;
         if (dev) {
           ops.push({ type: 'put', key: K.device(devId), value: { ...dev, reported: { ...dev.reported, ...Object.fromEntries(entries) } } });
         }

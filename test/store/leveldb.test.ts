@@ -55,6 +55,7 @@ describe('LevelStore internals', () => {
     let counts = await store.keyCounts();
     expect(counts.p).toBe(1);
     expect(counts.q).toBe(100);
+    expect(counts.w).toBe(100);
     expect(counts.x).toBe(100);
     expect(counts.t).toBe(100);
     for (const t of targets.slice(0, 99)) expect(await store.recordResult(t, 'fan', ack(1))).toBe('recorded');
@@ -65,7 +66,7 @@ describe('LevelStore internals', () => {
     // dropping the last pending reference (Authenticate) frees the payload at once
     await store.authenticate('dev-99', { Topic: 't' }, { certHash: 'h', issuerHash: 'i', subject: 's', notAfter: 'n' }, at);
     counts = await store.keyCounts();
-    for (const kind of ['p', 't', 'x', 'q', 'n', 'r', 'f', 'g']) expect(counts[kind] ?? 0).toBe(0);
+    for (const kind of ['p', 't', 'x', 'q', 'w', 'r', 'f', 'g']) expect(counts[kind] ?? 0).toBe(0);
   });
 
   it('keeps the unlock token and user names when a later TokenUpdate omits them', async () => {
