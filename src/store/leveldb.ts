@@ -207,19 +207,26 @@ export class LevelStore implements Store {
 
   /** Per-key promise chain: read-modify-write sequences on one key never interleave. */
   private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key);
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    this.locks.set(key, mine);
-    if (prev) await prev;
+    const release = await this.acquire(key);
     try {
       return await fn();
     } finally {
-      if (this.locks.get(key) === mine) this.locks.delete(key);
       release();
     }
+  }
+
+  private acquire(key: string): Promise<() => void> | (() => void) {
+    const prev = this.locks.get(key);
+    let resolve!: () => void;
+    const mine = new Promise<void>((r) => {
+      resolve = r;
+    });
+    this.locks.set(key, mine);
+    const release = () => {
+      if (this.locks.get(key) === mine) this.locks.delete(key);
+      resolve();
+    };
+    return prev ? prev.then(() => release) : release;
   }
 
   /**
@@ -279,13 +286,25 @@ export class LevelStore implements Store {
 
   /** Delete payloads no target references any more. Candidates are persisted (g keys), so a crash only delays this. */
   private async collect(uuids: Iterable<string>): Promise<void> {
-    for (const uuid of new Set(uuids)) {
-      await this.withLock('C' + uuid, async () => {
-        const refs = await this.db.keys({ ...range(K.refPrefix(uuid)), limit: 1 }).all();
-        const ops: Op[] = [{ type: 'del', key: K.gc(uuid) }];
-        if (refs.length === 0) ops.push({ type: 'del', key: K.payload(uuid) });
-        await this.write(ops);
-      });
+    const all = [...new Set(uuids)].sort();
+    for (let i = 0; i < all.length; i += 256) {
+      const chunk = all.slice(i, i + 256);
+      // Several command locks at once: always taken in sorted order, and their holders take no
+      // other lock afterwards, so this cannot deadlock.
+      const releases: (() => void)[] = [];
+      try {
+        for (const uuid of chunk) releases.push(await this.acquire('C' + uuid));
+        const referenced = await Promise.all(
+          chunk.map(async (uuid) => (await this.db.keys({ ...range(K.refPrefix(uuid)), limit: 1 }).all()).length > 0),
+        );
+        await this.write(
+          chunk.flatMap((uuid, j): Op[] =>
+            referenced[j] ? [{ type: 'del', key: K.gc(uuid) }] : [{ type: 'del', key: K.gc(uuid) }, { type: 'del', key: K.payload(uuid) }],
+          ),
+        );
+      } finally {
+        for (const release of releases) release();
+      }
     }
   }
 
