@@ -87,7 +87,9 @@ export async function benchProtocol(opts: ProtocolBenchOptions): Promise<Protoco
   const ca = createCA({ commonName: 'Bench CA' });
   writeFileSync(join(dir, 'ca.pem'), ca.certPem);
   const cli = join(import.meta.dirname, '../src/cli/main.js');
-  const child = spawn(process.execPath, [cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', join(dir, 'ca.pem'), '--log-level', 'info'], {
+  // ORCHARD_BENCH_PROF=DIR writes a V8 CPU profile of the server there (see BENCHMARKS.md).
+  const prof = process.env.ORCHARD_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORCHARD_BENCH_PROF}`] : [];
+  const child = spawn(process.execPath, [...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', join(dir, 'ca.pem'), '--log-level', 'info'], {
     env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

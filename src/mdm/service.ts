@@ -132,7 +132,8 @@ export class MdmService extends EventEmitter<MdmEvents> {
         eid,
         rep.CommandUUID!,
         { status: rep.Status, at: at.toISOString(), raw, ...(rep.ErrorChain ? { errorChain: rep.ErrorChain } : {}) },
-        rep.Status === 'Acknowledged' ? reportedFrom(rep.dict, rep.CommandUUID!, at) : undefined,
+        // Reported state describes the device: a user channel's ProfileList must not replace it.
+        rep.Status === 'Acknowledged' && !rep.userId ? reportedFrom(rep.dict, rep.CommandUUID!, at) : undefined,
       );
       outcome = `${rep.Status} ${rep.CommandUUID} (${recorded})`;
       if (recorded === 'recorded' || recorded === 'notnow') this.emit('result', eid, rep);

@@ -13,7 +13,6 @@
  *   l\0<eid>                    lastSeenAt (ISO) written by the touch flusher, so it needs no read
  *   i\0<dev>\0<eid>             device -> its enrollments
  *   q\0<eid>\0<ord>             queued command (Pending or NotNow)   ord = (99 - priority, 2 digits) + seq hex14
- *   w\0<eid>\0<ord>             the same, only while never answered, so skipNotNow is one seek too
  *   x\0<eid>\0<uuid>            per-target command state, pending or finished (CmdRec)
  *   r\0<eid>\0<uuid>            raw final result (binary)
  *   f\0<ms 15>\0<eid>\0<uuid>   finished-at index for compaction
@@ -117,7 +116,6 @@ const K = {
   devEnrPrefix: (dev: string) => 'i\x00' + esc(dev) + '\x00',
   devEnr: (dev: string, eid: string) => 'i\x00' + esc(dev) + '\x00' + esc(eid),
   queuePrefix: (eid: string) => 'q\x00' + esc(eid) + '\x00',
-  waitingPrefix: (eid: string) => 'w\x00' + esc(eid) + '\x00',
   cmdPrefix: (eid: string) => 'x\x00' + esc(eid) + '\x00',
   cmd: (eid: string, uuid: string) => 'x\x00' + esc(eid) + '\x00' + esc(uuid),
   raw: (eid: string, uuid: string) => 'r\x00' + esc(eid) + '\x00' + esc(uuid),
@@ -141,6 +139,53 @@ function laterIso(a: string | undefined, b: string | undefined): string | undefi
   return Date.parse(b) > Date.parse(a) ? b : a;
 }
 
+/**
+ * In-memory mirror of the `q` keys. Every Idle asks for the next command, and most queues are
+ * empty: answering from memory spares a LevelDB iterator (a thread-pool round trip) per request.
+ * Rebuilt from the `q` range at open; changed only after the batch that changes `q` commits, so
+ * it never shows what the disk does not have. Keyed by the escaped enrollment id, ordered by `ord`.
+ */
+class QueueMirror {
+  private readonly queues = new Map<string, { ord: string; entry: QEntry }[]>();
+
+  add(eidKey: string, ord: string, entry: QEntry): void {
+    let q = this.queues.get(eidKey);
+    if (!q) this.queues.set(eidKey, (q = []));
+    let lo = 0;
+    let hi = q.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (q[mid]!.ord < ord) lo = mid + 1;
+      else hi = mid;
+    }
+    if (q[lo]?.ord === ord) q[lo] = { ord, entry };
+    else q.splice(lo, 0, { ord, entry });
+  }
+
+  remove(eidKey: string, ord: string): void {
+    const q = this.queues.get(eidKey);
+    if (!q) return;
+    const i = q.findIndex((x) => x.ord === ord);
+    if (i >= 0) q.splice(i, 1);
+    if (q.length === 0) this.queues.delete(eidKey);
+  }
+
+  entries(eidKey: string): readonly { ord: string; entry: QEntry }[] {
+    return this.queues.get(eidKey) ?? [];
+  }
+
+  clear(eidKey: string): void {
+    this.queues.delete(eidKey);
+  }
+
+  first(eidKey: string, skipNotNow: boolean): QEntry | undefined {
+    const q = this.queues.get(eidKey);
+    if (!q) return undefined;
+    if (!skipNotNow) return q[0]?.entry;
+    return q.find((x) => x.entry.status === 'Pending')?.entry;
+  }
+}
+
 export interface LevelStoreOptions {
   /** How often buffered `touch` calls are written. Default 5000 ms. */
   touchFlushMs?: number;
@@ -150,6 +195,7 @@ export class LevelStore implements Store {
   /** Last sequence number handed out; only grows, also across restarts (see `open`). */
   private seq: number;
   private readonly locks = new Map<string, Promise<void>>();
+  private readonly queues = new QueueMirror();
   /** Buffered touches: enrollment id -> ms. */
   private readonly seen = new Map<string, number>();
   /** enrollment id -> device id, to find the lock of an enrollment without a read. */
@@ -182,6 +228,10 @@ export class LevelStore implements Store {
       const last = await db.keys({ ...range('s\x00'), reverse: true, limit: 1 }).all();
       const seq = last.length ? parseInt(last[0].slice(2), 16) : 0;
       const store = new LevelStore(db, seq, opts);
+      for await (const [key, value] of db.iterator(range('q\x00'))) {
+        const cut = key.lastIndexOf('\x00');
+        store.queues.add(key.slice(2, cut), key.slice(cut + 1), value as QEntry);
+      }
       store.seqMarkersDirty = true;
       await store.pruneSeqMarkers();
       return store;
@@ -261,22 +311,27 @@ export class LevelStore implements Store {
     return ids.includes(dev) ? ids : [dev, ...ids];
   }
 
-  /** Adds ops deleting an enrollment's pending queue; returns the uuids whose refs were dropped. */
-  private async dropQueue(eid: string, ops: Op[]): Promise<string[]> {
+  /**
+   * Adds ops deleting an enrollment's pending queue and notes the enrollment in `cleared` (whose
+   * mirror entries the caller drops once the batch commits). Returns the uuids whose refs were dropped.
+   */
+  private dropQueue(eid: string, ops: Op[], cleared: string[]): string[] {
     const uuids: string[] = [];
-    const prefix = K.queuePrefix(eid);
-    for (const [key, value] of await this.db.iterator(range(prefix)).all()) {
-      const uuid = (value as QEntry).uuid;
+    for (const { ord: o, entry } of this.queues.entries(esc(eid))) {
       ops.push(
-        { type: 'del', key },
-        { type: 'del', key: K.waitingPrefix(eid) + key.slice(prefix.length) },
-        { type: 'del', key: K.cmd(eid, uuid) },
-        { type: 'del', key: K.ref(uuid, eid) },
-        { type: 'put', key: K.gc(uuid), value: uuid },
+        { type: 'del', key: K.queuePrefix(eid) + o },
+        { type: 'del', key: K.cmd(eid, entry.uuid) },
+        { type: 'del', key: K.ref(entry.uuid, eid) },
+        { type: 'put', key: K.gc(entry.uuid), value: entry.uuid },
       );
-      uuids.push(uuid);
+      uuids.push(entry.uuid);
     }
+    cleared.push(eid);
     return uuids;
+  }
+
+  private clearMirror(eids: string[]): void {
+    for (const eid of eids) this.queues.clear(esc(eid));
   }
 
   private inactivate(e: StoredEnrollment | undefined, now: string, ops: Op[]): void {
@@ -352,11 +407,13 @@ export class LevelStore implements Store {
       }
       ops.push({ type: 'put', key: K.cert(identity.certHash), value: deviceId });
       const dropped: string[] = [];
+      const cleared: string[] = [];
       for (const eid of await this.enrollmentIds(deviceId)) {
         this.inactivate(this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
-        dropped.push(...(await this.dropQueue(eid, ops)));
+        dropped.push(...this.dropQueue(eid, ops, cleared));
       }
       await this.write(ops);
+      this.clearMirror(cleared);
       return dropped;
     });
     await this.collect(dropped);
@@ -395,13 +452,14 @@ export class LevelStore implements Store {
     const dropped = await this.withEnrollment(enrollmentId, async (devId) => {
       const ops: Op[] = [];
       const dropped: string[] = [];
+      const cleared: string[] = [];
       const e = this.getJson<StoredEnrollment>(K.enr(enrollmentId));
       const dev = this.getJson<DeviceRecord>(K.device(devId));
       const isDeviceChannel = e ? e.type === 'device' : dev !== undefined && devId === enrollmentId;
       if (isDeviceChannel) {
         for (const eid of await this.enrollmentIds(devId)) {
           this.inactivate(eid === enrollmentId ? e : this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
-          dropped.push(...(await this.dropQueue(eid, ops)));
+          dropped.push(...this.dropQueue(eid, ops, cleared));
         }
         if (dev) {
           const { enrolledAt: _cleared, ...rest } = dev;
@@ -409,9 +467,10 @@ export class LevelStore implements Store {
         }
       } else {
         this.inactivate(e, now, ops);
-        dropped.push(...(await this.dropQueue(enrollmentId, ops)));
+        dropped.push(...this.dropQueue(enrollmentId, ops, cleared));
       }
       await this.write(ops);
+      this.clearMirror(cleared);
       return dropped;
     });
     await this.collect(dropped);
@@ -494,26 +553,25 @@ export class LevelStore implements Store {
       for (const t of uniq) {
         ops.push(
           { type: 'put', key: K.queuePrefix(t) + o, value: entry },
-          { type: 'put', key: K.waitingPrefix(t) + o, value: entry },
           { type: 'put', key: K.cmd(t, cmd.uuid), value: rec },
           { type: 'put', key: K.ref(cmd.uuid, t), value: '' },
         );
       }
       await this.write(ops);
+      for (const t of uniq) this.queues.add(esc(t), o, entry);
     });
   }
 
   async nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined> {
-    // Not locked: one seek and a get. A retry covers the entry being dropped (and its payload
-    // collected) between the two.
-    const prefix = opts.skipNotNow ? K.waitingPrefix(enrollmentId) : K.queuePrefix(enrollmentId);
+    // From the mirror, unlocked: the payload read below is the only I/O. A missing payload means
+    // the entry was dropped (and collected) meanwhile; the mirror no longer has it then.
     for (let attempt = 0; ; attempt++) {
-      const [hit] = await this.db.values({ ...range(prefix), limit: 1 }).all();
-      if (hit === undefined) return undefined;
-      const entry = hit as QEntry;
+      const entry = this.queues.first(esc(enrollmentId), opts.skipNotNow);
+      if (entry === undefined) return undefined;
       const payload = this.getBuf(K.payload(entry.uuid));
       if (payload) return { ...entry, payload };
       if (attempt >= 3) throw new Error(`payload of command ${entry.uuid} is missing`);
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -532,14 +590,16 @@ export class LevelStore implements Store {
       if (FINAL.has(cmd.status)) return 'duplicate';
       const o = ord(cmd.priority, cmd.seq);
       const queueKey = K.queuePrefix(enrollmentId) + o;
-      const waitingKey = K.waitingPrefix(enrollmentId) + o;
       const ops: Op[] = [];
       if (result.status === 'NotNow') {
         const next: CmdRec = { ...cmd, status: 'NotNow', notNowCount: cmd.notNowCount + 1, updatedAt: result.at };
         ops.push({ type: 'put', key: K.cmd(enrollmentId, commandUUID), value: next });
         if (cmd.status === 'Pending') {
           const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority: cmd.priority, enqueuedAt: cmd.enqueuedAt, status: 'NotNow' };
-          ops.push({ type: 'put', key: queueKey, value: entry }, { type: 'del', key: waitingKey });
+          ops.push({ type: 'put', key: queueKey, value: entry });
+          await this.write(ops);
+          this.queues.add(esc(enrollmentId), o, entry);
+          return 'notnow';
         }
         await this.write(ops);
         return 'notnow';
@@ -552,7 +612,6 @@ export class LevelStore implements Store {
       };
       ops.push(
         { type: 'del', key: queueKey },
-        { type: 'del', key: waitingKey },
         { type: 'put', key: K.cmd(enrollmentId, commandUUID), value: final },
         { type: 'put', key: K.raw(enrollmentId, commandUUID), value: result.raw, valueEncoding: 'buffer' },
         { type: 'put', key: K.finished(atMs, enrollmentId, commandUUID), value: { e: enrollmentId, u: commandUUID } satisfies FinishedRef },
@@ -565,6 +624,7 @@ export class LevelStore implements Store {
         }
       }
       await this.write(ops);
+      this.queues.remove(esc(enrollmentId), o);
       return 'recorded';
     });
   }

@@ -122,6 +122,9 @@ describe('command queue over HTTP', () => {
     expect(await dev.connect()).toEqual([]);
     const user = await dev.connect({ userId: 'A1B2C3D4-0000-0000-0000-000000000501' });
     expect(user.map((c) => c.requestType)).toEqual(['ProfileList']);
+    // The user channel's answer is stored, but does not stand for the device's profiles.
+    expect((await server.store.listCommands(eid))[0]?.status).toBe('Acknowledged');
+    expect((await server.store.getDevice(dev.udid))?.reported.ProfileList).toBeUndefined();
   });
 
   it('bootstrap token: stored, returned, never logged', async () => {
