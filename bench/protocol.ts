@@ -33,6 +33,7 @@ export interface ProtocolBenchResult {
   phases: PhaseResult[];
   cyclesPerSec: number;
   serverRssMb: number;
+  serverRssAtStartMb: number;
 }
 
 const CLK_TCK = 100; // Linux USER_HZ; /proc times are in these ticks.
@@ -108,6 +109,7 @@ export async function benchProtocol(opts: ProtocolBenchOptions): Promise<Protoco
     });
     // Production log level: the one-line-per-request log is part of the cost being measured.
     const pid = child.pid!;
+    const rssAtStart = procRssMb(pid);
     const agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency });
     // One key, distinct certificates: issuing is cheap, every device still has its own identity.
     const key = createDeviceIdentity(ca, 'bench-key').key;
@@ -146,7 +148,7 @@ export async function benchProtocol(opts: ProtocolBenchOptions): Promise<Protoco
 
     const rss = procRssMb(pid);
     agent.destroy();
-    return { devices: opts.devices, concurrency: opts.concurrency, phases, cyclesPerSec: cycle.requestsPerSec / 2, serverRssMb: rss };
+    return { devices: opts.devices, concurrency: opts.concurrency, phases, cyclesPerSec: cycle.requestsPerSec / 2, serverRssMb: rss, serverRssAtStartMb: rssAtStart };
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));

@@ -44,5 +44,5 @@ if (!only || only === 'protocol') {
   console.log(`## Protocol: ${r.devices} simulated devices, ${r.concurrency} concurrent, signed requests on loopback\n`);
   console.log('| phase | requests | req/s | server CPU ms/req | p50 ms | p99 ms |\n|---|---|---|---|---|---|');
   for (const p of r.phases) console.log(`| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} |`);
-  console.log(`\nCommand cycles/s: ${f(r.cyclesPerSec, 0)}. Server RSS after the run: ${f(r.serverRssMb, 1)} MB.\n`);
+  console.log(`\nCommand cycles/s: ${f(r.cyclesPerSec, 0)}. Server RSS: ${f(r.serverRssAtStartMb, 1)} MB when listening, ${f(r.serverRssMb, 1)} MB after the run.\n`);
 }

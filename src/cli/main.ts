@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { ConfigError, loadConfig, type FlagValues } from '../config.js';
 import { startServer } from '../server.js';
-import { simulate, type SimulateFlags } from './simulate.js';
+import type { SimulateFlags } from './simulate.js';
 
 const program = new Command();
 program.name('orchard').description('GitOps controller and MDM server for Apple devices');
@@ -51,6 +51,8 @@ program
   .option('--prefix <text>', 'serial number prefix', 'SIM')
   .option('--once', 'check in once and exit')
   .action(async (flags: SimulateFlags) => {
+    // Loaded on demand: the simulator's CA code (node-forge) has no place in a server's memory.
+    const { simulate } = await import('./simulate.js');
     await simulate(flags);
   });
 

@@ -12,7 +12,7 @@ import {
   id_messageDigest,
   id_signedData,
   id_signingTime,
-} from '@peculiar/asn1-cms';
+} from './oids.js';
 
 export interface CmsSigner {
   certDer: Buffer;

@@ -11,7 +11,7 @@
  */
 import { X509Certificate, createHash, verify, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
-import { id_contentType, id_messageDigest, id_signedData } from '@peculiar/asn1-cms';
+import { id_contentType, id_messageDigest, id_signedData } from './oids.js';
 import { IdentityError } from './errors.js';
 
 export type DigestName = 'sha1' | 'sha256' | 'sha384' | 'sha512';
