@@ -45,7 +45,7 @@ program
   .command('simulate')
   .description('enroll simulated devices (signed requests, real identities) and answer commands')
   .requiredOption('--server <url>', 'Orchard server URL, e.g. http://127.0.0.1:8080')
-  .option('--ca-dir <dir>', 'CA that issues the simulated identities (created if missing; start the server with --trust-ca DIR/ca.pem)', './data/simulator-ca')
+  .option('--state-dir <dir>', 'simulator CA and device state (created if missing; start the server with --trust-ca DIR/ca.pem)', './data/simulator')
   .option('--count <n>', 'number of devices', '1')
   .option('--interval <seconds>', 'seconds between check-ins', '10')
   .option('--prefix <text>', 'serial number prefix', 'SIM')

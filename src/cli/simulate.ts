@@ -1,16 +1,28 @@
-/** `orchard simulate`: enroll simulated devices against a running server and keep them checking in. */
+/**
+ * `orchard simulate`: simulated devices against a running server. Their state (identity,
+ * installed profiles) is kept in a directory, so a second run continues as the same devices
+ * instead of enrolling again (which would clear their queues, as a real re-enrollment does).
+ */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCA, createDeviceIdentity, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
-import { SimulatedDevice } from '../sim/device.js';
+import { SimulatedDevice, type InstalledProfile } from '../sim/device.js';
 
 export interface SimulateFlags {
   server: string;
-  caDir: string;
+  stateDir: string;
   count: string;
   interval: string;
   once?: boolean;
   prefix: string;
+}
+
+interface SavedDevice {
+  udid: string;
+  serialNumber: string;
+  certPem: string;
+  keyPem: string;
+  profiles: InstalledProfile[];
 }
 
 /** Load the CA in `dir`, or create it (key file mode 0600) so the server can `--trust-ca dir/ca.pem`. */
@@ -26,22 +38,38 @@ export function loadOrCreateCA(dir: string): CertifiedKey {
 }
 
 export async function simulate(flags: SimulateFlags): Promise<void> {
-  const ca = loadOrCreateCA(flags.caDir);
-  const count = Number(flags.count);
+  const ca = loadOrCreateCA(flags.stateDir);
+  const devDir = join(flags.stateDir, 'devices');
+  mkdirSync(devDir, { recursive: true });
   const intervalMs = Number(flags.interval) * 1000;
-  const key = createDeviceIdentity(ca, 'simulator-key').key;
-  const devices = Array.from({ length: count }, (_, i) => {
+  const save = (d: SimulatedDevice, id: CertifiedKey) => {
+    const saved: SavedDevice = { udid: d.udid, serialNumber: d.serialNumber, certPem: id.certPem, keyPem: id.keyPem, profiles: [...d.profiles.values()] };
+    writeFileSync(join(devDir, `${d.serialNumber}.json`), JSON.stringify(saved, null, 1), { mode: 0o600 });
+  };
+  const devices: { device: SimulatedDevice; identity: CertifiedKey }[] = [];
+  for (let i = 0; i < Number(flags.count); i++) {
     const serial = `${flags.prefix}${String(i).padStart(6, '0')}`;
-    return new SimulatedDevice({ serverUrl: flags.server, identity: createDeviceIdentity(ca, serial, { key }), serialNumber: serial, udid: `SIM-${serial}` });
-  });
-  for (const d of devices) {
-    await d.enroll();
-    process.stdout.write(`enrolled ${d.udid} (${d.serialNumber})\n`);
+    const file = join(devDir, `${serial}.json`);
+    if (existsSync(file)) {
+      const s = JSON.parse(readFileSync(file, 'utf8')) as SavedDevice;
+      const identity = loadCertifiedKey(s.certPem, s.keyPem);
+      const device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: s.serialNumber, udid: s.udid });
+      for (const p of s.profiles) device.profiles.set(p.PayloadIdentifier, p);
+      devices.push({ device, identity });
+      continue;
+    }
+    const identity = createDeviceIdentity(ca, serial);
+    const device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: serial, udid: `SIM-${serial}` });
+    await device.enroll();
+    save(device, identity);
+    process.stdout.write(`enrolled ${device.udid} (${serial})\n`);
+    devices.push({ device, identity });
   }
   for (;;) {
-    for (const d of devices) {
-      const handled = await d.connect();
-      for (const h of handled) process.stdout.write(`${d.udid} ${h.requestType} ${h.commandUUID} -> ${h.status}\n`);
+    for (const { device, identity } of devices) {
+      const handled = await device.connect();
+      for (const h of handled) process.stdout.write(`${device.udid} ${h.requestType} ${h.commandUUID} -> ${h.status}\n`);
+      if (handled.length) save(device, identity);
     }
     if (flags.once) return;
     await new Promise((r) => setTimeout(r, intervalMs));

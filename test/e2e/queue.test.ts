@@ -200,3 +200,30 @@ describe('admin API', () => {
     expect(session).toEqual([{ commandUUID: 'raw-cmd-1', requestType: 'DeviceInformation', status: 'Acknowledged' }]);
   });
 });
+
+describe('compaction', () => {
+  it('deletes finished commands after the retention period, keeps pending ones', async () => {
+    const short = await startTestServer({ retentionMs: 1 }, { compactEveryMs: 200 });
+    try {
+      const dev = short.device();
+      await dev.enroll();
+      const q = (cmd: string) => http(`${short.url}/api/v1/commands`, {
+        method: 'POST', headers: { authorization: `Bearer ${short.adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ targets: [dev.udid], command: { RequestType: cmd } }),
+      });
+      await q('ProfileList');
+      expect((await dev.connect()).length).toBe(1);
+      const pending = (await q('SecurityInfo')).json() as { commandUUID: string };
+      const deadline = Date.now() + 5000;
+      let left = await short.store.listCommands(dev.udid);
+      while (left.length > 1 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        left = await short.store.listCommands(dev.udid);
+      }
+      expect(left.map((c) => [c.uuid, c.status])).toEqual([[pending.commandUUID, 'Pending']]);
+      expect(short.logs.some((l) => l.msg === 'compacted finished commands')).toBe(true);
+    } finally {
+      await short.stop();
+    }
+  });
+});
