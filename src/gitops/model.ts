@@ -1,0 +1,109 @@
+/**
+ * The fleet repository as Orchard understands it after loading and validation: the documents
+ * of each kind, and the diagnostics (errors and warnings with file:line:col) found on the way.
+ */
+
+export type Platform = 'macOS' | 'iOS' | 'iPadOS' | 'tvOS' | 'visionOS' | 'watchOS';
+
+export interface Diagnostic {
+  severity: 'error' | 'warning';
+  /** Path relative to the repository root, with forward slashes. */
+  file: string;
+  /** 1-based. */
+  line: number;
+  /** 1-based. */
+  col: number;
+  message: string;
+  /** A short stable rule id, e.g. `schema`, `apple-unknown-key`, `ref-missing-profile`. */
+  rule: string;
+}
+
+/** Where a document came from, for diagnostics raised after parsing. */
+export interface Origin {
+  file: string;
+  line: number;
+  col: number;
+}
+
+export interface Selector {
+  serials?: string[];
+  /** All must be present on the device. */
+  tags?: string[];
+  platforms?: Platform[];
+  models?: string[];
+  /** A range like ">=14.0 <16". */
+  osVersion?: string;
+  supervised?: boolean;
+}
+
+export interface AuthoredPayload {
+  type: string;
+  keys: Record<string, unknown>;
+}
+
+export interface ProfileDoc {
+  kind: 'Profile';
+  name: string;
+  origin: Origin;
+  identifier: string;
+  displayName?: string;
+  description?: string;
+  organization?: string;
+  scope: 'System' | 'User';
+  /** Authored payloads, or undefined when `file` is used. */
+  payloads?: AuthoredPayload[];
+  /** Repository-relative path of an existing .mobileconfig. */
+  file?: string;
+  /** The .mobileconfig's bytes as found (possibly CMS-signed), when `file` is used. */
+  fileBytes?: Buffer;
+  /** Device variables (`device.X`) and secrets (`secret:NAME`) the profile uses. */
+  variables: string[];
+  secrets: string[];
+}
+
+export interface BlueprintDoc {
+  kind: 'Blueprint';
+  name: string;
+  origin: Origin;
+  selector: Selector & { exclude?: Selector };
+  profiles: string[];
+  /** Remove profiles this blueprint installed and no longer wants (default true). */
+  prune: boolean;
+  suspend: boolean;
+  rollout?: { percent: number };
+}
+
+export interface DeviceGroupDoc {
+  kind: 'DeviceGroup';
+  name: string;
+  origin: Origin;
+  devices: { serial: string; tags: string[] }[];
+}
+
+export interface SecretDoc {
+  kind: 'Secret';
+  name: string;
+  origin: Origin;
+  description?: string;
+}
+
+export type FleetDoc = ProfileDoc | BlueprintDoc | DeviceGroupDoc | SecretDoc;
+
+export interface Fleet {
+  profiles: Map<string, ProfileDoc>;
+  blueprints: Map<string, BlueprintDoc>;
+  deviceGroups: Map<string, DeviceGroupDoc>;
+  secrets: Map<string, SecretDoc>;
+  /** serial -> tags, merged from every DeviceGroup. */
+  tagsBySerial: Map<string, Set<string>>;
+  /** SHA-256 over the repository's files as loaded: identifies a revision without git. */
+  contentHash: string;
+}
+
+export interface LoadResult {
+  /** True when there is no error (warnings allowed). */
+  ok: boolean;
+  /** Present when ok. */
+  fleet?: Fleet;
+  diagnostics: Diagnostic[];
+}
