@@ -1,0 +1,54 @@
+/**
+ * Reading an existing .mobileconfig from the repository: XML, or CMS-signed (SignedData with
+ * the XML as its encapsulated content). The signature is not checked: the admin committed the
+ * file, and a signed profile is installed byte for byte as it is.
+ */
+import * as asn1js from 'asn1js';
+import { parsePlistDict, type PlistDict } from '../protocol/plist.js';
+import { id_signedData } from '../identity/oids.js';
+
+export class MobileconfigError extends Error {}
+
+/** The XML plist inside the file, and whether the file was signed. */
+export function profileXml(bytes: Buffer): { xml: Buffer; signed: boolean } {
+  const head = bytes.subarray(0, 64).toString('latin1').trimStart();
+  if (head.startsWith('<')) return { xml: bytes, signed: false };
+  if (bytes[0] !== 0x30) throw new MobileconfigError('neither an XML plist nor a CMS-signed profile');
+  const parsed = asn1js.fromBER(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  if (parsed.offset === -1) throw new MobileconfigError(`signed profile is not valid BER: ${parsed.result.error}`);
+  // ContentInfo { contentType, [0] SignedData { version, digestAlgorithms, encapContentInfo { eContentType, [0] eContent } ... } }
+  const ci = parsed.result as asn1js.Sequence;
+  const [type, explicit] = ci.valueBlock.value as [asn1js.ObjectIdentifier, asn1js.Constructed];
+  if (!(type instanceof asn1js.ObjectIdentifier) || type.valueBlock.toString() !== id_signedData) {
+    throw new MobileconfigError('CMS content is not SignedData');
+  }
+  const sd = explicit?.valueBlock.value[0] as asn1js.Sequence | undefined;
+  const encap = sd?.valueBlock.value[2] as asn1js.Sequence | undefined;
+  const content = (encap?.valueBlock.value[1] as asn1js.Constructed | undefined)?.valueBlock.value[0];
+  if (!content) throw new MobileconfigError('signed profile has no content (detached signature?)');
+  return { xml: Buffer.from(octets(content)), signed: true };
+}
+
+/** An OCTET STRING's bytes, also when BER splits it into constructed chunks. */
+function octets(block: asn1js.AsnType): Uint8Array {
+  const os = block as asn1js.OctetString;
+  if (os.idBlock.isConstructed) {
+    const parts = (os.valueBlock.value as asn1js.OctetString[]).map(octets);
+    return Buffer.concat(parts);
+  }
+  return new Uint8Array(os.valueBlock.valueHexView);
+}
+
+export function readProfile(bytes: Buffer): { profile: PlistDict; signed: boolean } {
+  const { xml, signed } = profileXml(bytes);
+  let profile: PlistDict;
+  try {
+    profile = parsePlistDict(xml);
+  } catch (err) {
+    throw new MobileconfigError((err as Error).message);
+  }
+  if (profile.PayloadType !== 'Configuration') {
+    throw new MobileconfigError(`PayloadType is ${JSON.stringify(profile.PayloadType)}, expected "Configuration": not a configuration profile`);
+  }
+  return { profile, signed };
+}
