@@ -1,0 +1,281 @@
+#!/usr/bin/env node
+// Generates src/gitops/apple/profiles.json from Apple's device-management schema files
+// (mdm/profiles/*.yaml): per PayloadType its supported OS versions and its key tree (type,
+// presence, allowed values, ranges, per-key OS support, subkeys), plus the profile's top-level
+// keys and the keys every payload shares. src/gitops/apple/payloads.ts validates authored
+// payloads against it so a typo'd or unsupported key never reaches a device.
+// Usage: node scripts/gen-apple-profiles.mjs [path to apple-device-management]
+//
+// Output shape (descriptions dropped to keep it small):
+//   { topLevel: Payload, common: Payload, payloads: { [PayloadType]: Payload } }
+//   Payload = { files, title, os, keys, defs?, variants? }
+//   Key     = { type, presence?: 'required', requiredIf?, requiredUnless?, excludes?, rangelist?,
+//               range?, format?, repetition?, os?, subkeys?: { [name]: Key }, ref?: defs name }
+// `os` on a key holds only Apple's overrides; a key inherits the rest from its parent (Apple's
+// rule, docs/schema.md). Array subkeys hold one entry: the item (its name is a placeholder).
+// Subkey lists Apple shares through YAML anchors (some recursive) are emitted once in `defs`.
+import { readFileSync, readdirSync, writeFileSync, rmSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const src = process.argv[2] ?? join(here, '../../shared/reference/apple-device-management');
+const dir = join(src, 'mdm/profiles');
+const OS_FIELDS = ['introduced', 'removed', 'supervised', 'devicechannel', 'userchannel'];
+const notes = [];
+
+function osSummary(supportedOS) {
+  const out = {};
+  for (const [platform, entry] of Object.entries(supportedOS ?? {})) {
+    if (!entry || typeof entry !== 'object') continue;
+    const o = {};
+    for (const f of OS_FIELDS) {
+      if (entry[f] === undefined) continue;
+      o[f] = f === 'introduced' || f === 'removed' ? String(entry[f]) : entry[f];
+    }
+    if (Object.keys(o).length) out[platform] = o;
+  }
+  return Object.keys(out).length ? out : undefined;
+}
+
+const literal = (s) => (s === 'true' ? true : s === 'false' ? false : s);
+
+// Apple marks a few keys "required" whose own description makes them conditional; derive the
+// condition from that text (printed below, so a wording change upstream shows in the log).
+function condition(k, siblings) {
+  const text = String(k.content ?? '').replace(/\s+/g, ' ');
+  const has = (name) => siblings.some((s) => s.key === name);
+  let m = /Required when the '(\w+)' is '([^']+)'/i.exec(text);
+  if (m && has(m[1])) return { requiredIf: { key: m[1], equals: literal(m[2]) } };
+  m = /required when the '(\w+)' key is present/i.exec(text);
+  if (m && has(m[1])) return { requiredIf: { key: m[1] } };
+  m = /either '(\w+)' or '(\w+)', but not both/i.exec(text);
+  if (m && (m[1] === k.key || m[2] === k.key)) {
+    const other = m[1] === k.key ? m[2] : m[1];
+    if (has(other)) return { requiredUnless: { key: other }, excludes: other };
+  }
+  m = /If '(\w+)' is '([^']+)', this \w+ isn't needed/i.exec(text);
+  if (m && has(m[1])) return { requiredUnless: { key: m[1], equals: literal(m[2]) } };
+  return undefined;
+}
+
+/** Converts one file's payloadkeys; `state` is shared by the files of one PayloadType. */
+function convertKeys(list, state, where) {
+  const out = {};
+  for (const k of list) {
+    if (Object.hasOwn(out, k.key)) {
+      notes.push(`${where}/${k.key}: listed twice, kept the first`);
+      continue;
+    }
+    out[k.key] = convertKey(k, list, state, `${where}/${k.key}`);
+  }
+  return out;
+}
+
+function convertKey(k, siblings, state, where) {
+  const d = { type: String(k.type).replace(/[<>]/g, '') };
+  if (k.presence === 'required') {
+    d.presence = 'required';
+    const cond = condition(k, siblings);
+    if (cond) {
+      Object.assign(d, cond);
+      notes.push(`${where}: required only ${JSON.stringify(cond)}`);
+    }
+  }
+  if (Array.isArray(k.rangelist)) d.rangelist = k.rangelist;
+  if (k.range && typeof k.range === 'object') d.range = k.range;
+  if (typeof k.format === 'string') d.format = k.format;
+  if (k.repetition && typeof k.repetition === 'object') d.repetition = k.repetition;
+  const os = osSummary(k.supportedOS);
+  if (os) d.os = os;
+  let sub = Array.isArray(k.subkeys) ? k.subkeys : undefined;
+  // TopLevel's ConsentText wraps its language->text entries in a dictionary named like an array
+  // item ("ConsentTextItem"); real profiles have the entries directly, so lift them.
+  if (d.type === 'dictionary' && sub?.length === 1 && sub[0].key === `${k.key}Item` && sub[0].type === '<dictionary>' && Array.isArray(sub[0].subkeys) && !state.shared.has(sub)) {
+    notes.push(`${where}: lifted the subkeys of placeholder ${sub[0].key}`);
+    sub = sub[0].subkeys;
+  }
+  if (sub) {
+    if (state.shared.has(sub)) {
+      let name = state.defName.get(sub);
+      if (!name) {
+        name = k.subkeytype ?? k.key;
+        for (let i = 2; Object.hasOwn(state.defs, name); i++) name = `${k.subkeytype ?? k.key}${i}`;
+        state.defName.set(sub, name);
+        state.defs[name] = {}; // reserve the name: lists nested inside must pick another
+        state.defs[name] = convertKeys(sub, state, `${where}(${name})`);
+      }
+      d.ref = name;
+    } else {
+      d.subkeys = convertKeys(sub, state, where);
+    }
+  }
+  return d;
+}
+
+/** Subkey lists reached more than once (YAML aliases), by object identity. */
+function sharedLists(list) {
+  const seen = new Set();
+  const shared = new Set();
+  (function scan(l) {
+    if (seen.has(l)) {
+      shared.add(l);
+      return;
+    }
+    seen.add(l);
+    for (const k of l) if (Array.isArray(k.subkeys)) scan(k.subkeys);
+  })(list);
+  return shared;
+}
+
+function versionLess(a, b) {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d) return d < 0;
+  }
+  return false;
+}
+
+const docs = [];
+for (const file of readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort()) {
+  const doc = parse(readFileSync(join(dir, file), 'utf8'), { maxAliasCount: -1 });
+  const payloadType = doc?.payload?.payloadtype;
+  if (!payloadType || !Array.isArray(doc.payloadkeys)) continue;
+  docs.push({ file: `mdm/profiles/${file}`, doc, payloadType });
+}
+
+function convertFile({ file, doc }, state) {
+  for (const l of sharedLists(doc.payloadkeys)) state.shared.add(l);
+  return { files: [file], title: doc.title ?? '', os: osSummary(doc.payload.supportedOS) ?? {}, keys: convertKeys(doc.payloadkeys, state, file) };
+}
+
+function newState() {
+  return { shared: new Set(), defName: new Map(), defs: {} };
+}
+
+function withDefs(p, state) {
+  return Object.keys(state.defs).length ? { ...p, defs: state.defs } : p;
+}
+
+// A PayloadType described by several files: a file whose first required single-value key is
+// unconstrained in a sibling file is a variant selected by that value (the Kerberos SSO
+// extension); the others describe disjoint key sets of one payload (com.apple.MCX) and merge.
+function discriminator(entry, group) {
+  const k = entry.doc.payloadkeys.find((x) => x.presence === 'required' && Array.isArray(x.rangelist) && x.rangelist.length === 1);
+  if (!k) return undefined;
+  const elsewhere = group.some((o) => o !== entry && o.doc.payloadkeys.some((x) => x.key === k.key && !(Array.isArray(x.rangelist) && x.rangelist.length === 1)));
+  return elsewhere ? { key: k.key, equals: k.rangelist[0] } : undefined;
+}
+
+function mergeUnion(group) {
+  const state = newState();
+  const parts = group.map((e) => convertFile(e, state));
+  const os = {};
+  for (const platform of new Set(parts.flatMap((p) => Object.keys(p.os)))) {
+    const supported = parts.map((p) => p.os[platform]).filter((o) => o && o.introduced !== 'n/a');
+    if (!supported.length) {
+      os[platform] = { introduced: 'n/a' };
+      continue;
+    }
+    const earliest = supported.reduce((a, b) => (b.introduced && a.introduced && versionLess(b.introduced, a.introduced) ? b : a));
+    os[platform] = { ...earliest };
+  }
+  const keys = {};
+  for (const p of parts) {
+    for (const [name, def] of Object.entries(p.keys)) {
+      if (Object.hasOwn(keys, name)) {
+        if (JSON.stringify(keys[name]) !== JSON.stringify(def)) notes.push(`${p.files[0]}/${name}: differs from an earlier file of the same type, kept the first`);
+        continue;
+      }
+      // The file's own payload-level support becomes the key's override where it differs.
+      const override = {};
+      for (const [platform, entry] of Object.entries(p.os)) {
+        const diff = Object.fromEntries(Object.entries(entry).filter(([f, v]) => os[platform]?.[f] !== v));
+        if (Object.keys(diff).length) override[platform] = diff;
+      }
+      for (const [platform, entry] of Object.entries(def.os ?? {})) override[platform] = { ...override[platform], ...entry };
+      const merged = { ...def };
+      delete merged.os;
+      if (Object.keys(override).length) merged.os = override;
+      // A key one file requires cannot be required of a payload that uses another file's keys.
+      if (merged.presence === 'required' && !parts.every((q) => q.keys[name]?.presence === 'required')) {
+        delete merged.presence;
+        notes.push(`${p.files[0]}/${name}: required in one file of a merged type, made optional`);
+      }
+      keys[name] = merged;
+    }
+  }
+  const titles = [...new Set(parts.map((p) => p.title).filter(Boolean))];
+  return withDefs({ files: parts.flatMap((p) => p.files), title: titles.join(' / '), os, keys }, state);
+}
+
+function convertType(group) {
+  if (group.length === 1) {
+    const state = newState();
+    return withDefs(convertFile(group[0], state), state);
+  }
+  const variants = [];
+  const rest = [];
+  for (const e of group) {
+    const when = discriminator(e, group);
+    if (when) variants.push({ e, when });
+    else rest.push(e);
+  }
+  if (!rest.length) throw new Error(`${group[0].payloadType}: every file is a variant, no base`);
+  const base = mergeUnion(rest);
+  if (variants.length) {
+    base.variants = variants.map(({ e, when }) => {
+      const state = newState();
+      notes.push(`${e.file}: variant of ${e.payloadType} when ${when.key} = ${JSON.stringify(when.equals)}`);
+      return { when, ...withDefs(convertFile(e, state), state) };
+    });
+  }
+  if (rest.length > 1) notes.push(`${base.files.join(', ')}: merged into one ${group[0].payloadType}`);
+  return base;
+}
+
+const groups = new Map();
+for (const d of docs) groups.set(d.payloadType, [...(groups.get(d.payloadType) ?? []), d]);
+const out = { topLevel: undefined, common: undefined, payloads: {} };
+for (const [payloadType, group] of [...groups].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+  const converted = convertType(group);
+  if (payloadType === 'TopLevel') out.topLevel = converted;
+  else if (payloadType === 'CommonPayloadKeys') out.common = converted;
+  else out.payloads[payloadType] = converted;
+}
+if (!out.topLevel || !out.common) throw new Error('TopLevel.yaml or CommonPayloadKeys.yaml missing');
+
+// Indented JSON, but any value that fits on a line stays on one: diffable and about half the size.
+function pretty(value, indent) {
+  const flat = JSON.stringify(value);
+  if (flat.length + indent.length <= 110 || value === null || typeof value !== 'object') return flat;
+  const inner = indent + ' ';
+  if (Array.isArray(value)) return `[\n${value.map((v) => inner + pretty(v, inner)).join(',\n')}\n${indent}]`;
+  const entries = Object.entries(value).map(([k, v]) => `${inner}${JSON.stringify(k)}: ${pretty(v, inner)}`);
+  return `{\n${entries.join(',\n')}\n${indent}}`;
+}
+
+const target = join(here, '../src/gitops/apple');
+const json = pretty(out, '') + '\n';
+writeFileSync(join(target, 'profiles.json'), json);
+// Apple's copy is read-only; rewrite rather than copy so a rerun can replace ours.
+rmSync(join(target, 'LICENSE.txt'), { force: true });
+writeFileSync(join(target, 'LICENSE.txt'), readFileSync(join(src, 'LICENSE.txt')));
+for (const n of notes) console.log(`note: ${n}`);
+let keyCount = 0;
+const count = (keys) => {
+  for (const k of Object.values(keys)) {
+    keyCount++;
+    if (k.subkeys) count(k.subkeys);
+  }
+};
+for (const p of [out.topLevel, out.common, ...Object.values(out.payloads)]) {
+  for (const v of [p, ...(p.variants ?? [])]) {
+    count(v.keys);
+    for (const d of Object.values(v.defs ?? {})) count(d);
+  }
+}
+console.log(`${Object.keys(out.payloads).length} payload types, ${keyCount} keys, ${json.length} bytes -> src/gitops/apple/profiles.json`);
