@@ -1,11 +1,13 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, type FlagValues } from '../config.js';
 import { startServer } from '../server.js';
 import type { SimulateFlags } from './simulate.js';
 
 const program = new Command();
 program.name('orchard').description('GitOps controller and MDM server for Apple devices');
+// Usage errors exit 2 (commander's default is 1, which `validate` and `plan` use for findings).
+program.exitOverride();
 
 const collect = (value: string, prev: string[] = []) => [...prev, value];
 
@@ -56,7 +58,24 @@ program
     await simulate(flags);
   });
 
+program
+  .command('validate')
+  .description('validate a fleet repository (schema, Apple payload keys, references) as the server would')
+  .argument('[path]', 'repository root', '.')
+  .addOption(new Option('--format <format>', 'output format').choices(['text', 'json', 'github']).default('text'))
+  .addHelpText('after', '\nExit codes: 0 valid (warnings allowed), 1 invalid, 2 usage error.')
+  .action(async (path: string, opts: { format: 'text' | 'json' | 'github' }) => {
+    const { runValidate } = await import('./validate.js');
+    const out = await runValidate(path, opts.format);
+    process.stdout.write(out.stdout);
+    process.exitCode = out.exitCode;
+  });
+
 program.parseAsync().catch((err: unknown) => {
+  if (err instanceof CommanderError) {
+    // commander has already printed the message (or the help).
+    process.exit(err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version' ? 0 : 2);
+  }
   if (err instanceof ConfigError) {
     process.stderr.write(`orchard: ${err.message}\n`);
     process.exit(2);

@@ -1,0 +1,59 @@
+/** `orchard validate`: check a fleet repository the way the server does before applying it. */
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { loadFleet } from '../gitops/load.js';
+import type { Diagnostic } from '../gitops/model.js';
+
+export type ValidateFormat = 'text' | 'json' | 'github';
+
+export interface ValidateOutput {
+  exitCode: 0 | 1 | 2;
+  stdout: string;
+}
+
+export async function runValidate(path: string, format: ValidateFormat): Promise<ValidateOutput> {
+  const root = resolve(path);
+  try {
+    if (!(await stat(root)).isDirectory()) return { exitCode: 2, stdout: `orchard validate: ${path} is not a directory\n` };
+  } catch {
+    return { exitCode: 2, stdout: `orchard validate: ${path} does not exist\n` };
+  }
+  const started = performance.now();
+  const result = await loadFleet(root);
+  const ms = performance.now() - started;
+  const errors = result.diagnostics.filter((d) => d.severity === 'error').length;
+  const warnings = result.diagnostics.length - errors;
+  const exitCode = result.ok ? 0 : 1;
+  const f = result.fleet;
+  if (format === 'json') {
+    return {
+      exitCode,
+      stdout: `${JSON.stringify({
+        valid: result.ok, errors, warnings, diagnostics: result.diagnostics,
+        ...(f ? { summary: { profiles: f.profiles.size, blueprints: f.blueprints.size, deviceGroups: f.deviceGroups.size, secrets: f.secrets.size, contentHash: f.contentHash } } : {}),
+      }, null, 2)}\n`,
+    };
+  }
+  if (format === 'github') {
+    // Workflow commands: GitHub turns these into annotations on the pull request's diff.
+    const lines = result.diagnostics.map((d) => `::${d.severity === 'error' ? 'error' : 'warning'} file=${d.file},line=${d.line},col=${d.col},title=orchard ${d.rule}::${escapeGithub(d.message)}`);
+    lines.push(summary(result.ok, errors, warnings, ms));
+    return { exitCode, stdout: `${lines.join('\n')}\n` };
+  }
+  const lines = result.diagnostics.map(textLine);
+  if (f) lines.push(`${f.profiles.size} profiles, ${f.blueprints.size} blueprints, ${f.deviceGroups.size} device groups, ${f.secrets.size} secrets`);
+  lines.push(summary(result.ok, errors, warnings, ms));
+  return { exitCode, stdout: `${lines.join('\n')}\n` };
+}
+
+function textLine(d: Diagnostic): string {
+  return `${d.file}:${d.line}:${d.col}: ${d.severity}: ${d.message} [${d.rule}]`;
+}
+
+function summary(ok: boolean, errors: number, warnings: number, ms: number): string {
+  return `${ok ? 'valid' : 'invalid'}: ${errors} error${errors === 1 ? '' : 's'}, ${warnings} warning${warnings === 1 ? '' : 's'} (${Math.round(ms)} ms)`;
+}
+
+function escapeGithub(s: string): string {
+  return s.replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
+}

@@ -1,0 +1,42 @@
+/** Build fleet repositories in temp dirs for tests. */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+
+export function makeRepo(files: Record<string, string | Buffer>): string {
+  const root = mkdtempSync(join(tmpdir(), 'orchard-fleet-'));
+  writeFiles(root, files);
+  return root;
+}
+
+export function writeFiles(root: string, files: Record<string, string | Buffer>): void {
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(dirname(join(root, path)), { recursive: true });
+    writeFileSync(join(root, path), content);
+  }
+}
+
+export const profile = (name: string, identifier: string, payloads: string, extra = '') => `apiVersion: orchard/v1
+kind: Profile
+metadata:
+  name: ${name}
+spec:
+  identifier: ${identifier}
+  displayName: ${name}
+${extra}  payloads:
+${payloads}`;
+
+export const passcodePayload = `    - type: com.apple.mobiledevice.passwordpolicy
+      keys:
+        minLength: 8
+`;
+
+export const blueprint = (name: string, selector: string, profiles: string[]) => `apiVersion: orchard/v1
+kind: Blueprint
+metadata:
+  name: ${name}
+spec:
+  selector:
+${selector}
+  profiles: [${profiles.join(', ')}]
+`;
