@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark, printed as Markdown (paste into BENCHMARKS.md with the
  * command line). Options: --devices N (default 1000), --concurrency N (default 16),
- * --idle-rounds N (default 3), --only protocol|cms|store.
+ * --idle-rounds N (default 3), --only protocol|cms|store|validate.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { benchCms } from './cms.js';
 import { benchProtocol } from './protocol.js';
 import { benchStore } from './store.js';
+import { benchValidate } from './validate.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,6 +38,12 @@ if (!only || only === 'store') {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+if (!only || only === 'validate') {
+  const r = await benchValidate();
+  if (r.errors > 0 || r.profiles !== 1000) throw new Error(`generated fleet did not validate: ${r.errors} errors`);
+  console.log(`## Validation: ${r.profiles} profiles (3 payloads each), ${r.blueprints} blueprints\n\n| how | ms |\n|---|---|\n| \`orchard validate\` (new process, wall clock) | ${f(r.cliMs, 0)} |\n| loadFleet, warm | ${f(r.warmMs, 0)} |\n\nGoal: under 3,000 ms.\n`);
 }
 
 if (!only || only === 'protocol') {
