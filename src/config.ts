@@ -19,6 +19,8 @@ export interface ServerConfig {
   maxBodyBytes: number;
   /** How long finished commands are kept before compaction. */
   retentionMs: number;
+  /** How often the fleet repository is fetched (0: only on webhook / file changes). */
+  pollIntervalMs: number;
   logLevel: string;
 }
 
@@ -29,13 +31,14 @@ export const DEFAULTS: ServerConfig = {
   trustCa: [],
   maxBodyBytes: 8 * 1024 * 1024,
   retentionMs: 7 * 24 * 3600 * 1000,
+  pollIntervalMs: 60_000,
   logLevel: 'info',
 };
 
 export class ConfigError extends Error {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
-const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'logLevel'] as const;
+const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'pollInterval', 'logLevel'] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
@@ -66,6 +69,7 @@ export interface FlagValues {
   tlsKey?: string;
   maxBodyBytes?: string;
   retention?: string;
+  pollInterval?: string;
   logLevel?: string;
 }
 
@@ -83,6 +87,7 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.tlsKey) cfg.tlsKey = resolve(flags.tlsKey);
   if (flags.maxBodyBytes) cfg.maxBodyBytes = positiveInt(flags.maxBodyBytes, 'max-body-bytes');
   if (flags.retention) cfg.retentionMs = parseDuration(flags.retention, 'retention');
+  if (flags.pollInterval) cfg.pollIntervalMs = parseDuration(flags.pollInterval, 'poll-interval');
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
   if (!flags.dataDir && !flags.config) cfg.dataDir = resolve(cfg.dataDir);
   if ((cfg.tlsCert && !cfg.tlsKey) || (!cfg.tlsCert && cfg.tlsKey)) throw new ConfigError('tls-cert and tls-key go together');
@@ -139,6 +144,8 @@ function applyFile(cfg: ServerConfig, file: string): void {
     if (mb) cfg.maxBodyBytes = positiveInt(mb, 'maxBodyBytes');
     const ret = str('retention');
     if (ret) cfg.retentionMs = parseDuration(ret, 'retention');
+    const poll = str('pollInterval');
+    if (poll) cfg.pollIntervalMs = parseDuration(poll, 'pollInterval');
     cfg.logLevel = str('logLevel') ?? cfg.logLevel;
   } catch (err) {
     if (err instanceof ConfigError && !err.message.startsWith(file)) throw new ConfigError(`${file}: ${err.message}`);

@@ -10,6 +10,8 @@ import { createApp } from './http/app.js';
 import { MdmService } from './mdm/service.js';
 import { UnconfiguredPusher, type Pusher } from './push/push.js';
 import { LevelStore } from './store/leveldb.js';
+import { loadFleet } from './gitops/load.js';
+import { FleetSource } from './gitops/source.js';
 import type { Store } from './store/types.js';
 
 export interface RunningServer {
@@ -17,6 +19,8 @@ export interface RunningServer {
   store: Store;
   service: MdmService;
   trust: TrustStore;
+  /** Follows the fleet repository; absent without --repo. */
+  source?: FleetSource;
   log: Logger;
   close(): Promise<void>;
 }
@@ -25,6 +29,7 @@ export interface StartOptions {
   log?: Logger;
   adminToken?: string;
   readToken?: string;
+  webhookSecret?: string;
   pusher?: Pusher;
   /** How often finished commands are compacted (default hourly). */
   compactEveryMs?: number;
@@ -38,7 +43,12 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const store = await LevelStore.open(cfg.dataDir);
   const service = new MdmService(store);
   const pusher = opts.pusher ?? new UnconfiguredPusher(log);
+  const source = cfg.repo
+    ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, loader: loadFleet, log: log.child({ component: 'source' }) })
+    : undefined;
   const app = createApp({
+    source,
+    webhookSecret: opts.webhookSecret,
     log, store, service, trust, pusher,
     certHeader: cfg.certHeader,
     maxBodyBytes: cfg.maxBodyBytes,
@@ -73,11 +83,14 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const timer = setInterval(compact, opts.compactEveryMs ?? 3600_000);
   timer.unref();
 
-  log.info({ url, dataDir: cfg.dataDir, repo: cfg.repo, trustedCAs: trust.size, certHeader: cfg.certHeader }, 'orchard listening');
+  // The first sync never throws (an unreachable remote is a status, not a crash).
+  await source?.start();
+  log.info({ url, dataDir: cfg.dataDir, repo: source?.status().repo, trustedCAs: trust.size, certHeader: cfg.certHeader }, 'orchard listening');
   return {
-    url, store, service, trust, log,
+    url, store, service, trust, source, log,
     async close() {
       clearInterval(timer);
+      await source?.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

@@ -26,13 +26,15 @@ program
   .option('--tls-key <file>', 'private key for --tls-cert')
   .option('--max-body-bytes <n>', 'largest request body accepted (default 8 MiB)')
   .option('--retention <duration>', 'keep finished commands this long (default 7d)')
+  .option('--poll-interval <duration>', 'fetch the fleet repository this often (default 60s; 0: webhook only)')
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
-  .addHelpText('after', '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token).')
+  .addHelpText('after', '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git).')
   .action(async (flags: FlagValues) => {
     const cfg = loadConfig(flags);
     const server = await startServer(cfg, {
       adminToken: process.env.ORCHARD_API_TOKEN || undefined,
       readToken: process.env.ORCHARD_READ_TOKEN || undefined,
+      webhookSecret: process.env.ORCHARD_WEBHOOK_SECRET || undefined,
     });
     const stop = async (signal: string) => {
       server.log.info({ signal }, 'shutting down');

@@ -11,6 +11,8 @@ import { ProtocolError } from '../protocol/errors.js';
 import { toJson } from '../protocol/json.js';
 import { parsePlist, type PlistDict } from '../protocol/plist.js';
 import type { Pusher } from '../push/push.js';
+import type { FleetSource } from '../gitops/source.js';
+import { sourceStatusRoute } from './source-routes.js';
 import type { CommandView, DeviceRecord, EnrollmentRecord, Store } from '../store/types.js';
 
 export interface ApiOptions {
@@ -19,6 +21,7 @@ export interface ApiOptions {
   adminToken?: string;
   readToken?: string;
   maxBodyBytes: number;
+  source?: FleetSource;
   now?: () => Date;
 }
 
@@ -74,6 +77,9 @@ export function apiRouter(opts: ApiOptions): Router {
     ctx.status = 201;
     ctx.body = { commandUUID: built.uuid, requestType: built.requestType, targets: ids };
   });
+
+  if (opts.source) router.get('/source', sourceStatusRoute(opts.source));
+  else router.get('/source', () => { throw new ApiError(404, 'no fleet repository configured (--repo)'); });
 
   router.get('/devices', async (ctx) => {
     const devices = await opts.store.listDevices();

@@ -5,7 +5,9 @@ import type { TrustStore } from '../identity/trust.js';
 import type { MdmService } from '../mdm/service.js';
 import type { Pusher } from '../push/push.js';
 import type { Store } from '../store/types.js';
+import type { FleetSource } from '../gitops/source.js';
 import { apiRouter } from './api.js';
+import { sourceRoutes } from './source-routes.js';
 import type { DeviceState } from './context.js';
 import { deviceIdentity, mdmHandler, readBody } from './device.js';
 import { requestLog } from './request-log.js';
@@ -20,6 +22,8 @@ export interface AppOptions {
   maxBodyBytes: number;
   adminToken?: string;
   readToken?: string;
+  source?: FleetSource;
+  webhookSecret?: string;
 }
 
 export function createApp(opts: AppOptions): Koa<DeviceState> {
@@ -42,7 +46,13 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
   app.use(device.routes());
   app.use(device.allowedMethods());
 
+  // The webhook is authenticated by its HMAC signature, not a bearer token: mounted first.
+  if (opts.source) {
+    const hooks = sourceRoutes({ source: opts.source, webhookSecret: opts.webhookSecret, log: opts.log });
+    app.use(hooks.routes());
+  }
   const api = apiRouter({
+    source: opts.source,
     store: opts.store,
     pusher: opts.pusher,
     adminToken: opts.adminToken,

@@ -1,68 +1,14 @@
 /**
- * Real parts for the fleet source tests: a small YAML loader standing in for src/gitops/load.ts,
- * git repositories in temp dirs (a working clone pushing to a bare remote over file://), and a
+ * Real parts for the fleet source tests: git repositories in temp dirs (a working clone pushing to a bare remote over file://), and a
  * logger whose lines the tests can read.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { pino, type Logger } from 'pino';
-import { isMap, isScalar, LineCounter, parseAllDocuments } from 'yaml';
-import type { Diagnostic, LoadResult } from '../../src/gitops/model.js';
-
-/**
- * Reads every *.yaml under dir (not .git, node_modules). A syntax error, or a document with
- * `invalid: true`, is an error diagnostic at its file:line:col; otherwise an empty Fleet whose
- * contentHash covers the files.
- */
-export async function yamlLoader(dir: string): Promise<LoadResult> {
-  const diagnostics: Diagnostic[] = [];
-  const hash = createHash('sha256');
-  for (const rel of await yamlFiles(dir)) {
-    const src = await readFile(join(dir, rel), 'utf8');
-    hash.update(`${rel}\0${src}\0`);
-    const lineCounter = new LineCounter();
-    for (const doc of parseAllDocuments(src, { lineCounter })) {
-      for (const e of doc.errors) {
-        const pos = e.linePos?.[0] ?? { line: 1, col: 1 };
-        diagnostics.push({ severity: 'error', file: rel, line: pos.line, col: pos.col, message: e.message, rule: 'yaml' });
-      }
-      if (doc.errors.length > 0 || !isMap(doc.contents)) continue;
-      for (const pair of doc.contents.items) {
-        if (isScalar(pair.key) && pair.key.value === 'invalid' && isScalar(pair.value) && pair.value.value === true) {
-          const pos = lineCounter.linePos(pair.key.range?.[0] ?? 0);
-          diagnostics.push({ severity: 'error', file: rel, line: pos.line, col: pos.col, message: 'document is marked invalid', rule: 'yaml' });
-        }
-      }
-    }
-  }
-  if (diagnostics.length > 0) return { ok: false, diagnostics };
-  return {
-    ok: true,
-    diagnostics,
-    fleet: {
-      profiles: new Map(), blueprints: new Map(), deviceGroups: new Map(), secrets: new Map(), tagsBySerial: new Map(),
-      contentHash: hash.digest('hex'),
-    },
-  };
-}
-
-async function yamlFiles(root: string, rel = ''): Promise<string[]> {
-  const out: string[] = [];
-  const entries = await readdir(join(root, rel), { withFileTypes: true });
-  for (const e of entries) {
-    if (e.name === '.git' || e.name === 'node_modules') continue;
-    const r = rel ? `${rel}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...(await yamlFiles(root, r)));
-    else if (e.isFile() && e.name.endsWith('.yaml')) out.push(r);
-  }
-  return out.sort();
-}
 
 /** git with a fixed identity, never the caller's repository. */
 export function git(cwd: string, ...args: string[]): string {
@@ -131,9 +77,11 @@ export class FleetRepo {
   }
 }
 
-export const GOOD = 'kind: Profile\nname: wifi\n';
-/** `invalid: true` on line 3, column 1. */
-export const BAD = 'kind: Profile\nname: broken\ninvalid: true\n';
+/** A valid fleet document (a Secret declaration: the smallest kind) named `name`. */
+export const doc = (name: string) => `apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: ${name}}\nspec: {}\n`;
+export const GOOD = doc('wifi');
+/** An unknown key `invalid` on line 3, column 1: the real loader refuses it there. */
+export const BAD = 'apiVersion: orchard/v1\nkind: Secret\ninvalid: true\nmetadata: {name: broken}\nspec: {}\n';
 
 export interface CapturedLog {
   log: Logger;

@@ -9,7 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { LoadResult } from '../../src/gitops/model.js';
 import { FleetSource, type AppliedRevision, type SourceOptions, type SourceStatus } from '../../src/gitops/source.js';
 import { sourceRoutes, sourceStatusRoute } from '../../src/http/source-routes.js';
-import { BAD, captureLog, FleetRepo, git, GOOD, tempDir, waitFor, yamlLoader, type CapturedLog } from './helpers.js';
+import { loadFleet } from '../../src/gitops/load.js';
+import { BAD, captureLog, doc, FleetRepo, git, GOOD, tempDir, waitFor, type CapturedLog } from './helpers.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -31,7 +32,7 @@ interface Harness {
 
 function harness(opts: Partial<SourceOptions> & Pick<SourceOptions, 'repo' | 'dataDir'>): Harness {
   const logs = captureLog();
-  const source = new FleetSource({ branch: 'main', pollIntervalMs: 0, loader: yamlLoader, log: logs.log, ...opts });
+  const source = new FleetSource({ branch: 'main', pollIntervalMs: 0, loader: loadFleet, log: logs.log, ...opts });
   const applied: AppliedRevision[] = [];
   const statuses: SourceStatus[] = [];
   source.on('applied', (a) => applied.push(a));
@@ -100,7 +101,7 @@ describe('FleetSource following a remote branch (file://)', () => {
     await source.start();
     const hashA = source.status().applied!.contentHash;
 
-    const b = r.write('profiles/vpn.yaml', 'kind: Profile\nname: vpn\n').commit('two');
+    const b = r.write('profiles/vpn.yaml', doc('vpn')).commit('two');
     expect((await source.sync('test')).applied?.commit).toBe(b);
     expect(existsSync(join(r.dataDir, 'source', 'repo', 'profiles', 'vpn.yaml'))).toBe(true);
 
@@ -114,7 +115,7 @@ describe('FleetSource following a remote branch (file://)', () => {
     expect(existsSync(join(r.dataDir, 'source', 'repo', 'profiles', 'stray.yaml'))).toBe(false);
 
     // Rewinding onto a new line of history works the same way.
-    const d = r.write('profiles/other.yaml', 'kind: Profile\nname: other\n').commit('diverge');
+    const d = r.write('profiles/other.yaml', doc('other')).commit('diverge');
     expect((await source.sync('test')).applied?.commit).toBe(d);
   });
 
@@ -134,7 +135,7 @@ describe('FleetSource following a remote branch (file://)', () => {
     expect(st.lastFetchAt).toBe(fetchedAt);
 
     renameSync(`${r.bare}.away`, r.bare);
-    const b = r.write('profiles/vpn.yaml', 'kind: Profile\nname: vpn\n').commit('two');
+    const b = r.write('profiles/vpn.yaml', doc('vpn')).commit('two');
     const after = await waitFor('the next commit by polling', () => {
       const s = source.status();
       return s.applied?.commit === b && s;
@@ -204,7 +205,7 @@ describe('FleetSource following a remote branch (file://)', () => {
     const r1 = repo();
     const a = r1.write('profiles/wifi.yaml', GOOD).commit('first repo');
     const r2 = repo();
-    const x = r2.write('profiles/other.yaml', 'kind: Profile\nname: other\n').commit('second repo');
+    const x = r2.write('profiles/other.yaml', doc('other')).commit('second repo');
     const dataDir = r1.dataDir;
 
     const one = harness({ repo: r1.url, dataDir });
@@ -267,13 +268,13 @@ describe('git webhook', () => {
     await src.start();
     const url = await serve(src, SECRET);
 
-    const b = r.write('profiles/vpn.yaml', 'kind: Profile\nname: vpn\n').commit('two');
+    const b = r.write('profiles/vpn.yaml', doc('vpn')).commit('two');
     const body = JSON.stringify({ ref: 'refs/heads/main', after: b });
     const gh = await post(url, body, { 'x-hub-signature-256': sign(body), 'x-github-event': 'push' });
     expect(gh).toEqual({ status: 202, json: { accepted: true } });
     await waitFor('the webhook sync (GitHub header)', () => src.current()?.info.commit === b);
 
-    const c = r.write('profiles/mail.yaml', 'kind: Profile\nname: mail\n').commit('three');
+    const c = r.write('profiles/mail.yaml', doc('mail')).commit('three');
     const generic = await post(url, '{"hello":1}', { 'x-orchard-signature': sign('{"hello":1}') });
     expect(generic).toEqual({ status: 202, json: { accepted: true } });
     await waitFor('the webhook sync (generic header)', () => src.current()?.info.commit === c);
@@ -345,7 +346,7 @@ describe('FleetSource on a local directory', () => {
       return h !== h1 && h;
     });
 
-    writeFileSync(join(dir, 'vpn.yaml'), 'kind: Profile\nname: vpn\n');
+    writeFileSync(join(dir, 'vpn.yaml'), doc('vpn'));
     await waitFor('the new file', () => {
       const h = src.status().applied?.contentHash;
       return h !== h1 && h !== h2 && h;
@@ -402,7 +403,7 @@ describe('FleetSource.sync concurrency', () => {
       maxActive = Math.max(maxActive, active);
       try {
         // Read first, then hold the first sync open while the test edits and calls again.
-        const result = await yamlLoader(d);
+        const result = await loadFleet(d);
         if (calls === 1) await gate;
         return result;
       } finally {
