@@ -13,6 +13,7 @@ import { LevelStore } from './store/leveldb.js';
 import { loadFleet } from './gitops/load.js';
 import { FleetSource } from './gitops/source.js';
 import type { Store } from './store/types.js';
+import type Router from '@koa/router';
 
 export interface RunningServer {
   url: string;
@@ -33,6 +34,17 @@ export interface StartOptions {
   pusher?: Pusher;
   /** How often finished commands are compacted (default hourly). */
   compactEveryMs?: number;
+  /** More routes (enrollment, push, ...), mounted before the admin API; built once the store exists. */
+  routes?: ((deps: RouteDeps) => Router | Router[])[];
+}
+
+export interface RouteDeps {
+  cfg: ServerConfig;
+  store: Store;
+  trust: TrustStore;
+  service: MdmService;
+  pusher: Pusher;
+  log: Logger;
 }
 
 export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): Promise<RunningServer> {
@@ -46,7 +58,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const source = cfg.repo
     ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, loader: loadFleet, log: log.child({ component: 'source' }) })
     : undefined;
+  const extra = (opts.routes ?? []).flatMap((make) => make({ cfg, store, trust, service, pusher, log }));
   const app = createApp({
+    extraRoutes: extra,
     source,
     webhookSecret: opts.webhookSecret,
     log, store, service, trust, pusher,

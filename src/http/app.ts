@@ -24,6 +24,8 @@ export interface AppOptions {
   readToken?: string;
   source?: FleetSource;
   webhookSecret?: string;
+  /** Routers with their own authentication (SCEP, enrollment, ...), mounted before the admin API. */
+  extraRoutes?: Router[];
 }
 
 export function createApp(opts: AppOptions): Koa<DeviceState> {
@@ -46,6 +48,10 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
   app.use(device.routes());
   app.use(device.allowedMethods());
 
+  for (const r of opts.extraRoutes ?? []) {
+    app.use(r.routes());
+    app.use(r.allowedMethods());
+  }
   // The webhook is authenticated by its HMAC signature, not a bearer token: mounted first.
   if (opts.source) {
     const hooks = sourceRoutes({ source: opts.source, webhookSecret: opts.webhookSecret, log: opts.log });
