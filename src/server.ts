@@ -14,6 +14,8 @@ import { loadFleet } from './gitops/load.js';
 import { FleetSource } from './gitops/source.js';
 import type { Store } from './store/types.js';
 import type Router from '@koa/router';
+import type { Middleware } from 'koa';
+import { apiErrors, bearerAuth } from './http/api.js';
 
 export interface RunningServer {
   url: string;
@@ -45,6 +47,9 @@ export interface RouteDeps {
   service: MdmService;
   pusher: Pusher;
   log: Logger;
+  /** The admin API's error answer and bearer-token check, for routes under /api/v1. */
+  apiErrors: Middleware;
+  auth: Middleware;
 }
 
 export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): Promise<RunningServer> {
@@ -58,7 +63,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const source = cfg.repo
     ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, loader: loadFleet, log: log.child({ component: 'source' }) })
     : undefined;
-  const extra = (opts.routes ?? []).flatMap((make) => make({ cfg, store, trust, service, pusher, log }));
+  const extra = (opts.routes ?? []).flatMap((make) => make({ cfg, store, trust, service, pusher, log, apiErrors: apiErrors(), auth: bearerAuth(opts.adminToken, opts.readToken) }));
   const app = createApp({
     extraRoutes: extra,
     source,

@@ -25,15 +25,16 @@ export interface ApiOptions {
   now?: () => Date;
 }
 
-class ApiError extends Error {
+/** An admin-API refusal: its status and message become the JSON answer `{error}`. */
+export class ApiError extends Error {
   constructor(readonly status: number, message: string) { super(message); }
 }
 
 export function apiRouter(opts: ApiOptions): Router {
   const router = new Router({ prefix: '/api/v1' });
   const now = opts.now ?? (() => new Date());
-  router.use(errors());
-  router.use(auth(opts.adminToken, opts.readToken));
+  router.use(apiErrors());
+  router.use(bearerAuth(opts.adminToken, opts.readToken));
 
   router.post('/commands', async (ctx) => {
     const type = (ctx.get('content-type').split(';')[0] ?? '').trim().toLowerCase();
@@ -156,7 +157,8 @@ async function readApiBody(req: import('node:http').IncomingMessage, limit: numb
   }
 }
 
-function errors(): Middleware {
+/** Answers ApiError/ProtocolError as JSON `{error}` with their status. */
+export function apiErrors(): Middleware {
   return async (ctx, next) => {
     try {
       await next();
@@ -164,7 +166,7 @@ function errors(): Middleware {
       if (err instanceof ApiError || err instanceof ProtocolError) {
         ctx.status = err.status;
         ctx.body = { error: err.message };
-        ctx.state.log.reason = err.message;
+        if (ctx.state.log) ctx.state.log.reason = err.message;
         return;
       }
       throw err;
@@ -177,7 +179,7 @@ function digest(s: string): Buffer {
 }
 
 /** Constant-time token check; the read token may only read. */
-function auth(adminToken?: string, readToken?: string): Middleware {
+export function bearerAuth(adminToken?: string, readToken?: string): Middleware {
   const admin = adminToken ? digest(adminToken) : undefined;
   const read = readToken ? digest(readToken) : undefined;
   return async (ctx, next) => {
