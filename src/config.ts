@@ -21,6 +21,10 @@ export interface ServerConfig {
   retentionMs: number;
   /** How often the fleet repository is fetched (0: only on webhook / file changes). */
   pollIntervalMs: number;
+  /** How often every device is asked for ProfileList + DeviceInformation (0: never). */
+  driftIntervalMs: number;
+  /** Directory of secret values (`${secret:NAME}` reads file NAME); default <dataDir>/secrets. */
+  secretsDir?: string;
   logLevel: string;
 }
 
@@ -32,13 +36,14 @@ export const DEFAULTS: ServerConfig = {
   maxBodyBytes: 8 * 1024 * 1024,
   retentionMs: 7 * 24 * 3600 * 1000,
   pollIntervalMs: 60_000,
+  driftIntervalMs: 4 * 3600_000,
   logLevel: 'info',
 };
 
 export class ConfigError extends Error {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
-const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'pollInterval', 'logLevel'] as const;
+const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'logLevel'] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
@@ -70,6 +75,8 @@ export interface FlagValues {
   maxBodyBytes?: string;
   retention?: string;
   pollInterval?: string;
+  driftInterval?: string;
+  secretsDir?: string;
   logLevel?: string;
 }
 
@@ -88,6 +95,8 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.maxBodyBytes) cfg.maxBodyBytes = positiveInt(flags.maxBodyBytes, 'max-body-bytes');
   if (flags.retention) cfg.retentionMs = parseDuration(flags.retention, 'retention');
   if (flags.pollInterval) cfg.pollIntervalMs = parseDuration(flags.pollInterval, 'poll-interval');
+  if (flags.driftInterval) cfg.driftIntervalMs = parseDuration(flags.driftInterval, 'drift-interval');
+  if (flags.secretsDir) cfg.secretsDir = resolve(flags.secretsDir);
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
   if (!flags.dataDir && !flags.config) cfg.dataDir = resolve(cfg.dataDir);
   if ((cfg.tlsCert && !cfg.tlsKey) || (!cfg.tlsCert && cfg.tlsKey)) throw new ConfigError('tls-cert and tls-key go together');
@@ -146,6 +155,9 @@ function applyFile(cfg: ServerConfig, file: string): void {
     if (ret) cfg.retentionMs = parseDuration(ret, 'retention');
     const poll = str('pollInterval');
     if (poll) cfg.pollIntervalMs = parseDuration(poll, 'pollInterval');
+    const drift = str('driftInterval');
+    if (drift) cfg.driftIntervalMs = parseDuration(drift, 'driftInterval');
+    cfg.secretsDir = path('secretsDir') ?? cfg.secretsDir;
     cfg.logLevel = str('logLevel') ?? cfg.logLevel;
   } catch (err) {
     if (err instanceof ConfigError && !err.message.startsWith(file)) throw new ConfigError(`${file}: ${err.message}`);

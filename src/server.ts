@@ -12,6 +12,9 @@ import { UnconfiguredPusher, type Pusher } from './push/push.js';
 import { LevelStore } from './store/leveldb.js';
 import { loadFleet } from './gitops/load.js';
 import { FleetSource } from './gitops/source.js';
+import { Reconciler } from './reconcile/reconciler.js';
+import { SecretStore } from './reconcile/secrets.js';
+import { join } from 'node:path';
 import type { Store } from './store/types.js';
 import type Router from '@koa/router';
 import type { Middleware } from 'koa';
@@ -24,6 +27,7 @@ export interface RunningServer {
   trust: TrustStore;
   /** Follows the fleet repository; absent without --repo. */
   source?: FleetSource;
+  reconciler: Reconciler;
   log: Logger;
   close(): Promise<void>;
 }
@@ -36,6 +40,8 @@ export interface StartOptions {
   pusher?: Pusher;
   /** How often finished commands are compacted (default hourly). */
   compactEveryMs?: number;
+  /** Reconciler retry policy (tests shorten it). */
+  retry?: import('./reconcile/decide.js').RetryPolicy;
   /** More routes (enrollment, push, ...), mounted before the admin API; built once the store exists. */
   routes?: ((deps: RouteDeps) => Router | Router[])[];
 }
@@ -102,14 +108,25 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const timer = setInterval(compact, opts.compactEveryMs ?? 3600_000);
   timer.unref();
 
+  const reconciler = new Reconciler({
+    store, service, pusher, log: log.child({ component: 'reconciler' }),
+    secrets: new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup,
+    driftIntervalMs: cfg.driftIntervalMs,
+    retry: opts.retry,
+  });
+  source?.on('applied', (rev) => {
+    reconciler.apply(rev).catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
+  });
+  reconciler.start();
   // The first sync never throws (an unreachable remote is a status, not a crash).
   await source?.start();
   log.info({ url, dataDir: cfg.dataDir, repo: source?.status().repo, trustedCAs: trust.size, certHeader: cfg.certHeader }, 'orchard listening');
   return {
-    url, store, service, trust, source, log,
+    url, store, service, trust, source, reconciler, log,
     async close() {
       clearInterval(timer);
       await source?.stop();
+      await reconciler.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

@@ -27,6 +27,8 @@ program
   .option('--max-body-bytes <n>', 'largest request body accepted (default 8 MiB)')
   .option('--retention <duration>', 'keep finished commands this long (default 7d)')
   .option('--poll-interval <duration>', 'fetch the fleet repository this often (default 60s; 0: webhook only)')
+  .option('--drift-interval <duration>', 'ask every device for its profiles this often (default 4h; 0: never)')
+  .option('--secrets-dir <dir>', 'values of ${secret:NAME} (file NAME; default DATA_DIR/secrets), or env ORCHARD_SECRET_<NAME>')
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
   .addHelpText('after', '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git).')
   .action(async (flags: FlagValues) => {

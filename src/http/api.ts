@@ -108,6 +108,7 @@ export function apiRouter(opts: ApiOptions): Router {
 
 async function deviceView(store: Store, d: DeviceRecord) {
   const enrollments = await store.listEnrollments(d.id);
+  const artifacts = await store.getArtifacts(d.id);
   return {
     id: d.id,
     serialNumber: d.facts.SerialNumber,
@@ -123,6 +124,9 @@ async function deviceView(store: Store, d: DeviceRecord) {
       lastSeenAt: e.lastSeenAt, topic: e.push?.topic, awaitingConfiguration: e.awaitingConfiguration,
     })),
     reported: d.reported,
+    // What Orchard manages on the device and where each stands (`orchard plan` reads this).
+    profiles: Object.values(artifacts?.artifacts ?? {}),
+    revision: artifacts?.revision,
   };
 }
 

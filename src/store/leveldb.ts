@@ -19,11 +19,13 @@
  *   p\0<uuid>                   payload (binary), stored once per command
  *   t\0<uuid>\0<eid>            reference from a target to the payload (pending or finished)
  *   g\0<uuid>                   payload that may have lost its last reference (GC candidate)
+ *   a\0<dev>                    reconciler state of the device (DeviceArtifacts)
  *
  * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
  */
 import { Level } from 'level';
+import type { DeviceArtifacts } from '../reconcile/types.js';
 import type {
   CommandResult,
   CommandStatus,
@@ -36,6 +38,7 @@ import type {
   IdentityBinding,
   NewCommand,
   QueuedCommand,
+  ReconcileChange,
   RecordOutcome,
   ReportedState,
   Store,
@@ -124,6 +127,7 @@ const K = {
   refPrefix: (uuid: string) => 't\x00' + esc(uuid) + '\x00',
   ref: (uuid: string, eid: string) => 't\x00' + esc(uuid) + '\x00' + esc(eid),
   gc: (uuid: string) => 'g\x00' + esc(uuid),
+  artifacts: (dev: string) => 'a\x00' + esc(dev),
 };
 
 const BUF = { valueEncoding: 'buffer' } as const;
@@ -540,26 +544,80 @@ export class LevelStore implements Store {
         throw new Error(`command ${cmd.uuid} already exists for ${dup.slice(0, 3).join(', ')}${dup.length > 3 ? ` and ${dup.length - 3} more` : ''}`);
       }
       const ops: Op[] = [];
-      const stored = this.getBuf(K.payload(cmd.uuid));
-      if (stored === undefined) ops.push({ type: 'put', key: K.payload(cmd.uuid), value: cmd.payload, valueEncoding: 'buffer' });
-      else if (!stored.equals(cmd.payload)) throw new Error(`command ${cmd.uuid} already exists with a different payload`);
-      // Allocated after the last await, so numbers are taken in call order; the marker is in the same batch.
-      const seq = ++this.seq;
-      this.seqMarkersDirty = true;
-      ops.push({ type: 'put', key: K.seq(seq), value: '' }, { type: 'del', key: K.seq(seq - 1) });
-      const o = ord(priority, seq);
-      const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority, enqueuedAt, status: 'Pending' };
-      const rec: CmdRec = { ...entry, seq, notNowCount: 0 };
-      for (const t of uniq) {
+      const added = this.enqueueOps(uniq, cmd, priority, enqueuedAt, ops);
+      await this.write(ops);
+      added();
+    });
+  }
+
+  /**
+   * Ops queueing `cmd` for `targets` (payload once, sequence marker, per-target entries). Returns
+   * the mirror update to run once the batch has committed. Call with nothing awaited between
+   * this and the write, so sequence numbers are committed in the order they are taken.
+   */
+  private enqueueOps(targets: string[], cmd: NewCommand, priority: number, enqueuedAt: string, ops: Op[]): () => void {
+    const stored = this.getBuf(K.payload(cmd.uuid));
+    if (stored === undefined) ops.push({ type: 'put', key: K.payload(cmd.uuid), value: cmd.payload, valueEncoding: 'buffer' });
+    else if (!stored.equals(cmd.payload)) throw new Error(`command ${cmd.uuid} already exists with a different payload`);
+    const seq = ++this.seq;
+    this.seqMarkersDirty = true;
+    ops.push({ type: 'put', key: K.seq(seq), value: '' }, { type: 'del', key: K.seq(seq - 1) });
+    const o = ord(priority, seq);
+    const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority, enqueuedAt, status: 'Pending' };
+    const rec: CmdRec = { ...entry, seq, notNowCount: 0 };
+    for (const t of targets) {
+      ops.push(
+        { type: 'put', key: K.queuePrefix(t) + o, value: entry },
+        { type: 'put', key: K.cmd(t, cmd.uuid), value: rec },
+        { type: 'put', key: K.ref(cmd.uuid, t), value: '' },
+      );
+    }
+    return () => {
+      for (const t of targets) this.queues.add(esc(t), o, entry);
+    };
+  }
+
+  // --- reconciler ---
+
+  async getArtifacts(deviceId: string): Promise<DeviceArtifacts | undefined> {
+    return this.getJson<DeviceArtifacts>(K.artifacts(deviceId));
+  }
+
+  async listArtifacts(): Promise<DeviceArtifacts[]> {
+    return (await this.db.values(range('a\x00')).all()) as DeviceArtifacts[];
+  }
+
+  async commitReconcile(deviceId: string, state: DeviceArtifacts, change: ReconcileChange, at: Date): Promise<{ cancelled: string[] }> {
+    const enqueuedAt = at.toISOString();
+    const { cancelled, dropped } = await this.withLock('D' + deviceId, async () => {
+      const ops: Op[] = [{ type: 'put', key: K.artifacts(deviceId), value: state }];
+      const cancelled: string[] = [];
+      const mirrorRemovals: [string, string][] = [];
+      for (const { enrollmentId, uuid } of change.cancel) {
+        const cmd = this.getJson<CmdRec>(K.cmd(enrollmentId, uuid));
+        if (!cmd || FINAL.has(cmd.status)) continue; // answered meanwhile: nothing to withdraw
+        const o = ord(cmd.priority, cmd.seq);
         ops.push(
-          { type: 'put', key: K.queuePrefix(t) + o, value: entry },
-          { type: 'put', key: K.cmd(t, cmd.uuid), value: rec },
-          { type: 'put', key: K.ref(cmd.uuid, t), value: '' },
+          { type: 'del', key: K.queuePrefix(enrollmentId) + o },
+          { type: 'del', key: K.cmd(enrollmentId, uuid) },
+          { type: 'del', key: K.ref(uuid, enrollmentId) },
+          { type: 'put', key: K.gc(uuid), value: uuid },
         );
+        cancelled.push(uuid);
+        mirrorRemovals.push([enrollmentId, o]);
+      }
+      const added: (() => void)[] = [];
+      for (const { targets, cmd } of change.enqueue) {
+        const priority = cmd.priority ?? DEFAULT_PRIORITY;
+        added.push(this.enqueueOps([...new Set(targets)], cmd, priority, enqueuedAt, ops));
       }
       await this.write(ops);
-      for (const t of uniq) this.queues.add(esc(t), o, entry);
+      for (const [eid, o] of mirrorRemovals) this.queues.remove(esc(eid), o);
+      for (const f of added) f();
+      return { cancelled, dropped: cancelled };
     });
+    await this.collect(dropped);
+    return { cancelled };
   }
 
   async nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined> {
@@ -627,6 +685,15 @@ export class LevelStore implements Store {
       this.queues.remove(esc(enrollmentId), o);
       return 'recorded';
     });
+  }
+
+  async getCommand(enrollmentId: string, commandUUID: string): Promise<CommandView | undefined> {
+    const r = this.getJson<CmdRec>(K.cmd(enrollmentId, commandUUID));
+    if (!r) return undefined;
+    const view: CommandView = { uuid: r.uuid, requestType: r.requestType, priority: r.priority, status: r.status, enqueuedAt: r.enqueuedAt, notNowCount: r.notNowCount };
+    if (r.updatedAt !== undefined) view.updatedAt = r.updatedAt;
+    if (r.result) view.result = { ...r.result, raw: this.getBuf(K.raw(enrollmentId, commandUUID)) ?? Buffer.alloc(0) };
+    return view;
   }
 
   async listCommands(enrollmentId: string): Promise<CommandView[]> {

@@ -135,6 +135,15 @@ export interface CommandView {
   result?: CommandResult;
 }
 
+import type { DeviceArtifacts } from '../reconcile/types.js';
+
+/** What one reconcile of one device changes, written in one atomic batch with its new state. */
+export interface ReconcileChange {
+  enqueue: { targets: string[]; cmd: NewCommand }[];
+  /** Queued commands to withdraw (not yet answered): superseded installs, removals no longer needed. */
+  cancel: { enrollmentId: string; uuid: string }[];
+}
+
 export type RecordOutcome = 'recorded' | 'notnow' | 'unknown' | 'duplicate';
 
 export interface Store {
@@ -181,8 +190,21 @@ export interface Store {
     result: CommandResult,
     reported?: ReportedState,
   ): Promise<RecordOutcome>;
+  /** One command of an enrollment, pending or finished (with its result); undefined if unknown or compacted. */
+  getCommand(enrollmentId: string, commandUUID: string): Promise<CommandView | undefined>;
   /** Pending and finished commands of an enrollment, oldest first. */
   listCommands(enrollmentId: string): Promise<CommandView[]>;
+  // --- reconciler ---
+  getArtifacts(deviceId: string): Promise<DeviceArtifacts | undefined>;
+  /** Every device's artifact state (for reports and `GET /api/v1/devices`). */
+  listArtifacts(): Promise<DeviceArtifacts[]>;
+  /**
+   * Atomically: replace the device's artifact state, queue the commands, withdraw the cancelled
+   * ones that are still queued. Returns the uuids actually withdrawn. A crash leaves either all
+   * of it or none.
+   */
+  commitReconcile(deviceId: string, state: DeviceArtifacts, change: ReconcileChange, at: Date): Promise<{ cancelled: string[] }>;
+
   /** Delete finished commands whose result is older than `before`. Returns how many. */
   compact(before: Date): Promise<number>;
   close(): Promise<void>;

@@ -1,0 +1,182 @@
+/**
+ * The diff: desired state against what the device reported and what Orchard has done, giving the
+ * next state and the commands to queue. Pure (no I/O), so the reconciler and `orchard plan`
+ * decide the same way, and re-running with nothing changed decides nothing.
+ */
+import type { ErrorChainItem } from '../store/types.js';
+import type { DesiredState } from './desired.js';
+import type { RenderedProfile } from './render.js';
+import type { ArtifactStatus, DeviceArtifacts } from './types.js';
+
+export interface ReportedProfile {
+  PayloadIdentifier: string;
+  PayloadUUID: string;
+}
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  baseMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, baseMs: 60_000, maxMs: 3600_000 };
+
+export type Action =
+  | { type: 'install'; identifier: string; rendered: RenderedProfile; reason: 'missing' | 'update' | 'drift' | 'retry' | 'lost' }
+  | { type: 'remove'; identifier: string; reason: 'unwanted' | 'retry' }
+  | { type: 'cancel'; identifier: string; commandUUID: string };
+
+export interface Decision {
+  state: DeviceArtifacts;
+  actions: Action[];
+  /** Nothing can be decided until the device reports its ProfileList. */
+  needInventory: boolean;
+}
+
+export interface DecideInput {
+  desired: DesiredState;
+  /** The device's last ProfileList and when it arrived; undefined if it never sent one. */
+  reported?: { at: string; profiles: ReportedProfile[] };
+  state: DeviceArtifacts;
+  revision: string;
+  now: Date;
+  retry?: RetryPolicy;
+}
+
+export function backoffMs(attempts: number, p: RetryPolicy): number {
+  return Math.min(p.maxMs, p.baseMs * 2 ** Math.max(0, attempts - 1));
+}
+
+export function decide(input: DecideInput): Decision {
+  const { desired, reported, revision, now } = input;
+  const retry = input.retry ?? DEFAULT_RETRY;
+  const nowIso = now.toISOString();
+  const artifacts: Record<string, ArtifactStatus> = {};
+  for (const [k, v] of Object.entries(input.state.artifacts)) artifacts[k] = { ...v };
+  const state: DeviceArtifacts = { ...input.state, artifacts, revision, reconciledAt: nowIso };
+  const actions: Action[] = [];
+  if (!reported) return { state, actions, needInventory: true };
+
+  const onDevice = new Map(reported.profiles.map((p) => [p.PayloadIdentifier, p.PayloadUUID]));
+  const reportedAfter = (iso: string | undefined) => iso === undefined || Date.parse(reported.at) > Date.parse(iso);
+  const retryDue = (st: ArtifactStatus) => st.attempts < retry.maxAttempts && (!st.retryAt || Date.parse(st.retryAt) <= now.getTime());
+
+  for (const [id, want] of desired.profiles) {
+    const st = artifacts[id];
+    if (!want.rendered) {
+      // Could not be rendered for this device (e.g. a secret without a value): say so, queue nothing.
+      artifacts[id] = {
+        ...(st ?? base(id, want.profile, nowIso)),
+        blueprints: want.blueprints, prune: want.prune, revision, phase: 'failed', updatedAt: nowIso,
+        lastError: { at: nowIso, message: want.error ?? 'cannot render' },
+      };
+      continue;
+    }
+    const r = want.rendered;
+    const fields = { profile: want.profile, blueprints: want.blueprints, prune: want.prune };
+    if (onDevice.get(id) === r.uuid) {
+      if (st?.commandUUID && st.phase === 'pending') actions.push({ type: 'cancel', identifier: id, commandUUID: st.commandUUID });
+      const wasVerified = st?.phase === 'verified' && st.uuid === r.uuid;
+      artifacts[id] = {
+        ...(st ?? base(id, want.profile, nowIso)), ...fields, uuid: r.uuid, templateHash: r.templateHash, revision,
+        phase: 'verified', commandUUID: undefined, retryAt: undefined, lastError: undefined,
+        updatedAt: wasVerified ? st!.updatedAt : nowIso, verifiedAt: wasVerified ? st!.verifiedAt : nowIso,
+      };
+      continue;
+    }
+    let reason: Extract<Action, { type: 'install' }>['reason'] | undefined;
+    if (!st || st.uuid !== r.uuid) {
+      if (st?.commandUUID && (st.phase === 'pending' || st.phase === 'removing')) actions.push({ type: 'cancel', identifier: id, commandUUID: st.commandUUID });
+      reason = onDevice.has(id) || st ? 'update' : 'missing';
+    } else if (st.phase === 'pending') {
+      if (!st.commandUUID) reason = 'lost'; // its command vanished (re-enrollment, compaction)
+    } else if (st.phase === 'acknowledged') {
+      // Accepted, but a ProfileList newer than that acceptance does not show it: gone again.
+      if (reportedAfter(st.updatedAt)) reason = 'drift';
+    } else if (st.phase === 'verified') {
+      reason = 'drift';
+    } else if (st.phase === 'failed') {
+      if (retryDue(st)) reason = 'retry';
+    } else if (st.phase === 'removing') {
+      if (st.commandUUID) actions.push({ type: 'cancel', identifier: id, commandUUID: st.commandUUID });
+      reason = 'missing';
+    }
+    if (!reason) {
+      artifacts[id] = { ...st!, ...fields };
+      continue;
+    }
+    const attempts = reason === 'retry' ? st!.attempts + 1 : 1;
+    artifacts[id] = {
+      ...(st ?? base(id, want.profile, nowIso)), ...fields, uuid: r.uuid, templateHash: r.templateHash, revision,
+      phase: 'pending', commandUUID: undefined, attempts, updatedAt: nowIso, retryAt: undefined,
+      drift: (st?.drift ?? 0) + (reason === 'drift' ? 1 : 0),
+      lastError: reason === 'retry' ? st!.lastError : undefined,
+    };
+    actions.push({ type: 'install', identifier: id, rendered: r, reason });
+  }
+
+  for (const [id, st] of Object.entries(artifacts)) {
+    if (desired.profiles.has(id) || desired.frozen.has(id)) continue;
+    const installed = onDevice.has(id);
+    if (!st.prune) {
+      // The blueprint opted out of pruning: stop managing it, leave it on the device.
+      if (st.commandUUID && st.phase === 'pending') actions.push({ type: 'cancel', identifier: id, commandUUID: st.commandUUID });
+      delete artifacts[id];
+      continue;
+    }
+    if (st.phase === 'removing') {
+      if (!installed && reportedAfter(st.updatedAt)) delete artifacts[id];
+      continue;
+    }
+    if (st.phase === 'pending' && st.commandUUID) actions.push({ type: 'cancel', identifier: id, commandUUID: st.commandUUID });
+    const removalFailed = st.phase === 'failed' && isRemoval(st);
+    if (!installed && st.phase !== 'acknowledged') {
+      delete artifacts[id];
+      continue;
+    }
+    if (removalFailed && !retryDue(st)) continue;
+    artifacts[id] = { ...st, phase: 'removing', commandUUID: undefined, updatedAt: nowIso, attempts: removalFailed ? st.attempts + 1 : 1, uuid: '' };
+    actions.push({ type: 'remove', identifier: id, reason: removalFailed ? 'retry' : 'unwanted' });
+  }
+  return { state, actions, needInventory: false };
+}
+
+/** A removal in progress or failed: the wanted version is none. */
+export const isRemoval = (st: ArtifactStatus): boolean => st.uuid === '';
+
+function base(identifier: string, profile: string, nowIso: string): ArtifactStatus {
+  return {
+    kind: 'profile', identifier, profile, blueprints: [], uuid: '', templateHash: '', phase: 'pending',
+    revision: '', attempts: 0, prune: true, updatedAt: nowIso, drift: 0,
+  };
+}
+
+/** A device's answer to an install or remove command, applied to the artifact it was for. */
+export function applyResult(
+  st: ArtifactStatus,
+  status: 'Acknowledged' | 'Error' | 'CommandFormatError',
+  at: Date,
+  errorChain: ErrorChainItem[] | undefined,
+  retry: RetryPolicy = DEFAULT_RETRY,
+): ArtifactStatus | undefined {
+  const atIso = at.toISOString();
+  if (st.phase === 'removing') {
+    if (status === 'Acknowledged') return undefined; // removed: no longer managed
+    return {
+      ...st, phase: 'failed', commandUUID: undefined, updatedAt: atIso,
+      lastError: { at: atIso, message: describeChain(errorChain, status), errorChain },
+      retryAt: new Date(at.getTime() + backoffMs(st.attempts, retry)).toISOString(),
+    };
+  }
+  if (status === 'Acknowledged') return { ...st, phase: 'acknowledged', commandUUID: undefined, updatedAt: atIso, lastError: undefined, retryAt: undefined };
+  return {
+    ...st, phase: 'failed', commandUUID: undefined, updatedAt: atIso,
+    lastError: { at: atIso, message: describeChain(errorChain, status), errorChain },
+    retryAt: new Date(at.getTime() + backoffMs(st.attempts, retry)).toISOString(),
+  };
+}
+
+function describeChain(chain: ErrorChainItem[] | undefined, status: string): string {
+  if (!chain?.length) return `device answered ${status}`;
+  return chain.map((e) => `${e.ErrorDomain} ${e.ErrorCode}: ${e.LocalizedDescription ?? e.USEnglishDescription ?? ''}`.trim()).join('; ');
+}

@@ -1,0 +1,109 @@
+/**
+ * A device's desired state under a revision: which profiles, from which blueprints, rendered for
+ * this device. Pure: the reconciler and `orchard plan` compute it the same way.
+ */
+import { createHash } from 'node:crypto';
+import type { BlueprintDoc, Fleet } from '../gitops/model.js';
+import { matches, platformOf, type DeviceView } from '../gitops/selector.js';
+import { DEVICE_VARIABLES } from '../gitops/variables.js';
+import type { DeviceRecord } from '../store/types.js';
+import { RenderError, renderProfile, type DeviceValues, type RenderedProfile, type SecretLookup } from './render.js';
+
+export interface DesiredProfile {
+  identifier: string;
+  profile: string;
+  blueprints: string[];
+  prune: boolean;
+  /** Absent when rendering failed (then `error` says why). */
+  rendered?: RenderedProfile;
+  error?: string;
+}
+
+export interface DesiredState {
+  /** identifier -> what should be installed. */
+  profiles: Map<string, DesiredProfile>;
+  /**
+   * Identifiers of suspended blueprints (or rollouts not reaching this device yet) that match the
+   * device: neither installed nor removed while suspended.
+   */
+  frozen: Set<string>;
+}
+
+/** What selectors and variables see of a device: Authenticate facts, updated by DeviceInformation. */
+export function deviceView(d: Pick<DeviceRecord, 'id' | 'facts' | 'reported'>, fleet: Pick<Fleet, 'tagsBySerial'>): { view: DeviceView; values: DeviceValues } {
+  const info = (d.reported.DeviceInformation?.value ?? {}) as Record<string, unknown>;
+  const pick = (k: string): string | undefined => {
+    const v = info[k] ?? (d.facts as unknown as Record<string, unknown>)[k];
+    return typeof v === 'string' ? v : undefined;
+  };
+  const values: DeviceValues = {};
+  for (const k of DEVICE_VARIABLES) {
+    const v = pick(k);
+    if (v !== undefined) values[k] = v;
+  }
+  values.UDID ??= d.facts.UDID ?? d.id;
+  const serial = values.SerialNumber;
+  return {
+    values,
+    view: {
+      serial,
+      tags: (serial && fleet.tagsBySerial.get(serial)) || new Set<string>(),
+      platform: platformOf(values.Model, values.ProductName),
+      model: values.Model,
+      productName: values.ProductName,
+      osVersion: values.OSVersion,
+      supervised: typeof info.IsSupervised === 'boolean' ? info.IsSupervised : undefined,
+    },
+  };
+}
+
+/** A stable position of the device in [0, 100) for this blueprint: rollouts grow, never reshuffle. */
+export function rolloutBucket(serialOrId: string, blueprint: string): number {
+  const h = createHash('sha256').update(`${blueprint}\0${serialOrId}`).digest();
+  return (h.readUInt32BE(0) / 0x100000000) * 100;
+}
+
+export function inRollout(b: BlueprintDoc, serialOrId: string): boolean {
+  if (!b.rollout) return true;
+  return rolloutBucket(serialOrId, b.name) < b.rollout.percent;
+}
+
+export function desiredFor(
+  fleet: Fleet,
+  device: Pick<DeviceRecord, 'id' | 'facts' | 'reported'>,
+  secrets: SecretLookup | undefined,
+): DesiredState {
+  const { view, values } = deviceView(device, fleet);
+  const profiles = new Map<string, DesiredProfile>();
+  const frozen = new Set<string>();
+  const key = view.serial ?? device.id;
+  for (const b of fleet.blueprints.values()) {
+    if (!matches(b.selector, view)) continue;
+    const active = !b.suspend && inRollout(b, key);
+    for (const name of b.profiles) {
+      const p = fleet.profiles.get(name);
+      if (!p) continue; // validation guarantees it exists
+      if (!active) {
+        frozen.add(p.identifier);
+        continue;
+      }
+      const existing = profiles.get(p.identifier);
+      if (existing) {
+        existing.blueprints.push(b.name);
+        existing.prune &&= b.prune;
+        continue;
+      }
+      const d: DesiredProfile = { identifier: p.identifier, profile: p.name, blueprints: [b.name], prune: b.prune };
+      try {
+        d.rendered = renderProfile(p, values, secrets);
+      } catch (err) {
+        if (!(err instanceof RenderError)) throw err;
+        d.error = err.message;
+      }
+      profiles.set(p.identifier, d);
+    }
+  }
+  // An identifier an active blueprint wants is not frozen by another, suspended one.
+  for (const id of profiles.keys()) frozen.delete(id);
+  return { profiles, frozen };
+}

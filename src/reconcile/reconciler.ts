@@ -1,0 +1,277 @@
+/**
+ * The reconciler: turns the applied revision into commands for exactly the devices it selects,
+ * verifies the result from what devices report, and repairs drift. Level-triggered: every run
+ * recomputes from the store (the source of truth), so events only say *when* to look; a crash
+ * between an answer and its processing is caught up on the next run.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Fleet } from '../gitops/model.js';
+import type { AppliedRevision } from '../gitops/source.js';
+import type { MdmService } from '../mdm/service.js';
+import { buildCommand } from '../protocol/commands.js';
+import type { Pusher } from '../push/push.js';
+import type { DeviceRecord, EnrollmentRecord, FinalStatus, NewCommand, ReconcileChange, Store } from '../store/types.js';
+import { applyResult, decide, DEFAULT_RETRY, type Decision, type ReportedProfile, type RetryPolicy } from './decide.js';
+import { desiredFor } from './desired.js';
+import type { SecretLookup } from './render.js';
+import type { ArtifactStatus, DeviceArtifacts } from './types.js';
+
+export interface ReconcilerOptions {
+  store: Store;
+  service: MdmService;
+  pusher: Pusher;
+  log: Logger;
+  secrets: SecretLookup;
+  /** Periodic drift check: queue ProfileList + DeviceInformation to every device (0: off). */
+  driftIntervalMs: number;
+  retry?: RetryPolicy;
+  /** Devices reconciled at once in a fleet-wide run. */
+  concurrency?: number;
+  now?: () => Date;
+}
+
+const INVENTORY_QUERIES = ['UDID', 'SerialNumber', 'DeviceName', 'Model', 'ModelName', 'ProductName', 'OSVersion', 'BuildVersion', 'IsSupervised', 'IMEI', 'MEID'];
+const FINAL = new Set(['Acknowledged', 'Error', 'CommandFormatError']);
+
+export interface ReconcileOutcome {
+  deviceId: string;
+  queued: number;
+  cancelled: number;
+}
+
+export class Reconciler {
+  private fleet?: Fleet;
+  private revision?: string;
+  private readonly chains = new Map<string, Promise<unknown>>();
+  /** One timer per device with a failed artifact waiting for its retry time. */
+  private readonly retryTimers = new Map<string, NodeJS.Timeout>();
+  private driftTimer?: NodeJS.Timeout;
+  private readonly now: () => Date;
+  private readonly retry: RetryPolicy;
+  private stopped = false;
+
+  constructor(private readonly opts: ReconcilerOptions) {
+    this.now = opts.now ?? (() => new Date());
+    this.retry = opts.retry ?? DEFAULT_RETRY;
+    opts.service.on('enrolled', (e) => void this.onEnrolled(e));
+    opts.service.on('result', (eid) => {
+      // Only the device channel carries ProfileList and profile installs today.
+      if (!eid.includes(':')) void this.reconcileDevice(eid).catch((err: unknown) => this.opts.log.error({ err, device: eid }, 'reconcile failed'));
+    });
+  }
+
+  start(): void {
+    if (this.opts.driftIntervalMs > 0) {
+      this.driftTimer = setInterval(() => void this.driftCheck().catch((err: unknown) => this.opts.log.error({ err }, 'drift check failed')), this.opts.driftIntervalMs);
+      this.driftTimer.unref();
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.driftTimer);
+    for (const t of this.retryTimers.values()) clearTimeout(t);
+    await Promise.allSettled([...this.chains.values()]);
+  }
+
+  /** A new revision is in force: reconcile every enrolled device against it. */
+  async apply(rev: AppliedRevision): Promise<ReconcileOutcome[]> {
+    this.fleet = rev.fleet;
+    this.revision = rev.info.commit ?? rev.info.contentHash.slice(0, 12);
+    this.opts.log.info({ revision: this.revision }, 'reconciling fleet');
+    const started = performance.now();
+    const outcomes = await this.forEachActiveDevice((id) => this.reconcileDevice(id));
+    const queued = outcomes.reduce((n, o) => n + (o?.queued ?? 0), 0);
+    this.opts.log.info({ revision: this.revision, devices: outcomes.length, queued, ms: Math.round(performance.now() - started) }, 'fleet reconciled');
+    return outcomes.filter((o): o is ReconcileOutcome => !!o);
+  }
+
+  /** Queue ProfileList + DeviceInformation to every enrolled device that has none in flight. */
+  async driftCheck(): Promise<number> {
+    const results = await this.forEachActiveDevice((id) => this.serial(id, () => this.queueInventory(id)));
+    return results.filter(Boolean).length;
+  }
+
+  private async forEachActiveDevice<T>(fn: (id: string) => Promise<T>): Promise<T[]> {
+    const devices = await this.opts.store.listDevices();
+    const ids: string[] = [];
+    for (const d of devices) if (d.enrolledAt && (await this.opts.store.getEnrollment(d.id))?.active) ids.push(d.id);
+    const out: T[] = [];
+    let i = 0;
+    await Promise.all(Array.from({ length: Math.min(this.opts.concurrency ?? 16, ids.length) }, async () => {
+      while (i < ids.length && !this.stopped) {
+        const id = ids[i++]!;
+        out.push(await fn(id));
+      }
+    }));
+    return out;
+  }
+
+  private async onEnrolled(e: EnrollmentRecord): Promise<void> {
+    if (e.type !== 'device') return;
+    try {
+      await this.serial(e.deviceId, () => this.queueInventory(e.deviceId));
+    } catch (err) {
+      this.opts.log.error({ err, device: e.deviceId }, 'could not queue inventory after enrollment');
+    }
+  }
+
+  /** Per device, one reconcile at a time: two concurrent runs would decide on the same state. */
+  private serial<T>(deviceId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.chains.get(deviceId) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.chains.set(deviceId, tail);
+    void tail.then(() => {
+      if (this.chains.get(deviceId) === tail) this.chains.delete(deviceId);
+    });
+    return run;
+  }
+
+  private async queueInventory(deviceId: string): Promise<boolean> {
+    const state = await this.loadState(deviceId);
+    await this.absorb(deviceId, state);
+    if (state.inventory?.profileList || state.inventory?.deviceInformation) return false; // one in flight already
+    const change: ReconcileChange = { enqueue: [], cancel: [] };
+    const pl = command({ RequestType: 'ProfileList', ManagedOnly: true }, 60);
+    const di = command({ RequestType: 'DeviceInformation', Queries: INVENTORY_QUERIES }, 60);
+    change.enqueue.push({ targets: [deviceId], cmd: pl }, { targets: [deviceId], cmd: di });
+    state.inventory = { ...state.inventory, profileList: pl.uuid, deviceInformation: di.uuid, queuedAt: this.now().toISOString() };
+    await this.opts.store.commitReconcile(deviceId, state, change, this.now());
+    await this.push(deviceId);
+    return true;
+  }
+
+  /** Reconcile one device now. Safe to call any time, any number of times. */
+  reconcileDevice(deviceId: string): Promise<ReconcileOutcome | undefined> {
+    return this.serial(deviceId, () => this.reconcileNow(deviceId));
+  }
+
+  private async reconcileNow(deviceId: string): Promise<ReconcileOutcome | undefined> {
+    const { store } = this.opts;
+    const device = await store.getDevice(deviceId);
+    const enrollment = await store.getEnrollment(deviceId);
+    if (!device || !enrollment?.active) return undefined;
+    const state = await this.loadState(deviceId);
+    const absorbed = await this.absorb(deviceId, state);
+    if (!this.fleet || !this.revision) {
+      if (absorbed) await store.commitReconcile(deviceId, state, { enqueue: [], cancel: [] }, this.now());
+      return undefined;
+    }
+    const decision = decide({
+      desired: desiredFor(this.fleet, device, this.opts.secrets),
+      reported: reportedProfiles(device),
+      state,
+      revision: this.revision,
+      now: this.now(),
+      retry: this.retry,
+    });
+    return this.commit(deviceId, decision);
+  }
+
+  private async commit(deviceId: string, decision: Decision): Promise<ReconcileOutcome> {
+    const change: ReconcileChange = { enqueue: [], cancel: [] };
+    const state = decision.state;
+    for (const a of decision.actions) {
+      if (a.type === 'cancel') {
+        change.cancel.push({ enrollmentId: deviceId, uuid: a.commandUUID });
+      } else if (a.type === 'install') {
+        const cmd = command({ RequestType: 'InstallProfile', Payload: new Uint8Array(a.rendered.bytes) }, 50);
+        state.artifacts[a.identifier]!.commandUUID = cmd.uuid;
+        change.enqueue.push({ targets: [deviceId], cmd });
+      } else {
+        const cmd = command({ RequestType: 'RemoveProfile', Identifier: a.identifier }, 50);
+        state.artifacts[a.identifier]!.commandUUID = cmd.uuid;
+        change.enqueue.push({ targets: [deviceId], cmd });
+      }
+    }
+    // Installs and removals are verified by a ProfileList served after them (lower priority).
+    const needVerify = change.enqueue.length > 0 || (decision.needInventory && !state.inventory?.profileList);
+    if (needVerify && !state.inventory?.verify) {
+      const pl = command({ RequestType: 'ProfileList', ManagedOnly: true }, 40);
+      change.enqueue.push({ targets: [deviceId], cmd: pl });
+      state.inventory = { ...state.inventory, verify: pl.uuid, queuedAt: this.now().toISOString() };
+    }
+    const { cancelled } = await this.opts.store.commitReconcile(deviceId, state, change, this.now());
+    this.scheduleRetry(deviceId, state);
+    if (change.enqueue.length > 0) {
+      await this.push(deviceId);
+      this.opts.log.info({ device: deviceId, revision: state.revision, actions: decision.actions.map((a) => `${a.type} ${a.identifier}`) }, 'device reconciled');
+    }
+    return { deviceId, queued: change.enqueue.length, cancelled: cancelled.length };
+  }
+
+  /** Failed installs come back at their retry time even if nothing else happens to the device. */
+  private scheduleRetry(deviceId: string, state: DeviceArtifacts): void {
+    clearTimeout(this.retryTimers.get(deviceId));
+    this.retryTimers.delete(deviceId);
+    const due = Object.values(state.artifacts)
+      .filter((a) => a.phase === 'failed' && a.retryAt && a.attempts < this.retry.maxAttempts)
+      .map((a) => Date.parse(a.retryAt!));
+    if (due.length === 0 || this.stopped) return;
+    const t = setTimeout(() => {
+      this.retryTimers.delete(deviceId);
+      void this.reconcileDevice(deviceId).catch((err: unknown) => this.opts.log.error({ err, device: deviceId }, 'retry failed'));
+    }, Math.max(0, Math.min(...due) - this.now().getTime()) + 5);
+    t.unref();
+    this.retryTimers.set(deviceId, t);
+  }
+
+  private async loadState(deviceId: string): Promise<DeviceArtifacts> {
+    return (await this.opts.store.getArtifacts(deviceId)) ?? { deviceId, artifacts: {} };
+  }
+
+  /**
+   * Fold the answers to commands in flight into the state, from the store: results that arrived
+   * while nobody listened (a crash, a restart) are not lost. Returns whether anything changed.
+   */
+  private async absorb(deviceId: string, state: DeviceArtifacts): Promise<boolean> {
+    let changed = false;
+    for (const [id, st] of Object.entries(state.artifacts)) {
+      if (!st.commandUUID) continue;
+      const cmd = await this.opts.store.getCommand(deviceId, st.commandUUID);
+      if (cmd && !FINAL.has(cmd.status)) continue;
+      changed = true;
+      if (!cmd) {
+        // Gone without an answer (dropped at re-enrollment, or compacted): decide again.
+        state.artifacts[id] = { ...st, commandUUID: undefined } satisfies ArtifactStatus;
+        continue;
+      }
+      const next = applyResult(st, cmd.status as FinalStatus, new Date(cmd.result?.at ?? this.now()), cmd.result?.errorChain, this.retry);
+      if (next) state.artifacts[id] = next;
+      else delete state.artifacts[id];
+    }
+    if (state.inventory) {
+      for (const key of ['profileList', 'deviceInformation', 'verify'] as const) {
+        const uuid = state.inventory[key];
+        if (!uuid) continue;
+        const cmd = await this.opts.store.getCommand(deviceId, uuid);
+        if (cmd && !FINAL.has(cmd.status)) continue;
+        state.inventory = { ...state.inventory, [key]: undefined };
+        changed = true;
+      }
+      if (!state.inventory.profileList && !state.inventory.deviceInformation && !state.inventory.verify) state.inventory = undefined;
+    }
+    return changed;
+  }
+
+  private async push(deviceId: string): Promise<void> {
+    const e = await this.opts.store.getEnrollment(deviceId);
+    if (e) await this.opts.pusher.push([e]).catch((err: unknown) => this.opts.log.warn({ err, device: deviceId }, 'push failed'));
+  }
+}
+
+function command(cmd: Record<string, unknown>, priority: number): NewCommand {
+  const built = buildCommand(cmd as never, randomUUID().toUpperCase());
+  return { ...built, priority };
+}
+
+function reportedProfiles(d: DeviceRecord): { at: string; profiles: ReportedProfile[] } | undefined {
+  const pl = d.reported.ProfileList;
+  if (!pl) return undefined;
+  const profiles = (pl.value as Record<string, unknown>[])
+    .filter((p) => typeof p.PayloadIdentifier === 'string' && typeof p.PayloadUUID === 'string')
+    .map((p) => ({ PayloadIdentifier: p.PayloadIdentifier as string, PayloadUUID: p.PayloadUUID as string }));
+  return { at: pl.at, profiles };
+}
