@@ -75,6 +75,22 @@ program
     process.exitCode = out.exitCode;
   });
 
+program
+  .command('plan')
+  .description('show what applying the repository at PATH would do to the fleet')
+  .argument('[path]', 'repository root (or a folder inside it)', '.')
+  .option('--inventory <file>', 'devices as JSON (the output of GET /api/v1/devices)')
+  .option('--server <url>', 'read the inventory from a server (token from ORCHARD_READ_TOKEN)')
+  .option('--base <rev>', 'only what changes relative to this git revision (e.g. origin/main)')
+  .addOption(new Option('--format <format>', 'output format').choices(['text', 'markdown', 'json']).default('text'))
+  .addHelpText('after', '\nExit codes: 0 no changes, 2 changes, 1 errors (invalid repository, unreadable inventory,\na profile that cannot be rendered for a device).')
+  .action(async (path: string, opts: { inventory?: string; server?: string; base?: string; format: 'text' | 'markdown' | 'json' }) => {
+    const { runPlan } = await import('./plan.js');
+    const out = await runPlan({ path, ...opts, token: process.env.ORCHARD_READ_TOKEN || process.env.ORCHARD_API_TOKEN || undefined });
+    process.stdout.write(out.stdout);
+    process.exitCode = out.exitCode;
+  });
+
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) {
     // commander has already printed the message (or the help).
