@@ -638,6 +638,48 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
       });
     });
 
+    describe('reconciler state', () => {
+      const artifact = (identifier: string, commandUUID?: string) => ({
+        kind: 'profile' as const, identifier, profile: identifier, blueprints: ['b'], uuid: `U-${identifier}`, templateHash: 'h',
+        phase: 'pending' as const, revision: 'r1', commandUUID, attempts: 1, prune: true, updatedAt: iso(5), drift: 0,
+      });
+
+      it('commits state, new commands and cancellations in one step', async () => {
+        await enroll('D1');
+        await store.enqueue(['D1'], cmd('old'), at(2));
+        expect(await store.getArtifacts('D1')).toBeUndefined();
+        const state = { deviceId: 'D1', artifacts: { a: artifact('a', 'new') }, revision: 'r1' };
+        const out = await store.commitReconcile('D1', state, { enqueue: [{ targets: ['D1'], cmd: cmd('new', 50, 'InstallProfile') }], cancel: [{ enrollmentId: 'D1', uuid: 'old' }, { enrollmentId: 'D1', uuid: 'never-queued' }] }, at(3));
+        expect(out.cancelled).toEqual(['old']);
+        expect(await store.getArtifacts('D1')).toEqual(state);
+        expect((await store.listArtifacts()).map((a) => a.deviceId)).toEqual(['D1']);
+        expect((await store.listCommands('D1')).map((c) => c.uuid)).toEqual(['new']);
+        expect((await store.nextCommand('D1', { skipNotNow: false }))?.uuid).toBe('new');
+        expect(await store.getCommand('D1', 'old')).toBeUndefined();
+      });
+
+      it('does not withdraw a command that was answered meanwhile', async () => {
+        await enroll('D1');
+        await store.enqueue(['D1'], cmd('c1'), at(2));
+        expect(await store.recordResult('D1', 'c1', res('Acknowledged', 3))).toBe('recorded');
+        const out = await store.commitReconcile('D1', { deviceId: 'D1', artifacts: {} }, { enqueue: [], cancel: [{ enrollmentId: 'D1', uuid: 'c1' }] }, at(4));
+        expect(out.cancelled).toEqual([]);
+        const c = await store.getCommand('D1', 'c1');
+        expect(c?.status).toBe('Acknowledged');
+        expect(c?.result?.raw.toString()).toBe('raw-Acknowledged-3');
+      });
+
+      it('keeps reconciler state across reopen', async (t) => {
+        if (!h.reopen) return t.skip();
+        await enroll('D1');
+        const state = { deviceId: 'D1', artifacts: { a: artifact('a', 'x1') } };
+        await store.commitReconcile('D1', state, { enqueue: [{ targets: ['D1'], cmd: cmd('x1') }], cancel: [] }, at(2));
+        store = await h.reopen();
+        expect(await store.getArtifacts('D1')).toEqual(state);
+        expect((await store.nextCommand('D1', { skipNotNow: true }))?.uuid).toBe('x1');
+      });
+    });
+
     describe('persistence', () => {
       it('keeps everything across reopen', async (t) => {
         if (!h.reopen) return t.skip();
