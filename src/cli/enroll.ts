@@ -1,0 +1,103 @@
+/**
+ * CLI entry points for enrollment: `orchard init [DIR]`, `orchard enroll-profile`, and the route
+ * factory `orchard serve` mounts. Loaded on demand, like the simulator.
+ */
+import { readFileSync } from 'node:fs';
+import { relative } from 'node:path';
+import { ConfigError, loadConfig, parseDuration, type FlagValues, type ServerConfig } from '../config.js';
+import { loadOrCreateCaStore } from '../enroll/ca-store.js';
+import { ChallengeStore } from '../enroll/challenges.js';
+import { initOrchard } from '../enroll/init.js';
+import { buildEnrollmentProfile, signProfile, topicFromPushCert } from '../enroll/profile.js';
+import { challengeDir, DEFAULT_CHALLENGE_TTL_MS, scepRoutes, type ScepRoutesOptions } from '../enroll/scep-routes.js';
+import type { RouteDeps } from '../server.js';
+import type Router from '@koa/router';
+
+/** The static SCEP challenge comes from the environment: a secret has no place in argv or a config file. */
+export const STATIC_CHALLENGE_ENV = 'ORCHARD_SCEP_CHALLENGE';
+
+export interface InitFlags {
+  publicUrl?: string;
+}
+
+export function runInit(dir: string, flags: InitFlags = {}): { stdout: string; exitCode: number } {
+  const r = initOrchard({ dir, publicUrl: flags.publicUrl });
+  const rel = (p: string) => relative(process.cwd(), p) || '.';
+  const lines = [
+    ...r.created.map((p) => `created ${rel(p)}`),
+    ...r.kept.map((p) => `kept    ${rel(p)} (exists)`),
+    ...r.warnings.map((w) => `warning: ${w}`),
+    '',
+    `Start the server: npx orchard serve --config ${rel(r.configFile)}`,
+    `The SCEP CA (${rel(r.caFile)}) is trusted for device identities automatically.`,
+  ];
+  return { stdout: `${lines.join('\n')}\n`, exitCode: 0 };
+}
+
+export interface EnrollProfileFlags extends FlagValues {
+  /** APNs topic (com.apple.mgmt.External.<uuid>). */
+  topic?: string;
+  /** Or the push certificate (PEM) to read it from. */
+  pushCert?: string;
+  /** Always embed a fresh one-time challenge, even when a static one is configured. */
+  oneTime?: boolean;
+  /** Lifetime of the one-time challenge, e.g. 24h (default 1h). */
+  ttl?: string;
+}
+
+export interface EnrollProfileResult {
+  /** The signed .mobileconfig (DER). */
+  profile: Buffer;
+  /** Human notes for stderr (never the challenge). */
+  notes: string[];
+}
+
+/**
+ * `orchard enroll-profile > enroll.mobileconfig`: the same signed profile `GET /mdm/enroll`
+ * serves. With ORCHARD_SCEP_CHALLENGE set it embeds that static challenge; otherwise (or with
+ * --one-time) a one-time challenge that a running server accepts (same data directory).
+ */
+export function runEnrollProfile(
+  flags: EnrollProfileFlags,
+  env: NodeJS.ProcessEnv = process.env,
+  /** Where the topic comes from without --topic/--push-cert, e.g. the imported push certificate. */
+  defaults: { topic?: (cfg: ServerConfig) => string | undefined } = {},
+): EnrollProfileResult {
+  const cfg = loadConfig(flags);
+  if (!cfg.publicUrl) throw new ConfigError('enroll-profile needs --public-url (or publicUrl in the config): the profile tells devices where the server is');
+  let topic = flags.topic;
+  if (!topic && flags.pushCert) {
+    try {
+      topic = topicFromPushCert(readFileSync(flags.pushCert));
+    } catch (err) {
+      throw new ConfigError(`push certificate ${flags.pushCert}: ${(err as Error).message}`);
+    }
+  }
+  topic ??= defaults.topic?.(cfg);
+  if (!topic) throw new ConfigError('enroll-profile needs the APNs topic: import the push certificate, or --push-cert FILE, or --topic com.apple.mgmt.External.<uuid>');
+  const ttlMs = flags.ttl ? parseDuration(flags.ttl, 'ttl') : DEFAULT_CHALLENGE_TTL_MS;
+  const staticChallenge = env[STATIC_CHALLENGE_ENV] || undefined;
+  const ca = loadOrCreateCaStore(cfg.dataDir);
+  const notes = [...ca.warnings];
+  if (ca.created) notes.push(`created the SCEP CA in ${ca.dir}`);
+  let challenge: string;
+  if (staticChallenge && !flags.oneTime) {
+    challenge = staticChallenge;
+    notes.push(`static SCEP challenge from ${STATIC_CHALLENGE_ENV}`);
+  } else {
+    const store = new ChallengeStore({ dir: challengeDir(cfg.dataDir), ttlMs, staticChallenge });
+    const one = store.create();
+    challenge = one.challenge;
+    notes.push(`one-time SCEP challenge, valid for one enrollment until ${one.expiresAt.toISOString()}`);
+  }
+  const xml = buildEnrollmentProfile({ publicUrl: cfg.publicUrl, challenge, topic, caCertDer: ca.ca.certDer });
+  return { profile: signProfile(xml, ca.profileSigner, [ca.ca.certDer]), notes };
+}
+
+/**
+ * The enrollment routes for `orchard serve`: the static challenge from the environment, the rest
+ * from `opts` (topic from the push certificate, challenge lifetime, certificate validity).
+ */
+export function enrollmentRoutes(opts: Omit<ScepRoutesOptions, 'staticChallenge'> = {}, env: NodeJS.ProcessEnv = process.env): (deps: RouteDeps) => Router[] {
+  return scepRoutes({ ...opts, staticChallenge: env[STATIC_CHALLENGE_ENV] || undefined });
+}

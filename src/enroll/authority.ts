@@ -1,0 +1,246 @@
+/**
+ * The SCEP certificate authority: turns a PKIOperation request into a CertRep. HTTP-free, so the
+ * routes, tests and the benchmark share it.
+ *
+ * PKCSReq needs a valid challenge password in the CSR. RenewalReq needs none: it must be signed
+ * by a certificate this CA issued that is still valid (proof the requester is an enrolled device).
+ * The reply is encrypted to the request's signer certificate, with the request's cipher (AES, or
+ * 3DES for clients that used 3DES or single DES).
+ */
+import { X509Certificate, createHash, randomBytes, type KeyObject } from 'node:crypto';
+import { issueCertificate, type CertifiedKey, type NameAttribute } from '../identity/ca.js';
+import { Asn1Error } from './der.js';
+import { EnvelopeError, openEnvelope, sealEnvelope, type ContentCipher } from './envelope.js';
+import { CsrError, parseCsr } from './pkcs10.js';
+import { buildPkiMessage, parsePkiMessage, ScepError, type FailInfo, type MessageType, type PkiMessage } from './scep.js';
+import { SignatureError, certsOnly, checkSignature, type DigestName } from './signed-data.js';
+import type { ChallengeKind } from './challenges.js';
+
+export interface ChallengeVerifier {
+  consume(challenge: string | undefined): ChallengeKind | undefined;
+}
+
+export interface AuthorityOptions {
+  ca: CertifiedKey;
+  challenges: ChallengeVerifier;
+  /** Validity of issued identity certificates (capped at the CA's). Default 365. */
+  certDays?: number;
+  now?: () => Date;
+}
+
+export interface IssuedCertificate {
+  certDer: Buffer;
+  /** Hex, as X509Certificate prints it. */
+  serial: string;
+  subject: string;
+  notAfter: string;
+  messageType: 'PKCSReq' | 'RenewalReq';
+  challenge?: ChallengeKind;
+  /** RenewalReq: the certificate that signed the request. */
+  renewedFrom?: Buffer;
+}
+
+export interface PkiResult {
+  /** The CertRep, DER. */
+  body: Buffer;
+  /** For the request log (never contains a challenge). */
+  outcome: string;
+  issued?: IssuedCertificate;
+  failInfo?: FailInfo;
+}
+
+/** Not a SCEP message at all: there is nothing to answer with a CertRep (HTTP 400). */
+export class ScepMalformed extends Error {}
+
+interface CachedIssue {
+  keyHash: string;
+  issued: IssuedCertificate;
+  at: number;
+}
+
+// A retried request (same transaction, same key) gets the same certificate instead of a second one
+// and without needing its one-time challenge again (RFC 8894 3.3.1: the transactionID identifies
+// the exchange).
+const TX_CACHE_MAX = 10_000;
+const TX_CACHE_MS = 15 * 60_000;
+
+const DAY_MS = 86_400_000;
+
+export class ScepAuthority {
+  private readonly caX509: X509Certificate;
+  private readonly caNotAfter: number;
+  private readonly now: () => Date;
+  private readonly txCache = new Map<string, CachedIssue>();
+
+  constructor(private readonly opts: AuthorityOptions) {
+    this.caX509 = new X509Certificate(opts.ca.certDer);
+    this.caNotAfter = Date.parse(this.caX509.validTo);
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  get caCertDer(): Buffer {
+    return this.opts.ca.certDer;
+  }
+
+  /** Handle a PKIOperation message. Throws ScepMalformed when it is not a SCEP message. */
+  pkiOperation(der: Buffer): PkiResult {
+    let msg: PkiMessage;
+    try {
+      msg = parsePkiMessage(der);
+    } catch (err) {
+      throw new ScepMalformed(`not a SCEP message: ${(err as Error).message}`);
+    }
+    if (!msg.senderNonce) throw new ScepMalformed('SCEP request has no senderNonce');
+    try {
+      return this.handle(msg);
+    } catch (err) {
+      if (err instanceof ScepError) return this.failure(msg, err.failInfo, err.message);
+      throw err;
+    }
+  }
+
+  private handle(msg: PkiMessage): PkiResult {
+    let signerCert: Buffer;
+    let signerKey: KeyObject;
+    try {
+      ({ signerCert, publicKey: signerKey } = checkSignature(msg.signed));
+    } catch (err) {
+      if (err instanceof SignatureError || err instanceof Asn1Error) throw new ScepError('badMessageCheck', err.message);
+      throw err;
+    }
+    const type = msg.messageType;
+    if (type !== 'PKCSReq' && type !== 'RenewalReq' && type !== 'CertPoll') {
+      throw new ScepError('badRequest', `messageType ${type} is not supported`);
+    }
+    if (type === 'RenewalReq') this.checkRenewalSigner(signerCert);
+
+    if (!msg.envelope) throw new ScepError('badRequest', `${type} has no content`);
+    let content: Buffer;
+    let cipher: ContentCipher;
+    try {
+      ({ content, cipher } = openEnvelope(msg.envelope, this.opts.ca));
+    } catch (err) {
+      if (!(err instanceof EnvelopeError)) throw err;
+      const fail: Record<EnvelopeError['problem'], FailInfo> = { unsupported: 'badAlg', recipient: 'badRequest', decrypt: 'badMessageCheck', malformed: 'badRequest' };
+      throw new ScepError(fail[err.problem], err.message);
+    }
+    const replyCipher: ContentCipher = cipher === 'des-cbc' ? 'des-ede3-cbc' : cipher;
+
+    if (type === 'CertPoll') {
+      // We never answer PENDING; a poll can only be for a reply that got lost.
+      const hit = this.txCache.get(msg.transactionId);
+      if (!hit || this.now().getTime() - hit.at > TX_CACHE_MS) throw new ScepError('badCertId', 'no certificate for this transaction');
+      return this.success(msg, { certDer: signerCert, key: signerKey }, replyCipher, hit.issued, 'CertPoll');
+    }
+
+    let csr;
+    try {
+      csr = parseCsr(content);
+    } catch (err) {
+      if (err instanceof CsrError) throw new ScepError('badRequest', err.message);
+      throw err;
+    }
+    const keyHash = createHash('sha256').update(csr.spki).digest('hex');
+    const cached = this.txCache.get(msg.transactionId);
+    if (cached && cached.keyHash === keyHash && cached.issued.messageType === type && this.now().getTime() - cached.at <= TX_CACHE_MS) {
+      return this.success(msg, { certDer: signerCert, key: signerKey }, replyCipher, cached.issued, `${type} (retry)`);
+    }
+
+    let challenge: ChallengeKind | undefined;
+    if (type === 'PKCSReq') {
+      challenge = this.opts.challenges.consume(csr.challengePassword);
+      if (!challenge) {
+        throw new ScepError('badRequest', csr.challengePassword === undefined ? 'no challenge password in the CSR' : 'challenge password not valid (wrong, expired or used)');
+      }
+    }
+    const issued = this.issue(csr.publicKey, csr.subject, type, challenge, type === 'RenewalReq' ? signerCert : undefined);
+    this.remember(msg.transactionId, { keyHash, issued, at: this.now().getTime() });
+    return this.success(msg, { certDer: signerCert, key: signerKey }, replyCipher, issued, type);
+  }
+
+  /** A renewal must be signed by a still-valid certificate this CA issued. */
+  private checkRenewalSigner(signerCert: Buffer): void {
+    let x: X509Certificate;
+    try {
+      x = new X509Certificate(signerCert);
+    } catch {
+      throw new ScepError('badMessageCheck', 'RenewalReq signer certificate is not valid X.509');
+    }
+    if (!x.checkIssued(this.caX509) || !x.verify(this.caX509.publicKey)) {
+      throw new ScepError('badMessageCheck', 'RenewalReq is not signed by a certificate this CA issued');
+    }
+    if (x.ca) throw new ScepError('badMessageCheck', 'RenewalReq is signed by a CA certificate');
+    const now = this.now().getTime();
+    if (now > Date.parse(x.validTo)) throw new ScepError('badTime', `RenewalReq signer certificate expired ${x.validTo}`);
+    if (now < Date.parse(x.validFrom)) throw new ScepError('badTime', `RenewalReq signer certificate not valid before ${x.validFrom}`);
+  }
+
+  private issue(publicKey: KeyObject, subject: NameAttribute[], messageType: 'PKCSReq' | 'RenewalReq', challenge: ChallengeKind | undefined, renewedFrom: Buffer | undefined): IssuedCertificate {
+    const now = this.now().getTime();
+    const notBefore = new Date(now - 5 * 60_000);
+    const notAfter = new Date(Math.min(now + (this.opts.certDays ?? 365) * DAY_MS, this.caNotAfter));
+    let cert;
+    try {
+      cert = issueCertificate(this.opts.ca, { publicKey, subject, notBefore, notAfter, extKeyUsage: ['clientAuth'] });
+    } catch (err) {
+      throw new ScepError('badRequest', `cannot issue for this request: ${(err as Error).message}`);
+    }
+    const x = new X509Certificate(cert.certDer);
+    return {
+      certDer: cert.certDer,
+      serial: x.serialNumber,
+      subject: (x.subject ?? '').split('\n').filter(Boolean).join(', '),
+      notAfter: x.validTo,
+      messageType,
+      challenge,
+      renewedFrom,
+    };
+  }
+
+  private remember(tx: string, entry: CachedIssue): void {
+    if (this.txCache.size >= TX_CACHE_MAX) {
+      const oldest = this.txCache.keys().next().value;
+      if (oldest !== undefined) this.txCache.delete(oldest);
+    }
+    this.txCache.delete(tx);
+    this.txCache.set(tx, entry);
+  }
+
+  private replyDigest(msg: PkiMessage): DigestName {
+    // Answer in the client's digest: an old client that signs SHA-1 may verify nothing else.
+    return msg.digest;
+  }
+
+  /** The issued certificate, encrypted to the request's signer (certificate and its public key). */
+  private success(msg: PkiMessage, recipient: { certDer: Buffer; key: KeyObject }, cipher: ContentCipher, issued: IssuedCertificate, what: string): PkiResult {
+    const envelope = sealEnvelope(certsOnly([issued.certDer]), recipient.certDer, cipher, recipient.key);
+    const body = buildPkiMessage({
+      messageType: 'CertRep' satisfies MessageType,
+      transactionId: msg.transactionIdDer,
+      senderNonce: randomBytes(16),
+      recipientNonce: msg.senderNonce,
+      pkiStatus: 'SUCCESS',
+      envelope,
+      signer: this.opts.ca,
+      digest: this.replyDigest(msg),
+      certificates: [this.opts.ca.certDer],
+    });
+    return { body, issued, outcome: `${what} SUCCESS serial ${issued.serial}${issued.renewedFrom ? ' (renewal)' : ''}` };
+  }
+
+  private failure(msg: PkiMessage, failInfo: FailInfo, reason: string): PkiResult {
+    const body = buildPkiMessage({
+      messageType: 'CertRep',
+      transactionId: msg.transactionIdDer,
+      senderNonce: randomBytes(16),
+      recipientNonce: msg.senderNonce,
+      pkiStatus: 'FAILURE',
+      failInfo,
+      failInfoText: reason,
+      signer: this.opts.ca,
+      digest: this.replyDigest(msg),
+      certificates: [this.opts.ca.certDer],
+    });
+    return { body, failInfo, outcome: `${msg.messageType} FAILURE ${failInfo}: ${reason}` };
+  }
+}
