@@ -77,8 +77,10 @@ export function decide(input: DecideInput): Decision {
     if (onDevice.get(id) === r.uuid) {
       if (st?.commandUUID && st.phase === 'pending') actions.push({ type: 'cancel', identifier: id, commandUUID: st.commandUUID });
       const wasVerified = st?.phase === 'verified' && st.uuid === r.uuid;
+      // A version keeps the revision that introduced it: an unrelated commit rewrites nothing.
       artifacts[id] = {
-        ...(st ?? base(id, want.profile, nowIso)), ...fields, uuid: r.uuid, templateHash: r.templateHash, revision,
+        ...(st ?? base(id, want.profile, nowIso)), ...fields, uuid: r.uuid, templateHash: r.templateHash,
+        revision: st?.uuid === r.uuid && st.revision ? st.revision : revision,
         phase: 'verified', commandUUID: undefined, retryAt: undefined, lastError: undefined,
         updatedAt: wasVerified ? st!.updatedAt : nowIso, verifiedAt: wasVerified ? st!.verifiedAt : nowIso,
       };

@@ -6,7 +6,7 @@
  */
 import type { Fleet } from '../gitops/model.js';
 import type { DeviceRecord } from '../store/types.js';
-import { desiredFor, deviceView, type DesiredState } from './desired.js';
+import { desiredFor, deviceView, type DesiredState, type RenderCache } from './desired.js';
 import type { ArtifactStatus } from './types.js';
 
 export interface InventoryDevice {
@@ -55,8 +55,9 @@ export function planAgainstInventory(fleet: Fleet, inventory: InventoryDevice[])
   const changes: PlannedChange[] = [];
   const errors: PlanError[] = [];
   const enrolled = inventory.filter((d) => d.enrolled !== false);
+  const cache: RenderCache = new Map();
   for (const d of enrolled) {
-    const desired = desiredFor(fleet, d, undefined);
+    const desired = desiredFor(fleet, d, undefined, cache);
     const serial = deviceView(d, fleet).values.SerialNumber;
     errorsOf(desired, d, serial, errors);
     const managed = new Map((d.profiles ?? []).map((a) => [a.identifier, a]));
@@ -81,9 +82,11 @@ export function planBetween(base: Fleet, head: Fleet, inventory: InventoryDevice
   const changes: PlannedChange[] = [];
   const errors: PlanError[] = [];
   const enrolled = inventory.filter((d) => d.enrolled !== false);
+  const baseCache: RenderCache = new Map();
+  const headCache: RenderCache = new Map();
   for (const d of enrolled) {
-    const before = desiredFor(base, d, undefined);
-    const after = desiredFor(head, d, undefined);
+    const before = desiredFor(base, d, undefined, baseCache);
+    const after = desiredFor(head, d, undefined, headCache);
     const serial = deviceView(d, head).values.SerialNumber;
     errorsOf(after, d, serial, errors);
     for (const [id, want] of after.profiles) {

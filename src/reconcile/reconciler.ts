@@ -13,7 +13,7 @@ import { buildCommand } from '../protocol/commands.js';
 import type { Pusher } from '../push/push.js';
 import type { DeviceRecord, EnrollmentRecord, FinalStatus, NewCommand, ReconcileChange, Store } from '../store/types.js';
 import { applyResult, decide, DEFAULT_RETRY, type Decision, type ReportedProfile, type RetryPolicy } from './decide.js';
-import { desiredFor } from './desired.js';
+import { desiredFor, type RenderCache } from './desired.js';
 import type { SecretLookup } from './render.js';
 import type { ArtifactStatus, DeviceArtifacts } from './types.js';
 
@@ -43,6 +43,12 @@ export interface ReconcileOutcome {
 export class Reconciler {
   private fleet?: Fleet;
   private revision?: string;
+  private renders: RenderCache = new Map();
+  /**
+   * Commands shared by the devices of one fleet-wide run: the same rendered profile goes to many
+   * devices under one CommandUUID (as MDM fan-out does), so its payload is built and stored once.
+   */
+  private shared = new Map<string, NewCommand>();
   private readonly chains = new Map<string, Promise<unknown>>();
   /** One timer per device with a failed artifact waiting for its retry time. */
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
@@ -79,6 +85,8 @@ export class Reconciler {
   async apply(rev: AppliedRevision): Promise<ReconcileOutcome[]> {
     this.fleet = rev.fleet;
     this.revision = rev.info.commit ?? rev.info.contentHash.slice(0, 12);
+    this.renders = new Map();
+    this.shared = new Map();
     this.opts.log.info({ revision: this.revision }, 'reconciling fleet');
     const started = performance.now();
     const outcomes = await this.forEachActiveDevice((id) => this.reconcileDevice(id));
@@ -94,9 +102,8 @@ export class Reconciler {
   }
 
   private async forEachActiveDevice<T>(fn: (id: string) => Promise<T>): Promise<T[]> {
-    const devices = await this.opts.store.listDevices();
     const ids: string[] = [];
-    for (const d of devices) if (d.enrolledAt && (await this.opts.store.getEnrollment(d.id))?.active) ids.push(d.id);
+    for (const id of await this.opts.store.listDeviceIds()) if ((await this.opts.store.getEnrollment(id))?.active) ids.push(id);
     const out: T[] = [];
     let i = 0;
     await Promise.all(Array.from({ length: Math.min(this.opts.concurrency ?? 16, ids.length) }, async () => {
@@ -154,34 +161,34 @@ export class Reconciler {
     const enrollment = await store.getEnrollment(deviceId);
     if (!device || !enrollment?.active) return undefined;
     const state = await this.loadState(deviceId);
+    const loaded = artifactsKey(state);
     const absorbed = await this.absorb(deviceId, state);
     if (!this.fleet || !this.revision) {
       if (absorbed) await store.commitReconcile(deviceId, state, { enqueue: [], cancel: [] }, this.now());
       return undefined;
     }
     const decision = decide({
-      desired: desiredFor(this.fleet, device, this.opts.secrets),
+      desired: desiredFor(this.fleet, device, this.opts.secrets, this.renders),
       reported: reportedProfiles(device),
       state,
       revision: this.revision,
       now: this.now(),
       retry: this.retry,
     });
-    return this.commit(deviceId, decision);
+    return this.commit(deviceId, decision, loaded);
   }
 
-  private async commit(deviceId: string, decision: Decision): Promise<ReconcileOutcome> {
+  /** `loaded`: the state as read, so a reconcile that changes nothing writes nothing. */
+  private async commit(deviceId: string, decision: Decision, loaded: string): Promise<ReconcileOutcome> {
     const change: ReconcileChange = { enqueue: [], cancel: [] };
     const state = decision.state;
     for (const a of decision.actions) {
       if (a.type === 'cancel') {
         change.cancel.push({ enrollmentId: deviceId, uuid: a.commandUUID });
-      } else if (a.type === 'install') {
-        const cmd = command({ RequestType: 'InstallProfile', Payload: new Uint8Array(a.rendered.bytes) }, 50);
-        state.artifacts[a.identifier]!.commandUUID = cmd.uuid;
-        change.enqueue.push({ targets: [deviceId], cmd });
       } else {
-        const cmd = command({ RequestType: 'RemoveProfile', Identifier: a.identifier }, 50);
+        const cmd = a.type === 'install'
+          ? await this.sharedCommand(deviceId, `install\0${a.rendered.uuid}`, () => ({ RequestType: 'InstallProfile', Payload: new Uint8Array(a.rendered.bytes) }), 50)
+          : await this.sharedCommand(deviceId, `remove\0${a.identifier}`, () => ({ RequestType: 'RemoveProfile', Identifier: a.identifier }), 50);
         state.artifacts[a.identifier]!.commandUUID = cmd.uuid;
         change.enqueue.push({ targets: [deviceId], cmd });
       }
@@ -189,9 +196,12 @@ export class Reconciler {
     // Installs and removals are verified by a ProfileList served after them (lower priority).
     const needVerify = change.enqueue.length > 0 || (decision.needInventory && !state.inventory?.profileList);
     if (needVerify && !state.inventory?.verify) {
-      const pl = command({ RequestType: 'ProfileList', ManagedOnly: true }, 40);
+      const pl = await this.sharedCommand(deviceId, 'verify', () => ({ RequestType: 'ProfileList', ManagedOnly: true }), 40);
       change.enqueue.push({ targets: [deviceId], cmd: pl });
       state.inventory = { ...state.inventory, verify: pl.uuid, queuedAt: this.now().toISOString() };
+    }
+    if (change.enqueue.length === 0 && change.cancel.length === 0 && artifactsKey(state) === loaded) {
+      return { deviceId, queued: 0, cancelled: 0 };
     }
     const { cancelled } = await this.opts.store.commitReconcile(deviceId, state, change, this.now());
     this.scheduleRetry(deviceId, state);
@@ -200,6 +210,18 @@ export class Reconciler {
       this.opts.log.info({ device: deviceId, revision: state.revision, actions: decision.actions.map((a) => `${a.type} ${a.identifier}`) }, 'device reconciled');
     }
     return { deviceId, queued: change.enqueue.length, cancelled: cancelled.length };
+  }
+
+  /** The run's shared command for `key`, unless this device already had it (a retry needs a new one). */
+  private async sharedCommand(deviceId: string, key: string, make: () => Record<string, unknown>, priority: number): Promise<NewCommand> {
+    let cmd = this.shared.get(key);
+    if (!cmd) {
+      cmd = command(make(), priority);
+      if (this.shared.size < 10_000) this.shared.set(key, cmd);
+      return cmd;
+    }
+    if (await this.opts.store.getCommand(deviceId, cmd.uuid)) return command(make(), priority);
+    return cmd;
   }
 
   /** Failed installs come back at their retry time even if nothing else happens to the device. */
@@ -260,6 +282,11 @@ export class Reconciler {
     const e = await this.opts.store.getEnrollment(deviceId);
     if (e) await this.opts.pusher.push([e]).catch((err: unknown) => this.opts.log.warn({ err, device: deviceId }, 'push failed'));
   }
+}
+
+/** The parts of a state worth writing: artifacts and inventory (not the bookkeeping times). */
+function artifactsKey(s: DeviceArtifacts): string {
+  return JSON.stringify([s.artifacts, s.inventory ?? null]);
 }
 
 function command(cmd: Record<string, unknown>, priority: number): NewCommand {

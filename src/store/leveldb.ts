@@ -101,6 +101,26 @@ function esc(id: string): string {
   return out;
 }
 
+/** Inverse of `esc`. */
+function unesc(s: string): string {
+  if (!s.includes('\x01')) return s;
+  let out = '';
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] !== '\x01') {
+      out += s[i];
+      continue;
+    }
+    const t = s[++i];
+    if (t === '\x01') out += '\x00';
+    else if (t === '\x02') out += '\x01';
+    else {
+      out += String.fromCharCode(parseInt(s.slice(i + 1, i + 5), 16));
+      i += 4;
+    }
+  }
+  return out;
+}
+
 const hex14 = (n: number): string => n.toString(16).padStart(14, '0');
 const ms15 = (ms: number): string => String(Math.max(0, Math.floor(ms))).padStart(15, '0');
 const ord = (priority: number, seq: number): string => String(99 - priority).padStart(2, '0') + hex14(seq);
@@ -490,6 +510,11 @@ export class LevelStore implements Store {
 
   async listDevices(): Promise<DeviceRecord[]> {
     return (await this.db.values(range('d\x00')).all()) as DeviceRecord[];
+  }
+
+  async listDeviceIds(): Promise<string[]> {
+    // The device record's own id, from its key: keys-only iteration reads no values.
+    return (await this.db.keys(range('d\x00')).all()).map((k) => unesc(k.slice(2)));
   }
 
   async getEnrollment(enrollmentId: string): Promise<EnrollmentRecord | undefined> {

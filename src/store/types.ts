@@ -162,6 +162,8 @@ export interface Store {
   /** Device id currently bound to this certificate hash, if any. */
   deviceForCert(certHash: string): Promise<string | undefined>;
   listDevices(): Promise<DeviceRecord[]>;
+  /** Just the ids, without loading the records (fleet-wide runs at 100,000 devices). */
+  listDeviceIds(): Promise<string[]>;
   getEnrollment(enrollmentId: string): Promise<EnrollmentRecord | undefined>;
   listEnrollments(deviceId: string): Promise<EnrollmentRecord[]>;
   /** Record last contact; may be buffered by the implementation (not crash-critical). */

@@ -101,6 +101,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.getDevice('D1')).toBeUndefined();
         expect(await store.deviceForCert('cert-D1')).toBeUndefined();
         expect(await store.listDevices()).toEqual([]);
+        expect(await store.listDeviceIds()).toEqual([]);
         expect(await store.getEnrollment('D1')).toBeUndefined();
         expect(await store.listEnrollments('D1')).toEqual([]);
         expect(await store.nextCommand('D1', { skipNotNow: false })).toBeUndefined();
@@ -642,6 +643,11 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
       const artifact = (identifier: string, commandUUID?: string) => ({
         kind: 'profile' as const, identifier, profile: identifier, blueprints: ['b'], uuid: `U-${identifier}`, templateHash: 'h',
         phase: 'pending' as const, revision: 'r1', commandUUID, attempts: 1, prune: true, updatedAt: iso(5), drift: 0,
+      });
+
+      it('lists device ids without records, whatever characters they hold', async () => {
+        for (const id of ['D2', 'D1', 'odd\x00id\x01x', 'surrogate-\uD800']) await store.authenticate(id, facts(id), identity(`cert-${id}`), at(1));
+        expect((await store.listDeviceIds()).sort()).toEqual(['D1', 'D2', 'odd\x00id\x01x', 'surrogate-\uD800'].sort());
       });
 
       it('commits state, new commands and cancellations in one step', async () => {
