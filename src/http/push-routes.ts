@@ -1,0 +1,70 @@
+/**
+ * Push over the admin API:
+ *   POST /api/v1/push {"targets": ["<UDID>" | "<UDID>:<UserID>", ...]}  (admin token) pushes now,
+ *     skipping the coalescing window, and answers APNs' outcome per target;
+ *   GET /api/v1/push  (read token) the push status: topic, certificate expiry, counters.
+ */
+import type { IncomingMessage } from 'node:http';
+import Router from '@koa/router';
+import getRawBody from 'raw-body';
+import type { ApnsPusher, PushResult, PushResultKind } from '../push/apns.js';
+import type { RouteDeps } from '../server.js';
+import type { EnrollmentRecord } from '../store/types.js';
+import { ApiError } from './api.js';
+
+const MAX_BODY_BYTES = 1024 * 1024;
+/** Each target is an APNs request the caller waits for; bigger fleets use commands (coalesced). */
+export const MAX_PUSH_TARGETS = 10_000;
+const NOT_CONFIGURED = 'APNs push is not configured: import a push certificate (orchard push-cert import CERT KEY)';
+
+/** Without `apns` (no push certificate yet) the routes say so instead of answering 404. */
+export function pushRoutes(apns: ApnsPusher | undefined): (deps: RouteDeps) => Router {
+  return (deps) => {
+    const router = new Router({ prefix: '/api/v1' });
+    if (!apns) {
+      router.post('/push', deps.apiErrors, deps.auth, () => {
+        throw new ApiError(503, NOT_CONFIGURED);
+      });
+      router.get('/push', deps.apiErrors, deps.auth, (ctx) => {
+        ctx.body = { configured: false, message: NOT_CONFIGURED };
+      });
+      return router;
+    }
+    // Per route, not router.use(): this router's prefix is shared with routes that have other auth.
+    router.post('/push', deps.apiErrors, deps.auth, async (ctx) => {
+      let raw: Buffer;
+      try {
+        raw = await getRawBody(ctx.req as IncomingMessage, { limit: MAX_BODY_BYTES });
+      } catch (err) {
+        const e = err as { type?: string; message?: string };
+        if (e.type === 'entity.too.large') throw new ApiError(413, `body over the ${MAX_BODY_BYTES}-byte limit`);
+        throw new ApiError(400, `could not read body: ${e.message}`);
+      }
+      let body: { targets?: unknown };
+      try {
+        body = JSON.parse(raw.toString('utf8')) as { targets?: unknown };
+      } catch (err) {
+        throw new ApiError(400, `body is not JSON: ${(err as Error).message}`);
+      }
+      const targets = body && typeof body === 'object' && !Array.isArray(body) ? body.targets : undefined;
+      if (!Array.isArray(targets) || targets.length === 0 || !targets.every((t) => typeof t === 'string' && t.length > 0)) {
+        throw new ApiError(400, 'targets must be a non-empty array of enrollment ids');
+      }
+      const ids = [...new Set(targets as string[])];
+      if (ids.length > MAX_PUSH_TARGETS) throw new ApiError(400, `at most ${MAX_PUSH_TARGETS} targets per call`);
+      const enrollments = await Promise.all(ids.map((id) => deps.store.getEnrollment(id)));
+      const unknown = ids.filter((_, i) => !enrollments[i]);
+      if (unknown.length > 0) throw new ApiError(404, `unknown enrollments: ${unknown.slice(0, 20).join(', ')}`);
+      const results: PushResult[] = await apns.pushNow(enrollments as EnrollmentRecord[]);
+      const summary: Partial<Record<PushResultKind, number>> = {};
+      for (const r of results) summary[r.result] = (summary[r.result] ?? 0) + 1;
+      deps.log.info({ targets: ids.length, summary }, 'push on demand');
+      ctx.body = { results, summary };
+    });
+
+    router.get('/push', deps.apiErrors, deps.auth, (ctx) => {
+      ctx.body = { configured: true, ...apns.status() };
+    });
+    return router;
+  };
+}
