@@ -23,6 +23,9 @@ export interface ServerConfig {
   pollIntervalMs: number;
   /** How often every device is asked for ProfileList + DeviceInformation (0: never). */
   driftIntervalMs: number;
+  /** APNs endpoint: an explicit URL (tests, proxies) or Apple's production/sandbox. */
+  apnsUrl?: string;
+  apnsEnv?: 'production' | 'sandbox';
   /** Directory of secret values (`${secret:NAME}` reads file NAME); default <dataDir>/secrets. */
   secretsDir?: string;
   logLevel: string;
@@ -43,7 +46,7 @@ export const DEFAULTS: ServerConfig = {
 export class ConfigError extends Error {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
-const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'logLevel'] as const;
+const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'apnsUrl', 'apnsEnv', 'logLevel'] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
@@ -77,6 +80,8 @@ export interface FlagValues {
   pollInterval?: string;
   driftInterval?: string;
   secretsDir?: string;
+  apnsUrl?: string;
+  apnsEnv?: string;
   logLevel?: string;
 }
 
@@ -97,6 +102,8 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.pollInterval) cfg.pollIntervalMs = parseDuration(flags.pollInterval, 'poll-interval');
   if (flags.driftInterval) cfg.driftIntervalMs = parseDuration(flags.driftInterval, 'drift-interval');
   if (flags.secretsDir) cfg.secretsDir = resolve(flags.secretsDir);
+  if (flags.apnsUrl) cfg.apnsUrl = flags.apnsUrl;
+  if (flags.apnsEnv) cfg.apnsEnv = apnsEnv(flags.apnsEnv);
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
   if (!flags.dataDir && !flags.config) cfg.dataDir = resolve(cfg.dataDir);
   if ((cfg.tlsCert && !cfg.tlsKey) || (!cfg.tlsCert && cfg.tlsKey)) throw new ConfigError('tls-cert and tls-key go together');
@@ -158,11 +165,19 @@ function applyFile(cfg: ServerConfig, file: string): void {
     const drift = str('driftInterval');
     if (drift) cfg.driftIntervalMs = parseDuration(drift, 'driftInterval');
     cfg.secretsDir = path('secretsDir') ?? cfg.secretsDir;
+    cfg.apnsUrl = str('apnsUrl') ?? cfg.apnsUrl;
+    const env = str('apnsEnv');
+    if (env) cfg.apnsEnv = apnsEnv(env);
     cfg.logLevel = str('logLevel') ?? cfg.logLevel;
   } catch (err) {
     if (err instanceof ConfigError && !err.message.startsWith(file)) throw new ConfigError(`${file}: ${err.message}`);
     throw err;
   }
+}
+
+function apnsEnv(v: string): 'production' | 'sandbox' {
+  if (v !== 'production' && v !== 'sandbox') throw new ConfigError(`apns-env: "${v}" is not production or sandbox`);
+  return v;
 }
 
 function positiveInt(v: string, what: string): number {

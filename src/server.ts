@@ -9,6 +9,8 @@ import { TrustStore } from './identity/trust.js';
 import { createApp } from './http/app.js';
 import { MdmService } from './mdm/service.js';
 import { UnconfiguredPusher, type Pusher } from './push/push.js';
+import { apnsFromDataDir } from './push/apns.js';
+import { pushRoutes } from './http/push-routes.js';
 import { LevelStore } from './store/leveldb.js';
 import { loadFleet } from './gitops/load.js';
 import { FleetSource } from './gitops/source.js';
@@ -65,11 +67,15 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   mkdirSync(cfg.dataDir, { recursive: true });
   const store = await LevelStore.open(cfg.dataDir);
   const service = new MdmService(store);
-  const pusher = opts.pusher ?? new UnconfiguredPusher(log);
+  // The imported push certificate (orchard push-cert import) makes the real APNs client.
+  const apns = opts.pusher ? undefined : apnsFromDataDir(cfg.dataDir, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
+  const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
+  service.on('tokenUpdate', (e) => apns?.tokenUpdated(e.id, e.push!.token));
   const source = cfg.repo
     ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, loader: loadFleet, log: log.child({ component: 'source' }) })
     : undefined;
-  const extra = (opts.routes ?? []).flatMap((make) => make({ cfg, store, trust, service, pusher, log, apiErrors: apiErrors(), auth: bearerAuth(opts.adminToken, opts.readToken) }));
+  const routeFactories = [...(opts.routes ?? []), ...(opts.pusher ? [] : [pushRoutes(apns)])];
+  const extra = routeFactories.flatMap((make) => make({ cfg, store, trust, service, pusher, log, apiErrors: apiErrors(), auth: bearerAuth(opts.adminToken, opts.readToken) }));
   const app = createApp({
     extraRoutes: extra,
     source,
@@ -112,6 +118,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     store, service, pusher, log: log.child({ component: 'reconciler' }),
     secrets: new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup,
     driftIntervalMs: cfg.driftIntervalMs,
+    inventoryOnEnroll: source !== undefined,
     retry: opts.retry,
   });
   source?.on('applied', (rev) => {
@@ -127,6 +134,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       clearInterval(timer);
       await source?.stop();
       await reconciler.stop();
+      await apns?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

@@ -28,15 +28,28 @@ program
   .option('--retention <duration>', 'keep finished commands this long (default 7d)')
   .option('--poll-interval <duration>', 'fetch the fleet repository this often (default 60s; 0: webhook only)')
   .option('--drift-interval <duration>', 'ask every device for its profiles this often (default 4h; 0: never)')
+  .option('--apns-url <url>', 'APNs endpoint (default Apple production; for tests or a relay)')
+  .addOption(new Option('--apns-env <env>', 'Apple APNs environment').choices(['production', 'sandbox']))
   .option('--secrets-dir <dir>', 'values of ${secret:NAME} (file NAME; default DATA_DIR/secrets), or env ORCHARD_SECRET_<NAME>')
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
-  .addHelpText('after', '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git).')
+  .addHelpText('after', '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git), ORCHARD_SCEP_CHALLENGE (static SCEP\nchallenge; without it enrollment needs one-time links from POST /api/v1/enrollments),\nORCHARD_SECRET_<NAME> (values of ${secret:NAME}).')
   .action(async (flags: FlagValues) => {
     const cfg = loadConfig(flags);
+    const { enrollmentRoutes } = await import('./enroll.js');
+    const { readStoredPushCredentials } = await import('../push/push-cert.js');
+    // The topic is read when a profile is built, so an imported certificate applies at once.
+    const topic = () => {
+      try {
+        return readStoredPushCredentials(cfg.dataDir)?.topic;
+      } catch {
+        return undefined;
+      }
+    };
     const server = await startServer(cfg, {
       adminToken: process.env.ORCHARD_API_TOKEN || undefined,
       readToken: process.env.ORCHARD_READ_TOKEN || undefined,
       webhookSecret: process.env.ORCHARD_WEBHOOK_SECRET || undefined,
+      routes: [enrollmentRoutes({ topic })],
     });
     const stop = async (signal: string) => {
       server.log.info({ signal }, 'shutting down');
@@ -61,6 +74,55 @@ program
     const { simulate } = await import('./simulate.js');
     await simulate(flags);
   });
+
+program
+  .command('init')
+  .description('create a CA, a server config and a fleet repository (never overwrites)')
+  .argument('[dir]', 'where', '.')
+  .option('--public-url <url>', 'URL devices reach the server at')
+  .action(async (dir: string, flags: { publicUrl?: string }) => {
+    const { runInit } = await import('./enroll.js');
+    const out = runInit(dir, flags);
+    process.stdout.write(out.stdout);
+    process.exitCode = out.exitCode;
+  });
+
+program
+  .command('enroll-profile')
+  .description('write the signed enrollment profile (.mobileconfig) to stdout')
+  .option('--config <file>', 'server config file')
+  .option('--data-dir <dir>', 'data directory of the server (its CA and challenges)')
+  .option('--public-url <url>', 'URL devices reach the server at')
+  .option('--push-cert <file>', 'read the APNs topic from this push certificate')
+  .option('--topic <topic>', 'APNs topic (com.apple.mgmt.External.<uuid>)')
+  .option('--one-time', 'embed a one-time challenge even if ORCHARD_SCEP_CHALLENGE is set')
+  .option('--ttl <duration>', 'lifetime of a one-time challenge (default 1h)')
+  .action(async (flags: import('./enroll.js').EnrollProfileFlags) => {
+    const { runEnrollProfile } = await import('./enroll.js');
+    const { readStoredPushCredentials } = await import('../push/push-cert.js');
+    const r = runEnrollProfile(flags, process.env, { topic: (cfg) => readStoredPushCredentials(cfg.dataDir)?.topic });
+    for (const n of r.notes) process.stderr.write(`${n}\n`);
+    process.stdout.write(r.profile);
+  });
+
+const pushCert = program.command('push-cert').description('the APNs push certificate');
+for (const [name, desc] of [['import', 'import (or renew) the push certificate: PEM or PKCS#12 (password from ORCHARD_PUSH_CERT_PASSWORD)'], ['show', 'show the topic and expiry of a push certificate (default: the imported one)']] as const) {
+  const cmd = pushCert.command(name).description(desc);
+  if (name === 'import') cmd.argument('<cert>', 'certificate (PEM, DER or PKCS#12)').argument('[key]', 'private key (PEM), unless in the PKCS#12');
+  else cmd.argument('[cert]', 'certificate file');
+  cmd.option('--config <file>', 'server config file').option('--data-dir <dir>', 'data directory');
+  if (name === 'import') cmd.option('--force', 'accept a changed topic or an expired certificate (a changed topic loses every enrolled device)');
+  cmd.action(async (...args: unknown[]) => {
+    const { pushCertImport, pushCertShow } = await import('./push-cert.js');
+    const password = process.env.ORCHARD_PUSH_CERT_PASSWORD || undefined;
+    const out = name === 'import'
+      ? await pushCertImport(args[0] as string, args[1] as string | undefined, { dataDir: loadConfig(args[2] as FlagValues).dataDir, force: (args[2] as { force?: boolean }).force, password })
+      : await pushCertShow(args[0] as string | undefined, { dataDir: loadConfig(args[1] as FlagValues).dataDir, password });
+    process.stdout.write(out.stdout);
+    process.stderr.write(out.stderr);
+    process.exitCode = out.exitCode;
+  });
+}
 
 program
   .command('validate')

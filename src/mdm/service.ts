@@ -29,6 +29,8 @@ export interface MdmEvents {
   /** A final or NotNow answer was stored. */
   result: [enrollmentId: string, report: CommandReport];
   checkedOut: [enrollmentId: string];
+  /** Every TokenUpdate (a new push token lifts a push suppression). */
+  tokenUpdate: [enrollment: EnrollmentRecord];
 }
 
 interface Binding {
@@ -91,6 +93,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
         }
         const { activated } = await this.store.tokenUpdate(rec);
         this.active.set(msg.enrollmentId, true);
+        this.emit('tokenUpdate', rec);
         if (activated) this.emit('enrolled', rec);
         return { status: 200 };
       }

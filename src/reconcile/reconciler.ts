@@ -26,6 +26,8 @@ export interface ReconcilerOptions {
   /** Periodic drift check: queue ProfileList + DeviceInformation to every device (0: off). */
   driftIntervalMs: number;
   retry?: RetryPolicy;
+  /** Ask newly enrolled devices for ProfileList + DeviceInformation (when a fleet is followed). */
+  inventoryOnEnroll?: boolean;
   /** Devices reconciled at once in a fleet-wide run. */
   concurrency?: number;
   now?: () => Date;
@@ -116,7 +118,7 @@ export class Reconciler {
   }
 
   private async onEnrolled(e: EnrollmentRecord): Promise<void> {
-    if (e.type !== 'device') return;
+    if (e.type !== 'device' || this.opts.inventoryOnEnroll === false) return;
     try {
       await this.serial(e.deviceId, () => this.queueInventory(e.deviceId));
     } catch (err) {
