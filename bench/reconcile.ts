@@ -46,6 +46,16 @@ function groups(n: number): string {
   return `apiVersion: orchard/v1\nkind: DeviceGroup\nmetadata: {name: all}\nspec:\n  devices:\n${lines.join('\n')}\n`;
 }
 
+/** A CPU profile of one phase only (PROF_RECONCILE=file.cpuprofile): seeding would drown it. */
+async function startProfile(): Promise<() => Promise<unknown>> {
+  const { Session } = await import('node:inspector/promises');
+  const s = new Session();
+  s.connect();
+  await s.post('Profiler.enable');
+  await s.post('Profiler.start');
+  return async () => (await s.post('Profiler.stop')).profile;
+}
+
 const peak = () => {
   const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -121,9 +131,11 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
     mem('planned');
 
     // (2) Apply revision 2: one profile changed for half the fleet.
+    const prof = process.env.PROF_RECONCILE ? await startProfile() : undefined;
     const t2 = performance.now();
     const outcomes = await reconciler.apply({ info: { commit: 'rev2', contentHash: rev2.fleet.contentHash }, fleet: rev2.fleet });
     const reconcileSeconds = (performance.now() - t2) / 1000;
+    if (prof) writeFileSync(process.env.PROF_RECONCILE!, JSON.stringify(await prof()));
     const queued = outcomes.reduce((n, o) => n + o.queued, 0);
     mem('reconciled');
     await reconciler.stop();
