@@ -216,7 +216,9 @@ describe('compaction', () => {
       const pending = (await q('SecurityInfo')).json() as { commandUUID: string };
       const deadline = Date.now() + 5000;
       let left = await short.store.listCommands(dev.udid);
-      while (left.length > 1 && Date.now() < deadline) {
+      const logged = () => short.logs.some((l) => l.msg === 'compacted finished commands');
+      // The log line follows the deletion: wait for both.
+      while ((left.length > 1 || !logged()) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 100));
         left = await short.store.listCommands(dev.udid);
       }
