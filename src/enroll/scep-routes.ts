@@ -17,6 +17,7 @@ import type { DeviceState } from '../http/context.js';
 import { ProtocolError } from '../protocol/errors.js';
 import type { RouteDeps } from '../server.js';
 import { ScepAuthority, ScepMalformed } from './authority.js';
+import { RenewalLedger } from './renewals.js';
 import { loadOrCreateCaStore, type CaStore } from './ca-store.js';
 import { ChallengeStore } from './challenges.js';
 import { buildEnrollmentProfile, PROFILE_CONTENT_TYPE, signProfile } from './profile.js';
@@ -99,6 +100,9 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
     challenges.prune();
     const authority = new ScepAuthority({ ca: caStore.ca, challenges, certDays: opts.certDays, now: opts.now });
     onReady?.({ caStore, challenges, authority });
+    // A renewed identity takes over its device's binding with no re-enrollment.
+    const renewals = new RenewalLedger(join(deps.cfg.dataDir, 'enroll', 'renewals'));
+    deps.service.acceptRenewals(renewals.previous);
     const topic = () => (typeof opts.topic === 'function' ? opts.topic() : opts.topic);
     const caps = `${CA_CAPS.join('\n')}\n`;
 
@@ -126,6 +130,7 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
             throw err;
           }
           if (log) log.outcome = result.outcome;
+          if (result.issued?.renewedFrom) renewals.record(result.issued.certDer, result.issued.renewedFrom);
           if (result.issued) {
             deps.log.info({ serial: result.issued.serial, subject: result.issued.subject, notAfter: result.issued.notAfter, type: result.issued.messageType, challengeKind: result.issued.challenge }, 'issued device identity');
           }

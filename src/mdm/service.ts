@@ -52,6 +52,8 @@ export class MdmService extends EventEmitter<MdmEvents> {
   // Hot-path caches, written through on every change (this process owns the store).
   private readonly bindings = new Map<string, Binding | null>();
   private readonly active = new Map<string, boolean>();
+  /** Which certificate a renewed one replaced (the built-in CA records its RenewalReqs). */
+  private renewedFrom?: (certHash: string) => string | undefined;
 
   constructor(private readonly store: Store, private readonly now: () => Date = () => new Date()) {
     super();
@@ -148,6 +150,14 @@ export class MdmService extends EventEmitter<MdmEvents> {
     return { body: next.payload, commandUUID: next.uuid, outcome: `${outcome} -> ${next.requestType} ${next.uuid}` };
   }
 
+  /**
+   * Accept a renewed identity in place of the bound one without a new Authenticate: the CA that
+   * issued the renewal says which certificate it replaced.
+   */
+  acceptRenewals(renewedFrom: (certHash: string) => string | undefined): void {
+    this.renewedFrom = renewedFrom;
+  }
+
   /** Forget cached state (after an out-of-band store change). */
   invalidate(deviceId: string): void {
     this.bindings.delete(deviceId);
@@ -177,9 +187,24 @@ export class MdmService extends EventEmitter<MdmEvents> {
   private async authorize(deviceId: string, id: TrustResult): Promise<void> {
     const b = await this.binding(deviceId);
     if (!b) throw new ProtocolError(403, `device ${deviceId} has not authenticated`);
+    if (b.certHash !== id.certHash && this.isRenewalOf(id.certHash, b.certHash)) {
+      await this.store.rebindIdentity(deviceId, { certHash: id.certHash, issuerHash: id.issuerHash, subject: id.subject, notAfter: id.notAfter });
+      this.bindings.set(deviceId, { certHash: id.certHash, issuerHash: id.issuerHash });
+      return;
+    }
     if (b.certHash !== id.certHash) {
       throw new ProtocolError(403, `certificate ${id.certHash.slice(0, 16)} is not the one bound to device ${deviceId}`);
     }
+  }
+
+  /** Whether `cert` descends from `bound` through renewals (a few generations at most). */
+  private isRenewalOf(cert: string, bound: string): boolean {
+    let h: string | undefined = cert;
+    for (let i = 0; i < 8 && h && this.renewedFrom; i++) {
+      h = this.renewedFrom(h);
+      if (h === bound) return true;
+    }
+    return false;
   }
 
   /**

@@ -517,6 +517,17 @@ export class LevelStore implements Store {
     await this.collect(dropped);
   }
 
+  async rebindIdentity(deviceId: string, identity: IdentityBinding): Promise<void> {
+    await this.withLock('D' + deviceId, async () => {
+      const dev = this.getJson<DeviceRecord>(K.device(deviceId));
+      if (!dev) throw new Error(`no device ${deviceId} to rebind`);
+      const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: { ...dev, identity } }];
+      if (this.getJson<string>(K.cert(dev.identity.certHash)) === deviceId) ops.push({ type: 'del', key: K.cert(dev.identity.certHash) });
+      ops.push({ type: 'put', key: K.cert(identity.certHash), value: deviceId });
+      await this.write(ops);
+    });
+  }
+
   async getDevice(deviceId: string): Promise<DeviceRecord | undefined> {
     return this.getJson<DeviceRecord>(K.device(deviceId));
   }

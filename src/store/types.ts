@@ -158,6 +158,11 @@ export interface Store {
   tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }>;
   /** Mark the enrollment inactive and drop its pending commands; for the device channel also every user channel, and set checkedOutAt. */
   checkOut(enrollmentId: string, at: Date): Promise<void>;
+  /**
+   * Move the device's identity binding to a renewed certificate, keeping everything else (queue,
+   * enrollments, reported state): identity renewal is not re-enrollment.
+   */
+  rebindIdentity(deviceId: string, identity: IdentityBinding): Promise<void>;
   getDevice(deviceId: string): Promise<DeviceRecord | undefined>;
   /** Device id currently bound to this certificate hash, if any. */
   deviceForCert(certHash: string): Promise<string | undefined>;

@@ -97,10 +97,12 @@ describe('a simulated device enrolling through the served profile and SCEP', () 
     expect(newCert.checkIssued(new X509Certificate(server.enroll.caStore.ca.certDer))).toBe(true);
     expect(server.logs.some((l) => String(l.outcome) === `RenewalReq SUCCESS serial ${newCert.serialNumber} (renewal)`)).toBe(true);
 
-    // The device installs the renewed identity and checks in with it, as a device does after
-    // its MDM identity is replaced: same UDID, same CA, so the binding moves.
+    // A command queued before the renewal survives it: renewal is not re-enrollment.
+    const before = await queue(device.udid, { RequestType: 'SecurityInfo' });
+    // The device checks in with the renewed identity, without a new Authenticate: the CA recorded
+    // which certificate the renewal replaced, so the binding moves and the queue stays.
     const again = new SimulatedDevice({ ...enrollment.device, identity: renewed, udid: device.udid, serialNumber: device.serialNumber });
-    await again.enroll();
+    expect(await again.connect()).toContainEqual({ commandUUID: before, requestType: 'SecurityInfo', status: 'Acknowledged' });
     const view = await deviceView(device.udid);
     expect(view.identity.certHash).toBe(sha256(renewed.certDer));
     expect(view.enrolled).toBe(true);

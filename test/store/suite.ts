@@ -645,6 +645,18 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         phase: 'pending' as const, revision: 'r1', commandUUID, attempts: 1, prune: true, updatedAt: iso(5), drift: 0,
       });
 
+      it('rebinds a renewed identity without touching the queue or the enrollment', async () => {
+        await enroll('D1');
+        await store.enqueue(['D1'], cmd('c1'), at(2));
+        await store.rebindIdentity('D1', identity('cert-D1-renewed'));
+        expect((await store.getDevice('D1'))?.identity.certHash).toBe('cert-D1-renewed');
+        expect(await store.deviceForCert('cert-D1-renewed')).toBe('D1');
+        expect(await store.deviceForCert('cert-D1')).toBeUndefined();
+        expect((await store.getEnrollment('D1'))?.active).toBe(true);
+        expect((await store.nextCommand('D1', { skipNotNow: false }))?.uuid).toBe('c1');
+        await expect(store.rebindIdentity('nobody', identity('x'))).rejects.toThrow();
+      });
+
       it('lists device ids without records, whatever characters they hold', async () => {
         for (const id of ['D2', 'D1', 'odd\x00id\x01x', 'surrogate-\uD800']) await store.authenticate(id, facts(id), identity(`cert-${id}`), at(1));
         expect((await store.listDeviceIds()).sort()).toEqual(['D1', 'D2', 'odd\x00id\x01x', 'surrogate-\uD800'].sort());
