@@ -9,7 +9,7 @@
  */
 import { X509Certificate, createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { issueCertificate, type CertifiedKey, type NameAttribute } from '../identity/ca.js';
-import { Asn1Error } from './der.js';
+import { Asn1Error } from '../identity/der.js';
 import { EnvelopeError, openEnvelope, sealEnvelope, type ContentCipher } from './envelope.js';
 import { CsrError, parseCsr } from './pkcs10.js';
 import { buildPkiMessage, parsePkiMessage, ScepError, type FailInfo, type MessageType, type PkiMessage } from './scep.js';

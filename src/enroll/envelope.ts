@@ -20,7 +20,7 @@ import { id_data } from '../identity/oids.js';
 import {
   Asn1Error, algorithm, contentOf, ctx, ctxPrim, int, isCtx, isUniversal, kids, NULL, octets, oid, oidOf, parse, seq, set,
   type Block,
-} from './der.js';
+} from '../identity/der.js';
 import { certParts, identifies, type Signer } from './signed-data.js';
 
 export type ContentCipher = 'aes-128-cbc' | 'aes-192-cbc' | 'aes-256-cbc' | 'des-ede3-cbc' | 'des-cbc';

@@ -7,7 +7,7 @@ import type { NameAttribute } from '../identity/ca.js';
 import {
   Asn1Error, algorithm, bitString, contentOf, ctx, int, isCtx, isUniversal, kids, NULL, oid, oidOf, parse, raw, seq, set, textOf, time,
   tlv, utf8, printable,
-} from './der.js';
+} from '../identity/der.js';
 
 export const id_challengePassword = '1.2.840.113549.1.9.7';
 

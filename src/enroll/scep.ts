@@ -4,7 +4,7 @@
  * requests and writes CertRep; the simulator (and tests) write requests and read CertRep.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { Asn1Error, contentOf, octets, printable, raw, textOf, utf8, type Block } from './der.js';
+import { Asn1Error, contentOf, octets, printable, raw, textOf, utf8, type Block } from '../identity/der.js';
 import { openEnvelope, sealEnvelope, type ContentCipher } from './envelope.js';
 import {
   attribute, attributeValue, buildSignedData, checkSignature, parseSignedData, readCertsOnly,

@@ -5,13 +5,14 @@
  * (src/identity/cms.ts verifies the detached Mdm-Signature; this is its attached sibling.)
  */
 import { X509Certificate, createHash, sign, verify, type KeyObject } from 'node:crypto';
-import { id_contentType, id_data, id_messageDigest, id_signedData, id_signingTime } from '../identity/oids.js';
+import { DIGEST_BY_OID, DIGEST_OID, SIGNATURE_OIDS, id_contentType, id_data, id_messageDigest, id_signedData, id_signingTime, type DigestName, type SigAlg } from '../identity/oids.js';
 import {
   Asn1Error, algorithm, asSet, contentOf, ctx, int, isCtx, isUniversal, kids, NULL, octets, oid, oidOf, parse, raw,
   seq, set, setOf, time, type Block,
-} from './der.js';
+} from '../identity/der.js';
 
-export type DigestName = 'sha1' | 'sha256' | 'sha384' | 'sha512';
+export type { DigestName };
+export { DIGEST_OID };
 
 export interface Signer {
   certDer: Buffer;
@@ -25,40 +26,6 @@ export class SignatureError extends Error {
     this.name = 'SignatureError';
   }
 }
-
-export const DIGEST_OID: Record<DigestName, string> = {
-  sha1: '1.3.14.3.2.26',
-  sha256: '2.16.840.1.101.3.4.2.1',
-  sha384: '2.16.840.1.101.3.4.2.2',
-  sha512: '2.16.840.1.101.3.4.2.3',
-};
-
-const DIGEST_BY_OID: Record<string, DigestName> = {
-  ...Object.fromEntries(Object.entries(DIGEST_OID).map(([k, v]) => [v, k as DigestName])),
-  // Old signers put the signature OID in digestAlgorithm; the hash is unambiguous.
-  '1.2.840.113549.1.1.5': 'sha1',
-  '1.2.840.113549.1.1.11': 'sha256',
-  '1.2.840.113549.1.1.12': 'sha384',
-  '1.2.840.113549.1.1.13': 'sha512',
-};
-
-interface SigAlg {
-  keyType: 'rsa' | 'ec';
-  hash?: DigestName;
-}
-
-const SIGNATURE_OIDS: Record<string, SigAlg> = {
-  '1.2.840.113549.1.1.1': { keyType: 'rsa' },
-  '1.2.840.113549.1.1.5': { keyType: 'rsa', hash: 'sha1' },
-  '1.2.840.113549.1.1.11': { keyType: 'rsa', hash: 'sha256' },
-  '1.2.840.113549.1.1.12': { keyType: 'rsa', hash: 'sha384' },
-  '1.2.840.113549.1.1.13': { keyType: 'rsa', hash: 'sha512' },
-  '1.2.840.10045.2.1': { keyType: 'ec' },
-  '1.2.840.10045.4.1': { keyType: 'ec', hash: 'sha1' },
-  '1.2.840.10045.4.3.2': { keyType: 'ec', hash: 'sha256' },
-  '1.2.840.10045.4.3.3': { keyType: 'ec', hash: 'sha384' },
-  '1.2.840.10045.4.3.4': { keyType: 'ec', hash: 'sha512' },
-};
 
 const RSA_ENCRYPTION = '1.2.840.113549.1.1.1';
 const ECDSA_WITH: Partial<Record<DigestName, string>> = {

@@ -6,6 +6,7 @@
  */
 import { createHash, sign, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
+import { tlv } from './der.js';
 import {
   id_contentType,
   id_data,
@@ -28,17 +29,6 @@ export interface SignOptions {
 
 type Digest = 'sha1' | 'sha256';
 
-/** DER tag-length-value around already-encoded content. */
-function tlv(tag: number, ...content: Uint8Array[]): Buffer {
-  let len = 0;
-  for (const c of content) len += c.length;
-  let header: number[];
-  if (len < 0x80) header = [tag, len];
-  else if (len < 0x100) header = [tag, 0x81, len];
-  else if (len < 0x10000) header = [tag, 0x82, len >> 8, len & 0xff];
-  else header = [tag, 0x83, (len >> 16) & 0xff, (len >> 8) & 0xff, len & 0xff];
-  return Buffer.concat([Buffer.from(header), ...content], header.length + len);
-}
 
 const SEQ = 0x30;
 const SET = 0x31;

@@ -11,10 +11,10 @@
  */
 import { X509Certificate, createHash, verify, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
-import { id_contentType, id_messageDigest, id_signedData } from './oids.js';
+import { id_contentType, id_messageDigest, id_signedData, DIGEST_BY_OID, SIGNATURE_OIDS, type DigestName } from './oids.js';
 import { IdentityError } from './errors.js';
 
-export type DigestName = 'sha1' | 'sha256' | 'sha384' | 'sha512';
+export type { DigestName };
 
 export interface VerifiedSignature {
   /** DER of the certificate whose key made the signature. */
@@ -24,37 +24,6 @@ export interface VerifiedSignature {
   digestAlgorithm: DigestName;
   signedAttributes: boolean;
 }
-
-const DIGEST_OIDS: Record<string, DigestName> = {
-  '1.3.14.3.2.26': 'sha1',
-  '2.16.840.1.101.3.4.2.1': 'sha256',
-  '2.16.840.1.101.3.4.2.2': 'sha384',
-  '2.16.840.1.101.3.4.2.3': 'sha512',
-  // Some old signers put the signature OID in digestAlgorithm; the hash is unambiguous.
-  '1.2.840.113549.1.1.5': 'sha1',
-  '1.2.840.113549.1.1.11': 'sha256',
-  '1.2.840.113549.1.1.12': 'sha384',
-  '1.2.840.113549.1.1.13': 'sha512',
-};
-
-interface SigAlg {
-  keyType: 'rsa' | 'ec';
-  /** Hash fixed by the OID; undefined when the OID names only the key type. */
-  hash?: DigestName;
-}
-
-const SIGNATURE_OIDS: Record<string, SigAlg> = {
-  '1.2.840.113549.1.1.1': { keyType: 'rsa' },
-  '1.2.840.113549.1.1.5': { keyType: 'rsa', hash: 'sha1' },
-  '1.2.840.113549.1.1.11': { keyType: 'rsa', hash: 'sha256' },
-  '1.2.840.113549.1.1.12': { keyType: 'rsa', hash: 'sha384' },
-  '1.2.840.113549.1.1.13': { keyType: 'rsa', hash: 'sha512' },
-  '1.2.840.10045.2.1': { keyType: 'ec' },
-  '1.2.840.10045.4.1': { keyType: 'ec', hash: 'sha1' },
-  '1.2.840.10045.4.3.2': { keyType: 'ec', hash: 'sha256' },
-  '1.2.840.10045.4.3.3': { keyType: 'ec', hash: 'sha384' },
-  '1.2.840.10045.4.3.4': { keyType: 'ec', hash: 'sha512' },
-};
 
 const ID_SKI = '2.5.29.14';
 
@@ -282,7 +251,7 @@ export function verifyDetachedSignature(signatureBase64: string, body: Buffer): 
   if (!signer) malformed('signer certificate not included in SignedData');
 
   const digestOid = oid(kids(si[2], 'digestAlgorithm')[0], 'digestAlgorithm');
-  const digest = DIGEST_OIDS[digestOid];
+  const digest = DIGEST_BY_OID[digestOid];
   if (!digest) malformed(`unsupported digest algorithm ${digestOid}`);
   let i = 3;
   const attrs = isContext(si[i], 0) ? si[i++] : undefined;
