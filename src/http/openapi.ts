@@ -1,0 +1,153 @@
+/**
+ * OpenAPI 3.1 description of Orchard's admin API (every route under /api/v1) and /metrics.
+ * test/report/openapi.test.ts checks it against the routers the server actually mounts.
+ */
+
+const json = (schema: object = { type: 'object' }) => ({ 'application/json': { schema } });
+const ok = (description: string, schema?: object) => ({ description, content: json(schema) });
+const err = { $ref: '#/components/responses/Error' };
+const readErrors = { 401: err, 403: err };
+const idParam = (name: string, description: string) => ({ name, in: 'path', required: true, schema: { type: 'string' }, description });
+const query = (name: string, description: string, schema: object = { type: 'string' }) => ({ name, in: 'query', required: false, schema, description });
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+
+export const OPENAPI = {
+  openapi: '3.1.0',
+  info: {
+    title: 'Orchard admin API',
+    version: '1',
+    description:
+      'Admin API of the Orchard MDM server. Bearer tokens: ORCHARD_API_TOKEN may call everything, '
+      + 'ORCHARD_READ_TOKEN only GET. POST /api/v1/hooks/git is authenticated by an HMAC signature instead.',
+  },
+  servers: [{ url: '/' }],
+  security: [{ bearer: [] }],
+  paths: {
+    '/api/v1/commands': {
+      post: {
+        summary: 'Queue an MDM command for enrollments (admin token)',
+        requestBody: {
+          required: true,
+          content: {
+            ...json({
+              type: 'object', required: ['targets', 'command'],
+              properties: {
+                targets: { type: 'array', items: { type: 'string' }, minItems: 1 },
+                command: { type: 'object', required: ['RequestType'], properties: { RequestType: { type: 'string' } } },
+                commandUUID: { type: 'string' },
+                priority: { type: 'integer', minimum: 0, maximum: 99 },
+              },
+            }),
+            'application/x-apple-plist': { schema: { type: 'string', description: 'a command plist; targets in ?target=' } },
+          },
+        },
+        parameters: [query('target', 'enrollment id (plist bodies only; repeatable)')],
+        responses: {
+          201: ok('queued', { type: 'object', properties: { commandUUID: { type: 'string' }, requestType: { type: 'string' }, targets: { type: 'array', items: { type: 'string' } } } }),
+          400: err, 404: err, 413: err, 415: err, ...readErrors,
+        },
+      },
+    },
+    '/api/v1/devices': {
+      get: { summary: 'Every device with its facts, enrollments and managed profiles', responses: { 200: ok('devices', { type: 'object', properties: { devices: { type: 'array', items: { type: 'object' } } } }), ...readErrors } },
+    },
+    '/api/v1/devices/{id}': {
+      get: { summary: 'One device', parameters: [idParam('id', 'device UDID or EnrollmentID')], responses: { 200: ok('the device'), 404: err, ...readErrors } },
+    },
+    '/api/v1/devices/{id}/commands': {
+      get: { summary: 'Pending and finished commands of an enrollment', parameters: [idParam('id', 'enrollment id')], responses: { 200: ok('commands'), 404: err, ...readErrors } },
+    },
+    '/api/v1/source': {
+      get: { summary: 'Status of the followed fleet repository (applied and last fetched revision, errors)', responses: { 200: ok('source status'), 404: err, ...readErrors } },
+    },
+    '/api/v1/hooks/git': {
+      post: {
+        summary: 'Git host webhook: fetch the fleet repository now',
+        security: [],
+        parameters: [
+          { name: 'X-Hub-Signature-256', in: 'header', required: false, schema: { type: 'string', pattern: '^sha256=[0-9a-f]{64}$' } },
+          { name: 'X-Orchard-Signature', in: 'header', required: false, schema: { type: 'string', pattern: '^sha256=[0-9a-f]{64}$' } },
+        ],
+        requestBody: { required: false, content: { '*/*': { schema: {} } } },
+        responses: { 200: ok('ping answered'), 202: ok('sync started'), 400: err, 403: err, 413: err },
+      },
+    },
+    '/api/v1/push': {
+      get: { summary: 'APNs status: topic, certificate expiry, counters', responses: { 200: ok('push status'), ...readErrors } },
+      post: {
+        summary: 'Push enrollments now (admin token)',
+        requestBody: { required: true, content: json({ type: 'object', required: ['targets'], properties: { targets: { type: 'array', items: { type: 'string' } } } }) },
+        responses: { 200: ok('outcome per target'), 400: err, 404: err, 413: err, 503: err, ...readErrors },
+      },
+    },
+    '/api/v1/enrollments': {
+      post: {
+        summary: 'Create a one-time enrollment link (admin token)',
+        responses: { 201: ok('challenge', { type: 'object', properties: { challenge: { type: 'string' }, profileUrl: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' } } }), ...readErrors },
+      },
+    },
+    '/api/v1/status': {
+      get: { summary: 'Fleet summary: applied and latest revision, device counts by state, push certificate', responses: { 200: ok('fleet summary', ref('FleetSummary')), ...readErrors } },
+    },
+    '/api/v1/blueprints': {
+      get: { summary: 'Per blueprint: devices selected and per-profile verified/pending/failed counts', responses: { 200: ok('blueprints'), 404: err, ...readErrors } },
+    },
+    '/api/v1/blueprints/{name}': {
+      get: { summary: 'One blueprint with its selected devices', parameters: [idParam('name', 'blueprint name')], responses: { 200: ok('blueprint'), 404: err, ...readErrors } },
+    },
+    '/api/v1/report/devices': {
+      get: {
+        summary: 'Devices with their state, filtered and paged',
+        parameters: [
+          query('state', 'only devices in this state', { type: 'string', enum: ['in-sync', 'pending', 'drifted', 'failed', 'unenrolled', 'stale'] }),
+          query('blueprint', 'only devices this blueprint reaches'),
+          query('limit', 'page size (default 100)', { type: 'integer', minimum: 1, maximum: 1000 }),
+          query('cursor', 'nextCursor of the previous page'),
+        ],
+        responses: {
+          200: ok('a page of devices', { type: 'object', required: ['total', 'devices'], properties: { total: { type: 'integer' }, devices: { type: 'array', items: ref('DeviceSummary') }, nextCursor: { type: 'string' } } }),
+          400: err, 404: err, ...readErrors,
+        },
+      },
+    },
+    '/api/v1/report/devices/{id}': {
+      get: { summary: 'One device: facts, each desired profile with status and last error, recent commands', parameters: [idParam('id', 'device UDID or EnrollmentID')], responses: { 200: ok('device report'), 404: err, ...readErrors } },
+    },
+    '/api/v1/openapi.json': {
+      get: { summary: 'This document', responses: { 200: ok('OpenAPI 3.1 document'), ...readErrors } },
+    },
+    '/metrics': {
+      get: { summary: 'Prometheus metrics (text exposition format)', responses: { 200: { description: 'metrics', content: { 'text/plain': { schema: { type: 'string' } } } }, ...readErrors } },
+    },
+  },
+  components: {
+    securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+    responses: {
+      Error: { description: 'refused', content: json({ type: 'object', required: ['error'], properties: { error: { type: 'string' } } }) },
+    },
+    schemas: {
+      DeviceState: { type: 'string', enum: ['in-sync', 'pending', 'drifted', 'failed', 'unenrolled'] },
+      DeviceSummary: {
+        type: 'object', required: ['id', 'state', 'stale', 'enrolled'],
+        properties: {
+          id: { type: 'string' }, serialNumber: { type: 'string' }, model: { type: 'string' }, osVersion: { type: 'string' },
+          enrolled: { type: 'boolean' }, lastSeenAt: { type: 'string', format: 'date-time' }, state: ref('DeviceState'), stale: { type: 'boolean' },
+          blueprints: { type: 'array', items: { type: 'string' } },
+          profiles: { type: 'object', properties: { total: { type: 'integer' }, verified: { type: 'integer' }, pending: { type: 'integer' }, failed: { type: 'integer' } } },
+        },
+      },
+      FleetSummary: {
+        type: 'object', required: ['generatedAt', 'devices'],
+        properties: {
+          generatedAt: { type: 'string', format: 'date-time' },
+          applied: { type: 'object', properties: { commit: { type: ['string', 'null'] }, author: { type: 'string' }, time: { type: 'string' }, appliedAt: { type: 'string' } } },
+          latest: { type: 'object', properties: { commit: { type: ['string', 'null'] }, valid: { type: 'boolean' }, errorCount: { type: 'integer' }, errors: { type: 'array', items: { type: 'object' } } } },
+          latestRejected: { type: 'boolean' },
+          devices: { type: 'object', properties: { total: { type: 'integer' }, enrolled: { type: 'integer' }, byState: { type: 'object' }, stale: { type: 'integer' }, staleDays: { type: 'number' } } },
+          push: { type: 'object', properties: { notAfter: { type: 'string' }, daysLeft: { type: 'integer' }, expired: { type: 'boolean' }, warning: { type: 'string' } } },
+        },
+      },
+    },
+  },
+} as const;

@@ -1,0 +1,136 @@
+/**
+ * Read-only status reports over the admin API (the read token suffices):
+ *   GET /api/v1/status               fleet summary: applied/latest revision, device counts by state, push certificate;
+ *   GET /api/v1/blueprints           per blueprint: devices selected, per-profile verified/pending/failed;
+ *   GET /api/v1/blueprints/:name     the same plus the selected devices;
+ *   GET /api/v1/report/devices       devices with their state; ?state=failed|pending|in-sync|drifted|unenrolled|stale,
+ *                                    ?blueprint=NAME, ?limit=N&cursor=C (pages in device-id order);
+ *   GET /api/v1/report/devices/:id   one device: facts, each desired profile with status and last error, recent commands;
+ *   GET /api/v1/openapi.json         the OpenAPI 3.1 description of /api/v1.
+ */
+import Router from '@koa/router';
+import type { Fleet } from '../gitops/model.js';
+import type { FleetSource, RevisionInfo } from '../gitops/source.js';
+import {
+  DEVICE_STATES, blueprintReports, deviceDetail, deviceSummaries, fleetSummary, loadSnapshot,
+  type DeviceState, type PushStatusLike, type ReportContext,
+} from '../report/status.js';
+import type { RouteDeps } from '../server.js';
+import { ApiError } from './api.js';
+import { OPENAPI } from './openapi.js';
+
+/** Where the reports find the live parts; read on every request (they appear after startup). */
+export interface ReportSources {
+  source?: Pick<FleetSource, 'status' | 'current'>;
+  /** Defaults to source.current().fleet. */
+  fleet?: Fleet;
+  /** Defaults to source.current().info. */
+  revision?: RevisionInfo;
+  /** The APNs client (ApnsPusher), for the push certificate's expiry. */
+  apns?: { status(): PushStatusLike };
+  staleDays?: number;
+}
+
+export const MAX_PAGE = 1000;
+export const DEFAULT_PAGE = 100;
+
+export function reportContext(s: ReportSources, now = new Date()): ReportContext {
+  const cur = s.source?.current();
+  return {
+    fleet: s.fleet ?? cur?.fleet,
+    revision: s.revision ?? cur?.info,
+    source: s.source?.status(),
+    push: s.apns?.status(),
+    staleDays: s.staleDays,
+    now,
+  };
+}
+
+function one(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export function reportRoutes(getContext: () => ReportSources = () => ({})): (deps: RouteDeps) => Router {
+  return (deps) => {
+    const router = new Router({ prefix: '/api/v1' });
+    const guard = [deps.apiErrors, deps.auth] as const;
+
+    router.get('/openapi.json', ...guard, (ctx) => {
+      ctx.body = OPENAPI;
+    });
+
+    router.get('/status', ...guard, async (ctx) => {
+      const rc = reportContext(getContext());
+      const snap = await loadSnapshot(deps.store);
+      ctx.body = fleetSummary(deviceSummaries(snap, rc), rc);
+    });
+
+    router.get('/blueprints', ...guard, async (ctx) => {
+      const rc = reportContext(getContext());
+      if (!rc.fleet) throw new ApiError(404, 'no fleet revision applied yet (--repo)');
+      const snap = await loadSnapshot(deps.store);
+      const all = blueprintReports(snap, deviceSummaries(snap, rc), rc.fleet);
+      ctx.body = {
+        revision: rc.revision?.commit ?? rc.revision?.contentHash,
+        blueprints: all.map(({ selectedDevices: _d, selector: _s, ...rest }) => rest),
+      };
+    });
+
+    router.get('/blueprints/:name', ...guard, async (ctx) => {
+      const rc = reportContext(getContext());
+      if (!rc.fleet) throw new ApiError(404, 'no fleet revision applied yet (--repo)');
+      if (!rc.fleet.blueprints.has(ctx.params.name!)) throw new ApiError(404, `no blueprint ${ctx.params.name}`);
+      const snap = await loadSnapshot(deps.store);
+      const b = blueprintReports(snap, deviceSummaries(snap, rc), rc.fleet).find((x) => x.name === ctx.params.name);
+      ctx.body = { revision: rc.revision?.commit ?? rc.revision?.contentHash, ...b };
+    });
+
+    router.get('/report/devices', ...guard, async (ctx) => {
+      const state = one(ctx.query.state);
+      if (state !== undefined && state !== 'stale' && !DEVICE_STATES.includes(state as DeviceState)) {
+        throw new ApiError(400, `state must be one of ${[...DEVICE_STATES, 'stale'].join(', ')}`);
+      }
+      const limitQ = one(ctx.query.limit);
+      const limit = limitQ === undefined ? DEFAULT_PAGE : Number(limitQ);
+      if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) throw new ApiError(400, `limit must be an integer 1..${MAX_PAGE}`);
+      const cursorQ = one(ctx.query.cursor);
+      let after: string | undefined;
+      if (cursorQ) {
+        after = Buffer.from(cursorQ, 'base64url').toString('utf8');
+        if (!after || Buffer.from(after, 'utf8').toString('base64url') !== cursorQ) throw new ApiError(400, 'malformed cursor');
+      }
+      const blueprint = one(ctx.query.blueprint);
+      const rc = reportContext(getContext());
+      if (blueprint !== undefined && !rc.fleet?.blueprints.has(blueprint)) throw new ApiError(404, `no blueprint ${blueprint}`);
+      const snap = await loadSnapshot(deps.store);
+      const matching = deviceSummaries(snap, rc).filter((s) =>
+        (state === undefined || (state === 'stale' ? s.stale : s.state === state))
+        && (blueprint === undefined || s.blueprints.includes(blueprint)));
+      const start = after === undefined ? 0 : matching.findIndex((s) => s.id > after!);
+      const page = start < 0 ? [] : matching.slice(start, start + limit);
+      const more = start >= 0 && start + limit < matching.length;
+      ctx.body = {
+        total: matching.length,
+        devices: page.map(({ profileStatus, ...s }) => ({
+          ...s,
+          // What is wrong, in one line per profile, without the full detail.
+          problems: profileStatus.filter((p) => p.phase === 'failed' || (p.drift > 0 && p.phase !== 'verified') || p.renderError)
+            .map((p) => ({ identifier: p.identifier, phase: p.phase, message: p.lastError?.message ?? p.renderError })),
+        })),
+        ...(more ? { nextCursor: Buffer.from(page[page.length - 1]!.id, 'utf8').toString('base64url') } : {}),
+      };
+    });
+
+    router.get('/report/devices/:id', ...guard, async (ctx) => {
+      const d = await deps.store.getDevice(ctx.params.id!);
+      if (!d) throw new ApiError(404, `no device ${ctx.params.id}`);
+      const rc = reportContext(getContext());
+      const snap = { devices: [d], enrollments: new Map([[d.id, await deps.store.listEnrollments(d.id)]]), artifacts: new Map() };
+      const arts = await deps.store.getArtifacts(d.id);
+      if (arts) snap.artifacts.set(d.id, arts);
+      ctx.body = deviceDetail(snap, d, await deps.store.listCommands(d.id), rc);
+    });
+
+    return router;
+  };
+}

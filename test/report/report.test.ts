@@ -1,0 +1,206 @@
+/**
+ * Status reports over the admin API, against a real server following a real git repository with
+ * simulated devices: three Macs get a passcode profile, one of them refuses it (its ErrorChain must
+ * show in every report), an iPad is selected by nothing.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { reportRoutes, type ReportSources } from '../../src/http/report-routes.js';
+import { stateOf, type DeviceProfileStatus } from '../../src/report/status.js';
+import type { SimulatedDevice } from '../../src/sim/device.js';
+import { FleetRepo, waitFor } from '../gitops/helpers.js';
+import { blueprint, profile } from '../gitops/repo.js';
+import { http, startTestServer, type TestServer } from '../helpers/server.js';
+
+let repo: FleetRepo;
+let server: TestServer;
+let macs: SimulatedDevice[];
+let ipad: SimulatedDevice;
+let goodSha: string;
+const sources: ReportSources & { staleDays?: number } = {};
+
+const passcode = profile('passcode', 'com.example.passcode', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n');
+const refusal = { ErrorCode: 4001, ErrorDomain: 'MCProfileErrorDomain', LocalizedDescription: 'Passcode policy refused' };
+
+async function get(path: string, token: string = server.readToken): Promise<{ status: number; body: any }> {
+  const res = await http(`${server.url}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  return { status: res.status, body: res.text.startsWith('{') ? res.json() : res.text };
+}
+
+beforeAll(async () => {
+  repo = new FleetRepo();
+  repo.write('profiles/passcode.yaml', passcode).write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode']));
+  repo.write('blueprints/empty.yaml', blueprint('ipads', '    platforms: [iPadOS]', []));
+  goodSha = repo.commit('passcode on macs');
+  server = await startTestServer(
+    { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') },
+    // A long retry keeps the refused install failed for the whole file.
+    { retry: { maxAttempts: 3, baseMs: 600_000, maxMs: 600_000 }, routes: [reportRoutes(() => ({ ...sources, source: server?.source }))] },
+  );
+  macs = [0, 1, 2].map((i) => server.device({ serialNumber: `MAC00${i}`, model: 'Mac14,2' }));
+  ipad = server.device({ serialNumber: 'IPAD001', model: 'iPad13,1', productName: 'iPad13,1', osVersion: '18.1' });
+  macs[2]!.fail = (type) => (type === 'InstallProfile' ? refusal : undefined);
+  for (const d of [...macs, ipad]) await d.enroll();
+  await waitFor('convergence', async () => {
+    for (const d of [...macs, ipad]) await d.connect();
+    const a = await Promise.all(macs.map(async (m) => (await server.store.getArtifacts(m.udid))?.artifacts['com.example.passcode']?.phase));
+    return (a[0] === 'verified' && a[1] === 'verified' && a[2] === 'failed') || undefined;
+  }, 15_000);
+});
+afterAll(async () => {
+  await server?.stop();
+  repo?.cleanup();
+});
+
+describe('GET /api/v1/status', () => {
+  it('summarizes the applied revision and counts devices by state', async () => {
+    const { status, body } = await get('/api/v1/status');
+    expect(status).toBe(200);
+    expect(body.applied.commit).toBe(goodSha);
+    expect(body.applied.author).toContain('Ada Admin');
+    expect(body.applied.time).toBeTruthy();
+    expect(body.latestRejected).toBe(false);
+    expect(body.devices).toMatchObject({ total: 4, enrolled: 4, stale: 0, byState: { 'in-sync': 3, failed: 1, pending: 0, drifted: 0, unenrolled: 0 } });
+    expect(body.blueprints).toBe(2);
+    expect(body.push).toBeUndefined();
+  });
+
+  it('shows the push certificate expiry when an APNs status is available', async () => {
+    sources.apns = { status: () => ({ topic: 'com.apple.mgmt.test', certificate: { notAfter: new Date('2030-01-01T00:00:00Z'), daysLeft: 12, expired: false, warning: 'push certificate expires in 12 days' } }) };
+    try {
+      const { body } = await get('/api/v1/status');
+      expect(body.push).toMatchObject({ topic: 'com.apple.mgmt.test', notAfter: '2030-01-01T00:00:00.000Z', daysLeft: 12, expired: false });
+    } finally {
+      delete sources.apns;
+    }
+  });
+});
+
+describe('GET /api/v1/blueprints', () => {
+  it('counts selected devices and per-profile outcomes', async () => {
+    const { status, body } = await get('/api/v1/blueprints');
+    expect(status).toBe(200);
+    expect(body.revision).toBe(goodSha);
+    const macsB = body.blueprints.find((b: any) => b.name === 'macs');
+    expect(macsB).toMatchObject({ matched: 3, selected: 3, suspended: false, devices: { byState: { 'in-sync': 2, failed: 1 } } });
+    expect(macsB.profiles).toEqual([{ profile: 'passcode', identifier: 'com.example.passcode', verified: 2, pending: 0, failed: 1 }]);
+    expect(body.blueprints.find((b: any) => b.name === 'ipads')).toMatchObject({ selected: 1, profiles: [] });
+  });
+
+  it('one blueprint lists its devices; an unknown one is 404', async () => {
+    const { body } = await get('/api/v1/blueprints/macs');
+    expect(body.selectedDevices.map((d: any) => d.serialNumber).sort()).toEqual(['MAC000', 'MAC001', 'MAC002']);
+    expect(body.selectedDevices.find((d: any) => d.serialNumber === 'MAC002').state).toBe('failed');
+    expect((await get('/api/v1/blueprints/nope')).status).toBe(404);
+  });
+});
+
+describe('GET /api/v1/report/devices', () => {
+  it('filters by state and shows why a device failed', async () => {
+    const { body } = await get('/api/v1/report/devices?state=failed');
+    expect(body.total).toBe(1);
+    expect(body.devices[0]).toMatchObject({ id: macs[2]!.udid, serialNumber: 'MAC002', state: 'failed', profiles: { total: 1, failed: 1 } });
+    expect(body.devices[0].problems[0].message).toContain('Passcode policy refused');
+    expect((await get('/api/v1/report/devices?state=in-sync')).body.total).toBe(3);
+    expect((await get('/api/v1/report/devices?blueprint=macs')).body.total).toBe(3);
+    expect((await get('/api/v1/report/devices?blueprint=macs&state=in-sync')).body.total).toBe(2);
+    expect((await get('/api/v1/report/devices?state=bogus')).status).toBe(400);
+    expect((await get('/api/v1/report/devices?blueprint=nope')).status).toBe(404);
+  });
+
+  it('stale follows the configured number of days', async () => {
+    expect((await get('/api/v1/report/devices?state=stale')).body.total).toBe(0);
+    sources.staleDays = -1;
+    try {
+      expect((await get('/api/v1/report/devices?state=stale')).body.total).toBe(4);
+      expect((await get('/api/v1/status')).body.devices.stale).toBe(4);
+    } finally {
+      delete sources.staleDays;
+    }
+  });
+
+  it('pages with limit and cursor, in id order, without gaps or repeats', async () => {
+    const all = (await get('/api/v1/report/devices')).body;
+    expect(all.total).toBe(4);
+    expect(all.nextCursor).toBeUndefined();
+    const ids: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const { body } = await get(`/api/v1/report/devices?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
+      ids.push(...body.devices.map((d: any) => d.id));
+      cursor = body.nextCursor;
+      pages++;
+    } while (cursor && pages < 10);
+    expect(pages).toBe(2);
+    expect(ids).toEqual(all.devices.map((d: any) => d.id));
+    expect([...ids].sort()).toEqual(ids);
+    expect((await get('/api/v1/report/devices?limit=0')).status).toBe(400);
+    expect((await get('/api/v1/report/devices?cursor=%%%')).status).toBe(400);
+  });
+
+  it('one device: facts, profile with its ErrorChain, recent commands with results', async () => {
+    const { status, body } = await get(`/api/v1/report/devices/${macs[2]!.udid}`);
+    expect(status).toBe(200);
+    expect(body).toMatchObject({ serialNumber: 'MAC002', model: 'Mac14,2', enrolled: true, state: 'failed', blueprints: ['macs'] });
+    expect(body.lastSeenAt).toBeTruthy();
+    const p = body.profileStatus.find((x: any) => x.identifier === 'com.example.passcode');
+    expect(p).toMatchObject({ phase: 'failed', revision: goodSha, blueprints: ['macs'], desired: true });
+    expect(p.lastError.errorChain[0]).toMatchObject({ ErrorCode: 4001, ErrorDomain: 'MCProfileErrorDomain' });
+    const install = body.recentCommands.find((c: any) => c.requestType === 'InstallProfile');
+    expect(install).toMatchObject({ status: 'Error' });
+    expect(install.errorChain[0].ErrorCode).toBe(4001);
+    expect((await get('/api/v1/report/devices/NOPE')).status).toBe(404);
+  });
+});
+
+describe('auth', () => {
+  const paths = ['/api/v1/status', '/api/v1/blueprints', '/api/v1/blueprints/macs', '/api/v1/report/devices', '/api/v1/openapi.json'];
+  it('401 without a token, 403 with a wrong one, 200 with the read or admin token', async () => {
+    for (const p of paths) {
+      expect((await get(p, '')).status, p).toBe(401);
+      expect((await get(p, 'wrong')).status, p).toBe(403);
+      expect((await get(p, server.readToken)).status, p).toBe(200);
+      expect((await get(p, server.adminToken)).status, p).toBe(200);
+    }
+  });
+
+  it('the read token cannot write', async () => {
+    const auth = { authorization: `Bearer ${server.readToken}`, 'content-type': 'application/json' };
+    const cmd = await http(`${server.url}/api/v1/commands`, { method: 'POST', headers: auth, body: JSON.stringify({ targets: [macs[0]!.udid], command: { RequestType: 'DeviceLock' } }) });
+    expect(cmd.status).toBe(403);
+    expect((await server.store.listCommands(macs[0]!.udid)).some((c) => c.requestType === 'DeviceLock')).toBe(false);
+    expect((await http(`${server.url}/api/v1/push`, { method: 'POST', headers: auth, body: '{"targets":["x"]}' })).status).toBe(403);
+  });
+});
+
+describe('a revision that fails validation', () => {
+  it('is reported as the latest, rejected, with its errors; the applied one stays', async () => {
+    const bad = repo.write('blueprints/broken.yaml', 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: broken}\nspec:\n  profiles: [nope]\n').commit('broken');
+    await server.source!.sync('test');
+    const { body } = await get('/api/v1/status');
+    expect(body.applied.commit).toBe(goodSha);
+    expect(body.latest.commit).toBe(bad);
+    expect(body.latest.valid).toBe(false);
+    expect(body.latestRejected).toBe(true);
+    expect(body.latest.errorCount).toBeGreaterThan(0);
+    expect(body.latest.errors[0].file).toContain('broken.yaml');
+    repo.remove('blueprints/broken.yaml').commit('fixed');
+    await server.source!.sync('test');
+  });
+});
+
+describe('stateOf', () => {
+  const p = (over: Partial<DeviceProfileStatus>): DeviceProfileStatus => ({ identifier: 'a', profile: 'a', blueprints: ['b'], desired: true, phase: 'verified', attempts: 1, drift: 0, ...over });
+  it('orders failed > drifted > pending > in-sync, unenrolled first', () => {
+    expect(stateOf(true, [p({})])).toBe('in-sync');
+    expect(stateOf(true, [])).toBe('in-sync');
+    expect(stateOf(true, [p({ drift: 2 })])).toBe('in-sync');
+    expect(stateOf(true, [p({ phase: 'pending', drift: 1 })])).toBe('drifted');
+    expect(stateOf(true, [p({ phase: 'acknowledged' })])).toBe('pending');
+    expect(stateOf(true, [p({ phase: 'not-reconciled' })])).toBe('pending');
+    expect(stateOf(true, [p({ desired: false, phase: 'removing' })])).toBe('pending');
+    expect(stateOf(true, [p({ phase: 'pending', drift: 1 }), p({ identifier: 'b', phase: 'failed' })])).toBe('failed');
+    expect(stateOf(false, [p({ phase: 'failed' })])).toBe('unenrolled');
+  });
+});
