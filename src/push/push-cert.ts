@@ -18,7 +18,7 @@ const DAY_MS = 86_400_000;
 
 export class PushCertError extends Error {
   constructor(
-    readonly code: 'unreadable' | 'no-certificate' | 'no-key' | 'key-mismatch' | 'no-topic' | 'topic-changed' | 'expired',
+    readonly code: 'unreadable' | 'no-certificate' | 'no-key' | 'key-mismatch' | 'no-topic' | 'topic-changed' | 'expired' | 'key-exists',
     message: string,
   ) {
     super(message);
