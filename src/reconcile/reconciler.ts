@@ -91,21 +91,21 @@ export class Reconciler {
     this.shared = new Map();
     this.opts.log.info({ revision: this.revision }, 'reconciling fleet');
     const started = performance.now();
-    const outcomes = await this.forEachActiveDevice((id) => this.reconcileDevice(id));
-    const queued = outcomes.reduce((n, o) => n + (o?.queued ?? 0), 0);
+    const outcomes = (await this.forEachDevice((id) => this.reconcileDevice(id))).filter((o): o is ReconcileOutcome => !!o);
+    const queued = outcomes.reduce((n, o) => n + o.queued, 0);
     this.opts.log.info({ revision: this.revision, devices: outcomes.length, queued, ms: Math.round(performance.now() - started) }, 'fleet reconciled');
-    return outcomes.filter((o): o is ReconcileOutcome => !!o);
+    return outcomes;
   }
 
-  /** Queue ProfileList + DeviceInformation to every enrolled device that has none in flight. */
+  /** Queue ProfileList + DeviceInformation to every enrolled device that has none in flight; returns how many were queued. */
   async driftCheck(): Promise<number> {
-    const results = await this.forEachActiveDevice((id) => this.serial(id, () => this.queueInventory(id)));
+    const results = await this.forEachDevice((id) => this.serial(id, () => this.queueInventory(id)));
     return results.filter(Boolean).length;
   }
 
-  private async forEachActiveDevice<T>(fn: (id: string) => Promise<T>): Promise<T[]> {
-    const ids: string[] = [];
-    for (const id of await this.opts.store.listDeviceIds()) if ((await this.opts.store.getEnrollment(id))?.active) ids.push(id);
+  private async forEachDevice<T>(fn: (id: string) => Promise<T>): Promise<T[]> {
+    // Every device; the callee checks the enrollment is active (one read instead of two).
+    const ids = await this.opts.store.listDeviceIds();
     const out: T[] = [];
     let i = 0;
     await Promise.all(Array.from({ length: Math.min(this.opts.concurrency ?? 16, ids.length) }, async () => {
@@ -139,6 +139,7 @@ export class Reconciler {
   }
 
   private async queueInventory(deviceId: string): Promise<boolean> {
+    if (!(await this.opts.store.getEnrollment(deviceId))?.active) return false;
     const state = await this.loadState(deviceId);
     await this.absorb(deviceId, state);
     if (state.inventory?.profileList || state.inventory?.deviceInformation) return false; // one in flight already
