@@ -108,7 +108,7 @@ program
 const pushCert = program.command('push-cert').description('the APNs push certificate');
 for (const [name, desc] of [['import', 'import (or renew) the push certificate: PEM or PKCS#12 (password from ORCHARD_PUSH_CERT_PASSWORD)'], ['show', 'show the topic and expiry of a push certificate (default: the imported one)']] as const) {
   const cmd = pushCert.command(name).description(desc);
-  if (name === 'import') cmd.argument('<cert>', 'certificate (PEM, DER or PKCS#12)').argument('[key]', 'private key (PEM), unless in the PKCS#12');
+  if (name === 'import') cmd.argument('<cert>', 'certificate (PEM, DER or PKCS#12)').argument('[key]', 'private key (PEM), unless in the PKCS#12 (default: DATA_DIR/push/request/push.key)');
   else cmd.argument('[cert]', 'certificate file');
   cmd.option('--config <file>', 'server config file').option('--data-dir <dir>', 'data directory');
   if (name === 'import') cmd.option('--force', 'accept a changed topic or an expired certificate (a changed topic loses every enrolled device)');
@@ -123,6 +123,40 @@ for (const [name, desc] of [['import', 'import (or renew) the push certificate: 
     process.exitCode = out.exitCode;
   });
 }
+
+pushCert
+  .command('vendor-csr')
+  .description("key and CSR for Apple's MDM vendor certificate (upload as \"MDM CSR\" at developer.apple.com)")
+  .requiredOption('--cn <name>', 'subject common name (your organization)')
+  .requiredOption('--email <address>', "subject email (the Apple developer account's)")
+  .option('--country <CC>', 'two-letter country code')
+  .option('--dir <dir>', 'output directory (default DATA_DIR/push/vendor)')
+  .option('--force', 'replace an existing vendor.key (the vendor certificate issued for it stops working)')
+  .option('--config <file>', 'server config file')
+  .option('--data-dir <dir>', 'data directory')
+  .action(async (flags: { config?: string; dataDir?: string; cn: string; email: string; country?: string; dir?: string; force?: boolean }) => {
+    const { pushCertVendorCsr } = await import('./push-cert.js');
+    const out = await pushCertVendorCsr({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir, cn: flags.cn, email: flags.email, country: flags.country, dir: flags.dir, force: flags.force });
+    process.stdout.write(out.stdout);
+    process.stderr.write(out.stderr);
+    process.exitCode = out.exitCode;
+  });
+
+pushCert
+  .command('request')
+  .description("push key and the vendor-signed request for Apple's push certificates portal (identity.apple.com)")
+  .requiredOption('--vendor-cert <file>', "vendor certificate (PEM, followed by Apple's intermediate and root; or DER)")
+  .option('--vendor-key <file>', 'vendor private key (default DATA_DIR/push/vendor/vendor.key)')
+  .option('--dir <dir>', 'output directory (default DATA_DIR/push/request)')
+  .option('--config <file>', 'server config file')
+  .option('--data-dir <dir>', 'data directory')
+  .action(async (flags: { config?: string; dataDir?: string; vendorCert: string; vendorKey?: string; dir?: string }) => {
+    const { pushCertRequest } = await import('./push-cert.js');
+    const out = await pushCertRequest({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir, vendorCert: flags.vendorCert, vendorKey: flags.vendorKey, dir: flags.dir });
+    process.stdout.write(out.stdout);
+    process.stderr.write(out.stderr);
+    process.exitCode = out.exitCode;
+  });
 
 program
   .command('validate')
