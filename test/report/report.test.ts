@@ -5,7 +5,16 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Koa from 'koa';
+import Router from '@koa/router';
+import { enrollmentRoutes } from '../../src/cli/enroll.js';
+import { apiRouter } from '../../src/http/api.js';
+import { createMetrics, httpMetrics, metricsRoutes } from '../../src/http/metrics.js';
+import { OPENAPI } from '../../src/http/openapi.js';
+import { pushRoutes } from '../../src/http/push-routes.js';
 import { reportRoutes, type ReportSources } from '../../src/http/report-routes.js';
+import { sourceRoutes } from '../../src/http/source-routes.js';
+import type { RouteDeps } from '../../src/server.js';
 import { stateOf, type DeviceProfileStatus } from '../../src/report/status.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
@@ -18,6 +27,16 @@ let macs: SimulatedDevice[];
 let ipad: SimulatedDevice;
 let goodSha: string;
 const sources: ReportSources & { staleDays?: number } = {};
+const metrics = createMetrics();
+// The routers the route factories made, and what they were given (the OpenAPI check lists their routes).
+const mounted: Router[] = [];
+let deps: RouteDeps;
+const capture = (make: (d: RouteDeps) => Router | Router[]) => (d: RouteDeps) => {
+  deps = d;
+  const r = make(d);
+  mounted.push(...[r].flat());
+  return r;
+};
 
 const passcode = profile('passcode', 'com.example.passcode', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n');
 const refusal = { ErrorCode: 4001, ErrorDomain: 'MCProfileErrorDomain', LocalizedDescription: 'Passcode policy refused' };
@@ -35,7 +54,11 @@ beforeAll(async () => {
   server = await startTestServer(
     { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') },
     // A long retry keeps the refused install failed for the whole file.
-    { retry: { maxAttempts: 3, baseMs: 600_000, maxMs: 600_000 }, routes: [reportRoutes(() => ({ ...sources, source: server?.source }))] },
+    { retry: { maxAttempts: 3, baseMs: 600_000, maxMs: 600_000 }, routes: [
+      capture(reportRoutes(() => ({ ...sources, source: server?.source }))),
+      capture(metricsRoutes(() => ({ ...sources, source: server?.source }), metrics)),
+      capture(enrollmentRoutes({}, {})),
+    ] },
   );
   macs = [0, 1, 2].map((i) => server.device({ serialNumber: `MAC00${i}`, model: 'Mac14,2' }));
   ipad = server.device({ serialNumber: 'IPAD001', model: 'iPad13,1', productName: 'iPad13,1', osVersion: '18.1' });
@@ -187,6 +210,135 @@ describe('a revision that fails validation', () => {
     expect(body.latest.errors[0].file).toContain('broken.yaml');
     repo.remove('blueprints/broken.yaml').commit('fixed');
     await server.source!.sync('test');
+  });
+});
+
+/** The value of one sample in Prometheus text, 0 when absent. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries((m[2] ?? '').split(',').filter(Boolean).map((kv) => { const [k, v] = kv.split('='); return [k, JSON.parse(v!)]; }));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
+  }
+  return 0;
+}
+
+describe('GET /metrics', () => {
+  const scrape = async () => {
+    const res = await http(`${server.url}/metrics`, { headers: { authorization: `Bearer ${server.readToken}` } });
+    expect(res.status).toBe(200);
+    return res.text;
+  };
+
+  it('needs a token', async () => {
+    expect((await http(`${server.url}/metrics`)).status).toBe(401);
+  });
+
+  it('devices by state, the applied revision, the refused install', async () => {
+    const text = await scrape();
+    expect(sample(text, 'orchard_devices', { state: 'in-sync' })).toBe(3);
+    expect(sample(text, 'orchard_devices', { state: 'failed' })).toBe(1);
+    expect(sample(text, 'orchard_devices_stale')).toBe(0);
+    const appliedAt = sample(text, 'orchard_revision_applied_timestamp_seconds');
+    expect(appliedAt).toBeGreaterThan(Date.now() / 1000 - 600);
+    expect(sample(text, 'orchard_mdm_commands_total', { request_type: 'InstallProfile', outcome: 'queued' })).toBeGreaterThanOrEqual(3);
+    expect(sample(text, 'orchard_mdm_commands_total', { request_type: 'InstallProfile', outcome: 'error' })).toBe(1);
+    expect(sample(text, 'orchard_mdm_commands_total', { request_type: 'InstallProfile', outcome: 'acknowledged' })).toBe(2);
+  });
+
+  it('command counters move with a device cycle', async () => {
+    const before = await scrape();
+    const key = (outcome: string) => ({ request_type: 'DeviceInformation', outcome });
+    const res = await http(`${server.url}/api/v1/commands`, {
+      method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ targets: [macs[0]!.udid, macs[1]!.udid], command: { RequestType: 'DeviceInformation', Queries: ['OSVersion'] } }),
+    });
+    expect(res.status).toBe(201);
+    expect(sample(await scrape(), 'orchard_mdm_commands_total', key('queued')) - sample(before, 'orchard_mdm_commands_total', key('queued'))).toBe(2);
+    await macs[0]!.connect();
+    await macs[1]!.connect();
+    await waitFor('acknowledged counted', async () =>
+      sample(await scrape(), 'orchard_mdm_commands_total', key('acknowledged')) - sample(before, 'orchard_mdm_commands_total', key('acknowledged')) === 2 || undefined);
+  });
+
+  it('push outcomes and certificate expiry come from the APNs client status', async () => {
+    sources.apns = { status: () => ({ certificate: { notAfter: '2030-01-01T00:00:00.000Z', daysLeft: 99, expired: false }, counters: { sent: 5, unregistered: 2, failed: 0 } }) };
+    try {
+      const text = await scrape();
+      expect(sample(text, 'orchard_push_notifications_total', { outcome: 'sent' })).toBe(5);
+      expect(sample(text, 'orchard_push_notifications_total', { outcome: 'unregistered' })).toBe(2);
+      expect(sample(text, 'orchard_push_certificate_expiry_timestamp_seconds')).toBe(Date.parse('2030-01-01T00:00:00Z') / 1000);
+    } finally {
+      delete sources.apns;
+    }
+  });
+
+  it('httpMetrics counts requests by route pattern and status', async () => {
+    const m = createMetrics({ defaultMetrics: false });
+    const app = new Koa();
+    app.use(httpMetrics(m));
+    const r = new Router();
+    r.get('/things/:id', (ctx) => { ctx.body = 'ok'; });
+    r.get('/boom', () => { throw new Error('boom'); });
+    app.use(r.routes());
+    app.silent = true;
+    const srv = app.listen(0, '127.0.0.1');
+    await new Promise((res) => srv.once('listening', res));
+    try {
+      const base = `http://127.0.0.1:${(srv.address() as import('node:net').AddressInfo).port}`;
+      for (const p of ['/things/1', '/things/2', '/nowhere', '/boom']) await fetch(base + p);
+      const text = await m.registry.metrics();
+      expect(sample(text, 'orchard_http_requests_total', { route: '/things/:id', status: '200', method: 'GET' })).toBe(2);
+      expect(sample(text, 'orchard_http_requests_total', { route: 'unmatched', status: '404' })).toBe(1);
+      expect(sample(text, 'orchard_http_requests_total', { route: '/boom', status: '500' })).toBe(1);
+      expect(sample(text, 'orchard_http_request_duration_seconds_count', { route: '/things/:id' })).toBe(2);
+    } finally {
+      await new Promise((res) => srv.close(res));
+    }
+  });
+});
+
+describe('OpenAPI document', () => {
+  const documented = () => Object.entries(OPENAPI.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`)).sort();
+
+  it('is served at /api/v1/openapi.json', async () => {
+    const { status, body } = await get('/api/v1/openapi.json');
+    expect(status).toBe(200);
+    expect(body.openapi).toBe('3.1.0');
+    expect(Object.keys(body.paths)).toContain('/api/v1/report/devices');
+  });
+
+  it('describes exactly the routes the server mounts under /api/v1 and /metrics', () => {
+    // The same routers startServer/createApp build: the admin API, the git hook, push (unconfigured), and the factories'.
+    const routers = [
+      ...mounted,
+      ...[pushRoutes(undefined)(deps)].flat(),
+      apiRouter({ store: server.store, pusher: deps.pusher, maxBodyBytes: 1024, source: server.source, adminToken: 'x' }),
+      sourceRoutes({ source: server.source!, log: server.log }),
+    ];
+    const actual = new Set<string>();
+    for (const r of routers) {
+      for (const layer of r.stack as { path: string; methods: string[] }[]) {
+        if (!layer.path.startsWith('/api/v1') && layer.path !== '/metrics') continue;
+        for (const m of layer.methods) if (m !== 'HEAD') actual.add(`${m} ${layer.path.replace(/:(\w+)/g, '{$1}')}`);
+      }
+    }
+    expect([...actual].sort()).toEqual(documented());
+  });
+
+  it('every documented operation answers on the running server (no 404/405 from routing)', async () => {
+    for (const op of documented()) {
+      const [method, path] = op.split(' ') as [string, string];
+      const url = server.url + path.replace('{id}', macs[0]!.udid).replace('{name}', 'macs');
+      const res = await http(url, {
+        method,
+        headers: { authorization: `Bearer ${server.adminToken}`, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}) },
+        ...(method === 'POST' ? { body: '{}' } : {}),
+      });
+      expect([404, 405, 501], `${op} answered ${res.status}: ${res.text.slice(0, 200)}`).not.toContain(res.status);
+    }
   });
 });
 

@@ -1,0 +1,168 @@
+/**
+ * Prometheus metrics at GET /metrics (bearer token; the read token suffices):
+ *   orchard_http_requests_total{method,route,status}, orchard_http_request_duration_seconds{method,route}
+ *     (from `httpMetrics`, an app-level middleware mounted outermost);
+ *   orchard_mdm_commands_total{request_type,outcome}  outcome: queued | acknowledged | error | format_error | notnow;
+ *   orchard_devices{state}, orchard_devices_stale     computed on scrape from the store;
+ *   orchard_revision_applied_timestamp_seconds, orchard_source_latest_rejected;
+ *   orchard_push_notifications_total{outcome}          APNs client counters, when push is configured;
+ *   orchard_push_certificate_expiry_timestamp_seconds;
+ *   plus prom-client's process metrics (orchard_process_*, orchard_nodejs_*).
+ * Each `createMetrics()` has its own registry (tests run several servers in one process).
+ */
+import Router from '@koa/router';
+import type { Middleware } from 'koa';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { MdmService } from '../mdm/service.js';
+import { DEVICE_STATES, deviceSummaries, fleetSummary, loadSnapshot } from '../report/status.js';
+import type { RouteDeps } from '../server.js';
+import type { Store } from '../store/types.js';
+import { reportContext, type ReportSources } from './report-routes.js';
+
+export interface OrchardMetrics {
+  registry: Registry;
+  httpRequests: Counter<'method' | 'route' | 'status'>;
+  httpDuration: Histogram<'method' | 'route'>;
+  commands: Counter<'request_type' | 'outcome'>;
+  /** Set by metricsRoutes: where the scrape-time gauges read from. */
+  bind(store: Store, getContext: () => ReportSources): void;
+}
+
+const OUTCOMES: Record<string, string> = { Acknowledged: 'acknowledged', Error: 'error', CommandFormatError: 'format_error', NotNow: 'notnow' };
+
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardMetrics {
+  const registry = new Registry();
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'orchard_' });
+  let store: Store | undefined;
+  let getContext: () => ReportSources = () => ({});
+
+  const httpRequests = new Counter({ name: 'orchard_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'] as const, registers: [registry] });
+  const httpDuration = new Histogram({
+    name: 'orchard_http_request_duration_seconds', help: 'HTTP request latency', labelNames: ['method', 'route'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry],
+  });
+  const commands = new Counter({ name: 'orchard_mdm_commands_total', help: 'MDM commands queued and answered, by request type', labelNames: ['request_type', 'outcome'] as const, registers: [registry] });
+
+  new Gauge({
+    name: 'orchard_devices', help: 'Devices by state (in-sync, pending, drifted, failed, unenrolled)', labelNames: ['state'] as const, registers: [registry],
+    async collect() {
+      if (!store) return;
+      const rc = reportContext(getContext());
+      const s = fleetSummary(deviceSummaries(await loadSnapshot(store), rc), rc);
+      for (const st of DEVICE_STATES) this.set({ state: st }, s.devices.byState[st]);
+      stale.set(s.devices.stale);
+    },
+  });
+  const stale = new Gauge({ name: 'orchard_devices_stale', help: 'Devices not seen for the stale period (default 7 days)', registers: [registry] });
+  new Gauge({
+    name: 'orchard_revision_applied_timestamp_seconds', help: 'When the applied fleet revision was applied', registers: [registry],
+    collect() {
+      const at = getContext().source?.status().applied?.appliedAt;
+      if (at) this.set(Date.parse(at) / 1000);
+    },
+  });
+  new Gauge({
+    name: 'orchard_source_latest_rejected', help: '1 when the newest fetched revision failed validation', registers: [registry],
+    collect() {
+      const st = getContext().source?.status();
+      const last = st?.lastAttempt;
+      this.set(last && !last.valid && last.commit !== st?.applied?.commit ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: 'orchard_push_notifications_total', help: 'APNs push outcomes (counters of the push client)', labelNames: ['outcome'] as const, registers: [registry],
+    collect() {
+      const counters = getContext().apns?.status().counters;
+      if (!counters) return;
+      this.reset();
+      for (const [k, v] of Object.entries(counters)) if (typeof v === 'number' && v > 0) this.inc({ outcome: k }, v);
+    },
+  });
+  new Gauge({
+    name: 'orchard_push_certificate_expiry_timestamp_seconds', help: 'notAfter of the APNs push certificate', registers: [registry],
+    collect() {
+      const na = getContext().apns?.status().certificate?.notAfter;
+      if (na !== undefined) this.set(new Date(na).getTime() / 1000);
+    },
+  });
+
+  return {
+    registry, httpRequests, httpDuration, commands,
+    bind(s, g) {
+      store = s;
+      getContext = g;
+    },
+  };
+}
+
+/** App-level middleware (mount it first, before the request log): counts every request by matched route. */
+export function httpMetrics(m: OrchardMetrics): Middleware {
+  return async (ctx, next) => {
+    const start = process.hrtime.bigint();
+    let thrown: number | undefined;
+    try {
+      await next();
+    } catch (err) {
+      // What the error handler further out will answer: an HTTP error's status, else 500.
+      const st = (err as { status?: unknown }).status;
+      thrown = typeof st === 'number' && st >= 400 && st < 600 ? st : 500;
+      throw err;
+    } finally {
+      const matched = (ctx as unknown as { _matchedRoute?: string | RegExp })._matchedRoute;
+      // Route patterns, never raw paths: ids in paths would make a series per device.
+      const route = matched ? String(matched) : 'unmatched';
+      const status = thrown ?? ctx.status;
+      m.httpRequests.inc({ method: ctx.method, route, status: String(status) });
+      m.httpDuration.observe({ method: ctx.method, route }, Number(process.hrtime.bigint() - start) / 1e9);
+    }
+  };
+}
+
+/** Counts the commands the store queues (API and reconciler alike) by wrapping enqueue and commitReconcile. */
+export function countQueued(store: Store, m: OrchardMetrics): void {
+  const s = store as Store & { __orchardMetrics?: boolean };
+  if (s.__orchardMetrics) return;
+  s.__orchardMetrics = true;
+  const enqueue = store.enqueue.bind(store);
+  const commit = store.commitReconcile.bind(store);
+  store.enqueue = async (targets, cmd, at) => {
+    await enqueue(targets, cmd, at);
+    m.commands.inc({ request_type: cmd.requestType, outcome: 'queued' }, targets.length);
+  };
+  store.commitReconcile = async (deviceId, state, change, at) => {
+    const r = await commit(deviceId, state, change, at);
+    for (const e of change.enqueue) m.commands.inc({ request_type: e.cmd.requestType, outcome: 'queued' }, e.targets.length);
+    return r;
+  };
+}
+
+/** Counts device answers (final and NotNow) by the command's request type. */
+export function countResults(service: MdmService, store: Store, m: OrchardMetrics): void {
+  service.on('result', (eid, rep) => {
+    const outcome = OUTCOMES[rep.Status];
+    if (!outcome || !rep.CommandUUID) return;
+    void store.getCommand(eid, rep.CommandUUID).then(
+      (c) => m.commands.inc({ request_type: c?.requestType ?? 'unknown', outcome }),
+      () => m.commands.inc({ request_type: 'unknown', outcome }),
+    );
+  });
+}
+
+/**
+ * GET /metrics. Also starts counting queued commands and device answers on deps.store/deps.service.
+ * `public: true` serves it without a token (for a scraper on a private network).
+ */
+export function metricsRoutes(getContext: () => ReportSources = () => ({}), metrics: OrchardMetrics = createMetrics(), opts: { public?: boolean } = {}): (deps: RouteDeps) => Router {
+  return (deps) => {
+    metrics.bind(deps.store, getContext);
+    countQueued(deps.store, metrics);
+    countResults(deps.service, deps.store, metrics);
+    const router = new Router();
+    const guard = opts.public ? [] : [deps.apiErrors, deps.auth];
+    router.get('/metrics', ...guard, async (ctx) => {
+      ctx.type = metrics.registry.contentType;
+      ctx.body = await metrics.registry.metrics();
+    });
+    return router;
+  };
+}
