@@ -28,6 +28,8 @@ export type Action =
 
 export interface Decision {
   state: DeviceArtifacts;
+  /** Whether any artifact differs from the input state (else there is nothing to write). */
+  changed: boolean;
   actions: Action[];
   /** Nothing can be decided until the device reports its ProfileList. */
   needInventory: boolean;
@@ -51,11 +53,11 @@ export function decide(input: DecideInput): Decision {
   const { desired, reported, revision, now } = input;
   const retry = input.retry ?? DEFAULT_RETRY;
   const nowIso = now.toISOString();
-  const artifacts: Record<string, ArtifactStatus> = {};
-  for (const [k, v] of Object.entries(input.state.artifacts)) artifacts[k] = { ...v };
+  // Entries are replaced, never mutated, so a shallow copy keeps the input intact.
+  const artifacts: Record<string, ArtifactStatus> = { ...input.state.artifacts };
   const state: DeviceArtifacts = { ...input.state, artifacts, revision, reconciledAt: nowIso };
   const actions: Action[] = [];
-  if (!reported) return { state, actions, needInventory: true };
+  if (!reported) return { state, actions, needInventory: true, changed: false };
 
   const onDevice = new Map(reported.profiles.map((p) => [p.PayloadIdentifier, p.PayloadUUID]));
   const reportedAfter = (iso: string | undefined) => iso === undefined || Date.parse(reported.at) > Date.parse(iso);
@@ -77,6 +79,7 @@ export function decide(input: DecideInput): Decision {
     if (onDevice.get(id) === r.uuid) {
       if (st?.commandUUID && st.phase === 'pending') actions.push({ type: 'cancel', identifier: id, commandUUID: st.commandUUID });
       const wasVerified = st?.phase === 'verified' && st.uuid === r.uuid;
+      if (wasVerified && !st!.commandUUID && st!.templateHash === r.templateHash && sameFields(st!, fields)) continue; // unchanged
       // A version keeps the revision that introduced it: an unrelated commit rewrites nothing.
       artifacts[id] = {
         ...(st ?? base(id, want.profile, nowIso)), ...fields, uuid: r.uuid, templateHash: r.templateHash,
@@ -104,7 +107,7 @@ export function decide(input: DecideInput): Decision {
       reason = 'missing';
     }
     if (!reason) {
-      artifacts[id] = { ...st!, ...fields };
+      if (!sameFields(st!, fields)) artifacts[id] = { ...st!, ...fields };
       continue;
     }
     const attempts = reason === 'retry' ? st!.attempts + 1 : 1;
@@ -140,7 +143,24 @@ export function decide(input: DecideInput): Decision {
     artifacts[id] = { ...st, phase: 'removing', commandUUID: undefined, updatedAt: nowIso, attempts: removalFailed ? st.attempts + 1 : 1, uuid: '' };
     actions.push({ type: 'remove', identifier: id, reason: removalFailed ? 'retry' : 'unwanted' });
   }
-  return { state, actions, needInventory: false };
+  return { state, actions, needInventory: false, changed: changedFrom(input.state.artifacts, artifacts) };
+}
+
+function sameFields(st: ArtifactStatus, f: { profile: string; blueprints: string[]; prune: boolean }): boolean {
+  return st.profile === f.profile && st.prune === f.prune && st.blueprints.length === f.blueprints.length && st.blueprints.every((b, i) => b === f.blueprints[i]);
+}
+
+/** Entries are replaced when they change: compare by reference, then by value for replaced ones. */
+function changedFrom(before: Record<string, ArtifactStatus>, after: Record<string, ArtifactStatus>): boolean {
+  const keys = Object.keys(after);
+  if (keys.length !== Object.keys(before).length) return true;
+  for (const k of keys) {
+    const a = before[k];
+    const b = after[k]!;
+    if (a === b) continue;
+    if (!a || JSON.stringify(a) !== JSON.stringify(b)) return true;
+  }
+  return false;
 }
 
 /** A removal in progress or failed: the wanted version is none. */

@@ -161,10 +161,11 @@ export class Reconciler {
   private async reconcileNow(deviceId: string): Promise<ReconcileOutcome | undefined> {
     const { store } = this.opts;
     const device = await store.getDevice(deviceId);
-    const enrollment = await store.getEnrollment(deviceId);
-    if (!device || !enrollment?.active) return undefined;
+    // enrolledAt is set by the device channel's first TokenUpdate and cleared by Authenticate and
+    // CheckOut: the device record alone says whether the device channel is active.
+    if (!device?.enrolledAt) return undefined;
     const state = await this.loadState(deviceId);
-    const loaded = artifactsKey(state);
+    const inventoryBefore = JSON.stringify(state.inventory ?? null);
     const absorbed = await this.absorb(deviceId, state);
     if (!this.fleet || !this.revision) {
       if (absorbed) await store.commitReconcile(deviceId, state, { enqueue: [], cancel: [] }, this.now());
@@ -178,11 +179,11 @@ export class Reconciler {
       now: this.now(),
       retry: this.retry,
     });
-    return this.commit(deviceId, decision, loaded);
+    return this.commit(deviceId, decision, absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null));
   }
 
-  /** `loaded`: the state as read, so a reconcile that changes nothing writes nothing. */
-  private async commit(deviceId: string, decision: Decision, loaded: string): Promise<ReconcileOutcome> {
+  /** `dirty`: the state changed before the decision (answers absorbed), so it must be written. */
+  private async commit(deviceId: string, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
     const change: ReconcileChange = { enqueue: [], cancel: [] };
     const state = decision.state;
     for (const a of decision.actions) {
@@ -203,7 +204,7 @@ export class Reconciler {
       change.enqueue.push({ targets: [deviceId], cmd: pl });
       state.inventory = { ...state.inventory, verify: pl.uuid, queuedAt: this.now().toISOString() };
     }
-    if (change.enqueue.length === 0 && change.cancel.length === 0 && artifactsKey(state) === loaded) {
+    if (change.enqueue.length === 0 && change.cancel.length === 0 && !dirty && !decision.changed) {
       return { deviceId, queued: 0, cancelled: 0 };
     }
     const { cancelled } = await this.opts.store.commitReconcile(deviceId, state, change, this.now());
@@ -285,11 +286,6 @@ export class Reconciler {
     const e = await this.opts.store.getEnrollment(deviceId);
     if (e) await this.opts.pusher.push([e]).catch((err: unknown) => this.opts.log.warn({ err, device: deviceId }, 'push failed'));
   }
-}
-
-/** The parts of a state worth writing: artifacts and inventory (not the bookkeeping times). */
-function artifactsKey(s: DeviceArtifacts): string {
-  return JSON.stringify([s.artifacts, s.inventory ?? null]);
 }
 
 function command(cmd: Record<string, unknown>, priority: number): NewCommand {
