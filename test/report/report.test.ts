@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Koa from 'koa';
 import Router from '@koa/router';
 import { enrollmentRoutes } from '../../src/cli/enroll.js';
+import { runStatus } from '../../src/cli/status.js';
 import { apiRouter } from '../../src/http/api.js';
 import { createMetrics, httpMetrics, metricsRoutes } from '../../src/http/metrics.js';
 import { OPENAPI } from '../../src/http/openapi.js';
@@ -197,6 +198,60 @@ describe('auth', () => {
   });
 });
 
+describe('orchard status', () => {
+  const opts = () => ({ server: server.url, token: server.readToken });
+
+  it('markdown for a pull request: the failed device with its error, the blueprint counts', async () => {
+    const out = await runStatus({ ...opts(), format: 'markdown' });
+    expect(out.exitCode).toBe(1);
+    const md = out.stdout;
+    expect(md).toContain('## Orchard fleet status ⚠️');
+    expect(md).toContain(`- **Applied revision:** ${goodSha.slice(0, 12)} "passcode on macs" by Ada Admin`);
+    expect(md).toContain('4 total: 3 in sync, 0 pending, 0 drifted, 1 failed, 0 unenrolled');
+    expect(md).toContain('| Blueprint | Devices | Profile | Verified | Pending | Failed |');
+    expect(md).toContain('| macs | 3 | passcode | 2 | 0 | 1 |');
+    expect(md).toContain('### Failed devices (1)');
+    const row = md.split('\n').find((l) => l.startsWith('| MAC002 |'));
+    expect(row).toContain(macs[2]!.udid);
+    expect(row).toContain('com.example.passcode: failed');
+    expect(row).toContain('Passcode policy refused');
+  });
+
+  it('a table for the terminal, JSON for scripts', async () => {
+    const t = await runStatus({ ...opts(), format: 'table' });
+    expect(t.exitCode).toBe(1);
+    expect(t.stdout).toMatch(/^Blueprint\s+Devices\s+Profile\s+Verified\s+Pending\s+Failed$/m);
+    expect(t.stdout).toMatch(/^macs\s+3\s+passcode\s+2\s+0\s+1$/m);
+    expect(t.stdout).toMatch(/^MAC002\s+\S+\s+Mac14,2/m);
+    const j = JSON.parse((await runStatus({ ...opts(), format: 'json' })).stdout);
+    expect(j.status.devices.byState.failed).toBe(1);
+    expect(j.failed.devices[0].serialNumber).toBe('MAC002');
+  });
+
+  it('one device: its profiles with the ErrorChain and its commands', async () => {
+    const out = await runStatus({ ...opts(), device: macs[2]!.udid, format: 'markdown' });
+    expect(out.exitCode).toBe(1);
+    expect(out.stdout).toContain('## Device MAC002: failed');
+    expect(out.stdout).toMatch(/\| com\.example\.passcode \| failed \| [0-9a-f]{12} \| \d+ \| .*MCProfileErrorDomain 4001: Passcode policy refused \|/);
+    expect(out.stdout).toMatch(/\| InstallProfile \| Error \| .* \| MCProfileErrorDomain 4001: Passcode policy refused \|/);
+    const ok = await runStatus({ ...opts(), device: macs[0]!.udid, format: 'table' });
+    expect(ok.exitCode).toBe(0);
+    expect(ok.stdout).toMatch(/^State\s+in-sync$/m);
+  });
+
+  it('exit 2 with the reason when the server refuses or is unreachable', async () => {
+    const noToken = await runStatus({ server: server.url, format: 'table' });
+    expect(noToken.exitCode).toBe(2);
+    expect(noToken.stderr).toContain('401');
+    const unknown = await runStatus({ ...opts(), device: 'NOPE', format: 'table' });
+    expect(unknown).toMatchObject({ exitCode: 2 });
+    expect(unknown.stderr).toContain('no device NOPE');
+    const down = await runStatus({ server: 'http://127.0.0.1:1', token: 'x', format: 'json' });
+    expect(down.exitCode).toBe(2);
+    expect(down.stderr).toContain('cannot reach');
+  });
+});
+
 describe('a revision that fails validation', () => {
   it('is reported as the latest, rejected, with its errors; the applied one stays', async () => {
     const bad = repo.write('blueprints/broken.yaml', 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: broken}\nspec:\n  profiles: [nope]\n').commit('broken');
@@ -208,6 +263,9 @@ describe('a revision that fails validation', () => {
     expect(body.latestRejected).toBe(true);
     expect(body.latest.errorCount).toBeGreaterThan(0);
     expect(body.latest.errors[0].file).toContain('broken.yaml');
+    const md = (await runStatus({ server: server.url, token: server.readToken, format: 'markdown' })).stdout;
+    expect(md).toContain(`- **Latest revision:** ${bad.slice(0, 12)} REJECTED`);
+    expect(md).toMatch(/\| .*broken\.yaml \| \d+:\d+ \| .+ \|/);
     repo.remove('blueprints/broken.yaml').commit('fixed');
     await server.source!.sync('test');
   });
