@@ -221,6 +221,8 @@ export class LevelStore implements Store {
   private readonly locks = new Map<string, Promise<void>>();
   private readonly queues = new QueueMirror();
   private group?: { ops: Op[]; done?: Promise<void> };
+  /** The payload most recently queued (written or checked), for fan-outs. */
+  private lastPayload?: { uuid: string; payload: Buffer };
   /** Buffered touches: enrollment id -> ms. */
   private readonly seen = new Map<string, number>();
   /** enrollment id -> device id, to find the lock of an enrollment without a read. */
@@ -393,6 +395,9 @@ export class LevelStore implements Store {
         const referenced = await Promise.all(
           chunk.map(async (uuid) => (await this.db.keys({ ...range(K.refPrefix(uuid)), limit: 1 }).all()).length > 0),
         );
+        chunk.forEach((uuid, j) => {
+          if (!referenced[j] && this.lastPayload?.uuid === uuid) this.lastPayload = undefined;
+        });
         await this.write(
           chunk.flatMap((uuid, j): Op[] =>
             referenced[j] ? [{ type: 'del', key: K.gc(uuid) }] : [{ type: 'del', key: K.gc(uuid) }, { type: 'del', key: K.payload(uuid) }],
@@ -609,9 +614,13 @@ export class LevelStore implements Store {
    * this and the write, so sequence numbers are committed in the order they are taken.
    */
   private enqueueOps(targets: string[], cmd: NewCommand, priority: number, enqueuedAt: string, ops: Op[]): () => void {
-    const stored = this.getBuf(K.payload(cmd.uuid));
-    if (stored === undefined) ops.push({ type: 'put', key: K.payload(cmd.uuid), value: cmd.payload, valueEncoding: 'buffer' });
-    else if (!stored.equals(cmd.payload)) throw new Error(`command ${cmd.uuid} already exists with a different payload`);
+    // A fan-out hands the same payload object for every target: no need to read it back each time.
+    if (this.lastPayload?.uuid !== cmd.uuid || this.lastPayload.payload !== cmd.payload) {
+      const stored = this.getBuf(K.payload(cmd.uuid));
+      if (stored === undefined) ops.push({ type: 'put', key: K.payload(cmd.uuid), value: cmd.payload, valueEncoding: 'buffer' });
+      else if (!stored.equals(cmd.payload)) throw new Error(`command ${cmd.uuid} already exists with a different payload`);
+      this.lastPayload = { uuid: cmd.uuid, payload: cmd.payload };
+    }
     const seq = ++this.seq;
     this.seqMarkersDirty = true;
     ops.push({ type: 'put', key: K.seq(seq), value: '' }, { type: 'del', key: K.seq(seq - 1) });
@@ -643,6 +652,21 @@ export class LevelStore implements Store {
   async commitReconcile(deviceId: string, state: DeviceArtifacts, change: ReconcileChange, at: Date): Promise<{ cancelled: string[] }> {
     const enqueuedAt = at.toISOString();
     const { cancelled, dropped } = await this.withLock('D' + deviceId, async () => {
+      // Command locks too (sorted), so collecting a shared payload cannot race its reuse here.
+      const releases: (() => void)[] = [];
+      try {
+        for (const uuid of [...new Set(change.enqueue.map((e) => e.cmd.uuid))].sort()) releases.push(await this.acquire('C' + uuid));
+        return await this.commitLocked(deviceId, state, change, enqueuedAt);
+      } finally {
+        for (const release of releases) release();
+      }
+    });
+    await this.collect(dropped);
+    return { cancelled };
+  }
+
+  private async commitLocked(deviceId: string, state: DeviceArtifacts, change: ReconcileChange, enqueuedAt: string): Promise<{ cancelled: string[]; dropped: string[] }> {
+    {
       const ops: Op[] = [{ type: 'put', key: K.artifacts(deviceId), value: state }];
       const cancelled: string[] = [];
       const mirrorRemovals: [string, string][] = [];
@@ -668,9 +692,7 @@ export class LevelStore implements Store {
       for (const [eid, o] of mirrorRemovals) this.queues.remove(esc(eid), o);
       for (const f of added) f();
       return { cancelled, dropped: cancelled };
-    });
-    await this.collect(dropped);
-    return { cancelled };
+    }
   }
 
   async nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined> {
