@@ -1,0 +1,72 @@
+/** Event webhooks against a real HTTP receiver that fails before it accepts. */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { EventWebhooks, signWebhook } from '../../src/report/webhooks.js';
+import { captureLog, waitFor } from '../gitops/helpers.js';
+
+interface Received { headers: Record<string, string | string[] | undefined>; body: string }
+let receiver: Server | undefined;
+
+async function receive(answers: number[]): Promise<{ url: string; got: Received[] }> {
+  const got: Received[] = [];
+  receiver = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      got.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      res.statusCode = answers[got.length - 1] ?? 200;
+      res.end();
+    });
+  });
+  await new Promise<void>((r) => receiver!.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, got };
+}
+
+afterEach(async () => {
+  await new Promise((r) => (receiver ? receiver.close(r) : r(undefined)));
+  receiver = undefined;
+});
+
+describe('event webhooks', () => {
+  it('signs with HMAC-SHA256, retries 5xx with backoff, keeps order, never blocks emit', async () => {
+    const { url, got } = await receive([500, 503, 200, 200]);
+    const { log, text } = captureLog();
+    const hooks = new EventWebhooks({ urls: [url], secret: 's3cret', log, baseMs: 20, maxMs: 100 });
+    const first = hooks.emit('device.enrolled', { device: 'A' });
+    const second = hooks.emit('command.failed', { device: 'A' });
+    // emit returned before any delivery was even attempted.
+    expect(got).toHaveLength(0);
+    await waitFor('two deliveries', () => got.length >= 4 || undefined, 5000);
+    await hooks.whenIdle();
+    expect(got.map((g) => JSON.parse(g.body).id)).toEqual([first.id, first.id, first.id, second.id]);
+    for (const g of got) {
+      const expected = createHmac('sha256', 's3cret').update(g.body).digest();
+      const given = Buffer.from(String(g.headers['x-orchard-signature']).replace(/^sha256=/, ''), 'hex');
+      expect(given.length === expected.length && timingSafeEqual(given, expected)).toBe(true);
+    }
+    expect(got[3]!.headers['x-orchard-event']).toBe('command.failed');
+    expect(got[0]!.headers['x-orchard-delivery']).toBe(first.id);
+    expect(JSON.parse(got[0]!.body)).toMatchObject({ type: 'device.enrolled', data: { device: 'A' } });
+    expect(text()).toContain('retrying');
+    hooks.close();
+  });
+
+  it('does not retry a 4xx refusal and gives up after maxAttempts', async () => {
+    const { url, got } = await receive([400, 500, 500]);
+    const { log, text } = captureLog();
+    const hooks = new EventWebhooks({ urls: [url], secret: 'k', log, baseMs: 10, maxAttempts: 2 });
+    hooks.emit('a', {});
+    hooks.emit('b', {});
+    await waitFor('attempts', () => got.length >= 3 || undefined, 5000);
+    await hooks.whenIdle();
+    expect(got.map((g) => JSON.parse(g.body).type)).toEqual(['a', 'b', 'b']);
+    expect(text().match(/giving up/g)?.length).toBe(2);
+    hooks.close();
+  });
+
+  it('signWebhook matches the documented openssl form', () => {
+    expect(signWebhook('key', 'body')).toBe(`sha256=${createHmac('sha256', 'key').update('body').digest('hex')}`);
+  });
+});
