@@ -23,6 +23,8 @@ export interface ServerConfig {
   pollIntervalMs: number;
   /** How often every device is asked for ProfileList + DeviceInformation (0: never). */
   driftIntervalMs: number;
+  /** URLs that receive signed JSON events (enrolled, checked out, command failed, revision applied). */
+  eventWebhooks: string[];
   /** APNs endpoint: an explicit URL (tests, proxies) or Apple's production/sandbox. */
   apnsUrl?: string;
   apnsEnv?: 'production' | 'sandbox';
@@ -40,13 +42,14 @@ export const DEFAULTS: ServerConfig = {
   retentionMs: 7 * 24 * 3600 * 1000,
   pollIntervalMs: 60_000,
   driftIntervalMs: 4 * 3600_000,
+  eventWebhooks: [],
   logLevel: 'info',
 };
 
 export class ConfigError extends Error {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
-const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'apnsUrl', 'apnsEnv', 'logLevel'] as const;
+const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel'] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
@@ -82,11 +85,12 @@ export interface FlagValues {
   secretsDir?: string;
   apnsUrl?: string;
   apnsEnv?: string;
+  eventWebhook?: string[];
   logLevel?: string;
 }
 
 export function loadConfig(flags: FlagValues): ServerConfig {
-  const cfg: ServerConfig = { ...DEFAULTS, trustCa: [] };
+  const cfg: ServerConfig = { ...DEFAULTS, trustCa: [], eventWebhooks: [] };
   if (flags.config) applyFile(cfg, flags.config);
   if (flags.listen) cfg.listen = parseListen(flags.listen);
   if (flags.dataDir) cfg.dataDir = resolve(flags.dataDir);
@@ -103,6 +107,7 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.driftInterval) cfg.driftIntervalMs = parseDuration(flags.driftInterval, 'drift-interval');
   if (flags.secretsDir) cfg.secretsDir = resolve(flags.secretsDir);
   if (flags.apnsUrl) cfg.apnsUrl = flags.apnsUrl;
+  if (flags.eventWebhook?.length) cfg.eventWebhooks = flags.eventWebhook;
   if (flags.apnsEnv) cfg.apnsEnv = apnsEnv(flags.apnsEnv);
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
   if (!flags.dataDir && !flags.config) cfg.dataDir = resolve(cfg.dataDir);
@@ -166,6 +171,8 @@ function applyFile(cfg: ServerConfig, file: string): void {
     if (drift) cfg.driftIntervalMs = parseDuration(drift, 'driftInterval');
     cfg.secretsDir = path('secretsDir') ?? cfg.secretsDir;
     cfg.apnsUrl = str('apnsUrl') ?? cfg.apnsUrl;
+    const hooks = raw.eventWebhooks;
+    if (hooks !== undefined) cfg.eventWebhooks = (Array.isArray(hooks) ? hooks : [hooks]).map(String);
     const env = str('apnsEnv');
     if (env) cfg.apnsEnv = apnsEnv(env);
     cfg.logLevel = str('logLevel') ?? cfg.logLevel;

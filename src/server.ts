@@ -11,6 +11,9 @@ import { MdmService } from './mdm/service.js';
 import { UnconfiguredPusher, type Pusher } from './push/push.js';
 import { apnsFromDataDir } from './push/apns.js';
 import { pushRoutes } from './http/push-routes.js';
+import { reportRoutes } from './http/report-routes.js';
+import { createMetrics, httpMetrics, metricsRoutes } from './http/metrics.js';
+import { EventWebhooks } from './report/webhooks.js';
 import { LevelStore } from './store/leveldb.js';
 import { loadFleet } from './gitops/load.js';
 import { FleetSource } from './gitops/source.js';
@@ -39,6 +42,8 @@ export interface StartOptions {
   adminToken?: string;
   readToken?: string;
   webhookSecret?: string;
+  /** HMAC secret for outgoing event webhooks (cfg.eventWebhooks). */
+  eventSecret?: string;
   pusher?: Pusher;
   /** How often finished commands are compacted (default hourly). */
   compactEveryMs?: number;
@@ -74,9 +79,12 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const source = cfg.repo
     ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, loader: loadFleet, log: log.child({ component: 'source' }) })
     : undefined;
-  const routeFactories = [...(opts.routes ?? []), ...(opts.pusher ? [] : [pushRoutes(apns)])];
+  const metrics = createMetrics();
+  const reportCtx = () => ({ source, apns });
+  const routeFactories = [...(opts.routes ?? []), reportRoutes(reportCtx), metricsRoutes(reportCtx, metrics), ...(opts.pusher ? [] : [pushRoutes(apns)])];
   const extra = routeFactories.flatMap((make) => make({ cfg, store, trust, service, pusher, log, apiErrors: apiErrors(), auth: bearerAuth(opts.adminToken, opts.readToken) }));
   const app = createApp({
+    middleware: [httpMetrics(metrics)],
     extraRoutes: extra,
     source,
     webhookSecret: opts.webhookSecret,
@@ -125,6 +133,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     reconciler.apply(rev).catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
   });
   reconciler.start();
+  const hooks = cfg.eventWebhooks.length > 0 ? new EventWebhooks({ urls: cfg.eventWebhooks, secret: opts.eventSecret ?? '', log: log.child({ component: 'webhooks' }) }) : undefined;
+  if (hooks && !opts.eventSecret) log.warn('event webhooks are not signed: set ORCHARD_EVENT_SECRET');
+  hooks?.attach(service, source);
   // The first sync never throws (an unreachable remote is a status, not a crash).
   await source?.start();
   log.info({ url, dataDir: cfg.dataDir, repo: source?.status().repo, trustedCAs: trust.size, certHeader: cfg.certHeader }, 'orchard listening');
@@ -135,6 +146,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       await source?.stop();
       await reconciler.stop();
       await apns?.close();
+      await hooks?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

@@ -30,6 +30,7 @@ program
   .option('--drift-interval <duration>', 'ask every device for its profiles this often (default 4h; 0: never)')
   .option('--apns-url <url>', 'APNs endpoint (default Apple production; for tests or a relay)')
   .addOption(new Option('--apns-env <env>', 'Apple APNs environment').choices(['production', 'sandbox']))
+  .option('--event-webhook <url>', 'send signed JSON events to this URL (repeatable; secret ORCHARD_EVENT_SECRET)', collect)
   .option('--secrets-dir <dir>', 'values of ${secret:NAME} (file NAME; default DATA_DIR/secrets), or env ORCHARD_SECRET_<NAME>')
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
   .addHelpText('after', '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git), ORCHARD_SCEP_CHALLENGE (static SCEP\nchallenge; without it enrollment needs one-time links from POST /api/v1/enrollments),\nORCHARD_SECRET_<NAME> (values of ${secret:NAME}).')
@@ -49,6 +50,7 @@ program
       adminToken: process.env.ORCHARD_API_TOKEN || undefined,
       readToken: process.env.ORCHARD_READ_TOKEN || undefined,
       webhookSecret: process.env.ORCHARD_WEBHOOK_SECRET || undefined,
+      eventSecret: process.env.ORCHARD_EVENT_SECRET || undefined,
       routes: [enrollmentRoutes({ topic })],
     });
     const stop = async (signal: string) => {
@@ -156,6 +158,21 @@ pushCert
     process.stdout.write(out.stdout);
     process.stderr.write(out.stderr);
     process.exitCode = out.exitCode;
+  });
+
+program
+  .command('status')
+  .description('fleet status from a server: in sync with which revision, and why not')
+  .option('--server <url>', 'Orchard server URL', 'http://127.0.0.1:8080')
+  .option('--device <id>', 'one device (UDID or serial) in detail')
+  .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'markdown']).default('table'))
+  .addHelpText('after', '\nToken from ORCHARD_READ_TOKEN. Exit codes: 0 all well, 1 something needs attention (failed or drifted\ndevices, a rejected revision, an expired push certificate), 2 the server could not be asked.')
+  .action(async (f: { server: string; device?: string; format: 'table' | 'json' | 'markdown' }) => {
+    const { runStatus } = await import('./status.js');
+    const r = await runStatus({ server: f.server, token: process.env.ORCHARD_READ_TOKEN || process.env.ORCHARD_API_TOKEN || undefined, device: f.device, format: f.format });
+    process.stdout.write(r.stdout);
+    if (r.stderr) process.stderr.write(r.stderr);
+    process.exitCode = r.exitCode;
   });
 
 program

@@ -26,12 +26,15 @@ export interface AppOptions {
   webhookSecret?: string;
   /** Routers with their own authentication (SCEP, enrollment, ...), mounted before the admin API. */
   extraRoutes?: Router[];
+  /** Outermost middleware (metrics), before the request log so it sees the final status. */
+  middleware?: Koa.Middleware[];
 }
 
 export function createApp(opts: AppOptions): Koa<DeviceState> {
   const app = new Koa<DeviceState>();
   // Errors are answered and logged by requestLog; keep Koa from printing stack traces to stderr.
   app.silent = true;
+  for (const m of opts.middleware ?? []) app.use(m);
   app.use(requestLog(opts.log));
 
   const device = new Router<DeviceState>();

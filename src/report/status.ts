@@ -31,7 +31,8 @@ export interface PushStatusLike {
   topic?: string;
   certificate?: { notAfter: Date | string; daysLeft: number; expired: boolean; warning?: string };
   certificateProblem?: { at: string; reason: string };
-  counters?: Record<string, number>;
+  /** Outcome counters (ApnsPusher's PushCounters). */
+  counters?: Readonly<Record<string, number>> | object;
 }
 
 /** Everything the reports are computed from. */
