@@ -666,33 +666,31 @@ export class LevelStore implements Store {
   }
 
   private async commitLocked(deviceId: string, state: DeviceArtifacts, change: ReconcileChange, enqueuedAt: string): Promise<{ cancelled: string[]; dropped: string[] }> {
-    {
-      const ops: Op[] = [{ type: 'put', key: K.artifacts(deviceId), value: state }];
-      const cancelled: string[] = [];
-      const mirrorRemovals: [string, string][] = [];
-      for (const { enrollmentId, uuid } of change.cancel) {
-        const cmd = this.getJson<CmdRec>(K.cmd(enrollmentId, uuid));
-        if (!cmd || FINAL.has(cmd.status)) continue; // answered meanwhile: nothing to withdraw
-        const o = ord(cmd.priority, cmd.seq);
-        ops.push(
-          { type: 'del', key: K.queuePrefix(enrollmentId) + o },
-          { type: 'del', key: K.cmd(enrollmentId, uuid) },
-          { type: 'del', key: K.ref(uuid, enrollmentId) },
-          { type: 'put', key: K.gc(uuid), value: uuid },
-        );
-        cancelled.push(uuid);
-        mirrorRemovals.push([enrollmentId, o]);
-      }
-      const added: (() => void)[] = [];
-      for (const { targets, cmd } of change.enqueue) {
-        const priority = cmd.priority ?? DEFAULT_PRIORITY;
-        added.push(this.enqueueOps([...new Set(targets)], cmd, priority, enqueuedAt, ops));
-      }
-      await this.write(ops);
-      for (const [eid, o] of mirrorRemovals) this.queues.remove(esc(eid), o);
-      for (const f of added) f();
-      return { cancelled, dropped: cancelled };
+    const ops: Op[] = [{ type: 'put', key: K.artifacts(deviceId), value: state }];
+    const cancelled: string[] = [];
+    const mirrorRemovals: [string, string][] = [];
+    for (const { enrollmentId, uuid } of change.cancel) {
+      const cmd = this.getJson<CmdRec>(K.cmd(enrollmentId, uuid));
+      if (!cmd || FINAL.has(cmd.status)) continue; // answered meanwhile: nothing to withdraw
+      const o = ord(cmd.priority, cmd.seq);
+      ops.push(
+        { type: 'del', key: K.queuePrefix(enrollmentId) + o },
+        { type: 'del', key: K.cmd(enrollmentId, uuid) },
+        { type: 'del', key: K.ref(uuid, enrollmentId) },
+        { type: 'put', key: K.gc(uuid), value: uuid },
+      );
+      cancelled.push(uuid);
+      mirrorRemovals.push([enrollmentId, o]);
     }
+    const added: (() => void)[] = [];
+    for (const { targets, cmd } of change.enqueue) {
+      const priority = cmd.priority ?? DEFAULT_PRIORITY;
+      added.push(this.enqueueOps([...new Set(targets)], cmd, priority, enqueuedAt, ops));
+    }
+    await this.write(ops);
+    for (const [eid, o] of mirrorRemovals) this.queues.remove(esc(eid), o);
+    for (const f of added) f();
+    return { cancelled, dropped: cancelled };
   }
 
   async nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined> {
