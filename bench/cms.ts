@@ -15,7 +15,8 @@ export interface CmsBenchResult {
   notes: string;
 }
 
-const VECTORS = process.env.ORCHARD_VECTORS ?? '/work/shared/vectors';
+// ../shared beside the checkout (dist/bench -> repo root is two levels up).
+const VECTORS = process.env.ORCHARD_VECTORS ?? new URL('../../../shared/vectors', import.meta.url).pathname;
 
 /** Operations per second of `fn` over about `ms` milliseconds, after a short warm-up. */
 function rate(fn: () => void, ms: number): number {

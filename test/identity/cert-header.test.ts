@@ -3,16 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseClientCertHeader } from '../../src/identity/cert-header.js';
 import { IdentityError } from '../../src/identity/errors.js';
 import { opensslCa, opensslDevice, pemFileToDer, tempDir } from './openssl.js';
+import { thrown } from '../helpers/thrown.js';
 
-function failure(fn: () => unknown): IdentityError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof IdentityError) return err;
-    throw err;
-  }
-  throw new Error('expected an IdentityError, but it succeeded');
-}
+const failure = (fn: () => unknown): IdentityError => thrown(IdentityError, fn);
 
 describe('parseClientCertHeader', () => {
   const tmp = tempDir();

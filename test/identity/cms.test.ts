@@ -11,21 +11,14 @@ import {
   tempDir,
   type OpensslCa,
 } from './openssl.js';
+import { thrown } from '../helpers/thrown.js';
 
-const VECTORS = '/work/shared/vectors/mdm-signature';
+const VECTORS = `${import.meta.dirname}/../../../shared/vectors/mdm-signature`;
 const header1 = readFileSync(`${VECTORS}/header1.b64`, 'utf8').trim();
 const header2 = readFileSync(`${VECTORS}/header2.b64`, 'utf8').trim();
 const body2 = readFileSync(`${VECTORS}/body2.plist`);
 
-function failure(fn: () => unknown): IdentityError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof IdentityError) return err;
-    throw err;
-  }
-  throw new Error('expected an IdentityError, but it succeeded');
-}
+const failure = (fn: () => unknown): IdentityError => thrown(IdentityError, fn);
 
 function flip(buf: Buffer, at: number): Buffer {
   const copy = Buffer.from(buf);

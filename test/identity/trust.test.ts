@@ -6,19 +6,12 @@ import { createCA, createDeviceIdentity, issueCertificate, loadCertifiedKey, typ
 import { IdentityError } from '../../src/identity/errors.js';
 import { TrustStore } from '../../src/identity/trust.js';
 import { openssl, opensslCa, opensslDevice, pemFileToDer, tempDir, type OpensslCa } from './openssl.js';
+import { thrown } from '../helpers/thrown.js';
 
 const DAY = 86_400_000;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-function failure(fn: () => unknown): IdentityError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof IdentityError) return err;
-    throw err;
-  }
-  throw new Error('expected an IdentityError, but it succeeded');
-}
+const failure = (fn: () => unknown): IdentityError => thrown(IdentityError, fn);
 
 describe('TrustStore', () => {
   const tmp = tempDir();

@@ -3,16 +3,9 @@ import { ProtocolError } from '../../src/protocol/errors.js';
 import { decodeCheckin, decodeReport, messageKind } from '../../src/protocol/messages.js';
 import { buildPlist, parsePlistDict } from '../../src/protocol/plist.js';
 import { buildCommand, fromJson, validateCommand } from '../../src/protocol/commands.js';
+import { thrown } from '../helpers/thrown.js';
 
-function refusal(fn: () => unknown): ProtocolError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ProtocolError) return err;
-    throw err;
-  }
-  throw new Error('expected a ProtocolError');
-}
+const refusal = (fn: () => unknown): ProtocolError => thrown(ProtocolError, fn);
 
 describe('plist parsing', () => {
   it('round-trips data, dates, numbers and nesting', () => {
