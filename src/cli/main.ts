@@ -11,6 +11,11 @@ program.exitOverride();
 
 const collect = (value: string, prev: string[] = []) => [...prev, value];
 
+/** Print a command's result and set the exit code (commands return instead of exiting, for tests). */
+function emit(out: { stdout: string; stderr?: string; exitCode: number }): void {
+  emit(out);
+}
+
 program
   .command('serve')
   .description('run the MDM server (device endpoints, admin API)')
@@ -85,8 +90,7 @@ program
   .action(async (dir: string, flags: { publicUrl?: string }) => {
     const { runInit } = await import('./enroll.js');
     const out = runInit(dir, flags);
-    process.stdout.write(out.stdout);
-    process.exitCode = out.exitCode;
+    emit(out);
   });
 
 program
@@ -120,9 +124,7 @@ for (const [name, desc] of [['import', 'import (or renew) the push certificate: 
     const out = name === 'import'
       ? await pushCertImport(args[0] as string, args[1] as string | undefined, { dataDir: loadConfig(args[2] as FlagValues).dataDir, force: (args[2] as { force?: boolean }).force, password })
       : await pushCertShow(args[0] as string | undefined, { dataDir: loadConfig(args[1] as FlagValues).dataDir, password });
-    process.stdout.write(out.stdout);
-    process.stderr.write(out.stderr);
-    process.exitCode = out.exitCode;
+    emit(out);
   });
 }
 
@@ -139,9 +141,7 @@ pushCert
   .action(async (flags: { config?: string; dataDir?: string; cn: string; email: string; country?: string; dir?: string; force?: boolean }) => {
     const { pushCertVendorCsr } = await import('./push-cert.js');
     const out = await pushCertVendorCsr({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir, cn: flags.cn, email: flags.email, country: flags.country, dir: flags.dir, force: flags.force });
-    process.stdout.write(out.stdout);
-    process.stderr.write(out.stderr);
-    process.exitCode = out.exitCode;
+    emit(out);
   });
 
 pushCert
@@ -155,9 +155,7 @@ pushCert
   .action(async (flags: { config?: string; dataDir?: string; vendorCert: string; vendorKey?: string; dir?: string }) => {
     const { pushCertRequest } = await import('./push-cert.js');
     const out = await pushCertRequest({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir, vendorCert: flags.vendorCert, vendorKey: flags.vendorKey, dir: flags.dir });
-    process.stdout.write(out.stdout);
-    process.stderr.write(out.stderr);
-    process.exitCode = out.exitCode;
+    emit(out);
   });
 
 program
@@ -170,9 +168,7 @@ program
   .action(async (f: { server: string; device?: string; format: 'table' | 'json' | 'markdown' }) => {
     const { runStatus } = await import('./status.js');
     const r = await runStatus({ server: f.server, token: process.env.ORCHARD_READ_TOKEN || process.env.ORCHARD_API_TOKEN || undefined, device: f.device, format: f.format });
-    process.stdout.write(r.stdout);
-    if (r.stderr) process.stderr.write(r.stderr);
-    process.exitCode = r.exitCode;
+    emit(r);
   });
 
 program
@@ -184,8 +180,7 @@ program
   .action(async (path: string, opts: { format: 'text' | 'json' | 'github' }) => {
     const { runValidate } = await import('./validate.js');
     const out = await runValidate(path, opts.format);
-    process.stdout.write(out.stdout);
-    process.exitCode = out.exitCode;
+    emit(out);
   });
 
 program
@@ -200,8 +195,7 @@ program
   .action(async (path: string, opts: { inventory?: string; server?: string; base?: string; format: 'text' | 'markdown' | 'json' }) => {
     const { runPlan } = await import('./plan.js');
     const out = await runPlan({ path, ...opts, token: process.env.ORCHARD_READ_TOKEN || process.env.ORCHARD_API_TOKEN || undefined });
-    process.stdout.write(out.stdout);
-    process.exitCode = out.exitCode;
+    emit(out);
   });
 
 program.parseAsync().catch((err: unknown) => {
