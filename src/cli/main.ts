@@ -13,7 +13,9 @@ const collect = (value: string, prev: string[] = []) => [...prev, value];
 
 /** Print a command's result and set the exit code (commands return instead of exiting, for tests). */
 function emit(out: { stdout: string; stderr?: string; exitCode: number }): void {
-  emit(out);
+  process.stdout.write(out.stdout);
+  if (out.stderr) process.stderr.write(out.stderr);
+  process.exitCode = out.exitCode;
 }
 
 program
