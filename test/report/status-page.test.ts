@@ -1,0 +1,279 @@
+/**
+ * The HTML status page against a real server following a real git repository with simulated devices
+ * (one refuses its passcode profile, one has `<script>` in its name): plain HTTP for login, cookies,
+ * escaping and headers, then a real headless Chromium (Debian's `chromium`, driven by playwright-core)
+ * logging in through the form, reading the overview and the failed device's page, and taking a screenshot.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chromium } from 'playwright-core';
+import { statusPageRoutes, html, escapeHtml, StatusSessions, SESSION_COOKIE } from '../../src/http/status-page.js';
+import type { SimulatedDevice } from '../../src/sim/device.js';
+import { FleetRepo, waitFor } from '../gitops/helpers.js';
+import { blueprint, profile } from '../gitops/repo.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+const ADMIN = 'status-admin-token-0123456789';
+const READ = 'status-read-token-9876543210';
+const EVIL = '<script>alert("x")</script> & Co';
+const CHROMIUM = '/usr/bin/chromium';
+
+let repo: FleetRepo;
+let server: TestServer;
+let macs: SimulatedDevice[];
+let goodSha: string;
+
+const passcode = profile('passcode', 'com.example.passcode', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n');
+const refusal = { ErrorCode: 4001, ErrorDomain: 'MCProfileErrorDomain', LocalizedDescription: 'Passcode policy refused' };
+
+async function request(path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
+  const res = await fetch(`${server.url}${path}`, { redirect: 'manual', ...init });
+  return { status: res.status, headers: res.headers, text: await res.text() };
+}
+
+async function login(token: string) {
+  return request('/status/login', {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token }).toString(),
+  });
+}
+
+/** The session cookie `name=value` from a login answer. */
+function sessionCookie(setCookie: string | null): string {
+  expect(setCookie).toBeTruthy();
+  return setCookie!.split(';')[0]!;
+}
+
+beforeAll(async () => {
+  repo = new FleetRepo();
+  repo.write('profiles/passcode.yaml', passcode).write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode']));
+  goodSha = repo.commit('passcode on macs');
+  server = await startTestServer(
+    { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') },
+    {
+      adminToken: ADMIN, readToken: READ,
+      retry: { maxAttempts: 3, baseMs: 600_000, maxMs: 600_000 },
+      routes: [statusPageRoutes(() => ({ source: server?.source }), { adminToken: ADMIN, readToken: READ })],
+    },
+  );
+  macs = [0, 1, 2].map((i) => server.device({ serialNumber: `MAC00${i}`, model: 'Mac14,2', ...(i === 1 ? { deviceName: EVIL } : {}) }));
+  macs[2]!.fail = (type) => (type === 'InstallProfile' ? refusal : undefined);
+  for (const d of macs) await d.enroll();
+  await waitFor('convergence', async () => {
+    for (const d of macs) await d.connect();
+    const a = await Promise.all(macs.map(async (m) => (await server.store.getArtifacts(m.udid))?.artifacts['com.example.passcode']?.phase));
+    return (a[0] === 'verified' && a[1] === 'verified' && a[2] === 'failed') || undefined;
+  }, 15_000);
+});
+afterAll(async () => {
+  await server?.stop();
+  repo?.cleanup();
+});
+
+describe('html escaping', () => {
+  it('escapes every interpolated value, keeps nested html, drops null/undefined/false', () => {
+    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
+    const inner = html`<b>${'<i>'}</b>`;
+    expect(html`<p title="${'"onmouseover="x'}">${inner}${[1, '<', inner]}${undefined}${null}${false}${0}</p>`.value)
+      .toBe('<p title="&quot;onmouseover=&quot;x"><b>&lt;i&gt;</b>1&lt;<b>&lt;i&gt;</b>0</p>');
+  });
+});
+
+describe('sessions', () => {
+  it('are HMACs that do not contain the token, expire, and die with the token', () => {
+    const s = new StatusSessions({ adminToken: ADMIN, readToken: READ });
+    const v = s.issue('read', 1_000);
+    expect(v).not.toContain(READ);
+    expect(s.verify(v, 2_000)).toBe('read');
+    expect(s.verify(v, 1_000 + 13 * 3600_000)).toBeUndefined();
+    expect(s.verify(v.replace('v1.read', 'v1.admin'), 2_000)).toBeUndefined();
+    expect(s.verify(`${v.slice(0, -2)}AA`, 2_000)).toBeUndefined();
+    expect(new StatusSessions({ readToken: 'rotated' }).verify(v, 2_000)).toBeUndefined();
+    expect(s.roleOf(ADMIN)).toBe('admin');
+    expect(s.roleOf(READ)).toBe('read');
+    expect(s.roleOf('nope')).toBeUndefined();
+  });
+});
+
+describe('GET /status over plain HTTP', () => {
+  it('without a session shows the login form, with the security headers', async () => {
+    const res = await request('/status');
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('text/html');
+    expect(res.headers.get('content-security-policy')).toContain("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'");
+    expect(res.headers.get('x-frame-options')).toBe('DENY');
+    expect(res.text).toContain('<form method="post" action="/status/login">');
+    expect(res.text).toMatch(/<label for="token">[^<]+<\/label>\s*<input id="token" name="token" type="password"/);
+    expect(res.text).not.toContain('MAC002');
+    const detail = await request(`/status/devices/${macs[2]!.udid}`);
+    expect(detail.status).toBe(401);
+    expect(detail.text).not.toContain('Passcode policy refused');
+  });
+
+  it('refuses a wrong token with 403 and the form, and no cookie', async () => {
+    const res = await login('wrong-token');
+    expect(res.status).toBe(403);
+    expect(res.text).toContain('That token is not valid.');
+    expect(res.text).toContain('action="/status/login"');
+    expect(res.headers.get('set-cookie')).toBeNull();
+    expect((await login('')).status).toBe(403);
+    const json = await request('/status/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: READ }) });
+    expect(json.status).toBe(415);
+  });
+
+  it('the read token signs in: an HttpOnly SameSite=Strict cookie without the token, 303 to /status', async () => {
+    const res = await login(READ);
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe('/status');
+    const setCookie = res.headers.get('set-cookie')!;
+    expect(setCookie).toMatch(new RegExp(`^${SESSION_COOKIE}=v1\\.read\\.`));
+    expect(setCookie).toContain('HttpOnly');
+    expect(setCookie).toContain('SameSite=Strict');
+    expect(setCookie).toContain('Path=/status');
+    expect(setCookie).not.toContain(READ);
+    expect(setCookie).not.toContain(encodeURIComponent(READ));
+    expect((await login(ADMIN)).headers.get('set-cookie')).not.toContain(ADMIN);
+
+    const cookie = sessionCookie(setCookie);
+    const page = await request('/status', { headers: { cookie } });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('<main>');
+    expect(page.text).toContain(goodSha.slice(0, 12));
+    expect(page.text).toMatch(/<td class="n" data-state="failed">1<\/td>/);
+    expect(page.text).toMatch(/<td class="n" data-state="in-sync">2<\/td>/);
+    expect(page.text).toMatch(/<caption>[^<]+<\/caption>/);
+    expect(page.text).toContain('<th scope="col">');
+    expect(page.text).not.toContain('<script');
+    expect(page.text).not.toContain(READ);
+    // A forged or altered cookie is not a session.
+    expect((await request('/status', { headers: { cookie: `${cookie.slice(0, -3)}xyz` } })).text).toContain('action="/status/login"');
+
+    const out = await request('/status/logout', { method: 'POST', headers: { cookie } });
+    expect(out.status).toBe(303);
+    expect(out.headers.get('set-cookie')).toMatch(new RegExp(`^${SESSION_COOKIE}=; Max-Age=0`));
+  });
+
+  it('escapes a device name containing <script> in the list and on its page', async () => {
+    const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
+    const escaped = escapeHtml(EVIL);
+    expect(escaped).toBe('&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Co');
+    const list = await request('/status', { headers: { cookie } });
+    expect(list.text).toContain(escaped);
+    expect(list.text).not.toContain('<script');
+    const page = await request(`/status/devices/${macs[1]!.udid}`, { headers: { cookie } });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain(`<h1>${escaped}`);
+    expect(page.text).not.toContain('<script');
+  });
+
+  it('filters the device list by state and blueprint; bad filters are answered', async () => {
+    const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
+    const rows = (t: string) => [...t.matchAll(/<tr data-device="([^"]+)">/g)].map((m) => m[1]);
+    expect(rows((await request('/status?state=failed', { headers: { cookie } })).text)).toEqual([macs[2]!.udid]);
+    expect(rows((await request('/status?state=in-sync', { headers: { cookie } })).text).sort()).toEqual([macs[0]!.udid, macs[1]!.udid].sort());
+    expect(rows((await request('/status?blueprint=macs', { headers: { cookie } })).text)).toHaveLength(3);
+    expect(rows((await request('/status?state=stale', { headers: { cookie } })).text)).toHaveLength(0);
+    // The select form submits empty values for "any".
+    expect(rows((await request('/status?state=&blueprint=', { headers: { cookie } })).text)).toHaveLength(3);
+    expect((await request('/status?state=bogus', { headers: { cookie } })).status).toBe(400);
+    expect((await request('/status?blueprint=nope', { headers: { cookie } })).status).toBe(404);
+    expect((await request('/status/devices/NOPE', { headers: { cookie } })).status).toBe(404);
+  });
+
+  it('the device page shows the failed profile with its ErrorChain and the commands', async () => {
+    const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
+    const page = await request(`/status/devices/${encodeURIComponent(macs[2]!.udid)}`, { headers: { cookie } });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('com.example.passcode');
+    expect(page.text).toContain('Passcode policy refused');
+    expect(page.text).toContain('<code>MCProfileErrorDomain 4001</code>');
+    expect(page.text).toContain('InstallProfile');
+    expect(page.text).toContain('MAC002');
+  });
+
+  it('shows a rejected revision with its errors', async () => {
+    const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
+    const bad = repo.write('blueprints/broken.yaml', 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: broken}\nspec:\n  profiles: [nope]\n').commit('broken');
+    await server.source!.sync('test');
+    try {
+      const page = await request('/status', { headers: { cookie } });
+      expect(page.text).toContain('Rejected revision');
+      expect(page.text).toContain(bad.slice(0, 12));
+      expect(page.text).toContain('blueprints/broken.yaml:');
+      expect(page.text).toContain(goodSha.slice(0, 12));
+    } finally {
+      repo.remove('blueprints/broken.yaml').commit('fixed');
+      await server.source!.sync('test');
+    }
+  });
+});
+
+describe('in a real headless Chromium', () => {
+  it('logs in through the form, shows the failed device and its error, and takes a screenshot', async () => {
+    // Installed by .ci/run from .ci/apt-packages; missing it is a failure, not a skip.
+    expect(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`).toBe(true);
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'orchard-shot-'));
+    try {
+      const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const page = await context.newPage();
+      const urls: string[] = [];
+      page.on('request', (r) => urls.push(r.url()));
+      page.on('framenavigated', (f) => urls.push(f.url()));
+      const consoleErrors: string[] = [];
+      page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+
+      await page.goto(`${server.url}/status`);
+      await page.getByLabel('API token (read or admin)').fill(READ);
+      await Promise.all([page.waitForURL(`${server.url}/status`), page.getByRole('button', { name: 'Sign in' }).click()]);
+
+      await expect.poll(() => page.locator('h1').textContent()).toBe('Fleet status');
+      expect(await page.locator('td[data-state="failed"]').textContent()).toBe('1');
+      expect(await page.locator('main').count()).toBe(1);
+      // The <script> device name is shown as text, not run.
+      expect(await page.getByRole('link', { name: EVIL }).count()).toBe(1);
+
+      // Filter by the select form (a GET form, no JavaScript), then open the failed device.
+      await page.getByLabel('State', { exact: true }).selectOption('failed');
+      await Promise.all([page.waitForURL(/state=failed/), page.getByRole('button', { name: 'Filter' }).click()]);
+      const rows = page.locator('tr[data-device]');
+      expect(await rows.count()).toBe(1);
+      await Promise.all([page.waitForURL(/\/status\/devices\//), rows.first().getByRole('link').click()]);
+      const main = page.locator('main');
+      await expect.poll(() => main.textContent()).toContain('Passcode policy refused');
+      expect(await main.textContent()).toContain('MCProfileErrorDomain 4001');
+      expect(await page.locator('h1').textContent()).toContain('failed');
+
+      const shot = join(dir, 'status.png');
+      await page.screenshot({ path: shot, fullPage: true });
+      const png = readFileSync(shot);
+      expect(png.length).toBeGreaterThan(1000);
+      expect(png.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))).toBe(true);
+
+      expect(urls.length).toBeGreaterThan(3);
+      for (const u of urls) {
+        expect(u).not.toContain(READ);
+        expect(decodeURIComponent(u)).not.toContain(READ);
+      }
+      const cookies = await context.cookies();
+      const session = cookies.find((c) => c.name === SESSION_COOKIE);
+      expect(session).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/status' });
+      expect(session!.value).not.toContain(READ);
+      expect(consoleErrors).toEqual([]);
+
+      // Signing out ends the session.
+      await Promise.all([page.waitForURL(`${server.url}/status`), page.getByRole('button', { name: 'Sign out' }).click()]);
+      expect(await page.getByLabel('API token (read or admin)').count()).toBe(1);
+      await context.close();
+    } finally {
+      await browser.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
