@@ -12,6 +12,7 @@ import { UnconfiguredPusher, type Pusher } from './push/push.js';
 import { apnsFromDataDir } from './push/apns.js';
 import { pushRoutes } from './http/push-routes.js';
 import { reportRoutes } from './http/report-routes.js';
+import { statusPageRoutes } from './http/status-page.js';
 import { createMetrics, httpMetrics, metricsRoutes } from './http/metrics.js';
 import { EventWebhooks } from './report/webhooks.js';
 import { LevelStore } from './store/leveldb.js';
@@ -81,7 +82,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     : undefined;
   const metrics = createMetrics();
   const reportCtx = () => ({ source, apns });
-  const routeFactories = [...(opts.routes ?? []), reportRoutes(reportCtx), metricsRoutes(reportCtx, metrics), ...(opts.pusher ? [] : [pushRoutes(apns)])];
+  const routeFactories = [...(opts.routes ?? []), reportRoutes(reportCtx), statusPageRoutes(reportCtx, { adminToken: opts.adminToken, readToken: opts.readToken }), metricsRoutes(reportCtx, metrics), ...(opts.pusher ? [] : [pushRoutes(apns)])];
   const extra = routeFactories.flatMap((make) => make({ cfg, store, trust, service, pusher, log, apiErrors: apiErrors(), auth: bearerAuth(opts.adminToken, opts.readToken) }));
   const app = createApp({
     middleware: [httpMetrics(metrics)],
