@@ -56,6 +56,15 @@ async function startProfile(): Promise<() => Promise<unknown>> {
   return async () => (await s.post('Profiler.stop')).profile;
 }
 
+/** Reset the kernel's high-water mark, so each phase's peak RSS is its own (Linux: clear_refs 5). */
+function resetPeak(): void {
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    // not Linux, or not allowed: the peak then covers everything before too
+  }
+}
+
 const peak = () => {
   const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -68,7 +77,9 @@ export interface ReconcileBenchResult {
   planChanges: number;
   reconcileSeconds: number;
   queued: number;
-  peakRssMb: number;
+  /** Peak RSS during each phase alone (the high-water mark is reset before each). */
+  planPeakRssMb: number;
+  reconcilePeakRssMb: number;
 }
 
 const noPush: Pusher = { push: async () => undefined };
@@ -121,6 +132,8 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
     mem('seeded');
 
     // (1) A full plan of revision 2 against the inventory (what `orchard plan` holds: the inventory).
+    (globalThis as { gc?: () => void }).gc?.();
+    resetPeak();
     const t1 = performance.now();
     const planChanges = await (async () => {
       const artifacts = new Map((await store.listArtifacts()).map((a) => [a.deviceId, a]));
@@ -128,9 +141,12 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
       return planAgainstInventory(rev2.fleet!, inventory).changes.length;
     })();
     const planSeconds = (performance.now() - t1) / 1000;
+    const planPeakRssMb = peak();
     mem('planned');
 
     // (2) Apply revision 2: one profile changed for half the fleet.
+    (globalThis as { gc?: () => void }).gc?.();
+    resetPeak();
     const prof = process.env.PROF_RECONCILE ? await startProfile() : undefined;
     const t2 = performance.now();
     const outcomes = await reconciler.apply({ info: { commit: 'rev2', contentHash: rev2.fleet.contentHash }, fleet: rev2.fleet });
@@ -140,7 +156,7 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
     mem('reconciled');
     await reconciler.stop();
     await store.close();
-    return { devices, seedSeconds, planSeconds, planChanges, reconcileSeconds, queued, peakRssMb: peak() };
+    return { devices, seedSeconds, planSeconds, planChanges, reconcileSeconds, queued, planPeakRssMb, reconcilePeakRssMb: peak() };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
