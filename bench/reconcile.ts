@@ -56,15 +56,6 @@ async function startProfile(): Promise<() => Promise<unknown>> {
   return async () => (await s.post('Profiler.stop')).profile;
 }
 
-/** Reset the kernel's high-water mark, so each phase's peak RSS is its own (Linux: clear_refs 5). */
-function resetPeak(): void {
-  try {
-    writeFileSync('/proc/self/clear_refs', '5');
-  } catch {
-    // not Linux, or not allowed: the peak then covers everything before too
-  }
-}
-
 const peak = () => {
   const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -77,13 +68,18 @@ export interface ReconcileBenchResult {
   planChanges: number;
   reconcileSeconds: number;
   queued: number;
-  /** Peak RSS during each phase alone (the high-water mark is reset before each). */
+  /** Peak RSS of each phase's own process. */
   planPeakRssMb: number;
   reconcilePeakRssMb: number;
 }
 
 const noPush: Pusher = { push: async () => undefined };
 
+/**
+ * Seeds the store in this process, then runs the plan and the reconcile each in a fresh child
+ * process on the same data (as `orchard plan` and `orchard serve` would run), so each phase's
+ * peak RSS is its own.
+ */
 export async function benchReconcile(devices: number): Promise<ReconcileBenchResult> {
   const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-reconcile-'));
   try {
@@ -123,46 +119,55 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
     const adopted = await reconciler.apply({ info: { commit: 'rev1', contentHash: rev1.fleet.contentHash }, fleet: rev1.fleet });
     if (adopted.some((o) => o.queued > 0)) throw new Error('adopting the current revision queued commands');
     const seedSeconds = (performance.now() - t0) / 1000;
-    const mem = (stage: string) => {
-      if (!process.env.BENCH_MEM) return;
-      (globalThis as { gc?: () => void }).gc?.();
-      const m = process.memoryUsage();
-      console.error(stage, Math.round(m.rss / 1e6), 'MB rss', Math.round(m.heapUsed / 1e6), 'MB live heap', Math.round(m.external / 1e6), 'MB external', Math.round(peak()), 'MB peak');
-    };
-    mem('seeded');
-
-    // (1) A full plan of revision 2 against the inventory (what `orchard plan` holds: the inventory).
-    (globalThis as { gc?: () => void }).gc?.();
-    resetPeak();
-    const t1 = performance.now();
-    const planChanges = await (async () => {
-      const artifacts = new Map((await store.listArtifacts()).map((a) => [a.deviceId, a]));
-      const inventory: InventoryDevice[] = (await store.listDevices()).map((d) => ({ id: d.id, enrolled: true, facts: d.facts, reported: d.reported, profiles: Object.values(artifacts.get(d.id)?.artifacts ?? {}) }));
-      return planAgainstInventory(rev2.fleet!, inventory).changes.length;
-    })();
-    const planSeconds = (performance.now() - t1) / 1000;
-    const planPeakRssMb = peak();
-    mem('planned');
-
-    // (2) Apply revision 2: one profile changed for half the fleet.
-    (globalThis as { gc?: () => void }).gc?.();
-    resetPeak();
-    const prof = process.env.PROF_RECONCILE ? await startProfile() : undefined;
-    const t2 = performance.now();
-    const outcomes = await reconciler.apply({ info: { commit: 'rev2', contentHash: rev2.fleet.contentHash }, fleet: rev2.fleet });
-    const reconcileSeconds = (performance.now() - t2) / 1000;
-    if (prof) writeFileSync(process.env.PROF_RECONCILE!, JSON.stringify(await prof()));
-    const queued = outcomes.reduce((n, o) => n + o.queued, 0);
-    mem('reconciled');
     await reconciler.stop();
     await store.close();
-    return { devices, seedSeconds, planSeconds, planChanges, reconcileSeconds, queued, planPeakRssMb, reconcilePeakRssMb: peak() };
+
+    const plan = await phaseProcess<{ seconds: number; changes: number; peakRssMb: number }>('plan', dir);
+    const rec = await phaseProcess<{ seconds: number; queued: number; peakRssMb: number }>('reconcile', dir);
+    return { devices, seedSeconds, planSeconds: plan.seconds, planChanges: plan.changes, reconcileSeconds: rec.seconds, queued: rec.queued, planPeakRssMb: plan.peakRssMb, reconcilePeakRssMb: rec.peakRssMb };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
+async function phaseProcess<T>(phase: 'plan' | 'reconcile', dir: string): Promise<T> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { stdout } = await promisify(execFile)(process.execPath, ['--max-old-space-size=640', new URL(import.meta.url).pathname, '--phase', phase, dir], { maxBuffer: 1 << 20, env: process.env });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as T;
+}
+
+/** One phase on a seeded directory, in this (fresh) process. */
+async function runPhase(phase: string, dir: string): Promise<object> {
+  const fleet = (await loadFleet(join(dir, 'rev2'))).fleet!;
+  const store = await LevelStore.open(join(dir, 'data'));
+  try {
+    if (phase === 'plan') {
+      // What `orchard plan` holds: the whole inventory.
+      const t = performance.now();
+      const artifacts = new Map((await store.listArtifacts()).map((a) => [a.deviceId, a]));
+      const inventory: InventoryDevice[] = (await store.listDevices()).map((d) => ({ id: d.id, enrolled: true, facts: d.facts, reported: d.reported, profiles: Object.values(artifacts.get(d.id)?.artifacts ?? {}) }));
+      const changes = planAgainstInventory(fleet, inventory).changes.length;
+      return { seconds: (performance.now() - t) / 1000, changes, peakRssMb: peak() };
+    }
+    const reconciler = new Reconciler({ store, service: new MdmService(store), pusher: noPush, log: pino({ level: 'warn' }), secrets: () => undefined, driftIntervalMs: 0, concurrency: 32 });
+    const prof = process.env.PROF_RECONCILE ? await startProfile() : undefined;
+    const t = performance.now();
+    const outcomes = await reconciler.apply({ info: { commit: 'rev2', contentHash: fleet.contentHash }, fleet });
+    const seconds = (performance.now() - t) / 1000;
+    if (prof) writeFileSync(process.env.PROF_RECONCILE!, JSON.stringify(await prof()));
+    await reconciler.stop();
+    return { seconds, queued: outcomes.reduce((n, o) => n + o.queued, 0), peakRssMb: peak() };
+  } finally {
+    await store.close();
+  }
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const n = Number(process.argv[2] ?? 10_000);
-  console.log(JSON.stringify(await benchReconcile(n)));
+  if (process.argv[2] === '--phase') {
+    console.log(JSON.stringify(await runPhase(process.argv[3]!, process.argv[4]!)));
+  } else {
+    const n = Number(process.argv[2] ?? 10_000);
+    console.log(JSON.stringify(await benchReconcile(n)));
+  }
 }
