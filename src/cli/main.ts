@@ -80,8 +80,14 @@ program
   .option('--once', 'check in once and exit')
   .action(async (flags: SimulateFlags) => {
     // Loaded on demand: the simulator's CA code (node-forge) has no place in a server's memory.
-    const { simulate } = await import('./simulate.js');
-    await simulate(flags);
+    const { simulate, SimulateError } = await import('./simulate.js');
+    try {
+      await simulate(flags);
+    } catch (err) {
+      if (!(err instanceof SimulateError) && !(err instanceof Error && 'code' in err && err.code === 'ECONNREFUSED')) throw err;
+      process.stderr.write(`orchard simulate: ${err.message}\n`);
+      process.exitCode = 1;
+    }
   });
 
 program

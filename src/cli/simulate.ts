@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { createCA, createDeviceIdentity, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
 import { SimulatedDevice, type InstalledProfile } from '../sim/device.js';
 
+/** A problem to tell the user in one line (no stack trace). */
+export class SimulateError extends Error {}
+
 export interface SimulateFlags {
   server: string;
   stateDir: string;
@@ -60,7 +63,13 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
     }
     const identity = createDeviceIdentity(ca, serial);
     const device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: serial, udid: `SIM-${serial}` });
-    await device.enroll();
+    const auth = await device.authenticate();
+    if (auth.status === 403) {
+      throw new SimulateError(`the server refused the simulator's identity (403: ${auth.body.toString().trim()}); start it with --trust-ca ${join(flags.stateDir, 'ca.pem')}`);
+    }
+    if (auth.status !== 200) throw new SimulateError(`Authenticate answered ${auth.status}: ${auth.body.toString().trim()}`);
+    const token = await device.tokenUpdate();
+    if (token.status !== 200) throw new SimulateError(`TokenUpdate answered ${token.status}: ${token.body.toString().trim()}`);
     save(device, identity);
     process.stdout.write(`enrolled ${device.udid} (${serial})\n`);
     devices.push({ device, identity });

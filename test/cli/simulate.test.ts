@@ -12,6 +12,23 @@ const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'orchard-sim-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+it('a server that does not trust the simulator: a one-line reason, exit 1', async () => {
+  const srv = await spawnServer(['--data-dir', join(dir, 'untrusting')]);
+  try {
+    const stateDir = join(dir, 'other-ca');
+    const r = await run(process.execPath, [CLI, 'simulate', '--server', srv.url, '--state-dir', stateDir, '--once']).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`start it with --trust-ca ${join(stateDir, 'ca.pem')}`);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+  } finally {
+    srv.child.kill('SIGTERM');
+    await waitExit(srv.child);
+  }
+});
+
 it('simulated devices enroll and answer a command queued through the admin API', async () => {
   const caDir = join(dir, 'ca');
   loadOrCreateCA(caDir);
