@@ -99,7 +99,8 @@ export async function benchProtocol(opts: ProtocolBenchOptions): Promise<Protoco
       let out = '';
       child.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
-        const m = /"url":"(http[^"]+)"/.exec(out);
+        // The listening line, not any other line that carries a url (APNs, source).
+      const m = /"url":"(http[^"]+)"[^\n]*"msg":"orchard listening"/.exec(out);
         if (m) {
           out = '';
           resolve(m[1]!);

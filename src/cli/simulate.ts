@@ -5,6 +5,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
 import { createCA, createDeviceIdentity, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
 import { SimulatedDevice, type InstalledProfile } from '../sim/device.js';
 
@@ -18,6 +19,8 @@ export interface SimulateFlags {
   interval: string;
   once?: boolean;
   prefix: string;
+  /** Enroll new devices from this served enrollment profile through SCEP, like a real device. */
+  enrollUrl?: string;
 }
 
 interface SavedDevice {
@@ -26,6 +29,10 @@ interface SavedDevice {
   certPem: string;
   keyPem: string;
   profiles: InstalledProfile[];
+  /** From the enrollment profile, when enrolled through it. */
+  topic?: string;
+  checkinPath?: string;
+  connectPath?: string;
 }
 
 /** Load the CA in `dir`, or create it (key file mode 0600) so the server can `--trust-ca dir/ca.pem`. */
@@ -41,12 +48,14 @@ export function loadOrCreateCA(dir: string): CertifiedKey {
 }
 
 export async function simulate(flags: SimulateFlags): Promise<void> {
-  const ca = loadOrCreateCA(flags.stateDir);
+  // Enrolling through the server's own SCEP needs no local CA.
+  const ca = flags.enrollUrl ? undefined : loadOrCreateCA(flags.stateDir);
   const devDir = join(flags.stateDir, 'devices');
   mkdirSync(devDir, { recursive: true });
   const intervalMs = Number(flags.interval) * 1000;
+  const paths = new Map<string, Pick<SavedDevice, 'topic' | 'checkinPath' | 'connectPath'>>();
   const save = (d: SimulatedDevice, id: CertifiedKey) => {
-    const saved: SavedDevice = { udid: d.udid, serialNumber: d.serialNumber, certPem: id.certPem, keyPem: id.keyPem, profiles: [...d.profiles.values()] };
+    const saved: SavedDevice = { udid: d.udid, serialNumber: d.serialNumber, certPem: id.certPem, keyPem: id.keyPem, profiles: [...d.profiles.values()], ...paths.get(d.udid) };
     writeFileSync(join(devDir, `${d.serialNumber}.json`), JSON.stringify(saved, null, 1), { mode: 0o600 });
   };
   const devices: { device: SimulatedDevice; identity: CertifiedKey }[] = [];
@@ -56,13 +65,31 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
     if (existsSync(file)) {
       const s = JSON.parse(readFileSync(file, 'utf8')) as SavedDevice;
       const identity = loadCertifiedKey(s.certPem, s.keyPem);
-      const device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: s.serialNumber, udid: s.udid });
+      const device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: s.serialNumber, udid: s.udid, topic: s.topic, checkinPath: s.checkinPath, connectPath: s.connectPath });
+      paths.set(s.udid, { topic: s.topic, checkinPath: s.checkinPath, connectPath: s.connectPath });
       for (const p of s.profiles) device.profiles.set(p.PayloadIdentifier, p);
       devices.push({ device, identity });
       continue;
     }
-    const identity = createDeviceIdentity(ca, serial);
-    const device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: serial, udid: `SIM-${serial}` });
+    let identity: CertifiedKey;
+    let device: SimulatedDevice;
+    if (flags.enrollUrl) {
+      const { enrollFromProfile } = await import('../sim/scep-enroll.js');
+      const e = await enrollFromProfile({ profileUrl: flags.enrollUrl }).catch((err: unknown) => {
+        throw new SimulateError(`enrollment through ${flags.enrollUrl} failed: ${(err as Error).message}`);
+      });
+      identity = {
+        certDer: e.identity.certDer, key: e.identity.key,
+        certPem: new X509Certificate(e.identity.certDer).toString(),
+        keyPem: e.identity.key.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      };
+      const where = { topic: e.device.topic, checkinPath: e.device.checkinPath, connectPath: e.device.connectPath };
+      paths.set(`SIM-${serial}`, where);
+      device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: serial, udid: `SIM-${serial}`, ...where });
+    } else {
+      identity = createDeviceIdentity(ca!, serial);
+      device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: serial, udid: `SIM-${serial}` });
+    }
     const auth = await device.authenticate();
     if (auth.status === 403) {
       throw new SimulateError(`the server refused the simulator's identity (403: ${auth.body.toString().trim()}); start it with --trust-ca ${join(flags.stateDir, 'ca.pem')}`);

@@ -1,11 +1,13 @@
 /** `orchard serve` and `orchard simulate` as a user runs them: two real processes. */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, expect, it } from 'vitest';
 import { loadOrCreateCA } from '../../src/cli/simulate.js';
+import { importPushCertificate } from '../../src/push/push-cert.js';
+import { makePushCert } from '../push/helpers.js';
 import { CLI, spawnServer, waitExit } from '../helpers/process.js';
 
 const run = promisify(execFile);
@@ -23,6 +25,32 @@ it('a server that does not trust the simulator: a one-line reason, exit 1', asyn
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`start it with --trust-ca ${join(stateDir, 'ca.pem')}`);
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+  } finally {
+    srv.child.kill('SIGTERM');
+    await waitExit(srv.child);
+  }
+});
+
+it('--enroll-url: devices enroll from the served profile through SCEP, once', async () => {
+  const dataDir = join(dir, 'scep-server');
+  mkdirSync(dataDir, { recursive: true });
+  const push = makePushCert();
+  writeFileSync(join(dir, 'push.pem'), push.certPem);
+  writeFileSync(join(dir, 'push.key'), push.keyPem);
+  importPushCertificate(dataDir, join(dir, 'push.pem'), join(dir, 'push.key'));
+  // APNs pointed at a closed local port: this test must never reach Apple.
+  const srv = await spawnServer(['--data-dir', dataDir, '--apns-url', 'https://127.0.0.1:9'], { ORCHARD_API_TOKEN: 't0ken', ORCHARD_SCEP_CHALLENGE: 'sim-challenge' });
+  try {
+    const args = [CLI, 'simulate', '--server', srv.url, '--enroll-url', `${srv.url}/mdm/enroll`, '--state-dir', join(dir, 'scep-sim'), '--count', '2', '--prefix', 'SCEP', '--once'];
+    const first = await run(process.execPath, args);
+    expect(first.stdout).toMatch(/enrolled SIM-SCEP000000/);
+    expect(first.stdout).toMatch(/enrolled SIM-SCEP000001/);
+    const second = await run(process.execPath, args);
+    expect(second.stdout).not.toMatch(/enrolled/);
+    const dev = (await (await fetch(`${srv.url}/api/v1/devices/SIM-SCEP000001`, { headers: { authorization: 'Bearer t0ken' } })).json()) as { enrolled: boolean; identity: { subject: string }; enrollments: { topic: string }[] };
+    expect(dev.enrolled).toBe(true);
+    expect(dev.enrollments[0]!.topic).toBe(push.topic);
+    expect(dev.identity.subject).toContain('Orchard MDM identity'); // issued by the server's own CA
   } finally {
     srv.child.kill('SIGTERM');
     await waitExit(srv.child);

@@ -25,7 +25,8 @@ export async function spawnServer(args: string[], env: Record<string, string> = 
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 20_000);
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /"url":"(http[^"]+)"/.exec(out);
+      // The listening line, not any other line that carries a url (APNs, source).
+      const m = /"url":"(http[^"]+)"[^\n]*"msg":"orchard listening"/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]!);
