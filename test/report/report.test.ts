@@ -3,7 +3,6 @@
  * simulated devices: three Macs get a passcode profile, one of them refuses it (its ErrorChain must
  * show in every report), an iPad is selected by nothing.
  */
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Koa from 'koa';
 import Router from '@koa/router';
@@ -19,8 +18,9 @@ import type { RouteDeps } from '../../src/server.js';
 import { stateOf, type DeviceProfileStatus } from '../../src/report/status.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
-import { blueprint, profile } from '../gitops/repo.js';
-import { http, startTestServer, type TestServer } from '../helpers/server.js';
+import { blueprint } from '../gitops/repo.js';
+import { http, type TestServer } from '../helpers/server.js';
+import { REFUSAL, startFailingFleet, type FailingFleet } from './fleet.js';
 
 let repo: FleetRepo;
 let server: TestServer;
@@ -39,41 +39,30 @@ const capture = (make: (d: RouteDeps) => Router | Router[]) => (d: RouteDeps) =>
   return r;
 };
 
-const passcode = profile('passcode', 'com.example.passcode', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n');
-const refusal = { ErrorCode: 4001, ErrorDomain: 'MCProfileErrorDomain', LocalizedDescription: 'Passcode policy refused' };
+const refusal = REFUSAL;
 
 async function get(path: string, token: string = server.readToken): Promise<{ status: number; body: any }> {
   const res = await http(`${server.url}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   return { status: res.status, body: res.text.startsWith('{') ? res.json() : res.text };
 }
 
+let fleet: FailingFleet;
 beforeAll(async () => {
-  repo = new FleetRepo();
-  repo.write('profiles/passcode.yaml', passcode).write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode']));
-  repo.write('blueprints/empty.yaml', blueprint('ipads', '    platforms: [iPadOS]', []));
-  goodSha = repo.commit('passcode on macs');
-  server = await startTestServer(
-    { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') },
-    // A long retry keeps the refused install failed for the whole file.
-    { retry: { maxAttempts: 3, baseMs: 600_000, maxMs: 600_000 }, routes: [
+  fleet = await startFailingFleet({
+    files: { 'blueprints/empty.yaml': blueprint('ipads', '    platforms: [iPadOS]', []) },
+    others: [{ serialNumber: 'IPAD001', model: 'iPad13,1', productName: 'iPad13,1', osVersion: '18.1' }],
+    onServer: (s) => { server = s; },
+    server: { routes: [
       capture(reportRoutes(() => ({ ...sources, source: server?.source }))),
       capture(metricsRoutes(() => ({ ...sources, source: server?.source }), metrics)),
       capture(enrollmentRoutes({}, {})),
     ] },
-  );
-  macs = [0, 1, 2].map((i) => server.device({ serialNumber: `MAC00${i}`, model: 'Mac14,2' }));
-  ipad = server.device({ serialNumber: 'IPAD001', model: 'iPad13,1', productName: 'iPad13,1', osVersion: '18.1' });
-  macs[2]!.fail = (type) => (type === 'InstallProfile' ? refusal : undefined);
-  for (const d of [...macs, ipad]) await d.enroll();
-  await waitFor('convergence', async () => {
-    for (const d of [...macs, ipad]) await d.connect();
-    const a = await Promise.all(macs.map(async (m) => (await server.store.getArtifacts(m.udid))?.artifacts['com.example.passcode']?.phase));
-    return (a[0] === 'verified' && a[1] === 'verified' && a[2] === 'failed') || undefined;
-  }, 15_000);
+  });
+  ({ repo, macs, goodSha } = fleet);
+  ipad = fleet.others[0]!;
 });
 afterAll(async () => {
-  await server?.stop();
-  repo?.cleanup();
+  await fleet?.stop();
 });
 
 describe('GET /api/v1/status', () => {

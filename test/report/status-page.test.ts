@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium } from 'playwright-core';
-import { statusPageRoutes, html, escapeHtml, StatusSessions, SESSION_COOKIE } from '../../src/http/status-page.js';
+import { html, escapeHtml, StatusSessions, SESSION_COOKIE } from '../../src/http/status-page.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
-import { FleetRepo, waitFor } from '../gitops/helpers.js';
-import { blueprint, profile } from '../gitops/repo.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import type { FleetRepo } from '../gitops/helpers.js';
+import type { TestServer } from '../helpers/server.js';
+import { startFailingFleet, type FailingFleet } from './fleet.js';
 
 const ADMIN = 'status-admin-token-0123456789';
 const READ = 'status-read-token-9876543210';
@@ -25,8 +25,6 @@ let server: TestServer;
 let macs: SimulatedDevice[];
 let goodSha: string;
 
-const passcode = profile('passcode', 'com.example.passcode', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n');
-const refusal = { ErrorCode: 4001, ErrorDomain: 'MCProfileErrorDomain', LocalizedDescription: 'Passcode policy refused' };
 
 async function request(path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
   const res = await fetch(`${server.url}${path}`, { redirect: 'manual', ...init });
@@ -47,30 +45,17 @@ function sessionCookie(setCookie: string | null): string {
   return setCookie!.split(';')[0]!;
 }
 
+let fleet: FailingFleet;
 beforeAll(async () => {
-  repo = new FleetRepo();
-  repo.write('profiles/passcode.yaml', passcode).write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode']));
-  goodSha = repo.commit('passcode on macs');
-  server = await startTestServer(
-    { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') },
-    {
-      adminToken: ADMIN, readToken: READ,
-      retry: { maxAttempts: 3, baseMs: 600_000, maxMs: 600_000 },
-      routes: [statusPageRoutes(() => ({ source: server?.source }), { adminToken: ADMIN, readToken: READ })],
-    },
-  );
-  macs = [0, 1, 2].map((i) => server.device({ serialNumber: `MAC00${i}`, model: 'Mac14,2', ...(i === 1 ? { deviceName: EVIL } : {}) }));
-  macs[2]!.fail = (type) => (type === 'InstallProfile' ? refusal : undefined);
-  for (const d of macs) await d.enroll();
-  await waitFor('convergence', async () => {
-    for (const d of macs) await d.connect();
-    const a = await Promise.all(macs.map(async (m) => (await server.store.getArtifacts(m.udid))?.artifacts['com.example.passcode']?.phase));
-    return (a[0] === 'verified' && a[1] === 'verified' && a[2] === 'failed') || undefined;
-  }, 15_000);
+  // The server mounts the status page itself, with the tokens it is started with.
+  fleet = await startFailingFleet({
+    server: { adminToken: ADMIN, readToken: READ },
+    mac: (i) => (i === 1 ? { deviceName: EVIL } : {}),
+  });
+  ({ repo, server, macs, goodSha } = fleet);
 });
 afterAll(async () => {
-  await server?.stop();
-  repo?.cleanup();
+  await fleet?.stop();
 });
 
 describe('html escaping', () => {
