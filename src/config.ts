@@ -110,7 +110,7 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.eventWebhook?.length) cfg.eventWebhooks = flags.eventWebhook;
   if (flags.apnsEnv) cfg.apnsEnv = apnsEnv(flags.apnsEnv);
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
-  if (!flags.dataDir && !flags.config) cfg.dataDir = resolve(cfg.dataDir);
+  cfg.dataDir = resolve(cfg.dataDir); // the default ./data is relative to the working directory
   if ((cfg.tlsCert && !cfg.tlsKey) || (!cfg.tlsCert && cfg.tlsKey)) throw new ConfigError('tls-cert and tls-key go together');
   return cfg;
 }

@@ -80,14 +80,7 @@ export function mdmHandler(service: MdmService): Middleware<DeviceState> {
       ctx.state.log.enrollment = msg.enrollmentId;
       ctx.state.log.outcome = msg.MessageType;
       const reply = await service.checkin(msg, identity);
-      ctx.status = reply.status;
-      if (reply.body) {
-        ctx.type = 'application/xml';
-        ctx.body = reply.body;
-      } else {
-        ctx.body = '';
-        if (reply.status === 200) ctx.status = 200;
-      }
+      answer(ctx, reply.status, reply.body);
       return;
     }
     const rep = decodeReport(dict);
@@ -95,13 +88,17 @@ export function mdmHandler(service: MdmService): Middleware<DeviceState> {
     ctx.state.log.enrollment = rep.enrollmentId;
     const reply = await service.report(rep, body, identity);
     ctx.state.log.outcome = reply.outcome;
-    ctx.status = 200;
-    if (reply.body) {
-      ctx.type = 'application/xml';
-      ctx.body = reply.body;
-    } else {
-      ctx.body = '';
-      ctx.status = 200;
-    }
+    answer(ctx, 200, reply.body);
   };
+}
+
+/** A plist body, or an empty one (which ends the device's command session). */
+function answer(ctx: { status: number; type: string; body: unknown }, status: number, body: Buffer | undefined): void {
+  ctx.status = status;
+  if (body) {
+    ctx.type = 'application/xml';
+    ctx.body = body;
+  } else {
+    ctx.body = '';
+  }
 }
