@@ -26,10 +26,6 @@ export function findVariables(s: string): VariableRef[] {
   return out;
 }
 
-export function hasVariables(s: string): boolean {
-  return s.includes('${');
-}
-
 /** Replace variables; `lookup` returns undefined for a value it does not have (an error for the caller). */
 export function substitute(s: string, lookup: (ref: VariableRef) => string | undefined): string {
   return s.replace(VAR, (whole, literal: string, body: string) => {

@@ -19,7 +19,3 @@ export class IdentityError extends Error {
     return this.kind === 'malformed' ? 400 : 403;
   }
 }
-
-export function isIdentityError(err: unknown): err is IdentityError {
-  return err instanceof IdentityError;
-}

@@ -158,12 +158,6 @@ export class MdmService extends EventEmitter<MdmEvents> {
     this.renewedFrom = renewedFrom;
   }
 
-  /** Forget cached state (after an out-of-band store change). */
-  invalidate(deviceId: string): void {
-    this.bindings.delete(deviceId);
-    for (const key of this.active.keys()) if (key === deviceId || key.startsWith(`${deviceId}:`)) this.active.delete(key);
-  }
-
   private async binding(deviceId: string): Promise<Binding | null> {
     let b = this.bindings.get(deviceId);
     if (b === undefined) {
