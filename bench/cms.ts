@@ -16,7 +16,7 @@ export interface CmsBenchResult {
 }
 
 // ../shared beside the checkout (dist/bench -> repo root is two levels up).
-const VECTORS = process.env.ORCHARD_VECTORS ?? new URL('../../../shared/vectors', import.meta.url).pathname;
+const VECTORS = new URL('../../test/fixtures/vectors', import.meta.url).pathname;
 
 /** Operations per second of `fn` over about `ms` milliseconds, after a short warm-up. */
 function rate(fn: () => void, ms: number): number {

@@ -5,7 +5,7 @@ import { createDeviceIdentity } from '../../src/identity/ca.js';
 import { signDetached } from '../../src/identity/cms-sign.js';
 import { http, startTestServer, type TestServer } from '../helpers/server.js';
 
-const VECTORS = join(import.meta.dirname, '../../../shared/vectors/nanomdm');
+const VECTORS = join(import.meta.dirname, '../fixtures/vectors/nanomdm');
 
 let server: TestServer;
 let sign: (body: Buffer) => string;

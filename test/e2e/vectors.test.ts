@@ -9,7 +9,7 @@ import { createDeviceIdentity } from '../../src/identity/ca.js';
 import { signDetached } from '../../src/identity/cms-sign.js';
 import { http, startTestServer, type TestServer } from '../helpers/server.js';
 
-const VECTORS = join(import.meta.dirname, '../../../shared/vectors/nanomdm');
+const VECTORS = join(import.meta.dirname, '../fixtures/vectors/nanomdm');
 const capture = (name: string) => readFileSync(join(VECTORS, name));
 
 let server: TestServer;

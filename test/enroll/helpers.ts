@@ -8,7 +8,7 @@ import { scepRoutes, type EnrollmentContext, type ScepRoutesOptions } from '../.
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 export const TOPIC = 'com.apple.mgmt.External.8f5b0c7e-3a41-4f8e-9c2d-6b1a2e3f4d5c';
-export const VECTORS = process.env.ORCHARD_VECTORS ?? join(import.meta.dirname, '../../../shared/vectors');
+export const VECTORS = join(import.meta.dirname, '../fixtures/vectors');
 
 export interface EnrollServer extends TestServer {
   enroll: EnrollmentContext;

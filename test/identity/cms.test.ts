@@ -13,7 +13,7 @@ import {
 } from './openssl.js';
 import { thrown } from '../helpers/thrown.js';
 
-const VECTORS = `${import.meta.dirname}/../../../shared/vectors/mdm-signature`;
+const VECTORS = `${import.meta.dirname}/../fixtures/vectors/mdm-signature`;
 const header1 = readFileSync(`${VECTORS}/header1.b64`, 'utf8').trim();
 const header2 = readFileSync(`${VECTORS}/header2.b64`, 'utf8').trim();
 const body2 = readFileSync(`${VECTORS}/body2.plist`);

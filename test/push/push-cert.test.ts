@@ -17,7 +17,7 @@ import {
 import { openssl } from '../helpers/openssl.js';
 import { makePushCert, type TestPushCert } from './helpers.js';
 
-const VECTOR = join(import.meta.dirname, '../../../shared/vectors/apple-certs/push-expired.pem');
+const VECTOR = join(import.meta.dirname, '../fixtures/vectors/apple-certs/push-expired.pem');
 const VECTOR_TOPIC = 'com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9';
 
 let dir: string;
