@@ -124,10 +124,4 @@ describe('ca', () => {
     expect(openssl(['verify', '-CAfile', 'ca2.pem', 'leaf2.pem'], tmp.dir).toString()).toContain('OK');
     expect(() => loadCertifiedKey(readFileSync(o.cert, 'utf8'), ca.keyPem)).toThrow(/does not match/);
   });
-
-  it('issues 200 device certificates with a reused key in well under 10 s', () => {
-    const start = performance.now();
-    for (let i = 0; i < 200; i++) createDeviceIdentity(ca, `bulk-${i}`, { key: ca.key });
-    expect(performance.now() - start).toBeLessThan(10_000);
-  });
 });

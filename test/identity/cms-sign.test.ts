@@ -128,11 +128,4 @@ describe('signDetached', () => {
     expect(() => verifyDetachedSignature(ber.toString('base64'), tampered(body, 5))).toThrow(IdentityError);
   });
 
-  it('is fast enough for a simulator (>= 500 signatures/s even on a slow CI core)', () => {
-    const n = 300;
-    const start = performance.now();
-    for (let i = 0; i < n; i++) signDetached(body, device);
-    const perSec = n / ((performance.now() - start) / 1000);
-    expect(perSec).toBeGreaterThan(500);
-  });
 });
