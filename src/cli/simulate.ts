@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { createCA, createDeviceIdentity, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
-import { SimulatedDevice, type InstalledProfile } from '../sim/device.js';
+import { SimRefusedError, SimulatedDevice, type InstalledProfile } from '../sim/device.js';
 
 /** A problem to tell the user in one line (no stack trace). */
 export class SimulateError extends Error {}
@@ -21,6 +21,8 @@ export interface SimulateFlags {
   prefix: string;
   /** Enroll new devices from this served enrollment profile through SCEP, like a real device. */
   enrollUrl?: string;
+  /** Authenticate saved devices again (after the server lost them, e.g. a new data directory). */
+  reenroll?: boolean;
 }
 
 interface SavedDevice {
@@ -47,6 +49,16 @@ export function loadOrCreateCA(dir: string): CertifiedKey {
   return ca;
 }
 
+async function enroll(device: SimulatedDevice, stateDir: string): Promise<void> {
+  const auth = await device.authenticate();
+  if (auth.status === 403) {
+    throw new SimulateError(`the server refused the simulator's identity (403: ${auth.body.toString().trim()}); start it with --trust-ca ${join(stateDir, 'ca.pem')}`);
+  }
+  if (auth.status !== 200) throw new SimulateError(`Authenticate answered ${auth.status}: ${auth.body.toString().trim()}`);
+  const token = await device.tokenUpdate();
+  if (token.status !== 200) throw new SimulateError(`TokenUpdate answered ${token.status}: ${token.body.toString().trim()}`);
+}
+
 export async function simulate(flags: SimulateFlags): Promise<void> {
   // Enrolling through the server's own SCEP needs no local CA.
   const ca = flags.enrollUrl ? undefined : loadOrCreateCA(flags.stateDir);
@@ -68,6 +80,13 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
       const device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: s.serialNumber, udid: s.udid, topic: s.topic, checkinPath: s.checkinPath, connectPath: s.connectPath });
       paths.set(s.udid, { topic: s.topic, checkinPath: s.checkinPath, connectPath: s.connectPath });
       for (const p of s.profiles) device.profiles.set(p.PayloadIdentifier, p);
+      if (flags.reenroll) {
+        // The server forgot this device: a re-enrollment starts from an empty device, as a wiped one would.
+        device.profiles.clear();
+        await enroll(device, flags.stateDir);
+        save(device, identity);
+        process.stdout.write(`re-enrolled ${device.udid} (${serial})\n`);
+      }
       devices.push({ device, identity });
       continue;
     }
@@ -90,20 +109,17 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
       identity = createDeviceIdentity(ca!, serial);
       device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: serial, udid: `SIM-${serial}` });
     }
-    const auth = await device.authenticate();
-    if (auth.status === 403) {
-      throw new SimulateError(`the server refused the simulator's identity (403: ${auth.body.toString().trim()}); start it with --trust-ca ${join(flags.stateDir, 'ca.pem')}`);
-    }
-    if (auth.status !== 200) throw new SimulateError(`Authenticate answered ${auth.status}: ${auth.body.toString().trim()}`);
-    const token = await device.tokenUpdate();
-    if (token.status !== 200) throw new SimulateError(`TokenUpdate answered ${token.status}: ${token.body.toString().trim()}`);
+    await enroll(device, flags.stateDir);
     save(device, identity);
     process.stdout.write(`enrolled ${device.udid} (${serial})\n`);
     devices.push({ device, identity });
   }
   for (;;) {
     for (const { device, identity } of devices) {
-      const handled = await device.connect();
+      const handled = await device.connect().catch((err: unknown) => {
+        if (!(err instanceof SimRefusedError) || err.status !== 403) throw err;
+        throw new SimulateError(`the server does not accept ${device.udid} (${device.serialNumber}) as enrolled (${err.message}); it may have lost its data: run again with --reenroll, or use a new --state-dir`);
+      });
       for (const h of handled) process.stdout.write(`${device.udid} ${h.requestType} ${h.commandUUID} -> ${h.status}\n`);
       if (handled.length) save(device, identity);
     }

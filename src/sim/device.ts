@@ -9,6 +9,11 @@ import { randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { signDetached } from '../identity/cms-sign.js';
 import { buildPlist, parsePlistDict, type PlistDict, type PlistValue } from '../protocol/plist.js';
 
+/** The server answered a device request with something other than 200. */
+export class SimRefusedError extends Error {
+  constructor(readonly status: number, message: string) { super(message); }
+}
+
 export interface SimIdentity {
   certDer: Buffer;
   key: KeyObject;
@@ -151,7 +156,7 @@ export class SimulatedDevice {
     let report: PlistDict = { Status: 'Idle', UDID: this.udid, ...(opts.userId ? { UserID: opts.userId } : {}) };
     for (let i = 0; i <= (opts.maxCommands ?? 1000); i++) {
       const res = await this.report(report);
-      if (res.status !== 200) throw new Error(`connect: server answered ${res.status}: ${res.body.toString().trim()}`);
+      if (res.status !== 200) throw new SimRefusedError(res.status, `connect: server answered ${res.status}: ${res.body.toString().trim()}`);
       if (res.body.length === 0) return session;
       const cmd = parsePlistDict(res.body);
       const answer = this.execute(cmd);

@@ -81,3 +81,36 @@ it('simulated devices enroll and answer a command queued through the admin API',
     await waitExit(srv.child);
   }
 });
+
+it('a server that lost its devices: a one-line reason naming --reenroll, which then enrolls them again', async () => {
+  const caDir = join(dir, 'lost-ca');
+  loadOrCreateCA(caDir);
+  const sim = (extra: string[] = []) => run(process.execPath, [CLI, 'simulate', '--server', srvUrl(), '--state-dir', caDir, '--prefix', 'LOST', '--once', ...extra]).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (err: { code: number; stdout: string; stderr: string }) => err,
+  );
+  let srv = await spawnServer(['--data-dir', join(dir, 'lost-1'), '--trust-ca', join(caDir, 'ca.pem')]);
+  const srvUrl = () => srv.url;
+  try {
+    expect((await sim()).stdout).toMatch(/enrolled SIM-LOST000000/);
+  } finally {
+    srv.child.kill('SIGTERM');
+    await waitExit(srv.child);
+  }
+  // A new data directory: the server has never seen the saved device.
+  srv = await spawnServer(['--data-dir', join(dir, 'lost-2'), '--trust-ca', join(caDir, 'ca.pem')]);
+  try {
+    const refused = await sim();
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('SIM-LOST000000');
+    expect(refused.stderr).toContain('--reenroll');
+    expect(refused.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    const again = await sim(['--reenroll']);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain('re-enrolled SIM-LOST000000');
+    expect((await sim()).code).toBe(0);
+  } finally {
+    srv.child.kill('SIGTERM');
+    await waitExit(srv.child);
+  }
+});
