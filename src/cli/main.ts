@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, type FlagValues } from '../config.js';
-import { startServer } from '../server.js';
 import type { SimulateFlags } from './simulate.js';
 
 const program = new Command();
@@ -53,6 +52,8 @@ program
         return undefined;
       }
     };
+    // Loaded on demand: every other command (and --help) starts without the server's modules.
+    const { startServer } = await import('../server.js');
     const server = await startServer(cfg, {
       adminToken: process.env.ORCHARD_API_TOKEN || undefined,
       readToken: process.env.ORCHARD_READ_TOKEN || undefined,
