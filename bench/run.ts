@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark, printed as Markdown (paste into BENCHMARKS.md with the
  * command line). Options: --devices N (default 1000), --concurrency N (default 16),
- * --idle-rounds N (default 3), --only protocol|cms|store|validate|push|scep|reconcile, --reconcile-devices N (default 100000;
+ * --idle-rounds N (default 3), --only protocol|cms|store|validate|push|scep|reconcile|cli, --reconcile-devices N (default 100000;
  * run it in a process started with --max-old-space-size=640 for the RSS bound, as `npm run bench` does).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,6 +15,7 @@ import { benchValidate } from './validate.js';
 import { benchPush } from './push.js';
 import { benchScep, formatScep } from './scep.js';
 import { benchReconcile } from './reconcile.js';
+import { benchCli } from './cli.js';
 
 const { values } = parseArgs({
   options: {
@@ -43,6 +44,11 @@ if (!only || only === 'store') {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+if (!only || only === 'cli') {
+  const rows = benchCli();
+  console.log(`## CLI start-up: whole processes, median of 9\n\n| command | wall ms | CPU ms |\n|---|---|---|\n${rows.map((r) => `| \`${r.command}\` | ${f(r.wallMs, 0)} | ${f(r.cpuMs, 0)} |`).join('\n')}\n\nGoals: \`--help\` under 300 ms, \`validate\` of the example under 600 ms (wall).\n`);
 }
 
 if (!only || only === 'validate') {
