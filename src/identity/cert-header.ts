@@ -2,7 +2,7 @@
  * The client certificate a TLS-terminating reverse proxy forwards in a request header.
  */
 import { X509Certificate } from 'node:crypto';
-import { IdentityError } from './errors.js';
+import { IdentityError, malformedOnThrow } from './errors.js';
 
 const MAX_HEADER = 64 * 1024;
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -20,8 +20,13 @@ function fromBase64(text: string): Buffer {
  * - nginx `$ssl_client_escaped_cert`: URL-escaped PEM
  * - PEM whose newlines were kept, or replaced by spaces or tabs (Apache, HAProxy, Traefik)
  * - bare base64 DER
+ * Throws only IdentityError (`malformed`).
  */
 export function parseClientCertHeader(value: string): Buffer {
+  return malformedOnThrow('client certificate header', () => parseUnguarded(value));
+}
+
+function parseUnguarded(value: string): Buffer {
   let text = value.trim();
   if (text === '') throw new IdentityError('malformed', 'empty client certificate header');
   if (text.length > MAX_HEADER) throw new IdentityError('malformed', 'client certificate header too long');

@@ -12,7 +12,7 @@
 import { X509Certificate, createHash, verify, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import { id_contentType, id_messageDigest, id_signedData, DIGEST_BY_OID, SIGNATURE_OIDS, type DigestName } from './oids.js';
-import { IdentityError } from './errors.js';
+import { IdentityError, malformedOnThrow } from './errors.js';
 
 export type { DigestName };
 
@@ -184,9 +184,14 @@ function attributeValue(attrs: Block, type: string): Block | undefined {
 /**
  * Verify `signatureBase64` (the Mdm-Signature header) as a detached CMS signature over `body`.
  * Proves only that the body was signed by the key of the returned certificate: whether that
- * certificate is trusted is TrustStore's job.
+ * certificate is trusted is TrustStore's job. Throws only IdentityError: whatever else goes wrong
+ * while reading the header is `malformed`.
  */
 export function verifyDetachedSignature(signatureBase64: string, body: Buffer): VerifiedSignature {
+  return malformedOnThrow('Mdm-Signature', () => verifyUnguarded(signatureBase64, body));
+}
+
+function verifyUnguarded(signatureBase64: string, body: Buffer): VerifiedSignature {
   const der = decodeBase64(signatureBase64);
   const input = new Uint8Array(der.buffer, der.byteOffset, der.byteLength);
   const parsed = asn1js.fromBER(input, BER_OPTIONS);

@@ -4,10 +4,11 @@
  * keeps every element's encoded bytes (needed for signed attributes and certificate DER).
  */
 import * as asn1js from 'asn1js';
+import { causeName } from './errors.js';
 
 export class Asn1Error extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'Asn1Error';
   }
 }
@@ -92,7 +93,14 @@ const BER_OPTIONS: asn1js.FromBerOptions = { maxDepth: 64, maxNodes: 20_000, par
 /** Parse one BER element that must fill `buf` exactly. */
 export function parse(buf: Uint8Array, what: string): Block {
   const view = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  const parsed = asn1js.fromBER(view, BER_OPTIONS);
+  let parsed: ReturnType<typeof asn1js.fromBER>;
+  try {
+    parsed = asn1js.fromBER(view, BER_OPTIONS);
+  } catch (cause) {
+    // asn1js decodes string and time values while parsing and throws on bad ones (a BMPString of
+    // odd length, an invalid GeneralizedTime) instead of reporting them like other errors.
+    throw new Asn1Error(`${what} is not valid BER ${causeName(cause)}`, { cause });
+  }
   if (parsed.offset === -1) throw new Asn1Error(`${what} is not valid BER: ${parsed.result.error}`);
   if (parsed.offset !== buf.byteLength) throw new Asn1Error(`${what} has trailing bytes`);
   return parsed.result;
@@ -145,6 +153,7 @@ export function textOf(b: Block | undefined, what: string): string {
     case 12: return bytes.toString('utf8'); // UTF8String
     case 19: case 22: case 20: case 26: return bytes.toString('latin1'); // Printable, IA5, T61, Visible
     case 30: { // BMPString: UTF-16BE
+      if (bytes.length % 2) throw new Asn1Error(`${what} is a BMPString of odd length`);
       const le = Buffer.from(bytes);
       le.swap16();
       return le.toString('utf16le');

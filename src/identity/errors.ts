@@ -9,8 +9,9 @@ export class IdentityError extends Error {
   constructor(
     readonly kind: IdentityErrorKind,
     reason: string,
+    options?: ErrorOptions,
   ) {
-    super(reason);
+    super(reason, options);
     this.name = 'IdentityError';
   }
 
@@ -18,4 +19,31 @@ export class IdentityError extends Error {
   get status(): 400 | 403 {
     return this.kind === 'malformed' ? 400 : 403;
   }
+}
+
+type ErrorClass = abstract new (...args: never[]) => Error;
+
+/**
+ * The guard at the boundary of a parser of untrusted input: the parser's own typed errors pass
+ * through; any other exception (asn1js throws on e.g. an invalid GeneralizedTime, node:crypto on
+ * keys it cannot use) means the input could not be read, and becomes `wrap(cause)`. The caller's
+ * message names only the exception's class: a library's message might quote the input.
+ */
+export function guarded<T>(parse: () => T, typed: readonly ErrorClass[], wrap: (cause: unknown) => Error): T {
+  try {
+    return parse();
+  } catch (err) {
+    if (typed.some((t) => err instanceof t)) throw err;
+    throw wrap(err);
+  }
+}
+
+/** `(RangeError)`: the class of an unexpected exception, for a refusal's message. */
+export function causeName(cause: unknown): string {
+  return cause instanceof Error ? `(${cause.name})` : '(non-error thrown)';
+}
+
+/** guarded() for the identity parsers: anything but an IdentityError becomes `malformed`. */
+export function malformedOnThrow<T>(what: string, parse: () => T): T {
+  return guarded(parse, [IdentityError], (cause) => new IdentityError('malformed', `${what} could not be parsed ${causeName(cause)}`, { cause }));
 }

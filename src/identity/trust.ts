@@ -3,7 +3,7 @@
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { IdentityError } from './errors.js';
+import { IdentityError, malformedOnThrow } from './errors.js';
 
 export interface TrustResult {
   /** SHA-256 hex of the certificate DER. */
@@ -51,11 +51,12 @@ function isoSeconds(ms: number): string {
 /** `role` names the certificate in error messages; CA certificates also get their subject. */
 function validityOf(cert: X509Certificate, role: string, withSubject: boolean): Validity {
   const subject = withSubject ? formatName(cert.subject) : '';
-  return {
-    label: subject ? `${role} ${subject}` : role,
-    notBefore: Date.parse(cert.validFrom),
-    notAfter: Date.parse(cert.validTo),
-  };
+  const notBefore = Date.parse(cert.validFrom);
+  const notAfter = Date.parse(cert.validTo);
+  // OpenSSL prints an unreadable time as "Bad time value": NaN compares false both ways, which
+  // checkValidity would take for "valid".
+  if (Number.isNaN(notBefore) || Number.isNaN(notAfter)) throw new IdentityError('malformed', `${role} has an unreadable validity period`);
+  return { label: subject ? `${role} ${subject}` : role, notBefore, notAfter };
 }
 
 function checkValidity(chain: Validity[], now: number): void {
@@ -123,9 +124,14 @@ export class TrustStore {
 
   /**
    * Check that `certDer` chains to a trusted CA, optionally through `intermediates` (e.g. the
-   * CMS certificate set), and that every certificate of the chain is valid at `now`.
+   * CMS certificate set), and that every certificate of the chain is valid at `now`. The
+   * certificates are untrusted input: any exception reading them is `malformed`.
    */
   check(certDer: Buffer, intermediates: Buffer[] = [], now: Date = new Date()): TrustResult {
+    return malformedOnThrow('client certificate', () => this.checkUnguarded(certDer, intermediates, now));
+  }
+
+  private checkUnguarded(certDer: Buffer, intermediates: Buffer[], now: Date): TrustResult {
     const certHash = sha256Hex(certDer);
     const cached = this.cache.get(certHash);
     if (cached) {

@@ -12,6 +12,7 @@ import {
   type OpensslCa,
 } from './openssl.js';
 import { thrown } from '../helpers/thrown.js';
+import { http, startTestServer, type TestServer } from '../helpers/server.js';
 
 const VECTORS = `${import.meta.dirname}/../fixtures/vectors/mdm-signature`;
 const header1 = readFileSync(`${VECTORS}/header1.b64`, 'utf8').trim();
@@ -88,6 +89,17 @@ describe('verifyDetachedSignature: malformed input', () => {
   for (const [name, value] of cases) {
     it(`${name} -> malformed`, () => {
       expect(failure(() => verifyDetachedSignature(value, body2)).kind).toBe('malformed');
+    });
+  }
+
+  // asn1js throws (instead of reporting) on an invalid GeneralizedTime: 18 01 41 is one, and
+  // 23 03 18 01 41 wraps it in a constructed BIT STRING. Issue 11 item 4.
+  for (const header of ['GAFB', 'IwMYAUE=']) {
+    it(`${header} (a value asn1js throws on) -> malformed, keeping the exception as cause`, () => {
+      const e = failure(() => verifyDetachedSignature(header, body2));
+      expect(e.kind).toBe('malformed');
+      expect(e.message).toBe('Mdm-Signature could not be parsed (Error)');
+      expect(e.cause).toBeInstanceOf(Error);
     });
   }
 
@@ -192,4 +204,28 @@ describe('verifyDetachedSignature: signatures made by openssl cms', () => {
     expect(e.kind).toBe('identity');
     expect(e.message).toBe('signature does not match body');
   });
+});
+
+describe('Mdm-Signature that asn1js throws on, against a real server', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server.stop();
+  });
+
+  for (const header of ['GAFB', 'IwMYAUE=']) {
+    it(`${header} on an unsigned body: 400 with the reason logged, never 500 or 401`, async () => {
+      const before = server.logs.length;
+      const res = await http(`${server.url}/mdm/checkin`, {
+        method: 'PUT', body: body2, headers: { 'content-type': 'application/x-apple-aspen-mdm-checkin', 'mdm-signature': header },
+      });
+      expect(res.status).toBe(400);
+      expect(res.text).toBe('Mdm-Signature could not be parsed (Error)\n');
+      const line = server.logs.slice(before).find((l) => l.path === '/mdm/checkin');
+      expect(line?.status).toBe(400);
+      expect(line?.reason).toBe('Mdm-Signature could not be parsed (Error)');
+    });
+  }
 });
