@@ -17,6 +17,18 @@ export interface ServerConfig {
   tlsCert?: string;
   tlsKey?: string;
   maxBodyBytes: number;
+  /** All request headers must arrive within this long of the request's first byte (else 408, closed). */
+  headersTimeoutMs: number;
+  /** Once the headers are in, the body must arrive within this long (else 408, closed). */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this long. */
+  keepAliveTimeoutMs: number;
+  /** Connections beyond this many are closed as they are accepted. */
+  maxConnections: number;
+  /** An exact repeat of a state-changing check-in within this long is answered 200 and not applied (0: off). */
+  replayWindowMs: number;
+  /** How many check-in messages the replay window remembers at most (oldest forgotten first). */
+  replayCacheSize: number;
   /** How long finished commands are kept before compaction. */
   retentionMs: number;
   /** How often the fleet repository is fetched (0: only on webhook / file changes). */
@@ -39,6 +51,13 @@ export const DEFAULTS: ServerConfig = {
   branch: 'main',
   trustCa: [],
   maxBodyBytes: 8 * 1024 * 1024,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  // Longer than a device's pause between the requests of one command session.
+  keepAliveTimeoutMs: 65_000,
+  maxConnections: 10_000,
+  replayWindowMs: 24 * 3600_000,
+  replayCacheSize: 100_000,
   retentionMs: 7 * 24 * 3600 * 1000,
   pollIntervalMs: 60_000,
   driftIntervalMs: 4 * 3600_000,
@@ -49,7 +68,7 @@ export const DEFAULTS: ServerConfig = {
 export class ConfigError extends Error {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
-const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel'] as const;
+const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'replayWindow', 'replayCacheSize', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel'] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
@@ -79,6 +98,12 @@ export interface FlagValues {
   tlsCert?: string;
   tlsKey?: string;
   maxBodyBytes?: string;
+  headersTimeout?: string;
+  requestTimeout?: string;
+  keepAliveTimeout?: string;
+  maxConnections?: string;
+  replayWindow?: string;
+  replayCacheSize?: string;
   retention?: string;
   pollInterval?: string;
   driftInterval?: string;
@@ -102,6 +127,12 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.tlsCert) cfg.tlsCert = resolve(flags.tlsCert);
   if (flags.tlsKey) cfg.tlsKey = resolve(flags.tlsKey);
   if (flags.maxBodyBytes) cfg.maxBodyBytes = positiveInt(flags.maxBodyBytes, 'max-body-bytes');
+  if (flags.headersTimeout) cfg.headersTimeoutMs = positiveDuration(flags.headersTimeout, 'headers-timeout');
+  if (flags.requestTimeout) cfg.requestTimeoutMs = positiveDuration(flags.requestTimeout, 'request-timeout');
+  if (flags.keepAliveTimeout) cfg.keepAliveTimeoutMs = positiveDuration(flags.keepAliveTimeout, 'keep-alive-timeout');
+  if (flags.maxConnections) cfg.maxConnections = positiveInt(flags.maxConnections, 'max-connections');
+  if (flags.replayWindow) cfg.replayWindowMs = parseDuration(flags.replayWindow, 'replay-window');
+  if (flags.replayCacheSize) cfg.replayCacheSize = positiveInt(flags.replayCacheSize, 'replay-cache-size');
   if (flags.retention) cfg.retentionMs = parseDuration(flags.retention, 'retention');
   if (flags.pollInterval) cfg.pollIntervalMs = parseDuration(flags.pollInterval, 'poll-interval');
   if (flags.driftInterval) cfg.driftIntervalMs = parseDuration(flags.driftInterval, 'drift-interval');
@@ -163,6 +194,18 @@ function applyFile(cfg: ServerConfig, file: string): void {
     cfg.tlsKey = path('tlsKey') ?? cfg.tlsKey;
     const mb = str('maxBodyBytes');
     if (mb) cfg.maxBodyBytes = positiveInt(mb, 'maxBodyBytes');
+    const ht = str('headersTimeout');
+    if (ht) cfg.headersTimeoutMs = positiveDuration(ht, 'headersTimeout');
+    const rt = str('requestTimeout');
+    if (rt) cfg.requestTimeoutMs = positiveDuration(rt, 'requestTimeout');
+    const kt = str('keepAliveTimeout');
+    if (kt) cfg.keepAliveTimeoutMs = positiveDuration(kt, 'keepAliveTimeout');
+    const mc = str('maxConnections');
+    if (mc) cfg.maxConnections = positiveInt(mc, 'maxConnections');
+    const rw = str('replayWindow');
+    if (rw) cfg.replayWindowMs = parseDuration(rw, 'replayWindow');
+    const rc = str('replayCacheSize');
+    if (rc) cfg.replayCacheSize = positiveInt(rc, 'replayCacheSize');
     const ret = str('retention');
     if (ret) cfg.retentionMs = parseDuration(ret, 'retention');
     const poll = str('pollInterval');
@@ -185,6 +228,12 @@ function applyFile(cfg: ServerConfig, file: string): void {
 function apnsEnv(v: string): 'production' | 'sandbox' {
   if (v !== 'production' && v !== 'sandbox') throw new ConfigError(`apns-env: "${v}" is not production or sandbox`);
   return v;
+}
+
+function positiveDuration(v: string, what: string): number {
+  const ms = parseDuration(v, what);
+  if (!(ms > 0)) throw new ConfigError(`${what}: "${v}" must be longer than 0`);
+  return ms;
 }
 
 function positiveInt(v: string, what: string): number {
