@@ -9,16 +9,26 @@
  * the branch head has gone bad since.
  *
  * Local (a path): the directory used as is, git repository or not, watched for edits.
+ *
+ * Every stage has a time limit (fetch, checkout, validation) and `stop()` aborts whatever is in
+ * flight, so a hung remote or a file that never finishes reading cannot freeze the source or the
+ * shutdown. Validation runs in a child process with a capped heap (validator.ts). The state file
+ * also remembers the rejected revision, and marks a revision as "validating" before validation
+ * starts: if the server dies during it, the next start rejects that revision instead of loading
+ * it again, so one bad commit cannot put the server in a crash loop.
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
 import { simpleGit, type SimpleGit, type SimpleGitOptions } from 'simple-git';
 import type { Diagnostic, Fleet, LoadResult } from './model.js';
+import { isolatedLoader, ValidationLimitError, ValidatorUnavailableError, type Loader } from './validator.js';
+
+export { ValidationLimitError, ValidatorUnavailableError, type Loader } from './validator.js';
 
 export interface RevisionInfo {
   /** HEAD's sha; null for a local directory that is not a git repository (or has no commit). */
@@ -29,7 +39,7 @@ export interface RevisionInfo {
   time?: string;
   /** Subject line. */
   message?: string;
-  /** The loader's Fleet.contentHash when valid, else a hash of the files. */
+  /** The loader's Fleet.contentHash when valid, else a hash of the files (remote: the git tree id). */
   contentHash: string;
   /** Local only: the working tree differs from HEAD. */
   dirty?: boolean;
@@ -44,6 +54,10 @@ export interface RevisionStatus extends RevisionInfo {
   warningCount: number;
   /** The first 50 diagnostics: errors first, then warnings. */
   errors: Diagnostic[];
+  /** How many times this revision was validated (history keeps one entry per revision). */
+  attempts?: number;
+  /** The latest of those times. */
+  lastSeenAt?: string;
 }
 
 export interface SourceStatus {
@@ -53,11 +67,19 @@ export interface SourceStatus {
   branch?: string;
   applied?: RevisionStatus;
   lastAttempt?: RevisionStatus;
-  /** Why the last sync could not fetch or load (cleared by the next sync that can). */
+  /**
+   * The newest revision refused, and why in one line; kept across restarts. It is not loaded
+   * again until the branch (or the directory) moves on, or the validation limits change.
+   */
+  rejected?: { commit: string | null; at: string; reason: string };
+  /**
+   * Why the last sync could not fetch or load (cleared by the next sync that can), or why the
+   * last applied revision could not be restored after a restart (kept until one is applied).
+   */
   lastError?: { at: string; message: string };
   /** Last successful fetch (remote) or read of the directory (local). */
   lastFetchAt?: string;
-  /** Newest first, at most 20. */
+  /** Newest first, one entry per revision, at most 20. */
   history: RevisionStatus[];
 }
 
@@ -65,6 +87,26 @@ export interface AppliedRevision {
   info: RevisionInfo;
   fleet: Fleet;
 }
+
+export interface SourceLimits {
+  /** Heap of the validating process, MB (the default loader only). */
+  validationMemoryMb: number;
+  validationTimeoutMs: number;
+  /** Clone or fetch (remote), reading the directory (local). */
+  fetchTimeoutMs: number;
+  /** `git reset --hard` + `git clean` of the clone. */
+  checkoutTimeoutMs: number;
+  /** How long `stop()` waits for an aborted sync to wind down. */
+  stopTimeoutMs: number;
+}
+
+export const DEFAULT_SOURCE_LIMITS: SourceLimits = {
+  validationMemoryMb: 256,
+  validationTimeoutMs: 120_000,
+  fetchTimeoutMs: 600_000,
+  checkoutTimeoutMs: 120_000,
+  stopTimeoutMs: 10_000,
+};
 
 export interface SourceOptions {
   /** A local path, or a URL: https://, http://, ssh://, git://, file://, or scp-like git@host:path. */
@@ -75,7 +117,12 @@ export interface SourceOptions {
   pollIntervalMs: number;
   /** Local only: quiet time after the last file event before syncing (default 300 ms). */
   debounceMs?: number;
-  loader: (dir: string) => Promise<LoadResult>;
+  /**
+   * Loads and validates a checkout. Default: loadFleet in a child process capped at
+   * `limits.validationMemoryMb`. Whatever loader, the validation time limit applies.
+   */
+  loader?: Loader | ((dir: string) => Promise<LoadResult>);
+  limits?: Partial<SourceLimits>;
   log: Logger;
 }
 
@@ -103,12 +150,45 @@ const ENV_UNSAFE: SimpleGitOptions['unsafe'] = {
   allowUnsafeSshCommand: true,
 };
 
+/** The limits a rejection was decided under: changing them gives a rejected revision another try. */
+interface ValidationContext {
+  memoryMb: number;
+  timeoutMs: number;
+}
+
+interface Rejection {
+  /** The revision's identity (see `appliedKey`). */
+  key: string;
+  reason: string;
+  limits: ValidationContext;
+  status: RevisionStatus;
+}
+
 interface SavedState {
   repo: string;
   branch: string;
-  commit: string;
-  contentHash: string;
+  /** The applied commit (remote only), served again after a restart. */
+  commit?: string;
+  contentHash?: string;
   appliedAt?: string;
+  /** Written before validation starts, removed when it ends: present at start means it never ended. */
+  validating?: { key: string; commit: string | null; contentHash: string; startedAt: string; limits: ValidationContext };
+  rejected?: Rejection;
+}
+
+/** A stage ran past its time limit. */
+export class StageTimeoutError extends Error {
+  constructor(readonly stage: string, readonly limitMs: number) {
+    super(`${stage} exceeded the time limit (${duration(limitMs)})`);
+    this.name = 'StageTimeoutError';
+  }
+}
+
+class StoppedError extends Error {
+  constructor() {
+    super('the fleet source is stopping');
+    this.name = 'StoppedError';
+  }
 }
 
 export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; status: [SourceStatus] }> {
@@ -117,26 +197,35 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
   private readonly dir: string;
   private readonly sourceDir: string;
   private readonly stateFile: string;
+  /** Local only: the data directory's path inside the watched directory, if it is inside. */
+  private readonly ownRel?: string;
   private readonly publicRepo: string;
   private readonly secrets: string[];
   private readonly log: Logger;
+  private readonly loader: Loader;
+  private readonly limits: SourceLimits;
+  /** Aborted by stop(): kills git processes and the validator, ends every stage at once. */
+  private readonly halt = new AbortController();
 
   private appliedRev?: AppliedRevision;
   private appliedStatus?: RevisionStatus;
   /** Identity of a revision: the commit (remote), or commit + file hash (local). */
   private appliedKey?: string;
   private lastAttempt?: RevisionStatus;
-  /** Set when the last attempt was judged invalid, so an unchanged head is not reloaded each poll. */
+  /** Set when a revision was refused, so an unchanged head is not reloaded each poll. */
   private rejectedKey?: string;
+  private rejection?: Rejection;
   private lastError?: { at: string; message: string };
+  /** Why the saved revision could not be served again; shown until something is applied. */
+  private restoreError?: { at: string; message: string };
   private lastFetchAt?: string;
   private localBranch?: string;
-  private history: RevisionStatus[] = [];
+  private history: { key: string; st: RevisionStatus }[] = [];
+  private saved?: SavedState;
 
   private inflight?: Promise<SourceStatus>;
   private queued?: Promise<SourceStatus>;
   private queuedReasons: string[] = [];
-  private restored = false;
   private started = false;
   private stopped = false;
   private pollTimer?: NodeJS.Timeout;
@@ -153,9 +242,19 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       if (scheme && !URL_SCHEMES.has(scheme)) throw new Error(`repository URL scheme "${scheme}" is not supported`);
     }
     if (!validBranch(opts.branch)) throw new Error(`invalid branch name "${opts.branch}"`);
+    this.limits = { ...DEFAULT_SOURCE_LIMITS, ...definedOnly(opts.limits ?? {}) };
+    for (const [k, v] of Object.entries(this.limits)) {
+      if (!(typeof v === 'number' && v > 0 && Number.isFinite(v))) throw new Error(`source limit ${k} must be a positive number (got ${String(v)})`);
+    }
+    this.loader = (opts.loader as Loader | undefined) ?? isolatedLoader({ memoryMb: this.limits.validationMemoryMb });
     this.sourceDir = join(resolve(opts.dataDir), 'source');
     this.stateFile = join(this.sourceDir, 'state.json');
     this.dir = this.kind === 'remote' ? join(this.sourceDir, 'repo') : resolve(opts.repo);
+    if (this.kind === 'local') {
+      // The state file (and the store) must not count as an edit of the fleet, or writing it would sync again.
+      const rel = relative(this.dir, resolve(opts.dataDir));
+      if (rel && !rel.startsWith('..') && !isAbsolute(rel)) this.ownRel = rel.split(sep).join('/');
+    }
     this.publicRepo = stripCredentials(opts.repo);
     this.secrets = urlSecrets(opts.repo);
     this.env = gitEnv();
@@ -170,14 +269,24 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     this.schedulePoll();
   }
 
+  /** Aborts the sync in flight (git, validation) and waits for it at most `stopTimeoutMs`. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.pollTimer);
     clearTimeout(this.debounceTimer);
+    if (!this.halt.signal.aborted) this.halt.abort(new StoppedError());
     const w = this.watcher;
     this.watcher = undefined;
     if (w) await w.close();
-    await (this.queued ?? this.inflight);
+    const pending = this.queued ?? this.inflight;
+    if (!pending) return;
+    let timer: NodeJS.Timeout | undefined;
+    const finished = await Promise.race([
+      pending.then(() => true),
+      new Promise<false>((res) => { timer = setTimeout(() => res(false), this.limits.stopTimeoutMs); }),
+    ]);
+    clearTimeout(timer);
+    if (!finished) this.log.warn({ waitedMs: this.limits.stopTimeoutMs }, 'fleet source: the sync in flight did not wind down; stopping without it');
   }
 
   /**
@@ -201,15 +310,17 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
   }
 
   status(): SourceStatus {
+    const r = this.rejection;
     return structuredClone({
       kind: this.kind,
       repo: this.publicRepo,
       branch: this.kind === 'remote' ? this.opts.branch : this.localBranch,
       applied: this.appliedStatus,
       lastAttempt: this.lastAttempt,
+      rejected: r ? { commit: r.status.commit, at: r.status.validatedAt ?? r.status.fetchedAt, reason: r.reason } : undefined,
       lastError: this.lastError,
       lastFetchAt: this.lastFetchAt,
-      history: this.history,
+      history: this.history.map((h) => h.st),
     });
   }
 
@@ -227,20 +338,21 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
 
   private async run(reason: string): Promise<SourceStatus> {
     try {
-      if (this.kind === 'remote') {
-        if (!this.restored) {
-          this.restored = true;
-          await this.restore();
-        }
-        await this.syncRemote(reason);
-      } else {
-        await this.syncLocal(reason);
+      if (!this.saved) {
+        await this.loadState();
+        if (this.kind === 'remote') await this.restore();
       }
-      this.lastError = undefined;
+      if (this.kind === 'remote') await this.syncRemote(reason);
+      else await this.syncLocal(reason);
+      this.lastError = this.appliedRev ? undefined : this.restoreError;
     } catch (err) {
-      const message = this.redact(errorMessage(err));
-      this.lastError = { at: now(), message };
-      this.log.warn({ reason, repo: this.publicRepo, error: message }, 'fleet source: sync failed; keeping the applied revision');
+      if (err instanceof StoppedError) {
+        this.log.info({ reason }, 'fleet source: sync aborted by shutdown');
+      } else {
+        const message = this.redact(errorMessage(err));
+        this.lastError = { at: now(), message };
+        this.log.warn({ reason, repo: this.publicRepo, error: message }, 'fleet source: sync failed; keeping the applied revision');
+      }
     }
     const st = this.status();
     try {
@@ -251,60 +363,99 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     return st;
   }
 
+  /**
+   * Run one stage under its time limit and the shutdown signal. The stage gets a signal to stop
+   * its work (git processes, the validator); the source moves on at the deadline either way, so
+   * a stand-in that ignores the signal cannot hold it.
+   */
+  private async stage<T>(name: string, limitMs: number, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const ac = new AbortController();
+    const halt = this.halt.signal;
+    let timer: NodeJS.Timeout | undefined;
+    let onHalt: (() => void) | undefined;
+    const ended = new Promise<never>((_res, reject) => {
+      const end = (reason: unknown) => {
+        ac.abort(reason);
+        reject(reason);
+      };
+      onHalt = () => end(halt.reason);
+      if (halt.aborted) return onHalt();
+      halt.addEventListener('abort', onHalt, { once: true });
+      timer = setTimeout(() => end(new StageTimeoutError(name, limitMs)), limitMs);
+    });
+    const running = Promise.resolve().then(() => work(ac.signal));
+    running.catch(() => undefined); // its outcome after a deadline is nobody's concern
+    try {
+      return await Promise.race([running, ended]);
+    } finally {
+      clearTimeout(timer);
+      if (onHalt) halt.removeEventListener('abort', onHalt);
+    }
+  }
+
   // ---- remote ----
 
   private async syncRemote(reason: string): Promise<void> {
-    const git = await this.ensureClone();
     const b = this.opts.branch;
-    // Explicit forced refspec: origin/<branch> follows force-pushes; a missing branch is an error.
-    await git.raw(['fetch', '--no-tags', 'origin', `+refs/heads/${b}:refs/remotes/origin/${b}`]);
+    await this.stage('fetch', this.limits.fetchTimeoutMs, async (signal) => {
+      const git = await this.ensureClone(signal);
+      // Explicit forced refspec: origin/<branch> follows force-pushes; a missing branch is an error.
+      await git.raw(['fetch', '--no-tags', 'origin', `+refs/heads/${b}:refs/remotes/origin/${b}`]);
+    });
     const fetchedAt = now();
     this.lastFetchAt = fetchedAt;
+    const git = this.git(this.dir);
     const sha = (await git.raw(['rev-parse', '--verify', `refs/remotes/origin/${b}^{commit}`])).trim();
-    if (this.unchanged(sha)) return;
-    await this.checkout(git, sha);
-    await this.evaluate(sha, { commit: sha, ...(await commitInfo(git, sha)) }, fetchedAt, reason);
+    if (await this.unchanged(sha)) return;
+    await this.stage('checkout', this.limits.checkoutTimeoutMs, (signal) => this.checkout(this.git(this.dir, signal), sha));
+    const tree = (await git.raw(['rev-parse', '--verify', `${sha}^{tree}`])).trim();
+    await this.evaluate(sha, { commit: sha, ...(await commitInfo(git, sha)) }, fetchedAt, reason, tree);
   }
 
   /** Serve the last applied commit again after a restart, before looking at the branch head. */
   private async restore(): Promise<void> {
-    let saved: SavedState;
-    try {
-      saved = JSON.parse(await readFile(this.stateFile, 'utf8')) as SavedState;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ error: errorMessage(err) }, 'fleet source: unreadable state.json; ignoring it');
-      return;
-    }
-    if (saved.repo !== this.publicRepo || saved.branch !== this.opts.branch || !/^[0-9a-f]{40,64}$/.test(saved.commit ?? '')) {
-      this.log.info({ saved: { repo: saved.repo, branch: saved.branch } }, 'fleet source: state.json is for another repository or branch; not restoring');
+    const commit = this.saved?.commit;
+    if (!commit) return;
+    if (!/^[0-9a-f]{40,64}$/.test(commit)) {
+      this.log.warn('fleet source: state.json names no valid commit; not restoring');
       return;
     }
     try {
-      const git = await this.ensureClone();
-      try {
-        await git.raw(['cat-file', '-e', `${saved.commit}^{commit}`]);
-      } catch {
-        // A fresh clone may lack a commit no longer on the branch; most servers serve it by sha.
-        await git.raw(['fetch', '--no-tags', 'origin', saved.commit]);
-      }
-      await this.checkout(git, saved.commit);
-      await this.evaluate(saved.commit, { commit: saved.commit, ...(await commitInfo(git, saved.commit)) }, now(), 'restore');
-      this.log.info({ commit: saved.commit }, 'fleet source: restored the last applied revision');
+      // A revision that crashed the server while being validated must not get the chance again.
+      if (commit === this.rejectedKey) throw new Error(`it was rejected: ${this.rejection?.reason}`);
+      await this.stage('fetch', this.limits.fetchTimeoutMs, async (signal) => {
+        const git = await this.ensureClone(signal);
+        try {
+          await git.raw(['cat-file', '-e', `${commit}^{commit}`]);
+        } catch {
+          // A fresh clone may lack a commit no longer on the branch; most servers serve it by sha.
+          await git.raw(['fetch', '--no-tags', 'origin', commit]);
+        }
+      });
+      await this.stage('checkout', this.limits.checkoutTimeoutMs, (signal) => this.checkout(this.git(this.dir, signal), commit));
+      const git = this.git(this.dir);
+      const tree = (await git.raw(['rev-parse', '--verify', `${commit}^{tree}`])).trim();
+      await this.evaluate(commit, { commit, ...(await commitInfo(git, commit)) }, now(), 'restore', tree, { restore: true });
+      if (this.appliedKey !== commit) throw new Error(`it is rejected now: ${this.rejection?.reason ?? 'invalid'}`);
+      this.log.info({ commit }, 'fleet source: restored the last applied revision');
     } catch (err) {
+      if (err instanceof StoppedError) throw err;
       const message = this.redact(errorMessage(err));
-      this.lastError = { at: now(), message: `could not restore ${saved.commit}: ${message}` };
-      this.log.warn({ commit: saved.commit, error: message }, 'fleet source: could not restore the last applied revision');
+      this.restoreError = { at: now(), message: `could not restore ${commit}: ${message}` };
+      this.lastError = this.restoreError;
+      this.log.warn({ commit, error: message }, 'fleet source: could not restore the last applied revision');
     }
   }
 
-  private async ensureClone(): Promise<SimpleGit> {
+  private async ensureClone(signal: AbortSignal): Promise<SimpleGit> {
     // Check .git itself: rev-parse inside a plain directory would find an enclosing repository.
     if (existsSync(join(this.dir, '.git'))) {
       try {
-        const origin = (await this.git(this.dir).raw(['remote', 'get-url', 'origin'])).trim();
-        if (origin === this.opts.repo) return this.git(this.dir);
+        const origin = (await this.git(this.dir, signal).raw(['remote', 'get-url', 'origin'])).trim();
+        if (origin === this.opts.repo) return this.git(this.dir, signal);
         this.log.info({ repo: this.publicRepo }, 'fleet source: origin changed; cloning again');
       } catch (err) {
+        if (signal.aborted) throw signal.reason;
         this.log.warn({ error: this.redact(errorMessage(err)) }, 'fleet source: existing clone unusable; cloning again');
       }
     }
@@ -316,14 +467,14 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     }
     const tmp = join(this.sourceDir, `repo.tmp-${process.pid}-${Date.now()}`);
     try {
-      await this.git(this.sourceDir).clone(this.opts.repo, tmp, ['--no-checkout', '--origin', 'origin']);
+      await this.git(this.sourceDir, signal).clone(this.opts.repo, tmp, ['--no-checkout', '--origin', 'origin']);
       await rename(tmp, this.dir);
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       throw err;
     }
     this.log.info({ repo: this.publicRepo }, 'fleet source: cloned');
-    return this.git(this.dir);
+    return this.git(this.dir, signal);
   }
 
   private async checkout(git: SimpleGit, sha: string): Promise<void> {
@@ -331,43 +482,93 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     await git.raw(['clean', '-ffdxq']);
   }
 
-  private async persist(commit: string, st: RevisionStatus): Promise<void> {
-    const state: SavedState = { repo: this.publicRepo, branch: this.opts.branch, commit, contentHash: st.contentHash, appliedAt: st.appliedAt };
+  // ---- state file ----
+
+  /** Read state.json once; a "validating" mark left there means the last process died validating. */
+  private async loadState(): Promise<void> {
+    const fresh: SavedState = { repo: this.publicRepo, branch: this.opts.branch };
+    let saved: SavedState;
+    try {
+      saved = JSON.parse(await readFile(this.stateFile, 'utf8')) as SavedState;
+      if (typeof saved !== 'object' || saved === null) throw new Error('not an object');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ error: errorMessage(err) }, 'fleet source: unreadable state.json; ignoring it');
+      this.saved = fresh;
+      return;
+    }
+    if (saved.repo !== this.publicRepo || saved.branch !== this.opts.branch) {
+      this.log.info({ saved: { repo: saved.repo, branch: saved.branch } }, 'fleet source: state.json is for another repository or branch; not restoring');
+      this.saved = fresh;
+      return;
+    }
+    this.saved = saved;
+    const v = saved.validating;
+    if (v && typeof v.key === 'string') {
+      const reason = `validation never finished: the server stopped while validating this revision (started ${v.startedAt}; out of memory, crashed or killed)`;
+      this.log.error({ commit: v.commit, startedAt: v.startedAt }, 'fleet source: the server stopped while validating a revision; rejecting it so it cannot do that again');
+      saved.rejected = {
+        key: v.key, reason, limits: v.limits,
+        status: { commit: v.commit, contentHash: v.contentHash, fetchedAt: v.startedAt, validatedAt: now(), valid: false, errorCount: 1, warningCount: 0, errors: [limitDiagnostic('validation-crash', reason)] },
+      };
+      delete saved.validating;
+      await this.writeState();
+    }
+    const r = saved.rejected;
+    if (r && typeof r.key === 'string' && r.status) {
+      if (sameContext(r.limits, this.context())) {
+        this.rejection = r;
+        this.rejectedKey = r.key;
+        this.lastAttempt = r.status;
+        this.history.unshift({ key: r.key, st: r.status });
+      } else {
+        this.log.info({ commit: r.status.commit }, 'fleet source: validation limits changed; a rejected revision gets another try');
+        delete saved.rejected;
+      }
+    }
+  }
+
+  private async writeState(): Promise<void> {
     const tmp = `${this.stateFile}.tmp-${process.pid}`;
     try {
       await mkdir(this.sourceDir, { recursive: true });
-      await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`);
+      await writeFile(tmp, `${JSON.stringify(this.saved, null, 2)}\n`);
       await rename(tmp, this.stateFile);
     } catch (err) {
-      // The revision is applied either way; only a restart would miss it.
+      // Only a restart would miss it (the revision is applied or rejected in memory either way).
       this.log.error({ error: errorMessage(err) }, 'fleet source: could not write state.json');
     }
+  }
+
+  private context(): ValidationContext {
+    return { memoryMb: this.limits.validationMemoryMb, timeoutMs: this.limits.validationTimeoutMs };
   }
 
   // ---- local ----
 
   private async syncLocal(reason: string): Promise<void> {
-    const st = await stat(this.dir);
-    if (!st.isDirectory()) throw new Error(`${this.dir} is not a directory`);
+    const { g, treeHash } = await this.stage('read', this.limits.fetchTimeoutMs, async (signal) => {
+      const st = await stat(this.dir);
+      if (!st.isDirectory()) throw new Error(`${this.dir} is not a directory`);
+      return { g: await this.localGit(signal), treeHash: await hashTree(this.dir, this.ownRel, signal) };
+    });
     const fetchedAt = now();
-    const g = await this.localGit();
     this.localBranch = g?.branch;
-    const treeHash = await hashTree(this.dir);
     this.lastFetchAt = fetchedAt;
     const commit = g?.commit ?? null;
     const key = `${commit ?? '-'}:${treeHash}`;
-    if (this.unchanged(key)) return;
+    if (await this.unchanged(key)) return;
     const info: Omit<RevisionInfo, 'contentHash'> = {
       commit, author: g?.author, time: g?.time, message: g?.message, dirty: g ? g.dirty : undefined,
     };
     await this.evaluate(key, info, fetchedAt, reason, treeHash);
   }
 
-  private async localGit(): Promise<{ commit: string | null; dirty: boolean; branch?: string; author?: string; time?: string; message?: string } | undefined> {
-    const git = this.git(this.dir);
+  private async localGit(signal: AbortSignal): Promise<{ commit: string | null; dirty: boolean; branch?: string; author?: string; time?: string; message?: string } | undefined> {
+    const git = this.git(this.dir, signal);
     try {
       if ((await git.raw(['rev-parse', '--is-inside-work-tree'])).trim() !== 'true') return undefined;
     } catch {
+      if (signal.aborted) throw signal.reason;
       return undefined;
     }
     let commit: string | null = null;
@@ -390,9 +591,13 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
 
   private async startWatcher(): Promise<void> {
     const root = this.dir;
+    const own = this.ownRel;
     const watcher = watch(root, {
       ignoreInitial: true,
-      ignored: (p: string) => relative(root, p).split(/[\\/]/).some((s) => s === '.git' || s === 'node_modules'),
+      ignored: (p: string) => {
+        const rel = relative(root, p).split(/[\\/]/);
+        return rel.some((s) => s === '.git' || s === 'node_modules') || (own !== undefined && isUnder(rel.join('/'), own));
+      },
     });
     watcher.on('all', () => this.onFileEvent());
     watcher.on('error', (err) => this.log.warn({ error: errorMessage(err) }, 'fleet source: watcher error'));
@@ -418,38 +623,62 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
   }
 
   /** True when the revision needs no load: it is the applied one, or already known invalid. */
-  private unchanged(key: string): boolean {
+  private async unchanged(key: string): Promise<boolean> {
     if (key === this.appliedKey) {
       // The head came back to the applied revision (e.g. a bad commit was rewound): nothing pending.
       this.lastAttempt = this.appliedStatus;
       this.rejectedKey = undefined;
+      if (this.rejection) {
+        this.rejection = undefined;
+        delete this.saved!.rejected;
+        await this.writeState();
+      }
       return true;
     }
     return key === this.rejectedKey;
   }
 
-  private async evaluate(key: string, base: Omit<RevisionInfo, 'contentHash'>, fetchedAt: string, reason: string, treeHash?: string): Promise<void> {
-    const hashFiles = async () => treeHash ?? hashTree(this.dir);
+  private async evaluate(
+    key: string, base: Omit<RevisionInfo, 'contentHash'>, fetchedAt: string, reason: string, filesHash: string,
+    opts: { restore?: boolean } = {},
+  ): Promise<void> {
+    const saved = this.saved!;
+    const limits = this.context();
+    if (!opts.restore) {
+      // The head moved on: an older rejection no longer describes it.
+      this.rejection = undefined;
+      this.rejectedKey = undefined;
+      delete saved.rejected;
+    }
+    // Durable before the first byte is parsed: if validation takes the process down, the next start knows.
+    saved.validating = { key, commit: base.commit, contentHash: filesHash, startedAt: now(), limits };
+    await this.writeState();
+    this.log.info({ reason, commit: base.commit }, 'fleet source: validating');
     let result: LoadResult;
     try {
-      result = await this.opts.loader(this.dir);
+      result = await this.stage('validation', this.limits.validationTimeoutMs, (signal) => this.loader(this.dir, signal));
       if (result.ok && !result.fleet) throw new Error('loader reported ok without a fleet');
     } catch (err) {
-      // Not the revision's fault as far as we know: record it, but let the next sync try again.
-      const message = this.redact(errorMessage(err));
-      this.record({
-        ...base, contentHash: await hashFiles(), fetchedAt, validatedAt: now(), valid: false, errorCount: 1, warningCount: 0,
-        errors: [{ severity: 'error', file: '.', line: 1, col: 1, message: `loader failed: ${message}`, rule: 'loader' }],
-      });
-      this.rejectedKey = undefined;
-      throw new Error(`loader failed: ${message}`);
+      if (err instanceof StoppedError || err instanceof ValidatorUnavailableError) {
+        // Not the revision's doing: it gets validated again by a later sync.
+        delete saved.validating;
+        await this.writeState();
+        throw err;
+      }
+      const limit = err instanceof ValidationLimitError || err instanceof StageTimeoutError;
+      const message = limit ? (err as Error).message : `loader failed: ${this.redact(errorMessage(err))}`;
+      await this.reject(key, {
+        ...base, contentHash: filesHash, fetchedAt, validatedAt: now(), valid: false, errorCount: 1, warningCount: 0,
+        errors: [limitDiagnostic(limit ? 'validation-limit' : 'loader', message)],
+      }, message, reason);
+      return;
     }
     const errors = result.diagnostics.filter((d) => d.severity === 'error');
     const warnings = result.diagnostics.filter((d) => d.severity !== 'error');
     const fleet = result.ok ? result.fleet : undefined;
     const st: RevisionStatus = {
       ...base,
-      contentHash: fleet ? fleet.contentHash : await hashFiles(),
+      contentHash: fleet ? fleet.contentHash : filesHash,
       fetchedAt,
       validatedAt: now(),
       valid: !!fleet,
@@ -457,23 +686,27 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       warningCount: warnings.length,
       errors: [...errors, ...warnings].slice(0, DIAGNOSTICS_MAX),
     };
-    this.record(st);
     if (!fleet) {
-      this.rejectedKey = key;
       const first = errors[0];
-      this.log.warn({
-        reason, commit: st.commit, errorCount: st.errorCount,
-        first: first ? `${first.file}:${first.line}:${first.col}: ${first.message}` : undefined,
-      }, 'fleet source: revision invalid; not applied');
+      const where = first ? `: ${first.file}:${first.line}:${first.col}: ${first.message}` : '';
+      await this.reject(key, st, `${st.errorCount} error${st.errorCount === 1 ? '' : 's'}${where}`, reason);
       return;
     }
+    this.record(key, st);
     st.appliedAt = now();
     const info: RevisionInfo = { ...base, contentHash: st.contentHash };
     this.appliedRev = { info, fleet };
     this.appliedStatus = st;
     this.appliedKey = key;
-    this.rejectedKey = undefined;
-    if (this.kind === 'remote' && st.commit) await this.persist(st.commit, st);
+    if (this.rejectedKey === key) {
+      this.rejectedKey = undefined;
+      this.rejection = undefined;
+      delete saved.rejected;
+    }
+    this.restoreError = undefined;
+    delete saved.validating;
+    if (this.kind === 'remote' && st.commit) Object.assign(saved, { commit: st.commit, contentHash: st.contentHash, appliedAt: st.appliedAt });
+    await this.writeState();
     this.log.info({ reason, commit: st.commit, contentHash: st.contentHash, dirty: st.dirty, warningCount: st.warningCount }, 'fleet source: revision applied');
     try {
       this.emit('applied', this.appliedRev);
@@ -482,14 +715,30 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     }
   }
 
-  private record(st: RevisionStatus): void {
+  /** Refuse a revision for good (until the head moves or the limits change), also across restarts. */
+  private async reject(key: string, st: RevisionStatus, why: string, reason: string): Promise<void> {
+    this.record(key, st);
+    this.rejectedKey = key;
+    this.rejection = { key, reason: why, limits: this.context(), status: st };
+    this.saved!.rejected = this.rejection;
+    delete this.saved!.validating;
+    await this.writeState();
+    this.log.warn({ reason, commit: st.commit, errorCount: st.errorCount, first: why }, 'fleet source: revision invalid; not applied');
+  }
+
+  /** One history entry per revision: a revision seen again moves to the top with its count raised. */
+  private record(key: string, st: RevisionStatus): void {
+    const i = this.history.findIndex((h) => h.key === key);
+    const prev = i >= 0 ? this.history.splice(i, 1)[0]!.st : undefined;
+    st.attempts = (prev?.attempts ?? 0) + 1;
+    st.lastSeenAt = now();
     this.lastAttempt = st;
-    this.history.unshift(st);
+    this.history.unshift({ key, st });
     if (this.history.length > HISTORY_MAX) this.history.length = HISTORY_MAX;
   }
 
-  private git(baseDir: string): SimpleGit {
-    return simpleGit({ baseDir, timeout: { block: GIT_IDLE_TIMEOUT_MS }, unsafe: ENV_UNSAFE }).env(this.env);
+  private git(baseDir: string, signal: AbortSignal = this.halt.signal): SimpleGit {
+    return simpleGit({ baseDir, timeout: { block: GIT_IDLE_TIMEOUT_MS }, abort: signal, unsafe: ENV_UNSAFE }).env(this.env);
   }
 
   private redact(text: string): string {
@@ -554,10 +803,11 @@ async function commitInfo(git: SimpleGit, sha: string): Promise<Pick<RevisionInf
   return { author, time: time ? new Date(time).toISOString() : undefined, message };
 }
 
-/** SHA-256 over paths and contents (skipping .git and node_modules): tells local revisions apart. */
-async function hashTree(root: string): Promise<string> {
+/** SHA-256 over paths and contents (skipping .git, node_modules and `skip`): tells local revisions apart. */
+async function hashTree(root: string, skip: string | undefined, signal: AbortSignal): Promise<string> {
   const h = createHash('sha256');
   const walk = async (rel: string): Promise<void> => {
+    if (signal.aborted) throw signal.reason;
     let entries;
     try {
       entries = await readdir(join(root, rel), { withFileTypes: true });
@@ -569,13 +819,19 @@ async function hashTree(root: string): Promise<string> {
     for (const e of entries) {
       if (e.name === '.git' || e.name === 'node_modules') continue;
       const r = rel ? `${rel}/${e.name}` : e.name;
+      if (skip !== undefined && isUnder(r, skip)) continue;
       try {
         if (e.isDirectory()) {
           await walk(r);
         } else if (e.isFile()) {
-          const data = await readFile(join(root, r));
-          h.update(`f\0${r}\0${data.length}\0`);
-          h.update(data);
+          // Streamed: a huge file costs no memory here. FIFOs and devices are not files: skipped.
+          h.update(`f\0${r}\0`);
+          let size = 0;
+          for await (const chunk of createReadStream(join(root, r), { signal }) as AsyncIterable<Buffer>) {
+            size += chunk.length;
+            h.update(chunk);
+          }
+          h.update(`\0${size}\0`);
         } else if (e.isSymbolicLink()) {
           h.update(`l\0${r}\0${await readlink(join(root, r))}\0`);
         }
@@ -586,6 +842,28 @@ async function hashTree(root: string): Promise<string> {
   };
   await walk('');
   return h.digest('hex');
+}
+
+function isUnder(rel: string, dir: string): boolean {
+  return rel === dir || rel.startsWith(`${dir}/`);
+}
+
+function limitDiagnostic(rule: string, message: string): Diagnostic {
+  return { severity: 'error', file: '.', line: 1, col: 1, message, rule };
+}
+
+function sameContext(a: ValidationContext | undefined, b: ValidationContext): boolean {
+  return !!a && a.memoryMb === b.memoryMb && a.timeoutMs === b.timeoutMs;
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function duration(ms: number): string {
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 120_000 || ms % 60_000 !== 0) return `${Math.round(ms / 100) / 10} s`;
+  return `${ms / 60_000} min`;
 }
 
 function errorMessage(err: unknown): string {
