@@ -8,6 +8,7 @@ import type { ServerConfig } from './config.js';
 import { TrustStore } from './identity/trust.js';
 import { createApp } from './http/app.js';
 import { MdmService } from './mdm/service.js';
+import { ReplayGuard } from './mdm/replay.js';
 import { UnconfiguredPusher, type Pusher } from './push/push.js';
 import { apnsFromDataDir } from './push/apns.js';
 import { pushRoutes } from './http/push-routes.js';
@@ -92,17 +93,33 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     log, store, service, trust, pusher,
     certHeader: cfg.certHeader,
     maxBodyBytes: cfg.maxBodyBytes,
+    bodyTimeoutMs: cfg.requestTimeoutMs,
+    replay: new ReplayGuard({ windowMs: cfg.replayWindowMs, maxEntries: cfg.replayCacheSize }),
     adminToken: opts.adminToken,
     readToken: opts.readToken,
   });
   if (!opts.adminToken && !opts.readToken) log.warn('ORCHARD_API_TOKEN is not set: the admin API is disabled');
 
   const handler = app.callback();
+  const limits = {
+    headersTimeout: cfg.headersTimeoutMs,
+    // Node counts from the request's first byte; the device endpoints' own body deadline (a 408
+    // with a log line) starts after the headers, so this backstop is the sum of both.
+    requestTimeout: cfg.headersTimeoutMs + cfg.requestTimeoutMs,
+    // Node checks both only this often (its default of 30 s would stretch a 10 s bound to 40).
+    connectionsCheckingInterval: Math.min(1000, Math.max(50, cfg.headersTimeoutMs / 10)),
+    // Devices keep connections open across a command session.
+    keepAliveTimeout: cfg.keepAliveTimeoutMs,
+  };
   const server: Server = cfg.tlsCert
-    ? createHttpsServer({ cert: readFileSync(cfg.tlsCert), key: readFileSync(cfg.tlsKey!) }, handler)
-    : createHttpServer(handler);
-  // Devices keep connections open across a command session.
-  server.keepAliveTimeout = 65_000;
+    ? createHttpsServer({ ...limits, cert: readFileSync(cfg.tlsCert), key: readFileSync(cfg.tlsKey!) }, handler)
+    : createHttpServer(limits, handler);
+  server.maxConnections = cfg.maxConnections;
+  let dropped = 0;
+  server.on('drop', () => {
+    // One line per burst, not per connection: a flood must not flood the log too.
+    if (dropped++ === 0) setTimeout(() => { log.warn({ dropped, maxConnections: cfg.maxConnections }, 'connections refused: at --max-connections'); dropped = 0; }, 10_000).unref();
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(cfg.listen.port, cfg.listen.host, () => resolve());

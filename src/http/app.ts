@@ -3,6 +3,7 @@ import Router from '@koa/router';
 import type { Logger } from 'pino';
 import type { TrustStore } from '../identity/trust.js';
 import type { MdmService } from '../mdm/service.js';
+import type { ReplayGuard } from '../mdm/replay.js';
 import type { Pusher } from '../push/push.js';
 import type { Store } from '../store/types.js';
 import type { FleetSource } from '../gitops/source.js';
@@ -20,6 +21,10 @@ export interface AppOptions {
   pusher: Pusher;
   certHeader?: string;
   maxBodyBytes: number;
+  /** Device endpoints: the body must arrive within this after the headers (default 30 s). */
+  bodyTimeoutMs?: number;
+  /** Device endpoints: exact repeats of state-changing check-ins are not applied again. */
+  replay?: ReplayGuard;
   adminToken?: string;
   readToken?: string;
   source?: FleetSource;
@@ -39,9 +44,9 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
 
   const device = new Router<DeviceState>();
   const chain = [
-    readBody(opts.maxBodyBytes),
+    readBody({ limit: opts.maxBodyBytes, timeoutMs: opts.bodyTimeoutMs ?? 30_000 }),
     deviceIdentity({ trust: opts.trust, certHeader: opts.certHeader }),
-    mdmHandler(opts.service),
+    mdmHandler(opts.service, opts.replay),
   ];
   device.put('/mdm/checkin', ...chain);
   device.put('/mdm/connect', ...chain);

@@ -9,32 +9,54 @@ import { parseClientCertHeader } from '../identity/cert-header.js';
 import { verifyDetachedSignature } from '../identity/cms.js';
 import { IdentityError } from '../identity/errors.js';
 import type { TrustStore } from '../identity/trust.js';
+import { ReplayGuard } from '../mdm/replay.js';
 import type { MdmService } from '../mdm/service.js';
 import { ProtocolError } from '../protocol/errors.js';
 import { decodeCheckin, decodeReport, messageKind } from '../protocol/messages.js';
 import { parsePlistDict } from '../protocol/plist.js';
 import type { DeviceState } from './context.js';
 
-const DEVICE_TYPES = new Set([
-  'application/x-apple-aspen-mdm-checkin',
-  'application/x-apple-aspen-mdm',
-  // Accepted for hand-made requests (curl, tests of proxies); devices send the two above.
-  'application/x-plist',
-  'application/xml',
-  'text/xml',
-]);
+/**
+ * Devices send application/x-apple-aspen-mdm(-checkin), some clients nothing at all, and NanoMDM
+ * never looks: refused are only the types of another kind of request (an API client's JSON, a
+ * browser form, curl's --data default), which get a clear 415 instead of "malformed plist".
+ */
+const NOT_A_PLIST = /^(?:application\/(?:[\w.+-]+\+)?json|multipart\/[\w.+-]+|application\/x-www-form-urlencoded)$/;
 
-/** Read the body exactly as sent (the signature covers these bytes), within a size limit. */
-export function readBody(limit: number): Middleware<DeviceState> {
+export interface BodyOptions {
+  limit: number;
+  /** The body must have arrived this long after the headers. */
+  timeoutMs: number;
+}
+
+/** Read the body exactly as sent (the signature covers these bytes), within a size limit and a deadline. */
+export function readBody(opts: BodyOptions): Middleware<DeviceState> {
   return async (ctx, next) => {
     const type = (ctx.get('content-type').split(';')[0] ?? '').trim().toLowerCase();
-    if (!DEVICE_TYPES.has(type)) throw new ProtocolError(415, `content type "${type.slice(0, 80)}" is not an MDM plist`);
+    if (NOT_A_PLIST.test(type)) {
+      ctx.set('Connection', 'close'); // the body stays unread
+      throw new ProtocolError(415, `content type "${type.slice(0, 80)}" is not an MDM plist (send application/x-apple-aspen-mdm-checkin or application/x-apple-aspen-mdm)`);
+    }
+    const reading = getRawBody(ctx.req, { limit: opts.limit, length: ctx.get('content-length') || undefined });
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ProtocolError(408, `body not complete within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+    });
     try {
-      ctx.state.body = await getRawBody(ctx.req, { limit, length: ctx.get('content-length') || undefined });
+      ctx.state.body = await Promise.race([reading, deadline]);
     } catch (err) {
+      // The rest of an unread body is not worth waiting for: answer, then close the connection.
+      ctx.set('Connection', 'close');
+      if (err instanceof ProtocolError) {
+        reading.catch(() => undefined); // settles when the connection closes
+        throw err;
+      }
       const e = err as { type?: string; message?: string };
-      if (e.type === 'entity.too.large') throw new ProtocolError(413, `body over the ${limit}-byte limit`);
+      if (e.type === 'entity.too.large') throw new ProtocolError(413, `body over the ${opts.limit}-byte limit`);
+      if (e.type === 'request.aborted') throw new ProtocolError(400, 'the client closed the connection before the body was complete');
       throw new ProtocolError(400, `could not read body: ${e.message ?? String(err)}`);
+    } finally {
+      clearTimeout(timer);
     }
     await next();
   };
@@ -68,8 +90,11 @@ export function deviceIdentity(opts: IdentityOptions): Middleware<DeviceState> {
   };
 }
 
+/** Check-in messages whose repeat would do something again (see ReplayGuard). */
+const STATE_CHANGING = new Set(['Authenticate', 'TokenUpdate', 'CheckOut', 'SetBootstrapToken']);
+
 /** Both URLs take both kinds of message: many enrollment profiles use one URL for both. */
-export function mdmHandler(service: MdmService): Middleware<DeviceState> {
+export function mdmHandler(service: MdmService, replay?: ReplayGuard): Middleware<DeviceState> {
   return async (ctx) => {
     const body = ctx.state.body!;
     const dict = parsePlistDict(body);
@@ -79,8 +104,20 @@ export function mdmHandler(service: MdmService): Middleware<DeviceState> {
       ctx.state.log.device = msg.deviceId;
       ctx.state.log.enrollment = msg.enrollmentId;
       ctx.state.log.outcome = msg.MessageType;
-      const reply = await service.checkin(msg, identity);
-      answer(ctx, reply.status, reply.body);
+      if (!replay || !STATE_CHANGING.has(msg.MessageType)) {
+        const reply = await service.checkin(msg, identity);
+        answer(ctx, reply.status, reply.body);
+        return;
+      }
+      const key = ReplayGuard.key(identity.certHash, body);
+      const run = await replay.once(key, msg.deviceId, () => service.checkin(msg, identity), (r) => r.status === 200);
+      if (run.replay) {
+        // A device's resend after a lost answer, or a captured message: the first already counted.
+        ctx.state.log.outcome = `${msg.MessageType}: replay ignored`;
+        answer(ctx, 200, undefined);
+        return;
+      }
+      answer(ctx, run.result.status, run.result.body);
       return;
     }
     const rep = decodeReport(dict);

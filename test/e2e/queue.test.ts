@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDeviceIdentity } from '../../src/identity/ca.js';
 import { buildPlist } from '../../src/protocol/plist.js';
+import { SimulatedDevice } from '../../src/sim/device.js';
 import { http, startTestServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
@@ -92,15 +94,18 @@ describe('command queue over HTTP', () => {
   });
 
   it('a new Authenticate clears the queue left from an earlier enrollment', async () => {
-    const dev = server.device();
+    const identity = createDeviceIdentity(server.ca, 're-authenticates');
+    const dev = new SimulatedDevice({ serverUrl: server.url, identity });
     await dev.enroll();
     await enqueue([dev.udid], { RequestType: 'ProfileList' });
-    expect((await dev.authenticate()).status).toBe(200);
+    // A different Authenticate (the device was updated since): the same bytes again would be a replay.
+    const again = new SimulatedDevice({ serverUrl: server.url, identity, udid: dev.udid, serialNumber: dev.serialNumber, osVersion: '15.2' });
+    expect((await again.authenticate()).status).toBe(200);
     // Not active until TokenUpdate: nothing offered, and the admin API refuses to queue.
-    expect((await dev.report({ Status: 'Idle', UDID: dev.udid })).body.length).toBe(0);
+    expect((await again.report({ Status: 'Idle', UDID: dev.udid })).body.length).toBe(0);
     expect((await enqueue([dev.udid], { RequestType: 'ProfileList' })).status).toBe(404);
-    await dev.tokenUpdate();
-    expect(await dev.connect()).toEqual([]);
+    await again.tokenUpdate();
+    expect(await again.connect()).toEqual([]);
   });
 
   it('CheckOut deactivates the enrollment', async () => {
