@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { loadFleet } from '../gitops/load.js';
-import type { Diagnostic } from '../gitops/model.js';
+import type { Diagnostic, LoadResult } from '../gitops/model.js';
 
 export type ValidateFormat = 'text' | 'json' | 'github';
 
@@ -19,7 +19,14 @@ export async function runValidate(path: string, format: ValidateFormat): Promise
     return { exitCode: 2, stdout: `orchard validate: ${path} does not exist\n` };
   }
   const started = performance.now();
-  const result = await loadFleet(root);
+  let result: LoadResult;
+  try {
+    result = await loadFleet(root);
+  } catch (err) {
+    // loadFleet reports everything as diagnostics; this is the last line against a stack trace.
+    const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    result = { ok: false, diagnostics: [{ severity: 'error', rule: 'loader', file: '.', line: 1, col: 1, message: `loader failed: ${message.slice(0, 300)}` }] };
+  }
   const ms = performance.now() - started;
   const errors = result.diagnostics.filter((d) => d.severity === 'error').length;
   const warnings = result.diagnostics.length - errors;

@@ -5,12 +5,12 @@
  * error is never applied.
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import { dirname, join, normalize, relative, sep } from 'node:path';
+import { realpath } from 'node:fs/promises';
+import { dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
-import { LineCounter, parseAllDocuments, type Document } from 'yaml';
+import type { Document, LineCounter } from 'yaml';
 import { isKnownPayloadType, validatePayload, validateTopLevel, type PayloadIssue } from './apple/payloads.js';
 import type {
   AuthoredPayload,
@@ -25,7 +25,10 @@ import type {
   SecretDoc,
   Selector,
 } from './model.js';
+import { formatBytes, resolveLimits, type LoaderLimits } from './limits.js';
 import { MobileconfigError, readProfile } from './mobileconfig.js';
+import { readRegularFile, relPath as rel, resolveInside, walkYaml } from './repo-files.js';
+import { newUsage, parseYamlFile } from './yaml-file.js';
 import { mayOverlap, parseRange } from './selector.js';
 import { DEVICE_VARIABLES, findVariables } from './variables.js';
 import { locate, type JsonPath } from './yaml-pos.js';
@@ -73,77 +76,115 @@ interface ParsedDoc {
 
 class Collector {
   readonly diagnostics: Diagnostic[] = [];
+  private errorCount = 0;
+  private dropped = { errors: 0, warnings: 0 };
+  /** Suggestions cost an edit distance against every name: a budget keeps hostile input cheap. */
+  suggestions = 500;
+  constructor(private readonly max: number) {}
   add(severity: Diagnostic['severity'], rule: string, at: Origin, message: string): void {
+    if (severity === 'error') this.errorCount++;
+    if (this.diagnostics.length >= this.max) {
+      this.dropped[severity === 'error' ? 'errors' : 'warnings']++;
+      return;
+    }
     this.diagnostics.push({ severity, rule, file: at.file, line: at.line, col: at.col, message });
   }
   at(d: ParsedDoc, path: JsonPath, key = false): Origin {
     return { file: d.file, ...locate(d.doc, d.lc, path, { key }) };
   }
   get errors(): number {
-    return this.diagnostics.filter((x) => x.severity === 'error').length;
+    return this.errorCount;
+  }
+  /** The diagnostics, sorted, and one more saying how many were left out. */
+  finish(): Diagnostic[] {
+    const out = this.diagnostics.sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col);
+    const { errors, warnings } = this.dropped;
+    if (errors + warnings > 0) {
+      out.push({
+        severity: errors > 0 ? 'error' : 'warning', rule: 'limit-diagnostics', file: '.', line: 1, col: 1,
+        message: `${errors} more errors and ${warnings} more warnings not shown (limit diagnostics: ${this.max})`,
+      });
+    }
+    return out;
   }
 }
 
-const IGNORED_DIRS = new Set(['.git', 'node_modules']);
-
-async function listYamlFiles(root: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (dir: string) => {
-    const entries = await readdir(dir, { withFileTypes: true });
-    for (const e of entries) {
-      if (e.isDirectory()) {
-        if (!IGNORED_DIRS.has(e.name) && !e.name.startsWith('.')) await walk(join(dir, e.name));
-      } else if (e.isFile() && /\.ya?ml$/i.test(e.name)) {
-        out.push(join(dir, e.name));
-      }
-    }
-  };
-  await walk(root);
-  return out.sort();
+export interface LoadOptions {
+  /** Overrides of DEFAULT_LIMITS (limits.ts). */
+  limits?: Partial<LoaderLimits>;
 }
 
-const rel = (root: string, p: string) => relative(root, p).split(sep).join('/');
+/**
+ * Load and validate the repository at `root`. Never throws for anything the repository holds:
+ * every problem, including a limit reached or a bug of ours, is a diagnostic with file:line:col.
+ */
+export async function loadFleet(root: string, opts: LoadOptions = {}): Promise<LoadResult> {
+  const limits = resolveLimits(opts.limits);
+  const c = new Collector(limits.diagnostics);
+  const state = { file: '.' };
+  try {
+    return await load(root, limits, c, state);
+  } catch (err) {
+    // Last resort: whatever escaped is reported against the file being processed, not thrown.
+    const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    c.add('error', 'loader', { file: state.file, line: 1, col: 1 }, `internal error while loading this file: ${message.slice(0, 300)}`);
+    return { ok: false, diagnostics: c.finish() };
+  }
+}
 
-export async function loadFleet(root: string): Promise<LoadResult> {
-  const c = new Collector();
+async function load(root: string, limits: LoaderLimits, c: Collector, state: { file: string }): Promise<LoadResult> {
   const hash = createHash('sha256');
   const docs: ParsedDoc[] = [];
+  const stop = (): LoadResult => ({ ok: false, diagnostics: c.finish() });
+  const atFile = (file: string): Origin => ({ file, line: 1, col: 1 });
 
-  let files: string[];
+  let realRoot: string;
+  let walked;
   try {
-    files = await listYamlFiles(root);
+    realRoot = await realpath(root);
+    walked = await walkYaml(realRoot, limits.entries);
   } catch (err) {
-    c.add('error', 'repository', { file: '.', line: 1, col: 1 }, `cannot read repository: ${(err as Error).message}`);
-    return { ok: false, diagnostics: c.diagnostics };
+    c.add('error', 'repository', atFile('.'), `cannot read repository: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    return stop();
   }
-  for (const path of files) {
-    const file = rel(root, path);
-    const text = await readFile(path, 'utf8');
+  for (const s of walked.skipped) c.add('warning', 'symlink', atFile(rel(realRoot, s.path)), `${rel(realRoot, s.path)} ${s.reason}`);
+  if (walked.tooMany) {
+    c.add('error', 'limit-entries', atFile(rel(realRoot, walked.tooMany.dir) || '.'), `more than ${limits.entries} files and directories in the repository (limit entries)`);
+    return stop();
+  }
+  const budget = { bytes: 0, yaml: newUsage() };
+  for (const path of walked.files) {
+    const file = rel(realRoot, path);
+    state.file = file;
+    const read = await readRegularFile(path, limits.yamlFileBytes);
+    if (!read.ok) {
+      const rule = /limit/.test(read.reason) ? 'limit-file-size' : 'repository';
+      c.add('error', rule, atFile(file), `cannot load ${file}: ${read.reason}${rule === 'limit-file-size' ? ' for a YAML file (limit yamlFileBytes)' : ''}`);
+      continue;
+    }
+    if ((budget.bytes += read.bytes.length) > limits.repoBytes) {
+      c.add('error', 'limit-repo-bytes', atFile(file), `the YAML and profile files add up to more than ${formatBytes(limits.repoBytes)} (limit repoBytes)`);
+      return stop();
+    }
+    const text = read.bytes.toString('utf8');
     hash.update(file).update('\0').update(text).update('\0');
-    const lc = new LineCounter();
-    const parsed = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
-    const list = Array.isArray(parsed) ? parsed : [parsed];
-    for (const doc of list) {
-      if (doc.errors.length > 0) {
-        for (const e of doc.errors) {
-          const p = lc.linePos(e.pos[0]);
-          c.add('error', 'yaml', { file, line: p.line, col: p.col }, e.message.split('\n')[0]!);
-        }
-        continue;
-      }
-      const value = doc.toJS({ maxAliasCount: 100 }) as unknown;
+    const parsed = parseYamlFile(file, text, limits, budget.yaml);
+    for (const d of parsed.diagnostics) c.add(d.severity, d.rule, d, d.message);
+    if (parsed.exhausted) return stop();
+    for (const { doc, value } of parsed.docs) {
       if (value === null || value === undefined) continue; // an empty document (e.g. a trailing ---)
       if (typeof value !== 'object' || Array.isArray(value)) {
-        c.add('error', 'schema', { file, ...locate(doc, lc, []) }, 'a document must be a mapping with apiVersion, kind, metadata and spec');
+        c.add('error', 'schema', { file, ...locate(doc, parsed.lc, []) }, 'a document must be a mapping with apiVersion, kind, metadata and spec');
         continue;
       }
-      docs.push({ file, doc, lc, value: value as Record<string, unknown> });
+      docs.push({ file, doc, lc: parsed.lc, value: value as Record<string, unknown> });
     }
   }
 
   // Schema per kind.
   const valid: { d: ParsedDoc; kind: Kind }[] = [];
   for (const d of docs) {
+    state.file = d.file;
     const kind = d.value.kind;
     if (d.value.apiVersion !== 'orchard/v1') {
       c.add('error', 'schema', c.at(d, ['apiVersion']), `apiVersion must be orchard/v1 (found ${JSON.stringify(d.value.apiVersion ?? null)})`);
@@ -171,6 +212,7 @@ export async function loadFleet(root: string): Promise<LoadResult> {
   };
   const parsedOf = new Map<object, ParsedDoc>();
   for (const { d, kind } of valid) {
+    state.file = d.file;
     const meta = d.value.metadata as { name: string };
     const spec = d.value.spec as Record<string, unknown>;
     const origin = c.at(d, ['metadata', 'name']);
@@ -223,8 +265,10 @@ export async function loadFleet(root: string): Promise<LoadResult> {
 
   // Blueprints: selectors and references.
   const usedBy = new Map<string, BlueprintDoc[]>();
+  const profileNames = [...fleet.profiles.keys()];
   for (const b of fleet.blueprints.values()) {
     const d = parsedOf.get(b)!;
+    state.file = d.file;
     for (const [path, range] of [[['spec', 'selector', 'osVersion'], b.selector.osVersion], [['spec', 'selector', 'exclude', 'osVersion'], b.selector.exclude?.osVersion]] as const) {
       if (range === undefined) continue;
       try {
@@ -235,7 +279,7 @@ export async function loadFleet(root: string): Promise<LoadResult> {
     }
     b.profiles.forEach((name, i) => {
       if (!fleet.profiles.has(name)) {
-        c.add('error', 'ref-missing-profile', c.at(d, ['spec', 'profiles', i]), `profile "${name}" is not defined${suggest(name, [...fleet.profiles.keys()])}`);
+        c.add('error', 'ref-missing-profile', c.at(d, ['spec', 'profiles', i]), `profile "${name}" is not defined${suggest(name, profileNames, c)}`);
         return;
       }
       const list = usedBy.get(name) ?? [];
@@ -248,10 +292,14 @@ export async function loadFleet(root: string): Promise<LoadResult> {
   const secretsUsed: { name: string; at: Origin }[] = [];
   for (const p of fleet.profiles.values()) {
     const d = parsedOf.get(p)!;
+    state.file = d.file;
     const users = usedBy.get(p.name) ?? [];
     const ctx = payloadContext(users);
     if (p.file !== undefined) {
-      await loadProfileFile(root, p, d, c, hash, ctx);
+      const r = await loadProfileFile(realRoot, p, d, c, hash, ctx, limits, budget);
+      if (r === 'stop') return stop();
+    } else {
+      checkProfileSize(p, authoredSize(p), c.at(d, ['spec', 'payloads']), c, limits);
     }
     p.payloads?.forEach((payload, i) => {
       const base: JsonPath = ['spec', 'payloads', i];
@@ -266,7 +314,7 @@ export async function loadFleet(root: string): Promise<LoadResult> {
             c.add('error', 'variable', at, `unknown variable ${v.raw}: use \${device.<Fact>} or \${secret:<NAME>} ($\${ for a literal)`);
           } else if (v.kind === 'device') {
             if (!(DEVICE_VARIABLES as readonly string[]).includes(v.name)) {
-              c.add('error', 'variable', at, `unknown device variable ${v.raw}${suggest(v.name, [...DEVICE_VARIABLES])}; known: ${DEVICE_VARIABLES.join(', ')}`);
+              c.add('error', 'variable', at, `unknown device variable ${v.raw}${suggest(v.name, [...DEVICE_VARIABLES], c)}; known: ${DEVICE_VARIABLES.join(', ')}`);
             } else if (!p.variables.includes(v.name)) p.variables.push(v.name);
           } else {
             if (!p.secrets.includes(v.name)) p.secrets.push(v.name);
@@ -283,9 +331,10 @@ export async function loadFleet(root: string): Promise<LoadResult> {
     }
   }
 
-  checkIdentifiers(fleet, usedBy, c);
+  state.file = '.';
+  checkIdentifiers(fleet, usedBy, c, limits);
 
-  const diagnostics = c.diagnostics.sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col);
+  const diagnostics = c.finish();
   fleet.contentHash = hash.digest('hex');
   const ok = c.errors === 0;
   return ok ? { ok, fleet, diagnostics } : { ok, diagnostics };
@@ -298,34 +347,49 @@ function payloadContext(users: BlueprintDoc[]): { platforms: Platform[]; supervi
   return { platforms, supervised: users.every((b) => b.selector.supervised === true) ? true : undefined };
 }
 
-async function loadProfileFile(root: string, p: ProfileDoc, d: ParsedDoc, c: Collector, hash: ReturnType<typeof createHash>, ctx: { platforms: Platform[]; supervised?: boolean }): Promise<void> {
+async function loadProfileFile(
+  realRoot: string, p: ProfileDoc, d: ParsedDoc, c: Collector, hash: ReturnType<typeof createHash>,
+  ctx: { platforms: Platform[]; supervised?: boolean }, limits: LoaderLimits, budget: { bytes: number },
+): Promise<'stop' | void> {
   const at = c.at(d, ['spec', 'file']);
-  const abs = normalize(join(root, dirname(d.file), p.file!));
-  const inRepo = rel(root, abs);
-  if (inRepo.startsWith('..') || inRepo.startsWith('/')) {
+  // First by the path as written, then by the real path: a committed symbolic link may point anywhere.
+  const abs = normalize(join(realRoot, dirname(d.file), p.file!));
+  const asWritten = rel(realRoot, abs);
+  if (asWritten === '..' || asWritten.startsWith('../') || asWritten.startsWith('/')) {
     c.add('error', 'mobileconfig', at, `file "${p.file}" is outside the repository`);
     return;
   }
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(abs);
-  } catch (err) {
-    c.add('error', 'mobileconfig', at, `cannot read "${inRepo}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  const real = await resolveInside(realRoot, abs);
+  if (!real.ok) {
+    c.add('error', 'mobileconfig', at, `cannot read "${asWritten}": ${real.reason}`);
     return;
+  }
+  const inRepo = rel(realRoot, real.real);
+  const read = await readRegularFile(real.real, limits.profileFileBytes);
+  if (!read.ok) {
+    const limit = /limit/.test(read.reason);
+    c.add('error', limit ? 'limit-file-size' : 'mobileconfig', at, `cannot read "${asWritten}": ${read.reason}${limit ? ' for a profile file (limit profileFileBytes)' : ''}`);
+    return;
+  }
+  const bytes = read.bytes;
+  if ((budget.bytes += bytes.length) > limits.repoBytes) {
+    c.add('error', 'limit-repo-bytes', at, `the YAML and profile files add up to more than ${formatBytes(limits.repoBytes)} (limit repoBytes)`);
+    return 'stop';
   }
   hash.update(inRepo).update('\0').update(bytes).update('\0');
   let profile;
   try {
-    profile = readProfile(bytes).profile;
+    profile = readProfile(bytes, { maxDepth: limits.depth }).profile;
   } catch (err) {
-    if (err instanceof MobileconfigError) {
-      c.add('error', 'mobileconfig', at, `"${inRepo}" is not a usable profile: ${err.message}`);
-      return;
-    }
-    throw err;
+    // Any failure of the parsers (asn1js, XML) on committed bytes is the file's problem, said here.
+    const message = err instanceof MobileconfigError ? err.message : `unreadable (${err instanceof Error ? err.message : String(err)})`;
+    c.add('error', 'mobileconfig', at, `"${inRepo}" is not a usable profile: ${message.slice(0, 300)}`);
+    return;
   }
   p.file = inRepo;
   p.fileBytes = bytes;
+  // A signed file is installed as it is; an unsigned one is rebuilt from its plist, about as large.
+  checkProfileSize(p, bytes.length, at, c, limits);
   const fileId = typeof profile.PayloadIdentifier === 'string' ? profile.PayloadIdentifier : undefined;
   if (p.identifier !== undefined && fileId !== undefined && p.identifier !== fileId) {
     c.add('error', 'mobileconfig', c.at(d, ['spec', 'identifier']), `identifier "${p.identifier}" differs from the file's PayloadIdentifier "${fileId}": remove it or make them equal`);
@@ -345,6 +409,47 @@ async function loadProfileFile(root: string, p: ProfileDoc, d: ParsedDoc, c: Col
   for (const issue of issues) {
     c.add(issue.severity, `apple-${ruleOf(issue)}`, at, `${inRepo}: ${issue.path.length ? issue.path.join('.') + ': ' : ''}${issue.message}`);
   }
+}
+
+/**
+ * Devices (and the push-triggered sessions that fetch InstallProfile) handle multi-MB profiles
+ * badly: a warning above profileWarnBytes, an error above profileMaxBytes.
+ */
+function checkProfileSize(p: ProfileDoc, size: number, at: Origin, c: Collector, limits: LoaderLimits): void {
+  if (size > limits.profileMaxBytes) {
+    c.add('error', 'profile-size', at, `profile "${p.name}" is about ${formatBytes(size)} rendered, more than the limit of ${formatBytes(limits.profileMaxBytes)} (limit profileMaxBytes)`);
+  } else if (size > limits.profileWarnBytes) {
+    c.add('warning', 'profile-size', at, `profile "${p.name}" is about ${formatBytes(size)} rendered; devices handle profiles over ${formatBytes(limits.profileWarnBytes)} badly (slow or failed installs): split it or move large data out`);
+  }
+}
+
+/**
+ * The size of the XML plist an authored profile renders to, variables as written: close enough
+ * for the size warning, without rendering (which needs a device).
+ */
+function authoredSize(p: ProfileDoc): number {
+  const esc = (s: string) => Buffer.byteLength(s, 'utf8') + 4 * (s.match(/[<>&]/g)?.length ?? 0);
+  // Iterative: aliases may share subtrees, so a value may be visited more than once (its size counts each time).
+  let size = 600; // the plist header and the profile's own keys
+  const stack: [unknown, number][] = (p.payloads ?? []).map((x) => [x.keys, 2]);
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    size += depth * 2 + 1; // indentation and newline
+    if (typeof v === 'string') size += 17 + esc(v);
+    else if (typeof v === 'number') size += 21 + String(v).length;
+    else if (typeof v === 'boolean') size += 8;
+    else if (Array.isArray(v)) {
+      size += 16 + depth * 2;
+      for (const x of v) stack.push([x, depth + 1]);
+    } else if (v && typeof v === 'object') {
+      size += 14 + depth * 2;
+      for (const [k, x] of Object.entries(v)) {
+        size += (depth + 1) * 2 + 12 + esc(k);
+        stack.push([x, depth + 1]);
+      }
+    } else size += 17;
+  }
+  return size + 200 * (p.payloads?.length ?? 0);
 }
 
 function ruleOf(issue: PayloadIssue): string {
@@ -372,7 +477,7 @@ function scanStrings(v: unknown, path: JsonPath, fn: (s: string, path: JsonPath)
  * disjoint sets of devices), but if any device could be selected for both, the device would get
  * one, then the other, forever: that is an error naming both blueprints.
  */
-function checkIdentifiers(fleet: Fleet, usedBy: Map<string, BlueprintDoc[]>, c: Collector): void {
+function checkIdentifiers(fleet: Fleet, usedBy: Map<string, BlueprintDoc[]>, c: Collector, limits: LoaderLimits): void {
   const byId = new Map<string, ProfileDoc[]>();
   for (const p of fleet.profiles.values()) {
     if (!p.identifier) continue;
@@ -382,6 +487,12 @@ function checkIdentifiers(fleet: Fleet, usedBy: Map<string, BlueprintDoc[]>, c: 
   }
   for (const [id, profiles] of byId) {
     if (profiles.length < 2) continue;
+    if (profiles.length > limits.profilesPerIdentifier) {
+      // Every pair is compared below: thousands of variants would take quadratic time.
+      const extra = profiles[limits.profilesPerIdentifier]!;
+      c.add('error', 'limit-identifier', extra.origin, `${profiles.length} profiles share identifier ${id}; at most ${limits.profilesPerIdentifier} may (limit profilesPerIdentifier)`);
+      continue;
+    }
     for (let i = 0; i < profiles.length; i++) {
       for (let j = i + 1; j < profiles.length; j++) {
         const a = profiles[i]!;
@@ -445,7 +556,8 @@ function schemaErrors(errors: ErrorObject[]): MappedError[] {
   return out;
 }
 
-function suggest(name: string, options: string[]): string {
+function suggest(name: string, options: string[], c: Collector): string {
+  if (c.suggestions-- <= 0 || name.length > 200) return '';
   let best: string | undefined;
   let bestD = Infinity;
   for (const o of options) {

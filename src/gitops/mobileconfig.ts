@@ -39,8 +39,14 @@ function octets(block: asn1js.AsnType): Uint8Array {
   return new Uint8Array(os.valueBlock.valueHexView);
 }
 
-export function readProfile(bytes: Buffer): { profile: PlistDict; signed: boolean } {
+export interface ReadProfileOptions {
+  /** Deepest nesting of dict and array accepted (the loader's depth limit); unchecked if absent. */
+  maxDepth?: number;
+}
+
+export function readProfile(bytes: Buffer, opts: ReadProfileOptions = {}): { profile: PlistDict; signed: boolean } {
   const { xml, signed } = profileXml(bytes);
+  if (opts.maxDepth !== undefined) checkNesting(xml.toString('utf8'), opts.maxDepth);
   let profile: PlistDict;
   try {
     profile = parsePlistDict(xml);
@@ -51,4 +57,33 @@ export function readProfile(bytes: Buffer): { profile: PlistDict; signed: boolea
     throw new MobileconfigError(`PayloadType is ${JSON.stringify(profile.PayloadType)}, expected "Configuration": not a configuration profile`);
   }
   return { profile, signed };
+}
+
+/**
+ * Refuse dict/array nesting deeper than `max` before any parser (or, later, the renderer, which
+ * recurses) sees it. A scan with indexOf, not a regular expression: linear on any input.
+ */
+function checkNesting(xml: string, max: number): void {
+  let depth = 0;
+  for (let i = xml.indexOf('<'); i !== -1; i = xml.indexOf('<', i + 1)) {
+    if (xml.startsWith('<!--', i)) {
+      i = xml.indexOf('-->', i + 4);
+    } else if (xml.startsWith('<![CDATA[', i)) {
+      i = xml.indexOf(']]>', i + 9);
+    } else {
+      const close = xml[i + 1] === '/';
+      const name = close ? i + 2 : i + 1;
+      const isContainer = (xml.startsWith('dict', name) && !/[\w.:-]/.test(xml[name + 4] ?? '')) || (xml.startsWith('array', name) && !/[\w.:-]/.test(xml[name + 5] ?? ''));
+      const end = xml.indexOf('>', i);
+      if (isContainer && end !== -1) {
+        if (close) depth = Math.max(0, depth - 1);
+        else if (xml[end - 1] !== '/' && ++depth > max) {
+          const line = xml.slice(0, i).split('\n').length;
+          throw new MobileconfigError(`dict and array nesting deeper than ${max} levels at line ${line} (limit depth)`);
+        }
+      }
+      i = end;
+    }
+    if (i === -1) break; // unterminated: the parser says what is wrong
+  }
 }
