@@ -1,8 +1,11 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDeviceIdentity } from '../../src/identity/ca.js';
 import { signDetached } from '../../src/identity/cms-sign.js';
+import { buildPlist } from '../../src/protocol/plist.js';
+import { SimulatedDevice } from '../../src/sim/device.js';
 import { http, startTestServer, type TestServer } from '../helpers/server.js';
 
 const VECTORS = join(import.meta.dirname, '../fixtures/vectors/nanomdm');
@@ -37,6 +40,9 @@ describe('bad input: a 4xx with a clear reason in the log, and the server keeps 
     ['an undefined entity reference', () => put(plist('<dict><key>MessageType</key><string>&xxe;</string></dict>')), /entity/],
     ['a body over the size limit', () => put(plist(`<dict><key>Pad</key><string>${'x'.repeat(70 * 1024)}</string></dict>`)), /limit/],
     ['wrong content type', () => put(plist('<dict/>'), 'application/json'), /content type/],
+    ['a JSON content type with a suffix', () => put(plist('<dict/>'), 'application/problem+json'), /content type "application\/problem\+json" is not an MDM plist/],
+    ['a form upload', () => put(plist('<dict/>'), 'multipart/form-data; boundary=x'), /content type "multipart\/form-data" is not an MDM plist/],
+    ["curl --data's default content type", () => put(plist('<dict/>'), 'application/x-www-form-urlencoded'), /content type "application\/x-www-form-urlencoded"/],
     ['a binary plist', () => put(Buffer.concat([Buffer.from('bplist00'), Buffer.alloc(40)])), /binary plist/],
     ['neither MessageType nor Status', () => put(plist('<dict><key>UDID</key><string>X</string></dict>')), /not an MDM message/],
     ['a report without CommandUUID', () => put(plist('<dict><key>UDID</key><string>X</string><key>Status</key><string>Acknowledged</string></dict>'), 'application/x-apple-aspen-mdm', '/mdm/connect'), /CommandUUID/],
@@ -56,6 +62,37 @@ describe('bad input: a 4xx with a clear reason in the log, and the server keeps 
       expect(res.text).toMatch(reason);
     });
   }
+
+  it('a device that sends no Content-Type (or an unusual one) is served: it gets its commands', async () => {
+    const identity = createDeviceIdentity(server.ca, 'no-content-type');
+    const dev = new SimulatedDevice({ serverUrl: server.url, identity });
+    await dev.enroll();
+    const queued = await http(`${server.url}/api/v1/commands`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ targets: [dev.udid], command: { RequestType: 'ProfileList' } }),
+    });
+    const uuid = (queued.json() as { commandUUID: string }).commandUUID;
+    // node:http adds no Content-Type of its own, unlike fetch for a string body.
+    const send = (report: Record<string, string>, type?: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const body = buildPlist({ UDID: dev.udid, ...report });
+      const headers: Record<string, string> = { 'mdm-signature': signDetached(body, identity), 'content-length': String(body.length) };
+      if (type) headers['content-type'] = type;
+      const req = request(`${server.url}/mdm/connect`, { method: 'PUT', headers }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => { text += d.toString(); });
+        res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    const idle = await send({ Status: 'Idle' });
+    expect(idle.status).toBe(200);
+    expect(idle.body).toContain(uuid);
+    const ack = await send({ Status: 'Acknowledged', CommandUUID: uuid }, 'application/octet-stream');
+    expect(ack.status).toBe(200);
+    expect((await server.store.listCommands(dev.udid))[0]?.status).toBe('Acknowledged');
+  });
 
   it('still serves after all of that', async () => {
     const dev = server.device();
