@@ -16,6 +16,7 @@ import {
   X509Certificate, constants, createCipheriv, createDecipheriv, createHmac, privateDecrypt, publicEncrypt, randomBytes,
   type KeyObject,
 } from 'node:crypto';
+import { causeName, guarded } from '../identity/errors.js';
 import { id_data } from '../identity/oids.js';
 import {
   Asn1Error, algorithm, contentOf, ctx, ctxPrim, int, isCtx, isUniversal, kids, NULL, octets, oid, oidOf, parse, seq, set,
@@ -50,8 +51,8 @@ const CIPHER_BY_OID = new Map<string, ContentCipher>(
 export type EnvelopeProblem = 'unsupported' | 'recipient' | 'decrypt' | 'malformed';
 
 export class EnvelopeError extends Error {
-  constructor(readonly problem: EnvelopeProblem, message: string) {
-    super(message);
+  constructor(readonly problem: EnvelopeProblem, message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'EnvelopeError';
   }
 }
@@ -141,9 +142,15 @@ export interface EnvelopeParts {
   encrypted: Buffer;
 }
 
-/** Read an EnvelopedData (ContentInfo DER). Throws EnvelopeError('malformed'). */
+/** The guard of the envelope parsers: anything but an EnvelopeError is EnvelopeError('malformed'). */
+function envelopeGuard<T>(parse: () => T): T {
+  return guarded(parse, [EnvelopeError], (cause) => new EnvelopeError('malformed',
+    cause instanceof Asn1Error ? cause.message : `EnvelopedData could not be parsed ${causeName(cause)}`, { cause }));
+}
+
+/** Read an EnvelopedData (ContentInfo DER). Throws only EnvelopeError('malformed'). */
 export function readEnvelope(der: Buffer): EnvelopeParts {
-  try {
+  return envelopeGuard(() => {
     const ci = kids(parse(der, 'EnvelopedData'), 'ContentInfo');
     if (oidOf(ci[0], 'contentType') !== id_envelopedData) throw new Asn1Error('content is not a CMS EnvelopedData');
     if (!isCtx(ci[1], 0)) throw new Asn1Error('EnvelopedData ContentInfo has no content');
@@ -164,14 +171,15 @@ export function readEnvelope(der: Buffer): EnvelopeParts {
     if (!isUniversal(alg[1], 4)) throw new Asn1Error('content encryption IV missing');
     if (!isCtx(eci[2], 0)) throw new Asn1Error('EnvelopedData has no encryptedContent');
     return { recipients, cipherOid, cipher: CIPHER_BY_OID.get(cipherOid), iv: contentOf(alg[1], 'IV'), encrypted: contentOf(eci[2], 'encryptedContent') };
-  } catch (err) {
-    if (err instanceof EnvelopeError) throw err;
-    throw new EnvelopeError('malformed', err instanceof Error ? err.message : String(err));
-  }
+  });
 }
 
-/** Decrypt an EnvelopedData (ContentInfo DER) addressed to `recipient`. */
+/** Decrypt an EnvelopedData (ContentInfo DER) addressed to `recipient`. Throws only EnvelopeError. */
 export function openEnvelope(der: Buffer, recipient: Signer): OpenedEnvelope {
+  return envelopeGuard(() => openUnguarded(der, recipient));
+}
+
+function openUnguarded(der: Buffer, recipient: Signer): OpenedEnvelope {
   const env = readEnvelope(der);
   const ktri = env.recipients.find((r) => identifies(r.rid, recipient.certDer));
   if (!ktri) throw new EnvelopeError('recipient', 'not encrypted to this certificate');

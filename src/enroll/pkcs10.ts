@@ -4,6 +4,7 @@
  */
 import { createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import type { NameAttribute } from '../identity/ca.js';
+import { causeName, guarded } from '../identity/errors.js';
 import {
   Asn1Error, algorithm, bitString, contentOf, ctx, int, isCtx, isUniversal, kids, NULL, oid, oidOf, parse, raw, seq, set, textOf, time,
   tlv, utf8, printable,
@@ -40,8 +41,8 @@ const SIG: Record<string, { hash: string; keyType: 'rsa' | 'ec' }> = {
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 
 export class CsrError extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'CsrError';
   }
 }
@@ -116,51 +117,47 @@ export interface Csr {
   challengePassword?: string;
 }
 
-/** Parse a CSR and verify its self-signature (proof that the requester holds the key). */
+/**
+ * Parse a CSR and verify its self-signature (proof that the requester holds the key). Throws only
+ * CsrError: a structure error names what is wrong, any other exception is "could not be parsed".
+ */
 export function parseCsr(der: Buffer): Csr {
-  let info: ReturnType<typeof kids>;
-  let parts: ReturnType<typeof kids>;
-  try {
-    parts = kids(parse(der, 'CSR'), 'CertificationRequest');
-    info = kids(parts[0], 'certificationRequestInfo');
-  } catch (err) {
-    throw new CsrError((err as Error).message);
-  }
+  return guarded(() => parseUnguarded(der), [CsrError], (cause) => new CsrError(
+    cause instanceof Asn1Error ? `CSR: ${cause.message}` : `CSR could not be parsed ${causeName(cause)}`, { cause }));
+}
+
+function parseUnguarded(der: Buffer): Csr {
+  const parts = kids(parse(der, 'CSR'), 'CertificationRequest');
+  const info = kids(parts[0], 'certificationRequestInfo');
   const subject: NameAttribute[] = [];
   let challengePassword: string | undefined;
+  for (const rdn of kids(info[1], 'subject')) {
+    for (const atv of kids(rdn, 'RDN')) {
+      const [type, value] = kids(atv, 'AttributeTypeAndValue');
+      subject.push({ name: oidOf(type, 'attribute type'), value: textOf(value, 'attribute value') });
+    }
+  }
+  if (!info[2]) throw new Asn1Error('CSR has no subjectPublicKeyInfo');
+  const spkiDer = Buffer.from(raw(info[2]));
   let publicKey: KeyObject;
-  let spkiDer: Buffer;
   try {
-    for (const rdn of kids(info[1], 'subject')) {
-      for (const atv of kids(rdn, 'RDN')) {
-        const [type, value] = kids(atv, 'AttributeTypeAndValue');
-        subject.push({ name: oidOf(type, 'attribute type'), value: textOf(value, 'attribute value') });
-      }
-    }
-    spkiDer = Buffer.from(raw(info[2]!));
     publicKey = createPublicKey({ key: spkiDer, format: 'der', type: 'spki' });
-    if (isCtx(info[3], 0)) {
-      for (const attr of kids(info[3], 'attributes')) {
-        const [type, values] = kids(attr, 'attribute');
-        if (oidOf(type, 'attribute type') !== id_challengePassword) continue;
-        const v = kids(values, 'challengePassword values');
-        if (v.length !== 1) throw new Asn1Error('challengePassword must have one value');
-        challengePassword = textOf(v[0], 'challengePassword');
-      }
+  } catch (cause) {
+    throw new CsrError('CSR public key cannot be read', { cause });
+  }
+  if (isCtx(info[3], 0)) {
+    for (const attr of kids(info[3], 'attributes')) {
+      const [type, values] = kids(attr, 'attribute');
+      if (oidOf(type, 'attribute type') !== id_challengePassword) continue;
+      const v = kids(values, 'challengePassword values');
+      if (v.length !== 1) throw new Asn1Error('challengePassword must have one value');
+      challengePassword = textOf(v[0], 'challengePassword');
     }
-  } catch (err) {
-    throw new CsrError(`CSR: ${(err as Error).message}`);
   }
-  let sigOid: string;
-  let signature: Buffer;
-  try {
-    sigOid = oidOf(kids(parts[1], 'signatureAlgorithm')[0], 'signatureAlgorithm');
-    // asn1js strips the BIT STRING's unused-bits octet from its content.
-    if (!isUniversal(parts[2], 3)) throw new Asn1Error('CSR signature is not a BIT STRING');
-    signature = contentOf(parts[2], 'signature');
-  } catch (err) {
-    throw new CsrError(`CSR: ${(err as Error).message}`);
-  }
+  const sigOid = oidOf(kids(parts[1], 'signatureAlgorithm')[0], 'signatureAlgorithm');
+  // asn1js strips the BIT STRING's unused-bits octet from its content.
+  if (!isUniversal(parts[2], 3)) throw new Asn1Error('CSR signature is not a BIT STRING');
+  const signature = contentOf(parts[2], 'signature');
   const alg = SIG[sigOid];
   if (!alg) throw new CsrError(`CSR signature algorithm ${sigOid} is not supported`);
   if (alg.hash === 'md5') throw new CsrError('CSR is signed with MD5');

@@ -4,6 +4,7 @@
  * requests and writes CertRep; the simulator (and tests) write requests and read CertRep.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
+import { causeName, guarded } from '../identity/errors.js';
 import { Asn1Error, contentOf, octets, printable, raw, textOf, utf8, type Block } from '../identity/der.js';
 import { openEnvelope, sealEnvelope, type ContentCipher } from './envelope.js';
 import {
@@ -71,9 +72,13 @@ function text(b: Block | undefined, what: string): string | undefined {
 /**
  * Read a SCEP message's structure and attributes. The signature is not judged here
  * (checkSignature(msg.signed)), so a failure reply can still echo the transaction.
- * Throws Asn1Error when the message is not a SCEP message at all.
+ * Throws only Asn1Error: when the message is not a SCEP message at all.
  */
 export function parsePkiMessage(der: Buffer): PkiMessage {
+  return guarded(() => parseUnguarded(der), [Asn1Error], (cause) => new Asn1Error(`SCEP message could not be parsed ${causeName(cause)}`, { cause }));
+}
+
+function parseUnguarded(der: Buffer): PkiMessage {
   const signed = parseSignedData(der, 'SCEP message');
   const typeCode = text(attributeValue(signed, SCEP_OIDS.messageType), 'messageType');
   const tx = attributeValue(signed, SCEP_OIDS.transactionID);

@@ -6,6 +6,7 @@
  */
 import { X509Certificate, createHash, sign, verify, type KeyObject } from 'node:crypto';
 import { DIGEST_BY_OID, DIGEST_OID, SIGNATURE_OIDS, id_contentType, id_data, id_messageDigest, id_signedData, id_signingTime, type DigestName, type SigAlg } from '../identity/oids.js';
+import { causeName, guarded } from '../identity/errors.js';
 import {
   Asn1Error, algorithm, asSet, contentOf, ctx, int, isCtx, isUniversal, kids, NULL, octets, oid, oidOf, parse, raw,
   seq, set, setOf, time, type Block,
@@ -82,14 +83,15 @@ export function certParts(certDer: Buffer): CertParts {
 /** Does a SignerInfo/RecipientInfo identifier (issuerAndSerialNumber or [0] SKI) name this certificate? */
 export function identifies(id: Block | undefined, certDer: Buffer): boolean {
   if (!id) return false;
-  let parts: CertParts;
+  // An identifier or certificate that cannot be read names nothing (e.g. a constructed [0]
+  // whose parts are not strings): a total function, so callers need no guard of their own.
   try {
-    parts = certParts(certDer);
+    const parts = certParts(certDer);
+    if (isUniversal(id, 16)) return raw(id).equals(parts.issuerAndSerial);
+    if (isCtx(id, 0)) return !!parts.ski && contentOf(id, 'subjectKeyIdentifier').equals(parts.ski);
   } catch {
     return false;
   }
-  if (isUniversal(id, 16)) return raw(id).equals(parts.issuerAndSerial);
-  if (isCtx(id, 0)) return !!parts.ski && contentOf(id, 'subjectKeyIdentifier').equals(parts.ski);
   return false;
 }
 
@@ -167,8 +169,17 @@ function contentInfoSignedData(der: Buffer, what: string): Block[] {
   return kids(sd, 'SignedData');
 }
 
-/** Parse a SignedData without judging its signature (see checkSignature). */
+/** Any exception but ours while reading a SignedData means it could not be read. */
+function readable<T>(what: string, parse: () => T): T {
+  return guarded(parse, [Asn1Error, SignatureError], (cause) => new Asn1Error(`${what} could not be parsed ${causeName(cause)}`, { cause }));
+}
+
+/** Parse a SignedData without judging its signature (see checkSignature). Throws only Asn1Error. */
 export function parseSignedData(der: Buffer, what = 'message'): ParsedSignedData {
+  return readable(what, () => parseUnguarded(der, what));
+}
+
+function parseUnguarded(der: Buffer, what: string): ParsedSignedData {
   const sd = contentInfoSignedData(der, what);
   const encap = kids(sd[2], 'encapContentInfo');
   const contentType = oidOf(encap[0], 'eContentType');
@@ -224,9 +235,13 @@ export function attributeValue(p: ParsedSignedData, type: string): Block | undef
 /**
  * Prove the SignedData was signed by its signer certificate's key over its content (signed
  * attributes required: every SCEP message and signed profile has them). Who the signer is, is
- * the caller's question.
+ * the caller's question. Throws only SignatureError and Asn1Error.
  */
 export function checkSignature(p: ParsedSignedData): { signerCert: Buffer; publicKey: KeyObject } {
+  return readable('SignedData', () => checkUnguarded(p));
+}
+
+function checkUnguarded(p: ParsedSignedData): { signerCert: Buffer; publicKey: KeyObject } {
   if (!p.signerInfo) throw new SignatureError('SignedData must have exactly one signer');
   if (!p.signerCert) throw new SignatureError('signer certificate not included in SignedData');
   const { signedAttrs, signature, sigAlg, sigOid } = p.signerInfo;

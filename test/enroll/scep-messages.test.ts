@@ -5,13 +5,19 @@
 import { X509Certificate, constants, createPrivateKey, generateKeyPairSync, publicEncrypt } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, createDeviceIdentity } from '../../src/identity/ca.js';
 import { ScepAuthority } from '../../src/enroll/authority.js';
 import { decryptKeyPkcs1, EnvelopeError, openEnvelope, readEnvelope, sealEnvelope, type ContentCipher } from '../../src/enroll/envelope.js';
 import { buildCsr, CsrError, parseCsr, selfSignedCertificate } from '../../src/enroll/pkcs10.js';
 import { buildRequest, parsePkiMessage, readCertRep } from '../../src/enroll/scep.js';
 import { checkSignature, SignatureError } from '../../src/enroll/signed-data.js';
+import * as fc from 'fast-check';
+import { algorithm, ctx, ctxPrim, int, NULL, octets, oid, seq, set } from '../../src/identity/der.js';
+import { id_data } from '../../src/identity/oids.js';
+import { buildPkiMessage } from '../../src/enroll/scep.js';
+import { id_envelopedData } from '../../src/enroll/envelope.js';
+import { mutations } from '../fuzz/harness.js';
 import { opensslPki, type OpensslPki } from '../helpers/openssl.js';
 import { openssl, startEnrollServer, tempDir, VECTORS, type EnrollServer } from './helpers.js';
 
@@ -197,5 +203,51 @@ describe('ScepAuthority without HTTP', () => {
     const foreign = createDeviceIdentity(createCA({ commonName: 'Foreign' }), 'x');
     const req3 = buildRequest({ messageType: 'RenewalReq', csr: buildCsr({ key: foreign.key, subject: [['CN', 'x']] }), signer: foreign, recipient: ca.certDer });
     expect(readCertRep(authority.pkiOperation(req3.der).body, req3, ca.certDer, foreign)).toMatchObject({ status: 'FAILURE', failInfo: 'badMessageCheck' });
+  });
+});
+
+describe('PKIOperation bodies that are not what they should be, against a real server', () => {
+  let server: EnrollServer;
+  beforeAll(async () => {
+    server = await startEnrollServer({ staticChallenge: 'x' });
+  });
+  afterAll(async () => {
+    await server.stop();
+  });
+  const post = async (body: Buffer) => {
+    const res = await fetch(`${server.url}/scep?operation=PKIOperation`, { method: 'POST', body: new Uint8Array(body) });
+    return { status: res.status, body: Buffer.from(await res.arrayBuffer()) };
+  };
+
+  it('a signed request whose envelope names its recipient unreadably ([0] holding an OID): a CertRep FAILURE, not a 500', async () => {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const signer = { certDer: selfSignedCertificate(privateKey, [['CN', 'odd recipient']]), key: privateKey };
+    const ktri = seq(int(2), ctx(0, oid('1.2.3')), algorithm('1.2.840.113549.1.1.1', NULL), octets(Buffer.alloc(256, 1)));
+    const eci = seq(oid(id_data), algorithm('2.16.840.1.101.3.4.1.2', octets(Buffer.alloc(16))), ctxPrim(0, Buffer.alloc(16)));
+    const envelope = seq(oid(id_envelopedData), ctx(0, seq(int(2), set(ktri), eci)));
+    const der = buildPkiMessage({ messageType: 'PKCSReq', transactionId: 'ODD-RID', senderNonce: Buffer.alloc(16, 2), envelope, signer });
+    const res = await post(der);
+    expect(res.status).toBe(200);
+    const rep = parsePkiMessage(res.body);
+    expect(rep).toMatchObject({ messageType: 'CertRep', pkiStatus: 'FAILURE', failInfo: 'badRequest', transactionId: 'ODD-RID' });
+    expect(rep.failInfoText).toBe('not encrypted to this certificate');
+  });
+
+  it('garbage, and 300 mutations of the real PKCSReq vector (by POST and GET): a CertRep or a 400, never 5xx or 401', async () => {
+    const bodies = [Buffer.alloc(0), Buffer.from('GAFB', 'base64'), Buffer.from([0x30, 0x80]), Buffer.from('not base64 at all \u00e9'),
+      ...fc.sample(mutations([vector]), { numRuns: 300, seed: 11 }).map((m) => m.bytes)];
+    const statuses = new Map<number, number>();
+    for (const [i, body] of bodies.entries()) {
+      const res = i % 4 === 3
+        ? await fetch(`${server.url}/scep?operation=PKIOperation&message=${encodeURIComponent(body.toString('base64'))}`).then(async (r) => ({ status: r.status, body: Buffer.from(await r.arrayBuffer()) }))
+        : await post(body);
+      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+      if (res.status === 200) expect(parsePkiMessage(res.body).messageType).toBe('CertRep');
+      else expect(res.status).toBe(400);
+    }
+    // Both kinds of answer happen: the mutations reach past the outer decoding.
+    expect(statuses.get(400)).toBeGreaterThan(0);
+    expect(statuses.get(200)).toBeGreaterThan(0);
+    expect(server.logs.filter((l) => l.path === '/scep' && (l.status ?? 0) >= 500)).toEqual([]);
   });
 });
