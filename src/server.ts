@@ -36,6 +36,8 @@ export interface RunningServer {
   source?: FleetSource;
   reconciler: Reconciler;
   log: Logger;
+  /** The Koa app (mountedRoutes(app) lists its routes). */
+  app: ReturnType<typeof createApp>;
   close(): Promise<void>;
 }
 
@@ -158,7 +160,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   await source?.start();
   log.info({ url, dataDir: cfg.dataDir, repo: source?.status().repo, trustedCAs: trust.size, certHeader: cfg.certHeader }, 'orchard listening');
   return {
-    url, store, service, trust, source, reconciler, log,
+    url, store, service, trust, source, reconciler, log, app,
     async close() {
       clearInterval(timer);
       await source?.stop();

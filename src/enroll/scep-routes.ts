@@ -15,6 +15,7 @@ import type { Context } from 'koa';
 import getRawBody from 'raw-body';
 import type { DeviceState } from '../http/context.js';
 import { ProtocolError } from '../protocol/errors.js';
+import { ROUTER_OPTIONS } from '../http/api.js';
 import type { RouteDeps } from '../server.js';
 import { ScepAuthority, ScepMalformed } from './authority.js';
 import { RenewalLedger } from './renewals.js';
@@ -106,7 +107,7 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
     const topic = () => (typeof opts.topic === 'function' ? opts.topic() : opts.topic);
     const caps = `${CA_CAPS.join('\n')}\n`;
 
-    const device = new Router();
+    const device = new Router(ROUTER_OPTIONS);
     const scep = async (ctx: Context) => {
       const op = typeof ctx.query.operation === 'string' ? ctx.query.operation : '';
       const log = logFields(ctx);
@@ -182,7 +183,7 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
       if (log) log.outcome = c === undefined ? 'profile (static challenge)' : 'profile (one-time challenge)';
     });
 
-    const api = new Router();
+    const api = new Router(ROUTER_OPTIONS);
     api.post('/api/v1/enrollments', deps.apiErrors, deps.auth, (ctx) => {
       const { challenge, expiresAt } = challenges.create();
       const base = publicBase(deps, ctx);

@@ -1,6 +1,12 @@
 /**
  * The admin API. Bearer tokens: the admin token may do everything, the read-only token only GET.
  * Unlike the device endpoints, a missing token here is a plain 401: no device ever calls this.
+ *
+ * Authorization is attached to every route (`...guard, handler`), never through `router.use()`:
+ * a `use()` layer and the routes it should protect are matched separately, and any difference in
+ * how they match (case, trailing slash, encoding) is a way around it. Every router is built with
+ * ROUTER_OPTIONS (case-sensitive, strict), and createApp refuses to start with an admin route
+ * (under /api/ or /metrics) that has no guard, or with a case-insensitive route.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
 import Router from '@koa/router';
@@ -30,13 +36,34 @@ export class ApiError extends Error {
   constructor(readonly status: number, message: string) { super(message); }
 }
 
-export function apiRouter(opts: ApiOptions): Router {
-  const router = new Router({ prefix: '/api/v1' });
-  const now = opts.now ?? (() => new Date());
-  router.use(apiErrors());
-  router.use(bearerAuth(opts.adminToken, opts.readToken));
+/** Options of every router Orchard mounts: paths match exactly as written (case, trailing slash). */
+export const ROUTER_OPTIONS = { sensitive: true, strict: true } as const;
 
-  router.post('/commands', async (ctx) => {
+const GUARD = Symbol('orchard.guard');
+type Marked = { [GUARD]?: string };
+
+/** Marks middleware as a route's access check, for the startup check in createApp. */
+function markGuard<M extends Middleware>(m: M, kind: string): M {
+  (m as M & Marked)[GUARD] = kind;
+  return m;
+}
+
+/** What access check a middleware is ('bearer', 'public: ...'), if it is one. */
+export function guardKind(m: unknown): string | undefined {
+  return typeof m === 'function' ? (m as unknown as Marked)[GUARD] : undefined;
+}
+
+/** Declares an admin-area route deliberately open to the network (it authenticates otherwise, or not at all). */
+export function publicRoute(why: string): Middleware {
+  return markGuard((_ctx, next) => next(), `public: ${why}`);
+}
+
+export function apiRouter(opts: ApiOptions): Router {
+  const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
+  const now = opts.now ?? (() => new Date());
+  const guard = [apiErrors(), bearerAuth(opts.adminToken, opts.readToken)] as const;
+
+  router.post('/commands', ...guard, async (ctx) => {
     const type = (ctx.get('content-type').split(';')[0] ?? '').trim().toLowerCase();
     const raw = await readApiBody(ctx.req, opts.maxBodyBytes);
     let targets: unknown;
@@ -73,37 +100,65 @@ export function apiRouter(opts: ApiOptions): Router {
     const enrollments = await Promise.all(ids.map((id) => opts.store.getEnrollment(id)));
     const missing = ids.filter((_, i) => !enrollments[i]?.active);
     if (missing.length > 0) throw new ApiError(404, `not enrolled (unknown or inactive): ${missing.slice(0, 20).join(', ')}`);
-    await opts.store.enqueue(ids, { ...built, priority: ctx.state.priority as number | undefined }, now());
+    const taken = await Promise.all(ids.map((id) => opts.store.getCommand(id, built.uuid)));
+    if (taken.some(Boolean)) throw duplicateCommand(built.uuid, ids.filter((_, i) => taken[i]));
+    try {
+      await opts.store.enqueue(ids, { ...built, priority: ctx.state.priority as number | undefined }, now());
+    } catch (err) {
+      // A concurrent request with the same commandUUID got in between the check and the write.
+      if (err instanceof Error && /^command \S+ already exists for /.test(err.message)) throw duplicateCommand(built.uuid, []);
+      throw err;
+    }
     void opts.pusher.push(enrollments as EnrollmentRecord[]).catch(() => undefined);
     ctx.status = 201;
     ctx.body = { commandUUID: built.uuid, requestType: built.requestType, targets: ids };
   });
 
-  if (opts.source) router.get('/source', sourceStatusRoute(opts.source));
-  else router.get('/source', () => { throw new ApiError(404, 'no fleet repository configured (--repo)'); });
+  if (opts.source) router.get('/source', ...guard, sourceStatusRoute(opts.source));
+  else router.get('/source', ...guard, () => { throw new ApiError(404, 'no fleet repository configured (--repo)'); });
 
-  router.get('/devices', async (ctx) => {
+  router.get('/devices', ...guard, async (ctx) => {
     const devices = await opts.store.listDevices();
     const out = await Promise.all(devices.map((d) => deviceView(opts.store, d)));
     ctx.body = { devices: out };
   });
 
-  router.get('/devices/:id', async (ctx) => {
-    const dev = await opts.store.getDevice(ctx.params.id!);
-    if (!dev) throw new ApiError(404, `no device ${ctx.params.id}`);
-    ctx.body = await deviceView(opts.store, dev);
+  router.get('/devices/:id', ...guard, async (ctx) => {
+    ctx.body = await deviceView(opts.store, await findDevice(opts.store, ctx.params.id!));
   });
 
-  router.get('/devices/:id/commands', async (ctx) => {
-    const id = ctx.params.id!;
-    const enrollment = await opts.store.getEnrollment(id);
-    const device = enrollment ? undefined : await opts.store.getDevice(id);
-    if (!enrollment && !device) throw new ApiError(404, `no device or enrollment ${id}`);
+  router.get('/devices/:id/commands', ...guard, async (ctx) => {
+    const given = ctx.params.id!;
+    // Commands belong to an enrollment; a UDID or serial number means the device channel.
+    const id = (await opts.store.getEnrollment(given)) ? given : (await findDevice(opts.store, given)).id;
     const commands = await opts.store.listCommands(id);
     ctx.body = { enrollment: id, commands: commands.map(commandView) };
   });
 
   return router;
+}
+
+function duplicateCommand(uuid: string, targets: string[]): ApiError {
+  const which = targets.length ? ` for ${targets.slice(0, 20).join(', ')}` : '';
+  return new ApiError(409, `commandUUID ${uuid} is already queued or recorded${which}: use a new one`);
+}
+
+/**
+ * The device a caller names by UDID (or a User Enrollment's EnrollmentID), by enrollment id
+ * (`UDID:UserID`), or by serial number (as `orchard status --device SERIAL` does). A serial
+ * number shared by two device records is refused as ambiguous rather than guessed.
+ */
+export async function findDevice(store: Store, id: string): Promise<DeviceRecord> {
+  const direct = await store.getDevice(id);
+  if (direct) return direct;
+  const enrollment = await store.getEnrollment(id);
+  const owner = enrollment ? await store.getDevice(enrollment.deviceId) : undefined;
+  if (owner) return owner;
+  const serial = id.toUpperCase();
+  const bySerial = (await store.listDevices()).filter((d) => d.facts.SerialNumber?.toUpperCase() === serial);
+  if (bySerial.length === 1) return bySerial[0]!;
+  if (bySerial.length > 1) throw new ApiError(409, `serial number ${id} matches ${bySerial.length} devices (${bySerial.map((d) => d.id).join(', ')}): name one by UDID`);
+  throw new ApiError(404, `no device ${id} (by UDID, enrollment id or serial number)`);
 }
 
 async function deviceView(store: Store, d: DeviceRecord) {
@@ -182,11 +237,11 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-/** Constant-time token check; the read token may only read. */
+/** Constant-time token check; the read token may only read. Put it on each route, after apiErrors(). */
 export function bearerAuth(adminToken?: string, readToken?: string): Middleware {
   const admin = adminToken ? digest(adminToken) : undefined;
   const read = readToken ? digest(readToken) : undefined;
-  return async (ctx, next) => {
+  return markGuard(async (ctx, next) => {
     if (!admin && !read) throw new ApiError(403, 'admin API disabled: set ORCHARD_API_TOKEN (and optionally ORCHARD_READ_TOKEN)');
     const m = /^Bearer\s+(\S+)$/i.exec(ctx.get('authorization'));
     if (!m) {
@@ -203,5 +258,5 @@ export function bearerAuth(adminToken?: string, readToken?: string): Middleware 
       throw new ApiError(403, 'invalid token');
     }
     await next();
-  };
+  }, 'bearer');
 }

@@ -7,7 +7,8 @@ import type { ReplayGuard } from '../mdm/replay.js';
 import type { Pusher } from '../push/push.js';
 import type { Store } from '../store/types.js';
 import type { FleetSource } from '../gitops/source.js';
-import { apiRouter } from './api.js';
+import { ProtocolError } from '../protocol/errors.js';
+import { ROUTER_OPTIONS, apiRouter, guardKind } from './api.js';
 import { sourceRoutes } from './source-routes.js';
 import type { DeviceState } from './context.js';
 import { deviceIdentity, mdmHandler, readBody } from './device.js';
@@ -41,8 +42,9 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
   app.silent = true;
   for (const m of opts.middleware ?? []) app.use(m);
   app.use(requestLog(opts.log));
+  app.use(canonicalPath());
 
-  const device = new Router<DeviceState>();
+  const device = new Router<DeviceState>(ROUTER_OPTIONS);
   const chain = [
     readBody({ limit: opts.maxBodyBytes, timeoutMs: opts.bodyTimeoutMs ?? 30_000 }),
     deviceIdentity({ trust: opts.trust, certHeader: opts.certHeader }),
@@ -53,27 +55,119 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
   device.get('/healthz', (ctx) => {
     ctx.body = { ok: true };
   });
-  app.use(device.routes());
-  app.use(device.allowedMethods());
-
-  for (const r of opts.extraRoutes ?? []) {
-    app.use(r.routes());
-    app.use(r.allowedMethods());
-  }
+  const routers: Router[] = [device as unknown as Router, ...(opts.extraRoutes ?? [])];
   // The webhook is authenticated by its HMAC signature, not a bearer token: mounted first.
-  if (opts.source) {
-    const hooks = sourceRoutes({ source: opts.source, webhookSecret: opts.webhookSecret, log: opts.log });
-    app.use(hooks.routes());
-  }
-  const api = apiRouter({
+  if (opts.source) routers.push(sourceRoutes({ source: opts.source, webhookSecret: opts.webhookSecret, log: opts.log }));
+  routers.push(apiRouter({
     source: opts.source,
     store: opts.store,
     pusher: opts.pusher,
     adminToken: opts.adminToken,
     readToken: opts.readToken,
     maxBodyBytes: opts.maxBodyBytes,
-  });
-  app.use(api.routes());
-  app.use(api.allowedMethods());
+  }));
+  checkRoutes(routers);
+  for (const r of routers) {
+    app.use(r.routes());
+    app.use(r.allowedMethods());
+  }
   return app;
+}
+
+/** One mounted route: its method, its path pattern (`:id` parameters) and the access check it carries. */
+export interface MountedRoute {
+  method: string;
+  path: string;
+  /** 'bearer', 'public: <why>', or undefined (device and public endpoints outside the admin area). */
+  guard?: string;
+}
+
+interface LayerLike { path: string | RegExp; methods: string[]; stack: unknown[]; regexp: RegExp }
+
+function layers(r: Router): LayerLike[] {
+  return r.stack as unknown as LayerLike[];
+}
+
+/** The admin area: everything here needs a bearer token unless a route says otherwise. */
+const ADMIN_AREA = /^\/(api\/|metrics$)/i;
+
+/**
+ * Refuses to start with a route that could be reached without its check: a case-insensitive or
+ * non-strict route (another spelling of the path would reach it, possibly past a check matched
+ * differently), or an admin-area route whose middleware has no guard (bearerAuth or publicRoute).
+ */
+function checkRoutes(routers: Router[]): void {
+  for (const r of routers) {
+    for (const l of layers(r)) {
+      const where = `${l.methods.join(',') || 'use'} ${String(l.path)}`;
+      if (l.regexp.flags.includes('i')) throw new Error(`route ${where} matches case-insensitively: build its router with ROUTER_OPTIONS`);
+      if (l.methods.length === 0) continue;
+      if (typeof l.path === 'string' && ADMIN_AREA.test(l.path) && !l.stack.slice(0, -1).some((m) => guardKind(m))) {
+        throw new Error(`admin route ${where} has no access check: put deps.apiErrors, deps.auth (or publicRoute) before its handler`);
+      }
+    }
+  }
+}
+
+/** Every route the app mounts (HEAD is implied by GET and left out), for tests and audits. */
+export function mountedRoutes(app: Koa<DeviceState>): MountedRoute[] {
+  const out: MountedRoute[] = [];
+  for (const mw of app.middleware as unknown as { router?: Router }[]) {
+    if (!mw.router) continue;
+    for (const l of layers(mw.router)) {
+      if (typeof l.path !== 'string') continue;
+      const guard = l.stack.map(guardKind).find(Boolean);
+      for (const method of l.methods) if (method !== 'HEAD') out.push({ method, path: l.path, guard });
+    }
+  }
+  return out;
+}
+
+// Characters a canonical path segment may hold as they are (RFC 3986 pchar without ';').
+const SEGMENT = /^(?:[A-Za-z0-9\-._~!$&'()*+,=:@]|%[0-9A-Fa-f]{2})+$/;
+const UNRESERVED = /[A-Za-z0-9\-._~]/;
+
+/** Why a request path is not in canonical form, or undefined when it is. */
+export function pathProblem(path: string): string | undefined {
+  if (path === '/') return undefined;
+  if (!path.startsWith('/')) return 'the path must start with /';
+  if (path.endsWith('/')) return 'trailing slash';
+  for (const seg of path.slice(1).split('/')) {
+    if (seg === '') return 'empty path segment (//)';
+    if (seg === '.' || seg === '..') return 'dot segment';
+    if (seg.includes(';')) return 'path parameter (;)';
+    if (!SEGMENT.test(seg)) return 'a character that must be percent-encoded, or a malformed %-escape';
+    for (const m of seg.matchAll(/%([0-9A-Fa-f]{2})/g)) {
+      const byte = parseInt(m[1]!, 16);
+      const c = String.fromCharCode(byte);
+      if (UNRESERVED.test(c)) return `needless percent-encoding (%${m[1]})`;
+      if (c === '/' || c === '\\' || c === '%' || byte < 0x20 || byte === 0x7f) return `percent-encoded slash, backslash, percent or control character (%${m[1]})`;
+    }
+    try {
+      decodeURIComponent(seg);
+    } catch {
+      return 'percent-encoding that is not UTF-8';
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Paths are matched exactly as written, so every other spelling of a route's path is refused here
+ * before any router sees it: 400 for a non-canonical form (`//`, a trailing slash, dot segments,
+ * `;` parameters, needless or slash-hiding %-escapes). A different case is simply another path
+ * (404 from the case-sensitive routers). OPTIONS is 405: there is no CORS to negotiate.
+ */
+export function canonicalPath(): Koa.Middleware<DeviceState> {
+  return async (ctx, next) => {
+    const problem = pathProblem(ctx.path);
+    if (problem) throw new ProtocolError(400, `non-canonical request path: ${problem}`);
+    if (ctx.method === 'OPTIONS') {
+      ctx.status = 405;
+      ctx.body = '';
+      ctx.state.log.reason = 'OPTIONS is not supported';
+      return;
+    }
+    await next();
+  };
 }

@@ -17,6 +17,7 @@ import type { MdmService } from '../mdm/service.js';
 import { DEVICE_STATES, deviceSummaries, fleetSummary, loadSnapshot } from '../report/status.js';
 import type { RouteDeps } from '../server.js';
 import type { Store } from '../store/types.js';
+import { ROUTER_OPTIONS, publicRoute } from './api.js';
 import { reportContext, type ReportSources } from './report-routes.js';
 
 export interface OrchardMetrics {
@@ -157,8 +158,8 @@ export function metricsRoutes(getContext: () => ReportSources = () => ({}), metr
     metrics.bind(deps.store, getContext);
     countQueued(deps.store, metrics);
     countResults(deps.service, deps.store, metrics);
-    const router = new Router();
-    const guard = opts.public ? [] : [deps.apiErrors, deps.auth];
+    const router = new Router(ROUTER_OPTIONS);
+    const guard = opts.public ? [publicRoute('metrics: public: true')] : [deps.apiErrors, deps.auth];
     router.get('/metrics', ...guard, async (ctx) => {
       ctx.type = metrics.registry.contentType;
       ctx.body = await metrics.registry.metrics();

@@ -10,7 +10,7 @@ import getRawBody from 'raw-body';
 import type { ApnsPusher, PushResult, PushResultKind } from '../push/apns.js';
 import type { RouteDeps } from '../server.js';
 import type { EnrollmentRecord } from '../store/types.js';
-import { ApiError } from './api.js';
+import { ApiError, ROUTER_OPTIONS } from './api.js';
 
 const MAX_BODY_BYTES = 1024 * 1024;
 /** Each target is an APNs request the caller waits for; bigger fleets use commands (coalesced). */
@@ -20,7 +20,7 @@ const NOT_CONFIGURED = 'APNs push is not configured: import a push certificate (
 /** Without `apns` (no push certificate yet) the routes say so instead of answering 404. */
 export function pushRoutes(apns: ApnsPusher | undefined): (deps: RouteDeps) => Router {
   return (deps) => {
-    const router = new Router({ prefix: '/api/v1' });
+    const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
     if (!apns) {
       router.post('/push', deps.apiErrors, deps.auth, () => {
         throw new ApiError(503, NOT_CONFIGURED);

@@ -5,7 +5,7 @@
  *   GET /api/v1/blueprints/:name     the same plus the selected devices;
  *   GET /api/v1/report/devices       devices with their state; ?state=failed|pending|in-sync|drifted|unenrolled|stale,
  *                                    ?blueprint=NAME, ?limit=N&cursor=C (pages in device-id order);
- *   GET /api/v1/report/devices/:id   one device: facts, each desired profile with status and last error, recent commands;
+ *   GET /api/v1/report/devices/:id   one device (by UDID, enrollment id or serial number): facts, each desired profile with status and last error, recent commands;
  *   GET /api/v1/openapi.json         the OpenAPI 3.1 description of /api/v1.
  */
 import Router from '@koa/router';
@@ -16,7 +16,7 @@ import {
   type DeviceState, type PushStatusLike, type ReportContext,
 } from '../report/status.js';
 import type { RouteDeps } from '../server.js';
-import { ApiError } from './api.js';
+import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
 import { OPENAPI } from './openapi.js';
 
 /** Where the reports find the live parts; read on every request (they appear after startup). */
@@ -52,7 +52,7 @@ function one(v: string | string[] | undefined): string | undefined {
 
 export function reportRoutes(getContext: () => ReportSources = () => ({})): (deps: RouteDeps) => Router {
   return (deps) => {
-    const router = new Router({ prefix: '/api/v1' });
+    const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
     const guard = [deps.apiErrors, deps.auth] as const;
 
     router.get('/openapi.json', ...guard, (ctx) => {
@@ -122,8 +122,7 @@ export function reportRoutes(getContext: () => ReportSources = () => ({})): (dep
     });
 
     router.get('/report/devices/:id', ...guard, async (ctx) => {
-      const d = await deps.store.getDevice(ctx.params.id!);
-      if (!d) throw new ApiError(404, `no device ${ctx.params.id}`);
+      const d = await findDevice(deps.store, ctx.params.id!);
       const rc = reportContext(getContext());
       const snap = { devices: [d], enrollments: new Map([[d.id, await deps.store.listEnrollments(d.id)]]), artifacts: new Map() };
       const arts = await deps.store.getArtifacts(d.id);

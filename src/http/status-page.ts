@@ -8,13 +8,16 @@
  *   POST /status/logout           clears the session cookie, 303 to /status;
  *   GET  /status/devices/:id      one device: facts, each desired profile with phase and last error, recent commands.
  *
- * The token never appears in a URL or a cookie: the cookie holds `v1.<role>.<expiry>.<mac>` where mac is an
- * HMAC-SHA256 of the rest under a key derived (HMAC) from the token, so rotating the token ends every session.
- * The cookie is HttpOnly, SameSite=Strict, Path=/status (Secure over https) and lasts SESSION_TTL_MS.
+ * The token never appears in a URL or a cookie. A session is server-side: the cookie holds `v2.<id>`, a
+ * random 256-bit id, and the server keeps a SHA-256 of each id with its role and expiry (in memory). So
+ * signing out ends the session for every copy of the cookie, and a restart (e.g. with rotated tokens) ends
+ * every session. The cookie is HttpOnly, SameSite=Strict, Path=/status (Secure over https) and lasts
+ * SESSION_TTL_MS. Sign-in and sign-out refuse cross-site posts (Sec-Fetch-Site, else Origin) with 403.
+ * Every route sets SECURITY_HEADERS itself (not a router.use() that another spelling could skip).
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
-import type { Context } from 'koa';
+import type { Context, Middleware } from 'koa';
 import getRawBody from 'raw-body';
 import {
   DEVICE_STATES, blueprintReports, deviceDetail, deviceSummaries, fleetSummary, loadSnapshot,
@@ -22,10 +25,13 @@ import {
 } from '../report/status.js';
 import type { ErrorChainItem } from '../store/types.js';
 import type { RouteDeps } from '../server.js';
+import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
 import { reportContext, type ReportSources } from './report-routes.js';
 
 export const SESSION_COOKIE = 'orchard_status';
 export const SESSION_TTL_MS = 12 * 3600_000;
+/** Live sessions kept at most; signing in beyond it ends the oldest. */
+export const MAX_SESSIONS = 10_000;
 /** Devices per page of the device list. */
 export const PAGE_SIZE = 200;
 const LOGIN_BODY_LIMIT = 8 * 1024;
@@ -76,20 +82,26 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-export class StatusSessions {
-  private readonly keys = new Map<Role, Buffer>();
-  private readonly digests: [Role, Buffer][] = [];
+interface Session { role: Role; expires: number }
 
-  constructor(tokens: { adminToken?: string; readToken?: string }, private readonly ttlMs = SESSION_TTL_MS) {
+export class StatusSessions {
+  private readonly digests: [Role, Buffer][] = [];
+  /** SHA-256 of the session id (base64url) -> its session; a dump of this map holds no usable cookie. */
+  private readonly live = new Map<string, Session>();
+
+  constructor(tokens: { adminToken?: string; readToken?: string }, private readonly ttlMs = SESSION_TTL_MS, private readonly max = MAX_SESSIONS) {
     for (const [role, token] of [['admin', tokens.adminToken], ['read', tokens.readToken]] as const) {
-      if (!token) continue;
-      this.keys.set(role, createHmac('sha256', token).update('orchard status session v1').digest());
-      this.digests.push([role, digest(token)]);
+      if (token) this.digests.push([role, digest(token)]);
     }
   }
 
   get enabled(): boolean {
-    return this.keys.size > 0;
+    return this.digests.length > 0;
+  }
+
+  /** How many sessions are live (expired ones are dropped as they are met). */
+  get size(): number {
+    return this.live.size;
   }
 
   /** Which role a token has, compared in constant time (undefined: not a token). */
@@ -100,26 +112,36 @@ export class StatusSessions {
     return role;
   }
 
-  private mac(role: Role, payload: string): Buffer {
-    return createHmac('sha256', this.keys.get(role)!).update(payload).digest();
+  private static key(value: string | undefined): string | undefined {
+    const m = value ? /^v2\.([A-Za-z0-9_-]{43})$/.exec(value) : null;
+    return m ? digest(m[1]!).toString('base64url') : undefined;
   }
 
+  /** A new session for `role`: the cookie value. */
   issue(role: Role, now = Date.now()): string {
-    const payload = `v1.${role}.${now + this.ttlMs}`;
-    return `${payload}.${this.mac(role, payload).toString('base64url')}`;
+    if (!this.digests.some(([r]) => r === role)) throw new Error(`no ${role} token: cannot issue a ${role} session`);
+    for (const [k, s] of this.live) if (s.expires <= now) this.live.delete(k);
+    while (this.live.size >= this.max) this.live.delete(this.live.keys().next().value!);
+    const value = `v2.${randomBytes(32).toString('base64url')}`;
+    this.live.set(StatusSessions.key(value)!, { role, expires: now + this.ttlMs });
+    return value;
   }
 
   verify(value: string | undefined, now = Date.now()): Role | undefined {
-    if (!value) return undefined;
-    const m = /^v1\.(admin|read)\.(\d{1,15})\.([A-Za-z0-9_-]{43})$/.exec(value);
-    if (!m) return undefined;
-    const role = m[1] as Role;
-    if (!this.keys.has(role)) return undefined;
-    const exp = Number(m[2]);
-    if (exp <= now || exp > now + this.ttlMs) return undefined;
-    const given = Buffer.from(m[3]!, 'base64url');
-    const want = this.mac(role, `v1.${role}.${m[2]}`);
-    return given.length === want.length && timingSafeEqual(given, want) ? role : undefined;
+    const k = StatusSessions.key(value);
+    const s = k ? this.live.get(k) : undefined;
+    if (!s) return undefined;
+    if (s.expires <= now) {
+      this.live.delete(k!);
+      return undefined;
+    }
+    return s.role;
+  }
+
+  /** Ends the session (every copy of its cookie). */
+  revoke(value: string | undefined): void {
+    const k = StatusSessions.key(value);
+    if (k) this.live.delete(k);
   }
 }
 
@@ -366,18 +388,43 @@ function cookieAttrs(ctx: Context): string {
   return `HttpOnly; SameSite=Strict; Path=/status${ctx.protocol === 'https' ? '; Secure' : ''}`;
 }
 
+/** Sets the security headers on whatever this route answers, errors included. */
+const secure: Middleware = async (ctx, next) => {
+  ctx.set(SECURITY_HEADERS as Record<string, string>);
+  await next();
+};
+
+/**
+ * Whether a state-changing post comes from another site (login CSRF, forced sign-out). Browsers send
+ * Sec-Fetch-Site; older ones at least Origin, compared with our own host and the public URL. A
+ * request with neither is not from a browser (curl, scripts) and has nothing to forge.
+ */
+function crossSite(ctx: Context, publicUrl: string | undefined): boolean {
+  const site = ctx.get('sec-fetch-site').toLowerCase();
+  if (site) return site !== 'same-origin' && site !== 'none';
+  const origin = ctx.get('origin');
+  if (!origin) return false;
+  let host: string;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    return true; // "null" (sandboxed frames, privacy redirects) or garbage
+  }
+  let publicHost: string | undefined;
+  try {
+    publicHost = publicUrl ? new URL(publicUrl).host : undefined;
+  } catch { /* not a URL: only the Host header counts */ }
+  // The host alone: behind a TLS proxy the scheme we see is http while the browser's is https.
+  return host !== ctx.host && host !== publicHost;
+}
+
 export function statusPageRoutes(
   getContext: () => ReportSources = () => ({}),
   tokens: { adminToken?: string; readToken?: string } = {},
 ): (deps: RouteDeps) => Router {
   const sessions = new StatusSessions(tokens);
   return (deps) => {
-    const router = new Router();
-
-    router.use(async (ctx, next) => {
-      if (ctx.path === '/status' || ctx.path.startsWith('/status/')) ctx.set(SECURITY_HEADERS as Record<string, string>);
-      await next();
-    });
+    const router = new Router(ROUTER_OPTIONS);
 
     const session = (ctx: Context): boolean => sessions.verify(ctx.cookies.get(SESSION_COOKIE)) !== undefined;
     const disabled = (ctx: Context): boolean => {
@@ -385,9 +432,15 @@ export function statusPageRoutes(
       send(ctx, 403, layout('Disabled', html`<h1>Status page disabled</h1><p>Set ORCHARD_API_TOKEN (and optionally ORCHARD_READ_TOKEN) to use it.</p>`, false));
       return true;
     };
+    const sameSite = (ctx: Context): boolean => {
+      if (!crossSite(ctx, deps.cfg.publicUrl)) return true;
+      if (ctx.state.log) ctx.state.log.reason = 'status page: cross-site post refused';
+      send(ctx, 403, loginPage('Sign in from this site’s own form.'));
+      return false;
+    };
 
-    router.post('/status/login', async (ctx) => {
-      if (disabled(ctx)) return;
+    router.post('/status/login', secure, async (ctx) => {
+      if (disabled(ctx) || !sameSite(ctx)) return;
       const type = (ctx.get('content-type').split(';')[0] ?? '').trim().toLowerCase();
       if (type !== 'application/x-www-form-urlencoded') return send(ctx, 415, loginPage('Sign in with the form.'));
       let raw: string;
@@ -402,18 +455,22 @@ export function statusPageRoutes(
         if (ctx.state.log) ctx.state.log.reason = 'status page: invalid token';
         return send(ctx, 403, loginPage('That token is not valid.'));
       }
+      // A session cookie the browser already had is replaced, and ended (no fixation, no leftovers).
+      sessions.revoke(ctx.cookies.get(SESSION_COOKIE));
       ctx.set('Set-Cookie', `${SESSION_COOKIE}=${sessions.issue(role)}; Max-Age=${Math.floor(SESSION_TTL_MS / 1000)}; ${cookieAttrs(ctx)}`);
       ctx.status = 303;
       ctx.redirect('/status');
     });
 
-    router.post('/status/logout', (ctx) => {
+    router.post('/status/logout', secure, (ctx) => {
+      if (!sameSite(ctx)) return;
+      sessions.revoke(ctx.cookies.get(SESSION_COOKIE));
       ctx.set('Set-Cookie', `${SESSION_COOKIE}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; ${cookieAttrs(ctx)}`);
       ctx.status = 303;
       ctx.redirect('/status');
     });
 
-    router.get('/status', async (ctx) => {
+    router.get('/status', secure, async (ctx) => {
       if (disabled(ctx)) return;
       if (!session(ctx)) return send(ctx, 200, loginPage());
       const state = one(ctx.query.state);
@@ -435,11 +492,16 @@ ${blueprintsTable(bps)}
 ${deviceList(all, { state, blueprint, page }, bps.map((b) => b.name))}`, true));
     });
 
-    router.get('/status/devices/:id', async (ctx) => {
+    router.get('/status/devices/:id', secure, async (ctx) => {
       if (disabled(ctx)) return;
       if (!session(ctx)) return send(ctx, 401, loginPage('Sign in to see this device.'));
-      const d = await deps.store.getDevice(ctx.params.id!);
-      if (!d) return send(ctx, 404, messagePage('No such device', `no device ${ctx.params.id}`));
+      let d;
+      try {
+        d = await findDevice(deps.store, ctx.params.id!);
+      } catch (err) {
+        if (err instanceof ApiError) return send(ctx, err.status, messagePage('No such device', err.message));
+        throw err;
+      }
       const rc = reportContext(getContext());
       const snap = { devices: [d], enrollments: new Map([[d.id, await deps.store.listEnrollments(d.id)]]), artifacts: new Map() };
       const arts = await deps.store.getArtifacts(d.id);

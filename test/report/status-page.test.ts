@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium } from 'playwright-core';
-import { html, escapeHtml, StatusSessions, SESSION_COOKIE } from '../../src/http/status-page.js';
+import { html, escapeHtml, StatusSessions, SECURITY_HEADERS, SESSION_COOKIE } from '../../src/http/status-page.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
 import type { FleetRepo } from '../gitops/helpers.js';
-import type { TestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
 import { startFailingFleet, type FailingFleet } from './fleet.js';
 
 const ADMIN = 'status-admin-token-0123456789';
@@ -68,18 +68,30 @@ describe('html escaping', () => {
 });
 
 describe('sessions', () => {
-  it('are HMACs that do not contain the token, expire, and die with the token', () => {
+  it('are random server-side ids that do not contain the token, expire, and end on revoke or a restart', () => {
     const s = new StatusSessions({ adminToken: ADMIN, readToken: READ });
     const v = s.issue('read', 1_000);
+    expect(v).toMatch(/^v2\.[A-Za-z0-9_-]{43}$/);
     expect(v).not.toContain(READ);
     expect(s.verify(v, 2_000)).toBe('read');
     expect(s.verify(v, 1_000 + 13 * 3600_000)).toBeUndefined();
-    expect(s.verify(v.replace('v1.read', 'v1.admin'), 2_000)).toBeUndefined();
     expect(s.verify(`${v.slice(0, -2)}AA`, 2_000)).toBeUndefined();
-    expect(new StatusSessions({ readToken: 'rotated' }).verify(v, 2_000)).toBeUndefined();
+    expect(s.issue('admin', 1_000)).not.toBe(s.issue('admin', 1_000));
+    // A new process (a restart, e.g. with a rotated token) knows no session of the old one.
+    expect(new StatusSessions({ adminToken: ADMIN, readToken: READ }).verify(v, 2_000)).toBeUndefined();
+    s.revoke(v);
+    expect(s.verify(v, 2_000)).toBeUndefined();
     expect(s.roleOf(ADMIN)).toBe('admin');
     expect(s.roleOf(READ)).toBe('read');
     expect(s.roleOf('nope')).toBeUndefined();
+    expect(() => new StatusSessions({ readToken: READ }).issue('admin')).toThrow(/no admin token/);
+  });
+
+  it('are bounded: past the limit the oldest ends', () => {
+    const s = new StatusSessions({ readToken: READ }, 3600_000, 3);
+    const [a, b, c, d] = [1, 2, 3, 4].map((t) => s.issue('read', t));
+    expect(s.size).toBe(3);
+    expect([a, b, c, d].map((v) => s.verify(v, 10))).toEqual([undefined, 'read', 'read', 'read']);
   });
 });
 
@@ -114,7 +126,7 @@ describe('GET /status over plain HTTP', () => {
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('/status');
     const setCookie = res.headers.get('set-cookie')!;
-    expect(setCookie).toMatch(new RegExp(`^${SESSION_COOKIE}=v1\\.read\\.`));
+    expect(setCookie).toMatch(new RegExp(`^${SESSION_COOKIE}=v2\\.`));
     expect(setCookie).toContain('HttpOnly');
     expect(setCookie).toContain('SameSite=Strict');
     expect(setCookie).toContain('Path=/status');
@@ -139,6 +151,67 @@ describe('GET /status over plain HTTP', () => {
     const out = await request('/status/logout', { method: 'POST', headers: { cookie } });
     expect(out.status).toBe(303);
     expect(out.headers.get('set-cookie')).toMatch(new RegExp(`^${SESSION_COOKIE}=; Max-Age=0`));
+  });
+
+  it('signing out ends the session for every copy of the cookie', async () => {
+    const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
+    const copy = cookie;
+    expect((await request('/status', { headers: { cookie } })).text).toContain('<main>\n<h1>Fleet status');
+    expect((await request('/status/logout', { method: 'POST', headers: { cookie } })).status).toBe(303);
+    expect((await request('/status', { headers: { cookie: copy } })).text).toContain('action="/status/login"');
+    const detail = await request(`/status/devices/${macs[2]!.udid}`, { headers: { cookie: copy } });
+    expect(detail.status).toBe(401);
+    expect(detail.text).not.toContain('Passcode policy refused');
+    // Signing in again replaces (and ends) the session the browser still had.
+    const first = sessionCookie((await login(READ)).headers.get('set-cookie'));
+    const second = await request('/status/login', {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: first }, body: new URLSearchParams({ token: READ }).toString(),
+    });
+    expect(second.status).toBe(303);
+    expect((await request('/status', { headers: { cookie: first } })).text).toContain('action="/status/login"');
+    expect((await request('/status', { headers: { cookie: sessionCookie(second.headers.get('set-cookie')) } })).text).toContain('Fleet status');
+  });
+
+  it('refuses cross-site sign-in and sign-out (login CSRF) with 403; same-origin posts pass', async () => {
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    const body = new URLSearchParams({ token: READ }).toString();
+    for (const h of [{ 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }, { origin: 'https://evil.example' }, { origin: 'null' }, { origin: `${server.url.replace('127.0.0.1', 'localhost')}` }]) {
+      const res = await request('/status/login', { method: 'POST', headers: { ...form, ...h }, body });
+      expect(res.status, JSON.stringify(h)).toBe(403);
+      expect(res.headers.get('set-cookie'), JSON.stringify(h)).toBeNull();
+      expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+    }
+    expect((await request('/status/login', { method: 'POST', headers: { ...form, 'sec-fetch-site': 'same-origin', origin: 'https://evil.example' }, body })).status).toBe(303);
+    expect((await request('/status/login', { method: 'POST', headers: { ...form, origin: server.url }, body })).status).toBe(303);
+    const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
+    const forced = await request('/status/logout', { method: 'POST', headers: { cookie, 'sec-fetch-site': 'cross-site' } });
+    expect(forced.status).toBe(403);
+    expect((await request('/status', { headers: { cookie } })).text).toContain('Fleet status');
+  });
+
+  it('every answer of the status page carries the security headers', async () => {
+    const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
+    const answers = [
+      await request('/status'),
+      await request('/status', { headers: { cookie } }),
+      await request('/status?state=bogus', { headers: { cookie } }),
+      await request('/status/devices/NOPE', { headers: { cookie } }),
+      await request('/status/devices/NOPE'),
+      await login('wrong'),
+      await request('/status/login', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'x' }),
+      await request('/status/logout', { method: 'POST' }),
+    ];
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 400, 404, 401, 403, 415, 303]);
+    for (const a of answers) {
+      for (const [k, v] of Object.entries(SECURITY_HEADERS)) expect(a.headers.get(k), `${a.status} ${k}`).toBe(v);
+    }
+  });
+
+  it('finds a device by serial number too', async () => {
+    const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
+    const page = await request('/status/devices/MAC002', { headers: { cookie } });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('Passcode policy refused');
   });
 
   it('escapes a device name containing <script> in the list and on its page', async () => {
@@ -192,6 +265,25 @@ describe('GET /status over plain HTTP', () => {
     } finally {
       repo.remove('blueprints/broken.yaml').commit('fixed');
       await server.source!.sync('test');
+    }
+  });
+});
+
+describe('a restart with a rotated token', () => {
+  it('ends the sessions of the old process', async () => {
+    const first = await startTestServer({}, { adminToken: 'admin-before', readToken: 'read-before' });
+    const dataDir = join(first.dir, 'data');
+    let second: TestServer | undefined;
+    try {
+      const res = await fetch(`${first.url}/status/login`, { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=read-before' });
+      const cookie = sessionCookie(res.headers.get('set-cookie'));
+      expect(await (await fetch(`${first.url}/status`, { headers: { cookie } })).text()).toContain('Fleet status');
+      await first.close();
+      second = await startTestServer({ dataDir }, { adminToken: 'admin-after', readToken: 'read-after' });
+      expect(await (await fetch(`${second.url}/status`, { headers: { cookie } })).text()).toContain('action="/status/login"');
+    } finally {
+      await second?.stop();
+      rmSync(first.dir, { recursive: true, force: true });
     }
   });
 });
