@@ -43,6 +43,8 @@ class Stop extends Error {
   }
 }
 
+const nodesMessage = (n: number) => `more than ${n} YAML nodes in the repository, aliases counted as what they expand to (limit nodes)`;
+
 const SCALAR = '\x1f';
 const DOC_MODE = '\x02';
 const FLOW_END = '\x18';
@@ -63,6 +65,7 @@ export function parseYamlFile(file: string, text: string, limits: LoaderLimits, 
   } catch (err) {
     if (!(err instanceof Stop)) throw err;
     // The lexer pass keeps no line table: count the lines up to the offset.
+    lc.addNewLine(0);
     for (let i = text.indexOf('\n'); i !== -1 && i < err.offset; i = text.indexOf('\n', i + 1)) lc.addNewLine(i + 1);
     diag(err.offset, err.rule, err.message);
     out.exhausted = err.exhausted;
@@ -122,14 +125,23 @@ export function parseYamlFile(file: string, text: string, limits: LoaderLimits, 
 function prescan(text: string, limits: LoaderLimits, usage: YamlUsage): void {
   let offset = 0;
   let nodes = 0;
-  let docs = 1;
+  let docs = 0;
+  let inDoc = false;
   let flow = 0;
   let pending = false;
   const nodeBudget = limits.nodes - usage.nodes;
   // Nesting seen here is flow nesting only; block nesting is checked on each document's CST.
   const flowLimit = limits.depth;
   const count = (at: number) => {
-    if (++nodes > nodeBudget) throw new Stop(at, `more than ${limits.nodes} YAML nodes in the repository (limit nodes)`, 'limit-nodes', true);
+    if (++nodes > nodeBudget) throw new Stop(at, nodesMessage(limits.nodes), 'limit-nodes', true);
+  };
+  // A document starts at `---` or at its first node; never more than the composer will make.
+  const startDoc = (at: number) => {
+    if (inDoc) return;
+    inDoc = true;
+    if (++docs + usage.documents > limits.documents) {
+      throw new Stop(at, `more than ${limits.documents} YAML documents in the repository (limit documents)`, 'limit-documents', true);
+    }
   };
   for (const lexeme of new Lexer().lex(text)) {
     if (lexeme === SCALAR || lexeme === DOC_MODE || lexeme === FLOW_END) continue; // markers, not in the source
@@ -137,9 +149,11 @@ function prescan(text: string, limits: LoaderLimits, usage: YamlUsage): void {
     offset += lexeme.length;
     const c = lexeme[0];
     if (lexeme === '-' || lexeme === '?' || lexeme === ':') {
+      startDoc(at);
       if (pending) count(at);
       pending = true;
     } else if (lexeme === '[' || lexeme === '{') {
+      startDoc(at);
       pending = false;
       count(at);
       if (++flow > flowLimit) throw new Stop(at, `nesting deeper than ${limits.depth} levels (limit depth)`, 'yaml-depth');
@@ -148,12 +162,14 @@ function prescan(text: string, limits: LoaderLimits, usage: YamlUsage): void {
     } else if (lexeme === '---') {
       if (pending) count(at);
       pending = false;
-      if (++docs + usage.documents > limits.documents) {
-        throw new Stop(at, `more than ${limits.documents} YAML documents in the repository (limit documents)`, 'limit-documents', true);
-      }
-    } else if (c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '#' || c === ',' || c === '&' || c === '!' || c === '|' || c === '>' || c === '%' || lexeme === '...' || lexeme === '\uFEFF') {
+      inDoc = false;
+      startDoc(at);
+    } else if (lexeme === '...') {
+      inDoc = false;
+    } else if (c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '#' || c === ',' || c === '&' || c === '!' || c === '|' || c === '>' || c === '%' || lexeme === '\uFEFF') {
       // layout, comments, properties, headers, directives: not nodes
     } else {
+      startDoc(at);
       pending = false;
       count(at); // a scalar (or its continuation) or an alias
     }
@@ -205,7 +221,7 @@ class Converter {
     this.usage.nodes += nodes;
     this.usage.chars += chars;
     if (this.usage.nodes > this.limits.nodes) {
-      throw new Stop(at, `more than ${this.limits.nodes} YAML nodes in the repository, aliases counted as what they expand to (limit nodes)`, 'limit-nodes', true);
+      throw new Stop(at, nodesMessage(this.limits.nodes), 'limit-nodes', true);
     }
     if (this.usage.chars > this.limits.scalarChars) {
       throw new Stop(at, `more than ${this.limits.scalarChars} characters of YAML values in the repository, aliases counted as what they expand to (limit scalarChars)`, 'limit-chars', true);
