@@ -43,7 +43,12 @@ export interface ServerConfig {
   /** Directory of secret values (`${secret:NAME}` reads file NAME); default <dataDir>/secrets. */
   secretsDir?: string;
   logLevel: string;
+  /** When another certificate may take over an enrolled device (see README, Security model). */
+  reenroll: ReenrollPolicy;
 }
+
+export const REENROLL_POLICIES = ['allow', 'same-serial-challenge', 'after-checkout'] as const;
+export type ReenrollPolicy = (typeof REENROLL_POLICIES)[number];
 
 export const DEFAULTS: ServerConfig = {
   listen: { host: '127.0.0.1', port: 8080 },
@@ -63,12 +68,13 @@ export const DEFAULTS: ServerConfig = {
   driftIntervalMs: 4 * 3600_000,
   eventWebhooks: [],
   logLevel: 'info',
+  reenroll: 'same-serial-challenge',
 };
 
 export class ConfigError extends Error {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
-const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'replayWindow', 'replayCacheSize', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel'] as const;
+const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'replayWindow', 'replayCacheSize', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel', 'reenroll'] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
@@ -112,6 +118,7 @@ export interface FlagValues {
   apnsEnv?: string;
   eventWebhook?: string[];
   logLevel?: string;
+  reenroll?: string;
 }
 
 export function loadConfig(flags: FlagValues): ServerConfig {
@@ -141,6 +148,7 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.eventWebhook?.length) cfg.eventWebhooks = flags.eventWebhook;
   if (flags.apnsEnv) cfg.apnsEnv = apnsEnv(flags.apnsEnv);
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
+  if (flags.reenroll) cfg.reenroll = reenrollPolicy(flags.reenroll);
   cfg.dataDir = resolve(cfg.dataDir); // the default ./data is relative to the working directory
   if ((cfg.tlsCert && !cfg.tlsKey) || (!cfg.tlsCert && cfg.tlsKey)) throw new ConfigError('tls-cert and tls-key go together');
   return cfg;
@@ -219,6 +227,8 @@ function applyFile(cfg: ServerConfig, file: string): void {
     const env = str('apnsEnv');
     if (env) cfg.apnsEnv = apnsEnv(env);
     cfg.logLevel = str('logLevel') ?? cfg.logLevel;
+    const reenroll = str('reenroll');
+    if (reenroll) cfg.reenroll = reenrollPolicy(reenroll);
   } catch (err) {
     if (err instanceof ConfigError && !err.message.startsWith(file)) throw new ConfigError(`${file}: ${err.message}`);
     throw err;
@@ -234,6 +244,11 @@ function positiveDuration(v: string, what: string): number {
   const ms = parseDuration(v, what);
   if (!(ms > 0)) throw new ConfigError(`${what}: "${v}" must be longer than 0`);
   return ms;
+}
+
+function reenrollPolicy(v: string): ReenrollPolicy {
+  if (!(REENROLL_POLICIES as readonly string[]).includes(v)) throw new ConfigError(`reenroll: "${v}" is not one of ${REENROLL_POLICIES.join(', ')}`);
+  return v as ReenrollPolicy;
 }
 
 function positiveInt(v: string, what: string): number {

@@ -75,7 +75,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   if (trust.size === 0) log.warn('no trusted CA (--trust-ca): no device can enroll yet');
   mkdirSync(cfg.dataDir, { recursive: true });
   const store = await LevelStore.open(cfg.dataDir);
-  const service = new MdmService(store);
+  const service = new MdmService(store, { reenroll: cfg.reenroll, log: log.child({ component: 'identity' }) });
   // The imported push certificate (orchard push-cert import) makes the real APNs client.
   const apns = opts.pusher ? undefined : apnsFromDataDir(cfg.dataDir, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
   const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);

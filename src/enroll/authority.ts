@@ -3,7 +3,9 @@
  * routes, tests and the benchmark share it.
  *
  * PKCSReq needs a valid challenge password in the CSR. RenewalReq needs none: it must be signed
- * by a certificate this CA issued that is still valid (proof the requester is an enrolled device).
+ * by a still-valid certificate this CA issued, and `renewals` (the device store) must confirm that
+ * certificate is the bound, current identity of an enrolled device; the renewal then speaks for
+ * that device only. Each certificate renews once: its binding moves to the renewal at issuance.
  * The reply is encrypted to the request's signer certificate, with the request's cipher (AES, or
  * 3DES for clients that used 3DES or single DES).
  */
@@ -14,15 +16,24 @@ import { EnvelopeError, openEnvelope, sealEnvelope, type ContentCipher } from '.
 import { CsrError, parseCsr } from './pkcs10.js';
 import { buildPkiMessage, parsePkiMessage, ScepError, type FailInfo, type MessageType, type PkiMessage } from './scep.js';
 import { SignatureError, certsOnly, checkSignature, type DigestName } from './signed-data.js';
-import type { ChallengeKind } from './challenges.js';
+import type { ChallengeBinding, ChallengeKind, Redeemed } from './challenges.js';
+import { sha256Hex } from './renewals.js';
 
 export interface ChallengeVerifier {
   consume(challenge: string | undefined): ChallengeKind | undefined;
+  /** When present, used instead of `consume`: also names the device a one-time challenge is for. */
+  redeem?(challenge: string | undefined): Redeemed | undefined;
 }
+
+/** Whether the certificate that signed a RenewalReq may renew, and for which device. */
+export type RenewalDecision = { deviceId: string } | { refused: string };
+export type RenewalCheck = (signerCertHash: string) => RenewalDecision | Promise<RenewalDecision>;
 
 export interface AuthorityOptions {
   ca: CertifiedKey;
   challenges: ChallengeVerifier;
+  /** Decides RenewalReqs; without it every RenewalReq is refused. */
+  renewals?: RenewalCheck;
   /** Validity of issued identity certificates (capped at the CA's). Default 365. */
   certDays?: number;
   now?: () => Date;
@@ -36,8 +47,11 @@ export interface IssuedCertificate {
   notAfter: string;
   messageType: 'PKCSReq' | 'RenewalReq';
   challenge?: ChallengeKind;
-  /** RenewalReq: the certificate that signed the request. */
+  /** PKCSReq with a one-time challenge created for one device. */
+  boundTo?: ChallengeBinding;
+  /** RenewalReq: the certificate that signed the request, and the device it is bound to. */
   renewedFrom?: Buffer;
+  renewalFor?: string;
 }
 
 export interface PkiResult {
@@ -51,6 +65,15 @@ export interface PkiResult {
 
 /** Not a SCEP message at all: there is nothing to answer with a CertRep (HTTP 400). */
 export class ScepMalformed extends Error {}
+
+interface PendingRenewal {
+  msg: PkiMessage;
+  signer: { certDer: Buffer; key: KeyObject };
+  signerHash: string;
+  replyCipher: ContentCipher;
+  csr: ReturnType<typeof parseCsr>;
+  keyHash: string;
+}
 
 interface CachedIssue {
   keyHash: string;
@@ -82,8 +105,27 @@ export class ScepAuthority {
     return this.opts.ca.certDer;
   }
 
-  /** Handle a PKIOperation message. Throws ScepMalformed when it is not a SCEP message. */
+  /**
+   * Handle a PKIOperation message. Throws ScepMalformed when it is not a SCEP message. A
+   * RenewalReq needs a synchronous `renewals` check here; a store-backed one, `pkiOperationAsync`.
+   */
   pkiOperation(der: Buffer): PkiResult {
+    const step = this.begin(der);
+    if (!('pending' in step)) return step;
+    const decision = this.opts.renewals?.(step.pending.signerHash);
+    if (decision instanceof Promise) throw new Error('this RenewalReq check is asynchronous: use pkiOperationAsync');
+    return this.guard(step.pending.msg, () => this.renew(step.pending, decision));
+  }
+
+  /** `pkiOperation`, waiting for an asynchronous RenewalReq check. */
+  async pkiOperationAsync(der: Buffer): Promise<PkiResult> {
+    const step = this.begin(der);
+    if (!('pending' in step)) return step;
+    const decision = await this.opts.renewals?.(step.pending.signerHash);
+    return this.guard(step.pending.msg, () => this.renew(step.pending, decision));
+  }
+
+  private begin(der: Buffer): PkiResult | { pending: PendingRenewal } {
     let msg: PkiMessage;
     try {
       msg = parsePkiMessage(der);
@@ -91,15 +133,29 @@ export class ScepAuthority {
       throw new ScepMalformed(`not a SCEP message: ${(err as Error).message}`);
     }
     if (!msg.senderNonce) throw new ScepMalformed('SCEP request has no senderNonce');
+    return this.guard(msg, () => this.handle(msg));
+  }
+
+  private guard<T>(msg: PkiMessage, fn: () => T): T | PkiResult {
     try {
-      return this.handle(msg);
+      return fn();
     } catch (err) {
       if (err instanceof ScepError) return this.failure(msg, err.failInfo, err.message);
       throw err;
     }
   }
 
-  private handle(msg: PkiMessage): PkiResult {
+  /** Issue the renewal once the device store has said whether the signer may renew. */
+  private renew(p: PendingRenewal, decision: RenewalDecision | undefined): PkiResult {
+    if (!decision) throw new ScepError('badRequest', 'RenewalReq is not accepted by this CA');
+    if ('refused' in decision) throw new ScepError('badRequest', `RenewalReq refused: ${decision.refused}`);
+    const issued = this.issue(p.csr.publicKey, p.csr.subject, 'RenewalReq', undefined, p.signer.certDer);
+    issued.renewalFor = decision.deviceId;
+    this.remember(p.msg.transactionId, { keyHash: p.keyHash, issued, at: this.now().getTime() });
+    return this.success(p.msg, p.signer, p.replyCipher, issued, 'RenewalReq');
+  }
+
+  private handle(msg: PkiMessage): PkiResult | { pending: PendingRenewal } {
     let signerCert: Buffer;
     let signerKey: KeyObject;
     try {
@@ -146,14 +202,21 @@ export class ScepAuthority {
       return this.success(msg, { certDer: signerCert, key: signerKey }, replyCipher, cached.issued, `${type} (retry)`);
     }
 
-    let challenge: ChallengeKind | undefined;
-    if (type === 'PKCSReq') {
-      challenge = this.opts.challenges.consume(csr.challengePassword);
-      if (!challenge) {
-        throw new ScepError('badRequest', csr.challengePassword === undefined ? 'no challenge password in the CSR' : 'challenge password not valid (wrong, expired or used)');
-      }
+    if (type === 'RenewalReq') {
+      return { pending: { msg, signer: { certDer: signerCert, key: signerKey }, signerHash: sha256Hex(signerCert), replyCipher, csr, keyHash } };
     }
-    const issued = this.issue(csr.publicKey, csr.subject, type, challenge, type === 'RenewalReq' ? signerCert : undefined);
+    const c = this.opts.challenges;
+    const redeemed: Redeemed | undefined = c.redeem ? c.redeem(csr.challengePassword) : (() => {
+      const kind = c.consume(csr.challengePassword);
+      return kind ? { kind } : undefined;
+    })();
+    if (!redeemed) {
+      throw new ScepError('badRequest', csr.challengePassword === undefined ? 'no challenge password in the CSR' : 'challenge password not valid (wrong, expired or used)');
+    }
+    const issued = this.issue(csr.publicKey, csr.subject, type, redeemed.kind, undefined);
+    if (redeemed.serial !== undefined || redeemed.udid !== undefined) {
+      issued.boundTo = { ...(redeemed.serial !== undefined ? { serial: redeemed.serial } : {}), ...(redeemed.udid !== undefined ? { udid: redeemed.udid } : {}) };
+    }
     this.remember(msg.transactionId, { keyHash, issued, at: this.now().getTime() });
     return this.success(msg, { certDer: signerCert, key: signerKey }, replyCipher, issued, type);
   }

@@ -6,6 +6,9 @@
  * SHA-256 of the challenge (the secret itself is never written). Consuming one is unlinking its
  * file, which succeeds exactly once even across processes, so a CLI-minted challenge works in a
  * running server and a restart keeps every unexpired challenge.
+ *
+ * A one-time challenge may be created for one device (its serial number and/or UDID): the
+ * certificate issued for it then speaks only for that device, and proves its serial number.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -28,7 +31,18 @@ export interface OneTimeChallenge {
   expiresAt: Date;
 }
 
-interface Entry {
+/** The device a one-time challenge was created for. */
+export interface ChallengeBinding {
+  serial?: string;
+  udid?: string;
+}
+
+/** An accepted challenge: its kind and, for a one-time challenge created for a device, that device. */
+export interface Redeemed extends ChallengeBinding {
+  kind: ChallengeKind;
+}
+
+interface Entry extends ChallengeBinding {
   createdAt: string;
   expiresAt: string;
 }
@@ -65,8 +79,8 @@ export class ChallengeStore {
     return this.opts.ttlMs;
   }
 
-  /** Mint a one-time challenge. 160 random bits as hex: printable in any CSR string type. */
-  create(ttlMs = this.opts.ttlMs): OneTimeChallenge {
+  /** Mint a one-time challenge (for one device, with `bind`). 160 random bits as hex: printable in any CSR string type. */
+  create(ttlMs = this.opts.ttlMs, bind: ChallengeBinding = {}): OneTimeChallenge {
     const challenge = randomBytes(20).toString('hex');
     const now = this.now();
     // Expired challenges are swept now and then, so the directory cannot grow without bound.
@@ -76,6 +90,8 @@ export class ChallengeStore {
     }
     const expiresAt = new Date(now.getTime() + ttlMs);
     const entry: Entry = { createdAt: now.toISOString(), expiresAt: expiresAt.toISOString() };
+    if (bind.serial !== undefined) entry.serial = bind.serial;
+    if (bind.udid !== undefined) entry.udid = bind.udid;
     writeFileSync(this.file(challenge), JSON.stringify(entry), { mode: 0o600, flag: 'wx' });
     return { challenge, expiresAt };
   }
@@ -94,15 +110,21 @@ export class ChallengeStore {
 
   /** Accept `challenge` and, if it is a one-time challenge, use it up. */
   consume(challenge: string | undefined): ChallengeKind | undefined {
+    return this.redeem(challenge)?.kind;
+  }
+
+  /** Like `consume`, also saying which device a one-time challenge was created for. */
+  redeem(challenge: string | undefined): Redeemed | undefined {
     if (challenge === undefined || challenge.length === 0) return undefined;
-    if (this.isStatic(challenge)) return 'static';
-    if (this.oneTimeExpiry(challenge) === undefined) return undefined;
+    if (this.isStatic(challenge)) return { kind: 'static' };
+    const entry = this.readEntry(this.file(challenge));
+    if (entry === undefined || entry.expiresAt <= this.now().getTime()) return undefined;
     try {
       unlinkSync(this.file(challenge));
-      return 'one-time';
     } catch {
       return undefined; // used up meanwhile (another request or process)
     }
+    return { kind: 'one-time', ...(entry.serial !== undefined ? { serial: entry.serial } : {}), ...(entry.udid !== undefined ? { udid: entry.udid } : {}) };
   }
 
   /** Delete expired one-time challenges; returns how many. */
@@ -137,10 +159,19 @@ export class ChallengeStore {
   }
 
   private readExpiry(file: string): number | undefined {
+    return this.readEntry(file)?.expiresAt;
+  }
+
+  private readEntry(file: string): (ChallengeBinding & { expiresAt: number }) | undefined {
     try {
       const entry = JSON.parse(readFileSync(file, 'utf8')) as Partial<Entry>;
       const t = typeof entry.expiresAt === 'string' ? Date.parse(entry.expiresAt) : NaN;
-      return Number.isFinite(t) ? t : undefined;
+      if (!Number.isFinite(t)) return undefined;
+      return {
+        expiresAt: t,
+        ...(typeof entry.serial === 'string' ? { serial: entry.serial } : {}),
+        ...(typeof entry.udid === 'string' ? { udid: entry.udid } : {}),
+      };
     } catch {
       return undefined;
     }

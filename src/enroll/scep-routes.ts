@@ -4,7 +4,8 @@
  *   GET  /scep?operation=GetCACaps | GetCACert | PKIOperation&message=...   (RFC 8894)
  *   POST /scep?operation=PKIOperation                                       body: the DER message
  *   GET  /mdm/enroll[?c=<one-time challenge>]   the signed enrollment profile
- *   POST /api/v1/enrollments                    admin: a one-time challenge and its profile URL
+ *   POST /api/v1/enrollments                    admin: a one-time challenge and its profile URL;
+ *                                               body {"serial": ..., "udid": ...} (optional) ties it to one device
  *
  * The built-in CA (`<dataDir>/ca/`, created on first use) is added to the server's trust store, so
  * every identity it issues passes the device identity checks with no further configuration.
@@ -14,13 +15,15 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import getRawBody from 'raw-body';
 import type { DeviceState } from '../http/context.js';
+import { ApiError } from '../http/api.js';
 import { ProtocolError } from '../protocol/errors.js';
+import { isDeviceIdentifier } from '../protocol/messages.js';
 import { ROUTER_OPTIONS } from '../http/api.js';
 import type { RouteDeps } from '../server.js';
 import { ScepAuthority, ScepMalformed } from './authority.js';
-import { RenewalLedger } from './renewals.js';
+import { IssuanceLedger, sha256Hex } from './renewals.js';
 import { loadOrCreateCaStore, type CaStore } from './ca-store.js';
-import { ChallengeStore } from './challenges.js';
+import { ChallengeStore, type ChallengeBinding } from './challenges.js';
 import { buildEnrollmentProfile, PROFILE_CONTENT_TYPE, signProfile } from './profile.js';
 import { CA_CAPS } from './scep.js';
 
@@ -51,6 +54,9 @@ export interface EnrollmentContext {
 export const DEFAULT_CHALLENGE_TTL_MS = 3600_000;
 // A SCEP request is a few KB; nothing legitimate comes near this.
 const MAX_SCEP_BODY = 256 * 1024;
+const MAX_API_BODY = 4096;
+// Serial numbers as devices report them.
+const SERIAL = /^[0-9A-Za-z-]{1,64}$/;
 
 export function challengeDir(dataDir: string): string {
   return join(dataDir, 'enroll', 'challenges');
@@ -86,6 +92,32 @@ async function pkiMessage(ctx: Context): Promise<Buffer> {
   return body;
 }
 
+/** The optional body of POST /api/v1/enrollments: the device the challenge is for. */
+async function enrollmentBody(ctx: Context): Promise<ChallengeBinding> {
+  let raw: Buffer;
+  try {
+    raw = await getRawBody(ctx.req, { limit: MAX_API_BODY });
+  } catch (err) {
+    const e = err as { type?: string; message?: string };
+    throw new ApiError(e.type === 'entity.too.large' ? 413 : 400, e.type === 'entity.too.large' ? `body over ${MAX_API_BODY} bytes` : `could not read body: ${e.message ?? String(err)}`);
+  }
+  const text = raw.toString('utf8').trim();
+  if (!text) return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw new ApiError(400, `body is not JSON: ${(err as Error).message}`);
+  }
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiError(400, 'body must be a JSON object: {"serial": ..., "udid": ...}');
+  const { serial, udid, ...rest } = body as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length) throw new ApiError(400, `unknown field "${unknown[0]!.slice(0, 40)}" (known: serial, udid)`);
+  if (serial !== undefined && (typeof serial !== 'string' || !SERIAL.test(serial))) throw new ApiError(400, 'serial must be a serial number (letters, digits, at most 64)');
+  if (udid !== undefined && (typeof udid !== 'string' || !isDeviceIdentifier(udid))) throw new ApiError(400, 'udid must be a UDID (hex digits and -)');
+  return { ...(serial !== undefined ? { serial } : {}), ...(udid !== undefined ? { udid } : {}) };
+}
+
 export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: EnrollmentContext) => void): (deps: RouteDeps) => Router[] {
   return (deps) => {
     const caStore = opts.caStore ?? loadOrCreateCaStore(deps.cfg.dataDir);
@@ -99,11 +131,11 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
       now: opts.now,
     });
     challenges.prune();
-    const authority = new ScepAuthority({ ca: caStore.ca, challenges, certDays: opts.certDays, now: opts.now });
+    // What each certificate was issued for: the device identity checks read it.
+    const ledger = new IssuanceLedger(join(deps.cfg.dataDir, 'enroll', 'issued'), join(deps.cfg.dataDir, 'enroll', 'renewals'));
+    deps.service.useIssuance(ledger.lookup);
+    const authority = new ScepAuthority({ ca: caStore.ca, challenges, certDays: opts.certDays, now: opts.now, renewals: (hash) => deps.service.renewalFor(hash) });
     onReady?.({ caStore, challenges, authority });
-    // A renewed identity takes over its device's binding with no re-enrollment.
-    const renewals = new RenewalLedger(join(deps.cfg.dataDir, 'enroll', 'renewals'));
-    deps.service.acceptRenewals(renewals.previous);
     const topic = () => (typeof opts.topic === 'function' ? opts.topic() : opts.topic);
     const caps = `${CA_CAPS.join('\n')}\n`;
 
@@ -125,15 +157,21 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
           const der = await pkiMessage(ctx);
           let result;
           try {
-            result = authority.pkiOperation(der);
+            result = await authority.pkiOperationAsync(der);
           } catch (err) {
             if (err instanceof ScepMalformed) throw new ProtocolError(400, err.message);
             throw err;
           }
           if (log) log.outcome = result.outcome;
-          if (result.issued?.renewedFrom) renewals.record(result.issued.certDer, result.issued.renewedFrom);
-          if (result.issued) {
-            deps.log.info({ serial: result.issued.serial, subject: result.issued.subject, notAfter: result.issued.notAfter, type: result.issued.messageType, challengeKind: result.issued.challenge }, 'issued device identity');
+          const issued = result.issued;
+          if (issued?.boundTo) ledger.issuedFor(issued.certDer, issued.boundTo);
+          if (issued?.renewedFrom && issued.renewalFor !== undefined) {
+            // Recorded first, so a crash before the rebind still lets the renewal take over on first use.
+            ledger.renewal(issued.certDer, issued.renewedFrom, issued.renewalFor);
+            await deps.service.renewed(issued.renewalFor, sha256Hex(issued.renewedFrom), deps.trust.check(issued.certDer));
+          }
+          if (issued) {
+            deps.log.info({ serial: issued.serial, subject: issued.subject, notAfter: issued.notAfter, type: issued.messageType, challengeKind: issued.challenge, issuedFor: issued.boundTo, renewalFor: issued.renewalFor }, 'issued device identity');
           }
           ctx.type = 'application/x-pki-message';
           ctx.body = result.body;
@@ -184,14 +222,15 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
     });
 
     const api = new Router(ROUTER_OPTIONS);
-    api.post('/api/v1/enrollments', deps.apiErrors, deps.auth, (ctx) => {
-      const { challenge, expiresAt } = challenges.create();
+    api.post('/api/v1/enrollments', deps.apiErrors, deps.auth, async (ctx) => {
+      const bind = await enrollmentBody(ctx);
+      const { challenge, expiresAt } = challenges.create(undefined, bind);
       const base = publicBase(deps, ctx);
       ctx.status = 201;
       ctx.set('Cache-Control', 'no-store');
-      ctx.body = { challenge, profileUrl: `${base}/mdm/enroll?c=${challenge}`, expiresAt: expiresAt.toISOString() };
+      ctx.body = { challenge, profileUrl: `${base}/mdm/enroll?c=${challenge}`, expiresAt: expiresAt.toISOString(), ...bind };
       const log = logFields(ctx);
-      if (log) log.outcome = `one-time challenge until ${expiresAt.toISOString()}`;
+      if (log) log.outcome = `one-time challenge until ${expiresAt.toISOString()}${bind.serial ? ` for serial ${bind.serial}` : ''}${bind.udid ? ` for UDID ${bind.udid}` : ''}`;
     });
     return [device, api];
   };

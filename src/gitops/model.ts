@@ -34,6 +34,12 @@ export interface Selector {
   /** A range like ">=14.0 <16". */
   osVersion?: string;
   supervised?: boolean;
+  /**
+   * true: only devices whose serial number is proven, i.e. whose identity certificate the built-in
+   * CA issued through a one-time enrollment for that serial (POST /api/v1/enrollments {"serial"}).
+   * Other facts (and serials of other devices) are what the device says about itself.
+   */
+  proven?: boolean;
 }
 
 export interface AuthoredPayload {

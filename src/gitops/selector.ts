@@ -14,6 +14,8 @@ export interface DeviceView {
   productName?: string;
   osVersion?: string;
   supervised?: boolean;
+  /** The serial above is the one the device's certificate was issued for (not just claimed). */
+  serialProven?: boolean;
 }
 
 type Op = '>=' | '>' | '<=' | '<' | '=';
@@ -73,7 +75,17 @@ function matchesPositive(s: Selector, d: DeviceView, range?: Comparator[]): bool
   if (s.models && !s.models.some((m) => m === d.model || m === d.productName)) return false;
   if (s.osVersion && !(d.osVersion !== undefined && satisfies(d.osVersion, range ?? parseRange(s.osVersion)))) return false;
   if (s.supervised !== undefined && (d.supervised ?? false) !== s.supervised) return false;
+  // proven: false asks for nothing (it is not "unproven only").
+  if (s.proven === true && !(d.serialProven === true && d.serial !== undefined)) return false;
   return true;
+}
+
+/**
+ * Whether the serial a selector sees is proven: the device's record carries the serial its
+ * certificate was issued for, and the serial in use (DeviceInformation may report another) is it.
+ */
+export function serialProven(serial: string | undefined, facts: { provenSerialNumber?: string }): boolean {
+  return serial !== undefined && facts.provenSerialNumber === serial;
 }
 
 /** An exclude matches when every field it sets matches; an empty exclude excludes nothing. */

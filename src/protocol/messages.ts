@@ -132,16 +132,28 @@ export function decodeReport(dict: PlistDict): CommandReport {
   };
 }
 
+// What devices send: UDIDs are hex and '-' (40 hex on older iOS, 8-16 on newer, a UUID on macOS);
+// EnrollmentID, UserID and EnrollmentUserID are UUIDs. Letters beyond hex are allowed because
+// simulators and test rigs use readable ids (SIM-C02...). ':' is never allowed: it joins a device
+// id and a user id into a user channel's enrollment id, so "VICTIM:USER1" as a UDID would name
+// another device's user channel.
+const DEVICE_ID = /^[0-9A-Za-z][0-9A-Za-z-]{0,127}$/;
+
 function identify(dict: PlistDict): Identified {
   const udid = str(dict, 'UDID');
   const enrollmentId = str(dict, 'EnrollmentID');
   const deviceId = udid ?? enrollmentId;
   if (!deviceId) throw new ProtocolError(400, 'missing UDID (or EnrollmentID)');
-  if (deviceId.length > 128 || /[\u0000-\u001f]/.test(deviceId)) throw new ProtocolError(400, 'UDID is not a device identifier');
+  if (!DEVICE_ID.test(deviceId)) throw new ProtocolError(400, `${udid !== undefined ? 'UDID' : 'EnrollmentID'} is not a device identifier (letters, digits and '-', at most 128)`);
   // A user channel: macOS sends UserID; User Enrollment sends EnrollmentUserID.
   const userId = str(dict, 'UserID') ?? str(dict, 'EnrollmentUserID');
-  if (userId !== undefined && (userId.length > 128 || /[\u0000-\u001f]/.test(userId))) throw new ProtocolError(400, 'UserID is not an identifier');
+  if (userId && !DEVICE_ID.test(userId)) throw new ProtocolError(400, 'UserID is not a user identifier (letters, digits and \'-\', at most 128)');
   return { deviceId, enrollmentId: userId ? `${deviceId}:${userId}` : deviceId, userId };
+}
+
+/** Whether `id` is a device or user identifier as devices send them (no ':', no spaces or controls). */
+export function isDeviceIdentifier(id: string): boolean {
+  return DEVICE_ID.test(id);
 }
 
 function errorChain(dict: PlistDict): ErrorChainItem[] | undefined {

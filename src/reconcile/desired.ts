@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { BlueprintDoc, Fleet } from '../gitops/model.js';
-import { matches, platformOf, type DeviceView } from '../gitops/selector.js';
+import { matches, platformOf, serialProven, type DeviceView } from '../gitops/selector.js';
 import { DEVICE_VARIABLES } from '../gitops/variables.js';
 import type { DeviceRecord } from '../store/types.js';
 import { RenderError, renderProfile, type DeviceValues, type RenderedProfile, type SecretLookup } from './render.js';
@@ -53,6 +53,7 @@ export function deviceView(d: Pick<DeviceRecord, 'id' | 'facts' | 'reported'>, f
       productName: values.ProductName,
       osVersion: values.OSVersion,
       supervised: typeof info.IsSupervised === 'boolean' ? info.IsSupervised : undefined,
+      serialProven: serialProven(serial, d.facts),
     },
   };
 }

@@ -77,6 +77,8 @@ export class EventWebhooks {
   attach(service: MdmService, source?: Pick<FleetSource, 'on'>): void {
     service.on('enrolled', (e) => this.emit('device.enrolled', { enrollment: e.id, device: e.deviceId, type: e.type }));
     service.on('checkedOut', (id) => this.emit('device.checked_out', { enrollment: id }));
+    // Certificates only (hash, subject, expiry): never a secret.
+    service.on('identityChanged', (device, c) => this.emit('device.identity_changed', { device, kind: c.kind, reason: c.reason, from: c.from, to: c.to }));
     service.on('result', (eid, rep) => {
       if (rep.Status === 'Error' || rep.Status === 'CommandFormatError') {
         this.emit('command.failed', { enrollment: eid, commandUUID: rep.CommandUUID, status: rep.Status, errorChain: rep.ErrorChain });

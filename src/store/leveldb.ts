@@ -2,7 +2,10 @@
  * LevelDB backend for `Store`.
  *
  * Key layout (all keys are strings; `<id>` is `esc(id)`, which never contains '\x00', so '\x00'
- * ends every variable-length component and one id's prefix can never match another id's keys):
+ * ends every variable-length component and one id's prefix can never match another id's keys).
+ * `<eid>` is an enrollment id: a device channel is `esc(UDID)`; a user channel `UDID:UserID` is
+ * `esc(UDID) '\x01\x04' esc(UserID)`. esc() never writes '\x01\x04', so the two are separate key
+ * spaces: no device id can name another device's user channel (format 2; format 1 kept the ':').
  *
  *   m\0version                  format version
  *   s\0<seq hex14>              sequence markers: the largest one is the last sequence number used
@@ -25,6 +28,7 @@
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
  */
 import { Level } from 'level';
+import { LruMap } from './lru.js';
 import type { DeviceArtifacts } from '../reconcile/types.js';
 import type {
   CommandResult,
@@ -36,6 +40,7 @@ import type {
   ErrorChainItem,
   FinalStatus,
   IdentityBinding,
+  IdentityChange,
   NewCommand,
   QueuedCommand,
   ReconcileChange,
@@ -44,7 +49,7 @@ import type {
   Store,
 } from './types.js';
 
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2;
 const DEFAULT_PRIORITY = 50;
 
 type Db = Level<string, unknown>;
@@ -121,6 +126,17 @@ function unesc(s: string): string {
   return out;
 }
 
+const USER_SEP = '\x01\x04';
+
+/** The key component of an enrollment id (see the key layout). */
+function eidKey(eid: string): string {
+  const i = eid.indexOf(':');
+  return i < 0 ? esc(eid) : esc(eid.slice(0, i)) + USER_SEP + esc(eid.slice(i + 1));
+}
+
+/** Which '\x00'-separated component of a format-1 key is an enrollment id, per key kind. */
+const EID_COMPONENT: Record<string, number> = { e: 1, l: 1, i: 2, q: 1, x: 1, r: 1, f: 2, t: 2 };
+
 const hex14 = (n: number): string => n.toString(16).padStart(14, '0');
 const ms15 = (ms: number): string => String(Math.max(0, Math.floor(ms))).padStart(15, '0');
 const ord = (priority: number, seq: number): string => String(99 - priority).padStart(2, '0') + hex14(seq);
@@ -134,18 +150,18 @@ const K = {
   device: (dev: string) => 'd\x00' + esc(dev),
   cert: (hash: string) => 'c\x00' + esc(hash),
   boot: (dev: string) => 'b\x00' + esc(dev),
-  enr: (eid: string) => 'e\x00' + esc(eid),
-  seen: (eid: string) => 'l\x00' + esc(eid),
+  enr: (eid: string) => 'e\x00' + eidKey(eid),
+  seen: (eid: string) => 'l\x00' + eidKey(eid),
   devEnrPrefix: (dev: string) => 'i\x00' + esc(dev) + '\x00',
-  devEnr: (dev: string, eid: string) => 'i\x00' + esc(dev) + '\x00' + esc(eid),
-  queuePrefix: (eid: string) => 'q\x00' + esc(eid) + '\x00',
-  cmdPrefix: (eid: string) => 'x\x00' + esc(eid) + '\x00',
-  cmd: (eid: string, uuid: string) => 'x\x00' + esc(eid) + '\x00' + esc(uuid),
-  raw: (eid: string, uuid: string) => 'r\x00' + esc(eid) + '\x00' + esc(uuid),
-  finished: (ms: number, eid: string, uuid: string) => 'f\x00' + ms15(ms) + '\x00' + esc(eid) + '\x00' + esc(uuid),
+  devEnr: (dev: string, eid: string) => 'i\x00' + esc(dev) + '\x00' + eidKey(eid),
+  queuePrefix: (eid: string) => 'q\x00' + eidKey(eid) + '\x00',
+  cmdPrefix: (eid: string) => 'x\x00' + eidKey(eid) + '\x00',
+  cmd: (eid: string, uuid: string) => 'x\x00' + eidKey(eid) + '\x00' + esc(uuid),
+  raw: (eid: string, uuid: string) => 'r\x00' + eidKey(eid) + '\x00' + esc(uuid),
+  finished: (ms: number, eid: string, uuid: string) => 'f\x00' + ms15(ms) + '\x00' + eidKey(eid) + '\x00' + esc(uuid),
   payload: (uuid: string) => 'p\x00' + esc(uuid),
   refPrefix: (uuid: string) => 't\x00' + esc(uuid) + '\x00',
-  ref: (uuid: string, eid: string) => 't\x00' + esc(uuid) + '\x00' + esc(eid),
+  ref: (uuid: string, eid: string) => 't\x00' + esc(uuid) + '\x00' + eidKey(eid),
   gc: (uuid: string) => 'g\x00' + esc(uuid),
   artifacts: (dev: string) => 'a\x00' + esc(dev),
 };
@@ -167,7 +183,7 @@ function laterIso(a: string | undefined, b: string | undefined): string | undefi
  * In-memory mirror of the `q` keys. Every Idle asks for the next command, and most queues are
  * empty: answering from memory spares a LevelDB iterator (a thread-pool round trip) per request.
  * Rebuilt from the `q` range at open; changed only after the batch that changes `q` commits, so
- * it never shows what the disk does not have. Keyed by the escaped enrollment id, ordered by `ord`.
+ * it never shows what the disk does not have. Keyed by `eidKey(enrollment id)`, ordered by `ord`.
  */
 class QueueMirror {
   private readonly queues = new Map<string, { ord: string; entry: QEntry }[]>();
@@ -213,7 +229,13 @@ class QueueMirror {
 export interface LevelStoreOptions {
   /** How often buffered `touch` calls are written. Default 5000 ms. */
   touchFlushMs?: number;
+  /** Buffered touches beyond this are written at once. Default 10,000. */
+  maxBufferedTouches?: number;
+  /** Entries of the enrollment -> device cache. Default 100,000. */
+  cacheMax?: number;
 }
+
+const MAX_IDENTITY_CHANGES = 10;
 
 export class LevelStore implements Store {
   /** Last sequence number handed out; only grows, also across restarts (see `open`). */
@@ -226,7 +248,8 @@ export class LevelStore implements Store {
   /** Buffered touches: enrollment id -> ms. */
   private readonly seen = new Map<string, number>();
   /** enrollment id -> device id, to find the lock of an enrollment without a read. */
-  private readonly deviceOfEnr = new Map<string, string>();
+  private readonly deviceOfEnr: LruMap<string, string>;
+  private readonly maxBufferedTouches: number;
   private readonly timer: NodeJS.Timeout;
   private seqMarkersDirty = false;
   private closing?: Promise<void>;
@@ -237,6 +260,8 @@ export class LevelStore implements Store {
     opts: LevelStoreOptions,
   ) {
     this.seq = seq;
+    this.deviceOfEnr = new LruMap(opts.cacheMax ?? 100_000);
+    this.maxBufferedTouches = opts.maxBufferedTouches ?? 10_000;
     this.timer = setInterval(() => {
       this.flushTouches()
         .then(() => this.pruneSeqMarkers())
@@ -251,6 +276,7 @@ export class LevelStore implements Store {
     try {
       const version = await db.get(K.version);
       if (version === undefined) await db.put(K.version, FORMAT_VERSION);
+      else if (version === 1) await migrateFrom1(db);
       else if (version !== FORMAT_VERSION) throw new Error(`store format ${String(version)} in ${dir}, expected ${FORMAT_VERSION}`);
       const last = await db.keys({ ...range('s\x00'), reverse: true, limit: 1 }).all();
       const seq = last.length ? parseInt(last[0].slice(2), 16) : 0;
@@ -360,7 +386,7 @@ export class LevelStore implements Store {
    */
   private dropQueue(eid: string, ops: Op[], cleared: string[]): string[] {
     const uuids: string[] = [];
-    for (const { ord: o, entry } of this.queues.entries(esc(eid))) {
+    for (const { ord: o, entry } of this.queues.entries(eidKey(eid))) {
       ops.push(
         { type: 'del', key: K.queuePrefix(eid) + o },
         { type: 'del', key: K.cmd(eid, entry.uuid) },
@@ -374,7 +400,7 @@ export class LevelStore implements Store {
   }
 
   private clearMirror(eids: string[]): void {
-    for (const eid of eids) this.queues.clear(esc(eid));
+    for (const eid of eids) this.queues.clear(eidKey(eid));
   }
 
   private inactivate(e: StoredEnrollment | undefined, now: string, ops: Op[]): void {
@@ -439,13 +465,20 @@ export class LevelStore implements Store {
 
   // --- check-in ---
 
-  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date): Promise<void> {
+  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void> {
+    if (deviceId.includes(':')) throw new Error(`device id ${JSON.stringify(deviceId.slice(0, 80))} contains ':', which joins a device and a user id`);
     const now = at.toISOString();
     const dropped = await this.withLock('D' + deviceId, async () => {
       const prev = this.getJson<DeviceRecord>(K.device(deviceId));
-      const dev: DeviceRecord = { id: deviceId, facts, identity, authenticatedAt: now, reported: prev?.reported ?? {} };
+      // Another device took this UDID over: what the old one reported describes the old one.
+      const reenrolled = change !== undefined && change.kind !== 'renewal';
+      const dev: DeviceRecord = { id: deviceId, facts, identity, authenticatedAt: now, reported: (!reenrolled && prev?.reported) || {} };
       if (prev?.checkedOutAt !== undefined) dev.checkedOutAt = prev.checkedOutAt;
+      const changes = change ? [...(prev?.identityChanges ?? []), change].slice(-MAX_IDENTITY_CHANGES) : prev?.identityChanges;
+      if (changes?.length) dev.identityChanges = changes;
       const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: dev }];
+      // Secrets the old identity gave us are never handed to a new one.
+      if (reenrolled) ops.push({ type: 'del', key: K.boot(deviceId) });
       if (prev && prev.identity.certHash !== identity.certHash) {
         // Only drop the old index entry if it still points here (the cert may have moved on).
         const owner = this.getJson<string>(K.cert(prev.identity.certHash));
@@ -455,7 +488,13 @@ export class LevelStore implements Store {
       const dropped: string[] = [];
       const cleared: string[] = [];
       for (const eid of await this.enrollmentIds(deviceId)) {
-        this.inactivate(this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
+        const e = this.getJson<StoredEnrollment>(K.enr(eid));
+        if (reenrolled && e?.unlockToken !== undefined) {
+          const { unlockToken: _secret, ...rest } = e;
+          ops.push({ type: 'put', key: K.enr(eid), value: { ...rest, active: false, updatedAt: now } });
+        } else {
+          this.inactivate(e, now, ops);
+        }
         dropped.push(...this.dropQueue(eid, ops, cleared));
       }
       await this.write(ops);
@@ -466,6 +505,12 @@ export class LevelStore implements Store {
   }
 
   async tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }> {
+    // The two key spaces stay apart only if ids are what they say they are.
+    const user = rec.id.startsWith(`${rec.deviceId}:`) ? rec.id.slice(rec.deviceId.length + 1) : undefined;
+    const fits = rec.type === 'user' ? !!user && (rec.userId === undefined || rec.userId === user) : rec.id === rec.deviceId;
+    if (rec.deviceId.includes(':') || !fits) {
+      throw new Error(`enrollment ${JSON.stringify(rec.id.slice(0, 80))} is not a ${rec.type} channel of device ${JSON.stringify(rec.deviceId.slice(0, 80))}`);
+    }
     return this.withLock('D' + rec.deviceId, async () => {
       const prev = this.getJson<StoredEnrollment>(K.enr(rec.id));
       const next: StoredEnrollment = { ...toStored(rec), active: true };
@@ -522,11 +567,13 @@ export class LevelStore implements Store {
     await this.collect(dropped);
   }
 
-  async rebindIdentity(deviceId: string, identity: IdentityBinding): Promise<void> {
+  async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void> {
     await this.withLock('D' + deviceId, async () => {
       const dev = this.getJson<DeviceRecord>(K.device(deviceId));
       if (!dev) throw new Error(`no device ${deviceId} to rebind`);
-      const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: { ...dev, identity } }];
+      const next: DeviceRecord = { ...dev, identity };
+      if (change) next.identityChanges = [...(dev.identityChanges ?? []), change].slice(-MAX_IDENTITY_CHANGES);
+      const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: next }];
       if (this.getJson<string>(K.cert(dev.identity.certHash)) === deviceId) ops.push({ type: 'del', key: K.cert(dev.identity.certHash) });
       ops.push({ type: 'put', key: K.cert(identity.certHash), value: deviceId });
       await this.write(ops);
@@ -571,6 +618,13 @@ export class LevelStore implements Store {
     const ms = at.getTime();
     const prev = this.seen.get(enrollmentId);
     if (prev === undefined || ms > prev) this.seen.set(enrollmentId, ms);
+    // A burst of distinct channels is written now rather than held until the next tick.
+    if (this.seen.size >= this.maxBufferedTouches) void this.flushTouches().catch(() => undefined);
+  }
+
+  /** Sizes of the in-memory caches and buffers (tests, diagnostics). */
+  cacheSizes(): { deviceOfEnrollment: number; bufferedTouches: number; locks: number } {
+    return { deviceOfEnrollment: this.deviceOfEnr.size, bufferedTouches: this.seen.size, locks: this.locks.size };
   }
 
   async setBootstrapToken(deviceId: string, token: Buffer | null): Promise<void> {
@@ -635,7 +689,7 @@ export class LevelStore implements Store {
       );
     }
     return () => {
-      for (const t of targets) this.queues.add(esc(t), o, entry);
+      for (const t of targets) this.queues.add(eidKey(t), o, entry);
     };
   }
 
@@ -688,7 +742,7 @@ export class LevelStore implements Store {
       added.push(this.enqueueOps([...new Set(targets)], cmd, priority, enqueuedAt, ops));
     }
     await this.write(ops);
-    for (const [eid, o] of mirrorRemovals) this.queues.remove(esc(eid), o);
+    for (const [eid, o] of mirrorRemovals) this.queues.remove(eidKey(eid), o);
     for (const f of added) f();
     return { cancelled, dropped: cancelled };
   }
@@ -697,7 +751,7 @@ export class LevelStore implements Store {
     // From the mirror, unlocked: the payload read below is the only I/O. A missing payload means
     // the entry was dropped (and collected) meanwhile; the mirror no longer has it then.
     for (let attempt = 0; ; attempt++) {
-      const entry = this.queues.first(esc(enrollmentId), opts.skipNotNow);
+      const entry = this.queues.first(eidKey(enrollmentId), opts.skipNotNow);
       if (entry === undefined) return undefined;
       const payload = this.getBuf(K.payload(entry.uuid));
       if (payload) return { ...entry, payload };
@@ -729,7 +783,7 @@ export class LevelStore implements Store {
           const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority: cmd.priority, enqueuedAt: cmd.enqueuedAt, status: 'NotNow' };
           ops.push({ type: 'put', key: queueKey, value: entry });
           await this.write(ops);
-          this.queues.add(esc(enrollmentId), o, entry);
+          this.queues.add(eidKey(enrollmentId), o, entry);
           return 'notnow';
         }
         await this.write(ops);
@@ -747,15 +801,17 @@ export class LevelStore implements Store {
         { type: 'put', key: K.raw(enrollmentId, commandUUID), value: result.raw, valueEncoding: 'buffer' },
         { type: 'put', key: K.finished(atMs, enrollmentId, commandUUID), value: { e: enrollmentId, u: commandUUID } satisfies FinishedRef },
       );
-      if (reported) {
-        const entries = Object.entries(reported).filter(([, v]) => v !== undefined);
-        const dev = entries.length ? this.getJson<DeviceRecord>(K.device(devId)) : undefined;
-        if (dev) {
-          ops.push({ type: 'put', key: K.device(devId), value: { ...dev, reported: { ...dev.reported, ...Object.fromEntries(entries) } } });
-        }
+      const entries = reported ? Object.entries(reported).filter(([, v]) => v !== undefined) : [];
+      // The device confirmed its erasure: the identity it enrolled with is gone (re-enroll policy).
+      const erased = result.status === 'Acknowledged' && cmd.requestType === 'EraseDevice' && enrollmentId === devId;
+      const dev = entries.length || erased ? this.getJson<DeviceRecord>(K.device(devId)) : undefined;
+      if (dev) {
+        const next: DeviceRecord = entries.length ? { ...dev, reported: { ...dev.reported, ...Object.fromEntries(entries) } } : { ...dev };
+        if (erased) next.erasedAt = result.at;
+        ops.push({ type: 'put', key: K.device(devId), value: next });
       }
       await this.write(ops);
-      this.queues.remove(esc(enrollmentId), o);
+      this.queues.remove(eidKey(enrollmentId), o);
       return 'recorded';
     });
   }
@@ -842,4 +898,28 @@ export class LevelStore implements Store {
     }
     return counts;
   }
+}
+
+/**
+ * Format 1 kept a user channel's id `UDID:UserID` as is in its keys, in the same key space as
+ * device ids. Rewrites those keys in format 2's encoding (values are unchanged: they hold plain
+ * ids). Idempotent, so a crash halfway is finished by the next open.
+ */
+async function migrateFrom1(db: Db): Promise<void> {
+  let ops: Op[] = [];
+  const flush = async () => {
+    if (ops.length) await db.batch(ops);
+    ops = [];
+  };
+  for await (const [key, value] of db.iterator<string, Buffer>({ valueEncoding: 'buffer' })) {
+    const parts = key.split('\x00');
+    const at = EID_COMPONENT[parts[0]!];
+    const part = at === undefined ? undefined : parts[at];
+    if (part === undefined || !part.includes(':') || part.includes(USER_SEP)) continue;
+    parts[at!] = eidKey(unesc(part));
+    ops.push({ type: 'del', key }, { type: 'put', key: parts.join('\x00'), value, valueEncoding: 'buffer' });
+    if (ops.length >= 2000) await flush();
+  }
+  await flush();
+  await db.put(K.version, FORMAT_VERSION);
 }

@@ -26,6 +26,12 @@ export interface DeviceFacts {
   DeviceName?: string;
   IMEI?: string;
   MEID?: string;
+  /**
+   * Set by the server, never taken from a message: the serial number the device's certificate
+   * was issued for (a one-time enrollment created for that serial), present only when the
+   * device's claimed SerialNumber is that one. Selectors with `proven: true` require it.
+   */
+  provenSerialNumber?: string;
 }
 
 /** Which certificate a device proved itself with at `Authenticate`. Hashes are SHA-256 hex. */
@@ -35,6 +41,21 @@ export interface IdentityBinding {
   issuerHash: string;
   subject: string;
   notAfter: string;
+  /** What the built-in CA issued the certificate for (a one-time enrollment for a serial or UDID). */
+  issuedFor?: { serial?: string; udid?: string };
+}
+
+/**
+ * The certificate a device speaks with changed: a renewal (the bound certificate asked the CA for
+ * its successor) or a re-enrollment (another certificate took over under the re-enroll policy).
+ */
+export interface IdentityChange {
+  at: string;
+  kind: 'renewal' | 're-enrollment';
+  /** Why a re-enrollment was allowed: the policy and the condition that held. */
+  reason?: string;
+  from: Pick<IdentityBinding, 'certHash' | 'subject' | 'notAfter'>;
+  to: Pick<IdentityBinding, 'certHash' | 'subject' | 'notAfter'>;
 }
 
 /** A report the device sent in answer to a query command, kept with when it arrived. */
@@ -62,7 +83,11 @@ export interface DeviceRecord {
   /** Set by the first TokenUpdate after Authenticate; cleared by Authenticate and CheckOut. */
   enrolledAt?: string;
   checkedOutAt?: string;
+  /** When the device acknowledged an EraseDevice (after its last Authenticate): its identity is gone with its data. */
+  erasedAt?: string;
   reported: ReportedState;
+  /** The latest identity changes, newest last (at most 10). */
+  identityChanges?: IdentityChange[];
 }
 
 export interface PushInfo {
@@ -72,7 +97,11 @@ export interface PushInfo {
   topic: string;
 }
 
-/** A channel a device takes commands on: the device channel (`UDID`) or a user channel (`UDID:UserID`). */
+/**
+ * A channel a device takes commands on: the device channel (`UDID`) or a user channel
+ * (`UDID:UserID`). Backends keep the two in separate key spaces, so no device id can name another
+ * device's user channel.
+ */
 export interface EnrollmentRecord {
   id: string;
   deviceId: string;
@@ -151,18 +180,22 @@ export interface Store {
   /**
    * Atomically: upsert the device (facts, identity binding, authenticatedAt; keep `reported`),
    * mark every enrollment of the device inactive, drop their pending commands (finished history
-   * stays until compaction), and index the certificate hash -> device id.
+   * stays until compaction), and index the certificate hash -> device id. With `change` (another
+   * certificate takes over), also append it to `identityChanges` and, unless it is a renewal,
+   * delete the secrets the old identity held: the bootstrap token and every UnlockToken.
+   * Device ids never contain ':' (that is how a user channel's id `UDID:UserID` is built): refused.
    */
-  authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date): Promise<void>;
+  authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void>;
   /** Upsert the enrollment as active. Returns whether it was inactive (or new) before. */
   tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }>;
   /** Mark the enrollment inactive and drop its pending commands; for the device channel also every user channel, and set checkedOutAt. */
   checkOut(enrollmentId: string, at: Date): Promise<void>;
   /**
    * Move the device's identity binding to a renewed certificate, keeping everything else (queue,
-   * enrollments, reported state): identity renewal is not re-enrollment.
+   * enrollments, reported state, secrets): identity renewal is not re-enrollment. `change` is
+   * appended to `identityChanges`.
    */
-  rebindIdentity(deviceId: string, identity: IdentityBinding): Promise<void>;
+  rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void>;
   getDevice(deviceId: string): Promise<DeviceRecord | undefined>;
   /** Device id currently bound to this certificate hash, if any. */
   deviceForCert(certHash: string): Promise<string | undefined>;
@@ -189,7 +222,8 @@ export interface Store {
    * Store a device's answer to a command. Final statuses take it out of the queue and keep the
    * result (and, when given, merge `reported` into the device's reported state) in one batch;
    * NotNow keeps it queued and flagged. A second answer to a finished command is 'duplicate';
-   * a command not queued for this enrollment is 'unknown'. Neither changes anything.
+   * a command not queued for this enrollment is 'unknown'. Neither changes anything. An
+   * Acknowledged EraseDevice on the device channel sets the device's `erasedAt`.
    */
   recordResult(
     enrollmentId: string,

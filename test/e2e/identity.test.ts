@@ -80,16 +80,23 @@ describe('refusals', () => {
     expect((await b.report({ Status: 'Idle', UDID: b.udid })).status).toBe(200);
   });
 
-  it('a renewed certificate from the same CA replaces the binding at a new Authenticate', async () => {
-    const first = createDeviceIdentity(server.ca, 'renew-me');
+  it('another certificate from the same CA does not take over an enrolled device; after its CheckOut it may re-enroll', async () => {
+    const first = createDeviceIdentity(server.ca, 'reenroll-me');
     const dev = new SimulatedDevice({ serverUrl: server.url, identity: first, udid: 'RENEW-0001' });
     await dev.enroll();
-    const renewed = new SimulatedDevice({ serverUrl: server.url, identity: createDeviceIdentity(server.ca, 'renew-me'), udid: 'RENEW-0001' });
-    expect((await renewed.report({ Status: 'Idle', UDID: 'RENEW-0001' })).status).toBe(403);
-    await renewed.enroll();
-    expect((await renewed.report({ Status: 'Idle', UDID: 'RENEW-0001' })).status).toBe(200);
+    const second = new SimulatedDevice({ serverUrl: server.url, identity: createDeviceIdentity(server.ca, 'reenroll-me'), udid: 'RENEW-0001' });
+    expect((await second.report({ Status: 'Idle', UDID: 'RENEW-0001' })).status).toBe(403);
+    const refused = await second.authenticate();
+    expect(refused.status).toBe(403);
+    expect(refused.body.toString()).toMatch(/re-enroll policy same-serial-challenge/);
+    expect((await dev.report({ Status: 'Idle', UDID: 'RENEW-0001' })).status).toBe(200);
+    // The device leaves (CheckOut with its own certificate): a new identity may enroll it again.
+    expect((await dev.checkOut()).status).toBe(200);
+    await second.enroll();
+    expect((await second.report({ Status: 'Idle', UDID: 'RENEW-0001' })).status).toBe(200);
     // The old certificate is no longer accepted.
     expect((await dev.report({ Status: 'Idle', UDID: 'RENEW-0001' })).status).toBe(403);
+    expect((await server.store.getDevice('RENEW-0001'))?.identityChanges?.at(-1)).toMatchObject({ kind: 're-enrollment', reason: 'same-serial-challenge: the device had checked out' });
   });
 
   it('no signature at all is a 403, never a 401', async () => {

@@ -3,14 +3,15 @@
  * against a real server on loopback. Enrollment, a wrong challenge, one-time challenges (also
  * across a restart), renewal, and renewals that must be refused.
  */
-import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { X509Certificate, createHash, createPrivateKey, createPublicKey } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCertificate } from '../../src/identity/ca.js';
+import { SimulatedDevice } from '../../src/sim/device.js';
 import { opensslPki } from '../helpers/openssl.js';
 import { http } from '../helpers/server.js';
-import { openssl, requireScepclient, scepclient, startEnrollServer, tempDir, type EnrollServer } from './helpers.js';
+import { openssl, requireScepclient, scepclient, startEnrollServer, tempDir, TOPIC, type EnrollServer } from './helpers.js';
 
 const STATIC = 'static-Challenge-42';
 let server: EnrollServer;
@@ -91,10 +92,21 @@ describe('SCEP with micromdm scepclient', () => {
     expect((await http(`${server.url}/api/v1/enrollments`, { method: 'POST' })).status).toBe(401);
   });
 
-  it('renews: a RenewalReq signed by the current certificate, no challenge, gets a new certificate for the key', async () => {
+  it('renews: a RenewalReq signed by the bound certificate of an enrolled device, no challenge, gets a new certificate for the key, once', async () => {
     const dir = tempDir();
     expect((await scepclient(server.url, dir, ['-challenge', STATIC, '-cn', 'renew-me'])).code).toBe(0);
     const old = cert(dir);
+    // Not bound to any device yet: nothing to renew.
+    const early = await scepclient(server.url, dir, ['-cn', 'renew-me']);
+    expect(early.code).not.toBe(0);
+    expect(early.output).toContain('failInfo: badRequest');
+    expect(server.logs.some((l) => /RenewalReq FAILURE badRequest: RenewalReq refused: the signer certificate is not bound to a device/.test(String(l.outcome)))).toBe(true);
+    const keep = tempDir();
+    copyFileSync(join(dir, 'client.pem'), join(keep, 'client.pem'));
+    copyFileSync(join(dir, 'key.pem'), join(keep, 'key.pem'));
+    const device = new SimulatedDevice({ serverUrl: server.url, identity: { certDer: old.raw, key: createPrivateKey(readFileSync(join(dir, 'key.pem'))) }, udid: 'SCEPCLIENT-0001', topic: TOPIC });
+    await device.enroll();
+
     const run = await scepclient(server.url, dir, ['-cn', 'renew-me']);
     expect(run.output).toContain('pkiStatus=SUCCESS');
     expect(run.code).toBe(0);
@@ -104,6 +116,15 @@ describe('SCEP with micromdm scepclient', () => {
     expect(sameKey(renewed, join(dir, 'key.pem'))).toBe(true);
     expect(openssl(['verify', '-CAfile', server.enroll.caStore.caFile, join(dir, 'client.pem')]).code).toBe(0);
     expect(server.logs.some((l) => String(l.outcome) === `RenewalReq SUCCESS serial ${renewed.serialNumber} (renewal)`)).toBe(true);
+    // The binding moved at issuance: the old certificate speaks for nobody and cannot renew again.
+    expect((await server.store.getDevice('SCEPCLIENT-0001'))?.identity.certHash).toBe(createHash('sha256').update(renewed.raw).digest('hex'));
+    expect((await device.report({ Status: 'Idle', UDID: device.udid })).status).toBe(403);
+    // scepclient derives its transaction id from the key: asking again is a retry of the same
+    // exchange, answered with the same certificate, not a second one.
+    const twice = await scepclient(server.url, keep, ['-cn', 'renew-me']);
+    expect(twice.code).toBe(0);
+    expect(cert(keep).serialNumber).toBe(renewed.serialNumber);
+    expect(server.logs.some((l) => String(l.outcome) === `RenewalReq (retry) SUCCESS serial ${renewed.serialNumber} (renewal)`)).toBe(true);
   });
 
   it('refuses a renewal signed by a certificate from another CA (badMessageCheck) or an expired one of ours (badTime)', async () => {
