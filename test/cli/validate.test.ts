@@ -1,5 +1,7 @@
 /** `orchard validate` as CI runs it: a real process, exit codes and output formats. */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -57,5 +59,58 @@ describe('orchard validate', () => {
     const badFormat = await validate([bad, '--format', 'xml']);
     expect(badFormat.code).toBe(2);
     expect(badFormat.stderr).toMatch(/xml/);
+  });
+
+  describe('hostile repositories: diagnostics in every format, never a stack trace', () => {
+    const outside = mkdtempSync(join(tmpdir(), 'orchard-outside-'));
+    writeFileSync(join(outside, 'leak.mobileconfig'), '<plist><dict><key>PayloadType</key><string>Configuration</string><key>Leak</key><string>TOP-SECRET-VALUE</string></dict></plist>');
+    const secret = (extra: string) => `apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: s}\nspec:\n  description: d\n${extra}`;
+    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `${'bcdefghij'[i]}: &${'bcdefghij'[i]} [${Array(10).fill(`*${'abcdefghij'[i]}`).join(', ')}]`)].join('\n');
+    const hostile = makeRepo({
+      'bomb.yaml': `${bomb}\n`,
+      'unresolved.yaml': secret('  x: *nowhere\n'),
+      'a-deep.yaml': `${'['.repeat(50_000)}${']'.repeat(50_000)}\n`,
+      'f.yaml': 'apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: f}\nspec:\n  file: leak.mobileconfig\n',
+    });
+    symlinkSync(join(outside, 'leak.mobileconfig'), join(hostile, 'leak.mobileconfig'));
+    const noTrace = (r: { stdout: string; stderr: string }) => {
+      expect(`${r.stdout}${r.stderr}`).not.toMatch(/\n\s+at .*:\d+:\d+|Error:|RangeError|ReferenceError/);
+      expect(`${r.stdout}${r.stderr}`).not.toMatch(/TOP-SECRET|orchard-outside/);
+    };
+
+    it('text', async () => {
+      const r = await validate([hostile]);
+      noTrace(r);
+      expect(r.code).toBe(1);
+      // The bomb stops the loading at the repository's node limit: the files after it are not reached.
+      expect(r.stdout).toMatch(/^bomb\.yaml:\d+:\d+: error: more than 300000 YAML nodes in the repository, aliases counted as what they expand to \(limit nodes\) \[limit-nodes\]$/m);
+      expect(r.stdout).toMatch(/^a-deep\.yaml:1:65: error: nesting deeper than 64 levels \(limit depth\) \[yaml-depth\]$/m);
+      const rest = makeRepo({ 'unresolved.yaml': secret('  x: *nowhere\n'), 'f.yaml': 'apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: f}\nspec:\n  file: leak.mobileconfig\n' });
+      symlinkSync(join(outside, 'leak.mobileconfig'), join(rest, 'leak.mobileconfig'));
+      const r2 = await validate([rest]);
+      noTrace(r2);
+      expect(r2.stdout).toMatch(/^unresolved\.yaml:6:6: error: alias \*nowhere has no anchor &nowhere before it \[yaml\]$/m);
+      expect(r2.stdout).toMatch(/^f\.yaml:5:9: error: cannot read "leak\.mobileconfig": it resolves \(through a symbolic link\) to a path outside the repository \[mobileconfig\]$/m);
+    });
+
+    it('json and github', async () => {
+      const json = await validate([hostile, '--format', 'json']);
+      noTrace(json);
+      expect(json.code).toBe(1);
+      const out = JSON.parse(json.stdout) as { valid: boolean; diagnostics: { file: string; rule: string; line: number }[] };
+      expect(out.valid).toBe(false);
+      expect(out.diagnostics.map((d) => `${d.file} ${d.rule}`)).toEqual(['a-deep.yaml yaml-depth', 'bomb.yaml limit-nodes']);
+      const gh = await validate([hostile, '--format', 'github']);
+      noTrace(gh);
+      expect(gh.stdout).toMatch(/^::error file=a-deep\.yaml,line=1,col=65,title=orchard yaml-depth::nesting deeper than 64 levels/m);
+    });
+
+    it('a harmless anchor reused 120 times is valid', async () => {
+      const devices = Array.from({ length: 120 }, (_, i) => `    - {serial: C02XD${String(i).padStart(7, '0')}, tags: ${i === 0 ? '&t [design, office]' : '*t'}}\n`).join('');
+      const r = await validate([makeRepo({ 'g.yaml': `apiVersion: orchard/v1\nkind: DeviceGroup\nmetadata: {name: g}\nspec:\n  devices:\n${devices}` })]);
+      noTrace(r);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^valid: 0 errors, 0 warnings/m);
+    });
   });
 });
