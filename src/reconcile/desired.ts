@@ -7,7 +7,7 @@ import type { BlueprintDoc, Fleet } from '../gitops/model.js';
 import { matches, platformOf, serialProven, type DeviceView } from '../gitops/selector.js';
 import { DEVICE_VARIABLES } from '../gitops/variables.js';
 import type { DeviceRecord } from '../store/types.js';
-import { RenderError, renderProfile, type DeviceValues, type RenderedProfile, type SecretLookup } from './render.js';
+import { RenderError, renderSteps, runSteps, runStepsAsync, type DeviceValues, type RenderedProfile, type SecretLookup, type Steps } from './render.js';
 
 export interface DesiredProfile {
   identifier: string;
@@ -72,9 +72,13 @@ export function inRollout(b: BlueprintDoc, serialOrId: string): boolean {
 /**
  * Renderings shared between devices: a profile renders the same for every device with the same
  * values of the variables it uses, so a fleet of 100,000 renders each variable-free profile once.
+ * Entries are small (hashes and the substituted strings; payload bytes are joined on demand).
  * Valid for one revision (the caller makes a new one per revision).
  */
 export type RenderCache = Map<string, RenderedProfile | RenderError>;
+
+/** Entries a cache may hold before it starts over (per-device renderings are rarely shared). */
+const CACHE_MAX = 50_000;
 
 export function desiredFor(
   fleet: Fleet,
@@ -82,6 +86,26 @@ export function desiredFor(
   secrets: SecretLookup | undefined,
   cache?: RenderCache,
 ): DesiredState {
+  return runSteps(desiredSteps(fleet, device, secrets, cache));
+}
+
+/** The same, letting the event loop in between slices of rendering (`pace` is awaited between them). */
+export function desiredForAsync(
+  fleet: Fleet,
+  device: Pick<DeviceRecord, 'id' | 'facts' | 'reported'>,
+  secrets: SecretLookup | undefined,
+  cache: RenderCache | undefined,
+  pace: () => Promise<void> | void,
+): Promise<DesiredState> {
+  return runStepsAsync(desiredSteps(fleet, device, secrets, cache), pace);
+}
+
+function* desiredSteps(
+  fleet: Fleet,
+  device: Pick<DeviceRecord, 'id' | 'facts' | 'reported'>,
+  secrets: SecretLookup | undefined,
+  cache?: RenderCache,
+): Steps<DesiredState> {
   const { view, values } = deviceView(device, fleet);
   const profiles = new Map<string, DesiredProfile>();
   const frozen = new Set<string>();
@@ -107,12 +131,15 @@ export function desiredFor(
       let r = key !== undefined ? cache!.get(key) : undefined;
       if (!r) {
         try {
-          r = renderProfile(p, values, secrets);
+          r = yield* renderSteps(p, values, secrets);
         } catch (err) {
           if (!(err instanceof RenderError)) throw err;
           r = err;
         }
-        if (key !== undefined) cache!.set(key, r);
+        if (key !== undefined) {
+          if (cache!.size >= CACHE_MAX) cache!.clear();
+          cache!.set(key, r);
+        }
       }
       if (r instanceof RenderError) d.error = r.message;
       else d.rendered = r;

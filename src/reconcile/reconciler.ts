@@ -13,8 +13,8 @@ import { buildCommand } from '../protocol/commands.js';
 import type { Pusher } from '../push/push.js';
 import type { DeviceRecord, EnrollmentRecord, FinalStatus, NewCommand, ReconcileChange, Store } from '../store/types.js';
 import { applyResult, decide, DEFAULT_RETRY, type Decision, type ReportedProfile, type RetryPolicy } from './decide.js';
-import { desiredFor, type RenderCache } from './desired.js';
-import type { SecretLookup } from './render.js';
+import { desiredForAsync, type RenderCache } from './desired.js';
+import type { RenderedProfile, SecretLookup } from './render.js';
 import type { ArtifactStatus, DeviceArtifacts } from './types.js';
 
 export interface ReconcilerOptions {
@@ -30,6 +30,11 @@ export interface ReconcilerOptions {
   inventoryOnEnroll?: boolean;
   /** Devices reconciled at once in a fleet-wide run. */
   concurrency?: number;
+  /**
+   * Bytes of install payloads a fleet-wide run builds and holds at once (devices wait for room),
+   * and at most as much again kept for reuse by other devices. Default 64 MiB.
+   */
+  payloadBudgetBytes?: number;
   now?: () => Date;
 }
 
@@ -49,8 +54,15 @@ export class Reconciler {
   /**
    * Commands shared by the devices of one fleet-wide run: the same rendered profile goes to many
    * devices under one CommandUUID (as MDM fan-out does), so its payload is built and stored once.
+   * Least recently used first out, within the payload budget: a per-device profile is never
+   * shared, and must not stay in memory for the rest of the run.
    */
   private shared = new Map<string, NewCommand>();
+  private sharedBytes = 0;
+  private readonly budget: ByteBudget;
+  /** Rendering and payload building, one at a time (one thread), in slices with yields between. */
+  private readonly cpu = new Mutex();
+  private sliceStart = performance.now();
   private readonly chains = new Map<string, Promise<unknown>>();
   /** One timer per device with a failed artifact waiting for its retry time. */
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
@@ -62,6 +74,7 @@ export class Reconciler {
   constructor(private readonly opts: ReconcilerOptions) {
     this.now = opts.now ?? (() => new Date());
     this.retry = opts.retry ?? DEFAULT_RETRY;
+    this.budget = new ByteBudget(opts.payloadBudgetBytes ?? 64 * 1024 * 1024);
     opts.service.on('enrolled', (e) => void this.onEnrolled(e));
     opts.service.on('result', (eid) => {
       // Only the device channel carries ProfileList and profile installs today.
@@ -89,6 +102,7 @@ export class Reconciler {
     this.revision = rev.info.commit ?? rev.info.contentHash.slice(0, 12);
     this.renders = new Map();
     this.shared = new Map();
+    this.sharedBytes = 0;
     this.opts.log.info({ revision: this.revision }, 'reconciling fleet');
     const started = performance.now();
     const outcomes = (await this.forEachDevice((id) => this.reconcileDevice(id))).filter((o): o is ReconcileOutcome => !!o);
@@ -112,6 +126,8 @@ export class Reconciler {
       while (i < ids.length && !this.stopped) {
         const id = ids[i++]!;
         out.push(await fn(id));
+        // Device requests are served between any two devices, however busy the run.
+        await yieldToLoop();
       }
     }));
     return out;
@@ -171,8 +187,10 @@ export class Reconciler {
       if (absorbed) await store.commitReconcile(deviceId, state, { enqueue: [], cancel: [] }, this.now());
       return undefined;
     }
+    const fleet = this.fleet;
+    const desired = await this.cpu.run(() => desiredForAsync(fleet, device, this.opts.secrets, this.renders, this.pace));
     const decision = decide({
-      desired: desiredFor(this.fleet, device, this.opts.secrets, this.renders),
+      desired,
       reported: reportedProfiles(device),
       state,
       revision: this.revision,
@@ -184,6 +202,18 @@ export class Reconciler {
 
   /** `dirty`: the state changed before the decision (answers absorbed), so it must be written. */
   private async commit(deviceId: string, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
+    // Room for this device's install payloads (the command holds the profile's base64) until
+    // they are written: a big per-device profile is built for a few devices at a time.
+    const weight = decision.actions.reduce((n, a) => n + (a.type === 'install' && !this.shared.has(`install\0${a.rendered.uuid}`) ? a.rendered.size * 1.4 : 0), 0);
+    const release = weight > 0 ? await this.budget.acquire(weight) : () => undefined;
+    try {
+      return await this.commitHeld(deviceId, decision, dirty);
+    } finally {
+      release();
+    }
+  }
+
+  private async commitHeld(deviceId: string, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
     const change: ReconcileChange = { enqueue: [], cancel: [] };
     const state = decision.state;
     for (const a of decision.actions) {
@@ -191,8 +221,8 @@ export class Reconciler {
         change.cancel.push({ enrollmentId: deviceId, uuid: a.commandUUID });
       } else {
         const cmd = a.type === 'install'
-          ? await this.sharedCommand(deviceId, `install\0${a.rendered.uuid}`, () => ({ RequestType: 'InstallProfile', Payload: new Uint8Array(a.rendered.bytes) }), 50)
-          : await this.sharedCommand(deviceId, `remove\0${a.identifier}`, () => ({ RequestType: 'RemoveProfile', Identifier: a.identifier }), 50);
+          ? await this.sharedCommand(deviceId, `install\0${a.rendered.uuid}`, () => this.cpu.run(async () => installCommand(a.rendered)))
+          : await this.sharedCommand(deviceId, `remove\0${a.identifier}`, () => command({ RequestType: 'RemoveProfile', Identifier: a.identifier }, 50));
         state.artifacts[a.identifier]!.commandUUID = cmd.uuid;
         change.enqueue.push({ targets: [deviceId], cmd });
       }
@@ -200,7 +230,7 @@ export class Reconciler {
     // Installs and removals are verified by a ProfileList served after them (lower priority).
     const needVerify = change.enqueue.length > 0 || (decision.needInventory && !state.inventory?.profileList);
     if (needVerify && !state.inventory?.verify) {
-      const pl = await this.sharedCommand(deviceId, 'verify', () => ({ RequestType: 'ProfileList', ManagedOnly: true }), 40);
+      const pl = await this.sharedCommand(deviceId, 'verify', () => command({ RequestType: 'ProfileList', ManagedOnly: true }, 40));
       change.enqueue.push({ targets: [deviceId], cmd: pl });
       state.inventory = { ...state.inventory, verify: pl.uuid, queuedAt: this.now().toISOString() };
     }
@@ -217,16 +247,42 @@ export class Reconciler {
   }
 
   /** The run's shared command for `key`, unless this device already had it (a retry needs a new one). */
-  private async sharedCommand(deviceId: string, key: string, make: () => Record<string, unknown>, priority: number): Promise<NewCommand> {
-    let cmd = this.shared.get(key);
-    if (!cmd) {
-      cmd = command(make(), priority);
-      if (this.shared.size < 10_000) this.shared.set(key, cmd);
+  private async sharedCommand(deviceId: string, key: string, make: () => NewCommand | Promise<NewCommand>): Promise<NewCommand> {
+    const cmd = this.shared.get(key);
+    if (cmd && !(await this.opts.store.getCommand(deviceId, cmd.uuid))) {
+      // Most recently used last: eviction takes the first.
+      this.shared.delete(key);
+      this.shared.set(key, cmd);
       return cmd;
     }
-    if (await this.opts.store.getCommand(deviceId, cmd.uuid)) return command(make(), priority);
-    return cmd;
+    const made = await make();
+    if (!cmd) this.keepShared(key, made);
+    return made;
   }
+
+  private keepShared(key: string, cmd: NewCommand): void {
+    const limit = this.budget.limit;
+    if (cmd.payload.length > limit / 4) return; // too big to keep on the chance of a second device
+    this.shared.set(key, cmd);
+    this.sharedBytes += cmd.payload.length;
+    for (const [k, c] of this.shared) {
+      if (this.sharedBytes <= limit && this.shared.size <= 10_000) break;
+      this.shared.delete(k);
+      this.sharedBytes -= c.payload.length;
+    }
+  }
+
+  /** Payload bytes a fleet-wide run holds right now: shared commands and payloads being built. */
+  heldPayloadBytes(): number {
+    return this.sharedBytes + this.budget.inUse;
+  }
+
+  /** Awaited between slices of rendering: lets the event loop in every few milliseconds. */
+  private readonly pace = async (): Promise<void> => {
+    if (performance.now() - this.sliceStart < SLICE_MS) return;
+    await yieldToLoop();
+    this.sliceStart = performance.now();
+  };
 
   /** Failed installs come back at their retry time even if nothing else happens to the device. */
   private scheduleRetry(deviceId: string, state: DeviceArtifacts): void {
@@ -286,6 +342,66 @@ export class Reconciler {
     const e = await this.opts.store.getEnrollment(deviceId);
     if (e) await this.opts.pusher.push([e]).catch((err: unknown) => this.opts.log.warn({ err, device: deviceId }, 'push failed'));
   }
+}
+
+/** Synchronous work between two chances for the event loop to serve requests. */
+const SLICE_MS = 4;
+
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** One at a time, in call order. */
+class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+}
+
+/** A counting semaphore over bytes; a request bigger than the whole budget waits for all of it. */
+class ByteBudget {
+  inUse = 0;
+  private readonly waiting: { n: number; go: () => void }[] = [];
+  constructor(readonly limit: number) {}
+
+  async acquire(bytes: number): Promise<() => void> {
+    const n = Math.min(Math.ceil(bytes), this.limit);
+    if (this.inUse + n > this.limit || this.waiting.length > 0) await new Promise<void>((go) => this.waiting.push({ n, go }));
+    else this.inUse += n;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.inUse -= n;
+      while (this.waiting.length > 0 && this.inUse + this.waiting[0]!.n <= this.limit) {
+        const w = this.waiting.shift()!;
+        this.inUse += w.n;
+        w.go();
+      }
+    };
+  }
+}
+
+/**
+ * An InstallProfile command, spliced from a template the plist builder made once (so the format
+ * stays the builder's) and the profile's base64 parts (mostly encoded once per revision), instead
+ * of the builder's byte-by-byte base64 of every device's payload.
+ */
+let installTemplate: { head: Buffer; mid: Buffer; tail: Buffer } | undefined;
+export function installCommand(rendered: RenderedProfile, uuid: string = randomUUID().toUpperCase()): NewCommand {
+  if (!installTemplate) {
+    const uuidMark = 'ORCHARD-COMMAND-UUID-MARK';
+    const dataMark = Buffer.from('orchard payload marker').toString('base64');
+    const xml = buildCommand({ RequestType: 'InstallProfile', Payload: new Uint8Array(Buffer.from(dataMark, 'base64')) }, uuidMark).payload.toString('utf8');
+    const u = xml.indexOf(uuidMark);
+    const d = xml.indexOf(dataMark);
+    if (u < 0 || d < u) throw new Error('unexpected InstallProfile plist layout');
+    installTemplate = { head: Buffer.from(xml.slice(0, u)), mid: Buffer.from(xml.slice(u + uuidMark.length, d)), tail: Buffer.from(xml.slice(d + dataMark.length)) };
+  }
+  const { head, mid, tail } = installTemplate;
+  const payload = Buffer.concat([head, Buffer.from(uuid, 'latin1'), mid, ...rendered.base64(), tail]);
+  return { uuid, requestType: 'InstallProfile', payload, priority: 50 };
 }
 
 function command(cmd: Record<string, unknown>, priority: number): NewCommand {

@@ -26,14 +26,14 @@ describe('rendering', () => {
     const a = renderProfile(p, { SerialNumber: 'S1' }, () => 'secret-1');
     const again = renderProfile((await fleet(base)).profiles.get('wifi')!, { SerialNumber: 'S1' }, () => 'secret-1');
     expect(again.uuid).toBe(a.uuid);
-    expect(again.bytes.equals(a.bytes)).toBe(true);
+    expect(again.bytes().equals(a.bytes())).toBe(true);
     expect(a.uuid).toMatch(/^[0-9A-F]{8}-[0-9A-F]{4}-5[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$/);
     const otherDevice = renderProfile(p, { SerialNumber: 'S2' }, () => 'secret-1');
     expect(otherDevice.uuid).not.toBe(a.uuid);
     const rotated = renderProfile(p, { SerialNumber: 'S1' }, () => 'secret-2');
     expect(rotated.uuid).not.toBe(a.uuid);
     expect(rotated.templateHash).toBe(a.templateHash); // plan cannot see secrets, and need not
-    const dict = parsePlistDict(a.bytes);
+    const dict = parsePlistDict(a.bytes());
     expect(dict).toMatchObject({ PayloadType: 'Configuration', PayloadIdentifier: 'com.example.wifi', PayloadUUID: a.uuid, PayloadScope: 'System' });
     const payload = (dict.PayloadContent as Record<string, unknown>[])[0]!;
     expect(payload).toMatchObject({ PayloadType: 'com.apple.wifi.managed', SSID_STR: 'net-S1', Password: 'secret-1', PayloadIdentifier: 'com.example.wifi.1.com.apple.wifi.managed' });
