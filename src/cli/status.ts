@@ -10,7 +10,7 @@
 export interface StatusOptions {
   server: string;
   token?: string;
-  /** One device's report instead of the fleet's. */
+  /** One device's report instead of the fleet's: its UDID, serial number or enrollment id (the server resolves it). */
   device?: string;
   format: 'table' | 'json' | 'markdown';
   /** How many failed/drifted devices to list (default 50). */

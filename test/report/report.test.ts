@@ -403,3 +403,71 @@ describe('stateOf', () => {
     expect(stateOf(false, [p({ phase: 'failed' })])).toBe('unenrolled');
   });
 });
+
+describe('POST /api/v1/commands with a commandUUID already used', () => {
+  const post = (body: object) => http(`${server.url}/api/v1/commands`, {
+    method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+  const cmd = (uuid: string, udid = macs[0]!.udid) => ({ targets: [udid], commandUUID: uuid, command: { RequestType: 'DeviceInformation', Queries: ['OSVersion'] } });
+
+  it('answers 409 naming it, and queues nothing more', async () => {
+    expect((await post(cmd('REUSED-UUID-1'))).status).toBe(201);
+    const again = await post(cmd('REUSED-UUID-1'));
+    expect(again.status).toBe(409);
+    expect((again.json() as { error: string }).error).toContain('REUSED-UUID-1');
+    expect((await server.store.listCommands(macs[0]!.udid)).filter((c) => c.uuid === 'REUSED-UUID-1')).toHaveLength(1);
+    // Also when the first one is finished (recorded), and when only one of several targets has it.
+    await macs[0]!.connect();
+    expect((await server.store.getCommand(macs[0]!.udid, 'REUSED-UUID-1'))?.status).toBe('Acknowledged');
+    expect((await post(cmd('REUSED-UUID-1'))).status).toBe(409);
+    expect((await post({ ...cmd('REUSED-UUID-1'), targets: [macs[1]!.udid, macs[0]!.udid] })).status).toBe(409);
+    expect(await server.store.getCommand(macs[1]!.udid, 'REUSED-UUID-1')).toBeUndefined();
+  });
+
+  it('two requests racing with one commandUUID: one 201, one 409, never 500', async () => {
+    const answers = await Promise.all(Array.from({ length: 6 }, () => post(cmd('RACED-UUID-1', macs[1]!.udid))));
+    expect(answers.map((a) => a.status).sort()).toEqual([201, 409, 409, 409, 409, 409]);
+  });
+});
+
+describe('devices by any of their names', () => {
+  const read = () => ({ authorization: `Bearer ${server.readToken}` });
+
+  it('the report, the device and its commands by UDID, serial number (any case) or enrollment id', async () => {
+    await macs[2]!.tokenUpdate({ userId: 'USER-1', shortName: 'ada' });
+    const enrollment = (await server.store.listEnrollments(macs[2]!.udid)).find((e) => e.type !== 'device')!.id;
+    for (const id of [macs[2]!.udid, 'MAC002', 'mac002', enrollment]) {
+      const report = await get(`/api/v1/report/devices/${encodeURIComponent(id)}`);
+      expect(report.status, id).toBe(200);
+      expect(report.body).toMatchObject({ id: macs[2]!.udid, serialNumber: 'MAC002', state: 'failed' });
+      const dev = await http(`${server.url}/api/v1/devices/${encodeURIComponent(id)}`, { headers: read() });
+      expect(dev.status, id).toBe(200);
+      expect((dev.json() as { id: string }).id).toBe(macs[2]!.udid);
+    }
+    const bySerial = await http(`${server.url}/api/v1/devices/MAC002/commands`, { headers: read() });
+    expect((bySerial.json() as { enrollment: string; commands: { requestType: string }[] })).toMatchObject({ enrollment: macs[2]!.udid });
+    expect((bySerial.json() as { commands: { requestType: string }[] }).commands.map((c) => c.requestType)).toContain('InstallProfile');
+    expect((await http(`${server.url}/api/v1/devices/${encodeURIComponent(enrollment)}/commands`, { headers: read() }).then((r) => r.json())) as object).toMatchObject({ enrollment });
+    expect((await get('/api/v1/report/devices/NOPE')).body.error).toBe('no device NOPE (by UDID, enrollment id or serial number)');
+  });
+
+  it('orchard status --device SERIAL (as the README says), or the UDID', async () => {
+    for (const device of ['MAC002', macs[2]!.udid]) {
+      const out = await runStatus({ server: server.url, token: server.readToken, device, format: 'markdown' });
+      expect(out.exitCode, device).toBe(1);
+      expect(out.stdout).toContain('## Device MAC002: failed');
+    }
+  });
+
+  it('a serial number two device records share is refused as ambiguous (409), not guessed', async () => {
+    const twin = server.device({ serialNumber: 'MAC001', model: 'Mac14,2' });
+    await twin.enroll();
+    const res = await get('/api/v1/report/devices/MAC001');
+    expect(res.status).toBe(409);
+    expect(res.body.error).toContain('name one by UDID');
+    expect((await get(`/api/v1/report/devices/${twin.udid}`)).status).toBe(200);
+    const cli = await runStatus({ server: server.url, token: server.readToken, device: 'MAC001', format: 'table' });
+    expect(cli.exitCode).toBe(2);
+    expect(cli.stderr).toContain('matches 2 devices');
+  });
+});
