@@ -282,6 +282,8 @@ export interface FuzzTarget<I> {
   /** e.g. "Mdm-Signature (verifyDetachedSignature)". */
   name: string;
   input: fc.Arbitrary<I>;
+  /** The unmutated inputs: each must be "ok", or the fuzzer starts from the wrong place. */
+  seeds: I[];
   /** Call the parser; returning is "ok". */
   run(input: I): unknown;
   /** The parser's typed refusals. */
