@@ -101,7 +101,7 @@ export interface SourceLimits {
 }
 
 export const DEFAULT_SOURCE_LIMITS: SourceLimits = {
-  validationMemoryMb: 256,
+  validationMemoryMb: 512,
   validationTimeoutMs: 120_000,
   fetchTimeoutMs: 600_000,
   checkoutTimeoutMs: 120_000,
@@ -635,7 +635,10 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       }
       return true;
     }
-    return key === this.rejectedKey;
+    if (key !== this.rejectedKey) return false;
+    // After a restart the restored revision was the last one loaded; the head is still the rejected one.
+    if (this.rejection) this.lastAttempt = this.rejection.status;
+    return true;
   }
 
   private async evaluate(
@@ -704,6 +707,8 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       delete saved.rejected;
     }
     this.restoreError = undefined;
+    // Fetched and loaded: whatever kept the last sync from it is over (seen at once by status()).
+    this.lastError = undefined;
     delete saved.validating;
     if (this.kind === 'remote' && st.commit) Object.assign(saved, { commit: st.commit, contentHash: st.contentHash, appliedAt: st.appliedAt });
     await this.writeState();

@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -395,6 +396,7 @@ describe('FleetSource.sync concurrency', () => {
     let active = 0;
     let maxActive = 0;
     let calls = 0;
+    let loaded = 0;
     let release!: () => void;
     const gate = new Promise<void>((res) => { release = res; });
     const loader = async (d: string): Promise<LoadResult> => {
@@ -404,6 +406,7 @@ describe('FleetSource.sync concurrency', () => {
       try {
         // Read first, then hold the first sync open while the test edits and calls again.
         const result = await loadFleet(d);
+        loaded++;
         if (calls === 1) await gate;
         return result;
       } finally {
@@ -413,7 +416,8 @@ describe('FleetSource.sync concurrency', () => {
     const { source: src, statuses } = harness({ repo: dir, dataDir: join(dir, '.data'), loader });
 
     const p1 = src.sync('one');
-    await waitFor('the first load to begin', () => calls === 1);
+    // Edit only once the first load has read the files, or it could read the edit itself.
+    await waitFor('the first load to have read the files', () => loaded === 1);
     writeFileSync(join(dir, 'wifi.yaml'), `${GOOD}# changed during the first sync\n`);
     const more = [src.sync('two'), src.sync('three'), src.sync('four')];
     release();
@@ -425,5 +429,268 @@ describe('FleetSource.sync concurrency', () => {
     expect(rest.every((s) => s.applied?.contentHash === rest[0]!.applied?.contentHash)).toBe(true);
     expect(rest[0]!.applied?.contentHash).not.toBe(s1.applied?.contentHash);
     expect(src.status().history).toHaveLength(2);
+  });
+});
+
+// ---- issue 10: limits, durable rejections, history ----
+
+/** state.json as the source wrote it. */
+function savedState(dataDir: string): { commit?: string; validating?: { commit: string | null }; rejected?: { reason: string; status: { commit: string | null } } } {
+  return JSON.parse(readFileSync(join(dataDir, 'source', 'state.json'), 'utf8'));
+}
+
+/** A loader stand-in: hangs (never settles, ignores its signal) on a checkout holding HANG, else the real loader. */
+function hangingLoader(): { loader: (d: string) => Promise<LoadResult>; hangs: () => number } {
+  let hangs = 0;
+  return {
+    hangs: () => hangs,
+    loader: (d: string) => {
+      if (!existsSync(join(d, 'HANG'))) return loadFleet(d);
+      hangs++;
+      return new Promise<LoadResult>(() => undefined);
+    },
+  };
+}
+
+/** The real loader, noting which commit of the clone each load saw. */
+function countingLoader(): { loader: (d: string) => Promise<LoadResult>; loads: string[] } {
+  const loads: string[] = [];
+  return { loads, loader: (d: string) => { loads.push(git(d, 'rev-parse', 'HEAD')); return loadFleet(d); } };
+}
+
+describe('FleetSource time limits and shutdown', () => {
+  it('cuts a validation that never ends at its time limit, rejects that commit, and still applies the next one', async () => {
+    const r = repo();
+    const a = r.write('profiles/wifi.yaml', GOOD).commit('good');
+    const { loader, hangs } = hangingLoader();
+    const { source, applied } = harness({ repo: r.url, dataDir: r.dataDir, loader, limits: { validationTimeoutMs: 300 } });
+    await source.start();
+
+    const b = r.write('HANG', 'x').commit('hangs the loader');
+    let st = await source.sync('test');
+    expect(st.applied?.commit).toBe(a);
+    expect(st.lastAttempt).toMatchObject({ commit: b, valid: false, errorCount: 1 });
+    expect(st.lastAttempt?.errors[0]).toMatchObject({ rule: 'validation-limit', message: 'validation exceeded the time limit (300 ms)' });
+    expect(st.rejected).toMatchObject({ commit: b, reason: 'validation exceeded the time limit (300 ms)' });
+    expect(savedState(r.dataDir)).toMatchObject({ commit: a, rejected: { status: { commit: b } } });
+    expect(savedState(r.dataDir).validating).toBeUndefined();
+
+    // Not tried again on the next poll.
+    st = await source.sync('poll');
+    expect(hangs()).toBe(1);
+    expect(st.history.map((h) => h.commit)).toEqual([b, a]);
+
+    const c = r.remove('HANG').commit('fix');
+    st = await source.sync('test');
+    expect(st.applied?.commit).toBe(c);
+    expect(st.rejected).toBeUndefined();
+    expect(applied.map((x) => x.info.commit)).toEqual([a, c]);
+  });
+
+  it('stop() completes while a validation hangs, and a clean stop leaves no crash mark', async () => {
+    const r = repo();
+    const a = r.write('profiles/wifi.yaml', GOOD).commit('good');
+    const { loader, hangs } = hangingLoader();
+    const { source } = harness({ repo: r.url, dataDir: r.dataDir, loader });
+    await source.start();
+    r.write('HANG', 'x').commit('hangs the loader');
+    const syncing = source.sync('test');
+    await waitFor('the hanging validation to start', () => hangs() === 1);
+    expect(savedState(r.dataDir).validating).toBeDefined();
+
+    await source.stop();
+    const st = await syncing;
+    expect(st.applied?.commit).toBe(a);
+    // Stopped on purpose: the commit was neither rejected nor marked as having killed the server.
+    expect(savedState(r.dataDir)).toMatchObject({ commit: a });
+    expect(savedState(r.dataDir).validating).toBeUndefined();
+    expect(savedState(r.dataDir).rejected).toBeUndefined();
+  });
+
+  it('ends a fetch that hangs (an ssh transport that never answers) at the fetch time limit; stop() completes', async () => {
+    const root = tempDir();
+    cleanups.push(() => rmSync(root, { recursive: true, force: true }));
+    // A "remote" that accepts the connection and never says a word (git waits for it to speak
+    // first); named ssh so git takes it for OpenSSH without probing it.
+    const ssh = join(root, 'ssh');
+    writeFileSync(ssh, '#!/bin/sh\nexec cat\n');
+    chmodSync(ssh, 0o755);
+    const prev = process.env.GIT_SSH_COMMAND;
+    process.env.GIT_SSH_COMMAND = ssh;
+    let h: Harness;
+    try {
+      h = harness({ repo: 'ssh://git@127.0.0.1/fleet.git', dataDir: join(root, 'data'), limits: { fetchTimeoutMs: 500 } });
+    } finally {
+      if (prev === undefined) delete process.env.GIT_SSH_COMMAND;
+      else process.env.GIT_SSH_COMMAND = prev;
+    }
+    await h.source.start();
+    const st = h.source.status();
+    expect(st.lastError?.message).toBe('fetch exceeded the time limit (500 ms)');
+    expect(st.lastFetchAt).toBeUndefined();
+    expect(st.applied).toBeUndefined();
+    const again = h.source.sync('poll');
+    await h.source.stop();
+    expect((await again).lastError?.message).toMatch(/time limit|stopping/);
+  });
+
+  it('a FIFO in a local directory cannot freeze the source: later edits still apply (default loader, a child process)', async () => {
+    const dir = tempDir();
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'wifi.yaml'), GOOD);
+    mkdirSync(join(dir, 'files'));
+    execFileSync('mkfifo', [join(dir, 'files', 'hang.mobileconfig')]);
+    writeFileSync(join(dir, 'dock.yaml'), 'apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: dock}\nspec:\n  file: files/hang.mobileconfig\n');
+    // loader: undefined, so the source uses its default: loadFleet in a heap-capped child process.
+    const { source: src } = harness({ repo: dir, dataDir: join(dir, '.data'), debounceMs: 50, loader: undefined, limits: { validationTimeoutMs: 5000 } });
+    await src.start();
+    // Refused, by the time limit or by the loader declining a file that is not a regular file.
+    let st = src.status();
+    expect(st.lastAttempt?.valid).toBe(false);
+    expect(st.applied).toBeUndefined();
+    expect(st.rejected).toBeDefined();
+    expect(st.lastFetchAt).toBeDefined();
+
+    rmSync(join(dir, 'dock.yaml'));
+    rmSync(join(dir, 'files'), { recursive: true });
+    st = await waitFor('the edit after the FIFO', () => src.status().applied?.valid && src.status(), 20_000);
+    expect(st.rejected).toBeUndefined();
+    await src.stop();
+  });
+});
+
+describe('FleetSource remembers rejected revisions across restarts', () => {
+  it('rejects, at the next start and without loading it, a revision that was being validated when the server died', async () => {
+    const r = repo();
+    const a = r.write('profiles/wifi.yaml', GOOD).commit('good');
+    const hanging = hangingLoader();
+    const first = harness({ repo: r.url, dataDir: r.dataDir, loader: hanging.loader });
+    await first.source.start();
+    const b = r.write('HANG', 'x').commit('takes the server down');
+    void first.source.sync('test');
+    await waitFor('the validation of the hostile commit to start', () => hanging.hangs() === 1);
+    // The disk as a process killed at this moment (out of memory, SIGKILL) leaves it.
+    const crashed = join(r.root, 'crashed-data');
+    cpSync(r.dataDir, crashed, { recursive: true });
+    expect(savedState(crashed).validating?.commit).toBe(b);
+
+    const counting = countingLoader();
+    const second = harness({ repo: r.url, dataDir: crashed, loader: counting.loader });
+    await second.source.start();
+    let st = second.source.status();
+    expect(st.applied?.commit).toBe(a);
+    expect(st.rejected?.commit).toBe(b);
+    expect(st.rejected?.reason).toMatch(/^validation never finished: the server stopped while validating this revision/);
+    expect(st.lastAttempt).toMatchObject({ commit: b, valid: false });
+    expect(counting.loads).toEqual([a]); // the restore of the good one only
+    expect(savedState(crashed).validating).toBeUndefined();
+
+    st = await second.source.sync('poll');
+    expect(counting.loads).toEqual([a]);
+    const c = r.remove('HANG').commit('new commit');
+    st = await second.source.sync('test');
+    expect(st.applied?.commit).toBe(c);
+    expect(st.rejected).toBeUndefined();
+    expect(counting.loads).toEqual([a, c]);
+  });
+
+  it('does not load a rejected head again after a restart; changed validation limits give it another try', async () => {
+    const r = repo();
+    const a = r.write('profiles/wifi.yaml', GOOD).commit('good');
+    const first = harness({ repo: r.url, dataDir: r.dataDir });
+    await first.source.start();
+    const b = r.write('profiles/broken.yaml', BAD).commit('bad');
+    expect((await first.source.sync('test')).rejected?.commit).toBe(b);
+    await first.source.stop();
+
+    const counting = countingLoader();
+    const second = harness({ repo: r.url, dataDir: r.dataDir, loader: counting.loader });
+    await second.source.start();
+    const st = second.source.status();
+    expect(st.applied?.commit).toBe(a);
+    expect(st.rejected).toMatchObject({ commit: b, reason: expect.stringMatching(/^1 error: profiles\/broken\.yaml:3:1: /) });
+    expect(st.lastAttempt?.errors[0]).toMatchObject({ file: 'profiles/broken.yaml', line: 3, col: 1 });
+    expect(counting.loads).toEqual([a]);
+    await second.source.stop();
+
+    const retry = countingLoader();
+    const third = harness({ repo: r.url, dataDir: r.dataDir, loader: retry.loader, limits: { validationTimeoutMs: 30_000 } });
+    await third.source.start();
+    expect(retry.loads).toEqual([a, b]);
+    expect(third.source.status().rejected?.commit).toBe(b);
+  });
+
+  it('a loader that throws rejects the revision once, instead of loading it again on every poll', async () => {
+    const r = repo();
+    const a = r.write('profiles/wifi.yaml', GOOD).commit('good');
+    let throws = 0;
+    const loader = (d: string) => {
+      if (!existsSync(join(d, 'THROW'))) return loadFleet(d);
+      throws++;
+      return Promise.reject(new Error('disk on fire'));
+    };
+    const { source } = harness({ repo: r.url, dataDir: r.dataDir, loader });
+    await source.start();
+    const b = r.write('THROW', 'x').commit('breaks the loader');
+    for (let i = 0; i < 3; i++) await source.sync('poll');
+    const st = source.status();
+    expect(throws).toBe(1);
+    expect(st.rejected).toMatchObject({ commit: b, reason: 'loader failed: disk on fire' });
+    expect(st.history.map((h) => h.commit)).toEqual([b, a]);
+    expect(st.applied?.commit).toBe(a);
+  });
+});
+
+describe('FleetSource status history and restore', () => {
+  it('keeps one history entry per revision: a revision seen again moves up with its count', async () => {
+    const r = repo();
+    const a = r.write('profiles/wifi.yaml', GOOD).commit('good');
+    const { source } = harness({ repo: r.url, dataDir: r.dataDir });
+    await source.start();
+    const b = r.write('profiles/broken.yaml', BAD).commit('bad');
+    for (let i = 0; i < 3; i++) {
+      await source.sync('push bad');
+      r.rewind(a); // reverted...
+      expect((await source.sync('revert')).lastAttempt?.commit).toBe(a);
+      r.rewind(b); // ...and force-pushed again
+    }
+    const st = await source.sync('push bad');
+    expect(st.history.map((h) => [h.commit, h.attempts])).toEqual([[b, 4], [a, 1]]);
+    expect(st.history[0]!.lastSeenAt! >= st.history[0]!.fetchedAt).toBe(true);
+  });
+
+  it('keeps the "could not restore" reason while nothing is applied', async () => {
+    const r = repo();
+    const a = r.write('profiles/wifi.yaml', GOOD).commit('good');
+    const first = harness({ repo: r.url, dataDir: r.dataDir });
+    await first.source.start();
+    await first.source.stop();
+
+    // History rewritten (the applied commit exists nowhere now), the new head is bad, and the
+    // server's clone is gone (a new disk): the saved commit cannot be had.
+    git(r.work, 'checkout', '-q', '--orphan', 'rewritten');
+    git(r.work, 'rm', '-rqf', '.');
+    r.write('profiles/broken.yaml', BAD);
+    git(r.work, 'add', '-A');
+    git(r.work, 'commit', '-q', '-m', 'rewritten');
+    git(r.work, 'branch', '-q', '-M', 'rewritten', 'main');
+    git(r.work, 'push', '-q', '--force', 'origin', 'main');
+    git(r.bare, 'reflog', 'expire', '--expire=now', '--all');
+    git(r.bare, 'gc', '-q', '--prune=now');
+    rmSync(join(r.dataDir, 'source', 'repo'), { recursive: true, force: true });
+
+    const second = harness({ repo: r.url, dataDir: r.dataDir });
+    await second.source.start();
+    let st = second.source.status();
+    expect(st.applied).toBeUndefined();
+    expect(st.rejected?.commit).toBe(r.head());
+    expect(st.lastError?.message).toMatch(new RegExp(`^could not restore ${a}: `));
+    st = await second.source.sync('poll');
+    expect(st.lastError?.message).toMatch(new RegExp(`^could not restore ${a}: `));
+
+    r.remove('profiles/broken.yaml').write('profiles/wifi.yaml', GOOD).commit('fixed');
+    st = await second.source.sync('test');
+    expect(st.applied?.commit).toBe(r.head());
+    expect(st.lastError).toBeUndefined();
   });
 });
