@@ -35,6 +35,10 @@ export interface ServerConfig {
   pollIntervalMs: number;
   /** How often every device is asked for ProfileList + DeviceInformation (0: never). */
   driftIntervalMs: number;
+  /** Heap (MB) of the process that validates each revision of the fleet repository (default 512). */
+  validationMemoryMb?: number;
+  /** Time limit of that validation (default 2 min). */
+  validationTimeoutMs?: number;
   /** URLs that receive signed JSON events (enrolled, checked out, command failed, revision applied). */
   eventWebhooks: string[];
   /** APNs endpoint: an explicit URL (tests, proxies) or Apple's production/sandbox. */
@@ -74,7 +78,7 @@ export const DEFAULTS: ServerConfig = {
 export class ConfigError extends Error {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
-const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'replayWindow', 'replayCacheSize', 'retention', 'pollInterval', 'driftInterval', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel', 'reenroll'] as const;
+const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'replayWindow', 'replayCacheSize', 'retention', 'pollInterval', 'driftInterval', 'validationMemory', 'validationTimeout', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel', 'reenroll'] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
@@ -113,6 +117,8 @@ export interface FlagValues {
   retention?: string;
   pollInterval?: string;
   driftInterval?: string;
+  validationMemory?: string;
+  validationTimeout?: string;
   secretsDir?: string;
   apnsUrl?: string;
   apnsEnv?: string;
@@ -143,6 +149,8 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.retention) cfg.retentionMs = parseDuration(flags.retention, 'retention');
   if (flags.pollInterval) cfg.pollIntervalMs = parseDuration(flags.pollInterval, 'poll-interval');
   if (flags.driftInterval) cfg.driftIntervalMs = parseDuration(flags.driftInterval, 'drift-interval');
+  if (flags.validationMemory) cfg.validationMemoryMb = positiveInt(flags.validationMemory, 'validation-memory');
+  if (flags.validationTimeout) cfg.validationTimeoutMs = positiveDuration(flags.validationTimeout, 'validation-timeout');
   if (flags.secretsDir) cfg.secretsDir = resolve(flags.secretsDir);
   if (flags.apnsUrl) cfg.apnsUrl = flags.apnsUrl;
   if (flags.eventWebhook?.length) cfg.eventWebhooks = flags.eventWebhook;
@@ -220,6 +228,10 @@ function applyFile(cfg: ServerConfig, file: string): void {
     if (poll) cfg.pollIntervalMs = parseDuration(poll, 'pollInterval');
     const drift = str('driftInterval');
     if (drift) cfg.driftIntervalMs = parseDuration(drift, 'driftInterval');
+    const vm = str('validationMemory');
+    if (vm) cfg.validationMemoryMb = positiveInt(vm, 'validationMemory');
+    const vt = str('validationTimeout');
+    if (vt) cfg.validationTimeoutMs = positiveDuration(vt, 'validationTimeout');
     cfg.secretsDir = path('secretsDir') ?? cfg.secretsDir;
     cfg.apnsUrl = str('apnsUrl') ?? cfg.apnsUrl;
     const hooks = raw.eventWebhooks;

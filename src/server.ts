@@ -17,7 +17,6 @@ import { statusPageRoutes } from './http/status-page.js';
 import { createMetrics, httpMetrics, metricsRoutes } from './http/metrics.js';
 import { EventWebhooks } from './report/webhooks.js';
 import { LevelStore } from './store/leveldb.js';
-import { loadFleet } from './gitops/load.js';
 import { FleetSource } from './gitops/source.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { SecretStore } from './reconcile/secrets.js';
@@ -81,7 +80,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
   service.on('tokenUpdate', (e) => apns?.tokenUpdated(e.id, e.push!.token));
   const source = cfg.repo
-    ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, loader: loadFleet, log: log.child({ component: 'source' }) })
+    ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs }, log: log.child({ component: 'source' }) })
     : undefined;
   const metrics = createMetrics();
   const reportCtx = () => ({ source, apns });

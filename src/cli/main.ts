@@ -40,6 +40,8 @@ program
   .option('--retention <duration>', 'keep finished commands this long (default 7d)')
   .option('--poll-interval <duration>', 'fetch the fleet repository this often (default 60s; 0: webhook only)')
   .option('--drift-interval <duration>', 'ask every device for its profiles this often (default 4h; 0: never)')
+  .option('--validation-memory <mb>', 'heap of the process validating each fleet revision, MB (default 512)')
+  .option('--validation-timeout <duration>', 'time limit of validating a fleet revision (default 2m)')
   .option('--apns-url <url>', 'APNs endpoint (default Apple production; for tests or a relay)')
   .addOption(new Option('--apns-env <env>', 'Apple APNs environment').choices(['production', 'sandbox']))
   .option('--event-webhook <url>', 'send signed JSON events to this URL (repeatable; secret ORCHARD_EVENT_SECRET)', collect)
