@@ -1,6 +1,7 @@
 /**
  * OpenAPI 3.1 description of Orchard's admin API (every route under /api/v1) and /metrics.
- * test/report/openapi.test.ts checks it against the routers the server actually mounts.
+ * test/e2e/route-variants.test.ts checks it against the routes the running server mounts, and
+ * test/report/report.test.ts that every operation answers.
  */
 
 const json = (schema: object = { type: 'object' }) => ({ 'application/json': { schema } });
@@ -19,7 +20,9 @@ export const OPENAPI = {
     version: '1',
     description:
       'Admin API of the Orchard MDM server. Bearer tokens: ORCHARD_API_TOKEN may call everything, '
-      + 'ORCHARD_READ_TOKEN only GET. POST /api/v1/hooks/git is authenticated by an HMAC signature instead.',
+      + 'ORCHARD_READ_TOKEN only GET. POST /api/v1/hooks/git is authenticated by an HMAC signature instead. '
+      + 'Paths are matched exactly as written here: another case is a 404; a non-canonical spelling '
+      + '(//, a trailing slash, dot segments, ;parameters, needless or slash-hiding %-escapes) is a 400.',
   },
   servers: [{ url: '/' }],
   security: [{ bearer: [] }],
@@ -45,7 +48,7 @@ export const OPENAPI = {
         parameters: [query('target', 'enrollment id (plist bodies only; repeatable)')],
         responses: {
           201: ok('queued', { type: 'object', properties: { commandUUID: { type: 'string' }, requestType: { type: 'string' }, targets: { type: 'array', items: { type: 'string' } } } }),
-          400: err, 404: err, 413: err, 415: err, ...readErrors,
+          400: err, 404: err, 409: err, 413: err, 415: err, ...readErrors,
         },
       },
     },
@@ -53,10 +56,10 @@ export const OPENAPI = {
       get: { summary: 'Every device with its facts, enrollments and managed profiles', responses: { 200: ok('devices', { type: 'object', properties: { devices: { type: 'array', items: { type: 'object' } } } }), ...readErrors } },
     },
     '/api/v1/devices/{id}': {
-      get: { summary: 'One device', parameters: [idParam('id', 'device UDID or EnrollmentID')], responses: { 200: ok('the device'), 404: err, ...readErrors } },
+      get: { summary: 'One device', parameters: [idParam('id', 'device UDID, enrollment id or serial number')], responses: { 200: ok('the device'), 404: err, 409: err, ...readErrors } },
     },
     '/api/v1/devices/{id}/commands': {
-      get: { summary: 'Pending and finished commands of an enrollment', parameters: [idParam('id', 'enrollment id')], responses: { 200: ok('commands'), 404: err, ...readErrors } },
+      get: { summary: 'Pending and finished commands of an enrollment', parameters: [idParam('id', 'enrollment id; a UDID or serial number means the device channel')], responses: { 200: ok('commands'), 404: err, 409: err, ...readErrors } },
     },
     '/api/v1/source': {
       get: { summary: 'Status of the followed fleet repository (applied and last fetched revision, errors)', responses: { 200: ok('source status'), 404: err, ...readErrors } },
@@ -70,7 +73,7 @@ export const OPENAPI = {
           { name: 'X-Orchard-Signature', in: 'header', required: false, schema: { type: 'string', pattern: '^sha256=[0-9a-f]{64}$' } },
         ],
         requestBody: { required: false, content: { '*/*': { schema: {} } } },
-        responses: { 200: ok('ping answered'), 202: ok('sync started'), 400: err, 403: err, 413: err },
+        responses: { 200: ok('ping answered, or a delivery already seen: {"accepted": false, "duplicate": true}'), 202: ok('sync started, or queued behind the running one'), 400: err, 403: err, 413: err },
       },
     },
     '/api/v1/push': {
@@ -112,7 +115,7 @@ export const OPENAPI = {
       },
     },
     '/api/v1/report/devices/{id}': {
-      get: { summary: 'One device: facts, each desired profile with status and last error, recent commands', parameters: [idParam('id', 'device UDID or EnrollmentID')], responses: { 200: ok('device report'), 404: err, ...readErrors } },
+      get: { summary: 'One device: facts, each desired profile with status and last error, recent commands', parameters: [idParam('id', 'device UDID, enrollment id or serial number')], responses: { 200: ok('device report'), 404: err, 409: err, ...readErrors } },
     },
     '/api/v1/openapi.json': {
       get: { summary: 'This document', responses: { 200: ok('OpenAPI 3.1 document'), ...readErrors } },

@@ -2,11 +2,12 @@
  * Every route the server mounts, read from its routers (so a new route cannot be forgotten) and
  * checked against the OpenAPI document, asked with other spellings of its path (case, slashes,
  * %-escapes, dot segments, `;` parameters) and every method, without a token and with the read
- * token, on a real server on loopback with an enrolled device and a followed repository: nothing
- * may reach a handler (no 2xx, no device data, no command queued, no sync, no challenge issued).
+ * token, on a real server on loopback with an enrolled device and a followed repository, then on
+ * `orchard serve` as a child process: nothing may reach a handler (no 2xx, no device data, no
+ * command queued, no sync, no challenge issued).
  */
 import { createHmac } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,9 +15,11 @@ import { enrollmentRoutes } from '../../src/cli/enroll.js';
 import { challengeDir } from '../../src/enroll/scep-routes.js';
 import { mountedRoutes, pathProblem, type MountedRoute } from '../../src/http/app.js';
 import { OPENAPI } from '../../src/http/openapi.js';
-import type { SimulatedDevice } from '../../src/sim/device.js';
+import { createCA, createDeviceIdentity } from '../../src/identity/ca.js';
+import { SimulatedDevice } from '../../src/sim/device.js';
 import { FleetRepo, GOOD } from '../gitops/helpers.js';
 import { blueprint } from '../gitops/repo.js';
+import { spawnServer, waitExit } from '../helpers/process.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
@@ -91,8 +94,11 @@ let mac: SimulatedDevice;
 let routes: MountedRoute[];
 let syncs: string[];
 
-/** The route's path with real values: a bypass would answer with real data. */
-const concrete = (pattern: string) => pattern.replace(':id', mac.udid).replace(':name', 'macs');
+/** The route's path with real values (the device's UDID, a blueprint): a bypass would answer with real data. */
+const concrete = (pattern: string, udid: string) => pattern.replace(':id', udid).replace(':name', 'macs');
+
+/** A running server to sweep, and the enrolled device whose data must not leak. */
+interface Target { url: string; readToken: string; disabled: boolean; device: SimulatedDevice }
 
 beforeAll(async () => {
   repo = new FleetRepo();
@@ -151,28 +157,29 @@ describe('the mounted routes', () => {
  * Every mounted path x every spelling x every method, without a token and (for writes) with the read
  * token: the answers that reached something, as lines to report.
  */
-async function sweep(s: TestServer, list: MountedRoute[]): Promise<string[]> {
+async function sweep(s: Target, list: MountedRoute[]): Promise<string[]> {
   const bad: string[] = [];
-  const secrets = [mac.udid, SERIAL, mac.udid.toLowerCase()];
+  const udid = s.device.udid;
+  const secrets = [udid, s.device.serialNumber, udid.toLowerCase()];
   const byPath = new Map<string, { pattern: string; methods: string[]; bearer: boolean }>();
   for (const r of list) {
-    const e = byPath.get(concrete(r.path)) ?? { pattern: r.path, methods: [], bearer: r.guard === 'bearer' };
+    const e = byPath.get(concrete(r.path, udid)) ?? { pattern: r.path, methods: [], bearer: r.guard === 'bearer' };
     e.methods.push(r.method, ...(r.method === 'GET' ? ['HEAD'] : []));
-    byPath.set(concrete(r.path), e);
+    byPath.set(concrete(r.path, udid), e);
   }
   for (const [path, route] of byPath) {
     for (const v of [{ path, kind: 'canonical' as const }, ...variants(path, route.pattern)]) {
       for (const method of METHODS) {
         const write = !['GET', 'HEAD', 'OPTIONS'].includes(method);
         for (const token of write ? [undefined, s.readToken] : [undefined]) {
-          const a = await raw(s.url, method, v.path, token ? { authorization: `Bearer ${token}` } : {}, write ? ERASE.replace('<UDID>', mac.udid) : undefined);
+          const a = await raw(s.url, method, v.path, token ? { authorization: `Bearer ${token}` } : {}, write ? ERASE.replace('<UDID>', udid) : undefined);
           const what = `${method} ${v.path} (${token ? 'read token' : 'no token'}) -> ${a.status}`;
           if (secrets.some((x) => a.text.includes(x))) bad.push(`${what}: answered device data`);
           if (v.kind === 'syntax' && a.status !== 400) bad.push(`${what}: expected 400`);
           if (v.kind === 'case' && a.status !== (method === 'OPTIONS' ? 405 : 404)) bad.push(`${what}: expected 404`);
           if (v.kind === 'canonical' && route.bearer) {
             // 401 without a token, 403 for the read token writing or with the API disabled; 405 for a method the path has not.
-            const want = !route.methods.includes(method) ? 405 : token || s === off ? 403 : 401;
+            const want = !route.methods.includes(method) ? 405 : token || s.disabled ? 403 : 401;
             if (a.status !== want) bad.push(`${what}: expected ${want}`);
           }
           if (a.status >= 200 && a.status < 300 && write) bad.push(`${what}: a write succeeded`);
@@ -187,7 +194,7 @@ describe('without the right token nothing reaches a handler', () => {
   it('no spelling of any route, with any method, answers 2xx or data, and nothing happens', async () => {
     const logsBefore = server.logs.length;
     const challengesBefore = readdirSync(challengeDir(join(repo.root, 'server'))).length;
-    const bad = await sweep(server, routes);
+    const bad = await sweep({ url: server.url, readToken: server.readToken, disabled: false, device: mac }, routes);
     expect(bad).toEqual([]);
     // No handler ran: no command queued, no sync started, no one-time challenge issued, no request with an outcome.
     expect((await server.store.listCommands(mac.udid)).map((c) => c.requestType)).not.toContain('EraseDevice');
@@ -200,7 +207,7 @@ describe('without the right token nothing reaches a handler', () => {
   it('with the admin API disabled, the same', async () => {
     const admin = mountedRoutes(off.app).filter((r) => r.guard === 'bearer');
     expect(admin.length).toBeGreaterThan(10);
-    expect(await sweep(off, admin)).toEqual([]);
+    expect(await sweep({ url: off.url, readToken: off.readToken, disabled: true, device: mac }, admin)).toEqual([]);
   }, 300_000);
 
   it('the reported exploit: EraseDevice through /API/v1/commands, the device list through /API/V1/devices', async () => {
@@ -251,4 +258,28 @@ describe('the device endpoints and the tokens still work', () => {
     expect((await raw(server.url, 'POST', '/API/v1/hooks/git', { 'x-orchard-signature': sig }, body)).status).toBe(404);
     expect((await raw(server.url, 'POST', '/api/v1/hooks/git', { 'x-orchard-signature': sig }, body)).status).toBe(202);
   });
+});
+
+describe('against `orchard serve` as a process', () => {
+  it('the same sweep finds nothing either (production wiring: the CLI routes, tokens from the environment)', async () => {
+    const dir = join(repo.root, 'process');
+    mkdirSync(dir, { recursive: true });
+    const ca = createCA({ commonName: 'Route Variants CA' });
+    writeFileSync(join(dir, 'ca.pem'), ca.certPem);
+    const srv = await spawnServer(
+      ['--data-dir', join(dir, 'data'), '--trust-ca', join(dir, 'ca.pem'), '--repo', repo.url, '--poll-interval', '0', '--drift-interval', '0'],
+      { ORCHARD_API_TOKEN: 'process-admin', ORCHARD_READ_TOKEN: 'process-read', ORCHARD_WEBHOOK_SECRET: 'process-hook', ORCHARD_SCEP_CHALLENGE: '' },
+    );
+    try {
+      const device = new SimulatedDevice({ serverUrl: srv.url, identity: createDeviceIdentity(ca, 'process-mac'), serialNumber: 'C02PROCESS01' });
+      await device.enroll();
+      const auth = { authorization: 'Bearer process-read' };
+      expect((await raw(srv.url, 'GET', `/api/v1/devices/${device.udid}`, auth)).status).toBe(200);
+      expect(await sweep({ url: srv.url, readToken: 'process-read', disabled: false, device }, routes)).toEqual([]);
+      expect((await raw(srv.url, 'GET', `/api/v1/devices/${device.udid}/commands`, auth)).text).not.toContain('EraseDevice');
+    } finally {
+      srv.child.kill('SIGTERM');
+      await waitExit(srv.child);
+    }
+  }, 300_000);
 });
