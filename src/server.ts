@@ -113,7 +113,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     keepAliveTimeout: cfg.keepAliveTimeoutMs,
   };
   const server: Server = cfg.tlsCert
-    ? createHttpsServer({ ...limits, cert: readFileSync(cfg.tlsCert), key: readFileSync(cfg.tlsKey!) }, handler)
+    ? createHttpsServer({ ...limits, handshakeTimeout: cfg.headersTimeoutMs, cert: readFileSync(cfg.tlsCert), key: readFileSync(cfg.tlsKey!) }, handler)
     : createHttpServer(limits, handler);
   server.maxConnections = cfg.maxConnections;
   let dropped = 0;

@@ -14,10 +14,12 @@ import { createDeviceIdentity } from '../../src/identity/ca.js';
 import { signDetached } from '../../src/identity/cms-sign.js';
 import { buildPlist } from '../../src/protocol/plist.js';
 import { SimulatedDevice } from '../../src/sim/device.js';
+import { openssl } from '../helpers/openssl.js';
 import { http, startTestServer, type TestServer } from '../helpers/server.js';
 
-const HEADERS_MS = 400;
-const BODY_MS = 800;
+// Short, yet long enough that a test process starved of CPU for a moment still reads the headers in time.
+const HEADERS_MS = 1000;
+const BODY_MS = 1500;
 const KEEP_ALIVE_MS = 600;
 // Generous: a connection still open this long after its bound is held open, not slow to close.
 const CLOSED_WITHIN = 10 * (HEADERS_MS + BODY_MS);
@@ -71,23 +73,31 @@ function trickle(c: Raw, byte: string, everyMs: number): void {
   c.socket.once('close', () => clearInterval(timer));
 }
 
-/** An enrolled device checking in over and over until `until` settles: every answer must be 200. */
-async function keepServing(until: Promise<unknown>): Promise<number> {
+/**
+ * An enrolled device checking in over and over until `until` settles: every answer must be 200.
+ * Enrolled before the slow connection opens: making its key blocks the event loop this test
+ * shares with the server, and a loop blocked past the headers timeout times out headers that
+ * arrived but were not read yet.
+ */
+async function servingDevice(): Promise<(until: Promise<unknown>) => Promise<number>> {
   const dev = server.device();
   await dev.enroll();
-  let done = false;
-  void until.finally(() => { done = true; });
-  let served = 0;
-  while (!done) {
-    const res = await dev.report({ Status: 'Idle', UDID: dev.udid });
-    expect(res.status).toBe(200);
-    served++;
-  }
-  return served;
+  return async (until) => {
+    let done = false;
+    void until.finally(() => { done = true; });
+    let served = 0;
+    while (!done) {
+      const res = await dev.report({ Status: 'Idle', UDID: dev.udid });
+      expect(res.status).toBe(200);
+      served++;
+    }
+    return served;
+  };
 }
 
 describe('slow clients', () => {
   it('a body trickled a byte at a time is answered 408 and closed, with a log line that quotes nothing of it', async () => {
+    const keepServing = await servingDevice();
     const before = server.logs.length;
     const c = await raw(server.url);
     c.socket.write(putHead(3000));
@@ -98,11 +108,12 @@ describe('slow clients', () => {
     expect(c.received()).toMatch(/\r\nconnection: close\r\n/i);
     expect(served).toBeGreaterThan(0);
     const line = server.logs.slice(before).find((l) => l.status === 408);
-    expect(line?.reason).toMatch(/body not complete within 800 ms/);
+    expect(line?.reason).toBe(`body not complete within ${BODY_MS} ms`);
     expect(JSON.stringify(server.logs.slice(before))).not.toContain('QQQ');
   });
 
   it('a body shorter than its Content-Length is answered 408 and closed', async () => {
+    const keepServing = await servingDevice();
     const c = await raw(server.url);
     c.socket.write(`${putHead(2000)}<?xml version="1.0"?><plist>`);
     const served = await keepServing(c.closed());
@@ -120,6 +131,7 @@ describe('slow clients', () => {
   });
 
   it('headers that never end, and a connection that sends nothing, are answered 408 and closed', async () => {
+    const keepServing = await servingDevice();
     const partial = await raw(server.url);
     partial.socket.write('PUT /mdm/checkin HTTP/1.1\r\nHost: device\r\n');
     trickle(partial, 'X', 50); // one endless header line
@@ -136,8 +148,10 @@ describe('slow clients', () => {
     const c = await raw(server.url);
     c.socket.write(putHead(1_000_000));
     trickle(c, 'Z', 50);
-    await c.closed(BODY_MS); // well before the body deadline: nothing of the body was waited for
+    await c.closed();
     expect(statusOf(c.received())).toBe(413);
+    // Closed by the server once answered, rather than drained until the request timeout.
+    expect(c.received()).toMatch(/\r\nconnection: close\r\n/i);
   });
 
   it('a keep-alive connection serves a whole device session, and is closed once idle', async () => {
@@ -175,6 +189,23 @@ describe('connection limit', () => {
       for (const h of held) h.socket.destroy();
     } finally {
       await small.stop();
+    }
+  });
+});
+
+describe('native TLS (--tls-cert)', () => {
+  it('a connection that never finishes the TLS handshake is closed after the headers timeout', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'orchard-tls-'));
+    const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
+    openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1']);
+    const tls = await startTestServer({ tlsCert: cert, tlsKey: key, headersTimeoutMs: HEADERS_MS, requestTimeoutMs: BODY_MS });
+    try {
+      const stalled = await raw(tls.url.replace('https:', 'http:'));
+      stalled.socket.write(Buffer.from([0x16, 0x03, 0x01])); // the start of a ClientHello, and no more
+      await stalled.closed();
+      expect(stalled.received()).toBe('');
+    } finally {
+      await tls.stop();
     }
   });
 });
