@@ -22,6 +22,8 @@ export interface Tlv {
   /** Primitive content; for an encapsulated BIT STRING, its unused-bits octet. */
   content: Buffer;
   encapsulated?: boolean;
+  /** The element's encoding as read, while it is unchanged (saves re-encoding the rest of a seed). */
+  enc?: Buffer;
 }
 
 function readLength(buf: Buffer, at: number): { len: number; at: number } | undefined {
@@ -65,13 +67,13 @@ function readElement(buf: Buffer, start: number, limit: number, depth: number): 
   if (l.len === -1) {
     if (!constructed) return undefined;
     const r = readList(buf, l.at, undefined, depth + 1);
-    return r && { tlv: { tag, indefinite: true, kids: r.list, content: Buffer.alloc(0) }, at: r.at };
+    return r && { tlv: { tag, indefinite: true, kids: r.list, content: Buffer.alloc(0), enc: buf.subarray(start, r.at) }, at: r.at };
   }
   const end = l.at + l.len;
   if (end > limit) return undefined;
   if (constructed) {
     const r = readList(buf, l.at, end, depth + 1);
-    return r && { tlv: { tag, indefinite: false, kids: r.list, content: Buffer.alloc(0) }, at: end };
+    return r && { tlv: { tag, indefinite: false, kids: r.list, content: Buffer.alloc(0), enc: buf.subarray(start, end) }, at: end };
   }
   const content = buf.subarray(l.at, end);
   // OCTET STRING or BIT STRING holding DER (eContent, extnValue, a public key): descend.
@@ -79,10 +81,10 @@ function readElement(buf: Buffer, start: number, limit: number, depth: number): 
   if (skip >= 0 && content.length > skip + 2 && (skip === 0 || content[0] === 0)) {
     const inner = readList(buf, l.at + skip, end, depth + 1);
     if (inner && inner.list.length > 0) {
-      return { tlv: { tag, indefinite: false, kids: inner.list, content: content.subarray(0, skip), encapsulated: true }, at: end };
+      return { tlv: { tag, indefinite: false, kids: inner.list, content: content.subarray(0, skip), encapsulated: true, enc: buf.subarray(start, end) }, at: end };
     }
   }
-  return { tlv: { tag, indefinite: false, content }, at: end };
+  return { tlv: { tag, indefinite: false, content, enc: buf.subarray(start, end) }, at: end };
 }
 
 /** The seed as a tree of TLVs (the top level may hold several elements); throws if it is not BER. */
@@ -104,22 +106,42 @@ export function writeTree(list: Tlv[]): Buffer {
 }
 
 function writeTlv(t: Tlv): Buffer {
+  if (t.enc) return t.enc;
   const content = t.kids ? Buffer.concat([t.content, writeTree(t.kids)]) : t.content;
   if (t.indefinite) return Buffer.concat([t.tag, Buffer.from([0x80]), content, Buffer.from([0, 0])]);
   return Buffer.concat([t.tag, lengthOctets(content.length), content]);
 }
 
-function clone(t: Tlv): Tlv {
-  return { ...t, kids: t.kids?.map(clone) };
+// Trees are never changed in place (seeds are shared by every input): an edit copies the path
+// from the top to the element, and the copies drop their cached encoding.
+
+/** Index paths of every element, in document order. */
+function flatten(list: Tlv[], prefix: number[] = [], out: number[][] = []): number[][] {
+  list.forEach((tlv, i) => {
+    const path = [...prefix, i];
+    out.push(path);
+    if (tlv.kids) flatten(tlv.kids, path, out);
+  });
+  return out;
 }
 
-/** Every element with the list that holds it, in document order. */
-function flatten(list: Tlv[], out: { tlv: Tlv; parent: Tlv[] }[] = []): { tlv: Tlv; parent: Tlv[] }[] {
-  for (const tlv of list) {
-    out.push({ tlv, parent: list });
-    if (tlv.kids) flatten(tlv.kids, out);
+function at(tree: Tlv[], path: number[]): Tlv {
+  let t = tree[path[0]!]!;
+  for (const i of path.slice(1)) t = t.kids![i]!;
+  return t;
+}
+
+/** A new tree in which `edit` has changed the list holding the element at `path`. */
+function edited(tree: Tlv[], path: number[], edit: (list: Tlv[], i: number) => void): Tlv[] {
+  const top = [...tree];
+  let list = top;
+  for (const i of path.slice(0, -1)) {
+    const copy: Tlv = { ...list[i]!, kids: [...list[i]!.kids!], enc: undefined };
+    list[i] = copy;
+    list = copy.kids!;
   }
-  return out;
+  edit(list, path[path.length - 1]!);
+  return top;
 }
 
 // ---- mutations ----
@@ -202,20 +224,21 @@ const byteOp: fc.Arbitrary<ByteOp> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ k: fc.constant('length' as const), at: nat, octets: fc.constantFrom(...LENGTHS) }) },
 );
 
-function applyTreeOp(tree: Tlv[], op: TreeOp): void {
-  const nodes = flatten(tree);
-  if (nodes.length === 0) return;
-  const { tlv, parent } = nodes[op.n % nodes.length]!;
-  const i = parent.indexOf(tlv);
+function applyTreeOp(tree: Tlv[], op: TreeOp): Tlv[] {
+  const paths = flatten(tree);
+  if (paths.length === 0) return tree;
+  const path = paths[op.n % paths.length]!;
+  const tlv = at(tree, path);
+  const changed = (c: Partial<Tlv>) => edited(tree, path, (list, i) => { list[i] = { ...tlv, ...c, enc: undefined }; });
   switch (op.k) {
-    case 'retag': tlv.tag = op.tag; break;
-    case 'content': tlv.kids = undefined; tlv.encapsulated = undefined; tlv.content = op.content; tlv.indefinite = false; break;
-    case 'drop': parent.splice(i, 1); break;
-    case 'dup': parent.splice(i, 0, clone(tlv)); break;
-    case 'transplant': parent[i] = clone(nodes[op.from % nodes.length]!.tlv); break;
-    case 'indefinite': if (tlv.kids && !tlv.encapsulated) tlv.indefinite = !tlv.indefinite; break;
-    case 'wrap': parent[i] = { tag: op.tag, indefinite: false, kids: [tlv], content: Buffer.alloc(0) }; break;
-    case 'generated': parent[i] = clone(op.tlv); break;
+    case 'retag': return changed({ tag: op.tag });
+    case 'content': return changed({ kids: undefined, encapsulated: undefined, content: op.content, indefinite: false });
+    case 'indefinite': return tlv.kids && !tlv.encapsulated ? changed({ indefinite: !tlv.indefinite }) : tree;
+    case 'drop': return edited(tree, path, (list, i) => { list.splice(i, 1); });
+    case 'dup': return edited(tree, path, (list, i) => { list.splice(i, 0, tlv); });
+    case 'transplant': { const from = at(tree, paths[op.from % paths.length]!); return edited(tree, path, (list, i) => { list[i] = from; }); }
+    case 'wrap': return edited(tree, path, (list, i) => { list[i] = { tag: op.tag, indefinite: false, kids: [tlv], content: Buffer.alloc(0) }; });
+    case 'generated': return edited(tree, path, (list, i) => { list[i] = op.tlv; });
   }
 }
 
@@ -248,8 +271,8 @@ export function mutations(seeds: Buffer[]): fc.Arbitrary<Mutated> {
   const structural = fc.record({ seed: seedIndex, tree: fc.array(treeOp, { minLength: 1, maxLength: 3 }), bytes: fc.array(byteOp, { maxLength: 2 }) });
   const bytesOnly = fc.record({ seed: seedIndex, tree: fc.constant([] as TreeOp[]), bytes: fc.array(byteOp, { minLength: 1, maxLength: 4 }) });
   const mutated = fc.oneof({ weight: 6, arbitrary: structural }, { weight: 3, arbitrary: bytesOnly }).map(({ seed, tree, bytes }): Mutated => {
-    const t = trees[seed]!.map(clone);
-    for (const op of tree) applyTreeOp(t, op);
+    let t = trees[seed]!;
+    for (const op of tree) t = applyTreeOp(t, op);
     let out = writeTree(t);
     for (const op of bytes) out = applyByteOp(out, op);
     return { seed, bytes: out };

@@ -89,6 +89,7 @@ async function scepclientRequest(dir: string, ca: CertifiedKey): Promise<Buffer>
 const fromSeeds = <T>(seeds: Buffer[], render: (m: Mutated) => T): fc.Arbitrary<T> => mutations(seeds).map(render);
 
 export interface Targets {
+  scepSigned: FuzzTarget<Buffer>;
   cms: FuzzTarget<{ header: string; body: Buffer }>;
   certHeader: FuzzTarget<string>;
   trust: FuzzTarget<{ leaf: Buffer; chain: Buffer[] }>;
@@ -99,7 +100,7 @@ export interface Targets {
 }
 
 export type TargetName = Exclude<keyof Targets, 'cleanup'>;
-export const TARGET_NAMES: TargetName[] = ['cms', 'certHeader', 'trust', 'scep', 'envelope', 'pkcs10'];
+export const TARGET_NAMES: TargetName[] = ['cms', 'certHeader', 'trust', 'scep', 'scepSigned', 'envelope', 'pkcs10'];
 
 /** Make the seeds (openssl, scepclient) for the targets named, and the targets. */
 export async function makeTargets(only: readonly TargetName[] = TARGET_NAMES): Promise<Partial<Targets> & { cleanup(): void }> {
@@ -175,7 +176,7 @@ export async function makeTargets(only: readonly TargetName[] = TARGET_NAMES): P
     };
   }
 
-  if (want('scep') || want('envelope') || want('pkcs10')) {
+  if (want('scep') || want('scepSigned') || want('envelope') || want('pkcs10')) {
     const caFiles = opensslCa(tmp.dir, 'Fuzz SCEP CA');
     const ca = loadCertifiedKey(readFileSync(caFiles.cert, 'utf8'), readFileSync(caFiles.key, 'utf8'));
     const rsaCsr = opensslCsr(tmp.dir, 'fuzz-csr-rsa', false);
@@ -207,6 +208,24 @@ export async function makeTargets(only: readonly TargetName[] = TARGET_NAMES): P
         seeds,
         run: (der) => openEnvelope(der, ca),
         typed: [EnvelopeError],
+      };
+    }
+
+    if (want('scepSigned')) {
+      // Mutated CSRs in requests that are encrypted and signed properly: what gets past the
+      // signature and the envelope, to CSR parsing and issuance (slow: three RSA operations each).
+      const authority = new ScepAuthority({ ca, challenges: { consume: (c) => (c === CHALLENGE ? 'static' : undefined) } });
+      const request = (csr: Buffer) => buildRequest({ messageType: 'PKCSReq', csr, signer, recipient: ca.certDer }).der;
+      out.scepSigned = {
+        name: 'SCEP PKCSReq with a mutated CSR, signed (ScepAuthority.pkiOperation)',
+        input: mutations([rsaCsr.der, ecCsr.der]).map((m) => m.bytes),
+        seeds: [rsaCsr.der, ecCsr.der],
+        run: (csr) => {
+          const r = authority.pkiOperation(request(csr));
+          if (!/^PKCSReq (\(retry\) )?(SUCCESS|FAILURE badRequest)/.test(r.outcome)) throw new Error(`unexpected outcome ${r.outcome}`);
+          return r;
+        },
+        typed: [],
       };
     }
 
