@@ -6,6 +6,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import { ReplayGuard } from '../../src/mdm/replay.js';
 import { buildPlist, parsePlistDict, type PlistDict } from '../../src/protocol/plist.js';
 import { openssl, opensslPki, opensslSign, type OpensslPki } from '../helpers/openssl.js';
@@ -184,6 +185,20 @@ describe('replayed check-ins from the simulator', () => {
     await dev.tokenUpdate(); // enrolls again (a new UnlockToken)
     expect((await dev.checkOut()).status).toBe(200);
     expect((await server.store.getEnrollment(dev.udid))?.active).toBe(true);
+  });
+});
+
+describe('configuration', () => {
+  it('--replay-window (default 24h, 0: off) and --replay-cache-size (default 100000), as flags or file keys', () => {
+    const d = loadConfig({});
+    expect([d.replayWindowMs, d.replayCacheSize]).toEqual([86_400_000, 100_000]);
+    expect(loadConfig({ replayWindow: '0' }).replayWindowMs).toBe(0);
+    const file = join(pki.dir, 'replay.yaml');
+    writeFileSync(file, 'replayWindow: 2h\nreplayCacheSize: 5000\n');
+    const f = loadConfig({ config: file });
+    expect([f.replayWindowMs, f.replayCacheSize]).toEqual([7_200_000, 5000]);
+    expect(loadConfig({ config: file, replayWindow: '10m' }).replayWindowMs).toBe(600_000);
+    expect(() => loadConfig({ replayCacheSize: '0' })).toThrow(/replay-cache-size/);
   });
 });
 
