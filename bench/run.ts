@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: every benchmark, printed as Markdown (paste into BENCHMARKS.md with the
  * command line). Options: --devices N (default 1000), --concurrency N (default 16),
- * --idle-rounds N (default 3), --only protocol|cms|store|validate|push|scep|reconcile|cli, --reconcile-devices N (default 100000;
+ * --idle-rounds N (default 3), --only protocol|cms|store|validate|push|scep|reconcile|cli|reconcile-latency, --reconcile-devices N (default 100000;
+ * --big-devices N (default 200) and --big-profile-mb N (default 5) for reconcile-latency;
  * run it in a process started with --max-old-space-size=640 for the RSS bound, as `npm run bench` does).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,6 +16,7 @@ import { benchValidate } from './validate.js';
 import { benchPush } from './push.js';
 import { benchScep, formatScep } from './scep.js';
 import { benchReconcile } from './reconcile.js';
+import { benchReconcileLatency } from './reconcile-latency.js';
 import { benchCli } from './cli.js';
 
 const { values } = parseArgs({
@@ -24,6 +26,8 @@ const { values } = parseArgs({
     'idle-rounds': { type: 'string', default: '3' },
     only: { type: 'string' },
     'reconcile-devices': { type: 'string', default: '100000' },
+    'big-devices': { type: 'string', default: '200' },
+    'big-profile-mb': { type: 'string', default: '5' },
   },
 });
 const only = values.only;
@@ -83,4 +87,13 @@ if (!only || only === 'reconcile') {
     console.log(`| ${n} | ${f(r.planSeconds, 2)} | ${f(r.planPeakRssMb, 0)} | ${f(r.reconcileSeconds, 2)} | ${f(r.reconcilePeakRssMb, 0)} | ${r.queued} |`);
   }
   console.log('\nGoals at 100,000 devices: plan under 10 s, reconcile under 20 s, RSS under 1 GiB. Plan and reconcile each run in a fresh process on the seeded store; peak RSS is that of the phase process.\n');
+}
+
+if (!only || only === 'reconcile-latency') {
+  const r = await benchReconcileLatency(Number(values['big-devices']), Number(values['big-profile-mb']));
+  const lat = (l: { p50ms: number; p99ms: number; maxMs: number; requests: number }) => `${f(l.p50ms)} / ${f(l.p99ms)} / ${f(l.maxMs, 0)} (${l.requests})`;
+  console.log(`## Reconcile of a ${f(r.profileMb)} MB per-device profile (\${device.SerialNumber}) for ${r.devices} devices, server answering meanwhile\n`);
+  console.log('| reconcile s | commands queued | server RSS before / peak during MB | /healthz idle p50 / p99 / max ms | /healthz during reconcile p50 / p99 / max ms (n) | signed Idle during p50 / p99 / max ms (n) |\n|---|---|---|---|---|---|');
+  console.log(`| ${f(r.reconcileSeconds)} | ${r.queued} | ${f(r.rssBeforeMb, 0)} / ${f(r.peakRssMb, 0)} | ${lat(r.healthzIdle)} | ${lat(r.healthz)} | ${lat(r.deviceIdle)} |`);
+  console.log('\nThe server runs in its own process on a seeded store; requests are sent at a steady rate (/healthz every 20 ms, Idle every 100 ms) and timed from when they were due.\n');
 }
