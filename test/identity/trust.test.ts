@@ -1,10 +1,13 @@
-import { createHash, createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, createDeviceIdentity, issueCertificate, loadCertifiedKey, type CertifiedKey } from '../../src/identity/ca.js';
 import { IdentityError } from '../../src/identity/errors.js';
 import { TrustStore } from '../../src/identity/trust.js';
+import { algorithm, bitString, ctx, int, NULL, seq, tlv } from '../../src/identity/der.js';
+import { encodeName } from '../../src/enroll/pkcs10.js';
+import { certParts } from '../../src/enroll/signed-data.js';
 import { openssl, opensslCa, opensslDevice, pemFileToDer, tempDir, type OpensslCa } from './openssl.js';
 import { thrown } from '../helpers/thrown.js';
 
@@ -160,6 +163,21 @@ describe('TrustStore', () => {
     const e = failure(() => store.check(child.certDer, [pseudoCa.certDer]));
     expect(e.kind).toBe('identity');
     expect(e.message).toBe('issuer not trusted: CN=v1-pseudo-ca');
+  });
+
+  it('a certificate whose dates OpenSSL cannot read ("Bad time value") is malformed (it was a RangeError: a 500)', () => {
+    // Hand-made, as a careless or hostile CA could sign it: openssl will not write such a time.
+    const alg = algorithm('1.2.840.113549.1.1.11', NULL);
+    const badTime = tlv(0x17, Buffer.from('ZZZZZZZZZZZZZ'));
+    const spki = createPublicKey(device.key).export({ type: 'spki', format: 'der' });
+    const tbs = seq(ctx(0, int(2)), int(5), alg, certParts(ca.certDer).issuer, seq(badTime, badTime), encodeName([['CN', 'bad-time']]), spki);
+    const der = seq(tbs, alg, bitString(sign('sha256', tbs, ca.key)));
+    const x = new X509Certificate(der);
+    expect(x.validFrom).toBe('Bad time value'); // node reads the certificate, only not its dates
+    expect(x.checkIssued(new X509Certificate(ca.certDer)) && x.verify(createPublicKey(ca.key))).toBe(true);
+    const e = failure(() => new TrustStore([ca.certPem]).check(der));
+    expect(e.kind).toBe('malformed');
+    expect(e.message).toBe('certificate has an unreadable validity period');
   });
 
   it('malformed DER -> malformed', () => {
