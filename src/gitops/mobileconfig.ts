@@ -4,7 +4,7 @@
  * file, and a signed profile is installed byte for byte as it is.
  */
 import * as asn1js from 'asn1js';
-import { parsePlistDict, type PlistDict } from '../protocol/plist.js';
+import { parsePlistDict, TRUSTED_LIMITS, type PlistDict } from '../protocol/plist.js';
 import { id_signedData } from '../identity/oids.js';
 
 export class MobileconfigError extends Error {}
@@ -49,7 +49,8 @@ export function readProfile(bytes: Buffer, opts: ReadProfileOptions = {}): { pro
   if (opts.maxDepth !== undefined) checkNesting(xml.toString('utf8'), opts.maxDepth);
   let profile: PlistDict;
   try {
-    profile = parsePlistDict(xml);
+    // The admin's own file: profiles may embed large payloads, so not the device-body limits.
+    profile = parsePlistDict(xml, TRUSTED_LIMITS);
   } catch (err) {
     throw new MobileconfigError((err as Error).message);
   }

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import appleCommands from './apple/commands.json' with { type: 'json' };
 import { ProtocolError } from './errors.js';
-import { buildPlist, describe, parsePlistDict, type PlistDict, type PlistValue } from './plist.js';
+import { buildPlist, describe, parsePlistDict, TRUSTED_LIMITS, type PlistDict, type PlistValue } from './plist.js';
 export { fromJson, toJson } from './json.js';
 
 interface AppleKey { type: string; presence: string; rangelist?: unknown[] }
@@ -69,7 +69,8 @@ export function buildCommand(command: PlistDict, uuid?: string): BuiltCommand {
 
 /** A raw command plist: either `{CommandUUID?, Command: {...}}` or the bare command dict. */
 export function buildCommandFromPlist(body: Buffer): BuiltCommand {
-  const dict = parsePlistDict(body);
+  // From an admin (API token): an InstallProfile payload may be megabytes of data.
+  const dict = parsePlistDict(body, TRUSTED_LIMITS);
   if ('Command' in dict) {
     const cmd = dict.Command;
     if (!cmd || typeof cmd !== 'object' || Array.isArray(cmd) || cmd instanceof Uint8Array || cmd instanceof Date) {
