@@ -5,8 +5,8 @@
  *   GET  /status                  without a session: a login form; with one: fleet overview, blueprints and the
  *                                 device list (?state=failed|pending|in-sync|drifted|unenrolled|stale, ?blueprint=NAME, ?page=N);
  *   POST /status/login            form field `token` (the read or admin token); sets the session cookie, 303 to /status;
- *   POST /status/logout           clears the session cookie, 303 to /status;
- *   GET  /status/devices/:id      one device: facts, each desired profile with phase and last error, recent commands.
+ *   POST /status/logout           ends the session and clears its cookie, 303 to /status;
+ *   GET  /status/devices/:id      one device (UDID, enrollment id or serial number): facts, each desired profile with phase and last error, recent commands.
  *
  * The token never appears in a URL or a cookie. A session is server-side: the cookie holds `v2.<id>`, a
  * random 256-bit id, and the server keeps a SHA-256 of each id with its role and expiry (in memory). So
