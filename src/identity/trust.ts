@@ -53,8 +53,8 @@ function validityOf(cert: X509Certificate, role: string, withSubject: boolean): 
   const subject = withSubject ? formatName(cert.subject) : '';
   const notBefore = Date.parse(cert.validFrom);
   const notAfter = Date.parse(cert.validTo);
-  // OpenSSL prints an unreadable time as "Bad time value": NaN compares false both ways, which
-  // checkValidity would take for "valid".
+  // OpenSSL prints an unreadable time as "Bad time value": a NaN notBefore would pass
+  // checkValidity (NaN compares false), a NaN notAfter throw in isoSeconds.
   if (Number.isNaN(notBefore) || Number.isNaN(notAfter)) throw new IdentityError('malformed', `${role} has an unreadable validity period`);
   return { label: subject ? `${role} ${subject}` : role, notBefore, notAfter };
 }
