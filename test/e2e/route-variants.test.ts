@@ -13,7 +13,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enrollmentRoutes } from '../../src/cli/enroll.js';
 import { challengeDir } from '../../src/enroll/scep-routes.js';
-import { mountedRoutes, pathProblem, type MountedRoute } from '../../src/http/app.js';
+import Router from '@koa/router';
+import { apiErrors, bearerAuth, ROUTER_OPTIONS } from '../../src/http/api.js';
+import { createApp, mountedRoutes, pathProblem, type MountedRoute } from '../../src/http/app.js';
+import { UnconfiguredPusher } from '../../src/push/push.js';
 import { OPENAPI } from '../../src/http/openapi.js';
 import { createCA, createDeviceIdentity } from '../../src/identity/ca.js';
 import { SimulatedDevice } from '../../src/sim/device.js';
@@ -139,6 +142,20 @@ describe('the mounted routes', () => {
     const admin = routes.filter((r) => r.path.startsWith('/api/') || r.path === '/metrics');
     expect(admin.map(key).sort()).toEqual([...documented].sort());
     for (const r of admin) expect(r.guard, key(r)).toBe(r.path === '/api/v1/hooks/git' ? 'public: HMAC-signed git webhook' : 'bearer');
+  });
+
+  it('the server refuses to start with a case-insensitive route or an admin route without its check', () => {
+    const parts = { log: server.log, store: server.store, service: server.service, trust: server.trust, pusher: new UnconfiguredPusher(server.log), maxBodyBytes: 1024 };
+    const ok = () => undefined;
+    expect(() => createApp({ ...parts, extraRoutes: [new Router().get('/things', ok)] })).toThrow(/matches case-insensitively/);
+    expect(() => createApp({ ...parts, extraRoutes: [new Router(ROUTER_OPTIONS).get('/api/v1/things', ok)] })).toThrow(/has no access check/);
+    expect(() => createApp({ ...parts, extraRoutes: [new Router(ROUTER_OPTIONS).get('/metrics', ok)] })).toThrow(/has no access check/);
+    // A router.use() guard does not count: it is matched apart from the route.
+    const used = new Router(ROUTER_OPTIONS);
+    used.use(bearerAuth('x'));
+    used.get('/api/v1/things', ok);
+    expect(() => createApp({ ...parts, extraRoutes: [used] })).toThrow(/has no access check/);
+    expect(() => createApp({ ...parts, extraRoutes: [new Router(ROUTER_OPTIONS).get('/api/v1/things', apiErrors(), bearerAuth('x'), ok)] })).not.toThrow();
   });
 
   it('canonical paths are the only spellings: the path rules', () => {
