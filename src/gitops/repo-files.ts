@@ -71,6 +71,9 @@ export async function readRegularFile(path: string, maxBytes: number): Promise<R
   try {
     const st = await fh.stat();
     if (!st.isFile() || st.ino !== before.ino || st.dev !== before.dev) return { ok: false, reason: 'it was replaced while loading' };
+    // O_NOFOLLOW guards only the last component; a directory above swapped for a link since the
+    // caller's realpath shows here (the inode check above covers a swap between lstat and open).
+    if ((await realpath(path)) !== path) return { ok: false, reason: 'it was replaced while loading' };
     // Read at most one byte more than fstat's size (and than allowed): a file that grows after
     // fstat cannot make the read go on.
     const buf = Buffer.allocUnsafe(Math.min(st.size, maxBytes) + 1);
