@@ -123,9 +123,10 @@ export function decide(input: DecideInput): Decision {
   for (const [id, st] of Object.entries(artifacts)) {
     if (desired.profiles.has(id) || desired.frozen.has(id)) continue;
     const installed = onDevice.has(id);
-    if (!st.prune) {
-      // The blueprint opted out of pruning: stop managing it, leave it on the device.
-      if (st.commandUUID && st.phase === 'pending') actions.push({ type: 'cancel', identifier: id, commandUUID: st.commandUUID });
+    if (!prunes(st.blueprints, st.prune, desired.prune)) {
+      // The blueprint opted out of pruning: stop managing it, leave it on the device (and
+      // withdraw an install or a removal still queued: `prune: false` removes nothing).
+      if (st.commandUUID && (st.phase === 'pending' || st.phase === 'removing')) actions.push({ type: 'cancel', identifier: id, commandUUID: st.commandUUID });
       delete artifacts[id];
       continue;
     }
@@ -144,6 +145,18 @@ export function decide(input: DecideInput): Decision {
     actions.push({ type: 'remove', identifier: id, reason: removalFailed ? 'retry' : 'unwanted' });
   }
   return { state, actions, needInventory: false, changed: changedFrom(input.state.artifacts, artifacts) };
+}
+
+/**
+ * Whether a profile no blueprint wants any more is removed. The revision being applied decides:
+ * each blueprint that wanted it counts with its `prune` in that revision (`now`), so a commit
+ * that sets `prune: false` and drops a profile in one go keeps it, and one that sets
+ * `prune: true` and drops it removes it. A blueprint deleted from the repository counts with the
+ * flag recorded when the profile was last wanted. Any `prune: false` keeps it.
+ */
+export function prunes(blueprints: readonly string[], recorded: boolean, now: ReadonlyMap<string, boolean> | undefined): boolean {
+  if (!now || blueprints.length === 0) return recorded;
+  return blueprints.every((b) => now.get(b) ?? recorded);
 }
 
 function sameFields(st: ArtifactStatus, f: { profile: string; blueprints: string[]; prune: boolean }): boolean {

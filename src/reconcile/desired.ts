@@ -27,6 +27,18 @@ export interface DesiredState {
    * device: neither installed nor removed while suspended.
    */
   frozen: Set<string>;
+  /**
+   * Every blueprint's `prune` in this revision, by name: whether a profile no longer wanted is
+   * removed is decided by the revision being applied (see `prunes` in decide.ts).
+   */
+  prune?: ReadonlyMap<string, boolean>;
+}
+
+const pruneFlags = new WeakMap<Fleet, ReadonlyMap<string, boolean>>();
+function pruneOf(fleet: Fleet): ReadonlyMap<string, boolean> {
+  let m = pruneFlags.get(fleet);
+  if (!m) pruneFlags.set(fleet, (m = new Map([...fleet.blueprints.values()].map((b) => [b.name, b.prune]))));
+  return m;
 }
 
 /** What selectors and variables see of a device: Authenticate facts, updated by DeviceInformation. */
@@ -148,5 +160,5 @@ function* desiredSteps(
   }
   // An identifier an active blueprint wants is not frozen by another, suspended one.
   for (const id of profiles.keys()) frozen.delete(id);
-  return { profiles, frozen };
+  return { profiles, frozen, prune: pruneOf(fleet) };
 }

@@ -6,6 +6,7 @@
  */
 import type { Fleet } from '../gitops/model.js';
 import type { DeviceRecord } from '../store/types.js';
+import { prunes } from './decide.js';
 import { desiredFor, deviceView, type DesiredState, type RenderCache } from './desired.js';
 import type { ArtifactStatus } from './types.js';
 
@@ -71,7 +72,8 @@ export function planAgainstInventory(fleet: Fleet, inventory: InventoryDevice[])
     }
     for (const [id, a] of managed) {
       if (desired.profiles.has(id) || desired.frozen.has(id) || a.phase === 'removing') continue;
-      changes.push({ kind: a.prune ? 'remove' : 'unmanage', device: d.id, serial, identifier: id, profile: a.profile, blueprints: a.blueprints });
+      const kind = prunes(a.blueprints, a.prune, desired.prune) ? 'remove' : 'unmanage';
+      changes.push({ kind, device: d.id, serial, identifier: id, profile: a.profile, blueprints: a.blueprints });
     }
   }
   return { devices: enrolled.length, changes, errors };
@@ -100,7 +102,9 @@ export function planBetween(base: Fleet, head: Fleet, inventory: InventoryDevice
     }
     for (const [id, had] of before.profiles) {
       if (after.profiles.has(id) || after.frozen.has(id)) continue;
-      changes.push({ kind: had.prune ? 'remove' : 'unmanage', device: d.id, serial, identifier: id, profile: had.profile, blueprints: had.blueprints });
+      // As the server decides: by the head revision's flags (see `prunes`), not the base's.
+      const kind = prunes(had.blueprints, had.prune, after.prune) ? 'remove' : 'unmanage';
+      changes.push({ kind, device: d.id, serial, identifier: id, profile: had.profile, blueprints: had.blueprints });
     }
   }
   return { devices: enrolled.length, changes, errors };
