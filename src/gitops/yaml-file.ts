@@ -73,7 +73,7 @@ export function parseYamlFile(file: string, text: string, limits: LoaderLimits, 
   }
 
   const parser = new Parser(lc.addNewLine);
-  // uniqueKeys is checked in toValue, in linear time.
+  // Duplicate keys are found by the Converter in linear time; the package compares every pair.
   const composer = new Composer({ prettyErrors: false, uniqueKeys: false });
   const composed: Document[] = [];
   for (const token of parser.parse(text)) {
