@@ -14,6 +14,7 @@ import type { ProfileDoc } from '../gitops/model.js';
 import { readProfile } from '../gitops/mobileconfig.js';
 import { findVariables, substitute, type VariableRef } from '../gitops/variables.js';
 import { buildPlist, type PlistDict, type PlistValue } from '../protocol/plist.js';
+import { plistXml, PlistTextError, xmlString as xmlStringOf } from './plist-writer.js';
 
 export interface RenderedProfile {
   identifier: string;
@@ -73,11 +74,22 @@ export function uuidFrom(hash: Buffer): string {
 
 /** Canonical JSON of a plist value (sorted keys; data and dates tagged) for hashing. */
 function canonical(v: PlistValue | undefined): string {
+  return runSteps(canonicalSteps(v, { n: 0 }));
+}
+
+/** The same, yielding every few thousand containers. */
+function* canonicalSteps(v: PlistValue | undefined, count: { n: number }): Steps<string> {
   if (v instanceof Uint8Array) return `{"$data":"${Buffer.from(v).toString('base64')}"}`;
   if (v instanceof Date) return `{"$date":"${v.toISOString()}"}`;
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (v && typeof v === 'object') {
-    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as PlistDict)[k])}`).join(',')}}`;
+  if (Array.isArray(v) || (v && typeof v === 'object')) {
+    if (++count.n % 5000 === 0) yield;
+    const parts: string[] = [];
+    if (Array.isArray(v)) {
+      for (const x of v) parts.push(yield* canonicalSteps(x, count));
+      return `[${parts.join(',')}]`;
+    }
+    for (const k of Object.keys(v).sort()) parts.push(`${JSON.stringify(k)}:${yield* canonicalSteps((v as PlistDict)[k], count)}`);
+    return `{${parts.join(',')}}`;
   }
   return JSON.stringify(v ?? null);
 }
@@ -147,7 +159,8 @@ const strip = (d: PlistDict): PlistDict => {
 };
 const contentOf = (dict: PlistDict) => (Array.isArray(dict.PayloadContent) ? dict.PayloadContent : []) as PlistDict[];
 /** What the version hash covers: everything but the PayloadUUIDs it names. */
-const hashed = (dict: PlistDict) => canonical({ ...strip(dict), PayloadContent: contentOf(dict).map(strip) });
+const hashedValue = (dict: PlistDict): PlistDict => ({ ...strip(dict), PayloadContent: contentOf(dict).map(strip) });
+const hashed = (dict: PlistDict) => canonical(hashedValue(dict));
 /** The dict with its PayloadUUIDs: the profile's, and each payload's from the hash and position. */
 const withUuids = (dict: PlistDict, uuid: string, payloadUuid: (i: number) => string): PlistDict => ({
   ...dict,
@@ -156,13 +169,13 @@ const withUuids = (dict: PlistDict, uuid: string, payloadUuid: (i: number) => st
 });
 const payloadUuid = (hash: Buffer, i: number) => uuidFrom(sha256(`${hash.toString('hex')}:${i}`));
 
-// --- XML text as the plist builder writes it (xmlbuilder's textEscape and XML 1.0 char check) ---
-
-const ILLEGAL_XML = /[\0-\x08\x0B\f\x0E-\x1F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?:[^\uD800-\uDBFF]|^)[\uDC00-\uDFFF]/;
 function xmlString(s: string, profile: string): string {
-  if (s === '') return '<string/>';
-  if (ILLEGAL_XML.test(s)) throw new RenderError(`profile "${profile}": a substituted value contains a character a plist cannot carry`);
-  return `<string>${s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/\r/g, '&#xD;')}</string>`;
+  try {
+    return xmlStringOf(s);
+  } catch (err) {
+    if (err instanceof PlistTextError) throw new RenderError(`profile "${profile}": a value contains a character a plist cannot carry`);
+    throw err;
+  }
 }
 
 /** A slot between two literal segments of a template. */
@@ -190,9 +203,9 @@ interface Compiled {
 
 const compiled = new WeakMap<ProfileDoc, Compiled>();
 
-function compile(p: ProfileDoc): Compiled {
+function* compile(p: ProfileDoc): Steps<Compiled> {
   let c = compiled.get(p);
-  if (!c) compiled.set(p, (c = p.fileBytes ? compileFile(p) : compileAuthored(p)));
+  if (!c) compiled.set(p, (c = p.fileBytes ? compileFile(p) : yield* compileAuthored(p)));
   return c;
 }
 
@@ -220,7 +233,8 @@ function compileFile(p: ProfileDoc): Compiled {
   return constant(p, { uuid, templateHash: hash.toString('hex') }, buildPlist(withUuids(profile, uuid, (i) => payloadUuid(hash, i))));
 }
 
-function compileAuthored(p: ProfileDoc): Compiled {
+/** Once per profile and revision, in slices: a 5 MB profile is a few hundred ms of work. */
+function* compileAuthored(p: ProfileDoc): Steps<Compiled> {
   // Markers stand in for the slots while the plist and the canonical JSON are built once: private
   // use characters around a random nonce, which JSON and XML escaping leave alone.
   const nonce = randomBytes(8).toString('hex');
@@ -233,8 +247,15 @@ function compileAuthored(p: ProfileDoc): Compiled {
     strings.push(s);
     return mark(`s${strings.length - 1}`);
   });
-  const xml = buildPlist(withUuids(dict, mark('u'), (i) => mark(`p${i}`))).toString('utf8');
-  const canon = hashed(dict);
+  yield;
+  let xml: string;
+  try {
+    xml = yield* plistXml(withUuids(dict, mark('u'), (i) => mark(`p${i}`)));
+  } catch (err) {
+    if (err instanceof PlistTextError) throw new RenderError(`profile "${p.name}": ${err.message}`);
+    throw err;
+  }
+  const canon = yield* canonicalSteps(hashedValue(dict), { n: 0 });
   const split = (text: string, markup: (m: string) => string): Template => {
     const re = new RegExp(markup(`\uE000${nonce}(s|p|u)(\\d*)\uE001`), 'g');
     const segments: Buffer[] = [];
@@ -250,7 +271,9 @@ function compileAuthored(p: ProfileDoc): Compiled {
   };
   // In the XML a string slot covers its whole element (an empty value is written `<string/>`).
   const xmlT = split(xml, (m) => `<string>${m}</string>`);
+  yield;
   const canonT = split(canon, (m) => `"${m}"`);
+  yield;
   const size = xmlT.segments.reduce((n, s) => n + s.length, 0);
   const c: Compiled = { strings, canonical: canonT, xml: xmlT, usesSecrets: p.secrets.length > 0, size };
   if (strings.length === 0) {
@@ -363,7 +386,7 @@ function* renderCompiled(p: ProfileDoc, c: Compiled, device: DeviceValues, secre
 
 /** Render in slices (see `Steps`); a RenderError says why this device cannot have it. */
 export function* renderSteps(p: ProfileDoc, device: DeviceValues, secrets: SecretLookup | undefined): Steps<RenderedProfile> {
-  const c = compile(p);
+  const c = yield* compile(p);
   if (c.constant) return c.constant;
   return yield* renderCompiled(p, c, device, secrets);
 }

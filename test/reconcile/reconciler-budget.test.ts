@@ -1,0 +1,69 @@
+/**
+ * A fleet-wide run with a big per-device profile holds a bounded amount of payload: devices
+ * wait for room in the payload budget, and per-device commands are not kept for reuse. Real
+ * LevelDB store, real fleet repository.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { bigProfileYaml } from '../../bench/reconcile-latency.js';
+import { loadFleet } from '../../src/gitops/load.js';
+import { MdmService } from '../../src/mdm/service.js';
+import { parsePlistDict, type PlistDict } from '../../src/protocol/plist.js';
+import { Reconciler } from '../../src/reconcile/reconciler.js';
+import { LevelStore } from '../../src/store/leveldb.js';
+import { blueprint, makeRepo } from '../gitops/repo.js';
+
+const DEVICES = 16;
+const BUDGET = 1 << 20;
+let dir: string;
+let store: LevelStore;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'orchard-budget-'));
+  store = await LevelStore.open(join(dir, 'data'));
+  const at = new Date();
+  for (let n = 0; n < DEVICES; n++) {
+    const id = `DEV-${n}`;
+    await store.authenticate(id, { UDID: id, Topic: 't', SerialNumber: `SER${n}`, Model: 'Mac14,2', ProductName: 'Mac14,2', OSVersion: '15.1' }, { certHash: `c${n}`, issuerHash: 'i', subject: '', notAfter: '' }, at);
+    await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at.toISOString(), updatedAt: at.toISOString() });
+    // An answered ProfileList without the profile: the reconcile installs it.
+    await store.enqueue([id], { uuid: `pl-${n}`, requestType: 'ProfileList', payload: Buffer.from('x') }, at);
+    await store.recordResult(id, `pl-${n}`, { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') }, { ProfileList: { at: at.toISOString(), commandUUID: `pl-${n}`, value: [] } });
+  }
+});
+afterAll(async () => {
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it('holds at most the payload budget while installing a ~300 KB per-device profile on every device', async () => {
+  const loaded = await loadFleet(makeRepo({ 'big.yaml': bigProfileYaml(600), 'b.yaml': blueprint('macs', '    platforms: [macOS]', ['big']) }));
+  const fleet = loaded.fleet!;
+  const reconciler = new Reconciler({
+    store, service: new MdmService(store), pusher: { push: async () => undefined }, log: pino({ level: 'silent' }),
+    secrets: () => undefined, driftIntervalMs: 0, concurrency: 16, payloadBudgetBytes: BUDGET,
+  });
+  let held = 0;
+  let running = true;
+  const sample = () => {
+    held = Math.max(held, reconciler.heldPayloadBytes());
+    if (running) setImmediate(sample);
+  };
+  sample();
+  const outcomes = await reconciler.apply({ info: { commit: 'big', contentHash: fleet.contentHash }, fleet });
+  running = false;
+  await reconciler.stop();
+  expect(outcomes.filter((o) => o.queued > 0)).toHaveLength(DEVICES);
+  expect(held).toBeGreaterThan(0);
+  expect(held).toBeLessThanOrEqual(BUDGET);
+  expect(reconciler.heldPayloadBytes()).toBeLessThan(4096); // the shared verify ProfileList, no profile
+  for (let n = 0; n < DEVICES; n++) {
+    const next = await store.nextCommand(`DEV-${n}`, { skipNotNow: false });
+    const profile = parsePlistDict(Buffer.from((parsePlistDict(next!.payload).Command as PlistDict).Payload as Uint8Array));
+    expect(next!.payload.length).toBeGreaterThan(300_000);
+    expect(((profile.PayloadContent as PlistDict[])[0]!).SSID_STR).toBe(`lab-SER${n}`);
+  }
+});
