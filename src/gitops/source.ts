@@ -546,7 +546,7 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
   // ---- local ----
 
   private async syncLocal(reason: string): Promise<void> {
-    const { g, treeHash } = await this.stage('read', this.limits.fetchTimeoutMs, async (signal) => {
+    const { g, treeHash } = await this.stage('reading the directory', this.limits.fetchTimeoutMs, async (signal) => {
       const st = await stat(this.dir);
       if (!st.isDirectory()) throw new Error(`${this.dir} is not a directory`);
       return { g: await this.localGit(signal), treeHash: await hashTree(this.dir, this.ownRel, signal) };
