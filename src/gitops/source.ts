@@ -98,6 +98,8 @@ export interface SourceLimits {
   checkoutTimeoutMs: number;
   /** How long `stop()` waits for an aborted sync to wind down. */
   stopTimeoutMs: number;
+  /** How long `start()` waits for the first sync before letting it finish in the background. */
+  startWaitMs: number;
 }
 
 export const DEFAULT_SOURCE_LIMITS: SourceLimits = {
@@ -106,6 +108,7 @@ export const DEFAULT_SOURCE_LIMITS: SourceLimits = {
   fetchTimeoutMs: 600_000,
   checkoutTimeoutMs: 120_000,
   stopTimeoutMs: 10_000,
+  startWaitMs: 60_000,
 };
 
 export interface SourceOptions {
@@ -260,12 +263,22 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     this.env = gitEnv();
   }
 
-  /** First sync (never throws: failures land in the status), then poll and, for a local path, watch. */
+  /**
+   * First sync (never throws: failures land in the status), then poll and, for a local path,
+   * watch. Waits for the first sync at most `startWaitMs`: a remote that hangs must not keep the
+   * server from serving (with the restored revision, usually restored by then) for the whole fetch limit.
+   */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
     if (this.kind === 'local') await this.startWatcher();
-    await this.sync('start');
+    let timer: NodeJS.Timeout | undefined;
+    const done = await Promise.race([
+      this.sync('start').then(() => true),
+      new Promise<false>((res) => { timer = setTimeout(() => res(false), this.limits.startWaitMs); }),
+    ]);
+    clearTimeout(timer);
+    if (!done) this.log.warn({ waitedMs: this.limits.startWaitMs }, 'fleet source: the first sync is still running; starting without waiting for it');
     this.schedulePoll();
   }
 

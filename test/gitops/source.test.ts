@@ -507,23 +507,26 @@ describe('FleetSource time limits and shutdown', () => {
     expect(savedState(r.dataDir).rejected).toBeUndefined();
   });
 
-  it('ends a fetch that hangs (an ssh transport that never answers) at the fetch time limit; stop() completes', async () => {
+  /** A source on a "remote" that accepts the connection and never says a word. */
+  function silentRemote(limits: SourceOptions['limits']): Harness {
     const root = tempDir();
     cleanups.push(() => rmSync(root, { recursive: true, force: true }));
-    // A "remote" that accepts the connection and never says a word (git waits for it to speak
-    // first); named ssh so git takes it for OpenSSH without probing it.
+    // git waits for the server to speak first; named ssh so git takes it for OpenSSH without probing it.
     const ssh = join(root, 'ssh');
     writeFileSync(ssh, '#!/bin/sh\nexec cat\n');
     chmodSync(ssh, 0o755);
     const prev = process.env.GIT_SSH_COMMAND;
     process.env.GIT_SSH_COMMAND = ssh;
-    let h: Harness;
     try {
-      h = harness({ repo: 'ssh://git@127.0.0.1/fleet.git', dataDir: join(root, 'data'), limits: { fetchTimeoutMs: 500 } });
+      return harness({ repo: 'ssh://git@127.0.0.1/fleet.git', dataDir: join(root, 'data'), limits });
     } finally {
       if (prev === undefined) delete process.env.GIT_SSH_COMMAND;
       else process.env.GIT_SSH_COMMAND = prev;
     }
+  }
+
+  it('ends a fetch that hangs (an ssh transport that never answers) at the fetch time limit; stop() completes', async () => {
+    const h = silentRemote({ fetchTimeoutMs: 500 });
     await h.source.start();
     const st = h.source.status();
     expect(st.lastError?.message).toBe('fetch exceeded the time limit (500 ms)');
@@ -532,6 +535,16 @@ describe('FleetSource time limits and shutdown', () => {
     const again = h.source.sync('poll');
     await h.source.stop();
     expect((await again).lastError?.message).toMatch(/time limit|stopping/);
+  });
+
+  it('start() stops waiting for a first sync that hangs after its bound, and stop() then ends that sync', async () => {
+    const h = silentRemote({ fetchTimeoutMs: 600_000, startWaitMs: 300 });
+    await h.source.start();
+    // Returned while the fetch is still hanging: nothing fetched, nothing failed yet.
+    expect(h.source.status().lastFetchAt).toBeUndefined();
+    expect(h.source.status().lastError).toBeUndefined();
+    await h.source.stop();
+    expect(h.logs.text()).toContain('sync aborted by shutdown');
   });
 
   it('a FIFO in a local directory cannot freeze the source: later edits still apply (default loader, a child process)', async () => {
