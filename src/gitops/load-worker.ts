@@ -1,11 +1,12 @@
 /**
- * The validating child process of validator.ts: `node load-worker.js DIR` loads DIR with
- * loadFleet, sends the result over IPC and exits. Its heap is capped by the parent.
+ * The validating child process of validator.ts: `node load-worker.js DIR OPTIONS_JSON` loads DIR
+ * with loadFleet, sends the result over IPC and exits. Its heap is capped by the parent.
  */
-import { loadFleet } from './load.js';
+import { loadFleet, type LoadOptions } from './load.js';
 import { EXIT_RSS, type WorkerMessage } from './validator.js';
 
 const dir = process.argv[2];
+const options = JSON.parse(process.argv[3] ?? '{}') as LoadOptions;
 const rssLimit = Number(process.env.ORCHARD_VALIDATOR_RSS_MB) * 1024 * 1024;
 
 if (!process.send || !dir) {
@@ -22,7 +23,7 @@ if (rssLimit > 0) {
 process.on('disconnect', () => process.exit(1));
 
 const send = (m: WorkerMessage) => process.send!(m, undefined, {}, () => process.exit(0));
-loadFleet(dir).then(
+loadFleet(dir, options).then(
   (result) => send({ result }),
   (err: unknown) => send({ error: err instanceof Error ? err.message : String(err) }),
 );

@@ -13,6 +13,7 @@ import { fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { LoadOptions } from './load.js';
 import type { LoadResult } from './model.js';
 
 /** Loads and validates the directory; must stop (and reject) once `signal` aborts. */
@@ -37,6 +38,8 @@ export class ValidatorUnavailableError extends Error {
 export interface IsolatedLoaderOptions {
   /** Heap of the validating process (old generation), in MB. */
   memoryMb: number;
+  /** Passed to loadFleet in the child (JSON: plain numbers only). */
+  load?: LoadOptions;
 }
 
 /** Exit code the child uses when its resident memory (heap plus buffers) passes its cap. */
@@ -58,7 +61,7 @@ export function isolatedLoader(opts: IsolatedLoaderOptions): Loader {
       signal.removeEventListener('abort', onAbort);
       fn();
     };
-    const child = fork(entry, [dir], {
+    const child = fork(entry, [dir, JSON.stringify(opts.load ?? {})], {
       execArgv: [`--max-old-space-size=${memoryMb}`],
       env: childEnv(memoryMb),
       serialization: 'advanced', // Maps, Sets and Buffers of the Fleet arrive as such

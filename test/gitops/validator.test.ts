@@ -43,6 +43,12 @@ describe('isolatedLoader', () => {
     expect(child.fleet!.tagsBySerial.values().next().value).toBeInstanceOf(Set);
   });
 
+  it('passes the loader options to the child', async () => {
+    const r = await isolatedLoader({ memoryMb: 256, load: { limits: { yamlFileBytes: 100 } } })(EXAMPLE, new AbortController().signal);
+    expect(r.ok).toBe(false);
+    expect(r.diagnostics[0]).toMatchObject({ rule: 'limit-file-size' });
+  });
+
   it('a revision that needs more heap than allowed is a memory-limit error, and this process carries on', async () => {
     const dir = deviceGroup(25_000);
     const err = await isolatedLoader({ memoryMb: 48 })(dir, new AbortController().signal).catch((e: unknown) => e);
