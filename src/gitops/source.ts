@@ -25,6 +25,7 @@ import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
 import { simpleGit, type SimpleGit, type SimpleGitOptions } from 'simple-git';
+import type { LoadOptions } from './load.js';
 import type { Diagnostic, Fleet, LoadResult } from './model.js';
 import { isolatedLoader, ValidationLimitError, ValidatorUnavailableError, type Loader } from './validator.js';
 
@@ -125,6 +126,8 @@ export interface SourceOptions {
    * `limits.validationMemoryMb`. Whatever loader, the validation time limit applies.
    */
   loader?: Loader | ((dir: string) => Promise<LoadResult>);
+  /** Options of loadFleet for the default loader (e.g. its size limits). */
+  load?: LoadOptions;
   limits?: Partial<SourceLimits>;
   log: Logger;
 }
@@ -249,7 +252,7 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     for (const [k, v] of Object.entries(this.limits)) {
       if (!(typeof v === 'number' && v > 0 && Number.isFinite(v))) throw new Error(`source limit ${k} must be a positive number (got ${String(v)})`);
     }
-    this.loader = (opts.loader as Loader | undefined) ?? isolatedLoader({ memoryMb: this.limits.validationMemoryMb });
+    this.loader = (opts.loader as Loader | undefined) ?? isolatedLoader({ memoryMb: this.limits.validationMemoryMb, load: opts.load });
     this.sourceDir = join(resolve(opts.dataDir), 'source');
     this.stateFile = join(this.sourceDir, 'state.json');
     this.dir = this.kind === 'remote' ? join(this.sourceDir, 'repo') : resolve(opts.repo);
