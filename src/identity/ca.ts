@@ -110,7 +110,8 @@ function binary(buf: Buffer): string {
   return buf.toString('binary');
 }
 
-function toPem(der: Buffer): string {
+/** PEM CERTIFICATE block of a DER certificate. */
+export function toPem(der: Buffer): string {
   const b64 = der.toString('base64').replace(/.{64}(?=.)/g, '$&\n');
   return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
 }

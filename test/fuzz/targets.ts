@@ -14,7 +14,7 @@ import { ScepAuthority, ScepMalformed } from '../../src/enroll/authority.js';
 import { EnvelopeError, openEnvelope, sealEnvelope } from '../../src/enroll/envelope.js';
 import { CsrError, parseCsr, selfSignedCertificate } from '../../src/enroll/pkcs10.js';
 import { buildRequest } from '../../src/enroll/scep.js';
-import { loadCertifiedKey, type CertifiedKey } from '../../src/identity/ca.js';
+import { loadCertifiedKey, toPem, type CertifiedKey } from '../../src/identity/ca.js';
 import { parseClientCertHeader } from '../../src/identity/cert-header.js';
 import { verifyDetachedSignature } from '../../src/identity/cms.js';
 import { IdentityError } from '../../src/identity/errors.js';
@@ -23,10 +23,6 @@ import { openssl, opensslCa, opensslCmsSign, opensslDevice, pemFileToDer, tempDi
 import { mutations, textMutations, VECTORS, type FuzzTarget, type Mutated } from './harness.js';
 
 const CHALLENGE = 'fuzz-challenge';
-
-function toPem(der: Buffer): string {
-  return `-----BEGIN CERTIFICATE-----\n${der.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END CERTIFICATE-----\n`;
-}
 
 /** An openssl CA signed by `parent`: what a fleet with an intermediate CA looks like. */
 function opensslIntermediate(dir: string, parent: OpensslCa, name: string): OpensslCa {
