@@ -1,71 +1,155 @@
 /**
- * Reading an existing .mobileconfig from the repository: XML, or CMS-signed (SignedData with
- * the XML as its encapsulated content). The signature is not checked: the admin committed the
+ * Reading an existing .mobileconfig from the repository the way macOS does
+ * (CFPropertyListCreateWithData, CFPropertyList.c and CFBinaryPList.c): a binary plist
+ * (`bplist00`), or XML in UTF-8 (with or without a BOM), UTF-16 or UTF-32 with a BOM, leading
+ * whitespace and anything after the root element ignored; plain or CMS-signed (SignedData with
+ * the plist as its encapsulated content). The signature is not checked: the admin committed the
  * file, and a signed profile is installed byte for byte as it is.
  */
-import * as asn1js from 'asn1js';
-import { parsePlistDict, TRUSTED_LIMITS, type PlistDict } from '../protocol/plist.js';
-import { id_signedData } from '../identity/oids.js';
+import { isUtf8 } from 'node:buffer';
+import { describe, parsePlist, TRUSTED_LIMITS, type PlistDict, type PlistValue } from '../protocol/plist.js';
+import { parseSignedData } from '../enroll/signed-data.js';
+import { causeName, guarded } from '../identity/errors.js';
+import { BplistError, isBinaryPlist, parseBinaryPlist } from './bplist.js';
 
-export class MobileconfigError extends Error {}
-
-/** The XML plist inside the file, and whether the file was signed. */
-export function profileXml(bytes: Buffer): { xml: Buffer; signed: boolean } {
-  const head = bytes.subarray(0, 64).toString('latin1').trimStart();
-  if (head.startsWith('<')) return { xml: bytes, signed: false };
-  if (bytes[0] !== 0x30) throw new MobileconfigError('neither an XML plist nor a CMS-signed profile');
-  const parsed = asn1js.fromBER(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-  if (parsed.offset === -1) throw new MobileconfigError(`signed profile is not valid BER: ${parsed.result.error}`);
-  // ContentInfo { contentType, [0] SignedData { version, digestAlgorithms, encapContentInfo { eContentType, [0] eContent } ... } }
-  const ci = parsed.result as asn1js.Sequence;
-  const [type, explicit] = ci.valueBlock.value as [asn1js.ObjectIdentifier, asn1js.Constructed];
-  if (!(type instanceof asn1js.ObjectIdentifier) || type.valueBlock.toString() !== id_signedData) {
-    throw new MobileconfigError('CMS content is not SignedData');
+export class MobileconfigError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'MobileconfigError';
   }
-  const sd = explicit?.valueBlock.value[0] as asn1js.Sequence | undefined;
-  const encap = sd?.valueBlock.value[2] as asn1js.Sequence | undefined;
-  const content = (encap?.valueBlock.value[1] as asn1js.Constructed | undefined)?.valueBlock.value[0];
-  if (!content) throw new MobileconfigError('signed profile has no content (detached signature?)');
-  return { xml: Buffer.from(octets(content)), signed: true };
 }
 
-/** An OCTET STRING's bytes, also when BER splits it into constructed chunks. */
-function octets(block: asn1js.AsnType): Uint8Array {
-  const os = block as asn1js.OctetString;
-  if (os.idBlock.isConstructed) {
-    const parts = (os.valueBlock.value as asn1js.OctetString[]).map(octets);
-    return Buffer.concat(parts);
-  }
-  return new Uint8Array(os.valueBlock.valueHexView);
-}
+export type PlistFormat = 'xml' | 'binary';
 
-export interface ReadProfileOptions {
-  /** Deepest nesting of dict and array accepted (the loader's depth limit); unchecked if absent. */
-  maxDepth?: number;
-}
-
-export function readProfile(bytes: Buffer, opts: ReadProfileOptions = {}): { profile: PlistDict; signed: boolean } {
-  const { xml, signed } = profileXml(bytes);
-  if (opts.maxDepth !== undefined) checkNesting(xml.toString('utf8'), opts.maxDepth);
-  let profile: PlistDict;
+/** The property list inside the file (still encoded), and whether the file was signed. */
+export function profileContent(bytes: Buffer): { plist: Buffer; signed: boolean } {
+  // A plist starts with "bplist", a BOM, whitespace or "<"; a DER SEQUENCE with 0x30 ("0").
+  if (bytes[0] !== 0x30) return { plist: bytes, signed: false };
+  let content: Buffer | undefined;
   try {
-    // The admin's own file: profiles may embed large payloads, so not the device-body limits.
-    profile = parsePlistDict(xml, TRUSTED_LIMITS);
+    // The one SignedData reader (the SCEP and enrollment one): total, typed errors only.
+    content = parseSignedData(bytes, 'signed profile').content;
   } catch (err) {
     throw new MobileconfigError((err as Error).message);
   }
+  if (!content) throw new MobileconfigError('signed profile has no content (detached signature?)');
+  if (content[0] === 0x30) throw new MobileconfigError('signed profile holds another signed message, not a property list');
+  return { plist: content, signed: true };
+}
+
+export interface ReadProfileOptions {
+  /** Deepest nesting of dict and array accepted (the loader's depth limit); 128 if absent. */
+  maxDepth?: number;
+}
+
+export interface ReadProfile {
+  profile: PlistDict;
+  signed: boolean;
+  format: PlistFormat;
+}
+
+/** Throws only MobileconfigError, whatever the bytes. */
+export function readProfile(bytes: Buffer, opts: ReadProfileOptions = {}): ReadProfile {
+  return guarded(() => readUnguarded(bytes, opts), [MobileconfigError], (cause) => new MobileconfigError(`unreadable ${causeName(cause)}`, { cause }));
+}
+
+function readUnguarded(bytes: Buffer, opts: ReadProfileOptions): ReadProfile {
+  if (bytes.length === 0) throw new MobileconfigError('empty file');
+  const { plist, signed } = profileContent(bytes);
+  const { value, format } = decodePlist(plist, opts.maxDepth ?? TRUSTED_LIMITS.maxDepth);
+  if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array || value instanceof Date) {
+    throw new MobileconfigError(`plist root is ${describe(value)}, expected a dict`);
+  }
+  const profile = value as PlistDict;
   if (profile.PayloadType !== 'Configuration') {
     throw new MobileconfigError(`PayloadType is ${JSON.stringify(profile.PayloadType)}, expected "Configuration": not a configuration profile`);
   }
-  return { profile, signed };
+  return { profile, signed, format };
+}
+
+function decodePlist(plist: Buffer, maxDepth: number): { value: PlistValue; format: PlistFormat } {
+  if (plist.length === 0) throw new MobileconfigError('the property list is empty');
+  // CoreFoundation tries the binary format first, then XML.
+  if (isBinaryPlist(plist)) {
+    try {
+      return { value: parseBinaryPlist(plist, { maxDepth, allowNull: false }) as PlistValue, format: 'binary' };
+    } catch (err) {
+      throw new MobileconfigError(`binary plist: ${(err as BplistError).message}`);
+    }
+  }
+  let xml = xmlText(plist);
+  const end = scanMarkup(xml, maxDepth);
+  // CFPropertyList.c parses the first element and stops: whatever follows the root (NUL padding,
+  // a second document) is never looked at, so a device installs such a file.
+  if (end !== -1) xml = xml.slice(0, end);
+  try {
+    return { value: parsePlist(xml, TRUSTED_LIMITS), format: 'xml' };
+  } catch (err) {
+    throw new MobileconfigError((err as Error).message);
+  }
+}
+
+/** The XML's text, decoded as CoreFoundation's encodingForXMLData decides. */
+function xmlText(b: Buffer): string {
+  const starts = (...bytes: number[]) => bytes.every((x, i) => b[i] === x);
+  if (b.length > 4 && starts(0x00, 0x00, 0xfe, 0xff)) return utf32(b.subarray(4), false);
+  if (b.length > 4 && starts(0xff, 0xfe, 0x00, 0x00)) return utf32(b.subarray(4), true);
+  if (b.length > 3 && starts(0xef, 0xbb, 0xbf)) return utf8(b.subarray(3));
+  if (b.length > 2 && starts(0xff, 0xfe)) return utf16(b.subarray(2), true);
+  if (b.length > 2 && starts(0xfe, 0xff)) return utf16(b.subarray(2), false);
+  // CoreFoundation guesses "Unicode" here, in an order it does not document: refused rather than guessed.
+  if (b.length > 2 && (b[0] === 0 || b[1] === 0)) throw new MobileconfigError('UTF-16 or UTF-32 without a byte order mark: save the file as UTF-8');
+  const declared = declaredEncoding(b);
+  if (declared === undefined || declared === 'utf-8' || declared === 'utf8') return utf8(b);
+  if (declared === 'us-ascii' || declared === 'ascii') {
+    if (b.some((x) => x > 0x7f)) throw new MobileconfigError('the XML declares US-ASCII but holds other bytes');
+    return b.toString('latin1');
+  }
+  if (declared === 'iso-8859-1' || declared === 'latin1' || declared === 'iso_8859-1') return b.toString('latin1');
+  if (declared.startsWith('utf-16') || declared.startsWith('utf-32')) throw new MobileconfigError(`the XML declares ${declared} but has no byte order mark`);
+  throw new MobileconfigError(`the XML declares encoding ${JSON.stringify(declared.slice(0, 40))}, which Orchard does not read: save the file as UTF-8`);
+}
+
+/** `encoding="..."` of an XML declaration at byte 0 (only there, as CoreFoundation looks), lower case. */
+function declaredEncoding(b: Buffer): string | undefined {
+  if (b.toString('latin1', 0, 5) !== '<?xml') return undefined;
+  const end = b.indexOf('?>', 5, 'latin1');
+  const decl = b.toString('latin1', 5, end === -1 ? Math.min(b.length, 256) : Math.min(end, 256));
+  return /\sencoding\s*=\s*["']([^"']*)["']/.exec(decl)?.[1]?.toLowerCase();
+}
+
+function utf8(b: Buffer): string {
+  if (!isUtf8(b)) throw new MobileconfigError('the XML is not valid UTF-8');
+  return b.toString('utf8');
+}
+
+function utf16(b: Buffer, le: boolean): string {
+  if (b.length % 2) throw new MobileconfigError('UTF-16 text of odd length');
+  if (le) return b.toString('utf16le');
+  const swapped = Buffer.from(b);
+  swapped.swap16();
+  return swapped.toString('utf16le');
+}
+
+function utf32(b: Buffer, le: boolean): string {
+  if (b.length % 4) throw new MobileconfigError('UTF-32 text whose length is not a multiple of 4');
+  const parts: string[] = [];
+  for (let i = 0; i < b.length; i += 4) {
+    const cp = le ? b.readUInt32LE(i) : b.readUInt32BE(i);
+    if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) throw new MobileconfigError(`invalid UTF-32 character at byte ${i + 4}`);
+    parts.push(String.fromCodePoint(cp));
+  }
+  return parts.join('');
 }
 
 /**
  * Refuse dict/array nesting deeper than `max` before any parser (or, later, the renderer, which
- * recurses) sees it. A scan with indexOf, not a regular expression: linear on any input.
+ * recurses) sees it, and find where the root element ends (after its `</plist>`; -1 if it does
+ * not). A scan with indexOf, not a regular expression: linear on any input.
  */
-function checkNesting(xml: string, max: number): void {
+function scanMarkup(xml: string, max: number): number {
   let depth = 0;
+  const nameChar = (c: string | undefined) => c !== undefined && /[\w.:-]/.test(c);
   for (let i = xml.indexOf('<'); i !== -1; i = xml.indexOf('<', i + 1)) {
     if (xml.startsWith('<!--', i)) {
       i = xml.indexOf('-->', i + 4);
@@ -74,8 +158,9 @@ function checkNesting(xml: string, max: number): void {
     } else {
       const close = xml[i + 1] === '/';
       const name = close ? i + 2 : i + 1;
-      const isContainer = (xml.startsWith('dict', name) && !/[\w.:-]/.test(xml[name + 4] ?? '')) || (xml.startsWith('array', name) && !/[\w.:-]/.test(xml[name + 5] ?? ''));
       const end = xml.indexOf('>', i);
+      if (close && end !== -1 && xml.startsWith('plist', name) && !nameChar(xml[name + 5])) return end + 1;
+      const isContainer = (xml.startsWith('dict', name) && !nameChar(xml[name + 4])) || (xml.startsWith('array', name) && !nameChar(xml[name + 5]));
       if (isContainer && end !== -1) {
         if (close) depth = Math.max(0, depth - 1);
         else if (xml[end - 1] !== '/' && ++depth > max) {
@@ -87,4 +172,5 @@ function checkNesting(xml: string, max: number): void {
     }
     if (i === -1) break; // unterminated: the parser says what is wrong
   }
+  return -1;
 }
