@@ -78,6 +78,7 @@ function decodePlist(plist: Buffer, maxDepth: number): { value: PlistValue; form
     }
   }
   let xml = xmlText(plist);
+  if (xml[xml.search(/[^ \t\r\n]/)] !== '<') throw new MobileconfigError('neither an XML plist nor a CMS-signed profile (nor a binary plist)');
   const end = scanMarkup(xml, maxDepth);
   // CFPropertyList.c parses the first element and stops: whatever follows the root (NUL padding,
   // a second document) is never looked at, so a device installs such a file.
@@ -98,7 +99,7 @@ function xmlText(b: Buffer): string {
   if (b.length > 2 && starts(0xff, 0xfe)) return utf16(b.subarray(2), true);
   if (b.length > 2 && starts(0xfe, 0xff)) return utf16(b.subarray(2), false);
   // CoreFoundation guesses "Unicode" here, in an order it does not document: refused rather than guessed.
-  if (b.length > 2 && (b[0] === 0 || b[1] === 0)) throw new MobileconfigError('UTF-16 or UTF-32 without a byte order mark: save the file as UTF-8');
+  if (b.length > 2 && (b[0] === 0 || b[1] === 0) && (b[0] === 0x3c || b[1] === 0x3c)) throw new MobileconfigError('UTF-16 or UTF-32 without a byte order mark: save the file as UTF-8');
   const declared = declaredEncoding(b);
   if (declared === undefined || declared === 'utf-8' || declared === 'utf8') return utf8(b);
   if (declared === 'us-ascii' || declared === 'ascii') {
