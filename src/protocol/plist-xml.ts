@@ -20,23 +20,30 @@ export interface PlistLimits {
    * comments, CDATA sections and processing instructions, which cost as much to skip.
    */
   maxElements: number;
+  /**
+   * Most distinct key names in one document. Each new name costs V8 a new internalized string
+   * (and often a new object shape), several times an ordinary element.
+   */
+  maxKeys: number;
   /** Longest text of one `<string>`, `<key>`, `<data>` (base64 text), ... in characters. */
   maxStringLength: number;
 }
 
 /**
  * For device bodies (up to 8 MiB). Real reports nest 2-6 levels (ProfileList: report, list,
- * profile, PayloadContent, payload); a Mac's InstalledApplicationList has about 36 elements per
- * app, so 250,000 elements is ~7,000 apps, and parsing that many stays well within 100 ms (see
- * bench/hostile.ts). No device report has a megabyte string (certificates are a few KB each).
+ * profile, PayloadContent, payload); a Mac's InstalledApplicationList has about 32 elements per
+ * app and 17 distinct keys, so 128,000 elements is ~4,000 apps (twice a large Mac), and the worst
+ * body within these limits stays under 100 ms of event-loop time (bench/hostile.ts). Dicts keyed
+ * by identifiers (ManagedApplicationList) have hundreds of keys, not thousands. No device report
+ * has a megabyte string (certificates are a few KB each).
  */
-export const DEVICE_LIMITS: Readonly<PlistLimits> = Object.freeze({ maxDepth: 64, maxElements: 250_000, maxStringLength: 1 << 20 });
+export const DEVICE_LIMITS: Readonly<PlistLimits> = Object.freeze({ maxDepth: 64, maxElements: 128_000, maxKeys: 8192, maxStringLength: 1 << 20 });
 
 /**
  * For documents an admin provides (profiles in the repository, raw command plists): profiles
  * may embed large payloads (fonts, certificates, packages as data).
  */
-export const TRUSTED_LIMITS: Readonly<PlistLimits> = Object.freeze({ maxDepth: 128, maxElements: 4_000_000, maxStringLength: 64 << 20 });
+export const TRUSTED_LIMITS: Readonly<PlistLimits> = Object.freeze({ maxDepth: 128, maxElements: 4_000_000, maxKeys: 1_000_000, maxStringLength: 64 << 20 });
 
 // Apple's DOCTYPE, exactly (both publisher spellings), matched where the parser stands.
 const APPLE_DOCTYPE = /<!DOCTYPE\s+plist\s+PUBLIC\s+"-\/\/Apple(?: Computer)?\/\/DTD PLIST 1\.0\/\/EN"\s+"http:\/\/www\.apple\.com\/DTDs\/PropertyList-1\.0\.dtd"\s*>/iy;
@@ -50,6 +57,8 @@ const REAL_SPECIAL = /^[ \t\n\r]*(?:([+-]?)(inf|infinity)|nan)[ \t\n\r]*$/i;
 const DATE = /^[ \t\n\r]*(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})[ \t\n\r]*$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const WHITESPACE = /[ \t\n\r]+/g;
+const HAS_WHITESPACE = /[ \t\n\r]/;
+const NON_BLANK = /[^ \t\n\r]/g;
 
 const DICT = 0;
 const ARRAY = 1;
@@ -125,6 +134,7 @@ class Parser {
   /** Whether the tag startTag() just read was `<name/>`. */
   private selfClosing = false;
   private readonly stack: Frame[] = [];
+  private readonly keys = new Set<string>();
 
   constructor(
     private readonly text: string,
@@ -209,6 +219,10 @@ class Parser {
         const key = selfClosing ? '' : this.content(T_KEY, lt);
         // Assigning it would replace the dict's prototype (CVE-2022-22912 in plist.js).
         if (key === '__proto__') this.fail('forbidden key __proto__', lt);
+        if (!this.keys.has(key)) {
+          if (this.keys.size >= this.limits.maxKeys) this.fail(`more than ${this.limits.maxKeys} distinct keys`, lt);
+          this.keys.add(key);
+        }
         top.key = key;
         continue;
       }
@@ -428,7 +442,7 @@ class Parser {
       } else {
         this.count(from + amp);
         const semi = chunk.indexOf(';', amp + 1);
-        if (semi === -1 || semi - amp > 10) this.fail('malformed entity reference', from + amp);
+        if (semi === -1 || semi - amp > 32) this.fail('malformed entity reference', from + amp);
         out += chunk.slice(last, amp) + this.reference(from + amp, from + semi);
         last = semi + 1;
         amp = chunk.indexOf('&', last);
@@ -503,11 +517,12 @@ class Parser {
   }
 
   private data(s: string, at: number): Uint8Array {
-    const b64 = s.replace(WHITESPACE, '');
+    const b64 = HAS_WHITESPACE.test(s) ? s.replace(WHITESPACE, '') : s;
     // atob's rules (the plist package's): standard alphabet, padding optional, never 4n+1 characters.
     if (!BASE64.test(b64) || b64.length % 4 === 1) this.fail('invalid base64 in <data>', at);
     const buf = Buffer.from(b64, 'base64');
     // A plain Uint8Array of its own, as the plist package returned (Buffer's small pool is shared).
+    if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) return new Uint8Array(buf.buffer);
     return new Uint8Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
   }
 }
@@ -517,6 +532,12 @@ function isBlankCode(c: number): boolean {
 }
 
 function firstNonBlank(s: string, from: number, to = s.length): number {
+  if (to - from > 64) {
+    // Long runs (padding) are scanned by the regex engine, several times faster than a loop.
+    NON_BLANK.lastIndex = from;
+    const m = NON_BLANK.exec(s);
+    return m && m.index < to ? m.index : -1;
+  }
   for (let i = from; i < to; i++) if (!isBlankCode(s.charCodeAt(i))) return i;
   return -1;
 }
