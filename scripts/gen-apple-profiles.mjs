@@ -5,10 +5,14 @@
 // keys and the keys every payload shares. src/gitops/apple/payloads.ts validates authored
 // payloads against it so a typo'd or unsupported key never reaches a device.
 // Usage: node scripts/gen-apple-profiles.mjs [path to apple-device-management]
+//        (or ORCHARD_APPLE_SCHEMA=path; default ../shared/reference/apple-device-management).
+// The output is committed: nothing reads Apple's YAML at test or run time.
 //
 // Output shape (descriptions dropped to keep it small):
 //   { topLevel: Payload, common: Payload, payloads: { [PayloadType]: Payload } }
-//   Payload = { files, title, os, keys, defs?, variants? }
+//   Payload = { files, title, os, keys, defs?, variants?, open? }
+//             open: a preference domain Apple documents only partly; other keys are managed
+//             preferences macOS applies as they are, not unknown keys.
 //   Key     = { type, presence?: 'required', requiredIf?, requiredUnless?, excludes?, rangelist?,
 //               range?, format?, repetition?, os?, subkeys?: { [name]: Key }, ref?: defs name }
 // `os` on a key holds only Apple's overrides; a key inherits the rest from its parent (Apple's
@@ -20,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const src = process.argv[2] ?? join(here, '../../shared/reference/apple-device-management');
+const src = process.argv[2] ?? process.env.ORCHARD_APPLE_SCHEMA ?? join(here, '../../shared/reference/apple-device-management');
 const dir = join(src, 'mdm/profiles');
 const OS_FIELDS = ['introduced', 'removed', 'supervised', 'devicechannel', 'userchannel'];
 const notes = [];
@@ -247,6 +251,102 @@ for (const [payloadType, group] of [...groups].sort(([a], [b]) => (a < b ? -1 : 
   else out.payloads[payloadType] = converted;
 }
 if (!out.topLevel || !out.common) throw new Error('TopLevel.yaml or CommonPayloadKeys.yaml missing');
+
+// Where Apple's YAML and real devices disagree, the device is right. Each entry corrects one
+// known quirk, says why, and fails loudly when the YAML it corrects changes (then re-check it).
+// test/gitops/apple-overrides.test.ts holds a test for each.
+const keyAt = (keys, path, what) => {
+  let k = { subkeys: keys };
+  for (const name of path) {
+    k = k.subkeys?.[name];
+    if (!k) throw new Error(`override "${what}": ${path.join('.')} not found in Apple's YAML any more`);
+  }
+  return k;
+};
+const payloadOf = (type, what) => {
+  const p = out.payloads[type];
+  if (!p) throw new Error(`override "${what}": payload type ${type} not found in Apple's YAML any more`);
+  return p;
+};
+const OVERRIDES = [
+  {
+    what: 'PayloadEnabled at profile and payload level',
+    // Written by Profile Manager, ProfileCreator and iMazing Profile Editor; macOS reads it (false
+    // installs the payload disabled). Apple's YAML lists it nowhere.
+    apply() {
+      for (const keys of [out.topLevel.keys, out.common.keys]) {
+        if (keys.PayloadEnabled) throw new Error('override "PayloadEnabled": Apple documents it now; drop this entry');
+        keys.PayloadEnabled = { type: 'boolean' };
+      }
+    },
+  },
+  {
+    what: 'com.apple.system.logging keys supported on macOS',
+    // Apple marks Processes, Subsystems and System "n/a" on macOS, the only platform of the payload,
+    // so every key would be "not supported on any platform"; macOS 10.12+ applies them (log(1)).
+    apply() {
+      const p = payloadOf('com.apple.system.logging', this.what);
+      for (const name of ['Processes', 'Subsystems', 'System']) {
+        const k = keyAt(p.keys, [name], this.what);
+        if (k.os?.macOS?.introduced !== 'n/a') throw new Error(`override "${this.what}": ${name} is no longer n/a on macOS; drop this entry`);
+        delete k.os.macOS;
+        if (Object.keys(k.os).length === 0) delete k.os;
+      }
+    },
+  },
+  {
+    what: 'com.apple.screensaver moduleName optional',
+    // Apple marks it required, yet macOS installs a screensaver payload with only idleTime or
+    // modulePath (and Apple's own examples set modulePath alone).
+    apply() {
+      const k = keyAt(payloadOf('com.apple.screensaver', this.what).keys, ['moduleName'], this.what);
+      if (k.presence !== 'required') throw new Error(`override "${this.what}": moduleName is optional upstream now; drop this entry`);
+      delete k.presence;
+    },
+  },
+  {
+    what: 'com.apple.vpn.managed VPN.RemoteAddress',
+    // The server of a VPN-type (custom provider) configuration: Apple's prose and every VPN profile
+    // set VPN.RemoteAddress, but the YAML lists it only in the IKEv2/IPSec dictionaries.
+    apply() {
+      const k = keyAt(payloadOf('com.apple.vpn.managed', this.what).keys, ['VPN'], this.what);
+      if (k.subkeys.RemoteAddress) throw new Error(`override "${this.what}": Apple lists it now; drop this entry`);
+      k.subkeys.RemoteAddress = { type: 'string' };
+    },
+  },
+  {
+    what: 'com.apple.ManagedClient.preferences MCX structure',
+    // Managed preferences as macOS's MCX reads them: Forced, Set-Once and Often (the YAML has only
+    // the first two); each item carries, next to mcx_preference_settings, the metadata Profile
+    // Manager and Workgroup Manager write: mcx_data_timestamp (Set-Once: apply again when newer)
+    // and mcx_targets (undocumented structure, so not checked).
+    apply() {
+      const p = payloadOf('com.apple.ManagedClient.preferences', this.what);
+      const domain = keyAt(p.keys, ['PayloadContent', 'ANY'], this.what);
+      if (!domain.subkeys.Forced || domain.subkeys.Often) throw new Error(`override "${this.what}": the domain dictionary changed upstream; re-check this entry`);
+      domain.subkeys.Often = { ...domain.subkeys['Set-Once'] };
+      const item = p.defs?.[domain.subkeys.Forced.ref]?.Settings;
+      if (!item?.subkeys?.mcx_preference_settings) throw new Error(`override "${this.what}": mcx_preference_settings not found`);
+      item.subkeys.mcx_data_timestamp = { type: 'date' };
+      item.subkeys.mcx_targets = { type: 'any' };
+    },
+  },
+  {
+    what: 'preference domains Apple documents only partly',
+    // These payloads are preference domains: macOS applies every key as a managed preference, and
+    // admins set many that Apple's YAML leaves out (e.g. loginwindow's LoginwindowText variants,
+    // Finder's ShowHardDrivesOnDesktop, AppleInterfaceStyle in .GlobalPreferences).
+    apply() {
+      for (const type of ['com.apple.loginwindow', 'loginwindow', 'com.apple.finder', 'com.apple.screensaver', 'com.apple.screensaver.user', '.GlobalPreferences']) {
+        payloadOf(type, this.what).open = true;
+      }
+    },
+  },
+];
+for (const o of OVERRIDES) {
+  o.apply();
+  notes.push(`override: ${o.what}`);
+}
 
 // Indented JSON, but any value that fits on a line stays on one: diffable and about half the size.
 function pretty(value, indent) {

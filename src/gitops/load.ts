@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { Document, LineCounter } from 'yaml';
-import { isKnownPayloadType, validatePayload, validateTopLevel, type PayloadIssue } from './apple/payloads.js';
+import { checkProfile, payloadIssue, validatePayload, validateTopLevel, type ManifestLookup, type PayloadIssue } from './apple/payloads.js';
+import { ManifestSet } from './manifests.js';
 import type {
   AuthoredPayload,
   BlueprintDoc,
@@ -112,6 +113,8 @@ class Collector {
 export interface LoadOptions {
   /** Overrides of DEFAULT_LIMITS (limits.ts). */
   limits?: Partial<LoaderLimits>;
+  /** A folder of ProfileManifests-format manifests: custom preference domains are checked against them. */
+  manifests?: string;
 }
 
 /**
@@ -123,7 +126,7 @@ export async function loadFleet(root: string, opts: LoadOptions = {}): Promise<L
   const c = new Collector(limits.diagnostics);
   const state = { file: '.' };
   try {
-    return await load(root, limits, c, state);
+    return await load(root, limits, c, state, opts.manifests !== undefined ? new ManifestSet(opts.manifests) : undefined);
   } catch (err) {
     // Last resort: whatever escaped is reported against the file being processed, not thrown.
     const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
@@ -132,7 +135,20 @@ export async function loadFleet(root: string, opts: LoadOptions = {}): Promise<L
   }
 }
 
-async function load(root: string, limits: LoaderLimits, c: Collector, state: { file: string }): Promise<LoadResult> {
+/** Payload findings to diagnostics: each custom preference domain's "not checked" only once per repository. */
+class PayloadReporter {
+  private readonly unchecked = new Set<string>();
+  constructor(private readonly c: Collector) {}
+  add(type: string, issue: PayloadIssue, at: Origin, message = issue.message): void {
+    if (issue.rule === 'custom-preferences') {
+      if (this.unchecked.has(type)) return;
+      this.unchecked.add(type);
+    }
+    this.c.add(issue.severity, issue.rule, at, message);
+  }
+}
+
+async function load(root: string, limits: LoaderLimits, c: Collector, state: { file: string }, manifests: ManifestSet | undefined): Promise<LoadResult> {
   const hash = createHash('sha256');
   const docs: ParsedDoc[] = [];
   const stop = (): LoadResult => ({ ok: false, diagnostics: c.finish() });
@@ -290,22 +306,24 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
 
   // Profiles: files, payloads, variables.
   const secretsUsed: { name: string; at: Origin }[] = [];
+  const reporter = new PayloadReporter(c);
   for (const p of fleet.profiles.values()) {
     const d = parsedOf.get(p)!;
     state.file = d.file;
     const users = usedBy.get(p.name) ?? [];
     const ctx = payloadContext(users);
     if (p.file !== undefined) {
-      const r = await loadProfileFile(realRoot, p, d, c, hash, ctx, limits, budget);
+      const r = await loadProfileFile(realRoot, p, d, c, hash, { ...ctx, manifests }, limits, budget, reporter);
       if (r === 'stop') return stop();
     } else {
       checkProfileSize(p, authoredSize(p), c.at(d, ['spec', 'payloads']), c, limits);
     }
     p.payloads?.forEach((payload, i) => {
       const base: JsonPath = ['spec', 'payloads', i];
-      for (const issue of validatePayload(payload.type, payload.keys, { ...ctx, mode: 'authored' })) {
-        const path = issue.path.length === 0 && !isKnownPayloadType(payload.type) ? [...base, 'type'] : [...base, 'keys', ...issue.path];
-        c.add(issue.severity, `apple-${ruleOf(issue)}`, c.at(d, path, issue.message.startsWith('unknown key')), issue.message);
+      for (const issue of validatePayload(payload.type, payload.keys, { ...ctx, manifests, mode: 'authored' })) {
+        const aboutType = issue.path.length === 0 && (issue.rule === 'apple-payload-type' || issue.rule === 'apple-payload-type-typo' || issue.rule === 'custom-preferences');
+        const path = aboutType ? [...base, 'type'] : [...base, 'keys', ...issue.path];
+        reporter.add(payload.type, issue, c.at(d, path, issue.rule.endsWith('unknown-key')));
       }
       scanStrings(payload.keys, [...base, 'keys'], (s, path) => {
         for (const v of findVariables(s)) {
@@ -333,6 +351,10 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
 
   state.file = '.';
   checkIdentifiers(fleet, usedBy, c, limits);
+  if (manifests && manifests.problems.length > 0) {
+    const shown = manifests.problems.slice(0, 3).join('; ');
+    c.add('warning', 'manifests', atFile('.'), `${manifests.problems.length} manifest file${manifests.problems.length === 1 ? '' : 's'} in ${manifests.dir} could not be used: ${shown}${manifests.problems.length > 3 ? '; …' : ''}`);
+  }
 
   const diagnostics = c.finish();
   fleet.contentHash = hash.digest('hex');
@@ -349,7 +371,8 @@ function payloadContext(users: BlueprintDoc[]): { platforms: Platform[]; supervi
 
 async function loadProfileFile(
   realRoot: string, p: ProfileDoc, d: ParsedDoc, c: Collector, hash: ReturnType<typeof createHash>,
-  ctx: { platforms: Platform[]; supervised?: boolean }, limits: LoaderLimits, budget: { bytes: number },
+  ctx: { platforms: Platform[]; supervised?: boolean; manifests?: ManifestLookup }, limits: LoaderLimits, budget: { bytes: number },
+  reporter: PayloadReporter,
 ): Promise<'stop' | void> {
   const at = c.at(d, ['spec', 'file']);
   // First by the path as written, then by the real path: a committed symbolic link may point anywhere.
@@ -397,18 +420,22 @@ async function loadProfileFile(
   p.identifier ??= fileId!;
   p.displayName ??= typeof profile.PayloadDisplayName === 'string' ? profile.PayloadDisplayName : undefined;
   if (profile.PayloadScope === 'User') p.scope = 'User';
-  const issues: PayloadIssue[] = validateTopLevel(profile);
+  const fileAt: Origin = { file: inRepo, line: 1, col: 1 };
+  const report = (type: string, issue: PayloadIssue) =>
+    reporter.add(type, issue, fileAt, `${issue.path.length ? issue.path.join('.') + ': ' : ''}${issue.message}`);
+  for (const issue of validateTopLevel(profile, ctx)) report('', issue);
+  for (const issue of checkProfile(profile)) report('', issue);
   const content = Array.isArray(profile.PayloadContent) ? profile.PayloadContent : [];
   content.forEach((payload, i) => {
     if (!payload || typeof payload !== 'object' || Array.isArray(payload) || payload instanceof Uint8Array || payload instanceof Date) return;
-    const type = String((payload as Record<string, unknown>).PayloadType ?? '');
-    for (const issue of validatePayload(type, payload as Record<string, unknown>, { ...ctx, mode: 'complete' })) {
-      issues.push({ ...issue, path: ['PayloadContent', i, ...issue.path] });
+    const keys = payload as Record<string, unknown>;
+    const type = keys.PayloadType;
+    if (typeof type !== 'string' || type === '') {
+      report('', payloadIssue('apple-required-key', ['PayloadContent', i], 'a payload without PayloadType: the device refuses the profile'));
+      return;
     }
+    for (const issue of validatePayload(type, keys, { ...ctx, mode: 'complete' })) report(type, { ...issue, path: ['PayloadContent', i, ...issue.path] });
   });
-  for (const issue of issues) {
-    c.add(issue.severity, `apple-${ruleOf(issue)}`, at, `${inRepo}: ${issue.path.length ? issue.path.join('.') + ': ' : ''}${issue.message}`);
-  }
 }
 
 /**
@@ -450,18 +477,6 @@ function authoredSize(p: ProfileDoc): number {
     } else size += 17;
   }
   return size + 200 * (p.payloads?.length ?? 0);
-}
-
-function ruleOf(issue: PayloadIssue): string {
-  const m = issue.message.toLowerCase();
-  if (m.startsWith('unknown key')) return 'unknown-key';
-  if (m.includes('payload type')) return 'payload-type';
-  if (m.includes('required')) return 'required-key';
-  if (m.includes('supervis')) return 'supervision';
-  if (m.includes('not supported') || m.includes('introduced') || m.includes('removed')) return 'platform';
-  if (m.includes('one of') || m.includes('range') || m.includes('between') || m.includes('minimum') || m.includes('maximum')) return 'value';
-  if (m.includes('expected')) return 'type';
-  return 'payload';
 }
 
 function scanStrings(v: unknown, path: JsonPath, fn: (s: string, path: JsonPath) => void): void {

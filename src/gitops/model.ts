@@ -6,7 +6,8 @@
 export type Platform = 'macOS' | 'iOS' | 'iPadOS' | 'tvOS' | 'visionOS' | 'watchOS';
 
 export interface Diagnostic {
-  severity: 'error' | 'warning';
+  /** error: the revision is not applied; warning: applied, and shown; info: what was not checked. */
+  severity: 'error' | 'warning' | 'info';
   /** Path relative to the repository root, with forward slashes. */
   file: string;
   /** 1-based. */

@@ -55,16 +55,18 @@ describe('valid payloads', () => {
 });
 
 describe('errors', () => {
-  it('unknown key, with a suggestion', () => {
+  it('unknown key, with a suggestion: a warning (the device ignores keys it does not know)', () => {
     const keys = { ...wifi(), SSID_ST: 'Corp', AutoJion: true };
-    const errs = errors(validatePayload('com.apple.wifi.managed', keys, authored([])));
-    expect(errs).toHaveLength(2);
-    expect(errs[0]).toMatchObject({ path: ['SSID_ST'], message: expect.stringMatching(/unknown key 'SSID_ST'.*did you mean 'SSID_STR'\?/) });
-    expect(errs[1]).toMatchObject({ path: ['AutoJion'], message: expect.stringMatching(/did you mean 'AutoJoin'\?/) });
+    const issues = validatePayload('com.apple.wifi.managed', keys, authored([]));
+    expect(errors(issues)).toEqual([]);
+    const warns = warnings(issues);
+    expect(warns).toHaveLength(2);
+    expect(warns[0]).toMatchObject({ rule: 'apple-unknown-key', path: ['SSID_ST'], message: expect.stringMatching(/unknown key 'SSID_ST'.*did you mean 'SSID_STR'\?/) });
+    expect(warns[1]).toMatchObject({ rule: 'apple-unknown-key', path: ['AutoJion'], message: expect.stringMatching(/did you mean 'AutoJoin'\?/) });
   });
 
   it('unknown key far from every known key gets no suggestion', () => {
-    const [e] = errors(validatePayload('com.apple.wifi.managed', { ...wifi(), CompletelyDifferent: 1 }, authored([])));
+    const [e] = warnings(validatePayload('com.apple.wifi.managed', { ...wifi(), CompletelyDifferent: 1 }, authored([])));
     expect(e.message).toMatch(/unknown key 'CompletelyDifferent'/);
     expect(e.message).not.toMatch(/did you mean/);
   });
@@ -78,12 +80,12 @@ describe('errors', () => {
 
   it('value outside rangelist', () => {
     const errs = errors(validatePayload('com.apple.wifi.managed', { ...wifi(), EncryptionType: 'WPA4' }, authored([])));
-    expect(errs).toEqual([{ severity: 'error', path: ['EncryptionType'], message: expect.stringMatching(/must be one of "WEP", "WPA", "WPA2", "WPA3", "Any", "None"; got "WPA4"/) }]);
+    expect(errs).toEqual([{ severity: 'error', rule: 'apple-value', path: ['EncryptionType'], message: expect.stringMatching(/must be one of "WEP", "WPA", "WPA2", "WPA3", "Any", "None"; got "WPA4"/) }]);
   });
 
   it('value outside range', () => {
     const errs = errors(validatePayload('com.apple.mobiledevice.passwordpolicy', { maxFailedAttempts: 20, minLength: 8 }, authored([])));
-    expect(errs).toEqual([{ severity: 'error', path: ['maxFailedAttempts'], message: expect.stringMatching(/must be between 2 and 11; got 20/) }]);
+    expect(errs).toEqual([{ severity: 'error', rule: 'apple-value', path: ['maxFailedAttempts'], message: expect.stringMatching(/must be between 2 and 11; got 20/) }]);
     // Ranges on <real> keys too.
     expect(errors(validatePayload('com.apple.universalaccess', { contrast: 1.5 }, authored([])))[0].message).toMatch(/between 0 and 1/);
     expect(errors(validatePayload('com.apple.universalaccess', { contrast: 1 }, authored([])))).toEqual([]);
@@ -91,12 +93,16 @@ describe('errors', () => {
 
   it('missing required key', () => {
     const errs = errors(validatePayload('com.apple.MCX.FileVault2', { Defer: true }, authored(['macOS'])));
-    expect(errs).toEqual([{ severity: 'error', path: [], message: expect.stringMatching(/missing required key 'Enable'/) }]);
+    expect(errs).toEqual([{ severity: 'error', rule: 'apple-required-key', path: [], message: expect.stringMatching(/missing required key 'Enable'/) }]);
   });
 
-  it('unknown payload type, with a suggestion', () => {
+  it('unknown payload type: a typo of an Apple type (warning on macOS), an error where only Apple types install', () => {
     const issues = validatePayload('com.apple.wifi.manged', { SSID_STR: 'x' }, authored([]));
-    expect(issues).toEqual([{ severity: 'error', path: [], message: expect.stringMatching(/unknown payload type 'com.apple.wifi.manged'; did you mean 'com.apple.wifi.managed'\?/) }]);
+    expect(issues).toEqual([{ severity: 'warning', rule: 'apple-payload-type-typo', path: [], message: expect.stringMatching(/unknown payload type 'com.apple.wifi.manged'; did you mean 'com.apple.wifi.managed'\?/) }]);
+    expect(validatePayload('com.apple.wifi.manged', { SSID_STR: 'x' }, authored(['macOS']))[0]).toMatchObject({ severity: 'warning', rule: 'apple-payload-type-typo' });
+    expect(validatePayload('com.apple.wifi.manged', { SSID_STR: 'x' }, authored(['macOS', 'iOS']))).toEqual([
+      { severity: 'error', rule: 'apple-payload-type', path: [], message: expect.stringMatching(/did you mean 'com.apple.wifi.managed'\?: iOS install only payload types Apple defines/) },
+    ]);
     expect(isKnownPayloadType('com.apple.wifi.manged')).toBe(false);
     expect(isKnownPayloadType('com.apple.wifi.managed')).toBe(true);
     expect(isKnownPayloadType('TopLevel')).toBe(false);
@@ -106,21 +112,21 @@ describe('errors', () => {
     const keys = wifi();
     keys.EAPClientConfiguration.AcceptEAPTypes = [25, 99];
     (keys.EAPClientConfiguration as Record<string, unknown>).UserNam = 'x';
-    const errs = errors(validatePayload('com.apple.wifi.managed', keys, authored([])));
-    expect(errs.map((e) => e.path)).toEqual([
-      ['EAPClientConfiguration', 'AcceptEAPTypes', 1],
-      ['EAPClientConfiguration', 'UserNam'],
+    const errs = validatePayload('com.apple.wifi.managed', keys, authored([]));
+    expect(errs.map((e) => [e.rule, e.path])).toEqual([
+      ['apple-value', ['EAPClientConfiguration', 'AcceptEAPTypes', 1]],
+      ['apple-unknown-key', ['EAPClientConfiguration', 'UserNam']],
     ]);
     expect(errs[0].message).toMatch(/must be one of 13, 17, 18, 21, 23, 25, 43; got 99/);
     expect(errs[1].message).toMatch(/did you mean 'UserName'\?/);
     // A required subkey is reported at the dictionary that lacks it.
     const missing = errors(validatePayload('com.apple.wifi.managed', { SSID_STR: 'x', EAPClientConfiguration: { UserName: 'u' } }, authored([])));
-    expect(missing).toEqual([{ severity: 'error', path: ['EAPClientConfiguration'], message: expect.stringMatching(/missing required key 'AcceptEAPTypes' in 'EAPClientConfiguration'/) }]);
+    expect(missing).toEqual([{ severity: 'error', rule: 'apple-required-key', path: ['EAPClientConfiguration'], message: expect.stringMatching(/missing required key 'AcceptEAPTypes' in 'EAPClientConfiguration'/) }]);
   });
 
   it('format (Apple regular expression) is checked', () => {
     const errs = errors(validatePayload('com.apple.wifi.managed', { ...wifi(), PayloadCertificateUUID: 'not-a-uuid' }, authored([])));
-    expect(errs).toEqual([{ severity: 'error', path: ['PayloadCertificateUUID'], message: expect.stringMatching(/must match/) }]);
+    expect(errs).toEqual([{ severity: 'error', rule: 'apple-value', path: ['PayloadCertificateUUID'], message: expect.stringMatching(/must match/) }]);
     expect(errors(validatePayload('com.apple.wifi.managed', { ...wifi(), PayloadCertificateUUID: '6B29FC40-CA47-1067-B31D-00DD010662DA' }, authored([])))).toEqual([]);
   });
 
@@ -128,7 +134,7 @@ describe('errors', () => {
     const scep = (pair: string[]) => ({ PayloadContent: { URL: 'https://scep.example.com', Subject: [[pair]] } });
     expect(errors(validatePayload('com.apple.security.scep', scep(['O', 'Example']), authored([])))).toEqual([]);
     const errs = errors(validatePayload('com.apple.security.scep', scep(['O', 'Example', 'extra']), authored([])));
-    expect(errs).toEqual([{ severity: 'error', path: ['PayloadContent', 'Subject', 0, 0], message: expect.stringMatching(/must have exactly 2 items; has 3/) }]);
+    expect(errs).toEqual([{ severity: 'error', rule: 'apple-value', path: ['PayloadContent', 'Subject', 0, 0], message: expect.stringMatching(/must have exactly 2 items; has 3/) }]);
   });
 });
 
@@ -137,15 +143,17 @@ describe('authored and complete payloads', () => {
     const keys = { ...wifi(), PayloadUUID: 'A', PayloadType: 'com.apple.wifi.managed' };
     const errs = errors(validatePayload('com.apple.wifi.managed', keys, authored([])));
     expect(errs).toEqual([
-      { severity: 'error', path: ['PayloadType'], message: expect.stringMatching(/generated by Orchard; remove it/) },
-      { severity: 'error', path: ['PayloadUUID'], message: expect.stringMatching(/generated by Orchard; remove it/) },
+      { severity: 'error', rule: 'apple-generated', path: ['PayloadType'], message: expect.stringMatching(/generated by Orchard; remove it/) },
+      { severity: 'error', rule: 'apple-generated', path: ['PayloadUUID'], message: expect.stringMatching(/generated by Orchard; remove it/) },
     ]);
   });
 
-  it('complete: PayloadIdentifier, PayloadUUID, PayloadType and PayloadVersion are required', () => {
+  it('complete: PayloadIdentifier, PayloadUUID and PayloadType are required; a missing PayloadVersion is a warning (devices install it)', () => {
     const ctx: PayloadContext = { platforms: [], mode: 'complete' };
-    const msgs = errors(validatePayload('com.apple.wifi.managed', wifi(), ctx)).map((e) => e.message);
-    for (const k of ['PayloadIdentifier', 'PayloadUUID', 'PayloadType', 'PayloadVersion']) expect(msgs).toContainEqual(expect.stringMatching(new RegExp(`missing required key '${k}'`)));
+    const issues = validatePayload('com.apple.wifi.managed', wifi(), ctx);
+    const msgs = errors(issues).map((e) => e.message);
+    for (const k of ['PayloadIdentifier', 'PayloadUUID', 'PayloadType']) expect(msgs).toContainEqual(expect.stringMatching(new RegExp(`missing required key '${k}'`)));
+    expect(warnings(issues)).toEqual([{ severity: 'warning', rule: 'apple-payload-version', path: [], message: expect.stringMatching(/missing required key 'PayloadVersion'/) }]);
     const full = { ...wifi(), PayloadIdentifier: 'com.example.wifi', PayloadUUID: '6B29FC40-CA47-1067-B31D-00DD010662DA', PayloadType: 'com.apple.wifi.managed', PayloadVersion: 1 };
     expect(validatePayload('com.apple.wifi.managed', full, ctx)).toEqual([]);
     expect(errors(validatePayload('com.apple.wifi.managed', { ...full, PayloadVersion: 2 }, ctx))[0].message).toMatch(/'PayloadVersion' must be one of 1; got 2/);
@@ -156,26 +164,26 @@ describe('authored and complete payloads', () => {
 describe('warnings', () => {
   it('payload type not supported on a target platform', () => {
     const issues = validatePayload('com.apple.SoftwareUpdate', { AutomaticCheckEnabled: true }, authored(['macOS', 'iOS']));
-    expect(issues).toEqual([{ severity: 'warning', path: [], message: expect.stringMatching(/payload type com.apple.SoftwareUpdate is not supported on iOS \(supported on macOS 10.7\+\)/) }]);
+    expect(issues).toEqual([{ severity: 'warning', rule: 'apple-platform', path: [], message: expect.stringMatching(/payload type com.apple.SoftwareUpdate is not supported on iOS \(supported on macOS 10.7\+\)/) }]);
     expect(validatePayload('com.apple.SoftwareUpdate', { AutomaticCheckEnabled: true }, authored([]))).toEqual([]);
   });
 
   it('key not supported on a target platform (iPadOS uses the iOS entry)', () => {
     const issues = validatePayload('com.apple.mobiledevice.passwordpolicy', { minLength: 8, changeAtNextAuth: true }, authored(['iPadOS', 'macOS']));
-    expect(issues).toEqual([{ severity: 'warning', path: ['changeAtNextAuth'], message: expect.stringMatching(/'changeAtNextAuth' is not supported on iPadOS \(supported on macOS 10.13\+\)/) }]);
+    expect(issues).toEqual([{ severity: 'warning', rule: 'apple-platform', path: ['changeAtNextAuth'], message: expect.stringMatching(/'changeAtNextAuth' is not supported on iPadOS \(supported on macOS 10.13\+\)/) }]);
   });
 
   it('key removed on a target platform names the version', () => {
     const keys = wifi();
     (keys.EAPClientConfiguration as Record<string, unknown>).TLSAllowTrustExceptions = false;
     const issues = validatePayload('com.apple.wifi.managed', keys, authored(['iOS', 'macOS']));
-    expect(issues).toEqual([{ severity: 'warning', path: ['EAPClientConfiguration', 'TLSAllowTrustExceptions'], message: expect.stringMatching(/was removed in iOS 8.0/) }]);
+    expect(issues).toEqual([{ severity: 'warning', rule: 'apple-platform', path: ['EAPClientConfiguration', 'TLSAllowTrustExceptions'], message: expect.stringMatching(/was removed in iOS 8.0/) }]);
   });
 
   it('key that requires supervision', () => {
     const keys = { allowAppInstallation: false, allowCamera: true };
     const issues = validatePayload('com.apple.applicationaccess', keys, authored(['iOS', 'macOS']));
-    expect(issues).toContainEqual({ severity: 'warning', path: ['allowAppInstallation'], message: expect.stringMatching(/requires a supervised device on iOS/) });
+    expect(issues).toContainEqual({ severity: 'warning', rule: 'apple-supervision', path: ['allowAppInstallation'], message: expect.stringMatching(/requires a supervised device on iOS/) });
     expect(issues.filter((i) => i.path[0] === 'allowCamera')).toEqual([]);
     expect(validatePayload('com.apple.applicationaccess', keys, authored(['iOS'], true))).toEqual([]);
   });
@@ -183,7 +191,7 @@ describe('warnings', () => {
   it('payload type that needs supervision wherever it is supported warns even with unknown platforms', () => {
     const layout = { Pages: [[{ Type: 'App', BundleID: 'com.apple.mobilesafari' }]] };
     expect(validatePayload('com.apple.homescreenlayout', layout, authored([]))).toEqual([
-      { severity: 'warning', path: [], message: expect.stringMatching(/payload type com.apple.homescreenlayout requires a supervised device/) },
+      { severity: 'warning', rule: 'apple-supervision', path: [], message: expect.stringMatching(/payload type com.apple.homescreenlayout requires a supervised device/) },
     ]);
     expect(validatePayload('com.apple.homescreenlayout', layout, authored([], true))).toEqual([]);
   });
@@ -215,13 +223,13 @@ describe('values', () => {
     const prefs = { PayloadContent: { 'com.example.app': { Forced: [{ mcx_preference_settings: { Anything: [1, { b: true }], Other: 'x' } }] } } };
     expect(validatePayload('com.apple.ManagedClient.preferences', prefs, authored([]))).toEqual([]);
     const missing = errors(validatePayload('com.apple.ManagedClient.preferences', { PayloadContent: { 'com.example.app': { Forced: [{}] } } }, authored([])));
-    expect(missing).toEqual([{ severity: 'error', path: ['PayloadContent', 'com.example.app', 'Forced', 0], message: expect.stringMatching(/missing required key 'mcx_preference_settings'/) }]);
+    expect(missing).toEqual([{ severity: 'error', rule: 'apple-required-key', path: ['PayloadContent', 'com.example.app', 'Forced', 0], message: expect.stringMatching(/missing required key 'mcx_preference_settings'/) }]);
   });
 
   it('a recursive definition (home screen folders inside folders) validates at any depth without looping', () => {
     const folder = (pages: unknown[][]) => ({ Type: 'Folder', DisplayName: 'Work', Pages: pages });
     const layout = { Pages: [[folder([[folder([[{ Type: 'App', BundleID: 'com.example.x', Bogus: 1 }, { Type: 'Widget' }]])]])]] };
-    const errs = errors(validatePayload('com.apple.homescreenlayout', layout, authored(['iOS'], true)));
+    const errs = validatePayload('com.apple.homescreenlayout', layout, authored(['iOS'], true));
     expect(errs.map((e) => e.path)).toEqual([
       ['Pages', 0, 0, 'Pages', 0, 0, 'Pages', 0, 0, 'Bogus'],
       ['Pages', 0, 0, 'Pages', 0, 0, 'Pages', 0, 1, 'Type'],
@@ -233,7 +241,7 @@ describe('values', () => {
     const folder: Record<string, unknown> = { Type: 'Folder', DisplayName: 'Loop' };
     folder.Pages = [[folder]];
     const errs = errors(validatePayload('com.apple.homescreenlayout', { Pages: [[folder]] }, authored(['iOS'], true)));
-    expect(errs).toEqual([{ severity: 'error', path: ['Pages', 0, 0, 'Pages', 0, 0], message: expect.stringMatching(/contains itself/) }]);
+    expect(errs).toEqual([{ severity: 'error', rule: 'apple-circular', path: ['Pages', 0, 0, 'Pages', 0, 0], message: expect.stringMatching(/contains itself/) }]);
   });
 });
 
@@ -242,7 +250,7 @@ describe('conditional requirements and merged types', () => {
     const id = (extra: Record<string, unknown>) => ({ PayloadIdentification: { UserName: 'u', FullName: 'U', EmailAddress: 'u@example.com', ...extra } });
     expect(errors(validatePayload('com.apple.configurationprofile.identification', id({ AuthMethod: 'UserEnteredPassword' }), authored([])))).toEqual([]);
     const errs = errors(validatePayload('com.apple.configurationprofile.identification', id({ AuthMethod: 'Password' }), authored([])));
-    expect(errs).toEqual([{ severity: 'error', path: ['PayloadIdentification'], message: expect.stringMatching(/missing required key 'Password'.*required when 'AuthMethod' is "Password"/) }]);
+    expect(errs).toEqual([{ severity: 'error', rule: 'apple-required-key', path: ['PayloadIdentification'], message: expect.stringMatching(/missing required key 'Password'.*required when 'AuthMethod' is "Password"/) }]);
   });
 
   it('TCC: either Allowed or Authorization, not both', () => {
@@ -260,7 +268,7 @@ describe('conditional requirements and merged types', () => {
     // com.apple.extensiblesso: the Kerberos variant knows its ExtensionData keys; other extensions' are free-form.
     const kerberos = { ExtensionIdentifier: 'com.apple.AppSSOKerberos.KerberosExtension', TeamIdentifier: 'apple', Type: 'Credential', Realm: 'EXAMPLE.COM', Hosts: ['.example.com'] };
     expect(errors(validatePayload('com.apple.extensiblesso', { ...kerberos, ExtensionData: { allowPassword: true } }, authored([])))).toEqual([]);
-    expect(errors(validatePayload('com.apple.extensiblesso', { ...kerberos, ExtensionData: { allowPasword: true } }, authored([])))[0].message).toMatch(/did you mean 'allowPassword'/);
+    expect(warnings(validatePayload('com.apple.extensiblesso', { ...kerberos, ExtensionData: { allowPasword: true } }, authored([])))[0].message).toMatch(/did you mean 'allowPassword'/);
     const { Realm: _realm, ...noRealm } = kerberos;
     expect(errors(validatePayload('com.apple.extensiblesso', noRealm, authored([])))[0].message).toMatch(/missing required key 'Realm'/);
     const other = { ExtensionIdentifier: 'com.example.sso', Type: 'Redirect', URLs: ['https://login.example.com'], ExtensionData: { whatever: 1 } };
@@ -289,8 +297,8 @@ describe('top level', () => {
     const { PayloadIdentifier: _id, ...rest } = profile();
     const errs = validateTopLevel({ ...rest, PayloadScope: 'Device' });
     expect(errs).toEqual([
-      { severity: 'error', path: ['PayloadScope'], message: expect.stringMatching(/must be one of "System", "User"; got "Device"/) },
-      { severity: 'error', path: [], message: expect.stringMatching(/missing required key 'PayloadIdentifier'/) },
+      { severity: 'error', rule: 'apple-value', path: ['PayloadScope'], message: expect.stringMatching(/must be one of "System", "User"; got "Device"/) },
+      { severity: 'error', rule: 'apple-required-key', path: [], message: expect.stringMatching(/missing required key 'PayloadIdentifier'/) },
     ]);
   });
 
@@ -306,8 +314,8 @@ describe('top level', () => {
     const p = { ...profile(), PayloadRemovalDisallowed: true };
     expect(validateTopLevel(p)).toEqual([]);
     expect(validateTopLevel(p, { platforms: ['iOS', 'visionOS'] })).toEqual([
-      { severity: 'warning', path: ['PayloadRemovalDisallowed'], message: expect.stringMatching(/not supported on visionOS/) },
-      { severity: 'warning', path: ['PayloadRemovalDisallowed'], message: expect.stringMatching(/requires a supervised device on iOS/) },
+      { severity: 'warning', rule: 'apple-platform', path: ['PayloadRemovalDisallowed'], message: expect.stringMatching(/not supported on visionOS/) },
+      { severity: 'warning', rule: 'apple-supervision', path: ['PayloadRemovalDisallowed'], message: expect.stringMatching(/requires a supervised device on iOS/) },
     ]);
     expect(validateTopLevel(p, { platforms: ['iOS'], supervised: true })).toEqual([]);
   });

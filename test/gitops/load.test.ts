@@ -93,18 +93,18 @@ describe('YAML and schema', () => {
 });
 
 describe('Apple payload validation with positions', () => {
-  it('a typo in an Apple key is an error on that line with a suggestion', async () => {
+  it('a typo in an Apple key is a warning on that line with a suggestion (the device ignores the key)', async () => {
     const ds = await diagnostics({
       ...good,
       'profiles/passcode.yaml': profile('passcode', 'com.example.passcode', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n        requireAlphanumerc: true\n'),
     });
     const e = only(ds, 'apple-unknown-key')[0]!;
-    expect(e).toMatchObject({ file: 'profiles/passcode.yaml', line: 12, col: 9, severity: 'error' });
+    expect(e).toMatchObject({ file: 'profiles/passcode.yaml', line: 12, col: 9, severity: 'warning' });
     expect(e.message).toMatch(/requireAlphanumeric/);
   });
 
   it('wrong types, values outside the allowed list, missing required keys, unknown payload types', async () => {
-    const ds = errors(await diagnostics({
+    const ds = (await diagnostics({
       'profiles/p.yaml': profile('p', 'com.example.p', [
         '    - type: com.apple.mobiledevice.passwordpolicy',
         '      keys:',
@@ -120,13 +120,14 @@ describe('Apple payload validation with positions', () => {
         '',
       ].join('\n')),
       'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
-    }));
+    })).filter((d) => d.severity !== 'info');
     const at = (line: number) => ds.filter((d) => d.line === line).map((d) => d.message).join(' | ');
     expect(at(11)).toMatch(/minLength/);
     expect(at(15)).toMatch(/WPA9|EncryptionType/);
     expect(ds.some((d) => /Enable/.test(d.message) && d.line === 17)).toBe(true);
     expect(at(18)).toMatch(/com\.apple\.wifi\.manged/);
     expect(at(18)).toMatch(/com\.apple\.wifi\.managed/); // the suggestion
+    expect(ds.filter((d) => d.line === 18).map((d) => `${d.severity} ${d.rule}`)).toEqual(['warning apple-payload-type-typo']); // macOS would apply it as preferences
   });
 
   it('platform and supervision warnings come from the blueprints that use the profile', async () => {
@@ -207,8 +208,8 @@ describe('.mobileconfig files', () => {
     expect(signed.fleet!.profiles.get('f')!.fileBytes![0]).toBe(0x30);
 
     const typo = await diagnostics({ 'profiles/f.yaml': fileProfile('f.mobileconfig'), 'profiles/f.mobileconfig': mobileconfig({ PayloadContent: [{ PayloadType: 'com.apple.mobiledevice.passwordpolicy', PayloadIdentifier: 'x', PayloadUUID: 'y', PayloadVersion: 1, minLenght: 6 }] }), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']) });
-    expect(errors(typo)[0]!.message).toMatch(/minLenght/);
-    expect(errors(typo)[0]).toMatchObject({ file: 'profiles/f.yaml', line: 5 });
+    expect(only(typo, 'apple-unknown-key')[0]!.message).toMatch(/minLenght/);
+    expect(only(typo, 'apple-unknown-key')[0]).toMatchObject({ file: 'profiles/f.mobileconfig', severity: 'warning' });
   });
 
   it('unreadable, outside the repository, or not a profile: an error on the file: line', async () => {

@@ -1,21 +1,68 @@
 /**
  * Validation of configuration-profile payloads against Apple's schema (mdm/profiles, vendored
- * as profiles.json by scripts/gen-apple-profiles.mjs): unknown keys, types, allowed values,
- * ranges and required keys are errors; keys a target platform does not support or that need
- * supervision are warnings.
+ * as profiles.json by scripts/gen-apple-profiles.mjs), and of custom preference domains against
+ * community manifests (manifests.ts). Severities follow the device (see RULES): an error where
+ * the device refuses the payload or misreads a setting, a warning where it accepts it but the
+ * admin probably meant something else, info where nothing can be checked.
  */
 import appleProfiles from './profiles.json' with { type: 'json' };
 
 export type Platform = 'macOS' | 'iOS' | 'iPadOS' | 'tvOS' | 'visionOS' | 'watchOS'; // iPadOS is Apple's iOS entry
+export type Severity = 'error' | 'warning' | 'info';
+
+/**
+ * Every rule this module reports, with its severity (the README's table is this list). Rules
+ * whose severity depends on the case say so in their name's entry of the table.
+ */
+export const RULES = {
+  'apple-payload': { severity: 'error', meaning: 'a payload that is not a dictionary: the device refuses the profile' },
+  'apple-payload-type': { severity: 'error', meaning: 'a PayloadType Apple does not define in a profile for iOS, iPadOS, tvOS, visionOS or watchOS (they refuse it; only macOS applies custom preference domains), or a PayloadType differing from the one validated' },
+  'apple-payload-type-typo': { severity: 'warning', meaning: 'an unknown PayloadType one or two edits from an Apple type: macOS would apply it as preferences of a domain nothing reads' },
+  'custom-preferences': { severity: 'info', meaning: 'a preference domain outside Apple\'s schema (com.google.Chrome, ...): macOS applies it as managed preferences; its keys are not checked (no --manifests manifest for it)' },
+  'apple-undocumented-key': { severity: 'info', meaning: 'keys Apple does not document in a preference domain it documents only partly (loginwindow, finder, screensaver, .GlobalPreferences): applied as managed preferences, not checked' },
+  'apple-unknown-key': { severity: 'warning', meaning: 'a key Apple\'s schema does not define for this payload (with a suggestion): the device ignores it' },
+  'apple-type': { severity: 'error', meaning: 'a value of a type the device does not read for this key (string for integer, real with a fraction for integer, ...)' },
+  'apple-integer-for-boolean': { severity: 'warning', meaning: '<integer>0</integer> or 1 for a boolean: macOS reads it as false/true; write <false/>/<true/>' },
+  'apple-real-for-integer': { severity: 'warning', meaning: 'a whole <real> (1.0) for an integer: read as the integer; write <integer>' },
+  'apple-value': { severity: 'error', meaning: 'a value outside Apple\'s allowed list, range or format, or an array with too few or too many items' },
+  'apple-required-key': { severity: 'error', meaning: 'a key Apple requires is missing (also when its condition holds)' },
+  'apple-payload-version': { severity: 'warning', meaning: 'PayloadVersion missing: devices install the payload anyway' },
+  'apple-exclusive': { severity: 'error', meaning: 'two keys that cannot both be set' },
+  'apple-generated': { severity: 'error', meaning: 'PayloadType, PayloadUUID, PayloadIdentifier or PayloadVersion in an authored payload: Orchard writes them' },
+  'apple-circular': { severity: 'error', meaning: 'a YAML value that contains itself' },
+  'apple-platform': { severity: 'warning', meaning: 'a key or payload type not supported (or removed) on a platform the profile\'s blueprints select' },
+  'apple-supervision': { severity: 'warning', meaning: 'a key or payload type that needs supervision the blueprints do not require' },
+  'manifest-unknown-key': { severity: 'warning', meaning: 'a key the domain\'s manifest (--manifests) does not list' },
+  'manifest-type': { severity: 'error', meaning: 'a value whose type differs from the manifest\'s: the app misreads it' },
+  'manifest-value': { severity: 'warning', meaning: 'a value outside the manifest\'s list, range or format (manifests are community-written; the device does not enforce them)' },
+  'manifest-required-key': { severity: 'warning', meaning: 'a key the manifest marks required is missing' },
+  'duplicate-uuid': { severity: 'error', meaning: 'two payloads (or a payload and the profile) of one .mobileconfig share a PayloadUUID: the device refuses the profile' },
+  'uuid-format': { severity: 'warning', meaning: 'a PayloadUUID that is not a UUID: devices accept any string, tools expect a UUID' },
+  'empty-payload-content': { severity: 'warning', meaning: 'an empty PayloadContent (profile or payload): installs, configures nothing' },
+  'plist-duplicate-key': { severity: 'warning', meaning: 'a key twice in one dict of a .mobileconfig: the device keeps the last value, the first is silently lost' },
+} as const satisfies Record<string, { severity: Severity; meaning: string }>;
+export type PayloadRule = keyof typeof RULES;
 
 export interface PayloadIssue {
-  severity: 'error' | 'warning';
+  severity: Severity;
+  /** The check that fired. */
+  rule: PayloadRule;
   /**
    * Key path inside the payload dict, e.g. ['EAPClientConfiguration','AcceptEAPTypes',0]. A
    * missing required key is reported at the dictionary that lacks it.
    */
   path: (string | number)[];
   message: string;
+}
+
+/** An issue of `rule`, at the rule's severity. */
+export function payloadIssue(rule: PayloadRule, path: (string | number)[], message: string): PayloadIssue {
+  return { severity: RULES[rule].severity, rule, path, message };
+}
+
+/** Community manifests of preference domains, by domain (manifests.ts). */
+export interface ManifestLookup {
+  get(domain: string): PayloadJson | undefined;
 }
 
 export interface PayloadContext {
@@ -29,27 +76,34 @@ export interface PayloadContext {
    * required. 'complete': a payload from an existing .mobileconfig: they must be present like Apple says.
    */
   mode: 'authored' | 'complete';
+  /** Manifests for preference domains outside Apple's schema. */
+  manifests?: ManifestLookup;
+  /**
+   * The plist element a number was written as (a parsed plist has only JS numbers): a whole
+   * <real> for an integer key is then told apart from an <integer>. Absent: judged by the value.
+   */
+  numberTag?: (path: readonly (string | number)[]) => 'integer' | 'real' | undefined;
 }
 
 // ---- profiles.json as written by the generator ----
 
 type AppleOS = 'iOS' | 'macOS' | 'tvOS' | 'visionOS' | 'watchOS';
-type KeyType = 'string' | 'integer' | 'real' | 'boolean' | 'data' | 'date' | 'array' | 'dictionary' | 'any';
+export type KeyType = 'string' | 'integer' | 'real' | 'boolean' | 'data' | 'date' | 'array' | 'dictionary' | 'any';
 type Scalar = string | number | boolean;
 
-interface OSEntry {
+export interface OSEntry {
   introduced?: string;
   removed?: string;
   supervised?: boolean;
   devicechannel?: boolean;
   userchannel?: boolean;
 }
-type OSMap = Partial<Record<AppleOS, OSEntry>>;
-interface Condition {
+export type OSMap = Partial<Record<AppleOS, OSEntry>>;
+export interface Condition {
   key: string;
   equals?: Scalar;
 }
-interface KeyJson {
+export interface KeyJson {
   type: KeyType;
   presence?: 'required';
   /** Required only when the sibling condition holds / unless it holds (from Apple's description). */
@@ -65,14 +119,17 @@ interface KeyJson {
   subkeys?: KeysJson;
   ref?: string;
 }
-type KeysJson = Record<string, KeyJson>;
-interface PayloadJson {
+export type KeysJson = Record<string, KeyJson>;
+/** One payload type's schema: Apple's (profiles.json) or one converted from a manifest. */
+export interface PayloadJson {
   files: string[];
   title: string;
   os: OSMap;
   keys: KeysJson;
   defs?: Record<string, KeysJson>;
   variants?: (PayloadJson & { when: Condition })[];
+  /** A preference domain Apple documents only partly: other keys are preferences, not unknown keys. */
+  open?: boolean;
 }
 interface ProfilesJson {
   topLevel: PayloadJson;
@@ -132,7 +189,12 @@ interface CompiledPayload {
   type: string;
   root: Node;
   variants: { when: Condition; root: Node }[];
+  open: boolean;
+  source: Source;
 }
+
+/** Whose schema a payload is checked against: Apple's, or a community manifest's. */
+type Source = 'apple' | 'manifest';
 
 const supportIntern = new Map<string, Support>();
 function intern(s: Record<AppleOS, OSEntry>): Support {
@@ -302,18 +364,36 @@ function common(): Dict {
   return commonDict;
 }
 
+function compile(type: string, p: PayloadJson, source: Source): CompiledPayload {
+  return {
+    type,
+    root: rootNode(type, p, common()),
+    variants: (p.variants ?? []).map((v) => ({ when: v.when, root: rootNode(type, v, common()) })),
+    open: p.open === true,
+    source,
+  };
+}
+
 function payloadSpec(type: string): CompiledPayload | undefined {
   let c = compiled.get(type);
   if (c) return c;
   const p = Object.hasOwn(DATA.payloads, type) ? DATA.payloads[type] : undefined;
   if (!p) return undefined;
-  c = {
-    type,
-    root: rootNode(type, p, common()),
-    variants: (p.variants ?? []).map((v) => ({ when: v.when, root: rootNode(type, v, common()) })),
-  };
+  c = compile(type, p, 'apple');
   compiled.set(type, c);
   return c;
+}
+
+const compiledManifests = new WeakMap<PayloadJson, CompiledPayload>();
+function manifestSpec(type: string, p: PayloadJson): CompiledPayload {
+  let c = compiledManifests.get(p);
+  if (!c) compiledManifests.set(p, (c = compile(type, p, 'manifest')));
+  return c;
+}
+
+/** Platforms the context targets that install only payload types Apple defines. */
+function strictPlatforms(ctx: PayloadContext): Platform[] {
+  return [...new Set(ctx.platforms)].filter((p) => p !== 'macOS');
 }
 
 // ---- public API ----
@@ -335,24 +415,36 @@ export function knownPayloadTypes(): string[] {
  */
 export function validatePayload(type: string, keys: Record<string, unknown>, ctx: PayloadContext): PayloadIssue[] {
   const issues: PayloadIssue[] = [];
-  if (!isDict(keys)) return [{ severity: 'error', path: [], message: `a ${type} payload must be a dictionary, got ${describe(keys)}` }];
-  const spec = payloadSpec(type);
+  if (!isDict(keys)) return [payloadIssue('apple-payload', [], `a ${type} payload must be a dictionary, got ${describe(keys)}`)];
+  let spec = payloadSpec(type);
   if (!spec) {
-    const hint = suggest(type, knownPayloadTypes(), Math.max(3, Math.floor(type.length / 5)));
-    issues.push({ severity: 'error', path: [], message: `unknown payload type '${type}'${hint ? `; did you mean '${hint}'?` : ''} (not in Apple's mdm/profiles schema)` });
-    return issues;
+    const manifest = ctx.manifests?.get(type);
+    const strict = strictPlatforms(ctx);
+    if (strict.length > 0) {
+      // Only macOS turns an unknown PayloadType into managed preferences; the others refuse the profile.
+      const hint = suggest(type, knownPayloadTypes(), 2);
+      return [payloadIssue('apple-payload-type', [], `unknown payload type '${type}'${hint ? `; did you mean '${hint}'?` : ''}: ${strict.join(', ')} install only payload types Apple defines (a custom preference domain is macOS-only)`)];
+    }
+    if (!manifest) {
+      const hint = suggest(type, knownPayloadTypes(), 2);
+      if (hint && hint !== type) {
+        return [payloadIssue('apple-payload-type-typo', [], `unknown payload type '${type}'; did you mean '${hint}'? (macOS would apply it as managed preferences of the domain '${type}')`)];
+      }
+      return [payloadIssue('custom-preferences', [], `keys of ${type} are not checked (a preference domain outside Apple's schema, applied by macOS as managed preferences; --manifests checks it)`)];
+    }
+    spec = manifestSpec(type, manifest);
   }
   const root = spec.variants.find((v) => matches(keys, v.when))?.root ?? spec.root;
-  const run = new Run(issues, ctx);
+  const run = new Run(issues, ctx, spec.source);
   if (ctx.mode === 'authored') {
     for (const k of GENERATED) {
-      if (Object.hasOwn(keys, k)) issues.push({ severity: 'error', path: [k], message: `'${k}' is generated by Orchard; remove it from the payload` });
+      if (Object.hasOwn(keys, k)) issues.push(payloadIssue('apple-generated', [k], `'${k}' is generated by Orchard; remove it from the payload`));
     }
   } else if (typeof keys.PayloadType === 'string' && keys.PayloadType !== type) {
-    issues.push({ severity: 'error', path: ['PayloadType'], message: `PayloadType '${keys.PayloadType}' does not match the payload type '${type}' being validated` });
+    issues.push(payloadIssue('apple-payload-type', ['PayloadType'], `PayloadType '${keys.PayloadType}' does not match the payload type '${type}' being validated`));
   }
   run.notes(root, [], `payload type ${type}`);
-  run.dict(root.dict!, keys, [], ctx.mode === 'authored' ? GENERATED : undefined, type);
+  run.dict(root.dict!, keys, [], ctx.mode === 'authored' ? GENERATED : undefined, type, spec.open);
   return issues;
 }
 
@@ -361,11 +453,44 @@ export function validatePayload(type: string, keys: Record<string, unknown>, ctx
  * files, not recursing into PayloadContent (the caller validates each payload with
  * validatePayload). `ctx` (optional) adds platform warnings, e.g. PayloadScope outside macOS.
  */
-export function validateTopLevel(profile: Record<string, unknown>, ctx?: Pick<PayloadContext, 'platforms' | 'supervised'>): PayloadIssue[] {
+export function validateTopLevel(profile: Record<string, unknown>, ctx?: Pick<PayloadContext, 'platforms' | 'supervised' | 'numberTag'>): PayloadIssue[] {
   topLevelRoot ??= rootNode('profile', DATA.topLevel, undefined);
   const issues: PayloadIssue[] = [];
   // PayloadContent's items are <any>-keyed dictionaries in TopLevel.yaml, so this stops there.
-  new Run(issues, { platforms: ctx?.platforms ?? [], supervised: ctx?.supervised, mode: 'complete' }).dict(topLevelRoot.dict!, profile, [], undefined, 'the profile');
+  new Run(issues, { platforms: ctx?.platforms ?? [], supervised: ctx?.supervised, mode: 'complete', numberTag: ctx?.numberTag }, 'apple').dict(topLevelRoot.dict!, profile, [], undefined, 'the profile', false);
+  return issues;
+}
+
+const UUID = /^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/;
+
+/** What Apple's schema cannot say about a whole profile (a .mobileconfig): its UUIDs, empty content. */
+export function checkProfile(profile: Record<string, unknown>): PayloadIssue[] {
+  const issues: PayloadIssue[] = [];
+  const seen = new Map<string, string>();
+  const uuid = (v: unknown, path: (string | number)[]) => {
+    if (typeof v !== 'string') return;
+    const where = path.length ? path.join('.') : 'the profile';
+    const key = v.toUpperCase();
+    const first = seen.get(key);
+    // The device refuses a profile whose payloads share a UUID ("duplicate payload UUID").
+    if (first !== undefined) issues.push(payloadIssue('duplicate-uuid', [...path, 'PayloadUUID'], `PayloadUUID ${v} is also the PayloadUUID of ${first}: the device refuses the profile`));
+    else seen.set(key, where);
+    // Devices accept any string, but tools and other MDMs expect a UUID.
+    if (!UUID.test(v)) issues.push(payloadIssue('uuid-format', [...path, 'PayloadUUID'], `PayloadUUID ${JSON.stringify(v.slice(0, 60))} is not a UUID (8-4-4-4-12 hexadecimal digits)`));
+  };
+  uuid(profile.PayloadUUID, []);
+  const content = profile.PayloadContent;
+  if (Array.isArray(content)) {
+    if (content.length === 0 && profile.IsEncrypted !== true) issues.push(payloadIssue('empty-payload-content', ['PayloadContent'], 'PayloadContent is empty: the profile installs but configures nothing'));
+    content.forEach((payload, i) => {
+      if (!payload || typeof payload !== 'object' || Array.isArray(payload)) return;
+      const keys = payload as Record<string, unknown>;
+      uuid(keys.PayloadUUID, ['PayloadContent', i]);
+      const inner = keys.PayloadContent;
+      const empty = Array.isArray(inner) ? inner.length === 0 : inner !== null && typeof inner === 'object' && !(inner instanceof Uint8Array) && !(inner instanceof Date) && Object.keys(inner).length === 0;
+      if (empty) issues.push(payloadIssue('empty-payload-content', ['PayloadContent', i, 'PayloadContent'], `the PayloadContent of this ${String(keys.PayloadType)} payload is empty: it configures nothing`));
+    });
+  }
   return issues;
 }
 
@@ -382,6 +507,7 @@ class Run {
   constructor(
     private readonly issues: PayloadIssue[],
     private readonly ctx: PayloadContext,
+    private readonly source: Source,
   ) {
     for (const p of new Set(ctx.platforms)) {
       const o = PLATFORM_OS[p];
@@ -390,19 +516,15 @@ class Run {
     }
   }
 
-  private error(path: Path, message: string): void {
-    this.issues.push({ severity: 'error', path: [...path], message });
-  }
-
-  private warn(path: Path, message: string): void {
-    this.issues.push({ severity: 'warning', path: [...path], message });
+  private add(rule: PayloadRule, path: Path, message: string): void {
+    this.issues.push({ severity: RULES[rule].severity, rule, path: [...path], message });
   }
 
   /** Platform and supervision warnings where this key's support differs from its parent's. */
   notes(node: Node, path: Path, label: string): void {
     const wantSupervision = this.ctx.supervised !== true;
     if (this.targets.size === 0) {
-      if (wantSupervision && node.supervisedEverywhere) this.warn(path, `${label} requires a supervised device (${node.supportedText}); not every blueprint using this profile requires supervision`);
+      if (wantSupervision && node.supervisedEverywhere) this.add('apple-supervision', path, `${label} requires a supervised device (${node.supportedText}); not every blueprint using this profile requires supervision`);
       return;
     }
     if (node.notes.length === 0) return;
@@ -418,21 +540,30 @@ class Run {
         else supervised.push(name);
       }
     }
-    if (off.length) this.warn(path, `${label} is not supported on ${off.join(', ')} (${node.supportedText})`);
-    if (removed.length) this.warn(path, `${label} was removed in ${removed.join(', ')}`);
-    if (supervised.length && wantSupervision) this.warn(path, `${label} requires a supervised device on ${supervised.join(', ')}; not every blueprint using this profile requires supervision`);
+    if (off.length) this.add('apple-platform', path, `${label} is not supported on ${off.join(', ')} (${node.supportedText})`);
+    if (removed.length) this.add('apple-platform', path, `${label} was removed in ${removed.join(', ')}`);
+    if (supervised.length && wantSupervision) this.add('apple-supervision', path, `${label} requires a supervised device on ${supervised.join(', ')}; not every blueprint using this profile requires supervision`);
   }
 
-  /** `generated`: keys Orchard writes (authored payload root): neither checked nor required here. */
-  dict(d: Dict, value: Record<string, unknown>, path: Path, generated: ReadonlySet<string> | undefined, where: string): void {
+  /**
+   * `generated`: keys Orchard writes (authored payload root): neither checked nor required here.
+   * `open`: a partly documented preference domain: other keys are preferences, said once.
+   */
+  dict(d: Dict, value: Record<string, unknown>, path: Path, generated: ReadonlySet<string> | undefined, where: string, open: boolean): void {
+    const undocumented: string[] = [];
     for (const [k, v] of Object.entries(value)) {
       if (generated?.has(k)) continue; // reported by the caller
       const field = d.fields.get(k);
       const node = field ?? d.any;
       if (!node) {
+        if (open) {
+          undocumented.push(k);
+          continue;
+        }
         const names = generated ? d.names.filter((n) => !generated.has(n)) : d.names;
         const hint = suggest(k, names, Math.max(1, Math.min(3, Math.floor(k.length / 3))));
-        this.error([...path, k], `unknown key '${k}' in ${where}${hint ? `; did you mean '${hint}'?` : ''}`);
+        const whose = this.source === 'manifest' ? `; not in its manifest` : '';
+        this.add(this.source === 'manifest' ? 'manifest-unknown-key' : 'apple-unknown-key', [...path, k], `unknown key '${k}' in ${where}${hint ? `; did you mean '${hint}'?` : ''}${whose}`);
         continue;
       }
       path.push(k);
@@ -440,48 +571,70 @@ class Run {
       this.value(node, v, path, k);
       path.pop();
     }
+    if (undocumented.length > 0) {
+      const shown = undocumented.slice(0, 10).map((k) => `'${k}'`).join(', ') + (undocumented.length > 10 ? `, … (${undocumented.length} keys)` : '');
+      this.add('apple-undocumented-key', path, `${shown} ${undocumented.length === 1 ? 'is' : 'are'} not in Apple's schema of ${where}: applied as managed preferences, not checked`);
+    }
     for (const n of d.required) {
       if (Object.hasOwn(value, n.name) || generated?.has(n.name)) continue;
       if (n.requiredIf && !matches(value, n.requiredIf)) continue;
       if (n.requiredUnless && matches(value, n.requiredUnless)) continue;
-      this.error(path, `missing required key '${n.name}' in ${where}${conditionText(n)}`);
+      // Devices install profiles and payloads without PayloadVersion.
+      const rule: PayloadRule = this.source === 'manifest' ? 'manifest-required-key' : n.name === 'PayloadVersion' && path.length === 0 ? 'apple-payload-version' : 'apple-required-key';
+      this.add(rule, path, `missing required key '${n.name}' in ${where}${conditionText(n)}`);
     }
     for (const n of d.fields.values()) {
       if (n.excludes && Object.hasOwn(value, n.name) && Object.hasOwn(value, n.excludes)) {
-        this.error([...path, n.name], `'${n.name}' and '${n.excludes}' cannot both be set in ${where}`);
+        this.add('apple-exclusive', [...path, n.name], `'${n.name}' and '${n.excludes}' cannot both be set in ${where}`);
       }
     }
   }
 
   private value(node: Node, v: unknown, path: Path, label: string): void {
-    const problem = typeProblem(node.type, v);
-    if (problem) {
-      this.error(path, `'${label}' ${problem}`);
+    const manifest = this.source === 'manifest';
+    const tag = typeof v === 'number' ? this.ctx.numberTag?.(path) : undefined;
+    if (node.type === 'boolean' && (v === 0 || v === 1) && tag !== 'real') {
+      // CFPreferences and the profile daemons read a number as a boolean (vendors ship this).
+      this.add('apple-integer-for-boolean', path, `'${label}' is the integer ${v} for a boolean: read as ${v === 1}, but write <${v === 1}/>`);
       return;
     }
+    if (node.type === 'integer' && tag === 'real') {
+      if (Number.isInteger(v)) this.add('apple-real-for-integer', path, `'${label}' is <real>${String(v)}.0</real> for an integer: read as ${String(v)}, but write <integer>`);
+      else {
+        this.add(manifest ? 'manifest-type' : 'apple-type', path, `'${label}' must be an integer, got real ${String(v)} (the device would truncate it)`);
+        return;
+      }
+    } else {
+      const problem = typeProblem(node.type, v);
+      if (problem) {
+        this.add(manifest ? 'manifest-type' : 'apple-type', path, `'${label}' ${problem}`);
+        return;
+      }
+    }
     if (typeof v === 'string' && v.includes('${')) return; // a variable: its value is only known per device
+    const valueRule: PayloadRule = manifest ? 'manifest-value' : 'apple-value';
     if (node.rangelist && !node.rangelist.has(v as Scalar)) {
-      this.error(path, `'${label}' must be one of ${node.rangelistText}; got ${JSON.stringify(v)}`);
+      this.add(valueRule, path, `'${label}' must be one of ${node.rangelistText}; got ${JSON.stringify(v)}`);
     }
     if (node.range && (typeof v === 'number' || typeof v === 'bigint')) {
       const n = Number(v);
       const { min, max } = node.range;
       if ((min !== undefined && n < min) || (max !== undefined && n > max)) {
         const bounds = min !== undefined && max !== undefined ? `between ${min} and ${max}` : min !== undefined ? `at least ${min}` : `at most ${max}`;
-        this.error(path, `'${label}' must be ${bounds}; got ${n}`);
+        this.add(valueRule, path, `'${label}' must be ${bounds}; got ${n}`);
       }
     }
     if (node.format && typeof v === 'string' && !node.format.test(v)) {
-      this.error(path, `'${label}' must match ${node.format.source}; got ${JSON.stringify(v)}`);
+      this.add(valueRule, path, `'${label}' must match ${node.format.source}; got ${JSON.stringify(v)}`);
     }
-    if (node.type === 'dictionary' && node.dict) this.nested(v as object, () => this.dict(node.dict!, v as Record<string, unknown>, path, undefined, `'${label}'`), path);
+    if (node.type === 'dictionary' && node.dict) this.nested(v as object, () => this.dict(node.dict!, v as Record<string, unknown>, path, undefined, `'${label}'`, false), path);
     else if (node.type === 'array' && node.item) {
       const item = node.item;
       const arr = v as unknown[];
       const rep = item.repetition;
       if (rep && ((rep.min !== undefined && arr.length < rep.min) || (rep.max !== undefined && arr.length > rep.max))) {
         const want = rep.min === rep.max ? `exactly ${rep.min}` : `${rep.min ?? 0} to ${rep.max ?? '∞'}`;
-        this.error(path, `'${label}' must have ${want} items; has ${arr.length}`);
+        this.add(valueRule, path, `'${label}' must have ${want} items; has ${arr.length}`);
       }
       this.notes(item, path, `items of '${label}'`);
       this.nested(arr, () => {
@@ -496,7 +649,7 @@ class Run {
 
   private nested(v: object, walk: () => void, path: Path): void {
     if (this.stack.has(v)) {
-      this.error(path, 'value contains itself (circular YAML alias)');
+      this.add('apple-circular', path, 'value contains itself (circular YAML alias)');
       return;
     }
     this.stack.add(v);
