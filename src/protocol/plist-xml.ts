@@ -509,7 +509,8 @@ class Parser {
     if (!m) this.fail('invalid <date>', at);
     const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
     // Date() rolls 2026-02-30 over into March; a device never sends such a date.
-    const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+    const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+    const daysInMonth = month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
     if (month < 1 || month > 12 || day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 60) this.fail('invalid <date>', at);
     const d = new Date(s.trim());
     if (Number.isNaN(d.getTime())) this.fail('invalid <date>', at);
