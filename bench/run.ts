@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark, printed as Markdown (paste into BENCHMARKS.md with the
  * command line). Options: --devices N (default 1000), --concurrency N (default 16),
- * --idle-rounds N (default 3), --only protocol|cms|store|validate|push|scep|reconcile|cli|reconcile-latency, --reconcile-devices N (default 100000;
+ * --idle-rounds N (default 3), --only protocol|cms|store|validate|push|scep|reconcile|cli|reconcile-latency|hostile, --reconcile-devices N (default 100000;
  * --big-devices N (default 200) and --big-profile-mb N (default 5) for reconcile-latency;
  * run it in a process started with --max-old-space-size=640 for the RSS bound, as `npm run bench` does).
  */
@@ -16,6 +16,7 @@ import { benchValidate } from './validate.js';
 import { benchPush } from './push.js';
 import { benchScep, formatScep } from './scep.js';
 import { benchReconcile } from './reconcile.js';
+import { benchHostile, benchParse, formatHostile } from './hostile.js';
 import { benchReconcileLatency } from './reconcile-latency.js';
 import { benchCli } from './cli.js';
 
@@ -73,6 +74,10 @@ if (!only || only === 'scep') {
   console.log(formatScep(await benchScep()));
 }
 
+if (!only || only === 'hostile') {
+  console.log(formatHostile(benchParse(), await benchHostile()));
+}
+
 if (!only || only === 'push') {
   const r = await benchPush();
   console.log(`## APNs push: ${r.pushes} pushes to the local HTTP/2 stand-in\n\n| pushes/s | sessions | peak RSS (client + stand-in) | live heap with ${r.queuedAtPeak} waiting | after |\n|---|---|---|---|---|\n| ${f(r.pushesPerSec, 0)} | ${r.sessions} | ${f(r.rssMb)} MB | ${f(r.heapLiveQueuedMb)} MB | ${f(r.heapAfterMb)} MB |\n\nGoal: 5,000 pushes/s.\n`);
@@ -91,7 +96,7 @@ if (!only || only === 'reconcile') {
 
 if (!only || only === 'reconcile-latency') {
   const r = await benchReconcileLatency(Number(values['big-devices']), Number(values['big-profile-mb']));
-  const lat = (l: { p50ms: number; p99ms: number; maxMs: number; requests: number }) => `${f(l.p50ms)} / ${f(l.p99ms)} / ${f(l.maxMs, 0)} (${l.requests})`;
+  const lat = (l: { p50ms: number; p99ms: number; maxMs: number; requests: number; errors: number }) => `${f(l.p50ms)} / ${f(l.p99ms)} / ${f(l.maxMs, 0)} (${l.requests}${l.errors ? `, ${l.errors} failed` : ''})`;
   console.log(`## Reconcile of a ${f(r.profileMb)} MB per-device profile (\${device.SerialNumber}) for ${r.devices} devices, server answering meanwhile\n`);
   console.log('| reconcile s | commands queued | server RSS before / peak during MB | /healthz idle p50 / p99 / max ms | /healthz during reconcile p50 / p99 / max ms (n) | signed Idle during p50 / p99 / max ms (n) |\n|---|---|---|---|---|---|');
   console.log(`| ${f(r.reconcileSeconds)} | ${r.queued} | ${f(r.rssBeforeMb, 0)} / ${f(r.peakRssMb, 0)} | ${lat(r.healthzIdle)} | ${lat(r.healthz)} | ${lat(r.deviceIdle)} |`);
