@@ -27,7 +27,8 @@ import type {
   Selector,
 } from './model.js';
 import { formatBytes, resolveLimits, type LoaderLimits } from './limits.js';
-import { MobileconfigError, readProfile } from './mobileconfig.js';
+import { MobileconfigError, profileContent, readProfile } from './mobileconfig.js';
+import { PlistPositions } from './apple/positions.js';
 import { readRegularFile, relPath as rel, resolveInside, walkYaml } from './repo-files.js';
 import { newUsage, parseYamlFile } from './yaml-file.js';
 import { mayOverlap, parseRange } from './selector.js';
@@ -401,8 +402,9 @@ async function loadProfileFile(
   }
   hash.update(inRepo).update('\0').update(bytes).update('\0');
   let profile;
+  let signed = false;
   try {
-    profile = readProfile(bytes, { maxDepth: limits.depth }).profile;
+    ({ profile, signed } = readProfile(bytes, { maxDepth: limits.depth }));
   } catch (err) {
     // Any failure of the parsers (asn1js, XML) on committed bytes is the file's problem, said here.
     const message = err instanceof MobileconfigError ? err.message : `unreadable (${err instanceof Error ? err.message : String(err)})`;
@@ -420,10 +422,17 @@ async function loadProfileFile(
   p.identifier ??= fileId!;
   p.displayName ??= typeof profile.PayloadDisplayName === 'string' ? profile.PayloadDisplayName : undefined;
   if (profile.PayloadScope === 'User') p.scope = 'User';
-  const fileAt: Origin = { file: inRepo, line: 1, col: 1 };
+  const positions = xmlPositions(bytes);
+  // A signed file's lines are those of the XML inside the signature: no editor shows them.
+  const where = (path: (string | number)[]): Origin => ({ file: inRepo, ...(positions && !signed ? positions.find(path) : { line: 1, col: 1 }) });
   const report = (type: string, issue: PayloadIssue) =>
-    reporter.add(type, issue, fileAt, `${issue.path.length ? issue.path.join('.') + ': ' : ''}${issue.message}`);
-  for (const issue of validateTopLevel(profile, ctx)) report('', issue);
+    reporter.add(type, issue, where(issue.path), `${issue.path.length ? issue.path.join('.') + ': ' : ''}${issue.message}`);
+  for (const dup of positions?.duplicates ?? []) {
+    // CFPropertyList keeps the last value of a repeated key, as our parser does.
+    report('', payloadIssue('plist-duplicate-key', dup.path, `key '${String(dup.path[dup.path.length - 1])}' appears again in this dict: the device keeps this value and ignores the earlier one`));
+  }
+  const numberTag = (prefix: (string | number)[]) => positions && ((path: readonly (string | number)[]) => positions.numberTag([...prefix, ...path]));
+  for (const issue of validateTopLevel(profile, { ...ctx, numberTag: numberTag([]) })) report('', issue);
   for (const issue of checkProfile(profile)) report('', issue);
   const content = Array.isArray(profile.PayloadContent) ? profile.PayloadContent : [];
   content.forEach((payload, i) => {
@@ -434,8 +443,20 @@ async function loadProfileFile(
       report('', payloadIssue('apple-required-key', ['PayloadContent', i], 'a payload without PayloadType: the device refuses the profile'));
       return;
     }
-    for (const issue of validatePayload(type, keys, { ...ctx, mode: 'complete' })) report(type, { ...issue, path: ['PayloadContent', i, ...issue.path] });
+    for (const issue of validatePayload(type, keys, { ...ctx, mode: 'complete', numberTag: numberTag(['PayloadContent', i]) })) report(type, { ...issue, path: ['PayloadContent', i, ...issue.path] });
   });
+}
+
+/** Positions of an XML profile's values; undefined for a binary plist, or text the second parse cannot read. */
+function xmlPositions(bytes: Buffer): PlistPositions | undefined {
+  try {
+    const { plist } = profileContent(bytes);
+    if (plist.subarray(0, 6).toString('latin1') === 'bplist') return undefined;
+    return new PlistPositions(plist.toString('utf8'));
+  } catch {
+    // Other encodings (UTF-16, Latin-1) or trailing bytes: findings then point at line 1.
+    return undefined;
+  }
 }
 
 /**

@@ -110,6 +110,8 @@ interface Frame {
   value: PlistValue | undefined;
   /** Offset of the start tag, for errors about the element as a whole. */
   at: number;
+  /** Offset of `key`'s `<key>` (kept only for a `record` callback). */
+  keyAt?: number;
 }
 
 /** "line 3, col 14" of an offset (columns count UTF-16 units from 1). */
@@ -123,9 +125,27 @@ export function lineCol(text: string, index: number): string {
   return `line ${line}, col ${index - lineStart + 1}`;
 }
 
+/** Where one value stood, for a `record` callback (validators that point at the offending line). */
+export interface PlistValueRecord {
+  /** Keys and array indices from the root to the value. */
+  path: (string | number)[];
+  /** Offset of the value's start tag in the text, and of its `<key>` when in a dict. */
+  at: number;
+  keyAt?: number;
+  /** The element it was written as: `integer` and `real` both become JS numbers. */
+  tag: string;
+  /** A dict key seen before in the same dict: this value replaced the earlier one. */
+  duplicate: boolean;
+}
+
+export interface ParseOptions {
+  /** Called for every value once it is complete (containers after their contents). */
+  record?: (r: PlistValueRecord) => void;
+}
+
 /** Parse the text of an XML plist. Throws only ProtocolError(400). */
-export function parsePlistXml(text: string, limits: Readonly<PlistLimits> = DEVICE_LIMITS): PlistValue {
-  return new Parser(text, limits).parse();
+export function parsePlistXml(text: string, limits: Readonly<PlistLimits> = DEVICE_LIMITS, options: ParseOptions = {}): PlistValue {
+  return new Parser(text, limits, options.record).parse();
 }
 
 class Parser {
@@ -139,6 +159,7 @@ class Parser {
   constructor(
     private readonly text: string,
     private readonly limits: Readonly<PlistLimits>,
+    private readonly record?: (r: PlistValueRecord) => void,
   ) {}
 
   private fail(kind: string, at: number): never {
@@ -224,6 +245,7 @@ class Parser {
           this.keys.add(key);
         }
         top.key = key;
+        if (this.record) top.keyAt = lt;
         continue;
       }
       switch (tag) {
@@ -232,31 +254,31 @@ class Parser {
           if (stack.length > this.limits.maxDepth) this.fail(`nesting deeper than ${this.limits.maxDepth}`, lt);
           const isDict = tag === T_DICT;
           if (selfClosing) {
-            this.place(isDict ? {} : [], lt);
+            this.place(isDict ? {} : [], lt, tag);
           } else {
             stack.push({ kind: isDict ? DICT : ARRAY, dict: isDict ? {} : undefined, array: isDict ? undefined : [], key: undefined, value: undefined, at: lt });
           }
           break;
         }
         case T_STRING:
-          this.place(selfClosing ? '' : this.content(T_STRING, lt), lt);
+          this.place(selfClosing ? '' : this.content(T_STRING, lt), lt, tag);
           break;
         case T_INTEGER:
-          this.place(this.integer(selfClosing ? '' : this.content(T_INTEGER, lt), lt), lt);
+          this.place(this.integer(selfClosing ? '' : this.content(T_INTEGER, lt), lt), lt, tag);
           break;
         case T_REAL:
-          this.place(this.real(selfClosing ? '' : this.content(T_REAL, lt), lt), lt);
+          this.place(this.real(selfClosing ? '' : this.content(T_REAL, lt), lt), lt, tag);
           break;
         case T_DATE:
-          this.place(this.date(selfClosing ? '' : this.content(T_DATE, lt), lt), lt);
+          this.place(this.date(selfClosing ? '' : this.content(T_DATE, lt), lt), lt, tag);
           break;
         case T_DATA:
-          this.place(this.data(selfClosing ? '' : this.content(T_DATA, lt), lt), lt);
+          this.place(this.data(selfClosing ? '' : this.content(T_DATA, lt), lt), lt, tag);
           break;
         case T_TRUE:
         case T_FALSE:
           if (!selfClosing && firstNonBlank(this.content(tag, lt), 0) !== -1) this.fail(`text inside <${TAG_NAMES[tag]}>`, lt);
-          this.place(tag === T_TRUE, lt);
+          this.place(tag === T_TRUE, lt, tag);
           break;
         case T_KEY:
           this.fail(top.kind === DICT ? 'two <key>s in a row in <dict>' : '<key> outside a <dict>', lt);
@@ -288,10 +310,10 @@ class Parser {
     switch (top.kind) {
       case DICT:
         if (top.key !== undefined) this.fail('<key> without a value', lt);
-        this.place(top.dict!, top.at);
+        this.place(top.dict!, top.at, T_DICT);
         return undefined;
       case ARRAY:
-        this.place(top.array!, top.at);
+        this.place(top.array!, top.at, T_ARRAY);
         return undefined;
       default:
         if (top.value === undefined) this.fail('empty <plist>', top.at);
@@ -304,8 +326,9 @@ class Parser {
   }
 
   /** Put a finished value into the innermost container. */
-  private place(value: PlistValue, at: number): void {
+  private place(value: PlistValue, at: number, tag: number): void {
     const top = this.stack[this.stack.length - 1]!;
+    if (this.record) this.recordValue(top, at, tag);
     if (top.kind === DICT) {
       top.dict![top.key!] = value;
       top.key = undefined;
@@ -315,6 +338,17 @@ class Parser {
       if (top.value !== undefined) this.fail('more than one value in <plist>', at);
       top.value = value;
     }
+  }
+
+  private recordValue(top: Frame, at: number, tag: number): void {
+    // The open containers' pending keys and item counts are the path (the <plist> frame excluded).
+    const path: (string | number)[] = [];
+    for (let i = 1; i < this.stack.length; i++) {
+      const f = this.stack[i]!;
+      path.push(f.kind === DICT ? f.key! : f.array!.length);
+    }
+    const duplicate = top.kind === DICT && Object.hasOwn(top.dict!, top.key!);
+    this.record!({ path, at, keyAt: top.kind === DICT ? top.keyAt : undefined, tag: TAG_NAMES[tag]!, duplicate });
   }
 
   /** Reads `<name attr="...">` or `<name/>` at `lt`: the tag, with selfClosing set; leaves pos after it. */
