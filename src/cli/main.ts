@@ -42,6 +42,7 @@ program
   .option('--drift-interval <duration>', 'ask every device for its profiles this often (default 4h; 0: never)')
   .option('--validation-memory <mb>', 'heap of the process validating each fleet revision, MB (default 512)')
   .option('--validation-timeout <duration>', 'time limit of validating a fleet revision (default 2m)')
+  .option('--manifests <dir>', 'check custom preference domains against the ProfileManifests-format manifests in this folder')
   .option('--apns-url <url>', 'APNs endpoint (default Apple production; for tests or a relay)')
   .addOption(new Option('--apns-env <env>', 'Apple APNs environment').choices(['production', 'sandbox']))
   .option('--event-webhook <url>', 'send signed JSON events to this URL (repeatable; secret ORCHARD_EVENT_SECRET)', collect)
@@ -196,10 +197,12 @@ program
   .description('validate a fleet repository (schema, Apple payload keys, references) as the server would')
   .argument('[path]', 'repository root', '.')
   .addOption(new Option('--format <format>', 'output format').choices(['text', 'json', 'github']).default('text'))
-  .addHelpText('after', '\nExit codes: 0 valid (warnings allowed), 1 invalid, 2 usage error.')
-  .action(async (path: string, opts: { format: 'text' | 'json' | 'github' }) => {
+  .option('--strict', 'warnings are errors too (exit 1)')
+  .option('--manifests <dir>', 'check custom preference domains against the ProfileManifests-format manifests in this folder')
+  .addHelpText('after', '\nExit codes: 0 valid (warnings allowed unless --strict), 1 invalid, 2 usage error.')
+  .action(async (path: string, opts: { format: 'text' | 'json' | 'github'; strict?: boolean; manifests?: string }) => {
     const { runValidate } = await import('./validate.js');
-    const out = await runValidate(path, opts.format);
+    const out = await runValidate(path, opts.format, { strict: opts.strict === true, manifests: opts.manifests });
     emit(out);
   });
 
@@ -216,6 +219,19 @@ program
     const { runPlan } = await import('./plan.js');
     const out = await runPlan({ path, ...opts, token: process.env.ORCHARD_READ_TOKEN || process.env.ORCHARD_API_TOKEN || undefined });
     emit(out);
+  });
+
+program
+  .command('import')
+  .description('turn existing .mobileconfig files (files or folders) into a fleet repository')
+  .argument('<paths...>', '.mobileconfig files, or folders searched for them')
+  .requiredOption('--out <dir>', 'the new repository (a new or empty folder)')
+  .option('--to-yaml', 'write payloads as YAML where that says the same (signed profiles always stay files)', false)
+  .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
+  .addHelpText('after', '\nExit codes: 0 all imported and valid, 1 a file skipped or validation errors, 2 usage error.')
+  .action(async (paths: string[], opts: { out: string; toYaml: boolean; format: 'text' | 'json' }) => {
+    const { runImport } = await import('./import.js');
+    emit(await runImport({ paths, ...opts }));
   });
 
 program.parseAsync().catch((err: unknown) => {

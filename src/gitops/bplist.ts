@@ -39,6 +39,8 @@ export interface BplistOptions extends Partial<BplistLimits> {
    * false it is refused (a configuration profile cannot carry it); with true it is `null`.
    */
   allowNull?: boolean;
+  /** Called with every real read: XML and YAML tell 2.0 from 2 by element and syntax, JS numbers do not. */
+  onReal?: (value: number) => void;
 }
 
 export type BplistValue = PlistValue | null;
@@ -67,6 +69,7 @@ class Reader {
   private readonly b: Buffer;
   private readonly limits: BplistLimits;
   private readonly allowNull: boolean;
+  private readonly onReal?: (value: number) => void;
   private offsetIntSize = 0;
   private refSize = 0;
   private numObjects = 0;
@@ -84,6 +87,7 @@ class Reader {
       maxBytes: opts.maxBytes ?? BPLIST_LIMITS.maxBytes,
     };
     this.allowNull = opts.allowNull ?? true;
+    this.onReal = opts.onReal;
   }
 
   read(): BplistValue {
@@ -185,7 +189,9 @@ class Reader {
         if (low !== 2 && low !== 3) throw new BplistError(`real of ${1 << low} bytes at ${off}`);
         this.need(off + 1, 1 << low, 'real');
         this.spend(0);
-        return low === 2 ? b.readFloatBE(off + 1) : b.readDoubleBE(off + 1);
+        const v = low === 2 ? b.readFloatBE(off + 1) : b.readDoubleBE(off + 1);
+        this.onReal?.(v);
+        return v;
       }
       case 0x3: {
         if (marker !== 0x33) throw new BplistError(`unknown object marker 0x${marker.toString(16)} at ${off}`);

@@ -90,6 +90,27 @@ function decodePlist(plist: Buffer, maxDepth: number): { value: PlistValue; form
   }
 }
 
+/**
+ * Whether the profile holds a real with an integral value (`<real>2</real>`): read into a JS
+ * number it is indistinguishable from an integer, so it would not survive a conversion to YAML.
+ * Call on bytes readProfile accepted.
+ */
+export function hasIntegralReal(bytes: Buffer): boolean {
+  const { plist } = profileContent(bytes);
+  let found = false;
+  const check = (v: number) => (found ||= Number.isInteger(v) || !Number.isFinite(v));
+  if (isBinaryPlist(plist)) {
+    parseBinaryPlist(plist, { onReal: check });
+    return found;
+  }
+  // Linear: no nested quantifiers. A <real> inside a comment or CDATA only errs on the safe side.
+  for (const m of xmlText(plist).matchAll(/<real(?:>([^<]*)<\/real>|\s*\/>)/g)) {
+    const t = (m[1] ?? '0').trim().toLowerCase();
+    check(/^[+-]?(nan|inf|infinity)$/.test(t) ? Infinity : Number(t));
+  }
+  return found;
+}
+
 /** The XML's text, decoded as CoreFoundation's encodingForXMLData decides. */
 function xmlText(b: Buffer): string {
   const starts = (...bytes: number[]) => bytes.every((x, i) => b[i] === x);
