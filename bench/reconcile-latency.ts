@@ -27,6 +27,8 @@ import { LevelStore } from '../src/store/leveldb.js';
 
 export interface LatencyStats {
   requests: number;
+  /** Requests that failed (connection reset or refused by a stalled server); not in the percentiles. */
+  errors: number;
   p50ms: number;
   p99ms: number;
   maxMs: number;
@@ -72,9 +74,9 @@ ${lines.join('\n')}
 const BLUEPRINT = 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: macs}\nspec:\n  selector:\n    platforms: [macOS]\n  profiles: [big]\n';
 
 function percentiles(xs: number[]): LatencyStats {
-  const s = [...xs].sort((a, b) => a - b);
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
   const at = (p: number) => (s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN);
-  return { requests: s.length, p50ms: at(50), p99ms: at(99), maxMs: s.length ? s[s.length - 1]! : NaN };
+  return { requests: xs.length, errors: xs.length - s.length, p50ms: at(50), p99ms: at(99), maxMs: s.length ? s[s.length - 1]! : NaN };
 }
 
 const agent = new Agent({ keepAlive: true });
@@ -84,6 +86,7 @@ function healthz(url: string): Promise<number> {
     const req = request(`${url}/healthz`, { agent }, (res) => {
       res.resume();
       res.on('end', () => resolve(performance.now() - t));
+      res.on('error', reject);
     });
     req.on('error', reject);
     req.end();
@@ -97,7 +100,8 @@ function healthz(url: string): Promise<number> {
  */
 function loop(fn: () => Promise<number>, everyMs: number): { stop: () => Promise<number[]> } {
   const pending: Promise<number>[] = [];
-  const timer = setInterval(() => pending.push(fn()), everyMs);
+  // A failed request is NaN: counted as an error.
+  const timer = setInterval(() => pending.push(fn().catch(() => NaN)), everyMs);
   return { stop: async () => (clearInterval(timer), Promise.all(pending)) };
 }
 
@@ -181,6 +185,8 @@ async function serve(dir: string, caFile: string): Promise<void> {
     { log: pino({ level: 'warn' }, pino.destination(2)), pusher: noPush, adminToken: 'bench' },
   );
   const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
+  // The parent closes stdin when done, or by dying: never outlive it.
+  process.stdin.once('end', () => process.exit(0));
   out({ url: server.url });
   const input = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
   await input.next();

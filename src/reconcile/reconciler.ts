@@ -54,11 +54,13 @@ export class Reconciler {
   /**
    * Commands shared by the devices of one fleet-wide run: the same rendered profile goes to many
    * devices under one CommandUUID (as MDM fan-out does), so its payload is built and stored once.
-   * Least recently used first out, within the payload budget: a per-device profile is never
-   * shared, and must not stay in memory for the rest of the run.
+   * Least recently used first out, within the payload budget; a big per-device profile is not
+   * kept (no other device wants it), so it does not stay in memory for the rest of the run.
    */
   private shared = new Map<string, NewCommand>();
   private sharedBytes = 0;
+  /** Shared commands being built: a second device waits for the first one's instead of building its own. */
+  private readonly building = new Map<string, Promise<NewCommand>>();
   private readonly budget: ByteBudget;
   /** Rendering and payload building, one at a time (one thread), in slices with yields between. */
   private readonly cpu = new Mutex();
@@ -221,8 +223,8 @@ export class Reconciler {
         change.cancel.push({ enrollmentId: deviceId, uuid: a.commandUUID });
       } else {
         const cmd = a.type === 'install'
-          ? await this.sharedCommand(deviceId, `install\0${a.rendered.uuid}`, () => this.cpu.run(async () => installCommand(a.rendered)))
-          : await this.sharedCommand(deviceId, `remove\0${a.identifier}`, () => command({ RequestType: 'RemoveProfile', Identifier: a.identifier }, 50));
+          ? await this.sharedCommand(deviceId, `install\0${a.rendered.uuid}`, () => this.cpu.run(async () => installCommand(a.rendered)), !a.rendered.perDevice)
+          : await this.sharedCommand(deviceId, `remove\0${a.identifier}`, () => command({ RequestType: 'RemoveProfile', Identifier: a.identifier }, 50), true);
         state.artifacts[a.identifier]!.commandUUID = cmd.uuid;
         change.enqueue.push({ targets: [deviceId], cmd });
       }
@@ -230,7 +232,7 @@ export class Reconciler {
     // Installs and removals are verified by a ProfileList served after them (lower priority).
     const needVerify = change.enqueue.length > 0 || (decision.needInventory && !state.inventory?.profileList);
     if (needVerify && !state.inventory?.verify) {
-      const pl = await this.sharedCommand(deviceId, 'verify', () => command({ RequestType: 'ProfileList', ManagedOnly: true }, 40));
+      const pl = await this.sharedCommand(deviceId, 'verify', () => command({ RequestType: 'ProfileList', ManagedOnly: true }, 40), true);
       change.enqueue.push({ targets: [deviceId], cmd: pl });
       state.inventory = { ...state.inventory, verify: pl.uuid, queuedAt: this.now().toISOString() };
     }
@@ -247,7 +249,8 @@ export class Reconciler {
   }
 
   /** The run's shared command for `key`, unless this device already had it (a retry needs a new one). */
-  private async sharedCommand(deviceId: string, key: string, make: () => NewCommand | Promise<NewCommand>): Promise<NewCommand> {
+  private async sharedCommand(deviceId: string, key: string, make: () => NewCommand | Promise<NewCommand>, reusable: boolean): Promise<NewCommand> {
+    await this.building.get(key)?.catch(() => undefined);
     const cmd = this.shared.get(key);
     if (cmd && !(await this.opts.store.getCommand(deviceId, cmd.uuid))) {
       // Most recently used last: eviction takes the first.
@@ -255,16 +258,25 @@ export class Reconciler {
       this.shared.set(key, cmd);
       return cmd;
     }
-    const made = await make();
-    if (!cmd) this.keepShared(key, made);
-    return made;
+    const building = Promise.resolve(make());
+    if (cmd) return building;
+    this.building.set(key, building);
+    try {
+      const made = await building;
+      this.keepShared(key, made, reusable);
+      return made;
+    } finally {
+      if (this.building.get(key) === building) this.building.delete(key);
+    }
   }
 
-  private keepShared(key: string, cmd: NewCommand): void {
+  /** `reusable`: other devices may want the very same command (it does not depend on device facts). */
+  private keepShared(key: string, cmd: NewCommand, reusable: boolean): void {
     const limit = this.budget.limit;
-    if (cmd.payload.length > limit / 4) return; // too big to keep on the chance of a second device
+    if (cmd.payload.length > limit || (!reusable && cmd.payload.length > 64 * 1024)) return;
+    this.sharedBytes += cmd.payload.length - (this.shared.get(key)?.payload.length ?? 0);
+    this.shared.delete(key);
     this.shared.set(key, cmd);
-    this.sharedBytes += cmd.payload.length;
     for (const [k, c] of this.shared) {
       if (this.sharedBytes <= limit && this.shared.size <= 10_000) break;
       this.shared.delete(k);

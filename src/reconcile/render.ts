@@ -23,6 +23,8 @@ export interface RenderedProfile {
   templateHash: string;
   /** Length of the InstallProfile payload in bytes (about; exact for a constant profile). */
   size: number;
+  /** Whether it depends on device facts (else every device gets this same rendering). */
+  perDevice: boolean;
   /** The InstallProfile payload, joined on demand so that no per-device payload is held. */
   bytes(): Buffer;
   /**
@@ -209,12 +211,12 @@ function* compile(p: ProfileDoc): Steps<Compiled> {
   return c;
 }
 
-function constantRendering(r: Omit<RenderedProfile, 'size' | 'bytes' | 'base64'>, bytes: Buffer): RenderedProfile {
+function constantRendering(r: Omit<RenderedProfile, 'size' | 'bytes' | 'base64' | 'perDevice'>, bytes: Buffer): RenderedProfile {
   let b64: Buffer[] | undefined;
-  return { ...r, size: bytes.length, bytes: () => bytes, base64: () => (b64 ??= [Buffer.from(bytes.toString('base64'), 'latin1')]) };
+  return { ...r, size: bytes.length, perDevice: false, bytes: () => bytes, base64: () => (b64 ??= [Buffer.from(bytes.toString('base64'), 'latin1')]) };
 }
 
-function constant(p: ProfileDoc, r: Omit<RenderedProfile, 'identifier' | 'size' | 'bytes' | 'base64'>, bytes: Buffer): Compiled {
+function constant(p: ProfileDoc, r: Omit<RenderedProfile, 'identifier' | 'size' | 'bytes' | 'base64' | 'perDevice'>, bytes: Buffer): Compiled {
   const empty: Template = { segments: [], slots: [] };
   return { constant: constantRendering({ identifier: p.identifier, ...r }, bytes), strings: [], canonical: empty, xml: empty, usesSecrets: false, size: bytes.length };
 }
@@ -378,7 +380,7 @@ function* renderCompiled(p: ProfileDoc, c: Compiled, device: DeviceValues, secre
   // Checked now, not when the bytes are joined: a value that cannot be written fails the render.
   for (const s of withSecrets) xmlString(s, p.name);
   return {
-    identifier: p.identifier, uuid, templateHash: templateHash.toString('hex'), size: c.size,
+    identifier: p.identifier, uuid, templateHash: templateHash.toString('hex'), size: c.size, perDevice: p.variables.length > 0,
     bytes: () => Buffer.concat(xmlParts(c, withSecrets, uuid, payloadUuids, p.name).map((x) => x.buf)),
     base64: () => base64Parts(c.xml, xmlParts(c, withSecrets, uuid, payloadUuids, p.name)),
   };

@@ -20,6 +20,15 @@ const DEVICES = 16;
 const BUDGET = 1 << 20;
 let dir: string;
 let store: LevelStore;
+const reconciler = () => new Reconciler({
+  store, service: new MdmService(store), pusher: { push: async () => undefined }, log: pino({ level: 'silent' }),
+  secrets: () => undefined, driftIntervalMs: 0, concurrency: 16, payloadBudgetBytes: BUDGET,
+});
+const installOf = async (n: number, id: string) => {
+  const cmds = await store.listCommands(`DEV-${n}`);
+  const a = (await store.getArtifacts(`DEV-${n}`))!.artifacts[id]!;
+  return cmds.find((c) => c.uuid === a.commandUUID && c.requestType === 'InstallProfile');
+};
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'orchard-budget-'));
@@ -42,28 +51,37 @@ afterAll(async () => {
 it('holds at most the payload budget while installing a ~300 KB per-device profile on every device', async () => {
   const loaded = await loadFleet(makeRepo({ 'big.yaml': bigProfileYaml(600), 'b.yaml': blueprint('macs', '    platforms: [macOS]', ['big']) }));
   const fleet = loaded.fleet!;
-  const reconciler = new Reconciler({
-    store, service: new MdmService(store), pusher: { push: async () => undefined }, log: pino({ level: 'silent' }),
-    secrets: () => undefined, driftIntervalMs: 0, concurrency: 16, payloadBudgetBytes: BUDGET,
-  });
+  const r = reconciler();
   let held = 0;
   let running = true;
   const sample = () => {
-    held = Math.max(held, reconciler.heldPayloadBytes());
+    held = Math.max(held, r.heldPayloadBytes());
     if (running) setImmediate(sample);
   };
   sample();
-  const outcomes = await reconciler.apply({ info: { commit: 'big', contentHash: fleet.contentHash }, fleet });
+  const outcomes = await r.apply({ info: { commit: 'big', contentHash: fleet.contentHash }, fleet });
   running = false;
-  await reconciler.stop();
+  await r.stop();
   expect(outcomes.filter((o) => o.queued > 0)).toHaveLength(DEVICES);
   expect(held).toBeGreaterThan(0);
   expect(held).toBeLessThanOrEqual(BUDGET);
-  expect(reconciler.heldPayloadBytes()).toBeLessThan(4096); // the shared verify ProfileList, no profile
+  expect(r.heldPayloadBytes()).toBeLessThan(4096); // the shared verify ProfileList, no profile
   for (let n = 0; n < DEVICES; n++) {
     const next = await store.nextCommand(`DEV-${n}`, { skipNotNow: false });
     const profile = parsePlistDict(Buffer.from((parsePlistDict(next!.payload).Command as PlistDict).Payload as Uint8Array));
     expect(next!.payload.length).toBeGreaterThan(300_000);
     expect(((profile.PayloadContent as PlistDict[])[0]!).SSID_STR).toBe(`lab-SER${n}`);
   }
+});
+
+it('a big profile that is the same for every device is built once: one command, one payload, for the whole fleet', async () => {
+  const same = bigProfileYaml(600).replace(/\$\{device\.SerialNumber\}/g, 'all').replace('name: big', 'name: same').replace('com.example.big', 'com.example.same');
+  const loaded = await loadFleet(makeRepo({ 'same.yaml': same, 'b.yaml': blueprint('macs', '    platforms: [macOS]', ['same']) }));
+  const fleet = loaded.fleet!;
+  const r = reconciler();
+  await r.apply({ info: { commit: 'same', contentHash: fleet.contentHash }, fleet });
+  await r.stop();
+  const uuids = new Set<string>();
+  for (let n = 0; n < DEVICES; n++) uuids.add((await installOf(n, 'com.example.same'))!.uuid);
+  expect(uuids.size).toBe(1);
 });
