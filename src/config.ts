@@ -39,6 +39,8 @@ export interface ServerConfig {
   validationMemoryMb?: number;
   /** Time limit of that validation (default 2 min). */
   validationTimeoutMs?: number;
+  /** Folder of ProfileManifests-format manifests that custom preference domains are checked against. */
+  manifests?: string;
   /** URLs that receive signed JSON events (enrolled, checked out, command failed, revision applied). */
   eventWebhooks: string[];
   /** APNs endpoint: an explicit URL (tests, proxies) or Apple's production/sandbox. */
@@ -78,7 +80,7 @@ export const DEFAULTS: ServerConfig = {
 export class ConfigError extends Error {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
-const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'replayWindow', 'replayCacheSize', 'retention', 'pollInterval', 'driftInterval', 'validationMemory', 'validationTimeout', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel', 'reenroll'] as const;
+const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'replayWindow', 'replayCacheSize', 'retention', 'pollInterval', 'driftInterval', 'validationMemory', 'validationTimeout', 'manifests', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel', 'reenroll'] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
@@ -119,6 +121,7 @@ export interface FlagValues {
   driftInterval?: string;
   validationMemory?: string;
   validationTimeout?: string;
+  manifests?: string;
   secretsDir?: string;
   apnsUrl?: string;
   apnsEnv?: string;
@@ -151,6 +154,7 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.driftInterval) cfg.driftIntervalMs = parseDuration(flags.driftInterval, 'drift-interval');
   if (flags.validationMemory) cfg.validationMemoryMb = positiveInt(flags.validationMemory, 'validation-memory');
   if (flags.validationTimeout) cfg.validationTimeoutMs = positiveDuration(flags.validationTimeout, 'validation-timeout');
+  if (flags.manifests) cfg.manifests = resolve(flags.manifests);
   if (flags.secretsDir) cfg.secretsDir = resolve(flags.secretsDir);
   if (flags.apnsUrl) cfg.apnsUrl = flags.apnsUrl;
   if (flags.eventWebhook?.length) cfg.eventWebhooks = flags.eventWebhook;
@@ -232,6 +236,7 @@ function applyFile(cfg: ServerConfig, file: string): void {
     if (vm) cfg.validationMemoryMb = positiveInt(vm, 'validationMemory');
     const vt = str('validationTimeout');
     if (vt) cfg.validationTimeoutMs = positiveDuration(vt, 'validationTimeout');
+    cfg.manifests = path('manifests') ?? cfg.manifests;
     cfg.secretsDir = path('secretsDir') ?? cfg.secretsDir;
     cfg.apnsUrl = str('apnsUrl') ?? cfg.apnsUrl;
     const hooks = raw.eventWebhooks;

@@ -80,7 +80,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
   service.on('tokenUpdate', (e) => apns?.tokenUpdated(e.id, e.push!.token));
   const source = cfg.repo
-    ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs }, log: log.child({ component: 'source' }) })
+    ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs }, load: cfg.manifests ? { manifests: cfg.manifests } : undefined, log: log.child({ component: 'source' }) })
     : undefined;
   const metrics = createMetrics();
   const reportCtx = () => ({ source, apns });

@@ -693,7 +693,9 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       return;
     }
     const errors = result.diagnostics.filter((d) => d.severity === 'error');
-    const warnings = result.diagnostics.filter((d) => d.severity !== 'error');
+    const warnings = result.diagnostics.filter((d) => d.severity === 'warning');
+    // Notes (what could not be checked) are shown after the warnings, not counted as warnings.
+    const notes = result.diagnostics.filter((d) => d.severity === 'info');
     const fleet = result.ok ? result.fleet : undefined;
     const st: RevisionStatus = {
       ...base,
@@ -703,7 +705,7 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       valid: !!fleet,
       errorCount: errors.length,
       warningCount: warnings.length,
-      errors: [...errors, ...warnings].slice(0, DIAGNOSTICS_MAX),
+      errors: [...errors, ...warnings, ...notes].slice(0, DIAGNOSTICS_MAX),
     };
     if (!fleet) {
       const first = errors[0];

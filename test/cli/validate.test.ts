@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { buildPlist } from '../../src/protocol/plist.js';
 import { blueprint, makeRepo, passcodePayload, profile } from '../gitops/repo.js';
 import { CLI } from '../helpers/process.js';
 
@@ -34,24 +35,51 @@ describe('orchard validate', () => {
   it('exit 1 with file:line:col and what to change', async () => {
     const r = await validate([bad]);
     expect(r.code).toBe(1);
-    expect(r.stdout).toContain('profiles/p.yaml:11:9: error:');
+    expect(r.stdout).toContain('profiles/p.yaml:11:9: warning:');
     expect(r.stdout).toMatch(/minLength/);
     expect(r.stdout).toMatch(/blueprints\/b\.yaml:8:17: error: profile "missing" is not defined \[ref-missing-profile\]/);
-    expect(r.stdout).toMatch(/^invalid: 2 errors/m);
+    expect(r.stdout).toMatch(/^invalid: 1 error, 1 warning/m);
   });
 
-  it('github format prints workflow annotations', async () => {
+  it('github format prints workflow annotations (notices for what was not checked)', async () => {
     const r = await validate([bad, '--format', 'github']);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/^::error file=profiles\/p\.yaml,line=11,col=9,title=orchard apple-unknown-key::/m);
+    expect(r.stdout).toMatch(/^::warning file=profiles\/p\.yaml,line=11,col=9,title=orchard apple-unknown-key::/m);
+    const chrome = makeRepo({ 'p.yaml': profile('p', 'com.example.p', '    - type: com.google.Chrome\n      keys: {HomepageLocation: "https://example.com"}\n'), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    const n = await validate([chrome, '--format', 'github']);
+    expect(n.code).toBe(0);
+    expect(n.stdout).toMatch(/^::notice file=p\.yaml,line=9,col=13,title=orchard custom-preferences::keys of com\.google\.Chrome are not checked/m);
+    expect(n.stdout).toMatch(/^valid: 0 errors, 0 warnings, 1 note/m);
   });
 
   it('json format is machine-readable', async () => {
     const r = await validate([bad, '--format', 'json']);
-    const out = JSON.parse(r.stdout) as { valid: boolean; errors: number; diagnostics: { rule: string }[] };
+    const out = JSON.parse(r.stdout) as { valid: boolean; errors: number; warnings: number; diagnostics: { rule: string }[] };
     expect(out.valid).toBe(false);
-    expect(out.errors).toBe(2);
+    expect(out).toMatchObject({ errors: 1, warnings: 1 });
     expect(out.diagnostics.map((d) => d.rule).sort()).toEqual(['apple-unknown-key', 'ref-missing-profile']);
+  });
+
+  it('--strict: warnings are errors; without it a repository with only warnings is valid', async () => {
+    const warned = makeRepo({ 'p.yaml': profile('p', 'com.example.p', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLenght: 8\n'), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    const lax = await validate([warned]);
+    expect(lax.code).toBe(0);
+    expect(lax.stdout).toMatch(/^valid: 0 errors, 1 warning/m);
+    const strict = await validate([warned, '--strict']);
+    expect(strict.code).toBe(1);
+    expect(strict.stdout).toMatch(/^p\.yaml:11:9: error: unknown key 'minLenght'.*\[apple-unknown-key\]$/m);
+    expect(strict.stdout).toMatch(/^invalid: 1 error, 0 warnings/m);
+    expect(JSON.parse((await validate([warned, '--strict', '--format', 'json'])).stdout)).toMatchObject({ valid: false, errors: 1, warnings: 0 });
+  });
+
+  it('--manifests checks custom preference domains against a folder of manifests', async () => {
+    const repo = makeRepo({ 'p.yaml': profile('p', 'com.example.p', '    - type: com.google.Chrome\n      keys: {HomepageIsNewTabPage: "yes"}\n'), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    expect((await validate([repo])).code).toBe(0);
+    const dir = mkdtempSync(join(tmpdir(), 'orchard-manifests-'));
+    writeFileSync(join(dir, 'com.google.Chrome.plist'), buildPlist({ pfm_domain: 'com.google.Chrome', pfm_subkeys: [{ pfm_name: 'HomepageIsNewTabPage', pfm_type: 'boolean' }] }));
+    const r = await validate([repo, '--manifests', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^p\.yaml:10:\d+: error: 'HomepageIsNewTabPage' must be a boolean, got string "yes" \[manifest-type\]$/m);
   });
 
   it('exit 2 on usage errors', async () => {
