@@ -235,7 +235,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
   /** Sizes of the identity caches (tests, diagnostics). */
   cacheSizes(): { bindings: number; active: number } {
     let active = 0;
-    for (const k of this.active.keys()) active += this.active.get(k)?.size ?? 0;
+    for (const channels of this.active.values()) active += channels.size;
     return { bindings: this.bindings.size, active };
   }
 

@@ -250,6 +250,7 @@ export class LevelStore implements Store {
   /** enrollment id -> device id, to find the lock of an enrollment without a read. */
   private readonly deviceOfEnr: LruMap<string, string>;
   private readonly maxBufferedTouches: number;
+  private touchFlushQueued = false;
   private readonly timer: NodeJS.Timeout;
   private seqMarkersDirty = false;
   private closing?: Promise<void>;
@@ -619,7 +620,18 @@ export class LevelStore implements Store {
     const prev = this.seen.get(enrollmentId);
     if (prev === undefined || ms > prev) this.seen.set(enrollmentId, ms);
     // A burst of distinct channels is written now rather than held until the next tick.
-    if (this.seen.size >= this.maxBufferedTouches) void this.flushTouches().catch(() => undefined);
+    if (this.seen.size >= this.maxBufferedTouches && !this.touchFlushQueued) {
+      this.touchFlushQueued = true;
+      void (async () => {
+        try {
+          while (this.seen.size >= this.maxBufferedTouches) await this.flushTouches();
+        } catch {
+          // retried by the timer; close() flushes for real
+        } finally {
+          this.touchFlushQueued = false;
+        }
+      })();
+    }
   }
 
   /** Sizes of the in-memory caches and buffers (tests, diagnostics). */

@@ -37,4 +37,9 @@ export class LruMap<K, V> {
   keys(): IterableIterator<K> {
     return this.map.keys();
   }
+
+  /** Without touching recency (`get` would reorder the entries being iterated). */
+  values(): IterableIterator<V> {
+    return this.map.values();
+  }
 }

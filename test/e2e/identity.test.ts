@@ -1,8 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, createDeviceIdentity } from '../../src/identity/ca.js';
+import { MdmService } from '../../src/mdm/service.js';
+import { decodeCheckin, decodeReport } from '../../src/protocol/messages.js';
 import { buildPlist } from '../../src/protocol/plist.js';
+import type { LevelStore } from '../../src/store/leveldb.js';
 import { SimulatedDevice } from '../../src/sim/device.js';
 import { opensslPki, opensslSign, pemToDer, type OpensslPki } from '../helpers/openssl.js';
 import { http, startTestServer, type TestServer } from '../helpers/server.js';
@@ -133,5 +136,40 @@ describe('client certificate from a TLS-terminating proxy (--cert-header)', () =
     await dev.enroll();
     const res = await http(`${proxied.url}/mdm/connect`, { method: 'PUT', body: buildPlist({ Status: 'Idle', UDID: dev.udid }), headers: { 'content-type': 'application/x-apple-aspen-mdm' } });
     expect(res.status).toBe(403);
+  });
+});
+
+describe('identity caches are bounded', () => {
+  it('requests naming unknown devices or users leave nothing behind in the caches', async () => {
+    const d = server.device({ cn: 'cache-probe' });
+    await d.enroll();
+    const before = server.service.cacheSizes();
+    const storeBefore = (server.store as LevelStore).cacheSizes();
+    for (let i = 0; i < 300; i++) {
+      const r = await d.report({ Status: 'Idle', UDID: randomUUID().toUpperCase() });
+      expect(r.status).toBe(403);
+    }
+    expect(server.service.cacheSizes().bindings).toBe(before.bindings);
+    // A bound device naming ever new user channels: a few per device are remembered, no more.
+    for (let i = 0; i < 100; i++) expect((await d.report({ Status: 'Idle', UDID: d.udid, UserID: randomUUID().toUpperCase() })).status).toBe(200);
+    expect(server.service.cacheSizes().active).toBeLessThanOrEqual(before.active + 32);
+    expect((server.store as LevelStore).cacheSizes().deviceOfEnrollment).toBe(storeBefore.deviceOfEnrollment);
+  });
+
+  it('a full cache drops the least recently used device, which still works from the store', async () => {
+    const service = new MdmService(server.store, { cacheMax: 3 });
+    const devices = Array.from({ length: 6 }, (_, i) => ({ udid: `LRU-${i}`, identity: server.trust.check(createDeviceIdentity(server.ca, `lru-${i}`).certDer) }));
+    for (const { udid, identity } of devices) {
+      await service.checkin(decodeCheckin({ MessageType: 'Authenticate', UDID: udid, Topic: 't', SerialNumber: udid }), identity);
+      await service.checkin(decodeCheckin({ MessageType: 'TokenUpdate', UDID: udid, Topic: 't', Token: new Uint8Array([1]), PushMagic: 'm' }), identity);
+      expect(service.cacheSizes().bindings).toBeLessThanOrEqual(3);
+      expect(service.cacheSizes().active).toBeLessThanOrEqual(3);
+    }
+    for (const { udid, identity } of devices) {
+      expect((await service.report(decodeReport({ Status: 'Idle', UDID: udid }), Buffer.alloc(0), identity)).outcome).toBe('Idle');
+      // And the evicted ones are still checked: another device's certificate is refused.
+      await expect(service.report(decodeReport({ Status: 'Idle', UDID: udid }), Buffer.alloc(0), devices[(devices.findIndex((x) => x.udid === udid) + 1) % 6]!.identity)).rejects.toMatchObject({ status: 403 });
+    }
+    expect(service.cacheSizes().bindings).toBe(3);
   });
 });

@@ -113,6 +113,74 @@ describe('LevelStore internals', () => {
     expect((await store.getEnrollment('D'))?.lastSeenAt).toBe(at.toISOString());
   });
 
+  it('moves user channels out of the device id key space when it opens a format-1 database', async () => {
+    await store.close();
+    // Format 1 as it was written: a user channel's keys held its id `UDID:UserID` as is.
+    const db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
+    const enr = (id: string, type: string) => ({ id, deviceId: 'DEV', type, ...(type === 'user' ? { userId: 'U1' } : {}), active: true, createdAt: 'c', updatedAt: 'u', unlockToken: Buffer.from('k').toString('base64') });
+    const entry = { uuid: 'cmd-1', requestType: 'ProfileList', priority: 50, enqueuedAt: at.toISOString(), status: 'Pending' };
+    await db.batch([
+      { type: 'put', key: 'm\x00version', value: 1 },
+      { type: 'put', key: 'd\x00DEV', value: { id: 'DEV', facts: { Topic: 't' }, identity: { certHash: 'h', issuerHash: 'i', subject: 's', notAfter: 'n' }, authenticatedAt: 'a', enrolledAt: 'a', reported: {} } },
+      { type: 'put', key: 'c\x00h', value: 'DEV' },
+      { type: 'put', key: 'e\x00DEV', value: enr('DEV', 'device') },
+      { type: 'put', key: 'e\x00DEV:U1', value: enr('DEV:U1', 'user') },
+      { type: 'put', key: 'i\x00DEV\x00DEV', value: 'DEV' },
+      { type: 'put', key: 'i\x00DEV\x00DEV:U1', value: 'DEV:U1' },
+      { type: 'put', key: 'l\x00DEV:U1', value: '2026-01-02T00:00:00.000Z' },
+      { type: 'put', key: 'q\x00DEV:U1\x0050' + '1'.padStart(14, '0'), value: entry },
+      { type: 'put', key: 'x\x00DEV:U1\x00cmd-1', value: { ...entry, seq: 1, notNowCount: 0 } },
+      { type: 'put', key: 't\x00cmd-1\x00DEV:U1', value: '' },
+      { type: 'put', key: 's\x00' + '1'.padStart(14, '0'), value: '' },
+    ]);
+    await db.put('p\x00cmd-1', Buffer.from('payload-1'), { valueEncoding: 'buffer' });
+    await db.close();
+
+    store = await LevelStore.open(dir);
+    expect(await store.getEnrollment('DEV:U1')).toMatchObject({ id: 'DEV:U1', type: 'user', active: true, lastSeenAt: '2026-01-02T00:00:00.000Z' });
+    expect((await store.getEnrollment('DEV:U1'))?.unlockToken?.toString()).toBe('k');
+    expect((await store.listEnrollments('DEV')).map((e) => e.id).sort()).toEqual(['DEV', 'DEV:U1']);
+    const next = await store.nextCommand('DEV:U1', { skipNotNow: false });
+    expect(next?.payload.toString()).toBe('payload-1');
+    expect(await store.recordResult('DEV:U1', 'cmd-1', ack(1))).toBe('recorded');
+    expect((await store.getCommand('DEV:U1', 'cmd-1'))?.status).toBe('Acknowledged');
+    // No key of the old layout is left; a second open changes nothing.
+    await store.close();
+    const raw = new Level<string, unknown>(dir, { valueEncoding: 'json' });
+    const keys = await raw.keys().all();
+    expect(await raw.get('m\x00version')).toBe(2);
+    await raw.close();
+    expect(keys.filter((k) => k.includes('DEV:U1'))).toEqual([]);
+    store = await LevelStore.open(dir);
+    expect((await store.getEnrollment('DEV:U1'))?.deviceId).toBe('DEV');
+  });
+
+  it('bounds its caches: the enrollment -> device cache and the touch buffer', async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+    dir = await tempDir();
+    store = await LevelStore.open(dir, { cacheMax: 8, maxBufferedTouches: 16, touchFlushMs: 3600_000 });
+    const idn = { certHash: 'h', issuerHash: 'i', subject: 's', notAfter: 'n' };
+    for (let i = 0; i < 40; i++) {
+      const dev = `D${i}`;
+      await store.authenticate(dev, { Topic: 't' }, { ...idn, certHash: `h${i}` }, at);
+      await store.tokenUpdate({ id: dev, deviceId: dev, type: 'device', active: true, createdAt: 'c', updatedAt: 'u' });
+      await store.tokenUpdate({ id: `${dev}:U`, deviceId: dev, type: 'user', userId: 'U', active: true, createdAt: 'c', updatedAt: 'u' });
+    }
+    // Every enrollment answers (a result needs its device's lock), whatever was evicted.
+    for (let i = 0; i < 40; i++) {
+      await store.enqueue([`D${i}:U`], { uuid: `u${i}`, requestType: 'X', payload: Buffer.from('x') }, at);
+      expect(await store.recordResult(`D${i}:U`, `u${i}`, ack(i))).toBe('recorded');
+    }
+    expect(store.cacheSizes().deviceOfEnrollment).toBeLessThanOrEqual(8);
+    // 1,000 distinct channels touched: written out in bursts instead of held.
+    for (let i = 0; i < 1000; i++) await store.touch(`T${i}`, new Date(at.getTime() + i));
+    for (let i = 0; i < 500 && store.cacheSizes().bufferedTouches > 16; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(store.cacheSizes().bufferedTouches).toBeLessThanOrEqual(16);
+    await store.touch('D3', new Date(at.getTime() + 5000));
+    expect((await store.getEnrollment('D3'))?.lastSeenAt).toBe(new Date(at.getTime() + 5000).toISOString());
+  });
+
   it('refuses a database written in another format version', async () => {
     await store.close();
     const db = new Level<string, unknown>(dir, { valueEncoding: 'json' });

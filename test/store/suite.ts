@@ -145,6 +145,69 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.deviceForCert('cert-new')).toBe('D1');
       });
 
+      it('an identity change that is a re-enrollment drops the old identity\'s secrets and reported state; a renewal keeps them', async () => {
+        await enroll('D1', 0, ['U1']);
+        await store.tokenUpdate(enrollment('D1', 'D1', 2, { unlockToken: Buffer.from('unlock-D1') }));
+        await store.tokenUpdate(enrollment('D1:U1', 'D1', 2, { unlockToken: Buffer.from('unlock-U1') }));
+        await store.setBootstrapToken('D1', Buffer.from('bootstrap-D1'));
+        await store.enqueue(['D1'], cmd('q1', undefined, 'ProfileList'), at(3));
+        const reported: ReportedState = { ProfileList: { at: iso(4), commandUUID: 'q1', value: [] } };
+        expect(await store.recordResult('D1', 'q1', res('Acknowledged', 4), reported)).toBe('recorded');
+        const change = (kind: 'renewal' | 're-enrollment', from: string, to: string, s: number) => ({
+          at: iso(s), kind, from: { certHash: from, subject: `CN=${from}`, notAfter: 'n' }, to: { certHash: to, subject: `CN=${to}`, notAfter: 'n' },
+        });
+
+        await store.authenticate('D1', facts('D1'), identity('cert-renewed'), at(10), change('renewal', 'cert-D1', 'cert-renewed', 10));
+        expect((await store.getBootstrapToken('D1'))?.toString()).toBe('bootstrap-D1');
+        expect((await store.getEnrollment('D1'))?.unlockToken?.toString()).toBe('unlock-D1');
+        expect((await store.getDevice('D1'))?.reported).toEqual(reported);
+
+        await store.authenticate('D1', facts('D1'), identity('cert-other'), at(20), { ...change('re-enrollment', 'cert-renewed', 'cert-other', 20), reason: 'test' });
+        expect(await store.getBootstrapToken('D1')).toBeUndefined();
+        expect((await store.getEnrollment('D1'))?.unlockToken).toBeUndefined();
+        expect((await store.getEnrollment('D1:U1'))?.unlockToken).toBeUndefined();
+        expect((await store.getEnrollment('D1:U1'))?.active).toBe(false);
+        const dev = await store.getDevice('D1');
+        expect(dev?.reported).toEqual({});
+        expect(dev?.identityChanges?.map((c) => [c.kind, c.from.certHash, c.to.certHash])).toEqual([['renewal', 'cert-D1', 'cert-renewed'], ['re-enrollment', 'cert-renewed', 'cert-other']]);
+        // A rebind (renewal without Authenticate) is recorded too; the history keeps the latest 10.
+        for (let i = 0; i < 12; i++) await store.rebindIdentity('D1', identity(`r${i}`), change('renewal', i ? `r${i - 1}` : 'cert-other', `r${i}`, 30 + i));
+        const changes = (await store.getDevice('D1'))?.identityChanges ?? [];
+        expect(changes.length).toBe(10);
+        expect(changes.at(-1)?.to.certHash).toBe('r11');
+      });
+
+      it('keeps device ids and user channels apart: a device id never contains \':\'', async () => {
+        await enroll('D1', 0, ['U1']);
+        await store.enqueue(['D1:U1'], cmd('u1'), at(2));
+        await expect(store.authenticate('D1:U1', facts('D1:U1'), identity('intruder'), at(3))).rejects.toThrow(/':'/);
+        await expect(store.tokenUpdate(enrollment('D1:U1', 'D1:U1', 3))).rejects.toThrow();
+        await expect(store.tokenUpdate({ ...enrollment('D2:U1', 'D2', 3), type: 'device' })).rejects.toThrow();
+        await expect(store.tokenUpdate(enrollment('D1:U2', 'D2', 3))).rejects.toThrow();
+        expect(await store.getDevice('D1:U1')).toBeUndefined();
+        expect(await store.deviceForCert('intruder')).toBeUndefined();
+        expect(await store.getEnrollment('D1:U1')).toMatchObject({ deviceId: 'D1', type: 'user', active: true });
+        expect((await store.nextCommand('D1:U1', { skipNotNow: false }))?.uuid).toBe('u1');
+        expect(await store.nextCommand('D1', { skipNotNow: false })).toBeUndefined();
+        expect((await store.listEnrollments('D1')).map((e) => e.id).sort()).toEqual(['D1', 'D1:U1']);
+      });
+
+      it('an acknowledged EraseDevice on the device channel records erasedAt; a user channel\'s does not', async () => {
+        await enroll('D1', 0, ['U1']);
+        await store.enqueue(['D1:U1'], cmd('e0', undefined, 'EraseDevice'), at(2));
+        expect(await store.recordResult('D1:U1', 'e0', res('Acknowledged', 3))).toBe('recorded');
+        expect((await store.getDevice('D1'))?.erasedAt).toBeUndefined();
+        await store.enqueue(['D1'], cmd('e1', undefined, 'EraseDevice'), at(4));
+        expect(await store.recordResult('D1', 'e1', res('Error', 5))).toBe('recorded');
+        expect((await store.getDevice('D1'))?.erasedAt).toBeUndefined();
+        await store.enqueue(['D1'], cmd('e2', undefined, 'EraseDevice'), at(6));
+        expect(await store.recordResult('D1', 'e2', res('Acknowledged', 7))).toBe('recorded');
+        expect((await store.getDevice('D1'))?.erasedAt).toBe(iso(7));
+        // The next Authenticate starts a new identity: the erasure belongs to the old one.
+        await store.authenticate('D1', facts('D1'), identity('cert-new'), at(8));
+        expect((await store.getDevice('D1'))?.erasedAt).toBeUndefined();
+      });
+
       it('re-authenticating a device does not unbind a certificate now bound to another device', async () => {
         await store.authenticate('D1', facts('D1'), identity('shared'), at(0));
         await store.authenticate('D2', facts('D2'), identity('shared'), at(1));
