@@ -221,6 +221,19 @@ program
     emit(out);
   });
 
+program
+  .command('import')
+  .description('turn existing .mobileconfig files (files or folders) into a fleet repository')
+  .argument('<paths...>', '.mobileconfig files, or folders searched for them')
+  .requiredOption('--out <dir>', 'the new repository (a new or empty folder)')
+  .option('--to-yaml', 'write payloads as YAML where that says the same (signed profiles always stay files)', false)
+  .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
+  .addHelpText('after', '\nExit codes: 0 all imported and valid, 1 a file skipped or validation errors, 2 usage error.')
+  .action(async (paths: string[], opts: { out: string; toYaml: boolean; format: 'text' | 'json' }) => {
+    const { runImport } = await import('./import.js');
+    emit(await runImport({ paths, ...opts }));
+  });
+
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) {
     // commander has already printed the message (or the help).
