@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { matches, mayOverlap, parseRange, platformOf, satisfies, type DeviceView } from '../../src/gitops/selector.js';
+import { deviceView } from '../../src/reconcile/desired.js';
 
 const mac = (o: Partial<DeviceView> = {}): DeviceView => ({ serial: 'S1', tags: new Set(['office']), platform: 'macOS', model: 'Mac14,2', productName: 'Mac14,2', osVersion: '14.5', supervised: false, ...o });
 
@@ -27,6 +28,25 @@ describe('matching a device', () => {
     expect(matches({ osVersion: '>=15' }, mac({ osVersion: undefined }))).toBe(false);
     expect(matches({ platforms: ['macOS'], exclude: { tags: ['office'] } }, mac())).toBe(false);
     expect(matches({ exclude: {} }, mac())).toBe(true);
+  });
+
+  it('proven: true needs a serial the device\'s certificate was issued for, not one it claims', () => {
+    expect(matches({ serials: ['S1'], proven: true }, mac())).toBe(false);
+    expect(matches({ serials: ['S1'], proven: true }, mac({ serialProven: true }))).toBe(true);
+    expect(matches({ proven: true }, mac({ serial: undefined, serialProven: true }))).toBe(false);
+    expect(matches({ serials: ['S1'], proven: false }, mac())).toBe(true);
+    expect(matches({ exclude: { proven: true } }, mac({ serialProven: true }))).toBe(false);
+    // From a device record: the proof covers the serial the certificate was issued for; a
+    // DeviceInformation that reports another serial is a claim again.
+    const fleet = { tagsBySerial: new Map([['C02A', new Set(['office'])]]) };
+    const rec = (provenSerialNumber: string | undefined, reportedSerial?: string) => ({
+      id: 'U1',
+      facts: { Topic: 't', SerialNumber: 'C02A', ...(provenSerialNumber ? { provenSerialNumber } : {}) },
+      reported: reportedSerial ? { DeviceInformation: { at: 't', commandUUID: 'c', value: { SerialNumber: reportedSerial } } } : {},
+    });
+    expect(deviceView(rec('C02A'), fleet).view).toMatchObject({ serial: 'C02A', serialProven: true });
+    expect(deviceView(rec(undefined), fleet).view.serialProven).toBe(false);
+    expect(deviceView(rec('C02A', 'C02B'), fleet).view).toMatchObject({ serial: 'C02B', serialProven: false });
   });
 
   it('platform from model or product name', () => {
