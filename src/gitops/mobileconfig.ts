@@ -77,12 +77,7 @@ function decodePlist(plist: Buffer, maxDepth: number): { value: PlistValue; form
       throw new MobileconfigError(`binary plist: ${(err as BplistError).message}`);
     }
   }
-  let xml = xmlText(plist);
-  if (xml[xml.search(/[^ \t\r\n]/)] !== '<') throw new MobileconfigError('neither an XML plist nor a CMS-signed profile (nor a binary plist)');
-  const end = scanMarkup(xml, maxDepth);
-  // CFPropertyList.c parses the first element and stops: whatever follows the root (NUL padding,
-  // a second document) is never looked at, so a device installs such a file.
-  if (end !== -1) xml = xml.slice(0, end);
+  const xml = rootText(plist, maxDepth);
   try {
     return { value: parsePlist(xml, TRUSTED_LIMITS), format: 'xml' };
   } catch (err) {
@@ -104,11 +99,32 @@ export function hasIntegralReal(bytes: Buffer): boolean {
     return found;
   }
   // Linear: no nested quantifiers. A <real> inside a comment or CDATA only errs on the safe side.
-  for (const m of xmlText(plist).matchAll(/<real(?:>([^<]*)<\/real>|\s*\/>)/g)) {
+  for (const m of rootText(plist, TRUSTED_LIMITS.maxDepth).matchAll(/<real(?:>([^<]*)<\/real>|\s*\/>)/g)) {
     const t = (m[1] ?? '0').trim().toLowerCase();
     check(/^[+-]?(nan|inf|infinity)$/.test(t) ? Infinity : Number(t));
   }
   return found;
+}
+
+/**
+ * The XML text the parser reads for a plain or signed profile: decoded, up to the end of the
+ * root element (positions in it are the file's). Undefined for a binary plist. Throws only
+ * MobileconfigError.
+ */
+export function profileText(bytes: Buffer, maxDepth = TRUSTED_LIMITS.maxDepth): string | undefined {
+  return guarded(() => {
+    const { plist } = profileContent(bytes);
+    return isBinaryPlist(plist) ? undefined : rootText(plist, maxDepth);
+  }, [MobileconfigError], (cause) => new MobileconfigError(`unreadable ${causeName(cause)}`, { cause }));
+}
+
+function rootText(plist: Buffer, maxDepth: number): string {
+  const xml = xmlText(plist);
+  if (xml[xml.search(/[^ \t\r\n]/)] !== '<') throw new MobileconfigError('neither an XML plist nor a CMS-signed profile (nor a binary plist)');
+  const end = scanMarkup(xml, maxDepth);
+  // CFPropertyList.c parses the first element and stops: whatever follows the root (NUL padding,
+  // a second document) is never looked at, so a device installs such a file.
+  return end === -1 ? xml : xml.slice(0, end);
 }
 
 /** The XML's text, decoded as CoreFoundation's encodingForXMLData decides. */

@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BplistError, parseBinaryPlist } from '../../src/gitops/bplist.js';
 import { loadFleet } from '../../src/gitops/load.js';
-import { MobileconfigError, readProfile } from '../../src/gitops/mobileconfig.js';
+import { MobileconfigError, profileText, readProfile } from '../../src/gitops/mobileconfig.js';
 import { opensslPki } from '../helpers/openssl.js';
 import { blueprint, makeRepo } from './repo.js';
 
@@ -93,6 +93,17 @@ describe('files macOS reads', () => {
       expect(signed).toMatchObject({ signed: true, format: name.startsWith('a binary') ? 'binary' : 'xml' });
     });
   }
+
+  it('profileText: the XML as the parser reads it (decoded, up to the root end), for positions; none for binary', () => {
+    for (const [name, bytes] of variants) {
+      const text = profileText(bytes);
+      if (name.startsWith('a binary')) expect(text).toBeUndefined();
+      else {
+        expect(text!.trimStart().replace('UTF-16', 'UTF-8').replace('ISO-8859-1', 'UTF-8').replace('&#8211;', '–'), name).toBe(XML.trimEnd());
+        expect(profileText(sign(bytes))).toBe(text);
+      }
+    }
+  });
 
   it('a BER-streamed signature (openssl -stream) of a 3 MB profile', () => {
     const big = XML.replace('AAEC/w==', Buffer.alloc(3 << 20, 7).toString('base64'));
