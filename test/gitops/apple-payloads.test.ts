@@ -156,7 +156,7 @@ describe('authored and complete payloads', () => {
     expect(warnings(issues)).toEqual([{ severity: 'warning', rule: 'apple-payload-version', path: [], message: expect.stringMatching(/missing required key 'PayloadVersion'/) }]);
     const full = { ...wifi(), PayloadIdentifier: 'com.example.wifi', PayloadUUID: '6B29FC40-CA47-1067-B31D-00DD010662DA', PayloadType: 'com.apple.wifi.managed', PayloadVersion: 1 };
     expect(validatePayload('com.apple.wifi.managed', full, ctx)).toEqual([]);
-    expect(errors(validatePayload('com.apple.wifi.managed', { ...full, PayloadVersion: 2 }, ctx))[0].message).toMatch(/'PayloadVersion' must be one of 1; got 2/);
+    expect(validatePayload('com.apple.wifi.managed', { ...full, PayloadVersion: 2 }, ctx)).toEqual([{ severity: 'warning', rule: 'apple-payload-version', path: ['PayloadVersion'], message: expect.stringMatching(/'PayloadVersion' must be one of 1; got 2/) }]);
     expect(errors(validatePayload('com.apple.wifi.managed', { ...full, PayloadType: 'com.apple.vpn.managed' }, ctx))[0].message).toMatch(/does not match/);
   });
 });

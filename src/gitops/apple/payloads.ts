@@ -26,7 +26,7 @@ export const RULES = {
   'apple-real-for-integer': { severity: 'warning', meaning: 'a whole <real> (1.0) for an integer: read as the integer; write <integer>' },
   'apple-value': { severity: 'error', meaning: 'a value outside Apple\'s allowed list, range or format, or an array with too few or too many items' },
   'apple-required-key': { severity: 'error', meaning: 'a key Apple requires is missing (also when its condition holds)' },
-  'apple-payload-version': { severity: 'warning', meaning: 'PayloadVersion missing: devices install the payload anyway' },
+  'apple-payload-version': { severity: 'warning', meaning: 'PayloadVersion missing or other than 1 (profile or payload): devices install it anyway' },
   'apple-exclusive': { severity: 'error', meaning: 'two keys that cannot both be set' },
   'apple-generated': { severity: 'error', meaning: 'PayloadType, PayloadUUID, PayloadIdentifier or PayloadVersion in an authored payload: Orchard writes them' },
   'apple-circular': { severity: 'error', meaning: 'a YAML value that contains itself' },
@@ -612,7 +612,8 @@ class Run {
       }
     }
     if (typeof v === 'string' && v.includes('${')) return; // a variable: its value is only known per device
-    const valueRule: PayloadRule = manifest ? 'manifest-value' : 'apple-value';
+    // Apple says PayloadVersion must be 1; devices install other values (Santa's profiles ship 2).
+    const valueRule: PayloadRule = manifest ? 'manifest-value' : label === 'PayloadVersion' && path.length === 1 ? 'apple-payload-version' : 'apple-value';
     if (node.rangelist && !node.rangelist.has(v as Scalar)) {
       this.add(valueRule, path, `'${label}' must be one of ${node.rangelistText}; got ${JSON.stringify(v)}`);
     }
