@@ -124,6 +124,8 @@ program
   .option('--topic <topic>', 'APNs topic (com.apple.mgmt.External.<uuid>)')
   .option('--one-time', 'embed a one-time challenge even if ORCHARD_SCEP_CHALLENGE is set')
   .option('--ttl <duration>', 'lifetime of a one-time challenge (default 1h)')
+  .option('--serial <serial>', 'a one-time challenge for this serial number only (the certificate proves it)')
+  .option('--udid <udid>', 'a one-time challenge for this UDID only')
   .action(async (flags: import('./enroll.js').EnrollProfileFlags) => {
     const { runEnrollProfile } = await import('./enroll.js');
     const { readStoredPushCredentials } = await import('../push/push-cert.js');
