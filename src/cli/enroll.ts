@@ -8,6 +8,7 @@ import { ConfigError, loadConfig, parseDuration, type FlagValues, type ServerCon
 import { loadOrCreateCaStore } from '../enroll/ca-store.js';
 import { ChallengeStore } from '../enroll/challenges.js';
 import { initOrchard } from '../enroll/init.js';
+import { isDeviceIdentifier } from '../protocol/messages.js';
 import { buildEnrollmentProfile, signProfile, topicFromPushCert } from '../enroll/profile.js';
 import { challengeDir, DEFAULT_CHALLENGE_TTL_MS, scepRoutes, type ScepRoutesOptions } from '../enroll/scep-routes.js';
 import type { RouteDeps } from '../server.js';
@@ -43,6 +44,9 @@ export interface EnrollProfileFlags extends FlagValues {
   oneTime?: boolean;
   /** Lifetime of the one-time challenge, e.g. 24h (default 1h). */
   ttl?: string;
+  /** A one-time challenge for this device only: its certificate then speaks for that serial / UDID alone. */
+  serial?: string;
+  udid?: string;
 }
 
 export interface EnrollProfileResult {
@@ -81,14 +85,17 @@ export function runEnrollProfile(
   const notes = [...ca.warnings];
   if (ca.created) notes.push(`created the SCEP CA in ${ca.dir}`);
   let challenge: string;
-  if (staticChallenge && !flags.oneTime) {
+  const bind = { ...(flags.serial ? { serial: flags.serial } : {}), ...(flags.udid ? { udid: flags.udid } : {}) };
+  if (flags.udid !== undefined && !isDeviceIdentifier(flags.udid)) throw new ConfigError(`--udid "${flags.udid}" is not a UDID`);
+  if (staticChallenge && !flags.oneTime && !flags.serial && !flags.udid) {
     challenge = staticChallenge;
     notes.push(`static SCEP challenge from ${STATIC_CHALLENGE_ENV}`);
   } else {
     const store = new ChallengeStore({ dir: challengeDir(cfg.dataDir), ttlMs, staticChallenge });
-    const one = store.create();
+    const one = store.create(undefined, bind);
     challenge = one.challenge;
-    notes.push(`one-time SCEP challenge, valid for one enrollment until ${one.expiresAt.toISOString()}`);
+    const who = [bind.serial && `serial ${bind.serial}`, bind.udid && `UDID ${bind.udid}`].filter(Boolean).join(', ');
+    notes.push(`one-time SCEP challenge${who ? ` for ${who}` : ''}, valid for one enrollment until ${one.expiresAt.toISOString()}`);
   }
   const xml = buildEnrollmentProfile({ publicUrl: cfg.publicUrl, challenge, topic, caCertDer: ca.ca.certDer });
   return { profile: signProfile(xml, ca.profileSigner, [ca.ca.certDer]), notes };

@@ -3,6 +3,7 @@
  * `openssl smime -verify` accepts it against our CA, with the payloads a device needs, checked
  * against Apple's schema.
  */
+import { createPrivateKey } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +13,7 @@ import { topicFromPushCert, verifyEnrollmentProfile } from '../../src/enroll/pro
 import { validatePayload, validateTopLevel } from '../../src/gitops/apple/payloads.js';
 import { parsePlistDict, type PlistDict } from '../../src/protocol/plist.js';
 import { createCA } from '../../src/identity/ca.js';
+import { SimulatedDevice } from '../../src/sim/device.js';
 import { http } from '../helpers/server.js';
 import { openssl, requireScepclient, scepclient, startEnrollServer, tempDir, TOPIC, VECTORS, type EnrollServer } from './helpers.js';
 
@@ -156,6 +158,18 @@ describe('orchard enroll-profile', () => {
       expect(verifyEnrollmentProfile(withStatic.profile, server.caPem).scep.Challenge).toBe(STATIC);
       const forcedOneTime = runEnrollProfile({ dataDir, publicUrl: server.url, topic: TOPIC, oneTime: true }, { ORCHARD_SCEP_CHALLENGE: STATIC });
       expect(verifyEnrollmentProfile(forcedOneTime.profile, server.caPem).scep.Challenge).not.toBe(STATIC);
+      // --serial: a one-time challenge whose certificate speaks for that serial number only.
+      const forSerial = runEnrollProfile({ dataDir, publicUrl: server.url, topic: TOPIC, serial: 'C02CLI000001' }, { ORCHARD_SCEP_CHALLENGE: STATIC });
+      expect(forSerial.notes.join('\n')).toContain('for serial C02CLI000001');
+      const dir = tempDir();
+      expect((await scepclient(server.url, dir, ['-challenge', verifyEnrollmentProfile(forSerial.profile, server.caPem).scep.Challenge!])).code).toBe(0);
+      const identity = { certDer: Buffer.from(readFileSync(join(dir, 'client.pem'), 'utf8').replace(/-----[^-]+-----|\s/g, ''), 'base64'), key: createPrivateKey(readFileSync(join(dir, 'key.pem'))) };
+      const liar = new SimulatedDevice({ serverUrl: server.url, identity, udid: '00008030-00000000000CL101', serialNumber: 'C02OTHER0001', topic: TOPIC });
+      expect((await liar.authenticate()).status).toBe(403);
+      const device = new SimulatedDevice({ serverUrl: server.url, identity, udid: '00008030-00000000000CL101', serialNumber: 'C02CLI000001', topic: TOPIC });
+      await device.enroll();
+      expect((await server.store.getDevice(device.udid))?.facts.provenSerialNumber).toBe('C02CLI000001');
+      expect(() => runEnrollProfile({ dataDir, publicUrl: server.url, topic: TOPIC, udid: 'A:B' }, {})).toThrow(ConfigError);
     } finally {
       await server.stop();
     }
