@@ -140,10 +140,11 @@ export async function loadFleet(root: string, opts: LoadOptions = {}): Promise<L
 class PayloadReporter {
   private readonly unchecked = new Set<string>();
   constructor(private readonly c: Collector) {}
-  add(type: string, issue: PayloadIssue, at: Origin, message = issue.message): void {
+  add(issue: PayloadIssue, at: Origin, message = issue.message): void {
     if (issue.rule === 'custom-preferences') {
-      if (this.unchecked.has(type)) return;
-      this.unchecked.add(type);
+      // The message names the domain (a payload's type, or a domain inside managed preferences).
+      if (this.unchecked.has(issue.message)) return;
+      this.unchecked.add(issue.message);
     }
     this.c.add(issue.severity, issue.rule, at, message);
   }
@@ -324,7 +325,7 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
       for (const issue of validatePayload(payload.type, payload.keys, { ...ctx, manifests, mode: 'authored' })) {
         const aboutType = issue.path.length === 0 && (issue.rule === 'apple-payload-type' || issue.rule === 'apple-payload-type-typo' || issue.rule === 'custom-preferences');
         const path = aboutType ? [...base, 'type'] : [...base, 'keys', ...issue.path];
-        reporter.add(payload.type, issue, c.at(d, path, issue.rule.endsWith('unknown-key')));
+        reporter.add(issue, c.at(d, path, issue.rule.endsWith('unknown-key')));
       }
       scanStrings(payload.keys, [...base, 'keys'], (s, path) => {
         for (const v of findVariables(s)) {
@@ -425,25 +426,25 @@ async function loadProfileFile(
   const positions = xmlPositions(bytes);
   // A signed file's lines are those of the XML inside the signature: no editor shows them.
   const where = (path: (string | number)[]): Origin => ({ file: inRepo, ...(positions && !signed ? positions.find(path) : { line: 1, col: 1 }) });
-  const report = (type: string, issue: PayloadIssue) =>
-    reporter.add(type, issue, where(issue.path), `${issue.path.length ? issue.path.join('.') + ': ' : ''}${issue.message}`);
+  const report = (issue: PayloadIssue) =>
+    reporter.add(issue, where(issue.path), `${issue.path.length ? issue.path.join('.') + ': ' : ''}${issue.message}`);
   for (const dup of positions?.duplicates ?? []) {
     // CFPropertyList keeps the last value of a repeated key, as our parser does.
-    report('', payloadIssue('plist-duplicate-key', dup.path, `key '${String(dup.path[dup.path.length - 1])}' appears again in this dict: the device keeps this value and ignores the earlier one`));
+    report(payloadIssue('plist-duplicate-key', dup.path, `key '${String(dup.path[dup.path.length - 1])}' appears again in this dict: the device keeps this value and ignores the earlier one`));
   }
   const numberTag = (prefix: (string | number)[]) => positions && ((path: readonly (string | number)[]) => positions.numberTag([...prefix, ...path]));
-  for (const issue of validateTopLevel(profile, { ...ctx, numberTag: numberTag([]) })) report('', issue);
-  for (const issue of checkProfile(profile)) report('', issue);
+  for (const issue of validateTopLevel(profile, { ...ctx, numberTag: numberTag([]) })) report(issue);
+  for (const issue of checkProfile(profile)) report(issue);
   const content = Array.isArray(profile.PayloadContent) ? profile.PayloadContent : [];
   content.forEach((payload, i) => {
     if (!payload || typeof payload !== 'object' || Array.isArray(payload) || payload instanceof Uint8Array || payload instanceof Date) return;
     const keys = payload as Record<string, unknown>;
     const type = keys.PayloadType;
     if (typeof type !== 'string' || type === '') {
-      report('', payloadIssue('apple-required-key', ['PayloadContent', i], 'a payload without PayloadType: the device refuses the profile'));
+      report(payloadIssue('apple-required-key', ['PayloadContent', i], 'a payload without PayloadType: the device refuses the profile'));
       return;
     }
-    for (const issue of validatePayload(type, keys, { ...ctx, mode: 'complete', numberTag: numberTag(['PayloadContent', i]) })) report(type, { ...issue, path: ['PayloadContent', i, ...issue.path] });
+    for (const issue of validatePayload(type, keys, { ...ctx, mode: 'complete', numberTag: numberTag(['PayloadContent', i]) })) report({ ...issue, path: ['PayloadContent', i, ...issue.path] });
   });
 }
 

@@ -221,7 +221,9 @@ describe('values', () => {
 
   it('<any> and ANY-named keys accept anything', () => {
     const prefs = { PayloadContent: { 'com.example.app': { Forced: [{ mcx_preference_settings: { Anything: [1, { b: true }], Other: 'x' } }] } } };
-    expect(validatePayload('com.apple.ManagedClient.preferences', prefs, authored([]))).toEqual([]);
+    expect(validatePayload('com.apple.ManagedClient.preferences', prefs, authored([]))).toEqual([
+      { severity: 'info', rule: 'custom-preferences', path: ['PayloadContent', 'com.example.app'], message: expect.stringMatching(/keys of com.example.app are not checked/) },
+    ]);
     const missing = errors(validatePayload('com.apple.ManagedClient.preferences', { PayloadContent: { 'com.example.app': { Forced: [{}] } } }, authored([])));
     expect(missing).toEqual([{ severity: 'error', rule: 'apple-required-key', path: ['PayloadContent', 'com.example.app', 'Forced', 0], message: expect.stringMatching(/missing required key 'mcx_preference_settings'/) }]);
   });

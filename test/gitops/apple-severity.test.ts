@@ -57,11 +57,11 @@ describe("overrides of Apple's YAML quirks (scripts/gen-apple-profiles.mjs)", ()
       ...ids('com.apple.ManagedClient.preferences'),
       PayloadContent: { 'com.google.Chrome': { Forced: [settings], 'Set-Once': [{ ...settings, mcx_data_timestamp: new Date('2024-01-01T00:00:00Z') }], Often: [{ ...settings, mcx_targets: { user: true } }] } },
     };
-    expect(validatePayload('com.apple.ManagedClient.preferences', ok, complete(['macOS']))).toEqual([]);
+    expect(rules(validatePayload('com.apple.ManagedClient.preferences', ok, complete(['macOS'])))).toEqual(['info custom-preferences']);
     const bad = { ...ids('com.apple.ManagedClient.preferences'), PayloadContent: { 'com.google.Chrome': { Forced: settings, Sometimes: [settings] } } };
-    expect(rules(validatePayload('com.apple.ManagedClient.preferences', bad, complete(['macOS'])))).toEqual(['error apple-type', 'warning apple-unknown-key']);
+    expect(rules(validatePayload('com.apple.ManagedClient.preferences', bad, complete(['macOS'])))).toEqual(['error apple-type', 'warning apple-unknown-key', 'info custom-preferences']);
     const stamp = { ...ids('com.apple.ManagedClient.preferences'), PayloadContent: { 'com.google.Chrome': { 'Set-Once': [{ ...settings, mcx_data_timestamp: 'yesterday' }] } } };
-    expect(rules(validatePayload('com.apple.ManagedClient.preferences', stamp, complete(['macOS'])))).toEqual(['error apple-type']);
+    expect(rules(validatePayload('com.apple.ManagedClient.preferences', stamp, complete(['macOS'])))).toEqual(['error apple-type', 'info custom-preferences']);
   });
 
   it('partly documented preference domains: other keys are one info, not unknown-key warnings', () => {
@@ -151,6 +151,17 @@ describe('custom preference domains', () => {
         ['warning', 'manifest-required-key', 'ManagedBookmarks.0'],
       ]);
       expect(validatePayload('com.google.Chrome', keys, ctx)[1].message).toMatch(/did you mean 'HomepageLocation'\?/);
+    });
+
+    it("managed preferences (com.apple.ManagedClient.preferences) of a domain are checked against the domain's manifest", () => {
+      const mcx = (prefs: Record<string, unknown>) => ({ ...ids('com.apple.ManagedClient.preferences'), PayloadContent: { 'com.google.Chrome': { Forced: [{ mcx_preference_settings: prefs }] }, 'com.example.other': { Forced: [{ mcx_preference_settings: {} }] } } });
+      expect(rules(validatePayload('com.apple.ManagedClient.preferences', mcx({ HomepageLocation: 'https://example.com', RestoreOnStartup: 4 }), ctx))).toEqual(['info custom-preferences']);
+      expect(validatePayload('com.apple.ManagedClient.preferences', mcx({ HomepageIsNewTabPage: 1, RestoreOnStartup: 'x' }), ctx).map((i) => [i.severity, i.rule, i.path.join('.')])).toEqual([
+        ['warning', 'apple-integer-for-boolean', 'PayloadContent.com.google.Chrome.Forced.0.mcx_preference_settings.HomepageIsNewTabPage'],
+        ['error', 'manifest-type', 'PayloadContent.com.google.Chrome.Forced.0.mcx_preference_settings.RestoreOnStartup'],
+        ['info', 'custom-preferences', 'PayloadContent.com.example.other'],
+      ]);
+      expect(validatePayload('com.apple.ManagedClient.preferences', mcx({}), ctx)[0]!.message).toMatch(/keys of com.example.other are not checked .*no manifest for it in --manifests/);
     });
 
     it('found by pfm_domain in any file; unusable files are listed as problems', () => {

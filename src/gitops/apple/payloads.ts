@@ -430,7 +430,7 @@ export function validatePayload(type: string, keys: Record<string, unknown>, ctx
       if (hint && hint !== type) {
         return [payloadIssue('apple-payload-type-typo', [], `unknown payload type '${type}'; did you mean '${hint}'? (macOS would apply it as managed preferences of the domain '${type}')`)];
       }
-      return [payloadIssue('custom-preferences', [], `keys of ${type} are not checked (a preference domain outside Apple's schema, applied by macOS as managed preferences; --manifests checks it)`)];
+      return [payloadIssue('custom-preferences', [], uncheckedDomain(type, ctx))];
     }
     spec = manifestSpec(type, manifest);
   }
@@ -445,7 +445,47 @@ export function validatePayload(type: string, keys: Record<string, unknown>, ctx
   }
   run.notes(root, [], `payload type ${type}`);
   run.dict(root.dict!, keys, [], ctx.mode === 'authored' ? GENERATED : undefined, type, spec.open);
+  if (type === MCX_PREFERENCES && isDict(keys.PayloadContent)) mcxDomains(keys.PayloadContent, ctx, issues);
   return issues;
+}
+
+const MCX_PREFERENCES = 'com.apple.ManagedClient.preferences';
+
+function uncheckedDomain(domain: string, ctx: PayloadContext): string {
+  const how = ctx.manifests ? 'no manifest for it in --manifests' : '--manifests checks it';
+  return `keys of ${domain} are not checked (a preference domain outside Apple's schema, applied by macOS as managed preferences; ${how})`;
+}
+
+const mcxRoots = new WeakMap<PayloadJson, Node>();
+
+/**
+ * The settings of each domain in a managed-preferences payload, against the domain's manifest:
+ * they are that domain's preferences, without the payload keys around them.
+ */
+function mcxDomains(content: Record<string, unknown>, ctx: PayloadContext, issues: PayloadIssue[]): void {
+  for (const [domain, v] of Object.entries(content)) {
+    if (!isDict(v)) continue;
+    if (isKnownPayloadType(domain)) continue; // Apple's own domains: their payload keys differ from preference keys
+    const manifest = ctx.manifests?.get(domain);
+    if (!manifest) {
+      issues.push(payloadIssue('custom-preferences', ['PayloadContent', domain], uncheckedDomain(domain, ctx)));
+      continue;
+    }
+    let root = mcxRoots.get(manifest);
+    if (!root) mcxRoots.set(manifest, (root = rootNode(domain, manifest, undefined)));
+    const run = new Run(issues, ctx, 'manifest');
+    // A manifest describes a payload: its Payload* keys have no place among the preferences.
+    const payloadKeys = new Set(common().names);
+    for (const kind of ['Forced', 'Set-Once', 'Often']) {
+      const items = v[kind];
+      if (!Array.isArray(items)) continue;
+      items.forEach((item, i) => {
+        if (isDict(item) && isDict(item.mcx_preference_settings)) {
+          run.dict(root.dict!, item.mcx_preference_settings, ['PayloadContent', domain, kind, i, 'mcx_preference_settings'], payloadKeys, domain, false);
+        }
+      });
+    }
+  }
 }
 
 /**
