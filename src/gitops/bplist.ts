@@ -30,8 +30,12 @@ export interface BplistLimits {
   maxBytes: number;
 }
 
-/** Like TRUSTED_LIMITS for XML: an admin's profile may embed large data, but not unboundedly. */
-export const BPLIST_LIMITS: Readonly<BplistLimits> = Object.freeze({ maxDepth: 128, maxValues: 4_000_000, maxBytes: 64 << 20 });
+/**
+ * Depth and bytes as TRUSTED_LIMITS for XML. Values: a profile renders to XML of at least 7 bytes
+ * a value (`<true/>`), and more than 4 MiB is refused (profileMaxBytes), so no usable profile has
+ * a million; the bound also keeps a hostile DAG of a few hundred bytes to well under a second.
+ */
+export const BPLIST_LIMITS: Readonly<BplistLimits> = Object.freeze({ maxDepth: 128, maxValues: 1_000_000, maxBytes: 64 << 20 });
 
 export interface BplistOptions extends Partial<BplistLimits> {
   /**
@@ -76,8 +80,8 @@ class Reader {
   private tableOffset = 0;
   private values = 0;
   private bytes = 0;
-  /** Objects on the path from the root to the one being read: a ref to one of them is a cycle. */
-  private readonly path = new Set<number>();
+  /** Offsets of the containers on the path from the root to the one being read (1): a ref to one is a cycle. */
+  private path = new Uint8Array(0);
 
   constructor(input: Uint8Array, opts: BplistOptions) {
     this.b = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
@@ -112,6 +116,7 @@ class Reader {
     if (this.offsetIntSize < 8 && 1n << BigInt(8 * this.offsetIntSize) <= tableOffset) throw new BplistError(`trailer: ${this.offsetIntSize}-byte offsets cannot reach the offset table at ${tableOffset}`);
     this.numObjects = Number(numObjects);
     this.tableOffset = Number(tableOffset);
+    this.path = new Uint8Array(this.tableOffset);
     return this.object(Number(top), 0);
   }
 
@@ -242,9 +247,9 @@ class Reader {
         if (refs > this.tableOffset) throw new BplistError(`${kind === 0xd ? 'dict' : 'array'} at ${off}: ${n} entries run past the object area`);
         this.need(at, refs * this.refSize, kind === 0xd ? 'dict' : 'array');
         if (depth + 1 > this.limits.maxDepth) throw new BplistError(`dict and array nesting deeper than ${this.limits.maxDepth} levels at ${off} (limit depth)`);
-        if (this.path.has(off)) throw new BplistError(`${kind === 0xd ? 'dict' : 'array'} at ${off} contains itself (a reference cycle)`);
+        if (this.path[off]) throw new BplistError(`${kind === 0xd ? 'dict' : 'array'} at ${off} contains itself (a reference cycle)`);
         this.spend(0);
-        this.path.add(off);
+        this.path[off] = 1;
         let out: BplistValue;
         if (kind === 0xa) {
           const arr: PlistValue[] = [];
@@ -256,12 +261,13 @@ class Reader {
             const key = this.object(this.ref(at + i * this.refSize), depth + 1);
             if (typeof key !== 'string') throw new BplistError(`dict at ${off}: key ${i} is not a string`);
             const value = this.object(this.ref(at + (n + i) * this.refSize), depth + 1) as PlistValue;
-            // defineProperty: a key "__proto__" is an ordinary key, as it is to CoreFoundation.
-            Object.defineProperty(dict, key, { value, enumerable: true, writable: true, configurable: true });
+            // Refused like the XML parser does: assigned, it would replace the dict's prototype.
+            if (key === '__proto__') throw new BplistError(`dict at ${off}: forbidden key __proto__`);
+            dict[key] = value;
           }
           out = dict;
         }
-        this.path.delete(off);
+        this.path[off] = 0;
         return out;
       }
       case 0xc:

@@ -283,6 +283,7 @@ sys.stdout.write(json.dumps({'bplist': base64.b64encode(b).decode()}))`);
       [[[0xc1, 0]], /set at 8/],
       [[[0x51, 0xe9]], /holds a byte above 0x7F/],
       [[[0xd1, 1, 1], [0x10, 1]], /dict at 8: key 0 is not a string/],
+      [[[0xd1, 1, 2], [0x59, ...Buffer.from('__proto__')], [0xd0]], /dict at 8: forbidden key __proto__/],
     ];
     for (const [objects, message] of cases) expect(() => parseBinaryPlist(bplist(objects)), message.source).toThrow(message);
     const ok = bplist([[0x10, 1]]);
@@ -305,6 +306,7 @@ sys.stdout.write(json.dumps({'bplist': base64.b64encode(b).decode()}))`);
     // Object i is an array holding object i+1 twice; the last is an empty array.
     const levels = 40;
     const dag = bplist([...Array.from({ length: levels }, (_, i) => [0xa2, i + 1, i + 1]), [0xa0]]);
+    expect(() => parseBinaryPlist(dag)).toThrow(/more than 1000000 values \(shared objects count each time/);
     expect(() => parseBinaryPlist(dag, { maxValues: 100_000 })).toThrow(/more than 100000 values \(shared objects count each time/);
     const deep = bplist([...Array.from({ length: 200 }, (_, i) => [0xa1, i + 1]), [0xa0]]);
     expect(() => parseBinaryPlist(deep)).toThrow(/deeper than 128 levels/);
