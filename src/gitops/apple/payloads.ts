@@ -408,10 +408,9 @@ export function knownPayloadTypes(): string[] {
 }
 
 /**
- * Validate one payload's keys (merged with CommonPayloadKeys). Errors: unknown key (with a "did
- * you mean X?" suggestion), wrong type, value outside rangelist or range, missing required key,
- * unknown payload type. Warnings: key or payload type not supported on one of ctx.platforms, key
- * that requires supervision when ctx.supervised is not true.
+ * Validate one payload's keys (merged with CommonPayloadKeys) against Apple's schema, or, for a
+ * preference domain outside it, against its manifest in ctx.manifests (else one info saying its
+ * keys are not checked). Each issue carries its rule and that rule's severity (RULES).
  */
 export function validatePayload(type: string, keys: Record<string, unknown>, ctx: PayloadContext): PayloadIssue[] {
   const issues: PayloadIssue[] = [];
