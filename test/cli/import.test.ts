@@ -171,6 +171,9 @@ describe('orchard import: signed, crafted and broken inputs', () => {
       'real.mobileconfig': profileXml('<key>tilesize</key><real>48</real>'),
       'ref.mobileconfig': profileXml('<key>Other</key><string>11111111-2222-4333-8444-555555555555</string>'),
       'dollar.mobileconfig': profileXml('<key>Label</key><string>${device.SerialNumber} and $${x} and ${</string>'),
+      // Strings YAML would read as something else unless quoted, and keys that look like syntax.
+      'tricky.mobileconfig': profileXml(['true', '0123', '1e3', 'null', '~', ' lead', 'a: b', '- x', '#c', 'multi\nline\n', 'Grüße &amp; 日本', '', '0x1F', '.inf']
+        .map((v, i) => `<key>k${i}: &amp; [x]</key><string>${v}</string>`).join('') + '<key>n</key><integer>-9007199254740991</integer><key>f</key><real>0.1</real><key>e</key><array/><key>d</key><dict/>'),
     };
     for (const [f, xml] of Object.entries(files)) writeFileSync(join(dir, f), xml.replace(/com\.example\.crafted(?=<)/, `com.example.${f.split('.')[0]}`));
     const { code, report, out } = await importJson([dir, '--to-yaml']);
@@ -185,6 +188,10 @@ describe('orchard import: signed, crafted and broken inputs', () => {
     const text = readFileSync(join(out, dollar.document), 'utf8');
     expect(text).toContain('Label: $${device.SerialNumber} and $$${x} and ${');
     expect((await renderYaml(text)).PayloadContent).toMatchObject([{ Label: '${device.SerialNumber} and $${x} and ${' }]);
+    const tricky = by('tricky');
+    expect(tricky.as).toBe('yaml');
+    const original = readProfile(readFileSync(tricky.source)).profile;
+    expect(comparable(await renderYaml(readFileSync(join(out, tricky.document), 'utf8')))).toEqual(comparable(original));
   });
 
   it('binary and UTF-16 profiles are read as macOS reads them and convert', async () => {
