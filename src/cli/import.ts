@@ -278,6 +278,8 @@ function toYamlSpec(profile: PlistDict, integralReal: () => boolean): { spec: Re
   if (typeof display !== 'string' || display.length === 0) return { reason: 'it has no PayloadDisplayName (a YAML Profile needs displayName)' };
   if (desc !== undefined && typeof desc !== 'string') return { reason: 'its PayloadDescription is not a string' };
   if (org !== undefined && typeof org !== 'string') return { reason: 'its PayloadOrganization is not a string' };
+  // Orchard's renderer writes no empty PayloadDescription or PayloadOrganization.
+  if (desc === '' || org === '') return { reason: `its ${desc === '' ? 'PayloadDescription' : 'PayloadOrganization'} is empty, and a rendered profile has none` };
   if (scope !== undefined && scope !== 'System' && scope !== 'User') return { reason: `its PayloadScope ${JSON.stringify(scope)} is neither System nor User` };
   if ((profile.PayloadVersion ?? 1) !== 1) return { reason: 'its PayloadVersion is not 1 (Orchard writes 1)' };
   if (!Array.isArray(content) || content.length === 0) return { reason: 'it has no payloads (a YAML Profile needs at least one)' };
