@@ -59,7 +59,8 @@ const TOP_DEFAULTS: Record<string, PlistValue> = { PayloadEnabled: true, Payload
 const DERIVED_PAYLOAD_KEYS = new Set(['PayloadType', 'PayloadUUID', 'PayloadIdentifier', 'PayloadVersion']);
 
 export async function runImport(opts: ImportOptions): Promise<ImportOutput> {
-  const usage = (m: string): ImportOutput => ({ exitCode: 2, stdout: '', stderr: `orchard import: ${m}\n` });
+  // With --format json, stdout is JSON whatever happens.
+  const usage = (m: string): ImportOutput => ({ exitCode: 2, stdout: opts.format === 'json' ? `${JSON.stringify({ error: m })}\n` : '', stderr: `orchard import: ${m}\n` });
   if (opts.paths.length === 0) return usage('name at least one .mobileconfig file or folder');
   const out = resolve(opts.out);
   try {

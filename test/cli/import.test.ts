@@ -233,6 +233,8 @@ describe('orchard import: signed, crafted and broken inputs', () => {
     const r = await orchard(['import', REAL, '--out', full]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/is not empty/);
+    const json = await orchard(['import', REAL, '--out', full, '--format', 'json']);
+    expect([json.code, JSON.parse(json.stdout).error]).toEqual([2, expect.stringMatching(/is not empty/)]);
   });
 });
 
