@@ -6,6 +6,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import type { SourceStatus } from '../../src/gitops/source.js';
 import { buildPlist } from '../../src/protocol/plist.js';
 import { http, startTestServer, type TestServer } from '../helpers/server.js';
@@ -40,6 +41,16 @@ const fleet = {
   ].join('\n')),
   'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
 };
+
+describe('the manifests setting', () => {
+  it('comes from --manifests or the config file (relative to it)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'orchard-config-'));
+    writeFileSync(join(dir, 'orchard.yaml'), 'manifests: ../profile-manifests\n');
+    expect(loadConfig({ config: join(dir, 'orchard.yaml') }).manifests).toBe(join(dir, '../profile-manifests'));
+    expect(loadConfig({ config: join(dir, 'orchard.yaml'), manifests: 'elsewhere' }).manifests).toBe(join(process.cwd(), 'elsewhere'));
+    expect(loadConfig({}).manifests).toBeUndefined();
+  });
+});
 
 describe('the server and findings that are not errors', () => {
   it('applies a revision with warnings and shows them (and the notes) in GET /api/v1/source', async () => {

@@ -11,8 +11,8 @@ export type Platform = 'macOS' | 'iOS' | 'iPadOS' | 'tvOS' | 'visionOS' | 'watch
 export type Severity = 'error' | 'warning' | 'info';
 
 /**
- * Every rule this module reports, with its severity (the README's table is this list). Rules
- * whose severity depends on the case say so in their name's entry of the table.
+ * Every rule this module reports, with its one severity: a case the device treats differently is
+ * a rule of its own (apple-payload-type and apple-payload-type-typo). The README's table is this list.
  */
 export const RULES = {
   'apple-payload': { severity: 'error', meaning: 'a payload that is not a dictionary: the device refuses the profile' },
