@@ -112,7 +112,7 @@ class Reader {
     if (tableOffset < 9n || tableOffset >= BigInt(t)) throw new BplistError(`trailer: offset table at ${tableOffset} is outside the file`);
     if (tableOffset + numObjects * BigInt(this.offsetIntSize) > BigInt(t)) throw new BplistError(`trailer: ${numObjects} offsets of ${this.offsetIntSize} bytes do not fit between the offset table and the trailer`);
     // As CoreFoundation: the sizes must be able to express every offset and reference.
-    if (this.refSize < 8 && 1n << BigInt(8 * this.refSize) < numObjects) throw new BplistError(`trailer: ${this.refSize}-byte references cannot name ${numObjects} objects`);
+    if (this.refSize < 8 && 1n << BigInt(8 * this.refSize) <= numObjects) throw new BplistError(`trailer: ${this.refSize}-byte references cannot name ${numObjects} objects`);
     if (this.offsetIntSize < 8 && 1n << BigInt(8 * this.offsetIntSize) <= tableOffset) throw new BplistError(`trailer: ${this.offsetIntSize}-byte offsets cannot reach the offset table at ${tableOffset}`);
     this.numObjects = Number(numObjects);
     this.tableOffset = Number(tableOffset);

@@ -298,6 +298,9 @@ sys.stdout.write(json.dumps({'bplist': base64.b64encode(b).decode()}))`);
     expect(bad((b, t) => b.writeBigUInt64BE(1n, t + 16))).toThrow(/top object 1 is not below/);
     expect(bad((b, t) => b.writeBigUInt64BE(2n ** 60n, t + 8))).toThrow(/do not fit/);
     expect(bad((b, t) => (b[t - 1] = 3))).toThrow(/offset 3 is outside the object area/);
+    // As CoreFoundation: 1-byte references name at most 255 objects (CFBinaryPList.c compares with <=).
+    expect(() => parseBinaryPlist(bplist(Array.from({ length: 256 }, () => [0x09])))).toThrow(/1-byte references cannot name 256 objects/);
+    expect(parseBinaryPlist(bplist(Array.from({ length: 255 }, () => [0x09])))).toBe(true);
     expect(bad((b, t) => b.write('bplist15', 0, 'latin1'))).toThrow(/version "15" is not supported/);
     expect(() => parseBinaryPlist(Buffer.from('bplist00'))).toThrow(/too short/);
   });
