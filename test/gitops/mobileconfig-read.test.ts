@@ -349,4 +349,23 @@ sys.stdout.write(json.dumps({'bplist': base64.b64encode(b).decode()}))`);
     expect(outcomes.value).toBeGreaterThan(0);
     expect(outcomes.error).toBeGreaterThan(0);
   });
+
+  it('fuzz: 1,000 mutated signed profiles (XML and binary inside) give a profile or a MobileconfigError', () => {
+    const seeds = [sign(Buffer.from(XML)), sign(binaryOf(XML))];
+    const outcomes = { profile: 0, error: 0 };
+    fc.assert(fc.property(fc.nat(seeds.length - 1), fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 4 }), fc.option(fc.nat()), (seed, edits, cut) => {
+      let b = Buffer.from(seeds[seed]!);
+      for (const [at, v] of edits) b[at % b.length] = v;
+      if (cut !== null) b = b.subarray(0, cut % b.length);
+      try {
+        readProfile(b);
+        outcomes.profile++;
+      } catch (err) {
+        if (!(err instanceof MobileconfigError)) throw err;
+        outcomes.error++;
+      }
+    }), { numRuns: 1000, seed: 20261203 });
+    expect(outcomes.profile).toBeGreaterThan(0);
+    expect(outcomes.error).toBeGreaterThan(0);
+  });
 });
