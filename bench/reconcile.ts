@@ -56,6 +56,9 @@ async function startProfile(): Promise<() => Promise<unknown>> {
   return async () => (await s.post('Profiler.stop')).profile;
 }
 
+/** 100,000 devices in one DeviceGroup are past the loader's default repository limits (limits.ts). */
+const FLEET_LIMITS = { yamlFileBytes: 256 << 20, repoBytes: 1 << 30, nodes: 50_000_000, scalarChars: 1 << 30 };
+
 const peak = () => {
   const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -89,8 +92,8 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
       writeFileSync(join(d, 'groups.yaml'), groups(devices));
       return d;
     };
-    const rev1 = await loadFleet(repo(1));
-    const rev2 = await loadFleet(repo(2));
+    const rev1 = await loadFleet(repo(1), { limits: FLEET_LIMITS });
+    const rev2 = await loadFleet(repo(2), { limits: FLEET_LIMITS });
     if (!rev1.fleet || !rev2.fleet) throw new Error(JSON.stringify([...rev1.diagnostics, ...rev2.diagnostics].slice(0, 3)));
     const store = await LevelStore.open(join(dir, 'data'));
     const log = pino({ level: 'warn' });
@@ -139,7 +142,7 @@ async function phaseProcess<T>(phase: 'plan' | 'reconcile', dir: string): Promis
 
 /** One phase on a seeded directory, in this (fresh) process. */
 async function runPhase(phase: string, dir: string): Promise<object> {
-  const fleet = (await loadFleet(join(dir, 'rev2'))).fleet!;
+  const fleet = (await loadFleet(join(dir, 'rev2'), { limits: FLEET_LIMITS })).fleet!;
   const store = await LevelStore.open(join(dir, 'data'));
   try {
     if (phase === 'plan') {
