@@ -173,6 +173,8 @@ async function deviceView(store: Store, d: DeviceRecord) {
     checkedOutAt: d.checkedOutAt,
     facts: d.facts,
     identity: d.identity,
+    // Renewals and re-enrollments, with both certificates (never a secret).
+    identityChanges: d.identityChanges ?? [],
     // Push token, PushMagic and UnlockToken are not shown: they are credentials.
     enrollments: enrollments.map((e) => ({
       id: e.id, type: e.type, active: e.active, userId: e.userId, userShortName: e.userShortName,

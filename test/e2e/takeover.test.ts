@@ -252,6 +252,9 @@ describe('the built-in CA: anyone with the static challenge, renewals, one-time 
     const dev = await server.store.getDevice(VICTIM);
     expect(dev?.facts.provenSerialNumber).toBe('C02VICTIM001');
     expect(dev?.identity.issuedFor).toEqual({ serial: 'C02VICTIM001' });
+    // The device's record in the admin API shows the change too.
+    const view = await http(`${server.url}/api/v1/devices/${VICTIM}`, { headers: { authorization: `Bearer ${server.readToken}` } });
+    expect((view.json() as { identityChanges: { kind: string; to: { certHash: string } }[] }).identityChanges.at(-1)).toMatchObject({ kind: 're-enrollment', to: { certHash: sha256(fresh.certDer) } });
     const ev = (await identityEvents(VICTIM)).at(-1)!;
     expect(ev.data).toMatchObject({ kind: 're-enrollment', reason: 'same-serial-challenge: the certificate was issued for this serial number', from: { certHash: sha256(victimId.certDer) }, to: { certHash: sha256(fresh.certDer) } });
   });
