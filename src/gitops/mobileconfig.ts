@@ -121,9 +121,11 @@ export function profileText(bytes: Buffer, maxDepth = TRUSTED_LIMITS.maxDepth): 
 function rootText(plist: Buffer, maxDepth: number): string {
   const xml = xmlText(plist);
   if (xml[xml.search(/[^ \t\r\n]/)] !== '<') throw new MobileconfigError('neither an XML plist nor a CMS-signed profile (nor a binary plist)');
-  const end = scanMarkup(xml, maxDepth);
-  // CFPropertyList.c parses the first element and stops: whatever follows the root (NUL padding,
-  // a second document) is never looked at, so a device installs such a file.
+  const { end, bareDict } = scanMarkup(xml, maxDepth);
+  // CFPropertyList.c parses the first element, whatever it is, and stops: a root <dict> needs no
+  // <plist> around it, and whatever follows the root (NUL padding, a second document) is never
+  // looked at, so a device installs such a file. The wrapper adds no line: positions stay.
+  if (bareDict !== undefined) return `${xml.slice(0, bareDict)}<plist>${xml.slice(bareDict, end)}</plist>`;
   return end === -1 ? xml : xml.slice(0, end);
 }
 
@@ -182,12 +184,16 @@ function utf32(b: Buffer, le: boolean): string {
 
 /**
  * Refuse dict/array nesting deeper than `max` before any parser (or, later, the renderer, which
- * recurses) sees it, and find where the root element ends (after its `</plist>`; -1 if it does
- * not). A scan with indexOf, not a regular expression: linear on any input.
+ * recurses) sees it, and find the root element: where it ends (after its end tag; -1 if it does
+ * not) and, for a root <dict> without <plist> around it, where it starts. A scan with indexOf,
+ * not a regular expression: linear on any input.
  */
-function scanMarkup(xml: string, max: number): number {
+function scanMarkup(xml: string, max: number): { end: number; bareDict?: number } {
   let depth = 0;
+  let root: 'plist' | 'dict' | 'other' | undefined;
+  let rootAt = -1;
   const nameChar = (c: string | undefined) => c !== undefined && /[\w.:-]/.test(c);
+  const named = (at: number, n: string) => xml.startsWith(n, at) && !nameChar(xml[at + n.length]);
   for (let i = xml.indexOf('<'); i !== -1; i = xml.indexOf('<', i + 1)) {
     if (xml.startsWith('<!--', i)) {
       i = xml.indexOf('-->', i + 4);
@@ -197,18 +203,26 @@ function scanMarkup(xml: string, max: number): number {
       const close = xml[i + 1] === '/';
       const name = close ? i + 2 : i + 1;
       const end = xml.indexOf('>', i);
-      if (close && end !== -1 && xml.startsWith('plist', name) && !nameChar(xml[name + 5])) return end + 1;
-      const isContainer = (xml.startsWith('dict', name) && !nameChar(xml[name + 4])) || (xml.startsWith('array', name) && !nameChar(xml[name + 5]));
-      if (isContainer && end !== -1) {
-        if (close) depth = Math.max(0, depth - 1);
-        else if (xml[end - 1] !== '/' && ++depth > max) {
+      if (end === -1) break; // unterminated: the parser says what is wrong
+      const selfClosing = xml[end - 1] === '/';
+      if (root === undefined && !close && xml[i + 1] !== '?' && xml[i + 1] !== '!') {
+        root = named(name, 'plist') ? 'plist' : named(name, 'dict') ? 'dict' : 'other';
+        rootAt = i;
+        if (root === 'dict' && selfClosing) return { end: end + 1, bareDict: rootAt };
+      }
+      if (close && root === 'plist' && named(name, 'plist')) return { end: end + 1 };
+      if (named(name, 'dict') || named(name, 'array')) {
+        if (close) {
+          depth = Math.max(0, depth - 1);
+          if (depth === 0 && root === 'dict') return { end: end + 1, bareDict: rootAt };
+        } else if (!selfClosing && ++depth > max) {
           const line = xml.slice(0, i).split('\n').length;
           throw new MobileconfigError(`dict and array nesting deeper than ${max} levels at line ${line} (limit depth)`);
         }
       }
       i = end;
     }
-    if (i === -1) break; // unterminated: the parser says what is wrong
+    if (i === -1) break;
   }
-  return -1;
+  return { end: -1 };
 }

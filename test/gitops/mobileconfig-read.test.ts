@@ -78,6 +78,7 @@ const variantsOf = (xml: string): [string, Buffer][] => [
   ['UTF-16LE with BOM', utf16(xml.replace('UTF-8', 'UTF-16'), true)],
   ['UTF-16BE with BOM', utf16(xml.replace('UTF-8', 'UTF-16'), false)],
   ['ISO-8859-1 as declared', Buffer.from(xml.replace('UTF-8', 'ISO-8859-1').replace('–', '&#8211;'), 'latin1')],
+  ['a root <dict> without <plist>', Buffer.from(xml.replace('<plist version="1.0">\n', '').replace('</plist>\n', '\n\0'))],
   ['a binary plist (plistlib)', binaryOf(xml)],
 ];
 
@@ -99,7 +100,8 @@ describe('files macOS reads', () => {
       const text = profileText(bytes);
       if (name.startsWith('a binary')) expect(text).toBeUndefined();
       else {
-        expect(text!.trimStart().replace('UTF-16', 'UTF-8').replace('ISO-8859-1', 'UTF-8').replace('&#8211;', '–'), name).toBe(XML.trimEnd());
+        if (name.startsWith('a root <dict>')) expect(text).toMatch(/\.dtd">\n<plist><dict>\n[^]*<\/dict><\/plist>$/);
+        else expect(text!.trimStart().replace('UTF-16', 'UTF-8').replace('ISO-8859-1', 'UTF-8').replace('&#8211;', '–'), name).toBe(XML.trimEnd());
         expect(profileText(sign(bytes))).toBe(text);
       }
     }
