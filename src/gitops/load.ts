@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { Document, LineCounter } from 'yaml';
-import { checkProfile, payloadIssue, validatePayload, validateTopLevel, type ManifestLookup, type PayloadIssue } from './apple/payloads.js';
+import { checkProfile, pathText, payloadIssue, shortText, validatePayload, validateTopLevel, type ManifestLookup, type PayloadIssue } from './apple/payloads.js';
 import { ManifestSet } from './manifests.js';
 import type {
   AuthoredPayload,
@@ -427,10 +427,10 @@ async function loadProfileFile(
   // A signed file's lines are those of the XML inside the signature: no editor shows them.
   const where = (path: (string | number)[]): Origin => ({ file: inRepo, ...(positions && !signed ? positions.find(path) : { line: 1, col: 1 }) });
   const report = (issue: PayloadIssue) =>
-    reporter.add(issue, where(issue.path), `${issue.path.length ? issue.path.join('.') + ': ' : ''}${issue.message}`);
+    reporter.add(issue, where(issue.path), `${issue.path.length ? pathText(issue.path) + ': ' : ''}${issue.message}`);
   for (const dup of positions?.duplicates ?? []) {
     // CFPropertyList keeps the last value of a repeated key, as our parser does.
-    report(payloadIssue('plist-duplicate-key', dup.path, `key '${String(dup.path[dup.path.length - 1])}' appears again in this dict: the device keeps this value and ignores the earlier one`));
+    report(payloadIssue('plist-duplicate-key', dup.path, `key '${shortText(String(dup.path[dup.path.length - 1]))}' appears again in this dict: the device keeps this value and ignores the earlier one`));
   }
   const numberTag = (prefix: (string | number)[]) => positions && ((path: readonly (string | number)[]) => positions.numberTag([...prefix, ...path]));
   for (const issue of validateTopLevel(profile, { ...ctx, numberTag: numberTag([]) })) report(issue);

@@ -121,6 +121,17 @@ describe('findings inside a .mobileconfig', () => {
     expect(checked.ds.map((d) => `${d.file}:${d.line} ${d.severity} ${d.rule}`)).toEqual([`a.mobileconfig:${KEY_LINE} error manifest-type`]);
   });
 
+  it('a hostile profile: a 1 MB key above 2,000 values, repeated, costs memory per value, not per key length, and short messages', async () => {
+    const long = 'K'.repeat(1 << 20);
+    const children = Array.from({ length: 2000 }, (_, i) => `<key>k${i}</key><true/>`).join('');
+    const xml = xmlProfile([payload('com.apple.dock', '1', `<key>${long}</key><dict>${children}</dict>`, `<key>${long}</key><dict>${children}</dict>`)]);
+    const { ok, ds } = await load({ 'f.yaml': fileProfile('f', 'f.mobileconfig'), 'f.mobileconfig': xml });
+    expect(ok).toBe(true);
+    // The value the device keeps (the second) is the one checked; the file is over the size warning.
+    expect(ds.map((d) => `${d.file}:${d.line} ${d.rule}`)).toEqual([`f.mobileconfig:${KEY_LINE + 1} plist-duplicate-key`, `f.mobileconfig:${KEY_LINE + 1} apple-unknown-key`, 'f.yaml:5 profile-size']);
+    for (const d of ds) expect(d.message.length).toBeLessThan(400);
+  });
+
   it('a signed profile: findings at line 1 (its lines are inside the signature), the key path in the message', async () => {
     const root = makeRepo({ 'f.yaml': fileProfile('f', 'f.mobileconfig'), 'plain.xml': xmlProfile([payload('com.apple.mobiledevice.passwordpolicy', '1', '<key>minLenght</key><integer>6</integer>')]), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']) });
     const pki = opensslPki('Profile Signer');

@@ -13,10 +13,18 @@ export interface DuplicateKey {
   col: number;
 }
 
-const keyOf = (path: Path) => path.join('\u0000');
+/**
+ * One node per value, children by key or index: memory in proportion to the values, whatever the
+ * length of their keys (a joined path per value would repeat a long key in every descendant).
+ */
+interface Node {
+  offset?: number;
+  tag?: string;
+  children?: Map<string | number, Node>;
+}
 
 export class PlistPositions {
-  private readonly at = new Map<string, { offset: number; tag: string }>();
+  private readonly root: Node = {};
   private readonly lineStarts: number[] = [0];
   readonly duplicates: DuplicateKey[] = [];
 
@@ -26,7 +34,9 @@ export class PlistPositions {
     const dups: PlistValueRecord[] = [];
     parsePlistXml(text, TRUSTED_LIMITS, {
       record: (r) => {
-        this.at.set(keyOf(r.path), { offset: r.keyAt ?? r.at, tag: r.tag });
+        const node = this.node(r.path, true)!;
+        node.offset = r.keyAt ?? r.at;
+        node.tag = r.tag;
         if (r.duplicate) dups.push(r);
       },
     });
@@ -35,17 +45,34 @@ export class PlistPositions {
 
   /** line:col of the value at `path` (of its key in a dict), or of its nearest ancestor present. */
   find(path: Path): { line: number; col: number } {
-    for (let n = path.length; n >= 0; n--) {
-      const hit = this.at.get(keyOf(path.slice(0, n)));
-      if (hit) return this.lineCol(hit.offset);
+    let best: number | undefined;
+    let node: Node | undefined = this.root;
+    for (let i = 0; node; i++) {
+      if (node.offset !== undefined) best = node.offset;
+      if (i === path.length) break;
+      node = node.children?.get(path[i]!);
     }
-    return { line: 1, col: 1 };
+    return best === undefined ? { line: 1, col: 1 } : this.lineCol(best);
   }
 
   /** The element a number at `path` was written as. */
   numberTag(path: Path): 'integer' | 'real' | undefined {
-    const tag = this.at.get(keyOf(path))?.tag;
+    const tag = this.node(path, false)?.tag;
     return tag === 'integer' || tag === 'real' ? tag : undefined;
+  }
+
+  private node(path: Path, create: boolean): Node | undefined {
+    let node: Node = this.root;
+    for (const k of path) {
+      let next = node.children?.get(k);
+      if (!next) {
+        if (!create) return undefined;
+        next = {};
+        (node.children ??= new Map()).set(k, next);
+      }
+      node = next;
+    }
+    return node;
   }
 
   private lineCol(offset: number): { line: number; col: number } {
