@@ -30,7 +30,9 @@ const CHUNK = 100_000;
 
 console.log(`# Fuzz run\n\nNode ${process.version}, ${new Date().toISOString()}, \`npm run fuzz -- --runs ${runs} --seed ${seed}${values.only ? ` --only ${values.only}` : ''}\`\n`);
 const targets = await makeTargets(only);
-const rows: string[] = [];
+// Each row as soon as its parser is done, so a long run that is stopped keeps what it found.
+console.log('| parser | inputs | ok | typed error | other exception | inputs/s |\n|---|---|---|---|---|---|');
+const notes: string[] = [];
 let failed = false;
 try {
   for (const name of only) {
@@ -48,14 +50,14 @@ try {
       process.stderr.write(`${name}: ${total.runs}/${want}, ${total.other} other\n`);
     }
     const s = Number(process.hrtime.bigint() - start) / 1e9;
-    rows.push(`| ${target.name} | ${total.runs} | ${total.ok} | ${total.typed} | ${total.other} | ${Math.round(total.runs / s)} |`);
+    console.log(`| ${target.name} | ${total.runs} | ${total.ok} | ${total.typed} | ${total.other} | ${Math.round(total.runs / s)} |`);
     if (total.other > 0) {
       failed = true;
-      console.log(`${target.name} threw something other than ${target.typed.map((c) => c.name).join('/')}:\n${total.examples.map((e) => `- ${e}`).join('\n')}\n`);
+      notes.push(`${target.name} threw something other than ${target.typed.map((c) => c.name).join('/') || 'nothing'}:\n${total.examples.map((e) => `- ${e}`).join('\n')}`);
     }
   }
 } finally {
   targets.cleanup();
 }
-console.log(`| parser | inputs | ok | typed error | other exception | inputs/s |\n|---|---|---|---|---|---|\n${rows.join('\n')}\n`);
+console.log(notes.length ? `\n${notes.join('\n\n')}` : '');
 if (failed) process.exitCode = 1;
