@@ -49,7 +49,8 @@ function convertKey(sub: Dict): KeyJson {
   const min = typeof sub.pfm_range_min === 'number' ? sub.pfm_range_min : undefined;
   const max = typeof sub.pfm_range_max === 'number' ? sub.pfm_range_max : undefined;
   if (min !== undefined || max !== undefined) k.range = { ...(min !== undefined ? { min } : {}), ...(max !== undefined ? { max } : {}) };
-  if (typeof sub.pfm_format === 'string') k.format = sub.pfm_format;
+  // ProfileCreator matches pfm_format against the whole value (NSPredicate MATCHES).
+  if (typeof sub.pfm_format === 'string') k.format = `^(?:${sub.pfm_format})$`;
   const subkeys = Array.isArray(sub.pfm_subkeys) ? sub.pfm_subkeys : undefined;
   if (type === 'dictionary') {
     // A dictionary the manifest does not describe is free-form.

@@ -128,6 +128,7 @@ describe('custom preference domains', () => {
         sub('ExtensionInstallForcelist', 'array', { pfm_subkeys: [{ pfm_type: 'string' }] }),
         sub('ManagedBookmarks', 'array', { pfm_subkeys: [{ pfm_type: 'dictionary', pfm_subkeys: [sub('name', 'string', { pfm_require: 'always' }), sub('url', 'string')] }] }),
         sub('ExtensionSettings', 'dictionary'),
+        sub('DownloadDirectory', 'string', { pfm_format: '/.*|\\$\\{[a-z_]+\\}.*' }),
       ],
     }));
     // A manifest named otherwise is found by its pfm_domain; a broken one is a problem, not a crash.
@@ -137,18 +138,20 @@ describe('custom preference domains', () => {
     const ctx = complete(['macOS'], { manifests });
 
     it('a valid payload passes', () => {
-      const keys = { ...ids('com.google.Chrome'), HomepageLocation: 'https://example.com', RestoreOnStartup: 4, ExtensionInstallForcelist: ['abc'], ManagedBookmarks: [{ name: 'Intranet', url: 'https://intranet' }], ExtensionSettings: { '*': { installation_mode: 'blocked' } } };
+      const keys = { ...ids('com.google.Chrome'), HomepageLocation: 'https://example.com', RestoreOnStartup: 4, ExtensionInstallForcelist: ['abc'], ManagedBookmarks: [{ name: 'Intranet', url: 'https://intranet' }], DownloadDirectory: '/Users/Shared/Downloads', ExtensionSettings: { '*': { installation_mode: 'blocked' } } };
       expect(validatePayload('com.google.Chrome', keys, ctx)).toEqual([]);
     });
 
     it('type errors are errors; unknown keys, values and required keys are warnings (the device does not enforce a manifest)', () => {
-      const keys = { ...ids('com.google.Chrome'), HomepageIsNewTabPage: 'yes', HomepagLocation: 'x', RestoreOnStartup: 2, DiskCacheSize: 5000, ManagedBookmarks: [{ url: 'https://intranet' }] };
+      const keys = { ...ids('com.google.Chrome'), HomepageIsNewTabPage: 'yes', HomepagLocation: 'x', RestoreOnStartup: 2, DiskCacheSize: 5000, ManagedBookmarks: [{ url: 'https://intranet' }], DownloadDirectory: 'Downloads/x' };
       expect(validatePayload('com.google.Chrome', keys, ctx).map((i) => [i.severity, i.rule, i.path.join('.')])).toEqual([
         ['error', 'manifest-type', 'HomepageIsNewTabPage'],
         ['warning', 'manifest-unknown-key', 'HomepagLocation'],
         ['warning', 'manifest-value', 'RestoreOnStartup'],
         ['warning', 'manifest-value', 'DiskCacheSize'],
         ['warning', 'manifest-required-key', 'ManagedBookmarks.0'],
+        // pfm_format matches the whole value: 'Downloads/x' contains a '/' but does not start with one.
+        ['warning', 'manifest-value', 'DownloadDirectory'],
       ]);
       expect(validatePayload('com.google.Chrome', keys, ctx)[1].message).toMatch(/did you mean 'HomepageLocation'\?/);
     });
