@@ -37,6 +37,7 @@ interface KnownFailure {
 interface Outcome {
   entry: Entry;
   errors: Diagnostic[];
+  warnings: Diagnostic[];
   threw?: string;
 }
 
@@ -60,10 +61,11 @@ async function load(entry: Entry, root: string): Promise<Outcome> {
   try {
     const r = await loadFleet(root);
     const errors = r.diagnostics.filter((d) => d.severity === 'error');
+    const warnings = r.diagnostics.filter((d) => d.severity === 'warning');
     const internal = errors.find((d) => d.rule === 'loader');
-    return { entry, errors, threw: internal ? `loader error: ${internal.message}` : undefined };
+    return { entry, errors, warnings, threw: internal ? `loader error: ${internal.message}` : undefined };
   } catch (err) {
-    return { entry, errors: [], threw: err instanceof Error ? `${err.name}: ${err.message}` : String(err) };
+    return { entry, errors: [], warnings: [], threw: err instanceof Error ? `${err.name}: ${err.message}` : String(err) };
   }
 }
 
@@ -146,6 +148,10 @@ function printSummary(outcomes: Outcome[]): void {
   for (const [k, v] of count((o) => o.entry.expect)) lines.push(`    ${k}: ${v.total} / ${v.ok}`);
   lines.push('  by first error rule:');
   for (const [k, v] of count((o) => (o.errors[0]?.rule ?? '(none)') as string)) lines.push(`    ${k}: ${v.total}`);
+  const warned = new Map<string, number>();
+  for (const o of outcomes) for (const rule of new Set(o.warnings.map((w) => w.rule))) warned.set(rule, (warned.get(rule) ?? 0) + 1);
+  lines.push('  files with warnings, by rule:');
+  for (const [k, v] of [...warned.entries()].sort((a, b) => a[0].localeCompare(b[0]))) lines.push(`    ${k}: ${v}`);
   lines.push('  failing "installs" files:');
   for (const o of outcomes.filter((x) => x.entry.expect === 'installs' && x.errors.length > 0)) {
     lines.push(`    ${o.entry.file}: [${o.errors[0]!.rule}] ${o.errors[0]!.message.slice(0, 160)}`);
