@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReenrollPolicy } from '../../src/config.js';
 import type { WebhookEvent } from '../../src/report/webhooks.js';
-import { parsePlistDict } from '../../src/protocol/plist.js';
+import { parsePlistDict, type PlistDict } from '../../src/protocol/plist.js';
 import { SimulatedDevice, type SimIdentity } from '../../src/sim/device.js';
 import { renewIdentity, ScepEnrollError } from '../../src/sim/scep-enroll.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
@@ -305,7 +305,8 @@ describe("a UDID with ':' names another device's user channel", () => {
       expect(r.body.toString()).toMatch(/not a device identifier/);
     }
     // Nor through UserID or EnrollmentID.
-    for (const dict of [{ Status: 'Idle', UDID: udid, UserID: 'USER1:X' }, { Status: 'Idle', EnrollmentID: `${udid}:USER1` }, { Status: 'Idle', UDID: `${udid} ` }]) {
+    const wrong: PlistDict[] = [{ Status: 'Idle', UDID: udid, UserID: 'USER1:X' }, { Status: 'Idle', EnrollmentID: `${udid}:USER1` }, { Status: 'Idle', UDID: `${udid} ` }];
+    for (const dict of wrong) {
       const r = await victim.report(dict);
       expect(r.status).toBe(400);
     }
