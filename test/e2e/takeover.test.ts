@@ -10,7 +10,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ReenrollPolicy } from '../../src/config.js';
+import { ConfigError, loadConfig, type ReenrollPolicy } from '../../src/config.js';
 import type { WebhookEvent } from '../../src/report/webhooks.js';
 import { parsePlistDict, type PlistDict } from '../../src/protocol/plist.js';
 import { SimulatedDevice, type SimIdentity } from '../../src/sim/device.js';
@@ -366,5 +366,18 @@ describe('devices choose their own facts: blueprints with secrets can require a 
     const inv = await http(`${server.url}/api/v1/devices`, { headers: { authorization: `Bearer ${server.readToken}` } });
     const facts = (inv.json() as { devices: { id: string; facts: { provenSerialNumber?: string } }[] }).devices.map((d) => [d.id, d.facts.provenSerialNumber]);
     expect(Object.fromEntries(facts)).toMatchObject({ [real.udid]: 'C02PROVEN001', [impostor.udid]: undefined });
+  });
+});
+
+describe('the re-enroll policy setting', () => {
+  it('defaults to same-serial-challenge; --reenroll and the reenroll key choose another; anything else is refused', () => {
+    expect(loadConfig({}).reenroll).toBe('same-serial-challenge');
+    expect(loadConfig({ reenroll: 'after-checkout' }).reenroll).toBe('after-checkout');
+    const file = join(tempDir(), 'orchard.yaml');
+    writeFileSync(file, 'reenroll: allow\n');
+    expect(loadConfig({ config: file }).reenroll).toBe('allow');
+    expect(() => loadConfig({ reenroll: 'always' })).toThrow(ConfigError);
+    writeFileSync(file, 'reenroll: always\n');
+    expect(() => loadConfig({ config: file })).toThrow(/reenroll: "always" is not one of allow, same-serial-challenge, after-checkout/);
   });
 });
