@@ -27,7 +27,7 @@ import type {
   Selector,
 } from './model.js';
 import { formatBytes, resolveLimits, type LoaderLimits } from './limits.js';
-import { MobileconfigError, profileContent, readProfile } from './mobileconfig.js';
+import { MobileconfigError, profileText, readProfile } from './mobileconfig.js';
 import { PlistPositions } from './apple/positions.js';
 import { readRegularFile, relPath as rel, resolveInside, walkYaml } from './repo-files.js';
 import { newUsage, parseYamlFile } from './yaml-file.js';
@@ -423,7 +423,7 @@ async function loadProfileFile(
   p.identifier ??= fileId!;
   p.displayName ??= typeof profile.PayloadDisplayName === 'string' ? profile.PayloadDisplayName : undefined;
   if (profile.PayloadScope === 'User') p.scope = 'User';
-  const positions = xmlPositions(bytes);
+  const positions = xmlPositions(bytes, limits.depth);
   // A signed file's lines are those of the XML inside the signature: no editor shows them.
   const where = (path: (string | number)[]): Origin => ({ file: inRepo, ...(positions && !signed ? positions.find(path) : { line: 1, col: 1 }) });
   const report = (issue: PayloadIssue) =>
@@ -448,14 +448,13 @@ async function loadProfileFile(
   });
 }
 
-/** Positions of an XML profile's values; undefined for a binary plist, or text the second parse cannot read. */
-function xmlPositions(bytes: Buffer): PlistPositions | undefined {
+/** Positions of an XML profile's values (in the text readProfile parsed); undefined for a binary plist. */
+function xmlPositions(bytes: Buffer, maxDepth: number): PlistPositions | undefined {
   try {
-    const { plist } = profileContent(bytes);
-    if (plist.subarray(0, 6).toString('latin1') === 'bplist') return undefined;
-    return new PlistPositions(plist.toString('utf8'));
+    const text = profileText(bytes, maxDepth);
+    return text === undefined ? undefined : new PlistPositions(text);
   } catch {
-    // Other encodings (UTF-16, Latin-1) or trailing bytes: findings then point at line 1.
+    // readProfile read these bytes; should the second reading differ, findings point at line 1.
     return undefined;
   }
 }

@@ -132,6 +132,13 @@ describe('findings inside a .mobileconfig', () => {
     for (const d of ds) expect(d.message.length).toBeLessThan(400);
   });
 
+  it('UTF-16 and CRLF files: positions in the decoded text are the lines an editor shows', async () => {
+    const xml = xmlProfile([payload('com.apple.mobiledevice.passwordpolicy', '1', '<key>minLenght</key><integer>6</integer>')]).replace(/\n/g, '\r\n');
+    const utf16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(xml, 'utf16le')]);
+    const { ds } = await load({ 'f.yaml': fileProfile('f', 'f.mobileconfig'), 'f.mobileconfig': utf16 });
+    expect(ds.map((d) => `${d.file}:${d.line}:${d.col} ${d.rule}`)).toEqual([`f.mobileconfig:${KEY_LINE}:4 apple-unknown-key`]);
+  });
+
   it('a signed profile: findings at line 1 (its lines are inside the signature), the key path in the message', async () => {
     const root = makeRepo({ 'f.yaml': fileProfile('f', 'f.mobileconfig'), 'plain.xml': xmlProfile([payload('com.apple.mobiledevice.passwordpolicy', '1', '<key>minLenght</key><integer>6</integer>')]), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']) });
     const pki = opensslPki('Profile Signer');
