@@ -290,7 +290,8 @@ export class MdmService extends EventEmitter<MdmEvents> {
     if (b.certHash === id.certHash) return;
     // A renewal whose binding did not move at issuance (a crash between the two).
     const iss = this.issuance(id.certHash);
-    if (iss?.renewalOf === b.certHash && iss.device === deviceId && !iss.renewedBy) {
+    // (Renewals recorded by earlier versions name no device: the bound certificate they renewed does.)
+    if (iss?.renewalOf === b.certHash && (iss.device ?? deviceId) === deviceId && !iss.renewedBy) {
       const dev = await this.store.getDevice(deviceId);
       if (dev?.identity.certHash === b.certHash) {
         await this.rebind(dev, id);
@@ -327,7 +328,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
     const at = this.now().toISOString();
     const from = certOf(dev.identity);
     const to = { certHash: id.certHash, subject: id.subject, notAfter: id.notAfter };
-    if (iss?.renewalOf === dev.identity.certHash && iss.device === deviceId) {
+    if (iss?.renewalOf === dev.identity.certHash && (iss.device ?? deviceId) === deviceId) {
       return { issuedFor: issuedFor ?? dev.identity.issuedFor, change: { at, kind: 'renewal', from, to } };
     }
     if (b.issuerHash !== id.issuerHash) refuse('the device is bound to a certificate from another CA');

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, type ReenrollPolicy } from '../../src/config.js';
 import type { WebhookEvent } from '../../src/report/webhooks.js';
 import { parsePlistDict, type PlistDict } from '../../src/protocol/plist.js';
+import { issueCertificate } from '../../src/identity/ca.js';
 import { SimulatedDevice, type SimIdentity } from '../../src/sim/device.js';
 import { renewIdentity, ScepEnrollError } from '../../src/sim/scep-enroll.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
@@ -235,6 +236,23 @@ describe('the built-in CA: anyone with the static challenge, renewals, one-time 
     // A certificate nobody enrolled with cannot renew at all.
     const stray = await scepIdentity(server, STATIC, 'stray');
     await expect(renewIdentity(scepUrl, stray)).rejects.toMatchObject({ failInfo: 'badRequest' });
+  });
+
+  it('a renewal recorded by an earlier version (no device named) still takes over on first use', async () => {
+    const own = await scepIdentity(server, STATIC, 'legacy');
+    const device = new SimulatedDevice({ serverUrl: server.url, identity: own, udid: '00008030-00000000000000E1', topic: TOPIC });
+    await device.enroll();
+    // What the old RenewalReq path left behind: the new certificate, and a file naming the one it renewed.
+    const renewed = issueCertificate(server.enroll.caStore.ca, { publicKey: own.key, commonName: 'legacy', notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 86_400_000), extKeyUsage: ['clientAuth'] });
+    mkdirSync(join(server.dir, 'data', 'enroll', 'renewals'), { recursive: true });
+    writeFileSync(join(server.dir, 'data', 'enroll', 'renewals', sha256(renewed.certDer)), sha256(own.certDer));
+    const again = new SimulatedDevice({ serverUrl: server.url, identity: { certDer: renewed.certDer, key: own.key }, udid: device.udid, topic: TOPIC });
+    expect(await idle(again)).toBe('');
+    expect((await server.store.getDevice(device.udid))?.identity.certHash).toBe(sha256(renewed.certDer));
+    expect(await idle(device)).toBe(403);
+    // It speaks for that device only.
+    const elsewhere = new SimulatedDevice({ serverUrl: server.url, identity: { certDer: renewed.certDer, key: own.key }, udid: VICTIM, serialNumber: 'C02VICTIM001', topic: TOPIC });
+    expect((await elsewhere.authenticate()).status).toBe(403);
   });
 
   it('a wiped device re-enrolls through a one-time enrollment for its serial: a new identity, no old secrets, an event', async () => {
