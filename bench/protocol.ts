@@ -38,7 +38,7 @@ export interface ProtocolBenchResult {
 
 const CLK_TCK = 100; // Linux USER_HZ; /proc times are in these ticks.
 
-function procCpuMs(pid: number): number {
+export function procCpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK; // utime + stime
