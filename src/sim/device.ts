@@ -7,7 +7,7 @@
 import { Agent, request } from 'node:http';
 import { randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { signDetached } from '../identity/cms-sign.js';
-import { buildPlist, parsePlistDict, type PlistDict, type PlistValue } from '../protocol/plist.js';
+import { buildPlist, parsePlistDict, TRUSTED_LIMITS, type PlistDict, type PlistValue } from '../protocol/plist.js';
 
 /** The server answered a device request with something other than 200. */
 export class SimRefusedError extends Error {
@@ -158,7 +158,8 @@ export class SimulatedDevice {
       const res = await this.report(report);
       if (res.status !== 200) throw new SimRefusedError(res.status, `connect: server answered ${res.status}: ${res.body.toString().trim()}`);
       if (res.body.length === 0) return session;
-      const cmd = parsePlistDict(res.body);
+      // The server's commands (profiles of megabytes), not a device body: the trusted limits.
+      const cmd = parsePlistDict(res.body, TRUSTED_LIMITS);
       const answer = this.execute(cmd);
       session.push(answer.handled);
       this.handled.push(answer.handled);
@@ -266,7 +267,7 @@ function parseProfile(payload: PlistValue | undefined): InstalledProfile | undef
   if (start < 0 || end < 0) return undefined;
   text = Buffer.from(payload).subarray(start, end + 8).toString('utf8');
   try {
-    const p = parsePlistDict(text);
+    const p = parsePlistDict(text, TRUSTED_LIMITS);
     if (typeof p.PayloadIdentifier !== 'string' || typeof p.PayloadUUID !== 'string') return undefined;
     const content = Array.isArray(p.PayloadContent) ? (p.PayloadContent as PlistDict[]) : [];
     return {
