@@ -133,6 +133,7 @@ describe('custom preference domains', () => {
     }));
     // A manifest named otherwise is found by its pfm_domain; a broken one is a problem, not a crash.
     writeFileSync(join(dir, 'wdav.plist'), buildPlist({ pfm_domain: 'com.microsoft.wdav', pfm_subkeys: [sub('antivirusEngine', 'dictionary', { pfm_subkeys: [sub('enforcementLevel', 'string', { pfm_range_list: ['passive', 'real_time'] })] })] }));
+    writeFileSync(join(dir, 'com.apple.finder.plist'), buildPlist({ pfm_domain: 'com.apple.finder', pfm_subkeys: [sub('ShowStatusBar', 'boolean'), sub('WarnOnEmptyTrash', 'boolean', { pfm_require: 'always' })] }));
     writeFileSync(join(dir, 'broken.plist'), '<plist><dict><key>pfm_domain</key></plist>');
     const manifests = new ManifestSet(dir);
     const ctx = complete(['macOS'], { manifests });
@@ -165,6 +166,15 @@ describe('custom preference domains', () => {
         ['info', 'custom-preferences', 'PayloadContent.com.example.other'],
       ]);
       expect(validatePayload('com.apple.ManagedClient.preferences', mcx({}), ctx)[0]!.message).toMatch(/keys of com.example.other are not checked .*no manifest for it in --manifests/);
+    });
+
+    it("a partly documented Apple domain: the keys Apple leaves out are checked against the domain's manifest", () => {
+      const finder = (extra: Record<string, unknown>) => validatePayload('com.apple.finder', { ...ids('com.apple.finder'), ShowHardDrivesOnDesktop: true, ...extra }, ctx);
+      expect(finder({ ShowStatusBar: true })).toEqual([]);
+      expect(finder({ ShowStatusBar: 'yes', FXPreferredViewStyle: 'Nlsv' }).map((i) => [i.severity, i.rule, i.path.join('.')])).toEqual([
+        ['error', 'manifest-type', 'ShowStatusBar'],
+        ['warning', 'manifest-unknown-key', 'FXPreferredViewStyle'],
+      ]);
     });
 
     it('found by pfm_domain in any file; unusable files are listed as problems', () => {
