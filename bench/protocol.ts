@@ -44,7 +44,52 @@ export function procCpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK; // utime + stime
 }
 
-function procRssMb(pid: number): number {
+export interface BenchServer {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * `orchard serve` as a child process on a fresh LevelDB store in `dir`, trusting `caPath`, with
+ * production (`info`) logging. ORCHARD_BENCH_PROF=DIR writes a V8 CPU profile of the server
+ * there (see BENCHMARKS.md).
+ */
+export async function startBenchServer(dir: string, caPath: string): Promise<BenchServer> {
+  const cli = join(import.meta.dirname, '../src/cli/main.js');
+  const prof = process.env.ORCHARD_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORCHARD_BENCH_PROF}`] : [];
+  const child = spawn(process.execPath, [...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info'], {
+    env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      // The listening line, not any other line that carries a url (APNs, source).
+      const m = /"url":"(http[^"]+)"[^\n]*"msg":"orchard listening"/.exec(out);
+      if (m) {
+        out = '';
+        child.stdout!.off('data', onData);
+        child.stdout!.resume(); // the request log: drained, not kept
+        resolve(m[1]!);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`server exited ${code}: ${out}`)));
+  });
+  return {
+    url,
+    pid: child.pid!,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+export function procRssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 }
@@ -54,7 +99,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-async function phase(name: string, pid: number, concurrency: number, jobs: (() => Promise<number>)[]): Promise<PhaseResult> {
+export async function phase(name: string, pid: number, concurrency: number, jobs: (() => Promise<number>)[]): Promise<PhaseResult> {
   const latencies: number[] = [];
   let requests = 0;
   let next = 0;
@@ -87,29 +132,11 @@ export async function benchProtocol(opts: ProtocolBenchOptions): Promise<Protoco
   const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-'));
   const ca = createCA({ commonName: 'Bench CA' });
   writeFileSync(join(dir, 'ca.pem'), ca.certPem);
-  const cli = join(import.meta.dirname, '../src/cli/main.js');
-  // ORCHARD_BENCH_PROF=DIR writes a V8 CPU profile of the server there (see BENCHMARKS.md).
-  const prof = process.env.ORCHARD_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORCHARD_BENCH_PROF}`] : [];
-  const child = spawn(process.execPath, [...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', join(dir, 'ca.pem'), '--log-level', 'info'], {
-    env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const server = await startBenchServer(dir, join(dir, 'ca.pem'));
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        // The listening line, not any other line that carries a url (APNs, source).
-      const m = /"url":"(http[^"]+)"[^\n]*"msg":"orchard listening"/.exec(out);
-        if (m) {
-          out = '';
-          resolve(m[1]!);
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`server exited ${code}: ${out}`)));
-    });
+    const url = server.url;
     // Production log level: the one-line-per-request log is part of the cost being measured.
-    const pid = child.pid!;
+    const pid = server.pid;
     const rssAtStart = procRssMb(pid);
     const agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency });
     // One key, distinct certificates: issuing is cheap, every device still has its own identity.
@@ -151,8 +178,7 @@ export async function benchProtocol(opts: ProtocolBenchOptions): Promise<Protoco
     agent.destroy();
     return { devices: opts.devices, concurrency: opts.concurrency, phases, cyclesPerSec: cycle.requestsPerSec / 2, serverRssMb: rss, serverRssAtStartMb: rssAtStart };
   } finally {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await server.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,9 +1,12 @@
 /**
  * `npm run bench`: every benchmark, printed as Markdown (paste into BENCHMARKS.md with the
  * command line). Options: --devices N (default 1000), --concurrency N (default 16),
- * --idle-rounds N (default 3), --only protocol|cms|store|validate|push|scep|reconcile|cli|reconcile-latency|hostile, --reconcile-devices N (default 100000;
+ * --idle-rounds N (default 3), --only protocol|protocol-openssl|cms|store|validate|push|scep|reconcile|cli|reconcile-latency|hostile, --reconcile-devices N (default 100000;
  * --big-devices N (default 200) and --big-profile-mb N (default 5) for reconcile-latency;
  * run it in a process started with --max-old-space-size=640 for the RSS bound, as `npm run bench` does).
+ * protocol-openssl (signatures from `openssl cms -sign`, a key per device): --key-type rsa2048|p256
+ * (default rsa2048), --rounds N Idles per device per phase (default 2), --phases a,b (default all:
+ * sha1-keepalive,sha1-newconn,sha256-keepalive,sha256-newconn,cycle,sha1-keepalive-first1000).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -11,6 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { benchCms } from './cms.js';
 import { benchProtocol } from './protocol.js';
+import { benchProtocolOpenssl, type RealisticPhase } from './protocol-openssl.js';
 import { benchStore } from './store.js';
 import { benchValidate } from './validate.js';
 import { benchPush } from './push.js';
@@ -29,6 +33,9 @@ const { values } = parseArgs({
     'reconcile-devices': { type: 'string', default: '100000' },
     'big-devices': { type: 'string', default: '200' },
     'big-profile-mb': { type: 'string', default: '5' },
+    'key-type': { type: 'string', default: 'rsa2048' },
+    rounds: { type: 'string', default: '2' },
+    phases: { type: 'string' },
   },
 });
 const only = values.only;
@@ -68,6 +75,18 @@ if (!only || only === 'protocol') {
   console.log('| phase | requests | req/s | server CPU ms/req | p50 ms | p99 ms |\n|---|---|---|---|---|---|');
   for (const p of r.phases) console.log(`| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} |`);
   console.log(`\nCommand cycles/s: ${f(r.cyclesPerSec, 0)}. Server RSS: ${f(r.serverRssAtStartMb, 1)} MB when listening, ${f(r.serverRssMb, 1)} MB after the run.\n`);
+}
+
+if (!only || only === 'protocol-openssl') {
+  const keyType = values['key-type'] === 'p256' ? 'p256' : 'rsa2048';
+  const r = await benchProtocolOpenssl({
+    devices: Number(values.devices), concurrency: Number(values.concurrency), rounds: Number(values.rounds), keyType,
+    ...(values.phases ? { phases: values.phases.split(',') as RealisticPhase[] } : {}),
+  });
+  console.log(`## Protocol, openssl-made signatures: ${r.devices} devices, each its own ${keyType === 'rsa2048' ? 'RSA-2048' : 'EC P-256'} key and certificate, ${r.concurrency} concurrent, ${r.rounds} Idle(s) per device per phase\n`);
+  console.log('| phase | requests | req/s | server CPU ms/req | p50 ms | p99 ms | server RSS after MB |\n|---|---|---|---|---|---|---|');
+  for (const p of r.phases) console.log(`| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} | ${f(p.rssAfterMb, 1)} |`);
+  console.log(`\nServer RSS: ${f(r.serverRssAtStartMb, 1)} MB listening, ${f(r.serverRssAfterEnrollMb, 1)} MB after enrolling ${r.devices}, ${f(r.serverRssMb, 1)} MB after the run. Signing ahead of the run: ${f(r.signSeconds, 0)} s (key generation ${f(r.keygenSeconds, 0)} s).\n`);
 }
 
 if (!only || only === 'scep') {

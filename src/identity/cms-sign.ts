@@ -25,6 +25,8 @@ export interface SignOptions {
   digest?: 'sha1' | 'sha256';
   /** Default false (real devices send none); true adds contentType, signingTime, messageDigest. */
   signedAttributes?: boolean;
+  /** The signingTime attribute (with signedAttributes); default now. */
+  signingTime?: Date;
 }
 
 type Digest = 'sha1' | 'sha256';
@@ -130,7 +132,7 @@ export function signDetached(body: Buffer, signer: CmsSigner, opts: SignOptions 
     const md = createHash(digest).update(body).digest();
     const attrs = derSetOf([
       ATTR_CONTENT_TYPE,
-      tlv(SEQ, OID_SIGNING_TIME, tlv(SET, encodeTime(new Date()))),
+      tlv(SEQ, OID_SIGNING_TIME, tlv(SET, encodeTime(opts.signingTime ?? new Date()))),
       tlv(SEQ, OID_MESSAGE_DIGEST, tlv(SET, tlv(OCTETS, md))),
     ]);
     signature = sign(digest, attrs, signer.key); // signed as SET OF (tag 0x31)

@@ -20,7 +20,16 @@ export interface SimIdentity {
 }
 
 export type SimSigning =
-  | { mode: 'signature'; digest?: 'sha1' | 'sha256'; signedAttributes?: boolean }
+  /**
+   * Mdm-Signature. Default: SHA-1 without signed attributes, as captured devices sign. With
+   * `signedAttributes` (contentType, messageDigest, signingTime), as other clients sign with
+   * SHA-256, every request gets a new signing time, so every signature is new (the time is in
+   * whole seconds, so a second request in the same second is stamped one second later).
+   * `reuseSignature` re-sends the previous signature when the body repeats, which only a
+   * deterministic signature (RSA, no attributes) allows; off by default, so every request is
+   * signed afresh like a device's.
+   */
+  | { mode: 'signature'; digest?: 'sha1' | 'sha256'; signedAttributes?: boolean; reuseSignature?: boolean }
   | { mode: 'header'; header: string; format: 'rfc9440' | 'nginx' };
 
 export interface SimOptions {
@@ -79,9 +88,11 @@ export class SimulatedDevice {
   private readonly pushToken = randomBytes(32);
   private readonly pushMagic = randomUUID().toUpperCase();
   private readonly opts: SimOptions;
-  // RSA PKCS#1 v1.5 signatures are deterministic: the same body (an Idle) signs the same way, so
-  // the last one is reused instead of spending client CPU that a benchmark wants for the server.
+  // With `reuseSignature`: the last body and its signature (RSA PKCS#1 v1.5 without attributes
+  // is deterministic, so the same body signs the same way).
   private lastSigned?: { body: Buffer; signature: string };
+  // With signed attributes: the last signingTime used (ms), kept strictly increasing.
+  private lastSigningTime = 0;
 
   constructor(opts: SimOptions) {
     this.opts = opts;
@@ -220,11 +231,18 @@ export class SimulatedDevice {
     const h: Record<string, string> = { 'content-type': contentType, 'content-length': String(body.length) };
     const s = this.opts.signing ?? { mode: 'signature' };
     if (s.mode === 'signature') {
-      if (!s.signedAttributes && this.lastSigned?.body.equals(body)) {
+      if (s.reuseSignature && !s.signedAttributes && this.lastSigned?.body.equals(body)) {
         h['mdm-signature'] = this.lastSigned.signature;
       } else {
-        h['mdm-signature'] = signDetached(body, this.opts.identity, { digest: s.digest ?? 'sha1', signedAttributes: s.signedAttributes ?? false });
-        this.lastSigned = { body, signature: h['mdm-signature'] };
+        let signingTime: Date | undefined;
+        if (s.signedAttributes) {
+          // UTCTime has whole seconds: bump past the previous one so no two signatures repeat.
+          const now = Math.floor(Date.now() / 1000) * 1000;
+          this.lastSigningTime = Math.max(now, this.lastSigningTime + 1000);
+          signingTime = new Date(this.lastSigningTime);
+        }
+        h['mdm-signature'] = signDetached(body, this.opts.identity, { digest: s.digest ?? 'sha1', signedAttributes: s.signedAttributes ?? false, signingTime });
+        if (s.reuseSignature) this.lastSigned = { body, signature: h['mdm-signature'] };
       }
     } else if (s.format === 'rfc9440') {
       h[s.header.toLowerCase()] = `:${this.opts.identity.certDer.toString('base64')}:`;

@@ -1,0 +1,192 @@
+/**
+ * Protocol benchmark on realistic traffic: every Mdm-Signature is made by `openssl cms -sign`
+ * ahead of the timed phases, each device has its own key and certificate (openssl, issued by a
+ * CA the server trusts with --trust-ca; see signatures.ts), and the client only sends bytes, so
+ * the cores are left to the server. Server CPU per request comes from /proc/<pid>/stat of the
+ * server process only.
+ *
+ * Signature modes:
+ * - `sha1-noattr` (`-noattr -md sha1`), as captured devices sign: one signature per device and
+ *   body, re-sent whenever the body repeats (a device's RSA signature of the same body is the
+ *   same bytes);
+ * - `sha256-attr` (`-md sha256`: contentType, signingTime, messageDigest), as other clients sign:
+ *   a new signature for every request, `rounds` of them per device made beforehand.
+ * Connections: keep-alive (one Agent, `concurrency` sockets) or a new connection per request.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildPlist } from '../src/protocol/plist.js';
+import { phase, procRssMb, startBenchServer, type PhaseResult } from './protocol.js';
+import { benchPki, defaultPkiDir, distinctSignatures, opensslSignAll, type BenchDeviceKey, type BenchKeyType, type BenchSigMode } from './signatures.js';
+
+export type RealisticPhase =
+  | 'sha1-keepalive' | 'sha1-newconn' | 'sha256-keepalive' | 'sha256-newconn' | 'cycle' | 'sha1-keepalive-first1000';
+
+export const ALL_REALISTIC_PHASES: RealisticPhase[] = ['sha1-keepalive', 'sha1-newconn', 'sha256-keepalive', 'sha256-newconn', 'cycle', 'sha1-keepalive-first1000'];
+
+export interface RealisticOptions {
+  devices: number;
+  concurrency: number;
+  /** Idle requests per device in each Idle phase. */
+  rounds: number;
+  keyType: BenchKeyType;
+  phases?: RealisticPhase[];
+}
+
+export interface RealisticResult {
+  devices: number;
+  concurrency: number;
+  keyType: BenchKeyType;
+  rounds: number;
+  phases: (PhaseResult & { rssAfterMb: number })[];
+  serverRssAtStartMb: number;
+  serverRssAfterEnrollMb: number;
+  serverRssMb: number;
+  keygenSeconds: number;
+  signSeconds: number;
+  /** process.hrtime µs (CLOCK_MONOTONIC, the clock of V8 CPU profiles) of each phase. */
+  windows: { name: string; startUs: number; endUs: number }[];
+}
+
+const TOPIC = 'com.apple.mgmt.External.00000000-0000-0000-0000-0000000bench';
+const COMMAND_UUID = '0B0E0C00-0000-4000-8000-00000000C0DE';
+
+function h(seed: string): Buffer {
+  return createHash('sha256').update(seed).digest();
+}
+
+function uuidOf(seed: string): string {
+  const x = h(seed).toString('hex').toUpperCase();
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+}
+
+/** What device i sends; deterministic, so cached signatures stay valid across runs. */
+function bodies(keyType: BenchKeyType, i: number) {
+  const udid = uuidOf(`bench-${keyType}-${i}`);
+  const serial = `OBN${keyType === 'rsa2048' ? 'R' : 'E'}${String(i).padStart(8, '0')}`;
+  return {
+    udid,
+    authenticate: buildPlist({
+      MessageType: 'Authenticate', Topic: TOPIC, UDID: udid, SerialNumber: serial, Model: 'Mac14,2', ModelName: 'MacBook Air',
+      ProductName: 'Mac14,2', OSVersion: '15.1', BuildVersion: '24B83', DeviceName: `Bench ${serial}`,
+    }),
+    tokenUpdate: buildPlist({
+      MessageType: 'TokenUpdate', Topic: TOPIC, UDID: udid, Token: new Uint8Array(h(`token-${udid}`)),
+      PushMagic: uuidOf(`magic-${udid}`), UnlockToken: new Uint8Array(Buffer.concat([h(`u1-${udid}`), h(`u2-${udid}`)])), AwaitingConfiguration: false,
+    }),
+    idle: buildPlist({ Status: 'Idle', UDID: udid }),
+    ack: buildPlist({ Status: 'Acknowledged', CommandUUID: COMMAND_UUID, UDID: udid, ProfileList: [] }),
+  };
+}
+
+interface Sent { status: number; body: Buffer }
+
+function put(url: string, path: string, body: Buffer, signature: string, contentType: string, agent: Agent | false): Promise<Sent> {
+  return new Promise((resolve, reject) => {
+    const req = request(new URL(path, url), {
+      method: 'PUT', agent,
+      headers: { 'content-type': contentType, 'content-length': String(body.length), 'mdm-signature': signature },
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const CHECKIN = 'application/x-apple-aspen-mdm-checkin';
+const CONNECT = 'application/x-apple-aspen-mdm';
+
+export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<RealisticResult> {
+  const wanted = new Set(opts.phases ?? ALL_REALISTIC_PHASES.filter((p) => p !== 'sha1-keepalive-first1000' || opts.devices > 1000));
+  const pki = await benchPki(opts.keyType, opts.devices);
+  const devs = pki.devices;
+  const b = devs.map((d) => bodies(opts.keyType, d.index));
+  const cache = join(defaultPkiDir(), 'sigs', opts.keyType);
+
+  // Every signature is made before the server starts, so openssl competes with nothing timed.
+  const t = performance.now();
+  const sha1 = async (what: 'authenticate' | 'tokenUpdate' | 'idle' | 'ack') =>
+    opensslSignAll(devs.map((device) => ({ device, body: b[device.index]![what], mode: 'sha1-noattr' as BenchSigMode })), cache);
+  const sigAuth = await sha1('authenticate');
+  const sigToken = await sha1('tokenUpdate');
+  const sigIdle = await sha1('idle');
+  const sigAck = wanted.has('cycle') ? await sha1('ack') : [];
+  const idleOf = (d: BenchDeviceKey) => b[d.index]!.idle;
+  const sig256Keep = wanted.has('sha256-keepalive') ? await distinctSignatures(devs, idleOf, opts.rounds) : [];
+  const sig256New = wanted.has('sha256-newconn') ? await distinctSignatures(devs, idleOf, opts.rounds) : [];
+  const signSeconds = (performance.now() - t) / 1000;
+
+  const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-openssl-'));
+  const server = await startBenchServer(dir, pki.caCertPath);
+  const agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency });
+  const windows: RealisticResult['windows'] = [];
+  const phases: RealisticResult['phases'] = [];
+  const us = () => Number(process.hrtime.bigint() / 1000n);
+  const timed = async (name: string, jobs: (() => Promise<number>)[]) => {
+    const startUs = us();
+    const r = await phase(name, server.pid, opts.concurrency, jobs);
+    windows.push({ name, startUs, endUs: us() });
+    phases.push({ ...r, rssAfterMb: procRssMb(server.pid) });
+    return r;
+  };
+  const expect = (r: Sent, what: string, empty = true) => {
+    if (r.status !== 200 || (empty && r.body.length !== 0)) throw new Error(`${what}: ${r.status} ${r.body.toString().slice(0, 200)}`);
+  };
+  try {
+    const url = server.url;
+    const rssAtStart = procRssMb(server.pid);
+    await timed('enroll (Authenticate + TokenUpdate), SHA-1 no attributes, keep-alive', devs.map((d) => async () => {
+      expect(await put(url, '/mdm/checkin', b[d.index]!.authenticate, sigAuth[d.index]!, CHECKIN, agent), 'Authenticate', false);
+      expect(await put(url, '/mdm/checkin', b[d.index]!.tokenUpdate, sigToken[d.index]!, CHECKIN, agent), 'TokenUpdate', false);
+      return 2;
+    }));
+    const rssAfterEnroll = procRssMb(server.pid);
+
+    const idleJobs = (sigs: (d: BenchDeviceKey, round: number) => string, a: Agent | false, subset = devs) => {
+      const jobs: (() => Promise<number>)[] = [];
+      for (let r = 0; r < opts.rounds; r++) {
+        for (const d of subset) jobs.push(async () => { expect(await put(url, '/mdm/connect', b[d.index]!.idle, sigs(d, r), CONNECT, a), 'Idle'); return 1; });
+      }
+      return jobs;
+    };
+    if (wanted.has('sha1-keepalive')) await timed('Idle, SHA-1 no attributes, keep-alive', idleJobs((d) => sigIdle[d.index]!, agent));
+    if (wanted.has('sha1-newconn')) await timed('Idle, SHA-1 no attributes, new connection per request', idleJobs((d) => sigIdle[d.index]!, false));
+    if (wanted.has('sha256-keepalive')) await timed('Idle, SHA-256 + signed attributes (new signature each), keep-alive', idleJobs((d, r) => sig256Keep[r]![d.index]!, agent));
+    if (wanted.has('sha256-newconn')) await timed('Idle, SHA-256 + signed attributes (new signature each), new connection per request', idleJobs((d, r) => sig256New[r]![d.index]!, false));
+    if (wanted.has('sha1-keepalive-first1000') && devs.length > 1000) {
+      await timed('Idle, SHA-1 no attributes, keep-alive, only devices 0-999', idleJobs((d) => sigIdle[d.index]!, agent, devs.slice(0, 1000)));
+    }
+    if (wanted.has('cycle')) {
+      const res = await fetch(`${url}/api/v1/commands`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer bench-token', 'content-type': 'application/json' },
+        body: JSON.stringify({ targets: b.map((x) => x.udid), commandUUID: COMMAND_UUID, command: { RequestType: 'ProfileList' } }),
+      });
+      if (res.status !== 201) throw new Error(`enqueue failed: ${res.status} ${await res.text()}`);
+      await timed('command cycle (Idle -> ProfileList, Acknowledged -> empty), SHA-1 no attributes, keep-alive', devs.map((d) => async () => {
+        const r = await put(url, '/mdm/connect', b[d.index]!.idle, sigIdle[d.index]!, CONNECT, agent);
+        if (r.status !== 200 || !r.body.includes(COMMAND_UUID)) throw new Error(`cycle Idle: ${r.status} ${r.body.toString().slice(0, 200)}`);
+        expect(await put(url, '/mdm/connect', b[d.index]!.ack, sigAck[d.index]!, CONNECT, agent), 'Acknowledged');
+        return 2;
+      }));
+    }
+    const rss = procRssMb(server.pid);
+    return {
+      devices: devs.length, concurrency: opts.concurrency, keyType: opts.keyType, rounds: opts.rounds, phases,
+      serverRssAtStartMb: rssAtStart, serverRssAfterEnrollMb: rssAfterEnroll, serverRssMb: rss,
+      keygenSeconds: pki.generatedSeconds, signSeconds, windows,
+    };
+  } finally {
+    agent.destroy();
+    await server.stop();
+    if (process.env.ORCHARD_BENCH_PROF) writeFileSync(join(process.env.ORCHARD_BENCH_PROF, `windows-${server.pid}.json`), JSON.stringify(windows));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
