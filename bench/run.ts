@@ -20,7 +20,7 @@ import { benchValidate } from './validate.js';
 import { benchPush } from './push.js';
 import { benchScep, formatScep } from './scep.js';
 import { benchReconcile } from './reconcile.js';
-import { benchHostile, benchParse, formatHostile } from './hostile.js';
+import { benchHostile, benchParse, benchParseHostile, formatHostile } from './hostile.js';
 import { benchReconcileLatency } from './reconcile-latency.js';
 import { benchCli } from './cli.js';
 
@@ -94,7 +94,7 @@ if (!only || only === 'scep') {
 }
 
 if (!only || only === 'hostile') {
-  console.log(formatHostile(benchParse(), await benchHostile()));
+  console.log(formatHostile(benchParse(), benchParseHostile(), await benchHostile()));
 }
 
 if (!only || only === 'push') {
