@@ -48,7 +48,7 @@ export interface RealisticResult {
   keygenSeconds: number;
   signSeconds: number;
   /** process.hrtime µs (CLOCK_MONOTONIC, the clock of V8 CPU profiles) of each phase. */
-  windows: { name: string; startUs: number; endUs: number }[];
+  windows: { name: string; startUs: number; endUs: number; requests: number }[];
 }
 
 const TOPIC = 'com.apple.mgmt.External.00000000-0000-0000-0000-0000000bench';
@@ -132,7 +132,7 @@ export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<Real
   const timed = async (name: string, jobs: (() => Promise<number>)[]) => {
     const startUs = us();
     const r = await phase(name, server.pid, opts.concurrency, jobs);
-    windows.push({ name, startUs, endUs: us() });
+    windows.push({ name, startUs, endUs: us(), requests: r.requests });
     phases.push({ ...r, rssAfterMb: procRssMb(server.pid) });
     return r;
   };
