@@ -112,7 +112,7 @@ function rng(seed: number) {
   };
 }
 
-function mutate(src: Buffer, others: Buffer[], r: () => number): Buffer {
+function mutate(src: Buffer, others: Buffer[], r: () => number): Buffer<ArrayBuffer> {
   const b = Buffer.from(src);
   const pick = (n: number) => Math.floor(r() * n);
   switch (pick(8)) {

@@ -72,7 +72,8 @@ export async function http(
   url: string,
   init: { method?: string; headers?: Record<string, string>; body?: Buffer | string } = {},
 ): Promise<{ status: number; text: string; json: () => unknown }> {
-  const res = await fetch(url, { method: init.method ?? 'GET', headers: init.headers, body: init.body });
+  // A type-only cast: fetch's BodyInit wants a Buffer over an ArrayBuffer, and every Buffer here is one.
+  const res = await fetch(url, { method: init.method ?? 'GET', headers: init.headers, body: init.body as Uint8Array<ArrayBuffer> | string | undefined });
   const text = await res.text();
   return { status: res.status, text, json: () => JSON.parse(text) };
 }

@@ -175,7 +175,7 @@ describe('GET /status over plain HTTP', () => {
   it('refuses cross-site sign-in and sign-out (login CSRF) with 403; same-origin posts pass', async () => {
     const form = { 'content-type': 'application/x-www-form-urlencoded' };
     const body = new URLSearchParams({ token: READ }).toString();
-    for (const h of [{ 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }, { origin: 'https://evil.example' }, { origin: 'null' }, { origin: `${server.url.replace('127.0.0.1', 'localhost')}` }]) {
+    for (const h of <Record<string, string>[]>[{ 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }, { origin: 'https://evil.example' }, { origin: 'null' }, { origin: `${server.url.replace('127.0.0.1', 'localhost')}` }]) {
       const res = await request('/status/login', { method: 'POST', headers: { ...form, ...h }, body });
       expect(res.status, JSON.stringify(h)).toBe(403);
       expect(res.headers.get('set-cookie'), JSON.stringify(h)).toBeNull();
