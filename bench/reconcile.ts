@@ -9,7 +9,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadFleet } from '../src/gitops/load.js';
-import type { Fleet } from '../src/gitops/model.js';
 import { MdmService } from '../src/mdm/service.js';
 import { desiredFor } from '../src/reconcile/desired.js';
 import { planAgainstInventory, type InventoryDevice } from '../src/reconcile/plan.js';

@@ -162,7 +162,7 @@ function parseUnguarded(der: Buffer): Csr {
   if (!alg) throw new CsrError(`CSR signature algorithm ${sigOid} is not supported`);
   if (alg.hash === 'md5') throw new CsrError('CSR is signed with MD5');
   if (publicKey.asymmetricKeyType !== alg.keyType) throw new CsrError('CSR key type does not match its signature algorithm');
-  let ok = false;
+  let ok: boolean;
   try {
     ok = verify(alg.hash, raw(parts[0]!), publicKey, signature);
   } catch {

@@ -260,7 +260,7 @@ function checkUnguarded(p: ParsedSignedData): { signerCert: Buffer; publicKey: K
     throw new Asn1Error('signer certificate is not a valid X.509 certificate');
   }
   if (publicKey.asymmetricKeyType !== sigAlg.keyType) throw new SignatureError(`signer key type does not match ${sigOid}`);
-  let ok = false;
+  let ok: boolean;
   try {
     ok = verify(p.digest, asSet(signedAttrs), publicKey, signature);
   } catch {

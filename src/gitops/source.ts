@@ -587,7 +587,7 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       if (signal.aborted) throw signal.reason;
       return undefined;
     }
-    let commit: string | null = null;
+    let commit: string | null;
     try {
       commit = (await git.raw(['rev-parse', '--verify', 'HEAD^{commit}'])).trim();
     } catch {

@@ -300,7 +300,7 @@ class Parser {
   private closeContainer(lt: number): PlistValue | undefined {
     const { text, stack } = this;
     const nameEnd = scanName(text, lt + 2);
-    let p = skipBlank(text, nameEnd);
+    const p = skipBlank(text, nameEnd);
     if (text.charCodeAt(p) !== 0x3e /* > */) this.fail('malformed closing tag', lt);
     this.pos = p + 1;
     const top = stack.pop();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { buildPlist } from '../../src/protocol/plist.js';
-import { blueprint, makeRepo, passcodePayload, profile } from '../gitops/repo.js';
+import { blueprint, makeRepo, profile } from '../gitops/repo.js';
 import { CLI } from '../helpers/process.js';
 
 const exec = promisify(execFile);

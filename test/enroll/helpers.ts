@@ -31,7 +31,7 @@ export function requireScepclient(): void {
   try {
     execFileSync('scepclient', ['-version'], { stdio: 'pipe' });
   } catch (err) {
-    throw new Error(`scepclient (Debian package "scep", listed in .ci/apt-packages) is required by these tests: ${(err as Error).message}`);
+    throw new Error(`scepclient (Debian package "scep", listed in .ci/apt-packages) is required by these tests: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -303,7 +303,7 @@ sys.stdout.write(json.dumps({'bplist': base64.b64encode(b).decode()}))`);
     // As CoreFoundation: 1-byte references name at most 255 objects (CFBinaryPList.c compares with <=).
     expect(() => parseBinaryPlist(bplist(Array.from({ length: 256 }, () => [0x09])))).toThrow(/1-byte references cannot name 256 objects/);
     expect(parseBinaryPlist(bplist(Array.from({ length: 255 }, () => [0x09])))).toBe(true);
-    expect(bad((b, t) => b.write('bplist15', 0, 'latin1'))).toThrow(/version "15" is not supported/);
+    expect(bad((b) => b.write('bplist15', 0, 'latin1'))).toThrow(/version "15" is not supported/);
     expect(() => parseBinaryPlist(Buffer.from('bplist00'))).toThrow(/too short/);
   });
 

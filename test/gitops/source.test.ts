@@ -598,7 +598,7 @@ describe('FleetSource remembers rejected revisions across restarts', () => {
     expect(counting.loads).toEqual([a]); // the restore of the good one only
     expect(savedState(crashed).validating).toBeUndefined();
 
-    st = await second.source.sync('poll');
+    await second.source.sync('poll');
     expect(counting.loads).toEqual([a]);
     const c = r.remove('HANG').commit('new commit');
     st = await second.source.sync('test');

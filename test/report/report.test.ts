@@ -20,12 +20,11 @@ import type { SimulatedDevice } from '../../src/sim/device.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
 import { blueprint } from '../gitops/repo.js';
 import { http, type TestServer } from '../helpers/server.js';
-import { REFUSAL, startFailingFleet, type FailingFleet } from './fleet.js';
+import { startFailingFleet, type FailingFleet } from './fleet.js';
 
 let repo: FleetRepo;
 let server: TestServer;
 let macs: SimulatedDevice[];
-let ipad: SimulatedDevice;
 let goodSha: string;
 const sources: ReportSources & { staleDays?: number } = {};
 const metrics = createMetrics();
@@ -39,9 +38,10 @@ const capture = (make: (d: RouteDeps) => Router | Router[]) => (d: RouteDeps) =>
   return r;
 };
 
-const refusal = REFUSAL;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the report API's JSON bodies, read loosely: the assertions check their shape
+type Json = any;
 
-async function get(path: string, token: string = server.readToken): Promise<{ status: number; body: any }> {
+async function get(path: string, token: string = server.readToken): Promise<{ status: number; body: Json }> {
   const res = await http(`${server.url}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   return { status: res.status, body: res.text.startsWith('{') ? res.json() : res.text };
 }
@@ -59,7 +59,6 @@ beforeAll(async () => {
     ] },
   });
   ({ repo, macs, goodSha } = fleet);
-  ipad = fleet.others[0]!;
 });
 afterAll(async () => {
   await fleet?.stop();
@@ -94,16 +93,16 @@ describe('GET /api/v1/blueprints', () => {
     const { status, body } = await get('/api/v1/blueprints');
     expect(status).toBe(200);
     expect(body.revision).toBe(goodSha);
-    const macsB = body.blueprints.find((b: any) => b.name === 'macs');
+    const macsB = body.blueprints.find((b: Json) => b.name === 'macs');
     expect(macsB).toMatchObject({ matched: 3, selected: 3, suspended: false, devices: { byState: { 'in-sync': 2, failed: 1 } } });
     expect(macsB.profiles).toEqual([{ profile: 'passcode', identifier: 'com.example.passcode', verified: 2, pending: 0, failed: 1 }]);
-    expect(body.blueprints.find((b: any) => b.name === 'ipads')).toMatchObject({ selected: 1, profiles: [] });
+    expect(body.blueprints.find((b: Json) => b.name === 'ipads')).toMatchObject({ selected: 1, profiles: [] });
   });
 
   it('one blueprint lists its devices; an unknown one is 404', async () => {
     const { body } = await get('/api/v1/blueprints/macs');
-    expect(body.selectedDevices.map((d: any) => d.serialNumber).sort()).toEqual(['MAC000', 'MAC001', 'MAC002']);
-    expect(body.selectedDevices.find((d: any) => d.serialNumber === 'MAC002').state).toBe('failed');
+    expect(body.selectedDevices.map((d: Json) => d.serialNumber).sort()).toEqual(['MAC000', 'MAC001', 'MAC002']);
+    expect(body.selectedDevices.find((d: Json) => d.serialNumber === 'MAC002').state).toBe('failed');
     expect((await get('/api/v1/blueprints/nope')).status).toBe(404);
   });
 });
@@ -141,12 +140,12 @@ describe('GET /api/v1/report/devices', () => {
     let pages = 0;
     do {
       const { body } = await get(`/api/v1/report/devices?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
-      ids.push(...body.devices.map((d: any) => d.id));
+      ids.push(...body.devices.map((d: Json) => d.id));
       cursor = body.nextCursor;
       pages++;
     } while (cursor && pages < 10);
     expect(pages).toBe(2);
-    expect(ids).toEqual(all.devices.map((d: any) => d.id));
+    expect(ids).toEqual(all.devices.map((d: Json) => d.id));
     expect([...ids].sort()).toEqual(ids);
     expect((await get('/api/v1/report/devices?limit=0')).status).toBe(400);
     expect((await get('/api/v1/report/devices?cursor=%%%')).status).toBe(400);
@@ -157,10 +156,10 @@ describe('GET /api/v1/report/devices', () => {
     expect(status).toBe(200);
     expect(body).toMatchObject({ serialNumber: 'MAC002', model: 'Mac14,2', enrolled: true, state: 'failed', blueprints: ['macs'] });
     expect(body.lastSeenAt).toBeTruthy();
-    const p = body.profileStatus.find((x: any) => x.identifier === 'com.example.passcode');
+    const p = body.profileStatus.find((x: Json) => x.identifier === 'com.example.passcode');
     expect(p).toMatchObject({ phase: 'failed', revision: goodSha, blueprints: ['macs'], desired: true });
     expect(p.lastError.errorChain[0]).toMatchObject({ ErrorCode: 4001, ErrorDomain: 'MCProfileErrorDomain' });
-    const install = body.recentCommands.find((c: any) => c.requestType === 'InstallProfile');
+    const install = body.recentCommands.find((c: Json) => c.requestType === 'InstallProfile');
     expect(install).toMatchObject({ status: 'Error' });
     expect(install.errorChain[0].ErrorCode).toBe(4001);
     expect((await get('/api/v1/report/devices/NOPE')).status).toBe(404);
