@@ -13,6 +13,7 @@ import { X509Certificate, createHash, verify, type KeyObject } from 'node:crypto
 import * as asn1js from 'asn1js';
 import { id_contentType, id_messageDigest, id_signedData, DIGEST_BY_OID, SIGNATURE_OIDS, type DigestName } from './oids.js';
 import { IdentityError, malformedOnThrow } from './errors.js';
+import { LruMap } from '../store/lru.js';
 
 export type { DigestName };
 
@@ -131,9 +132,11 @@ function subjectKeyIdentifier(cert: Block): Buffer | undefined {
 
 // Devices repeat their certificate on every request; X509Certificate parsing costs ~100 µs,
 // an order of magnitude more than the rest of verification. Keyed by SHA-256 of the DER, so a
-// colliding certificate can't borrow someone else's key.
-const KEY_CACHE_MAX = 4096;
-const keyCache = new Map<string, KeyObject>();
+// colliding certificate can't borrow someone else's key. Sized for large fleets (one certificate
+// per device): an RSA-2048 public KeyObject holds about 2 KB, so the bound is ~200 MB; the least
+// recently used key goes first.
+const KEY_CACHE_MAX = 100_000;
+const keyCache = new LruMap<string, KeyObject>(KEY_CACHE_MAX);
 
 function publicKeyFor(certDer: Buffer): KeyObject {
   const id = createHash('sha256').update(certDer).digest('base64');
@@ -143,10 +146,6 @@ function publicKeyFor(certDer: Buffer): KeyObject {
     key = new X509Certificate(certDer).publicKey;
   } catch {
     malformed('signer certificate is not a valid X.509 certificate');
-  }
-  if (keyCache.size >= KEY_CACHE_MAX) {
-    const oldest = keyCache.keys().next().value;
-    if (oldest !== undefined) keyCache.delete(oldest);
   }
   keyCache.set(id, key);
   return key;
@@ -188,11 +187,13 @@ function attributeValue(attrs: Block, type: string): Block | undefined {
  * while reading the header is `malformed`.
  */
 export function verifyDetachedSignature(signatureBase64: string, body: Buffer): VerifiedSignature {
-  return malformedOnThrow('Mdm-Signature', () => verifyUnguarded(signatureBase64, body));
+  return malformedOnThrow('Mdm-Signature', () => {
+    const der = decodeBase64(signatureBase64);
+    return verifyFast(der, body) ?? verifyUnguarded(der, body);
+  });
 }
 
-function verifyUnguarded(signatureBase64: string, body: Buffer): VerifiedSignature {
-  const der = decodeBase64(signatureBase64);
+function verifyUnguarded(der: Buffer, body: Buffer): VerifiedSignature {
   const input = new Uint8Array(der.buffer, der.byteOffset, der.byteLength);
   const parsed = asn1js.fromBER(input, BER_OPTIONS);
   if (parsed.offset === -1) malformed(`Mdm-Signature is not valid BER: ${parsed.result.error}`);
@@ -301,6 +302,207 @@ function verifyUnguarded(signatureBase64: string, body: Buffer): VerifiedSignatu
   return {
     signerCert: Buffer.from(signer.der),
     certificates: certs.map((c) => Buffer.from(c.der)),
+    digestAlgorithm: digest,
+    signedAttributes: attrs !== undefined,
+  };
+}
+
+// ---- Fast path ----
+//
+// Building asn1js's tree of the whole header costs ~140 µs per request, almost all of it in the
+// embedded certificate, which the verification only needs as bytes (its key is cached by digest).
+// verifyFast reads the common encodings (DER, and BER indefinite lengths as devices send them)
+// with a small TLV reader that never descends into a definite-length certificate. It returns a
+// result only when the signature verifies; anything it does not read, and every refusal, goes to
+// verifyUnguarded, which gives the answer (and the reason) as before. Either way the proof is the
+// same: the body's digest (or the signed attributes carrying it) verified with the key of the
+// certificate returned.
+
+interface Tlv {
+  /** First identifier octet (low tag numbers only). */
+  tag: number;
+  start: number;
+  /** Content octets: [content, contentEnd); end is past the EOC of an indefinite length. */
+  content: number;
+  contentEnd: number;
+  end: number;
+}
+
+const FAST_MAX_DEPTH = 32;
+
+/** Signals "not read here": verifyFast returns undefined. */
+class NotFast extends Error {}
+const NOT_FAST = new NotFast();
+
+function tlvAt(buf: Buffer, pos: number, limit: number, depth = 0): Tlv {
+  if (depth > FAST_MAX_DEPTH || pos + 2 > limit) throw NOT_FAST;
+  const tag = buf[pos]!;
+  if ((tag & 0x1f) === 0x1f || tag === 0) throw NOT_FAST;
+  const l = buf[pos + 1]!;
+  let content = pos + 2;
+  if (l === 0x80) {
+    if ((tag & 0x20) === 0) throw NOT_FAST;
+    let p = content;
+    for (;;) {
+      if (p + 2 > limit) throw NOT_FAST;
+      if (buf[p] === 0 && buf[p + 1] === 0) return { tag, start: pos, content, contentEnd: p, end: p + 2 };
+      p = tlvAt(buf, p, limit, depth + 1).end;
+    }
+  }
+  let len = l;
+  if (l > 0x80) {
+    const n = l & 0x7f;
+    if (n > 3 || content + n > limit) throw NOT_FAST;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[content + i]!;
+    content += n;
+  }
+  const end = content + len;
+  if (end > limit) throw NOT_FAST;
+  return { tag, start: pos, content, contentEnd: end, end };
+}
+
+/** The elements inside a constructed element; they must fill it exactly. */
+function children(buf: Buffer, e: Tlv, depth = 0): Tlv[] {
+  if ((e.tag & 0x20) === 0) throw NOT_FAST;
+  const out: Tlv[] = [];
+  for (let p = e.content; p < e.contentEnd;) {
+    const c = tlvAt(buf, p, e.contentEnd, depth);
+    out.push(c);
+    p = c.end;
+  }
+  return out;
+}
+
+function need(e: Tlv | undefined, tag: number): Tlv {
+  if (!e || e.tag !== tag) throw NOT_FAST;
+  return e;
+}
+
+const content = (buf: Buffer, e: Tlv): Buffer => buf.subarray(e.content, e.contentEnd);
+const whole = (buf: Buffer, e: Tlv): Buffer => buf.subarray(e.start, e.end);
+
+/** Content octets of an OBJECT IDENTIFIER, as the map keys below hold them. */
+function oidKey(buf: Buffer, e: Tlv | undefined): string {
+  return content(buf, need(e, 0x06)).toString('latin1');
+}
+
+function encodedOid(dotted: string): string {
+  const enc = Buffer.from(new asn1js.ObjectIdentifier({ value: dotted }).toBER(false));
+  return enc.subarray(2).toString('latin1');
+}
+
+const OID_SIGNED_DATA = encodedOid(id_signedData);
+const OID_MESSAGE_DIGEST = encodedOid(id_messageDigest);
+const OID_CONTENT_TYPE = encodedOid(id_contentType);
+const OID_SKI = encodedOid(ID_SKI);
+const DIGEST_BY_KEY = new Map(Object.entries(DIGEST_BY_OID).map(([o, d]) => [encodedOid(o), d]));
+const SIGALG_BY_KEY = new Map(Object.entries(SIGNATURE_OIDS).map(([o, a]) => [encodedOid(o), a]));
+
+function signerMatches(buf: Buffer, cert: Tlv, sid: Tlv): boolean {
+  const tbs = children(buf, need(children(buf, cert)[0], 0x30));
+  if (sid.tag === 0x30) {
+    const [issuer, serial] = children(buf, sid);
+    if (!issuer || !serial || serial.tag !== 0x02) throw NOT_FAST;
+    const off = tbs[0]?.tag === 0xa0 ? 1 : 0;
+    const certSerial = tbs[off];
+    const certIssuer = tbs[off + 2];
+    if (!certSerial || !certIssuer || certSerial.tag !== 0x02) return false;
+    return content(buf, certSerial).equals(content(buf, serial)) && whole(buf, certIssuer).equals(whole(buf, issuer));
+  }
+  // [0] subjectKeyIdentifier
+  const want = content(buf, sid);
+  const extWrapper = tbs.find((t) => t.tag === 0xa3);
+  if (!extWrapper) return false;
+  for (const ext of children(buf, need(children(buf, extWrapper)[0], 0x30))) {
+    const parts = children(buf, need(ext, 0x30));
+    if (oidKey(buf, parts[0]) !== OID_SKI) continue;
+    const value = need(parts[parts.length - 1], 0x04);
+    const inner = tlvAt(buf, value.content, value.contentEnd);
+    if (inner.tag !== 0x04 || inner.end !== value.contentEnd) throw NOT_FAST;
+    return content(buf, inner).equals(want);
+  }
+  return false;
+}
+
+/** The one value of signed attribute `type`; NOT_FAST when it occurs twice or with other than one value. */
+function attribute(buf: Buffer, attrs: Tlv[], type: string): Tlv | undefined {
+  let found: Tlv | undefined;
+  for (const attr of attrs) {
+    const [t, values] = children(buf, need(attr, 0x30));
+    if (oidKey(buf, t) !== type) continue;
+    const v = children(buf, need(values, 0x31));
+    if (found || v.length !== 1) throw NOT_FAST;
+    found = v[0];
+  }
+  return found;
+}
+
+function verifyFast(der: Buffer, body: Buffer): VerifiedSignature | undefined {
+  try {
+    return verifyFastOrThrow(der, body);
+  } catch {
+    return undefined;
+  }
+}
+
+function verifyFastOrThrow(der: Buffer, body: Buffer): VerifiedSignature | undefined {
+  const ci = children(der, need(tlvAt(der, 0, der.length), 0x30));
+  if (oidKey(der, ci[0]) !== OID_SIGNED_DATA) return undefined;
+  const sdParts = children(der, need(children(der, need(ci[1], 0xa0))[0], 0x30));
+  const encap = children(der, need(sdParts[2], 0x30));
+  const eContentType = content(der, need(encap[0], 0x06));
+  if (encap.length > 1) {
+    const eContent = need(children(der, need(encap[1], 0xa0))[0], 0x04);
+    if (!content(der, eContent).equals(body)) return undefined;
+  }
+  let idx = 3;
+  let certs: Tlv[] = [];
+  if (sdParts[idx]?.tag === 0xa0) certs = children(der, sdParts[idx++]!).filter((c) => c.tag === 0x30);
+  if (sdParts[idx]?.tag === 0xa1) idx++;
+  const signers = children(der, need(sdParts[idx], 0x31));
+  if (signers.length !== 1) return undefined;
+  const si = children(der, need(signers[0], 0x30));
+  const sid = si[1];
+  if (!sid || (sid.tag !== 0x30 && sid.tag !== 0x80)) return undefined;
+  const signer = certs.find((c) => signerMatches(der, c, sid));
+  if (!signer) return undefined;
+
+  const digest = DIGEST_BY_KEY.get(oidKey(der, children(der, need(si[2], 0x30))[0]));
+  if (!digest) return undefined;
+  let i = 3;
+  const attrs = si[i]?.tag === 0xa0 ? si[i++] : undefined;
+  const sigAlg = SIGALG_BY_KEY.get(oidKey(der, children(der, need(si[i++], 0x30))[0]));
+  if (!sigAlg || (sigAlg.hash && sigAlg.hash !== digest)) return undefined;
+  const signature = content(der, need(si[i], 0x04));
+
+  const signerDer = whole(der, signer);
+  const key = publicKeyFor(signerDer);
+  if (key.asymmetricKeyType !== sigAlg.keyType) return undefined;
+
+  let signedData: Buffer = body;
+  if (attrs) {
+    // Definite length only: the SET OF that was signed is these bytes with the SET tag.
+    if (der[attrs.start + 1] === 0x80) return undefined;
+    const list = children(der, attrs);
+    const md = attribute(der, list, OID_MESSAGE_DIGEST);
+    if (!md || md.tag !== 0x04) return undefined;
+    const ct = attribute(der, list, OID_CONTENT_TYPE);
+    if (ct && !content(der, need(ct, 0x06)).equals(eContentType)) return undefined;
+    if (!content(der, md).equals(createHash(digest).update(body).digest())) return undefined;
+    signedData = Buffer.from(whole(der, attrs));
+    signedData[0] = 0x31;
+  }
+  let ok: boolean;
+  try {
+    ok = verify(digest, signedData, key, signature);
+  } catch {
+    ok = false;
+  }
+  if (!ok) return undefined;
+  return {
+    signerCert: Buffer.from(signerDer),
+    certificates: certs.map((c) => Buffer.from(whole(der, c))),
     digestAlgorithm: digest,
     signedAttributes: attrs !== undefined,
   };

@@ -4,6 +4,7 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { IdentityError, malformedOnThrow } from './errors.js';
+import { LruMap } from '../store/lru.js';
 
 export interface TrustResult {
   /** SHA-256 hex of the certificate DER. */
@@ -29,7 +30,8 @@ interface CachedChain {
 }
 
 const MAX_CHAIN = 8;
-const CACHE_MAX = 10_000;
+// One entry per device certificate (a few hundred bytes): sized for large fleets.
+const CACHE_MAX = 100_000;
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
 
 function sha256Hex(der: Buffer): string {
@@ -94,8 +96,8 @@ function issuedBy(child: X509Certificate, parent: X509Certificate): boolean {
 export class TrustStore {
   private readonly anchors: Anchor[] = [];
   private readonly anchorHashes = new Set<string>();
-  /** Successful chains by leaf hash; validity times are re-checked on every hit. */
-  private readonly cache = new Map<string, CachedChain>();
+  /** Successful chains by leaf hash, least recently used dropped first; validity times are re-checked on every hit. */
+  private readonly cache = new LruMap<string, CachedChain>(CACHE_MAX);
 
   constructor(caPems: string[] = []) {
     for (const pem of caPems) this.addCa(pem);
@@ -171,10 +173,6 @@ export class TrustStore {
       subject: formatName(leaf.subject),
       notAfter: isoSeconds(validity[0]!.notAfter),
     };
-    if (this.cache.size >= CACHE_MAX) {
-      const oldest = this.cache.keys().next().value;
-      if (oldest !== undefined) this.cache.delete(oldest);
-    }
     this.cache.set(certHash, { result, validity });
     return result;
   }

@@ -34,6 +34,10 @@ export class LruMap<K, V> {
     return this.map.delete(key);
   }
 
+  clear(): void {
+    this.map.clear();
+  }
+
   keys(): IterableIterator<K> {
     return this.map.keys();
   }
