@@ -193,6 +193,11 @@ export function verifyDetachedSignature(signatureBase64: string, body: Buffer): 
   });
 }
 
+/** For tests: the asn1js reading alone, which verifyDetachedSignature falls back to. */
+export function verifyDetachedSignatureWithoutFastPath(signatureBase64: string, body: Buffer): VerifiedSignature {
+  return malformedOnThrow('Mdm-Signature', () => verifyUnguarded(decodeBase64(signatureBase64), body));
+}
+
 function verifyUnguarded(der: Buffer, body: Buffer): VerifiedSignature {
   const input = new Uint8Array(der.buffer, der.byteOffset, der.byteLength);
   const parsed = asn1js.fromBER(input, BER_OPTIONS);
@@ -374,6 +379,45 @@ function children(buf: Buffer, e: Tlv, depth = 0): Tlv[] {
   return out;
 }
 
+/**
+ * What asn1js would decode outside the certificates, checked as strictly as it would be (the
+ * asn1js reading refuses such input as malformed, so the fast path must not accept it): every
+ * element well-formed, and the primitive types found there with valid content. Anything less
+ * common is left to the fallback.
+ */
+function checkTree(buf: Buffer, e: Tlv, skip: ReadonlySet<number>, depth = 0): void {
+  if (skip.has(e.start)) return;
+  if (e.tag & 0x20) {
+    for (const c of children(buf, e, depth + 1)) checkTree(buf, c, skip, depth + 1);
+    return;
+  }
+  const n = e.contentEnd - e.content;
+  switch (e.tag) {
+    case 0x02: // INTEGER
+    case 0x04: // OCTET STRING
+    case 0x80: // [0] IMPLICIT (subjectKeyIdentifier)
+      if (n === 0 && e.tag === 0x02) throw NOT_FAST;
+      return;
+    case 0x05: // NULL
+      if (n !== 0) throw NOT_FAST;
+      return;
+    case 0x06: { // OBJECT IDENTIFIER: sub-identifiers of at most 7 bytes, the last one complete
+      if (n === 0 || buf[e.contentEnd - 1]! & 0x80) throw NOT_FAST;
+      let run = 0;
+      for (let i = e.content; i < e.contentEnd; i++) {
+        run = buf[i]! & 0x80 ? run + 1 : 0;
+        if (run >= 7) throw NOT_FAST;
+      }
+      return;
+    }
+    case 0x17: // UTCTime, as signers write it
+      if (!/^\d{12}Z$/.test(buf.toString('latin1', e.content, e.contentEnd))) throw NOT_FAST;
+      return;
+    default:
+      throw NOT_FAST;
+  }
+}
+
 function need(e: Tlv | undefined, tag: number): Tlv {
   if (!e || e.tag !== tag) throw NOT_FAST;
   return e;
@@ -447,7 +491,8 @@ function verifyFast(der: Buffer, body: Buffer): VerifiedSignature | undefined {
 }
 
 function verifyFastOrThrow(der: Buffer, body: Buffer): VerifiedSignature | undefined {
-  const ci = children(der, need(tlvAt(der, 0, der.length), 0x30));
+  const root = need(tlvAt(der, 0, der.length), 0x30);
+  const ci = children(der, root);
   if (oidKey(der, ci[0]) !== OID_SIGNED_DATA) return undefined;
   const sdParts = children(der, need(children(der, need(ci[1], 0xa0))[0], 0x30));
   const encap = children(der, need(sdParts[2], 0x30));
@@ -500,6 +545,7 @@ function verifyFastOrThrow(der: Buffer, body: Buffer): VerifiedSignature | undef
     ok = false;
   }
   if (!ok) return undefined;
+  checkTree(der, root, new Set(certs.map((c) => c.start)));
   return {
     signerCert: Buffer.from(signerDer),
     certificates: certs.map((c) => Buffer.from(whole(der, c))),
