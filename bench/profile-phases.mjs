@@ -12,6 +12,24 @@ const prof = JSON.parse(readFileSync(file, 'utf8'));
 const windows = JSON.parse(readFileSync(winFile, 'utf8'));
 const top = Number(topArg ?? 12);
 const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+const parent = new Map();
+for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+const viaLogger = (id) => {
+  for (let p = parent.get(id), k = 0; p !== undefined && k < 12; p = parent.get(p), k++) {
+    const u = byId.get(p).callFrame.url;
+    if (/sonic-boom|\/pino\//.test(u)) return true;
+    if (u && !u.startsWith('node:')) return false;
+  }
+  return false;
+};
+// A native frame (no url: socket writes, Buffer builtins) counts for the JS module that called it.
+const callerUrl = (id) => {
+  for (let p = parent.get(id); p !== undefined; p = parent.get(p)) {
+    const u = byId.get(p).callFrame.url;
+    if (u) return u;
+  }
+  return '';
+};
 
 const module = (url) => {
   if (!url) return '(native)';
@@ -72,11 +90,15 @@ for (const w of windows) {
   for (const [id, dt] of self) {
     const n = byId.get(id);
     const fn = n.callFrame.functionName || '(anon)';
-    const mod = module(n.callFrame.url);
-    const a = area(fn, mod);
+    const native = !n.callFrame.url && !fn.startsWith('(');
+    const mod = native ? module(callerUrl(id)) : module(n.callFrame.url);
+    let a = area(fn, mod);
+    // node:fs writes under pino's sonic-boom are the request log; name them so.
+    if (/^node:|^\(native\)/.test(mod) && viaLogger(id)) a = 'logging (pino, request log)';
+    a += native ? ' [native part]' : '';
     byArea.set(a, (byArea.get(a) ?? 0) + dt);
     byMod.set(mod, (byMod.get(mod) ?? 0) + dt);
-    const key = `${fn} (${mod}${n.callFrame.lineNumber >= 0 && n.callFrame.url ? `:${n.callFrame.lineNumber + 1}` : ''})`;
+    const key = `${fn} (${native ? 'native, called from ' : ''}${mod}${n.callFrame.lineNumber >= 0 && n.callFrame.url ? `:${n.callFrame.lineNumber + 1}` : ''})`;
     byFn.set(key, (byFn.get(key) ?? 0) + dt);
   }
   const req = w.requests ?? NaN;
@@ -86,7 +108,11 @@ for (const w of windows) {
     for (const [name, v] of [...m].sort((a, b) => b[1] - a[1]).slice(0, k)) console.log(`| ${name} | ${((100 * v) / busy).toFixed(1)}% |`);
     console.log('');
   };
-  table('area', byArea, 20);
+  // Areas with their native parts folded in, then the split.
+  const folded = new Map();
+  for (const [k, v] of byArea) folded.set(k.replace(' [native part]', ''), (folded.get(k.replace(' [native part]', '')) ?? 0) + v);
+  table('area (native calls folded into their caller)', folded, 20);
+  table('area, native part separate', byArea, 20);
   table('module', byMod, top);
   table('function (self time)', byFn, top);
 }
