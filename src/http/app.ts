@@ -129,7 +129,8 @@ const UNRESERVED = /[A-Za-z0-9\-._~]/;
 
 /** Why a request path is not in canonical form, or undefined when it is. */
 export function pathProblem(path: string): string | undefined {
-  if (path === '/') return undefined;
+  // The device endpoints, on every request: canonical as they are.
+  if (path === '/' || path === '/mdm/connect' || path === '/mdm/checkin') return undefined;
   if (!path.startsWith('/')) return 'the path must start with /';
   if (path.endsWith('/')) return 'trailing slash';
   for (const seg of path.slice(1).split('/')) {
