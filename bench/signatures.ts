@@ -197,7 +197,8 @@ export async function distinctSignatures(devices: BenchDeviceKey[], bodyOf: (d: 
     const t = Date.now();
     out.push(await opensslSignAll(devices.map((device) => ({ device, body: bodyOf(device), mode: 'sha256-attr' }))));
     const wait = 1100 - (Date.now() - t);
-    if (wait > 0 && r < rounds - 1) await new Promise((res) => setTimeout(res, wait));
+    // Also after the last round, so a second call's signatures are new as well.
+    if (wait > 0) await new Promise((res) => setTimeout(res, wait));
   }
   const all = new Set(out.flat());
   if (all.size !== rounds * devices.length) throw new Error(`openssl made ${rounds * devices.length - all.size} duplicate signatures`);
