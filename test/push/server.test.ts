@@ -99,7 +99,9 @@ describe('push through the server', () => {
     expect(standIn.pushesFor(token)).toHaveLength(2);
     expect(((await push([dev.udid])).json() as PushAnswer).results[0]!.result).toBe('suppressed');
 
-    // Same device, same identity, a new token (as after a restore): pushed again.
+    // The same device enrolled again with a new token (after a restore it checks out, then
+    // enrolls with a new identity, which the default re-enroll policy allows): pushed again.
+    await dev.checkOut();
     const identity = createDeviceIdentity(server.ca, `renewed-${dev.udid}`);
     const again = new SimulatedDevice({ serverUrl: server.url, identity, udid: dev.udid, topic: cert.topic });
     await again.enroll();
