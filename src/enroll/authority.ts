@@ -164,6 +164,11 @@ export class ScepAuthority {
       if (err instanceof SignatureError || err instanceof Asn1Error) throw new ScepError('badMessageCheck', err.message);
       throw err;
     }
+    // The issued certificate goes back encrypted to the signer's key by RSA key transport: refuse
+    // another key type before a challenge is used up or anything is issued.
+    if (signerKey.asymmetricKeyType !== 'rsa') {
+      throw new ScepError('badAlg', `the request is signed with a ${signerKey.asymmetricKeyType ?? 'non-RSA'} key; the reply needs an RSA key to be encrypted to`);
+    }
     const type = msg.messageType;
     if (type !== 'PKCSReq' && type !== 'RenewalReq' && type !== 'CertPoll') {
       throw new ScepError('badRequest', `messageType ${type} is not supported`);

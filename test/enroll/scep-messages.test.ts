@@ -206,6 +206,28 @@ describe('ScepAuthority without HTTP', () => {
   });
 });
 
+describe('a PKCSReq signed with an EC key', () => {
+  it('is a CertRep FAILURE badAlg before anything is issued (the reply is encrypted to the signer key, which needs RSA); the challenge stays usable', () => {
+    const ca = createCA({ commonName: 'Authority Test CA' });
+    const used = new Set<string>();
+    const authority = new ScepAuthority({
+      ca,
+      challenges: { consume: (c) => (c === 'one-time-ec' && !used.has(c) ? (used.add(c), 'one-time') : undefined) },
+    });
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    const ecSigner = { certDer: selfSignedCertificate(ec, [['CN', 'ec-dev']]), key: ec };
+    const ecReq = buildRequest({ messageType: 'PKCSReq', csr: buildCsr({ key: ec, subject: [['CN', 'ec-dev']], challengePassword: 'one-time-ec' }), signer: ecSigner, recipient: ca.certDer });
+    const res = authority.pkiOperation(ecReq.der);
+    expect(readCertRep(res.body, ecReq, ca.certDer, ecSigner)).toMatchObject({ status: 'FAILURE', failInfo: 'badAlg' });
+    expect(used.size).toBe(0);
+
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const signer = { certDer: selfSignedCertificate(privateKey, [['CN', 'dev']]), key: privateKey };
+    const req = buildRequest({ messageType: 'PKCSReq', csr: buildCsr({ key: privateKey, subject: [['CN', 'dev']], challengePassword: 'one-time-ec' }), signer, recipient: ca.certDer });
+    expect(readCertRep(authority.pkiOperation(req.der).body, req, ca.certDer, signer).status).toBe('SUCCESS');
+  });
+});
+
 describe('PKIOperation bodies that are not what they should be, against a real server', () => {
   let server: EnrollServer;
   beforeAll(async () => {
