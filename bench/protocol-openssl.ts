@@ -15,10 +15,11 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildPlist } from '../src/protocol/plist.js';
+import { httpPut, type SimResponse } from '../src/sim/device.js';
 import { phase, procRssMb, startBenchServer, type PhaseResult } from './protocol.js';
 import { benchPki, defaultPkiDir, distinctSignatures, opensslSignAll, type BenchDeviceKey, type BenchKeyType, type BenchSigMode } from './signatures.js';
 
@@ -82,22 +83,10 @@ function bodies(keyType: BenchKeyType, i: number) {
   };
 }
 
-interface Sent { status: number; body: Buffer }
+type Sent = SimResponse;
 
 function put(url: string, path: string, body: Buffer, signature: string, contentType: string, agent: Agent | false): Promise<Sent> {
-  return new Promise((resolve, reject) => {
-    const req = request(new URL(path, url), {
-      method: 'PUT', agent,
-      headers: { 'content-type': contentType, 'content-length': String(body.length), 'mdm-signature': signature },
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+  return httpPut(new URL(path, url), body, { 'content-type': contentType, 'content-length': String(body.length), 'mdm-signature': signature }, agent);
 }
 
 const CHECKIN = 'application/x-apple-aspen-mdm-checkin';

@@ -254,17 +254,7 @@ export class SimulatedDevice {
   }
 
   private put(path: string, body: Buffer, contentType: string): Promise<SimResponse> {
-    const url = new URL(path, this.opts.serverUrl);
-    return new Promise((resolve, reject) => {
-      const req = request(url, { method: 'PUT', headers: this.headers(body, contentType), agent: this.opts.agent ?? defaultAgent }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-        res.on('error', reject);
-      });
-      req.on('error', reject);
-      req.end(body);
-    });
+    return httpPut(new URL(path, this.opts.serverUrl), body, this.headers(body, contentType), this.opts.agent ?? defaultAgent);
   }
 }
 
@@ -301,4 +291,18 @@ function parseProfile(payload: PlistValue | undefined): InstalledProfile | undef
   } catch {
     return undefined;
   }
+}
+
+/** One PUT as a device makes it: the whole body, the whole answer. */
+export function httpPut(url: URL, body: Buffer, headers: Record<string, string>, agent: Agent | false): Promise<SimResponse> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'PUT', headers, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
