@@ -11,9 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_LIMITS } from '../../src/gitops/limits.js';
 import { loadFleet } from '../../src/gitops/load.js';
 import type { Diagnostic, LoadResult } from '../../src/gitops/model.js';
-import { buildPlist } from '../../src/protocol/plist.js';
 import { FleetRepo, git } from './helpers.js';
-import { blueprint, makeRepo, passcodePayload, profile } from './repo.js';
+import { blueprint, fileProfile, makeRepo, mobileconfig, passcodePayload, profile } from './repo.js';
 
 const repos: FleetRepo[] = [];
 afterAll(() => repos.forEach((r) => r.cleanup()));
@@ -42,13 +41,6 @@ function checkout(files: Record<string, string | Buffer>, links: Record<string, 
 const errors = (r: LoadResult) => r.diagnostics.filter((d) => d.severity === 'error');
 const text = (ds: Diagnostic[]) => ds.map((d) => `${d.file}:${d.line}:${d.col}: ${d.severity}: ${d.message} [${d.rule}]`).join('\n');
 
-const mobileconfig = (extra: Record<string, unknown> = {}) => buildPlist({
-  PayloadType: 'Configuration', PayloadIdentifier: 'com.example.file', PayloadUUID: '11111111-2222-3333-4444-555555555555',
-  PayloadVersion: 1, PayloadDisplayName: 'From a file',
-  PayloadContent: [{ PayloadType: 'com.apple.mobiledevice.passwordpolicy', PayloadIdentifier: 'com.example.file.pw', PayloadUUID: '11111111-2222-3333-4444-555555555556', PayloadVersion: 1, minLength: 6 }],
-  ...extra,
-});
-const fileProfile = (path: string) => `apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: f}\nspec:\n  file: ${path}\n`;
 const uses = blueprint('b', '    platforms: [macOS]', ['f']);
 
 describe('spec.file and symbolic links', () => {

@@ -5,7 +5,7 @@ import { loadFleet } from '../../src/gitops/load.js';
 import type { Diagnostic } from '../../src/gitops/model.js';
 import { buildPlist } from '../../src/protocol/plist.js';
 import { opensslPki } from '../helpers/openssl.js';
-import { blueprint, makeRepo, passcodePayload, profile } from './repo.js';
+import { blueprint, fileProfile, makeRepo, mobileconfig, passcodePayload, profile } from './repo.js';
 
 const EXAMPLE = join(import.meta.dirname, '../../config-examples/fleet');
 
@@ -186,13 +186,6 @@ describe('references, variables, secrets', () => {
 });
 
 describe('.mobileconfig files', () => {
-  const mobileconfig = (extra: Record<string, unknown> = {}) => buildPlist({
-    PayloadType: 'Configuration', PayloadIdentifier: 'com.example.file', PayloadUUID: '11111111-2222-3333-4444-555555555555',
-    PayloadVersion: 1, PayloadDisplayName: 'From a file',
-    PayloadContent: [{ PayloadType: 'com.apple.mobiledevice.passwordpolicy', PayloadIdentifier: 'com.example.file.pw', PayloadUUID: '11111111-2222-3333-4444-555555555556', PayloadVersion: 1, minLength: 6 }],
-    ...extra,
-  });
-  const fileProfile = (path: string) => `apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: f}\nspec:\n  file: ${path}\n`;
 
   it('XML and CMS-signed files are read; their payloads are validated', async () => {
     const xml = await loadFleet(makeRepo({ 'profiles/f.yaml': fileProfile('f.mobileconfig'), 'profiles/f.mobileconfig': mobileconfig(), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']) }));
