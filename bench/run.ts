@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark, printed as Markdown (paste into BENCHMARKS.md with the
  * command line). Options: --devices N (default 1000), --concurrency N (default 16),
- * --idle-rounds N (default 3), --only protocol|protocol-openssl|cms|store|validate|push|scep|reconcile|cli|reconcile-latency|hostile, --reconcile-devices N (default 100000;
+ * --idle-rounds N (default 3), --only protocol|protocol-openssl|cms|store|validate|validate-real|push|scep|reconcile|cli|reconcile-latency|hostile, --reconcile-devices N (default 100000;
  * --big-devices N (default 200) and --big-profile-mb N (default 5) for reconcile-latency;
  * run it in a process started with --max-old-space-size=640 for the RSS bound, as `npm run bench` does).
  * protocol-openssl (signatures from `openssl cms -sign`, a key per device): --key-type rsa2048|p256
@@ -23,6 +23,7 @@ import { benchReconcile } from './reconcile.js';
 import { benchHostile, benchParse, benchParseHostile, formatHostile } from './hostile.js';
 import { benchReconcileLatency } from './reconcile-latency.js';
 import { benchCli } from './cli.js';
+import { benchValidateReal } from './validate-real.js';
 
 const { values } = parseArgs({
   options: {
@@ -61,6 +62,13 @@ if (!only || only === 'store') {
 if (!only || only === 'cli') {
   const rows = benchCli();
   console.log(`## CLI start-up: whole processes, median of 9\n\n| command | wall ms | CPU ms |\n|---|---|---|\n${rows.map((r) => `| \`${r.command}\` | ${f(r.wallMs, 0)} | ${f(r.cpuMs, 0)} |`).join('\n')}\n\nGoals: \`--help\` under 300 ms, \`validate\` of the example under 600 ms (wall).\n`);
+}
+
+if (!only || only === 'validate-real') {
+  const runs = [benchValidateReal(), benchValidateReal(), benchValidateReal()];
+  if (runs.some((r) => r.errors > 0)) throw new Error(`the real-profile fleet did not validate: ${runs[0]!.errors} errors`);
+  const ms = runs.map((r) => r.cliMs).sort((a, b) => a - b);
+  console.log(`## Validation: ${runs[0]!.profiles} real public profiles (test/fixtures/real-profiles, copied round-robin)\n\n| how | ms (min / median / max of 3) | errors | warnings |\n|---|---|---|---|\n| \`orchard validate --format json\` (new process, wall clock) | ${f(ms[0]!, 0)} / ${f(ms[1]!, 0)} / ${f(ms[2]!, 0)} | ${runs[0]!.errors} | ${runs[0]!.warnings} |\n\nGoal: under 3,000 ms.\n`);
 }
 
 if (!only || only === 'validate') {
