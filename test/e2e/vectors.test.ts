@@ -1,5 +1,5 @@
 /**
- * Real device captures (../shared/vectors/nanomdm, MIT, micromdm/nanomdm) drive the lifecycle:
+ * Real device captures (test/fixtures/vectors/nanomdm, MIT, micromdm/nanomdm) drive the lifecycle:
  * the exact captured bytes are sent, signed by a device identity from the test CA.
  */
 import { readFileSync } from 'node:fs';
