@@ -5,29 +5,16 @@
  * `npm run fuzz` runs the same targets for longer; FUZZ_SEED=n explores other inputs here.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fuzz, readTree, testSeed, writeTree, type FuzzTarget } from './harness.js';
+import { readTree, writeTree } from './harness.js';
+import { fuzzes } from './suite.js';
 import { makeTargets, type Targets } from './targets.js';
 
-const RUNS = 10_000;
 let targets: Partial<Targets> & { cleanup(): void };
 beforeAll(async () => {
   targets = await makeTargets(['cms', 'certHeader', 'trust']);
 });
 afterAll(() => targets.cleanup());
 
-function fuzzes<I>(get: () => FuzzTarget<I> | undefined) {
-  it('the seeds themselves are accepted', () => {
-    const t = get()!;
-    for (const s of t.seeds) t.run(s);
-  });
-
-  it(`${RUNS} mutated inputs: each a result or the typed error, and some still accepted`, () => {
-    const tally = fuzz(get()!, { runs: RUNS, seed: testSeed(), stopAtOther: true });
-    expect(tally).toMatchObject({ runs: RUNS, other: 0 });
-    expect(tally.ok + tally.typed).toBe(RUNS);
-    expect(tally.ok).toBeGreaterThan(0);
-  });
-}
 
 describe('fuzz: Mdm-Signature (device capture, openssl SHA-1 without attributes, SHA-256 with, ECDSA)', () => {
   fuzzes(() => targets.cms);
