@@ -8,14 +8,19 @@ import { join } from 'node:path';
 const ROOT = new URL('../..', import.meta.url).pathname;
 const CLI = join(ROOT, 'dist/src/cli/main.js');
 
-export interface CliTiming { command: string; wallMs: number; cpuMs: number }
+export interface CliTiming {
+  command: string;
+  wallMs: number;
+  cpuMs: number;
+}
 
 /**
  * One run inside a wrapper process, so the child's CPU (user + system, reaped: cutime + cstime in
  * the wrapper's /proc/self/stat, in clock ticks of 10 ms) is its alone.
  */
 function measure(args: string[]): { wallMs: number; cpuMs: number } {
-  const script = `const {spawnSync}=require('node:child_process');const t=process.hrtime.bigint();` +
+  const script =
+    `const {spawnSync}=require('node:child_process');const t=process.hrtime.bigint();` +
     `const r=spawnSync(process.execPath,${JSON.stringify([CLI, ...args])},{cwd:${JSON.stringify(ROOT)},stdio:'ignore'});` +
     `const wall=Number(process.hrtime.bigint()-t)/1e6;` +
     `const f=require('node:fs').readFileSync('/proc/self/stat','utf8').split(') ')[1].split(' ');` +

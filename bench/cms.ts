@@ -41,9 +41,9 @@ export async function benchCms(): Promise<CmsBenchResult> {
   const ca = createCA({ commonName: 'Bench CA' });
   const device = createDeviceIdentity(ca, 'bench-device');
   const body = Buffer.from(
-    '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" '
-    + '"http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n<dict>\n\t<key>Status</key>\n'
-    + '\t<string>Idle</string>\n\t<key>UDID</key>\n\t<string>00008030-001A2B3C4D5E6F70</string>\n</dict>\n</plist>\n',
+    '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" ' +
+      '"http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n<dict>\n\t<key>Status</key>\n' +
+      '\t<string>Idle</string>\n\t<key>UDID</key>\n\t<string>00008030-001A2B3C4D5E6F70</string>\n</dict>\n</plist>\n',
   );
   const sig = signDetached(body, device);
   const sigAttrs = signDetached(body, device, { digest: 'sha256', signedAttributes: true });

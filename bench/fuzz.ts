@@ -28,7 +28,9 @@ const SLOW: Partial<Record<TargetName, number>> = { scepSigned: 10 };
 // Progress in chunks (each its own fast-check seed: seed + chunk number), so a long run shows life.
 const CHUNK = 100_000;
 
-console.log(`# Fuzz run\n\nNode ${process.version}, ${new Date().toISOString()}, \`npm run fuzz -- --runs ${runs} --seed ${seed}${values.only ? ` --only ${values.only}` : ''}\`\n`);
+console.log(
+  `# Fuzz run\n\nNode ${process.version}, ${new Date().toISOString()}, \`npm run fuzz -- --runs ${runs} --seed ${seed}${values.only ? ` --only ${values.only}` : ''}\`\n`,
+);
 const targets = await makeTargets(only);
 // Each row as soon as its parser is done, so a long run that is stopped keeps what it found.
 console.log('| parser | inputs | ok | typed error | other exception | inputs/s |\n|---|---|---|---|---|---|');
@@ -53,7 +55,9 @@ try {
     console.log(`| ${target.name} | ${total.runs} | ${total.ok} | ${total.typed} | ${total.other} | ${Math.round(total.runs / s)} |`);
     if (total.other > 0) {
       failed = true;
-      notes.push(`${target.name} threw something other than ${target.typed.map((c) => c.name).join('/') || 'nothing'}:\n${total.examples.map((e) => `- ${e}`).join('\n')}`);
+      notes.push(
+        `${target.name} threw something other than ${target.typed.map((c) => c.name).join('/') || 'nothing'}:\n${total.examples.map((e) => `- ${e}`).join('\n')}`,
+      );
     }
   }
 } finally {

@@ -20,7 +20,8 @@ import { procCpuMs } from './protocol.js';
 
 export const MAX_BODY = 8 * 1024 * 1024;
 
-const HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n';
+const HEAD =
+  '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n';
 
 /** A command report around `inner` (more keys of the top dict), as a device would send it. */
 function report(udid: string, inner: string): string {
@@ -53,8 +54,14 @@ export function hostileBodies(udid: string, max = MAX_BODY): { name: string; bod
     ['entity-dense strings within the string limit', fill(room, 1000, () => `<key>Q</key><string>${'&amp;&#x41;'.repeat(95_000)}</string>\n`)],
     ['1 MB data values', fill(room, 1000, (i) => `<key>D${i}</key><data>${'QUJD'.repeat(260_000)}</data>\n`)],
     ['127k integers, within the limits', `<key>Q</key><array>${fill(room - 20, 127_000, (i) => `<integer>${i * 7919}</integer>`)}</array>\n`],
-    ['8,000 distinct long keys in one dict, within the limits', `<key>Q</key><dict>${fill(room - 20, 8000, (i) => `<key>com.example.preference.key.${String(i).padStart(8, '0')}.x</key><true/>`)}</dict>\n`],
-    ['25k dicts of distinct shapes, within the limits', `<key>Q</key><array>${fill(room - 20, 25_000, (i) => `<dict><key>a${i % 4000}</key><true/><key>b${Math.floor(i / 4000)}</key><true/></dict>`)}</array>\n`],
+    [
+      '8,000 distinct long keys in one dict, within the limits',
+      `<key>Q</key><dict>${fill(room - 20, 8000, (i) => `<key>com.example.preference.key.${String(i).padStart(8, '0')}.x</key><true/>`)}</dict>\n`,
+    ],
+    [
+      '25k dicts of distinct shapes, within the limits',
+      `<key>Q</key><array>${fill(room - 20, 25_000, (i) => `<dict><key>a${i % 4000}</key><true/><key>b${Math.floor(i / 4000)}</key><true/></dict>`)}</array>\n`,
+    ],
     ["a Mac's InstalledApplicationList, 2,000 apps (legitimate, recorded)", 'apps:2000'],
     ["a Mac's InstalledApplicationList, 3,900 apps (within the limits)", 'apps:3900'],
     ['8 MB of whitespace', `<key>Q</key>${' '.repeat(room - 30)}<true/>\n`],
@@ -104,12 +111,20 @@ export function benchParse(): ParseRow[] {
   // From bench/ (tests) or dist/bench/ (npm run bench): the captures are in the source tree.
   const root = import.meta.dirname.endsWith(join('dist', 'bench')) ? join(import.meta.dirname, '../..') : join(import.meta.dirname, '..');
   const dir = join(root, 'test/fixtures/vectors/nanomdm');
-  const captures = readdirSync(dir).filter((f) => f.endsWith('.plist')).map((f) => readFileSync(join(dir, f)));
+  const captures = readdirSync(dir)
+    .filter((f) => f.endsWith('.plist'))
+    .map((f) => readFileSync(join(dir, f)));
   const rows: ParseRow[] = [];
   const row = (input: string, docs: Buffer[]) => {
     const bytes = docs.reduce((a, d) => a + d.length, 0);
-    const newMs = timeEach(() => { for (const d of docs) parsePlist(d); }) / docs.length;
-    const packageMs = timeEach(() => { for (const d of docs) packageParse(d.toString('utf8')); }) / docs.length;
+    const newMs =
+      timeEach(() => {
+        for (const d of docs) parsePlist(d);
+      }) / docs.length;
+    const packageMs =
+      timeEach(() => {
+        for (const d of docs) packageParse(d.toString('utf8'));
+      }) / docs.length;
     rows.push({ input, bytes: Math.round(bytes / docs.length), newMs, packageMs });
   };
   row(`the ${captures.length} nanomdm device captures (mean)`, captures);
@@ -141,7 +156,9 @@ export async function benchHostile(): Promise<HostileRow[]> {
   const probe = join(dir, 'probe.mjs');
   // Loaded into the server with --import: every 'block' request asks it for the worst delay
   // since the last one, through stdin/stdout so as not to touch the server's routes.
-  writeFileSync(probe, `
+  writeFileSync(
+    probe,
+    `
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 const h = monitorEventLoopDelay({ resolution: 5 });
 h.enable();
@@ -152,13 +169,32 @@ process.stdin.on('data', (d) => {
     h.reset();
   }
 });
-`);
+`,
+  );
   // ORCHARD_BENCH_PROF=DIR writes a V8 CPU profile of the server there, as in bench/protocol.ts.
   const prof = process.env.ORCHARD_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORCHARD_BENCH_PROF}`] : [];
-  const child = spawn(process.execPath, [...prof, '--import', probe, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', join(dir, 'ca.pem'), '--log-level', 'info'], {
-    env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      ...prof,
+      '--import',
+      probe,
+      cli,
+      'serve',
+      '--listen',
+      '127.0.0.1:0',
+      '--data-dir',
+      join(dir, 'data'),
+      '--trust-ca',
+      join(dir, 'ca.pem'),
+      '--log-level',
+      'info',
+    ],
+    {
+      env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   let err = '';
   const waiters: ((ms: number) => void)[] = [];
   child.stderr!.on('data', (d: Buffer) => {
@@ -168,7 +204,11 @@ process.stdin.on('data', (d) => {
       waiters.shift()?.(Number(m[1]));
     }
   });
-  const maxBlock = () => new Promise<number>((resolve) => { waiters.push(resolve); child.stdin!.write('block\n'); });
+  const maxBlock = () =>
+    new Promise<number>((resolve) => {
+      waiters.push(resolve);
+      child.stdin!.write('block\n');
+    });
   try {
     const url = await new Promise<string>((resolve, reject) => {
       let out = '';
@@ -192,7 +232,8 @@ process.stdin.on('data', (d) => {
     for (const { name, body, commandUUID } of hostileBodies(device.udid)) {
       if (commandUUID) {
         const q = await fetch(`${url}/api/v1/commands`, {
-          method: 'POST', headers: { authorization: 'Bearer bench-token', 'content-type': 'application/json' },
+          method: 'POST',
+          headers: { authorization: 'Bearer bench-token', 'content-type': 'application/json' },
           body: JSON.stringify({ targets: [device.udid], commandUUID, command: { RequestType: 'InstalledApplicationList' } }),
         });
         if (q.status !== 201) throw new Error(`enqueue failed: ${q.status} ${await q.text()}`);
@@ -213,7 +254,11 @@ process.stdin.on('data', (d) => {
       })();
       const cpu0 = procCpuMs(child.pid!);
       const t0 = performance.now();
-      const res = await fetch(`${url}/mdm/connect`, { method: 'PUT', body, headers: { 'content-type': 'application/x-apple-aspen-mdm', 'mdm-signature': sig } });
+      const res = await fetch(`${url}/mdm/connect`, {
+        method: 'PUT',
+        body,
+        headers: { 'content-type': 'application/x-apple-aspen-mdm', 'mdm-signature': sig },
+      });
       await res.arrayBuffer();
       const ms = performance.now() - t0;
       const serverCpuMs = procCpuMs(child.pid!) - cpu0;
@@ -232,13 +277,23 @@ process.stdin.on('data', (d) => {
 
 export function formatHostile(parse: ParseRow[], alone: ReturnType<typeof benchParseHostile>, rows: HostileRow[]): string {
   const f = (n: number, d = 1) => n.toFixed(d);
-  const lines = ['## Plist parser: time per document, this parser vs the `plist` package (xmldom)\n', '| input | bytes | this parser ms | `plist` package ms | speed-up |', '|---|---|---|---|---|'];
+  const lines = [
+    '## Plist parser: time per document, this parser vs the `plist` package (xmldom)\n',
+    '| input | bytes | this parser ms | `plist` package ms | speed-up |',
+    '|---|---|---|---|---|',
+  ];
   for (const r of parse) lines.push(`| ${r.input} | ${r.bytes} | ${f(r.newMs, 3)} | ${f(r.packageMs, 3)} | ${f(r.packageMs / r.newMs)}× |`);
   lines.push('\n## Plist parser alone on the hostile bodies (device limits)\n', '| body | bytes | parse ms | outcome |', '|---|---|---|---|');
   for (const r of alone) lines.push(`| ${r.name} | ${r.bytes} | ${f(r.ms)} | ${r.outcome} |`);
   lines.push('\n## Hostile bodies: signed, to /mdm/connect of a real server, one at a time\n');
-  lines.push('| body | bytes | status | request ms | server CPU ms (all threads, 10 ms ticks) | worst event-loop block ms | slowest /healthz meanwhile ms |', '|---|---|---|---|---|---|---|');
-  for (const r of rows) lines.push(`| ${r.name} | ${r.bytes} | ${r.status} | ${f(r.ms)} | ${f(r.serverCpuMs, 0)} | ${f(r.maxBlockMs)} | ${f(r.healthzMaxMs)} |`);
-  lines.push('\nGoal: no request blocks the event loop for more than 100 ms. The block includes reading the body, verifying its signature and whatever the service does with an accepted body (recording a report and its reported state). On a loaded machine the block is stretched by other processes; the server CPU column is the request\'s own cost.\n');
+  lines.push(
+    '| body | bytes | status | request ms | server CPU ms (all threads, 10 ms ticks) | worst event-loop block ms | slowest /healthz meanwhile ms |',
+    '|---|---|---|---|---|---|---|',
+  );
+  for (const r of rows)
+    lines.push(`| ${r.name} | ${r.bytes} | ${r.status} | ${f(r.ms)} | ${f(r.serverCpuMs, 0)} | ${f(r.maxBlockMs)} | ${f(r.healthzMaxMs)} |`);
+  lines.push(
+    "\nGoal: no request blocks the event loop for more than 100 ms. The block includes reading the body, verifying its signature and whatever the service does with an accepted body (recording a report and its reported state). On a loaded machine the block is stretched by other processes; the server CPU column is the request's own cost.\n",
+  );
   return lines.join('\n');
 }

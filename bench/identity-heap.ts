@@ -43,18 +43,30 @@ const UDID = 'B0B0B0B0-0000-4000-8000-000000000001';
 function put(path: string, dict: Record<string, unknown>): Promise<number> {
   const body = buildPlist(dict as Parameters<typeof buildPlist>[0]);
   return new Promise((resolve, reject) => {
-    const req = request({ host: url.hostname, port: url.port, path, method: 'PUT', agent, headers: { 'content-type': 'application/x-apple-aspen-mdm', 'content-length': body.length, 'x-client-cert': certHeader } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path,
+        method: 'PUT',
+        agent,
+        headers: { 'content-type': 'application/x-apple-aspen-mdm', 'content-length': body.length, 'x-client-cert': certHeader },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
 }
 
 const topic = 'com.apple.mgmt.External.bench';
-if ((await put('/mdm/checkin', { MessageType: 'Authenticate', UDID, Topic: topic, SerialNumber: 'HEAPBENCH01' })) !== 200) throw new Error('Authenticate failed');
-if ((await put('/mdm/checkin', { MessageType: 'TokenUpdate', UDID, Topic: topic, Token: new Uint8Array([1, 2, 3]), PushMagic: 'm' })) !== 200) throw new Error('TokenUpdate failed');
+if ((await put('/mdm/checkin', { MessageType: 'Authenticate', UDID, Topic: topic, SerialNumber: 'HEAPBENCH01' })) !== 200)
+  throw new Error('Authenticate failed');
+if ((await put('/mdm/checkin', { MessageType: 'TokenUpdate', UDID, Topic: topic, Token: new Uint8Array([1, 2, 3]), PushMagic: 'm' })) !== 200)
+  throw new Error('TokenUpdate failed');
 
 const sizes = () => {
   const s = server.service as unknown as { cacheSizes?: () => Record<string, number> };
@@ -74,18 +86,22 @@ const base = heapMiB();
 let sent = 0;
 const statuses = new Map<number, number>();
 for (const cp of checkpoints) {
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (sent < cp) {
-      const i = sent++;
-      const dict = i % 2 === 0 ? { Status: 'Idle', UDID: randomUUID().toUpperCase() } : { Status: 'Idle', UDID, UserID: randomUUID().toUpperCase() };
-      const status = await put('/mdm/connect', dict);
-      statuses.set(status, (statuses.get(status) ?? 0) + 1);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (sent < cp) {
+        const i = sent++;
+        const dict = i % 2 === 0 ? { Status: 'Idle', UDID: randomUUID().toUpperCase() } : { Status: 'Idle', UDID, UserID: randomUUID().toUpperCase() };
+        const status = await put('/mdm/connect', dict);
+        statuses.set(status, (statuses.get(status) ?? 0) + 1);
+      }
+    }),
+  );
   const h = heapMiB();
   rows.push(`| ${cp.toLocaleString('en-US')} | ${h.toFixed(1)} | ${(h - base).toFixed(1)} | ${JSON.stringify(sizes())} |`);
 }
-console.log(`Node ${process.version}; ${total.toLocaleString('en-US')} requests, concurrency ${concurrency}; answers ${JSON.stringify(Object.fromEntries(statuses))}\n`);
+console.log(
+  `Node ${process.version}; ${total.toLocaleString('en-US')} requests, concurrency ${concurrency}; answers ${JSON.stringify(Object.fromEntries(statuses))}\n`,
+);
 console.log('| requests | live heap MiB | growth MiB | caches |\n|---:|---:|---:|---|');
 for (const r of rows) console.log(r);
 agent.destroy();

@@ -54,8 +54,17 @@ const area = (fn, mod) => {
   if (/xmldom|plist|saxes|fast-xml/.test(mod) || mod.startsWith('src/protocol')) return 'plist parsing (src/protocol, xml)';
   if (/pino|sonic-boom|thread-stream|fast-redact|quick-format/.test(mod) || /request-log/.test(mod)) return 'logging (pino, request log)';
   if (/level|leveldown|abstract-|classic-level|module-error|queue-microtask|maybe-combine/.test(mod) || mod.startsWith('src/store')) return 'LevelDB / store';
-  if (/^koa|@koa|koa-|path-to-regexp|http-errors|statuses|depd|on-finished|raw-body|co-body|type-is|mime|accepts|negotiator|content-type|cookies|vary|delegates|only|encodeurl|escape-html|destroy|ee-first|fresh|inflation|iconv|toidentifier|setprototypeof|http-assert|deep-equal/.test(mod)) return 'Koa / router / body';
-  if (/^node:(_http|http|net|stream|streams|events|timers|async_hooks|buffer|url|dns|tcp|process|util)/.test(mod) || /^node:(internal\/)?(http|net|stream)/.test(mod)) return 'node http/net/streams';
+  if (
+    /^koa|@koa|koa-|path-to-regexp|http-errors|statuses|depd|on-finished|raw-body|co-body|type-is|mime|accepts|negotiator|content-type|cookies|vary|delegates|only|encodeurl|escape-html|destroy|ee-first|fresh|inflation|iconv|toidentifier|setprototypeof|http-assert|deep-equal/.test(
+      mod,
+    )
+  )
+    return 'Koa / router / body';
+  if (
+    /^node:(_http|http|net|stream|streams|events|timers|async_hooks|buffer|url|dns|tcp|process|util)/.test(mod) ||
+    /^node:(internal\/)?(http|net|stream)/.test(mod)
+  )
+    return 'node http/net/streams';
   if (mod.startsWith('src/mdm')) return 'MDM service (src/mdm)';
   if (mod.startsWith('src/http')) return 'HTTP middleware (src/http)';
   if (mod.startsWith('src/')) return 'other src/';
@@ -70,7 +79,9 @@ for (let i = 0; i < prof.samples.length; i++) {
   t += prof.timeDeltas[i] ?? 0;
   times[i] = t;
 }
-console.log(`profile ${(prof.startTime / 1e6).toFixed(1)}..${(prof.endTime / 1e6).toFixed(1)} s (monotonic); windows ${(windows[0]?.startUs / 1e6).toFixed(1)}..${(windows.at(-1)?.endUs / 1e6).toFixed(1)} s`);
+console.log(
+  `profile ${(prof.startTime / 1e6).toFixed(1)}..${(prof.endTime / 1e6).toFixed(1)} s (monotonic); windows ${(windows[0]?.startUs / 1e6).toFixed(1)}..${(windows.at(-1)?.endUs / 1e6).toFixed(1)} s`,
+);
 
 for (const w of windows) {
   const self = new Map();
@@ -80,7 +91,10 @@ for (const w of windows) {
     if (times[i] < w.startUs || times[i] > w.endUs) continue;
     const dt = (times[i + 1] ?? prof.endTime) - times[i];
     const n = byId.get(prof.samples[i]);
-    if (n.callFrame.functionName === '(idle)') { idle += dt; continue; }
+    if (n.callFrame.functionName === '(idle)') {
+      idle += dt;
+      continue;
+    }
     busy += dt;
     self.set(n.id, (self.get(n.id) ?? 0) + dt);
   }
@@ -102,7 +116,9 @@ for (const w of windows) {
     byFn.set(key, (byFn.get(key) ?? 0) + dt);
   }
   const req = w.requests ?? NaN;
-  console.log(`\n### ${w.name}\n\nbusy main thread ${(busy / 1000).toFixed(0)} ms, idle ${(idle / 1000).toFixed(0)} ms${Number.isFinite(req) ? `, ${(busy / 1000 / req).toFixed(3)} ms busy per request` : ''}\n`);
+  console.log(
+    `\n### ${w.name}\n\nbusy main thread ${(busy / 1000).toFixed(0)} ms, idle ${(idle / 1000).toFixed(0)} ms${Number.isFinite(req) ? `, ${(busy / 1000 / req).toFixed(3)} ms busy per request` : ''}\n`,
+  );
   const table = (title, m, k) => {
     console.log(`| ${title} | share |\n|---|---|`);
     for (const [name, v] of [...m].sort((a, b) => b[1] - a[1]).slice(0, k)) console.log(`| ${name} | ${((100 * v) / busy).toFixed(1)}% |`);

@@ -31,7 +31,11 @@ for (const [id, t] of self) {
 const busy = total - (byArea.get('(idle)') ?? 0);
 const print = (title, m) => {
   console.log(`\n${title} (share of busy time)`);
-  for (const [k, v] of [...m].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${((100 * v) / busy).toFixed(1).padStart(5)}%  ${k}`);
+  for (const [k, v] of [...m]
+    .filter(([k]) => !k.startsWith('(idle)'))
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top))
+    console.log(`${((100 * v) / busy).toFixed(1).padStart(5)}%  ${k}`);
 };
 print('by area', byArea);
 print('by function', byFn);

@@ -23,10 +23,16 @@ import { httpPut, type SimResponse } from '../src/sim/device.js';
 import { phase, procRssMb, startBenchServer, type PhaseResult } from './protocol.js';
 import { benchPki, defaultPkiDir, distinctSignatures, opensslSignAll, type BenchDeviceKey, type BenchKeyType, type BenchSigMode } from './signatures.js';
 
-export type RealisticPhase =
-  | 'sha1-keepalive' | 'sha1-newconn' | 'sha256-keepalive' | 'sha256-newconn' | 'cycle' | 'sha1-keepalive-first1000';
+export type RealisticPhase = 'sha1-keepalive' | 'sha1-newconn' | 'sha256-keepalive' | 'sha256-newconn' | 'cycle' | 'sha1-keepalive-first1000';
 
-export const ALL_REALISTIC_PHASES: RealisticPhase[] = ['sha1-keepalive', 'sha1-newconn', 'sha256-keepalive', 'sha256-newconn', 'cycle', 'sha1-keepalive-first1000'];
+export const ALL_REALISTIC_PHASES: RealisticPhase[] = [
+  'sha1-keepalive',
+  'sha1-newconn',
+  'sha256-keepalive',
+  'sha256-newconn',
+  'cycle',
+  'sha1-keepalive-first1000',
+];
 
 export interface RealisticOptions {
   devices: number;
@@ -71,12 +77,25 @@ function bodies(keyType: BenchKeyType, i: number) {
   return {
     udid,
     authenticate: buildPlist({
-      MessageType: 'Authenticate', Topic: TOPIC, UDID: udid, SerialNumber: serial, Model: 'Mac14,2', ModelName: 'MacBook Air',
-      ProductName: 'Mac14,2', OSVersion: '15.1', BuildVersion: '24B83', DeviceName: `Bench ${serial}`,
+      MessageType: 'Authenticate',
+      Topic: TOPIC,
+      UDID: udid,
+      SerialNumber: serial,
+      Model: 'Mac14,2',
+      ModelName: 'MacBook Air',
+      ProductName: 'Mac14,2',
+      OSVersion: '15.1',
+      BuildVersion: '24B83',
+      DeviceName: `Bench ${serial}`,
     }),
     tokenUpdate: buildPlist({
-      MessageType: 'TokenUpdate', Topic: TOPIC, UDID: udid, Token: new Uint8Array(h(`token-${udid}`)),
-      PushMagic: uuidOf(`magic-${udid}`), UnlockToken: new Uint8Array(Buffer.concat([h(`u1-${udid}`), h(`u2-${udid}`)])), AwaitingConfiguration: false,
+      MessageType: 'TokenUpdate',
+      Topic: TOPIC,
+      UDID: udid,
+      Token: new Uint8Array(h(`token-${udid}`)),
+      PushMagic: uuidOf(`magic-${udid}`),
+      UnlockToken: new Uint8Array(Buffer.concat([h(`u1-${udid}`), h(`u2-${udid}`)])),
+      AwaitingConfiguration: false,
     }),
     idle: buildPlist({ Status: 'Idle', UDID: udid }),
     ack: buildPlist({ Status: 'Acknowledged', CommandUUID: COMMAND_UUID, UDID: udid, ProfileList: [] }),
@@ -102,7 +121,10 @@ export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<Real
   // Every signature is made before the server starts, so openssl competes with nothing timed.
   const t = performance.now();
   const sha1 = async (what: 'authenticate' | 'tokenUpdate' | 'idle' | 'ack') =>
-    opensslSignAll(devs.map((device) => ({ device, body: b[device.index]![what], mode: 'sha1-noattr' as BenchSigMode })), cache);
+    opensslSignAll(
+      devs.map((device) => ({ device, body: b[device.index]![what], mode: 'sha1-noattr' as BenchSigMode })),
+      cache,
+    );
   const sigAuth = await sha1('authenticate');
   const sigToken = await sha1('tokenUpdate');
   const sigIdle = await sha1('idle');
@@ -131,26 +153,52 @@ export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<Real
   try {
     const url = server.url;
     const rssAtStart = procRssMb(server.pid);
-    await timed('enroll (Authenticate + TokenUpdate), SHA-1 no attributes, keep-alive', devs.map((d) => async () => {
-      expect(await put(url, '/mdm/checkin', b[d.index]!.authenticate, sigAuth[d.index]!, CHECKIN, agent), 'Authenticate', false);
-      expect(await put(url, '/mdm/checkin', b[d.index]!.tokenUpdate, sigToken[d.index]!, CHECKIN, agent), 'TokenUpdate', false);
-      return 2;
-    }));
+    await timed(
+      'enroll (Authenticate + TokenUpdate), SHA-1 no attributes, keep-alive',
+      devs.map((d) => async () => {
+        expect(await put(url, '/mdm/checkin', b[d.index]!.authenticate, sigAuth[d.index]!, CHECKIN, agent), 'Authenticate', false);
+        expect(await put(url, '/mdm/checkin', b[d.index]!.tokenUpdate, sigToken[d.index]!, CHECKIN, agent), 'TokenUpdate', false);
+        return 2;
+      }),
+    );
     const rssAfterEnroll = procRssMb(server.pid);
 
     const idleJobs = (sigs: (d: BenchDeviceKey, round: number) => string, a: Agent | false, subset = devs) => {
       const jobs: (() => Promise<number>)[] = [];
       for (let r = 0; r < opts.rounds; r++) {
-        for (const d of subset) jobs.push(async () => { expect(await put(url, '/mdm/connect', b[d.index]!.idle, sigs(d, r), CONNECT, a), 'Idle'); return 1; });
+        for (const d of subset)
+          jobs.push(async () => {
+            expect(await put(url, '/mdm/connect', b[d.index]!.idle, sigs(d, r), CONNECT, a), 'Idle');
+            return 1;
+          });
       }
       return jobs;
     };
-    if (wanted.has('sha1-keepalive')) await timed('Idle, SHA-1 no attributes, keep-alive', idleJobs((d) => sigIdle[d.index]!, agent));
-    if (wanted.has('sha1-newconn')) await timed('Idle, SHA-1 no attributes, new connection per request', idleJobs((d) => sigIdle[d.index]!, false));
-    if (wanted.has('sha256-keepalive')) await timed('Idle, SHA-256 + signed attributes (new signature each), keep-alive', idleJobs((d, r) => sig256Keep[r]![d.index]!, agent));
-    if (wanted.has('sha256-newconn')) await timed('Idle, SHA-256 + signed attributes (new signature each), new connection per request', idleJobs((d, r) => sig256New[r]![d.index]!, false));
+    if (wanted.has('sha1-keepalive'))
+      await timed(
+        'Idle, SHA-1 no attributes, keep-alive',
+        idleJobs((d) => sigIdle[d.index]!, agent),
+      );
+    if (wanted.has('sha1-newconn'))
+      await timed(
+        'Idle, SHA-1 no attributes, new connection per request',
+        idleJobs((d) => sigIdle[d.index]!, false),
+      );
+    if (wanted.has('sha256-keepalive'))
+      await timed(
+        'Idle, SHA-256 + signed attributes (new signature each), keep-alive',
+        idleJobs((d, r) => sig256Keep[r]![d.index]!, agent),
+      );
+    if (wanted.has('sha256-newconn'))
+      await timed(
+        'Idle, SHA-256 + signed attributes (new signature each), new connection per request',
+        idleJobs((d, r) => sig256New[r]![d.index]!, false),
+      );
     if (wanted.has('sha1-keepalive-first1000') && devs.length > 1000) {
-      await timed('Idle, SHA-1 no attributes, keep-alive, only devices 0-999', idleJobs((d) => sigIdle[d.index]!, agent, devs.slice(0, 1000)));
+      await timed(
+        'Idle, SHA-1 no attributes, keep-alive, only devices 0-999',
+        idleJobs((d) => sigIdle[d.index]!, agent, devs.slice(0, 1000)),
+      );
     }
     if (wanted.has('cycle')) {
       const res = await fetch(`${url}/api/v1/commands`, {
@@ -159,18 +207,29 @@ export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<Real
         body: JSON.stringify({ targets: b.map((x) => x.udid), commandUUID: COMMAND_UUID, command: { RequestType: 'ProfileList' } }),
       });
       if (res.status !== 201) throw new Error(`enqueue failed: ${res.status} ${await res.text()}`);
-      await timed('command cycle (Idle -> ProfileList, Acknowledged -> empty), SHA-1 no attributes, keep-alive', devs.map((d) => async () => {
-        const r = await put(url, '/mdm/connect', b[d.index]!.idle, sigIdle[d.index]!, CONNECT, agent);
-        if (r.status !== 200 || !r.body.includes(COMMAND_UUID)) throw new Error(`cycle Idle: ${r.status} ${r.body.toString().slice(0, 200)}`);
-        expect(await put(url, '/mdm/connect', b[d.index]!.ack, sigAck[d.index]!, CONNECT, agent), 'Acknowledged');
-        return 2;
-      }));
+      await timed(
+        'command cycle (Idle -> ProfileList, Acknowledged -> empty), SHA-1 no attributes, keep-alive',
+        devs.map((d) => async () => {
+          const r = await put(url, '/mdm/connect', b[d.index]!.idle, sigIdle[d.index]!, CONNECT, agent);
+          if (r.status !== 200 || !r.body.includes(COMMAND_UUID)) throw new Error(`cycle Idle: ${r.status} ${r.body.toString().slice(0, 200)}`);
+          expect(await put(url, '/mdm/connect', b[d.index]!.ack, sigAck[d.index]!, CONNECT, agent), 'Acknowledged');
+          return 2;
+        }),
+      );
     }
     const rss = procRssMb(server.pid);
     return {
-      devices: devs.length, concurrency: opts.concurrency, keyType: opts.keyType, rounds: opts.rounds, phases,
-      serverRssAtStartMb: rssAtStart, serverRssAfterEnrollMb: rssAfterEnroll, serverRssMb: rss,
-      keygenSeconds: pki.generatedSeconds, signSeconds, windows,
+      devices: devs.length,
+      concurrency: opts.concurrency,
+      keyType: opts.keyType,
+      rounds: opts.rounds,
+      phases,
+      serverRssAtStartMb: rssAtStart,
+      serverRssAfterEnrollMb: rssAfterEnroll,
+      serverRssMb: rss,
+      keygenSeconds: pki.generatedSeconds,
+      signSeconds,
+      windows,
     };
   } finally {
     agent.destroy();

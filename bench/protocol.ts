@@ -58,10 +58,14 @@ export interface BenchServer {
 export async function startBenchServer(dir: string, caPath: string): Promise<BenchServer> {
   const cli = join(import.meta.dirname, '../src/cli/main.js');
   const prof = process.env.ORCHARD_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORCHARD_BENCH_PROF}`] : [];
-  const child = spawn(process.execPath, [...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info'], {
-    env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info'],
+    {
+      env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   const exited = new Promise((r) => child.once('exit', r));
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
@@ -105,22 +109,26 @@ export async function phase(name: string, pid: number, concurrency: number, jobs
   let next = 0;
   const cpu0 = procCpuMs(pid);
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < jobs.length) {
-      const job = jobs[next++]!;
-      const start = performance.now();
-      const n = await job();
-      // A job is one or more requests; its latency is spread evenly over them.
-      const each = (performance.now() - start) / n;
-      for (let i = 0; i < n; i++) latencies.push(each);
-      requests += n;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < jobs.length) {
+        const job = jobs[next++]!;
+        const start = performance.now();
+        const n = await job();
+        // A job is one or more requests; its latency is spread evenly over them.
+        const each = (performance.now() - start) / n;
+        for (let i = 0; i < n; i++) latencies.push(each);
+        requests += n;
+      }
+    }),
+  );
   const seconds = (performance.now() - t0) / 1000;
   const cpu = procCpuMs(pid) - cpu0;
   latencies.sort((a, b) => a - b);
   return {
-    name, requests, seconds,
+    name,
+    requests,
+    seconds,
     requestsPerSec: requests / seconds,
     serverCpuMsPerRequest: cpu / requests,
     p50ms: percentile(latencies, 50),
@@ -141,11 +149,29 @@ export async function benchProtocol(opts: ProtocolBenchOptions): Promise<Protoco
     const agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency });
     // One key, distinct certificates: issuing is cheap, every device still has its own identity.
     const key = createDeviceIdentity(ca, 'bench-key').key;
-    const devices = Array.from({ length: opts.devices }, (_, i) =>
-      new SimulatedDevice({ serverUrl: url, identity: createDeviceIdentity(ca, `bench-${i}`, { key }), agent, serialNumber: `BENCH${String(i).padStart(6, '0')}` }));
+    const devices = Array.from(
+      { length: opts.devices },
+      (_, i) =>
+        new SimulatedDevice({
+          serverUrl: url,
+          identity: createDeviceIdentity(ca, `bench-${i}`, { key }),
+          agent,
+          serialNumber: `BENCH${String(i).padStart(6, '0')}`,
+        }),
+    );
 
     const phases: PhaseResult[] = [];
-    phases.push(await phase('enroll (Authenticate + TokenUpdate)', pid, opts.concurrency, devices.map((d) => async () => { await d.enroll(); return 2; })));
+    phases.push(
+      await phase(
+        'enroll (Authenticate + TokenUpdate)',
+        pid,
+        opts.concurrency,
+        devices.map((d) => async () => {
+          await d.enroll();
+          return 2;
+        }),
+      ),
+    );
 
     const t = performance.now();
     const res = await fetch(`${url}/api/v1/commands`, {
@@ -156,27 +182,48 @@ export async function benchProtocol(opts: ProtocolBenchOptions): Promise<Protoco
     if (res.status !== 201) throw new Error(`enqueue failed: ${res.status} ${await res.text()}`);
     const enqueueMs = performance.now() - t;
 
-    const cycle = await phase('command cycle (Idle -> command, Acknowledged -> empty)', pid, opts.concurrency, devices.map((d) => async () => {
-      const handled = await d.connect();
-      if (handled.length !== 1) throw new Error(`expected one command, got ${handled.length}`);
-      return 2;
-    }));
+    const cycle = await phase(
+      'command cycle (Idle -> command, Acknowledged -> empty)',
+      pid,
+      opts.concurrency,
+      devices.map((d) => async () => {
+        const handled = await d.connect();
+        if (handled.length !== 1) throw new Error(`expected one command, got ${handled.length}`);
+        return 2;
+      }),
+    );
     phases.push(cycle);
 
     const idleJobs: (() => Promise<number>)[] = [];
     for (let r = 0; r < opts.idleRounds; r++) {
-      for (const d of devices) idleJobs.push(async () => {
-        const resp = await d.report({ Status: 'Idle', UDID: d.udid });
-        if (resp.status !== 200 || resp.body.length !== 0) throw new Error(`idle: ${resp.status}`);
-        return 1;
-      });
+      for (const d of devices)
+        idleJobs.push(async () => {
+          const resp = await d.report({ Status: 'Idle', UDID: d.udid });
+          if (resp.status !== 200 || resp.body.length !== 0) throw new Error(`idle: ${resp.status}`);
+          return 1;
+        });
     }
     phases.push(await phase('signed Idle, empty queue', pid, opts.concurrency, idleJobs));
-    phases.push({ name: `enqueue 1 command to ${opts.devices} targets (one API call)`, requests: 1, seconds: enqueueMs / 1000, requestsPerSec: NaN, serverCpuMsPerRequest: NaN, p50ms: enqueueMs, p99ms: enqueueMs });
+    phases.push({
+      name: `enqueue 1 command to ${opts.devices} targets (one API call)`,
+      requests: 1,
+      seconds: enqueueMs / 1000,
+      requestsPerSec: NaN,
+      serverCpuMsPerRequest: NaN,
+      p50ms: enqueueMs,
+      p99ms: enqueueMs,
+    });
 
     const rss = procRssMb(pid);
     agent.destroy();
-    return { devices: opts.devices, concurrency: opts.concurrency, phases, cyclesPerSec: cycle.requestsPerSec / 2, serverRssMb: rss, serverRssAtStartMb: rssAtStart };
+    return {
+      devices: opts.devices,
+      concurrency: opts.concurrency,
+      phases,
+      cyclesPerSec: cycle.requestsPerSec / 2,
+      serverRssMb: rss,
+      serverRssAtStartMb: rssAtStart,
+    };
   } finally {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -43,8 +43,15 @@ export interface PushBenchResult {
   counters: PushCounters;
 }
 
-interface WorkerReady { port: number; caPem: string }
-interface WorkerDone { accepted: number; maxInFlight: number; sessionsOpened: number }
+interface WorkerReady {
+  port: number;
+  caPem: string;
+}
+interface WorkerDone {
+  accepted: number;
+  maxInFlight: number;
+  sessionsOpened: number;
+}
 
 const MB = 1024 * 1024;
 
@@ -61,7 +68,10 @@ export async function benchPush(opts: PushBenchOptions = {}): Promise<PushBenchR
   const key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
   const { certPem } = issueCertificate(ca, {
     publicKey: createPublicKey(key),
-    subject: [{ name: UID_OID, value: topic }, { name: 'CN', value: 'APSP:bench' }],
+    subject: [
+      { name: UID_OID, value: topic },
+      { name: 'CN', value: 'APSP:bench' },
+    ],
     extKeyUsage: ['clientAuth'],
   });
 
@@ -71,10 +81,17 @@ export async function benchPush(opts: PushBenchOptions = {}): Promise<PushBenchR
     worker.once('error', reject);
   });
 
-  const apns = new ApnsPusher({
-    url: `https://localhost:${ready.port}`, ca: ready.caPem, certPem, keyPem: key.export({ type: 'pkcs8', format: 'pem' }).toString(),
-    ...(opts.concurrency ? { concurrency: opts.concurrency } : {}), coalesceMs: opts.coalesceMs ?? 100,
-  }, pino({ level: 'warn' }));
+  const apns = new ApnsPusher(
+    {
+      url: `https://localhost:${ready.port}`,
+      ca: ready.caPem,
+      certPem,
+      keyPem: key.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+      coalesceMs: opts.coalesceMs ?? 100,
+    },
+    pino({ level: 'warn' }),
+  );
   const concurrency = opts.concurrency ?? 500;
 
   // Warm up the session (TLS handshake, SETTINGS) outside the measurement.
@@ -118,20 +135,32 @@ export async function benchPush(opts: PushBenchOptions = {}): Promise<PushBenchR
     throw new Error(`push bench: sent ${counters.sent}, stand-in accepted ${done.accepted}, expected ${pushes + 1}`);
   }
   return {
-    pushes, concurrency, durationMs,
+    pushes,
+    concurrency,
+    durationMs,
     pushesPerSec: pushes / (durationMs / 1000),
-    rssMb: rssPeak / MB, rssStartMb: start.rss / MB,
-    heapMb: heapPeak / MB, heapStartMb: start.heapUsed / MB,
-    heapLiveQueuedMb: heapLiveQueued / MB, queuedAtPeak: queued, heapAfterMb: heapAfter / MB,
-    sessions: done.sessionsOpened, standInMaxInFlight: done.maxInFlight, counters,
+    rssMb: rssPeak / MB,
+    rssStartMb: start.rss / MB,
+    heapMb: heapPeak / MB,
+    heapStartMb: start.heapUsed / MB,
+    heapLiveQueuedMb: heapLiveQueued / MB,
+    queuedAtPeak: queued,
+    heapAfterMb: heapAfter / MB,
+    sessions: done.sessionsOpened,
+    standInMaxInFlight: done.maxInFlight,
+    counters,
   };
 }
 
 function enrollment(topic: string, id: string): EnrollmentRecord {
   return {
-    id, deviceId: id, type: 'device', active: true,
+    id,
+    deviceId: id,
+    type: 'device',
+    active: true,
     push: { token: randomBytes(32).toString('hex'), pushMagic: randomUUID().toUpperCase(), topic },
-    createdAt: '', updatedAt: '',
+    createdAt: '',
+    updatedAt: '',
   };
 }
 
@@ -148,7 +177,10 @@ async function runStandIn(clientCa: string): Promise<void> {
 if (!isMainThread && (workerData as { role?: string } | null)?.role === 'apns-standin') {
   await runStandIn((workerData as { clientCa: string }).clientCa);
 } else if (isMainThread && import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const r = await benchPush({ pushes: Number(process.env.PUSHES ?? 100_000), concurrency: process.env.CONCURRENCY ? Number(process.env.CONCURRENCY) : undefined });
+  const r = await benchPush({
+    pushes: Number(process.env.PUSHES ?? 100_000),
+    concurrency: process.env.CONCURRENCY ? Number(process.env.CONCURRENCY) : undefined,
+  });
   const { counters, ...rest } = r;
   console.log(JSON.stringify({ ...rest, sent: counters.sent, retries: counters.retries, connects: counters.connects }, null, 2));
 }

@@ -53,7 +53,9 @@ export function bigProfileYaml(entries: number): string {
   const lines: string[] = [];
   for (let i = 0; i < entries; i++) {
     const id = i === Math.floor(entries / 2) ? 'com.example.device-${device.SerialNumber}' : `com.example.vendor${i % 97}.app${i}`;
-    lines.push(`          - {BundleIdentifier: "${id}", NotificationsEnabled: true, ShowInNotificationCenter: ${i % 2 === 0}, ShowInLockScreen: false, AlertType: ${i % 3}, BadgesEnabled: true, SoundsEnabled: ${i % 5 === 0}}`);
+    lines.push(
+      `          - {BundleIdentifier: "${id}", NotificationsEnabled: true, ShowInNotificationCenter: ${i % 2 === 0}, ShowInLockScreen: false, AlertType: ${i % 3}, BadgesEnabled: true, SoundsEnabled: ${i % 5 === 0}}`,
+    );
   }
   return `apiVersion: orchard/v1
 kind: Profile
@@ -127,7 +129,12 @@ export async function benchReconcileLatency(devices = 200, profileMb = 5): Promi
       await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at.toISOString(), updatedAt: at.toISOString() });
       const uuid = `seed-${n}`;
       await store.enqueue([id], { uuid, requestType: 'ProfileList', payload: Buffer.from('x') }, at);
-      await store.recordResult(id, uuid, { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') }, { ProfileList: { at: at.toISOString(), commandUUID: uuid, value: [] } });
+      await store.recordResult(
+        id,
+        uuid,
+        { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') },
+        { ProfileList: { at: at.toISOString(), commandUUID: uuid, value: [] } },
+      );
     }
     await store.close();
 
@@ -143,7 +150,13 @@ export async function benchReconcileLatency(devices = 200, profileMb = 5): Promi
     try {
       const { url } = await next<{ url: string }>();
       // A real enrolled device whose Idle is timed during the reconcile.
-      const sim = new SimulatedDevice({ serverUrl: url, identity: createDeviceIdentity(ca, 'bench-idle'), serialNumber: 'BENCHIDLE', model: 'iPad13,1', productName: 'iPad13,1' });
+      const sim = new SimulatedDevice({
+        serverUrl: url,
+        identity: createDeviceIdentity(ca, 'bench-idle'),
+        serialNumber: 'BENCHIDLE',
+        model: 'iPad13,1',
+        productName: 'iPad13,1',
+      });
       await sim.enroll();
       const idle = async () => {
         const t = performance.now();
@@ -161,9 +174,15 @@ export async function benchReconcileLatency(devices = 200, profileMb = 5): Promi
       const r = await next<{ seconds: number; queued: number; peakRssMb: number; profileBytes: number }>();
       const [hs, ds] = [await h.stop(), await d.stop()];
       return {
-        devices, profileMb: r.profileBytes / 1024 / 1024, reconcileSeconds: r.seconds, queued: r.queued,
-        rssBeforeMb: loaded.rssMb, peakRssMb: r.peakRssMb,
-        healthzIdle, healthz: percentiles(hs), deviceIdle: percentiles(ds),
+        devices,
+        profileMb: r.profileBytes / 1024 / 1024,
+        reconcileSeconds: r.seconds,
+        queued: r.queued,
+        rssBeforeMb: loaded.rssMb,
+        peakRssMb: r.peakRssMb,
+        healthzIdle,
+        healthz: percentiles(hs),
+        deviceIdle: percentiles(ds),
       };
     } finally {
       child.stdin!.end();

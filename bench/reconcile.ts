@@ -29,11 +29,15 @@ function writeFleet(dir: string, version: number): void {
   const docs: string[] = [];
   for (let i = 0; i < 30; i++) {
     const serialVar = i === 29 ? `\n    - type: com.apple.wifi.managed\n      keys: {SSID_STR: "dev-\${device.SerialNumber}", AutoJoin: true}\n` : '';
-    docs.push(`apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: p${i}}\nspec:\n  identifier: com.example.bench.p${i}\n  displayName: P${i}\n  payloads:\n${PAYLOADS[i % 3]!(i, i === 0 ? version : 0)}${serialVar}`);
+    docs.push(
+      `apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: p${i}}\nspec:\n  identifier: com.example.bench.p${i}\n  displayName: P${i}\n  payloads:\n${PAYLOADS[i % 3]!(i, i === 0 ? version : 0)}${serialVar}`,
+    );
   }
   for (let b = 0; b < 10; b++) {
     const selector = b === 0 ? '    platforms: [macOS]\n    tags: [half]' : `    tags: [team-${b}]`;
-    docs.push(`apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: b${b}}\nspec:\n  selector:\n${selector}\n  profiles: [p${b * 3}, p${b * 3 + 1}, p${b * 3 + 2}]\n`);
+    docs.push(
+      `apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: b${b}}\nspec:\n  selector:\n${selector}\n  profiles: [p${b * 3}, p${b * 3 + 1}, p${b * 3 + 2}]\n`,
+    );
   }
   writeFileSync(join(dir, 'fleet.yaml'), docs.join('---\n'));
 }
@@ -103,18 +107,25 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
     const cache = new Map<string, RenderedProfile | Error>();
     const at = new Date();
     for (let i = 0; i < devices; i += 500) {
-      await Promise.all(Array.from({ length: Math.min(500, devices - i) }, async (_, k) => {
-        const n = i + k;
-        const id = `DEV-${n}`;
-        const facts = { UDID: id, Topic: 't', SerialNumber: `S${n}`, Model: 'Mac14,2', ProductName: 'Mac14,2', OSVersion: '15.1' };
-        await store.authenticate(id, facts, { certHash: `c${n}`, issuerHash: 'i', subject: '', notAfter: '' }, at);
-        await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at.toISOString(), updatedAt: at.toISOString() });
-        const desired = desiredFor(rev1.fleet!, { id, facts, reported: {} }, () => undefined, cache as never);
-        const profileList = [...desired.profiles.values()].map((p) => ({ PayloadIdentifier: p.identifier, PayloadUUID: p.rendered!.uuid }));
-        const uuid = `seed-${n}`;
-        await store.enqueue([id], { uuid, requestType: 'ProfileList', payload: Buffer.from('x') }, at);
-        await store.recordResult(id, uuid, { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') }, { ProfileList: { at: at.toISOString(), commandUUID: uuid, value: profileList } });
-      }));
+      await Promise.all(
+        Array.from({ length: Math.min(500, devices - i) }, async (_, k) => {
+          const n = i + k;
+          const id = `DEV-${n}`;
+          const facts = { UDID: id, Topic: 't', SerialNumber: `S${n}`, Model: 'Mac14,2', ProductName: 'Mac14,2', OSVersion: '15.1' };
+          await store.authenticate(id, facts, { certHash: `c${n}`, issuerHash: 'i', subject: '', notAfter: '' }, at);
+          await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at.toISOString(), updatedAt: at.toISOString() });
+          const desired = desiredFor(rev1.fleet!, { id, facts, reported: {} }, () => undefined, cache as never);
+          const profileList = [...desired.profiles.values()].map((p) => ({ PayloadIdentifier: p.identifier, PayloadUUID: p.rendered!.uuid }));
+          const uuid = `seed-${n}`;
+          await store.enqueue([id], { uuid, requestType: 'ProfileList', payload: Buffer.from('x') }, at);
+          await store.recordResult(
+            id,
+            uuid,
+            { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') },
+            { ProfileList: { at: at.toISOString(), commandUUID: uuid, value: profileList } },
+          );
+        }),
+      );
     }
     const reconciler = new Reconciler({ store, service, pusher: noPush, log, secrets: () => undefined, driftIntervalMs: 0, concurrency: 32 });
     // Adopt revision 1: everything is already there, so this verifies and queues nothing.
@@ -126,7 +137,16 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
 
     const plan = await phaseProcess<{ seconds: number; changes: number; peakRssMb: number }>('plan', dir);
     const rec = await phaseProcess<{ seconds: number; queued: number; peakRssMb: number }>('reconcile', dir);
-    return { devices, seedSeconds, planSeconds: plan.seconds, planChanges: plan.changes, reconcileSeconds: rec.seconds, queued: rec.queued, planPeakRssMb: plan.peakRssMb, reconcilePeakRssMb: rec.peakRssMb };
+    return {
+      devices,
+      seedSeconds,
+      planSeconds: plan.seconds,
+      planChanges: plan.changes,
+      reconcileSeconds: rec.seconds,
+      queued: rec.queued,
+      planPeakRssMb: plan.peakRssMb,
+      reconcilePeakRssMb: rec.peakRssMb,
+    };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -135,7 +155,10 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
 async function phaseProcess<T>(phase: 'plan' | 'reconcile', dir: string): Promise<T> {
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
-  const { stdout } = await promisify(execFile)(process.execPath, ['--max-old-space-size=640', new URL(import.meta.url).pathname, '--phase', phase, dir], { maxBuffer: 1 << 20, env: process.env });
+  const { stdout } = await promisify(execFile)(process.execPath, ['--max-old-space-size=640', new URL(import.meta.url).pathname, '--phase', phase, dir], {
+    maxBuffer: 1 << 20,
+    env: process.env,
+  });
   return JSON.parse(stdout.trim().split('\n').pop()!) as T;
 }
 
@@ -148,11 +171,25 @@ async function runPhase(phase: string, dir: string): Promise<object> {
       // What `orchard plan` holds: the whole inventory.
       const t = performance.now();
       const artifacts = new Map((await store.listArtifacts()).map((a) => [a.deviceId, a]));
-      const inventory: InventoryDevice[] = (await store.listDevices()).map((d) => ({ id: d.id, enrolled: true, facts: d.facts, reported: d.reported, profiles: Object.values(artifacts.get(d.id)?.artifacts ?? {}) }));
+      const inventory: InventoryDevice[] = (await store.listDevices()).map((d) => ({
+        id: d.id,
+        enrolled: true,
+        facts: d.facts,
+        reported: d.reported,
+        profiles: Object.values(artifacts.get(d.id)?.artifacts ?? {}),
+      }));
       const changes = planAgainstInventory(fleet, inventory).changes.length;
       return { seconds: (performance.now() - t) / 1000, changes, peakRssMb: peak() };
     }
-    const reconciler = new Reconciler({ store, service: new MdmService(store), pusher: noPush, log: pino({ level: 'warn' }), secrets: () => undefined, driftIntervalMs: 0, concurrency: 32 });
+    const reconciler = new Reconciler({
+      store,
+      service: new MdmService(store),
+      pusher: noPush,
+      log: pino({ level: 'warn' }),
+      secrets: () => undefined,
+      driftIntervalMs: 0,
+      concurrency: 32,
+    });
     const prof = process.env.PROF_RECONCILE ? await startProfile() : undefined;
     const t = performance.now();
     const outcomes = await reconciler.apply({ info: { commit: 'rev2', contentHash: fleet.contentHash }, fleet });

@@ -46,14 +46,20 @@ console.log(`# Orchard benchmarks\n\nNode ${process.version}, ${cpus().length} Ã
 
 if (!only || only === 'cms') {
   const r = await benchCms();
-  console.log(`## Mdm-Signature (CMS) on one core\n\n| operation | per second |\n|---|---|\n| verify (detached SignedData, RSA-2048) | ${f(r.verifyPerSec, 0)} |\n| sign (simulator) | ${f(r.signPerSec, 0)} |\n\n${r.notes}\n`);
+  console.log(
+    `## Mdm-Signature (CMS) on one core\n\n| operation | per second |\n|---|---|\n| verify (detached SignedData, RSA-2048) | ${f(r.verifyPerSec, 0)} |\n| sign (simulator) | ${f(r.signPerSec, 0)} |\n\n${r.notes}\n`,
+  );
 }
 
 if (!only || only === 'store') {
   const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-store-'));
   try {
     const r = await benchStore(dir);
-    console.log(`## LevelDB store\n\n| operation | per second |\n|---|---|\n${Object.entries(r).map(([k, v]) => `| ${k} | ${f(v, 0)} |`).join('\n')}\n`);
+    console.log(
+      `## LevelDB store\n\n| operation | per second |\n|---|---|\n${Object.entries(r)
+        .map(([k, v]) => `| ${k} | ${f(v, 0)} |`)
+        .join('\n')}\n`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -61,40 +67,59 @@ if (!only || only === 'store') {
 
 if (!only || only === 'cli') {
   const rows = benchCli();
-  console.log(`## CLI start-up: whole processes, median of 9\n\n| command | wall ms | CPU ms |\n|---|---|---|\n${rows.map((r) => `| \`${r.command}\` | ${f(r.wallMs, 0)} | ${f(r.cpuMs, 0)} |`).join('\n')}\n\nGoals: \`--help\` under 300 ms, \`validate\` of the example under 600 ms (wall).\n`);
+  console.log(
+    `## CLI start-up: whole processes, median of 9\n\n| command | wall ms | CPU ms |\n|---|---|---|\n${rows.map((r) => `| \`${r.command}\` | ${f(r.wallMs, 0)} | ${f(r.cpuMs, 0)} |`).join('\n')}\n\nGoals: \`--help\` under 300 ms, \`validate\` of the example under 600 ms (wall).\n`,
+  );
 }
 
 if (!only || only === 'validate-real') {
   const runs = [benchValidateReal(), benchValidateReal(), benchValidateReal()];
   if (runs.some((r) => r.errors > 0)) throw new Error(`the real-profile fleet did not validate: ${runs[0]!.errors} errors`);
   const ms = runs.map((r) => r.cliMs).sort((a, b) => a - b);
-  console.log(`## Validation: ${runs[0]!.profiles} real public profiles (test/fixtures/real-profiles, copied round-robin)\n\n| how | ms (min / median / max of 3) | errors | warnings |\n|---|---|---|---|\n| \`orchard validate --format json\` (new process, wall clock) | ${f(ms[0]!, 0)} / ${f(ms[1]!, 0)} / ${f(ms[2]!, 0)} | ${runs[0]!.errors} | ${runs[0]!.warnings} |\n\nGoal: under 3,000 ms.\n`);
+  console.log(
+    `## Validation: ${runs[0]!.profiles} real public profiles (test/fixtures/real-profiles, copied round-robin)\n\n| how | ms (min / median / max of 3) | errors | warnings |\n|---|---|---|---|\n| \`orchard validate --format json\` (new process, wall clock) | ${f(ms[0]!, 0)} / ${f(ms[1]!, 0)} / ${f(ms[2]!, 0)} | ${runs[0]!.errors} | ${runs[0]!.warnings} |\n\nGoal: under 3,000 ms.\n`,
+  );
 }
 
 if (!only || only === 'validate') {
   const r = await benchValidate();
   if (r.errors > 0 || r.profiles !== 1000) throw new Error(`generated fleet did not validate: ${r.errors} errors`);
-  console.log(`## Validation: ${r.profiles} profiles (3 payloads each), ${r.blueprints} blueprints\n\n| how | ms |\n|---|---|\n| \`orchard validate\` (new process, wall clock) | ${f(r.cliMs, 0)} |\n| loadFleet, warm | ${f(r.warmMs, 0)} |\n\nGoal: under 3,000 ms.\n`);
+  console.log(
+    `## Validation: ${r.profiles} profiles (3 payloads each), ${r.blueprints} blueprints\n\n| how | ms |\n|---|---|\n| \`orchard validate\` (new process, wall clock) | ${f(r.cliMs, 0)} |\n| loadFleet, warm | ${f(r.warmMs, 0)} |\n\nGoal: under 3,000 ms.\n`,
+  );
 }
 
 if (!only || only === 'protocol') {
   const r = await benchProtocol({ devices: Number(values.devices), concurrency: Number(values.concurrency), idleRounds: Number(values['idle-rounds']) });
   console.log(`## Protocol: ${r.devices} simulated devices, ${r.concurrency} concurrent, signed requests on loopback\n`);
   console.log('| phase | requests | req/s | server CPU ms/req | p50 ms | p99 ms |\n|---|---|---|---|---|---|');
-  for (const p of r.phases) console.log(`| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} |`);
-  console.log(`\nCommand cycles/s: ${f(r.cyclesPerSec, 0)}. Server RSS: ${f(r.serverRssAtStartMb, 1)} MB when listening, ${f(r.serverRssMb, 1)} MB after the run.\n`);
+  for (const p of r.phases)
+    console.log(`| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} |`);
+  console.log(
+    `\nCommand cycles/s: ${f(r.cyclesPerSec, 0)}. Server RSS: ${f(r.serverRssAtStartMb, 1)} MB when listening, ${f(r.serverRssMb, 1)} MB after the run.\n`,
+  );
 }
 
 if (!only || only === 'protocol-openssl') {
   const keyType = values['key-type'] === 'p256' ? 'p256' : 'rsa2048';
   const r = await benchProtocolOpenssl({
-    devices: Number(values.devices), concurrency: Number(values.concurrency), rounds: Number(values.rounds), keyType,
+    devices: Number(values.devices),
+    concurrency: Number(values.concurrency),
+    rounds: Number(values.rounds),
+    keyType,
     ...(values.phases ? { phases: values.phases.split(',') as RealisticPhase[] } : {}),
   });
-  console.log(`## Protocol, openssl-made signatures: ${r.devices} devices, each its own ${keyType === 'rsa2048' ? 'RSA-2048' : 'EC P-256'} key and certificate, ${r.concurrency} concurrent, ${r.rounds} Idle(s) per device per phase\n`);
+  console.log(
+    `## Protocol, openssl-made signatures: ${r.devices} devices, each its own ${keyType === 'rsa2048' ? 'RSA-2048' : 'EC P-256'} key and certificate, ${r.concurrency} concurrent, ${r.rounds} Idle(s) per device per phase\n`,
+  );
   console.log('| phase | requests | req/s | server CPU ms/req | p50 ms | p99 ms | server RSS after MB |\n|---|---|---|---|---|---|---|');
-  for (const p of r.phases) console.log(`| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} | ${f(p.rssAfterMb, 1)} |`);
-  console.log(`\nServer RSS: ${f(r.serverRssAtStartMb, 1)} MB listening, ${f(r.serverRssAfterEnrollMb, 1)} MB after enrolling ${r.devices}, ${f(r.serverRssMb, 1)} MB after the run. Signing ahead of the run: ${f(r.signSeconds, 0)} s (key generation ${f(r.keygenSeconds, 0)} s).\n`);
+  for (const p of r.phases)
+    console.log(
+      `| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} | ${f(p.rssAfterMb, 1)} |`,
+    );
+  console.log(
+    `\nServer RSS: ${f(r.serverRssAtStartMb, 1)} MB listening, ${f(r.serverRssAfterEnrollMb, 1)} MB after enrolling ${r.devices}, ${f(r.serverRssMb, 1)} MB after the run. Signing ahead of the run: ${f(r.signSeconds, 0)} s (key generation ${f(r.keygenSeconds, 0)} s).\n`,
+  );
 }
 
 if (!only || only === 'scep') {
@@ -107,25 +132,38 @@ if (!only || only === 'hostile') {
 
 if (!only || only === 'push') {
   const r = await benchPush();
-  console.log(`## APNs push: ${r.pushes} pushes to the local HTTP/2 stand-in\n\n| pushes/s | sessions | peak RSS (client + stand-in) | live heap with ${r.queuedAtPeak} waiting | after |\n|---|---|---|---|---|\n| ${f(r.pushesPerSec, 0)} | ${r.sessions} | ${f(r.rssMb)} MB | ${f(r.heapLiveQueuedMb)} MB | ${f(r.heapAfterMb)} MB |\n\nGoal: 5,000 pushes/s.\n`);
+  console.log(
+    `## APNs push: ${r.pushes} pushes to the local HTTP/2 stand-in\n\n| pushes/s | sessions | peak RSS (client + stand-in) | live heap with ${r.queuedAtPeak} waiting | after |\n|---|---|---|---|---|\n| ${f(r.pushesPerSec, 0)} | ${r.sessions} | ${f(r.rssMb)} MB | ${f(r.heapLiveQueuedMb)} MB | ${f(r.heapAfterMb)} MB |\n\nGoal: 5,000 pushes/s.\n`,
+  );
 }
 
 if (!only || only === 'reconcile') {
   const sizes = [...new Set([10_000, Number(values['reconcile-devices'])])].filter((n) => n > 0).sort((a, b) => a - b);
   console.log('## Reconciler: 30 profiles across 10 blueprints, one profile changed for half the fleet\n');
-  console.log('| devices | full plan s | plan peak RSS MB | reconcile s (compile + diff + enqueue) | reconcile peak RSS MB | commands queued |\n|---|---|---|---|---|---|');
+  console.log(
+    '| devices | full plan s | plan peak RSS MB | reconcile s (compile + diff + enqueue) | reconcile peak RSS MB | commands queued |\n|---|---|---|---|---|---|',
+  );
   for (const n of sizes) {
     const r = await benchReconcile(n);
     console.log(`| ${n} | ${f(r.planSeconds, 2)} | ${f(r.planPeakRssMb, 0)} | ${f(r.reconcileSeconds, 2)} | ${f(r.reconcilePeakRssMb, 0)} | ${r.queued} |`);
   }
-  console.log('\nGoals at 100,000 devices: plan under 10 s, reconcile under 20 s, RSS under 1 GiB. Plan and reconcile each run in a fresh process on the seeded store; peak RSS is that of the phase process.\n');
+  console.log(
+    '\nGoals at 100,000 devices: plan under 10 s, reconcile under 20 s, RSS under 1 GiB. Plan and reconcile each run in a fresh process on the seeded store; peak RSS is that of the phase process.\n',
+  );
 }
 
 if (!only || only === 'reconcile-latency') {
   const r = await benchReconcileLatency(Number(values['big-devices']), Number(values['big-profile-mb']));
-  const lat = (l: { p50ms: number; p99ms: number; maxMs: number; requests: number; errors: number }) => `${f(l.p50ms)} / ${f(l.p99ms)} / ${f(l.maxMs, 0)} (${l.requests}${l.errors ? `, ${l.errors} failed` : ''})`;
+  const lat = (l: { p50ms: number; p99ms: number; maxMs: number; requests: number; errors: number }) =>
+    `${f(l.p50ms)} / ${f(l.p99ms)} / ${f(l.maxMs, 0)} (${l.requests}${l.errors ? `, ${l.errors} failed` : ''})`;
   console.log(`## Reconcile of a ${f(r.profileMb)} MB per-device profile (\${device.SerialNumber}) for ${r.devices} devices, server answering meanwhile\n`);
-  console.log('| reconcile s | commands queued | server RSS before / peak during MB | /healthz idle p50 / p99 / max ms | /healthz during reconcile p50 / p99 / max ms (n) | signed Idle during p50 / p99 / max ms (n) |\n|---|---|---|---|---|---|');
-  console.log(`| ${f(r.reconcileSeconds)} | ${r.queued} | ${f(r.rssBeforeMb, 0)} / ${f(r.peakRssMb, 0)} | ${lat(r.healthzIdle)} | ${lat(r.healthz)} | ${lat(r.deviceIdle)} |`);
-  console.log('\nThe server runs in its own process on a seeded store; requests are sent at a steady rate (/healthz every 20 ms, Idle every 100 ms) and timed from when they were due.\n');
+  console.log(
+    '| reconcile s | commands queued | server RSS before / peak during MB | /healthz idle p50 / p99 / max ms | /healthz during reconcile p50 / p99 / max ms (n) | signed Idle during p50 / p99 / max ms (n) |\n|---|---|---|---|---|---|',
+  );
+  console.log(
+    `| ${f(r.reconcileSeconds)} | ${r.queued} | ${f(r.rssBeforeMb, 0)} / ${f(r.peakRssMb, 0)} | ${lat(r.healthzIdle)} | ${lat(r.healthz)} | ${lat(r.deviceIdle)} |`,
+  );
+  console.log(
+    '\nThe server runs in its own process on a seeded store; requests are sent at a steady rate (/healthz every 20 ms, Idle every 100 ms) and timed from when they were due.\n',
+  );
 }

@@ -50,7 +50,10 @@ export interface ScepBenchResult {
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 const CHALLENGE = 'bench-static-challenge';
-const SUBJECT: [string, string][] = [['O', 'Orchard'], ['CN', 'Orchard MDM identity']];
+const SUBJECT: [string, string][] = [
+  ['O', 'Orchard'],
+  ['CN', 'Orchard MDM identity'],
+];
 
 function percentile(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
@@ -74,15 +77,21 @@ async function run(url: string, jobs: Prepared[], concurrency: number): Promise<
   let next = 0;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    for (let i = next++; i < jobs.length; i = next++) {
-      const start = performance.now();
-      const res = await fetch(`${url}/scep?operation=PKIOperation`, { method: 'POST', body: new Uint8Array(jobs[i]!.req.der), headers: { 'content-type': 'application/x-pki-message' } });
-      replies[i] = Buffer.from(await res.arrayBuffer());
-      if (res.status !== 200) throw new Error(`PKIOperation HTTP ${res.status}: ${replies[i]!.toString().slice(0, 200)}`);
-      latencies.push(performance.now() - start);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (let i = next++; i < jobs.length; i = next++) {
+        const start = performance.now();
+        const res = await fetch(`${url}/scep?operation=PKIOperation`, {
+          method: 'POST',
+          body: new Uint8Array(jobs[i]!.req.der),
+          headers: { 'content-type': 'application/x-pki-message' },
+        });
+        replies[i] = Buffer.from(await res.arrayBuffer());
+        if (res.status !== 200) throw new Error(`PKIOperation HTTP ${res.status}: ${replies[i]!.toString().slice(0, 200)}`);
+        latencies.push(performance.now() - start);
+      }
+    }),
+  );
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   return { perSec: jobs.length / seconds, latencies: latencies.sort((a, b) => a - b), cpuMs: (cpu.user + cpu.system) / 1000, replies };
@@ -107,7 +116,11 @@ export async function benchScep(opts: ScepBenchOptions = {}): Promise<ScepBenchR
       // Logged at info as in production (a line per request), into the void.
       log: pino({ level: 'info' }, pino.destination('/dev/null')),
       adminToken: 'bench',
-      routes: [scepRoutes({ staticChallenge: CHALLENGE, topic: 'com.apple.mgmt.External.bench' }, (c) => { enroll = c; })],
+      routes: [
+        scepRoutes({ staticChallenge: CHALLENGE, topic: 'com.apple.mgmt.External.bench' }, (c) => {
+          enroll = c;
+        }),
+      ],
     },
   );
   try {
@@ -117,10 +130,11 @@ export async function benchScep(opts: ScepBenchOptions = {}): Promise<ScepBenchR
     const keys = await Promise.all(Array.from({ length: 16 }, async () => (await generateKeyPairAsync('rsa', { modulusLength: 2048 })).privateKey));
     const signers = keys.map((key) => ({ certDer: selfSignedCertificate(key, SUBJECT), key }));
     const staticCsrs = keys.map((key) => buildCsr({ key, subject: SUBJECT, challengePassword: CHALLENGE }));
-    const prepare = (csr: (i: number) => Buffer): Prepared[] => Array.from({ length: n }, (_, i) => {
-      const signer = signers[i % signers.length]!;
-      return { signer, req: buildRequest({ messageType: 'PKCSReq', csr: csr(i), signer, recipient: ca }) };
-    });
+    const prepare = (csr: (i: number) => Buffer): Prepared[] =>
+      Array.from({ length: n }, (_, i) => {
+        const signer = signers[i % signers.length]!;
+        return { signer, req: buildRequest({ messageType: 'PKCSReq', csr: csr(i), signer, recipient: ca }) };
+      });
 
     // Warm-up (JIT, connection pool).
     const warm = prepare((i) => staticCsrs[i % staticCsrs.length]!).slice(0, 50);
@@ -144,11 +158,13 @@ export async function benchScep(opts: ScepBenchOptions = {}): Promise<ScepBenchR
     const flows = opts.fullFlows ?? 60;
     let done = 0;
     const f0 = performance.now();
-    await Promise.all(Array.from({ length: Math.min(concurrency, 4) }, async () => {
-      for (let i = done++; i < flows; i = done++) {
-        await enrollFromProfile({ profileUrl: `${server.url}/mdm/enroll`, trustedCa: enroll!.caStore.ca.certPem, key: keys[i % keys.length] });
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: Math.min(concurrency, 4) }, async () => {
+        for (let i = done++; i < flows; i = done++) {
+          await enrollFromProfile({ profileUrl: `${server.url}/mdm/enroll`, trustedCa: enroll!.caStore.ca.certPem, key: keys[i % keys.length] });
+        }
+      }),
+    );
     const fullFlowPerSec = flows / ((performance.now() - f0) / 1000);
 
     return {

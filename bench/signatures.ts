@@ -64,12 +64,14 @@ function run(args: string[]): Promise<Buffer> {
 async function pool<T>(jobs: (() => Promise<T>)[], parallel = Math.max(2, cpus().length)): Promise<T[]> {
   const out = new Array<T>(jobs.length);
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(parallel, jobs.length) }, async () => {
-    while (next < jobs.length) {
-      const i = next++;
-      out[i] = await jobs[i]!();
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(parallel, jobs.length) }, async () => {
+      while (next < jobs.length) {
+        const i = next++;
+        out[i] = await jobs[i]!();
+      }
+    }),
+  );
   return out;
 }
 
@@ -85,9 +87,25 @@ export async function benchPki(keyType: BenchKeyType, count: number, dir = defau
   const cnf = join(dir, 'dev.cnf');
   if (!existsSync(cnf)) writeFileSync(cnf, DEVICE_CNF);
   if (!existsSync(caCertPath)) {
-    await run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKeyPath, '-out', caCertPath, '-days', '3650',
-      '-subj', '/O=Orchard Bench/CN=Orchard Bench Device CA',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    await run([
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      caKeyPath,
+      '-out',
+      caCertPath,
+      '-days',
+      '3650',
+      '-subj',
+      '/O=Orchard Bench/CN=Orchard Bench Device CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ]);
   }
   const newKey = keyType === 'rsa2048' ? ['-newkey', 'rsa:2048'] : ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'];
   const devices: BenchDeviceKey[] = [];
@@ -97,8 +115,28 @@ export async function benchPki(keyType: BenchKeyType, count: number, dir = defau
     devices.push(d);
     if (existsSync(d.certPath) && existsSync(d.keyPath)) continue;
     missing.push(async () => {
-      await run(['req', '-x509', ...newKey, '-nodes', '-keyout', `${d.keyPath}.tmp`, '-out', `${d.certPath}.tmp`, '-days', '3650',
-        '-subj', `/CN=bench-device-${i}`, '-CA', caCertPath, '-CAkey', caKeyPath, '-config', cnf, '-extensions', 'device']);
+      await run([
+        'req',
+        '-x509',
+        ...newKey,
+        '-nodes',
+        '-keyout',
+        `${d.keyPath}.tmp`,
+        '-out',
+        `${d.certPath}.tmp`,
+        '-days',
+        '3650',
+        '-subj',
+        `/CN=bench-device-${i}`,
+        '-CA',
+        caCertPath,
+        '-CAkey',
+        caKeyPath,
+        '-config',
+        cnf,
+        '-extensions',
+        'device',
+      ]);
       renameSync(`${d.keyPath}.tmp`, d.keyPath);
       renameSync(`${d.certPath}.tmp`, d.certPath);
     });
@@ -145,27 +183,31 @@ export async function opensslSignAll(jobs: SignJob[], cacheDir?: string): Promis
       });
       const parts = Math.max(1, Math.min(cpus().length, Math.ceil(todo.length / 200)));
       const chunks = Array.from({ length: parts }, (_, p) => todo.filter((_, k) => k % parts === p));
-      await Promise.all(chunks.map(async (chunk) => {
-        const sigs = await batchSign(chunk.map((t) => t.line).join(''));
-        if (sigs.length !== chunk.length) throw new Error(`cms-sign-batch: ${sigs.length} signatures for ${chunk.length} jobs`);
-        chunk.forEach((t, k) => {
-          out[t.i] = sigs[k]!;
-          if (t.cached) writeFileSync(t.cached, sigs[k]!);
-        });
-      }));
+      await Promise.all(
+        chunks.map(async (chunk) => {
+          const sigs = await batchSign(chunk.map((t) => t.line).join(''));
+          if (sigs.length !== chunk.length) throw new Error(`cms-sign-batch: ${sigs.length} signatures for ${chunk.length} jobs`);
+          chunk.forEach((t, k) => {
+            out[t.i] = sigs[k]!;
+            if (t.cached) writeFileSync(t.cached, sigs[k]!);
+          });
+        }),
+      );
       return out;
     }
-    return await pool(jobs.map((job) => async () => {
-      const { file, hash } = bodyFile(job.body);
-      const cached = cacheDir && job.mode === 'sha1-noattr' ? join(cacheDir, `${job.device.index}.${hash.slice(0, 24)}.b64`) : undefined;
-      if (cached && existsSync(cached)) return readFileSync(cached, 'utf8');
-      const args = ['cms', '-sign', '-binary', '-in', file, '-signer', job.device.certPath, '-inkey', job.device.keyPath, '-outform', 'DER'];
-      if (job.mode === 'sha1-noattr') args.push('-noattr', '-md', 'sha1');
-      else args.push('-md', 'sha256');
-      const sig = (await run(args)).toString('base64');
-      if (cached) writeFileSync(cached, sig);
-      return sig;
-    }));
+    return await pool(
+      jobs.map((job) => async () => {
+        const { file, hash } = bodyFile(job.body);
+        const cached = cacheDir && job.mode === 'sha1-noattr' ? join(cacheDir, `${job.device.index}.${hash.slice(0, 24)}.b64`) : undefined;
+        if (cached && existsSync(cached)) return readFileSync(cached, 'utf8');
+        const args = ['cms', '-sign', '-binary', '-in', file, '-signer', job.device.certPath, '-inkey', job.device.keyPath, '-outform', 'DER'];
+        if (job.mode === 'sha1-noattr') args.push('-noattr', '-md', 'sha1');
+        else args.push('-md', 'sha256');
+        const sig = (await run(args)).toString('base64');
+        if (cached) writeFileSync(cached, sig);
+        return sig;
+      }),
+    );
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -179,7 +221,13 @@ function batchSign(input: string): Promise<string[]> {
     child.on('error', reject);
     child.on('exit', (code) => {
       if (code !== 0) reject(new Error(`cms-sign-batch.py exited ${code}`));
-      else resolve(Buffer.concat(chunks).toString().split('\n').filter((l) => l.length > 0));
+      else
+        resolve(
+          Buffer.concat(chunks)
+            .toString()
+            .split('\n')
+            .filter((l) => l.length > 0),
+        );
     });
     child.stdin.end(input);
   });

@@ -38,7 +38,12 @@ export async function benchStore(dir: string): Promise<Record<string, number>> {
     const t0 = new Date();
     for (let d = 0; d < DEVICES; d++) {
       const id = dev(d);
-      await store.authenticate(id, { UDID: id, Topic: 'com.apple.mgmt.External.bench' }, { certHash: `h${d}`, issuerHash: 'ca', subject: 'CN=x', notAfter: '2030' }, t0);
+      await store.authenticate(
+        id,
+        { UDID: id, Topic: 'com.apple.mgmt.External.bench' },
+        { certHash: `h${d}`, issuerHash: 'ca', subject: 'CN=x', notAfter: '2030' },
+        t0,
+      );
       await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: t0.toISOString(), updatedAt: t0.toISOString() });
     }
     const n = DEVICES * PER_DEVICE;

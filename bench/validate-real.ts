@@ -12,7 +12,10 @@ import { join } from 'node:path';
 const ROOT = new URL('../..', import.meta.url).pathname;
 const CORPUS = join(ROOT, 'test/fixtures/real-profiles');
 
-interface Entry { file: string; expect: 'installs' | 'refused' }
+interface Entry {
+  file: string;
+  expect: 'installs' | 'refused';
+}
 
 /** Every `<key>PayloadIdentifier</key><string>X</string>` gets `.copyN` appended to X. */
 function renamed(xml: string, n: number): string {
@@ -29,10 +32,16 @@ export function benchValidateReal(count = 1000): { profiles: number; cliMs: numb
     for (let i = 0; i < count; i++) {
       const e = entries[i % entries.length]!;
       writeFileSync(join(dir, 'files', `p${i}.mobileconfig`), renamed(readFileSync(join(CORPUS, e.file), 'utf8'), i));
-      writeFileSync(join(dir, 'profiles', `p${i}.yaml`), `apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: p${i}}\nspec:\n  file: ../files/p${i}.mobileconfig\n`);
+      writeFileSync(
+        join(dir, 'profiles', `p${i}.yaml`),
+        `apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: p${i}}\nspec:\n  file: ../files/p${i}.mobileconfig\n`,
+      );
       names.push(`p${i}`);
     }
-    writeFileSync(join(dir, 'blueprint.yaml'), `apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: macs}\nspec:\n  selector: {platforms: [macOS]}\n  profiles: [${names.join(', ')}]\n`);
+    writeFileSync(
+      join(dir, 'blueprint.yaml'),
+      `apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: macs}\nspec:\n  selector: {platforms: [macOS]}\n  profiles: [${names.join(', ')}]\n`,
+    );
     const cli = join(ROOT, 'dist/src/cli/main.js');
     const t0 = performance.now();
     let out: string;

@@ -12,7 +12,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 const src = process.argv[2] ?? join(here, '../../shared/reference/apple-device-management');
 const dir = join(src, 'mdm/commands');
 const out = {};
-for (const file of readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort()) {
+for (const file of readdirSync(dir)
+  .filter((f) => f.endsWith('.yaml'))
+  .sort()) {
   const doc = parse(readFileSync(join(dir, file), 'utf8'));
   const requestType = doc?.payload?.requesttype;
   if (!requestType) continue;

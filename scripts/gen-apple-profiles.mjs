@@ -96,7 +96,14 @@ function convertKey(k, siblings, state, where) {
   let sub = Array.isArray(k.subkeys) ? k.subkeys : undefined;
   // TopLevel's ConsentText wraps its language->text entries in a dictionary named like an array
   // item ("ConsentTextItem"); real profiles have the entries directly, so lift them.
-  if (d.type === 'dictionary' && sub?.length === 1 && sub[0].key === `${k.key}Item` && sub[0].type === '<dictionary>' && Array.isArray(sub[0].subkeys) && !state.shared.has(sub)) {
+  if (
+    d.type === 'dictionary' &&
+    sub?.length === 1 &&
+    sub[0].key === `${k.key}Item` &&
+    sub[0].type === '<dictionary>' &&
+    Array.isArray(sub[0].subkeys) &&
+    !state.shared.has(sub)
+  ) {
     notes.push(`${where}: lifted the subkeys of placeholder ${sub[0].key}`);
     sub = sub[0].subkeys;
   }
@@ -144,7 +151,9 @@ function versionLess(a, b) {
 }
 
 const docs = [];
-for (const file of readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort()) {
+for (const file of readdirSync(dir)
+  .filter((f) => f.endsWith('.yaml'))
+  .sort()) {
   const doc = parse(readFileSync(join(dir, file), 'utf8'), { maxAliasCount: -1 });
   const payloadType = doc?.payload?.payloadtype;
   if (!payloadType || !Array.isArray(doc.payloadkeys)) continue;
@@ -170,7 +179,9 @@ function withDefs(p, state) {
 function discriminator(entry, group) {
   const k = entry.doc.payloadkeys.find((x) => x.presence === 'required' && Array.isArray(x.rangelist) && x.rangelist.length === 1);
   if (!k) return undefined;
-  const elsewhere = group.some((o) => o !== entry && o.doc.payloadkeys.some((x) => x.key === k.key && !(Array.isArray(x.rangelist) && x.rangelist.length === 1)));
+  const elsewhere = group.some(
+    (o) => o !== entry && o.doc.payloadkeys.some((x) => x.key === k.key && !(Array.isArray(x.rangelist) && x.rangelist.length === 1)),
+  );
   return elsewhere ? { key: k.key, equals: k.rangelist[0] } : undefined;
 }
 
@@ -191,7 +202,8 @@ function mergeUnion(group) {
   for (const p of parts) {
     for (const [name, def] of Object.entries(p.keys)) {
       if (Object.hasOwn(keys, name)) {
-        if (JSON.stringify(keys[name]) !== JSON.stringify(def)) notes.push(`${p.files[0]}/${name}: differs from an earlier file of the same type, kept the first`);
+        if (JSON.stringify(keys[name]) !== JSON.stringify(def))
+          notes.push(`${p.files[0]}/${name}: differs from an earlier file of the same type, kept the first`);
         continue;
       }
       // The file's own payload-level support becomes the key's override where it differs.
@@ -323,7 +335,8 @@ const OVERRIDES = [
     apply() {
       const p = payloadOf('com.apple.ManagedClient.preferences', this.what);
       const domain = keyAt(p.keys, ['PayloadContent', 'ANY'], this.what);
-      if (!domain.subkeys.Forced || domain.subkeys.Often) throw new Error(`override "${this.what}": the domain dictionary changed upstream; re-check this entry`);
+      if (!domain.subkeys.Forced || domain.subkeys.Often)
+        throw new Error(`override "${this.what}": the domain dictionary changed upstream; re-check this entry`);
       domain.subkeys.Often = { ...domain.subkeys['Set-Once'] };
       const item = p.defs?.[domain.subkeys.Forced.ref]?.Settings;
       if (!item?.subkeys?.mcx_preference_settings) throw new Error(`override "${this.what}": mcx_preference_settings not found`);
@@ -337,7 +350,14 @@ const OVERRIDES = [
     // admins set many that Apple's YAML leaves out (e.g. loginwindow's LoginwindowText variants,
     // Finder's ShowHardDrivesOnDesktop, AppleInterfaceStyle in .GlobalPreferences).
     apply() {
-      for (const type of ['com.apple.loginwindow', 'loginwindow', 'com.apple.finder', 'com.apple.screensaver', 'com.apple.screensaver.user', '.GlobalPreferences']) {
+      for (const type of [
+        'com.apple.loginwindow',
+        'loginwindow',
+        'com.apple.finder',
+        'com.apple.screensaver',
+        'com.apple.screensaver.user',
+        '.GlobalPreferences',
+      ]) {
         payloadOf(type, this.what).open = true;
       }
     },

@@ -80,7 +80,36 @@ export const DEFAULTS: ServerConfig = {
 export class ConfigError extends Error {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
-const FILE_KEYS = ['listen', 'dataDir', 'repo', 'branch', 'publicUrl', 'trustCa', 'certHeader', 'tlsCert', 'tlsKey', 'maxBodyBytes', 'headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'maxConnections', 'replayWindow', 'replayCacheSize', 'retention', 'pollInterval', 'driftInterval', 'validationMemory', 'validationTimeout', 'manifests', 'secretsDir', 'apnsUrl', 'apnsEnv', 'eventWebhooks', 'logLevel', 'reenroll'] as const;
+const FILE_KEYS = [
+  'listen',
+  'dataDir',
+  'repo',
+  'branch',
+  'publicUrl',
+  'trustCa',
+  'certHeader',
+  'tlsCert',
+  'tlsKey',
+  'maxBodyBytes',
+  'headersTimeout',
+  'requestTimeout',
+  'keepAliveTimeout',
+  'maxConnections',
+  'replayWindow',
+  'replayCacheSize',
+  'retention',
+  'pollInterval',
+  'driftInterval',
+  'validationMemory',
+  'validationTimeout',
+  'manifests',
+  'secretsDir',
+  'apnsUrl',
+  'apnsEnv',
+  'eventWebhooks',
+  'logLevel',
+  'reenroll',
+] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
@@ -198,7 +227,10 @@ function applyFile(cfg: ServerConfig, file: string): void {
   try {
     const listen = str('listen');
     if (listen) cfg.listen = parseListen(listen);
-    const path = (key: string) => { const v = str(key); return v === undefined ? undefined : resolve(base, v); };
+    const path = (key: string) => {
+      const v = str(key);
+      return v === undefined ? undefined : resolve(base, v);
+    };
     cfg.dataDir = path('dataDir') ?? cfg.dataDir;
     const repo = str('repo');
     if (repo) cfg.repo = /^[a-z+]+:\/\/|^git@/.test(repo) ? repo : resolve(base, repo);

@@ -80,18 +80,38 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
   service.on('tokenUpdate', (e) => apns?.tokenUpdated(e.id, e.push!.token));
   const source = cfg.repo
-    ? new FleetSource({ repo: cfg.repo, branch: cfg.branch, dataDir: cfg.dataDir, pollIntervalMs: cfg.pollIntervalMs, limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs }, load: cfg.manifests ? { manifests: cfg.manifests } : undefined, log: log.child({ component: 'source' }) })
+    ? new FleetSource({
+        repo: cfg.repo,
+        branch: cfg.branch,
+        dataDir: cfg.dataDir,
+        pollIntervalMs: cfg.pollIntervalMs,
+        limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs },
+        load: cfg.manifests ? { manifests: cfg.manifests } : undefined,
+        log: log.child({ component: 'source' }),
+      })
     : undefined;
   const metrics = createMetrics();
   const reportCtx = () => ({ source, apns });
-  const routeFactories = [...(opts.routes ?? []), reportRoutes(reportCtx), statusPageRoutes(reportCtx, { adminToken: opts.adminToken, readToken: opts.readToken }), metricsRoutes(reportCtx, metrics), ...(opts.pusher ? [] : [pushRoutes(apns)])];
-  const extra = routeFactories.flatMap((make) => make({ cfg, store, trust, service, pusher, log, apiErrors: apiErrors(), auth: bearerAuth(opts.adminToken, opts.readToken) }));
+  const routeFactories = [
+    ...(opts.routes ?? []),
+    reportRoutes(reportCtx),
+    statusPageRoutes(reportCtx, { adminToken: opts.adminToken, readToken: opts.readToken }),
+    metricsRoutes(reportCtx, metrics),
+    ...(opts.pusher ? [] : [pushRoutes(apns)]),
+  ];
+  const extra = routeFactories.flatMap((make) =>
+    make({ cfg, store, trust, service, pusher, log, apiErrors: apiErrors(), auth: bearerAuth(opts.adminToken, opts.readToken) }),
+  );
   const app = createApp({
     middleware: [httpMetrics(metrics)],
     extraRoutes: extra,
     source,
     webhookSecret: opts.webhookSecret,
-    log, store, service, trust, pusher,
+    log,
+    store,
+    service,
+    trust,
+    pusher,
     certHeader: cfg.certHeader,
     maxBodyBytes: cfg.maxBodyBytes,
     bodyTimeoutMs: cfg.requestTimeoutMs,
@@ -119,7 +139,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   let dropped = 0;
   server.on('drop', () => {
     // One line per burst, not per connection: a flood must not flood the log too.
-    if (dropped++ === 0) setTimeout(() => { log.warn({ dropped, maxConnections: cfg.maxConnections }, 'connections refused: at --max-connections'); dropped = 0; }, 10_000).unref();
+    if (dropped++ === 0)
+      setTimeout(() => {
+        log.warn({ dropped, maxConnections: cfg.maxConnections }, 'connections refused: at --max-connections');
+        dropped = 0;
+      }, 10_000).unref();
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -142,7 +166,10 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   timer.unref();
 
   const reconciler = new Reconciler({
-    store, service, pusher, log: log.child({ component: 'reconciler' }),
+    store,
+    service,
+    pusher,
+    log: log.child({ component: 'reconciler' }),
     secrets: new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup,
     driftIntervalMs: cfg.driftIntervalMs,
     inventoryOnEnroll: source !== undefined,
@@ -152,14 +179,24 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     reconciler.apply(rev).catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
   });
   reconciler.start();
-  const hooks = cfg.eventWebhooks.length > 0 ? new EventWebhooks({ urls: cfg.eventWebhooks, secret: opts.eventSecret ?? '', log: log.child({ component: 'webhooks' }) }) : undefined;
+  const hooks =
+    cfg.eventWebhooks.length > 0
+      ? new EventWebhooks({ urls: cfg.eventWebhooks, secret: opts.eventSecret ?? '', log: log.child({ component: 'webhooks' }) })
+      : undefined;
   if (hooks && !opts.eventSecret) log.warn('event webhooks are not signed: set ORCHARD_EVENT_SECRET');
   hooks?.attach(service, source);
   // The first sync never throws (an unreachable remote is a status, not a crash).
   await source?.start();
   log.info({ url, dataDir: cfg.dataDir, repo: source?.status().repo, trustedCAs: trust.size, certHeader: cfg.certHeader }, 'orchard listening');
   return {
-    url, store, service, trust, source, reconciler, log, app,
+    url,
+    store,
+    service,
+    trust,
+    source,
+    reconciler,
+    log,
+    app,
     async close() {
       clearInterval(timer);
       await source?.stop();

@@ -78,7 +78,8 @@ export function runEnrollProfile(
     }
   }
   topic ??= defaults.topic?.(cfg);
-  if (!topic) throw new ConfigError('enroll-profile needs the APNs topic: import the push certificate, or --push-cert FILE, or --topic com.apple.mgmt.External.<uuid>');
+  if (!topic)
+    throw new ConfigError('enroll-profile needs the APNs topic: import the push certificate, or --push-cert FILE, or --topic com.apple.mgmt.External.<uuid>');
   const ttlMs = flags.ttl ? parseDuration(flags.ttl, 'ttl') : DEFAULT_CHALLENGE_TTL_MS;
   const staticChallenge = env[STATIC_CHALLENGE_ENV] || undefined;
   const ca = loadOrCreateCaStore(cfg.dataDir);

@@ -49,7 +49,17 @@ const BLUEPRINT = 'blueprints/imported.yaml';
 const NAME = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;
 const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 /** Top-level keys a YAML Profile expresses (identifier, displayName, description, organization, scope, payloads). */
-const TOP_KEYS = new Set(['PayloadType', 'PayloadIdentifier', 'PayloadUUID', 'PayloadVersion', 'PayloadDisplayName', 'PayloadDescription', 'PayloadOrganization', 'PayloadScope', 'PayloadContent']);
+const TOP_KEYS = new Set([
+  'PayloadType',
+  'PayloadIdentifier',
+  'PayloadUUID',
+  'PayloadVersion',
+  'PayloadDisplayName',
+  'PayloadDescription',
+  'PayloadOrganization',
+  'PayloadScope',
+  'PayloadContent',
+]);
 /**
  * Top-level keys whose value here is what a device assumes without them: left out of the YAML,
  * nothing changes. (PayloadEnabled is no top-level key of Apple's, but exporters write it.)
@@ -60,14 +70,19 @@ const DERIVED_PAYLOAD_KEYS = new Set(['PayloadType', 'PayloadUUID', 'PayloadIden
 
 export async function runImport(opts: ImportOptions): Promise<ImportOutput> {
   // With --format json, stdout is JSON whatever happens.
-  const usage = (m: string): ImportOutput => ({ exitCode: 2, stdout: opts.format === 'json' ? `${JSON.stringify({ error: m })}\n` : '', stderr: `orchard import: ${m}\n` });
+  const usage = (m: string): ImportOutput => ({
+    exitCode: 2,
+    stdout: opts.format === 'json' ? `${JSON.stringify({ error: m })}\n` : '',
+    stderr: `orchard import: ${m}\n`,
+  });
   if (opts.paths.length === 0) return usage('name at least one .mobileconfig file or folder');
   const out = resolve(opts.out);
   try {
     const entries = await readdir(out);
     if (entries.length > 0) return usage(`${opts.out} is not empty: import into a new or empty folder`);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return usage(`cannot use ${opts.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+      return usage(`cannot use ${opts.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
 
   const skipped: { source: string; reason: string }[] = [];
@@ -149,10 +164,17 @@ export async function runImport(opts: ImportOptions): Promise<ImportOutput> {
   if (opts.format === 'json') {
     return {
       exitCode,
-      stdout: `${JSON.stringify({
-        out, profiles: imported, skipped, blueprint: BLUEPRINT,
-        validation: { valid: result.ok, errors: errors.length, warnings: result.diagnostics.length - errors.length, diagnostics: result.diagnostics },
-      }, null, 2)}\n`,
+      stdout: `${JSON.stringify(
+        {
+          out,
+          profiles: imported,
+          skipped,
+          blueprint: BLUEPRINT,
+          validation: { valid: result.ok, errors: errors.length, warnings: result.diagnostics.length - errors.length, diagnostics: result.diagnostics },
+        },
+        null,
+        2,
+      )}\n`,
     };
   }
   const lines: string[] = [];
@@ -163,7 +185,9 @@ export async function runImport(opts: ImportOptions): Promise<ImportOutput> {
   for (const s of skipped) lines.push(`skipped ${s.source}: ${s.reason}`);
   lines.push(`${BLUEPRINT}: ${imported.filter((e) => e.listed).length} profiles, selecting no device (edit its selector to roll out)`);
   for (const d of result.diagnostics) lines.push(`${d.file}:${d.line}:${d.col}: ${d.severity}: ${d.message} [${d.rule}]`);
-  lines.push(`imported ${imported.length} profiles into ${opts.out} (${imported.filter((e) => e.as === 'yaml').length} as YAML), skipped ${skipped.length}; orchard validate: ${result.ok ? 'valid' : 'invalid'}, ${errors.length} errors, ${result.diagnostics.length - errors.length} warnings`);
+  lines.push(
+    `imported ${imported.length} profiles into ${opts.out} (${imported.filter((e) => e.as === 'yaml').length} as YAML), skipped ${skipped.length}; orchard validate: ${result.ok ? 'valid' : 'invalid'}, ${errors.length} errors, ${result.diagnostics.length - errors.length} warnings`,
+  );
   return { exitCode, stdout: `${lines.join('\n')}\n` };
 }
 
@@ -201,7 +225,10 @@ const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi;
  */
 function nameFrom(identifier: string | undefined, display: PlistValue | undefined, source: string): string {
   const meaningful = (s: string) => /[a-z0-9]/i.test(s.replace(/[^a-z0-9]+/gi, ''));
-  const stripped = identifier?.replace(UUID, '').replace(/[.-]{2,}/g, '.').replace(/^[.-]+|[.-]+$/g, '');
+  const stripped = identifier
+    ?.replace(UUID, '')
+    .replace(/[.-]{2,}/g, '.')
+    .replace(/^[.-]+|[.-]+$/g, '');
   if (stripped && meaningful(stripped)) return stripped;
   if (typeof display === 'string' && meaningful(display)) return display;
   return basename(source).replace(/\.[^.]*$/, '');
@@ -209,7 +236,12 @@ function nameFrom(identifier: string | undefined, display: PlistValue | undefine
 
 /** A metadata.name: lower case, [a-z0-9._-], at most 63; -2, -3... on collision. */
 function uniqueName(from: string, taken: Set<string>): string {
-  let base = from.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 63).replace(/[^a-z0-9]+$/, '');
+  let base = from
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[^a-z0-9]+/, '')
+    .slice(0, 63)
+    .replace(/[^a-z0-9]+$/, '');
   if (!NAME.test(base)) base = 'profile';
   let name = base;
   for (let n = 2; taken.has(name); n++) name = `${base.slice(0, 63 - String(n).length - 1).replace(/[^a-z0-9]+$/, '')}-${n}`;
@@ -228,13 +260,19 @@ async function writeFileProfile(out: string, e: Imported, bytes: Buffer): Promis
 }
 
 function yamlDocument(e: Imported, spec: Record<string, unknown>): string {
-  const header = [`Imported by \`orchard import\` from ${basename(e.source)}. Orchard derives the PayloadUUIDs and`, 'names each payload <identifier>.<n>.<type>.'];
+  const header = [
+    `Imported by \`orchard import\` from ${basename(e.source)}. Orchard derives the PayloadUUIDs and`,
+    'names each payload <identifier>.<n>.<type>.',
+  ];
   if (e.note) header.push(e.note);
   return document(header, 'Profile', e.name, spec);
 }
 
 function document(comments: string[], kind: string, name: string, spec: Record<string, unknown>): string {
-  const head = comments.flatMap((c) => c.split('\n')).map((c) => `# ${c}`.trimEnd()).join('\n');
+  const head = comments
+    .flatMap((c) => c.split('\n'))
+    .map((c) => `# ${c}`.trimEnd())
+    .join('\n');
   return `${head}\n${stringify({ apiVersion: 'orchard/v1', kind, metadata: { name }, spec }, { lineWidth: 0 })}`;
 }
 
@@ -258,7 +296,10 @@ function blueprintDocument(imported: Imported[]): string {
     ...listed.map((e) => `    - ${e.name}${' '.repeat(Math.max(1, 40 - e.name.length))}# ${comment(e.identifier ?? basename(e.source))}`),
   ];
   if (left.length > 0) {
-    lines.push('  # Not listed: each shares a PayloadIdentifier with a profile above, and a device has one', '  # profile per identifier. Give them blueprints whose devices are disjoint from this one.');
+    lines.push(
+      '  # Not listed: each shares a PayloadIdentifier with a profile above, and a device has one',
+      '  # profile per identifier. Give them blueprints whose devices are disjoint from this one.',
+    );
     for (const e of left) lines.push(`  # - ${e.name}`);
   }
   return `${lines.join('\n')}\n`;
@@ -274,27 +315,40 @@ const comment = (s: string) => s.replace(/[\r\n]+/g, ' ');
 function toYamlSpec(profile: PlistDict, integralReal: () => boolean): { spec: Record<string, unknown> } | { reason: string } {
   const extra = Object.keys(profile).find((k) => !TOP_KEYS.has(k) && !(k in TOP_DEFAULTS && profile[k] === TOP_DEFAULTS[k]));
   if (extra !== undefined) return { reason: `its top-level key ${extra} has no place in a YAML Profile` };
-  const { PayloadIdentifier: id, PayloadDisplayName: display, PayloadDescription: desc, PayloadOrganization: org, PayloadScope: scope, PayloadContent: content } = profile;
+  const {
+    PayloadIdentifier: id,
+    PayloadDisplayName: display,
+    PayloadDescription: desc,
+    PayloadOrganization: org,
+    PayloadScope: scope,
+    PayloadContent: content,
+  } = profile;
   if (typeof id !== 'string' || !IDENTIFIER.test(id)) return { reason: 'its PayloadIdentifier is not an identifier a YAML Profile accepts' };
   if (typeof display !== 'string' || display.length === 0) return { reason: 'it has no PayloadDisplayName (a YAML Profile needs displayName)' };
   if (desc !== undefined && typeof desc !== 'string') return { reason: 'its PayloadDescription is not a string' };
   if (org !== undefined && typeof org !== 'string') return { reason: 'its PayloadOrganization is not a string' };
   // Orchard's renderer writes no empty PayloadDescription or PayloadOrganization.
-  if (desc === '' || org === '') return { reason: `its ${desc === '' ? 'PayloadDescription' : 'PayloadOrganization'} is empty, and a rendered profile has none` };
+  if (desc === '' || org === '')
+    return { reason: `its ${desc === '' ? 'PayloadDescription' : 'PayloadOrganization'} is empty, and a rendered profile has none` };
   if (scope !== undefined && scope !== 'System' && scope !== 'User') return { reason: `its PayloadScope ${JSON.stringify(scope)} is neither System nor User` };
   if ((profile.PayloadVersion ?? 1) !== 1) return { reason: 'its PayloadVersion is not 1 (Orchard writes 1)' };
   if (!Array.isArray(content) || content.length === 0) return { reason: 'it has no payloads (a YAML Profile needs at least one)' };
   const payloads: { type: string; keys: Record<string, unknown> }[] = [];
   const uuids = new Map<string, number>();
   for (const [i, p] of content.entries()) {
-    if (!isDict(p) || typeof p.PayloadType !== 'string' || p.PayloadType.length === 0) return { reason: `PayloadContent.${i} is not a payload with a PayloadType` };
+    if (!isDict(p) || typeof p.PayloadType !== 'string' || p.PayloadType.length === 0)
+      return { reason: `PayloadContent.${i} is not a payload with a PayloadType` };
     if ((p.PayloadVersion ?? 1) !== 1) return { reason: `PayloadContent.${i}: its PayloadVersion is not 1 (Orchard writes 1)` };
     if (typeof p.PayloadUUID === 'string') uuids.set(p.PayloadUUID.toUpperCase(), i);
   }
   const unsayable = findValue(content, (v) => v instanceof Uint8Array || v instanceof Date, ['PayloadContent']);
   if (unsayable) return { reason: `${unsayable.path} is ${unsayable.value instanceof Date ? '<date>' : '<data>'}, which the YAML format cannot represent` };
   // A payload's own PayloadUUID and PayloadIdentifier are dropped (derived), whatever they say.
-  const ref = findValue(content, (v, path) => typeof v === 'string' && uuids.has(v.toUpperCase()) && !/^PayloadContent\.\d+\.Payload(UUID|Identifier)$/.test(path), ['PayloadContent']);
+  const ref = findValue(
+    content,
+    (v, path) => typeof v === 'string' && uuids.has(v.toUpperCase()) && !/^PayloadContent\.\d+\.Payload(UUID|Identifier)$/.test(path),
+    ['PayloadContent'],
+  );
   if (ref) return { reason: `${ref.path} names payload ${uuids.get((ref.value as string).toUpperCase())}'s PayloadUUID, which Orchard derives anew` };
   if (integralReal()) return { reason: 'it holds a <real> with an integral value, which YAML would make an <integer>' };
   for (const p of content as PlistDict[]) {

@@ -48,8 +48,17 @@ program
   .option('--event-webhook <url>', 'send signed JSON events to this URL (repeatable; secret ORCHARD_EVENT_SECRET)', collect)
   .option('--secrets-dir <dir>', 'values of ${secret:NAME} (file NAME; default DATA_DIR/secrets), or env ORCHARD_SECRET_<NAME>')
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
-  .addOption(new Option('--reenroll <policy>', 'when another certificate may take over an enrolled device (default same-serial-challenge)').choices(['allow', 'same-serial-challenge', 'after-checkout']))
-  .addHelpText('after', '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git), ORCHARD_SCEP_CHALLENGE (static SCEP\nchallenge; without it enrollment needs one-time links from POST /api/v1/enrollments),\nORCHARD_SECRET_<NAME> (values of ${secret:NAME}).')
+  .addOption(
+    new Option('--reenroll <policy>', 'when another certificate may take over an enrolled device (default same-serial-challenge)').choices([
+      'allow',
+      'same-serial-challenge',
+      'after-checkout',
+    ]),
+  )
+  .addHelpText(
+    'after',
+    '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git), ORCHARD_SCEP_CHALLENGE (static SCEP\nchallenge; without it enrollment needs one-time links from POST /api/v1/enrollments),\nORCHARD_SECRET_<NAME> (values of ${secret:NAME}).',
+  )
   .action(async (flags: FlagValues) => {
     const cfg = loadConfig(flags);
     const { enrollmentRoutes } = await import('./enroll.js');
@@ -135,25 +144,36 @@ program
   });
 
 const pushCert = program.command('push-cert').description('the APNs push certificate');
-for (const [name, desc] of [['import', 'import (or renew) the push certificate: PEM or PKCS#12 (password from ORCHARD_PUSH_CERT_PASSWORD)'], ['show', 'show the topic and expiry of a push certificate (default: the imported one)']] as const) {
+for (const [name, desc] of [
+  ['import', 'import (or renew) the push certificate: PEM or PKCS#12 (password from ORCHARD_PUSH_CERT_PASSWORD)'],
+  ['show', 'show the topic and expiry of a push certificate (default: the imported one)'],
+] as const) {
   const cmd = pushCert.command(name).description(desc);
-  if (name === 'import') cmd.argument('<cert>', 'certificate (PEM, DER or PKCS#12)').argument('[key]', 'private key (PEM), unless in the PKCS#12 (default: DATA_DIR/push/request/push.key)');
+  if (name === 'import')
+    cmd
+      .argument('<cert>', 'certificate (PEM, DER or PKCS#12)')
+      .argument('[key]', 'private key (PEM), unless in the PKCS#12 (default: DATA_DIR/push/request/push.key)');
   else cmd.argument('[cert]', 'certificate file');
   cmd.option('--config <file>', 'server config file').option('--data-dir <dir>', 'data directory');
   if (name === 'import') cmd.option('--force', 'accept a changed topic or an expired certificate (a changed topic loses every enrolled device)');
   cmd.action(async (...args: unknown[]) => {
     const { pushCertImport, pushCertShow } = await import('./push-cert.js');
     const password = process.env.ORCHARD_PUSH_CERT_PASSWORD || undefined;
-    const out = name === 'import'
-      ? await pushCertImport(args[0] as string, args[1] as string | undefined, { dataDir: loadConfig(args[2] as FlagValues).dataDir, force: (args[2] as { force?: boolean }).force, password })
-      : await pushCertShow(args[0] as string | undefined, { dataDir: loadConfig(args[1] as FlagValues).dataDir, password });
+    const out =
+      name === 'import'
+        ? await pushCertImport(args[0] as string, args[1] as string | undefined, {
+            dataDir: loadConfig(args[2] as FlagValues).dataDir,
+            force: (args[2] as { force?: boolean }).force,
+            password,
+          })
+        : await pushCertShow(args[0] as string | undefined, { dataDir: loadConfig(args[1] as FlagValues).dataDir, password });
     emit(out);
   });
 }
 
 pushCert
   .command('vendor-csr')
-  .description("key and CSR for Apple's MDM vendor certificate (upload as \"MDM CSR\" at developer.apple.com)")
+  .description('key and CSR for Apple\'s MDM vendor certificate (upload as "MDM CSR" at developer.apple.com)')
   .requiredOption('--cn <name>', 'subject common name (your organization)')
   .requiredOption('--email <address>', "subject email (the Apple developer account's)")
   .option('--country <CC>', 'two-letter country code')
@@ -163,7 +183,14 @@ pushCert
   .option('--data-dir <dir>', 'data directory')
   .action(async (flags: { config?: string; dataDir?: string; cn: string; email: string; country?: string; dir?: string; force?: boolean }) => {
     const { pushCertVendorCsr } = await import('./push-cert.js');
-    const out = await pushCertVendorCsr({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir, cn: flags.cn, email: flags.email, country: flags.country, dir: flags.dir, force: flags.force });
+    const out = await pushCertVendorCsr({
+      dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir,
+      cn: flags.cn,
+      email: flags.email,
+      country: flags.country,
+      dir: flags.dir,
+      force: flags.force,
+    });
     emit(out);
   });
 
@@ -177,7 +204,12 @@ pushCert
   .option('--data-dir <dir>', 'data directory')
   .action(async (flags: { config?: string; dataDir?: string; vendorCert: string; vendorKey?: string; dir?: string }) => {
     const { pushCertRequest } = await import('./push-cert.js');
-    const out = await pushCertRequest({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir, vendorCert: flags.vendorCert, vendorKey: flags.vendorKey, dir: flags.dir });
+    const out = await pushCertRequest({
+      dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir,
+      vendorCert: flags.vendorCert,
+      vendorKey: flags.vendorKey,
+      dir: flags.dir,
+    });
     emit(out);
   });
 
@@ -187,10 +219,18 @@ program
   .option('--server <url>', 'Orchard server URL', 'http://127.0.0.1:8080')
   .option('--device <id>', 'one device (UDID or serial) in detail')
   .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'markdown']).default('table'))
-  .addHelpText('after', '\nToken from ORCHARD_READ_TOKEN. Exit codes: 0 all well, 1 something needs attention (failed or drifted\ndevices, a rejected revision, an expired push certificate), 2 the server could not be asked.')
+  .addHelpText(
+    'after',
+    '\nToken from ORCHARD_READ_TOKEN. Exit codes: 0 all well, 1 something needs attention (failed or drifted\ndevices, a rejected revision, an expired push certificate), 2 the server could not be asked.',
+  )
   .action(async (f: { server: string; device?: string; format: 'table' | 'json' | 'markdown' }) => {
     const { runStatus } = await import('./status.js');
-    const r = await runStatus({ server: f.server, token: process.env.ORCHARD_READ_TOKEN || process.env.ORCHARD_API_TOKEN || undefined, device: f.device, format: f.format });
+    const r = await runStatus({
+      server: f.server,
+      token: process.env.ORCHARD_READ_TOKEN || process.env.ORCHARD_API_TOKEN || undefined,
+      device: f.device,
+      format: f.format,
+    });
     emit(r);
   });
 
@@ -216,7 +256,10 @@ program
   .option('--server <url>', 'read the inventory from a server (token from ORCHARD_READ_TOKEN)')
   .option('--base <rev>', 'only what changes relative to this git revision (e.g. origin/main)')
   .addOption(new Option('--format <format>', 'output format').choices(['text', 'markdown', 'json']).default('text'))
-  .addHelpText('after', '\nExit codes: 0 no changes, 2 changes, 1 errors (invalid repository, unreadable inventory,\na profile that cannot be rendered for a device).')
+  .addHelpText(
+    'after',
+    '\nExit codes: 0 no changes, 2 changes, 1 errors (invalid repository, unreadable inventory,\na profile that cannot be rendered for a device).',
+  )
   .action(async (path: string, opts: { inventory?: string; server?: string; base?: string; format: 'text' | 'markdown' | 'json' }) => {
     const { runPlan } = await import('./plan.js');
     const out = await runPlan({ path, ...opts, token: process.env.ORCHARD_READ_TOKEN || process.env.ORCHARD_API_TOKEN || undefined });
@@ -245,6 +288,6 @@ program.parseAsync().catch((err: unknown) => {
     process.stderr.write(`orchard: ${err.message}\n`);
     process.exit(2);
   }
-  process.stderr.write(`orchard: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`orchard: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

@@ -32,7 +32,10 @@ class PlanFailure extends Error {}
 async function loadOrFail(dir: string, label: string): Promise<Fleet> {
   const r = await loadFleet(dir);
   if (!r.fleet) {
-    const lines = r.diagnostics.filter((d: Diagnostic) => d.severity === 'error').slice(0, 20).map((d) => `  ${d.file}:${d.line}:${d.col}: ${d.message}`);
+    const lines = r.diagnostics
+      .filter((d: Diagnostic) => d.severity === 'error')
+      .slice(0, 20)
+      .map((d) => `  ${d.file}:${d.line}:${d.col}: ${d.message}`);
     throw new PlanFailure(`${label} is invalid:\n${lines.join('\n')}`);
   }
   return r.fleet;
@@ -141,7 +144,9 @@ function summary(plan: Plan): string {
   const count = (k: PlannedChange['kind']) => plan.changes.filter((c) => c.kind === k).length;
   const devices = new Set(plan.changes.map((c) => c.device)).size;
   if (plan.changes.length === 0) return `No changes for ${plan.devices} device${plan.devices === 1 ? '' : 's'}.`;
-  const parts = KINDS.map((k) => [k, count(k)] as const).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}${n === 1 ? '' : 's'}`);
+  const parts = KINDS.map((k) => [k, count(k)] as const)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${n} ${k}${n === 1 ? '' : 's'}`);
   return `${parts.join(', ')} on ${devices} of ${plan.devices} devices.`;
 }
 

@@ -79,7 +79,10 @@ export async function pushCertImport(certPath: string, keyPath: string | undefin
         r = importPushCertificate(opts.dataDir, certPath, fallback, importOpts);
       } catch (err2) {
         if (err2 instanceof PushCertError && err2.code === 'key-mismatch') {
-          throw new PushCertError('key-mismatch', `the key from orchard push-cert request (${show(fallback)}) does not belong to this certificate: pass the key whose CSR Apple signed`);
+          throw new PushCertError(
+            'key-mismatch',
+            `the key from orchard push-cert request (${show(fallback)}) does not belong to this certificate: pass the key whose CSR Apple signed`,
+          );
         }
         throw err2;
       }
@@ -89,7 +92,10 @@ export async function pushCertImport(certPath: string, keyPath: string | undefin
     const err: string[] = [];
     if (r.previousTopic === undefined) out.push('first push certificate: devices enroll under this topic');
     else if (!r.topicChanged) out.push('renewal: same topic as before, enrolled devices keep working');
-    else err.push(`warning: the topic changed from ${r.previousTopic} to ${r.cert.topic} (--force): devices enrolled under the old topic can no longer be pushed and must enroll again`);
+    else
+      err.push(
+        `warning: the topic changed from ${r.previousTopic} to ${r.cert.topic} (--force): devices enrolled under the old topic can no longer be pushed and must enroll again`,
+      );
     if (r.expiry.warning) err.push(`warning: ${r.expiry.warning}`);
     out.push('restart orchard serve to use it');
     return { exitCode: 0, stdout: `${out.join('\n')}\n`, stderr: err.map((l) => `${l}\n`).join('') };
@@ -158,7 +164,7 @@ export interface PushCertVendorCsrOptions {
 /** `orchard push-cert vendor-csr`: vendor.key (0600) and vendor.csr for Apple's MDM vendor certificate. */
 export async function pushCertVendorCsr(opts: PushCertVendorCsrOptions): Promise<CliOutput> {
   if (!opts.cn || !opts.email) {
-    return { exitCode: 2, stdout: '', stderr: 'orchard push-cert vendor-csr: --cn and --email are required (the Apple developer account\'s email)\n' };
+    return { exitCode: 2, stdout: '', stderr: "orchard push-cert vendor-csr: --cn and --email are required (the Apple developer account's email)\n" };
   }
   const dir = opts.dir ?? vendorDir(opts.dataDir);
   try {
@@ -169,12 +175,14 @@ export async function pushCertVendorCsr(opts: PushCertVendorCsrOptions): Promise
       '',
       'next steps:',
       `  1. at developer.apple.com > Certificates, Identifiers & Profiles, add a certificate of type "MDM CSR" and upload ${show(r.csrFile)}`,
-      '  2. download the vendor certificate (mdm.cer), and Apple\'s intermediate (Apple Worldwide Developer Relations CA) and',
+      "  2. download the vendor certificate (mdm.cer), and Apple's intermediate (Apple Worldwide Developer Relations CA) and",
       '     root (Apple Root CA) from apple.com/certificateauthority; put them in one PEM file, vendor certificate first:',
       '       (openssl x509 -inform der -in mdm.cer; openssl x509 -inform der -in AppleWWDRCAG3.cer; openssl x509 -inform der -in AppleIncRootCertificate.cer) > vendor.pem',
       `  3. orchard push-cert request --vendor-cert vendor.pem${opts.dir ? ` --vendor-key ${show(r.keyFile)}` : ''}`,
     ];
-    const err = r.replacedKey ? `warning: replaced the existing ${VENDOR_KEY_FILE} (--force): a vendor certificate issued for the old key no longer works with it\n` : '';
+    const err = r.replacedKey
+      ? `warning: replaced the existing ${VENDOR_KEY_FILE} (--force): a vendor certificate issued for the old key no longer works with it\n`
+      : '';
     return { exitCode: 0, stdout: `${out.join('\n')}\n`, stderr: err };
   } catch (err) {
     return failure(err, 'vendor-csr');
@@ -213,7 +221,9 @@ export async function pushCertRequest(opts: PushCertRequestOptions): Promise<Cli
     const err: string[] = [];
     const missing = [r.hasIntermediate ? '' : 'intermediate (Apple Worldwide Developer Relations CA)', r.hasRoot ? '' : 'root (Apple Root CA)'].filter(Boolean);
     if (missing.length) {
-      err.push(`warning: the chain in ${show(opts.vendorCert)} lacks Apple's ${missing.join(' and ')}: the portal may refuse the request; append them (PEM, from apple.com/certificateauthority) after the vendor certificate and run this again`);
+      err.push(
+        `warning: the chain in ${show(opts.vendorCert)} lacks Apple's ${missing.join(' and ')}: the portal may refuse the request; append them (PEM, from apple.com/certificateauthority) after the vendor certificate and run this again`,
+      );
     }
     return { exitCode: 0, stdout: `${out.join('\n')}\n`, stderr: err.map((l) => `${l}\n`).join('') };
   } catch (err) {

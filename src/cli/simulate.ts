@@ -52,7 +52,9 @@ export function loadOrCreateCA(dir: string): CertifiedKey {
 async function enroll(device: SimulatedDevice, stateDir: string): Promise<void> {
   const auth = await device.authenticate();
   if (auth.status === 403) {
-    throw new SimulateError(`the server refused the simulator's identity (403: ${auth.body.toString().trim()}); start it with --trust-ca ${join(stateDir, 'ca.pem')}`);
+    throw new SimulateError(
+      `the server refused the simulator's identity (403: ${auth.body.toString().trim()}); start it with --trust-ca ${join(stateDir, 'ca.pem')}`,
+    );
   }
   if (auth.status !== 200) throw new SimulateError(`Authenticate answered ${auth.status}: ${auth.body.toString().trim()}`);
   const token = await device.tokenUpdate();
@@ -67,7 +69,14 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
   const intervalMs = Number(flags.interval) * 1000;
   const paths = new Map<string, Pick<SavedDevice, 'topic' | 'checkinPath' | 'connectPath'>>();
   const save = (d: SimulatedDevice, id: CertifiedKey) => {
-    const saved: SavedDevice = { udid: d.udid, serialNumber: d.serialNumber, certPem: id.certPem, keyPem: id.keyPem, profiles: [...d.profiles.values()], ...paths.get(d.udid) };
+    const saved: SavedDevice = {
+      udid: d.udid,
+      serialNumber: d.serialNumber,
+      certPem: id.certPem,
+      keyPem: id.keyPem,
+      profiles: [...d.profiles.values()],
+      ...paths.get(d.udid),
+    };
     writeFileSync(join(devDir, `${d.serialNumber}.json`), JSON.stringify(saved, null, 1), { mode: 0o600 });
   };
   const devices: { device: SimulatedDevice; identity: CertifiedKey }[] = [];
@@ -77,7 +86,15 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
     if (existsSync(file)) {
       const s = JSON.parse(readFileSync(file, 'utf8')) as SavedDevice;
       const identity = loadCertifiedKey(s.certPem, s.keyPem);
-      const device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: s.serialNumber, udid: s.udid, topic: s.topic, checkinPath: s.checkinPath, connectPath: s.connectPath });
+      const device = new SimulatedDevice({
+        serverUrl: flags.server,
+        identity,
+        serialNumber: s.serialNumber,
+        udid: s.udid,
+        topic: s.topic,
+        checkinPath: s.checkinPath,
+        connectPath: s.connectPath,
+      });
       paths.set(s.udid, { topic: s.topic, checkinPath: s.checkinPath, connectPath: s.connectPath });
       for (const p of s.profiles) device.profiles.set(p.PayloadIdentifier, p);
       if (flags.reenroll) {
@@ -98,7 +115,8 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
         throw new SimulateError(`enrollment through ${flags.enrollUrl} failed: ${(err as Error).message}`);
       });
       identity = {
-        certDer: e.identity.certDer, key: e.identity.key,
+        certDer: e.identity.certDer,
+        key: e.identity.key,
         certPem: new X509Certificate(e.identity.certDer).toString(),
         keyPem: e.identity.key.export({ type: 'pkcs8', format: 'pem' }).toString(),
       };
@@ -118,7 +136,9 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
     for (const { device, identity } of devices) {
       const handled = await device.connect().catch((err: unknown) => {
         if (!(err instanceof SimRefusedError) || err.status !== 403) throw err;
-        throw new SimulateError(`the server does not accept ${device.udid} (${device.serialNumber}) as enrolled (${err.message}); it may have lost its data: run again with --reenroll, or use a new --state-dir`);
+        throw new SimulateError(
+          `the server does not accept ${device.udid} (${device.serialNumber}) as enrolled (${err.message}); it may have lost its data: run again with --reenroll, or use a new --state-dir`,
+        );
       });
       for (const h of handled) process.stdout.write(`${device.udid} ${h.requestType} ${h.commandUUID} -> ${h.status}\n`);
       if (handled.length) save(device, identity);

@@ -42,7 +42,9 @@ async function api(opts: StatusOptions, path: string, allow404 = false): Promise
     let msg = text.slice(0, 200);
     try {
       msg = (JSON.parse(text) as { error?: string }).error ?? msg;
-    } catch { /* not JSON */ }
+    } catch {
+      /* not JSON */
+    }
     throw new StatusFailure(`${url.pathname} answered ${res.status}: ${msg}`);
   }
   return JSON.parse(text) as Json;
@@ -86,7 +88,11 @@ export function table(headers: string[], rows: (string | number | undefined)[][]
     return [`| ${headers.join(' | ')} |`, `|${headers.map(() => '---').join('|')}|`, ...cells.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n') + '\n';
   }
   const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(headers), ...cells.map(line)].join('\n') + '\n';
 }
 
@@ -104,15 +110,25 @@ function renderFleet(r: { status: Json; blueprints: Json[]; failed: Json; drifte
   const kv: [string, string][] = [];
   if (s.source) kv.push(['Repository', `${s.source.repo}${s.source.branch ? ` (${s.source.branch})` : ''}`]);
   if (s.applied) {
-    kv.push(['Applied revision', `${short(s.applied.commit, s.applied.contentHash)}${s.applied.message ? ` "${s.applied.message.split('\n')[0]}"` : ''}${s.applied.author ? ` by ${s.applied.author}` : ''}${s.applied.time ? ` at ${s.applied.time}` : ''}`]);
+    kv.push([
+      'Applied revision',
+      `${short(s.applied.commit, s.applied.contentHash)}${s.applied.message ? ` "${s.applied.message.split('\n')[0]}"` : ''}${s.applied.author ? ` by ${s.applied.author}` : ''}${s.applied.time ? ` at ${s.applied.time}` : ''}`,
+    ]);
   } else {
     kv.push(['Applied revision', 'none']);
   }
   if (s.latestRejected && s.latest) kv.push(['Latest revision', `${short(s.latest.commit, s.latest.contentHash)} REJECTED: ${s.latest.errorCount} error(s)`]);
   if (s.source?.lastError) kv.push(['Fetch error', `${s.source.lastError.message} (${s.source.lastError.at})`]);
   const by = s.devices.byState;
-  kv.push(['Devices', `${s.devices.total} total: ${by['in-sync']} in sync, ${by.pending} pending, ${by.drifted} drifted, ${by.failed} failed, ${by.unenrolled} unenrolled; ${s.devices.stale} not seen for ${s.devices.staleDays} days`]);
-  if (s.push?.notAfter) kv.push(['Push certificate', `${s.push.expired ? 'EXPIRED' : 'expires'} ${s.push.notAfter.slice(0, 10)} (${s.push.daysLeft} days)${s.push.warning ? `: ${s.push.warning}` : ''}`]);
+  kv.push([
+    'Devices',
+    `${s.devices.total} total: ${by['in-sync']} in sync, ${by.pending} pending, ${by.drifted} drifted, ${by.failed} failed, ${by.unenrolled} unenrolled; ${s.devices.stale} not seen for ${s.devices.staleDays} days`,
+  ]);
+  if (s.push?.notAfter)
+    kv.push([
+      'Push certificate',
+      `${s.push.expired ? 'EXPIRED' : 'expires'} ${s.push.notAfter.slice(0, 10)} (${s.push.daysLeft} days)${s.push.warning ? `: ${s.push.warning}` : ''}`,
+    ]);
   if (s.push?.problem) kv.push(['Push problem', s.push.problem]);
 
   if (md) {
@@ -125,7 +141,13 @@ function renderFleet(r: { status: Json; blueprints: Json[]; failed: Json; drifte
   }
   if (s.latestRejected && s.latest?.errors?.length) {
     out.push(heading('Validation errors of the latest revision', md, 3));
-    out.push(table(['File', 'Line', 'Message'], s.latest.errors.map((e: Json) => [e.file, `${e.line}:${e.col}`, e.message]), md) + '\n');
+    out.push(
+      table(
+        ['File', 'Line', 'Message'],
+        s.latest.errors.map((e: Json) => [e.file, `${e.line}:${e.col}`, e.message]),
+        md,
+      ) + '\n',
+    );
   }
   if (r.blueprints.length > 0) {
     out.push(heading('Blueprints', md, 3));
@@ -137,12 +159,19 @@ function renderFleet(r: { status: Json; blueprints: Json[]; failed: Json; drifte
     }
     out.push(table(['Blueprint', 'Devices', 'Profile', 'Verified', 'Pending', 'Failed'], rows, md) + '\n');
   }
-  for (const [title, page] of [['Failed devices', r.failed], ['Drifted devices', r.drifted]] as const) {
+  for (const [title, page] of [
+    ['Failed devices', r.failed],
+    ['Drifted devices', r.drifted],
+  ] as const) {
     if (page.total === 0) continue;
     out.push(heading(`${title} (${page.total})`, md, 3));
-    out.push(table(['Serial', 'Device', 'Model', 'Last seen', 'Problem'], page.devices.map((d: Json) => [
-      d.serialNumber, d.id, d.model, d.lastSeenAt, d.problems.map(problemText).join('; '),
-    ]), md));
+    out.push(
+      table(
+        ['Serial', 'Device', 'Model', 'Last seen', 'Problem'],
+        page.devices.map((d: Json) => [d.serialNumber, d.id, d.model, d.lastSeenAt, d.problems.map(problemText).join('; ')]),
+        md,
+      ),
+    );
     if (page.nextCursor) out.push(`${md ? '\n_' : ''}... and ${page.total - page.devices.length} more${md ? '_' : ''}\n`);
     out.push('\n');
   }
@@ -152,10 +181,16 @@ function renderFleet(r: { status: Json; blueprints: Json[]; failed: Json; drifte
 function renderDevice(d: Json, md: boolean): string {
   const out: string[] = [];
   const kv: [string, string | undefined][] = [
-    ['Device', d.id], ['Serial', d.serialNumber], ['Name', d.deviceName], ['Model', d.model], ['OS', d.osVersion],
+    ['Device', d.id],
+    ['Serial', d.serialNumber],
+    ['Name', d.deviceName],
+    ['Model', d.model],
+    ['OS', d.osVersion],
     ['Enrolled', d.enrolled ? `yes${d.enrolledAt ? ` (since ${d.enrolledAt})` : ''}` : `no${d.checkedOutAt ? ` (checked out ${d.checkedOutAt})` : ''}`],
     ['Last seen', `${d.lastSeenAt ?? 'never'}${d.stale ? ' (stale)' : ''}`],
-    ['State', d.state], ['Blueprints', d.blueprints.join(', ') || 'none'], ['Revision', short(d.revision)],
+    ['State', d.state],
+    ['Blueprints', d.blueprints.join(', ') || 'none'],
+    ['Revision', short(d.revision)],
   ];
   if (md) {
     out.push(`## Device ${d.serialNumber ?? d.id}: ${d.state}\n\n`);
@@ -165,15 +200,33 @@ function renderDevice(d: Json, md: boolean): string {
     out.push(kv.map(([k, v]) => `${k.padEnd(w)}  ${v ?? '-'}`).join('\n') + '\n\n');
   }
   out.push(heading('Profiles', md, 3));
-  out.push(table(['Identifier', 'Phase', 'Revision', 'Attempts', 'Last error'], d.profileStatus.map((p: Json) => [
-    `${p.identifier}${p.desired ? '' : ' (not desired)'}`, p.phase, short(p.revision), p.attempts,
-    p.lastError ? errorText(p.lastError) : p.renderError,
-  ]), md) + '\n');
+  out.push(
+    table(
+      ['Identifier', 'Phase', 'Revision', 'Attempts', 'Last error'],
+      d.profileStatus.map((p: Json) => [
+        `${p.identifier}${p.desired ? '' : ' (not desired)'}`,
+        p.phase,
+        short(p.revision),
+        p.attempts,
+        p.lastError ? errorText(p.lastError) : p.renderError,
+      ]),
+      md,
+    ) + '\n',
+  );
   out.push(heading('Recent commands', md, 3));
-  out.push(table(['Command', 'Type', 'Status', 'Queued', 'Error'], d.recentCommands.map((c: Json) => [
-    c.commandUUID, c.requestType, c.status, c.enqueuedAt,
-    c.errorChain?.map((e: Json) => `${e.ErrorDomain} ${e.ErrorCode}: ${e.LocalizedDescription ?? e.USEnglishDescription ?? ''}`.trim()).join('; '),
-  ]), md));
+  out.push(
+    table(
+      ['Command', 'Type', 'Status', 'Queued', 'Error'],
+      d.recentCommands.map((c: Json) => [
+        c.commandUUID,
+        c.requestType,
+        c.status,
+        c.enqueuedAt,
+        c.errorChain?.map((e: Json) => `${e.ErrorDomain} ${e.ErrorCode}: ${e.LocalizedDescription ?? e.USEnglishDescription ?? ''}`.trim()).join('; '),
+      ]),
+      md,
+    ),
+  );
   return out.join('');
 }
 

@@ -32,7 +32,10 @@ export async function runValidate(path: string, format: ValidateFormat, opts: Va
   } catch (err) {
     // loadFleet reports everything as diagnostics; this is the last line against a stack trace.
     const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-    result = { ok: false, diagnostics: [{ severity: 'error', rule: 'loader', file: '.', line: 1, col: 1, message: `loader failed: ${message.slice(0, 300)}` }] };
+    result = {
+      ok: false,
+      diagnostics: [{ severity: 'error', rule: 'loader', file: '.', line: 1, col: 1, message: `loader failed: ${message.slice(0, 300)}` }],
+    };
   }
   const ms = performance.now() - started;
   if (opts.strict) {
@@ -48,15 +51,36 @@ export async function runValidate(path: string, format: ValidateFormat, opts: Va
   if (format === 'json') {
     return {
       exitCode,
-      stdout: `${JSON.stringify({
-        valid: ok, errors, warnings, infos, diagnostics: result.diagnostics,
-        ...(f ? { summary: { profiles: f.profiles.size, blueprints: f.blueprints.size, deviceGroups: f.deviceGroups.size, secrets: f.secrets.size, contentHash: f.contentHash } } : {}),
-      }, null, 2)}\n`,
+      stdout: `${JSON.stringify(
+        {
+          valid: ok,
+          errors,
+          warnings,
+          infos,
+          diagnostics: result.diagnostics,
+          ...(f
+            ? {
+                summary: {
+                  profiles: f.profiles.size,
+                  blueprints: f.blueprints.size,
+                  deviceGroups: f.deviceGroups.size,
+                  secrets: f.secrets.size,
+                  contentHash: f.contentHash,
+                },
+              }
+            : {}),
+        },
+        null,
+        2,
+      )}\n`,
     };
   }
   if (format === 'github') {
     // Workflow commands: GitHub turns these into annotations on the pull request's diff.
-    const lines = result.diagnostics.map((d) => `::${d.severity === 'error' ? 'error' : d.severity === 'warning' ? 'warning' : 'notice'} file=${d.file},line=${d.line},col=${d.col},title=orchard ${d.rule}::${escapeGithub(d.message)}`);
+    const lines = result.diagnostics.map(
+      (d) =>
+        `::${d.severity === 'error' ? 'error' : d.severity === 'warning' ? 'warning' : 'notice'} file=${d.file},line=${d.line},col=${d.col},title=orchard ${d.rule}::${escapeGithub(d.message)}`,
+    );
     lines.push(summary(ok, errors, warnings, infos, ms));
     return { exitCode, stdout: `${lines.join('\n')}\n` };
   }

@@ -167,7 +167,10 @@ export class ScepAuthority {
     // The issued certificate goes back encrypted to the signer's key by RSA key transport: refuse
     // another key type before a challenge is used up or anything is issued.
     if (signerKey.asymmetricKeyType !== 'rsa') {
-      throw new ScepError('badAlg', `the request is signed with a ${signerKey.asymmetricKeyType ?? 'non-RSA'} key; the reply needs an RSA key to be encrypted to`);
+      throw new ScepError(
+        'badAlg',
+        `the request is signed with a ${signerKey.asymmetricKeyType ?? 'non-RSA'} key; the reply needs an RSA key to be encrypted to`,
+      );
     }
     const type = msg.messageType;
     if (type !== 'PKCSReq' && type !== 'RenewalReq' && type !== 'CertPoll') {
@@ -182,7 +185,12 @@ export class ScepAuthority {
       ({ content, cipher } = openEnvelope(msg.envelope, this.opts.ca));
     } catch (err) {
       if (!(err instanceof EnvelopeError)) throw err;
-      const fail: Record<EnvelopeError['problem'], FailInfo> = { unsupported: 'badAlg', recipient: 'badRequest', decrypt: 'badMessageCheck', malformed: 'badRequest' };
+      const fail: Record<EnvelopeError['problem'], FailInfo> = {
+        unsupported: 'badAlg',
+        recipient: 'badRequest',
+        decrypt: 'badMessageCheck',
+        malformed: 'badRequest',
+      };
       throw new ScepError(fail[err.problem], err.message);
     }
     const replyCipher: ContentCipher = cipher === 'des-cbc' ? 'des-ede3-cbc' : cipher;
@@ -211,16 +219,24 @@ export class ScepAuthority {
       return { pending: { msg, signer: { certDer: signerCert, key: signerKey }, signerHash: sha256Hex(signerCert), replyCipher, csr, keyHash } };
     }
     const c = this.opts.challenges;
-    const redeemed: Redeemed | undefined = c.redeem ? c.redeem(csr.challengePassword) : (() => {
-      const kind = c.consume(csr.challengePassword);
-      return kind ? { kind } : undefined;
-    })();
+    const redeemed: Redeemed | undefined = c.redeem
+      ? c.redeem(csr.challengePassword)
+      : (() => {
+          const kind = c.consume(csr.challengePassword);
+          return kind ? { kind } : undefined;
+        })();
     if (!redeemed) {
-      throw new ScepError('badRequest', csr.challengePassword === undefined ? 'no challenge password in the CSR' : 'challenge password not valid (wrong, expired or used)');
+      throw new ScepError(
+        'badRequest',
+        csr.challengePassword === undefined ? 'no challenge password in the CSR' : 'challenge password not valid (wrong, expired or used)',
+      );
     }
     const issued = this.issue(csr.publicKey, csr.subject, type, redeemed.kind, undefined);
     if (redeemed.serial !== undefined || redeemed.udid !== undefined) {
-      issued.boundTo = { ...(redeemed.serial !== undefined ? { serial: redeemed.serial } : {}), ...(redeemed.udid !== undefined ? { udid: redeemed.udid } : {}) };
+      issued.boundTo = {
+        ...(redeemed.serial !== undefined ? { serial: redeemed.serial } : {}),
+        ...(redeemed.udid !== undefined ? { udid: redeemed.udid } : {}),
+      };
     }
     this.remember(msg.transactionId, { keyHash, issued, at: this.now().getTime() });
     return this.success(msg, { certDer: signerCert, key: signerKey }, replyCipher, issued, type);
@@ -243,7 +259,13 @@ export class ScepAuthority {
     if (now < Date.parse(x.validFrom)) throw new ScepError('badTime', `RenewalReq signer certificate not valid before ${x.validFrom}`);
   }
 
-  private issue(publicKey: KeyObject, subject: NameAttribute[], messageType: 'PKCSReq' | 'RenewalReq', challenge: ChallengeKind | undefined, renewedFrom: Buffer | undefined): IssuedCertificate {
+  private issue(
+    publicKey: KeyObject,
+    subject: NameAttribute[],
+    messageType: 'PKCSReq' | 'RenewalReq',
+    challenge: ChallengeKind | undefined,
+    renewedFrom: Buffer | undefined,
+  ): IssuedCertificate {
     const now = this.now().getTime();
     const notBefore = new Date(now - 5 * 60_000);
     const notAfter = new Date(Math.min(now + (this.opts.certDays ?? 365) * DAY_MS, this.caNotAfter));

@@ -106,7 +106,10 @@ function loadOrIssueSigner(dir: string, ca: CertifiedKey, now: Date): CertifiedK
   const key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
   const cert = issueCertificate(ca, {
     publicKey: createPublicKey(key),
-    subject: [{ name: 'O', value: 'Orchard' }, { name: 'CN', value: 'Orchard enrollment profile signing' }],
+    subject: [
+      { name: 'O', value: 'Orchard' },
+      { name: 'CN', value: 'Orchard enrollment profile signing' },
+    ],
     days: SIGNER_DAYS,
   });
   const keyPem = key.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -131,4 +134,3 @@ export function loadOrCreateCaStore(dataDir: string, opts: CaStoreOptions = {}):
   if (dirMode & 0o077) warnings.push(`${dir} is accessible by other users (mode ${dirMode.toString(8)}); chmod 700 it`);
   return { dir, ca, profileSigner, caFile: join(dir, 'ca.pem'), created, warnings };
 }
-

@@ -13,13 +13,35 @@
  * decrypted that way (and never used for replies).
  */
 import {
-  X509Certificate, constants, createCipheriv, createDecipheriv, createHmac, privateDecrypt, publicEncrypt, randomBytes,
+  X509Certificate,
+  constants,
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  privateDecrypt,
+  publicEncrypt,
+  randomBytes,
   type KeyObject,
 } from 'node:crypto';
 import { causeName, guarded } from '../identity/errors.js';
 import { id_data } from '../identity/oids.js';
 import {
-  Asn1Error, algorithm, contentOf, ctx, ctxPrim, int, isCtx, isUniversal, kids, NULL, octets, oid, oidOf, parse, seq, set,
+  Asn1Error,
+  algorithm,
+  contentOf,
+  ctx,
+  ctxPrim,
+  int,
+  isCtx,
+  isUniversal,
+  kids,
+  NULL,
+  octets,
+  oid,
+  oidOf,
+  parse,
+  seq,
+  set,
   type Block,
 } from '../identity/der.js';
 import { certParts, identifies, type Signer } from './signed-data.js';
@@ -44,14 +66,16 @@ export const CIPHERS: Record<ContentCipher, CipherSpec> = {
   'des-cbc': { oid: '1.3.14.3.2.7', keyLen: 8, ivLen: 8 },
 };
 
-const CIPHER_BY_OID = new Map<string, ContentCipher>(
-  (Object.entries(CIPHERS) as [ContentCipher, CipherSpec][]).map(([name, spec]) => [spec.oid, name]),
-);
+const CIPHER_BY_OID = new Map<string, ContentCipher>((Object.entries(CIPHERS) as [ContentCipher, CipherSpec][]).map(([name, spec]) => [spec.oid, name]));
 
 export type EnvelopeProblem = 'unsupported' | 'recipient' | 'decrypt' | 'malformed';
 
 export class EnvelopeError extends Error {
-  constructor(readonly problem: EnvelopeProblem, message: string, options?: ErrorOptions) {
+  constructor(
+    readonly problem: EnvelopeProblem,
+    message: string,
+    options?: ErrorOptions,
+  ) {
     super(message, options);
     this.name = 'EnvelopeError';
   }
@@ -81,7 +105,8 @@ function recipientKey(certDer: Buffer): KeyObject {
 export function sealEnvelope(content: Buffer, recipientCertDer: Buffer, cipher: ContentCipher = 'aes-128-cbc', publicKey?: KeyObject): Buffer {
   const spec = CIPHERS[cipher];
   const pub = publicKey ?? recipientKey(recipientCertDer);
-  if (pub.asymmetricKeyType !== 'rsa') throw new EnvelopeError('unsupported', `recipient key type ${pub.asymmetricKeyType} cannot receive an RSA key transport`);
+  if (pub.asymmetricKeyType !== 'rsa')
+    throw new EnvelopeError('unsupported', `recipient key type ${pub.asymmetricKeyType} cannot receive an RSA key transport`);
   const cek = randomBytes(spec.keyLen);
   const iv = randomBytes(spec.ivLen);
   const [name, key] = nodeCipher(cipher, cek);
@@ -144,8 +169,11 @@ export interface EnvelopeParts {
 
 /** The guard of the envelope parsers: anything but an EnvelopeError is EnvelopeError('malformed'). */
 function envelopeGuard<T>(parse: () => T): T {
-  return guarded(parse, [EnvelopeError], (cause) => new EnvelopeError('malformed',
-    cause instanceof Asn1Error ? cause.message : `EnvelopedData could not be parsed ${causeName(cause)}`, { cause }));
+  return guarded(
+    parse,
+    [EnvelopeError],
+    (cause) => new EnvelopeError('malformed', cause instanceof Asn1Error ? cause.message : `EnvelopedData could not be parsed ${causeName(cause)}`, { cause }),
+  );
 }
 
 /** Read an EnvelopedData (ContentInfo DER). Throws only EnvelopeError('malformed'). */
@@ -163,7 +191,12 @@ export function readEnvelope(der: Buffer): EnvelopeParts {
       // KeyTransRecipientInfo ::= SEQUENCE { version, rid, keyEncryptionAlgorithm, encryptedKey }
       const parts = kids(ri, 'KeyTransRecipientInfo');
       const alg = kids(parts[2], 'keyEncryptionAlgorithm');
-      recipients.push({ rid: parts[1]!, keyAlgorithm: oidOf(alg[0], 'keyEncryptionAlgorithm'), keyAlgorithmParams: alg[1], encryptedKey: contentOf(parts[3], 'encryptedKey') });
+      recipients.push({
+        rid: parts[1]!,
+        keyAlgorithm: oidOf(alg[0], 'keyEncryptionAlgorithm'),
+        keyAlgorithmParams: alg[1],
+        encryptedKey: contentOf(parts[3], 'encryptedKey'),
+      });
     }
     const eci = kids(ed[i + 1], 'encryptedContentInfo');
     const alg = kids(eci[1], 'contentEncryptionAlgorithm');

@@ -6,8 +6,27 @@ import { createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node
 import type { NameAttribute } from '../identity/ca.js';
 import { causeName, guarded } from '../identity/errors.js';
 import {
-  Asn1Error, algorithm, bitString, contentOf, ctx, int, isCtx, isUniversal, kids, NULL, oid, oidOf, parse, raw, seq, set, textOf, time,
-  tlv, utf8, printable,
+  Asn1Error,
+  algorithm,
+  bitString,
+  contentOf,
+  ctx,
+  int,
+  isCtx,
+  isUniversal,
+  kids,
+  NULL,
+  oid,
+  oidOf,
+  parse,
+  raw,
+  seq,
+  set,
+  textOf,
+  time,
+  tlv,
+  utf8,
+  printable,
 } from '../identity/der.js';
 
 export const id_challengePassword = '1.2.840.113549.1.9.7';
@@ -59,13 +78,16 @@ export function attributeOid(name: string): string {
 
 /** X.501 Name, one attribute per RDN. */
 export function encodeName(entries: SubjectEntry[]): Buffer {
-  return seq(...entries.map(([name, value]) => {
-    const type = attributeOid(name);
-    let v: Buffer;
-    if (type === NAME_OIDS.E || type === NAME_OIDS.DC) v = tlv(0x16, Buffer.from(value, 'latin1')); // IA5String
-    else v = PRINTABLE.test(value) ? printable(value) : utf8(value);
-    return set(seq(oid(type), v));
-  }));
+  return seq(
+    ...entries.map(([name, value]) => {
+      const type = attributeOid(name);
+      let v: Buffer;
+      if (type === NAME_OIDS.E || type === NAME_OIDS.DC)
+        v = tlv(0x16, Buffer.from(value, 'latin1')); // IA5String
+      else v = PRINTABLE.test(value) ? printable(value) : utf8(value);
+      return set(seq(oid(type), v));
+    }),
+  );
 }
 
 function signatureAlgorithm(key: KeyObject): { alg: Buffer; hash: string } {
@@ -122,8 +144,11 @@ export interface Csr {
  * CsrError: a structure error names what is wrong, any other exception is "could not be parsed".
  */
 export function parseCsr(der: Buffer): Csr {
-  return guarded(() => parseUnguarded(der), [CsrError], (cause) => new CsrError(
-    cause instanceof Asn1Error ? `CSR: ${cause.message}` : `CSR could not be parsed ${causeName(cause)}`, { cause }));
+  return guarded(
+    () => parseUnguarded(der),
+    [CsrError],
+    (cause) => new CsrError(cause instanceof Asn1Error ? `CSR: ${cause.message}` : `CSR could not be parsed ${causeName(cause)}`, { cause }),
+  );
 }
 
 function parseUnguarded(der: Buffer): Csr {

@@ -51,8 +51,17 @@ export function buildEnrollmentProfile(o: EnrollmentProfileOptions): Buffer {
   const org = o.organization ?? 'Orchard';
   const id = o.identifier ?? defaultIdentifier(o.publicUrl);
   const scepUuid = randomUUID().toUpperCase();
-  const caName = new X509Certificate(o.caCertDer).subject?.split('\n').find((l) => l.startsWith('CN='))?.slice(3) ?? 'Orchard CA';
-  const subject: PlistValue[] = (o.subject ?? [['O', org], ['CN', 'Orchard MDM identity']]).map(([k, v]) => [[k, v]]);
+  const caName =
+    new X509Certificate(o.caCertDer).subject
+      ?.split('\n')
+      .find((l) => l.startsWith('CN='))
+      ?.slice(3) ?? 'Orchard CA';
+  const subject: PlistValue[] = (
+    o.subject ?? [
+      ['O', org],
+      ['CN', 'Orchard MDM identity'],
+    ]
+  ).map(([k, v]) => [[k, v]]);
   const payloads: PlistDict[] = [
     {
       PayloadType: 'com.apple.security.root',
@@ -117,7 +126,10 @@ export function signProfile(xml: Buffer, signer: CertifiedKey, chain: Buffer[] =
 /** The topic (subject UID) of an APNs push certificate. */
 export function topicFromPushCert(pem: string | Buffer): string {
   const subject = new X509Certificate(pem).subject ?? '';
-  const uid = subject.split('\n').find((l) => l.startsWith('UID='))?.slice(4);
+  const uid = subject
+    .split('\n')
+    .find((l) => l.startsWith('UID='))
+    ?.slice(4);
   if (!uid || !uid.startsWith('com.apple.mgmt.')) throw new Error('not an MDM push certificate: no com.apple.mgmt.* UID in its subject');
   return uid;
 }

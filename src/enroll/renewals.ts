@@ -22,7 +22,10 @@ export class IssuanceLedger {
    * @param dir the records
    * @param legacyDir format of earlier versions: a file per renewed certificate holding the hash of the one it renewed
    */
-  constructor(private readonly dir: string, private readonly legacyDir?: string) {
+  constructor(
+    private readonly dir: string,
+    private readonly legacyDir?: string,
+  ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
@@ -40,7 +43,12 @@ export class IssuanceLedger {
     const oldHash = sha256Hex(oldCertDer);
     const newHash = sha256Hex(newCertDer);
     const old = this.lookup(oldHash);
-    this.merge(newHash, { renewalOf: oldHash, device: deviceId, ...(old?.serial !== undefined ? { serial: old.serial } : {}), ...(old?.udid !== undefined ? { udid: old.udid } : {}) });
+    this.merge(newHash, {
+      renewalOf: oldHash,
+      device: deviceId,
+      ...(old?.serial !== undefined ? { serial: old.serial } : {}),
+      ...(old?.udid !== undefined ? { udid: old.udid } : {}),
+    });
     this.merge(oldHash, { renewedBy: newHash });
   }
 

@@ -99,7 +99,10 @@ async function enrollmentBody(ctx: Context): Promise<ChallengeBinding> {
     raw = await getRawBody(ctx.req, { limit: MAX_API_BODY });
   } catch (err) {
     const e = err as { type?: string; message?: string };
-    throw new ApiError(e.type === 'entity.too.large' ? 413 : 400, e.type === 'entity.too.large' ? `body over ${MAX_API_BODY} bytes` : `could not read body: ${e.message ?? String(err)}`);
+    throw new ApiError(
+      e.type === 'entity.too.large' ? 413 : 400,
+      e.type === 'entity.too.large' ? `body over ${MAX_API_BODY} bytes` : `could not read body: ${e.message ?? String(err)}`,
+    );
   }
   const text = raw.toString('utf8').trim();
   if (!text) return {};
@@ -113,7 +116,8 @@ async function enrollmentBody(ctx: Context): Promise<ChallengeBinding> {
   const { serial, udid, ...rest } = body as Record<string, unknown>;
   const unknown = Object.keys(rest);
   if (unknown.length) throw new ApiError(400, `unknown field "${unknown[0]!.slice(0, 40)}" (known: serial, udid)`);
-  if (serial !== undefined && (typeof serial !== 'string' || !SERIAL.test(serial))) throw new ApiError(400, 'serial must be a serial number (letters, digits, at most 64)');
+  if (serial !== undefined && (typeof serial !== 'string' || !SERIAL.test(serial)))
+    throw new ApiError(400, 'serial must be a serial number (letters, digits, at most 64)');
   if (udid !== undefined && (typeof udid !== 'string' || !isDeviceIdentifier(udid))) throw new ApiError(400, 'udid must be a UDID (hex digits and -)');
   return { ...(serial !== undefined ? { serial } : {}), ...(udid !== undefined ? { udid } : {}) };
 }
@@ -134,7 +138,13 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
     // What each certificate was issued for: the device identity checks read it.
     const ledger = new IssuanceLedger(join(deps.cfg.dataDir, 'enroll', 'issued'), join(deps.cfg.dataDir, 'enroll', 'renewals'));
     deps.service.useIssuance(ledger.lookup);
-    const authority = new ScepAuthority({ ca: caStore.ca, challenges, certDays: opts.certDays, now: opts.now, renewals: (hash) => deps.service.renewalFor(hash) });
+    const authority = new ScepAuthority({
+      ca: caStore.ca,
+      challenges,
+      certDays: opts.certDays,
+      now: opts.now,
+      renewals: (hash) => deps.service.renewalFor(hash),
+    });
     onReady?.({ caStore, challenges, authority });
     const topic = () => (typeof opts.topic === 'function' ? opts.topic() : opts.topic);
     const caps = `${CA_CAPS.join('\n')}\n`;
@@ -171,7 +181,18 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
             await deps.service.renewed(issued.renewalFor, sha256Hex(issued.renewedFrom), deps.trust.check(issued.certDer));
           }
           if (issued) {
-            deps.log.info({ serial: issued.serial, subject: issued.subject, notAfter: issued.notAfter, type: issued.messageType, challengeKind: issued.challenge, issuedFor: issued.boundTo, renewalFor: issued.renewalFor }, 'issued device identity');
+            deps.log.info(
+              {
+                serial: issued.serial,
+                subject: issued.subject,
+                notAfter: issued.notAfter,
+                type: issued.messageType,
+                challengeKind: issued.challenge,
+                issuedFor: issued.boundTo,
+                renewalFor: issued.renewalFor,
+              },
+              'issued device identity',
+            );
           }
           ctx.type = 'application/x-pki-message';
           ctx.body = result.body;
@@ -230,7 +251,8 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
       ctx.set('Cache-Control', 'no-store');
       ctx.body = { challenge, profileUrl: `${base}/mdm/enroll?c=${challenge}`, expiresAt: expiresAt.toISOString(), ...bind };
       const log = logFields(ctx);
-      if (log) log.outcome = `one-time challenge until ${expiresAt.toISOString()}${bind.serial ? ` for serial ${bind.serial}` : ''}${bind.udid ? ` for UDID ${bind.udid}` : ''}`;
+      if (log)
+        log.outcome = `one-time challenge until ${expiresAt.toISOString()}${bind.serial ? ` for serial ${bind.serial}` : ''}${bind.udid ? ` for UDID ${bind.udid}` : ''}`;
     });
     return [device, api];
   };

@@ -8,8 +8,15 @@ import { causeName, guarded } from '../identity/errors.js';
 import { Asn1Error, contentOf, octets, printable, raw, textOf, utf8, type Block } from '../identity/der.js';
 import { openEnvelope, sealEnvelope, type ContentCipher } from './envelope.js';
 import {
-  attribute, attributeValue, buildSignedData, checkSignature, parseSignedData, readCertsOnly,
-  type DigestName, type ParsedSignedData, type Signer,
+  attribute,
+  attributeValue,
+  buildSignedData,
+  checkSignature,
+  parseSignedData,
+  readCertsOnly,
+  type DigestName,
+  type ParsedSignedData,
+  type Signer,
 } from './signed-data.js';
 
 export const SCEP_OIDS = {
@@ -42,7 +49,10 @@ export const CA_CAPS = ['POSTPKIOperation', 'SHA-256', 'SHA-512', 'SHA-1', 'AES'
 
 /** A SCEP exchange failed in a way the client is told with a CertRep FAILURE. */
 export class ScepError extends Error {
-  constructor(readonly failInfo: FailInfo, message: string) {
+  constructor(
+    readonly failInfo: FailInfo,
+    message: string,
+  ) {
     super(message);
     this.name = 'ScepError';
   }
@@ -75,7 +85,11 @@ function text(b: Block | undefined, what: string): string | undefined {
  * Throws only Asn1Error: when the message is not a SCEP message at all.
  */
 export function parsePkiMessage(der: Buffer): PkiMessage {
-  return guarded(() => parseUnguarded(der), [Asn1Error], (cause) => new Asn1Error(`SCEP message could not be parsed ${causeName(cause)}`, { cause }));
+  return guarded(
+    () => parseUnguarded(der),
+    [Asn1Error],
+    (cause) => new Asn1Error(`SCEP message could not be parsed ${causeName(cause)}`, { cause }),
+  );
 }
 
 function parseUnguarded(der: Buffer): PkiMessage {
@@ -199,4 +213,3 @@ export function readCertRep(der: Buffer, request: ScepRequest, ca: Buffer, reque
   const { content } = openEnvelope(msg.envelope, requester);
   return { status: 'SUCCESS', certificates: readCertsOnly(content) };
 }
-

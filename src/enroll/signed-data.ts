@@ -5,11 +5,40 @@
  * (src/identity/cms.ts verifies the detached Mdm-Signature; this is its attached sibling.)
  */
 import { X509Certificate, createHash, sign, verify, type KeyObject } from 'node:crypto';
-import { DIGEST_BY_OID, DIGEST_OID, SIGNATURE_OIDS, id_contentType, id_data, id_messageDigest, id_signedData, id_signingTime, type DigestName, type SigAlg } from '../identity/oids.js';
+import {
+  DIGEST_BY_OID,
+  DIGEST_OID,
+  SIGNATURE_OIDS,
+  id_contentType,
+  id_data,
+  id_messageDigest,
+  id_signedData,
+  id_signingTime,
+  type DigestName,
+  type SigAlg,
+} from '../identity/oids.js';
 import { causeName, guarded } from '../identity/errors.js';
 import {
-  Asn1Error, algorithm, asSet, contentOf, ctx, int, isCtx, isUniversal, kids, NULL, octets, oid, oidOf, parse, raw,
-  seq, set, setOf, time, type Block,
+  Asn1Error,
+  algorithm,
+  asSet,
+  contentOf,
+  ctx,
+  int,
+  isCtx,
+  isUniversal,
+  kids,
+  NULL,
+  octets,
+  oid,
+  oidOf,
+  parse,
+  raw,
+  seq,
+  set,
+  setOf,
+  time,
+  type Block,
 } from '../identity/der.js';
 
 export type { DigestName };
@@ -30,7 +59,10 @@ export class SignatureError extends Error {
 
 const RSA_ENCRYPTION = '1.2.840.113549.1.1.1';
 const ECDSA_WITH: Partial<Record<DigestName, string>> = {
-  sha1: '1.2.840.10045.4.1', sha256: '1.2.840.10045.4.3.2', sha384: '1.2.840.10045.4.3.3', sha512: '1.2.840.10045.4.3.4',
+  sha1: '1.2.840.10045.4.1',
+  sha256: '1.2.840.10045.4.3.2',
+  sha384: '1.2.840.10045.4.3.3',
+  sha512: '1.2.840.10045.4.3.4',
 };
 const ID_SKI = '2.5.29.14';
 
@@ -119,7 +151,9 @@ export function buildSignedData(opts: BuildSignedOptions): Buffer {
   const contentType = opts.contentType ?? id_data;
   const keyType = opts.signer.key.asymmetricKeyType;
   if (keyType !== 'rsa' && keyType !== 'ec') throw new Error(`unsupported signer key type ${keyType}`);
-  const md = createHash(digest).update(opts.content ?? Buffer.alloc(0)).digest();
+  const md = createHash(digest)
+    .update(opts.content ?? Buffer.alloc(0))
+    .digest();
   const attrs = setOf([
     attribute(id_contentType, oid(contentType)),
     attribute(id_signingTime, time(opts.signingTime ?? new Date())),
@@ -251,7 +285,9 @@ function checkUnguarded(p: ParsedSignedData): { signerCert: Buffer; publicKey: K
   if (!md) throw new SignatureError('signed attributes lack messageDigest');
   const ct = attributeValue(p, id_contentType);
   if (ct && oidOf(ct, 'contentType attribute') !== p.contentType) throw new SignatureError('contentType attribute does not match content');
-  const digest = createHash(p.digest).update(p.content ?? Buffer.alloc(0)).digest();
+  const digest = createHash(p.digest)
+    .update(p.content ?? Buffer.alloc(0))
+    .digest();
   if (!contentOf(md, 'messageDigest').equals(digest)) throw new SignatureError('message digest does not match content');
   let publicKey: KeyObject;
   try {
@@ -274,4 +310,3 @@ function checkUnguarded(p: ParsedSignedData): { signerCert: Buffer; publicKey: K
 export function readCertsOnly(der: Buffer): Buffer[] {
   return parseSignedData(der, 'certificates-only SignedData').certificates;
 }
-

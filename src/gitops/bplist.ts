@@ -110,10 +110,13 @@ class Reader {
     if (numObjects < 1n) throw new BplistError('trailer: no objects');
     if (top >= numObjects) throw new BplistError(`trailer: top object ${top} is not below the object count ${numObjects}`);
     if (tableOffset < 9n || tableOffset >= BigInt(t)) throw new BplistError(`trailer: offset table at ${tableOffset} is outside the file`);
-    if (tableOffset + numObjects * BigInt(this.offsetIntSize) > BigInt(t)) throw new BplistError(`trailer: ${numObjects} offsets of ${this.offsetIntSize} bytes do not fit between the offset table and the trailer`);
+    if (tableOffset + numObjects * BigInt(this.offsetIntSize) > BigInt(t))
+      throw new BplistError(`trailer: ${numObjects} offsets of ${this.offsetIntSize} bytes do not fit between the offset table and the trailer`);
     // As CoreFoundation: the sizes must be able to express every offset and reference.
-    if (this.refSize < 8 && 1n << BigInt(8 * this.refSize) <= numObjects) throw new BplistError(`trailer: ${this.refSize}-byte references cannot name ${numObjects} objects`);
-    if (this.offsetIntSize < 8 && 1n << BigInt(8 * this.offsetIntSize) <= tableOffset) throw new BplistError(`trailer: ${this.offsetIntSize}-byte offsets cannot reach the offset table at ${tableOffset}`);
+    if (this.refSize < 8 && 1n << BigInt(8 * this.refSize) <= numObjects)
+      throw new BplistError(`trailer: ${this.refSize}-byte references cannot name ${numObjects} objects`);
+    if (this.offsetIntSize < 8 && 1n << BigInt(8 * this.offsetIntSize) <= tableOffset)
+      throw new BplistError(`trailer: ${this.offsetIntSize}-byte offsets cannot reach the offset table at ${tableOffset}`);
     this.numObjects = Number(numObjects);
     this.tableOffset = Number(tableOffset);
     this.path = new Uint8Array(this.tableOffset);
@@ -154,8 +157,10 @@ class Reader {
   }
 
   private spend(bytes: number): void {
-    if (++this.values > this.limits.maxValues) throw new BplistError(`more than ${this.limits.maxValues} values (shared objects count each time they are used)`);
-    if ((this.bytes += bytes) > this.limits.maxBytes) throw new BplistError(`more than ${this.limits.maxBytes} bytes of strings and data (shared objects count each time they are used)`);
+    if (++this.values > this.limits.maxValues)
+      throw new BplistError(`more than ${this.limits.maxValues} values (shared objects count each time they are used)`);
+    if ((this.bytes += bytes) > this.limits.maxBytes)
+      throw new BplistError(`more than ${this.limits.maxBytes} bytes of strings and data (shared objects count each time they are used)`);
   }
 
   private ref(at: number): number {
@@ -246,7 +251,8 @@ class Reader {
         const refs = kind === 0xd ? 2 * n : n;
         if (refs > this.tableOffset) throw new BplistError(`${kind === 0xd ? 'dict' : 'array'} at ${off}: ${n} entries run past the object area`);
         this.need(at, refs * this.refSize, kind === 0xd ? 'dict' : 'array');
-        if (depth + 1 > this.limits.maxDepth) throw new BplistError(`dict and array nesting deeper than ${this.limits.maxDepth} levels at ${off} (limit depth)`);
+        if (depth + 1 > this.limits.maxDepth)
+          throw new BplistError(`dict and array nesting deeper than ${this.limits.maxDepth} levels at ${off} (limit depth)`);
         if (this.path[off]) throw new BplistError(`${kind === 0xd ? 'dict' : 'array'} at ${off} contains itself (a reference cycle)`);
         this.spend(0);
         this.path[off] = 1;

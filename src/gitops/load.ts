@@ -11,7 +11,16 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { Document, LineCounter } from 'yaml';
-import { checkProfile, pathText, payloadIssue, shortText, validatePayload, validateTopLevel, type ManifestLookup, type PayloadIssue } from './apple/payloads.js';
+import {
+  checkProfile,
+  pathText,
+  payloadIssue,
+  shortText,
+  validatePayload,
+  validateTopLevel,
+  type ManifestLookup,
+  type PayloadIssue,
+} from './apple/payloads.js';
 import { ManifestSet } from './manifests.js';
 import type {
   AuthoredPayload,
@@ -103,7 +112,11 @@ class Collector {
     const { errors, warnings } = this.dropped;
     if (errors + warnings > 0) {
       out.push({
-        severity: errors > 0 ? 'error' : 'warning', rule: 'limit-diagnostics', file: '.', line: 1, col: 1,
+        severity: errors > 0 ? 'error' : 'warning',
+        rule: 'limit-diagnostics',
+        file: '.',
+        line: 1,
+        col: 1,
         message: `${errors} more errors and ${warnings} more warnings not shown (limit diagnostics: ${this.max})`,
       });
     }
@@ -167,7 +180,12 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
   }
   for (const s of walked.skipped) c.add('warning', 'symlink', atFile(rel(realRoot, s.path)), `${rel(realRoot, s.path)} ${s.reason}`);
   if (walked.tooMany) {
-    c.add('error', 'limit-entries', atFile(rel(realRoot, walked.tooMany.dir) || '.'), `more than ${limits.entries} files and directories in the repository (limit entries)`);
+    c.add(
+      'error',
+      'limit-entries',
+      atFile(rel(realRoot, walked.tooMany.dir) || '.'),
+      `more than ${limits.entries} files and directories in the repository (limit entries)`,
+    );
     return stop();
   }
   const budget = { bytes: 0, yaml: newUsage() };
@@ -225,8 +243,12 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
 
   // Build documents, unique names per kind.
   const fleet: Fleet = {
-    profiles: new Map(), blueprints: new Map(), deviceGroups: new Map(), secrets: new Map(),
-    tagsBySerial: new Map(), contentHash: '',
+    profiles: new Map(),
+    blueprints: new Map(),
+    deviceGroups: new Map(),
+    secrets: new Map(),
+    tagsBySerial: new Map(),
+    contentHash: '',
   };
   const parsedOf = new Map<object, ParsedDoc>();
   for (const { d, kind } of valid) {
@@ -234,7 +256,10 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
     const meta = d.value.metadata as { name: string };
     const spec = d.value.spec as Record<string, unknown>;
     const origin = c.at(d, ['metadata', 'name']);
-    const map = { Profile: fleet.profiles, Blueprint: fleet.blueprints, DeviceGroup: fleet.deviceGroups, Secret: fleet.secrets }[kind] as Map<string, { origin: Origin }>;
+    const map = { Profile: fleet.profiles, Blueprint: fleet.blueprints, DeviceGroup: fleet.deviceGroups, Secret: fleet.secrets }[kind] as Map<
+      string,
+      { origin: Origin }
+    >;
     const prev = map.get(meta.name);
     if (prev) {
       c.add('error', 'duplicate-name', origin, `${kind} "${meta.name}" is already defined at ${prev.origin.file}:${prev.origin.line}`);
@@ -243,18 +268,25 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
     let built: ProfileDoc | BlueprintDoc | DeviceGroupDoc | SecretDoc;
     if (kind === 'Profile') {
       built = {
-        kind, name: meta.name, origin,
-        identifier: spec.identifier as string, displayName: spec.displayName as string | undefined,
-        description: spec.description as string | undefined, organization: spec.organization as string | undefined,
+        kind,
+        name: meta.name,
+        origin,
+        identifier: spec.identifier as string,
+        displayName: spec.displayName as string | undefined,
+        description: spec.description as string | undefined,
+        organization: spec.organization as string | undefined,
         scope: (spec.scope as 'System' | 'User' | undefined) ?? 'System',
         payloads: spec.payloads as AuthoredPayload[] | undefined,
         file: spec.file as string | undefined,
-        variables: [], secrets: [],
+        variables: [],
+        secrets: [],
       };
       built.payloads = built.payloads?.map((p) => ({ type: p.type, keys: p.keys ?? {} }));
     } else if (kind === 'Blueprint') {
       built = {
-        kind, name: meta.name, origin,
+        kind,
+        name: meta.name,
+        origin,
         selector: spec.selector as Selector & { exclude?: Selector },
         profiles: spec.profiles as string[],
         prune: (spec.prune as boolean | undefined) ?? true,
@@ -263,7 +295,9 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
       };
     } else if (kind === 'DeviceGroup') {
       built = {
-        kind, name: meta.name, origin,
+        kind,
+        name: meta.name,
+        origin,
         devices: (spec.devices as { serial: string; tags?: string[] }[]).map((x) => ({ serial: x.serial, tags: x.tags ?? [] })),
       };
     } else {
@@ -287,7 +321,10 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
   for (const b of fleet.blueprints.values()) {
     const d = parsedOf.get(b)!;
     state.file = d.file;
-    for (const [path, range] of [[['spec', 'selector', 'osVersion'], b.selector.osVersion], [['spec', 'selector', 'exclude', 'osVersion'], b.selector.exclude?.osVersion]] as const) {
+    for (const [path, range] of [
+      [['spec', 'selector', 'osVersion'], b.selector.osVersion],
+      [['spec', 'selector', 'exclude', 'osVersion'], b.selector.exclude?.osVersion],
+    ] as const) {
       if (range === undefined) continue;
       try {
         parseRange(range);
@@ -323,7 +360,8 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
     p.payloads?.forEach((payload, i) => {
       const base: JsonPath = ['spec', 'payloads', i];
       for (const issue of validatePayload(payload.type, payload.keys, { ...ctx, manifests, mode: 'authored' })) {
-        const aboutType = issue.path.length === 0 && (issue.rule === 'apple-payload-type' || issue.rule === 'apple-payload-type-typo' || issue.rule === 'custom-preferences');
+        const aboutType =
+          issue.path.length === 0 && (issue.rule === 'apple-payload-type' || issue.rule === 'apple-payload-type-typo' || issue.rule === 'custom-preferences');
         const path = aboutType ? [...base, 'type'] : [...base, 'keys', ...issue.path];
         reporter.add(issue, c.at(d, path, issue.rule.endsWith('unknown-key')));
       }
@@ -334,7 +372,12 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
             c.add('error', 'variable', at, `unknown variable ${v.raw}: use \${device.<Fact>} or \${secret:<NAME>} ($\${ for a literal)`);
           } else if (v.kind === 'device') {
             if (!(DEVICE_VARIABLES as readonly string[]).includes(v.name)) {
-              c.add('error', 'variable', at, `unknown device variable ${v.raw}${suggest(v.name, [...DEVICE_VARIABLES], c)}; known: ${DEVICE_VARIABLES.join(', ')}`);
+              c.add(
+                'error',
+                'variable',
+                at,
+                `unknown device variable ${v.raw}${suggest(v.name, [...DEVICE_VARIABLES], c)}; known: ${DEVICE_VARIABLES.join(', ')}`,
+              );
             } else if (!p.variables.includes(v.name)) p.variables.push(v.name);
           } else {
             if (!p.secrets.includes(v.name)) p.secrets.push(v.name);
@@ -347,7 +390,12 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
   }
   for (const s of secretsUsed) {
     if (!fleet.secrets.has(s.name)) {
-      c.add('error', 'undeclared-secret', s.at, `secret "${s.name}" is not declared: add a document with kind: Secret and metadata.name: ${s.name} (its value stays on the server)`);
+      c.add(
+        'error',
+        'undeclared-secret',
+        s.at,
+        `secret "${s.name}" is not declared: add a document with kind: Secret and metadata.name: ${s.name} (its value stays on the server)`,
+      );
     }
   }
 
@@ -355,7 +403,12 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
   checkIdentifiers(fleet, usedBy, c, limits);
   if (manifests && manifests.problems.length > 0) {
     const shown = manifests.problems.slice(0, 3).join('; ');
-    c.add('warning', 'manifests', atFile('.'), `${manifests.problems.length} manifest file${manifests.problems.length === 1 ? '' : 's'} in ${manifests.dir} could not be used: ${shown}${manifests.problems.length > 3 ? '; …' : ''}`);
+    c.add(
+      'warning',
+      'manifests',
+      atFile('.'),
+      `${manifests.problems.length} manifest file${manifests.problems.length === 1 ? '' : 's'} in ${manifests.dir} could not be used: ${shown}${manifests.problems.length > 3 ? '; …' : ''}`,
+    );
   }
 
   const diagnostics = c.finish();
@@ -366,14 +419,21 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
 
 /** Where a profile may land, from the blueprints that use it: for Apple's platform and supervision warnings. */
 function payloadContext(users: BlueprintDoc[]): { platforms: Platform[]; supervised?: boolean } {
-  if (users.length === 0 || users.some((b) => !b.selector.platforms)) return { platforms: [], supervised: users.length > 0 && users.every((b) => b.selector.supervised === true) ? true : undefined };
+  if (users.length === 0 || users.some((b) => !b.selector.platforms))
+    return { platforms: [], supervised: users.length > 0 && users.every((b) => b.selector.supervised === true) ? true : undefined };
   const platforms = [...new Set(users.flatMap((b) => b.selector.platforms!))];
   return { platforms, supervised: users.every((b) => b.selector.supervised === true) ? true : undefined };
 }
 
 async function loadProfileFile(
-  realRoot: string, p: ProfileDoc, d: ParsedDoc, c: Collector, hash: ReturnType<typeof createHash>,
-  ctx: { platforms: Platform[]; supervised?: boolean; manifests?: ManifestLookup }, limits: LoaderLimits, budget: { bytes: number },
+  realRoot: string,
+  p: ProfileDoc,
+  d: ParsedDoc,
+  c: Collector,
+  hash: ReturnType<typeof createHash>,
+  ctx: { platforms: Platform[]; supervised?: boolean; manifests?: ManifestLookup },
+  limits: LoaderLimits,
+  budget: { bytes: number },
   reporter: PayloadReporter,
 ): Promise<'stop' | void> {
   const at = c.at(d, ['spec', 'file']);
@@ -393,7 +453,12 @@ async function loadProfileFile(
   const read = await readRegularFile(real.real, limits.profileFileBytes);
   if (!read.ok) {
     const limit = /limit/.test(read.reason);
-    c.add('error', limit ? 'limit-file-size' : 'mobileconfig', at, `cannot read "${asWritten}": ${read.reason}${limit ? ' for a profile file (limit profileFileBytes)' : ''}`);
+    c.add(
+      'error',
+      limit ? 'limit-file-size' : 'mobileconfig',
+      at,
+      `cannot read "${asWritten}": ${read.reason}${limit ? ' for a profile file (limit profileFileBytes)' : ''}`,
+    );
     return;
   }
   const bytes = read.bytes;
@@ -418,7 +483,12 @@ async function loadProfileFile(
   checkProfileSize(p, bytes.length, at, c, limits);
   const fileId = typeof profile.PayloadIdentifier === 'string' ? profile.PayloadIdentifier : undefined;
   if (p.identifier !== undefined && fileId !== undefined && p.identifier !== fileId) {
-    c.add('error', 'mobileconfig', c.at(d, ['spec', 'identifier']), `identifier "${p.identifier}" differs from the file's PayloadIdentifier "${fileId}": remove it or make them equal`);
+    c.add(
+      'error',
+      'mobileconfig',
+      c.at(d, ['spec', 'identifier']),
+      `identifier "${p.identifier}" differs from the file's PayloadIdentifier "${fileId}": remove it or make them equal`,
+    );
   }
   p.identifier ??= fileId!;
   p.displayName ??= typeof profile.PayloadDisplayName === 'string' ? profile.PayloadDisplayName : undefined;
@@ -426,11 +496,16 @@ async function loadProfileFile(
   const positions = xmlPositions(bytes, limits.depth);
   // A signed file's lines are those of the XML inside the signature: no editor shows them.
   const where = (path: (string | number)[]): Origin => ({ file: inRepo, ...(positions && !signed ? positions.find(path) : { line: 1, col: 1 }) });
-  const report = (issue: PayloadIssue) =>
-    reporter.add(issue, where(issue.path), `${issue.path.length ? pathText(issue.path) + ': ' : ''}${issue.message}`);
+  const report = (issue: PayloadIssue) => reporter.add(issue, where(issue.path), `${issue.path.length ? pathText(issue.path) + ': ' : ''}${issue.message}`);
   for (const dup of positions?.duplicates ?? []) {
     // CFPropertyList keeps the last value of a repeated key, as our parser does.
-    report(payloadIssue('plist-duplicate-key', dup.path, `key '${shortText(String(dup.path[dup.path.length - 1]))}' appears again in this dict: the device keeps this value and ignores the earlier one`));
+    report(
+      payloadIssue(
+        'plist-duplicate-key',
+        dup.path,
+        `key '${shortText(String(dup.path[dup.path.length - 1]))}' appears again in this dict: the device keeps this value and ignores the earlier one`,
+      ),
+    );
   }
   const numberTag = (prefix: (string | number)[]) => positions && ((path: readonly (string | number)[]) => positions.numberTag([...prefix, ...path]));
   for (const issue of validateTopLevel(profile, { ...ctx, numberTag: numberTag([]) })) report(issue);
@@ -444,7 +519,8 @@ async function loadProfileFile(
       report(payloadIssue('apple-required-key', ['PayloadContent', i], 'a payload without PayloadType: the device refuses the profile'));
       return;
     }
-    for (const issue of validatePayload(type, keys, { ...ctx, mode: 'complete', numberTag: numberTag(['PayloadContent', i]) })) report({ ...issue, path: ['PayloadContent', i, ...issue.path] });
+    for (const issue of validatePayload(type, keys, { ...ctx, mode: 'complete', numberTag: numberTag(['PayloadContent', i]) }))
+      report({ ...issue, path: ['PayloadContent', i, ...issue.path] });
   });
 }
 
@@ -465,9 +541,19 @@ function xmlPositions(bytes: Buffer, maxDepth: number): PlistPositions | undefin
  */
 function checkProfileSize(p: ProfileDoc, size: number, at: Origin, c: Collector, limits: LoaderLimits): void {
   if (size > limits.profileMaxBytes) {
-    c.add('error', 'profile-size', at, `profile "${p.name}" is about ${formatBytes(size)} rendered, more than the limit of ${formatBytes(limits.profileMaxBytes)} (limit profileMaxBytes)`);
+    c.add(
+      'error',
+      'profile-size',
+      at,
+      `profile "${p.name}" is about ${formatBytes(size)} rendered, more than the limit of ${formatBytes(limits.profileMaxBytes)} (limit profileMaxBytes)`,
+    );
   } else if (size > limits.profileWarnBytes) {
-    c.add('warning', 'profile-size', at, `profile "${p.name}" is about ${formatBytes(size)} rendered; devices handle profiles over ${formatBytes(limits.profileWarnBytes)} badly (slow or failed installs): split it or move large data out`);
+    c.add(
+      'warning',
+      'profile-size',
+      at,
+      `profile "${p.name}" is about ${formatBytes(size)} rendered; devices handle profiles over ${formatBytes(limits.profileWarnBytes)} badly (slow or failed installs): split it or move large data out`,
+    );
   }
 }
 
@@ -526,7 +612,12 @@ function checkIdentifiers(fleet: Fleet, usedBy: Map<string, BlueprintDoc[]>, c: 
     if (profiles.length > limits.profilesPerIdentifier) {
       // Every pair is compared below: thousands of variants would take quadratic time.
       const extra = profiles[limits.profilesPerIdentifier]!;
-      c.add('error', 'limit-identifier', extra.origin, `${profiles.length} profiles share identifier ${id}; at most ${limits.profilesPerIdentifier} may (limit profilesPerIdentifier)`);
+      c.add(
+        'error',
+        'limit-identifier',
+        extra.origin,
+        `${profiles.length} profiles share identifier ${id}; at most ${limits.profilesPerIdentifier} may (limit profilesPerIdentifier)`,
+      );
       continue;
     }
     for (let i = 0; i < profiles.length; i++) {
@@ -537,8 +628,12 @@ function checkIdentifiers(fleet: Fleet, usedBy: Map<string, BlueprintDoc[]>, c: 
         const ub = usedBy.get(b.name) ?? [];
         const clash = ua.flatMap((x) => ub.filter((y) => mayOverlap(x.selector, y.selector)).map((y) => [x, y] as const))[0];
         if (clash) {
-          c.add('error', 'identifier-conflict', b.origin,
-            `profiles "${a.name}" and "${b.name}" share identifier ${id}, and blueprints "${clash[0].name}" and "${clash[1].name}" can select the same device: it would be reinstalled back and forth. Give them different identifiers or make the selectors disjoint`);
+          c.add(
+            'error',
+            'identifier-conflict',
+            b.origin,
+            `profiles "${a.name}" and "${b.name}" share identifier ${id}, and blueprints "${clash[0].name}" and "${clash[1].name}" can select the same device: it would be reinstalled back and forth. Give them different identifiers or make the selectors disjoint`,
+          );
         } else if (ua.length === 0 || ub.length === 0) {
           c.add('warning', 'identifier-duplicate', b.origin, `profiles "${a.name}" and "${b.name}" share identifier ${id}`);
         }
@@ -559,7 +654,10 @@ function schemaErrors(errors: ErrorObject[]): MappedError[] {
   const seen = new Set<string>();
   for (const e of errors) {
     if (e.schemaPath.includes('/oneOf/')) continue; // branch details; the oneOf error says it better
-    const path: JsonPath = e.instancePath.split('/').slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, '/').replace(/~0/g, '~')));
+    const path: JsonPath = e.instancePath
+      .split('/')
+      .slice(1)
+      .map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, '/').replace(/~0/g, '~')));
     const where = path.length ? path.join('.') : 'document';
     let m: MappedError;
     switch (e.keyword) {
@@ -575,7 +673,11 @@ function schemaErrors(errors: ErrorObject[]): MappedError[] {
         m = { path, key: false, message: `${where}: a Profile needs either identifier, displayName and payloads, or file (not both)` };
         break;
       case 'enum':
-        m = { path, key: false, message: `${where} must be one of ${((e.params as { allowedValues: unknown[] }).allowedValues).map((v) => JSON.stringify(v)).join(', ')}` };
+        m = {
+          path,
+          key: false,
+          message: `${where} must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`,
+        };
         break;
       case 'const':
         m = { path, key: false, message: `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}` };

@@ -19,8 +19,16 @@ type Dict = { [key: string]: PlistValue };
 const isDict = (v: unknown): v is Dict => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && !(v instanceof Date);
 
 const PFM_TYPES: Record<string, KeyType> = {
-  string: 'string', url: 'string', integer: 'integer', real: 'real', float: 'real', boolean: 'boolean',
-  date: 'date', data: 'data', array: 'array', dictionary: 'dictionary',
+  string: 'string',
+  url: 'string',
+  integer: 'integer',
+  real: 'real',
+  float: 'real',
+  boolean: 'boolean',
+  date: 'date',
+  data: 'data',
+  array: 'array',
+  dictionary: 'dictionary',
 };
 
 /** pfm_subkeys -> KeysJson. An entry without pfm_name stands for every key (or, in an array, every item). */
@@ -60,7 +68,8 @@ function convertKey(sub: Dict): KeyJson {
     const item = k.subkeys.item;
     const rmin = typeof sub.pfm_repetition_min === 'number' ? sub.pfm_repetition_min : undefined;
     const rmax = typeof sub.pfm_repetition_max === 'number' ? sub.pfm_repetition_max : undefined;
-    if (item && (rmin !== undefined || rmax !== undefined)) item.repetition = { ...(rmin !== undefined ? { min: rmin } : {}), ...(rmax !== undefined ? { max: rmax } : {}) };
+    if (item && (rmin !== undefined || rmax !== undefined))
+      item.repetition = { ...(rmin !== undefined ? { min: rmin } : {}), ...(rmax !== undefined ? { max: rmax } : {}) };
   }
   return k;
 }

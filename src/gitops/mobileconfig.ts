@@ -50,7 +50,11 @@ export interface ReadProfile {
 
 /** Throws only MobileconfigError, whatever the bytes. */
 export function readProfile(bytes: Buffer, opts: ReadProfileOptions = {}): ReadProfile {
-  return guarded(() => readUnguarded(bytes, opts), [MobileconfigError], (cause) => new MobileconfigError(`unreadable ${causeName(cause)}`, { cause }));
+  return guarded(
+    () => readUnguarded(bytes, opts),
+    [MobileconfigError],
+    (cause) => new MobileconfigError(`unreadable ${causeName(cause)}`, { cause }),
+  );
 }
 
 function readUnguarded(bytes: Buffer, opts: ReadProfileOptions): ReadProfile {
@@ -112,10 +116,14 @@ export function hasIntegralReal(bytes: Buffer): boolean {
  * MobileconfigError.
  */
 export function profileText(bytes: Buffer, maxDepth = TRUSTED_LIMITS.maxDepth): string | undefined {
-  return guarded(() => {
-    const { plist } = profileContent(bytes);
-    return isBinaryPlist(plist) ? undefined : rootText(plist, maxDepth);
-  }, [MobileconfigError], (cause) => new MobileconfigError(`unreadable ${causeName(cause)}`, { cause }));
+  return guarded(
+    () => {
+      const { plist } = profileContent(bytes);
+      return isBinaryPlist(plist) ? undefined : rootText(plist, maxDepth);
+    },
+    [MobileconfigError],
+    (cause) => new MobileconfigError(`unreadable ${causeName(cause)}`, { cause }),
+  );
 }
 
 function rootText(plist: Buffer, maxDepth: number): string {
@@ -138,7 +146,8 @@ function xmlText(b: Buffer): string {
   if (b.length > 2 && starts(0xff, 0xfe)) return utf16(b.subarray(2), true);
   if (b.length > 2 && starts(0xfe, 0xff)) return utf16(b.subarray(2), false);
   // CoreFoundation guesses "Unicode" here, in an order it does not document: refused rather than guessed.
-  if (b.length > 2 && (b[0] === 0 || b[1] === 0) && (b[0] === 0x3c || b[1] === 0x3c)) throw new MobileconfigError('UTF-16 or UTF-32 without a byte order mark: save the file as UTF-8');
+  if (b.length > 2 && (b[0] === 0 || b[1] === 0) && (b[0] === 0x3c || b[1] === 0x3c))
+    throw new MobileconfigError('UTF-16 or UTF-32 without a byte order mark: save the file as UTF-8');
   const declared = declaredEncoding(b);
   if (declared === undefined || declared === 'utf-8' || declared === 'utf8') return utf8(b);
   if (declared === 'us-ascii' || declared === 'ascii') {

@@ -66,7 +66,7 @@ export async function readRegularFile(path: string, maxBytes: number): Promise<R
     fh = await open(path, OPEN_FLAGS);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    return { ok: false, reason: code === 'ELOOP' ? 'it became a symbolic link while loading' : code ?? 'cannot be read' };
+    return { ok: false, reason: code === 'ELOOP' ? 'it became a symbolic link while loading' : (code ?? 'cannot be read') };
   }
   try {
     const st = await fh.stat();

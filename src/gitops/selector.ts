@@ -19,7 +19,10 @@ export interface DeviceView {
 }
 
 type Op = '>=' | '>' | '<=' | '<' | '=';
-export interface Comparator { op: Op; version: number[] }
+export interface Comparator {
+  op: Op;
+  version: number[];
+}
 
 export class RangeError_ extends Error {}
 
@@ -102,7 +105,10 @@ function intersects<T>(a: T[] | undefined, b: T[] | undefined): boolean {
   return !a || !b || a.some((x) => b.includes(x));
 }
 
-interface Bound { v: number[]; inclusive: boolean }
+interface Bound {
+  v: number[];
+  inclusive: boolean;
+}
 
 /** The interval a range allows; versions are treated as dense (there is a 14.0.0.1 between 14.0 and 14.0.1). */
 function interval(r: Comparator[]): { lo?: Bound; hi?: Bound } {
@@ -156,7 +162,10 @@ export function mayOverlap(a: Selector & { exclude?: Selector }, b: Selector & {
     }
   }
   // A single-field exclude that covers everything the other side requires.
-  for (const [x, y] of [[a, b], [b, a]] as const) {
+  for (const [x, y] of [
+    [a, b],
+    [b, a],
+  ] as const) {
     const ex = x.exclude;
     if (!ex) continue;
     const fields = Object.keys(ex);

@@ -138,7 +138,15 @@ const DIAGNOSTICS_MAX = 50;
 const GIT_IDLE_TIMEOUT_MS = 120_000;
 const URL_SCHEMES = new Set(['https', 'http', 'ssh', 'git', 'file', 'git+ssh', 'ssh+git']);
 /** Variables that would point git at another repository than the one we name. */
-const REPO_SCOPED_ENV = ['GIT_DIR', 'GIT_WORK_TREE', 'GIT_INDEX_FILE', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES', 'GIT_COMMON_DIR', 'GIT_NAMESPACE'];
+const REPO_SCOPED_ENV = [
+  'GIT_DIR',
+  'GIT_WORK_TREE',
+  'GIT_INDEX_FILE',
+  'GIT_OBJECT_DIRECTORY',
+  'GIT_ALTERNATE_OBJECT_DIRECTORIES',
+  'GIT_COMMON_DIR',
+  'GIT_NAMESPACE',
+];
 /**
  * simple-git refuses some environment variables unless allowed. The environment is the
  * operator's own (e.g. GIT_SSH_COMMAND for a deploy key), not request input, so allow those.
@@ -184,7 +192,10 @@ interface SavedState {
 
 /** A stage ran past its time limit. */
 export class StageTimeoutError extends Error {
-  constructor(readonly stage: string, readonly limitMs: number) {
+  constructor(
+    readonly stage: string,
+    readonly limitMs: number,
+  ) {
     super(`${stage} exceeded the time limit (${duration(limitMs)})`);
     this.name = 'StageTimeoutError';
   }
@@ -278,7 +289,9 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     let timer: NodeJS.Timeout | undefined;
     const done = await Promise.race([
       this.sync('start').then(() => true),
-      new Promise<false>((res) => { timer = setTimeout(() => res(false), this.limits.startWaitMs); }),
+      new Promise<false>((res) => {
+        timer = setTimeout(() => res(false), this.limits.startWaitMs);
+      }),
     ]);
     clearTimeout(timer);
     if (!done) this.log.warn({ waitedMs: this.limits.startWaitMs }, 'fleet source: the first sync is still running; starting without waiting for it');
@@ -299,7 +312,9 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     let timer: NodeJS.Timeout | undefined;
     const finished = await Promise.race([
       pending.then(() => true),
-      new Promise<false>((res) => { timer = setTimeout(() => res(false), this.limits.stopTimeoutMs); }),
+      new Promise<false>((res) => {
+        timer = setTimeout(() => res(false), this.limits.stopTimeoutMs);
+      }),
     ]);
     clearTimeout(timer);
     if (!finished) this.log.warn({ waitedMs: this.limits.stopTimeoutMs }, 'fleet source: the sync in flight did not wind down; stopping without it');
@@ -521,10 +536,24 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     const v = saved.validating;
     if (v && typeof v.key === 'string') {
       const reason = `validation never finished: the server stopped while validating this revision (started ${v.startedAt}; out of memory, crashed or killed)`;
-      this.log.error({ commit: v.commit, startedAt: v.startedAt }, 'fleet source: the server stopped while validating a revision; rejecting it so it cannot do that again');
+      this.log.error(
+        { commit: v.commit, startedAt: v.startedAt },
+        'fleet source: the server stopped while validating a revision; rejecting it so it cannot do that again',
+      );
       saved.rejected = {
-        key: v.key, reason, limits: v.limits,
-        status: { commit: v.commit, contentHash: v.contentHash, fetchedAt: v.startedAt, validatedAt: now(), valid: false, errorCount: 1, warningCount: 0, errors: [limitDiagnostic('validation-crash', reason)] },
+        key: v.key,
+        reason,
+        limits: v.limits,
+        status: {
+          commit: v.commit,
+          contentHash: v.contentHash,
+          fetchedAt: v.startedAt,
+          validatedAt: now(),
+          valid: false,
+          errorCount: 1,
+          warningCount: 0,
+          errors: [limitDiagnostic('validation-crash', reason)],
+        },
       };
       delete saved.validating;
       await this.writeState();
@@ -574,12 +603,18 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     const key = `${commit ?? '-'}:${treeHash}`;
     if (await this.unchanged(key)) return;
     const info: Omit<RevisionInfo, 'contentHash'> = {
-      commit, author: g?.author, time: g?.time, message: g?.message, dirty: g ? g.dirty : undefined,
+      commit,
+      author: g?.author,
+      time: g?.time,
+      message: g?.message,
+      dirty: g ? g.dirty : undefined,
     };
     await this.evaluate(key, info, fetchedAt, reason, treeHash);
   }
 
-  private async localGit(signal: AbortSignal): Promise<{ commit: string | null; dirty: boolean; branch?: string; author?: string; time?: string; message?: string } | undefined> {
+  private async localGit(
+    signal: AbortSignal,
+  ): Promise<{ commit: string | null; dirty: boolean; branch?: string; author?: string; time?: string; message?: string } | undefined> {
     const git = this.git(this.dir, signal);
     try {
       if ((await git.raw(['rev-parse', '--is-inside-work-tree'])).trim() !== 'true') return undefined;
@@ -658,7 +693,11 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
   }
 
   private async evaluate(
-    key: string, base: Omit<RevisionInfo, 'contentHash'>, fetchedAt: string, reason: string, filesHash: string,
+    key: string,
+    base: Omit<RevisionInfo, 'contentHash'>,
+    fetchedAt: string,
+    reason: string,
+    filesHash: string,
     opts: { restore?: boolean } = {},
   ): Promise<void> {
     const saved = this.saved!;
@@ -686,10 +725,21 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       }
       const limit = err instanceof ValidationLimitError || err instanceof StageTimeoutError;
       const message = limit ? (err as Error).message : `loader failed: ${this.redact(errorMessage(err))}`;
-      await this.reject(key, {
-        ...base, contentHash: filesHash, fetchedAt, validatedAt: now(), valid: false, errorCount: 1, warningCount: 0,
-        errors: [limitDiagnostic(limit ? 'validation-limit' : 'loader', message)],
-      }, message, reason);
+      await this.reject(
+        key,
+        {
+          ...base,
+          contentHash: filesHash,
+          fetchedAt,
+          validatedAt: now(),
+          valid: false,
+          errorCount: 1,
+          warningCount: 0,
+          errors: [limitDiagnostic(limit ? 'validation-limit' : 'loader', message)],
+        },
+        message,
+        reason,
+      );
       return;
     }
     const errors = result.diagnostics.filter((d) => d.severity === 'error');
@@ -806,9 +856,19 @@ function urlSecrets(repo: string): string[] {
 
 function validBranch(b: string): boolean {
   // git check-ref-format's rules, enough to keep a branch from reading as an option or a refspec.
-  return b.length > 0 && !b.startsWith('-') && !b.startsWith('/') && !b.endsWith('/') && !b.endsWith('.')
-    && !b.endsWith('.lock') && !b.includes('..') && !b.includes('//') && !b.includes('@{') && b !== '@'
-    && !/[\s~^:?*[\\\x00-\x1f\x7f]/.test(b);
+  return (
+    b.length > 0 &&
+    !b.startsWith('-') &&
+    !b.startsWith('/') &&
+    !b.endsWith('/') &&
+    !b.endsWith('.') &&
+    !b.endsWith('.lock') &&
+    !b.includes('..') &&
+    !b.includes('//') &&
+    !b.includes('@{') &&
+    b !== '@' &&
+    !/[\s~^:?*[\\\x00-\x1f\x7f]/.test(b)
+  );
 }
 
 function gitEnv(): Record<string, string> {

@@ -21,7 +21,10 @@ export type Loader = (dir: string, signal: AbortSignal) => Promise<LoadResult>;
 
 /** The revision made validation exceed a limit or crash: the revision is rejected. */
 export class ValidationLimitError extends Error {
-  constructor(readonly limit: 'memory' | 'time' | 'crash', message: string) {
+  constructor(
+    readonly limit: 'memory' | 'time' | 'crash',
+    message: string,
+  ) {
     super(message);
     this.name = 'ValidationLimitError';
   }
@@ -50,49 +53,52 @@ export type WorkerMessage = { result: LoadResult } | { error: string };
 
 export function isolatedLoader(opts: IsolatedLoaderOptions): Loader {
   const memoryMb = Math.max(16, Math.floor(opts.memoryMb));
-  return (dir, signal) => new Promise<LoadResult>((resolvePromise, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const entry = workerEntry();
-    if (!existsSync(entry)) return reject(new ValidatorUnavailableError(`validator ${entry} is missing: run \`npm run build\``));
-    let settled = false;
-    const settle = (fn: () => void) => {
-      if (settled) return;
-      settled = true;
-      signal.removeEventListener('abort', onAbort);
-      fn();
-    };
-    const child = fork(entry, [dir, JSON.stringify(opts.load ?? {})], {
-      execArgv: [`--max-old-space-size=${memoryMb}`],
-      env: childEnv(memoryMb),
-      serialization: 'advanced', // Maps, Sets and Buffers of the Fleet arrive as such
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-    });
-    const onAbort = () => {
-      child.kill('SIGKILL');
-      settle(() => reject(signal.reason));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    // Only the tail: enough to recognise V8's out-of-memory report.
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
-    child.on('message', (m: WorkerMessage) => {
-      if ('result' in m) settle(() => resolvePromise(m.result));
-      else settle(() => reject(new Error(m.error)));
-    });
-    child.on('error', (err) => {
-      child.kill('SIGKILL');
-      settle(() => reject(new ValidatorUnavailableError(`could not run the validator: ${err.message}`)));
-    });
-    child.on('close', (code, sig) => {
-      settle(() => {
-        if (code === EXIT_RSS || /heap out of memory|Reached heap limit|Allocation failed/i.test(stderr)) {
-          reject(new ValidationLimitError('memory', `validation exceeded the memory limit (${memoryMb} MB)`));
-        } else {
-          reject(new ValidationLimitError('crash', `validation crashed (${sig ? `signal ${sig}` : `exit code ${code}`}) without a result`));
-        }
+  return (dir, signal) =>
+    new Promise<LoadResult>((resolvePromise, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const entry = workerEntry();
+      if (!existsSync(entry)) return reject(new ValidatorUnavailableError(`validator ${entry} is missing: run \`npm run build\``));
+      let settled = false;
+      const settle = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener('abort', onAbort);
+        fn();
+      };
+      const child = fork(entry, [dir, JSON.stringify(opts.load ?? {})], {
+        execArgv: [`--max-old-space-size=${memoryMb}`],
+        env: childEnv(memoryMb),
+        serialization: 'advanced', // Maps, Sets and Buffers of the Fleet arrive as such
+        stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      });
+      const onAbort = () => {
+        child.kill('SIGKILL');
+        settle(() => reject(signal.reason));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      // Only the tail: enough to recognise V8's out-of-memory report.
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr = (stderr + d.toString()).slice(-4096);
+      });
+      child.on('message', (m: WorkerMessage) => {
+        if ('result' in m) settle(() => resolvePromise(m.result));
+        else settle(() => reject(new Error(m.error)));
+      });
+      child.on('error', (err) => {
+        child.kill('SIGKILL');
+        settle(() => reject(new ValidatorUnavailableError(`could not run the validator: ${err.message}`)));
+      });
+      child.on('close', (code, sig) => {
+        settle(() => {
+          if (code === EXIT_RSS || /heap out of memory|Reached heap limit|Allocation failed/i.test(stderr)) {
+            reject(new ValidationLimitError('memory', `validation exceeded the memory limit (${memoryMb} MB)`));
+          } else {
+            reject(new ValidationLimitError('crash', `validation crashed (${sig ? `signal ${sig}` : `exit code ${code}`}) without a result`));
+          }
+        });
       });
     });
-  });
 }
 
 /** load-worker.js next to this module; under vitest (TypeScript from src) the compiled one in dist/. */

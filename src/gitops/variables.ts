@@ -4,8 +4,17 @@
 
 /** Device facts a profile may use, as `${device.Name}`. */
 export const DEVICE_VARIABLES = [
-  'UDID', 'SerialNumber', 'DeviceName', 'Model', 'ModelName', 'ProductName', 'OSVersion', 'BuildVersion',
-  'IMEI', 'MEID', 'EnrollmentID',
+  'UDID',
+  'SerialNumber',
+  'DeviceName',
+  'Model',
+  'ModelName',
+  'ProductName',
+  'OSVersion',
+  'BuildVersion',
+  'IMEI',
+  'MEID',
+  'EnrollmentID',
 ] as const;
 
 export type VariableRef = { kind: 'device'; name: string; raw: string } | { kind: 'secret'; name: string; raw: string } | { kind: 'unknown'; raw: string };

@@ -38,7 +38,12 @@ export interface YamlFileResult {
 
 /** A limit or a structural problem at an offset of the file. */
 class Stop extends Error {
-  constructor(readonly offset: number, message: string, readonly rule: string, readonly exhausted = false) {
+  constructor(
+    readonly offset: number,
+    message: string,
+    readonly rule: string,
+    readonly exhausted = false,
+  ) {
     super(message);
   }
 }
@@ -166,7 +171,20 @@ function prescan(text: string, limits: LoaderLimits, usage: YamlUsage): void {
       startDoc(at);
     } else if (lexeme === '...') {
       inDoc = false;
-    } else if (c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '#' || c === ',' || c === '&' || c === '!' || c === '|' || c === '>' || c === '%' || lexeme === '\uFEFF') {
+    } else if (
+      c === ' ' ||
+      c === '\t' ||
+      c === '\n' ||
+      c === '\r' ||
+      c === '#' ||
+      c === ',' ||
+      c === '&' ||
+      c === '!' ||
+      c === '|' ||
+      c === '>' ||
+      c === '%' ||
+      lexeme === '\uFEFF'
+    ) {
       // layout, comments, properties, headers, directives: not nodes
     } else {
       startDoc(at);
@@ -210,7 +228,12 @@ class Converter {
   private readonly anchors = new Map<string, Node>();
   private readonly info = new Map<Node, Anchored>();
 
-  constructor(private readonly doc: Document, private readonly lc: LineCounter, private readonly limits: LoaderLimits, private readonly usage: YamlUsage) {}
+  constructor(
+    private readonly doc: Document,
+    private readonly lc: LineCounter,
+    private readonly limits: LoaderLimits,
+    private readonly usage: YamlUsage,
+  ) {}
 
   run(): unknown {
     const contents = this.doc.contents as Node | null;
@@ -224,7 +247,12 @@ class Converter {
       throw new Stop(at, nodesMessage(this.limits.nodes), 'limit-nodes', true);
     }
     if (this.usage.chars > this.limits.scalarChars) {
-      throw new Stop(at, `more than ${this.limits.scalarChars} characters of YAML values in the repository, aliases counted as what they expand to (limit scalarChars)`, 'limit-chars', true);
+      throw new Stop(
+        at,
+        `more than ${this.limits.scalarChars} characters of YAML values in the repository, aliases counted as what they expand to (limit scalarChars)`,
+        'limit-chars',
+        true,
+      );
     }
   }
 
@@ -319,7 +347,8 @@ class Converter {
       return '';
     }
     const { value } = this.node(k, level);
-    if (value !== null && typeof value === 'object') throw new Stop(k.range?.[0] ?? at, 'a mapping key must be a plain value, not a mapping or sequence', 'yaml');
+    if (value !== null && typeof value === 'object')
+      throw new Stop(k.range?.[0] ?? at, 'a mapping key must be a plain value, not a mapping or sequence', 'yaml');
     return value === null || value === undefined ? '' : String(value);
   }
 

@@ -33,7 +33,12 @@ export interface ApiOptions {
 
 /** An admin-API refusal: its status and message become the JSON answer `{error}`. */
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string) { super(message); }
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** Options of every router Orchard mounts: paths match exactly as written (case, trailing slash). */
@@ -87,7 +92,8 @@ export function apiRouter(opts: ApiOptions): Router {
       if (body.commandUUID !== undefined && typeof body.commandUUID !== 'string') throw new ApiError(400, 'commandUUID must be a string');
       built = buildCommand(command, body.commandUUID as string | undefined);
       if (body.priority !== undefined) {
-        if (!Number.isInteger(body.priority) || (body.priority as number) < 0 || (body.priority as number) > 99) throw new ApiError(400, 'priority must be an integer 0..99');
+        if (!Number.isInteger(body.priority) || (body.priority as number) < 0 || (body.priority as number) > 99)
+          throw new ApiError(400, 'priority must be an integer 0..99');
       }
       ctx.state.priority = body.priority;
     } else {
@@ -101,7 +107,11 @@ export function apiRouter(opts: ApiOptions): Router {
     const missing = ids.filter((_, i) => !enrollments[i]?.active);
     if (missing.length > 0) throw new ApiError(404, `not enrolled (unknown or inactive): ${missing.slice(0, 20).join(', ')}`);
     const taken = await Promise.all(ids.map((id) => opts.store.getCommand(id, built.uuid)));
-    if (taken.some(Boolean)) throw duplicateCommand(built.uuid, ids.filter((_, i) => taken[i]));
+    if (taken.some(Boolean))
+      throw duplicateCommand(
+        built.uuid,
+        ids.filter((_, i) => taken[i]),
+      );
     try {
       await opts.store.enqueue(ids, { ...built, priority: ctx.state.priority as number | undefined }, now());
     } catch (err) {
@@ -115,7 +125,10 @@ export function apiRouter(opts: ApiOptions): Router {
   });
 
   if (opts.source) router.get('/source', ...guard, sourceStatusRoute(opts.source));
-  else router.get('/source', ...guard, () => { throw new ApiError(404, 'no fleet repository configured (--repo)'); });
+  else
+    router.get('/source', ...guard, () => {
+      throw new ApiError(404, 'no fleet repository configured (--repo)');
+    });
 
   router.get('/devices', ...guard, async (ctx) => {
     const devices = await opts.store.listDevices();
@@ -157,7 +170,8 @@ export async function findDevice(store: Store, id: string): Promise<DeviceRecord
   const serial = id.toUpperCase();
   const bySerial = (await store.listDevices()).filter((d) => d.facts.SerialNumber?.toUpperCase() === serial);
   if (bySerial.length === 1) return bySerial[0]!;
-  if (bySerial.length > 1) throw new ApiError(409, `serial number ${id} matches ${bySerial.length} devices (${bySerial.map((d) => d.id).join(', ')}): name one by UDID`);
+  if (bySerial.length > 1)
+    throw new ApiError(409, `serial number ${id} matches ${bySerial.length} devices (${bySerial.map((d) => d.id).join(', ')}): name one by UDID`);
   throw new ApiError(404, `no device ${id} (by UDID, enrollment id or serial number)`);
 }
 
@@ -177,8 +191,14 @@ async function deviceView(store: Store, d: DeviceRecord) {
     identityChanges: d.identityChanges ?? [],
     // Push token, PushMagic and UnlockToken are not shown: they are credentials.
     enrollments: enrollments.map((e) => ({
-      id: e.id, type: e.type, active: e.active, userId: e.userId, userShortName: e.userShortName,
-      lastSeenAt: e.lastSeenAt, topic: e.push?.topic, awaitingConfiguration: e.awaitingConfiguration,
+      id: e.id,
+      type: e.type,
+      active: e.active,
+      userId: e.userId,
+      userShortName: e.userShortName,
+      lastSeenAt: e.lastSeenAt,
+      topic: e.push?.topic,
+      awaitingConfiguration: e.awaitingConfiguration,
     })),
     reported: d.reported,
     // What Orchard manages on the device and where each stands (`orchard plan` reads this).

@@ -58,14 +58,16 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
   const routers: Router[] = [device as unknown as Router, ...(opts.extraRoutes ?? [])];
   // The webhook is authenticated by its HMAC signature, not a bearer token: mounted first.
   if (opts.source) routers.push(sourceRoutes({ source: opts.source, webhookSecret: opts.webhookSecret, log: opts.log }));
-  routers.push(apiRouter({
-    source: opts.source,
-    store: opts.store,
-    pusher: opts.pusher,
-    adminToken: opts.adminToken,
-    readToken: opts.readToken,
-    maxBodyBytes: opts.maxBodyBytes,
-  }));
+  routers.push(
+    apiRouter({
+      source: opts.source,
+      store: opts.store,
+      pusher: opts.pusher,
+      adminToken: opts.adminToken,
+      readToken: opts.readToken,
+      maxBodyBytes: opts.maxBodyBytes,
+    }),
+  );
   checkRoutes(routers);
   for (const r of routers) {
     app.use(r.routes());
@@ -82,7 +84,12 @@ export interface MountedRoute {
   guard?: string;
 }
 
-interface LayerLike { path: string | RegExp; methods: string[]; stack: unknown[]; regexp: RegExp }
+interface LayerLike {
+  path: string | RegExp;
+  methods: string[];
+  stack: unknown[];
+  regexp: RegExp;
+}
 
 function layers(r: Router): LayerLike[] {
   return r.stack as unknown as LayerLike[];
@@ -142,7 +149,8 @@ export function pathProblem(path: string): string | undefined {
       const byte = parseInt(m[1]!, 16);
       const c = String.fromCharCode(byte);
       if (UNRESERVED.test(c)) return `needless percent-encoding (%${m[1]})`;
-      if (c === '/' || c === '\\' || c === '%' || byte < 0x20 || byte === 0x7f) return `percent-encoded slash, backslash, percent or control character (%${m[1]})`;
+      if (c === '/' || c === '\\' || c === '%' || byte < 0x20 || byte === 0x7f)
+        return `percent-encoded slash, backslash, percent or control character (%${m[1]})`;
     }
     try {
       decodeURIComponent(seg);

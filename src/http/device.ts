@@ -35,7 +35,10 @@ export function readBody(opts: BodyOptions): Middleware<DeviceState> {
     const type = (ctx.get('content-type').split(';')[0] ?? '').trim().toLowerCase();
     if (NOT_A_PLIST.test(type)) {
       ctx.set('Connection', 'close'); // the body stays unread
-      throw new ProtocolError(415, `content type "${type.slice(0, 80)}" is not an MDM plist (send application/x-apple-aspen-mdm-checkin or application/x-apple-aspen-mdm)`);
+      throw new ProtocolError(
+        415,
+        `content type "${type.slice(0, 80)}" is not an MDM plist (send application/x-apple-aspen-mdm-checkin or application/x-apple-aspen-mdm)`,
+      );
     }
     const reading = getRawBody(ctx.req, { limit: opts.limit, length: ctx.get('content-length') || undefined });
     let timer: NodeJS.Timeout | undefined;
@@ -110,7 +113,12 @@ export function mdmHandler(service: MdmService, replay?: ReplayGuard): Middlewar
         return;
       }
       const key = ReplayGuard.key(identity.certHash, body);
-      const run = await replay.once(key, msg.deviceId, () => service.checkin(msg, identity), (r) => r.status === 200);
+      const run = await replay.once(
+        key,
+        msg.deviceId,
+        () => service.checkin(msg, identity),
+        (r) => r.status === 200,
+      );
       if (run.replay) {
         // A device's resend after a lost answer, or a captured message: the first already counted.
         ctx.state.log.outcome = `${msg.MessageType}: replay ignored`;

@@ -37,15 +37,31 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
   let store: Store | undefined;
   let getContext: () => ReportSources = () => ({});
 
-  const httpRequests = new Counter({ name: 'orchard_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'] as const, registers: [registry] });
-  const httpDuration = new Histogram({
-    name: 'orchard_http_request_duration_seconds', help: 'HTTP request latency', labelNames: ['method', 'route'] as const,
-    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry],
+  const httpRequests = new Counter({
+    name: 'orchard_http_requests_total',
+    help: 'HTTP requests by route and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [registry],
   });
-  const commands = new Counter({ name: 'orchard_mdm_commands_total', help: 'MDM commands queued and answered, by request type', labelNames: ['request_type', 'outcome'] as const, registers: [registry] });
+  const httpDuration = new Histogram({
+    name: 'orchard_http_request_duration_seconds',
+    help: 'HTTP request latency',
+    labelNames: ['method', 'route'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    registers: [registry],
+  });
+  const commands = new Counter({
+    name: 'orchard_mdm_commands_total',
+    help: 'MDM commands queued and answered, by request type',
+    labelNames: ['request_type', 'outcome'] as const,
+    registers: [registry],
+  });
 
   new Gauge({
-    name: 'orchard_devices', help: 'Devices by state (in-sync, pending, drifted, failed, unenrolled)', labelNames: ['state'] as const, registers: [registry],
+    name: 'orchard_devices',
+    help: 'Devices by state (in-sync, pending, drifted, failed, unenrolled)',
+    labelNames: ['state'] as const,
+    registers: [registry],
     async collect() {
       if (!store) return;
       const rc = reportContext(getContext());
@@ -56,14 +72,18 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
   });
   const stale = new Gauge({ name: 'orchard_devices_stale', help: 'Devices not seen for the stale period (default 7 days)', registers: [registry] });
   new Gauge({
-    name: 'orchard_revision_applied_timestamp_seconds', help: 'When the applied fleet revision was applied', registers: [registry],
+    name: 'orchard_revision_applied_timestamp_seconds',
+    help: 'When the applied fleet revision was applied',
+    registers: [registry],
     collect() {
       const at = getContext().source?.status().applied?.appliedAt;
       if (at) this.set(Date.parse(at) / 1000);
     },
   });
   new Gauge({
-    name: 'orchard_source_latest_rejected', help: '1 when the newest fetched revision failed validation', registers: [registry],
+    name: 'orchard_source_latest_rejected',
+    help: '1 when the newest fetched revision failed validation',
+    registers: [registry],
     collect() {
       const st = getContext().source?.status();
       const last = st?.lastAttempt;
@@ -71,7 +91,10 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
     },
   });
   new Counter({
-    name: 'orchard_push_notifications_total', help: 'APNs push outcomes (counters of the push client)', labelNames: ['outcome'] as const, registers: [registry],
+    name: 'orchard_push_notifications_total',
+    help: 'APNs push outcomes (counters of the push client)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
     collect() {
       const counters = getContext().apns?.status().counters;
       if (!counters) return;
@@ -80,7 +103,9 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
     },
   });
   new Gauge({
-    name: 'orchard_push_certificate_expiry_timestamp_seconds', help: 'notAfter of the APNs push certificate', registers: [registry],
+    name: 'orchard_push_certificate_expiry_timestamp_seconds',
+    help: 'notAfter of the APNs push certificate',
+    registers: [registry],
     collect() {
       const na = getContext().apns?.status().certificate?.notAfter;
       if (na !== undefined) this.set(new Date(na).getTime() / 1000);
@@ -88,7 +113,10 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
   });
 
   return {
-    registry, httpRequests, httpDuration, commands,
+    registry,
+    httpRequests,
+    httpDuration,
+    commands,
     bind(s, g) {
       store = s;
       getContext = g;
@@ -153,7 +181,11 @@ export function countResults(service: MdmService, store: Store, m: OrchardMetric
  * GET /metrics. Also starts counting queued commands and device answers on deps.store/deps.service.
  * `public: true` serves it without a token (for a scraper on a private network).
  */
-export function metricsRoutes(getContext: () => ReportSources = () => ({}), metrics: OrchardMetrics = createMetrics(), opts: { public?: boolean } = {}): (deps: RouteDeps) => Router {
+export function metricsRoutes(
+  getContext: () => ReportSources = () => ({}),
+  metrics: OrchardMetrics = createMetrics(),
+  opts: { public?: boolean } = {},
+): (deps: RouteDeps) => Router {
   return (deps) => {
     metrics.bind(deps.store, getContext);
     countQueued(deps.store, metrics);

@@ -19,10 +19,10 @@ export const OPENAPI = {
     title: 'Orchard admin API',
     version: '1',
     description:
-      'Admin API of the Orchard MDM server. Bearer tokens: ORCHARD_API_TOKEN may call everything, '
-      + 'ORCHARD_READ_TOKEN only GET. POST /api/v1/hooks/git is authenticated by an HMAC signature instead. '
-      + 'Paths are matched exactly as written here: another case is a 404; a non-canonical spelling '
-      + '(//, a trailing slash, dot segments, ;parameters, needless or slash-hiding %-escapes) is a 400.',
+      'Admin API of the Orchard MDM server. Bearer tokens: ORCHARD_API_TOKEN may call everything, ' +
+      'ORCHARD_READ_TOKEN only GET. POST /api/v1/hooks/git is authenticated by an HMAC signature instead. ' +
+      'Paths are matched exactly as written here: another case is a 404; a non-canonical spelling ' +
+      '(//, a trailing slash, dot segments, ;parameters, needless or slash-hiding %-escapes) is a 400.',
   },
   servers: [{ url: '/' }],
   security: [{ bearer: [] }],
@@ -34,7 +34,8 @@ export const OPENAPI = {
           required: true,
           content: {
             ...json({
-              type: 'object', required: ['targets', 'command'],
+              type: 'object',
+              required: ['targets', 'command'],
               properties: {
                 targets: { type: 'array', items: { type: 'string' }, minItems: 1 },
                 command: { type: 'object', required: ['RequestType'], properties: { RequestType: { type: 'string' } } },
@@ -47,22 +48,44 @@ export const OPENAPI = {
         },
         parameters: [query('target', 'enrollment id (plist bodies only; repeatable)')],
         responses: {
-          201: ok('queued', { type: 'object', properties: { commandUUID: { type: 'string' }, requestType: { type: 'string' }, targets: { type: 'array', items: { type: 'string' } } } }),
-          400: err, 404: err, 409: err, 413: err, 415: err, ...readErrors,
+          201: ok('queued', {
+            type: 'object',
+            properties: { commandUUID: { type: 'string' }, requestType: { type: 'string' }, targets: { type: 'array', items: { type: 'string' } } },
+          }),
+          400: err,
+          404: err,
+          409: err,
+          413: err,
+          415: err,
+          ...readErrors,
         },
       },
     },
     '/api/v1/devices': {
-      get: { summary: 'Every device with its facts, enrollments and managed profiles', responses: { 200: ok('devices', { type: 'object', properties: { devices: { type: 'array', items: { type: 'object' } } } }), ...readErrors } },
+      get: {
+        summary: 'Every device with its facts, enrollments and managed profiles',
+        responses: { 200: ok('devices', { type: 'object', properties: { devices: { type: 'array', items: { type: 'object' } } } }), ...readErrors },
+      },
     },
     '/api/v1/devices/{id}': {
-      get: { summary: 'One device', parameters: [idParam('id', 'device UDID, enrollment id or serial number')], responses: { 200: ok('the device'), 404: err, 409: err, ...readErrors } },
+      get: {
+        summary: 'One device',
+        parameters: [idParam('id', 'device UDID, enrollment id or serial number')],
+        responses: { 200: ok('the device'), 404: err, 409: err, ...readErrors },
+      },
     },
     '/api/v1/devices/{id}/commands': {
-      get: { summary: 'Pending and finished commands of an enrollment', parameters: [idParam('id', 'enrollment id; a UDID or serial number means the device channel')], responses: { 200: ok('commands'), 404: err, 409: err, ...readErrors } },
+      get: {
+        summary: 'Pending and finished commands of an enrollment',
+        parameters: [idParam('id', 'enrollment id; a UDID or serial number means the device channel')],
+        responses: { 200: ok('commands'), 404: err, 409: err, ...readErrors },
+      },
     },
     '/api/v1/source': {
-      get: { summary: 'Status of the followed fleet repository (applied and last fetched revision, errors)', responses: { 200: ok('source status'), 404: err, ...readErrors } },
+      get: {
+        summary: 'Status of the followed fleet repository (applied and last fetched revision, errors)',
+        responses: { 200: ok('source status'), 404: err, ...readErrors },
+      },
     },
     '/api/v1/hooks/git': {
       post: {
@@ -73,31 +96,56 @@ export const OPENAPI = {
           { name: 'X-Orchard-Signature', in: 'header', required: false, schema: { type: 'string', pattern: '^sha256=[0-9a-f]{64}$' } },
         ],
         requestBody: { required: false, content: { '*/*': { schema: {} } } },
-        responses: { 200: ok('ping answered, or a delivery already seen: {"accepted": false, "duplicate": true}'), 202: ok('sync started, or queued behind the running one'), 400: err, 403: err, 413: err },
+        responses: {
+          200: ok('ping answered, or a delivery already seen: {"accepted": false, "duplicate": true}'),
+          202: ok('sync started, or queued behind the running one'),
+          400: err,
+          403: err,
+          413: err,
+        },
       },
     },
     '/api/v1/push': {
       get: { summary: 'APNs status: topic, certificate expiry, counters', responses: { 200: ok('push status'), ...readErrors } },
       post: {
         summary: 'Push enrollments now (admin token)',
-        requestBody: { required: true, content: json({ type: 'object', required: ['targets'], properties: { targets: { type: 'array', items: { type: 'string' } } } }) },
+        requestBody: {
+          required: true,
+          content: json({ type: 'object', required: ['targets'], properties: { targets: { type: 'array', items: { type: 'string' } } } }),
+        },
         responses: { 200: ok('outcome per target'), 400: err, 404: err, 413: err, 503: err, ...readErrors },
       },
     },
     '/api/v1/enrollments': {
       post: {
         summary: 'Create a one-time enrollment link (admin token)',
-        responses: { 201: ok('challenge', { type: 'object', properties: { challenge: { type: 'string' }, profileUrl: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' } } }), ...readErrors },
+        responses: {
+          201: ok('challenge', {
+            type: 'object',
+            properties: { challenge: { type: 'string' }, profileUrl: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' } },
+          }),
+          ...readErrors,
+        },
       },
     },
     '/api/v1/status': {
-      get: { summary: 'Fleet summary: applied and latest revision, device counts by state, push certificate', responses: { 200: ok('fleet summary', ref('FleetSummary')), ...readErrors } },
+      get: {
+        summary: 'Fleet summary: applied and latest revision, device counts by state, push certificate',
+        responses: { 200: ok('fleet summary', ref('FleetSummary')), ...readErrors },
+      },
     },
     '/api/v1/blueprints': {
-      get: { summary: 'Per blueprint: devices selected and per-profile verified/pending/failed counts', responses: { 200: ok('blueprints'), 404: err, ...readErrors } },
+      get: {
+        summary: 'Per blueprint: devices selected and per-profile verified/pending/failed counts',
+        responses: { 200: ok('blueprints'), 404: err, ...readErrors },
+      },
     },
     '/api/v1/blueprints/{name}': {
-      get: { summary: 'One blueprint with its selected devices', parameters: [idParam('name', 'blueprint name')], responses: { 200: ok('blueprint'), 404: err, ...readErrors } },
+      get: {
+        summary: 'One blueprint with its selected devices',
+        parameters: [idParam('name', 'blueprint name')],
+        responses: { 200: ok('blueprint'), 404: err, ...readErrors },
+      },
     },
     '/api/v1/report/devices': {
       get: {
@@ -109,19 +157,32 @@ export const OPENAPI = {
           query('cursor', 'nextCursor of the previous page'),
         ],
         responses: {
-          200: ok('a page of devices', { type: 'object', required: ['total', 'devices'], properties: { total: { type: 'integer' }, devices: { type: 'array', items: ref('DeviceSummary') }, nextCursor: { type: 'string' } } }),
-          400: err, 404: err, ...readErrors,
+          200: ok('a page of devices', {
+            type: 'object',
+            required: ['total', 'devices'],
+            properties: { total: { type: 'integer' }, devices: { type: 'array', items: ref('DeviceSummary') }, nextCursor: { type: 'string' } },
+          }),
+          400: err,
+          404: err,
+          ...readErrors,
         },
       },
     },
     '/api/v1/report/devices/{id}': {
-      get: { summary: 'One device: facts, each desired profile with status and last error, recent commands', parameters: [idParam('id', 'device UDID, enrollment id or serial number')], responses: { 200: ok('device report'), 404: err, 409: err, ...readErrors } },
+      get: {
+        summary: 'One device: facts, each desired profile with status and last error, recent commands',
+        parameters: [idParam('id', 'device UDID, enrollment id or serial number')],
+        responses: { 200: ok('device report'), 404: err, 409: err, ...readErrors },
+      },
     },
     '/api/v1/openapi.json': {
       get: { summary: 'This document', responses: { 200: ok('OpenAPI 3.1 document'), ...readErrors } },
     },
     '/metrics': {
-      get: { summary: 'Prometheus metrics (text exposition format)', responses: { 200: { description: 'metrics', content: { 'text/plain': { schema: { type: 'string' } } } }, ...readErrors } },
+      get: {
+        summary: 'Prometheus metrics (text exposition format)',
+        responses: { 200: { description: 'metrics', content: { 'text/plain': { schema: { type: 'string' } } } }, ...readErrors },
+      },
     },
   },
   components: {
@@ -132,23 +193,57 @@ export const OPENAPI = {
     schemas: {
       DeviceState: { type: 'string', enum: ['in-sync', 'pending', 'drifted', 'failed', 'unenrolled'] },
       DeviceSummary: {
-        type: 'object', required: ['id', 'state', 'stale', 'enrolled'],
+        type: 'object',
+        required: ['id', 'state', 'stale', 'enrolled'],
         properties: {
-          id: { type: 'string' }, serialNumber: { type: 'string' }, model: { type: 'string' }, osVersion: { type: 'string' },
-          enrolled: { type: 'boolean' }, lastSeenAt: { type: 'string', format: 'date-time' }, state: ref('DeviceState'), stale: { type: 'boolean' },
+          id: { type: 'string' },
+          serialNumber: { type: 'string' },
+          model: { type: 'string' },
+          osVersion: { type: 'string' },
+          enrolled: { type: 'boolean' },
+          lastSeenAt: { type: 'string', format: 'date-time' },
+          state: ref('DeviceState'),
+          stale: { type: 'boolean' },
           blueprints: { type: 'array', items: { type: 'string' } },
-          profiles: { type: 'object', properties: { total: { type: 'integer' }, verified: { type: 'integer' }, pending: { type: 'integer' }, failed: { type: 'integer' } } },
+          profiles: {
+            type: 'object',
+            properties: { total: { type: 'integer' }, verified: { type: 'integer' }, pending: { type: 'integer' }, failed: { type: 'integer' } },
+          },
         },
       },
       FleetSummary: {
-        type: 'object', required: ['generatedAt', 'devices'],
+        type: 'object',
+        required: ['generatedAt', 'devices'],
         properties: {
           generatedAt: { type: 'string', format: 'date-time' },
-          applied: { type: 'object', properties: { commit: { type: ['string', 'null'] }, author: { type: 'string' }, time: { type: 'string' }, appliedAt: { type: 'string' } } },
-          latest: { type: 'object', properties: { commit: { type: ['string', 'null'] }, valid: { type: 'boolean' }, errorCount: { type: 'integer' }, errors: { type: 'array', items: { type: 'object' } } } },
+          applied: {
+            type: 'object',
+            properties: { commit: { type: ['string', 'null'] }, author: { type: 'string' }, time: { type: 'string' }, appliedAt: { type: 'string' } },
+          },
+          latest: {
+            type: 'object',
+            properties: {
+              commit: { type: ['string', 'null'] },
+              valid: { type: 'boolean' },
+              errorCount: { type: 'integer' },
+              errors: { type: 'array', items: { type: 'object' } },
+            },
+          },
           latestRejected: { type: 'boolean' },
-          devices: { type: 'object', properties: { total: { type: 'integer' }, enrolled: { type: 'integer' }, byState: { type: 'object' }, stale: { type: 'integer' }, staleDays: { type: 'number' } } },
-          push: { type: 'object', properties: { notAfter: { type: 'string' }, daysLeft: { type: 'integer' }, expired: { type: 'boolean' }, warning: { type: 'string' } } },
+          devices: {
+            type: 'object',
+            properties: {
+              total: { type: 'integer' },
+              enrolled: { type: 'integer' },
+              byState: { type: 'object' },
+              stale: { type: 'integer' },
+              staleDays: { type: 'number' },
+            },
+          },
+          push: {
+            type: 'object',
+            properties: { notAfter: { type: 'string' }, daysLeft: { type: 'integer' }, expired: { type: 'boolean' }, warning: { type: 'string' } },
+          },
         },
       },
     },

@@ -12,8 +12,15 @@ import Router from '@koa/router';
 import type { Fleet } from '../gitops/model.js';
 import type { FleetSource, RevisionInfo } from '../gitops/source.js';
 import {
-  DEVICE_STATES, blueprintReports, deviceDetail, deviceSummaries, fleetSummary, loadSnapshot,
-  type DeviceState, type PushStatusLike, type ReportContext,
+  DEVICE_STATES,
+  blueprintReports,
+  deviceDetail,
+  deviceSummaries,
+  fleetSummary,
+  loadSnapshot,
+  type DeviceState,
+  type PushStatusLike,
+  type ReportContext,
 } from '../report/status.js';
 import type { RouteDeps } from '../server.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
@@ -103,9 +110,9 @@ export function reportRoutes(getContext: () => ReportSources = () => ({})): (dep
       const rc = reportContext(getContext());
       if (blueprint !== undefined && !rc.fleet?.blueprints.has(blueprint)) throw new ApiError(404, `no blueprint ${blueprint}`);
       const snap = await loadSnapshot(deps.store);
-      const matching = deviceSummaries(snap, rc).filter((s) =>
-        (state === undefined || (state === 'stale' ? s.stale : s.state === state))
-        && (blueprint === undefined || s.blueprints.includes(blueprint)));
+      const matching = deviceSummaries(snap, rc).filter(
+        (s) => (state === undefined || (state === 'stale' ? s.stale : s.state === state)) && (blueprint === undefined || s.blueprints.includes(blueprint)),
+      );
       const start = after === undefined ? 0 : matching.findIndex((s) => s.id > after!);
       const page = start < 0 ? [] : matching.slice(start, start + limit);
       const more = start >= 0 && start + limit < matching.length;
@@ -114,7 +121,8 @@ export function reportRoutes(getContext: () => ReportSources = () => ({})): (dep
         devices: page.map(({ profileStatus, ...s }) => ({
           ...s,
           // What is wrong, in one line per profile, without the full detail.
-          problems: profileStatus.filter((p) => p.phase === 'failed' || (p.drift > 0 && p.phase !== 'verified') || p.renderError)
+          problems: profileStatus
+            .filter((p) => p.phase === 'failed' || (p.drift > 0 && p.phase !== 'verified') || p.renderError)
             .map((p) => ({ identifier: p.identifier, phase: p.phase, message: p.lastError?.message ?? p.renderError })),
         })),
         ...(more ? { nextCursor: Buffer.from(page[page.length - 1]!.id, 'utf8').toString('base64url') } : {}),

@@ -42,6 +42,11 @@ export function requestLog(log: Logger): Middleware<DeviceState> {
 }
 
 function isHttpError(err: unknown): err is { status: number; message: string; expose?: boolean } {
-  return typeof err === 'object' && err !== null && typeof (err as { status?: unknown }).status === 'number'
-    && (err as { status: number }).status >= 400 && (err as { status: number }).status < 500;
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    typeof (err as { status?: unknown }).status === 'number' &&
+    (err as { status: number }).status >= 400 &&
+    (err as { status: number }).status < 500
+  );
 }

@@ -58,7 +58,8 @@ export function sourceRoutes(opts: SourceRoutesOptions): Router {
     const header = ctx.get('x-hub-signature-256') || ctx.get('x-orchard-signature');
     const given = parseSignature(header);
     // Refuse before reading a body nobody signed.
-    if (!given) return refuse(ctx, 403, header ? 'malformed signature: expected sha256=<hex>' : 'missing signature (X-Hub-Signature-256 or X-Orchard-Signature)');
+    if (!given)
+      return refuse(ctx, 403, header ? 'malformed signature: expected sha256=<hex>' : 'missing signature (X-Hub-Signature-256 or X-Orchard-Signature)');
     let body: Buffer;
     try {
       body = await getRawBody(ctx.req as IncomingMessage, { limit: WEBHOOK_MAX_BODY_BYTES });
@@ -76,7 +77,9 @@ export function sourceRoutes(opts: SourceRoutesOptions): Router {
       ctx.body = { ok: true };
       return;
     }
-    const delivery = DELIVERY_HEADERS.map((h) => ctx.get(h)).find(Boolean)?.slice(0, 200);
+    const delivery = DELIVERY_HEADERS.map((h) => ctx.get(h))
+      .find(Boolean)
+      ?.slice(0, 200);
     const ids = [
       ...(delivery ? [`id:${delivery}`] : []),
       ...(ctx.get('x-hub-signature-256') ? [`body:${createHash('sha256').update(body).digest('base64url')}`] : []),
@@ -109,7 +112,10 @@ export function sourceStatusRoute(source: FleetSource): RouterMiddleware {
 /** Keys remembered for a while, at most `max` of them (oldest forgotten first). */
 class Recent {
   private readonly until = new Map<string, number>();
-  constructor(private readonly ttlMs: number, private readonly max: number) {}
+  constructor(
+    private readonly ttlMs: number,
+    private readonly max: number,
+  ) {}
 
   /** Whether any of `keys` was seen within the TTL; remembers them all either way. */
   check(keys: string[], now = Date.now()): boolean {
@@ -134,7 +140,10 @@ export class SyncGate {
   private waiting = false;
   private lastStart = -Infinity;
 
-  constructor(private readonly run: () => Promise<unknown>, private readonly minIntervalMs: number) {}
+  constructor(
+    private readonly run: () => Promise<unknown>,
+    private readonly minIntervalMs: number,
+  ) {}
 
   trigger(): 'started' | 'queued' | 'coalesced' {
     if (this.waiting) return 'coalesced';
@@ -155,9 +164,11 @@ export class SyncGate {
 
   private start(): void {
     this.lastStart = Date.now();
-    const p: Promise<unknown> = this.run().catch(() => undefined).finally(() => {
-      if (this.running === p) this.running = undefined;
-    });
+    const p: Promise<unknown> = this.run()
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.running === p) this.running = undefined;
+      });
     this.running = p;
   }
 }

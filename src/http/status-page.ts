@@ -20,8 +20,15 @@ import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import getRawBody from 'raw-body';
 import {
-  DEVICE_STATES, blueprintReports, deviceDetail, deviceSummaries, fleetSummary, loadSnapshot,
-  type DeviceDetail, type DeviceState, type FleetSummary,
+  DEVICE_STATES,
+  blueprintReports,
+  deviceDetail,
+  deviceSummaries,
+  fleetSummary,
+  loadSnapshot,
+  type DeviceDetail,
+  type DeviceState,
+  type FleetSummary,
 } from '../report/status.js';
 import type { ErrorChainItem } from '../store/types.js';
 import type { RouteDeps } from '../server.js';
@@ -82,15 +89,25 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-interface Session { role: Role; expires: number }
+interface Session {
+  role: Role;
+  expires: number;
+}
 
 export class StatusSessions {
   private readonly digests: [Role, Buffer][] = [];
   /** SHA-256 of the session id (base64url) -> its session; a dump of this map holds no usable cookie. */
   private readonly live = new Map<string, Session>();
 
-  constructor(tokens: { adminToken?: string; readToken?: string }, private readonly ttlMs = SESSION_TTL_MS, private readonly max = MAX_SESSIONS) {
-    for (const [role, token] of [['admin', tokens.adminToken], ['read', tokens.readToken]] as const) {
+  constructor(
+    tokens: { adminToken?: string; readToken?: string },
+    private readonly ttlMs = SESSION_TTL_MS,
+    private readonly max = MAX_SESSIONS,
+  ) {
+    for (const [role, token] of [
+      ['admin', tokens.adminToken],
+      ['read', tokens.readToken],
+    ] as const) {
       if (token) this.digests.push([role, digest(token)]);
     }
   }
@@ -193,7 +210,9 @@ ${body}
 }
 
 function loginPage(problem?: string): Html {
-  return layout('Sign in', html`<h1>Sign in</h1>
+  return layout(
+    'Sign in',
+    html`<h1>Sign in</h1>
 <div class="login">
 ${problem ? html`<p class="alert" role="alert">${problem}</p>` : ''}
 <form method="post" action="/status/login">
@@ -201,7 +220,9 @@ ${problem ? html`<p class="alert" role="alert">${problem}</p>` : ''}
 <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
 <button type="submit">Sign in</button>
 </form>
-</div>`, false);
+</div>`,
+    false,
+  );
 }
 
 function messagePage(title: string, message: string): Html {
@@ -211,7 +232,12 @@ function messagePage(title: string, message: string): Html {
 function when(iso: string | undefined): Html | string {
   if (!iso) return html`<span class="mut">—</span>`;
   const t = Date.parse(iso);
-  const text = Number.isNaN(t) ? iso : new Date(t).toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, 'Z');
+  const text = Number.isNaN(t)
+    ? iso
+    : new Date(t)
+        .toISOString()
+        .replace('T', ' ')
+        .replace(/\.\d{3}Z$/, 'Z');
   return html`<time datetime="${iso}">${text}</time>`;
 }
 
@@ -238,7 +264,7 @@ function listHref(q: { state?: string; blueprint?: string; page?: number }): str
 
 function errorChain(chain: ErrorChainItem[] | undefined): Html | string {
   if (!chain?.length) return '';
-  return html`<ul class="chain">${chain.map((e) => html`<li><code>${e.ErrorDomain} ${e.ErrorCode}</code>${e.LocalizedDescription ?? e.USEnglishDescription ? html`: ${e.LocalizedDescription ?? e.USEnglishDescription}` : ''}</li>`)}</ul>`;
+  return html`<ul class="chain">${chain.map((e) => html`<li><code>${e.ErrorDomain} ${e.ErrorCode}</code>${(e.LocalizedDescription ?? e.USEnglishDescription) ? html`: ${e.LocalizedDescription ?? e.USEnglishDescription}` : ''}</li>`)}</ul>`;
 }
 
 function overview(f: FleetSummary): Html {
@@ -249,13 +275,19 @@ function overview(f: FleetSummary): Html {
 <table>
 <caption>Revision and source</caption>
 <tbody>
-<tr><th scope="row">Applied revision</th><td>${rev
-    ? html`<code>${short(rev.commit) || rev.contentHash.slice(0, 12)}</code> ${rev.message ? html`“${rev.message.split('\n')[0]}”` : ''} <span class="mut">${rev.author ?? ''}${rev.time ? html`, ${when(rev.time)}` : ''}</span>`
-    : html`<span class="warn">none applied yet</span>`}</td></tr>
+<tr><th scope="row">Applied revision</th><td>${
+    rev
+      ? html`<code>${short(rev.commit) || rev.contentHash.slice(0, 12)}</code> ${rev.message ? html`“${rev.message.split('\n')[0]}”` : ''} <span class="mut">${rev.author ?? ''}${rev.time ? html`, ${when(rev.time)}` : ''}</span>`
+      : html`<span class="warn">none applied yet</span>`
+  }</td></tr>
 ${f.source ? html`<tr><th scope="row">Repository</th><td><code>${f.source.repo}</code>${f.source.branch ? html` (${f.source.branch})` : ''}, last fetch ${when(f.source.lastFetchAt)}</td></tr>` : ''}
 ${f.source?.lastError ? html`<tr><th scope="row">Fetch error</th><td class="bad">${f.source.lastError.message} <span class="mut">${when(f.source.lastError.at)}</span></td></tr>` : ''}
-${f.latestRejected && latest ? html`<tr><th scope="row">Rejected revision</th><td class="bad"><code>${short(latest.commit) || latest.contentHash.slice(0, 12)}</code> ${latest.message ? html`“${latest.message.split('\n')[0]}”` : ''}: ${latest.errorCount} error${latest.errorCount === 1 ? '' : 's'}
-<ul>${latest.errors.map((e) => html`<li><code>${e.file}:${e.line}:${e.col}</code> ${e.message} <span class="mut">[${e.rule}]</span></li>`)}</ul></td></tr>` : ''}
+${
+  f.latestRejected && latest
+    ? html`<tr><th scope="row">Rejected revision</th><td class="bad"><code>${short(latest.commit) || latest.contentHash.slice(0, 12)}</code> ${latest.message ? html`“${latest.message.split('\n')[0]}”` : ''}: ${latest.errorCount} error${latest.errorCount === 1 ? '' : 's'}
+<ul>${latest.errors.map((e) => html`<li><code>${e.file}:${e.line}:${e.col}</code> ${e.message} <span class="mut">[${e.rule}]</span></li>`)}</ul></td></tr>`
+    : ''
+}
 ${f.push ? html`<tr><th scope="row">Push certificate</th><td class="${f.push.expired || f.push.problem ? 'bad' : f.push.warning ? 'warn' : ''}">${f.push.topic ?? ''}${f.push.notAfter ? html`, expires ${when(f.push.notAfter)} (${f.push.daysLeft} days)` : ''}${f.push.problem ? html` — ${f.push.problem}` : ''}</td></tr>` : ''}
 </tbody>
 </table>
@@ -271,30 +303,36 @@ ${DEVICE_STATES.map((s) => html`<tr><th scope="row"><a href="${listHref({ state:
 }
 
 function blueprintsTable(bps: ReturnType<typeof blueprintReports>): Html {
-  if (bps.length === 0) return html`<section aria-labelledby="h-bp"><h2 id="h-bp">Blueprints</h2><p class="mut">No blueprints in the applied revision.</p></section>`;
+  if (bps.length === 0)
+    return html`<section aria-labelledby="h-bp"><h2 id="h-bp">Blueprints</h2><p class="mut">No blueprints in the applied revision.</p></section>`;
   return html`<section aria-labelledby="h-bp">
 <h2 id="h-bp">Blueprints</h2>
 <table>
 <caption>Per blueprint: devices reached, and per profile how many devices have it verified, pending or failed</caption>
 <thead><tr><th scope="col">Blueprint</th><th scope="col" class="n">Devices (selected / matched)</th><th scope="col">Profile</th><th scope="col" class="n">Verified</th><th scope="col" class="n">Pending</th><th scope="col" class="n">Failed</th></tr></thead>
 ${bps.map((b) => {
-    const rows = Math.max(1, b.profiles.length);
-    const notes = [b.suspended ? 'suspended' : '', b.rolloutPercent !== undefined ? `rollout ${b.rolloutPercent}%` : ''].filter(Boolean).join(', ');
-    const head = html`<th scope="rowgroup" rowspan="${rows}"><a href="${listHref({ blueprint: b.name })}">${b.name}</a>${notes ? html` <span class="warn">(${notes})</span>` : ''}<br><span class="mut">${b.file}</span></th>
+  const rows = Math.max(1, b.profiles.length);
+  const notes = [b.suspended ? 'suspended' : '', b.rolloutPercent !== undefined ? `rollout ${b.rolloutPercent}%` : ''].filter(Boolean).join(', ');
+  const head = html`<th scope="rowgroup" rowspan="${rows}"><a href="${listHref({ blueprint: b.name })}">${b.name}</a>${notes ? html` <span class="warn">(${notes})</span>` : ''}<br><span class="mut">${b.file}</span></th>
 <td class="n" rowspan="${rows}">${b.selected} / ${b.matched}</td>`;
-    if (b.profiles.length === 0) return html`<tbody><tr>${head}<td colspan="4" class="mut">no profiles</td></tr></tbody>`;
-    return html`<tbody>${b.profiles.map((p, i) => html`<tr>${i === 0 ? head : ''}<td>${p.profile} <span class="mut">${p.identifier}</span></td><td class="n ok">${p.verified}</td><td class="n${p.pending ? ' warn' : ''}">${p.pending}</td><td class="n${p.failed ? ' bad' : ''}">${p.failed}</td></tr>`)}</tbody>`;
-  })}
+  if (b.profiles.length === 0) return html`<tbody><tr>${head}<td colspan="4" class="mut">no profiles</td></tr></tbody>`;
+  return html`<tbody>${b.profiles.map((p, i) => html`<tr>${i === 0 ? head : ''}<td>${p.profile} <span class="mut">${p.identifier}</span></td><td class="n ok">${p.verified}</td><td class="n${p.pending ? ' warn' : ''}">${p.pending}</td><td class="n${p.failed ? ' bad' : ''}">${p.failed}</td></tr>`)}</tbody>`;
+})}
 </table>
 </section>`;
 }
 
-interface ListQuery { state?: string; blueprint?: string; page: number }
+interface ListQuery {
+  state?: string;
+  blueprint?: string;
+  page: number;
+}
 
 function deviceList(all: ReturnType<typeof deviceSummaries>, q: ListQuery, blueprintNames: string[]): Html {
-  const matching = all.filter((s) =>
-    (q.state === undefined || (q.state === 'stale' ? s.stale : s.state === q.state))
-    && (q.blueprint === undefined || s.blueprints.includes(q.blueprint)));
+  const matching = all.filter(
+    (s) =>
+      (q.state === undefined || (q.state === 'stale' ? s.stale : s.state === q.state)) && (q.blueprint === undefined || s.blueprints.includes(q.blueprint)),
+  );
   const pages = Math.max(1, Math.ceil(matching.length / PAGE_SIZE));
   const page = Math.min(q.page, pages);
   const rows = matching.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE);
@@ -335,7 +373,9 @@ ${pages > 1 ? html`<nav aria-label="Pages">${page > 1 ? html`<a href="${listHref
 function devicePage(d: DeviceDetail): Html {
   const name = d.deviceName ?? d.serialNumber ?? d.id;
   const facts = Object.entries(d.facts).filter(([, v]) => v !== undefined && v !== '');
-  return layout(name, html`<p><a href="/status">← Overview</a></p>
+  return layout(
+    name,
+    html`<p><a href="/status">← Overview</a></p>
 <h1>${name} ${stateBadge(d.state)}${d.stale ? html` <span class="warn">stale</span>` : ''}</h1>
 <table>
 <caption>Device</caption>
@@ -368,7 +408,9 @@ ${d.profileStatus.map((p) => html`<tr><th scope="row">${p.profile}<br><span clas
 ${d.recentCommands.length === 0 ? html`<tr><td colspan="6" class="mut">No commands.</td></tr>` : ''}
 ${d.recentCommands.map((c) => html`<tr><th scope="row">${c.requestType}<br><span class="mut"><code>${c.commandUUID}</code></span></th><td class="${c.status === 'Error' ? 'bad' : ''}">${c.status}</td><td>${when(c.enqueuedAt)}</td><td>${when(c.updatedAt)}</td><td class="n">${c.notNowCount}</td><td>${errorChain(c.errorChain)}</td></tr>`)}
 </tbody>
-</table>`, true);
+</table>`,
+    true,
+  );
 }
 
 // ---------------------------------------------------------------- routes
@@ -413,7 +455,9 @@ function crossSite(ctx: Context, publicUrl: string | undefined): boolean {
   let publicHost: string | undefined;
   try {
     publicHost = publicUrl ? new URL(publicUrl).host : undefined;
-  } catch { /* not a URL: only the Host header counts */ }
+  } catch {
+    /* not a URL: only the Host header counts */
+  }
   // The host alone: behind a TLS proxy the scheme we see is http while the browser's is https.
   return host !== ctx.host && host !== publicHost;
 }
@@ -486,10 +530,22 @@ export function statusPageRoutes(
       const snap = await loadSnapshot(deps.store);
       const all = deviceSummaries(snap, rc);
       const bps = blueprintReports(snap, all, rc.fleet);
-      send(ctx, 200, layout('Fleet status', html`<h1>Fleet status</h1>
+      send(
+        ctx,
+        200,
+        layout(
+          'Fleet status',
+          html`<h1>Fleet status</h1>
 ${overview(fleetSummary(all, rc))}
 ${blueprintsTable(bps)}
-${deviceList(all, { state, blueprint, page }, bps.map((b) => b.name))}`, true));
+${deviceList(
+  all,
+  { state, blueprint, page },
+  bps.map((b) => b.name),
+)}`,
+          true,
+        ),
+      );
     });
 
     router.get('/status/devices/:id', secure, async (ctx) => {

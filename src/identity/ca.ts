@@ -9,16 +9,7 @@
  * name is byte-identical to the CA's subject. The CA key itself must be RSA (forge writes
  * RSA signature-algorithm parameters).
  */
-import {
-  X509Certificate,
-  createHash,
-  createPrivateKey,
-  createPublicKey,
-  generateKeyPairSync,
-  randomBytes,
-  sign,
-  type KeyObject,
-} from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
 import forge from 'node-forge';
 
 export interface CertifiedKey {
@@ -73,15 +64,10 @@ const SHA256_WITH_RSA = '1.2.840.113549.1.1.11';
 const ID_SKI = '2.5.29.14';
 
 // forge's TBS builder is public but missing from @types/node-forge.
-const getTBSCertificate = (
-  forge.pki as unknown as { getTBSCertificate(cert: forge.pki.Certificate): forge.asn1.Asn1 }
-).getTBSCertificate;
+const getTBSCertificate = (forge.pki as unknown as { getTBSCertificate(cert: forge.pki.Certificate): forge.asn1.Asn1 }).getTBSCertificate;
 
 // forge needs *a* public key to build the TBS; the real SubjectPublicKeyInfo replaces it.
-const PLACEHOLDER_KEY = forge.pki.setRsaPublicKey(
-  new forge.jsbn.BigInteger('1', 16),
-  new forge.jsbn.BigInteger('10001', 16),
-);
+const PLACEHOLDER_KEY = forge.pki.setRsaPublicKey(new forge.jsbn.BigInteger('1', 16), new forge.jsbn.BigInteger('10001', 16));
 
 const SHORT_NAMES: Record<string, string> = {
   CN: 'commonName',
@@ -287,11 +273,7 @@ export function issueCertificate(ca: CertifiedKey, opts: IssueOptions): { certPe
 }
 
 /** A device identity (client-auth certificate + key) issued by `ca`. */
-export function createDeviceIdentity(
-  ca: CertifiedKey,
-  commonName: string,
-  opts: DeviceIdentityOptions = {},
-): CertifiedKey {
+export function createDeviceIdentity(ca: CertifiedKey, commonName: string, opts: DeviceIdentityOptions = {}): CertifiedKey {
   const key = opts.key ?? newKey();
   const cert = issueCertificate(ca, {
     publicKey: createPublicKey(key),

@@ -7,13 +7,7 @@
 import { createHash, sign, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import { tlv } from './der.js';
-import {
-  id_contentType,
-  id_data,
-  id_messageDigest,
-  id_signedData,
-  id_signingTime,
-} from './oids.js';
+import { id_contentType, id_data, id_messageDigest, id_signedData, id_signingTime } from './oids.js';
 
 export interface CmsSigner {
   certDer: Buffer;
@@ -30,7 +24,6 @@ export interface SignOptions {
 }
 
 type Digest = 'sha1' | 'sha256';
-
 
 const SEQ = 0x30;
 const SET = 0x31;
@@ -104,10 +97,7 @@ function signerParts(certDer: Buffer): SignerParts {
 function encodeTime(date: Date): Buffer {
   // RFC 5652 11.3: UTCTime for 1950-2049, GeneralizedTime otherwise.
   const year = date.getUTCFullYear();
-  const t =
-    year >= 1950 && year < 2050
-      ? new asn1js.UTCTime({ valueDate: date })
-      : new asn1js.GeneralizedTime({ valueDate: date });
+  const t = year >= 1950 && year < 2050 ? new asn1js.UTCTime({ valueDate: date }) : new asn1js.GeneralizedTime({ valueDate: date });
   return Buffer.from(t.toBER(false));
 }
 
@@ -151,13 +141,6 @@ export function signDetached(body: Buffer, signer: CmsSigner, opts: SignOptions 
     SIGNATURE_ALG[keyType][digest],
     tlv(OCTETS, signature),
   );
-  const signedData = tlv(
-    SEQ,
-    INT1,
-    tlv(SET, DIGEST_ALG[digest]),
-    ENCAP_CONTENT_INFO,
-    parts.certificates,
-    tlv(SET, signerInfo),
-  );
+  const signedData = tlv(SEQ, INT1, tlv(SET, DIGEST_ALG[digest]), ENCAP_CONTENT_INFO, parts.certificates, tlv(SET, signerInfo));
   return tlv(SEQ, OID_SIGNED_DATA, tlv(CTX0, signedData)).toString('base64');
 }

@@ -406,7 +406,8 @@ function checkTree(buf: Buffer, e: Tlv, skip: ReadonlySet<number>, depth = 0): v
     case 0x05: // NULL
       if (n !== 0) throw NOT_FAST;
       return;
-    case 0x06: { // OBJECT IDENTIFIER: sub-identifiers of at most 7 bytes, the last one complete
+    case 0x06: {
+      // OBJECT IDENTIFIER: sub-identifiers of at most 7 bytes, the last one complete
       if (n === 0 || buf[e.contentEnd - 1]! & 0x80) throw NOT_FAST;
       let run = 0;
       for (let i = e.content; i < e.contentEnd; i++) {

@@ -150,15 +150,22 @@ export function textOf(b: Block | undefined, what: string): string {
   if (!b || b.idBlock.tagClass !== 1) throw new Asn1Error(`${what} is not a string`);
   const bytes = contentOf(b, what);
   switch (b.idBlock.tagNumber) {
-    case 12: return bytes.toString('utf8'); // UTF8String
-    case 19: case 22: case 20: case 26: return bytes.toString('latin1'); // Printable, IA5, T61, Visible
-    case 30: { // BMPString: UTF-16BE
+    case 12:
+      return bytes.toString('utf8'); // UTF8String
+    case 19:
+    case 22:
+    case 20:
+    case 26:
+      return bytes.toString('latin1'); // Printable, IA5, T61, Visible
+    case 30: {
+      // BMPString: UTF-16BE
       if (bytes.length % 2) throw new Asn1Error(`${what} is a BMPString of odd length`);
       const le = Buffer.from(bytes);
       le.swap16();
       return le.toString('utf16le');
     }
-    default: throw new Asn1Error(`${what} has unsupported string type ${b.idBlock.tagNumber}`);
+    default:
+      throw new Asn1Error(`${what} has unsupported string type ${b.idBlock.tagNumber}`);
   }
 }
 

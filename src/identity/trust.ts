@@ -143,9 +143,7 @@ export class TrustStore {
 
     const leaf = parseCert(certDer, 'client certificate');
     const validity: Validity[] = [validityOf(leaf, 'certificate', false)];
-    const pool = intermediates
-      .filter((d) => !d.equals(certDer))
-      .map((der) => ({ der, cert: parseCert(der, 'intermediate certificate') }));
+    const pool = intermediates.filter((d) => !d.equals(certDer)).map((der) => ({ der, cert: parseCert(der, 'intermediate certificate') }));
     let issuerHash: string | undefined;
     let current = leaf;
     for (let depth = 0; ; depth++) {

@@ -57,7 +57,12 @@ export class ReplayGuard {
    * Apply a message unless the same one was applied within the window. `applied` says whether
    * the outcome changed state (a refusal is not remembered, so its repeat is judged afresh).
    */
-  async once<T>(key: string, deviceId: string, apply: () => Promise<T>, applied: (result: T) => boolean): Promise<{ replay: true } | { replay: false; result: T }> {
+  async once<T>(
+    key: string,
+    deviceId: string,
+    apply: () => Promise<T>,
+    applied: (result: T) => boolean,
+  ): Promise<{ replay: true } | { replay: false; result: T }> {
     if (!this.enabled) return { replay: false, result: await apply() };
     for (;;) {
       this.expire();
@@ -67,7 +72,12 @@ export class ReplayGuard {
       if (await inFlight) return { replay: true };
     }
     let settle!: (applied: boolean) => void;
-    this.pending.set(key, new Promise<boolean>((resolve) => { settle = resolve; }));
+    this.pending.set(
+      key,
+      new Promise<boolean>((resolve) => {
+        settle = resolve;
+      }),
+    );
     let ok = false;
     try {
       const result = await apply();

@@ -100,7 +100,10 @@ export class MdmService extends EventEmitter<MdmEvents> {
   readonly reenroll: ReenrollPolicy;
   private readonly log?: Logger;
 
-  constructor(private readonly store: Store, opts: MdmServiceOptions | (() => Date) = {}) {
+  constructor(
+    private readonly store: Store,
+    opts: MdmServiceOptions | (() => Date) = {},
+  ) {
     super();
     const o = typeof opts === 'function' ? { now: opts } : opts;
     this.now = o.now ?? (() => new Date());
@@ -306,7 +309,11 @@ export class MdmService extends EventEmitter<MdmEvents> {
    * identity change it makes (if another certificate was bound) and what the certificate was
    * issued for.
    */
-  private async authorizeAuthenticate(deviceId: string, facts: DeviceFacts, id: TrustResult): Promise<{ change?: IdentityChange; issuedFor?: { serial?: string; udid?: string } }> {
+  private async authorizeAuthenticate(
+    deviceId: string,
+    facts: DeviceFacts,
+    id: TrustResult,
+  ): Promise<{ change?: IdentityChange; issuedFor?: { serial?: string; udid?: string } }> {
     const iss = this.issuance(id.certHash);
     const refuse = (why: string): never => {
       throw new ProtocolError(403, `certificate ${short(id.certHash)} may not authenticate as ${deviceId}: ${why}`);
@@ -315,9 +322,10 @@ export class MdmService extends EventEmitter<MdmEvents> {
     if (iss?.device !== undefined && iss.device !== deviceId) refuse('it is a renewal issued for another device');
     if (iss?.udid !== undefined && iss.udid !== deviceId) refuse('it was issued for another device');
     if (iss?.serial !== undefined && iss.serial !== facts.SerialNumber) refuse('it was issued for another serial number');
-    const issuedFor = iss && (iss.serial !== undefined || iss.udid !== undefined)
-      ? { ...(iss.serial !== undefined ? { serial: iss.serial } : {}), ...(iss.udid !== undefined ? { udid: iss.udid } : {}) }
-      : undefined;
+    const issuedFor =
+      iss && (iss.serial !== undefined || iss.udid !== undefined)
+        ? { ...(iss.serial !== undefined ? { serial: iss.serial } : {}), ...(iss.udid !== undefined ? { udid: iss.udid } : {}) }
+        : undefined;
 
     const owner = await this.store.deviceForCert(id.certHash);
     if (owner !== undefined && owner !== deviceId) refuse(`it belongs to device ${owner}`);
@@ -334,9 +342,11 @@ export class MdmService extends EventEmitter<MdmEvents> {
     if (b.issuerHash !== id.issuerHash) refuse('the device is bound to a certificate from another CA');
     const reason = this.reenrollAllowed(dev, iss);
     if (!reason) {
-      refuse(this.reenroll === 'after-checkout'
-        ? `the device is enrolled with another certificate (re-enroll policy after-checkout: it must check out or be erased first)`
-        : `the device is enrolled with another certificate (re-enroll policy ${this.reenroll}: a one-time enrollment for its serial number, POST /api/v1/enrollments {"serial": ...}, or a CheckOut first)`);
+      refuse(
+        this.reenroll === 'after-checkout'
+          ? `the device is enrolled with another certificate (re-enroll policy after-checkout: it must check out or be erased first)`
+          : `the device is enrolled with another certificate (re-enroll policy ${this.reenroll}: a one-time enrollment for its serial number, POST /api/v1/enrollments {"serial": ...}, or a CheckOut first)`,
+      );
     }
     return { issuedFor, change: { at, kind: 're-enrollment', reason: `${this.reenroll}: ${reason}`, from, to } };
   }

@@ -9,7 +9,11 @@ import { ProtocolError } from './errors.js';
 import { buildPlist, describe, parsePlistDict, TRUSTED_LIMITS, type PlistDict, type PlistValue } from './plist.js';
 export { fromJson, toJson } from './json.js';
 
-interface AppleKey { type: string; presence: string; rangelist?: unknown[] }
+interface AppleKey {
+  type: string;
+  presence: string;
+  rangelist?: unknown[];
+}
 const SCHEMA = appleCommands as Record<string, { file: string; keys: Record<string, AppleKey> }>;
 
 export interface BuiltCommand {
@@ -47,15 +51,24 @@ export function validateCommand(command: PlistDict): string {
 
 function typeMatches(type: string, v: PlistValue): boolean {
   switch (type) {
-    case 'string': return typeof v === 'string';
-    case 'boolean': return typeof v === 'boolean';
-    case 'integer': return typeof v === 'number' && Number.isInteger(v);
-    case 'real': return typeof v === 'number';
-    case 'data': return v instanceof Uint8Array;
-    case 'date': return v instanceof Date;
-    case 'array': return Array.isArray(v);
-    case 'dictionary': return !!v && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array) && !(v instanceof Date);
-    default: return true;
+    case 'string':
+      return typeof v === 'string';
+    case 'boolean':
+      return typeof v === 'boolean';
+    case 'integer':
+      return typeof v === 'number' && Number.isInteger(v);
+    case 'real':
+      return typeof v === 'number';
+    case 'data':
+      return v instanceof Uint8Array;
+    case 'date':
+      return v instanceof Date;
+    case 'array':
+      return Array.isArray(v);
+    case 'dictionary':
+      return !!v && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array) && !(v instanceof Date);
+    default:
+      return true;
   }
 }
 

@@ -31,16 +31,24 @@ export interface TokenUpdateMessage extends Identified {
   UserLongName?: string;
 }
 
-export interface CheckOutMessage extends Identified { MessageType: 'CheckOut' }
-export interface UserAuthenticateMessage extends Identified { MessageType: 'UserAuthenticate' }
+export interface CheckOutMessage extends Identified {
+  MessageType: 'CheckOut';
+}
+export interface UserAuthenticateMessage extends Identified {
+  MessageType: 'UserAuthenticate';
+}
 export interface SetBootstrapTokenMessage extends Identified {
   MessageType: 'SetBootstrapToken';
   /** Absent means "clear it". Secret: never logged. */
   BootstrapToken?: Buffer;
   AwaitingConfiguration?: boolean;
 }
-export interface GetBootstrapTokenMessage extends Identified { MessageType: 'GetBootstrapToken' }
-export interface UnsupportedCheckinMessage extends Identified { MessageType: 'GetToken' | 'DeclarativeManagement' }
+export interface GetBootstrapTokenMessage extends Identified {
+  MessageType: 'GetBootstrapToken';
+}
+export interface UnsupportedCheckinMessage extends Identified {
+  MessageType: 'GetToken' | 'DeclarativeManagement';
+}
 
 export type CheckinMessage =
   | AuthenticateMessage
@@ -63,8 +71,14 @@ export interface CommandReport extends Identified {
 }
 
 const CHECKIN_TYPES = new Set([
-  'Authenticate', 'TokenUpdate', 'CheckOut', 'UserAuthenticate', 'SetBootstrapToken',
-  'GetBootstrapToken', 'GetToken', 'DeclarativeManagement',
+  'Authenticate',
+  'TokenUpdate',
+  'CheckOut',
+  'UserAuthenticate',
+  'SetBootstrapToken',
+  'GetBootstrapToken',
+  'GetToken',
+  'DeclarativeManagement',
 ]);
 const STATUSES = new Set<ReportStatus>(['Idle', 'Acknowledged', 'Error', 'CommandFormatError', 'NotNow']);
 
@@ -112,7 +126,12 @@ export function decodeCheckin(dict: PlistDict): CheckinMessage {
         UserLongName: str(dict, 'UserLongName'),
       };
     case 'SetBootstrapToken':
-      return { ...id, MessageType: 'SetBootstrapToken', BootstrapToken: data(dict, 'BootstrapToken'), AwaitingConfiguration: bool(dict, 'AwaitingConfiguration') };
+      return {
+        ...id,
+        MessageType: 'SetBootstrapToken',
+        BootstrapToken: data(dict, 'BootstrapToken'),
+        AwaitingConfiguration: bool(dict, 'AwaitingConfiguration'),
+      };
     default:
       return { ...id, MessageType: type as CheckOutMessage['MessageType'] } as CheckinMessage;
   }
@@ -144,10 +163,11 @@ function identify(dict: PlistDict): Identified {
   const enrollmentId = str(dict, 'EnrollmentID');
   const deviceId = udid ?? enrollmentId;
   if (!deviceId) throw new ProtocolError(400, 'missing UDID (or EnrollmentID)');
-  if (!DEVICE_ID.test(deviceId)) throw new ProtocolError(400, `${udid !== undefined ? 'UDID' : 'EnrollmentID'} is not a device identifier (letters, digits and '-', at most 128)`);
+  if (!DEVICE_ID.test(deviceId))
+    throw new ProtocolError(400, `${udid !== undefined ? 'UDID' : 'EnrollmentID'} is not a device identifier (letters, digits and '-', at most 128)`);
   // A user channel: macOS sends UserID; User Enrollment sends EnrollmentUserID.
   const userId = str(dict, 'UserID') ?? str(dict, 'EnrollmentUserID');
-  if (userId && !DEVICE_ID.test(userId)) throw new ProtocolError(400, 'UserID is not a user identifier (letters, digits and \'-\', at most 128)');
+  if (userId && !DEVICE_ID.test(userId)) throw new ProtocolError(400, "UserID is not a user identifier (letters, digits and '-', at most 128)");
   return { deviceId, enrollmentId: userId ? `${deviceId}:${userId}` : deviceId, userId };
 }
 
@@ -161,7 +181,7 @@ function errorChain(dict: PlistDict): ErrorChainItem[] | undefined {
   if (v === undefined) return undefined;
   if (!Array.isArray(v)) throw new ProtocolError(400, `ErrorChain is ${describe(v)}, expected an array`);
   return v.map((item) => {
-    const d = (item && typeof item === 'object' && !Array.isArray(item) && !(item instanceof Uint8Array) && !(item instanceof Date)) ? item : {};
+    const d = item && typeof item === 'object' && !Array.isArray(item) && !(item instanceof Uint8Array) && !(item instanceof Date) ? item : {};
     return {
       ErrorCode: typeof d.ErrorCode === 'number' ? d.ErrorCode : Number(d.ErrorCode ?? 0) || 0,
       ErrorDomain: typeof d.ErrorDomain === 'string' ? d.ErrorDomain : '',

@@ -46,7 +46,8 @@ export const DEVICE_LIMITS: Readonly<PlistLimits> = Object.freeze({ maxDepth: 64
 export const TRUSTED_LIMITS: Readonly<PlistLimits> = Object.freeze({ maxDepth: 128, maxElements: 4_000_000, maxKeys: 1_000_000, maxStringLength: 64 << 20 });
 
 // Apple's DOCTYPE, exactly (both publisher spellings), matched where the parser stands.
-const APPLE_DOCTYPE = /<!DOCTYPE\s+plist\s+PUBLIC\s+"-\/\/Apple(?: Computer)?\/\/DTD PLIST 1\.0\/\/EN"\s+"http:\/\/www\.apple\.com\/DTDs\/PropertyList-1\.0\.dtd"\s*>/iy;
+const APPLE_DOCTYPE =
+  /<!DOCTYPE\s+plist\s+PUBLIC\s+"-\/\/Apple(?: Computer)?\/\/DTD PLIST 1\.0\/\/EN"\s+"http:\/\/www\.apple\.com\/DTDs\/PropertyList-1\.0\.dtd"\s*>/iy;
 const INTEGER = /^[ \t\n\r]*[+-]?\d+[ \t\n\r]*$/;
 // Written so that no input makes them backtrack more than linearly.
 const REAL = /^[ \t\n\r]*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[ \t\n\r]*$/;
@@ -85,16 +86,35 @@ const CONTAINER_TAGS = [T_DICT, T_ARRAY, T_PLIST];
 function tagAt(text: string, from: number, to: number): number {
   let tag: number;
   switch (text.charCodeAt(from)) {
-    case 0x6b: tag = T_KEY; break; // k
-    case 0x73: tag = T_STRING; break; // s
-    case 0x64: tag = text.charCodeAt(from + 1) === 0x69 ? T_DICT : T_DATE; break; // di / da
-    case 0x69: tag = T_INTEGER; break; // i
-    case 0x74: tag = T_TRUE; break; // t
-    case 0x66: tag = T_FALSE; break; // f
-    case 0x61: tag = T_ARRAY; break; // a
-    case 0x72: tag = T_REAL; break; // r
-    case 0x70: tag = T_PLIST; break; // p
-    default: return T_UNKNOWN;
+    case 0x6b:
+      tag = T_KEY;
+      break; // k
+    case 0x73:
+      tag = T_STRING;
+      break; // s
+    case 0x64:
+      tag = text.charCodeAt(from + 1) === 0x69 ? T_DICT : T_DATE;
+      break; // di / da
+    case 0x69:
+      tag = T_INTEGER;
+      break; // i
+    case 0x74:
+      tag = T_TRUE;
+      break; // t
+    case 0x66:
+      tag = T_FALSE;
+      break; // f
+    case 0x61:
+      tag = T_ARRAY;
+      break; // a
+    case 0x72:
+      tag = T_REAL;
+      break; // r
+    case 0x70:
+      tag = T_PLIST;
+      break; // p
+    default:
+      return T_UNKNOWN;
   }
   if (tag === T_DATE && text.charCodeAt(from + 2) === 0x74 && text.charCodeAt(from + 3) === 0x61) tag = T_DATA; // data, not date
   const name = TAG_NAMES[tag]!;
@@ -179,7 +199,8 @@ class Parser {
       const textEnd = lt === -1 ? n : lt;
       if (textEnd > this.pos) {
         const bad = firstNonBlank(text, this.pos, textEnd);
-        if (bad !== -1) this.fail(stack.length === 0 ? (sawRoot ? 'content after the end of the plist' : 'text outside the plist') : 'text between elements', bad);
+        if (bad !== -1)
+          this.fail(stack.length === 0 ? (sawRoot ? 'content after the end of the plist' : 'text outside the plist') : 'text between elements', bad);
       }
       if (lt === -1) break;
       this.pos = lt;
@@ -256,7 +277,14 @@ class Parser {
           if (selfClosing) {
             this.place(isDict ? {} : [], lt, tag);
           } else {
-            stack.push({ kind: isDict ? DICT : ARRAY, dict: isDict ? {} : undefined, array: isDict ? undefined : [], key: undefined, value: undefined, at: lt });
+            stack.push({
+              kind: isDict ? DICT : ARRAY,
+              dict: isDict ? {} : undefined,
+              array: isDict ? undefined : [],
+              key: undefined,
+              value: undefined,
+              at: lt,
+            });
           }
           break;
         }
@@ -491,12 +519,18 @@ class Parser {
     const { text } = this;
     if (text.charCodeAt(amp + 1) !== 0x23 /* # */) {
       switch (text.slice(amp + 1, semi)) {
-        case 'lt': return '<';
-        case 'gt': return '>';
-        case 'amp': return '&';
-        case 'quot': return '"';
-        case 'apos': return "'";
-        default: throw new ProtocolError(400, `malformed plist: undefined XML entity at ${lineCol(text, amp)}`);
+        case 'lt':
+          return '<';
+        case 'gt':
+          return '>';
+        case 'amp':
+          return '&';
+        case 'quot':
+          return '"';
+        case 'apos':
+          return "'";
+        default:
+          throw new ProtocolError(400, `malformed plist: undefined XML entity at ${lineCol(text, amp)}`);
       }
     }
     const hex = text.charCodeAt(amp + 2) === 0x78; /* x */
@@ -588,7 +622,8 @@ function scanName(s: string, from: number): number {
   let i = from;
   for (; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    const ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x3a || c === 0x2d || c === 0x2e || c >= 0x80;
+    const ok =
+      (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x3a || c === 0x2d || c === 0x2e || c >= 0x80;
     if (!ok) break;
   }
   return i;

@@ -15,13 +15,7 @@
  * Never logged: full push tokens, PushMagic, the key.
  */
 import { randomInt } from 'node:crypto';
-import {
-  connect,
-  constants,
-  type ClientHttp2Session,
-  type IncomingHttpHeaders,
-  type OutgoingHttpHeaders,
-} from 'node:http2';
+import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import type { Logger } from 'pino';
 import type { EnrollmentRecord, PushInfo } from '../store/types.js';
 import type { Pusher } from './push.js';
@@ -101,8 +95,7 @@ export interface PushCounters {
 }
 
 export type PushResultKind =
-  | 'pushed' | 'no-token' | 'suppressed' | 'wrong-topic' | 'inactive'
-  | 'unregistered' | 'bad-token' | 'rejected' | 'certificate-problem' | 'failed' | 'closed';
+  'pushed' | 'no-token' | 'suppressed' | 'wrong-topic' | 'inactive' | 'unregistered' | 'bad-token' | 'rejected' | 'certificate-problem' | 'failed' | 'closed';
 
 /** What happened to one enrollment's push. */
 export interface PushResult {
@@ -168,9 +161,25 @@ export function tokenHint(token: string): string {
 
 function emptyCounters(): PushCounters {
   return {
-    requested: 0, coalesced: 0, sent: 0, unregistered: 0, badDeviceToken: 0, badRequest: 0,
-    certificateRejected: 0, tooManyRequests: 0, serverErrors: 0, networkErrors: 0, timeouts: 0,
-    retries: 0, failed: 0, noToken: 0, suppressed: 0, wrongTopic: 0, inactive: 0, connects: 0, goaways: 0,
+    requested: 0,
+    coalesced: 0,
+    sent: 0,
+    unregistered: 0,
+    badDeviceToken: 0,
+    badRequest: 0,
+    certificateRejected: 0,
+    tooManyRequests: 0,
+    serverErrors: 0,
+    networkErrors: 0,
+    timeouts: 0,
+    retries: 0,
+    failed: 0,
+    noToken: 0,
+    suppressed: 0,
+    wrongTopic: 0,
+    inactive: 0,
+    connects: 0,
+    goaways: 0,
   };
 }
 
@@ -180,9 +189,15 @@ class ClosedError extends Error {}
 class Queue<T> {
   private items: T[] = [];
   private head = 0;
-  get length(): number { return this.items.length - this.head; }
-  push(v: T): void { this.items.push(v); }
-  peek(): T | undefined { return this.head < this.items.length ? this.items[this.head] : undefined; }
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(v: T): void {
+    this.items.push(v);
+  }
+  peek(): T | undefined {
+    return this.head < this.items.length ? this.items[this.head] : undefined;
+  }
   shift(): T | undefined {
     if (this.head >= this.items.length) return undefined;
     const v = this.items[this.head++];
@@ -192,7 +207,12 @@ class Queue<T> {
     }
     return v;
   }
-  drain(): T[] { const out = this.items.slice(this.head); this.items = []; this.head = 0; return out; }
+  drain(): T[] {
+    const out = this.items.slice(this.head);
+    this.items = [];
+    this.head = 0;
+    return out;
+  }
 }
 
 /** The one HTTP/2 session to the gateway, opened on demand and replaced when it goes away. */
@@ -222,13 +242,15 @@ class ApnsConnection {
 
   /** The gateway's current stream limit (unknown before SETTINGS: no limit of its own). */
   remoteMaxStreams(): number {
-    return this.connected ? this.session!.remoteSettings.maxConcurrentStreams ?? Infinity : Infinity;
+    return this.connected ? (this.session!.remoteSettings.maxConcurrentStreams ?? Infinity) : Infinity;
   }
 
   get(): Promise<ClientHttp2Session> {
     if (this.closed) return Promise.reject(new ClosedError('APNs client closed'));
     if (this.session && !this.session.closed && !this.session.destroyed) return Promise.resolve(this.session);
-    this.connecting ??= this.open().finally(() => { this.connecting = undefined; });
+    this.connecting ??= this.open().finally(() => {
+      this.connecting = undefined;
+    });
     return this.connecting;
   }
 
@@ -302,11 +324,19 @@ class ApnsConnection {
   async close(graceMs: number): Promise<void> {
     this.closed = true;
     const sessions = [...this.all];
-    await Promise.all(sessions.map((s) => new Promise<void>((resolve) => {
-      if (s.destroyed) return resolve();
-      const t = setTimeout(() => s.destroy(), graceMs);
-      s.close(() => { clearTimeout(t); resolve(); });
-    })));
+    await Promise.all(
+      sessions.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            if (s.destroyed) return resolve();
+            const t = setTimeout(() => s.destroy(), graceMs);
+            s.close(() => {
+              clearTimeout(t);
+              resolve();
+            });
+          }),
+      ),
+    );
   }
 }
 
@@ -343,7 +373,10 @@ export class ApnsPusher implements Pusher {
   private lastCertLog = 0;
   private lastError?: { at: string; message: string };
 
-  constructor(cfg: ApnsConfig, private readonly log: Logger) {
+  constructor(
+    cfg: ApnsConfig,
+    private readonly log: Logger,
+  ) {
     const { certPem: _pem, ...info } = parsePushCertificate(cfg.certPem);
     this.cert = info;
     if (cfg.topic && cfg.topic !== this.cert.topic) {
@@ -397,21 +430,23 @@ export class ApnsPusher implements Pusher {
 
   /** Push now, skipping the window, and wait for APNs' answers (admin "push on demand"). */
   async pushNow(enrollments: EnrollmentRecord[]): Promise<PushResult[]> {
-    return Promise.all(enrollments.map((e): Promise<PushResult> => {
-      const skip = this.admit(e);
-      if (skip) return Promise.resolve({ target: e.id, result: skip });
-      const running = this.inFlight.get(e.id);
-      if (running) {
-        this.counters.coalesced++;
-        return running;
-      }
-      const waiting = this.pending.get(e.id);
-      if (waiting) {
-        waiting.cancelled = true;
-        this.pending.delete(e.id);
-      }
-      return this.start(e.id, e.push!, false);
-    }));
+    return Promise.all(
+      enrollments.map((e): Promise<PushResult> => {
+        const skip = this.admit(e);
+        if (skip) return Promise.resolve({ target: e.id, result: skip });
+        const running = this.inFlight.get(e.id);
+        if (running) {
+          this.counters.coalesced++;
+          return running;
+        }
+        const waiting = this.pending.get(e.id);
+        if (waiting) {
+          waiting.cancelled = true;
+          this.pending.delete(e.id);
+        }
+        return this.start(e.id, e.push!, false);
+      }),
+    );
   }
 
   /**
@@ -437,8 +472,13 @@ export class ApnsPusher implements Pusher {
       url: this.url,
       topic: this.topic,
       certificate: {
-        subject: c.subject, issuer: c.issuer, serialNumber: c.serialNumber, notBefore: c.notBefore, notAfter: c.notAfter,
-        fingerprint256: c.fingerprint256, ...expiryState(c.notAfter, now),
+        subject: c.subject,
+        issuer: c.issuer,
+        serialNumber: c.serialNumber,
+        notBefore: c.notBefore,
+        notAfter: c.notAfter,
+        fingerprint256: c.fingerprint256,
+        ...expiryState(c.notAfter, now),
       },
       ...(this.certificateProblem ? { certificateProblem: { ...this.certificateProblem } } : {}),
       connected: this.conn.connected,
@@ -526,10 +566,13 @@ export class ApnsPusher implements Pusher {
     const first = this.head();
     if (!first) return;
     if (!this.hasFreeSlot()) return; // a finishing stream calls drain()
-    this.flushTimer = setTimeout(() => {
-      this.flushTimer = undefined;
-      this.pump();
-    }, Math.max(0, first.due - Date.now()));
+    this.flushTimer = setTimeout(
+      () => {
+        this.flushTimer = undefined;
+        this.pump();
+      },
+      Math.max(0, first.due - Date.now()),
+    );
   }
 
   /** Start every pending push whose window is over, while streams are free. */
@@ -703,7 +746,10 @@ export class ApnsPusher implements Pusher {
     if (a.status === 400 && (a.reason === 'BadDeviceToken' || a.reason === 'DeviceTokenNotForTopic')) {
       this.counters.badDeviceToken++;
       this.suppress(id, push.token);
-      this.log.warn({ enrollment: id, token: tokenHint(push.token), reason: a.reason }, 'APNs refused the device token (400): not pushing it until a new TokenUpdate');
+      this.log.warn(
+        { enrollment: id, token: tokenHint(push.token), reason: a.reason },
+        'APNs refused the device token (400): not pushing it until a new TokenUpdate',
+      );
       return { ...base, result: 'bad-token' };
     }
     if (a.status === 403) {
@@ -739,8 +785,10 @@ export class ApnsPusher implements Pusher {
     this.lastError = { at: at.toISOString(), message: `certificate: ${reason}` };
     if (at.getTime() - this.lastCertLog >= 60_000) {
       this.lastCertLog = at.getTime();
-      this.log.error({ status, reason, topic: this.topic, notAfter: this.cert.notAfter.toISOString(), refusals: count },
-        'APNs REFUSES THE PUSH CERTIFICATE: no device can be woken until it is fixed (renew or re-import it: orchard push-cert import)');
+      this.log.error(
+        { status, reason, topic: this.topic, notAfter: this.cert.notAfter.toISOString(), refusals: count },
+        'APNs REFUSES THE PUSH CERTIFICATE: no device can be woken until it is fixed (renew or re-import it: orchard push-cert import)',
+      );
     }
   }
 
@@ -819,7 +867,12 @@ export class ApnsPusher implements Pusher {
       });
       stream.on('close', () => {
         if (status) answered();
-        else finish(this.conn.lastSessionError && session.destroyed ? this.conn.lastSessionError : new Error(`APNs stream closed without an answer (code ${stream.rstCode})`));
+        else
+          finish(
+            this.conn.lastSessionError && session.destroyed
+              ? this.conn.lastSessionError
+              : new Error(`APNs stream closed without an answer (code ${stream.rstCode})`),
+          );
       });
       stream.end(body);
     });

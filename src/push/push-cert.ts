@@ -59,7 +59,8 @@ export function expiryState(notAfter: Date, now: Date = new Date()): ExpiryState
   const day = notAfter.toISOString().slice(0, 10);
   let warning: string | undefined;
   if (expired) warning = `push certificate expired on ${day}: devices cannot be pushed; renew it at identity.apple.com with the same topic`;
-  else if (daysLeft <= EXPIRY_WARNING_DAYS) warning = `push certificate expires in ${daysLeft} day${daysLeft === 1 ? '' : 's'} (${day}): renew it at identity.apple.com with the same topic`;
+  else if (daysLeft <= EXPIRY_WARNING_DAYS)
+    warning = `push certificate expires in ${daysLeft} day${daysLeft === 1 ? '' : 's'} (${day}): renew it at identity.apple.com with the same topic`;
   return { daysLeft, expired, ...(warning ? { warning } : {}) };
 }
 
@@ -104,7 +105,11 @@ export function parsePushCertificate(data: Buffer | string): PushCredentials {
     }
     const x = new X509Certificate(der);
     const topic = subjectAttribute(der, UID_OID);
-    if (!topic) throw new PushCertError('no-topic', `not an APNs push certificate: its subject (${x.subject.replace(/\n/g, ', ')}) has no UID attribute holding the topic`);
+    if (!topic)
+      throw new PushCertError(
+        'no-topic',
+        `not an APNs push certificate: its subject (${x.subject.replace(/\n/g, ', ')}) has no UID attribute holding the topic`,
+      );
     return {
       topic,
       subject: x.subject.replace(/\n/g, ', '),
@@ -266,10 +271,16 @@ export function importPushCertificate(dataDir: string, certPath: string, keyPath
   }
   const topicChanged = previousTopic !== undefined && previousTopic !== cert.topic;
   if (topicChanged && !opts.force) {
-    throw new PushCertError('topic-changed', `the new certificate's topic ${cert.topic} differs from the current ${previousTopic}: every enrolled device would be lost (renew the existing certificate at identity.apple.com instead, or pass --force)`);
+    throw new PushCertError(
+      'topic-changed',
+      `the new certificate's topic ${cert.topic} differs from the current ${previousTopic}: every enrolled device would be lost (renew the existing certificate at identity.apple.com instead, or pass --force)`,
+    );
   }
   if (expiry.expired && !opts.force) {
-    throw new PushCertError('expired', `the certificate expired on ${cert.notAfter.toISOString()}: no push would be accepted (pass --force to store it anyway)`);
+    throw new PushCertError(
+      'expired',
+      `the certificate expired on ${cert.notAfter.toISOString()}: no push would be accepted (pass --force to store it anyway)`,
+    );
   }
   const dir = pushDir(dataDir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });

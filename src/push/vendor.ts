@@ -25,9 +25,8 @@ import { PushCertError, pushDir } from './push-cert.js';
 const SHA256_WITH_RSA = '1.2.840.113549.1.1.11';
 
 // forge's CertificationRequestInfo builder is public but missing from @types/node-forge.
-const getCertificationRequestInfo = (
-  forge.pki as unknown as { getCertificationRequestInfo(csr: forge.pki.CertificateSigningRequest): forge.asn1.Asn1 }
-).getCertificationRequestInfo;
+const getCertificationRequestInfo = (forge.pki as unknown as { getCertificationRequestInfo(csr: forge.pki.CertificateSigningRequest): forge.asn1.Asn1 })
+  .getCertificationRequestInfo;
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 
 export const VENDOR_KEY_FILE = 'vendor.key';
@@ -68,10 +67,15 @@ function subjectAttributes(s: CsrSubject): forge.pki.CertificateField[] {
   if (!s.commonName.trim()) throw new PushCertError('unreadable', 'the common name is empty');
   const attrs: forge.pki.CertificateField[] = [];
   if (s.country !== undefined) {
-    if (!/^[A-Z]{2}$/.test(s.country)) throw new PushCertError('unreadable', `country must be two capital letters (ISO 3166), not ${JSON.stringify(s.country)}`);
+    if (!/^[A-Z]{2}$/.test(s.country))
+      throw new PushCertError('unreadable', `country must be two capital letters (ISO 3166), not ${JSON.stringify(s.country)}`);
     attrs.push({ name: 'countryName', value: s.country, valueTagClass: tag(forge.asn1.Type.PRINTABLESTRING) });
   }
-  attrs.push({ name: 'commonName', value: s.commonName, valueTagClass: tag(PRINTABLE.test(s.commonName) ? forge.asn1.Type.PRINTABLESTRING : forge.asn1.Type.UTF8) });
+  attrs.push({
+    name: 'commonName',
+    value: s.commonName,
+    valueTagClass: tag(PRINTABLE.test(s.commonName) ? forge.asn1.Type.PRINTABLESTRING : forge.asn1.Type.UTF8),
+  });
   if (s.email !== undefined) {
     // PKCS#9 emailAddress is an IA5String: ASCII only.
     if (!/^[\x21-\x7e]+@[\x21-\x7e]+$/.test(s.email)) throw new PushCertError('unreadable', `not an email address: ${JSON.stringify(s.email)}`);
@@ -152,7 +156,10 @@ export function vendorCsr(opts: VendorCsrOptions): VendorCsrResult {
   const csrFile = join(opts.dir, VENDOR_CSR_FILE);
   const exists = existsSync(keyFile);
   if (exists && !opts.force) {
-    throw new PushCertError('key-exists', `${keyFile} already exists: a new key would orphan the vendor certificate Apple issued for it (the existing ${VENDOR_CSR_FILE} can be uploaded again); pass --force to replace it`);
+    throw new PushCertError(
+      'key-exists',
+      `${keyFile} already exists: a new key would orphan the vendor certificate Apple issued for it (the existing ${VENDOR_CSR_FILE} can be uploaded again); pass --force to replace it`,
+    );
   }
   const key = newKey();
   const csr = createCsr(key, opts); // validates the subject before anything is written
@@ -223,11 +230,17 @@ export function pushRequest(opts: PushRequestOptions): PushRequestResult {
   const vendorKey = readPrivateKey(opts.vendorKeyFile);
   const vendor = certs.find((c) => c.checkPrivateKey(vendorKey));
   if (!vendor) {
-    throw new PushCertError('key-mismatch', `the vendor key ${opts.vendorKeyFile} does not belong to ${certs.length === 1 ? 'the certificate' : 'any certificate'} in ${opts.vendorCertFile}: use the key that made the vendor CSR`);
+    throw new PushCertError(
+      'key-mismatch',
+      `the vendor key ${opts.vendorKeyFile} does not belong to ${certs.length === 1 ? 'the certificate' : 'any certificate'} in ${opts.vendorCertFile}: use the key that made the vendor CSR`,
+    );
   }
   const vendorNotAfter = new Date(vendor.validTo);
   if (vendorNotAfter.getTime() <= now.getTime()) {
-    throw new PushCertError('expired', `the vendor certificate expired on ${vendorNotAfter.toISOString().slice(0, 10)}: Apple would refuse the request; renew it in the developer portal`);
+    throw new PushCertError(
+      'expired',
+      `the vendor certificate expired on ${vendorNotAfter.toISOString().slice(0, 10)}: Apple would refuse the request; renew it in the developer portal`,
+    );
   }
   const rest = certs.filter((c) => c !== vendor);
   const chain = [vendor, ...rest];

@@ -69,7 +69,11 @@ export function decide(input: DecideInput): Decision {
       // Could not be rendered for this device (e.g. a secret without a value): say so, queue nothing.
       artifacts[id] = {
         ...(st ?? base(id, want.profile, nowIso)),
-        blueprints: want.blueprints, prune: want.prune, revision, phase: 'failed', updatedAt: nowIso,
+        blueprints: want.blueprints,
+        prune: want.prune,
+        revision,
+        phase: 'failed',
+        updatedAt: nowIso,
         lastError: { at: nowIso, message: want.error ?? 'cannot render' },
       };
       continue;
@@ -82,10 +86,17 @@ export function decide(input: DecideInput): Decision {
       if (wasVerified && !st!.commandUUID && st!.templateHash === r.templateHash && sameFields(st!, fields)) continue; // unchanged
       // A version keeps the revision that introduced it: an unrelated commit rewrites nothing.
       artifacts[id] = {
-        ...(st ?? base(id, want.profile, nowIso)), ...fields, uuid: r.uuid, templateHash: r.templateHash,
+        ...(st ?? base(id, want.profile, nowIso)),
+        ...fields,
+        uuid: r.uuid,
+        templateHash: r.templateHash,
         revision: st?.uuid === r.uuid && st.revision ? st.revision : revision,
-        phase: 'verified', commandUUID: undefined, retryAt: undefined, lastError: undefined,
-        updatedAt: wasVerified ? st!.updatedAt : nowIso, verifiedAt: wasVerified ? st!.verifiedAt : nowIso,
+        phase: 'verified',
+        commandUUID: undefined,
+        retryAt: undefined,
+        lastError: undefined,
+        updatedAt: wasVerified ? st!.updatedAt : nowIso,
+        verifiedAt: wasVerified ? st!.verifiedAt : nowIso,
       };
       continue;
     }
@@ -112,8 +123,16 @@ export function decide(input: DecideInput): Decision {
     }
     const attempts = reason === 'retry' ? st!.attempts + 1 : 1;
     artifacts[id] = {
-      ...(st ?? base(id, want.profile, nowIso)), ...fields, uuid: r.uuid, templateHash: r.templateHash, revision,
-      phase: 'pending', commandUUID: undefined, attempts, updatedAt: nowIso, retryAt: undefined,
+      ...(st ?? base(id, want.profile, nowIso)),
+      ...fields,
+      uuid: r.uuid,
+      templateHash: r.templateHash,
+      revision,
+      phase: 'pending',
+      commandUUID: undefined,
+      attempts,
+      updatedAt: nowIso,
+      retryAt: undefined,
       drift: (st?.drift ?? 0) + (reason === 'drift' ? 1 : 0),
       lastError: reason === 'retry' ? st!.lastError : undefined,
     };
@@ -160,7 +179,9 @@ export function prunes(blueprints: readonly string[], recorded: boolean, now: Re
 }
 
 function sameFields(st: ArtifactStatus, f: { profile: string; blueprints: string[]; prune: boolean }): boolean {
-  return st.profile === f.profile && st.prune === f.prune && st.blueprints.length === f.blueprints.length && st.blueprints.every((b, i) => b === f.blueprints[i]);
+  return (
+    st.profile === f.profile && st.prune === f.prune && st.blueprints.length === f.blueprints.length && st.blueprints.every((b, i) => b === f.blueprints[i])
+  );
 }
 
 /** Entries are replaced when they change: compare by reference, then by value for replaced ones. */
@@ -181,8 +202,18 @@ export const isRemoval = (st: ArtifactStatus): boolean => st.uuid === '';
 
 function base(identifier: string, profile: string, nowIso: string): ArtifactStatus {
   return {
-    kind: 'profile', identifier, profile, blueprints: [], uuid: '', templateHash: '', phase: 'pending',
-    revision: '', attempts: 0, prune: true, updatedAt: nowIso, drift: 0,
+    kind: 'profile',
+    identifier,
+    profile,
+    blueprints: [],
+    uuid: '',
+    templateHash: '',
+    phase: 'pending',
+    revision: '',
+    attempts: 0,
+    prune: true,
+    updatedAt: nowIso,
+    drift: 0,
   };
 }
 
@@ -198,14 +229,20 @@ export function applyResult(
   if (st.phase === 'removing') {
     if (status === 'Acknowledged') return undefined; // removed: no longer managed
     return {
-      ...st, phase: 'failed', commandUUID: undefined, updatedAt: atIso,
+      ...st,
+      phase: 'failed',
+      commandUUID: undefined,
+      updatedAt: atIso,
       lastError: { at: atIso, message: describeChain(errorChain, status), errorChain },
       retryAt: new Date(at.getTime() + backoffMs(st.attempts, retry)).toISOString(),
     };
   }
   if (status === 'Acknowledged') return { ...st, phase: 'acknowledged', commandUUID: undefined, updatedAt: atIso, lastError: undefined, retryAt: undefined };
   return {
-    ...st, phase: 'failed', commandUUID: undefined, updatedAt: atIso,
+    ...st,
+    phase: 'failed',
+    commandUUID: undefined,
+    updatedAt: atIso,
     lastError: { at: atIso, message: describeChain(errorChain, status), errorChain },
     retryAt: new Date(at.getTime() + backoffMs(st.attempts, retry)).toISOString(),
   };

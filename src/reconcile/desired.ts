@@ -139,7 +139,9 @@ function* desiredSteps(
         continue;
       }
       const d: DesiredProfile = { identifier: p.identifier, profile: p.name, blueprints: [b.name], prune: b.prune };
-      const key = cache && `${p.name}\0${p.variables.map((v) => values[v] ?? '\u0001').join('\0')}\0${secrets ? p.secrets.map((s) => secrets(s) ?? '\u0001').join('\0') : ''}`;
+      const key =
+        cache &&
+        `${p.name}\0${p.variables.map((v) => values[v] ?? '\u0001').join('\0')}\0${secrets ? p.secrets.map((s) => secrets(s) ?? '\u0001').join('\0') : ''}`;
       let r = key !== undefined ? cache!.get(key) : undefined;
       if (!r) {
         try {

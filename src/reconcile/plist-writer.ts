@@ -27,9 +27,7 @@ export function xmlString(s: string): string {
 /** Values written between yields. */
 const SLICE_NODES = 20_000;
 
-type Frame =
-  | { array: PlistValue[]; i: number; pad: string }
-  | { dict: Record<string, PlistValue>; keys: string[]; i: number; pad: string };
+type Frame = { array: PlistValue[]; i: number; pad: string } | { dict: Record<string, PlistValue>; keys: string[]; i: number; pad: string };
 
 /** The plist XML of `root`; yields every few thousand values. */
 export function* plistXml(root: PlistValue): Generator<void, string, void> {

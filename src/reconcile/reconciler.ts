@@ -38,7 +38,19 @@ export interface ReconcilerOptions {
   now?: () => Date;
 }
 
-const INVENTORY_QUERIES = ['UDID', 'SerialNumber', 'DeviceName', 'Model', 'ModelName', 'ProductName', 'OSVersion', 'BuildVersion', 'IsSupervised', 'IMEI', 'MEID'];
+const INVENTORY_QUERIES = [
+  'UDID',
+  'SerialNumber',
+  'DeviceName',
+  'Model',
+  'ModelName',
+  'ProductName',
+  'OSVersion',
+  'BuildVersion',
+  'IsSupervised',
+  'IMEI',
+  'MEID',
+];
 const FINAL = new Set(['Acknowledged', 'Error', 'CommandFormatError']);
 
 export interface ReconcileOutcome {
@@ -86,7 +98,10 @@ export class Reconciler {
 
   start(): void {
     if (this.opts.driftIntervalMs > 0) {
-      this.driftTimer = setInterval(() => void this.driftCheck().catch((err: unknown) => this.opts.log.error({ err }, 'drift check failed')), this.opts.driftIntervalMs);
+      this.driftTimer = setInterval(
+        () => void this.driftCheck().catch((err: unknown) => this.opts.log.error({ err }, 'drift check failed')),
+        this.opts.driftIntervalMs,
+      );
       this.driftTimer.unref();
     }
   }
@@ -124,14 +139,16 @@ export class Reconciler {
     const ids = await this.opts.store.listDeviceIds();
     const out: T[] = [];
     let i = 0;
-    await Promise.all(Array.from({ length: Math.min(this.opts.concurrency ?? 16, ids.length) }, async () => {
-      while (i < ids.length && !this.stopped) {
-        const id = ids[i++]!;
-        out.push(await fn(id));
-        // Device requests are served between any two devices, however busy the run.
-        await yieldToLoop();
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: Math.min(this.opts.concurrency ?? 16, ids.length) }, async () => {
+        while (i < ids.length && !this.stopped) {
+          const id = ids[i++]!;
+          out.push(await fn(id));
+          // Device requests are served between any two devices, however busy the run.
+          await yieldToLoop();
+        }
+      }),
+    );
     return out;
   }
 
@@ -206,7 +223,10 @@ export class Reconciler {
   private async commit(deviceId: string, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
     // Room for this device's install payloads (the command holds the profile's base64) until
     // they are written: a big per-device profile is built for a few devices at a time.
-    const weight = decision.actions.reduce((n, a) => n + (a.type === 'install' && !this.shared.has(`install\0${a.rendered.uuid}`) ? a.rendered.size * 1.4 : 0), 0);
+    const weight = decision.actions.reduce(
+      (n, a) => n + (a.type === 'install' && !this.shared.has(`install\0${a.rendered.uuid}`) ? a.rendered.size * 1.4 : 0),
+      0,
+    );
     const release = weight > 0 ? await this.budget.acquire(weight) : () => undefined;
     try {
       return await this.commitHeld(deviceId, decision, dirty);
@@ -222,9 +242,20 @@ export class Reconciler {
       if (a.type === 'cancel') {
         change.cancel.push({ enrollmentId: deviceId, uuid: a.commandUUID });
       } else {
-        const cmd = a.type === 'install'
-          ? await this.sharedCommand(deviceId, `install\0${a.rendered.uuid}`, () => this.cpu.run(async () => installCommand(a.rendered)), !a.rendered.perDevice)
-          : await this.sharedCommand(deviceId, `remove\0${a.identifier}`, () => command({ RequestType: 'RemoveProfile', Identifier: a.identifier }, 50), true);
+        const cmd =
+          a.type === 'install'
+            ? await this.sharedCommand(
+                deviceId,
+                `install\0${a.rendered.uuid}`,
+                () => this.cpu.run(async () => installCommand(a.rendered)),
+                !a.rendered.perDevice,
+              )
+            : await this.sharedCommand(
+                deviceId,
+                `remove\0${a.identifier}`,
+                () => command({ RequestType: 'RemoveProfile', Identifier: a.identifier }, 50),
+                true,
+              );
         state.artifacts[a.identifier]!.commandUUID = cmd.uuid;
         change.enqueue.push({ targets: [deviceId], cmd });
       }
@@ -243,7 +274,10 @@ export class Reconciler {
     this.scheduleRetry(deviceId, state);
     if (change.enqueue.length > 0) {
       await this.push(deviceId);
-      this.opts.log.info({ device: deviceId, revision: state.revision, actions: decision.actions.map((a) => `${a.type} ${a.identifier}`) }, 'device reconciled');
+      this.opts.log.info(
+        { device: deviceId, revision: state.revision, actions: decision.actions.map((a) => `${a.type} ${a.identifier}`) },
+        'device reconciled',
+      );
     }
     return { deviceId, queued: change.enqueue.length, cancelled: cancelled.length };
   }
@@ -304,10 +338,13 @@ export class Reconciler {
       .filter((a) => a.phase === 'failed' && a.retryAt && a.attempts < this.retry.maxAttempts)
       .map((a) => Date.parse(a.retryAt!));
     if (due.length === 0 || this.stopped) return;
-    const t = setTimeout(() => {
-      this.retryTimers.delete(deviceId);
-      void this.reconcileDevice(deviceId).catch((err: unknown) => this.opts.log.error({ err, device: deviceId }, 'retry failed'));
-    }, Math.max(0, Math.min(...due) - this.now().getTime()) + 5);
+    const t = setTimeout(
+      () => {
+        this.retryTimers.delete(deviceId);
+        void this.reconcileDevice(deviceId).catch((err: unknown) => this.opts.log.error({ err, device: deviceId }, 'retry failed'));
+      },
+      Math.max(0, Math.min(...due) - this.now().getTime()) + 5,
+    );
     t.unref();
     this.retryTimers.set(deviceId, t);
   }
@@ -409,7 +446,11 @@ export function installCommand(rendered: RenderedProfile, uuid: string = randomU
     const u = xml.indexOf(uuidMark);
     const d = xml.indexOf(dataMark);
     if (u < 0 || d < u) throw new Error('unexpected InstallProfile plist layout');
-    installTemplate = { head: Buffer.from(xml.slice(0, u)), mid: Buffer.from(xml.slice(u + uuidMark.length, d)), tail: Buffer.from(xml.slice(d + dataMark.length)) };
+    installTemplate = {
+      head: Buffer.from(xml.slice(0, u)),
+      mid: Buffer.from(xml.slice(u + uuidMark.length, d)),
+      tail: Buffer.from(xml.slice(d + dataMark.length)),
+    };
   }
   const { head, mid, tail } = installTemplate;
   const payload = Buffer.concat([head, Buffer.from(uuid, 'latin1'), mid, ...rendered.base64(), tail]);

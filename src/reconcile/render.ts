@@ -218,7 +218,14 @@ function constantRendering(r: Omit<RenderedProfile, 'size' | 'bytes' | 'base64' 
 
 function constant(p: ProfileDoc, r: Omit<RenderedProfile, 'identifier' | 'size' | 'bytes' | 'base64' | 'perDevice'>, bytes: Buffer): Compiled {
   const empty: Template = { segments: [], slots: [] };
-  return { constant: constantRendering({ identifier: p.identifier, ...r }, bytes), strings: [], canonical: empty, xml: empty, usesSecrets: false, size: bytes.length };
+  return {
+    constant: constantRendering({ identifier: p.identifier, ...r }, bytes),
+    strings: [],
+    canonical: empty,
+    xml: empty,
+    usesSecrets: false,
+    size: bytes.length,
+  };
 }
 
 function compileFile(p: ProfileDoc): Compiled {
@@ -315,7 +322,9 @@ function xmlParts(c: Compiled, strings: string[], uuid: string, payloadUuids: st
   for (let k = 0; k < slots.length; k++) {
     parts.push({ buf: segments[k]!, literal: k });
     const s = slots[k]!;
-    parts.push({ buf: Buffer.from(s.kind === 'string' ? xmlString(strings[s.i]!, profile) : `<string>${s.kind === 'uuid' ? uuid : payloadUuids[s.i]!}</string>`, 'utf8') });
+    parts.push({
+      buf: Buffer.from(s.kind === 'string' ? xmlString(strings[s.i]!, profile) : `<string>${s.kind === 'uuid' ? uuid : payloadUuids[s.i]!}</string>`, 'utf8'),
+    });
   }
   parts.push({ buf: segments[segments.length - 1]!, literal: segments.length - 1 });
   return parts;
@@ -380,7 +389,11 @@ function* renderCompiled(p: ProfileDoc, c: Compiled, device: DeviceValues, secre
   // Checked now, not when the bytes are joined: a value that cannot be written fails the render.
   for (const s of withSecrets) xmlString(s, p.name);
   return {
-    identifier: p.identifier, uuid, templateHash: templateHash.toString('hex'), size: c.size, perDevice: p.variables.length > 0,
+    identifier: p.identifier,
+    uuid,
+    templateHash: templateHash.toString('hex'),
+    size: c.size,
+    perDevice: p.variables.length > 0,
     bytes: () => Buffer.concat(xmlParts(c, withSecrets, uuid, payloadUuids, p.name).map((x) => x.buf)),
     base64: () => base64Parts(c.xml, xmlParts(c, withSecrets, uuid, payloadUuids, p.name)),
   };

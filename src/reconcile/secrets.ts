@@ -13,7 +13,11 @@ export function envName(name: string): string {
 export class SecretStore {
   private readonly cache = new Map<string, { value: string | undefined; at: number }>();
 
-  constructor(private readonly dir: string | undefined, private readonly env: NodeJS.ProcessEnv = process.env, private readonly ttlMs = 5000) {}
+  constructor(
+    private readonly dir: string | undefined,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+    private readonly ttlMs = 5000,
+  ) {}
 
   lookup = (name: string): string | undefined => {
     if (!/^[A-Za-z0-9_.-]+$/.test(name)) return undefined;

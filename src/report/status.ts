@@ -129,8 +129,17 @@ export function deviceProfiles(d: DeviceRecord, arts: DeviceArtifacts | undefine
   const have = arts?.artifacts ?? {};
   const out: DeviceProfileStatus[] = [];
   const fromArtifact = (a: ArtifactStatus, desired: boolean): DeviceProfileStatus => ({
-    identifier: a.identifier, profile: a.profile, blueprints: a.blueprints, desired, phase: a.phase, revision: a.revision,
-    attempts: a.attempts, drift: a.drift, verifiedAt: a.verifiedAt, updatedAt: a.updatedAt, retryAt: a.retryAt,
+    identifier: a.identifier,
+    profile: a.profile,
+    blueprints: a.blueprints,
+    desired,
+    phase: a.phase,
+    revision: a.revision,
+    attempts: a.attempts,
+    drift: a.drift,
+    verifiedAt: a.verifiedAt,
+    updatedAt: a.updatedAt,
+    retryAt: a.retryAt,
     ...(a.lastError ? { lastError: a.lastError } : {}),
   });
   const seen = new Set<string>();
@@ -142,7 +151,17 @@ export function deviceProfiles(d: DeviceRecord, arts: DeviceArtifacts | undefine
       const a = have[p.identifier];
       const renderError = p.error ? { renderError: p.error } : {};
       if (a) out.push({ ...fromArtifact(a, a.phase !== 'removing'), blueprints: p.blueprints, ...renderError });
-      else out.push({ identifier: p.identifier, profile: p.profile, blueprints: p.blueprints, desired: true, phase: 'not-reconciled', attempts: 0, drift: 0, ...renderError });
+      else
+        out.push({
+          identifier: p.identifier,
+          profile: p.profile,
+          blueprints: p.blueprints,
+          desired: true,
+          phase: 'not-reconciled',
+          attempts: 0,
+          drift: 0,
+          ...renderError,
+        });
     }
     for (const id of desired.frozen) if (have[id]) seen.add(id);
   }
@@ -173,7 +192,12 @@ function selectingBlueprints(fleet: Fleet | undefined, d: DeviceRecord): string[
   return [...fleet.blueprints.values()].filter((b) => matches(b.selector, view) && !b.suspend && inRollout(b, key)).map((b) => b.name);
 }
 
-export function deviceSummary(snap: Snapshot, d: DeviceRecord, ctx: ReportContext, cache?: RenderCache): DeviceSummary & { profileStatus: DeviceProfileStatus[] } {
+export function deviceSummary(
+  snap: Snapshot,
+  d: DeviceRecord,
+  ctx: ReportContext,
+  cache?: RenderCache,
+): DeviceSummary & { profileStatus: DeviceProfileStatus[] } {
   const now = ctx.now ?? new Date();
   const staleMs = (ctx.staleDays ?? DEFAULT_STALE_DAYS) * DAY_MS;
   const enrollments = snap.enrollments.get(d.id) ?? [];
@@ -209,11 +233,18 @@ export function deviceSummary(snap: Snapshot, d: DeviceRecord, ctx: ReportContex
 }
 
 export function summarizeCommands(commands: CommandView[], limit = 20): CommandSummary[] {
-  return commands.slice(-limit).reverse().map((c) => ({
-    commandUUID: c.uuid, requestType: c.requestType, status: c.status, enqueuedAt: c.enqueuedAt,
-    updatedAt: c.updatedAt, notNowCount: c.notNowCount,
-    ...(c.result?.errorChain ? { errorChain: c.result.errorChain } : {}),
-  }));
+  return commands
+    .slice(-limit)
+    .reverse()
+    .map((c) => ({
+      commandUUID: c.uuid,
+      requestType: c.requestType,
+      status: c.status,
+      enqueuedAt: c.enqueuedAt,
+      updatedAt: c.updatedAt,
+      notNowCount: c.notNowCount,
+      ...(c.result?.errorChain ? { errorChain: c.result.errorChain } : {}),
+    }));
 }
 
 export function deviceDetail(snap: Snapshot, d: DeviceRecord, commands: CommandView[], ctx: ReportContext): DeviceDetail {
@@ -221,7 +252,13 @@ export function deviceDetail(snap: Snapshot, d: DeviceRecord, commands: CommandV
   return {
     ...s,
     facts: d.facts,
-    enrollments: (snap.enrollments.get(d.id) ?? []).map((e) => ({ id: e.id, type: e.type, active: e.active, userShortName: e.userShortName, lastSeenAt: e.lastSeenAt })),
+    enrollments: (snap.enrollments.get(d.id) ?? []).map((e) => ({
+      id: e.id,
+      type: e.type,
+      active: e.active,
+      userShortName: e.userShortName,
+      lastSeenAt: e.lastSeenAt,
+    })),
     recentCommands: summarizeCommands(commands),
   };
 }
@@ -282,16 +319,22 @@ export function fleetSummary(summaries: Pick<DeviceSummary, 'state' | 'stale' | 
     latestRejected,
     devices: { total: summaries.length, enrolled, byState, stale, staleDays: ctx.staleDays ?? DEFAULT_STALE_DAYS },
     blueprints: ctx.fleet?.blueprints.size ?? 0,
-    ...(push ? {
-      push: {
-        topic: push.topic,
-        ...(push.certificate ? {
-          notAfter: new Date(push.certificate.notAfter).toISOString(), daysLeft: push.certificate.daysLeft,
-          expired: push.certificate.expired, warning: push.certificate.warning,
-        } : {}),
-        ...(push.certificateProblem ? { problem: push.certificateProblem.reason } : {}),
-      },
-    } : {}),
+    ...(push
+      ? {
+          push: {
+            topic: push.topic,
+            ...(push.certificate
+              ? {
+                  notAfter: new Date(push.certificate.notAfter).toISOString(),
+                  daysLeft: push.certificate.daysLeft,
+                  expired: push.certificate.expired,
+                  warning: push.certificate.warning,
+                }
+              : {}),
+            ...(push.certificateProblem ? { problem: push.certificateProblem.reason } : {}),
+          },
+        }
+      : {}),
   };
 }
 
@@ -317,13 +360,23 @@ export interface BlueprintDetail extends BlueprintReport {
 }
 
 /** Per blueprint: which devices it selects and, per profile, how many have it verified, pending or failed. */
-export function blueprintReports(snap: Snapshot, summaries: (DeviceSummary & { profileStatus: DeviceProfileStatus[] })[], fleet: Fleet | undefined): BlueprintDetail[] {
+export function blueprintReports(
+  snap: Snapshot,
+  summaries: (DeviceSummary & { profileStatus: DeviceProfileStatus[] })[],
+  fleet: Fleet | undefined,
+): BlueprintDetail[] {
   if (!fleet) return [];
   const byId = new Map(snap.devices.map((d) => [d.id, d]));
   const out: BlueprintDetail[] = [];
   for (const b of fleet.blueprints.values()) {
     const byState = Object.fromEntries(DEVICE_STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
-    const profiles = b.profiles.map((name) => ({ profile: name, identifier: fleet.profiles.get(name)?.identifier ?? name, verified: 0, pending: 0, failed: 0 }));
+    const profiles = b.profiles.map((name) => ({
+      profile: name,
+      identifier: fleet.profiles.get(name)?.identifier ?? name,
+      verified: 0,
+      pending: 0,
+      failed: 0,
+    }));
     const selectedDevices: BlueprintDetail['selectedDevices'] = [];
     let matched = 0;
     for (const s of summaries) {
@@ -343,8 +396,17 @@ export function blueprintReports(snap: Snapshot, summaries: (DeviceSummary & { p
       }
     }
     out.push({
-      name: b.name, file: b.origin.file, suspended: b.suspend, ...(b.rollout ? { rolloutPercent: b.rollout.percent } : {}), prune: b.prune,
-      matched, selected: selectedDevices.length, devices: { byState }, profiles, selector: b.selector, selectedDevices,
+      name: b.name,
+      file: b.origin.file,
+      suspended: b.suspend,
+      ...(b.rollout ? { rolloutPercent: b.rollout.percent } : {}),
+      prune: b.prune,
+      matched,
+      selected: selectedDevices.length,
+      devices: { byState },
+      profiles,
+      selector: b.selector,
+      selectedDevices,
     });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name));

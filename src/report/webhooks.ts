@@ -84,7 +84,9 @@ export class EventWebhooks {
         this.emit('command.failed', { enrollment: eid, commandUUID: rep.CommandUUID, status: rep.Status, errorChain: rep.ErrorChain });
       }
     });
-    source?.on('applied', (rev) => this.emit('revision.applied', { commit: rev.info.commit, author: rev.info.author, message: rev.info.message, contentHash: rev.info.contentHash }));
+    source?.on('applied', (rev) =>
+      this.emit('revision.applied', { commit: rev.info.commit, author: rev.info.author, message: rev.info.message, contentHash: rev.info.contentHash }),
+    );
   }
 
   /** Resolves when every queue is empty (tests, shutdown). */
@@ -121,7 +123,12 @@ export class EventWebhooks {
       try {
         const res = await fetch(t.url, {
           method: 'POST',
-          headers: { 'content-type': 'application/json', 'x-orchard-event': ev.type, 'x-orchard-delivery': ev.id, 'x-orchard-signature': signWebhook(this.opts.secret, body) },
+          headers: {
+            'content-type': 'application/json',
+            'x-orchard-event': ev.type,
+            'x-orchard-delivery': ev.id,
+            'x-orchard-signature': signWebhook(this.opts.secret, body),
+          },
           body,
           signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000),
         });
@@ -139,7 +146,10 @@ export class EventWebhooks {
       const delay = Math.min((this.opts.baseMs ?? 1000) * 2 ** (attempt - 1), this.opts.maxMs ?? 300_000);
       this.opts.log.warn({ url: t.url, event: ev.type, id: ev.id, attempt, outcome, retryInMs: delay }, 'webhook delivery failed: retrying');
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => { this.timers.delete(timer); resolve(); }, delay);
+        const timer = setTimeout(() => {
+          this.timers.delete(timer);
+          resolve();
+        }, delay);
         timer.unref();
         this.timers.add(timer);
       });

@@ -88,7 +88,14 @@ export function createStandInTls(): StandInTls {
     { name: 'basicConstraints', cA: false },
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
     { name: 'extKeyUsage', serverAuth: true },
-    { name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }, { type: 7, ip: '::1' }] },
+    {
+      name: 'subjectAltName',
+      altNames: [
+        { type: 2, value: 'localhost' },
+        { type: 7, ip: '127.0.0.1' },
+        { type: 7, ip: '::1' },
+      ],
+    },
   ]);
   cert.sign(forge.pki.privateKeyFromPem(ca.keyPem), forge.md.sha256.create());
   return {
@@ -211,8 +218,14 @@ export class ApnsStandIn {
     this.sessions.add(s);
     s.on('close', () => this.sessions.delete(s));
     s.on('error', () => undefined); // a client that goes away mid-stream is not our concern
-    s.on('ping', () => { this.pingsReceived++; });
-    if (this.opts.idleTimeoutMs) s.setTimeout(this.opts.idleTimeoutMs, () => { s.goaway(constants.NGHTTP2_NO_ERROR); s.close(); });
+    s.on('ping', () => {
+      this.pingsReceived++;
+    });
+    if (this.opts.idleTimeoutMs)
+      s.setTimeout(this.opts.idleTimeoutMs, () => {
+        s.goaway(constants.NGHTTP2_NO_ERROR);
+        s.close();
+      });
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
@@ -241,7 +254,10 @@ export class ApnsStandIn {
       if (answer.status === 200) this.accepted++;
       if (answer.silent) {
         this.silentStreams.add(stream);
-        stream.on('close', () => { this.silentStreams.delete(stream); this.inFlight--; });
+        stream.on('close', () => {
+          this.silentStreams.delete(stream);
+          this.inFlight--;
+        });
         return;
       }
       const send = () => {

@@ -6,16 +6,34 @@
  */
 import type { PlistDict } from '../protocol/plist.js';
 
-const WORDS = ['Pro', 'Studio', 'Helper', 'Café', 'Über', 'Notes & Tasks', '写真', 'Übersicht', 'Sync', 'Agent', 'Updater', 'Lite', 'X', 'Cloud', 'Capture <Beta>'];
+const WORDS = [
+  'Pro',
+  'Studio',
+  'Helper',
+  'Café',
+  'Über',
+  'Notes & Tasks',
+  '写真',
+  'Übersicht',
+  'Sync',
+  'Agent',
+  'Updater',
+  'Lite',
+  'X',
+  'Cloud',
+  'Capture <Beta>',
+];
 const VENDORS = ['com.apple', 'com.microsoft', 'com.google', 'org.mozilla', 'com.adobe', 'io.example', 'de.firma', 'jp.co.kaisha'];
 
 /** A deterministic PRNG (xorshift32), so the same count always gives the same report. */
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
   return () => {
-    s ^= s << 13; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
     s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
+    s ^= s << 5;
+    s >>>= 0;
     return s / 0x100000000;
   };
 }

@@ -11,7 +11,12 @@ import { buildPlist, parsePlistDict, TRUSTED_LIMITS, type PlistDict, type PlistV
 
 /** The server answered a device request with something other than 200. */
 export class SimRefusedError extends Error {
-  constructor(readonly status: number, message: string) { super(message); }
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export interface SimIdentity {
@@ -121,16 +126,27 @@ export class SimulatedDevice {
   async authenticate(): Promise<SimResponse> {
     const f = this.facts;
     return this.checkin({
-      MessageType: 'Authenticate', Topic: this.topic, UDID: this.udid, SerialNumber: f.SerialNumber as string,
-      Model: f.Model as string, ModelName: f.ModelName as string, ProductName: f.ProductName as string,
-      OSVersion: f.OSVersion as string, BuildVersion: f.BuildVersion as string, DeviceName: f.DeviceName as string,
+      MessageType: 'Authenticate',
+      Topic: this.topic,
+      UDID: this.udid,
+      SerialNumber: f.SerialNumber as string,
+      Model: f.Model as string,
+      ModelName: f.ModelName as string,
+      ProductName: f.ProductName as string,
+      OSVersion: f.OSVersion as string,
+      BuildVersion: f.BuildVersion as string,
+      DeviceName: f.DeviceName as string,
     });
   }
 
   async tokenUpdate(user?: { userId: string; shortName?: string; longName?: string }): Promise<SimResponse> {
     const msg: PlistDict = {
-      MessageType: 'TokenUpdate', Topic: this.topic, UDID: this.udid,
-      Token: new Uint8Array(this.pushToken), PushMagic: this.pushMagic, AwaitingConfiguration: false,
+      MessageType: 'TokenUpdate',
+      Topic: this.topic,
+      UDID: this.udid,
+      Token: new Uint8Array(this.pushToken),
+      PushMagic: this.pushMagic,
+      AwaitingConfiguration: false,
     };
     if (user) {
       msg.UserID = user.userId;
@@ -217,11 +233,15 @@ export class SimulatedDevice {
         return done('Acknowledged', { QueryResponses: responses });
       }
       case 'SecurityInfo':
-        return done('Acknowledged', { SecurityInfo: { PasscodePresent: true, PasscodeCompliant: true, FDE_Enabled: true, SystemIntegrityProtectionEnabled: true } });
+        return done('Acknowledged', {
+          SecurityInfo: { PasscodePresent: true, PasscodeCompliant: true, FDE_Enabled: true, SystemIntegrityProtectionEnabled: true },
+        });
       case 'CertificateList':
         return done('Acknowledged', { CertificateList: [] });
       case 'InstalledApplicationList':
-        return done('Acknowledged', { InstalledApplicationList: [{ Identifier: 'com.apple.Safari', Name: 'Safari', ShortVersion: '18.1', Version: '20619.2.8' }] });
+        return done('Acknowledged', {
+          InstalledApplicationList: [{ Identifier: 'com.apple.Safari', Name: 'Safari', ShortVersion: '18.1', Version: '20619.2.8' }],
+        });
       default:
         return done('Error', { ErrorChain: [chain(12021, 'MCMDMErrorDomain', `Unknown command "${requestType}"`)] });
     }
@@ -273,7 +293,9 @@ function parseProfile(payload: PlistValue | undefined): InstalledProfile | undef
   const start = text.indexOf('<?xml');
   const end = text.lastIndexOf('</plist>');
   if (start < 0 || end < 0) return undefined;
-  text = Buffer.from(payload).subarray(start, end + 8).toString('utf8');
+  text = Buffer.from(payload)
+    .subarray(start, end + 8)
+    .toString('utf8');
   try {
     const p = parsePlistDict(text, TRUSTED_LIMITS);
     if (typeof p.PayloadIdentifier !== 'string' || typeof p.PayloadUUID !== 'string') return undefined;
@@ -284,8 +306,10 @@ function parseProfile(payload: PlistValue | undefined): InstalledProfile | undef
       PayloadVersion: typeof p.PayloadVersion === 'number' ? p.PayloadVersion : 1,
       ...(typeof p.PayloadDisplayName === 'string' ? { PayloadDisplayName: p.PayloadDisplayName } : {}),
       PayloadContent: content.map((c) => ({
-        PayloadIdentifier: String(c.PayloadIdentifier), PayloadType: String(c.PayloadType),
-        PayloadUUID: String(c.PayloadUUID), PayloadVersion: typeof c.PayloadVersion === 'number' ? c.PayloadVersion : 1,
+        PayloadIdentifier: String(c.PayloadIdentifier),
+        PayloadType: String(c.PayloadType),
+        PayloadUUID: String(c.PayloadUUID),
+        PayloadVersion: typeof c.PayloadVersion === 'number' ? c.PayloadVersion : 1,
       })),
     };
   } catch {

@@ -20,7 +20,11 @@ export interface ScepIdentity extends SimIdentity {
 }
 
 export class ScepEnrollError extends Error {
-  constructor(message: string, readonly failInfo?: FailInfo, readonly failInfoText?: string) {
+  constructor(
+    message: string,
+    readonly failInfo?: FailInfo,
+    readonly failInfoText?: string,
+  ) {
     super(message);
     this.name = 'ScepEnrollError';
   }
@@ -74,7 +78,11 @@ function withQuery(base: string, params: Record<string, string>): string {
 export async function getCACaps(scepUrl: string): Promise<string[]> {
   const r = await fetchBytes(withQuery(scepUrl, { operation: 'GetCACaps' }));
   if (r.status !== 200) throw new ScepEnrollError(`GetCACaps: HTTP ${r.status}`);
-  return r.body.toString('utf8').split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
+  return r.body
+    .toString('utf8')
+    .split(/\r?\n/)
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 export async function getCACert(scepUrl: string): Promise<Buffer> {
@@ -86,9 +94,14 @@ export async function getCACert(scepUrl: string): Promise<Buffer> {
 
 /** Send a PKIOperation message; returns the CertRep DER. */
 export async function pkiOperation(scepUrl: string, message: Buffer, method: 'GET' | 'POST'): Promise<Buffer> {
-  const r = method === 'POST'
-    ? await fetchBytes(withQuery(scepUrl, { operation: 'PKIOperation' }), { method: 'POST', body: new Uint8Array(message), headers: { 'content-type': 'application/x-pki-message' } })
-    : await fetchBytes(withQuery(scepUrl, { operation: 'PKIOperation', message: message.toString('base64') }));
+  const r =
+    method === 'POST'
+      ? await fetchBytes(withQuery(scepUrl, { operation: 'PKIOperation' }), {
+          method: 'POST',
+          body: new Uint8Array(message),
+          headers: { 'content-type': 'application/x-pki-message' },
+        })
+      : await fetchBytes(withQuery(scepUrl, { operation: 'PKIOperation', message: message.toString('base64') }));
   if (r.status !== 200) throw new ScepEnrollError(`PKIOperation: HTTP ${r.status}: ${r.body.toString('utf8').trim().slice(0, 200)}`);
   return r.body;
 }
@@ -138,7 +151,11 @@ async function request(a: RequestArgs): Promise<ScepIdentity> {
   const reply = await pkiOperation(a.scepUrl, req.der, a.negotiated.method);
   const rep = readCertRep(reply, req, a.negotiated.caCertDer, signer);
   if (rep.status !== 'SUCCESS') {
-    throw new ScepEnrollError(`${a.messageType} ${rep.status}${rep.failInfo ? ` ${rep.failInfo}` : ''}${rep.failInfoText ? `: ${rep.failInfoText}` : ''}`, rep.failInfo, rep.failInfoText);
+    throw new ScepEnrollError(
+      `${a.messageType} ${rep.status}${rep.failInfo ? ` ${rep.failInfo}` : ''}${rep.failInfoText ? `: ${rep.failInfoText}` : ''}`,
+      rep.failInfo,
+      rep.failInfoText,
+    );
   }
   const cert = rep.certificates[0];
   if (!cert) throw new ScepEnrollError('CertRep SUCCESS without a certificate');
@@ -174,10 +191,13 @@ export async function enrollFromProfile(opts: ScepEnrollOptions): Promise<ScepEn
 export async function renewIdentity(scepUrl: string, current: SimIdentity, opts: ScepClientOptions = {}): Promise<ScepIdentity> {
   const negotiated = await negotiate(scepUrl, opts);
   const x = new X509Certificate(current.certDer);
-  const subject: SubjectEntry[] = (x.subject ?? '').split('\n').filter(Boolean).map((l) => {
-    const i = l.indexOf('=');
-    return [l.slice(0, i), l.slice(i + 1)] as SubjectEntry;
-  });
+  const subject: SubjectEntry[] = (x.subject ?? '')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const i = l.indexOf('=');
+      return [l.slice(0, i), l.slice(i + 1)] as SubjectEntry;
+    });
   const key = opts.key ?? (await newKey(x.publicKey.asymmetricKeyDetails?.modulusLength ?? 2048));
   return request({ scepUrl, negotiated, messageType: 'RenewalReq', key, subject, current });
 }

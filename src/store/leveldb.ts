@@ -53,9 +53,7 @@ const FORMAT_VERSION = 2;
 const DEFAULT_PRIORITY = 50;
 
 type Db = Level<string, unknown>;
-type Op =
-  | { type: 'put'; key: string; value: unknown; valueEncoding?: 'buffer' }
-  | { type: 'del'; key: string };
+type Op = { type: 'put'; key: string; value: unknown; valueEncoding?: 'buffer' } | { type: 'del'; key: string };
 
 type StoredEnrollment = Omit<EnrollmentRecord, 'unlockToken'> & { unlockToken?: string };
 
@@ -419,15 +417,18 @@ export class LevelStore implements Store {
       const releases: (() => void)[] = [];
       try {
         for (const uuid of chunk) releases.push(await this.acquire('C' + uuid));
-        const referenced = await Promise.all(
-          chunk.map(async (uuid) => (await this.db.keys({ ...range(K.refPrefix(uuid)), limit: 1 }).all()).length > 0),
-        );
+        const referenced = await Promise.all(chunk.map(async (uuid) => (await this.db.keys({ ...range(K.refPrefix(uuid)), limit: 1 }).all()).length > 0));
         chunk.forEach((uuid, j) => {
           if (!referenced[j] && this.lastPayload?.uuid === uuid) this.lastPayload = undefined;
         });
         await this.write(
           chunk.flatMap((uuid, j): Op[] =>
-            referenced[j] ? [{ type: 'del', key: K.gc(uuid) }] : [{ type: 'del', key: K.gc(uuid) }, { type: 'del', key: K.payload(uuid) }],
+            referenced[j]
+              ? [{ type: 'del', key: K.gc(uuid) }]
+              : [
+                  { type: 'del', key: K.gc(uuid) },
+                  { type: 'del', key: K.payload(uuid) },
+                ],
           ),
         );
       } finally {
@@ -731,7 +732,12 @@ export class LevelStore implements Store {
     return { cancelled };
   }
 
-  private async commitLocked(deviceId: string, state: DeviceArtifacts, change: ReconcileChange, enqueuedAt: string): Promise<{ cancelled: string[]; dropped: string[] }> {
+  private async commitLocked(
+    deviceId: string,
+    state: DeviceArtifacts,
+    change: ReconcileChange,
+    enqueuedAt: string,
+  ): Promise<{ cancelled: string[]; dropped: string[] }> {
     const ops: Op[] = [{ type: 'put', key: K.artifacts(deviceId), value: state }];
     const cancelled: string[] = [];
     const mirrorRemovals: [string, string][] = [];
@@ -772,12 +778,7 @@ export class LevelStore implements Store {
     }
   }
 
-  async recordResult(
-    enrollmentId: string,
-    commandUUID: string,
-    result: CommandResult,
-    reported?: ReportedState,
-  ): Promise<RecordOutcome> {
+  async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome> {
     if (result.status !== 'NotNow' && !FINAL.has(result.status)) throw new Error(`unknown command status ${String(result.status)}`);
     const atMs = Date.parse(result.at);
     if (Number.isNaN(atMs)) throw new Error(`command ${commandUUID}: result time ${result.at} is not a date`);
@@ -831,7 +832,14 @@ export class LevelStore implements Store {
   async getCommand(enrollmentId: string, commandUUID: string): Promise<CommandView | undefined> {
     const r = this.getJson<CmdRec>(K.cmd(enrollmentId, commandUUID));
     if (!r) return undefined;
-    const view: CommandView = { uuid: r.uuid, requestType: r.requestType, priority: r.priority, status: r.status, enqueuedAt: r.enqueuedAt, notNowCount: r.notNowCount };
+    const view: CommandView = {
+      uuid: r.uuid,
+      requestType: r.requestType,
+      priority: r.priority,
+      status: r.status,
+      enqueuedAt: r.enqueuedAt,
+      notNowCount: r.notNowCount,
+    };
     if (r.updatedAt !== undefined) view.updatedAt = r.updatedAt;
     if (r.result) view.result = { ...r.result, raw: this.getBuf(K.raw(enrollmentId, commandUUID)) ?? Buffer.alloc(0) };
     return view;
@@ -842,7 +850,10 @@ export class LevelStore implements Store {
     recs.sort((a, b) => a.seq - b.seq);
     const finished = recs.filter((r) => r.result !== undefined);
     const raws = finished.length
-      ? ((await this.db.getMany<string, Buffer>(finished.map((r) => K.raw(enrollmentId, r.uuid)), BUF)) as (Buffer | undefined)[])
+      ? ((await this.db.getMany<string, Buffer>(
+          finished.map((r) => K.raw(enrollmentId, r.uuid)),
+          BUF,
+        )) as (Buffer | undefined)[])
       : [];
     const rawOf = new Map(finished.map((r, i) => [r.uuid, raws[i]]));
     return recs.map((r) => {

@@ -225,12 +225,7 @@ export interface Store {
    * a command not queued for this enrollment is 'unknown'. Neither changes anything. An
    * Acknowledged EraseDevice on the device channel sets the device's `erasedAt`.
    */
-  recordResult(
-    enrollmentId: string,
-    commandUUID: string,
-    result: CommandResult,
-    reported?: ReportedState,
-  ): Promise<RecordOutcome>;
+  recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome>;
   /** One command of an enrollment, pending or finished (with its result); undefined if unknown or compacted. */
   getCommand(enrollmentId: string, commandUUID: string): Promise<CommandView | undefined>;
   /** Pending and finished commands of an enrollment, oldest first. */

@@ -47,8 +47,13 @@ function comparable(p: PlistDict): PlistDict {
   if (top.PayloadEnabled === true) delete top.PayloadEnabled;
   if (top.PayloadRemovalDisallowed === false) delete top.PayloadRemovalDisallowed;
   return {
-    ...top, PayloadScope: top.PayloadScope ?? 'System', PayloadVersion: top.PayloadVersion ?? 1,
-    PayloadContent: (p.PayloadContent as PlistDict[]).map(({ PayloadUUID: _pu, PayloadIdentifier: _pi, ...keys }) => ({ ...keys, PayloadVersion: keys.PayloadVersion ?? 1 })),
+    ...top,
+    PayloadScope: top.PayloadScope ?? 'System',
+    PayloadVersion: top.PayloadVersion ?? 1,
+    PayloadContent: (p.PayloadContent as PlistDict[]).map(({ PayloadUUID: _pu, PayloadIdentifier: _pi, ...keys }) => ({
+      ...keys,
+      PayloadVersion: keys.PayloadVersion ?? 1,
+    })),
   };
 }
 
@@ -157,7 +162,20 @@ describe('orchard import: signed, crafted and broken inputs', () => {
 
   it('signed profiles are kept byte for byte, also with --to-yaml, and validate', async () => {
     const dir = tmp();
-    const signed = execFileSync('openssl', ['smime', '-sign', '-binary', '-nodetach', '-in', join(REAL, 'rtrouton-profiles/DisableSiri/DisableSiri.mobileconfig'), '-signer', signer.cert, '-inkey', signer.key, '-outform', 'DER']);
+    const signed = execFileSync('openssl', [
+      'smime',
+      '-sign',
+      '-binary',
+      '-nodetach',
+      '-in',
+      join(REAL, 'rtrouton-profiles/DisableSiri/DisableSiri.mobileconfig'),
+      '-signer',
+      signer.cert,
+      '-inkey',
+      signer.key,
+      '-outform',
+      'DER',
+    ]);
     writeFileSync(join(dir, 'signed.mobileconfig'), signed);
     const { code, report, out } = await importJson([dir, '--to-yaml']);
     expect(code).toBe(0);
@@ -174,8 +192,11 @@ describe('orchard import: signed, crafted and broken inputs', () => {
       'ref.mobileconfig': profileXml('<key>Other</key><string>11111111-2222-4333-8444-555555555555</string>'),
       'dollar.mobileconfig': profileXml('<key>Label</key><string>${device.SerialNumber} and $${x} and ${</string>'),
       // Strings YAML would read as something else unless quoted, and keys that look like syntax.
-      'tricky.mobileconfig': profileXml(['true', '0123', '1e3', 'null', '~', ' lead', 'a: b', '- x', '#c', 'multi\nline\n', 'Grüße &amp; 日本', '', '0x1F', '.inf']
-        .map((v, i) => `<key>k${i}: &amp; [x]</key><string>${v}</string>`).join('') + '<key>n</key><integer>-9007199254740991</integer><key>f</key><real>0.1</real><key>e</key><array/><key>d</key><dict/>'),
+      'tricky.mobileconfig': profileXml(
+        ['true', '0123', '1e3', 'null', '~', ' lead', 'a: b', '- x', '#c', 'multi\nline\n', 'Grüße &amp; 日本', '', '0x1F', '.inf']
+          .map((v, i) => `<key>k${i}: &amp; [x]</key><string>${v}</string>`)
+          .join('') + '<key>n</key><integer>-9007199254740991</integer><key>f</key><real>0.1</real><key>e</key><array/><key>d</key><dict/>',
+      ),
     };
     for (const [f, xml] of Object.entries(files)) writeFileSync(join(dir, f), xml.replace(/com\.example\.crafted(?=<)/, `com.example.${f.split('.')[0]}`));
     const { code, report, out } = await importJson([dir, '--to-yaml']);
@@ -199,11 +220,24 @@ describe('orchard import: signed, crafted and broken inputs', () => {
   it('binary and UTF-16 profiles are read as macOS reads them and convert', async () => {
     const dir = tmp();
     const xml = profileXml('<key>autohide</key><true/>');
-    writeFileSync(join(dir, 'binary.mobileconfig'), execFileSync('python3', ['-c', 'import plistlib,sys; sys.stdout.buffer.write(plistlib.dumps(plistlib.loads(sys.stdin.buffer.read()), fmt=plistlib.FMT_BINARY))'], { input: xml.replace('com.example.crafted<', 'com.example.binary<') }));
-    writeFileSync(join(dir, 'utf16.mobileconfig'), Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(xml.replace('com.example.crafted<', 'com.example.utf16<').replace('UTF-8', 'UTF-16'), 'utf16le')]));
+    writeFileSync(
+      join(dir, 'binary.mobileconfig'),
+      execFileSync(
+        'python3',
+        ['-c', 'import plistlib,sys; sys.stdout.buffer.write(plistlib.dumps(plistlib.loads(sys.stdin.buffer.read()), fmt=plistlib.FMT_BINARY))'],
+        { input: xml.replace('com.example.crafted<', 'com.example.binary<') },
+      ),
+    );
+    writeFileSync(
+      join(dir, 'utf16.mobileconfig'),
+      Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(xml.replace('com.example.crafted<', 'com.example.utf16<').replace('UTF-8', 'UTF-16'), 'utf16le')]),
+    );
     const { code, report } = await importJson([dir, '--to-yaml']);
     expect(code).toBe(0);
-    expect(report.profiles.map((p) => [p.name, p.as])).toEqual([['com.example.binary', 'yaml'], ['com.example.utf16', 'yaml']]);
+    expect(report.profiles.map((p) => [p.name, p.as])).toEqual([
+      ['com.example.binary', 'yaml'],
+      ['com.example.utf16', 'yaml'],
+    ]);
   });
 
   it('a broken file is skipped with its reason and never stops the others; same identifier: numbered, listed once; an identical copy: skipped', async () => {
@@ -222,7 +256,11 @@ describe('orchard import: signed, crafted and broken inputs', () => {
       expect.stringMatching(/^the same file as profile "disablesiri"$/),
       expect.stringMatching(/malformed entity reference/),
     ]);
-    expect(report.profiles.map((p) => [p.name, p.listed])).toEqual([['disablesiri', true], ['com.example.crafted', true], ['com.example.crafted-2', false]]);
+    expect(report.profiles.map((p) => [p.name, p.listed])).toEqual([
+      ['disablesiri', true],
+      ['com.example.crafted', true],
+      ['com.example.crafted-2', false],
+    ]);
     expect(report.profiles[2]!.note).toMatch(/shares PayloadIdentifier com.example.crafted with profile "com.example.crafted": not listed/);
     expect(readFileSync(join(out, 'blueprints/imported.yaml'), 'utf8')).toMatch(/# Not listed: [^\n]*\n[^\n]*\n {2}# - com.example.crafted-2\n$/);
     expect(report.validation.errors).toBe(0);
@@ -247,7 +285,20 @@ describe('orchard validate on a signed profile whose SignedData content is not c
     writeFileSync(join(repo, 'plain.xml'), xml);
     const pki = opensslPki('Validate Signer');
     const { cert, key } = pki.issue('signer');
-    const signed = execFileSync('openssl', ['cms', '-sign', '-nodetach', '-binary', '-in', join(repo, 'plain.xml'), '-signer', cert, '-inkey', key, '-outform', 'DER']);
+    const signed = execFileSync('openssl', [
+      'cms',
+      '-sign',
+      '-nodetach',
+      '-binary',
+      '-in',
+      join(repo, 'plain.xml'),
+      '-signer',
+      cert,
+      '-inkey',
+      key,
+      '-outform',
+      'DER',
+    ]);
     // ContentInfo's [0] (offset 15 after SEQUENCE and OID, long lengths): made primitive.
     const at = signed.indexOf(Buffer.from([0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02])) + 11;
     expect(signed[at]).toBe(0xa0);
@@ -266,5 +317,3 @@ describe('orchard validate on a signed profile whose SignedData content is not c
     ]);
   });
 });
-
-

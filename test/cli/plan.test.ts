@@ -23,7 +23,8 @@ async function plan(args: string[], env: Record<string, string> = {}): Promise<{
   }
 }
 
-const passcode = (min: number) => profile('passcode', 'com.example.passcode', `    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: ${min}\n`);
+const passcode = (min: number) =>
+  profile('passcode', 'com.example.passcode', `    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: ${min}\n`);
 const firewall = profile('firewall', 'com.example.firewall', '    - type: com.apple.security.firewall\n      keys:\n        EnableFirewall: true\n');
 
 let repo: FleetRepo;
@@ -36,13 +37,19 @@ beforeAll(async () => {
   repo.write('profiles/passcode.yaml', passcode(8)).write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode']));
   repo.commit('main');
   server = await startTestServer({ repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') });
-  const devices = [0, 1, 2].map((i) => server.device({ serialNumber: `PLAN${i}` })).concat([server.device({ serialNumber: 'PLANIPAD', model: 'iPad13,1', productName: 'iPad13,1' })]);
+  const devices = [0, 1, 2]
+    .map((i) => server.device({ serialNumber: `PLAN${i}` }))
+    .concat([server.device({ serialNumber: 'PLANIPAD', model: 'iPad13,1', productName: 'iPad13,1' })]);
   serials = devices.map((d) => d.serialNumber);
   for (const d of devices) await d.enroll();
-  await waitFor('convergence', async () => {
-    for (const d of devices) await d.connect();
-    return devices.slice(0, 3).every((d) => d.profiles.has('com.example.passcode')) || undefined;
-  }, 15_000);
+  await waitFor(
+    'convergence',
+    async () => {
+      for (const d of devices) await d.connect();
+      return devices.slice(0, 3).every((d) => d.profiles.has('com.example.passcode')) || undefined;
+    },
+    15_000,
+  );
   const res = await fetch(`${server.url}/api/v1/devices`, { headers: { authorization: `Bearer ${server.readToken}` } });
   inventory = join(repo.root, 'inventory.json');
   writeFileSync(inventory, await res.text());
@@ -60,7 +67,9 @@ describe('orchard plan', () => {
   });
 
   it('a pull request that edits a profile and adds one: exit 2, per blueprint and profile, which devices', async () => {
-    repo.write('profiles/passcode.yaml', passcode(12)).write('profiles/firewall.yaml', firewall)
+    repo
+      .write('profiles/passcode.yaml', passcode(12))
+      .write('profiles/firewall.yaml', firewall)
       .write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode', 'firewall']));
     const r = await plan([repo.work, '--inventory', inventory]);
     expect(r.code).toBe(2);
@@ -98,8 +107,12 @@ describe('orchard plan', () => {
     const invalid = await plan([repo.work, '--inventory', inventory]);
     expect(invalid.code).toBe(1);
     expect(invalid.stdout).toMatch(/blueprints\/macs\.yaml:8:\d+: profile "nope" is not defined/);
-    repo.write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['imei']))
-      .write('profiles/imei.yaml', profile('imei', 'com.example.imei', '    - type: com.apple.wifi.managed\n      keys:\n        SSID_STR: net-${device.IMEI}\n'));
+    repo
+      .write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['imei']))
+      .write(
+        'profiles/imei.yaml',
+        profile('imei', 'com.example.imei', '    - type: com.apple.wifi.managed\n      keys:\n        SSID_STR: net-${device.IMEI}\n'),
+      );
     const render = await plan([repo.work, '--inventory', inventory]);
     expect(render.code).toBe(1);
     expect(render.stdout).toMatch(/error: device PLAN0: profile "imei": the device has no IMEI/);

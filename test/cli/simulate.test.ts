@@ -39,15 +39,36 @@ it('--enroll-url: devices enroll from the served profile through SCEP, once', as
   writeFileSync(join(dir, 'push.key'), push.keyPem);
   importPushCertificate(dataDir, join(dir, 'push.pem'), join(dir, 'push.key'));
   // APNs pointed at a closed local port: this test must never reach Apple.
-  const srv = await spawnServer(['--data-dir', dataDir, '--apns-url', 'https://127.0.0.1:9'], { ORCHARD_API_TOKEN: 't0ken', ORCHARD_SCEP_CHALLENGE: 'sim-challenge' });
+  const srv = await spawnServer(['--data-dir', dataDir, '--apns-url', 'https://127.0.0.1:9'], {
+    ORCHARD_API_TOKEN: 't0ken',
+    ORCHARD_SCEP_CHALLENGE: 'sim-challenge',
+  });
   try {
-    const args = [CLI, 'simulate', '--server', srv.url, '--enroll-url', `${srv.url}/mdm/enroll`, '--state-dir', join(dir, 'scep-sim'), '--count', '2', '--prefix', 'SCEP', '--once'];
+    const args = [
+      CLI,
+      'simulate',
+      '--server',
+      srv.url,
+      '--enroll-url',
+      `${srv.url}/mdm/enroll`,
+      '--state-dir',
+      join(dir, 'scep-sim'),
+      '--count',
+      '2',
+      '--prefix',
+      'SCEP',
+      '--once',
+    ];
     const first = await run(process.execPath, args);
     expect(first.stdout).toMatch(/enrolled SIM-SCEP000000/);
     expect(first.stdout).toMatch(/enrolled SIM-SCEP000001/);
     const second = await run(process.execPath, args);
     expect(second.stdout).not.toMatch(/enrolled/);
-    const dev = (await (await fetch(`${srv.url}/api/v1/devices/SIM-SCEP000001`, { headers: { authorization: 'Bearer t0ken' } })).json()) as { enrolled: boolean; identity: { subject: string }; enrollments: { topic: string }[] };
+    const dev = (await (await fetch(`${srv.url}/api/v1/devices/SIM-SCEP000001`, { headers: { authorization: 'Bearer t0ken' } })).json()) as {
+      enrolled: boolean;
+      identity: { subject: string };
+      enrollments: { topic: string }[];
+    };
     expect(dev.enrolled).toBe(true);
     expect(dev.enrollments[0]!.topic).toBe(push.topic);
     expect(dev.identity.subject).toContain('Orchard MDM identity'); // issued by the server's own CA
@@ -66,7 +87,8 @@ it('simulated devices enroll and answer a command queued through the admin API',
     expect(first.stdout).toMatch(/enrolled SIM-CLI000000/);
     expect(first.stdout).toMatch(/enrolled SIM-CLI000001/);
     const res = await fetch(`${srv.url}/api/v1/commands`, {
-      method: 'POST', headers: { authorization: 'Bearer t0ken', 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { authorization: 'Bearer t0ken', 'content-type': 'application/json' },
       body: JSON.stringify({ targets: ['SIM-CLI000001'], command: { RequestType: 'DeviceInformation', Queries: ['SerialNumber'] } }),
     });
     expect(res.status).toBe(201);
@@ -74,7 +96,9 @@ it('simulated devices enroll and answer a command queued through the admin API',
     const second = await run(process.execPath, [CLI, 'simulate', '--server', srv.url, '--state-dir', caDir, '--count', '2', '--prefix', 'CLI', '--once']);
     expect(second.stdout).toContain(`SIM-CLI000001 DeviceInformation ${commandUUID} -> Acknowledged`);
     expect(second.stdout).not.toMatch(/enrolled/); // the same devices, not new enrollments
-    const dev = (await (await fetch(`${srv.url}/api/v1/devices/SIM-CLI000001`, { headers: { authorization: 'Bearer t0ken' } })).json()) as { reported: { DeviceInformation: { value: unknown } } };
+    const dev = (await (await fetch(`${srv.url}/api/v1/devices/SIM-CLI000001`, { headers: { authorization: 'Bearer t0ken' } })).json()) as {
+      reported: { DeviceInformation: { value: unknown } };
+    };
     expect(dev.reported.DeviceInformation.value).toEqual({ SerialNumber: 'CLI000001' });
   } finally {
     srv.child.kill('SIGTERM');
@@ -85,10 +109,11 @@ it('simulated devices enroll and answer a command queued through the admin API',
 it('a server that lost its devices: a one-line reason naming --reenroll, which then enrolls them again', async () => {
   const caDir = join(dir, 'lost-ca');
   loadOrCreateCA(caDir);
-  const sim = (extra: string[] = []) => run(process.execPath, [CLI, 'simulate', '--server', srvUrl(), '--state-dir', caDir, '--prefix', 'LOST', '--once', ...extra]).then(
-    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-    (err: { code: number; stdout: string; stderr: string }) => err,
-  );
+  const sim = (extra: string[] = []) =>
+    run(process.execPath, [CLI, 'simulate', '--server', srvUrl(), '--state-dir', caDir, '--prefix', 'LOST', '--once', ...extra]).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (err: { code: number; stdout: string; stderr: string }) => err,
+    );
   let srv = await spawnServer(['--data-dir', join(dir, 'lost-1'), '--trust-ca', join(caDir, 'ca.pem')]);
   const srvUrl = () => srv.url;
   try {

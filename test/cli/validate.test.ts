@@ -45,7 +45,10 @@ describe('orchard validate', () => {
     const r = await validate([bad, '--format', 'github']);
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/^::warning file=profiles\/p\.yaml,line=11,col=9,title=orchard apple-unknown-key::/m);
-    const chrome = makeRepo({ 'p.yaml': profile('p', 'com.example.p', '    - type: com.google.Chrome\n      keys: {HomepageLocation: "https://example.com"}\n'), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    const chrome = makeRepo({
+      'p.yaml': profile('p', 'com.example.p', '    - type: com.google.Chrome\n      keys: {HomepageLocation: "https://example.com"}\n'),
+      'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
+    });
     const n = await validate([chrome, '--format', 'github']);
     expect(n.code).toBe(0);
     expect(n.stdout).toMatch(/^::notice file=p\.yaml,line=9,col=13,title=orchard custom-preferences::keys of com\.google\.Chrome are not checked/m);
@@ -61,7 +64,10 @@ describe('orchard validate', () => {
   });
 
   it('--strict: warnings are errors; without it a repository with only warnings is valid', async () => {
-    const warned = makeRepo({ 'p.yaml': profile('p', 'com.example.p', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLenght: 8\n'), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    const warned = makeRepo({
+      'p.yaml': profile('p', 'com.example.p', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLenght: 8\n'),
+      'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
+    });
     const lax = await validate([warned]);
     expect(lax.code).toBe(0);
     expect(lax.stdout).toMatch(/^valid: 0 errors, 1 warning/m);
@@ -73,10 +79,16 @@ describe('orchard validate', () => {
   });
 
   it('--manifests checks custom preference domains against a folder of manifests', async () => {
-    const repo = makeRepo({ 'p.yaml': profile('p', 'com.example.p', '    - type: com.google.Chrome\n      keys: {HomepageIsNewTabPage: "yes"}\n'), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    const repo = makeRepo({
+      'p.yaml': profile('p', 'com.example.p', '    - type: com.google.Chrome\n      keys: {HomepageIsNewTabPage: "yes"}\n'),
+      'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
+    });
     expect((await validate([repo])).code).toBe(0);
     const dir = mkdtempSync(join(tmpdir(), 'orchard-manifests-'));
-    writeFileSync(join(dir, 'com.google.Chrome.plist'), buildPlist({ pfm_domain: 'com.google.Chrome', pfm_subkeys: [{ pfm_name: 'HomepageIsNewTabPage', pfm_type: 'boolean' }] }));
+    writeFileSync(
+      join(dir, 'com.google.Chrome.plist'),
+      buildPlist({ pfm_domain: 'com.google.Chrome', pfm_subkeys: [{ pfm_name: 'HomepageIsNewTabPage', pfm_type: 'boolean' }] }),
+    );
     const r = await validate([repo, '--manifests', dir]);
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/^p\.yaml:10:\d+: error: 'HomepageIsNewTabPage' must be a boolean, got string "yes" \[manifest-type\]$/m);
@@ -91,9 +103,15 @@ describe('orchard validate', () => {
 
   describe('hostile repositories: diagnostics in every format, never a stack trace', () => {
     const outside = mkdtempSync(join(tmpdir(), 'orchard-outside-'));
-    writeFileSync(join(outside, 'leak.mobileconfig'), '<plist><dict><key>PayloadType</key><string>Configuration</string><key>Leak</key><string>TOP-SECRET-VALUE</string></dict></plist>');
+    writeFileSync(
+      join(outside, 'leak.mobileconfig'),
+      '<plist><dict><key>PayloadType</key><string>Configuration</string><key>Leak</key><string>TOP-SECRET-VALUE</string></dict></plist>',
+    );
     const secret = (extra: string) => `apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: s}\nspec:\n  description: d\n${extra}`;
-    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `${'bcdefghij'[i]}: &${'bcdefghij'[i]} [${Array(10).fill(`*${'abcdefghij'[i]}`).join(', ')}]`)].join('\n');
+    const bomb = [
+      'a: &a [x, x, x, x, x, x, x, x, x, x]',
+      ...Array.from({ length: 8 }, (_, i) => `${'bcdefghij'[i]}: &${'bcdefghij'[i]} [${Array(10).fill(`*${'abcdefghij'[i]}`).join(', ')}]`),
+    ].join('\n');
     const hostile = makeRepo({
       'bomb.yaml': `${bomb}\n`,
       'unresolved.yaml': secret('  x: *nowhere\n'),
@@ -111,14 +129,21 @@ describe('orchard validate', () => {
       noTrace(r);
       expect(r.code).toBe(1);
       // The bomb stops the loading at the repository's node limit: the files after it are not reached.
-      expect(r.stdout).toMatch(/^bomb\.yaml:\d+:\d+: error: more than 300000 YAML nodes in the repository, aliases counted as what they expand to \(limit nodes\) \[limit-nodes\]$/m);
+      expect(r.stdout).toMatch(
+        /^bomb\.yaml:\d+:\d+: error: more than 300000 YAML nodes in the repository, aliases counted as what they expand to \(limit nodes\) \[limit-nodes\]$/m,
+      );
       expect(r.stdout).toMatch(/^a-deep\.yaml:1:65: error: nesting deeper than 64 levels \(limit depth\) \[yaml-depth\]$/m);
-      const rest = makeRepo({ 'unresolved.yaml': secret('  x: *nowhere\n'), 'f.yaml': 'apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: f}\nspec:\n  file: leak.mobileconfig\n' });
+      const rest = makeRepo({
+        'unresolved.yaml': secret('  x: *nowhere\n'),
+        'f.yaml': 'apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: f}\nspec:\n  file: leak.mobileconfig\n',
+      });
       symlinkSync(join(outside, 'leak.mobileconfig'), join(rest, 'leak.mobileconfig'));
       const r2 = await validate([rest]);
       noTrace(r2);
       expect(r2.stdout).toMatch(/^unresolved\.yaml:6:6: error: alias \*nowhere has no anchor &nowhere before it \[yaml\]$/m);
-      expect(r2.stdout).toMatch(/^f\.yaml:5:9: error: cannot read "leak\.mobileconfig": it resolves \(through a symbolic link\) to a path outside the repository \[mobileconfig\]$/m);
+      expect(r2.stdout).toMatch(
+        /^f\.yaml:5:9: error: cannot read "leak\.mobileconfig": it resolves \(through a symbolic link\) to a path outside the repository \[mobileconfig\]$/m,
+      );
     });
 
     it('json and github', async () => {
@@ -134,7 +159,10 @@ describe('orchard validate', () => {
     });
 
     it('a harmless anchor reused 120 times is valid', async () => {
-      const devices = Array.from({ length: 120 }, (_, i) => `    - {serial: C02XD${String(i).padStart(7, '0')}, tags: ${i === 0 ? '&t [design, office]' : '*t'}}\n`).join('');
+      const devices = Array.from(
+        { length: 120 },
+        (_, i) => `    - {serial: C02XD${String(i).padStart(7, '0')}, tags: ${i === 0 ? '&t [design, office]' : '*t'}}\n`,
+      ).join('');
       const r = await validate([makeRepo({ 'g.yaml': `apiVersion: orchard/v1\nkind: DeviceGroup\nmetadata: {name: g}\nspec:\n  devices:\n${devices}` })]);
       noTrace(r);
       expect(r.code).toBe(0);

@@ -35,19 +35,60 @@ describe('bad input: a 4xx with a clear reason in the log, and the server keeps 
     ['malformed XML', () => put(plist('<dict><key>MessageType</key><string>Authenticate</dict>')), /malformed plist/],
     ['a plist that is not a dict', () => put(plist('<array><string>x</string></array>')), /expected a dict/],
     ['missing UDID', () => put(plist('<dict><key>MessageType</key><string>Authenticate</string><key>Topic</key><string>t</string></dict>')), /missing UDID/],
-    ['unknown MessageType', () => put(plist('<dict><key>MessageType</key><string>Reboot</string><key>UDID</key><string>X</string></dict>')), /unknown MessageType/],
-    ['a DOCTYPE with entities', () => put(`<?xml version="1.0"?><!DOCTYPE plist [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]><plist><dict><key>MessageType</key><string>&b;</string></dict></plist>`), /DOCTYPE|entit/],
+    [
+      'unknown MessageType',
+      () => put(plist('<dict><key>MessageType</key><string>Reboot</string><key>UDID</key><string>X</string></dict>')),
+      /unknown MessageType/,
+    ],
+    [
+      'a DOCTYPE with entities',
+      () =>
+        put(
+          `<?xml version="1.0"?><!DOCTYPE plist [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]><plist><dict><key>MessageType</key><string>&b;</string></dict></plist>`,
+        ),
+      /DOCTYPE|entit/,
+    ],
     ['an undefined entity reference', () => put(plist('<dict><key>MessageType</key><string>&xxe;</string></dict>')), /entity/],
     ['a body over the size limit', () => put(plist(`<dict><key>Pad</key><string>${'x'.repeat(70 * 1024)}</string></dict>`)), /limit/],
     ['wrong content type', () => put(plist('<dict/>'), 'application/json'), /content type/],
-    ['a JSON content type with a suffix', () => put(plist('<dict/>'), 'application/problem+json'), /content type "application\/problem\+json" is not an MDM plist/],
+    [
+      'a JSON content type with a suffix',
+      () => put(plist('<dict/>'), 'application/problem+json'),
+      /content type "application\/problem\+json" is not an MDM plist/,
+    ],
     ['a form upload', () => put(plist('<dict/>'), 'multipart/form-data; boundary=x'), /content type "multipart\/form-data" is not an MDM plist/],
-    ["curl --data's default content type", () => put(plist('<dict/>'), 'application/x-www-form-urlencoded'), /content type "application\/x-www-form-urlencoded"/],
+    [
+      "curl --data's default content type",
+      () => put(plist('<dict/>'), 'application/x-www-form-urlencoded'),
+      /content type "application\/x-www-form-urlencoded"/,
+    ],
     ['a binary plist', () => put(Buffer.concat([Buffer.from('bplist00'), Buffer.alloc(40)])), /binary plist/],
     ['neither MessageType nor Status', () => put(plist('<dict><key>UDID</key><string>X</string></dict>')), /not an MDM message/],
-    ['a report without CommandUUID', () => put(plist('<dict><key>UDID</key><string>X</string><key>Status</key><string>Acknowledged</string></dict>'), 'application/x-apple-aspen-mdm', '/mdm/connect'), /CommandUUID/],
-    ['a wrongly typed key', () => put(plist('<dict><key>MessageType</key><string>Authenticate</string><key>UDID</key><integer>5</integer></dict>')), /UDID is an? number, expected a string/],
-    ['a malformed Mdm-Signature', () => http(`${server.url}/mdm/checkin`, { method: 'PUT', body: plist('<dict/>'), headers: { 'content-type': 'application/x-apple-aspen-mdm-checkin', 'mdm-signature': 'bm90IGEgY21z' } }), /Mdm-Signature is not valid BER/],
+    [
+      'a report without CommandUUID',
+      () =>
+        put(
+          plist('<dict><key>UDID</key><string>X</string><key>Status</key><string>Acknowledged</string></dict>'),
+          'application/x-apple-aspen-mdm',
+          '/mdm/connect',
+        ),
+      /CommandUUID/,
+    ],
+    [
+      'a wrongly typed key',
+      () => put(plist('<dict><key>MessageType</key><string>Authenticate</string><key>UDID</key><integer>5</integer></dict>')),
+      /UDID is an? number, expected a string/,
+    ],
+    [
+      'a malformed Mdm-Signature',
+      () =>
+        http(`${server.url}/mdm/checkin`, {
+          method: 'PUT',
+          body: plist('<dict/>'),
+          headers: { 'content-type': 'application/x-apple-aspen-mdm-checkin', 'mdm-signature': 'bm90IGEgY21z' },
+        }),
+      /Mdm-Signature is not valid BER/,
+    ],
   ];
 
   for (const [name, send, reason] of cases) {
@@ -74,18 +115,21 @@ describe('bad input: a 4xx with a clear reason in the log, and the server keeps 
     });
     const uuid = (queued.json() as { commandUUID: string }).commandUUID;
     // node:http adds no Content-Type of its own, unlike fetch for a string body.
-    const send = (report: Record<string, string>, type?: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const body = buildPlist({ UDID: dev.udid, ...report });
-      const headers: Record<string, string> = { 'mdm-signature': signDetached(body, identity), 'content-length': String(body.length) };
-      if (type) headers['content-type'] = type;
-      const req = request(`${server.url}/mdm/connect`, { method: 'PUT', headers }, (res) => {
-        let text = '';
-        res.on('data', (d: Buffer) => { text += d.toString(); });
-        res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+    const send = (report: Record<string, string>, type?: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const body = buildPlist({ UDID: dev.udid, ...report });
+        const headers: Record<string, string> = { 'mdm-signature': signDetached(body, identity), 'content-length': String(body.length) };
+        if (type) headers['content-type'] = type;
+        const req = request(`${server.url}/mdm/connect`, { method: 'PUT', headers }, (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => {
+            text += d.toString();
+          });
+          res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+        });
+        req.on('error', reject);
+        req.end(body);
       });
-      req.on('error', reject);
-      req.end(body);
-    });
     const idle = await send({ Status: 'Idle' });
     expect(idle.status).toBe(200);
     expect(idle.body).toContain(uuid);
@@ -105,9 +149,11 @@ describe('bad input: a 4xx with a clear reason in the log, and the server keeps 
 function rng(seed: number) {
   let s = seed >>> 0;
   return () => {
-    s ^= s << 13; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
     s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
+    s ^= s << 5;
+    s >>>= 0;
     return s / 0x100000000;
   };
 }
@@ -116,45 +162,91 @@ function mutate(src: Buffer, others: Buffer[], r: () => number): Buffer<ArrayBuf
   const b = Buffer.from(src);
   const pick = (n: number) => Math.floor(r() * n);
   switch (pick(8)) {
-    case 0: { // flip bytes
+    case 0: {
+      // flip bytes
       for (let i = 0, n = 1 + pick(8); i < n; i++) b[pick(b.length)] = pick(256);
       return b;
     }
-    case 1: return b.subarray(0, pick(b.length)); // truncate
-    case 2: { // insert XML-ish noise
-      const noise = ['<', '>', '</dict>', '<dict>', '<key>', '&', '&amp;', '<![CDATA[', '<!--', '\u0000', '<string>', '<data>', '<integer>', '</plist>', '"', 'é'][pick(16)]!;
+    case 1:
+      return b.subarray(0, pick(b.length)); // truncate
+    case 2: {
+      // insert XML-ish noise
+      const noise = [
+        '<',
+        '>',
+        '</dict>',
+        '<dict>',
+        '<key>',
+        '&',
+        '&amp;',
+        '<![CDATA[',
+        '<!--',
+        '\u0000',
+        '<string>',
+        '<data>',
+        '<integer>',
+        '</plist>',
+        '"',
+        'é',
+      ][pick(16)]!;
       const at = pick(b.length);
       return Buffer.concat([b.subarray(0, at), Buffer.from(noise), b.subarray(at)]);
     }
-    case 3: { // delete a span
+    case 3: {
+      // delete a span
       const at = pick(b.length);
       return Buffer.concat([b.subarray(0, at), b.subarray(at + 1 + pick(40))]);
     }
-    case 4: { // splice two captures
+    case 4: {
+      // splice two captures
       const o = others[pick(others.length)]!;
       return Buffer.concat([b.subarray(0, pick(b.length)), o.subarray(pick(o.length))]);
     }
-    case 5: { // swap a value's type tag
+    case 5: {
+      // swap a value's type tag
       const s = b.toString('utf8');
       const tags = ['string', 'data', 'integer', 'true/', 'dict', 'array', 'date', 'real'];
       return Buffer.from(s.replace(/<(string|data|integer|true\/|dict|array)>/, `<${tags[pick(tags.length)]}>`));
     }
-    case 6: { // duplicate a chunk
+    case 6: {
+      // duplicate a chunk
       const at = pick(b.length);
       const len = pick(200);
       return Buffer.concat([b.subarray(0, at + len), b.subarray(at, at + len), b.subarray(at + len)]);
     }
-    default: { // rewrite a key name or MessageType/Status value
+    default: {
+      // rewrite a key name or MessageType/Status value
       const s = b.toString('utf8');
-      const words = ['Authenticate', 'TokenUpdate', 'CheckOut', 'Idle', 'Acknowledged', 'NotNow', 'Error', 'UDID', 'Status', 'MessageType', 'CommandUUID', 'UserID', 'ErrorChain', ''];
-      return Buffer.from(s.replace(/<string>[^<]*<\/string>|<key>[^<]*<\/key>/, (m) => (m.startsWith('<key>') ? `<key>${words[pick(words.length)]}</key>` : `<string>${words[pick(words.length)]}</string>`)));
+      const words = [
+        'Authenticate',
+        'TokenUpdate',
+        'CheckOut',
+        'Idle',
+        'Acknowledged',
+        'NotNow',
+        'Error',
+        'UDID',
+        'Status',
+        'MessageType',
+        'CommandUUID',
+        'UserID',
+        'ErrorChain',
+        '',
+      ];
+      return Buffer.from(
+        s.replace(/<string>[^<]*<\/string>|<key>[^<]*<\/key>/, (m) =>
+          m.startsWith('<key>') ? `<key>${words[pick(words.length)]}</key>` : `<string>${words[pick(words.length)]}</string>`,
+        ),
+      );
     }
   }
 }
 
 describe('fuzz', () => {
   it('10,000 mutated captures: no 5xx, no crash', async () => {
-    const captures = readdirSync(VECTORS).filter((f) => f.endsWith('.plist')).map((f) => readFileSync(join(VECTORS, f)));
+    const captures = readdirSync(VECTORS)
+      .filter((f) => f.endsWith('.plist'))
+      .map((f) => readFileSync(join(VECTORS, f)));
     const r = rng(0x0c4a4d);
     const statuses = new Map<number, number>();
     const failures: string[] = [];

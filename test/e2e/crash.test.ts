@@ -24,8 +24,7 @@ it('SIGKILL during a burst loses and duplicates nothing', async () => {
   const agent = new Agent({ keepAlive: false });
   const key = createDeviceIdentity(ca, 'k').key;
   const identities = Array.from({ length: 20 }, (_, i) => createDeviceIdentity(ca, `crash-${i}`, { key }));
-  const devices = identities.map((identity, i) =>
-    new SimulatedDevice({ serverUrl: srv.url, identity, udid: `CRASH-${String(i).padStart(4, '0')}`, agent }));
+  const devices = identities.map((identity, i) => new SimulatedDevice({ serverUrl: srv.url, identity, udid: `CRASH-${String(i).padStart(4, '0')}`, agent }));
   for (const d of devices) await d.enroll();
 
   const acknowledged = new Map<string, string>(); // commandUUID -> target

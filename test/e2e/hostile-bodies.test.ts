@@ -29,7 +29,8 @@ afterAll(async () => {
   await server.stop();
 });
 
-const HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n';
+const HEAD =
+  '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n';
 
 function put(body: Buffer | string, path = '/mdm/connect', type = 'application/x-apple-aspen-mdm') {
   const buf = Buffer.isBuffer(body) ? body : Buffer.from(body);
@@ -43,7 +44,8 @@ const report = (inner: string, uuid = randomUUID()) =>
 async function queue(requestType: string, uuid: string) {
   const command = requestType === 'DeviceInformation' ? { RequestType: requestType, Queries: ['DeviceName'] } : { RequestType: requestType };
   const res = await http(`${server.url}/api/v1/commands`, {
-    method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+    method: 'POST',
+    headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
     body: JSON.stringify({ targets: [UDID], commandUUID: uuid, command }),
   });
   expect(res.status).toBe(201);
@@ -60,7 +62,11 @@ describe('reports with an invalid <date> (issue 11.5): a 400 naming the position
     ['ProfileList', 'ProfileList', '<array><dict><key>PayloadIdentifier</key><string>p</string><key>InstallDate</key><date>not-a-date</date></dict></array>'],
     ['SecurityInfo', 'SecurityInfo', '<dict><key>FDE_Enabled</key><true/><key>Since</key><date>not-a-date</date></dict>'],
     ['CertificateList', 'CertificateList', '<array><dict><key>CommonName</key><string>c</string><key>NotAfter</key><date>not-a-date</date></dict></array>'],
-    ['InstalledApplicationList', 'InstalledApplicationList', '<array><dict><key>Identifier</key><string>a</string><key>InstallDate</key><date>not-a-date</date></dict></array>'],
+    [
+      'InstalledApplicationList',
+      'InstalledApplicationList',
+      '<array><dict><key>Identifier</key><string>a</string><key>InstallDate</key><date>not-a-date</date></dict></array>',
+    ],
   ];
   for (const [key, field, inner] of cases) {
     it(key, async () => {
@@ -114,7 +120,7 @@ describe('parser errors in logs and answers name kind and position, never conten
 });
 
 describe('the largest legitimate report and hostile bodies', () => {
-  it('records a Mac\'s 2,000-app InstalledApplicationList', async () => {
+  it("records a Mac's 2,000-app InstalledApplicationList", async () => {
     const uuid = randomUUID().toUpperCase();
     await queue('InstalledApplicationList', uuid);
     const res = await put(buildPlist(installedApplicationListReport(2000, { udid: UDID, commandUUID: uuid })));
@@ -136,9 +142,17 @@ describe('the largest legitimate report and hostile bodies', () => {
     }
     // The ones beyond the limits are refused as such; those within them are accepted.
     expect(outcomes).toMatchObject({
-      '200k keys (7.9 MB)': 400, '700k empty elements': 400, '8,000 levels of nesting': 400, '1M levels of nesting (8 MB)': 400,
-      'one 8 MB string': 400, 'comments': 400, 'attributes': 400, 'invalid date': 400,
-      '127k integers, within the limits': 200, "a Mac's InstalledApplicationList, 2,000 apps (legitimate, recorded)": 200, "a Mac's InstalledApplicationList, 3,900 apps (within the limits)": 200,
+      '200k keys (7.9 MB)': 400,
+      '700k empty elements': 400,
+      '8,000 levels of nesting': 400,
+      '1M levels of nesting (8 MB)': 400,
+      'one 8 MB string': 400,
+      comments: 400,
+      attributes: 400,
+      'invalid date': 400,
+      '127k integers, within the limits': 200,
+      "a Mac's InstalledApplicationList, 2,000 apps (legitimate, recorded)": 200,
+      "a Mac's InstalledApplicationList, 3,900 apps (within the limits)": 200,
     });
     expect((await device.report({ Status: 'Idle', UDID: UDID })).status).toBe(200);
   });

@@ -28,7 +28,13 @@ function put(path: string, body: Buffer, headers: Record<string, string>) {
 }
 
 function authenticate(udid: string): Buffer {
-  return buildPlist({ MessageType: 'Authenticate', UDID: udid, Topic: 'com.apple.mgmt.External.test', SerialNumber: `SN${udid.slice(0, 6)}`, Model: 'Mac14,2' });
+  return buildPlist({
+    MessageType: 'Authenticate',
+    UDID: udid,
+    Topic: 'com.apple.mgmt.External.test',
+    SerialNumber: `SN${udid.slice(0, 6)}`,
+    Model: 'Mac14,2',
+  });
 }
 
 describe('Mdm-Signature made by openssl cms -sign', () => {
@@ -99,7 +105,10 @@ describe('refusals', () => {
     expect((await second.report({ Status: 'Idle', UDID: 'RENEW-0001' })).status).toBe(200);
     // The old certificate is no longer accepted.
     expect((await dev.report({ Status: 'Idle', UDID: 'RENEW-0001' })).status).toBe(403);
-    expect((await server.store.getDevice('RENEW-0001'))?.identityChanges?.at(-1)).toMatchObject({ kind: 're-enrollment', reason: 'same-serial-challenge: the device had checked out' });
+    expect((await server.store.getDevice('RENEW-0001'))?.identityChanges?.at(-1)).toMatchObject({
+      kind: 're-enrollment',
+      reason: 'same-serial-challenge: the device had checked out',
+    });
   });
 
   it('no signature at all is a 403, never a 401', async () => {
@@ -134,7 +143,11 @@ describe('client certificate from a TLS-terminating proxy (--cert-header)', () =
       signing: { mode: 'header', header: 'X-Client-Cert', format: 'rfc9440' },
     });
     await dev.enroll();
-    const res = await http(`${proxied.url}/mdm/connect`, { method: 'PUT', body: buildPlist({ Status: 'Idle', UDID: dev.udid }), headers: { 'content-type': 'application/x-apple-aspen-mdm' } });
+    const res = await http(`${proxied.url}/mdm/connect`, {
+      method: 'PUT',
+      body: buildPlist({ Status: 'Idle', UDID: dev.udid }),
+      headers: { 'content-type': 'application/x-apple-aspen-mdm' },
+    });
     expect(res.status).toBe(403);
   });
 });
@@ -158,7 +171,10 @@ describe('identity caches are bounded', () => {
 
   it('a full cache drops the least recently used device, which still works from the store', async () => {
     const service = new MdmService(server.store, { cacheMax: 3 });
-    const devices = Array.from({ length: 6 }, (_, i) => ({ udid: `LRU-${i}`, identity: server.trust.check(createDeviceIdentity(server.ca, `lru-${i}`).certDer) }));
+    const devices = Array.from({ length: 6 }, (_, i) => ({
+      udid: `LRU-${i}`,
+      identity: server.trust.check(createDeviceIdentity(server.ca, `lru-${i}`).certDer),
+    }));
     for (const { udid, identity } of devices) {
       await service.checkin(decodeCheckin({ MessageType: 'Authenticate', UDID: udid, Topic: 't', SerialNumber: udid }), identity);
       await service.checkin(decodeCheckin({ MessageType: 'TokenUpdate', UDID: udid, Topic: 't', Token: new Uint8Array([1]), PushMagic: 'm' }), identity);
@@ -168,7 +184,9 @@ describe('identity caches are bounded', () => {
     for (const { udid, identity } of devices) {
       expect((await service.report(decodeReport({ Status: 'Idle', UDID: udid }), Buffer.alloc(0), identity)).outcome).toBe('Idle');
       // And the evicted ones are still checked: another device's certificate is refused.
-      await expect(service.report(decodeReport({ Status: 'Idle', UDID: udid }), Buffer.alloc(0), devices[(devices.findIndex((x) => x.udid === udid) + 1) % 6]!.identity)).rejects.toMatchObject({ status: 403 });
+      await expect(
+        service.report(decodeReport({ Status: 'Idle', UDID: udid }), Buffer.alloc(0), devices[(devices.findIndex((x) => x.udid === udid) + 1) % 6]!.identity),
+      ).rejects.toMatchObject({ status: 403 });
     }
     expect(service.cacheSizes().bindings).toBe(3);
   });

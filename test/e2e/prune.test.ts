@@ -33,21 +33,26 @@ const lines = (plan: Plan) => plan.changes.map((c) => `${c.serial} ${c.identifie
 
 beforeAll(async () => {
   repo = new FleetRepo();
-  repo.write('profiles.yaml', `${keep}---\n${drop}`)
+  repo
+    .write('profiles.yaml', `${keep}---\n${drop}`)
     .write('keeper.yaml', blueprint('keeper', '    platforms: [macOS]', ['keep']))
     .write('dropper.yaml', blueprint('dropper', '    platforms: [macOS]', ['drop']));
   repo.commit('both profiles on every Mac');
   server = await startTestServer({ repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') });
   macs = [0, 1].map((i) => server.device({ serialNumber: `PRUNE${i}`, model: 'Mac14,2' }));
   for (const d of macs) await d.enroll();
-  await waitFor('both profiles verified', async () => {
-    for (const d of macs) await d.connect();
-    for (const d of macs) {
-      const a = (await server.store.getArtifacts(d.udid))?.artifacts ?? {};
-      if (a[KEEP]?.phase !== 'verified' || a[DROP]?.phase !== 'verified') return false;
-    }
-    return true;
-  }, 15_000);
+  await waitFor(
+    'both profiles verified',
+    async () => {
+      for (const d of macs) await d.connect();
+      for (const d of macs) {
+        const a = (await server.store.getArtifacts(d.udid))?.artifacts ?? {};
+        if (a[KEEP]?.phase !== 'verified' || a[DROP]?.phase !== 'verified') return false;
+      }
+      return true;
+    },
+    15_000,
+  );
   const res = await fetch(`${server.url}/api/v1/devices`, { headers: { authorization: `Bearer ${server.readToken}` } });
   inventory = join(repo.root, 'inventory.json');
   writeFileSync(inventory, await res.text());
@@ -60,7 +65,8 @@ afterAll(async () => {
 describe('prune: false in the commit that drops the profile', () => {
   it('keeps it: plan and server agree, profile by profile and device by device', async () => {
     // One commit: keeper says prune: false and no longer lists "keep"; dropper just drops "drop".
-    repo.write('keeper.yaml', withPrune(blueprint('keeper', '    platforms: [macOS]', []), false))
+    repo
+      .write('keeper.yaml', withPrune(blueprint('keeper', '    platforms: [macOS]', []), false))
       .write('dropper.yaml', blueprint('dropper', '    platforms: [macOS]', []));
     repo.commit('keep what keeper installed; drop the passcode');
 
@@ -72,11 +78,15 @@ describe('prune: false in the commit that drops the profile', () => {
     expect(lines(JSON.parse(against.stdout) as Plan)).toEqual(expected);
 
     await server.source!.sync('test');
-    await waitFor('the server applied the commit', async () => {
-      for (const d of macs) await d.connect();
-      for (const d of macs) if ((await managed(d)).length > 0 || d.profiles.has(DROP)) return false;
-      return true;
-    }, 15_000);
+    await waitFor(
+      'the server applied the commit',
+      async () => {
+        for (const d of macs) await d.connect();
+        for (const d of macs) if ((await managed(d)).length > 0 || d.profiles.has(DROP)) return false;
+        return true;
+      },
+      15_000,
+    );
     // What the server did, in the plan's terms: gone from the device is a removal, still there but
     // no longer managed is "unmanage".
     const did = macs.flatMap((d) => [KEEP, DROP].map((id) => `${d.serialNumber} ${id} ${d.profiles.has(id) ? 'unmanage' : 'remove'}`)).sort();
@@ -91,11 +101,15 @@ describe('prune: false in the commit that drops the profile', () => {
     // keeper wants "keep" again with prune: false; once verified, a commit flips prune to true and drops it.
     repo.write('keeper.yaml', withPrune(blueprint('keeper', '    platforms: [macOS]', ['keep']), false)).commit('manage keep again');
     await server.source!.sync('test');
-    await waitFor('keep managed again', async () => {
-      for (const d of macs) await d.connect();
-      for (const d of macs) if ((await server.store.getArtifacts(d.udid))?.artifacts[KEEP]?.phase !== 'verified') return false;
-      return true;
-    }, 15_000);
+    await waitFor(
+      'keep managed again',
+      async () => {
+        for (const d of macs) await d.connect();
+        for (const d of macs) if ((await server.store.getArtifacts(d.udid))?.artifacts[KEEP]?.phase !== 'verified') return false;
+        return true;
+      },
+      15_000,
+    );
     const res = await fetch(`${server.url}/api/v1/devices`, { headers: { authorization: `Bearer ${server.readToken}` } });
     writeFileSync(inventory, await res.text());
 
@@ -104,10 +118,14 @@ describe('prune: false in the commit that drops the profile', () => {
     expect(lines(JSON.parse((await runPlan({ path: repo.work, inventory, base: 'HEAD~1', format: 'json' })).stdout) as Plan)).toEqual(expected);
     expect(lines(JSON.parse((await runPlan({ path: repo.work, inventory, format: 'json' })).stdout) as Plan)).toEqual(expected);
     await server.source!.sync('test');
-    await waitFor('keep removed', async () => {
-      for (const d of macs) await d.connect();
-      return macs.every((d) => !d.profiles.has(KEEP)) || undefined;
-    }, 15_000);
+    await waitFor(
+      'keep removed',
+      async () => {
+        for (const d of macs) await d.connect();
+        return macs.every((d) => !d.profiles.has(KEEP)) || undefined;
+      },
+      15_000,
+    );
     for (const d of macs) expect(await managed(d)).toEqual([]);
   });
 });

@@ -51,7 +51,10 @@ describe('command queue over HTTP', () => {
 
     const cmds = await http(`${server.url}/api/v1/devices/${dev.udid}/commands`, { headers: { authorization: `Bearer ${server.readToken}` } });
     const list = (cmds.json() as { commands: { commandUUID: string; status: string; notNowCount: number }[] }).commands;
-    expect(list.map((c) => [c.commandUUID, c.status])).toEqual([[cmd1, 'Acknowledged'], [cmd2, 'Acknowledged']]);
+    expect(list.map((c) => [c.commandUUID, c.status])).toEqual([
+      [cmd1, 'Acknowledged'],
+      [cmd2, 'Acknowledged'],
+    ]);
     expect(list[1]!.notNowCount).toBe(1);
   });
 
@@ -69,17 +72,31 @@ describe('command queue over HTTP', () => {
     const dev = server.device({ serialNumber: 'C02TESTSERIAL' });
     await dev.enroll();
     await enqueue([dev.udid], { RequestType: 'DeviceInformation', Queries: ['SerialNumber', 'OSVersion'] });
-    await enqueue([dev.udid], { RequestType: 'InstallProfile', Payload: { $data: Buffer.from(buildPlist({
-      PayloadType: 'Configuration', PayloadIdentifier: 'com.example.test', PayloadUUID: 'A0000000-0000-0000-0000-000000000001',
-      PayloadVersion: 1, PayloadDisplayName: 'Test', PayloadContent: [],
-    })).toString('base64') } });
+    await enqueue([dev.udid], {
+      RequestType: 'InstallProfile',
+      Payload: {
+        $data: Buffer.from(
+          buildPlist({
+            PayloadType: 'Configuration',
+            PayloadIdentifier: 'com.example.test',
+            PayloadUUID: 'A0000000-0000-0000-0000-000000000001',
+            PayloadVersion: 1,
+            PayloadDisplayName: 'Test',
+            PayloadContent: [],
+          }),
+        ).toString('base64'),
+      },
+    });
     await enqueue([dev.udid], { RequestType: 'ProfileList' });
     await enqueue([dev.udid], { RequestType: 'RemoveProfile', Identifier: 'com.example.missing' });
     const session = await dev.connect();
     expect(session.map((c) => c.status)).toEqual(['Acknowledged', 'Acknowledged', 'Acknowledged', 'Error']);
 
     const devRes = await http(`${server.url}/api/v1/devices/${dev.udid}`, { headers: { authorization: `Bearer ${server.readToken}` } });
-    const body = devRes.json() as { reported: { DeviceInformation: { value: Record<string, string> }; ProfileList: { value: { PayloadIdentifier: string }[] } }; enrolled: boolean };
+    const body = devRes.json() as {
+      reported: { DeviceInformation: { value: Record<string, string> }; ProfileList: { value: { PayloadIdentifier: string }[] } };
+      enrolled: boolean;
+    };
     expect(body.enrolled).toBe(true);
     expect(body.reported.DeviceInformation.value).toEqual({ SerialNumber: 'C02TESTSERIAL', OSVersion: '15.1' });
     expect(body.reported.ProfileList.value.map((p) => p.PayloadIdentifier)).toEqual(['com.example.test']);
@@ -175,7 +192,8 @@ describe('admin API', () => {
     expect(readList.status).toBe(200);
     expect((readList.json() as { devices: { id: string }[] }).devices.map((d) => d.id)).toContain(dev.udid);
     const readWrite = await http(`${server.url}/api/v1/commands`, {
-      method: 'POST', headers: { authorization: `Bearer ${server.readToken}`, 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.readToken}`, 'content-type': 'application/json' },
       body: JSON.stringify({ targets: [dev.udid], command: { RequestType: 'ProfileList' } }),
     });
     expect(readWrite.status).toBe(403);
@@ -196,7 +214,8 @@ describe('admin API', () => {
     const dev = server.device();
     await dev.enroll();
     const res = await http(`${server.url}/api/v1/commands?target=${dev.udid}`, {
-      method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/x-apple-plist' },
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/x-apple-plist' },
       body: buildPlist({ CommandUUID: 'raw-cmd-1', Command: { RequestType: 'DeviceInformation', Queries: ['OSVersion'] } }),
     });
     expect(res.status).toBe(201);
@@ -212,10 +231,12 @@ describe('compaction', () => {
     try {
       const dev = short.device();
       await dev.enroll();
-      const q = (cmd: string) => http(`${short.url}/api/v1/commands`, {
-        method: 'POST', headers: { authorization: `Bearer ${short.adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ targets: [dev.udid], command: { RequestType: cmd } }),
-      });
+      const q = (cmd: string) =>
+        http(`${short.url}/api/v1/commands`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${short.adminToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ targets: [dev.udid], command: { RequestType: cmd } }),
+        });
       await q('ProfileList');
       expect((await dev.connect()).length).toBe(1);
       const pending = (await q('SecurityInfo')).json() as { commandUUID: string };

@@ -61,11 +61,15 @@ describe('a big per-device profile', () => {
     }
     expect(uuids.size).toBe(macs.length);
 
-    await waitFor('verified everywhere', async () => {
-      for (const d of macs) await d.connect();
-      for (const d of macs) if ((await server.store.getArtifacts(d.udid))?.artifacts[ID]?.phase !== 'verified') return false;
-      return true;
-    }, 30_000);
+    await waitFor(
+      'verified everywhere',
+      async () => {
+        for (const d of macs) await d.connect();
+        for (const d of macs) if ((await server.store.getArtifacts(d.udid))?.artifacts[ID]?.phase !== 'verified') return false;
+        return true;
+      },
+      30_000,
+    );
     for (const d of macs) expect(d.profiles.get(ID)!.PayloadUUID).toBe((await server.store.getArtifacts(d.udid))!.artifacts[ID]!.uuid);
   }, 90_000);
 });

@@ -21,36 +21,60 @@ afterAll(() => repo.cleanup());
 const SECRET = 'hook';
 async function hook(url: string): Promise<void> {
   const body = '{}';
-  const res = await fetch(`${url}/api/v1/hooks/git`, { method: 'POST', body, headers: { 'x-orchard-signature': `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}` } });
+  const res = await fetch(`${url}/api/v1/hooks/git`, {
+    method: 'POST',
+    body,
+    headers: { 'x-orchard-signature': `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}` },
+  });
   expect(res.status).toBe(202);
 }
 
 it('rollout selects a stable subset; SIGKILL mid-convergence, restart: each device gets the profile exactly once', async () => {
   const ca: CertifiedKey = createCA({ commonName: 'Reconcile CA' });
   writeFileSync(join(repo.root, 'ca.pem'), ca.certPem);
-  repo.write('profiles/p.yaml', profile('passcode', 'com.example.passcode', passcodePayload)).write('blueprints/b.yaml', blueprint('macs', '    platforms: [macOS]', []));
+  repo
+    .write('profiles/p.yaml', profile('passcode', 'com.example.passcode', passcodePayload))
+    .write('blueprints/b.yaml', blueprint('macs', '    platforms: [macOS]', []));
   repo.commit('start');
-  const args = ['--data-dir', join(repo.root, 'data'), '--trust-ca', join(repo.root, 'ca.pem'), '--repo', repo.url, '--poll-interval', '0', '--drift-interval', '0'];
+  const args = [
+    '--data-dir',
+    join(repo.root, 'data'),
+    '--trust-ca',
+    join(repo.root, 'ca.pem'),
+    '--repo',
+    repo.url,
+    '--poll-interval',
+    '0',
+    '--drift-interval',
+    '0',
+  ];
   const env = { ORCHARD_WEBHOOK_SECRET: SECRET, ORCHARD_API_TOKEN: 'admin' };
   let srv: ServerProcess = await spawnServer(args, env);
   const agent = new Agent({ keepAlive: false });
   const key = createDeviceIdentity(ca, 'k').key;
   const ids = Array.from({ length: 30 }, (_, i) => createDeviceIdentity(ca, `mac-${i}`, { key }));
-  const make = (url: string) => ids.map((identity, i) => new SimulatedDevice({ serverUrl: url, identity, udid: `RC-${i}`, serialNumber: `C02RC${String(i).padStart(5, '0')}`, agent }));
+  const make = (url: string) =>
+    ids.map((identity, i) => new SimulatedDevice({ serverUrl: url, identity, udid: `RC-${i}`, serialNumber: `C02RC${String(i).padStart(5, '0')}`, agent }));
   let devices = make(srv.url);
   for (const d of devices) await d.enroll();
   for (const d of devices) await d.connect();
 
   // Rollout at 20%: exactly the devices whose bucket is under 20 get it.
-  repo.write('blueprints/b.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode']).replace('  profiles:', '  rollout: {percent: 20}\n  profiles:')).commit('rollout 20%');
+  repo
+    .write('blueprints/b.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode']).replace('  profiles:', '  rollout: {percent: 20}\n  profiles:'))
+    .commit('rollout 20%');
   await hook(srv.url);
   const chosen = devices.filter((d) => inRollout({ name: 'macs', rollout: { percent: 20 } } as never, d.serialNumber));
   expect(chosen.length).toBeGreaterThan(0);
   expect(chosen.length).toBeLessThan(15);
-  await waitFor('rollout', async () => {
-    for (const d of devices) await d.connect();
-    return chosen.every((d) => d.profiles.has('com.example.passcode')) || undefined;
-  }, 20_000);
+  await waitFor(
+    'rollout',
+    async () => {
+      for (const d of devices) await d.connect();
+      return chosen.every((d) => d.profiles.has('com.example.passcode')) || undefined;
+    },
+    20_000,
+  );
   expect(devices.filter((d) => d.profiles.has('com.example.passcode')).map((d) => d.udid)).toEqual(chosen.map((d) => d.udid));
 
   // Everyone now; kill the server while devices are converging.
@@ -71,10 +95,14 @@ it('rollout selects a stable subset; SIGKILL mid-convergence, restart: each devi
     for (const p of devices[i]!.profiles.values()) d.profiles.set(p.PayloadIdentifier, p);
     return d;
   });
-  await waitFor('full convergence after restart', async () => {
-    for (const d of devices) await d.connect();
-    return devices.every((d) => d.profiles.has('com.example.passcode')) || undefined;
-  }, 30_000);
+  await waitFor(
+    'full convergence after restart',
+    async () => {
+      for (const d of devices) await d.connect();
+      return devices.every((d) => d.profiles.has('com.example.passcode')) || undefined;
+    },
+    30_000,
+  );
   for (let i = 0; i < 2; i++) for (const d of devices) await d.connect();
   srv.child.kill('SIGTERM');
   await waitExit(srv.child);

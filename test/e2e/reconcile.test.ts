@@ -16,15 +16,20 @@ let server: TestServer;
 let macs: SimulatedDevice[];
 let ipad: SimulatedDevice;
 
-const passcode = (min: number) => profile('passcode', 'com.example.passcode', `    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: ${min}\n`);
+const passcode = (min: number) =>
+  profile('passcode', 'com.example.passcode', `    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: ${min}\n`);
 const groups = `apiVersion: orchard/v1\nkind: DeviceGroup\nmetadata: {name: design}\nspec:\n  devices:\n    - {serial: MAC000, tags: [design]}\n`;
 
 async function syncAndConverge(done: () => Promise<boolean> | boolean, devices: SimulatedDevice[] = [...macs, ipad]): Promise<void> {
   await server.source!.sync('test');
-  await waitFor('convergence', async () => {
-    for (const d of devices) await d.connect();
-    return (await done()) || undefined;
-  }, 15_000);
+  await waitFor(
+    'convergence',
+    async () => {
+      for (const d of devices) await d.connect();
+      return (await done()) || undefined;
+    },
+    15_000,
+  );
 }
 
 async function artifacts(d: SimulatedDevice): Promise<Record<string, ArtifactStatus>> {
@@ -33,9 +38,15 @@ async function artifacts(d: SimulatedDevice): Promise<Record<string, ArtifactSta
 
 beforeAll(async () => {
   repo = new FleetRepo();
-  repo.write('profiles/passcode.yaml', passcode(8)).write('groups.yaml', groups).write('blueprints/b.yaml', blueprint('macs', '    platforms: [macOS]', []));
+  repo
+    .write('profiles/passcode.yaml', passcode(8))
+    .write('groups.yaml', groups)
+    .write('blueprints/b.yaml', blueprint('macs', '    platforms: [macOS]', []));
   repo.commit('empty blueprint');
-  server = await startTestServer({ repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') }, { retry: { maxAttempts: 3, baseMs: 300, maxMs: 600 } });
+  server = await startTestServer(
+    { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') },
+    { retry: { maxAttempts: 3, baseMs: 300, maxMs: 600 } },
+  );
   macs = [0, 1, 2].map((i) => server.device({ serialNumber: `MAC00${i}`, model: 'Mac14,2' }));
   ipad = server.device({ serialNumber: 'IPAD001', model: 'iPad13,1', productName: 'iPad13,1', osVersion: '18.1' });
   for (const d of [...macs, ipad]) await d.enroll();
@@ -88,32 +99,47 @@ describe('reconciler', () => {
     const m = macs[1]!;
     m.profiles.delete('com.example.passcode');
     await server.reconciler.driftCheck();
-    await waitFor('reinstall', async () => {
-      await m.connect();
-      const a = (await artifacts(m))['com.example.passcode'];
-      return (m.profiles.has('com.example.passcode') && a?.phase === 'verified' && a.drift === 1) || undefined;
-    }, 10_000);
+    await waitFor(
+      'reinstall',
+      async () => {
+        await m.connect();
+        const a = (await artifacts(m))['com.example.passcode'];
+        return (m.profiles.has('com.example.passcode') && a?.phase === 'verified' && a.drift === 1) || undefined;
+      },
+      10_000,
+    );
   });
 
   it('a failing install is recorded with the device error, then retried', async () => {
     const m = macs[2]!;
     let failures = 1;
-    m.fail = (type) => (type === 'InstallProfile' && failures-- > 0 ? { ErrorCode: 4001, ErrorDomain: 'MCProfileErrorDomain', LocalizedDescription: 'Passcode policy refused' } : undefined);
+    m.fail = (type) =>
+      type === 'InstallProfile' && failures-- > 0
+        ? { ErrorCode: 4001, ErrorDomain: 'MCProfileErrorDomain', LocalizedDescription: 'Passcode policy refused' }
+        : undefined;
     m.profiles.delete('com.example.passcode');
     await server.reconciler.driftCheck();
-    const failed = await waitFor('failure', async () => {
-      await m.connect();
-      const a = (await artifacts(m))['com.example.passcode'];
-      return (a?.lastError?.message.includes('Passcode policy refused') && a) || undefined;
-    }, 10_000);
+    const failed = await waitFor(
+      'failure',
+      async () => {
+        await m.connect();
+        const a = (await artifacts(m))['com.example.passcode'];
+        return (a?.lastError?.message.includes('Passcode policy refused') && a) || undefined;
+      },
+      10_000,
+    );
     expect(failed.phase).toBe('failed');
     expect(failed.lastError!.errorChain![0]!.ErrorCode).toBe(4001);
     // No nudge from the test: the reconciler comes back at the retry time by itself.
-    await waitFor('retry succeeds', async () => {
-      await m.connect();
-      const a = (await artifacts(m))['com.example.passcode'];
-      return (a?.phase === 'verified' && m.profiles.has('com.example.passcode')) || undefined;
-    }, 10_000);
+    await waitFor(
+      'retry succeeds',
+      async () => {
+        await m.connect();
+        const a = (await artifacts(m))['com.example.passcode'];
+        return (a?.phase === 'verified' && m.profiles.has('com.example.passcode')) || undefined;
+      },
+      10_000,
+    );
     expect((await artifacts(m))['com.example.passcode']!.attempts).toBe(2);
   });
 
@@ -136,7 +162,9 @@ describe('reconciler', () => {
   });
 
   it('a suspended blueprint queues nothing; tags select through DeviceGroups', async () => {
-    repo.write('blueprints/design.yaml', blueprint('design', '    tags: [design]', ['passcode']).replace('  profiles:', '  suspend: true\n  profiles:')).commit('suspended');
+    repo
+      .write('blueprints/design.yaml', blueprint('design', '    tags: [design]', ['passcode']).replace('  profiles:', '  suspend: true\n  profiles:'))
+      .commit('suspended');
     await server.source!.sync('test');
     for (const d of [...macs, ipad]) await d.connect();
     expect(macs[0]!.profiles.has('com.example.passcode')).toBe(false);

@@ -36,18 +36,27 @@ function opensslDevice(udid: string, srv: TestServer = server) {
   };
   return {
     udid,
-    get cert() { return id; },
-    newIdentity() { id = pki.issue(`${udid}-again`); },
+    get cert() {
+      return id;
+    },
+    newIdentity() {
+      id = pki.issue(`${udid}-again`);
+    },
     checkin: (msg: PlistDict, signature?: (body: Buffer) => string) => send('/mdm/checkin', { Topic: TOPIC, UDID: udid, ...msg }, signature),
     idle: () => send('/mdm/connect', { Status: 'Idle', UDID: udid }).res,
     authenticate: () => send('/mdm/checkin', { MessageType: 'Authenticate', Topic: TOPIC, UDID: udid, SerialNumber: `SN-${udid}`, Model: 'Mac14,2' }),
-    tokenUpdate: (extra: PlistDict = {}) => send('/mdm/checkin', { MessageType: 'TokenUpdate', Topic: TOPIC, UDID: udid, Token: new Uint8Array(32).fill(7), PushMagic: `magic-${udid}`, ...extra }),
+    tokenUpdate: (extra: PlistDict = {}) =>
+      send('/mdm/checkin', { MessageType: 'TokenUpdate', Topic: TOPIC, UDID: udid, Token: new Uint8Array(32).fill(7), PushMagic: `magic-${udid}`, ...extra }),
   };
 }
 
 /** The exact request again: same body, same Mdm-Signature. */
 function replay(sent: { body: Buffer; sig: string }, srv: TestServer = server, path = '/mdm/checkin') {
-  return http(`${srv.url}${path}`, { method: 'PUT', body: sent.body, headers: { 'content-type': 'application/x-apple-aspen-mdm-checkin', 'mdm-signature': sent.sig } });
+  return http(`${srv.url}${path}`, {
+    method: 'PUT',
+    body: sent.body,
+    headers: { 'content-type': 'application/x-apple-aspen-mdm-checkin', 'mdm-signature': sent.sig },
+  });
 }
 
 async function enqueue(target: string) {
@@ -78,7 +87,24 @@ describe('replayed check-ins signed by openssl cms -sign', () => {
     // Without the key anyone can re-wrap the signature: an extra certificate in the SignedData...
     const dir = join(pki.dir, 'rewrap');
     writeFileSync(`${dir}.body`, auth.body);
-    const rewrapped = openssl(['cms', '-sign', '-binary', '-in', `${dir}.body`, '-signer', dev.cert.cert, '-inkey', dev.cert.key, '-certfile', pki.caCert, '-outform', 'DER', '-noattr', '-md', 'sha1']).toString('base64');
+    const rewrapped = openssl([
+      'cms',
+      '-sign',
+      '-binary',
+      '-in',
+      `${dir}.body`,
+      '-signer',
+      dev.cert.cert,
+      '-inkey',
+      dev.cert.key,
+      '-certfile',
+      pki.caCert,
+      '-outform',
+      'DER',
+      '-noattr',
+      '-md',
+      'sha1',
+    ]).toString('base64');
     expect(rewrapped).not.toBe(auth.sig);
     expect((await replay({ body: auth.body, sig: rewrapped })).status).toBe(200);
     // ...and a device that signs its resend afresh, with signed attributes (signingTime), is the same message too.
@@ -131,7 +157,10 @@ describe('replayed check-ins signed by openssl cms -sign', () => {
     const after = await startTestServer({ replayWindowMs: 0 });
     after.trust.addCa(readFileSync(pki.caCert, 'utf8'));
     try {
-      for (const [srv, expected] of [[server, 200], [after, 403]] as const) {
+      for (const [srv, expected] of [
+        [server, 200],
+        [after, 403],
+      ] as const) {
         const dev = opensslDevice('REPLAY-OLD-CERT', srv);
         expect((await dev.authenticate().res).status).toBe(200);
         expect((await dev.tokenUpdate().res).status).toBe(200);
@@ -243,7 +272,12 @@ describe('ReplayGuard', () => {
     const k = ReplayGuard.key('c', Buffer.from('concurrent'));
     let calls = 0;
     let release!: () => void;
-    const slow = () => { calls++; return new Promise<number>((resolve) => { release = () => resolve(200); }); };
+    const slow = () => {
+      calls++;
+      return new Promise<number>((resolve) => {
+        release = () => resolve(200);
+      });
+    };
     const a = g.once(k, 'D', slow, ok);
     const b = g.once(k, 'D', slow, ok);
     await new Promise((r) => setImmediate(r));

@@ -30,18 +30,34 @@ const SERIAL = 'C02SECRET0001';
 const ERASE = JSON.stringify({ targets: ['<UDID>'], command: { RequestType: 'EraseDevice', PIN: '123456' } });
 const agent = new Agent({ keepAlive: true, maxSockets: 8 });
 
-interface Answer { status: number; text: string; headers: Record<string, string | string[] | undefined> }
+interface Answer {
+  status: number;
+  text: string;
+  headers: Record<string, string | string[] | undefined>;
+}
 
 /** A request with the path sent exactly as given (fetch would normalize dot segments and backslashes). */
 function raw(base: string, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = request({ host: u.hostname, port: u.port, method, path, agent, headers: { ...(body ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } : {}), ...headers } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => { text += d; });
-      res.on('end', () => resolve({ status: res.statusCode!, text, headers: res.headers }));
-    });
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        method,
+        path,
+        agent,
+        headers: { ...(body ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } : {}), ...headers },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          text += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode!, text, headers: res.headers }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -52,10 +68,15 @@ type Kind = 'case' | 'syntax';
 /** Other spellings of `path` that must not reach its route: the case of a static segment, or a non-canonical form. */
 function variants(path: string, pattern: string): { path: string; kind: Kind }[] {
   const segs = path.slice(1).split('/');
-  const isStatic = pattern.slice(1).split('/').map((s) => !s.startsWith(':'));
+  const isStatic = pattern
+    .slice(1)
+    .split('/')
+    .map((s) => !s.startsWith(':'));
   const at = (i: number, seg: string) => `/${segs.map((s, j) => (j === i ? seg : s)).join('/')}`;
   const out: { path: string; kind: Kind }[] = [];
-  const add = (p: string, kind: Kind) => { if (p !== path && !out.some((v) => v.path === p)) out.push({ path: p, kind }); };
+  const add = (p: string, kind: Kind) => {
+    if (p !== path && !out.some((v) => v.path === p)) out.push({ path: p, kind });
+  };
   add(path.toUpperCase(), 'case');
   segs.forEach((s, i) => {
     if (isStatic[i]) {
@@ -101,11 +122,19 @@ let syncs: string[];
 const concrete = (pattern: string, udid: string) => pattern.replace(':id', udid).replace(':name', 'macs');
 
 /** A running server to sweep, and the enrolled device whose data must not leak. */
-interface Target { url: string; readToken: string; disabled: boolean; device: SimulatedDevice }
+interface Target {
+  url: string;
+  readToken: string;
+  disabled: boolean;
+  device: SimulatedDevice;
+}
 
 beforeAll(async () => {
   repo = new FleetRepo();
-  repo.write('secrets/wifi.yaml', GOOD).write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', [])).commit('good');
+  repo
+    .write('secrets/wifi.yaml', GOOD)
+    .write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', []))
+    .commit('good');
   server = await startTestServer(
     { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') },
     { webhookSecret: 'hook-secret', routes: [enrollmentRoutes({ topic: 'com.apple.mgmt.test' }, {})] },
@@ -134,8 +163,20 @@ describe('the mounted routes', () => {
   it('are read from the routers and match the OpenAPI document; every admin route carries the bearer check', () => {
     const key = (r: { method: string; path: string }) => `${r.method} ${r.path}`;
     const mounted = new Set(routes.map(key));
-    for (const must of ['PUT /mdm/checkin', 'PUT /mdm/connect', 'GET /status', 'POST /status/login', 'POST /status/logout', 'GET /status/devices/:id',
-      'GET /metrics', 'GET /api/v1/push', 'POST /api/v1/push', 'POST /api/v1/enrollments', 'GET /api/v1/report/devices/:id', 'POST /api/v1/commands']) {
+    for (const must of [
+      'PUT /mdm/checkin',
+      'PUT /mdm/connect',
+      'GET /status',
+      'POST /status/login',
+      'POST /status/logout',
+      'GET /status/devices/:id',
+      'GET /metrics',
+      'GET /api/v1/push',
+      'POST /api/v1/push',
+      'POST /api/v1/enrollments',
+      'GET /api/v1/report/devices/:id',
+      'POST /api/v1/commands',
+    ]) {
       expect(mounted, must).toContain(must);
     }
     const documented = Object.entries(OPENAPI.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`));
@@ -145,7 +186,14 @@ describe('the mounted routes', () => {
   });
 
   it('the server refuses to start with a case-insensitive route or an admin route without its check', () => {
-    const parts = { log: server.log, store: server.store, service: server.service, trust: server.trust, pusher: new UnconfiguredPusher(server.log), maxBodyBytes: 1024 };
+    const parts = {
+      log: server.log,
+      store: server.store,
+      service: server.service,
+      trust: server.trust,
+      pusher: new UnconfiguredPusher(server.log),
+      maxBodyBytes: 1024,
+    };
     const ok = () => undefined;
     expect(() => createApp({ ...parts, extraRoutes: [new Router().get('/things', ok)] })).toThrow(/matches case-insensitively/);
     expect(() => createApp({ ...parts, extraRoutes: [new Router(ROUTER_OPTIONS).get('/api/v1/things', ok)] })).toThrow(/has no access check/);
@@ -159,12 +207,24 @@ describe('the mounted routes', () => {
   });
 
   it('canonical paths are the only spellings: the path rules', () => {
-    for (const p of ['/', '/api/v1/devices', '/api/v1/devices/ABC-123', '/api/v1/devices/A%3AB', '/status/devices/%E2%9C%93']) expect(pathProblem(p), p).toBeUndefined();
+    for (const p of ['/', '/api/v1/devices', '/api/v1/devices/ABC-123', '/api/v1/devices/A%3AB', '/status/devices/%E2%9C%93'])
+      expect(pathProblem(p), p).toBeUndefined();
     const cases: [string, RegExp][] = [
-      ['/api/v1/devices/', /trailing slash/], ['//api/v1/devices', /empty path segment/], ['/api//v1', /empty path segment/],
-      ['/api/./v1', /dot segment/], ['/api/x/../v1', /dot segment/], ['/api/v1;x/devices', /path parameter/],
-      ['/%61pi/v1', /needless percent-encoding/], ['/api/v1/%2e%2e/x', /needless/], ['/api%2Fv1', /slash/], ['/api%5cv1', /backslash/],
-      ['/api\\v1', /must be percent-encoded/], ['/api/v1/devices%', /malformed/], ['/api/%C0%AF', /not UTF-8/], ['/api/%00', /control/], ['/api/%25', /percent/],
+      ['/api/v1/devices/', /trailing slash/],
+      ['//api/v1/devices', /empty path segment/],
+      ['/api//v1', /empty path segment/],
+      ['/api/./v1', /dot segment/],
+      ['/api/x/../v1', /dot segment/],
+      ['/api/v1;x/devices', /path parameter/],
+      ['/%61pi/v1', /needless percent-encoding/],
+      ['/api/v1/%2e%2e/x', /needless/],
+      ['/api%2Fv1', /slash/],
+      ['/api%5cv1', /backslash/],
+      ['/api\\v1', /must be percent-encoded/],
+      ['/api/v1/devices%', /malformed/],
+      ['/api/%C0%AF', /not UTF-8/],
+      ['/api/%00', /control/],
+      ['/api/%25', /percent/],
     ];
     for (const [p, why] of cases) expect(pathProblem(p), p).toMatch(why);
   });
@@ -217,7 +277,9 @@ describe('without the right token nothing reaches a handler', () => {
     expect((await server.store.listCommands(mac.udid)).map((c) => c.requestType)).not.toContain('EraseDevice');
     expect(syncs).toEqual([]);
     expect(readdirSync(challengeDir(join(repo.root, 'server'))).length).toBe(challengesBefore);
-    const reached = server.logs.slice(logsBefore).filter((l) => l.msg.startsWith('request') && (l.outcome !== undefined || (l.status! < 300 && !['/status', '/healthz'].includes(l.path as string))));
+    const reached = server.logs
+      .slice(logsBefore)
+      .filter((l) => l.msg.startsWith('request') && (l.outcome !== undefined || (l.status! < 300 && !['/status', '/healthz'].includes(l.path as string))));
     expect(reached.map((l) => `${l.method} ${l.path} ${l.status} ${l.outcome}`)).toEqual([]);
   }, 300_000);
 
@@ -258,7 +320,13 @@ describe('the device endpoints and the tokens still work', () => {
     await other.enroll();
     expect((await server.store.getEnrollment(other.udid))?.active).toBe(true);
     const auth = { authorization: `Bearer ${server.adminToken}` };
-    const queued = await raw(server.url, 'POST', '/api/v1/commands', auth, JSON.stringify({ targets: [other.udid], command: { RequestType: 'DeviceInformation', Queries: ['OSVersion'] } }));
+    const queued = await raw(
+      server.url,
+      'POST',
+      '/api/v1/commands',
+      auth,
+      JSON.stringify({ targets: [other.udid], command: { RequestType: 'DeviceInformation', Queries: ['OSVersion'] } }),
+    );
     expect(queued.status).toBe(201);
     const handled = await other.connect();
     expect(handled.map((h) => h.requestType)).toContain('DeviceInformation');

@@ -44,17 +44,29 @@ async function raw(url: string): Promise<Raw> {
   const { hostname, port } = new URL(url);
   const socket = connect(Number(port), hostname);
   let data = '';
-  socket.on('data', (d: Buffer) => { data += d.toString('latin1'); });
+  socket.on('data', (d: Buffer) => {
+    data += d.toString('latin1');
+  });
   socket.on('error', () => undefined); // a reset is one way of being closed
   const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
   return {
     socket,
     received: () => data,
-    closed: (ms = CLOSED_WITHIN) => new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => { socket.destroy(); reject(new Error(`still open after ${ms} ms; received ${JSON.stringify(data.slice(0, 200))}`)); }, ms);
-      void ended.then(() => { clearTimeout(timer); resolve(); });
-    }),
+    closed: (ms = CLOSED_WITHIN) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          socket.destroy();
+          reject(new Error(`still open after ${ms} ms; received ${JSON.stringify(data.slice(0, 200))}`));
+        }, ms);
+        void ended.then(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }),
   };
 }
 
@@ -84,7 +96,9 @@ async function servingDevice(): Promise<(until: Promise<unknown>) => Promise<num
   await dev.enroll();
   return async (until) => {
     let done = false;
-    void until.finally(() => { done = true; });
+    void until.finally(() => {
+      done = true;
+    });
     let served = 0;
     while (!done) {
       const res = await dev.report({ Status: 'Idle', UDID: dev.udid });
@@ -175,10 +189,15 @@ describe('connection limit', () => {
       const held = await Promise.all([raw(small.url), raw(small.url), raw(small.url)]);
       // The three are accepted: each gets an answer on its connection.
       for (const h of held) h.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
-      await Promise.all(held.map((h) => new Promise<void>((resolve) => {
-        const check = () => (statusOf(h.received()) === 200 ? resolve() : h.socket.once('data', check));
-        check();
-      })));
+      await Promise.all(
+        held.map(
+          (h) =>
+            new Promise<void>((resolve) => {
+              const check = () => (statusOf(h.received()) === 200 ? resolve() : h.socket.once('data', check));
+              check();
+            }),
+        ),
+      );
       const extra = await raw(small.url);
       extra.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
       await extra.closed();

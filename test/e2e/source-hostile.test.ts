@@ -43,7 +43,8 @@ async function status(s: ServerProcess): Promise<SourceStatus> {
 async function hook(s: ServerProcess): Promise<void> {
   const body = '{"ref":"refs/heads/main"}';
   const res = await fetch(`${s.url}/api/v1/hooks/git`, {
-    method: 'POST', body,
+    method: 'POST',
+    body,
     headers: { 'content-type': 'application/json', 'x-orchard-signature': `sha256=${createHmac('sha256', HOOK).update(body).digest('hex')}` },
   });
   expect(res.status).toBe(202);
@@ -64,7 +65,10 @@ function writeDeviceGroup(rel: string, n: number): void {
 
 /** Lines of the server's log saying it started validating `commit`. */
 const validations = (s: ServerProcess, commit: string) =>
-  s.output().split('\n').filter((l) => l.includes('"msg":"fleet source: validating"') && l.includes(`"commit":"${commit}"`)).length;
+  s
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('"msg":"fleet source: validating"') && l.includes(`"commit":"${commit}"`)).length;
 
 /** Peak resident memory of a process so far (Linux), MB. */
 const peakRssMb = (pid: number) => Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024);
@@ -78,7 +82,14 @@ it('a hostile commit is refused without taking the server down, and stays refuse
   writeDeviceGroup('groups/everyone.yaml', 1_250_000);
   const huge = repo.commit('1.25 M devices');
   await hook(srv);
-  let st = await waitFor('the 50 MB commit to be refused', async () => { const s = await status(srv); return s.rejected?.commit === huge && s; }, 60_000);
+  let st = await waitFor(
+    'the 50 MB commit to be refused',
+    async () => {
+      const s = await status(srv);
+      return s.rejected?.commit === huge && s;
+    },
+    60_000,
+  );
   // Refused by the validator's heap cap, or earlier by a loader limit on file size: either way not applied.
   expect(st.rejected!.reason).toMatch(/validation exceeded the memory limit \(64 MB\)|limit yamlFileBytes/);
   expect(st.applied?.commit).toBe(good);
@@ -87,7 +98,14 @@ it('a hostile commit is refused without taking the server down, and stays refuse
   writeDeviceGroup('groups/everyone.yaml', 25_000);
   const big = repo.commit('25 k devices');
   await hook(srv);
-  st = await waitFor('the 1 MB commit to be refused', async () => { const s = await status(srv); return s.rejected?.commit === big && s; }, 60_000);
+  st = await waitFor(
+    'the 1 MB commit to be refused',
+    async () => {
+      const s = await status(srv);
+      return s.rejected?.commit === big && s;
+    },
+    60_000,
+  );
   expect(st.rejected!.reason).toBe('validation exceeded the memory limit (64 MB)');
   expect(st.lastAttempt).toMatchObject({ commit: big, valid: false });
   expect(st.lastAttempt!.errors[0]).toMatchObject({ rule: 'validation-limit', message: 'validation exceeded the memory limit (64 MB)' });
@@ -119,7 +137,14 @@ it('a hostile commit is refused without taking the server down, and stays refuse
   repo.remove('groups/everyone.yaml').write('secrets/vpn.yaml', doc('vpn'));
   const fixed = repo.commit('fixed');
   await hook(srv);
-  st = await waitFor('the fix to be applied', async () => { const s = await status(srv); return s.applied?.commit === fixed && s; }, 30_000);
+  st = await waitFor(
+    'the fix to be applied',
+    async () => {
+      const s = await status(srv);
+      return s.applied?.commit === fixed && s;
+    },
+    30_000,
+  );
   expect(st.rejected).toBeUndefined();
   srv.child.kill('SIGTERM');
   await waitExit(srv.child);

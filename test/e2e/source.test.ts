@@ -21,10 +21,16 @@ afterAll(async () => {
 });
 
 const status = async () => (await http(`${server.url}/api/v1/source`, { headers: { authorization: `Bearer ${server.readToken}` } })).json() as SourceStatus;
-const hook = (body: string, secret = 'hook-secret') => http(`${server.url}/api/v1/hooks/git`, {
-  method: 'POST', body,
-  headers: { 'content-type': 'application/json', 'x-github-event': 'push', 'x-hub-signature-256': `sha256=${createHmac('sha256', secret).update(body).digest('hex')}` },
-});
+const hook = (body: string, secret = 'hook-secret') =>
+  http(`${server.url}/api/v1/hooks/git`, {
+    method: 'POST',
+    body,
+    headers: {
+      'content-type': 'application/json',
+      'x-github-event': 'push',
+      'x-hub-signature-256': `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`,
+    },
+  });
 
 it('serves the applied revision, refuses a bad commit with file:line, and takes the next good one', async () => {
   const s0 = await status();
@@ -34,7 +40,10 @@ it('serves the applied revision, refuses a bad commit with file:line, and takes 
   const bad = repo.write('secrets/broken.yaml', BAD).commit('break it');
   expect((await hook('{"ref":"refs/heads/main"}', 'wrong')).status).toBe(403);
   expect((await hook('{"ref":"refs/heads/main"}')).status).toBe(202);
-  const s1 = await waitFor('the bad commit to be tried', async () => { const s = await status(); return s.lastAttempt?.commit === bad && s; });
+  const s1 = await waitFor('the bad commit to be tried', async () => {
+    const s = await status();
+    return s.lastAttempt?.commit === bad && s;
+  });
   expect(s1.applied?.commit).toBe(first);
   expect(s1.lastAttempt?.valid).toBe(false);
   expect(s1.lastAttempt?.errors[0]).toMatchObject({ file: 'secrets/broken.yaml', line: 3, col: 1 });
@@ -42,7 +51,10 @@ it('serves the applied revision, refuses a bad commit with file:line, and takes 
 
   const fixed = repo.remove('secrets/broken.yaml').commit('fix it');
   expect((await hook('{}')).status).toBe(202);
-  const s2 = await waitFor('the fix to be applied', async () => { const s = await status(); return s.applied?.commit === fixed && s; });
+  const s2 = await waitFor('the fix to be applied', async () => {
+    const s = await status();
+    return s.applied?.commit === fixed && s;
+  });
   expect(s2.history.map((h) => h.commit)).toEqual([fixed, bad, first]);
 });
 
@@ -62,10 +74,17 @@ describe('replayed webhooks', () => {
       return sync(reason);
     };
   });
-  const github = (body: string, delivery: string) => http(`${server.url}/api/v1/hooks/git`, {
-    method: 'POST', body,
-    headers: { 'content-type': 'application/json', 'x-github-event': 'push', 'x-github-delivery': delivery, 'x-hub-signature-256': `sha256=${createHmac('sha256', 'hook-secret').update(body).digest('hex')}` },
-  });
+  const github = (body: string, delivery: string) =>
+    http(`${server.url}/api/v1/hooks/git`, {
+      method: 'POST',
+      body,
+      headers: {
+        'content-type': 'application/json',
+        'x-github-event': 'push',
+        'x-github-delivery': delivery,
+        'x-hub-signature-256': `sha256=${createHmac('sha256', 'hook-secret').update(body).digest('hex')}`,
+      },
+    });
   const settled = async (n: number) => {
     await waitFor(`${n} webhook syncs`, () => calls.length >= n);
     await sync('test'); // queued behind any webhook sync still running
@@ -99,7 +118,9 @@ describe('replayed webhooks', () => {
     const before = calls.length;
     const head = repo.write('secrets/replay-3.yaml', GOOD.replace('wifi', 'replay-3')).commit('replay 3');
     const sig = `sha256=${createHmac('sha256', 'hook-secret').update('{}').digest('hex')}`;
-    const answers = await Promise.all(Array.from({ length: 50 }, () => http(`${server.url}/api/v1/hooks/git`, { method: 'POST', body: '{}', headers: { 'x-orchard-signature': sig } })));
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, () => http(`${server.url}/api/v1/hooks/git`, { method: 'POST', body: '{}', headers: { 'x-orchard-signature': sig } })),
+    );
     expect(answers.every((a) => a.status === 202)).toBe(true);
     const n = await settled(before + 1);
     expect(n - before).toBeGreaterThanOrEqual(1);

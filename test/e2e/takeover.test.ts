@@ -37,7 +37,9 @@ beforeAll(async () => {
   pki = opensslPki('Takeover Test CA');
   receiver = createServer((req, res) => {
     let body = '';
-    req.on('data', (d: Buffer) => { body += d.toString(); });
+    req.on('data', (d: Buffer) => {
+      body += d.toString();
+    });
     req.on('end', () => {
       events.push(JSON.parse(body) as WebhookEvent);
       res.end();
@@ -64,7 +66,11 @@ async function scepIdentity(server: EnrollServer, challenge: string, cn: string)
 }
 
 async function oneTimeFor(server: TestServer, bind: Record<string, string>): Promise<string> {
-  const r = await http(`${server.url}/api/v1/enrollments`, { method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(bind) });
+  const r = await http(`${server.url}/api/v1/enrollments`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify(bind),
+  });
   expect(r.status).toBe(201);
   const body = r.json() as { challenge: string; serial?: string };
   expect(body).toMatchObject(bind);
@@ -72,7 +78,11 @@ async function oneTimeFor(server: TestServer, bind: Record<string, string>): Pro
 }
 
 async function queue(server: TestServer, target: string, command: Record<string, unknown>): Promise<string> {
-  const r = await http(`${server.url}/api/v1/commands`, { method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ targets: [target], command }) });
+  const r = await http(`${server.url}/api/v1/commands`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ targets: [target], command }),
+  });
   expect(r.status).toBe(201);
   return (r.json() as { commandUUID: string }).commandUUID;
 }
@@ -106,7 +116,7 @@ async function identityEvents(device: string): Promise<WebhookEvent[]> {
 }
 
 describe('another certificate of the same CA Authenticates as an enrolled UDID', () => {
-  const policies: Record<ReenrollPolicy, TestServer | undefined> = { 'allow': undefined, 'same-serial-challenge': undefined, 'after-checkout': undefined };
+  const policies: Record<ReenrollPolicy, TestServer | undefined> = { allow: undefined, 'same-serial-challenge': undefined, 'after-checkout': undefined };
   beforeAll(async () => {
     for (const p of Object.keys(policies) as ReenrollPolicy[]) {
       const s = await startTestServer({ reenroll: p, eventWebhooks: [hookUrl] }, { eventSecret: 'event-secret' });
@@ -147,7 +157,7 @@ describe('another certificate of the same CA Authenticates as an enrolled UDID',
     });
   }
 
-  it('under allow the newcomer takes over, without the old identity\'s secrets, and the change is an event with both certificates', async () => {
+  it("under allow the newcomer takes over, without the old identity's secrets, and the change is an event with both certificates", async () => {
     const server = policies.allow!;
     const udid = 'A1B2C3D4-0000-4000-8000-00000000A003';
     const { victim, attacker, victimHash: from, attackerHash: to } = await enrolledVictim(server, udid);
@@ -159,9 +169,17 @@ describe('another certificate of the same CA Authenticates as an enrolled UDID',
     expect(await getBootstrap(attacker)).toEqual({ status: 200, token: undefined });
     expect(await idle(victim)).toBe(403);
     const [ev] = await identityEvents(udid);
-    expect(ev!.data).toMatchObject({ device: udid, kind: 're-enrollment', reason: 'allow: any certificate of the same CA', from: { certHash: from }, to: { certHash: to } });
+    expect(ev!.data).toMatchObject({
+      device: udid,
+      kind: 're-enrollment',
+      reason: 'allow: any certificate of the same CA',
+      from: { certHash: from },
+      to: { certHash: to },
+    });
     expect(JSON.stringify(ev)).not.toContain(BOOTSTRAP.toString('base64'));
-    expect((await server.store.getDevice(udid))?.identityChanges).toEqual([expect.objectContaining({ kind: 're-enrollment', from: expect.objectContaining({ certHash: from }), to: expect.objectContaining({ certHash: to }) })]);
+    expect((await server.store.getDevice(udid))?.identityChanges).toEqual([
+      expect.objectContaining({ kind: 're-enrollment', from: expect.objectContaining({ certHash: from }), to: expect.objectContaining({ certHash: to }) }),
+    ]);
     expect(server.logs.some((l) => l.msg === 'device identity changed' && l.device === udid)).toBe(true);
   });
 
@@ -201,7 +219,13 @@ describe('the built-in CA: anyone with the static challenge, renewals, one-time 
     victim = new SimulatedDevice({ serverUrl: server.url, identity: victimId, udid: VICTIM, serialNumber: 'C02VICTIM001', topic: TOPIC });
     await victim.enroll();
     await setBootstrap(victim);
-    const minted = new SimulatedDevice({ serverUrl: server.url, identity: await scepIdentity(server, STATIC, 'minted'), udid: VICTIM, serialNumber: 'C02VICTIM001', topic: TOPIC });
+    const minted = new SimulatedDevice({
+      serverUrl: server.url,
+      identity: await scepIdentity(server, STATIC, 'minted'),
+      udid: VICTIM,
+      serialNumber: 'C02VICTIM001',
+      topic: TOPIC,
+    });
     expect((await minted.authenticate()).status).toBe(403);
     expect(await idle(victim)).toBe('');
   });
@@ -218,7 +242,11 @@ describe('the built-in CA: anyone with the static challenge, renewals, one-time 
     expect(await idle(again)).toBe('');
     expect((await getBootstrap(again)).token?.equals(BOOTSTRAP)).toBe(true);
     expect(await idle(device)).toBe(403);
-    expect((await identityEvents(device.udid))[0]!.data).toMatchObject({ kind: 'renewal', from: { certHash: sha256(own.certDer) }, to: { certHash: sha256(renewed.certDer) } });
+    expect((await identityEvents(device.udid))[0]!.data).toMatchObject({
+      kind: 'renewal',
+      from: { certHash: sha256(own.certDer) },
+      to: { certHash: sha256(renewed.certDer) },
+    });
     // The renewal cannot speak for the victim, whatever the policy.
     const hijack = new SimulatedDevice({ serverUrl: server.url, identity: renewed, udid: VICTIM, serialNumber: 'C02VICTIM001', topic: TOPIC });
     const r = await hijack.authenticate();
@@ -243,7 +271,13 @@ describe('the built-in CA: anyone with the static challenge, renewals, one-time 
     const device = new SimulatedDevice({ serverUrl: server.url, identity: own, udid: '00008030-00000000000000E1', topic: TOPIC });
     await device.enroll();
     // What the old RenewalReq path left behind: the new certificate, and a file naming the one it renewed.
-    const renewed = issueCertificate(server.enroll.caStore.ca, { publicKey: own.key, commonName: 'legacy', notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 86_400_000), extKeyUsage: ['clientAuth'] });
+    const renewed = issueCertificate(server.enroll.caStore.ca, {
+      publicKey: own.key,
+      commonName: 'legacy',
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      extKeyUsage: ['clientAuth'],
+    });
     mkdirSync(join(server.dir, 'data', 'enroll', 'renewals'), { recursive: true });
     writeFileSync(join(server.dir, 'data', 'enroll', 'renewals', sha256(renewed.certDer)), sha256(own.certDer));
     const again = new SimulatedDevice({ serverUrl: server.url, identity: { certDer: renewed.certDer, key: own.key }, udid: device.udid, topic: TOPIC });
@@ -251,7 +285,13 @@ describe('the built-in CA: anyone with the static challenge, renewals, one-time 
     expect((await server.store.getDevice(device.udid))?.identity.certHash).toBe(sha256(renewed.certDer));
     expect(await idle(device)).toBe(403);
     // It speaks for that device only.
-    const elsewhere = new SimulatedDevice({ serverUrl: server.url, identity: { certDer: renewed.certDer, key: own.key }, udid: VICTIM, serialNumber: 'C02VICTIM001', topic: TOPIC });
+    const elsewhere = new SimulatedDevice({
+      serverUrl: server.url,
+      identity: { certDer: renewed.certDer, key: own.key },
+      udid: VICTIM,
+      serialNumber: 'C02VICTIM001',
+      topic: TOPIC,
+    });
     expect((await elsewhere.authenticate()).status).toBe(403);
   });
 
@@ -272,9 +312,17 @@ describe('the built-in CA: anyone with the static challenge, renewals, one-time 
     expect(dev?.identity.issuedFor).toEqual({ serial: 'C02VICTIM001' });
     // The device's record in the admin API shows the change too.
     const view = await http(`${server.url}/api/v1/devices/${VICTIM}`, { headers: { authorization: `Bearer ${server.readToken}` } });
-    expect((view.json() as { identityChanges: { kind: string; to: { certHash: string } }[] }).identityChanges.at(-1)).toMatchObject({ kind: 're-enrollment', to: { certHash: sha256(fresh.certDer) } });
+    expect((view.json() as { identityChanges: { kind: string; to: { certHash: string } }[] }).identityChanges.at(-1)).toMatchObject({
+      kind: 're-enrollment',
+      to: { certHash: sha256(fresh.certDer) },
+    });
     const ev = (await identityEvents(VICTIM)).at(-1)!;
-    expect(ev.data).toMatchObject({ kind: 're-enrollment', reason: 'same-serial-challenge: the certificate was issued for this serial number', from: { certHash: sha256(victimId.certDer) }, to: { certHash: sha256(fresh.certDer) } });
+    expect(ev.data).toMatchObject({
+      kind: 're-enrollment',
+      reason: 'same-serial-challenge: the certificate was issued for this serial number',
+      from: { certHash: sha256(victimId.certDer) },
+      to: { certHash: sha256(fresh.certDer) },
+    });
   });
 
   it('a one-time enrollment for a UDID binds to that UDID; under after-checkout it does not replace an enrolled identity', async () => {
@@ -294,7 +342,11 @@ describe('the built-in CA: anyone with the static challenge, renewals, one-time 
 
   it('POST /api/v1/enrollments refuses a malformed device binding', async () => {
     for (const body of ['{"serial": "C02 BAD"}', '{"udid": "A:B"}', '{"serial": 7}', '{"owner": "x"}', '[1]', 'not json']) {
-      const r = await http(`${server.url}/api/v1/enrollments`, { method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' }, body });
+      const r = await http(`${server.url}/api/v1/enrollments`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+        body,
+      });
       expect(r.status, body).toBe(400);
     }
   });
@@ -323,13 +375,17 @@ describe("a UDID with ':' names another device's user channel", () => {
       expect(r.body.toString()).toMatch(/not a device identifier/);
     }
     // Nor through UserID or EnrollmentID.
-    const wrong: PlistDict[] = [{ Status: 'Idle', UDID: udid, UserID: 'USER1:X' }, { Status: 'Idle', EnrollmentID: `${udid}:USER1` }, { Status: 'Idle', UDID: `${udid} ` }];
+    const wrong: PlistDict[] = [
+      { Status: 'Idle', UDID: udid, UserID: 'USER1:X' },
+      { Status: 'Idle', EnrollmentID: `${udid}:USER1` },
+      { Status: 'Idle', UDID: `${udid} ` },
+    ];
     for (const dict of wrong) {
       const r = await victim.report(dict);
       expect(r.status).toBe(400);
     }
     expect(await idle(victim, 'USER1')).toBe(uuid);
-    expect((await server.store.getEnrollment(`${udid}:USER1`))).toMatchObject({ deviceId: udid, type: 'user', active: true });
+    expect(await server.store.getEnrollment(`${udid}:USER1`)).toMatchObject({ deviceId: udid, type: 'user', active: true });
     expect(await server.store.getDevice(`${udid}:USER1`)).toBeUndefined();
   });
 
@@ -352,13 +408,22 @@ describe('devices choose their own facts: blueprints with secrets can require a 
   let server: EnrollServer;
   beforeAll(async () => {
     repo = new FleetRepo();
-    const wifi = profile('wifi', 'com.example.wifi', '    - type: com.apple.wifi.managed\n      keys:\n        SSID_STR: Example-Corp\n        EncryptionType: WPA2\n        Password: ${secret:psk}\n');
+    const wifi = profile(
+      'wifi',
+      'com.example.wifi',
+      '    - type: com.apple.wifi.managed\n      keys:\n        SSID_STR: Example-Corp\n        EncryptionType: WPA2\n        Password: ${secret:psk}\n',
+    );
     const secret = 'apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: psk}\nspec: {description: fleet PSK}\n';
-    repo.write('profiles/wifi.yaml', wifi).write('secrets.yaml', secret)
+    repo
+      .write('profiles/wifi.yaml', wifi)
+      .write('secrets.yaml', secret)
       .write('blueprints/wifi.yaml', blueprint('office-wifi', '    serials: [C02PROVEN001]\n    proven: true', ['wifi']));
     repo.commit('wifi for a proven serial only');
     const dataDir = join(repo.root, 'server');
-    server = await startEnrollServer({ staticChallenge: STATIC }, { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir, secretsDir: join(repo.root, 'secrets') });
+    server = await startEnrollServer(
+      { staticChallenge: STATIC },
+      { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir, secretsDir: join(repo.root, 'secrets') },
+    );
     mkdirSync(join(repo.root, 'secrets'), { recursive: true });
     writeFileSync(join(repo.root, 'secrets', 'psk'), 'fleet-psk-value');
     await server.source!.sync('test');
@@ -369,13 +434,29 @@ describe('devices choose their own facts: blueprints with secrets can require a 
   });
 
   it('a device claiming the serial gets nothing; the one whose certificate was issued for it gets the Wi-Fi profile', async () => {
-    const impostor = new SimulatedDevice({ serverUrl: server.url, identity: await scepIdentity(server, STATIC, 'impostor'), udid: '00008030-0000000000000D01', serialNumber: 'C02PROVEN001', topic: TOPIC });
-    const real = new SimulatedDevice({ serverUrl: server.url, identity: await scepIdentity(server, await oneTimeFor(server, { serial: 'C02PROVEN001' }), 'real'), udid: '00008030-0000000000000D02', serialNumber: 'C02PROVEN001', topic: TOPIC });
+    const impostor = new SimulatedDevice({
+      serverUrl: server.url,
+      identity: await scepIdentity(server, STATIC, 'impostor'),
+      udid: '00008030-0000000000000D01',
+      serialNumber: 'C02PROVEN001',
+      topic: TOPIC,
+    });
+    const real = new SimulatedDevice({
+      serverUrl: server.url,
+      identity: await scepIdentity(server, await oneTimeFor(server, { serial: 'C02PROVEN001' }), 'real'),
+      udid: '00008030-0000000000000D02',
+      serialNumber: 'C02PROVEN001',
+      topic: TOPIC,
+    });
     for (const d of [impostor, real]) await d.enroll();
-    await waitFor('the real device to get the Wi-Fi profile', async () => {
-      for (const d of [impostor, real]) await d.connect();
-      return real.profiles.has('com.example.wifi') || undefined;
-    }, 15_000);
+    await waitFor(
+      'the real device to get the Wi-Fi profile',
+      async () => {
+        for (const d of [impostor, real]) await d.connect();
+        return real.profiles.has('com.example.wifi') || undefined;
+      },
+      15_000,
+    );
     for (let i = 0; i < 3; i++) await impostor.connect();
     expect(impostor.profiles.has('com.example.wifi')).toBe(false);
     expect(impostor.handled.some((c) => c.requestType === 'InstallProfile')).toBe(false);

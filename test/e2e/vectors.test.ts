@@ -56,8 +56,13 @@ describe('nanomdm device captures', () => {
     expect(dev?.facts).toMatchObject({ SerialNumber: 'C02MT66KFLHH', Model: 'iMac14,2', DeviceName: 'Fruit', OSVersion: '10.12.6' });
     expect((await send('/mdm/checkin', capture('TokenUpdate.2.plist'))).status).toBe(200);
     const queued = await http(`${server.url}/api/v1/commands`, {
-      method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ targets: [udid], commandUUID: '76eda240-5488-4989-8339-f2ae160113c4', command: { RequestType: 'DeviceInformation', Queries: ['UDID'] } }),
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        targets: [udid],
+        commandUUID: '76eda240-5488-4989-8339-f2ae160113c4',
+        command: { RequestType: 'DeviceInformation', Queries: ['UDID'] },
+      }),
     });
     expect(queued.status).toBe(201);
     const res = await send('/mdm/connect', capture('DeviceInformation.1.plist'), 'application/x-apple-aspen-mdm');

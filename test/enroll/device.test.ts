@@ -119,9 +119,14 @@ describe('a simulated device enrolling through the served profile and SCEP', () 
     const foreign = createDeviceIdentity(createCA({ commonName: 'Foreign CA' }), 'foreign');
     await expect(renewIdentity(enrollment.scepUrl, foreign, { key: foreign.key })).rejects.toMatchObject({ failInfo: 'badMessageCheck' });
     const expired = issueCertificate(server.enroll.caStore.ca, {
-      publicKey: enrollment.identity.key, commonName: 'old', notBefore: new Date(Date.now() - 400 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000),
+      publicKey: enrollment.identity.key,
+      commonName: 'old',
+      notBefore: new Date(Date.now() - 400 * 86_400_000),
+      notAfter: new Date(Date.now() - 86_400_000),
     });
-    const err = await renewIdentity(enrollment.scepUrl, { certDer: expired.certDer, key: enrollment.identity.key }, { key: enrollment.identity.key }).catch((e: unknown) => e);
+    const err = await renewIdentity(enrollment.scepUrl, { certDer: expired.certDer, key: enrollment.identity.key }, { key: enrollment.identity.key }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ScepEnrollError);
     expect((err as ScepEnrollError).failInfo).toBe('badTime');
   });
@@ -140,7 +145,9 @@ describe('other ways in', () => {
 
   it('a profile signed by someone else is refused before any SCEP request', async () => {
     const before = server.logs.filter((l) => l.path === '/scep').length;
-    await expect(enrollFromProfile({ profileUrl: `${server.url}/mdm/enroll`, trustedCa: createCA({ commonName: 'Not Ours' }).certPem })).rejects.toThrow(/issuer not trusted/);
+    await expect(enrollFromProfile({ profileUrl: `${server.url}/mdm/enroll`, trustedCa: createCA({ commonName: 'Not Ours' }).certPem })).rejects.toThrow(
+      /issuer not trusted/,
+    );
     expect(server.logs.filter((l) => l.path === '/scep').length).toBe(before);
   });
 

@@ -17,7 +17,13 @@ export interface EnrollServer extends TestServer {
 
 export async function startEnrollServer(routeOpts: ScepRoutesOptions = {}, overrides: Partial<ServerConfig> = {}): Promise<EnrollServer> {
   let enroll: EnrollmentContext | undefined;
-  const server = await startTestServer(overrides, { routes: [scepRoutes({ topic: TOPIC, ...routeOpts }, (c) => { enroll = c; })] });
+  const server = await startTestServer(overrides, {
+    routes: [
+      scepRoutes({ topic: TOPIC, ...routeOpts }, (c) => {
+        enroll = c;
+      }),
+    ],
+  });
   if (!enroll) throw new Error('enrollment routes were not built');
   return { ...server, enroll, caPem: enroll.caStore.ca.certPem };
 }
@@ -48,10 +54,16 @@ export interface ScepclientRun {
 export function scepclient(serverUrl: string, dir: string, args: string[] = []): Promise<ScepclientRun> {
   mkdirSync(dir, { recursive: true });
   return new Promise((resolve, reject) => {
-    const child = spawn('scepclient', ['-server-url', `${serverUrl}/scep`, '-private-key', join(dir, 'key.pem'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('scepclient', ['-server-url', `${serverUrl}/scep`, '-private-key', join(dir, 'key.pem'), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
-    child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      output += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      output += d.toString();
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
     child.on('error', reject);
     child.on('close', (code) => {

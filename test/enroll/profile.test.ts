@@ -22,7 +22,12 @@ const PUBLIC = 'https://mdm.example.com/orchard';
 
 async function get(url: string): Promise<{ status: number; type: string; disposition: string; body: Buffer }> {
   const res = await fetch(url);
-  return { status: res.status, type: res.headers.get('content-type') ?? '', disposition: res.headers.get('content-disposition') ?? '', body: Buffer.from(await res.arrayBuffer()) };
+  return {
+    status: res.status,
+    type: res.headers.get('content-type') ?? '',
+    disposition: res.headers.get('content-disposition') ?? '',
+    body: Buffer.from(await res.arrayBuffer()),
+  };
 }
 
 /** `openssl smime -verify` against `caFile`; returns the signed content or the failure. */
@@ -64,7 +69,13 @@ describe('GET /mdm/enroll', () => {
     const root = payload(profile, 'com.apple.security.root');
     expect(Buffer.from(root.PayloadContent as Uint8Array).equals(server.enroll.caStore.ca.certDer)).toBe(true);
     const scep = payload(profile, 'com.apple.security.scep');
-    expect(scep.PayloadContent).toMatchObject({ URL: `${PUBLIC}/scep`, Challenge: STATIC, Keysize: 2048, 'Key Type': 'RSA', Subject: [[['O', 'Orchard']], [['CN', 'Orchard MDM identity']]] });
+    expect(scep.PayloadContent).toMatchObject({
+      URL: `${PUBLIC}/scep`,
+      Challenge: STATIC,
+      Keysize: 2048,
+      'Key Type': 'RSA',
+      Subject: [[['O', 'Orchard']], [['CN', 'Orchard MDM identity']]],
+    });
     const mdm = payload(profile, 'com.apple.mdm');
     expect(mdm).toMatchObject({
       IdentityCertificateUUID: scep.PayloadUUID,
@@ -85,7 +96,9 @@ describe('GET /mdm/enroll', () => {
     expect(validateTopLevel(profile).filter((i) => i.severity === 'error')).toEqual([]);
     for (const p of profile.PayloadContent as PlistDict[]) {
       const issues = validatePayload(String(p.PayloadType), p, { platforms: [], mode: 'complete' }).filter((i) => i.severity === 'error');
-      const unexpected = issues.filter((i) => !(p.PayloadType === 'com.apple.mdm' && i.path[0] === 'ServerCapabilities' && /per-user-connections/.test(i.message)));
+      const unexpected = issues.filter(
+        (i) => !(p.PayloadType === 'com.apple.mdm' && i.path[0] === 'ServerCapabilities' && /per-user-connections/.test(i.message)),
+      );
       expect(unexpected).toEqual([]);
     }
   });
@@ -163,7 +176,10 @@ describe('orchard enroll-profile', () => {
       expect(forSerial.notes.join('\n')).toContain('for serial C02CLI000001');
       const dir = tempDir();
       expect((await scepclient(server.url, dir, ['-challenge', verifyEnrollmentProfile(forSerial.profile, server.caPem).scep.Challenge!])).code).toBe(0);
-      const identity = { certDer: Buffer.from(readFileSync(join(dir, 'client.pem'), 'utf8').replace(/-----[^-]+-----|\s/g, ''), 'base64'), key: createPrivateKey(readFileSync(join(dir, 'key.pem'))) };
+      const identity = {
+        certDer: Buffer.from(readFileSync(join(dir, 'client.pem'), 'utf8').replace(/-----[^-]+-----|\s/g, ''), 'base64'),
+        key: createPrivateKey(readFileSync(join(dir, 'key.pem'))),
+      };
       const liar = new SimulatedDevice({ serverUrl: server.url, identity, udid: '00008030-00000000000CL101', serialNumber: 'C02OTHER0001', topic: TOPIC });
       expect((await liar.authenticate()).status).toBe(403);
       const device = new SimulatedDevice({ serverUrl: server.url, identity, udid: '00008030-00000000000CL101', serialNumber: 'C02CLI000001', topic: TOPIC });

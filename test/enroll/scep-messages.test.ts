@@ -85,13 +85,32 @@ describe('EnvelopedData against openssl cms', () => {
     certDer = new X509Certificate(readFileSync(cert.cert)).raw;
   });
 
-  const ciphers: [ContentCipher, string][] = [['aes-128-cbc', '-aes128'], ['aes-192-cbc', '-aes192'], ['aes-256-cbc', '-aes256'], ['des-ede3-cbc', '-des3'], ['des-cbc', '-des']];
+  const ciphers: [ContentCipher, string][] = [
+    ['aes-128-cbc', '-aes128'],
+    ['aes-192-cbc', '-aes192'],
+    ['aes-256-cbc', '-aes256'],
+    ['des-ede3-cbc', '-des3'],
+    ['des-cbc', '-des'],
+  ];
 
   it.each(ciphers)('%s: openssl decrypts what we seal', (cipher) => {
     const der = sealEnvelope(content, certDer, cipher);
     const file = join(tmp, `sealed-${cipher}.der`);
     writeFileSync(file, der);
-    const r = openssl(['cms', '-decrypt', '-inform', 'DER', '-in', file, '-recip', cert.cert, '-inkey', cert.key, '-binary', ...(cipher === 'des-cbc' ? legacy : [])]);
+    const r = openssl([
+      'cms',
+      '-decrypt',
+      '-inform',
+      'DER',
+      '-in',
+      file,
+      '-recip',
+      cert.cert,
+      '-inkey',
+      cert.key,
+      '-binary',
+      ...(cipher === 'des-cbc' ? legacy : []),
+    ]);
     expect(r.stderr).toBe('');
     expect(r.stdout.equals(content)).toBe(true);
   });
@@ -134,7 +153,6 @@ describe('EnvelopedData against openssl cms', () => {
     expect(decryptKeyPkcs1(privateKey, garbage, 16)).toHaveLength(16);
     expect(decryptKeyPkcs1(privateKey, Buffer.alloc(10), 16)).toHaveLength(16);
   });
-
 });
 
 describe('PKCS#10 requests', () => {
@@ -142,12 +160,18 @@ describe('PKCS#10 requests', () => {
 
   it('reads an openssl CSR: subject, challenge password, proof of possession', () => {
     const conf = join(tmp, 'req.cnf');
-    writeFileSync(conf, '[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nO=Example\nCN=device 1\n[attrs]\nchallengePassword=s3cret-Ch4llenge\n');
+    writeFileSync(
+      conf,
+      '[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nO=Example\nCN=device 1\n[attrs]\nchallengePassword=s3cret-Ch4llenge\n',
+    );
     const r = openssl(['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(tmp, 'k.pem'), '-config', conf, '-outform', 'DER']);
     expect(r.code).toBe(0);
     const csr = parseCsr(r.stdout);
     expect(csr.challengePassword).toBe('s3cret-Ch4llenge');
-    expect(csr.subject).toEqual([{ name: '2.5.4.10', value: 'Example' }, { name: '2.5.4.3', value: 'device 1' }]);
+    expect(csr.subject).toEqual([
+      { name: '2.5.4.10', value: 'Example' },
+      { name: '2.5.4.3', value: 'device 1' },
+    ]);
     expect(csr.publicKey.asymmetricKeyType).toBe('rsa');
     const bad = Buffer.from(r.stdout);
     bad[bad.length - 5] = bad[bad.length - 5]! ^ 0xff; // the signature
@@ -156,7 +180,14 @@ describe('PKCS#10 requests', () => {
 
   it('what we build, openssl verifies and reads (challenge included); our self-signed certificate is valid X.509', () => {
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const der = buildCsr({ key: privateKey, subject: [['O', 'Orchard'], ['CN', 'Orchard MDM identity']], challengePassword: 'abc123' });
+    const der = buildCsr({
+      key: privateKey,
+      subject: [
+        ['O', 'Orchard'],
+        ['CN', 'Orchard MDM identity'],
+      ],
+      challengePassword: 'abc123',
+    });
     const file = join(tmp, 'ours.der');
     writeFileSync(file, der);
     const r = openssl(['req', '-in', file, '-inform', 'DER', '-verify', '-noout', '-text']);
@@ -201,7 +232,12 @@ describe('ScepAuthority without HTTP', () => {
 
     // A RenewalReq signed by a certificate of another CA is refused.
     const foreign = createDeviceIdentity(createCA({ commonName: 'Foreign' }), 'x');
-    const req3 = buildRequest({ messageType: 'RenewalReq', csr: buildCsr({ key: foreign.key, subject: [['CN', 'x']] }), signer: foreign, recipient: ca.certDer });
+    const req3 = buildRequest({
+      messageType: 'RenewalReq',
+      csr: buildCsr({ key: foreign.key, subject: [['CN', 'x']] }),
+      signer: foreign,
+      recipient: ca.certDer,
+    });
     expect(readCertRep(authority.pkiOperation(req3.der).body, req3, ca.certDer, foreign)).toMatchObject({ status: 'FAILURE', failInfo: 'badMessageCheck' });
   });
 });
@@ -216,14 +252,24 @@ describe('a PKCSReq signed with an EC key', () => {
     });
     const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
     const ecSigner = { certDer: selfSignedCertificate(ec, [['CN', 'ec-dev']]), key: ec };
-    const ecReq = buildRequest({ messageType: 'PKCSReq', csr: buildCsr({ key: ec, subject: [['CN', 'ec-dev']], challengePassword: 'one-time-ec' }), signer: ecSigner, recipient: ca.certDer });
+    const ecReq = buildRequest({
+      messageType: 'PKCSReq',
+      csr: buildCsr({ key: ec, subject: [['CN', 'ec-dev']], challengePassword: 'one-time-ec' }),
+      signer: ecSigner,
+      recipient: ca.certDer,
+    });
     const res = authority.pkiOperation(ecReq.der);
     expect(readCertRep(res.body, ecReq, ca.certDer, ecSigner)).toMatchObject({ status: 'FAILURE', failInfo: 'badAlg' });
     expect(used.size).toBe(0);
 
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const signer = { certDer: selfSignedCertificate(privateKey, [['CN', 'dev']]), key: privateKey };
-    const req = buildRequest({ messageType: 'PKCSReq', csr: buildCsr({ key: privateKey, subject: [['CN', 'dev']], challengePassword: 'one-time-ec' }), signer, recipient: ca.certDer });
+    const req = buildRequest({
+      messageType: 'PKCSReq',
+      csr: buildCsr({ key: privateKey, subject: [['CN', 'dev']], challengePassword: 'one-time-ec' }),
+      signer,
+      recipient: ca.certDer,
+    });
     expect(readCertRep(authority.pkiOperation(req.der).body, req, ca.certDer, signer).status).toBe('SUCCESS');
   });
 });
@@ -256,13 +302,22 @@ describe('PKIOperation bodies that are not what they should be, against a real s
   });
 
   it('garbage, and 300 mutations of the real PKCSReq vector (by POST and GET): a CertRep or a 400, never 5xx or 401', async () => {
-    const bodies = [Buffer.alloc(0), Buffer.from('GAFB', 'base64'), Buffer.from([0x30, 0x80]), Buffer.from('not base64 at all \u00e9'),
-      ...fc.sample(mutations([vector]), { numRuns: 300, seed: 11 }).map((m) => m.bytes)];
+    const bodies = [
+      Buffer.alloc(0),
+      Buffer.from('GAFB', 'base64'),
+      Buffer.from([0x30, 0x80]),
+      Buffer.from('not base64 at all \u00e9'),
+      ...fc.sample(mutations([vector]), { numRuns: 300, seed: 11 }).map((m) => m.bytes),
+    ];
     const statuses = new Map<number, number>();
     for (const [i, body] of bodies.entries()) {
-      const res = i % 4 === 3
-        ? await fetch(`${server.url}/scep?operation=PKIOperation&message=${encodeURIComponent(body.toString('base64'))}`).then(async (r) => ({ status: r.status, body: Buffer.from(await r.arrayBuffer()) }))
-        : await post(body);
+      const res =
+        i % 4 === 3
+          ? await fetch(`${server.url}/scep?operation=PKIOperation&message=${encodeURIComponent(body.toString('base64'))}`).then(async (r) => ({
+              status: r.status,
+              body: Buffer.from(await r.arrayBuffer()),
+            }))
+          : await post(body);
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       if (res.status === 200) expect(parsePkiMessage(res.body).messageType).toBe('CertRep');
       else expect(res.status).toBe(400);

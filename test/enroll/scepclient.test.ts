@@ -29,7 +29,9 @@ function cert(dir: string): X509Certificate {
 }
 
 function sameKey(c: X509Certificate, keyFile: string): boolean {
-  return c.publicKey.export({ type: 'spki', format: 'der' }).equals(createPublicKey(createPrivateKey(readFileSync(keyFile))).export({ type: 'spki', format: 'der' }));
+  return c.publicKey
+    .export({ type: 'spki', format: 'der' })
+    .equals(createPublicKey(createPrivateKey(readFileSync(keyFile))).export({ type: 'spki', format: 'der' }));
 }
 
 async function oneTime(): Promise<{ challenge: string; profileUrl: string; expiresAt: string }> {
@@ -100,11 +102,18 @@ describe('SCEP with micromdm scepclient', () => {
     const early = await scepclient(server.url, dir, ['-cn', 'renew-me']);
     expect(early.code).not.toBe(0);
     expect(early.output).toContain('failInfo: badRequest');
-    expect(server.logs.some((l) => /RenewalReq FAILURE badRequest: RenewalReq refused: the signer certificate is not bound to a device/.test(String(l.outcome)))).toBe(true);
+    expect(
+      server.logs.some((l) => /RenewalReq FAILURE badRequest: RenewalReq refused: the signer certificate is not bound to a device/.test(String(l.outcome))),
+    ).toBe(true);
     const keep = tempDir();
     copyFileSync(join(dir, 'client.pem'), join(keep, 'client.pem'));
     copyFileSync(join(dir, 'key.pem'), join(keep, 'key.pem'));
-    const device = new SimulatedDevice({ serverUrl: server.url, identity: { certDer: old.raw, key: createPrivateKey(readFileSync(join(dir, 'key.pem'))) }, udid: 'SCEPCLIENT-0001', topic: TOPIC });
+    const device = new SimulatedDevice({
+      serverUrl: server.url,
+      identity: { certDer: old.raw, key: createPrivateKey(readFileSync(join(dir, 'key.pem'))) },
+      udid: 'SCEPCLIENT-0001',
+      topic: TOPIC,
+    });
     await device.enroll();
 
     const run = await scepclient(server.url, dir, ['-cn', 'renew-me']);
@@ -146,7 +155,11 @@ describe('SCEP with micromdm scepclient', () => {
     mkdirSync(dir2, { recursive: true });
     writeFileSync(join(dir2, 'key.pem'), pkcs1);
     const expired = issueCertificate(server.enroll.caStore.ca, {
-      publicKey: createPublicKey(key), commonName: 'expired', notBefore: new Date(Date.now() - 10 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000), extKeyUsage: ['clientAuth'],
+      publicKey: createPublicKey(key),
+      commonName: 'expired',
+      notBefore: new Date(Date.now() - 10 * 86_400_000),
+      notAfter: new Date(Date.now() - 86_400_000),
+      extKeyUsage: ['clientAuth'],
     });
     writeFileSync(join(dir2, 'client.pem'), expired.certPem);
     const run2 = await scepclient(server.url, dir2, ['-cn', 'expired']);

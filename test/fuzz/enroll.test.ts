@@ -14,9 +14,11 @@ beforeAll(async () => {
 });
 afterAll(() => targets.cleanup());
 
-
 describe('fuzz: SCEP PKIOperation through ScepAuthority', () => {
-  fuzzes(() => targets.scep, (s) => s);
+  fuzzes(
+    () => targets.scep,
+    (s) => s,
+  );
 
   it('the unmutated scepclient and openssl-CSR requests are issued for', () => {
     const outcomes = targets.scep!.seeds.map((s) => (targets.scep!.run(s) as { outcome: string }).outcome);
@@ -26,9 +28,15 @@ describe('fuzz: SCEP PKIOperation through ScepAuthority', () => {
 });
 
 describe('fuzz: EnvelopedData (openEnvelope)', () => {
-  fuzzes(() => targets.envelope, (s) => s);
+  fuzzes(
+    () => targets.envelope,
+    (s) => s,
+  );
 });
 
 describe('fuzz: PKCS#10 (parseCsr)', () => {
-  fuzzes(() => targets.pkcs10, (s) => s);
+  fuzzes(
+    () => targets.pkcs10,
+    (s) => s,
+  );
 });

@@ -81,7 +81,10 @@ function readElement(buf: Buffer, start: number, limit: number, depth: number): 
   if (skip >= 0 && content.length > skip + 2 && (skip === 0 || content[0] === 0)) {
     const inner = readList(buf, l.at + skip, end, depth + 1);
     if (inner && inner.list.length > 0) {
-      return { tlv: { tag, indefinite: false, kids: inner.list, content: content.subarray(0, skip), encapsulated: true, enc: buf.subarray(start, end) }, at: end };
+      return {
+        tlv: { tag, indefinite: false, kids: inner.list, content: content.subarray(0, skip), encapsulated: true, enc: buf.subarray(start, end) },
+        at: end,
+      };
     }
   }
   return { tlv: { tag, indefinite: false, content, enc: buf.subarray(start, end) }, at: end };
@@ -149,9 +152,8 @@ function edited(tree: Tlv[], path: number[], edit: (list: Tlv[], i: number) => v
 // Universal types asn1js decodes while parsing (strings, times, INTEGER, OID, BOOLEAN, REAL...),
 // the constructed ones CMS uses, context tags, and a long-form tag.
 const TAGS = [
-  0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0c, 0x0d, 0x0e, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
-  0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x23, 0x24, 0x2c, 0x30, 0x31, 0x37, 0x38, 0x3c, 0x3e, 0x80, 0x81, 0x82, 0x83,
-  0xa0, 0xa1, 0xa2, 0xa3, 0xbf, 0xff,
+  0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0c, 0x0d, 0x0e, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d,
+  0x1e, 0x23, 0x24, 0x2c, 0x30, 0x31, 0x37, 0x38, 0x3c, 0x3e, 0x80, 0x81, 0x82, 0x83, 0xa0, 0xa1, 0xa2, 0xa3, 0xbf, 0xff,
 ];
 const tagArb = fc.oneof(
   { weight: 6, arbitrary: fc.constantFrom(...TAGS).map((t) => Buffer.from([t])) },
@@ -161,10 +163,25 @@ const tagArb = fc.oneof(
 
 // Contents decoders choke on: empty, odd lengths, bad times, huge INTEGERs, OID edge cases.
 const CONTENTS = [
-  '', '00', '41', 'ff', '8000', '0000', 'ffffffffffffffffff', '2a864886f70d', '2a', '80808080808080808001', '7f', '00ff',
-  Buffer.from('991231235959Z').toString('hex'), Buffer.from('20991231235959.123Z').toString('hex'),
-  Buffer.from('2026023015').toString('hex'), Buffer.from('A').toString('hex'), Buffer.from('1').toString('hex'),
-  Buffer.from('19990101000000+2500').toString('hex'), Buffer.from('0a').toString('hex'),
+  '',
+  '00',
+  '41',
+  'ff',
+  '8000',
+  '0000',
+  'ffffffffffffffffff',
+  '2a864886f70d',
+  '2a',
+  '80808080808080808001',
+  '7f',
+  '00ff',
+  Buffer.from('991231235959Z').toString('hex'),
+  Buffer.from('20991231235959.123Z').toString('hex'),
+  Buffer.from('2026023015').toString('hex'),
+  Buffer.from('A').toString('hex'),
+  Buffer.from('1').toString('hex'),
+  Buffer.from('19990101000000+2500').toString('hex'),
+  Buffer.from('0a').toString('hex'),
 ].map((h) => Buffer.from(h, 'hex'));
 const contentArb = fc.oneof(
   { weight: 2, arbitrary: fc.constantFrom(...CONTENTS) },
@@ -199,7 +216,12 @@ export const generatedTlv: fc.Arbitrary<Tlv> = fc.letrec<{ tlv: Tlv }>((tie) => 
   tlv: fc.oneof(
     { depthSize: 'small', withCrossShrink: true },
     fc.record({ tag: tagArb, content: contentArb }).map(({ tag, content }) => ({ tag, indefinite: false, content })),
-    fc.record({ tag: fc.constantFrom(0x30, 0x31, 0xa0, 0xa3, 0x24, 0x23, 0x3e, 0x38).map((t) => Buffer.from([t])), indefinite: fc.boolean(), kids: fc.array(tie('tlv'), { maxLength: 3 }) })
+    fc
+      .record({
+        tag: fc.constantFrom(0x30, 0x31, 0xa0, 0xa3, 0x24, 0x23, 0x3e, 0x38).map((t) => Buffer.from([t])),
+        indefinite: fc.boolean(),
+        kids: fc.array(tie('tlv'), { maxLength: 3 }),
+      })
       .map(({ tag, indefinite, kids }) => ({ tag, indefinite, kids, content: Buffer.alloc(0) })),
   ),
 })).tlv;
@@ -220,7 +242,10 @@ const byteOp: fc.Arbitrary<ByteOp> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ k: fc.constant('flip' as const), at: nat, bit: fc.integer({ min: 0, max: 7 }) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('truncate' as const), at: nat }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('delete' as const), at: nat, len: fc.integer({ min: 1, max: 16 }) }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant('insert' as const), at: nat, bytes: fc.uint8Array({ minLength: 1, maxLength: 8 }).map((b) => Buffer.from(b)) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant('insert' as const), at: nat, bytes: fc.uint8Array({ minLength: 1, maxLength: 8 }).map((b) => Buffer.from(b)) }),
+  },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('length' as const), at: nat, octets: fc.constantFrom(...LENGTHS) }) },
 );
 
@@ -229,16 +254,39 @@ function applyTreeOp(tree: Tlv[], op: TreeOp): Tlv[] {
   if (paths.length === 0) return tree;
   const path = paths[op.n % paths.length]!;
   const tlv = at(tree, path);
-  const changed = (c: Partial<Tlv>) => edited(tree, path, (list, i) => { list[i] = { ...tlv, ...c, enc: undefined }; });
+  const changed = (c: Partial<Tlv>) =>
+    edited(tree, path, (list, i) => {
+      list[i] = { ...tlv, ...c, enc: undefined };
+    });
   switch (op.k) {
-    case 'retag': return changed({ tag: op.tag });
-    case 'content': return changed({ kids: undefined, encapsulated: undefined, content: op.content, indefinite: false });
-    case 'indefinite': return tlv.kids && !tlv.encapsulated ? changed({ indefinite: !tlv.indefinite }) : tree;
-    case 'drop': return edited(tree, path, (list, i) => { list.splice(i, 1); });
-    case 'dup': return edited(tree, path, (list, i) => { list.splice(i, 0, tlv); });
-    case 'transplant': { const from = at(tree, paths[op.from % paths.length]!); return edited(tree, path, (list, i) => { list[i] = from; }); }
-    case 'wrap': return edited(tree, path, (list, i) => { list[i] = { tag: op.tag, indefinite: false, kids: [tlv], content: Buffer.alloc(0) }; });
-    case 'generated': return edited(tree, path, (list, i) => { list[i] = op.tlv; });
+    case 'retag':
+      return changed({ tag: op.tag });
+    case 'content':
+      return changed({ kids: undefined, encapsulated: undefined, content: op.content, indefinite: false });
+    case 'indefinite':
+      return tlv.kids && !tlv.encapsulated ? changed({ indefinite: !tlv.indefinite }) : tree;
+    case 'drop':
+      return edited(tree, path, (list, i) => {
+        list.splice(i, 1);
+      });
+    case 'dup':
+      return edited(tree, path, (list, i) => {
+        list.splice(i, 0, tlv);
+      });
+    case 'transplant': {
+      const from = at(tree, paths[op.from % paths.length]!);
+      return edited(tree, path, (list, i) => {
+        list[i] = from;
+      });
+    }
+    case 'wrap':
+      return edited(tree, path, (list, i) => {
+        list[i] = { tag: op.tag, indefinite: false, kids: [tlv], content: Buffer.alloc(0) };
+      });
+    case 'generated':
+      return edited(tree, path, (list, i) => {
+        list[i] = op.tlv;
+      });
   }
 }
 
@@ -246,12 +294,24 @@ function applyByteOp(buf: Buffer, op: ByteOp): Buffer {
   if (buf.length === 0) return op.k === 'insert' ? Buffer.from(op.bytes) : buf;
   const at = op.at % buf.length;
   switch (op.k) {
-    case 'set': { const b = Buffer.from(buf); b[at] = op.v; return b; }
-    case 'flip': { const b = Buffer.from(buf); b[at] = b[at]! ^ (1 << op.bit); return b; }
-    case 'truncate': return buf.subarray(0, at);
-    case 'delete': return Buffer.concat([buf.subarray(0, at), buf.subarray(at + op.len)]);
-    case 'insert': return Buffer.concat([buf.subarray(0, at), op.bytes, buf.subarray(at)]);
-    case 'length': return Buffer.concat([buf.subarray(0, at), op.octets, buf.subarray(at + 1)]);
+    case 'set': {
+      const b = Buffer.from(buf);
+      b[at] = op.v;
+      return b;
+    }
+    case 'flip': {
+      const b = Buffer.from(buf);
+      b[at] = b[at]! ^ (1 << op.bit);
+      return b;
+    }
+    case 'truncate':
+      return buf.subarray(0, at);
+    case 'delete':
+      return Buffer.concat([buf.subarray(0, at), buf.subarray(at + op.len)]);
+    case 'insert':
+      return Buffer.concat([buf.subarray(0, at), op.bytes, buf.subarray(at)]);
+    case 'length':
+      return Buffer.concat([buf.subarray(0, at), op.octets, buf.subarray(at + 1)]);
   }
 }
 
@@ -283,7 +343,30 @@ export function mutations(seeds: Buffer[]): fc.Arbitrary<Mutated> {
 
 /** Text mutations of a header value (characters, not bytes): for the base64/PEM/URL layers. */
 export function textMutations(values: fc.Arbitrary<string>): fc.Arbitrary<string> {
-  const op = fc.record({ at: nat, kind: fc.constantFrom('set', 'delete', 'insert', 'truncate'), ch: fc.constantFrom('%', '%2', '%zz', '%00', ':', '=', ' ', '\t', '\n', '-', '+', '/', '_', 'A', '\u00e9', '-----END CERTIFICATE-----', '-----BEGIN CERTIFICATE-----', '') });
+  const op = fc.record({
+    at: nat,
+    kind: fc.constantFrom('set', 'delete', 'insert', 'truncate'),
+    ch: fc.constantFrom(
+      '%',
+      '%2',
+      '%zz',
+      '%00',
+      ':',
+      '=',
+      ' ',
+      '\t',
+      '\n',
+      '-',
+      '+',
+      '/',
+      '_',
+      'A',
+      '\u00e9',
+      '-----END CERTIFICATE-----',
+      '-----BEGIN CERTIFICATE-----',
+      '',
+    ),
+  });
   return fc.record({ v: values, ops: fc.array(op, { minLength: 1, maxLength: 3 }) }).map(({ v, ops }) => {
     let s = v;
     for (const o of ops) {
@@ -368,9 +451,11 @@ export function fuzz<I>(target: FuzzTarget<I>, opts: FuzzOptions): Tally {
   });
   const details = fc.check(property, { numRuns: opts.runs, seed: opts.seed });
   if (details.failed && opts.stopAtOther) {
-    throw new Error(`${target.name}: an input threw something other than ${target.typed.map((t) => t.name).join('/')} `
-      + `(seed ${opts.seed}, path ${details.counterexamplePath})\n${tally.examples.join('\n')}\n`
-      + `shrunk: ${describeInput(details.counterexample?.[0])}\n${details.errorInstance instanceof Error ? details.errorInstance.stack : ''}`);
+    throw new Error(
+      `${target.name}: an input threw something other than ${target.typed.map((t) => t.name).join('/')} ` +
+        `(seed ${opts.seed}, path ${details.counterexamplePath})\n${tally.examples.join('\n')}\n` +
+        `shrunk: ${describeInput(details.counterexample?.[0])}\n${details.errorInstance instanceof Error ? details.errorInstance.stack : ''}`,
+    );
   }
   return tally;
 }

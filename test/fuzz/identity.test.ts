@@ -15,7 +15,6 @@ beforeAll(async () => {
 });
 afterAll(() => targets.cleanup());
 
-
 describe('fuzz: Mdm-Signature (device capture, openssl SHA-1 without attributes, SHA-256 with, ECDSA)', () => {
   fuzzes(() => targets.cms);
 

@@ -40,7 +40,10 @@ function opensslIntermediate(dir: string, parent: OpensslCa, name: string): Open
 function opensslCsr(dir: string, name: string, ec: boolean): { der: Buffer; key: string } {
   const conf = join(dir, `${name}.cnf`);
   const key = join(dir, `${name}.key`);
-  writeFileSync(conf, `[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nC=US\nO=Orchard Tests\nOU=Fuzz\nCN=${name}\n[attrs]\nchallengePassword=${CHALLENGE}\n`);
+  writeFileSync(
+    conf,
+    `[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nC=US\nO=Orchard Tests\nOU=Fuzz\nCN=${name}\n[attrs]\nchallengePassword=${CHALLENGE}\n`,
+  );
   const newkey = ec ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'] : ['-newkey', 'rsa:2048'];
   return { der: openssl(['req', '-new', ...newkey, '-nodes', '-keyout', key, '-config', conf, '-outform', 'DER']), key };
 }
@@ -60,8 +63,7 @@ async function scepclientRequest(dir: string, ca: CertifiedKey): Promise<Buffer>
       if (op === 'GetCACaps') res.end('POSTPKIOperation\nSHA-256\nAES\nSCEPStandard\n');
       else if (op === 'GetCACert') res.writeHead(200, { 'content-type': 'application/x-x509-ca-cert' }).end(ca.certDer);
       else {
-        captured = op === 'PKIOperation' && req.method === 'GET'
-          ? Buffer.from(url.searchParams.get('message') ?? '', 'base64') : Buffer.concat(chunks);
+        captured = op === 'PKIOperation' && req.method === 'GET' ? Buffer.from(url.searchParams.get('message') ?? '', 'base64') : Buffer.concat(chunks);
         res.writeHead(400).end();
       }
     });
@@ -70,8 +72,22 @@ async function scepclientRequest(dir: string, ca: CertifiedKey): Promise<Buffer>
   const port = (server.address() as AddressInfo).port;
   try {
     await new Promise<void>((resolve, reject) => {
-      const child = spawn('scepclient', ['-server-url', `http://127.0.0.1:${port}/scep`, '-private-key', join(dir, 'scepclient.key'),
-        '-challenge', CHALLENGE, '-cn', 'scepclient fuzz seed', '-keySize', '2048'], { stdio: 'ignore' });
+      const child = spawn(
+        'scepclient',
+        [
+          '-server-url',
+          `http://127.0.0.1:${port}/scep`,
+          '-private-key',
+          join(dir, 'scepclient.key'),
+          '-challenge',
+          CHALLENGE,
+          '-cn',
+          'scepclient fuzz seed',
+          '-keySize',
+          '2048',
+        ],
+        { stdio: 'ignore' },
+      );
       child.on('error', reject);
       child.on('close', () => resolve());
     });
@@ -164,9 +180,13 @@ export async function makeTargets(only: readonly TargetName[] = TARGET_NAMES): P
     // The mutated certificate plays the leaf or the intermediate of a chain to a trusted root.
     out.trust = {
       name: 'certificate chain (TrustStore.check)',
-      input: fc.tuple(mutations([leafDer, interDer, apple]), fc.boolean()).map(([m, asLeaf]) => (asLeaf
-        ? { leaf: m.bytes, chain: [interDer] } : { leaf: leafDer, chain: [m.bytes, apple] })),
-      seeds: [{ leaf: leafDer, chain: [interDer] }, { leaf: leafDer, chain: [interDer, apple] }],
+      input: fc
+        .tuple(mutations([leafDer, interDer, apple]), fc.boolean())
+        .map(([m, asLeaf]) => (asLeaf ? { leaf: m.bytes, chain: [interDer] } : { leaf: leafDer, chain: [m.bytes, apple] })),
+      seeds: [
+        { leaf: leafDer, chain: [interDer] },
+        { leaf: leafDer, chain: [interDer, apple] },
+      ],
       // A new store each time: a cached chain would skip parsing the mutated intermediate.
       run: ({ leaf: l, chain }) => new TrustStore([rootPem]).check(l, chain),
       typed: [IdentityError],

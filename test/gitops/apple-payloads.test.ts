@@ -34,22 +34,51 @@ describe('valid payloads', () => {
   });
 
   it('passcode policy has no issues on iOS', () => {
-    const keys = { allowSimple: false, forcePIN: true, maxFailedAttempts: 6, minLength: 8, maxInactivity: 5, requireAlphanumeric: true, pinHistory: 5, maxPINAgeInDays: 365 };
+    const keys = {
+      allowSimple: false,
+      forcePIN: true,
+      maxFailedAttempts: 6,
+      minLength: 8,
+      maxInactivity: 5,
+      requireAlphanumeric: true,
+      pinHistory: 5,
+      maxPINAgeInDays: 365,
+    };
     expect(validatePayload('com.apple.mobiledevice.passwordpolicy', keys, authored(['iOS']))).toEqual([]);
   });
 
   it('restrictions have no issues on supervised iOS', () => {
-    const keys = { allowCamera: true, allowAppInstallation: false, allowAirDrop: false, allowScreenShot: true, forceEncryptedBackup: true, safariAcceptCookies: 1.5 };
+    const keys = {
+      allowCamera: true,
+      allowAppInstallation: false,
+      allowAirDrop: false,
+      allowScreenShot: true,
+      forceEncryptedBackup: true,
+      safariAcceptCookies: 1.5,
+    };
     expect(validatePayload('com.apple.applicationaccess', keys, authored(['iOS'], true))).toEqual([]);
   });
 
   it('FileVault has no issues on macOS', () => {
-    const keys = { Enable: 'On', Defer: true, UseRecoveryKey: true, ShowRecoveryKey: false, DeferForceAtUserLoginMaxBypassAttempts: -1, DeferDontAskAtUserLogout: true };
+    const keys = {
+      Enable: 'On',
+      Defer: true,
+      UseRecoveryKey: true,
+      ShowRecoveryKey: false,
+      DeferForceAtUserLoginMaxBypassAttempts: -1,
+      DeferDontAskAtUserLogout: true,
+    };
     expect(validatePayload('com.apple.MCX.FileVault2', keys, authored(['macOS']))).toEqual([]);
   });
 
   it('software update has no issues on macOS', () => {
-    const keys = { AutomaticCheckEnabled: true, AutomaticDownload: true, CriticalUpdateInstall: true, AutomaticallyInstallMacOSUpdates: true, CatalogURL: 'https://swscan.example.com/index.sucatalog' };
+    const keys = {
+      AutomaticCheckEnabled: true,
+      AutomaticDownload: true,
+      CriticalUpdateInstall: true,
+      AutomaticallyInstallMacOSUpdates: true,
+      CatalogURL: 'https://swscan.example.com/index.sucatalog',
+    };
     expect(validatePayload('com.apple.SoftwareUpdate', keys, authored(['macOS']))).toEqual([]);
   });
 });
@@ -61,7 +90,11 @@ describe('errors', () => {
     expect(errors(issues)).toEqual([]);
     const warns = warnings(issues);
     expect(warns).toHaveLength(2);
-    expect(warns[0]).toMatchObject({ rule: 'apple-unknown-key', path: ['SSID_ST'], message: expect.stringMatching(/unknown key 'SSID_ST'.*did you mean 'SSID_STR'\?/) });
+    expect(warns[0]).toMatchObject({
+      rule: 'apple-unknown-key',
+      path: ['SSID_ST'],
+      message: expect.stringMatching(/unknown key 'SSID_ST'.*did you mean 'SSID_STR'\?/),
+    });
     expect(warns[1]).toMatchObject({ rule: 'apple-unknown-key', path: ['AutoJion'], message: expect.stringMatching(/did you mean 'AutoJoin'\?/) });
   });
 
@@ -80,12 +113,21 @@ describe('errors', () => {
 
   it('value outside rangelist', () => {
     const errs = errors(validatePayload('com.apple.wifi.managed', { ...wifi(), EncryptionType: 'WPA4' }, authored([])));
-    expect(errs).toEqual([{ severity: 'error', rule: 'apple-value', path: ['EncryptionType'], message: expect.stringMatching(/must be one of "WEP", "WPA", "WPA2", "WPA3", "Any", "None"; got "WPA4"/) }]);
+    expect(errs).toEqual([
+      {
+        severity: 'error',
+        rule: 'apple-value',
+        path: ['EncryptionType'],
+        message: expect.stringMatching(/must be one of "WEP", "WPA", "WPA2", "WPA3", "Any", "None"; got "WPA4"/),
+      },
+    ]);
   });
 
   it('value outside range', () => {
     const errs = errors(validatePayload('com.apple.mobiledevice.passwordpolicy', { maxFailedAttempts: 20, minLength: 8 }, authored([])));
-    expect(errs).toEqual([{ severity: 'error', rule: 'apple-value', path: ['maxFailedAttempts'], message: expect.stringMatching(/must be between 2 and 11; got 20/) }]);
+    expect(errs).toEqual([
+      { severity: 'error', rule: 'apple-value', path: ['maxFailedAttempts'], message: expect.stringMatching(/must be between 2 and 11; got 20/) },
+    ]);
     // Ranges on <real> keys too.
     expect(errors(validatePayload('com.apple.universalaccess', { contrast: 1.5 }, authored([])))[0].message).toMatch(/between 0 and 1/);
     expect(errors(validatePayload('com.apple.universalaccess', { contrast: 1 }, authored([])))).toEqual([]);
@@ -98,10 +140,25 @@ describe('errors', () => {
 
   it('unknown payload type: a typo of an Apple type (warning on macOS), an error where only Apple types install', () => {
     const issues = validatePayload('com.apple.wifi.manged', { SSID_STR: 'x' }, authored([]));
-    expect(issues).toEqual([{ severity: 'warning', rule: 'apple-payload-type-typo', path: [], message: expect.stringMatching(/unknown payload type 'com.apple.wifi.manged'; did you mean 'com.apple.wifi.managed'\?/) }]);
-    expect(validatePayload('com.apple.wifi.manged', { SSID_STR: 'x' }, authored(['macOS']))[0]).toMatchObject({ severity: 'warning', rule: 'apple-payload-type-typo' });
+    expect(issues).toEqual([
+      {
+        severity: 'warning',
+        rule: 'apple-payload-type-typo',
+        path: [],
+        message: expect.stringMatching(/unknown payload type 'com.apple.wifi.manged'; did you mean 'com.apple.wifi.managed'\?/),
+      },
+    ]);
+    expect(validatePayload('com.apple.wifi.manged', { SSID_STR: 'x' }, authored(['macOS']))[0]).toMatchObject({
+      severity: 'warning',
+      rule: 'apple-payload-type-typo',
+    });
     expect(validatePayload('com.apple.wifi.manged', { SSID_STR: 'x' }, authored(['macOS', 'iOS']))).toEqual([
-      { severity: 'error', rule: 'apple-payload-type', path: [], message: expect.stringMatching(/did you mean 'com.apple.wifi.managed'\?: iOS install only payload types Apple defines/) },
+      {
+        severity: 'error',
+        rule: 'apple-payload-type',
+        path: [],
+        message: expect.stringMatching(/did you mean 'com.apple.wifi.managed'\?: iOS install only payload types Apple defines/),
+      },
     ]);
     expect(isKnownPayloadType('com.apple.wifi.manged')).toBe(false);
     expect(isKnownPayloadType('com.apple.wifi.managed')).toBe(true);
@@ -121,20 +178,31 @@ describe('errors', () => {
     expect(errs[1].message).toMatch(/did you mean 'UserName'\?/);
     // A required subkey is reported at the dictionary that lacks it.
     const missing = errors(validatePayload('com.apple.wifi.managed', { SSID_STR: 'x', EAPClientConfiguration: { UserName: 'u' } }, authored([])));
-    expect(missing).toEqual([{ severity: 'error', rule: 'apple-required-key', path: ['EAPClientConfiguration'], message: expect.stringMatching(/missing required key 'AcceptEAPTypes' in 'EAPClientConfiguration'/) }]);
+    expect(missing).toEqual([
+      {
+        severity: 'error',
+        rule: 'apple-required-key',
+        path: ['EAPClientConfiguration'],
+        message: expect.stringMatching(/missing required key 'AcceptEAPTypes' in 'EAPClientConfiguration'/),
+      },
+    ]);
   });
 
   it('format (Apple regular expression) is checked', () => {
     const errs = errors(validatePayload('com.apple.wifi.managed', { ...wifi(), PayloadCertificateUUID: 'not-a-uuid' }, authored([])));
     expect(errs).toEqual([{ severity: 'error', rule: 'apple-value', path: ['PayloadCertificateUUID'], message: expect.stringMatching(/must match/) }]);
-    expect(errors(validatePayload('com.apple.wifi.managed', { ...wifi(), PayloadCertificateUUID: '6B29FC40-CA47-1067-B31D-00DD010662DA' }, authored([])))).toEqual([]);
+    expect(
+      errors(validatePayload('com.apple.wifi.managed', { ...wifi(), PayloadCertificateUUID: '6B29FC40-CA47-1067-B31D-00DD010662DA' }, authored([]))),
+    ).toEqual([]);
   });
 
   it('repetition bounds an array length', () => {
     const scep = (pair: string[]) => ({ PayloadContent: { URL: 'https://scep.example.com', Subject: [[pair]] } });
     expect(errors(validatePayload('com.apple.security.scep', scep(['O', 'Example']), authored([])))).toEqual([]);
     const errs = errors(validatePayload('com.apple.security.scep', scep(['O', 'Example', 'extra']), authored([])));
-    expect(errs).toEqual([{ severity: 'error', rule: 'apple-value', path: ['PayloadContent', 'Subject', 0, 0], message: expect.stringMatching(/must have exactly 2 items; has 3/) }]);
+    expect(errs).toEqual([
+      { severity: 'error', rule: 'apple-value', path: ['PayloadContent', 'Subject', 0, 0], message: expect.stringMatching(/must have exactly 2 items; has 3/) },
+    ]);
   });
 });
 
@@ -152,11 +220,27 @@ describe('authored and complete payloads', () => {
     const ctx: PayloadContext = { platforms: [], mode: 'complete' };
     const issues = validatePayload('com.apple.wifi.managed', wifi(), ctx);
     const msgs = errors(issues).map((e) => e.message);
-    for (const k of ['PayloadIdentifier', 'PayloadUUID', 'PayloadType']) expect(msgs).toContainEqual(expect.stringMatching(new RegExp(`missing required key '${k}'`)));
-    expect(warnings(issues)).toEqual([{ severity: 'warning', rule: 'apple-payload-version', path: [], message: expect.stringMatching(/missing required key 'PayloadVersion'/) }]);
-    const full = { ...wifi(), PayloadIdentifier: 'com.example.wifi', PayloadUUID: '6B29FC40-CA47-1067-B31D-00DD010662DA', PayloadType: 'com.apple.wifi.managed', PayloadVersion: 1 };
+    for (const k of ['PayloadIdentifier', 'PayloadUUID', 'PayloadType'])
+      expect(msgs).toContainEqual(expect.stringMatching(new RegExp(`missing required key '${k}'`)));
+    expect(warnings(issues)).toEqual([
+      { severity: 'warning', rule: 'apple-payload-version', path: [], message: expect.stringMatching(/missing required key 'PayloadVersion'/) },
+    ]);
+    const full = {
+      ...wifi(),
+      PayloadIdentifier: 'com.example.wifi',
+      PayloadUUID: '6B29FC40-CA47-1067-B31D-00DD010662DA',
+      PayloadType: 'com.apple.wifi.managed',
+      PayloadVersion: 1,
+    };
     expect(validatePayload('com.apple.wifi.managed', full, ctx)).toEqual([]);
-    expect(validatePayload('com.apple.wifi.managed', { ...full, PayloadVersion: 2 }, ctx)).toEqual([{ severity: 'warning', rule: 'apple-payload-version', path: ['PayloadVersion'], message: expect.stringMatching(/'PayloadVersion' must be one of 1; got 2/) }]);
+    expect(validatePayload('com.apple.wifi.managed', { ...full, PayloadVersion: 2 }, ctx)).toEqual([
+      {
+        severity: 'warning',
+        rule: 'apple-payload-version',
+        path: ['PayloadVersion'],
+        message: expect.stringMatching(/'PayloadVersion' must be one of 1; got 2/),
+      },
+    ]);
     expect(errors(validatePayload('com.apple.wifi.managed', { ...full, PayloadType: 'com.apple.vpn.managed' }, ctx))[0].message).toMatch(/does not match/);
   });
 });
@@ -164,26 +248,52 @@ describe('authored and complete payloads', () => {
 describe('warnings', () => {
   it('payload type not supported on a target platform', () => {
     const issues = validatePayload('com.apple.SoftwareUpdate', { AutomaticCheckEnabled: true }, authored(['macOS', 'iOS']));
-    expect(issues).toEqual([{ severity: 'warning', rule: 'apple-platform', path: [], message: expect.stringMatching(/payload type com.apple.SoftwareUpdate is not supported on iOS \(supported on macOS 10.7\+\)/) }]);
+    expect(issues).toEqual([
+      {
+        severity: 'warning',
+        rule: 'apple-platform',
+        path: [],
+        message: expect.stringMatching(/payload type com.apple.SoftwareUpdate is not supported on iOS \(supported on macOS 10.7\+\)/),
+      },
+    ]);
     expect(validatePayload('com.apple.SoftwareUpdate', { AutomaticCheckEnabled: true }, authored([]))).toEqual([]);
   });
 
   it('key not supported on a target platform (iPadOS uses the iOS entry)', () => {
     const issues = validatePayload('com.apple.mobiledevice.passwordpolicy', { minLength: 8, changeAtNextAuth: true }, authored(['iPadOS', 'macOS']));
-    expect(issues).toEqual([{ severity: 'warning', rule: 'apple-platform', path: ['changeAtNextAuth'], message: expect.stringMatching(/'changeAtNextAuth' is not supported on iPadOS \(supported on macOS 10.13\+\)/) }]);
+    expect(issues).toEqual([
+      {
+        severity: 'warning',
+        rule: 'apple-platform',
+        path: ['changeAtNextAuth'],
+        message: expect.stringMatching(/'changeAtNextAuth' is not supported on iPadOS \(supported on macOS 10.13\+\)/),
+      },
+    ]);
   });
 
   it('key removed on a target platform names the version', () => {
     const keys = wifi();
     (keys.EAPClientConfiguration as Record<string, unknown>).TLSAllowTrustExceptions = false;
     const issues = validatePayload('com.apple.wifi.managed', keys, authored(['iOS', 'macOS']));
-    expect(issues).toEqual([{ severity: 'warning', rule: 'apple-platform', path: ['EAPClientConfiguration', 'TLSAllowTrustExceptions'], message: expect.stringMatching(/was removed in iOS 8.0/) }]);
+    expect(issues).toEqual([
+      {
+        severity: 'warning',
+        rule: 'apple-platform',
+        path: ['EAPClientConfiguration', 'TLSAllowTrustExceptions'],
+        message: expect.stringMatching(/was removed in iOS 8.0/),
+      },
+    ]);
   });
 
   it('key that requires supervision', () => {
     const keys = { allowAppInstallation: false, allowCamera: true };
     const issues = validatePayload('com.apple.applicationaccess', keys, authored(['iOS', 'macOS']));
-    expect(issues).toContainEqual({ severity: 'warning', rule: 'apple-supervision', path: ['allowAppInstallation'], message: expect.stringMatching(/requires a supervised device on iOS/) });
+    expect(issues).toContainEqual({
+      severity: 'warning',
+      rule: 'apple-supervision',
+      path: ['allowAppInstallation'],
+      message: expect.stringMatching(/requires a supervised device on iOS/),
+    });
     expect(issues.filter((i) => i.path[0] === 'allowCamera')).toEqual([]);
     expect(validatePayload('com.apple.applicationaccess', keys, authored(['iOS'], true))).toEqual([]);
   });
@@ -191,7 +301,12 @@ describe('warnings', () => {
   it('payload type that needs supervision wherever it is supported warns even with unknown platforms', () => {
     const layout = { Pages: [[{ Type: 'App', BundleID: 'com.apple.mobilesafari' }]] };
     expect(validatePayload('com.apple.homescreenlayout', layout, authored([]))).toEqual([
-      { severity: 'warning', rule: 'apple-supervision', path: [], message: expect.stringMatching(/payload type com.apple.homescreenlayout requires a supervised device/) },
+      {
+        severity: 'warning',
+        rule: 'apple-supervision',
+        path: [],
+        message: expect.stringMatching(/payload type com.apple.homescreenlayout requires a supervised device/),
+      },
     ]);
     expect(validatePayload('com.apple.homescreenlayout', layout, authored([], true))).toEqual([]);
   });
@@ -201,7 +316,9 @@ describe('values', () => {
   it('variables are accepted in strings, even for keys with allowed values, but not in other types', () => {
     const keys = { ...wifi(), SSID_STR: '${device.SerialNumber}-net', EncryptionType: '${secret:ENC}' };
     expect(validatePayload('com.apple.wifi.managed', keys, authored([]))).toEqual([]);
-    const errs = errors(validatePayload('com.apple.wifi.managed', { ...wifi(), AutoJoin: '${device.AutoJoin}', ProxyServerPort: '${secret:PORT}' }, authored([])));
+    const errs = errors(
+      validatePayload('com.apple.wifi.managed', { ...wifi(), AutoJoin: '${device.AutoJoin}', ProxyServerPort: '${secret:PORT}' }, authored([])),
+    );
     expect(errs.map((e) => e.path)).toEqual([['AutoJoin'], ['ProxyServerPort']]);
     for (const e of errs) expect(e.message).toMatch(/variables are only substituted in <string> values/);
   });
@@ -210,7 +327,9 @@ describe('values', () => {
     const fv = { Enable: 'On', Certificate: new Uint8Array([48, 130, 1]) };
     expect(validatePayload('com.apple.MCX.FileVault2', fv, authored([]))).toEqual([]);
     expect(validatePayload('com.apple.MCX.FileVault2', { ...fv, Certificate: 'MIIB\nCg==' }, authored([]))).toEqual([]);
-    expect(errors(validatePayload('com.apple.MCX.FileVault2', { ...fv, Certificate: '${secret:CERT}' }, authored([])))[0].message).toMatch(/must be data \(base64 in YAML\)/);
+    expect(errors(validatePayload('com.apple.MCX.FileVault2', { ...fv, Certificate: '${secret:CERT}' }, authored([])))[0].message).toMatch(
+      /must be data \(base64 in YAML\)/,
+    );
     expect(errors(validatePayload('com.apple.MCX.FileVault2', { ...fv, Certificate: 12 }, authored([])))[0].message).toMatch(/must be data/);
     expect(validatePayload('com.apple.universalaccess', { contrast: 0 }, authored([]))).toEqual([]);
     const rule = { Expiration: new Date('2030-01-01T00:00:00Z'), LeafCertificate: new Uint8Array([1]) };
@@ -222,10 +341,22 @@ describe('values', () => {
   it('<any> and ANY-named keys accept anything', () => {
     const prefs = { PayloadContent: { 'com.example.app': { Forced: [{ mcx_preference_settings: { Anything: [1, { b: true }], Other: 'x' } }] } } };
     expect(validatePayload('com.apple.ManagedClient.preferences', prefs, authored([]))).toEqual([
-      { severity: 'info', rule: 'custom-preferences', path: ['PayloadContent', 'com.example.app'], message: expect.stringMatching(/keys of com.example.app are not checked/) },
+      {
+        severity: 'info',
+        rule: 'custom-preferences',
+        path: ['PayloadContent', 'com.example.app'],
+        message: expect.stringMatching(/keys of com.example.app are not checked/),
+      },
     ]);
     const missing = errors(validatePayload('com.apple.ManagedClient.preferences', { PayloadContent: { 'com.example.app': { Forced: [{}] } } }, authored([])));
-    expect(missing).toEqual([{ severity: 'error', rule: 'apple-required-key', path: ['PayloadContent', 'com.example.app', 'Forced', 0], message: expect.stringMatching(/missing required key 'mcx_preference_settings'/) }]);
+    expect(missing).toEqual([
+      {
+        severity: 'error',
+        rule: 'apple-required-key',
+        path: ['PayloadContent', 'com.example.app', 'Forced', 0],
+        message: expect.stringMatching(/missing required key 'mcx_preference_settings'/),
+      },
+    ]);
   });
 
   it('a recursive definition (home screen folders inside folders) validates at any depth without looping', () => {
@@ -243,7 +374,9 @@ describe('values', () => {
     const folder: Record<string, unknown> = { Type: 'Folder', DisplayName: 'Loop' };
     folder.Pages = [[folder]];
     const errs = errors(validatePayload('com.apple.homescreenlayout', { Pages: [[folder]] }, authored(['iOS'], true)));
-    expect(errs).toEqual([{ severity: 'error', rule: 'apple-circular', path: ['Pages', 0, 0, 'Pages', 0, 0], message: expect.stringMatching(/contains itself/) }]);
+    expect(errs).toEqual([
+      { severity: 'error', rule: 'apple-circular', path: ['Pages', 0, 0, 'Pages', 0, 0], message: expect.stringMatching(/contains itself/) },
+    ]);
   });
 });
 
@@ -252,11 +385,20 @@ describe('conditional requirements and merged types', () => {
     const id = (extra: Record<string, unknown>) => ({ PayloadIdentification: { UserName: 'u', FullName: 'U', EmailAddress: 'u@example.com', ...extra } });
     expect(errors(validatePayload('com.apple.configurationprofile.identification', id({ AuthMethod: 'UserEnteredPassword' }), authored([])))).toEqual([]);
     const errs = errors(validatePayload('com.apple.configurationprofile.identification', id({ AuthMethod: 'Password' }), authored([])));
-    expect(errs).toEqual([{ severity: 'error', rule: 'apple-required-key', path: ['PayloadIdentification'], message: expect.stringMatching(/missing required key 'Password'.*required when 'AuthMethod' is "Password"/) }]);
+    expect(errs).toEqual([
+      {
+        severity: 'error',
+        rule: 'apple-required-key',
+        path: ['PayloadIdentification'],
+        message: expect.stringMatching(/missing required key 'Password'.*required when 'AuthMethod' is "Password"/),
+      },
+    ]);
   });
 
   it('TCC: either Allowed or Authorization, not both', () => {
-    const entry = (extra: Record<string, unknown>) => ({ Services: { Camera: [{ Identifier: 'com.example.app', IdentifierType: 'bundleID', CodeRequirement: 'identifier "com.example.app"', ...extra }] } });
+    const entry = (extra: Record<string, unknown>) => ({
+      Services: { Camera: [{ Identifier: 'com.example.app', IdentifierType: 'bundleID', CodeRequirement: 'identifier "com.example.app"', ...extra }] },
+    });
     const type = 'com.apple.TCC.configuration-profile-policy';
     expect(errors(validatePayload(type, entry({ Allowed: true }), authored([])))).toEqual([]);
     expect(errors(validatePayload(type, entry({ Authorization: 'Allow' }), authored([])))).toEqual([]);
@@ -268,9 +410,17 @@ describe('conditional requirements and merged types', () => {
     // com.apple.MCX: keys from the Accounts and Time Server files in one payload.
     expect(validatePayload('com.apple.MCX', { DisableGuestAccount: true, timeServer: 'time.apple.com' }, authored(['macOS']))).toEqual([]);
     // com.apple.extensiblesso: the Kerberos variant knows its ExtensionData keys; other extensions' are free-form.
-    const kerberos = { ExtensionIdentifier: 'com.apple.AppSSOKerberos.KerberosExtension', TeamIdentifier: 'apple', Type: 'Credential', Realm: 'EXAMPLE.COM', Hosts: ['.example.com'] };
+    const kerberos = {
+      ExtensionIdentifier: 'com.apple.AppSSOKerberos.KerberosExtension',
+      TeamIdentifier: 'apple',
+      Type: 'Credential',
+      Realm: 'EXAMPLE.COM',
+      Hosts: ['.example.com'],
+    };
     expect(errors(validatePayload('com.apple.extensiblesso', { ...kerberos, ExtensionData: { allowPassword: true } }, authored([])))).toEqual([]);
-    expect(warnings(validatePayload('com.apple.extensiblesso', { ...kerberos, ExtensionData: { allowPasword: true } }, authored([])))[0].message).toMatch(/did you mean 'allowPassword'/);
+    expect(warnings(validatePayload('com.apple.extensiblesso', { ...kerberos, ExtensionData: { allowPasword: true } }, authored([])))[0].message).toMatch(
+      /did you mean 'allowPassword'/,
+    );
     const { Realm: _realm, ...noRealm } = kerberos;
     expect(errors(validatePayload('com.apple.extensiblesso', noRealm, authored([])))[0].message).toMatch(/missing required key 'Realm'/);
     const other = { ExtensionIdentifier: 'com.example.sso', Type: 'Redirect', URLs: ['https://login.example.com'], ExtensionData: { whatever: 1 } };
@@ -308,7 +458,10 @@ describe('top level', () => {
     const { PayloadContent: _c, ...rest } = profile();
     expect(validateTopLevel(rest)[0].message).toMatch(/missing required key 'PayloadContent'/);
     expect(validateTopLevel({ ...rest, IsEncrypted: true, EncryptedPayloadContent: new Uint8Array([1]) })).toEqual([]);
-    expect(validateTopLevel({ ...profile(), PayloadContent: ['x'] })[0]).toMatchObject({ path: ['PayloadContent', 0], message: expect.stringMatching(/must be a dictionary/) });
+    expect(validateTopLevel({ ...profile(), PayloadContent: ['x'] })[0]).toMatchObject({
+      path: ['PayloadContent', 0],
+      message: expect.stringMatching(/must be a dictionary/),
+    });
     expect(validateTopLevel({ ...profile(), PayloadDisplayname: 'x' })[0].message).toMatch(/did you mean 'PayloadDisplayName'/);
   });
 
@@ -317,7 +470,12 @@ describe('top level', () => {
     expect(validateTopLevel(p)).toEqual([]);
     expect(validateTopLevel(p, { platforms: ['iOS', 'visionOS'] })).toEqual([
       { severity: 'warning', rule: 'apple-platform', path: ['PayloadRemovalDisallowed'], message: expect.stringMatching(/not supported on visionOS/) },
-      { severity: 'warning', rule: 'apple-supervision', path: ['PayloadRemovalDisallowed'], message: expect.stringMatching(/requires a supervised device on iOS/) },
+      {
+        severity: 'warning',
+        rule: 'apple-supervision',
+        path: ['PayloadRemovalDisallowed'],
+        message: expect.stringMatching(/requires a supervised device on iOS/),
+      },
     ]);
     expect(validateTopLevel(p, { platforms: ['iOS'], supervised: true })).toEqual([]);
   });
@@ -334,5 +492,4 @@ describe('schema coverage and speed', () => {
       expect(issues.map((i) => i.message)).toContainEqual(expect.stringMatching(/missing required key 'PayloadUUID'/));
     }
   });
-
 });

@@ -15,7 +15,10 @@ export function git(cwd: string, ...args: string[]): string {
   const env = { ...process.env };
   for (const k of ['GIT_DIR', 'GIT_WORK_TREE', 'GIT_INDEX_FILE']) delete env[k];
   return execFileSync('git', ['-c', 'user.name=Ada Admin', '-c', 'user.email=ada@example.com', '-c', 'commit.gpgsign=false', ...args], {
-    cwd, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+    cwd,
+    env,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
   }).trim();
 }
 

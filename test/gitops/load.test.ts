@@ -50,7 +50,8 @@ describe('YAML and schema', () => {
   it('unknown key points at the key, missing key at the parent, with line numbers', async () => {
     const ds = await diagnostics({
       ...good,
-      'blueprints/typo.yaml': 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata:\n  name: typo\nspec:\n  selector:\n    platform: [macOS]\n  profiles: [passcode]\n',
+      'blueprints/typo.yaml':
+        'apiVersion: orchard/v1\nkind: Blueprint\nmetadata:\n  name: typo\nspec:\n  selector:\n    platform: [macOS]\n  profiles: [passcode]\n',
       'blueprints/missing.yaml': 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata:\n  name: missing\nspec:\n  profiles: [passcode]\n',
     });
     const unknown = ds.find((d) => d.file === 'blueprints/typo.yaml')!;
@@ -69,7 +70,10 @@ describe('YAML and schema', () => {
     });
     expect(ds.find((d) => d.file === 'a.yaml')!.message).toMatch(/apiVersion must be orchard\/v1/);
     expect(ds.find((d) => d.file === 'b.yaml')!.message).toMatch(/kind must be one of/);
-    const c = ds.filter((d) => d.file === 'c.yaml').map((d) => d.message).join('\n');
+    const c = ds
+      .filter((d) => d.file === 'c.yaml')
+      .map((d) => d.message)
+      .join('\n');
     expect(c).toMatch(/metadata.name must match/);
     expect(c).toMatch(/platforms.0 must be one of "macOS"/);
   });
@@ -96,7 +100,11 @@ describe('Apple payload validation with positions', () => {
   it('a typo in an Apple key is a warning on that line with a suggestion (the device ignores the key)', async () => {
     const ds = await diagnostics({
       ...good,
-      'profiles/passcode.yaml': profile('passcode', 'com.example.passcode', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n        requireAlphanumerc: true\n'),
+      'profiles/passcode.yaml': profile(
+        'passcode',
+        'com.example.passcode',
+        '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n        requireAlphanumerc: true\n',
+      ),
     });
     const e = only(ds, 'apple-unknown-key')[0]!;
     expect(e).toMatchObject({ file: 'profiles/passcode.yaml', line: 12, col: 9, severity: 'warning' });
@@ -104,24 +112,34 @@ describe('Apple payload validation with positions', () => {
   });
 
   it('wrong types, values outside the allowed list, missing required keys, unknown payload types', async () => {
-    const ds = (await diagnostics({
-      'profiles/p.yaml': profile('p', 'com.example.p', [
-        '    - type: com.apple.mobiledevice.passwordpolicy',
-        '      keys:',
-        '        minLength: eight',
-        '    - type: com.apple.wifi.managed',
-        '      keys:',
-        '        SSID_STR: x',
-        '        EncryptionType: WPA9',
-        '    - type: com.apple.MCX.FileVault2',
-        '      keys: {Defer: true}',
-        '    - type: com.apple.wifi.manged',
-        '      keys: {}',
-        '',
-      ].join('\n')),
-      'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
-    })).filter((d) => d.severity !== 'info');
-    const at = (line: number) => ds.filter((d) => d.line === line).map((d) => d.message).join(' | ');
+    const ds = (
+      await diagnostics({
+        'profiles/p.yaml': profile(
+          'p',
+          'com.example.p',
+          [
+            '    - type: com.apple.mobiledevice.passwordpolicy',
+            '      keys:',
+            '        minLength: eight',
+            '    - type: com.apple.wifi.managed',
+            '      keys:',
+            '        SSID_STR: x',
+            '        EncryptionType: WPA9',
+            '    - type: com.apple.MCX.FileVault2',
+            '      keys: {Defer: true}',
+            '    - type: com.apple.wifi.manged',
+            '      keys: {}',
+            '',
+          ].join('\n'),
+        ),
+        'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
+      })
+    ).filter((d) => d.severity !== 'info');
+    const at = (line: number) =>
+      ds
+        .filter((d) => d.line === line)
+        .map((d) => d.message)
+        .join(' | ');
     expect(at(11)).toMatch(/minLength/);
     expect(at(15)).toMatch(/WPA9|EncryptionType/);
     expect(ds.some((d) => /Enable/.test(d.message) && d.line === 17)).toBe(true);
@@ -135,14 +153,20 @@ describe('Apple payload validation with positions', () => {
     const ios = await loadFleet(makeRepo({ 'p.yaml': profile('p', 'com.example.p', payload), 'b.yaml': blueprint('b', '    platforms: [iOS]', ['p']) }));
     expect(ios.ok).toBe(true);
     expect(ios.diagnostics.some((d) => d.severity === 'warning' && /supervis/i.test(d.message))).toBe(true);
-    const supervised = await loadFleet(makeRepo({ 'p.yaml': profile('p', 'com.example.p', payload), 'b.yaml': blueprint('b', '    platforms: [iOS]\n    supervised: true', ['p']) }));
+    const supervised = await loadFleet(
+      makeRepo({ 'p.yaml': profile('p', 'com.example.p', payload), 'b.yaml': blueprint('b', '    platforms: [iOS]\n    supervised: true', ['p']) }),
+    );
     expect(supervised.diagnostics.filter((d) => /supervis/i.test(d.message))).toEqual([]);
   });
 });
 
 describe('references, variables, secrets', () => {
   it('a blueprint naming a missing profile: error on that list item, with a suggestion', async () => {
-    const ds = await diagnostics({ ...good, 'blueprints/all.yaml': 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata:\n  name: all\nspec:\n  selector: {}\n  profiles:\n    - passcode\n    - pascode\n' });
+    const ds = await diagnostics({
+      ...good,
+      'blueprints/all.yaml':
+        'apiVersion: orchard/v1\nkind: Blueprint\nmetadata:\n  name: all\nspec:\n  selector: {}\n  profiles:\n    - passcode\n    - pascode\n',
+    });
     const e = only(ds, 'ref-missing-profile')[0]!;
     expect(e).toMatchObject({ line: 9, col: 7 });
     expect(e.message).toMatch(/did you mean "passcode"/);
@@ -152,30 +176,53 @@ describe('references, variables, secrets', () => {
     const files = {
       'p.yaml': `${profile('a', 'com.example.same', passcodePayload)}---\n${profile('b', 'com.example.same', passcodePayload)}`,
     };
-    const overlap = await diagnostics({ ...files, 'b.yaml': `${blueprint('one', '    tags: [x]', ['a'])}---\n${blueprint('two', '    platforms: [macOS]', ['b'])}` });
+    const overlap = await diagnostics({
+      ...files,
+      'b.yaml': `${blueprint('one', '    tags: [x]', ['a'])}---\n${blueprint('two', '    platforms: [macOS]', ['b'])}`,
+    });
     expect(only(overlap, 'identifier-conflict')[0]!.message).toMatch(/blueprints "one" and "two" can select the same device/);
-    const disjoint = await diagnostics({ ...files, 'b.yaml': `${blueprint('one', '    platforms: [iOS]', ['a'])}---\n${blueprint('two', '    platforms: [macOS]', ['b'])}` });
+    const disjoint = await diagnostics({
+      ...files,
+      'b.yaml': `${blueprint('one', '    platforms: [iOS]', ['a'])}---\n${blueprint('two', '    platforms: [macOS]', ['b'])}`,
+    });
     expect(errors(disjoint)).toEqual([]);
-    const excluded = await diagnostics({ ...files, 'b.yaml': `${blueprint('one', '    tags: [lab]', ['a'])}---\n${blueprint('two', '    exclude: {tags: [lab]}', ['b'])}` });
+    const excluded = await diagnostics({
+      ...files,
+      'b.yaml': `${blueprint('one', '    tags: [lab]', ['a'])}---\n${blueprint('two', '    exclude: {tags: [lab]}', ['b'])}`,
+    });
     expect(errors(excluded)).toEqual([]);
   });
 
   it('variables: known device facts pass; unknown ones and undeclared secrets fail on their line', async () => {
     const payload = (v: string) => `    - type: com.apple.wifi.managed\n      keys:\n        SSID_STR: net-\${device.SerialNumber}\n        Password: ${v}\n`;
-    const ok = await loadFleet(makeRepo({
-      'p.yaml': profile('p', 'com.example.p', payload('${secret:psk}')),
-      's.yaml': 'apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: psk}\nspec: {}\n',
-      'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
-    }));
+    const ok = await loadFleet(
+      makeRepo({
+        'p.yaml': profile('p', 'com.example.p', payload('${secret:psk}')),
+        's.yaml': 'apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: psk}\nspec: {}\n',
+        'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
+      }),
+    );
     expect(ok.diagnostics).toEqual([]);
     expect(ok.fleet!.profiles.get('p')!.variables).toEqual(['SerialNumber']);
-    const undeclared = await diagnostics({ 'p.yaml': profile('p', 'com.example.p', payload('${secret:psk}')), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    const undeclared = await diagnostics({
+      'p.yaml': profile('p', 'com.example.p', payload('${secret:psk}')),
+      'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
+    });
     expect(only(undeclared, 'undeclared-secret')[0]).toMatchObject({ line: 12 });
-    const unknownDevice = await diagnostics({ 'p.yaml': profile('p', 'com.example.p', payload('${device.SerialNumbr}')), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    const unknownDevice = await diagnostics({
+      'p.yaml': profile('p', 'com.example.p', payload('${device.SerialNumbr}')),
+      'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
+    });
     expect(only(unknownDevice, 'variable')[0]!.message).toMatch(/did you mean "SerialNumber"/);
-    const unknownKind = await diagnostics({ 'p.yaml': profile('p', 'com.example.p', payload('${env:HOME}')), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    const unknownKind = await diagnostics({
+      'p.yaml': profile('p', 'com.example.p', payload('${env:HOME}')),
+      'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
+    });
     expect(only(unknownKind, 'variable')[0]!.message).toMatch(/unknown variable \$\{env:HOME\}/);
-    const literal = await diagnostics({ 'p.yaml': profile('p', 'com.example.p', payload('$${not-a-variable}')), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']) });
+    const literal = await diagnostics({
+      'p.yaml': profile('p', 'com.example.p', payload('$${not-a-variable}')),
+      'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
+    });
     expect(errors(literal)).toEqual([]);
   });
 
@@ -186,21 +233,51 @@ describe('references, variables, secrets', () => {
 });
 
 describe('.mobileconfig files', () => {
-
   it('XML and CMS-signed files are read; their payloads are validated', async () => {
-    const xml = await loadFleet(makeRepo({ 'profiles/f.yaml': fileProfile('f.mobileconfig'), 'profiles/f.mobileconfig': mobileconfig(), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']) }));
+    const xml = await loadFleet(
+      makeRepo({
+        'profiles/f.yaml': fileProfile('f.mobileconfig'),
+        'profiles/f.mobileconfig': mobileconfig(),
+        'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']),
+      }),
+    );
     expect(xml.diagnostics).toEqual([]);
     expect(xml.fleet!.profiles.get('f')!.identifier).toBe('com.example.file');
 
     const pki = opensslPki('Profile Signer');
     const { cert, key } = pki.issue('signer');
-    const root = makeRepo({ 'profiles/f.yaml': fileProfile('f.mobileconfig'), 'plain.xml': mobileconfig(), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']) });
-    execFileSync('openssl', ['cms', '-sign', '-nodetach', '-binary', '-in', join(root, 'plain.xml'), '-signer', cert, '-inkey', key, '-outform', 'DER', '-out', join(root, 'profiles/f.mobileconfig')]);
+    const root = makeRepo({
+      'profiles/f.yaml': fileProfile('f.mobileconfig'),
+      'plain.xml': mobileconfig(),
+      'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']),
+    });
+    execFileSync('openssl', [
+      'cms',
+      '-sign',
+      '-nodetach',
+      '-binary',
+      '-in',
+      join(root, 'plain.xml'),
+      '-signer',
+      cert,
+      '-inkey',
+      key,
+      '-outform',
+      'DER',
+      '-out',
+      join(root, 'profiles/f.mobileconfig'),
+    ]);
     const signed = await loadFleet(root);
     expect(signed.diagnostics).toEqual([]);
     expect(signed.fleet!.profiles.get('f')!.fileBytes![0]).toBe(0x30);
 
-    const typo = await diagnostics({ 'profiles/f.yaml': fileProfile('f.mobileconfig'), 'profiles/f.mobileconfig': mobileconfig({ PayloadContent: [{ PayloadType: 'com.apple.mobiledevice.passwordpolicy', PayloadIdentifier: 'x', PayloadUUID: 'y', PayloadVersion: 1, minLenght: 6 }] }), 'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']) });
+    const typo = await diagnostics({
+      'profiles/f.yaml': fileProfile('f.mobileconfig'),
+      'profiles/f.mobileconfig': mobileconfig({
+        PayloadContent: [{ PayloadType: 'com.apple.mobiledevice.passwordpolicy', PayloadIdentifier: 'x', PayloadUUID: 'y', PayloadVersion: 1, minLenght: 6 }],
+      }),
+      'b.yaml': blueprint('b', '    platforms: [macOS]', ['f']),
+    });
     expect(only(typo, 'apple-unknown-key')[0]!.message).toMatch(/minLenght/);
     expect(only(typo, 'apple-unknown-key')[0]).toMatchObject({ file: 'profiles/f.mobileconfig', severity: 'warning' });
   });

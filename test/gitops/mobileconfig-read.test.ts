@@ -23,7 +23,11 @@ const signer = pki.issue('Profile Signer');
 function sign(content: Buffer, stream = false): Buffer {
   const inFile = join(dir, `in-${Math.random().toString(36).slice(2)}`);
   writeFileSync(inFile, content);
-  return execFileSync('openssl', ['smime', '-sign', '-binary', '-nodetach', '-in', inFile, '-signer', signer.cert, '-inkey', signer.key, '-outform', 'DER', ...(stream ? ['-stream'] : [])], { maxBuffer: 64 << 20 });
+  return execFileSync(
+    'openssl',
+    ['smime', '-sign', '-binary', '-nodetach', '-in', inFile, '-signer', signer.cert, '-inkey', signer.key, '-outform', 'DER', ...(stream ? ['-stream'] : [])],
+    { maxBuffer: 64 << 20 },
+  );
 }
 
 /** Run python3 with `code`, which reads JSON args from stdin; returns its stdout bytes. */
@@ -61,7 +65,11 @@ const EXPECTED = readProfile(Buffer.from(XML)).profile;
 
 /** The profile written by plistlib as a binary plist. */
 function binaryOf(xml: string): Buffer {
-  return execFileSync('python3', ['-c', 'import plistlib,sys; sys.stdout.buffer.write(plistlib.dumps(plistlib.loads(sys.stdin.buffer.read()), fmt=plistlib.FMT_BINARY))'], { input: xml });
+  return execFileSync(
+    'python3',
+    ['-c', 'import plistlib,sys; sys.stdout.buffer.write(plistlib.dumps(plistlib.loads(sys.stdin.buffer.read()), fmt=plistlib.FMT_BINARY))'],
+    { input: xml },
+  );
 }
 
 const utf16 = (s: string, le: boolean) => {
@@ -113,7 +121,13 @@ describe('files macOS reads', () => {
   });
 
   it('the loader reads every form: a fleet of them is valid', async () => {
-    const files: Record<string, string | Buffer> = { 'blueprints/all.yaml': blueprint('all', '    platforms: [macOS]', variants.map((_, i) => `p${i}`)) };
+    const files: Record<string, string | Buffer> = {
+      'blueprints/all.yaml': blueprint(
+        'all',
+        '    platforms: [macOS]',
+        variants.map((_, i) => `p${i}`),
+      ),
+    };
     variants.forEach(([name], i) => {
       // Each its own identifier: one identifier for the same devices would be a conflict.
       const bytes = variantsOf(XML.replace('>com.example.dock<', `>com.example.dock${i}<`)).find(([n]) => n === name)![1];
@@ -121,7 +135,7 @@ describe('files macOS reads', () => {
       files[`profiles/p${i}.yaml`] = `apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: p${i}}\nspec:\n  file: ../files/p${i}.mobileconfig\n`;
     });
     const r = await loadFleet(makeRepo(files));
-    expect(r.diagnostics.filter((d) => d.severity === "error").map((d) => `${d.file}: ${d.message}`)).toEqual([]);
+    expect(r.diagnostics.filter((d) => d.severity === 'error').map((d) => `${d.file}: ${d.message}`)).toEqual([]);
     expect(r.fleet!.profiles.get('p7')!.identifier).toBe('com.example.dock7');
   });
 });
@@ -157,9 +171,21 @@ describe('a SignedData that is not what a signed profile is', () => {
   const ctx0 = (value: asn1js.AsnType[]) => new asn1js.Constructed({ idBlock: { tagClass: 3, tagNumber: 0 }, value });
   const cases: [string, Buffer, RegExp][] = [
     // ContentInfo [0] primitive: the content is not a constructed element (was a TypeError).
-    ['content [0] primitive', der(new asn1js.Sequence({ value: [oid, new asn1js.Primitive({ idBlock: { tagClass: 3, tagNumber: 0 }, valueHex: new Uint8Array([1, 2, 3]).buffer })] })), /ContentInfo content is not a constructed element/],
+    [
+      'content [0] primitive',
+      der(new asn1js.Sequence({ value: [oid, new asn1js.Primitive({ idBlock: { tagClass: 3, tagNumber: 0 }, valueHex: new Uint8Array([1, 2, 3]).buffer })] })),
+      /ContentInfo content is not a constructed element/,
+    ],
     ['SignedData an INTEGER', der(new asn1js.Sequence({ value: [oid, ctx0([new asn1js.Integer({ value: 3 })])] })), /SignedData is not a SEQUENCE/],
-    ['encapContentInfo primitive', der(new asn1js.Sequence({ value: [oid, ctx0([new asn1js.Sequence({ value: [new asn1js.Integer({ value: 1 }), new asn1js.Set(), new asn1js.Integer({ value: 1 })] })])] })), /encapContentInfo is not a constructed element/],
+    [
+      'encapContentInfo primitive',
+      der(
+        new asn1js.Sequence({
+          value: [oid, ctx0([new asn1js.Sequence({ value: [new asn1js.Integer({ value: 1 }), new asn1js.Set(), new asn1js.Integer({ value: 1 })] })])],
+        }),
+      ),
+      /encapContentInfo is not a constructed element/,
+    ],
   ];
   for (const [name, bytes, message] of cases) {
     it(`${name}: a MobileconfigError naming it`, () => {
@@ -182,12 +208,14 @@ describe('a SignedData that is not what a signed profile is', () => {
     const patched = Buffer.from(signed);
     patched[at] = 0x80;
     expect(() => readProfile(patched)).toThrow(MobileconfigError);
-    const r = await loadFleet(makeRepo({
-      'a.yaml': 'apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: a}\nspec:\n  file: a.mobileconfig\n',
-      'a.mobileconfig': patched,
-      'b.yaml': 'apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: b}\nspec:\n  file: b.mobileconfig\n',
-      'b.mobileconfig': Buffer.from(XML.replace('Fish &amp;', 'Fish &')),
-    }));
+    const r = await loadFleet(
+      makeRepo({
+        'a.yaml': 'apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: a}\nspec:\n  file: a.mobileconfig\n',
+        'a.mobileconfig': patched,
+        'b.yaml': 'apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: b}\nspec:\n  file: b.mobileconfig\n',
+        'b.mobileconfig': Buffer.from(XML.replace('Fish &amp;', 'Fish &')),
+      }),
+    );
     const errs = r.diagnostics.filter((d) => d.severity === 'error');
     expect(errs.find((d) => d.file === 'a.yaml')!.message).toMatch(/"a.mobileconfig" is not a usable profile: eContent .*not a|could not be parsed|is not/);
     expect(errs.find((d) => d.file === 'a.yaml')!.message).not.toMatch(/TypeError|Cannot read/);
@@ -284,7 +312,13 @@ sys.stdout.write(json.dumps({'bplist': base64.b64encode(b).decode()}))`);
       [[[0x0c]], /unknown object marker 0x0c/],
       [[[0xc1, 0]], /set at 8/],
       [[[0x51, 0xe9]], /holds a byte above 0x7F/],
-      [[[0xd1, 1, 1], [0x10, 1]], /dict at 8: key 0 is not a string/],
+      [
+        [
+          [0xd1, 1, 1],
+          [0x10, 1],
+        ],
+        /dict at 8: key 0 is not a string/,
+      ],
       [[[0xd1, 1, 2], [0x59, ...Buffer.from('__proto__')], [0xd0]], /dict at 8: forbidden key __proto__/],
     ];
     for (const [objects, message] of cases) expect(() => parseBinaryPlist(bplist(objects)), message.source).toThrow(message);
@@ -317,12 +351,23 @@ sys.stdout.write(json.dumps({'bplist': base64.b64encode(b).decode()}))`);
     expect(() => parseBinaryPlist(deep)).toThrow(/deeper than 128 levels/);
     expect(() => parseBinaryPlist(deep, { maxDepth: 300 })).not.toThrow();
     // 300 references to one 1 MiB string: 300 MiB of text from a 1 MiB file.
-    const wide = bplist([[0xaf, 0x11, 0x01, 0x2c, ...Array(300).fill(1)], Buffer.concat([Buffer.from([0x4f, 0x12, 0x00, 0x10, 0x00, 0x00]), Buffer.alloc(1 << 20)])]);
+    const wide = bplist([
+      [0xaf, 0x11, 0x01, 0x2c, ...Array(300).fill(1)],
+      Buffer.concat([Buffer.from([0x4f, 0x12, 0x00, 0x10, 0x00, 0x00]), Buffer.alloc(1 << 20)]),
+    ]);
     expect(() => parseBinaryPlist(wide)).toThrow(/more than 67108864 bytes of strings and data/);
   });
 
   it('fuzz: 3,000 mutated plistlib files and hand-made ones give a value or a BplistError, never another exception', () => {
-    const seeds = [binaryOf(XML), bplist([[0xa2, 1, 2], [0x5f, 0x10, 3, 0x61, 0x62, 0x63], [0x23, 0, 0, 0, 0, 0, 0, 0, 0]]), cyclic()];
+    const seeds = [
+      binaryOf(XML),
+      bplist([
+        [0xa2, 1, 2],
+        [0x5f, 0x10, 3, 0x61, 0x62, 0x63],
+        [0x23, 0, 0, 0, 0, 0, 0, 0, 0],
+      ]),
+      cyclic(),
+    ];
     const mutation = fc.record({
       seed: fc.nat(seeds.length - 1),
       edits: fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 8 }),
@@ -330,24 +375,27 @@ sys.stdout.write(json.dumps({'bplist': base64.b64encode(b).decode()}))`);
       cut: fc.option(fc.nat()),
     });
     const outcomes = { value: 0, error: 0 };
-    fc.assert(fc.property(mutation, ({ seed, edits, trailer, cut }) => {
-      let b = Buffer.from(seeds[seed]!);
-      for (const [at, v] of edits) b[8 + (at % (b.length - 8))] = v;
-      if (trailer) b[b.length - 32 + trailer[0]] = trailer[1];
-      if (cut !== null) b = b.subarray(0, cut % b.length);
-      try {
-        parseBinaryPlist(b);
-        outcomes.value++;
-      } catch (err) {
-        if (!(err instanceof BplistError)) throw err;
-        outcomes.error++;
-      }
-      try {
-        readProfile(b);
-      } catch (err) {
-        if (!(err instanceof MobileconfigError)) throw err;
-      }
-    }), { numRuns: 3000, seed: 20261202 });
+    fc.assert(
+      fc.property(mutation, ({ seed, edits, trailer, cut }) => {
+        let b = Buffer.from(seeds[seed]!);
+        for (const [at, v] of edits) b[8 + (at % (b.length - 8))] = v;
+        if (trailer) b[b.length - 32 + trailer[0]] = trailer[1];
+        if (cut !== null) b = b.subarray(0, cut % b.length);
+        try {
+          parseBinaryPlist(b);
+          outcomes.value++;
+        } catch (err) {
+          if (!(err instanceof BplistError)) throw err;
+          outcomes.error++;
+        }
+        try {
+          readProfile(b);
+        } catch (err) {
+          if (!(err instanceof MobileconfigError)) throw err;
+        }
+      }),
+      { numRuns: 3000, seed: 20261202 },
+    );
     expect(outcomes.value).toBeGreaterThan(0);
     expect(outcomes.error).toBeGreaterThan(0);
   });
@@ -355,18 +403,26 @@ sys.stdout.write(json.dumps({'bplist': base64.b64encode(b).decode()}))`);
   it('fuzz: 1,000 mutated signed profiles (XML and binary inside) give a profile or a MobileconfigError', () => {
     const seeds = [sign(Buffer.from(XML)), sign(binaryOf(XML))];
     const outcomes = { profile: 0, error: 0 };
-    fc.assert(fc.property(fc.nat(seeds.length - 1), fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 4 }), fc.option(fc.nat()), (seed, edits, cut) => {
-      let b = Buffer.from(seeds[seed]!);
-      for (const [at, v] of edits) b[at % b.length] = v;
-      if (cut !== null) b = b.subarray(0, cut % b.length);
-      try {
-        readProfile(b);
-        outcomes.profile++;
-      } catch (err) {
-        if (!(err instanceof MobileconfigError)) throw err;
-        outcomes.error++;
-      }
-    }), { numRuns: 1000, seed: 20261203 });
+    fc.assert(
+      fc.property(
+        fc.nat(seeds.length - 1),
+        fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 4 }),
+        fc.option(fc.nat()),
+        (seed, edits, cut) => {
+          let b = Buffer.from(seeds[seed]!);
+          for (const [at, v] of edits) b[at % b.length] = v;
+          if (cut !== null) b = b.subarray(0, cut % b.length);
+          try {
+            readProfile(b);
+            outcomes.profile++;
+          } catch (err) {
+            if (!(err instanceof MobileconfigError)) throw err;
+            outcomes.error++;
+          }
+        },
+      ),
+      { numRuns: 1000, seed: 20261203 },
+    );
     expect(outcomes.profile).toBeGreaterThan(0);
     expect(outcomes.error).toBeGreaterThan(0);
   });

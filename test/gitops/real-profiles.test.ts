@@ -97,7 +97,9 @@ describe('the real-profiles corpus', () => {
   });
 
   it('has a manifest entry for every profile in the corpus, each with a source in SOURCES.md', () => {
-    const files = walk(CORPUS).filter((f) => f.endsWith('.mobileconfig')).sort();
+    const files = walk(CORPUS)
+      .filter((f) => f.endsWith('.mobileconfig'))
+      .sort();
     expect(manifest.map((e) => e.file).sort()).toEqual(files);
     expect(new Set(manifest.map((e) => e.file)).size).toBe(manifest.length);
     const sources = readFileSync(join(CORPUS, 'SOURCES.md'), 'utf8');
@@ -106,7 +108,9 @@ describe('the real-profiles corpus', () => {
       expect(['installs', 'refused']).toContain(e.expect);
       if (e.expect === 'refused') expect(e.why, `${e.file} is "refused" without a reason`).toBeTruthy();
       expect(sources.includes(`\`${e.file.slice(e.collection.length + 1)}\``), `${e.file} in SOURCES.md`).toBe(true);
-      expect(existsSync(join(CORPUS, e.collection, 'LICENSE')) || existsSync(join(CORPUS, e.collection, 'LICENSE.md')), `${e.collection} has its licence`).toBe(true);
+      expect(existsSync(join(CORPUS, e.collection, 'LICENSE')) || existsSync(join(CORPUS, e.collection, 'LICENSE.md')), `${e.collection} has its licence`).toBe(
+        true,
+      );
     }
   });
 

@@ -43,12 +43,24 @@ ${selector}
 `;
 
 /** A small valid `.mobileconfig` (XML), with top-level keys replaced or added by `extra`. */
-export const mobileconfig = (extra: Record<string, unknown> = {}) => buildPlist({
-  PayloadType: 'Configuration', PayloadIdentifier: 'com.example.file', PayloadUUID: '11111111-2222-3333-4444-555555555555',
-  PayloadVersion: 1, PayloadDisplayName: 'From a file',
-  PayloadContent: [{ PayloadType: 'com.apple.mobiledevice.passwordpolicy', PayloadIdentifier: 'com.example.file.pw', PayloadUUID: '11111111-2222-3333-4444-555555555556', PayloadVersion: 1, minLength: 6 }],
-  ...extra,
-} as PlistDict);
+export const mobileconfig = (extra: Record<string, unknown> = {}) =>
+  buildPlist({
+    PayloadType: 'Configuration',
+    PayloadIdentifier: 'com.example.file',
+    PayloadUUID: '11111111-2222-3333-4444-555555555555',
+    PayloadVersion: 1,
+    PayloadDisplayName: 'From a file',
+    PayloadContent: [
+      {
+        PayloadType: 'com.apple.mobiledevice.passwordpolicy',
+        PayloadIdentifier: 'com.example.file.pw',
+        PayloadUUID: '11111111-2222-3333-4444-555555555556',
+        PayloadVersion: 1,
+        minLength: 6,
+      },
+    ],
+    ...extra,
+  } as PlistDict);
 
 /** A Profile document named `f` that reads `path`. */
 export const fileProfile = (path: string) => `apiVersion: orchard/v1\nkind: Profile\nmetadata: {name: f}\nspec:\n  file: ${path}\n`;

@@ -2,7 +2,16 @@ import { describe, expect, it } from 'vitest';
 import { matches, mayOverlap, parseRange, platformOf, satisfies, type DeviceView } from '../../src/gitops/selector.js';
 import { deviceView } from '../../src/reconcile/desired.js';
 
-const mac = (o: Partial<DeviceView> = {}): DeviceView => ({ serial: 'S1', tags: new Set(['office']), platform: 'macOS', model: 'Mac14,2', productName: 'Mac14,2', osVersion: '14.5', supervised: false, ...o });
+const mac = (o: Partial<DeviceView> = {}): DeviceView => ({
+  serial: 'S1',
+  tags: new Set(['office']),
+  platform: 'macOS',
+  model: 'Mac14,2',
+  productName: 'Mac14,2',
+  osVersion: '14.5',
+  supervised: false,
+  ...o,
+});
 
 describe('version ranges', () => {
   it('all comparators must hold', () => {
@@ -30,7 +39,7 @@ describe('matching a device', () => {
     expect(matches({ exclude: {} }, mac())).toBe(true);
   });
 
-  it('proven: true needs a serial the device\'s certificate was issued for, not one it claims', () => {
+  it("proven: true needs a serial the device's certificate was issued for, not one it claims", () => {
     expect(matches({ serials: ['S1'], proven: true }, mac())).toBe(false);
     expect(matches({ serials: ['S1'], proven: true }, mac({ serialProven: true }))).toBe(true);
     expect(matches({ proven: true }, mac({ serial: undefined, serialProven: true }))).toBe(false);

@@ -27,18 +27,23 @@ async function serve(files: Record<string, string>, cfg: { manifests?: string } 
   cleanups.push(() => server.stop());
   return { server, commit };
 }
-const status = async (s: TestServer) => (await http(`${s.url}/api/v1/source`, { headers: { authorization: `Bearer ${s.readToken}` } })).json() as Promise<SourceStatus>;
+const status = async (s: TestServer) =>
+  (await http(`${s.url}/api/v1/source`, { headers: { authorization: `Bearer ${s.readToken}` } })).json() as Promise<SourceStatus>;
 
 const fleet = {
-  'p.yaml': profile('p', 'com.example.p', [
-    '    - type: com.apple.mobiledevice.passwordpolicy',
-    '      keys:',
-    '        minLength: 8',
-    '        minLenght: 8',
-    '    - type: com.google.Chrome',
-    '      keys: {HomepageIsNewTabPage: "yes"}',
-    '',
-  ].join('\n')),
+  'p.yaml': profile(
+    'p',
+    'com.example.p',
+    [
+      '    - type: com.apple.mobiledevice.passwordpolicy',
+      '      keys:',
+      '        minLength: 8',
+      '        minLenght: 8',
+      '    - type: com.google.Chrome',
+      '      keys: {HomepageIsNewTabPage: "yes"}',
+      '',
+    ].join('\n'),
+  ),
   'b.yaml': blueprint('b', '    platforms: [macOS]', ['p']),
 };
 
@@ -58,13 +63,19 @@ describe('the server and findings that are not errors', () => {
     const st = await status(server);
     expect(st.applied?.commit).toBe(commit);
     expect(st.applied).toMatchObject({ valid: true, errorCount: 0, warningCount: 1 });
-    expect(st.applied!.errors.map((d) => `${d.file}:${d.line} ${d.severity} ${d.rule}`)).toEqual(['p.yaml:12 warning apple-unknown-key', 'p.yaml:13 info custom-preferences']);
+    expect(st.applied!.errors.map((d) => `${d.file}:${d.line} ${d.severity} ${d.rule}`)).toEqual([
+      'p.yaml:12 warning apple-unknown-key',
+      'p.yaml:13 info custom-preferences',
+    ]);
     expect(server.source!.current()?.fleet.profiles.get('p')?.payloads).toHaveLength(2);
   });
 
   it('with `manifests`, the validating process checks the domain and refuses a value the app would misread', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'orchard-manifests-'));
-    writeFileSync(join(dir, 'com.google.Chrome.plist'), buildPlist({ pfm_domain: 'com.google.Chrome', pfm_subkeys: [{ pfm_name: 'HomepageIsNewTabPage', pfm_type: 'boolean' }] }));
+    writeFileSync(
+      join(dir, 'com.google.Chrome.plist'),
+      buildPlist({ pfm_domain: 'com.google.Chrome', pfm_subkeys: [{ pfm_name: 'HomepageIsNewTabPage', pfm_type: 'boolean' }] }),
+    );
     const { server, commit } = await serve(fleet, { manifests: dir });
     const st = await status(server);
     expect(st.applied).toBeUndefined();

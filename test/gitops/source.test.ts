@@ -235,10 +235,13 @@ describe('git webhook', () => {
     app.use(status.routes());
     const server: Server = createServer(app.callback());
     await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
-    cleanups.push(() => new Promise<void>((res) => {
-      server.close(() => res());
-      server.closeAllConnections();
-    }));
+    cleanups.push(
+      () =>
+        new Promise<void>((res) => {
+          server.close(() => res());
+          server.closeAllConnections();
+        }),
+    );
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   }
 
@@ -398,7 +401,9 @@ describe('FleetSource.sync concurrency', () => {
     let calls = 0;
     let loaded = 0;
     let release!: () => void;
-    const gate = new Promise<void>((res) => { release = res; });
+    const gate = new Promise<void>((res) => {
+      release = res;
+    });
     const loader = async (d: string): Promise<LoadResult> => {
       calls++;
       active++;
@@ -435,7 +440,11 @@ describe('FleetSource.sync concurrency', () => {
 // ---- issue 10: limits, durable rejections, history ----
 
 /** state.json as the source wrote it. */
-function savedState(dataDir: string): { commit?: string; validating?: { commit: string | null }; rejected?: { reason: string; status: { commit: string | null } } } {
+function savedState(dataDir: string): {
+  commit?: string;
+  validating?: { commit: string | null };
+  rejected?: { reason: string; status: { commit: string | null } };
+} {
   return JSON.parse(readFileSync(join(dataDir, 'source', 'state.json'), 'utf8'));
 }
 
@@ -455,7 +464,13 @@ function hangingLoader(): { loader: (d: string) => Promise<LoadResult>; hangs: (
 /** The real loader, noting which commit of the clone each load saw. */
 function countingLoader(): { loader: (d: string) => Promise<LoadResult>; loads: string[] } {
   const loads: string[] = [];
-  return { loads, loader: (d: string) => { loads.push(git(d, 'rev-parse', 'HEAD')); return loadFleet(d); } };
+  return {
+    loads,
+    loader: (d: string) => {
+      loads.push(git(d, 'rev-parse', 'HEAD'));
+      return loadFleet(d);
+    },
+  };
 }
 
 describe('FleetSource time limits and shutdown', () => {
@@ -668,7 +683,10 @@ describe('FleetSource status history and restore', () => {
       r.rewind(b); // ...and force-pushed again
     }
     const st = await source.sync('push bad');
-    expect(st.history.map((h) => [h.commit, h.attempts])).toEqual([[b, 4], [a, 1]]);
+    expect(st.history.map((h) => [h.commit, h.attempts])).toEqual([
+      [b, 4],
+      [a, 1],
+    ]);
     expect(st.history[0]!.lastSeenAt! >= st.history[0]!.fetchedAt).toBe(true);
   });
 

@@ -26,7 +26,9 @@ function deviceGroup(n: number): string {
 /** Validator processes still running for `dir`. */
 function validatorsFor(dir: string): number {
   try {
-    return execFileSync('pgrep', ['-f', `load-worker.js ${dir}`], { encoding: 'utf8' }).trim().split('\n').length;
+    return execFileSync('pgrep', ['-f', `load-worker.js ${dir}`], { encoding: 'utf8' })
+      .trim()
+      .split('\n').length;
   } catch {
     return 0; // pgrep exits 1 when nothing matches
   }

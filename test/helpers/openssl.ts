@@ -20,16 +20,51 @@ export function opensslPki(name = 'OpenSSL Test CA'): OpensslPki {
   const dir = mkdtempSync(join(tmpdir(), 'orchard-openssl-'));
   const caKey = join(dir, 'ca.key');
   const caCert = join(dir, 'ca.pem');
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', caCert, '-days', '30', '-subj', `/O=Orchard Tests/CN=${name}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    caKey,
+    '-out',
+    caCert,
+    '-days',
+    '30',
+    '-subj',
+    `/O=Orchard Tests/CN=${name}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ]);
   let n = 0;
   return {
-    dir, caCert, caKey,
+    dir,
+    caCert,
+    caKey,
     issue(cn: string, days = 30) {
       const base = join(dir, `dev${++n}`);
       openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${base}.key`, '-out', `${base}.csr`, '-subj', `/CN=${cn}`]);
       writeFileSync(`${base}.ext`, 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n');
-      openssl(['x509', '-req', '-in', `${base}.csr`, '-CA', caCert, '-CAkey', caKey, '-CAcreateserial', '-days', String(days), '-out', `${base}.pem`, '-extfile', `${base}.ext`]);
+      openssl([
+        'x509',
+        '-req',
+        '-in',
+        `${base}.csr`,
+        '-CA',
+        caCert,
+        '-CAkey',
+        caKey,
+        '-CAcreateserial',
+        '-days',
+        String(days),
+        '-out',
+        `${base}.pem`,
+        '-extfile',
+        `${base}.ext`,
+      ]);
       return { cert: `${base}.pem`, key: `${base}.key` };
     },
   };

@@ -18,9 +18,13 @@ export async function spawnServer(args: string[], env: Record<string, string> = 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   // Keep only the tail: a busy server logs a line per request.
-  child.stdout!.on('data', () => { if (out.length > 1e6) out = out.slice(-1e5); });
+  child.stdout!.on('data', () => {
+    if (out.length > 1e6) out = out.slice(-1e5);
+  });
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 20_000);
     child.stdout!.on('data', (d: Buffer) => {

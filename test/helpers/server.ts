@@ -55,7 +55,12 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}, opt
   let n = 0;
   return {
     ...server,
-    dir, ca, caFile, logs, adminToken, readToken,
+    dir,
+    ca,
+    caFile,
+    logs,
+    adminToken,
+    readToken,
     device(o = {}) {
       const identity = createDeviceIdentity(ca, o.cn ?? `device-${++n}`);
       return new SimulatedDevice({ serverUrl: server.url, identity, ...o });

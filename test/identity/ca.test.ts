@@ -2,13 +2,7 @@ import { X509Certificate, createPublicKey, generateKeyPairSync } from 'node:cryp
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createCA,
-  createDeviceIdentity,
-  issueCertificate,
-  loadCertifiedKey,
-  type CertifiedKey,
-} from '../../src/identity/ca.js';
+import { createCA, createDeviceIdentity, issueCertificate, loadCertifiedKey, type CertifiedKey } from '../../src/identity/ca.js';
 import { openssl, opensslCa, tempDir } from './openssl.js';
 
 describe('ca', () => {
@@ -92,9 +86,16 @@ describe('ca', () => {
     expect(text(c.certPem)).toMatch(/TLS Web Server Authentication, TLS Web Client Authentication/);
     expect(x.verify(createPublicKey(ca.key))).toBe(true);
 
-    const named = new X509Certificate(issueCertificate(ca, {
-      publicKey, subject: [{ name: 'O', value: 'Example Org' }, { name: 'commonName', value: 'dev_ü' }, { name: '2.5.4.11', value: 'Unit' }],
-    }).certDer);
+    const named = new X509Certificate(
+      issueCertificate(ca, {
+        publicKey,
+        subject: [
+          { name: 'O', value: 'Example Org' },
+          { name: 'commonName', value: 'dev_ü' },
+          { name: '2.5.4.11', value: 'Unit' },
+        ],
+      }).certDer,
+    );
     expect(named.subject.split('\n')).toEqual(['O=Example Org', 'CN=dev_ü', 'OU=Unit']);
   });
 

@@ -25,7 +25,7 @@ describe('parseClientCertHeader', () => {
     expect(parseClientCertHeader(`  :${der.toString('base64')}:  `).equals(der)).toBe(true);
   });
 
-  it("nginx $ssl_client_escaped_cert (URL-escaped PEM)", () => {
+  it('nginx $ssl_client_escaped_cert (URL-escaped PEM)', () => {
     expect(parseClientCertHeader(encodeURIComponent(pem)).equals(der)).toBe(true);
     // Escaping only what must be escaped in a header (spaces, newlines), '+' and '/' left as is.
     const light = pem.replace(/ /g, '%20').replace(/\n/g, '%0A');

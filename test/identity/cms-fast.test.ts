@@ -25,14 +25,20 @@ function same(sig: string, body: Buffer): void {
 
 describe('Mdm-Signature fast path: the same outcome as the asn1js reading', () => {
   const tmp = tempDir();
-  const body = Buffer.from('<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict><key>Status</key><string>Idle</string>'
-    + '<key>UDID</key><string>0000FE00-1234-5678-9ABC-DEF012345678</string></dict></plist>\n');
+  const body = Buffer.from(
+    '<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict><key>Status</key><string>Idle</string>' +
+      '<key>UDID</key><string>0000FE00-1234-5678-9ABC-DEF012345678</string></dict></plist>\n',
+  );
   const cases: { name: string; der: () => Buffer; body: Buffer }[] = [];
   let signers: Record<string, { cert: string; key: string }> = {};
 
   beforeAll(() => {
     const ca = opensslCa(tmp.dir, 'fast-ca');
-    signers = { rsa: opensslDevice(tmp.dir, ca, 'fast-rsa'), ec: opensslDevice(tmp.dir, ca, 'fast-ec', { ec: true }), v1: opensslDevice(tmp.dir, ca, 'fast-v1', { v1: true }) };
+    signers = {
+      rsa: opensslDevice(tmp.dir, ca, 'fast-rsa'),
+      ec: opensslDevice(tmp.dir, ca, 'fast-ec', { ec: true }),
+      v1: opensslDevice(tmp.dir, ca, 'fast-v1', { v1: true }),
+    };
   });
   afterAll(() => tmp.cleanup());
 
@@ -48,7 +54,11 @@ describe('Mdm-Signature fast path: the same outcome as the asn1js reading', () =
   for (const [name, who, args] of modes) {
     cases.push({ name, der: () => opensslCmsSign(tmp.dir, body, signers[who]!, args), body });
   }
-  cases.push({ name: 'real device capture (BER)', der: () => Buffer.from(readFileSync(`${VECTORS}/header2.b64`, 'utf8').trim(), 'base64'), body: readFileSync(`${VECTORS}/body2.plist`) });
+  cases.push({
+    name: 'real device capture (BER)',
+    der: () => Buffer.from(readFileSync(`${VECTORS}/header2.b64`, 'utf8').trim(), 'base64'),
+    body: readFileSync(`${VECTORS}/body2.plist`),
+  });
 
   for (const c of cases) {
     it(`${c.name}: verifies, and one-bit changes of the header have the same outcome`, () => {

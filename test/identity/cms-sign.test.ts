@@ -10,9 +10,9 @@ import { IdentityError } from '../../src/identity/errors.js';
 import { openssl, opensslCmsVerify, tempDir } from './openssl.js';
 
 const body = Buffer.from(
-  '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" '
-  + '"http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n<dict>\n\t<key>Status</key>\n'
-  + '\t<string>Idle</string>\n\t<key>UDID</key>\n\t<string>00008030-001A2B3C4D5E6F70</string>\n</dict>\n</plist>\n',
+  '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" ' +
+    '"http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n<dict>\n\t<key>Status</key>\n' +
+    '\t<string>Idle</string>\n\t<key>UDID</key>\n\t<string>00008030-001A2B3C4D5E6F70</string>\n</dict>\n</plist>\n',
 );
 
 function tampered(buf: Buffer, at: number): Buffer {
@@ -127,5 +127,4 @@ describe('signDetached', () => {
     expect(verifyDetachedSignature(ber.toString('base64'), body).signedAttributes).toBe(true);
     expect(() => verifyDetachedSignature(ber.toString('base64'), tampered(body, 5))).toThrow(IdentityError);
   });
-
 });

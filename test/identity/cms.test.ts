@@ -2,15 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyDetachedSignature } from '../../src/identity/cms.js';
 import { IdentityError } from '../../src/identity/errors.js';
-import {
-  opensslCa,
-  opensslCmsSign,
-  opensslDevice,
-  pemFileToDer,
-  signatureValueOffset,
-  tempDir,
-  type OpensslCa,
-} from './openssl.js';
+import { opensslCa, opensslCmsSign, opensslDevice, pemFileToDer, signatureValueOffset, tempDir, type OpensslCa } from './openssl.js';
 import { thrown } from '../helpers/thrown.js';
 import { http, startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -117,8 +109,8 @@ describe('verifyDetachedSignature: signatures made by openssl cms', () => {
   let rsaV1: { cert: string; key: string };
   let ec: { cert: string; key: string };
   const body = Buffer.from(
-    '<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict><key>Status</key><string>Idle</string>'
-    + '<key>UDID</key><string>0000FE00-1234-5678-9ABC-DEF012345678</string></dict></plist>\n',
+    '<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict><key>Status</key><string>Idle</string>' +
+      '<key>UDID</key><string>0000FE00-1234-5678-9ABC-DEF012345678</string></dict></plist>\n',
   );
 
   beforeAll(() => {
@@ -219,7 +211,9 @@ describe('Mdm-Signature that asn1js throws on, against a real server', () => {
     it(`${header} on an unsigned body: 400 with the reason logged, never 500 or 401`, async () => {
       const before = server.logs.length;
       const res = await http(`${server.url}/mdm/checkin`, {
-        method: 'PUT', body: body2, headers: { 'content-type': 'application/x-apple-aspen-mdm-checkin', 'mdm-signature': header },
+        method: 'PUT',
+        body: body2,
+        headers: { 'content-type': 'application/x-apple-aspen-mdm-checkin', 'mdm-signature': header },
       });
       expect(res.status).toBe(400);
       expect(res.text).toBe('Mdm-Signature could not be parsed (Error)\n');

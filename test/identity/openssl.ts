@@ -28,9 +28,25 @@ export interface OpensslCa {
 export function opensslCa(dir: string, name: string): OpensslCa {
   const cert = join(dir, `${name}.pem`);
   const key = join(dir, `${name}.key`);
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '30',
-    '-subj', `/O=Orchard Tests/CN=${name}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '30',
+    '-subj',
+    `/O=Orchard Tests/CN=${name}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ]);
   return { cert, key };
 }
 
@@ -42,11 +58,28 @@ export function opensslDevice(dir: string, ca: OpensslCa, cn: string, opts: { ec
   const base = join(dir, cn);
   const newkey = opts.ec ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'] : ['-newkey', 'rsa:2048'];
   openssl(['req', ...newkey, '-nodes', '-keyout', `${base}.key`, '-out', `${base}.csr`, '-subj', `/CN=${cn}`]);
-  const args = ['x509', '-req', '-in', `${base}.csr`, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', String(Date.now()),
-    '-days', '30', '-out', `${base}.pem`];
+  const args = [
+    'x509',
+    '-req',
+    '-in',
+    `${base}.csr`,
+    '-CA',
+    ca.cert,
+    '-CAkey',
+    ca.key,
+    '-set_serial',
+    String(Date.now()),
+    '-days',
+    '30',
+    '-out',
+    `${base}.pem`,
+  ];
   if (!opts.v1) {
-    writeFileSync(`${base}.ext`, 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n'
-      + 'extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n');
+    writeFileSync(
+      `${base}.ext`,
+      'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n' +
+        'extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n',
+    );
     args.push('-extfile', `${base}.ext`);
   }
   openssl(args);
@@ -69,8 +102,23 @@ export function opensslCmsVerify(dir: string, der: Buffer, body: Buffer, caFile:
   writeFileSync(sigFile, der);
   writeFileSync(bodyFile, body);
   try {
-    openssl(['cms', '-verify', '-binary', '-inform', 'DER', '-in', sigFile, '-content', bodyFile,
-      '-CAfile', caFile, '-purpose', 'any', '-out', join(dir, 'verify-out')]);
+    openssl([
+      'cms',
+      '-verify',
+      '-binary',
+      '-inform',
+      'DER',
+      '-in',
+      sigFile,
+      '-content',
+      bodyFile,
+      '-CAfile',
+      caFile,
+      '-purpose',
+      'any',
+      '-out',
+      join(dir, 'verify-out'),
+    ]);
     return true;
   } catch {
     return false;

@@ -12,8 +12,11 @@ import { thrown } from '../helpers/thrown.js';
 
 const refusal = (fn: () => unknown): ProtocolError => thrown(ProtocolError, fn);
 const VECTORS = join(import.meta.dirname, '../fixtures/vectors/nanomdm');
-const captures = readdirSync(VECTORS).filter((f) => f.endsWith('.plist')).map((f) => readFileSync(join(VECTORS, f)));
-const HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n';
+const captures = readdirSync(VECTORS)
+  .filter((f) => f.endsWith('.plist'))
+  .map((f) => readFileSync(join(VECTORS, f)));
+const HEAD =
+  '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n';
 const doc = (inner: string) => `${HEAD}${inner}\n</plist>\n`;
 const dict = (inner: string) => doc(`<dict>${inner}</dict>`);
 
@@ -29,10 +32,16 @@ describe('plist parsing', () => {
     expect(e.message).toMatch(/line \d+, col \d+/);
   });
 
-  it('refuses custom DTDs and entities but accepts Apple\'s DOCTYPE', () => {
+  it("refuses custom DTDs and entities but accepts Apple's DOCTYPE", () => {
     expect(refusal(() => parsePlistDict('<!DOCTYPE plist [<!ENTITY x "y">]><plist><dict/></plist>')).message).toMatch(/DOCTYPE/);
-    expect(refusal(() => parsePlistDict('<plist><dict><key>a</key><string>&x;</string></dict></plist>')).message).toMatch(/undefined XML entity at line 1, col 34/);
-    expect(parsePlistDict('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0"><dict><key>a</key><string>&amp;&#65;</string></dict></plist>')).toEqual({ a: '&A' });
+    expect(refusal(() => parsePlistDict('<plist><dict><key>a</key><string>&x;</string></dict></plist>')).message).toMatch(
+      /undefined XML entity at line 1, col 34/,
+    );
+    expect(
+      parsePlistDict(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0"><dict><key>a</key><string>&amp;&#65;</string></dict></plist>',
+      ),
+    ).toEqual({ a: '&A' });
   });
 
   it('refuses non-dict roots, binary plists and empty bodies', () => {
@@ -47,7 +56,7 @@ describe('plist parsing: the same values as the plist package', () => {
     for (const c of captures) expect(parsePlist(c)).toStrictEqual(packageParse(c.toString('utf8')));
   });
 
-  it('parses a Mac\'s 2,000-app InstalledApplicationList exactly as the plist package does', () => {
+  it("parses a Mac's 2,000-app InstalledApplicationList exactly as the plist package does", () => {
     const body = buildPlist(installedApplicationListReport(2000));
     const parsed = parsePlistDict(body);
     expect((parsed.InstalledApplicationList as unknown[]).length).toBe(2000);
@@ -55,19 +64,47 @@ describe('plist parsing: the same values as the plist package', () => {
   });
 
   it('reads what devices write: empty forms, whitespace in data, entities, CDATA, comments, line ends, a BOM', () => {
-    const text = '\uFEFF' + dict([
-      '<key>s</key><string/>', '<key>s2</key><string></string>', '<key>k</key><string>a &lt;&gt;&amp;&quot;&apos; &#65;&#x42;&#x1F600;</string>',
-      '<key>d</key><data>\n\tAAEC\n\t/w==\n\t</data>', '<key>d0</key><data/>', '<key>t</key><true/>', '<key>f</key><false></false>',
-      '<key>i</key><integer> -42 </integer>', '<key>big</key><integer>12345678901234567890</integer>', '<key>r</key><real>1.5e3</real>',
-      '<key>date</key><date>2026-01-02T03:04:05Z</date>', '<key>c</key><string>x<![CDATA[<y>&amp;]]>z</string>',
-      '<!-- a comment --><key>crlf</key><string>a\r\nb\rc&#13;</string>', '<key/><string>empty key</string>',
-      '<key>a</key><array/>', '<key>e</key><dict/>',
-    ].join('\n'));
+    const text =
+      '\uFEFF' +
+      dict(
+        [
+          '<key>s</key><string/>',
+          '<key>s2</key><string></string>',
+          '<key>k</key><string>a &lt;&gt;&amp;&quot;&apos; &#65;&#x42;&#x1F600;</string>',
+          '<key>d</key><data>\n\tAAEC\n\t/w==\n\t</data>',
+          '<key>d0</key><data/>',
+          '<key>t</key><true/>',
+          '<key>f</key><false></false>',
+          '<key>i</key><integer> -42 </integer>',
+          '<key>big</key><integer>12345678901234567890</integer>',
+          '<key>r</key><real>1.5e3</real>',
+          '<key>date</key><date>2026-01-02T03:04:05Z</date>',
+          '<key>c</key><string>x<![CDATA[<y>&amp;]]>z</string>',
+          '<!-- a comment --><key>crlf</key><string>a\r\nb\rc&#13;</string>',
+          '<key/><string>empty key</string>',
+          '<key>a</key><array/>',
+          '<key>e</key><dict/>',
+        ].join('\n'),
+      );
     const v = parsePlistDict(text);
     expect(v).toStrictEqual(packageParse(text.slice(1)));
     expect(v).toStrictEqual({
-      s: '', s2: '', k: 'a <>&"\' AB\u{1F600}', d: new Uint8Array([0, 1, 2, 255]), d0: new Uint8Array(0), t: true, f: false,
-      i: -42, big: 12345678901234567000, r: 1500, date: new Date('2026-01-02T03:04:05Z'), c: 'x<y>&amp;z', crlf: 'a\nb\nc\r', '': 'empty key', a: [], e: {},
+      s: '',
+      s2: '',
+      k: 'a <>&"\' AB\u{1F600}',
+      d: new Uint8Array([0, 1, 2, 255]),
+      d0: new Uint8Array(0),
+      t: true,
+      f: false,
+      i: -42,
+      big: 12345678901234567000,
+      r: 1500,
+      date: new Date('2026-01-02T03:04:05Z'),
+      c: 'x<y>&amp;z',
+      crlf: 'a\nb\nc\r',
+      '': 'empty key',
+      a: [],
+      e: {},
     });
     expect(v.d).toBeInstanceOf(Uint8Array);
   });
@@ -85,7 +122,11 @@ describe('plist parsing: refusals name the kind of problem and line:col, never t
     ['a bad base64', dict(`<key>Token</key><data>${MARK}!</data>`), /invalid base64 in <data>/],
     ['an unclosed string', `${HEAD}<dict><key>PushMagic</key><string>${MARK}`, /unclosed <string> at line 4, col 27/],
     ['a malformed attribute', doc(`<dict ${MARK}></dict>`), /malformed attribute at line 4, col 7/],
-    ['a custom DTD', `<!DOCTYPE plist [<!ENTITY ${MARK} "x">]><plist><dict/></plist>`, /only Apple's plist DOCTYPE is accepted \(found a custom DTD at line 1, col 1\)/],
+    [
+      'a custom DTD',
+      `<!DOCTYPE plist [<!ENTITY ${MARK} "x">]><plist><dict/></plist>`,
+      /only Apple's plist DOCTYPE is accepted \(found a custom DTD at line 1, col 1\)/,
+    ],
     ['an entity declaration', `<plist><!ENTITY ${MARK} "x"><dict/></plist>`, /XML entity declarations are not accepted \(at line 1, col 8\)/],
     ['an invalid date', dict(`<key>At</key><date>${MARK}</date>`), /invalid <date> at line 4, col 20/],
   ];
@@ -131,11 +172,15 @@ describe('plist parsing: refusals name the kind of problem and line:col, never t
     expect((parsePlistDict(long, TRUSTED_LIMITS).a as string).length).toBe(DEVICE_LIMITS.maxStringLength + 1);
     // Comments, attributes and references cost like elements and count as them.
     expect(refusal(() => parsePlistDict(dict(`${'<!---->'.repeat(DEVICE_LIMITS.maxElements)}`))).message).toMatch(/more than 128000 elements/);
-    expect(refusal(() => parsePlistDict(dict(`<key>a</key><string>${'&amp;'.repeat(DEVICE_LIMITS.maxElements)}</string>`))).message).toMatch(/more than 128000 elements/);
+    expect(refusal(() => parsePlistDict(dict(`<key>a</key><string>${'&amp;'.repeat(DEVICE_LIMITS.maxElements)}</string>`))).message).toMatch(
+      /more than 128000 elements/,
+    );
   });
 
   it('keeps the other refusals: invalid UTF-8, __proto__, structure', () => {
-    expect(refusal(() => parsePlistDict(Buffer.concat([Buffer.from(dict('<key>a</key><string>')), Buffer.from([0xc3, 0x28]), Buffer.from('</string>')]))).message).toBe('body is not valid UTF-8');
+    expect(
+      refusal(() => parsePlistDict(Buffer.concat([Buffer.from(dict('<key>a</key><string>')), Buffer.from([0xc3, 0x28]), Buffer.from('</string>')]))).message,
+    ).toBe('body is not valid UTF-8');
     expect(refusal(() => parsePlistDict(dict('<key>__proto__</key><dict/>'))).message).toMatch(/forbidden key __proto__/);
     expect(refusal(() => parsePlistDict(dict('<key>a</key>'))).message).toMatch(/<key> without a value/);
     expect(refusal(() => parsePlistDict(dict('<string>a</string>'))).message).toMatch(/expected <key> in <dict>/);
@@ -183,7 +228,9 @@ describe('message decoding', () => {
 
   it('names the offending key', () => {
     expect(refusal(() => decodeCheckin({ MessageType: 'TokenUpdate', UDID: 'U', Topic: 't', PushMagic: 'm' })).message).toBe('missing Token');
-    expect(refusal(() => decodeCheckin({ MessageType: 'TokenUpdate', UDID: 'U', Topic: 't', Token: 'x', PushMagic: 'm' })).message).toBe('Token is a string, expected data');
+    expect(refusal(() => decodeCheckin({ MessageType: 'TokenUpdate', UDID: 'U', Topic: 't', Token: 'x', PushMagic: 'm' })).message).toBe(
+      'Token is a string, expected data',
+    );
     expect(refusal(() => decodeReport({ Status: 'Bogus', UDID: 'U' })).message).toMatch(/unknown Status/);
   });
 });
@@ -191,10 +238,13 @@ describe('message decoding', () => {
 describe('commands', () => {
   it('builds the exact plist the device receives', () => {
     const built = buildCommand(fromJson({ RequestType: 'InstallProfile', Payload: { $data: Buffer.from('abc').toString('base64') } }) as never, 'CMD-1');
-    expect(parsePlistDict(built.payload)).toEqual({ CommandUUID: 'CMD-1', Command: { RequestType: 'InstallProfile', Payload: new Uint8Array(Buffer.from('abc')) } });
+    expect(parsePlistDict(built.payload)).toEqual({
+      CommandUUID: 'CMD-1',
+      Command: { RequestType: 'InstallProfile', Payload: new Uint8Array(Buffer.from('abc')) },
+    });
   });
 
-  it('validates against Apple\'s schema: unknown key, wrong type, allowed values', () => {
+  it("validates against Apple's schema: unknown key, wrong type, allowed values", () => {
     expect(refusal(() => validateCommand({ RequestType: 'RemoveProfile', Identifer: 'x' })).message).toMatch(/unknown key "Identifer"/);
     expect(refusal(() => validateCommand({ RequestType: 'RemoveProfile', Identifier: 5 })).message).toMatch(/expected string/);
     expect(refusal(() => validateCommand({ RequestType: 'RemoveProfile' })).message).toMatch(/missing required key Identifier/);

@@ -36,10 +36,20 @@ afterAll(async () => {
 
 function pusher(over: Partial<ApnsConfig> = {}, target: ApnsStandIn = standIn) {
   const { log, lines, text } = captureLog();
-  const p = new ApnsPusher({
-    url: target.url, ca: target.tls.caPem, certPem: cert.certPem, keyPem: cert.keyPem,
-    coalesceMs: 30, retryBaseMs: 20, retryMaxMs: 200, requestTimeoutMs: 2000, ...over,
-  }, log);
+  const p = new ApnsPusher(
+    {
+      url: target.url,
+      ca: target.tls.caPem,
+      certPem: cert.certPem,
+      keyPem: cert.keyPem,
+      coalesceMs: 30,
+      retryBaseMs: 20,
+      retryMaxMs: 200,
+      requestTimeoutMs: 2000,
+      ...over,
+    },
+    log,
+  );
   pushers.push(p);
   return { p, lines, text };
 }
@@ -47,9 +57,14 @@ function pusher(over: Partial<ApnsConfig> = {}, target: ApnsStandIn = standIn) {
 function enrollment(over: Partial<EnrollmentRecord> = {}, push: Partial<NonNullable<EnrollmentRecord['push']>> = {}): EnrollmentRecord {
   const id = over.id ?? randomUUID().toUpperCase();
   return {
-    id, deviceId: id, type: 'device', active: true,
+    id,
+    deviceId: id,
+    type: 'device',
+    active: true,
     push: { token: randomBytes(32).toString('hex'), pushMagic: randomUUID().toUpperCase(), topic: cert.topic, ...push },
-    createdAt: new Date().toISOString(), updatedAt: new Date().toISOString(), ...over,
+    createdAt: new Date().toISOString(),
+    updatedAt: new Date().toISOString(),
+    ...over,
   };
 }
 
@@ -90,7 +105,7 @@ describe('APNs requests', () => {
     expect(p.status().counters.connects).toBe(1);
   });
 
-  it('also keeps to the gateway\'s SETTINGS_MAX_CONCURRENT_STREAMS, so waiting pushes do not time out', async () => {
+  it("also keeps to the gateway's SETTINGS_MAX_CONCURRENT_STREAMS, so waiting pushes do not time out", async () => {
     const narrow = await ApnsStandIn.start({ clientCa: cert.ca.certPem, maxConcurrentStreams: 3 });
     standIns.push(narrow);
     // 30 pushes, 3 at a time, 60 ms each: 600 ms in all, twice the request timeout. Streams
@@ -222,10 +237,12 @@ describe('APNs answers', () => {
   it('429 and 5xx are retried with growing, jittered backoff', async () => {
     const { p } = pusher({ retryBaseMs: 40, retryMaxMs: 1000 });
     const e = enrollment();
-    standIn.answerNext(e.push!.token,
+    standIn.answerNext(
+      e.push!.token,
       { status: 429, reason: 'TooManyRequests' },
       { status: 503, reason: 'ServiceUnavailable' },
-      { status: 500, reason: 'InternalServerError' });
+      { status: 500, reason: 'InternalServerError' },
+    );
     expect((await p.pushNow([e]))[0]!.result).toBe('pushed');
     const got = standIn.pushesFor(e.push!.token);
     expect(got).toHaveLength(4);
@@ -365,16 +382,21 @@ describe('the connection', () => {
   it('a certificate from another CA, dropped in the handshake: retried, then failed with a hint', async () => {
     const stranger = makePushCert();
     const { log } = captureLog();
-    const p = new ApnsPusher({ url: standIn.url, ca: standIn.tls.caPem, certPem: stranger.certPem, keyPem: stranger.keyPem, maxRetries: 1, retryBaseMs: 10 }, log);
+    const p = new ApnsPusher(
+      { url: standIn.url, ca: standIn.tls.caPem, certPem: stranger.certPem, keyPem: stranger.keyPem, maxRetries: 1, retryBaseMs: 10 },
+      log,
+    );
     pushers.push(p);
     const [r] = await p.pushNow([enrollment({}, { topic: stranger.topic })]);
     expect(r!.result).toBe('failed');
     expect(r!.reason).toMatch(/push certificate refused/);
   });
 
-  it('refuses a configured topic that is not the certificate\'s', () => {
+  it("refuses a configured topic that is not the certificate's", () => {
     const { log } = captureLog();
-    expect(() => new ApnsPusher({ url: standIn.url, certPem: cert.certPem, keyPem: cert.keyPem, topic: 'com.apple.mgmt.External.x' }, log)).toThrow(/not the push certificate's/);
+    expect(() => new ApnsPusher({ url: standIn.url, certPem: cert.certPem, keyPem: cert.keyPem, topic: 'com.apple.mgmt.External.x' }, log)).toThrow(
+      /not the push certificate's/,
+    );
   });
 
   it('picks the production or sandbox gateway by environment; a URL wins', () => {
@@ -460,24 +482,55 @@ describe('certificate expiry', () => {
 async function opensslGateway(clientCa: string): Promise<{ url: string; caPem: string; stop: () => void }> {
   const tls = createStandInTls();
   const dir = mkdtempSync(join(tmpdir(), 'orchard-apns-openssl-'));
-  for (const [f, t] of [['cert.pem', tls.certPem], ['key.pem', tls.keyPem], ['ca.pem', clientCa]] as const) writeFileSync(join(dir, f), t);
+  for (const [f, t] of [
+    ['cert.pem', tls.certPem],
+    ['key.pem', tls.keyPem],
+    ['ca.pem', clientCa],
+  ] as const)
+    writeFileSync(join(dir, f), t);
   const port = await new Promise<number>((resolve) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
       const { port: p } = s.address() as { port: number };
       s.close(() => resolve(p));
     });
   });
-  const child = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-cert', join(dir, 'cert.pem'), '-key', join(dir, 'key.pem'),
-    '-CAfile', join(dir, 'ca.pem'), '-Verify', '2', '-verify_return_error', '-alpn', 'h2', '-quiet'], { stdio: 'ignore' });
+  const child = spawn(
+    'openssl',
+    [
+      's_server',
+      '-accept',
+      `127.0.0.1:${port}`,
+      '-cert',
+      join(dir, 'cert.pem'),
+      '-key',
+      join(dir, 'key.pem'),
+      '-CAfile',
+      join(dir, 'ca.pem'),
+      '-Verify',
+      '2',
+      '-verify_return_error',
+      '-alpn',
+      'h2',
+      '-quiet',
+    ],
+    { stdio: 'ignore' },
+  );
   const stop = () => {
     child.kill();
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await until(() => new Promise<boolean>((resolve) => {
-      const c = tcpConnect(port, '127.0.0.1', () => { c.destroy(); resolve(true); });
-      c.on('error', () => resolve(false));
-    }), 'openssl s_server to listen');
+    await until(
+      () =>
+        new Promise<boolean>((resolve) => {
+          const c = tcpConnect(port, '127.0.0.1', () => {
+            c.destroy();
+            resolve(true);
+          });
+          c.on('error', () => resolve(false));
+        }),
+      'openssl s_server to listen',
+    );
   } catch (err) {
     stop();
     throw err;

@@ -18,13 +18,13 @@ export function makePushCert(opts: { ca?: CertifiedKey; topic?: string; notBefor
   const uuid = randomUUID();
   const topic = opts.topic ?? `com.apple.mgmt.External.${uuid}`;
   const key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
-  const subject = [
-    ...(opts.withUid === false ? [] : [{ name: UID_OID, value: topic }]),
-    { name: 'CN', value: `APSP:${uuid}` },
-    { name: 'C', value: 'US' },
-  ];
+  const subject = [...(opts.withUid === false ? [] : [{ name: UID_OID, value: topic }]), { name: 'CN', value: `APSP:${uuid}` }, { name: 'C', value: 'US' }];
   const { certPem } = issueCertificate(ca, {
-    publicKey: createPublicKey(key), subject, notBefore: opts.notBefore, notAfter: opts.notAfter, extKeyUsage: ['clientAuth'],
+    publicKey: createPublicKey(key),
+    subject,
+    notBefore: opts.notBefore,
+    notAfter: opts.notAfter,
+    extKeyUsage: ['clientAuth'],
   });
   return { ca, topic, certPem, keyPem: key.export({ type: 'pkcs8', format: 'pem' }).toString() };
 }

@@ -53,7 +53,7 @@ function code(fn: () => unknown): string | undefined {
 }
 
 describe('reading a push certificate', () => {
-  it('reads Apple\'s real (expired) push certificate: topic from the UID, expiry in the past', () => {
+  it("reads Apple's real (expired) push certificate: topic from the UID, expiry in the past", () => {
     const c = parsePushCertificate(readFileSync(VECTOR));
     expect(c.topic).toBe(VECTOR_TOPIC);
     expect(c.notAfter.toISOString()).toBe('2022-02-10T17:44:47.000Z');
@@ -91,7 +91,10 @@ describe('reading a push certificate', () => {
     expect(code(() => loadPushCredentials(Buffer.from(cert.certPem), Buffer.from(enc), { password: 'wrong' }))).toBe('unreadable');
   });
 
-  for (const [name, extra] of [['OpenSSL 3 default (AES-256, PBKDF2, SHA-256 MAC)', []], ['legacy (RC2-40, 3DES, SHA-1 MAC, as Keychain exports)', ['-legacy']]] as const) {
+  for (const [name, extra] of [
+    ['OpenSSL 3 default (AES-256, PBKDF2, SHA-256 MAC)', []],
+    ['legacy (RC2-40, 3DES, SHA-1 MAC, as Keychain exports)', ['-legacy']],
+  ] as const) {
     it(`reads a PKCS#12 bundle with the issuing chain: ${name}`, () => {
       const caFile = file('ca.pem', cert.ca.certPem);
       const p12 = join(dir, `bundle${extra.length}.p12`);
@@ -203,7 +206,7 @@ describe('orchard push-cert', () => {
     expect((await pushCertImport(certFile, file('wrong.key', other.keyPem), { dataDir: join(dir, 'cli-5') })).exitCode).toBe(1);
   });
 
-  it('show reads Apple\'s expired certificate: topic, expiry in the past, exit 1', async () => {
+  it("show reads Apple's expired certificate: topic, expiry in the past, exit 1", async () => {
     const out = await pushCertShow(VECTOR, { dataDir: dir });
     expect(out.exitCode).toBe(1);
     expect(out.stdout).toContain(`topic:    ${VECTOR_TOPIC}`);

@@ -19,7 +19,10 @@ let server: TestServer;
 beforeAll(async () => {
   cert = makePushCert();
   standIn = await ApnsStandIn.start({ clientCa: cert.ca.certPem });
-  apns = new ApnsPusher({ url: standIn.url, ca: standIn.tls.caPem, certPem: cert.certPem, keyPem: cert.keyPem, coalesceMs: 200, retryBaseMs: 20 }, captureLog().log);
+  apns = new ApnsPusher(
+    { url: standIn.url, ca: standIn.tls.caPem, certPem: cert.certPem, keyPem: cert.keyPem, coalesceMs: 200, retryBaseMs: 20 },
+    captureLog().log,
+  );
   server = await startTestServer({}, { pusher: apns, routes: [pushRoutes(apns)] });
 });
 afterAll(async () => {
@@ -47,7 +50,11 @@ async function enrolled(): Promise<{ dev: SimulatedDevice; token: string; magic:
 }
 
 function command(udid: string, requestType = 'ProfileList') {
-  return http(`${server.url}/api/v1/commands`, { method: 'POST', headers: admin(), body: JSON.stringify({ targets: [udid], command: { RequestType: requestType } }) });
+  return http(`${server.url}/api/v1/commands`, {
+    method: 'POST',
+    headers: admin(),
+    body: JSON.stringify({ targets: [udid], command: { RequestType: requestType } }),
+  });
 }
 
 function push(targets: unknown, headers: Record<string, string> = admin()) {
@@ -84,7 +91,10 @@ describe('push through the server', () => {
     const r = await push([a.dev.udid, b.dev.udid, a.dev.udid]);
     expect(r.status).toBe(200);
     const body = r.json() as PushAnswer;
-    expect(body.results.map((x) => [x.target, x.result, x.status])).toEqual([[a.dev.udid, 'pushed', 200], [b.dev.udid, 'pushed', 200]]);
+    expect(body.results.map((x) => [x.target, x.result, x.status])).toEqual([
+      [a.dev.udid, 'pushed', 200],
+      [b.dev.udid, 'pushed', 200],
+    ]);
     expect(body.summary).toEqual({ pushed: 2 });
     expect(standIn.pushesFor(a.token)).toHaveLength(2);
     expect(standIn.pushesFor(b.token)).toHaveLength(2);
@@ -131,10 +141,15 @@ describe('push through the server', () => {
     expect((await push(['x'], { authorization: `Bearer ${server.readToken}` })).status).toBe(403);
   });
 
-  it('GET /api/v1/push shows the topic, the certificate\'s expiry and the counters (read token)', async () => {
+  it("GET /api/v1/push shows the topic, the certificate's expiry and the counters (read token)", async () => {
     const r = await http(`${server.url}/api/v1/push`, { headers: { authorization: `Bearer ${server.readToken}` } });
     expect(r.status).toBe(200);
-    const s = r.json() as { configured: boolean; topic: string; certificate: { notAfter: string; daysLeft: number; expired: boolean }; counters: Record<string, number> };
+    const s = r.json() as {
+      configured: boolean;
+      topic: string;
+      certificate: { notAfter: string; daysLeft: number; expired: boolean };
+      counters: Record<string, number>;
+    };
     expect(s.configured).toBe(true);
     expect(s.topic).toBe(cert.topic);
     expect(s.certificate.expired).toBe(false);
@@ -159,7 +174,11 @@ describe('without a push certificate', () => {
       const get = await http(`${bare.url}/api/v1/push`, { headers: { authorization: `Bearer ${bare.readToken}` } });
       expect(get.status).toBe(200);
       expect(get.json()).toMatchObject({ configured: false });
-      const post = await http(`${bare.url}/api/v1/push`, { method: 'POST', headers: { authorization: `Bearer ${bare.adminToken}` }, body: '{"targets":["x"]}' });
+      const post = await http(`${bare.url}/api/v1/push`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${bare.adminToken}` },
+        body: '{"targets":["x"]}',
+      });
       expect(post.status).toBe(503);
       expect(post.text).toContain('push-cert import');
     } finally {

@@ -49,7 +49,11 @@ function csrPublicKey(csrFile: string, inform: 'PEM' | 'DER' = 'PEM'): string {
 function issueVendorCert(csrFile: string, opts: { notBefore?: Date; notAfter?: Date } = {}): string {
   return issueCertificate(wwdr, {
     publicKey: createPublicKey(csrPublicKey(csrFile)),
-    subject: [{ name: 'CN', value: 'MDM Vendor: Orchard Test' }, { name: 'OU', value: 'ABCDE12345' }, { name: 'C', value: 'US' }],
+    subject: [
+      { name: 'CN', value: 'MDM Vendor: Orchard Test' },
+      { name: 'OU', value: 'ABCDE12345' },
+      { name: 'C', value: 'US' },
+    ],
     extKeyUsage: ['clientAuth'],
     ...opts,
   }).certPem;
@@ -147,7 +151,7 @@ describe('orchard push-cert request', () => {
     const reqDir = join(dataDir, 'push/request');
     const keyFile = join(reqDir, 'push.key');
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
-    expect(out.stdout).toContain('push-request.b64: the file Apple\'s push certificates portal accepts');
+    expect(out.stdout).toContain("push-request.b64: the file Apple's push certificates portal accepts");
     expect(out.stdout).toContain('identity.apple.com');
     expect(out.stdout).toContain(`orchard push-cert import <downloaded .pem> ${keyFile}`);
 
@@ -183,7 +187,7 @@ describe('orchard push-cert request', () => {
     expect(createPublicKey(csrPublicKey(csrFile, 'DER')).equals(createPublicKey(key))).toBe(true);
   });
 
-  it('says when Apple\'s intermediate and root are missing from the chain (DER vendor certificate)', async () => {
+  it("says when Apple's intermediate and root are missing from the chain (DER vendor certificate)", async () => {
     const { dataDir, vendorCertPem } = await vendorSetup('req-3');
     const out = await pushCertRequest({ dataDir, vendorCert: file('req-3-vendor.cer', pemToDer(vendorCertPem)) });
     expect(out.exitCode).toBe(0);
@@ -195,7 +199,7 @@ describe('orchard push-cert request', () => {
     expect(chain.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
   });
 
-  it('refuses a vendor key that is not the vendor certificate\'s (exit 1), writing nothing', async () => {
+  it("refuses a vendor key that is not the vendor certificate's (exit 1), writing nothing", async () => {
     const { dataDir, vendorCert } = await vendorSetup('req-4');
     const stranger = file('stranger.key', generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
     const out = await pushCertRequest({ dataDir, vendorCert, vendorKey: stranger });
@@ -209,7 +213,10 @@ describe('orchard push-cert request', () => {
 
   it('refuses an expired vendor certificate (exit 1); a missing certificate file exits 2', async () => {
     const { dataDir } = await vendorSetup('req-5');
-    const expired = issueVendorCert(join(dataDir, 'push/vendor/vendor.csr'), { notBefore: new Date(Date.now() - 400 * DAY), notAfter: new Date(Date.now() - DAY) });
+    const expired = issueVendorCert(join(dataDir, 'push/vendor/vendor.csr'), {
+      notBefore: new Date(Date.now() - 400 * DAY),
+      notAfter: new Date(Date.now() - DAY),
+    });
     const out = await pushCertRequest({ dataDir, vendorCert: file('req-5-expired.pem', expired + wwdr.certPem + root.certPem) });
     expect(out.exitCode).toBe(1);
     expect(out.stderr).toMatch(/vendor certificate expired/);
@@ -224,7 +231,11 @@ describe('import after request', () => {
     const topic = `com.apple.mgmt.External.${randomUUID()}`;
     const { certPem } = issueCertificate(wwdr, {
       publicKey: createPublicKey(csrPublicKey(csrFile, 'DER')),
-      subject: [{ name: UID_OID, value: topic }, { name: 'CN', value: `APSP:${randomUUID()}` }, { name: 'C', value: 'US' }],
+      subject: [
+        { name: UID_OID, value: topic },
+        { name: 'CN', value: `APSP:${randomUUID()}` },
+        { name: 'C', value: 'US' },
+      ],
       extKeyUsage: ['clientAuth'],
     });
     return { certFile: file(`${name}.pem`, certPem), topic };

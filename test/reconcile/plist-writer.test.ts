@@ -24,13 +24,26 @@ const { value } = fc.letrec<{ value: PlistValue }>((tie) => ({
 
 describe('plist template writer', () => {
   it('equals buildPlist for any plist value', () => {
-    fc.assert(fc.property(fc.dictionary(text, value, { maxKeys: 5 }), (v) => {
-      expect(runSteps(plistXml(v))).toBe(buildPlist(v).toString('utf8'));
-    }), { numRuns: 400 });
+    fc.assert(
+      fc.property(fc.dictionary(text, value, { maxKeys: 5 }), (v) => {
+        expect(runSteps(plistXml(v))).toBe(buildPlist(v).toString('utf8'));
+      }),
+      { numRuns: 400 },
+    );
   });
 
   it('edge cases: empty containers, empty strings and data, escaping', () => {
-    for (const v of [{}, { a: [] }, { a: {} }, { '': '' }, { a: new Uint8Array(0) }, { a: [null, undefined] }, { a: { b: null } }, { 'k<&>': 'v\r<&>"\'' }, { n: -0, r: 1.5, big: 1e21, inf: Infinity }]) {
+    for (const v of [
+      {},
+      { a: [] },
+      { a: {} },
+      { '': '' },
+      { a: new Uint8Array(0) },
+      { a: [null, undefined] },
+      { a: { b: null } },
+      { 'k<&>': 'v\r<&>"\'' },
+      { n: -0, r: 1.5, big: 1e21, inf: Infinity },
+    ]) {
       expect(runSteps(plistXml(v as PlistValue))).toBe(buildPlist(v as PlistValue).toString('utf8'));
     }
     expect(() => runSteps(plistXml({ a: 'nul\u0000' }))).toThrow(PlistTextError);

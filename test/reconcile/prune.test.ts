@@ -5,8 +5,19 @@ import type { ArtifactStatus, DeviceArtifacts } from '../../src/reconcile/types.
 
 const now = new Date('2026-12-01T12:00:00Z');
 const artifact = (over: Partial<ArtifactStatus> = {}): ArtifactStatus => ({
-  kind: 'profile', identifier: 'com.example.p', profile: 'p', blueprints: ['b'], uuid: 'U1', templateHash: 'h',
-  phase: 'verified', revision: 'r1', attempts: 1, prune: true, updatedAt: '2026-12-01T10:00:00Z', drift: 0, ...over,
+  kind: 'profile',
+  identifier: 'com.example.p',
+  profile: 'p',
+  blueprints: ['b'],
+  uuid: 'U1',
+  templateHash: 'h',
+  phase: 'verified',
+  revision: 'r1',
+  attempts: 1,
+  prune: true,
+  updatedAt: '2026-12-01T10:00:00Z',
+  drift: 0,
+  ...over,
 });
 const state = (a: ArtifactStatus): DeviceArtifacts => ({ deviceId: 'D', artifacts: { [a.identifier]: a } });
 const reported = { at: '2026-12-01T11:00:00Z', profiles: [{ PayloadIdentifier: 'com.example.p', PayloadUUID: 'U1' }] };
@@ -31,8 +42,26 @@ describe('prune of a profile no longer wanted', () => {
   });
 
   it('any blueprint that wanted it with prune: false keeps it', () => {
-    expect(prunes(['a', 'b'], true, new Map([['a', true], ['b', false]]))).toBe(false);
-    expect(prunes(['a', 'b'], true, new Map([['a', true], ['b', true]]))).toBe(true);
+    expect(
+      prunes(
+        ['a', 'b'],
+        true,
+        new Map([
+          ['a', true],
+          ['b', false],
+        ]),
+      ),
+    ).toBe(false);
+    expect(
+      prunes(
+        ['a', 'b'],
+        true,
+        new Map([
+          ['a', true],
+          ['b', true],
+        ]),
+      ),
+    ).toBe(true);
   });
 
   it('a removal still queued is withdrawn when the next revision says prune: false', () => {

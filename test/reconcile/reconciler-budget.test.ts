@@ -20,10 +20,17 @@ const DEVICES = 16;
 const BUDGET = 1 << 20;
 let dir: string;
 let store: LevelStore;
-const reconciler = () => new Reconciler({
-  store, service: new MdmService(store), pusher: { push: async () => undefined }, log: pino({ level: 'silent' }),
-  secrets: () => undefined, driftIntervalMs: 0, concurrency: 16, payloadBudgetBytes: BUDGET,
-});
+const reconciler = () =>
+  new Reconciler({
+    store,
+    service: new MdmService(store),
+    pusher: { push: async () => undefined },
+    log: pino({ level: 'silent' }),
+    secrets: () => undefined,
+    driftIntervalMs: 0,
+    concurrency: 16,
+    payloadBudgetBytes: BUDGET,
+  });
 const installOf = async (n: number, id: string) => {
   const cmds = await store.listCommands(`DEV-${n}`);
   const a = (await store.getArtifacts(`DEV-${n}`))!.artifacts[id]!;
@@ -36,11 +43,21 @@ beforeAll(async () => {
   const at = new Date();
   for (let n = 0; n < DEVICES; n++) {
     const id = `DEV-${n}`;
-    await store.authenticate(id, { UDID: id, Topic: 't', SerialNumber: `SER${n}`, Model: 'Mac14,2', ProductName: 'Mac14,2', OSVersion: '15.1' }, { certHash: `c${n}`, issuerHash: 'i', subject: '', notAfter: '' }, at);
+    await store.authenticate(
+      id,
+      { UDID: id, Topic: 't', SerialNumber: `SER${n}`, Model: 'Mac14,2', ProductName: 'Mac14,2', OSVersion: '15.1' },
+      { certHash: `c${n}`, issuerHash: 'i', subject: '', notAfter: '' },
+      at,
+    );
     await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at.toISOString(), updatedAt: at.toISOString() });
     // An answered ProfileList without the profile: the reconcile installs it.
     await store.enqueue([id], { uuid: `pl-${n}`, requestType: 'ProfileList', payload: Buffer.from('x') }, at);
-    await store.recordResult(id, `pl-${n}`, { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') }, { ProfileList: { at: at.toISOString(), commandUUID: `pl-${n}`, value: [] } });
+    await store.recordResult(
+      id,
+      `pl-${n}`,
+      { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') },
+      { ProfileList: { at: at.toISOString(), commandUUID: `pl-${n}`, value: [] } },
+    );
   }
 });
 afterAll(async () => {
@@ -70,12 +87,15 @@ it('holds at most the payload budget while installing a ~300 KB per-device profi
     const next = await store.nextCommand(`DEV-${n}`, { skipNotNow: false });
     const profile = parsePlistDict(Buffer.from((parsePlistDict(next!.payload).Command as PlistDict).Payload as Uint8Array));
     expect(next!.payload.length).toBeGreaterThan(300_000);
-    expect(((profile.PayloadContent as PlistDict[])[0]!).SSID_STR).toBe(`lab-SER${n}`);
+    expect((profile.PayloadContent as PlistDict[])[0]!.SSID_STR).toBe(`lab-SER${n}`);
   }
 });
 
 it('a big profile that is the same for every device is built once: one command, one payload, for the whole fleet', async () => {
-  const same = bigProfileYaml(600).replace(/\$\{device\.SerialNumber\}/g, 'all').replace('name: big', 'name: same').replace('com.example.big', 'com.example.same');
+  const same = bigProfileYaml(600)
+    .replace(/\$\{device\.SerialNumber\}/g, 'all')
+    .replace('name: big', 'name: same')
+    .replace('com.example.big', 'com.example.same');
   const loaded = await loadFleet(makeRepo({ 'same.yaml': same, 'b.yaml': blueprint('macs', '    platforms: [macOS]', ['same']) }));
   const fleet = loaded.fleet!;
   const r = reconciler();

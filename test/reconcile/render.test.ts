@@ -22,7 +22,11 @@ const base = {
   's.yaml': 'apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: psk}\nspec: {}\n',
   'b.yaml': blueprint('macs', '    platforms: [macOS]', ['wifi']),
 };
-const device = (serial: string, extra: Record<string, unknown> = {}) => ({ id: `UDID-${serial}`, facts: { Topic: 't', UDID: `UDID-${serial}`, SerialNumber: serial, Model: 'Mac14,2', OSVersion: '15.1', ...extra }, reported: {} });
+const device = (serial: string, extra: Record<string, unknown> = {}) => ({
+  id: `UDID-${serial}`,
+  facts: { Topic: 't', UDID: `UDID-${serial}`, SerialNumber: serial, Model: 'Mac14,2', OSVersion: '15.1', ...extra },
+  reported: {},
+});
 
 describe('rendering', () => {
   it('same content gives the same UUIDs on any run; a change of content or secret gives new ones', async () => {
@@ -41,7 +45,12 @@ describe('rendering', () => {
     const dict = parsePlistDict(a.bytes());
     expect(dict).toMatchObject({ PayloadType: 'Configuration', PayloadIdentifier: 'com.example.wifi', PayloadUUID: a.uuid, PayloadScope: 'System' });
     const payload = (dict.PayloadContent as Record<string, unknown>[])[0]!;
-    expect(payload).toMatchObject({ PayloadType: 'com.apple.wifi.managed', SSID_STR: 'net-S1', Password: 'secret-1', PayloadIdentifier: 'com.example.wifi.1.com.apple.wifi.managed' });
+    expect(payload).toMatchObject({
+      PayloadType: 'com.apple.wifi.managed',
+      SSID_STR: 'net-S1',
+      Password: 'secret-1',
+      PayloadIdentifier: 'com.example.wifi.1.com.apple.wifi.managed',
+    });
     expect(payload.PayloadUUID).not.toBe(a.uuid);
   });
 
@@ -55,7 +64,10 @@ describe('rendering', () => {
 // A profile with variables in several places (one in the middle of a big payload), a secret,
 // a `$${` literal, and text that needs escaping.
 const mixed = {
-  'p.yaml': profile('wifi', 'com.example.wifi', `    - type: com.apple.wifi.managed
+  'p.yaml': profile(
+    'wifi',
+    'com.example.wifi',
+    `    - type: com.apple.wifi.managed
       keys:
         SSID_STR: "net-\${device.SerialNumber}-\${device.DeviceName}"
         Password: \${secret:psk}
@@ -66,7 +78,9 @@ const mixed = {
           - {BundleIdentifier: "a.\${device.SerialNumber}", AlertType: 1}
           - {BundleIdentifier: "lit-$\${x}", AlertType: 2}
           - {BundleIdentifier: "\${device.DeviceName}", AlertType: 0}
-`, '  description: "d <&> é"\n  organization: Org\n'),
+`,
+    '  description: "d <&> é"\n  organization: Org\n',
+  ),
   'q.yaml': profile('plain', 'com.example.plain', '    - type: com.apple.security.firewall\n      keys: {EnableFirewall: true, EnableStealthMode: false}\n'),
   's.yaml': 'apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: psk}\nspec: {}\n',
   'b.yaml': blueprint('macs', '    platforms: [macOS]', ['wifi', 'plain']),
@@ -94,20 +108,25 @@ describe('rendering from the pre-split template', () => {
     const wifi = f.profiles.get('wifi')!;
     // XML-legal text (the plist builder refuses the rest); lengths vary, so the base64 phases do.
     const text = fc.string({ unit: 'grapheme', maxLength: 12 }).filter((s) => !/[\0-\x08\x0B\f\x0E-\x1F\uFFFE\uFFFF]/.test(s));
-    fc.assert(fc.property(text, text, (serial, name) => {
-      const r = renderProfile(big, { SerialNumber: serial }, undefined);
-      const dict = parsePlistDict(r.bytes());
-      const [w, n] = dict.PayloadContent as PlistDict[];
-      expect(w!.SSID_STR).toBe(`lab-${serial}`);
-      expect((n!.NotificationSettings as PlistDict[])[20]!.BundleIdentifier).toBe(`com.example.device-${serial}`);
-      expect(dict.PayloadUUID).toBe(r.uuid);
-      expect(Buffer.concat(r.base64()).toString('latin1')).toBe(r.bytes().toString('base64'));
-      expect(installCommand(r, 'CMD-1').payload.equals(buildCommand({ RequestType: 'InstallProfile', Payload: new Uint8Array(r.bytes()) }, 'CMD-1').payload)).toBe(true);
-      const m = parsePlistDict(renderProfile(wifi, { SerialNumber: serial, DeviceName: name }, () => 'k').bytes());
-      const [mw, mn] = m.PayloadContent as PlistDict[];
-      expect(mw!.SSID_STR).toBe(`net-${serial}-${name}`);
-      expect((mn!.NotificationSettings as PlistDict[]).map((x) => x.BundleIdentifier)).toEqual([`a.${serial}`, 'lit-${x}', name]);
-    }), { numRuns: 60 });
+    fc.assert(
+      fc.property(text, text, (serial, name) => {
+        const r = renderProfile(big, { SerialNumber: serial }, undefined);
+        const dict = parsePlistDict(r.bytes());
+        const [w, n] = dict.PayloadContent as PlistDict[];
+        expect(w!.SSID_STR).toBe(`lab-${serial}`);
+        expect((n!.NotificationSettings as PlistDict[])[20]!.BundleIdentifier).toBe(`com.example.device-${serial}`);
+        expect(dict.PayloadUUID).toBe(r.uuid);
+        expect(Buffer.concat(r.base64()).toString('latin1')).toBe(r.bytes().toString('base64'));
+        expect(
+          installCommand(r, 'CMD-1').payload.equals(buildCommand({ RequestType: 'InstallProfile', Payload: new Uint8Array(r.bytes()) }, 'CMD-1').payload),
+        ).toBe(true);
+        const m = parsePlistDict(renderProfile(wifi, { SerialNumber: serial, DeviceName: name }, () => 'k').bytes());
+        const [mw, mn] = m.PayloadContent as PlistDict[];
+        expect(mw!.SSID_STR).toBe(`net-${serial}-${name}`);
+        expect((mn!.NotificationSettings as PlistDict[]).map((x) => x.BundleIdentifier)).toEqual([`a.${serial}`, 'lit-${x}', name]);
+      }),
+      { numRuns: 60 },
+    );
   });
 
   it('renders in slices: a 2 MB profile yields to the caller several times; sliced and straight agree', async () => {

@@ -23,18 +23,24 @@ export interface FailingFleet {
   stop(): Promise<void>;
 }
 
-export async function startFailingFleet(opts: {
-  /** More documents committed with the passcode profile and the Macs' blueprint. */
-  files?: Record<string, string>;
-  server?: StartOptions;
-  /** Per-Mac simulator options (index 0..2). */
-  mac?: (i: number) => Partial<SimOptions>;
-  others?: Partial<SimOptions>[];
-  /** Called with the server before anything else, e.g. to capture it for route contexts. */
-  onServer?: (s: TestServer) => void;
-} = {}): Promise<FailingFleet> {
+export async function startFailingFleet(
+  opts: {
+    /** More documents committed with the passcode profile and the Macs' blueprint. */
+    files?: Record<string, string>;
+    server?: StartOptions;
+    /** Per-Mac simulator options (index 0..2). */
+    mac?: (i: number) => Partial<SimOptions>;
+    others?: Partial<SimOptions>[];
+    /** Called with the server before anything else, e.g. to capture it for route contexts. */
+    onServer?: (s: TestServer) => void;
+  } = {},
+): Promise<FailingFleet> {
   const repo = new FleetRepo();
-  repo.write('profiles/passcode.yaml', profile('passcode', 'com.example.passcode', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n'))
+  repo
+    .write(
+      'profiles/passcode.yaml',
+      profile('passcode', 'com.example.passcode', '    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: 8\n'),
+    )
     .write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode']));
   for (const [path, text] of Object.entries(opts.files ?? {})) repo.write(path, text);
   const goodSha = repo.commit('passcode on macs');
@@ -47,13 +53,21 @@ export async function startFailingFleet(opts: {
   macs[2]!.fail = (type) => (type === 'InstallProfile' ? REFUSAL : undefined);
   const all = [...macs, ...others];
   for (const d of all) await d.enroll();
-  await waitFor('convergence', async () => {
-    for (const d of all) await d.connect();
-    const a = await Promise.all(macs.map(async (m) => (await server.store.getArtifacts(m.udid))?.artifacts['com.example.passcode']?.phase));
-    return (a[0] === 'verified' && a[1] === 'verified' && a[2] === 'failed') || undefined;
-  }, 15_000);
+  await waitFor(
+    'convergence',
+    async () => {
+      for (const d of all) await d.connect();
+      const a = await Promise.all(macs.map(async (m) => (await server.store.getArtifacts(m.udid))?.artifacts['com.example.passcode']?.phase));
+      return (a[0] === 'verified' && a[1] === 'verified' && a[2] === 'failed') || undefined;
+    },
+    15_000,
+  );
   return {
-    repo, server, macs, others, goodSha,
+    repo,
+    server,
+    macs,
+    others,
+    goodSha,
     async stop() {
       await server.stop();
       repo.cleanup();

@@ -51,12 +51,16 @@ beforeAll(async () => {
   fleet = await startFailingFleet({
     files: { 'blueprints/empty.yaml': blueprint('ipads', '    platforms: [iPadOS]', []) },
     others: [{ serialNumber: 'IPAD001', model: 'iPad13,1', productName: 'iPad13,1', osVersion: '18.1' }],
-    onServer: (s) => { server = s; },
-    server: { routes: [
-      capture(reportRoutes(() => ({ ...sources, source: server?.source }))),
-      capture(metricsRoutes(() => ({ ...sources, source: server?.source }), metrics)),
-      capture(enrollmentRoutes({}, {})),
-    ] },
+    onServer: (s) => {
+      server = s;
+    },
+    server: {
+      routes: [
+        capture(reportRoutes(() => ({ ...sources, source: server?.source }))),
+        capture(metricsRoutes(() => ({ ...sources, source: server?.source }), metrics)),
+        capture(enrollmentRoutes({}, {})),
+      ],
+    },
   });
   ({ repo, macs, goodSha } = fleet);
 });
@@ -78,7 +82,12 @@ describe('GET /api/v1/status', () => {
   });
 
   it('shows the push certificate expiry when an APNs status is available', async () => {
-    sources.apns = { status: () => ({ topic: 'com.apple.mgmt.test', certificate: { notAfter: new Date('2030-01-01T00:00:00Z'), daysLeft: 12, expired: false, warning: 'push certificate expires in 12 days' } }) };
+    sources.apns = {
+      status: () => ({
+        topic: 'com.apple.mgmt.test',
+        certificate: { notAfter: new Date('2030-01-01T00:00:00Z'), daysLeft: 12, expired: false, warning: 'push certificate expires in 12 days' },
+      }),
+    };
     try {
       const { body } = await get('/api/v1/status');
       expect(body.push).toMatchObject({ topic: 'com.apple.mgmt.test', notAfter: '2030-01-01T00:00:00.000Z', daysLeft: 12, expired: false });
@@ -179,7 +188,11 @@ describe('auth', () => {
 
   it('the read token cannot write', async () => {
     const auth = { authorization: `Bearer ${server.readToken}`, 'content-type': 'application/json' };
-    const cmd = await http(`${server.url}/api/v1/commands`, { method: 'POST', headers: auth, body: JSON.stringify({ targets: [macs[0]!.udid], command: { RequestType: 'DeviceLock' } }) });
+    const cmd = await http(`${server.url}/api/v1/commands`, {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ targets: [macs[0]!.udid], command: { RequestType: 'DeviceLock' } }),
+    });
     expect(cmd.status).toBe(403);
     expect((await server.store.listCommands(macs[0]!.udid)).some((c) => c.requestType === 'DeviceLock')).toBe(false);
     expect((await http(`${server.url}/api/v1/push`, { method: 'POST', headers: auth, body: '{"targets":["x"]}' })).status).toBe(403);
@@ -242,7 +255,9 @@ describe('orchard status', () => {
 
 describe('a revision that fails validation', () => {
   it('is reported as the latest, rejected, with its errors; the applied one stays', async () => {
-    const bad = repo.write('blueprints/broken.yaml', 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: broken}\nspec:\n  profiles: [nope]\n').commit('broken');
+    const bad = repo
+      .write('blueprints/broken.yaml', 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: broken}\nspec:\n  profiles: [nope]\n')
+      .commit('broken');
     await server.source!.sync('test');
     const { body } = await get('/api/v1/status');
     expect(body.applied.commit).toBe(goodSha);
@@ -265,7 +280,15 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
     if (!line.startsWith(name)) continue;
     const m = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
     if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries((m[2] ?? '').split(',').filter(Boolean).map((kv) => { const [k, v] = kv.split('='); return [k, JSON.parse(v!)]; }));
+    const have = Object.fromEntries(
+      (m[2] ?? '')
+        .split(',')
+        .filter(Boolean)
+        .map((kv) => {
+          const [k, v] = kv.split('=');
+          return [k, JSON.parse(v!)];
+        }),
+    );
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
   }
   return 0;
@@ -298,19 +321,29 @@ describe('GET /metrics', () => {
     const before = await scrape();
     const key = (outcome: string) => ({ request_type: 'DeviceInformation', outcome });
     const res = await http(`${server.url}/api/v1/commands`, {
-      method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
       body: JSON.stringify({ targets: [macs[0]!.udid, macs[1]!.udid], command: { RequestType: 'DeviceInformation', Queries: ['OSVersion'] } }),
     });
     expect(res.status).toBe(201);
     expect(sample(await scrape(), 'orchard_mdm_commands_total', key('queued')) - sample(before, 'orchard_mdm_commands_total', key('queued'))).toBe(2);
     await macs[0]!.connect();
     await macs[1]!.connect();
-    await waitFor('acknowledged counted', async () =>
-      sample(await scrape(), 'orchard_mdm_commands_total', key('acknowledged')) - sample(before, 'orchard_mdm_commands_total', key('acknowledged')) === 2 || undefined);
+    await waitFor(
+      'acknowledged counted',
+      async () =>
+        sample(await scrape(), 'orchard_mdm_commands_total', key('acknowledged')) - sample(before, 'orchard_mdm_commands_total', key('acknowledged')) === 2 ||
+        undefined,
+    );
   });
 
   it('push outcomes and certificate expiry come from the APNs client status', async () => {
-    sources.apns = { status: () => ({ certificate: { notAfter: '2030-01-01T00:00:00.000Z', daysLeft: 99, expired: false }, counters: { sent: 5, unregistered: 2, failed: 0 } }) };
+    sources.apns = {
+      status: () => ({
+        certificate: { notAfter: '2030-01-01T00:00:00.000Z', daysLeft: 99, expired: false },
+        counters: { sent: 5, unregistered: 2, failed: 0 },
+      }),
+    };
     try {
       const text = await scrape();
       expect(sample(text, 'orchard_push_notifications_total', { outcome: 'sent' })).toBe(5);
@@ -326,8 +359,12 @@ describe('GET /metrics', () => {
     const app = new Koa();
     app.use(httpMetrics(m));
     const r = new Router();
-    r.get('/things/:id', (ctx) => { ctx.body = 'ok'; });
-    r.get('/boom', () => { throw new Error('boom'); });
+    r.get('/things/:id', (ctx) => {
+      ctx.body = 'ok';
+    });
+    r.get('/boom', () => {
+      throw new Error('boom');
+    });
     app.use(r.routes());
     app.silent = true;
     const srv = app.listen(0, '127.0.0.1');
@@ -347,7 +384,10 @@ describe('GET /metrics', () => {
 });
 
 describe('OpenAPI document', () => {
-  const documented = () => Object.entries(OPENAPI.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`)).sort();
+  const documented = () =>
+    Object.entries(OPENAPI.paths)
+      .flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`))
+      .sort();
 
   it('is served at /api/v1/openapi.json', async () => {
     const { status, body } = await get('/api/v1/openapi.json');
@@ -389,7 +429,16 @@ describe('OpenAPI document', () => {
 });
 
 describe('stateOf', () => {
-  const p = (over: Partial<DeviceProfileStatus>): DeviceProfileStatus => ({ identifier: 'a', profile: 'a', blueprints: ['b'], desired: true, phase: 'verified', attempts: 1, drift: 0, ...over });
+  const p = (over: Partial<DeviceProfileStatus>): DeviceProfileStatus => ({
+    identifier: 'a',
+    profile: 'a',
+    blueprints: ['b'],
+    desired: true,
+    phase: 'verified',
+    attempts: 1,
+    drift: 0,
+    ...over,
+  });
   it('orders failed > drifted > pending > in-sync, unenrolled first', () => {
     expect(stateOf(true, [p({})])).toBe('in-sync');
     expect(stateOf(true, [])).toBe('in-sync');
@@ -404,10 +453,17 @@ describe('stateOf', () => {
 });
 
 describe('POST /api/v1/commands with a commandUUID already used', () => {
-  const post = (body: object) => http(`${server.url}/api/v1/commands`, {
-    method: 'POST', headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+  const post = (body: object) =>
+    http(`${server.url}/api/v1/commands`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const cmd = (uuid: string, udid = macs[0]!.udid) => ({
+    targets: [udid],
+    commandUUID: uuid,
+    command: { RequestType: 'DeviceInformation', Queries: ['OSVersion'] },
   });
-  const cmd = (uuid: string, udid = macs[0]!.udid) => ({ targets: [udid], commandUUID: uuid, command: { RequestType: 'DeviceInformation', Queries: ['OSVersion'] } });
 
   it('answers 409 naming it, and queues nothing more', async () => {
     expect((await post(cmd('REUSED-UUID-1'))).status).toBe(201);
@@ -444,9 +500,11 @@ describe('devices by any of their names', () => {
       expect((dev.json() as { id: string }).id).toBe(macs[2]!.udid);
     }
     const bySerial = await http(`${server.url}/api/v1/devices/MAC002/commands`, { headers: read() });
-    expect((bySerial.json() as { enrollment: string; commands: { requestType: string }[] })).toMatchObject({ enrollment: macs[2]!.udid });
+    expect(bySerial.json() as { enrollment: string; commands: { requestType: string }[] }).toMatchObject({ enrollment: macs[2]!.udid });
     expect((bySerial.json() as { commands: { requestType: string }[] }).commands.map((c) => c.requestType)).toContain('InstallProfile');
-    expect((await http(`${server.url}/api/v1/devices/${encodeURIComponent(enrollment)}/commands`, { headers: read() }).then((r) => r.json())) as object).toMatchObject({ enrollment });
+    expect(
+      (await http(`${server.url}/api/v1/devices/${encodeURIComponent(enrollment)}/commands`, { headers: read() }).then((r) => r.json())) as object,
+    ).toMatchObject({ enrollment });
     expect((await get('/api/v1/report/devices/NOPE')).body.error).toBe('no device NOPE (by UDID, enrollment id or serial number)');
   });
 

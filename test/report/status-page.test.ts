@@ -25,7 +25,6 @@ let server: TestServer;
 let macs: SimulatedDevice[];
 let goodSha: string;
 
-
 async function request(path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
   const res = await fetch(`${server.url}${path}`, { redirect: 'manual', ...init });
   return { status: res.status, headers: res.headers, text: await res.text() };
@@ -62,8 +61,9 @@ describe('html escaping', () => {
   it('escapes every interpolated value, keeps nested html, drops null/undefined/false', () => {
     expect(escapeHtml(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
     const inner = html`<b>${'<i>'}</b>`;
-    expect(html`<p title="${'"onmouseover="x'}">${inner}${[1, '<', inner]}${undefined}${null}${false}${0}</p>`.value)
-      .toBe('<p title="&quot;onmouseover=&quot;x"><b>&lt;i&gt;</b>1&lt;<b>&lt;i&gt;</b>0</p>');
+    expect(html`<p title="${'"onmouseover="x'}">${inner}${[1, '<', inner]}${undefined}${null}${false}${0}</p>`.value).toBe(
+      '<p title="&quot;onmouseover=&quot;x"><b>&lt;i&gt;</b>1&lt;<b>&lt;i&gt;</b>0</p>',
+    );
   });
 });
 
@@ -165,7 +165,9 @@ describe('GET /status over plain HTTP', () => {
     // Signing in again replaces (and ends) the session the browser still had.
     const first = sessionCookie((await login(READ)).headers.get('set-cookie'));
     const second = await request('/status/login', {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: first }, body: new URLSearchParams({ token: READ }).toString(),
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: first },
+      body: new URLSearchParams({ token: READ }).toString(),
     });
     expect(second.status).toBe(303);
     expect((await request('/status', { headers: { cookie: first } })).text).toContain('action="/status/login"');
@@ -175,13 +177,21 @@ describe('GET /status over plain HTTP', () => {
   it('refuses cross-site sign-in and sign-out (login CSRF) with 403; same-origin posts pass', async () => {
     const form = { 'content-type': 'application/x-www-form-urlencoded' };
     const body = new URLSearchParams({ token: READ }).toString();
-    for (const h of <Record<string, string>[]>[{ 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }, { origin: 'https://evil.example' }, { origin: 'null' }, { origin: `${server.url.replace('127.0.0.1', 'localhost')}` }]) {
+    for (const h of <Record<string, string>[]>[
+      { 'sec-fetch-site': 'cross-site' },
+      { 'sec-fetch-site': 'same-site' },
+      { origin: 'https://evil.example' },
+      { origin: 'null' },
+      { origin: `${server.url.replace('127.0.0.1', 'localhost')}` },
+    ]) {
       const res = await request('/status/login', { method: 'POST', headers: { ...form, ...h }, body });
       expect(res.status, JSON.stringify(h)).toBe(403);
       expect(res.headers.get('set-cookie'), JSON.stringify(h)).toBeNull();
       expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
     }
-    expect((await request('/status/login', { method: 'POST', headers: { ...form, 'sec-fetch-site': 'same-origin', origin: 'https://evil.example' }, body })).status).toBe(303);
+    expect(
+      (await request('/status/login', { method: 'POST', headers: { ...form, 'sec-fetch-site': 'same-origin', origin: 'https://evil.example' }, body })).status,
+    ).toBe(303);
     expect((await request('/status/login', { method: 'POST', headers: { ...form, origin: server.url }, body })).status).toBe(303);
     const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
     const forced = await request('/status/logout', { method: 'POST', headers: { cookie, 'sec-fetch-site': 'cross-site' } });
@@ -254,7 +264,9 @@ describe('GET /status over plain HTTP', () => {
 
   it('shows a rejected revision with its errors', async () => {
     const cookie = sessionCookie((await login(READ)).headers.get('set-cookie'));
-    const bad = repo.write('blueprints/broken.yaml', 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: broken}\nspec:\n  profiles: [nope]\n').commit('broken');
+    const bad = repo
+      .write('blueprints/broken.yaml', 'apiVersion: orchard/v1\nkind: Blueprint\nmetadata: {name: broken}\nspec:\n  profiles: [nope]\n')
+      .commit('broken');
     await server.source!.sync('test');
     try {
       const page = await request('/status', { headers: { cookie } });
@@ -275,7 +287,12 @@ describe('a restart with a rotated token', () => {
     const dataDir = join(first.dir, 'data');
     let second: TestServer | undefined;
     try {
-      const res = await fetch(`${first.url}/status/login`, { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=read-before' });
+      const res = await fetch(`${first.url}/status/login`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'token=read-before',
+      });
       const cookie = sessionCookie(res.headers.get('set-cookie'));
       expect(await (await fetch(`${first.url}/status`, { headers: { cookie } })).text()).toContain('Fleet status');
       await first.close();
@@ -304,7 +321,9 @@ describe('in a real headless Chromium', () => {
       page.on('request', (r) => urls.push(r.url()));
       page.on('framenavigated', (f) => urls.push(f.url()));
       const consoleErrors: string[] = [];
-      page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+      page.on('console', (m) => {
+        if (m.type() === 'error') consoleErrors.push(m.text());
+      });
 
       await page.goto(`${server.url}/status`);
       await page.getByLabel('API token (read or admin)').fill(READ);

@@ -6,7 +6,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EventWebhooks, signWebhook } from '../../src/report/webhooks.js';
 import { captureLog, waitFor } from '../gitops/helpers.js';
 
-interface Received { headers: Record<string, string | string[] | undefined>; body: string }
+interface Received {
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
 let receiver: Server | undefined;
 
 async function receive(answers: number[]): Promise<{ url: string; got: Received[] }> {

@@ -12,7 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimulatedDevice, type SimSigning } from '../../src/sim/device.js';
 import { openssl, opensslCa, opensslDevice, pemFileToDer, tempDir, type OpensslCa } from '../identity/openssl.js';
 
-interface Captured { body: Buffer; signature: string }
+interface Captured {
+  body: Buffer;
+  signature: string;
+}
 
 const tmp = tempDir();
 let ca: OpensslCa;
@@ -66,7 +69,23 @@ function opensslVerify(c: Captured): string {
   const base = join(tmp.dir, `sig${++n}`);
   writeFileSync(`${base}.der`, Buffer.from(c.signature, 'base64'));
   writeFileSync(`${base}.body`, c.body);
-  openssl(['cms', '-verify', '-binary', '-inform', 'DER', '-in', `${base}.der`, '-content', `${base}.body`, '-CAfile', ca.cert, '-purpose', 'any', '-out', `${base}.out`]);
+  openssl([
+    'cms',
+    '-verify',
+    '-binary',
+    '-inform',
+    'DER',
+    '-in',
+    `${base}.der`,
+    '-content',
+    `${base}.body`,
+    '-CAfile',
+    ca.cert,
+    '-purpose',
+    'any',
+    '-out',
+    `${base}.out`,
+  ]);
   expect(readFileSync(`${base}.out`).equals(c.body)).toBe(true);
   return openssl(['cms', '-cmsout', '-print', '-inform', 'DER', '-in', `${base}.der`]).toString();
 }

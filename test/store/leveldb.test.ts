@@ -117,11 +117,31 @@ describe('LevelStore internals', () => {
     await store.close();
     // Format 1 as it was written: a user channel's keys held its id `UDID:UserID` as is.
     const db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
-    const enr = (id: string, type: string) => ({ id, deviceId: 'DEV', type, ...(type === 'user' ? { userId: 'U1' } : {}), active: true, createdAt: 'c', updatedAt: 'u', unlockToken: Buffer.from('k').toString('base64') });
+    const enr = (id: string, type: string) => ({
+      id,
+      deviceId: 'DEV',
+      type,
+      ...(type === 'user' ? { userId: 'U1' } : {}),
+      active: true,
+      createdAt: 'c',
+      updatedAt: 'u',
+      unlockToken: Buffer.from('k').toString('base64'),
+    });
     const entry = { uuid: 'cmd-1', requestType: 'ProfileList', priority: 50, enqueuedAt: at.toISOString(), status: 'Pending' };
     await db.batch([
       { type: 'put', key: 'm\x00version', value: 1 },
-      { type: 'put', key: 'd\x00DEV', value: { id: 'DEV', facts: { Topic: 't' }, identity: { certHash: 'h', issuerHash: 'i', subject: 's', notAfter: 'n' }, authenticatedAt: 'a', enrolledAt: 'a', reported: {} } },
+      {
+        type: 'put',
+        key: 'd\x00DEV',
+        value: {
+          id: 'DEV',
+          facts: { Topic: 't' },
+          identity: { certHash: 'h', issuerHash: 'i', subject: 's', notAfter: 'n' },
+          authenticatedAt: 'a',
+          enrolledAt: 'a',
+          reported: {},
+        },
+      },
       { type: 'put', key: 'c\x00h', value: 'DEV' },
       { type: 'put', key: 'e\x00DEV', value: enr('DEV', 'device') },
       { type: 'put', key: 'e\x00DEV:U1', value: enr('DEV:U1', 'user') },

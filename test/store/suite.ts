@@ -5,15 +5,7 @@
  * skipped without it. `cleanup` closes whatever store is open and removes its data.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type {
-  CommandResult,
-  DeviceFacts,
-  EnrollmentRecord,
-  IdentityBinding,
-  NewCommand,
-  ReportedState,
-  Store,
-} from '../../src/store/types.js';
+import type { CommandResult, DeviceFacts, EnrollmentRecord, IdentityBinding, NewCommand, ReportedState, Store } from '../../src/store/types.js';
 
 export interface StoreHarness {
   store: Store;
@@ -145,7 +137,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.deviceForCert('cert-new')).toBe('D1');
       });
 
-      it('an identity change that is a re-enrollment drops the old identity\'s secrets and reported state; a renewal keeps them', async () => {
+      it("an identity change that is a re-enrollment drops the old identity's secrets and reported state; a renewal keeps them", async () => {
         await enroll('D1', 0, ['U1']);
         await store.tokenUpdate(enrollment('D1', 'D1', 2, { unlockToken: Buffer.from('unlock-D1') }));
         await store.tokenUpdate(enrollment('D1:U1', 'D1', 2, { unlockToken: Buffer.from('unlock-U1') }));
@@ -154,7 +146,10 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         const reported: ReportedState = { ProfileList: { at: iso(4), commandUUID: 'q1', value: [] } };
         expect(await store.recordResult('D1', 'q1', res('Acknowledged', 4), reported)).toBe('recorded');
         const change = (kind: 'renewal' | 're-enrollment', from: string, to: string, s: number) => ({
-          at: iso(s), kind, from: { certHash: from, subject: `CN=${from}`, notAfter: 'n' }, to: { certHash: to, subject: `CN=${to}`, notAfter: 'n' },
+          at: iso(s),
+          kind,
+          from: { certHash: from, subject: `CN=${from}`, notAfter: 'n' },
+          to: { certHash: to, subject: `CN=${to}`, notAfter: 'n' },
         });
 
         await store.authenticate('D1', facts('D1'), identity('cert-renewed'), at(10), change('renewal', 'cert-D1', 'cert-renewed', 10));
@@ -162,14 +157,20 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect((await store.getEnrollment('D1'))?.unlockToken?.toString()).toBe('unlock-D1');
         expect((await store.getDevice('D1'))?.reported).toEqual(reported);
 
-        await store.authenticate('D1', facts('D1'), identity('cert-other'), at(20), { ...change('re-enrollment', 'cert-renewed', 'cert-other', 20), reason: 'test' });
+        await store.authenticate('D1', facts('D1'), identity('cert-other'), at(20), {
+          ...change('re-enrollment', 'cert-renewed', 'cert-other', 20),
+          reason: 'test',
+        });
         expect(await store.getBootstrapToken('D1')).toBeUndefined();
         expect((await store.getEnrollment('D1'))?.unlockToken).toBeUndefined();
         expect((await store.getEnrollment('D1:U1'))?.unlockToken).toBeUndefined();
         expect((await store.getEnrollment('D1:U1'))?.active).toBe(false);
         const dev = await store.getDevice('D1');
         expect(dev?.reported).toEqual({});
-        expect(dev?.identityChanges?.map((c) => [c.kind, c.from.certHash, c.to.certHash])).toEqual([['renewal', 'cert-D1', 'cert-renewed'], ['re-enrollment', 'cert-renewed', 'cert-other']]);
+        expect(dev?.identityChanges?.map((c) => [c.kind, c.from.certHash, c.to.certHash])).toEqual([
+          ['renewal', 'cert-D1', 'cert-renewed'],
+          ['re-enrollment', 'cert-renewed', 'cert-other'],
+        ]);
         // A rebind (renewal without Authenticate) is recorded too; the history keeps the latest 10.
         for (let i = 0; i < 12; i++) await store.rebindIdentity('D1', identity(`r${i}`), change('renewal', i ? `r${i - 1}` : 'cert-other', `r${i}`, 30 + i));
         const changes = (await store.getDevice('D1'))?.identityChanges ?? [];
@@ -177,7 +178,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(changes.at(-1)?.to.certHash).toBe('r11');
       });
 
-      it('keeps device ids and user channels apart: a device id never contains \':\'', async () => {
+      it("keeps device ids and user channels apart: a device id never contains ':'", async () => {
         await enroll('D1', 0, ['U1']);
         await store.enqueue(['D1:U1'], cmd('u1'), at(2));
         await expect(store.authenticate('D1:U1', facts('D1:U1'), identity('intruder'), at(3))).rejects.toThrow(/':'/);
@@ -192,7 +193,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect((await store.listEnrollments('D1')).map((e) => e.id).sort()).toEqual(['D1', 'D1:U1']);
       });
 
-      it('an acknowledged EraseDevice on the device channel records erasedAt; a user channel\'s does not', async () => {
+      it("an acknowledged EraseDevice on the device channel records erasedAt; a user channel's does not", async () => {
         await enroll('D1', 0, ['U1']);
         await store.enqueue(['D1:U1'], cmd('e0', undefined, 'EraseDevice'), at(2));
         expect(await store.recordResult('D1:U1', 'e0', res('Acknowledged', 3))).toBe('recorded');
@@ -663,9 +664,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await enroll('D1');
         await store.enqueue(['D1'], cmd('c1'), at(1));
         await store.enqueue(['D1'], cmd('c2'), at(1));
-        const outcomes = await Promise.all(
-          Array.from({ length: 10 }, (_, i) => store.recordResult('D1', 'c1', res('Acknowledged', 2 + i))),
-        );
+        const outcomes = await Promise.all(Array.from({ length: 10 }, (_, i) => store.recordResult('D1', 'c1', res('Acknowledged', 2 + i))));
         expect(outcomes.filter((o) => o === 'recorded')).toHaveLength(1);
         expect(outcomes.filter((o) => o === 'duplicate')).toHaveLength(9);
         await Promise.all(Array.from({ length: 6 }, (_, i) => store.recordResult('D1', 'c2', res('NotNow', 20 + i))));
@@ -704,8 +703,19 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
 
     describe('reconciler state', () => {
       const artifact = (identifier: string, commandUUID?: string) => ({
-        kind: 'profile' as const, identifier, profile: identifier, blueprints: ['b'], uuid: `U-${identifier}`, templateHash: 'h',
-        phase: 'pending' as const, revision: 'r1', commandUUID, attempts: 1, prune: true, updatedAt: iso(5), drift: 0,
+        kind: 'profile' as const,
+        identifier,
+        profile: identifier,
+        blueprints: ['b'],
+        uuid: `U-${identifier}`,
+        templateHash: 'h',
+        phase: 'pending' as const,
+        revision: 'r1',
+        commandUUID,
+        attempts: 1,
+        prune: true,
+        updatedAt: iso(5),
+        drift: 0,
       });
 
       it('rebinds a renewed identity without touching the queue or the enrollment', async () => {
@@ -730,7 +740,18 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await store.enqueue(['D1'], cmd('old'), at(2));
         expect(await store.getArtifacts('D1')).toBeUndefined();
         const state = { deviceId: 'D1', artifacts: { a: artifact('a', 'new') }, revision: 'r1' };
-        const out = await store.commitReconcile('D1', state, { enqueue: [{ targets: ['D1'], cmd: cmd('new', 50, 'InstallProfile') }], cancel: [{ enrollmentId: 'D1', uuid: 'old' }, { enrollmentId: 'D1', uuid: 'never-queued' }] }, at(3));
+        const out = await store.commitReconcile(
+          'D1',
+          state,
+          {
+            enqueue: [{ targets: ['D1'], cmd: cmd('new', 50, 'InstallProfile') }],
+            cancel: [
+              { enrollmentId: 'D1', uuid: 'old' },
+              { enrollmentId: 'D1', uuid: 'never-queued' },
+            ],
+          },
+          at(3),
+        );
         expect(out.cancelled).toEqual(['old']);
         expect(await store.getArtifacts('D1')).toEqual(state);
         expect((await store.listArtifacts()).map((a) => a.deviceId)).toEqual(['D1']);

@@ -16,30 +16,63 @@ export type Severity = 'error' | 'warning' | 'info';
  */
 export const RULES = {
   'apple-payload': { severity: 'error', meaning: 'a payload that is not a dictionary: the device refuses the profile' },
-  'apple-payload-type': { severity: 'error', meaning: 'a PayloadType Apple does not define in a profile for iOS, iPadOS, tvOS, visionOS or watchOS (they refuse it; only macOS applies custom preference domains), or a PayloadType differing from the one validated' },
-  'apple-payload-type-typo': { severity: 'warning', meaning: 'an unknown PayloadType one or two edits from an Apple type: macOS would apply it as preferences of a domain nothing reads' },
-  'custom-preferences': { severity: 'info', meaning: 'a preference domain outside Apple\'s schema (com.google.Chrome, ...): macOS applies it as managed preferences; its keys are not checked (no --manifests manifest for it)' },
-  'apple-undocumented-key': { severity: 'info', meaning: 'keys Apple does not document in a preference domain it documents only partly (loginwindow, finder, screensaver, .GlobalPreferences): applied as managed preferences, not checked (with a --manifests manifest for the domain they are checked against it instead)' },
-  'apple-unknown-key': { severity: 'warning', meaning: 'a key Apple\'s schema does not define for this payload (with a suggestion): the device ignores it' },
-  'apple-type': { severity: 'error', meaning: 'a value of a type the device does not read for this key (string for integer, real with a fraction for integer, ...)' },
-  'apple-integer-for-boolean': { severity: 'warning', meaning: '<integer>0</integer> or 1 for a boolean: macOS reads it as false/true; write <false/>/<true/>' },
+  'apple-payload-type': {
+    severity: 'error',
+    meaning:
+      'a PayloadType Apple does not define in a profile for iOS, iPadOS, tvOS, visionOS or watchOS (they refuse it; only macOS applies custom preference domains), or a PayloadType differing from the one validated',
+  },
+  'apple-payload-type-typo': {
+    severity: 'warning',
+    meaning: 'an unknown PayloadType one or two edits from an Apple type: macOS would apply it as preferences of a domain nothing reads',
+  },
+  'custom-preferences': {
+    severity: 'info',
+    meaning:
+      "a preference domain outside Apple's schema (com.google.Chrome, ...): macOS applies it as managed preferences; its keys are not checked (no --manifests manifest for it)",
+  },
+  'apple-undocumented-key': {
+    severity: 'info',
+    meaning:
+      'keys Apple does not document in a preference domain it documents only partly (loginwindow, finder, screensaver, .GlobalPreferences): applied as managed preferences, not checked (with a --manifests manifest for the domain they are checked against it instead)',
+  },
+  'apple-unknown-key': { severity: 'warning', meaning: "a key Apple's schema does not define for this payload (with a suggestion): the device ignores it" },
+  'apple-type': {
+    severity: 'error',
+    meaning: 'a value of a type the device does not read for this key (string for integer, real with a fraction for integer, ...)',
+  },
+  'apple-integer-for-boolean': {
+    severity: 'warning',
+    meaning: '<integer>0</integer> or 1 for a boolean: macOS reads it as false/true; write <false/>/<true/>',
+  },
   'apple-real-for-integer': { severity: 'warning', meaning: 'a whole <real> (1.0) for an integer: read as the integer; write <integer>' },
-  'apple-value': { severity: 'error', meaning: 'a value outside Apple\'s allowed list, range or format, or an array with too few or too many items' },
+  'apple-value': { severity: 'error', meaning: "a value outside Apple's allowed list, range or format, or an array with too few or too many items" },
   'apple-required-key': { severity: 'error', meaning: 'a key Apple requires is missing (also when its condition holds)' },
   'apple-payload-version': { severity: 'warning', meaning: 'PayloadVersion missing or other than 1 (profile or payload): devices install it anyway' },
   'apple-exclusive': { severity: 'error', meaning: 'two keys that cannot both be set' },
-  'apple-generated': { severity: 'error', meaning: 'PayloadType, PayloadUUID, PayloadIdentifier or PayloadVersion in an authored payload: Orchard writes them' },
+  'apple-generated': {
+    severity: 'error',
+    meaning: 'PayloadType, PayloadUUID, PayloadIdentifier or PayloadVersion in an authored payload: Orchard writes them',
+  },
   'apple-circular': { severity: 'error', meaning: 'a YAML value that contains itself' },
-  'apple-platform': { severity: 'warning', meaning: 'a key or payload type not supported (or removed) on a platform the profile\'s blueprints select' },
+  'apple-platform': { severity: 'warning', meaning: "a key or payload type not supported (or removed) on a platform the profile's blueprints select" },
   'apple-supervision': { severity: 'warning', meaning: 'a key or payload type that needs supervision the blueprints do not require' },
-  'manifest-unknown-key': { severity: 'warning', meaning: 'a key the domain\'s manifest (--manifests) does not list' },
-  'manifest-type': { severity: 'error', meaning: 'a value whose type differs from the manifest\'s: the app misreads it' },
-  'manifest-value': { severity: 'warning', meaning: 'a value outside the manifest\'s list, range or format (manifests are community-written; the device does not enforce them)' },
+  'manifest-unknown-key': { severity: 'warning', meaning: "a key the domain's manifest (--manifests) does not list" },
+  'manifest-type': { severity: 'error', meaning: "a value whose type differs from the manifest's: the app misreads it" },
+  'manifest-value': {
+    severity: 'warning',
+    meaning: "a value outside the manifest's list, range or format (manifests are community-written; the device does not enforce them)",
+  },
   'manifest-required-key': { severity: 'warning', meaning: 'a key the manifest marks required is missing' },
-  'duplicate-uuid': { severity: 'error', meaning: 'two payloads (or a payload and the profile) of one .mobileconfig share a PayloadUUID: the device refuses the profile' },
+  'duplicate-uuid': {
+    severity: 'error',
+    meaning: 'two payloads (or a payload and the profile) of one .mobileconfig share a PayloadUUID: the device refuses the profile',
+  },
   'uuid-format': { severity: 'warning', meaning: 'a PayloadUUID that is not a UUID: devices accept any string, tools expect a UUID' },
   'empty-payload-content': { severity: 'warning', meaning: 'an empty PayloadContent (profile or payload): installs, configures nothing' },
-  'plist-duplicate-key': { severity: 'warning', meaning: 'a key twice in one dict of a .mobileconfig: the device keeps the last value, the first is silently lost' },
+  'plist-duplicate-key': {
+    severity: 'warning',
+    meaning: 'a key twice in one dict of a .mobileconfig: the device keeps the last value, the first is silently lost',
+  },
 } as const satisfies Record<string, { severity: Severity; meaning: string }>;
 export type PayloadRule = keyof typeof RULES;
 
@@ -432,12 +465,24 @@ export function validatePayload(type: string, keys: Record<string, unknown>, ctx
     if (strict.length > 0) {
       // Only macOS turns an unknown PayloadType into managed preferences; the others refuse the profile.
       const hint = suggest(type, knownPayloadTypes(), 2);
-      return [payloadIssue('apple-payload-type', [], `unknown payload type '${shortText(type)}'${hint ? `; did you mean '${hint}'?` : ''}: ${strict.join(', ')} install only payload types Apple defines (a custom preference domain is macOS-only)`)];
+      return [
+        payloadIssue(
+          'apple-payload-type',
+          [],
+          `unknown payload type '${shortText(type)}'${hint ? `; did you mean '${hint}'?` : ''}: ${strict.join(', ')} install only payload types Apple defines (a custom preference domain is macOS-only)`,
+        ),
+      ];
     }
     if (!manifest) {
       const hint = suggest(type, knownPayloadTypes(), 2);
       if (hint && hint !== type) {
-        return [payloadIssue('apple-payload-type-typo', [], `unknown payload type '${shortText(type)}'; did you mean '${hint}'? (macOS would apply it as managed preferences of the domain '${shortText(type)}')`)];
+        return [
+          payloadIssue(
+            'apple-payload-type-typo',
+            [],
+            `unknown payload type '${shortText(type)}'; did you mean '${hint}'? (macOS would apply it as managed preferences of the domain '${shortText(type)}')`,
+          ),
+        ];
       }
       return [payloadIssue('custom-preferences', [], uncheckedDomain(type, ctx))];
     }
@@ -451,7 +496,13 @@ export function validatePayload(type: string, keys: Record<string, unknown>, ctx
       if (Object.hasOwn(keys, k)) issues.push(payloadIssue('apple-generated', [k], `'${k}' is generated by Orchard; remove it from the payload`));
     }
   } else if (typeof keys.PayloadType === 'string' && keys.PayloadType !== type) {
-    issues.push(payloadIssue('apple-payload-type', ['PayloadType'], `PayloadType '${shortText(keys.PayloadType)}' does not match the payload type '${type}' being validated`));
+    issues.push(
+      payloadIssue(
+        'apple-payload-type',
+        ['PayloadType'],
+        `PayloadType '${shortText(keys.PayloadType)}' does not match the payload type '${type}' being validated`,
+      ),
+    );
   }
   run.notes(root, [], `payload type ${type}`);
   run.dict(root.dict!, keys, [], ctx.mode === 'authored' ? GENERATED : undefined, type, spec.open);
@@ -513,7 +564,14 @@ export function validateTopLevel(profile: Record<string, unknown>, ctx?: Pick<Pa
   topLevelRoot ??= rootNode('profile', DATA.topLevel, undefined);
   const issues: PayloadIssue[] = [];
   // PayloadContent's items are <any>-keyed dictionaries in TopLevel.yaml, so this stops there.
-  new Run(issues, { platforms: ctx?.platforms ?? [], supervised: ctx?.supervised, mode: 'complete', numberTag: ctx?.numberTag }, 'apple').dict(topLevelRoot.dict!, profile, [], undefined, 'the profile', false);
+  new Run(issues, { platforms: ctx?.platforms ?? [], supervised: ctx?.supervised, mode: 'complete', numberTag: ctx?.numberTag }, 'apple').dict(
+    topLevelRoot.dict!,
+    profile,
+    [],
+    undefined,
+    'the profile',
+    false,
+  );
   return issues;
 }
 
@@ -529,22 +587,38 @@ export function checkProfile(profile: Record<string, unknown>): PayloadIssue[] {
     const key = v.toUpperCase();
     const first = seen.get(key);
     // The device refuses a profile whose payloads share a UUID ("duplicate payload UUID").
-    if (first !== undefined) issues.push(payloadIssue('duplicate-uuid', [...path, 'PayloadUUID'], `PayloadUUID ${v} is also the PayloadUUID of ${first}: the device refuses the profile`));
+    if (first !== undefined)
+      issues.push(
+        payloadIssue('duplicate-uuid', [...path, 'PayloadUUID'], `PayloadUUID ${v} is also the PayloadUUID of ${first}: the device refuses the profile`),
+      );
     else seen.set(key, where);
     // Devices accept any string, but tools and other MDMs expect a UUID.
-    if (!UUID.test(v)) issues.push(payloadIssue('uuid-format', [...path, 'PayloadUUID'], `PayloadUUID ${JSON.stringify(v.slice(0, 60))} is not a UUID (8-4-4-4-12 hexadecimal digits)`));
+    if (!UUID.test(v))
+      issues.push(
+        payloadIssue('uuid-format', [...path, 'PayloadUUID'], `PayloadUUID ${JSON.stringify(v.slice(0, 60))} is not a UUID (8-4-4-4-12 hexadecimal digits)`),
+      );
   };
   uuid(profile.PayloadUUID, []);
   const content = profile.PayloadContent;
   if (Array.isArray(content)) {
-    if (content.length === 0 && profile.IsEncrypted !== true) issues.push(payloadIssue('empty-payload-content', ['PayloadContent'], 'PayloadContent is empty: the profile installs but configures nothing'));
+    if (content.length === 0 && profile.IsEncrypted !== true)
+      issues.push(payloadIssue('empty-payload-content', ['PayloadContent'], 'PayloadContent is empty: the profile installs but configures nothing'));
     content.forEach((payload, i) => {
       if (!payload || typeof payload !== 'object' || Array.isArray(payload)) return;
       const keys = payload as Record<string, unknown>;
       uuid(keys.PayloadUUID, ['PayloadContent', i]);
       const inner = keys.PayloadContent;
-      const empty = Array.isArray(inner) ? inner.length === 0 : inner !== null && typeof inner === 'object' && !(inner instanceof Uint8Array) && !(inner instanceof Date) && Object.keys(inner).length === 0;
-      if (empty) issues.push(payloadIssue('empty-payload-content', ['PayloadContent', i, 'PayloadContent'], `the PayloadContent of this ${String(keys.PayloadType)} payload is empty: it configures nothing`));
+      const empty = Array.isArray(inner)
+        ? inner.length === 0
+        : inner !== null && typeof inner === 'object' && !(inner instanceof Uint8Array) && !(inner instanceof Date) && Object.keys(inner).length === 0;
+      if (empty)
+        issues.push(
+          payloadIssue(
+            'empty-payload-content',
+            ['PayloadContent', i, 'PayloadContent'],
+            `the PayloadContent of this ${String(keys.PayloadType)} payload is empty: it configures nothing`,
+          ),
+        );
     });
   }
   return issues;
@@ -582,7 +656,12 @@ class Run {
   notes(node: Node, path: Path, label: string): void {
     const wantSupervision = this.ctx.supervised !== true;
     if (this.targets.size === 0) {
-      if (wantSupervision && node.supervisedEverywhere) this.add('apple-supervision', path, `${label} requires a supervised device (${node.supportedText}); not every blueprint using this profile requires supervision`);
+      if (wantSupervision && node.supervisedEverywhere)
+        this.add(
+          'apple-supervision',
+          path,
+          `${label} requires a supervised device (${node.supportedText}); not every blueprint using this profile requires supervision`,
+        );
       return;
     }
     if (node.notes.length === 0) return;
@@ -600,7 +679,12 @@ class Run {
     }
     if (off.length) this.add('apple-platform', path, `${label} is not supported on ${off.join(', ')} (${node.supportedText})`);
     if (removed.length) this.add('apple-platform', path, `${label} was removed in ${removed.join(', ')}`);
-    if (supervised.length && wantSupervision) this.add('apple-supervision', path, `${label} requires a supervised device on ${supervised.join(', ')}; not every blueprint using this profile requires supervision`);
+    if (supervised.length && wantSupervision)
+      this.add(
+        'apple-supervision',
+        path,
+        `${label} requires a supervised device on ${supervised.join(', ')}; not every blueprint using this profile requires supervision`,
+      );
   }
 
   /**
@@ -621,7 +705,11 @@ class Run {
         const names = generated ? d.names.filter((n) => !generated.has(n)) : d.names;
         const hint = suggest(k, names, Math.max(1, Math.min(3, Math.floor(k.length / 3))));
         const whose = this.source === 'manifest' ? `; not in its manifest` : '';
-        this.add(this.source === 'manifest' ? 'manifest-unknown-key' : 'apple-unknown-key', [...path, k], `unknown key '${shortText(k)}' in ${where}${hint ? `; did you mean '${hint}'?` : ''}${whose}`);
+        this.add(
+          this.source === 'manifest' ? 'manifest-unknown-key' : 'apple-unknown-key',
+          [...path, k],
+          `unknown key '${shortText(k)}' in ${where}${hint ? `; did you mean '${hint}'?` : ''}${whose}`,
+        );
         continue;
       }
       path.push(k);
@@ -635,7 +723,12 @@ class Run {
       if (n.requiredIf && !matches(value, n.requiredIf)) continue;
       if (n.requiredUnless && matches(value, n.requiredUnless)) continue;
       // Devices install profiles and payloads without PayloadVersion.
-      const rule: PayloadRule = this.source === 'manifest' ? 'manifest-required-key' : n.name === 'PayloadVersion' && path.length === 0 ? 'apple-payload-version' : 'apple-required-key';
+      const rule: PayloadRule =
+        this.source === 'manifest'
+          ? 'manifest-required-key'
+          : n.name === 'PayloadVersion' && path.length === 0
+            ? 'apple-payload-version'
+            : 'apple-required-key';
       this.add(rule, path, `missing required key '${n.name}' in ${where}${conditionText(n)}`);
     }
     for (const n of d.fields.values()) {
@@ -654,8 +747,16 @@ class Run {
       run.dict({ ...manifest, required: [] }, Object.fromEntries(keys.map((k) => [k, value[k]])), path, undefined, where, false);
       return;
     }
-    const shown = keys.slice(0, 10).map((k) => `'${shortText(k)}'`).join(', ') + (keys.length > 10 ? `, … (${keys.length} keys)` : '');
-    this.add('apple-undocumented-key', path, `${shown} ${keys.length === 1 ? 'is' : 'are'} not in Apple's schema of ${where}: applied as managed preferences, not checked`);
+    const shown =
+      keys
+        .slice(0, 10)
+        .map((k) => `'${shortText(k)}'`)
+        .join(', ') + (keys.length > 10 ? `, … (${keys.length} keys)` : '');
+    this.add(
+      'apple-undocumented-key',
+      path,
+      `${shown} ${keys.length === 1 ? 'is' : 'are'} not in Apple's schema of ${where}: applied as managed preferences, not checked`,
+    );
   }
 
   private value(node: Node, v: unknown, path: Path, label: string): void {
@@ -667,7 +768,8 @@ class Run {
       return;
     }
     if (node.type === 'integer' && tag === 'real') {
-      if (Number.isInteger(v)) this.add('apple-real-for-integer', path, `'${label}' is <real>${String(v)}.0</real> for an integer: read as ${String(v)}, but write <integer>`);
+      if (Number.isInteger(v))
+        this.add('apple-real-for-integer', path, `'${label}' is <real>${String(v)}.0</real> for an integer: read as ${String(v)}, but write <integer>`);
       else {
         this.add(manifest ? 'manifest-type' : 'apple-type', path, `'${label}' must be an integer, got real ${String(v)} (the device would truncate it)`);
         return;
@@ -696,7 +798,8 @@ class Run {
     if (node.format && typeof v === 'string' && !node.format.test(v)) {
       this.add(valueRule, path, `'${label}' must match ${node.format.source}; got ${shortText(JSON.stringify(v))}`);
     }
-    if (node.type === 'dictionary' && node.dict) this.nested(v as object, () => this.dict(node.dict!, v as Record<string, unknown>, path, undefined, `'${label}'`, false), path);
+    if (node.type === 'dictionary' && node.dict)
+      this.nested(v as object, () => this.dict(node.dict!, v as Record<string, unknown>, path, undefined, `'${label}'`, false), path);
     else if (node.type === 'array' && node.item) {
       const item = node.item;
       const arr = v as unknown[];
@@ -706,13 +809,17 @@ class Run {
         this.add(valueRule, path, `'${label}' must have ${want} items; has ${arr.length}`);
       }
       this.notes(item, path, `items of '${label}'`);
-      this.nested(arr, () => {
-        for (let i = 0; i < arr.length; i++) {
-          path.push(i);
-          this.value(item, arr[i], path, `${label}[${i}]`);
-          path.pop();
-        }
-      }, path);
+      this.nested(
+        arr,
+        () => {
+          for (let i = 0; i < arr.length; i++) {
+            path.push(i);
+            this.value(item, arr[i], path, `${label}[${i}]`);
+            path.pop();
+          }
+        },
+        path,
+      );
     }
   }
 
@@ -782,7 +889,10 @@ function typeProblem(type: KeyType, v: unknown): string | undefined {
       break;
     case 'data':
       // Plists give Uint8Array; YAML has no binary type, so a <data> value there is a base64 string.
-      if (typeof v === 'string') return BASE64.test(v.replace(/\s+/g, '')) ? undefined : `must be data (base64 in YAML), got ${describe(v)}${v.includes('${') ? '; variables are only substituted in <string> values' : ''}`;
+      if (typeof v === 'string')
+        return BASE64.test(v.replace(/\s+/g, ''))
+          ? undefined
+          : `must be data (base64 in YAML), got ${describe(v)}${v.includes('${') ? '; variables are only substituted in <string> values' : ''}`;
       ok = v instanceof Uint8Array;
       want = 'data (base64 in YAML)';
       break;
