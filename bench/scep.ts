@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { DEFAULTS } from '../src/config.js';
-import { buildCsr, selfSignedCertificate } from '../src/enroll/pkcs10.js';
+import { buildCsr, selfSignedCertificate } from '../src/asn1/csr.js';
 import { scepRoutes, type EnrollmentContext } from '../src/enroll/scep-routes.js';
 import { buildRequest, readCertRep, type ScepRequest } from '../src/enroll/scep.js';
 import { startServer } from '../src/server.js';

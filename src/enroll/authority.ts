@@ -10,12 +10,13 @@
  * 3DES for clients that used 3DES or single DES).
  */
 import { X509Certificate, createHash, randomBytes, type KeyObject } from 'node:crypto';
-import { issueCertificate, type CertifiedKey, type NameAttribute } from '../identity/ca.js';
-import { Asn1Error } from '../identity/der.js';
-import { EnvelopeError, openEnvelope, sealEnvelope, type ContentCipher } from './envelope.js';
-import { CsrError, parseCsr } from './pkcs10.js';
+import type { NameAttribute } from '../asn1/certificate.js';
+import { CsrError, parseCsr } from '../asn1/csr.js';
+import { Asn1Error } from '../asn1/decode.js';
+import { EnvelopeError, openEnvelope, sealEnvelope, type ContentCipher } from '../asn1/enveloped-data.js';
+import { SignatureError, certsOnly, checkSignature, type DigestName } from '../asn1/signed-data.js';
+import { issueCertificate, type CertifiedKey } from '../identity/ca.js';
 import { buildPkiMessage, parsePkiMessage, ScepError, type FailInfo, type MessageType, type PkiMessage } from './scep.js';
-import { SignatureError, certsOnly, checkSignature, type DigestName } from './signed-data.js';
 import type { ChallengeBinding, ChallengeKind, Redeemed } from './challenges.js';
 import { sha256Hex } from './renewals.js';
 

@@ -7,8 +7,11 @@ import { X509Certificate, randomUUID } from 'node:crypto';
 import type { CertifiedKey } from '../identity/ca.js';
 import { TrustStore } from '../identity/trust.js';
 import { buildPlist, parsePlistDict, type PlistDict, type PlistValue } from '../protocol/plist.js';
-import type { SubjectEntry } from './pkcs10.js';
-import { buildSignedData, checkSignature, parseSignedData } from './signed-data.js';
+import { certificateFields, nameAttribute } from '../asn1/certificate.js';
+import type { SubjectEntry } from '../asn1/csr.js';
+import { id_userId } from '../asn1/oids.js';
+import { isPem, pemToDer } from '../asn1/pem.js';
+import { buildSignedData, checkSignature, parseSignedData } from '../asn1/signed-data.js';
 
 export const PROFILE_CONTENT_TYPE = 'application/x-apple-aspen-config';
 
@@ -125,11 +128,8 @@ export function signProfile(xml: Buffer, signer: CertifiedKey, chain: Buffer[] =
 
 /** The topic (subject UID) of an APNs push certificate. */
 export function topicFromPushCert(pem: string | Buffer): string {
-  const subject = new X509Certificate(pem).subject ?? '';
-  const uid = subject
-    .split('\n')
-    .find((l) => l.startsWith('UID='))
-    ?.slice(4);
+  const der = isPem(pem) ? pemToDer(pem) : Buffer.from(pem);
+  const uid = nameAttribute(certificateFields(der).subject, id_userId);
   if (!uid || !uid.startsWith('com.apple.mgmt.')) throw new Error('not an MDM push certificate: no com.apple.mgmt.* UID in its subject');
   return uid;
 }

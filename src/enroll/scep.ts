@@ -4,9 +4,9 @@
  * requests and writes CertRep; the simulator (and tests) write requests and read CertRep.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { causeName, guarded } from '../identity/errors.js';
-import { Asn1Error, contentOf, octets, printable, raw, textOf, utf8, type Block } from '../identity/der.js';
-import { openEnvelope, sealEnvelope, type ContentCipher } from './envelope.js';
+import { Asn1Error, octetsOf, readable, textOf } from '../asn1/decode.js';
+import { octets, printable, utf8 } from '../asn1/der.js';
+import { openEnvelope, sealEnvelope, type ContentCipher } from '../asn1/enveloped-data.js';
 import {
   attribute,
   attributeValue,
@@ -17,7 +17,7 @@ import {
   type DigestName,
   type ParsedSignedData,
   type Signer,
-} from './signed-data.js';
+} from '../asn1/signed-data.js';
 
 export const SCEP_OIDS = {
   messageType: '2.16.840.1.113733.1.9.2',
@@ -75,7 +75,7 @@ export interface PkiMessage {
   envelope?: Buffer;
 }
 
-function text(b: Block | undefined, what: string): string | undefined {
+function text(b: Buffer | undefined, what: string): string | undefined {
   return b ? textOf(b, what) : undefined;
 }
 
@@ -85,11 +85,7 @@ function text(b: Block | undefined, what: string): string | undefined {
  * Throws only Asn1Error: when the message is not a SCEP message at all.
  */
 export function parsePkiMessage(der: Buffer): PkiMessage {
-  return guarded(
-    () => parseUnguarded(der),
-    [Asn1Error],
-    (cause) => new Asn1Error(`SCEP message could not be parsed ${causeName(cause)}`, { cause }),
-  );
+  return readable('SCEP message', () => parseUnguarded(der));
 }
 
 function parseUnguarded(der: Buffer): PkiMessage {
@@ -100,7 +96,7 @@ function parseUnguarded(der: Buffer): PkiMessage {
   if (!tx) throw new Asn1Error('SCEP message has no transactionID');
   const nonce = (type: string) => {
     const v = attributeValue(signed, type);
-    return v ? Buffer.from(contentOf(v, 'nonce')) : undefined;
+    return v ? octetsOf(v, 'nonce') : undefined;
   };
   const statusCode = text(attributeValue(signed, SCEP_OIDS.pkiStatus), 'pkiStatus');
   const failCode = text(attributeValue(signed, SCEP_OIDS.failInfo), 'failInfo');
@@ -108,7 +104,7 @@ function parseUnguarded(der: Buffer): PkiMessage {
     signed,
     messageType: TYPE_BY_CODE.get(typeCode) ?? typeCode,
     transactionId: textOf(tx, 'transactionID'),
-    transactionIdDer: Buffer.from(raw(tx)),
+    transactionIdDer: Buffer.from(tx),
     senderNonce: nonce(SCEP_OIDS.senderNonce),
     recipientNonce: nonce(SCEP_OIDS.recipientNonce),
     pkiStatus: statusCode === undefined ? undefined : STATUS_BY_CODE.get(statusCode),

@@ -8,7 +8,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { describe, parsePlist, TRUSTED_LIMITS, type PlistDict, type PlistValue } from '../protocol/plist.js';
-import { parseSignedData } from '../enroll/signed-data.js';
+import { parseSignedData } from '../asn1/signed-data.js';
 import { causeName, guarded } from '../identity/errors.js';
 import { BplistError, isBinaryPlist, parseBinaryPlist } from './bplist.js';
 

@@ -3,6 +3,7 @@
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { pemBlocks } from '../asn1/pem.js';
 import { IdentityError, malformedOnThrow } from './errors.js';
 import { LruMap } from '../store/lru.js';
 
@@ -32,7 +33,6 @@ interface CachedChain {
 const MAX_CHAIN = 8;
 // One entry per device certificate (a few hundred bytes): sized for large fleets.
 const CACHE_MAX = 100_000;
-const PEM_BLOCK = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
 
 function sha256Hex(der: Buffer): string {
   return createHash('sha256').update(der).digest('hex');
@@ -78,11 +78,6 @@ function parseCert(der: Buffer, what: string): X509Certificate {
   }
 }
 
-/** All CERTIFICATE blocks of a PEM text, DER. */
-export function pemCertificates(pem: string): Buffer[] {
-  return [...pem.matchAll(PEM_BLOCK)].map((m) => Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64'));
-}
-
 interface Anchor {
   cert: X509Certificate;
   hash: string;
@@ -109,7 +104,7 @@ export class TrustStore {
 
   /** Trust every certificate in `pem` as an anchor. */
   addCa(pem: string): void {
-    const ders = pemCertificates(pem);
+    const ders = pemBlocks(pem);
     if (ders.length === 0) throw new IdentityError('malformed', 'no certificate in CA PEM');
     for (const der of ders) {
       const cert = parseCert(der, 'CA certificate');

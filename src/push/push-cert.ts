@@ -9,9 +9,12 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import forge from 'node-forge';
+import { certificateFields, nameAttribute } from '../asn1/certificate.js';
+import { id_userId } from '../asn1/oids.js';
+import { isPem, pemBlocks, toPem } from '../asn1/pem.js';
 
 /** userId (RFC 4519 UID), where Apple puts the push topic. */
-export const UID_OID = '0.9.2342.19200300.100.1.1';
+export const UID_OID = id_userId;
 /** Warn this many days (and fewer) before the certificate expires. */
 export const EXPIRY_WARNING_DAYS = 30;
 const DAY_MS = 86_400_000;
@@ -64,47 +67,20 @@ export function expiryState(notAfter: Date, now: Date = new Date()): ExpiryState
   return { daysLeft, expired, ...(warning ? { warning } : {}) };
 }
 
-function toPem(der: Buffer, label: string): string {
-  return `-----BEGIN ${label}-----\n${der.toString('base64').replace(/.{64}(?=.)/g, '$&\n')}\n-----END ${label}-----\n`;
-}
-
-function isPem(data: Buffer): boolean {
-  return data.includes('-----BEGIN ');
-}
-
-/** The string value of the first `oid` attribute in the certificate's subject (any key type). */
-function subjectAttribute(der: Buffer, oid: string): string | undefined {
-  const cert = forge.asn1.fromDer(der.toString('binary'));
-  const tbs = (cert.value as forge.asn1.Asn1[])[0]!.value as forge.asn1.Asn1[];
-  // An explicit [0] version shifts the fields: version?, serial, signature, issuer, validity, subject.
-  const off = tbs[0]!.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC ? 1 : 0;
-  const subject = tbs[off + 4]!.value as forge.asn1.Asn1[];
-  for (const rdn of subject) {
-    for (const atv of rdn.value as forge.asn1.Asn1[]) {
-      const [type, value] = atv.value as forge.asn1.Asn1[];
-      if (forge.asn1.derToOid(type!.value as string) !== oid) continue;
-      const raw = Buffer.from(value!.value as string, 'binary');
-      // BMPString is UTF-16BE; the rest Apple uses (UTF8String, PrintableString) read as UTF-8.
-      return value!.type === forge.asn1.Type.BMPSTRING ? raw.swap16().toString('utf16le') : raw.toString('utf8');
-    }
-  }
-  return undefined;
-}
-
 /** Read a certificate (PEM or DER) and what a push certificate carries. Throws without a UID. */
 export function parsePushCertificate(data: Buffer | string): PushCredentials {
   let der: Buffer;
   try {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     if (isPem(buf)) {
-      const m = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/.exec(buf.toString('utf8'));
-      if (!m) throw new PushCertError('no-certificate', 'no CERTIFICATE block in the PEM');
-      der = Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
+      const first = pemBlocks(buf)[0];
+      if (!first) throw new PushCertError('no-certificate', 'no CERTIFICATE block in the PEM');
+      der = first;
     } else {
       der = buf;
     }
     const x = new X509Certificate(der);
-    const topic = subjectAttribute(der, UID_OID);
+    const topic = nameAttribute(certificateFields(der).subject, UID_OID);
     if (!topic)
       throw new PushCertError(
         'no-topic',
@@ -130,7 +106,11 @@ function keyToPem(key: KeyObject): string {
   return key.export({ type: 'pkcs8', format: 'pem' }).toString();
 }
 
-/** PKCS#12 -> certificates (DER) and private keys, via node-forge (node:crypto cannot read it). */
+/**
+ * PKCS#12 -> certificates (DER) and private keys, via node-forge's public API: node:crypto cannot
+ * read PKCS#12, and its password-based encryption (the PKCS#12 key derivation, 3DES and RC2
+ * bags as Keychain exports them) is in neither node:crypto's default provider nor the schemas.
+ */
 function readPkcs12(data: Buffer, password: string): { certs: Buffer[]; keys: KeyObject[] } {
   let p12: forge.pkcs12.Pkcs12Pfx;
   try {

@@ -15,19 +15,14 @@
  * Keys are never overwritten: a vendor key Apple has certified, or a push key whose request is
  * at Apple, would be lost for good.
  */
-import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { X509Certificate, createPrivateKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import forge from 'node-forge';
+import { type NameAttribute } from '../asn1/certificate.js';
+import { buildCsr } from '../asn1/csr.js';
+import { toPem } from '../asn1/pem.js';
 import { buildPlist } from '../protocol/plist.js';
 import { PushCertError, pushDir } from './push-cert.js';
-
-const SHA256_WITH_RSA = '1.2.840.113549.1.1.11';
-
-// forge's CertificationRequestInfo builder is public but missing from @types/node-forge.
-const getCertificationRequestInfo = (forge.pki as unknown as { getCertificationRequestInfo(csr: forge.pki.CertificateSigningRequest): forge.asn1.Asn1 })
-  .getCertificationRequestInfo;
-const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 
 export const VENDOR_KEY_FILE = 'vendor.key';
 export const VENDOR_CSR_FILE = 'vendor.csr';
@@ -57,51 +52,27 @@ export interface CsrSubject {
   country?: string;
 }
 
-function pem(der: Buffer, label: string): string {
-  return `-----BEGIN ${label}-----\n${der.toString('base64').replace(/.{64}(?=.)/g, '$&\n')}\n-----END ${label}-----\n`;
-}
-
-function subjectAttributes(s: CsrSubject): forge.pki.CertificateField[] {
-  // (@types/node-forge types valueTagClass as a Class, but forge reads a universal Type.)
-  const tag = (t: number) => t as unknown as forge.asn1.Class;
+function subjectAttributes(s: CsrSubject): NameAttribute[] {
   if (!s.commonName.trim()) throw new PushCertError('unreadable', 'the common name is empty');
-  const attrs: forge.pki.CertificateField[] = [];
+  const attrs: NameAttribute[] = [];
   if (s.country !== undefined) {
     if (!/^[A-Z]{2}$/.test(s.country))
       throw new PushCertError('unreadable', `country must be two capital letters (ISO 3166), not ${JSON.stringify(s.country)}`);
-    attrs.push({ name: 'countryName', value: s.country, valueTagClass: tag(forge.asn1.Type.PRINTABLESTRING) });
+    attrs.push({ name: 'C', value: s.country });
   }
-  attrs.push({
-    name: 'commonName',
-    value: s.commonName,
-    valueTagClass: tag(PRINTABLE.test(s.commonName) ? forge.asn1.Type.PRINTABLESTRING : forge.asn1.Type.UTF8),
-  });
+  attrs.push({ name: 'CN', value: s.commonName });
   if (s.email !== undefined) {
     // PKCS#9 emailAddress is an IA5String: ASCII only.
     if (!/^[\x21-\x7e]+@[\x21-\x7e]+$/.test(s.email)) throw new PushCertError('unreadable', `not an email address: ${JSON.stringify(s.email)}`);
-    attrs.push({ name: 'emailAddress', value: s.email, valueTagClass: tag(forge.asn1.Type.IA5STRING) });
+    attrs.push({ name: 'emailAddress', value: s.email });
   }
   return attrs;
 }
 
-/**
- * A PKCS#10 CSR (DER) for `key`'s public key, signed SHA-256 with RSA. forge assembles the
- * CertificationRequestInfo; the SubjectPublicKeyInfo comes from node:crypto and node:crypto signs.
- */
+/** A PKCS#10 CSR (DER) for `key`'s public key, signed SHA-256 with RSA (src/asn1/csr.ts). */
 export function createCsr(key: KeyObject, subject: CsrSubject): Buffer {
   if (key.asymmetricKeyType !== 'rsa') throw new Error(`CSR key must be RSA, not ${key.asymmetricKeyType}`);
-  const csr = forge.pki.createCertificationRequest();
-  csr.publicKey = forge.pki.setRsaPublicKey(new forge.jsbn.BigInteger('1', 16), new forge.jsbn.BigInteger('10001', 16));
-  csr.setSubject(subjectAttributes(subject));
-  const cri = getCertificationRequestInfo(csr);
-  const spki = createPublicKey(key).export({ type: 'spki', format: 'der' });
-  // Layout fixed by PKCS#10: version, subject, subjectPKInfo, attributes.
-  (cri.value as forge.asn1.Asn1[])[2] = forge.asn1.fromDer(spki.toString('binary'));
-  const loose = csr as unknown as { certificationRequestInfo: forge.asn1.Asn1; signatureOid: string; signature: string; siginfo: { algorithmOid: string } };
-  loose.certificationRequestInfo = cri;
-  loose.signatureOid = loose.siginfo.algorithmOid = SHA256_WITH_RSA;
-  loose.signature = sign('sha256', Buffer.from(forge.asn1.toDer(cri).getBytes(), 'binary'), key).toString('binary');
-  return Buffer.from(forge.asn1.toDer(forge.pki.certificationRequestToAsn1(csr)).getBytes(), 'binary');
+  return buildCsr({ key, subject: subjectAttributes(subject) });
 }
 
 function newKey(): KeyObject {
@@ -165,7 +136,7 @@ export function vendorCsr(opts: VendorCsrOptions): VendorCsrResult {
   const csr = createCsr(key, opts); // validates the subject before anything is written
   mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   writeAtomic(keyFile, keyPem(key), 0o600);
-  writeAtomic(csrFile, pem(csr, 'CERTIFICATE REQUEST'), 0o644);
+  writeAtomic(csrFile, toPem(csr, 'CERTIFICATE REQUEST'), 0o644);
   return { keyFile, csrFile, replacedKey: exists };
 }
 
@@ -259,7 +230,7 @@ export function pushRequest(opts: PushRequestOptions): PushRequestResult {
   }
   const csr = createCsr(pushKey, opts.subject ?? { commonName: 'Orchard MDM push' });
   const csrFile = join(opts.dir, PUSH_CSR_FILE);
-  writeAtomic(csrFile, pem(csr, 'CERTIFICATE REQUEST'), 0o644);
+  writeAtomic(csrFile, toPem(csr, 'CERTIFICATE REQUEST'), 0o644);
   const chainPem = chain.map((c) => c.toString()).join('');
   const plist = buildPushRequestPlist(csr, chainPem, vendorKey);
   const requestFile = join(opts.dir, PUSH_REQUEST_FILE);

@@ -5,7 +5,7 @@
  * codes, `apns-id` header and `{"reason": ...}` bodies. Answers for particular tokens can be
  * scripted (410, 429, 5xx, delays, silence).
  */
-import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import {
   constants,
   createSecureServer,
@@ -17,8 +17,7 @@ import {
 } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import forge from 'node-forge';
-import { createCA, type CertifiedKey } from '../identity/ca.js';
+import { createCA, issueCertificate, type CertifiedKey } from '../identity/ca.js';
 
 export interface StandInAnswer {
   status: number;
@@ -73,34 +72,20 @@ export interface StandInTls {
   keyPem: string;
 }
 
-/** A CA and a server certificate for localhost / 127.0.0.1 / ::1 (subjectAltName, which ca.ts does not write). */
+/** A CA and a server certificate for localhost / 127.0.0.1 / ::1 (subjectAltName). */
 export function createStandInTls(): StandInTls {
   const ca: CertifiedKey = createCA({ commonName: 'APNs stand-in CA' });
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.publicKeyFromPem(createPublicKey(privateKey).export({ type: 'spki', format: 'pem' }).toString());
-  cert.serialNumber = `01${randomUUID().replace(/-/g, '')}`;
-  cert.validity.notBefore = new Date(Date.now() - 300_000);
-  cert.validity.notAfter = new Date(Date.now() + 30 * 86_400_000);
-  cert.setSubject([{ name: 'commonName', value: 'localhost' }]);
-  cert.setIssuer(forge.pki.certificateFromPem(ca.certPem).subject.attributes);
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
-    { name: 'extKeyUsage', serverAuth: true },
-    {
-      name: 'subjectAltName',
-      altNames: [
-        { type: 2, value: 'localhost' },
-        { type: 7, ip: '127.0.0.1' },
-        { type: 7, ip: '::1' },
-      ],
-    },
-  ]);
-  cert.sign(forge.pki.privateKeyFromPem(ca.keyPem), forge.md.sha256.create());
+  const cert = issueCertificate(ca, {
+    publicKey: privateKey,
+    commonName: 'localhost',
+    days: 30,
+    extKeyUsage: ['serverAuth'],
+    altNames: { dns: ['localhost'], ip: ['127.0.0.1', '::1'] },
+  });
   return {
     caPem: ca.certPem,
-    certPem: forge.pki.certificateToPem(cert),
+    certPem: cert.certPem,
     keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
   };
 }

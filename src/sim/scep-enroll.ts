@@ -6,8 +6,9 @@
  */
 import { X509Certificate, generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { ContentCipher } from '../enroll/envelope.js';
-import { buildCsr, selfSignedCertificate, type SubjectEntry } from '../enroll/pkcs10.js';
+import { certificateFields, nameAttributes } from '../asn1/certificate.js';
+import { buildCsr, selfSignedCertificate, type SubjectEntry } from '../asn1/csr.js';
+import type { ContentCipher } from '../asn1/enveloped-data.js';
 import { verifyEnrollmentProfile, type VerifiedProfile } from '../enroll/profile.js';
 import { buildRequest, readCertRep, type FailInfo } from '../enroll/scep.js';
 import type { SimIdentity } from './device.js';
@@ -191,13 +192,7 @@ export async function enrollFromProfile(opts: ScepEnrollOptions): Promise<ScepEn
 export async function renewIdentity(scepUrl: string, current: SimIdentity, opts: ScepClientOptions = {}): Promise<ScepIdentity> {
   const negotiated = await negotiate(scepUrl, opts);
   const x = new X509Certificate(current.certDer);
-  const subject: SubjectEntry[] = (x.subject ?? '')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const i = l.indexOf('=');
-      return [l.slice(0, i), l.slice(i + 1)] as SubjectEntry;
-    });
+  const subject = nameAttributes(certificateFields(current.certDer).subject).map((a): SubjectEntry => [a.name, a.value]);
   const key = opts.key ?? (await newKey(x.publicKey.asymmetricKeyDetails?.modulusLength ?? 2048));
   return request({ scepUrl, negotiated, messageType: 'RenewalReq', key, subject, current });
 }

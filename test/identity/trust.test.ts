@@ -5,9 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, createDeviceIdentity, issueCertificate, loadCertifiedKey, type CertifiedKey } from '../../src/identity/ca.js';
 import { IdentityError } from '../../src/identity/errors.js';
 import { TrustStore } from '../../src/identity/trust.js';
-import { algorithm, bitString, ctx, int, NULL, seq, tlv } from '../../src/identity/der.js';
-import { encodeName } from '../../src/enroll/pkcs10.js';
-import { certParts } from '../../src/enroll/signed-data.js';
+import { algorithm, bitString, ctx, int, NULL, seq, tlv } from '../../src/asn1/der.js';
+import { encodeSubject } from '../../src/asn1/csr.js';
+import { certificateFields } from '../../src/asn1/certificate.js';
 import { openssl, opensslCa, opensslDevice, pemFileToDer, tempDir, type OpensslCa } from './openssl.js';
 import { thrown } from '../helpers/thrown.js';
 
@@ -170,7 +170,7 @@ describe('TrustStore', () => {
     const alg = algorithm('1.2.840.113549.1.1.11', NULL);
     const badTime = tlv(0x17, Buffer.from('ZZZZZZZZZZZZZ'));
     const spki = createPublicKey(device.key).export({ type: 'spki', format: 'der' });
-    const tbs = seq(ctx(0, int(2)), int(5), alg, certParts(ca.certDer).issuer, seq(badTime, badTime), encodeName([['CN', 'bad-time']]), spki);
+    const tbs = seq(ctx(0, int(2)), int(5), alg, certificateFields(ca.certDer).subject, seq(badTime, badTime), encodeSubject([['CN', 'bad-time']]), spki);
     const der = seq(tbs, alg, bitString(sign('sha256', tbs, ca.key)));
     const x = new X509Certificate(der);
     expect(x.validFrom).toBe('Bad time value'); // node reads the certificate, only not its dates

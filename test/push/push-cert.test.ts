@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushCertImport, pushCertShow } from '../../src/cli/push-cert.js';
-import { pemToDer } from '../../src/identity/ca.js';
+import { pemToDer } from '../../src/asn1/pem.js';
 import {
   PushCertError,
   expiryState,

@@ -1,6 +1,7 @@
 /**
- * CMS EnvelopedData (RFC 5652 6) as SCEP uses it: one RSA key-transport recipient, content
- * encrypted with AES-CBC or (old clients) 3DES/DES-CBC.
+ * CMS EnvelopedData (RFC 5652 6) as SCEP and S/MIME use it: one RSA key-transport recipient,
+ * content encrypted with AES-CBC or (old clients) 3DES/DES-CBC. Built with der.ts, read through
+ * the @peculiar/asn1-cms schemas.
  *
  * Node 20 refuses RSA PKCS#1 v1.5 private decryption (CVE-2023-46809, the Marvin timing attack),
  * but SCEP clients (micromdm's scepclient, devices) use exactly that key transport. So the RSA
@@ -23,28 +24,14 @@ import {
   randomBytes,
   type KeyObject,
 } from 'node:crypto';
+import { ContentInfo, EnvelopedData, type RecipientIdentifier } from '@peculiar/asn1-cms';
 import { causeName, guarded } from '../identity/errors.js';
-import { id_data } from '../identity/oids.js';
-import {
-  Asn1Error,
-  algorithm,
-  contentOf,
-  ctx,
-  ctxPrim,
-  int,
-  isCtx,
-  isUniversal,
-  kids,
-  NULL,
-  octets,
-  oid,
-  oidOf,
-  parse,
-  seq,
-  set,
-  type Block,
-} from '../identity/der.js';
-import { certParts, identifies, type Signer } from './signed-data.js';
+import { certificateFields } from './certificate.js';
+import { Asn1Error, bytes, decode, octetsOf } from './decode.js';
+import { algorithm, ctx, ctxPrim, int, NULL, octets, oid, seq, set } from './der.js';
+import { id_data } from './oids.js';
+import { pemToDer } from './pem.js';
+import { identifies, type Signer } from './signed-data.js';
 
 export type ContentCipher = 'aes-128-cbc' | 'aes-192-cbc' | 'aes-256-cbc' | 'des-ede3-cbc' | 'des-cbc';
 
@@ -113,7 +100,7 @@ export function sealEnvelope(content: Buffer, recipientCertDer: Buffer, cipher: 
   const c = createCipheriv(name, key, iv);
   const encrypted = Buffer.concat([c.update(content), c.final()]);
   const encryptedKey = publicEncrypt({ key: pub, padding: constants.RSA_PKCS1_PADDING }, cek);
-  const ktri = seq(int(0), certParts(recipientCertDer).issuerAndSerial, algorithm(RSA_ENCRYPTION, NULL), octets(encryptedKey));
+  const ktri = seq(int(0), certificateFields(recipientCertDer).issuerAndSerial, algorithm(RSA_ENCRYPTION, NULL), octets(encryptedKey));
   const eci = seq(oid(id_data), algorithm(spec.oid, octets(iv)), ctxPrim(0, encrypted));
   return seq(oid(id_envelopedData), ctx(0, seq(int(0), set(ktri), eci)));
 }
@@ -150,15 +137,16 @@ export interface OpenedEnvelope {
 }
 
 export interface KeyTransRecipient {
-  /** issuerAndSerialNumber or [0] subjectKeyIdentifier. */
-  rid: Block;
+  rid: RecipientIdentifier;
   keyAlgorithm: string;
-  keyAlgorithmParams?: Block;
+  /** The parameters as encoded; null for NULL, undefined when absent. */
+  keyAlgorithmParams?: Buffer | null;
   encryptedKey: Buffer;
 }
 
 /** The parts of an EnvelopedData, before any decryption. */
 export interface EnvelopeParts {
+  /** The key-transport recipients (others are not for us). */
   recipients: KeyTransRecipient[];
   cipherOid: string;
   /** Undefined for an algorithm this module cannot decrypt. */
@@ -167,7 +155,7 @@ export interface EnvelopeParts {
   encrypted: Buffer;
 }
 
-/** The guard of the envelope parsers: anything but an EnvelopeError is EnvelopeError('malformed'). */
+/** The guard of the envelope readers: anything but an EnvelopeError is EnvelopeError('malformed'). */
 function envelopeGuard<T>(parse: () => T): T {
   return guarded(
     parse,
@@ -179,31 +167,28 @@ function envelopeGuard<T>(parse: () => T): T {
 /** Read an EnvelopedData (ContentInfo DER). Throws only EnvelopeError('malformed'). */
 export function readEnvelope(der: Buffer): EnvelopeParts {
   return envelopeGuard(() => {
-    const ci = kids(parse(der, 'EnvelopedData'), 'ContentInfo');
-    if (oidOf(ci[0], 'contentType') !== id_envelopedData) throw new Asn1Error('content is not a CMS EnvelopedData');
-    if (!isCtx(ci[1], 0)) throw new Asn1Error('EnvelopedData ContentInfo has no content');
-    const ed = kids(kids(ci[1], 'ContentInfo content')[0], 'EnvelopedData');
-    let i = 1;
-    if (isCtx(ed[i], 0)) i++; // originatorInfo
+    const ci = decode(der, ContentInfo, 'EnvelopedData');
+    if (ci.contentType !== id_envelopedData) throw new Asn1Error('content is not a CMS EnvelopedData');
+    const ed = decode(bytes(ci.content), EnvelopedData, 'EnvelopedData');
     const recipients: KeyTransRecipient[] = [];
-    for (const ri of kids(ed[i], 'recipientInfos')) {
-      if (!isUniversal(ri, 16)) continue; // kari/kekri/pwri are [n]-tagged: not for us
-      // KeyTransRecipientInfo ::= SEQUENCE { version, rid, keyEncryptionAlgorithm, encryptedKey }
-      const parts = kids(ri, 'KeyTransRecipientInfo');
-      const alg = kids(parts[2], 'keyEncryptionAlgorithm');
+    for (const ri of ed.recipientInfos) {
+      if (!ri.ktri) continue; // kari/kekri/pwri/ori: not for us
+      const params = ri.ktri.keyEncryptionAlgorithm.parameters;
       recipients.push({
-        rid: parts[1]!,
-        keyAlgorithm: oidOf(alg[0], 'keyEncryptionAlgorithm'),
-        keyAlgorithmParams: alg[1],
-        encryptedKey: contentOf(parts[3], 'encryptedKey'),
+        rid: ri.ktri.rid,
+        keyAlgorithm: ri.ktri.keyEncryptionAlgorithm.algorithm,
+        keyAlgorithmParams: params === undefined || params === null ? params : bytes(params),
+        encryptedKey: bytes(ri.ktri.encryptedKey.buffer),
       });
     }
-    const eci = kids(ed[i + 1], 'encryptedContentInfo');
-    const alg = kids(eci[1], 'contentEncryptionAlgorithm');
-    const cipherOid = oidOf(alg[0], 'contentEncryptionAlgorithm');
-    if (!isUniversal(alg[1], 4)) throw new Asn1Error('content encryption IV missing');
-    if (!isCtx(eci[2], 0)) throw new Asn1Error('EnvelopedData has no encryptedContent');
-    return { recipients, cipherOid, cipher: CIPHER_BY_OID.get(cipherOid), iv: contentOf(alg[1], 'IV'), encrypted: contentOf(eci[2], 'encryptedContent') };
+    const eci = ed.encryptedContentInfo;
+    const cipherOid = eci.contentEncryptionAlgorithm.algorithm;
+    const ivParam = eci.contentEncryptionAlgorithm.parameters;
+    if (!ivParam) throw new Asn1Error('content encryption IV missing');
+    const ec = eci.encryptedContent;
+    if (!ec || (!ec.value && !ec.constructedValue)) throw new Asn1Error('EnvelopedData has no encryptedContent');
+    const encrypted = ec.value ? bytes(ec.value.buffer) : Buffer.concat([ec.constructedValue!].flat().map((o) => bytes(o.buffer)));
+    return { recipients, cipherOid, cipher: CIPHER_BY_OID.get(cipherOid), iv: octetsOf(bytes(ivParam), 'IV'), encrypted };
   });
 }
 
@@ -227,7 +212,7 @@ function openUnguarded(der: Buffer, recipient: Signer): OpenedEnvelope {
   } else if (ktri.keyAlgorithm === RSAES_OAEP) {
     const params = ktri.keyAlgorithmParams;
     // Only the default parameters (SHA-1, MGF1-SHA-1): absent or an empty SEQUENCE.
-    if (params && !(isUniversal(params, 16) && kids(params, 'RSAES-OAEP-params').length === 0)) {
+    if (params !== undefined && !(params && params.length === 2 && params[0] === 0x30 && params[1] === 0)) {
       throw new EnvelopeError('unsupported', 'RSAES-OAEP with non-default parameters is not supported');
     }
     try {
@@ -247,4 +232,30 @@ function openUnguarded(der: Buffer, recipient: Signer): OpenedEnvelope {
   } catch {
     throw new EnvelopeError('decrypt', 'content could not be decrypted');
   }
+}
+
+/**
+ * Decrypt an S/MIME enveloped message (`smime.p7m`: MIME headers, then the base64 EnvelopedData),
+ * or the EnvelopedData as PEM (PKCS7, CMS) or DER, with a key and its certificate: how Apple
+ * delivers an Apple Business Manager server token. Returns the decrypted content (for a token,
+ * itself a small MIME entity). Throws only EnvelopeError.
+ */
+export function decryptSmime(data: Buffer | string, recipient: Signer): Buffer {
+  const der = envelopeGuard(() => smimeDer(typeof data === 'string' ? Buffer.from(data, 'utf8') : data));
+  return openEnvelope(der, recipient).content;
+}
+
+function smimeDer(data: Buffer): Buffer {
+  if (data[0] === 0x30) return data;
+  const text = data.toString('latin1');
+  for (const label of ['PKCS7', 'CMS']) if (text.includes(`-----BEGIN ${label}-----`)) return pemToDer(text, label);
+  const blank = /\r?\n\r?\n/.exec(text);
+  if (!blank) throw new EnvelopeError('malformed', 'not an S/MIME message: no blank line after the headers');
+  const headers = text.slice(0, blank.index);
+  if (!/^content-type:\s*application\/(x-)?pkcs7-mime/im.test(headers))
+    throw new EnvelopeError('malformed', 'not an S/MIME message: no application/pkcs7-mime content type');
+  if (!/^content-transfer-encoding:\s*base64/im.test(headers)) throw new EnvelopeError('malformed', 'S/MIME message is not base64-encoded');
+  const body = text.slice(blank.index + blank[0].length).replace(/\s+/g, '');
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(body)) throw new EnvelopeError('malformed', 'S/MIME body is not base64');
+  return Buffer.from(body, 'base64');
 }

@@ -1,9 +1,12 @@
-/** CMS object identifiers (RFC 5652 §5.1, §11). Kept here so the hot path loads only asn1js. */
+/** Object identifiers of the CMS and certificate fields Orchard reads (RFC 5652 §5.1, §11). Imports nothing: the hot path loads it. */
 export const id_data = '1.2.840.113549.1.7.1';
 export const id_signedData = '1.2.840.113549.1.7.2';
 export const id_contentType = '1.2.840.113549.1.9.3';
 export const id_messageDigest = '1.2.840.113549.1.9.4';
 export const id_signingTime = '1.2.840.113549.1.9.5';
+
+/** userId (RFC 4519 UID), where Apple puts an APNs certificate's topic. */
+export const id_userId = '0.9.2342.19200300.100.1.1';
 
 export type DigestName = 'sha1' | 'sha256' | 'sha384' | 'sha512';
 

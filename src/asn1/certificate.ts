@@ -1,0 +1,286 @@
+/**
+ * X.509 certificates (RFC 5280) through the @peculiar/asn1-x509 schemas: the TBSCertificate
+ * fields Orchard reads (serial, names, key, extensions), names built and read, and certificates
+ * built and signed with node:crypto (which cannot build them; the schemas can, synchronously).
+ */
+import { createHash, createPublicKey, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { AsnConvert, AsnIntegerArrayBufferConverter, AsnProp, AsnPropTypes, OctetString } from '@peculiar/asn1-schema';
+import {
+  AlgorithmIdentifier,
+  AttributeTypeAndValue,
+  AttributeValue,
+  AuthorityKeyIdentifier,
+  BasicConstraints,
+  ExtendedKeyUsage,
+  Extension,
+  Extensions,
+  GeneralName,
+  KeyIdentifier,
+  KeyUsage,
+  Name,
+  RelativeDistinguishedName,
+  SubjectAlternativeName,
+  SubjectKeyIdentifier,
+  SubjectPublicKeyInfo,
+  TBSCertificate,
+  Validity,
+  id_ce_authorityKeyIdentifier,
+  id_ce_basicConstraints,
+  id_ce_extKeyUsage,
+  id_ce_keyUsage,
+  id_ce_subjectAltName,
+  id_ce_subjectKeyIdentifier,
+  id_kp_clientAuth,
+  id_kp_serverAuth,
+} from '@peculiar/asn1-x509';
+import { Asn1Error, bytes, decode, octetsOf, readable, valueText } from './decode.js';
+import { algorithm, bitString, NULL, seq, tlv } from './der.js';
+
+/** One attribute of a distinguished name: a short name ('CN'), long name ('commonName') or dotted OID. */
+export interface NameAttribute {
+  name: string;
+  value: string;
+}
+
+// ---- reading ----
+
+/** TBSCertificate with the names and the key kept as encoded: issuerAndSerialNumber must repeat them exactly. */
+class TbsParts {
+  @AsnProp({ type: AsnPropTypes.Integer, context: 0, defaultValue: 0 }) version = 0;
+  @AsnProp({ type: AsnPropTypes.Integer, converter: AsnIntegerArrayBufferConverter }) serialNumber = new ArrayBuffer(0);
+  @AsnProp({ type: AlgorithmIdentifier }) signature = new AlgorithmIdentifier();
+  @AsnProp({ type: AsnPropTypes.Any }) issuer = new ArrayBuffer(0);
+  @AsnProp({ type: AsnPropTypes.Any }) validity = new ArrayBuffer(0);
+  @AsnProp({ type: AsnPropTypes.Any }) subject = new ArrayBuffer(0);
+  @AsnProp({ type: AsnPropTypes.Any }) subjectPublicKeyInfo = new ArrayBuffer(0);
+  @AsnProp({ type: AsnPropTypes.BitString, context: 1, implicit: true, optional: true }) issuerUniqueID?: ArrayBuffer;
+  @AsnProp({ type: AsnPropTypes.BitString, context: 2, implicit: true, optional: true }) subjectUniqueID?: ArrayBuffer;
+  @AsnProp({ type: Extensions, context: 3, optional: true }) extensions?: Extensions;
+}
+
+class CertificateParts {
+  @AsnProp({ type: TbsParts }) tbsCertificate = new TbsParts();
+  @AsnProp({ type: AlgorithmIdentifier }) signatureAlgorithm = new AlgorithmIdentifier();
+  @AsnProp({ type: AsnPropTypes.BitString }) signatureValue = new ArrayBuffer(0);
+}
+
+/** What Orchard reads from a certificate's TBSCertificate; names and key as encoded. */
+export interface CertificateFields {
+  /** The serial INTEGER's content octets. */
+  serial: Buffer;
+  issuer: Buffer;
+  subject: Buffer;
+  /** SubjectPublicKeyInfo DER. */
+  spki: Buffer;
+  /** IssuerAndSerialNumber DER (RFC 5652 10.2.4), as CMS names this certificate. */
+  issuerAndSerial: Buffer;
+  /** SubjectKeyIdentifier, when the certificate has one. */
+  ski?: Buffer;
+  extensions: Extension[];
+}
+
+// Keyed by the caller's Buffer: a CA certificate signs every reply; entries die with the Buffer.
+const fieldsCache = new WeakMap<Buffer, CertificateFields>();
+
+/** The TBSCertificate fields of a DER certificate. Throws only Asn1Error. */
+export function certificateFields(der: Buffer): CertificateFields {
+  const cached = fieldsCache.get(der);
+  if (cached) return cached;
+  const fields = readable('certificate', () => {
+    const tbs = decode(der, CertificateParts, 'certificate').tbsCertificate;
+    const serial = bytes(tbs.serialNumber);
+    const issuer = bytes(tbs.issuer);
+    const extensions = [...(tbs.extensions ?? [])];
+    const skiExt = extensions.find((e) => e.extnID === id_ce_subjectKeyIdentifier);
+    return {
+      serial,
+      issuer,
+      subject: bytes(tbs.subject),
+      spki: bytes(tbs.subjectPublicKeyInfo),
+      issuerAndSerial: seq(issuer, tlv(0x02, serial)),
+      ski: skiExt ? keyIdOf(bytes(skiExt.extnValue.buffer)) : undefined,
+      extensions,
+    };
+  });
+  fieldsCache.set(der, fields);
+  return fields;
+}
+
+/** An unreadable SubjectKeyIdentifier names nothing; the rest of the certificate stays readable. */
+function keyIdOf(extnValue: Buffer): Buffer | undefined {
+  try {
+    return octetsOf(extnValue, 'subjectKeyIdentifier');
+  } catch {
+    return undefined;
+  }
+}
+
+/** The attributes of an encoded Name, in order (multi-valued RDNs flattened), types as dotted OIDs. */
+export function nameAttributes(nameDer: Buffer, what = 'name'): NameAttribute[] {
+  return readable(what, () => decode(nameDer, Name, what).flatMap((rdn) => rdn.map((atv) => ({ name: atv.type, value: valueText(atv.value, what) }))));
+}
+
+/** The value of the first `oid` attribute of an encoded Name. */
+export function nameAttribute(nameDer: Buffer, oid: string): string | undefined {
+  return nameAttributes(nameDer).find((a) => a.name === oid)?.value;
+}
+
+// ---- names ----
+
+const NAME_OIDS: Record<string, string> = {
+  CN: '2.5.4.3',
+  COMMONNAME: '2.5.4.3',
+  SERIALNUMBER: '2.5.4.5',
+  C: '2.5.4.6',
+  COUNTRYNAME: '2.5.4.6',
+  L: '2.5.4.7',
+  LOCALITYNAME: '2.5.4.7',
+  ST: '2.5.4.8',
+  STATEORPROVINCENAME: '2.5.4.8',
+  O: '2.5.4.10',
+  ORGANIZATIONNAME: '2.5.4.10',
+  OU: '2.5.4.11',
+  ORGANIZATIONALUNITNAME: '2.5.4.11',
+  E: '1.2.840.113549.1.9.1',
+  EMAILADDRESS: '1.2.840.113549.1.9.1',
+  UID: '0.9.2342.19200300.100.1.1',
+  USERID: '0.9.2342.19200300.100.1.1',
+  DC: '0.9.2342.19200300.100.1.25',
+};
+const IA5_TYPES = new Set([NAME_OIDS.E, NAME_OIDS.DC]);
+const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
+
+/** The dotted OID of a name attribute given by short name, long name or OID. */
+export function attributeOid(name: string): string {
+  if (/^\d+(\.\d+)+$/.test(name)) return name;
+  const o = NAME_OIDS[name.toUpperCase()];
+  if (!o) throw new Error(`unknown name attribute ${name}`);
+  return o;
+}
+
+/**
+ * An X.501 Name, one attribute per RDN: PrintableString where the value allows it, else
+ * UTF8String; IA5String for emailAddress and domainComponent.
+ */
+export function buildName(attributes: NameAttribute[]): Name {
+  return new Name(
+    attributes.map(({ name, value }) => {
+      const type = attributeOid(name);
+      const v = IA5_TYPES.has(type)
+        ? new AttributeValue({ ia5String: value })
+        : PRINTABLE.test(value)
+          ? new AttributeValue({ printableString: value })
+          : new AttributeValue({ utf8String: value });
+      return new RelativeDistinguishedName([new AttributeTypeAndValue({ type, value: v })]);
+    }),
+  );
+}
+
+/** buildName, DER. */
+export function encodeName(attributes: NameAttribute[]): Buffer {
+  return Buffer.from(AsnConvert.serialize(buildName(attributes)));
+}
+
+// ---- building ----
+
+const SHA256_WITH_RSA = '1.2.840.113549.1.1.11';
+const ECDSA_WITH_SHA256 = '1.2.840.10045.4.3.2';
+
+/** The signature AlgorithmIdentifier (DER) for a signing key: SHA-256 with RSA or ECDSA. */
+export function signatureAlgorithm(key: KeyObject): Buffer {
+  if (key.asymmetricKeyType === 'rsa') return algorithm(SHA256_WITH_RSA, NULL);
+  if (key.asymmetricKeyType === 'ec') return algorithm(ECDSA_WITH_SHA256);
+  throw new Error(`unsupported signing key type ${key.asymmetricKeyType}`);
+}
+
+/** ToBeSigned bytes, their signature algorithm and signature: the outer SEQUENCE of certificates and CSRs. */
+export function signed(tbs: Buffer, key: KeyObject): Buffer {
+  return seq(tbs, signatureAlgorithm(key), bitString(sign('sha256', tbs, key)));
+}
+
+function spkiOf(key: KeyObject): Buffer {
+  return (key.type === 'private' ? createPublicKey(key) : key).export({ type: 'spki', format: 'der' });
+}
+
+/** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
+export function keyIdentifier(key: KeyObject): Buffer {
+  const spki = decode(spkiOf(key), SubjectPublicKeyInfo, 'public key');
+  return createHash('sha1').update(bytes(spki.subjectPublicKey)).digest();
+}
+
+/** A random positive 128-bit serial, minimally encoded. */
+export function randomSerial(): Buffer {
+  const b = randomBytes(16);
+  b[0] = (b[0]! & 0x3f) | 0x40;
+  return b;
+}
+
+export type ExtendedKeyUsageName = 'clientAuth' | 'serverAuth';
+
+export interface CertificateSpec {
+  /** The serial INTEGER's content octets (positive). */
+  serial: Buffer;
+  /** The issuer's subject Name, DER (byte for byte as in the issuer's certificate). */
+  issuer: Buffer;
+  subject: NameAttribute[];
+  /** The certified key (a private key stands for its public half). */
+  publicKey: KeyObject;
+  notBefore: Date;
+  notAfter: Date;
+  ca: boolean;
+  extKeyUsage?: ExtendedKeyUsageName[];
+  /** subjectAltName entries (a TLS server certificate's names). */
+  altNames?: { dns?: string[]; ip?: string[] };
+  /** The issuer's key identifier (its SubjectKeyIdentifier); default the certified key's (self-signed). */
+  authorityKeyId?: Buffer;
+  signingKey: KeyObject;
+}
+
+function extension(extnID: string, value: object, critical = false): Extension {
+  return new Extension({ extnID, critical, extnValue: new OctetString(AsnConvert.serialize(value)) });
+}
+
+const EKU_OIDS: Record<ExtendedKeyUsageName, string> = { clientAuth: id_kp_clientAuth, serverAuth: id_kp_serverAuth };
+
+function subjectAltName(names: { dns?: string[]; ip?: string[] }): SubjectAlternativeName {
+  return new SubjectAlternativeName([
+    ...(names.dns ?? []).map((dNSName) => new GeneralName({ dNSName })),
+    ...(names.ip ?? []).map((iPAddress) => new GeneralName({ iPAddress })),
+  ]);
+}
+
+/** A certificate, DER: v3, SHA-256 signature by `signingKey`, SubjectKeyIdentifier and AuthorityKeyIdentifier. */
+export function buildCertificate(spec: CertificateSpec): Buffer {
+  const spki = decode(spkiOf(spec.publicKey), SubjectPublicKeyInfo, 'public key');
+  const ski = keyIdentifier(spec.publicKey);
+  const usage = spec.ca ? 0x20 | 0x40 : 0x01 | 0x04; // keyCertSign|cRLSign, digitalSignature|keyEncipherment
+  const extensions = new Extensions([
+    extension(id_ce_basicConstraints, new BasicConstraints({ cA: spec.ca }), spec.ca),
+    extension(id_ce_keyUsage, new KeyUsage(usage), true),
+    ...(spec.extKeyUsage?.length ? [extension(id_ce_extKeyUsage, new ExtendedKeyUsage(spec.extKeyUsage.map((u) => EKU_OIDS[u])))] : []),
+    ...(spec.altNames ? [extension(id_ce_subjectAltName, subjectAltName(spec.altNames))] : []),
+    extension(id_ce_subjectKeyIdentifier, new SubjectKeyIdentifier(ski)),
+    extension(id_ce_authorityKeyIdentifier, new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(spec.authorityKeyId ?? ski) })),
+  ]);
+  const tbs = new TBSCertificate({
+    version: 2,
+    serialNumber: new Uint8Array(spec.serial).buffer,
+    signature: AsnConvert.parse(signatureAlgorithm(spec.signingKey), AlgorithmIdentifier),
+    issuer: AsnConvert.parse(spec.issuer, Name),
+    validity: new Validity({ notBefore: spec.notBefore, notAfter: spec.notAfter }),
+    subject: buildName(spec.subject),
+    subjectPublicKeyInfo: spki,
+    extensions,
+  });
+  return signed(Buffer.from(AsnConvert.serialize(tbs)), spec.signingKey);
+}
+
+/** Check a positive serial given as hex; returns its INTEGER content octets. */
+export function serialFromHex(hex: string): Buffer {
+  let h = hex.toLowerCase().replace(/^0x/, '').replace(/^0+/, '');
+  if (!/^[0-9a-f]*$/.test(h)) throw new Asn1Error(`serial must be hex: ${hex}`);
+  if (h === '') h = '0';
+  if (h.length % 2) h = `0${h}`;
+  if (parseInt(h[0]!, 16) >= 8) h = `00${h}`; // keep the INTEGER positive
+  return Buffer.from(h, 'hex');
+}
