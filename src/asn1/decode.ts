@@ -49,12 +49,32 @@ export function parseBer(der: Uint8Array, what: string, limits: DecodeLimits = {
 
 /** Decode `der` as the schema `type`. Unguarded: call it inside `readable()` (or another guard). */
 export function decode<T>(der: Uint8Array, type: Schema<T>, what: string, limits?: DecodeLimits): T {
-  const tree = parseBer(der, what, limits);
+  return decodeBlock(parseBer(der, what, limits), type, what);
+}
+
+/** Decode an element already parsed (see contentInfo). */
+export function decodeBlock<T>(block: asn1js.AsnType, type: Schema<T>, what: string): T {
   try {
-    return AsnParser.fromASN(tree, type) as T;
+    return AsnParser.fromASN(block, type) as T;
   } catch (cause) {
     throw new Asn1Error(`${what} is not a ${type.name} ${causeName(cause)}`, { cause });
   }
+}
+
+/**
+ * ContentInfo (RFC 5652 3), the frame of every CMS message: its content type and its [0]
+ * EXPLICIT content, still parsed (the content's own schema reads it without a second parse).
+ */
+export function contentInfo(der: Uint8Array, what: string, limits?: DecodeLimits): { contentType: string; content: asn1js.AsnType } {
+  const ci = parseBer(der, what, limits);
+  if (!(ci instanceof asn1js.Sequence)) throw new Asn1Error(`${what} ContentInfo is not a constructed element`);
+  const [type, content] = ci.valueBlock.value;
+  if (!(type instanceof asn1js.ObjectIdentifier)) throw new Asn1Error('contentType is not an OBJECT IDENTIFIER');
+  if (!content || content.idBlock.tagClass !== 3 || content.idBlock.tagNumber !== 0) throw new Asn1Error(`${what} has no content`);
+  const inner = content instanceof asn1js.Constructed ? content.valueBlock.value : undefined;
+  if (!inner) throw new Asn1Error('ContentInfo content is not a constructed element');
+  if (inner.length !== 1) throw new Asn1Error('ContentInfo content must be one element');
+  return { contentType: type.getValue(), content: inner[0]! };
 }
 
 /**

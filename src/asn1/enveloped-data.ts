@@ -24,10 +24,12 @@ import {
   randomBytes,
   type KeyObject,
 } from 'node:crypto';
-import { ContentInfo, EnvelopedData, type RecipientIdentifier } from '@peculiar/asn1-cms';
+import { EncryptedContentInfo } from '@peculiar/asn1-cms';
+import { AsnArray, AsnProp, AsnPropTypes, AsnType, AsnTypeTypes, OctetString } from '@peculiar/asn1-schema';
+import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { causeName, guarded } from '../identity/errors.js';
 import { certificateFields } from './certificate.js';
-import { Asn1Error, bytes, decode, octetsOf } from './decode.js';
+import { Asn1Error, bytes, contentInfo, decode, decodeBlock, octetsOf } from './decode.js';
 import { algorithm, ctx, ctxPrim, int, NULL, octets, oid, seq, set } from './der.js';
 import { id_data } from './oids.js';
 import { pemToDer } from './pem.js';
@@ -136,8 +138,30 @@ export interface OpenedEnvelope {
   cipher: ContentCipher;
 }
 
+/** A SET OF elements kept as encoded. */
+@AsnType({ type: AsnTypeTypes.Set, itemType: AsnPropTypes.Any })
+class RawSet extends AsnArray<ArrayBuffer> {}
+
+/** EnvelopedData (RFC 5652 6.1) with the RecipientInfos kept as encoded: only key transport is read. */
+class EnvelopedDataParts {
+  @AsnProp({ type: AsnPropTypes.Integer }) version = 0;
+  @AsnProp({ type: AsnPropTypes.Any, context: 0, implicit: true, optional: true }) originatorInfo?: ArrayBuffer;
+  @AsnProp({ type: RawSet }) recipientInfos = new RawSet();
+  @AsnProp({ type: EncryptedContentInfo }) encryptedContentInfo = new EncryptedContentInfo();
+  @AsnProp({ type: RawSet, context: 1, implicit: true, optional: true }) unprotectedAttrs?: RawSet;
+}
+
+/** KeyTransRecipientInfo (RFC 5652 6.2.1) with its rid kept as encoded (identifies() reads it). */
+class KeyTransParts {
+  @AsnProp({ type: AsnPropTypes.Integer }) version = 0;
+  @AsnProp({ type: AsnPropTypes.Any }) rid = new ArrayBuffer(0);
+  @AsnProp({ type: AlgorithmIdentifier }) keyEncryptionAlgorithm = new AlgorithmIdentifier();
+  @AsnProp({ type: OctetString }) encryptedKey = new OctetString();
+}
+
 export interface KeyTransRecipient {
-  rid: RecipientIdentifier;
+  /** issuerAndSerialNumber or [0] subjectKeyIdentifier, as encoded. */
+  rid: Buffer;
   keyAlgorithm: string;
   /** The parameters as encoded; null for NULL, undefined when absent. */
   keyAlgorithmParams?: Buffer | null;
@@ -167,18 +191,20 @@ function envelopeGuard<T>(parse: () => T): T {
 /** Read an EnvelopedData (ContentInfo DER). Throws only EnvelopeError('malformed'). */
 export function readEnvelope(der: Buffer): EnvelopeParts {
   return envelopeGuard(() => {
-    const ci = decode(der, ContentInfo, 'EnvelopedData');
+    const ci = contentInfo(der, 'EnvelopedData');
     if (ci.contentType !== id_envelopedData) throw new Asn1Error('content is not a CMS EnvelopedData');
-    const ed = decode(bytes(ci.content), EnvelopedData, 'EnvelopedData');
+    const ed = decodeBlock(ci.content, EnvelopedDataParts, 'EnvelopedData');
     const recipients: KeyTransRecipient[] = [];
-    for (const ri of ed.recipientInfos) {
-      if (!ri.ktri) continue; // kari/kekri/pwri/ori: not for us
-      const params = ri.ktri.keyEncryptionAlgorithm.parameters;
+    for (const encoded of ed.recipientInfos) {
+      const ri = bytes(encoded);
+      if (ri[0] !== 0x30) continue; // kari/kekri/pwri/ori are [n]-tagged: not for us
+      const ktri = decode(ri, KeyTransParts, 'KeyTransRecipientInfo');
+      const params = ktri.keyEncryptionAlgorithm.parameters;
       recipients.push({
-        rid: ri.ktri.rid,
-        keyAlgorithm: ri.ktri.keyEncryptionAlgorithm.algorithm,
+        rid: bytes(ktri.rid),
+        keyAlgorithm: ktri.keyEncryptionAlgorithm.algorithm,
         keyAlgorithmParams: params === undefined || params === null ? params : bytes(params),
-        encryptedKey: bytes(ri.ktri.encryptedKey.buffer),
+        encryptedKey: bytes(ktri.encryptedKey.buffer),
       });
     }
     const eci = ed.encryptedContentInfo;

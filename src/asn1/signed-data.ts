@@ -9,19 +9,12 @@
  * the signature covers the attributes' bytes).
  */
 import { X509Certificate, createHash, sign, verify, type KeyObject } from 'node:crypto';
-import {
-  Attribute,
-  ContentInfo,
-  DigestAlgorithmIdentifier,
-  SignatureAlgorithmIdentifier,
-  SignerIdentifier,
-  type RecipientIdentifier,
-} from '@peculiar/asn1-cms';
+import { Attribute, DigestAlgorithmIdentifier, SignatureAlgorithmIdentifier, SignerIdentifier } from '@peculiar/asn1-cms';
 import { AsnArray, AsnConvert, AsnProp, AsnPropTypes, AsnType, AsnTypeTypes, OctetString } from '@peculiar/asn1-schema';
 import { Name } from '@peculiar/asn1-x509';
 import * as asn1js from 'asn1js';
 import { certificateFields, type CertificateFields } from './certificate.js';
-import { Asn1Error, bytes, decode, octetsOf, oidOf, parseBer, readable, SignatureError, type DecodeLimits } from './decode.js';
+import { Asn1Error, bytes, contentInfo, decode, decodeBlock, octetsOf, oidOf, parseBer, readable, SignatureError, type DecodeLimits } from './decode.js';
 import { algorithm, ctx, int, NULL, octets, oid, seq, set, setOf, time } from './der.js';
 import {
   DIGEST_BY_OID,
@@ -154,7 +147,8 @@ class AttributeSet extends AsnArray<Attribute> {}
 /** SignerInfo (RFC 5652 5.3) with the signed attributes' bytes kept: the signature covers them. */
 class SignerInfoParts {
   @AsnProp({ type: AsnPropTypes.Integer }) version = 1;
-  @AsnProp({ type: SignerIdentifier }) sid = new SignerIdentifier();
+  // Kept as encoded: an identifier that cannot be read names no certificate (identifies()).
+  @AsnProp({ type: AsnPropTypes.Any }) sid = new ArrayBuffer(0);
   @AsnProp({ type: DigestAlgorithmIdentifier }) digestAlgorithm = new DigestAlgorithmIdentifier();
   @AsnProp({ type: AttributeSet, context: 0, implicit: true, optional: true, raw: true }) signedAttrs?: AttributeSet;
   signedAttrsRaw?: ArrayBuffer | Uint8Array;
@@ -171,10 +165,11 @@ class SignedDataParts {
   @AsnProp({ type: AsnPropTypes.Integer }) version = 1;
   // Not read: the SignerInfo names its digest (and the fast reader does not look here either).
   @AsnProp({ type: AsnPropTypes.Any }) digestAlgorithms = new ArrayBuffer(0);
-  @AsnProp({ type: EncapParts }) encapContentInfo = new EncapParts();
+  @AsnProp({ type: AsnPropTypes.Any }) encapContentInfo = new ArrayBuffer(0);
   @AsnProp({ type: RawSet, context: 0, implicit: true, optional: true }) certificates?: RawSet;
   @AsnProp({ type: RawSet, context: 1, implicit: true, optional: true }) crls?: RawSet;
-  @AsnProp({ type: SignerInfoSet }) signerInfos = new SignerInfoSet();
+  // Optional here only so that what comes before it is judged first (and named) when it is missing.
+  @AsnProp({ type: SignerInfoSet, optional: true }) signerInfos?: SignerInfoSet;
 }
 
 export interface ParsedSignedData {
@@ -210,10 +205,15 @@ export function parseSignedData(der: Buffer, what = 'message'): ParsedSignedData
  * Mdm-Signature reader); `limits` bound the work on untrusted input.
  */
 export function readSignedData(der: Buffer, what: string, limits?: DecodeLimits): ParsedSignedData {
-  const ci = decode(der, ContentInfo, what, limits);
+  const ci = contentInfo(der, what, limits);
   if (ci.contentType !== id_signedData) throw new Asn1Error(`${what} is not a CMS SignedData`);
-  const sd = decode(bytes(ci.content), SignedDataParts, 'SignedData', limits);
-  const encap = sd.encapContentInfo;
+  if (!(ci.content instanceof asn1js.Sequence)) throw new Asn1Error('SignedData is not a SEQUENCE');
+  const sd = decodeBlock(ci.content, SignedDataParts, 'SignedData');
+  const encapDer = bytes(sd.encapContentInfo);
+  if (!(encapDer[0]! & 0x20)) throw new Asn1Error('encapContentInfo is not a constructed element');
+  const encap = decode(encapDer, EncapParts, 'encapContentInfo', limits);
+  const signerInfos = sd.signerInfos;
+  if (!signerInfos) throw new Asn1Error('SignedData has no signerInfos');
   const content = encap.eContent ? octetsOf(bytes(encap.eContent), 'eContent') : undefined;
   // Attribute certificates and other CertificateChoices are [n]-tagged: not signers.
   const certificates = [...(sd.certificates ?? [])].map(bytes).filter((c) => c[0] === 0x30);
@@ -223,11 +223,11 @@ export function readSignedData(der: Buffer, what: string, limits?: DecodeLimits)
     certificates,
     attributes: new Map(),
     digest: 'sha256',
-    signers: sd.signerInfos.length,
+    signers: signerInfos.length,
   };
-  if (sd.signerInfos.length !== 1) return out;
+  if (signerInfos.length !== 1) return out;
 
-  const si = sd.signerInfos[0]!;
+  const si = signerInfos[0]!;
   const digestOid = si.digestAlgorithm.algorithm;
   const digest = DIGEST_BY_OID[digestOid];
   if (!digest) throw new Asn1Error(`unsupported digest algorithm ${digestOid}`);
@@ -244,7 +244,8 @@ export function readSignedData(der: Buffer, what: string, limits?: DecodeLimits)
     signedAttrs = asSetOf(bytes(si.signedAttrsRaw));
   }
   out.signerInfo = { signedAttrs, signature: bytes(si.signature.buffer), sigAlg, sigOid };
-  out.signerCert = certificates.find((c) => identifies(si.sid, c));
+  const sid = bytes(si.sid);
+  out.signerCert = certificates.find((c) => identifies(sid, c));
   return out;
 }
 
@@ -271,10 +272,11 @@ export function attributeValue(p: ParsedSignedData, type: string): Buffer | unde
 // Canonical (re-encoded) issuer names of certificates whose issuer bytes a CMS identifier may spell otherwise.
 const canonicalIssuers = new WeakMap<CertificateFields, Buffer>();
 
-/** Does a SignerInfo/RecipientInfo identifier (issuerAndSerialNumber or SKI) name this certificate? Total. */
-export function identifies(id: SignerIdentifier | RecipientIdentifier | undefined, certDer: Buffer): boolean {
+/** Does an encoded SignerIdentifier/RecipientIdentifier (issuerAndSerialNumber or [0] SKI) name this certificate? Total. */
+export function identifies(encodedId: Buffer, certDer: Buffer): boolean {
   try {
     const f = certificateFields(certDer);
+    const id = decode(encodedId, SignerIdentifier, 'signer identifier');
     if (id?.issuerAndSerialNumber) {
       const ias = id.issuerAndSerialNumber;
       if (!bytes(ias.serialNumber).equals(f.serial)) return false;
