@@ -35,6 +35,7 @@ import {
 } from '@peculiar/asn1-x509';
 import { Asn1Error, bytes, decode, octetsOf, readable, valueText } from './decode.js';
 import { algorithm, bitString, NULL, seq, tlv } from './der.js';
+import { LruMap } from '../store/lru.js';
 
 /** One attribute of a distinguished name: a short name ('CN'), long name ('commonName') or dotted OID. */
 export interface NameAttribute {
@@ -55,7 +56,8 @@ class TbsParts {
   @AsnProp({ type: AsnPropTypes.Any }) subjectPublicKeyInfo = new ArrayBuffer(0);
   @AsnProp({ type: AsnPropTypes.BitString, context: 1, implicit: true, optional: true }) issuerUniqueID?: ArrayBuffer;
   @AsnProp({ type: AsnPropTypes.BitString, context: 2, implicit: true, optional: true }) subjectUniqueID?: ArrayBuffer;
-  @AsnProp({ type: Extensions, context: 3, optional: true }) extensions?: Extensions;
+  // Kept as encoded until asked for (subjectKeyIdentifier): matching a CMS signer needs only the serial and issuer.
+  @AsnProp({ type: AsnPropTypes.Any, context: 3, optional: true }) extensions?: ArrayBuffer;
 }
 
 class CertificateParts {
@@ -74,35 +76,63 @@ export interface CertificateFields {
   spki: Buffer;
   /** IssuerAndSerialNumber DER (RFC 5652 10.2.4), as CMS names this certificate. */
   issuerAndSerial: Buffer;
-  /** SubjectKeyIdentifier, when the certificate has one. */
-  ski?: Buffer;
-  extensions: Extension[];
+  /** SubjectKeyIdentifier, when the certificate has one (read on first use). */
+  readonly ski: Buffer | undefined;
+  /** The extensions (read on first use). */
+  readonly extensions: Extension[];
 }
 
-// Keyed by the caller's Buffer: a CA certificate signs every reply; entries die with the Buffer.
+class Fields implements CertificateFields {
+  private exts?: Extension[];
+  private ias?: Buffer;
+  constructor(
+    readonly serial: Buffer,
+    readonly issuer: Buffer,
+    readonly subject: Buffer,
+    readonly spki: Buffer,
+    private readonly extensionsDer: Buffer | undefined,
+  ) {}
+
+  get issuerAndSerial(): Buffer {
+    this.ias ??= seq(this.issuer, tlv(0x02, this.serial));
+    return this.ias;
+  }
+
+  get extensions(): Extension[] {
+    const der = this.extensionsDer;
+    this.exts ??= der ? readable('certificate extensions', () => [...decode(der, Extensions, 'extensions')]) : [];
+    return this.exts;
+  }
+
+  get ski(): Buffer | undefined {
+    const ext = this.extensions.find((e) => e.extnID === id_ce_subjectKeyIdentifier);
+    return ext ? keyIdOf(bytes(ext.extnValue.buffer)) : undefined;
+  }
+}
+
+// Keyed by the caller's Buffer (a CA certificate signs every reply; entries die with the
+// Buffer), and by the digest of the bytes: a device's certificate arrives in a new Buffer with
+// every signature the fast reader leaves to the schema reader.
 const fieldsCache = new WeakMap<Buffer, CertificateFields>();
+const fieldsByDigest = new LruMap<string, CertificateFields>(10_000);
 
 /** The TBSCertificate fields of a DER certificate. Throws only Asn1Error. */
 export function certificateFields(der: Buffer): CertificateFields {
   const cached = fieldsCache.get(der);
   if (cached) return cached;
+  const digest = createHash('sha256').update(der).digest('base64');
+  const known = fieldsByDigest.get(digest);
+  if (known) {
+    fieldsCache.set(der, known);
+    return known;
+  }
   const fields = readable('certificate', () => {
     const tbs = decode(der, CertificateParts, 'certificate').tbsCertificate;
-    const serial = bytes(tbs.serialNumber);
-    const issuer = bytes(tbs.issuer);
-    const extensions = [...(tbs.extensions ?? [])];
-    const skiExt = extensions.find((e) => e.extnID === id_ce_subjectKeyIdentifier);
-    return {
-      serial,
-      issuer,
-      subject: bytes(tbs.subject),
-      spki: bytes(tbs.subjectPublicKeyInfo),
-      issuerAndSerial: seq(issuer, tlv(0x02, serial)),
-      ski: skiExt ? keyIdOf(bytes(skiExt.extnValue.buffer)) : undefined,
-      extensions,
-    };
+    const exts = tbs.extensions;
+    return new Fields(bytes(tbs.serialNumber), bytes(tbs.issuer), bytes(tbs.subject), bytes(tbs.subjectPublicKeyInfo), exts ? bytes(exts) : undefined);
   });
   fieldsCache.set(der, fields);
+  fieldsByDigest.set(digest, fields);
   return fields;
 }
 

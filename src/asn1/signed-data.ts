@@ -276,6 +276,7 @@ const canonicalIssuers = new WeakMap<CertificateFields, Buffer>();
 export function identifies(encodedId: Buffer, certDer: Buffer): boolean {
   try {
     const f = certificateFields(certDer);
+    if (encodedId.equals(f.issuerAndSerial)) return true; // as signers write it: the certificate's own bytes
     const id = decode(encodedId, SignerIdentifier, 'signer identifier');
     if (id?.issuerAndSerialNumber) {
       const ias = id.issuerAndSerialNumber;
