@@ -96,7 +96,7 @@ function esc(id: string): string {
     if (c === 0) out += '\x01\x01';
     else if (c === 1) out += '\x01\x02';
     else if (c >= 0xd800 && c <= 0xdbff && i + 1 < id.length && (id.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      out += id[i] + id[i + 1];
+      out += id.slice(i, i + 2);
       i++;
     } else if (c >= 0xd800 && c <= 0xdfff) out += '\x01\x03' + c.toString(16);
     else out += id[i];
@@ -277,8 +277,8 @@ export class LevelStore implements Store {
       if (version === undefined) await db.put(K.version, FORMAT_VERSION);
       else if (version === 1) await migrateFrom1(db);
       else if (version !== FORMAT_VERSION) throw new Error(`store format ${String(version)} in ${dir}, expected ${FORMAT_VERSION}`);
-      const last = await db.keys({ ...range('s\x00'), reverse: true, limit: 1 }).all();
-      const seq = last.length ? parseInt(last[0].slice(2), 16) : 0;
+      const [last] = await db.keys({ ...range('s\x00'), reverse: true, limit: 1 }).all();
+      const seq = last !== undefined ? parseInt(last.slice(2), 16) : 0;
       const store = new LevelStore(db, seq, opts);
       for await (const [key, value] of db.iterator(range('q\x00'))) {
         const cut = key.lastIndexOf('\x00');

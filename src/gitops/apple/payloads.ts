@@ -6,6 +6,7 @@
  * admin probably meant something else, info where nothing can be checked.
  */
 import appleProfiles from './profiles.json' with { type: 'json' };
+import { at } from '../../util/must.js';
 
 export type Platform = 'macOS' | 'iOS' | 'iPadOS' | 'tvOS' | 'visionOS' | 'watchOS'; // iPadOS is Apple's iOS entry
 export type Severity = 'error' | 'warning' | 'info';
@@ -945,13 +946,13 @@ function distance(a: string, b: string, limit: number): number {
     let rowMin = i;
     for (let j = 1; j <= n; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let d = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, prev2[j - 2] + 1);
+      let d = Math.min(at(prev, j) + 1, at(cur, j - 1) + 1, at(prev, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, at(prev2, j - 2) + 1);
       cur[j] = d;
       if (d < rowMin) rowMin = d;
     }
     if (rowMin >= limit) return limit;
     [prev2, prev, cur] = [prev, cur, prev2];
   }
-  return prev[n];
+  return at(prev, n);
 }
