@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import { Malformed } from './errors.js';
 
 export interface ServerConfig {
   listen: { host: string; port: number };
@@ -77,7 +78,7 @@ export const DEFAULTS: ServerConfig = {
   reenroll: 'same-serial-challenge',
 };
 
-export class ConfigError extends Error {}
+export class ConfigError extends Malformed {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
 const FILE_KEYS = [

@@ -17,6 +17,7 @@ import { statusPageRoutes } from './http/status-page.js';
 import { createMetrics, httpMetrics, metricsRoutes } from './http/metrics.js';
 import { EventWebhooks } from './report/webhooks.js';
 import { LevelStore } from './store/leveldb.js';
+import { withStoreErrors } from './store/typed-errors.js';
 import { FleetSource } from './gitops/source.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { SecretStore } from './reconcile/secrets.js';
@@ -24,7 +25,7 @@ import { join } from 'node:path';
 import type { Store } from './store/types.js';
 import type Router from '@koa/router';
 import type { Middleware } from 'koa';
-import { apiErrors, bearerAuth } from './http/api.js';
+import { bearerAuth } from './http/api.js';
 
 export interface RunningServer {
   url: string;
@@ -63,8 +64,7 @@ export interface RouteDeps {
   service: MdmService;
   pusher: Pusher;
   log: Logger;
-  /** The admin API's error answer and bearer-token check, for routes under /api/v1. */
-  apiErrors: Middleware;
+  /** The admin API's bearer-token check, for routes under /api/v1 (errors are answered by the app's errorHandler). */
   auth: Middleware;
 }
 
@@ -73,7 +73,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const trust = TrustStore.fromFiles(cfg.trustCa);
   if (trust.size === 0) log.warn('no trusted CA (--trust-ca): no device can enroll yet');
   mkdirSync(cfg.dataDir, { recursive: true });
-  const store = await LevelStore.open(cfg.dataDir);
+  const store: Store = withStoreErrors(await LevelStore.open(cfg.dataDir));
   const service = new MdmService(store, { reenroll: cfg.reenroll, log: log.child({ component: 'identity' }) });
   // The imported push certificate (orchard push-cert import) makes the real APNs client.
   const apns = opts.pusher ? undefined : apnsFromDataDir(cfg.dataDir, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
@@ -99,9 +99,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     metricsRoutes(reportCtx, metrics),
     ...(opts.pusher ? [] : [pushRoutes(apns)]),
   ];
-  const extra = routeFactories.flatMap((make) =>
-    make({ cfg, store, trust, service, pusher, log, apiErrors: apiErrors(), auth: bearerAuth(opts.adminToken, opts.readToken) }),
-  );
+  const extra = routeFactories.flatMap((make) => make({ cfg, store, trust, service, pusher, log, auth: bearerAuth(opts.adminToken, opts.readToken) }));
   const app = createApp({
     middleware: [httpMetrics(metrics)],
     extraRoutes: extra,

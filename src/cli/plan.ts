@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Malformed } from '../errors.js';
 import { loadFleet } from '../gitops/load.js';
 import type { Diagnostic, Fleet } from '../gitops/model.js';
 import { markdownPlan, textPlan } from '../plan/format.js';
@@ -28,7 +29,7 @@ export interface PlanOutput {
   stdout: string;
 }
 
-class PlanFailure extends Error {}
+class PlanFailure extends Malformed {}
 
 async function loadOrFail(dir: string, label: string): Promise<Fleet> {
   const r = await loadFleet(dir);

@@ -18,6 +18,7 @@ import { buildPkiMessage, parsePkiMessage, ScepError, type FailInfo, type Messag
 import { SignatureError, certsOnly, checkSignature, type DigestName } from './signed-data.js';
 import type { ChallengeBinding, ChallengeKind, Redeemed } from './challenges.js';
 import { sha256Hex } from './renewals.js';
+import { Malformed } from '../errors.js';
 
 export interface ChallengeVerifier {
   consume(challenge: string | undefined): ChallengeKind | undefined;
@@ -64,7 +65,7 @@ export interface PkiResult {
 }
 
 /** Not a SCEP message at all: there is nothing to answer with a CertRep (HTTP 400). */
-export class ScepMalformed extends Error {}
+export class ScepMalformed extends Malformed {}
 
 interface PendingRenewal {
   msg: PkiMessage;

@@ -45,6 +45,7 @@ import {
   type Block,
 } from '../identity/der.js';
 import { certParts, identifies, type Signer } from './signed-data.js';
+import { Malformed } from '../errors.js';
 
 export type ContentCipher = 'aes-128-cbc' | 'aes-192-cbc' | 'aes-256-cbc' | 'des-ede3-cbc' | 'des-cbc';
 
@@ -70,7 +71,7 @@ const CIPHER_BY_OID = new Map<string, ContentCipher>((Object.entries(CIPHERS) as
 
 export type EnvelopeProblem = 'unsupported' | 'recipient' | 'decrypt' | 'malformed';
 
-export class EnvelopeError extends Error {
+export class EnvelopeError extends Malformed {
   constructor(
     readonly problem: EnvelopeProblem,
     message: string,

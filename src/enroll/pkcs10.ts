@@ -28,6 +28,7 @@ import {
   utf8,
   printable,
 } from '../identity/der.js';
+import { Malformed } from '../errors.js';
 
 export const id_challengePassword = '1.2.840.113549.1.9.7';
 
@@ -59,7 +60,7 @@ const SIG: Record<string, { hash: string; keyType: 'rsa' | 'ec' }> = {
 
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 
-export class CsrError extends Error {
+export class CsrError extends Malformed {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'CsrError';

@@ -40,6 +40,7 @@ import {
   time,
   type Block,
 } from '../identity/der.js';
+import { Forbidden } from '../errors.js';
 
 export type { DigestName };
 export { DIGEST_OID };
@@ -50,7 +51,7 @@ export interface Signer {
 }
 
 /** The signature does not verify (as opposed to a structure that cannot be read: Asn1Error). */
-export class SignatureError extends Error {
+export class SignatureError extends Forbidden {
   constructor(message: string) {
     super(message);
     this.name = 'SignatureError';

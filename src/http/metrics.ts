@@ -191,7 +191,7 @@ export function metricsRoutes(
     countQueued(deps.store, metrics);
     countResults(deps.service, deps.store, metrics);
     const router = new Router(ROUTER_OPTIONS);
-    const guard = opts.public ? [publicRoute('metrics: public: true')] : [deps.apiErrors, deps.auth];
+    const guard = opts.public ? [publicRoute('metrics: public: true')] : [deps.auth];
     router.get('/metrics', ...guard, async (ctx) => {
       ctx.type = metrics.registry.contentType;
       ctx.body = await metrics.registry.metrics();

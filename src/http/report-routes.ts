@@ -60,7 +60,7 @@ function one(v: string | string[] | undefined): string | undefined {
 export function reportRoutes(getContext: () => ReportSources = () => ({})): (deps: RouteDeps) => Router {
   return (deps) => {
     const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
-    const guard = [deps.apiErrors, deps.auth] as const;
+    const guard = [deps.auth] as const;
 
     router.get('/openapi.json', ...guard, (ctx) => {
       ctx.body = OPENAPI;

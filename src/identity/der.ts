@@ -5,8 +5,9 @@
  */
 import * as asn1js from 'asn1js';
 import { causeName } from './errors.js';
+import { Malformed } from '../errors.js';
 
-export class Asn1Error extends Error {
+export class Asn1Error extends Malformed {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'Asn1Error';

@@ -9,6 +9,7 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import forge from 'node-forge';
+import { Malformed } from '../errors.js';
 
 /** userId (RFC 4519 UID), where Apple puts the push topic. */
 export const UID_OID = '0.9.2342.19200300.100.1.1';
@@ -16,9 +17,9 @@ export const UID_OID = '0.9.2342.19200300.100.1.1';
 export const EXPIRY_WARNING_DAYS = 30;
 const DAY_MS = 86_400_000;
 
-export class PushCertError extends Error {
+export class PushCertError extends Malformed {
   constructor(
-    readonly code: 'unreadable' | 'no-certificate' | 'no-key' | 'key-mismatch' | 'no-topic' | 'topic-changed' | 'expired' | 'key-exists',
+    readonly problem: 'unreadable' | 'no-certificate' | 'no-key' | 'key-mismatch' | 'no-topic' | 'topic-changed' | 'expired' | 'key-exists',
     message: string,
   ) {
     super(message);

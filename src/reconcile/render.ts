@@ -15,6 +15,7 @@ import { readProfile } from '../gitops/mobileconfig.js';
 import { findVariables, substitute, type VariableRef } from '../gitops/variables.js';
 import { buildPlist, type PlistDict, type PlistValue } from '../protocol/plist.js';
 import { plistXml, PlistTextError, xmlString as xmlStringOf } from './plist-writer.js';
+import { Malformed } from '../errors.js';
 
 export interface RenderedProfile {
   identifier: string;
@@ -39,7 +40,7 @@ export type DeviceValues = Partial<Record<string, string>>;
 /** Secret values by name; undefined when the server has none. */
 export type SecretLookup = (name: string) => string | undefined;
 
-export class RenderError extends Error {}
+export class RenderError extends Malformed {}
 
 /**
  * Work cut into slices: a generator that yields between slices (a few hundred KB of hashing

@@ -6,16 +6,21 @@
  */
 import { Agent, request } from 'node:http';
 import { randomBytes, randomUUID, type KeyObject } from 'node:crypto';
+import { codeOfStatus, OrchardError, type ErrorCode } from '../errors.js';
 import { signDetached } from '../identity/cms-sign.js';
 import { buildPlist, parsePlistDict, TRUSTED_LIMITS, type PlistDict, type PlistValue } from '../protocol/plist.js';
 
 /** The server answered a device request with something other than 200. */
-export class SimRefusedError extends Error {
+export class SimRefusedError extends OrchardError {
+  readonly code: ErrorCode;
+
   constructor(
     readonly status: number,
     message: string,
   ) {
     super(message);
+    // Anything but a refusal the error model names is the server's trouble.
+    this.code = codeOfStatus(status, 'unavailable');
   }
 }
 

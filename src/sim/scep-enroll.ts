@@ -11,6 +11,7 @@ import { buildCsr, selfSignedCertificate, type SubjectEntry } from '../enroll/pk
 import { verifyEnrollmentProfile, type VerifiedProfile } from '../enroll/profile.js';
 import { buildRequest, readCertRep, type FailInfo } from '../enroll/scep.js';
 import type { SimIdentity } from './device.js';
+import { Forbidden } from '../errors.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -19,7 +20,7 @@ export interface ScepIdentity extends SimIdentity {
   keyPem: string;
 }
 
-export class ScepEnrollError extends Error {
+export class ScepEnrollError extends Forbidden {
   constructor(
     message: string,
     readonly failInfo?: FailInfo,

@@ -27,6 +27,7 @@
  * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
  */
+import { Conflict, Malformed, NotFound } from '../errors.js';
 import { Level } from 'level';
 import { LruMap } from './lru.js';
 import type { DeviceArtifacts } from '../reconcile/types.js';
@@ -468,7 +469,7 @@ export class LevelStore implements Store {
   // --- check-in ---
 
   async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void> {
-    if (deviceId.includes(':')) throw new Error(`device id ${JSON.stringify(deviceId.slice(0, 80))} contains ':', which joins a device and a user id`);
+    if (deviceId.includes(':')) throw new Malformed(`device id ${JSON.stringify(deviceId.slice(0, 80))} contains ':', which joins a device and a user id`);
     const now = at.toISOString();
     const dropped = await this.withLock('D' + deviceId, async () => {
       const prev = this.getJson<DeviceRecord>(K.device(deviceId));
@@ -511,7 +512,9 @@ export class LevelStore implements Store {
     const user = rec.id.startsWith(`${rec.deviceId}:`) ? rec.id.slice(rec.deviceId.length + 1) : undefined;
     const fits = rec.type === 'user' ? !!user && (rec.userId === undefined || rec.userId === user) : rec.id === rec.deviceId;
     if (rec.deviceId.includes(':') || !fits) {
-      throw new Error(`enrollment ${JSON.stringify(rec.id.slice(0, 80))} is not a ${rec.type} channel of device ${JSON.stringify(rec.deviceId.slice(0, 80))}`);
+      throw new Malformed(
+        `enrollment ${JSON.stringify(rec.id.slice(0, 80))} is not a ${rec.type} channel of device ${JSON.stringify(rec.deviceId.slice(0, 80))}`,
+      );
     }
     return this.withLock('D' + rec.deviceId, async () => {
       const prev = this.getJson<StoredEnrollment>(K.enr(rec.id));
@@ -572,7 +575,7 @@ export class LevelStore implements Store {
   async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void> {
     await this.withLock('D' + deviceId, async () => {
       const dev = this.getJson<DeviceRecord>(K.device(deviceId));
-      if (!dev) throw new Error(`no device ${deviceId} to rebind`);
+      if (!dev) throw new NotFound(`no device ${deviceId} to rebind`);
       const next: DeviceRecord = { ...dev, identity };
       if (change) next.identityChanges = [...(dev.identityChanges ?? []), change].slice(-MAX_IDENTITY_CHANGES);
       const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: next }];
@@ -666,7 +669,7 @@ export class LevelStore implements Store {
       const existing = keys.length > 16 ? await this.db.getMany(keys) : keys.map((k) => this.db.getSync(k));
       const dup = uniq.filter((_, i) => existing[i] !== undefined);
       if (dup.length) {
-        throw new Error(`command ${cmd.uuid} already exists for ${dup.slice(0, 3).join(', ')}${dup.length > 3 ? ` and ${dup.length - 3} more` : ''}`);
+        throw new Conflict(`command ${cmd.uuid} already exists for ${dup.slice(0, 3).join(', ')}${dup.length > 3 ? ` and ${dup.length - 3} more` : ''}`);
       }
       const ops: Op[] = [];
       const added = this.enqueueOps(uniq, cmd, priority, enqueuedAt, ops);
@@ -685,7 +688,7 @@ export class LevelStore implements Store {
     if (this.lastPayload?.uuid !== cmd.uuid || this.lastPayload.payload !== cmd.payload) {
       const stored = this.getBuf(K.payload(cmd.uuid));
       if (stored === undefined) ops.push({ type: 'put', key: K.payload(cmd.uuid), value: cmd.payload, valueEncoding: 'buffer' });
-      else if (!stored.equals(cmd.payload)) throw new Error(`command ${cmd.uuid} already exists with a different payload`);
+      else if (!stored.equals(cmd.payload)) throw new Conflict(`command ${cmd.uuid} already exists with a different payload`);
       this.lastPayload = { uuid: cmd.uuid, payload: cmd.payload };
     }
     const seq = ++this.seq;
