@@ -23,6 +23,8 @@
  *   t\0<uuid>\0<eid>            reference from a target to the payload (pending or finished)
  *   g\0<uuid>                   payload that may have lost its last reference (GC candidate)
  *   a\0<dev>                    reconciler state of the device (DeviceArtifacts)
+ *   v\0<dev>                    status row of the device (read model, src/store/status.ts)
+ *   m\0status                   set once every device has a status row
  *
  * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
@@ -30,6 +32,16 @@
 import { Conflict, Malformed, NotFound } from '../errors.js';
 import { Level } from 'level';
 import { LruMap } from './lru.js';
+import {
+  StatusIndex,
+  deviceOfEnrollment,
+  statusFacts,
+  type BlueprintCounts,
+  type DeviceStatus,
+  type FleetCounts,
+  type StatusProfiles,
+  type StatusQuery,
+} from './status.js';
 import type { DeviceArtifacts } from '../reconcile/types.js';
 import type {
   CommandResult,
@@ -163,6 +175,8 @@ const K = {
   ref: (uuid: string, eid: string) => 't\x00' + esc(uuid) + '\x00' + eidKey(eid),
   gc: (uuid: string) => 'g\x00' + esc(uuid),
   artifacts: (dev: string) => 'a\x00' + esc(dev),
+  status: (dev: string) => 'v\x00' + esc(dev),
+  statusVersion: 'm\x00status',
 };
 
 const BUF = { valueEncoding: 'buffer' } as const;
@@ -241,6 +255,8 @@ export class LevelStore implements Store {
   private seq: number;
   private readonly locks = new Map<string, Promise<void>>();
   private readonly queues = new QueueMirror();
+  /** Counts and id order of the `v` rows (see status.ts). */
+  private readonly status = new StatusIndex();
   private group?: { ops: Op[]; done?: Promise<void> };
   /** The payload most recently queued (written or checked), for fan-outs. */
   private lastPayload?: { uuid: string; payload: Buffer };
@@ -285,6 +301,7 @@ export class LevelStore implements Store {
         const cut = key.lastIndexOf('\x00');
         store.queues.add(key.slice(2, cut), key.slice(cut + 1), value as QEntry);
       }
+      await store.loadStatus();
       store.seqMarkersDirty = true;
       await store.pruneSeqMarkers();
       return store;
@@ -302,6 +319,49 @@ export class LevelStore implements Store {
 
   private getBuf(key: string): Buffer | undefined {
     return this.db.getSync<string, Buffer>(key, BUF);
+  }
+
+  /** Rebuilds the status index; gives devices from before the read model a row (facts only) once. */
+  private async loadStatus(): Promise<void> {
+    for await (const key of this.db.keys(range('l\x00'))) {
+      const iso = this.getJson<string>(key);
+      const dev = unesc(key.slice(2).split(USER_SEP)[0]!);
+      if (iso) this.status.touch(dev, Date.parse(iso));
+    }
+    if ((await this.db.get(K.statusVersion)) === undefined) {
+      let ops: Op[] = [];
+      for await (const dev of this.db.values(range('d\x00'))) {
+        const d = dev as DeviceRecord;
+        if (this.getJson(K.status(d.id)) === undefined) ops.push({ type: 'put', key: K.status(d.id), value: { id: d.id, facts: statusFacts(d) } });
+        if (ops.length >= 1000) {
+          await this.db.batch(ops);
+          ops = [];
+        }
+      }
+      ops.push({ type: 'put', key: K.statusVersion, value: 1 });
+      await this.db.batch(ops);
+    }
+    for await (const value of this.db.values(range('v\x00'))) {
+      const row = value as DeviceStatus;
+      this.status.set(row.id, row);
+    }
+  }
+
+  /**
+   * Ops writing a device's status row: the facts from `dev` (when given), the reconciler's half
+   * from `profiles` (when given), the rest as stored. Returns the index update to run once the
+   * batch has committed. Call under the device's lock.
+   */
+  private statusOps(deviceId: string, dev: DeviceRecord | undefined, profiles: StatusProfiles | undefined, ops: Op[]): () => void {
+    const prev = this.getJson<DeviceStatus>(K.status(deviceId));
+    const record = dev ?? (prev ? undefined : this.getJson<DeviceRecord>(K.device(deviceId)));
+    const facts = record ? statusFacts(record) : prev?.facts;
+    if (!facts) return () => undefined; // no such device
+    const row: DeviceStatus = { id: deviceId, facts };
+    const p = profiles ?? prev?.profiles;
+    if (p) row.profiles = p;
+    ops.push({ type: 'put', key: K.status(deviceId), value: row });
+    return () => this.status.set(deviceId, row);
   }
 
   /**
@@ -488,6 +548,7 @@ export class LevelStore implements Store {
         if (owner === deviceId) ops.push({ type: 'del', key: K.cert(prev.identity.certHash) });
       }
       ops.push({ type: 'put', key: K.cert(identity.certHash), value: deviceId });
+      const indexed = this.statusOps(deviceId, dev, undefined, ops);
       const dropped: string[] = [];
       const cleared: string[] = [];
       for (const eid of await this.enrollmentIds(deviceId)) {
@@ -502,6 +563,7 @@ export class LevelStore implements Store {
       }
       await this.write(ops);
       this.clearMirror(cleared);
+      indexed();
       return dropped;
     });
     await this.collect(dropped);
@@ -531,13 +593,17 @@ export class LevelStore implements Store {
         { type: 'put', key: K.devEnr(rec.deviceId, rec.id), value: rec.id },
       ];
       if (prev && prev.deviceId !== rec.deviceId) ops.push({ type: 'del', key: K.devEnr(prev.deviceId, rec.id) });
+      let indexed = () => undefined as void;
       if (rec.type === 'device') {
         const dev = this.getJson<DeviceRecord>(K.device(rec.deviceId));
         if (dev && dev.enrolledAt === undefined) {
-          ops.push({ type: 'put', key: K.device(rec.deviceId), value: { ...dev, enrolledAt: rec.updatedAt } });
+          const next = { ...dev, enrolledAt: rec.updatedAt };
+          ops.push({ type: 'put', key: K.device(rec.deviceId), value: next });
+          indexed = this.statusOps(rec.deviceId, next, undefined, ops);
         }
       }
       await this.write(ops);
+      indexed();
       this.deviceOfEnr.set(rec.id, rec.deviceId);
       return { activated: !prev || !prev.active };
     });
@@ -552,6 +618,7 @@ export class LevelStore implements Store {
       const e = this.getJson<StoredEnrollment>(K.enr(enrollmentId));
       const dev = this.getJson<DeviceRecord>(K.device(devId));
       const isDeviceChannel = e ? e.type === 'device' : dev !== undefined && devId === enrollmentId;
+      let indexed = () => undefined as void;
       if (isDeviceChannel) {
         for (const eid of await this.enrollmentIds(devId)) {
           this.inactivate(eid === enrollmentId ? e : this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
@@ -559,7 +626,9 @@ export class LevelStore implements Store {
         }
         if (dev) {
           const { enrolledAt: _cleared, ...rest } = dev;
-          ops.push({ type: 'put', key: K.device(devId), value: { ...rest, checkedOutAt: now } });
+          const next = { ...rest, checkedOutAt: now };
+          ops.push({ type: 'put', key: K.device(devId), value: next });
+          indexed = this.statusOps(devId, next, undefined, ops);
         }
       } else {
         this.inactivate(e, now, ops);
@@ -567,6 +636,7 @@ export class LevelStore implements Store {
       }
       await this.write(ops);
       this.clearMirror(cleared);
+      indexed();
       return dropped;
     });
     await this.collect(dropped);
@@ -623,6 +693,7 @@ export class LevelStore implements Store {
     const ms = at.getTime();
     const prev = this.seen.get(enrollmentId);
     if (prev === undefined || ms > prev) this.seen.set(enrollmentId, ms);
+    this.status.touch(deviceOfEnrollment(enrollmentId), ms);
     // A burst of distinct channels is written now rather than held until the next tick.
     if (this.seen.size >= this.maxBufferedTouches && !this.touchFlushQueued) {
       this.touchFlushQueued = true;
@@ -742,6 +813,7 @@ export class LevelStore implements Store {
     enqueuedAt: string,
   ): Promise<{ cancelled: string[]; dropped: string[] }> {
     const ops: Op[] = [{ type: 'put', key: K.artifacts(deviceId), value: state }];
+    const indexed = change.status ? this.statusOps(deviceId, undefined, change.status, ops) : () => undefined;
     const cancelled: string[] = [];
     const mirrorRemovals: [string, string][] = [];
     for (const { enrollmentId, uuid } of change.cancel) {
@@ -763,6 +835,7 @@ export class LevelStore implements Store {
       added.push(this.enqueueOps([...new Set(targets)], cmd, priority, enqueuedAt, ops));
     }
     await this.write(ops);
+    indexed();
     for (const [eid, o] of mirrorRemovals) this.queues.remove(eidKey(eid), o);
     for (const f of added) f();
     return { cancelled, dropped: cancelled };
@@ -821,12 +894,15 @@ export class LevelStore implements Store {
       // The device confirmed its erasure: the identity it enrolled with is gone (re-enroll policy).
       const erased = result.status === 'Acknowledged' && cmd.requestType === 'EraseDevice' && enrollmentId === devId;
       const dev = entries.length || erased ? this.getJson<DeviceRecord>(K.device(devId)) : undefined;
+      let indexed = () => undefined as void;
       if (dev) {
         const next: DeviceRecord = entries.length ? { ...dev, reported: { ...dev.reported, ...Object.fromEntries(entries) } } : { ...dev };
         if (erased) next.erasedAt = result.at;
         ops.push({ type: 'put', key: K.device(devId), value: next });
+        if (reported?.DeviceInformation) indexed = this.statusOps(devId, next, undefined, ops);
       }
       await this.write(ops);
+      indexed();
       this.queues.remove(eidKey(enrollmentId), o);
       return 'recorded';
     });
@@ -872,6 +948,46 @@ export class LevelStore implements Store {
       if (r.result) view.result = { ...r.result, raw: rawOf.get(r.uuid) ?? Buffer.alloc(0) };
       return view;
     });
+  }
+
+  // --- read model ---
+
+  async getStatus(deviceId: string): Promise<DeviceStatus | undefined> {
+    const row = this.getJson<DeviceStatus>(K.status(deviceId));
+    return row && this.withSeen(row);
+  }
+
+  async putStatus(deviceId: string, profiles: StatusProfiles): Promise<void> {
+    await this.withLock('D' + deviceId, async () => {
+      if (!this.getJson(K.status(deviceId))) return;
+      const ops: Op[] = [];
+      const indexed = this.statusOps(deviceId, undefined, profiles, ops);
+      await this.write(ops);
+      indexed();
+    });
+  }
+
+  async fleetCounts(opts: { now: Date; staleDays: number }): Promise<FleetCounts> {
+    return this.status.fleet(opts.now, opts.staleDays);
+  }
+
+  async blueprintCounts(names: string[]): Promise<Record<string, BlueprintCounts>> {
+    return this.status.blueprints(names);
+  }
+
+  async queryStatus(q: StatusQuery): Promise<{ total: number; devices: DeviceStatus[] }> {
+    const { total, ids } = this.status.query(q);
+    const devices: DeviceStatus[] = [];
+    for (const id of ids) {
+      const row = this.getJson<DeviceStatus>(K.status(id));
+      if (row) devices.push(this.withSeen(row));
+    }
+    return { total, devices };
+  }
+
+  private withSeen(row: DeviceStatus): DeviceStatus {
+    const seen = this.status.lastSeen(row.id);
+    return seen === undefined ? row : { ...row, lastSeenAt: new Date(seen).toISOString() };
   }
 
   async compact(before: Date): Promise<number> {
