@@ -244,27 +244,37 @@ export class StatusIndex {
     return out;
   }
 
-  /** Ids of one page and the number of all matches. */
+  /** Ids of one page and the number of all matches (from the counts unless the filter is `stale`). */
   query(q: StatusQuery): { total: number; ids: string[] } {
     const cut = q.now.getTime() - q.staleDays * DAY_MS;
     const test = (e: Entry): boolean =>
       (q.state === undefined || (q.state === 'stale' ? e.seen < cut : e.state === q.state)) &&
       (q.blueprint === undefined || e.blueprints.includes(q.blueprint));
     const start = q.after === undefined ? 0 : this.upper(q.after);
-    const ids: string[] = [];
     const filtered = q.state !== undefined || q.blueprint !== undefined;
     if (!filtered) return { total: this.ids.length, ids: this.ids.slice(start + (q.offset ?? 0), start + (q.offset ?? 0) + q.limit) };
-    let total = 0;
+    const counted = this.counted(q.state, q.blueprint);
+    let total = counted ?? 0;
+    const ids: string[] = [];
     let skip = q.offset ?? 0;
-    for (let i = 0; i < this.ids.length; i++) {
-      const id = this.ids[i]!;
-      if (!test(this.entries.get(id)!)) continue;
-      total++;
+    for (let i = counted === undefined ? 0 : start; i < this.ids.length; i++) {
+      if (!test(this.entries.get(this.ids[i]!)!)) continue;
+      if (counted === undefined) total++;
       if (i < start) continue;
       if (skip > 0) skip--;
-      else if (ids.length < q.limit) ids.push(id);
+      else if (ids.length < q.limit) ids.push(this.ids[i]!);
+      else if (counted !== undefined) break;
     }
     return { total, ids };
+  }
+
+  /** How many rows match, from the counts; undefined when only a walk can tell (stale). */
+  private counted(state: StatusQuery['state'], blueprint: string | undefined): number | undefined {
+    if (state === 'stale') return undefined;
+    if (blueprint === undefined) return state === undefined ? this.ids.length : this.byState[state];
+    const t = this.bps.get(blueprint);
+    if (!t) return 0;
+    return state === undefined ? DEVICE_STATES.reduce((n, s) => n + t.byState[s], 0) : t.byState[state];
   }
 
   private tally(e: Entry, k: 1 | -1): void {
