@@ -511,6 +511,23 @@ export function validatePayload(type: string, keys: Record<string, unknown>, ctx
   return issues;
 }
 
+/**
+ * Validate a dictionary against a schema of profiles.json's shape from elsewhere (Apple's
+ * declarations, src/ddm/apple): the same checks and rules as an Apple payload, without the
+ * common payload keys. `label` names it in messages.
+ */
+export function validateWithSchema(label: string, spec: PayloadJson, keys: Record<string, unknown>, ctx: Omit<PayloadContext, 'mode'>): PayloadIssue[] {
+  if (!isDict(keys)) return [payloadIssue('apple-payload', [], `${shortText(label)} must be a dictionary, got ${describe(keys)}`)];
+  let root = foreignRoots.get(spec);
+  if (!root) foreignRoots.set(spec, (root = rootNode(label, spec, undefined)));
+  const issues: PayloadIssue[] = [];
+  const run = new Run(issues, { ...ctx, mode: 'complete' }, 'apple');
+  run.notes(root, [], label);
+  run.dict(root.dict!, keys, [], undefined, label, spec.open === true);
+  return issues;
+}
+const foreignRoots = new WeakMap<PayloadJson, Node>();
+
 const MCX_PREFERENCES = 'com.apple.ManagedClient.preferences';
 
 function uncheckedDomain(domain: string, ctx: PayloadContext): string {
@@ -919,7 +936,7 @@ function typeProblem(type: KeyType, v: unknown): string | undefined {
 }
 
 /** The closest candidate within `max` edits (case-insensitive; a transposition counts once). */
-function suggest(word: string, candidates: readonly string[], max: number): string | undefined {
+export function suggest(word: string, candidates: readonly string[], max: number): string | undefined {
   const w = word.toLowerCase();
   let best: string | undefined;
   let bestD = max + 1;
