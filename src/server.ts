@@ -26,10 +26,15 @@ import type { Store } from './store/types.js';
 import type Router from '@koa/router';
 import type { Middleware } from 'koa';
 import { bearerAuth } from './http/api.js';
+import { LevelDdmStore, type DdmStore } from './store/ddm.js';
+import { DeclarativeManagement } from './ddm/protocol.js';
+import { DdmReconciler } from './ddm/reconcile.js';
 
 export interface RunningServer {
   url: string;
   store: Store;
+  /** Declarative Device Management: sets and status per enrollment. */
+  ddmStore: DdmStore;
   service: MdmService;
   trust: TrustStore;
   /** Follows the fleet repository; absent without --repo. */
@@ -75,6 +80,9 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   mkdirSync(cfg.dataDir, { recursive: true });
   const store: Store = withStoreErrors(await LevelStore.open(cfg.dataDir));
   const service = new MdmService(store, { reenroll: cfg.reenroll, log: log.child({ component: 'identity' }) });
+  const ddmStore = await LevelDdmStore.open(join(cfg.dataDir, 'ddm'));
+  const ddm = new DeclarativeManagement(ddmStore);
+  service.useDeclarative((eid, endpoint, data) => ddm.handle(eid, endpoint, data));
   // The imported push certificate (orchard push-cert import) makes the real APNs client.
   const apns = opts.pusher ? undefined : apnsFromDataDir(cfg.dataDir, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
   const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
@@ -163,12 +171,15 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const timer = setInterval(compact, opts.compactEveryMs ?? 3600_000);
   timer.unref();
 
+  const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
+  const ddmReconciler = new DdmReconciler({ store, ddm: ddmStore, pusher, log: log.child({ component: 'ddm' }), secrets });
   const reconciler = new Reconciler({
     store,
     service,
     pusher,
     log: log.child({ component: 'reconciler' }),
-    secrets: new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup,
+    secrets,
+    ddm: { reconcile: (device, fleet, revision) => ddmReconciler.reconcile(device, fleet, revision), reset: (eid) => ddmStore.resetDdm(eid) },
     driftIntervalMs: cfg.driftIntervalMs,
     inventoryOnEnroll: source !== undefined,
     retry: opts.retry,
@@ -189,6 +200,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   return {
     url,
     store,
+    ddmStore,
     service,
     trust,
     source,
@@ -206,6 +218,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         server.closeAllConnections();
       });
       await store.close();
+      await ddmStore.close();
     },
   };
 }

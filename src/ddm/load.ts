@@ -155,7 +155,13 @@ export function checkDeclarations(fleet: Fleet, pc: PassContext): void {
   for (const b of fleet.blueprints.values()) {
     const seen = new Set(b.deliver.map((n) => fleet.declarations.get(n)!));
     const queue = [...seen];
-    while (queue.length) for (const r of refsOf(queue.pop()!)) if (!seen.has(r)) (seen.add(r), queue.push(r));
+    while (queue.length) {
+      for (const r of refsOf(queue.pop()!)) {
+        if (seen.has(r)) continue;
+        seen.add(r);
+        queue.push(r);
+      }
+    }
     b.deliver = [...seen].map((d) => d.name);
     for (const d of seen) usedBy.set(d, [...(usedBy.get(d) ?? []), b]);
   }

@@ -66,6 +66,8 @@ export interface DeclarationSet {
   entries: Record<string, SetEntry>;
   revision: string;
   at: string;
+  /** The DeclarativeManagement command that told the device about this set. */
+  command?: string;
 }
 
 /** Apple's status reason (declarationbase.yaml reasons, management.declarations status). */

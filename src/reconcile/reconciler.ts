@@ -38,6 +38,12 @@ export interface ReconcilerOptions {
    */
   payloadBudgetBytes?: number;
   now?: () => Date;
+  /** Declarative Device Management (src/ddm): each channel's declaration set, reconciled with the profiles. */
+  ddm?: {
+    reconcile(device: DeviceRecord, fleet: Fleet, revision: string): Promise<{ notified: string[] }>;
+    /** A channel enrolled anew: the device holds none of our declarations. */
+    reset(enrollmentId: string): Promise<void>;
+  };
 }
 
 const INVENTORY_QUERIES = [
@@ -155,6 +161,11 @@ export class Reconciler {
   }
 
   private async onEnrolled(e: EnrollmentRecord): Promise<void> {
+    if (this.opts.ddm) {
+      await this.opts.ddm.reset(e.id).catch((err: unknown) => this.opts.log.error({ err, enrollment: e.id }, 'could not reset declarations'));
+      if (e.type === 'user')
+        void this.reconcileDevice(e.deviceId).catch((err: unknown) => this.opts.log.error({ err, device: e.deviceId }, 'reconcile failed'));
+    }
     if (e.type !== 'device' || this.opts.inventoryOnEnroll === false) return;
     try {
       await this.serial(e.deviceId, () => this.queueInventory(e.deviceId));
@@ -227,7 +238,9 @@ export class Reconciler {
       now: this.now(),
       retry: this.retry,
     });
-    return this.commit(device, desired, decision, absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null));
+    const outcome = await this.commit(device, desired, decision, absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null));
+    if (this.opts.ddm) outcome.queued += (await this.opts.ddm.reconcile(device, fleet, this.revision)).notified.length;
+    return outcome;
   }
 
   /** The reconciler's half of the device's status row (read model) for `state`. */

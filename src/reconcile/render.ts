@@ -102,7 +102,7 @@ function sha256(s: string | Buffer): Buffer {
 }
 
 /** YAML values -> plist values; strings get variables substituted. */
-function toPlist(v: unknown, sub: (s: string) => string): PlistValue {
+export function toPlist(v: unknown, sub: (s: string) => string): PlistValue {
   if (typeof v === 'string') return sub(v);
   if (typeof v === 'number' || typeof v === 'boolean') return v;
   if (v instanceof Uint8Array || v instanceof Date) return v;
@@ -115,23 +115,24 @@ function toPlist(v: unknown, sub: (s: string) => string): PlistValue {
   return '';
 }
 
-function substituter(device: DeviceValues, secrets: SecretLookup | undefined, profile: string): (s: string) => string {
+/** Substitutes device variables and secrets in a string; `what` names the document in errors ('profile "wifi"'). */
+export function substituter(device: DeviceValues, secrets: SecretLookup | undefined, what: string): (s: string) => string {
   return (s: string) => {
     if (!s.includes('${')) return s;
     return substitute(s, (ref: VariableRef) => {
       if (ref.kind === 'device') {
         const v = device[ref.name];
-        if (v === undefined) throw new RenderError(`profile "${profile}": the device has no ${ref.name} for ${ref.raw}`);
+        if (v === undefined) throw new RenderError(`${what}: the device has no ${ref.name} for ${ref.raw}`);
         return v;
       }
       if (ref.kind === 'secret') {
         // Without a lookup (plan, template hash) the placeholder itself is hashed.
         if (!secrets) return `\${secret:${ref.name}}`;
         const v = secrets(ref.name);
-        if (v === undefined) throw new RenderError(`profile "${profile}": secret "${ref.name}" has no value on the server`);
+        if (v === undefined) throw new RenderError(`${what}: secret "${ref.name}" has no value on the server`);
         return v;
       }
-      throw new RenderError(`profile "${profile}": unknown variable ${ref.raw}`);
+      throw new RenderError(`${what}: unknown variable ${ref.raw}`);
     });
   };
 }
@@ -381,9 +382,9 @@ function base64Parts(t: Template, parts: { buf: Buffer; literal?: number }[]): B
 
 function* renderCompiled(p: ProfileDoc, c: Compiled, device: DeviceValues, secrets: SecretLookup | undefined): Steps<RenderedProfile> {
   // The template hash first: a missing device fact is reported before a missing secret.
-  const plain = c.strings.map(substituter(device, undefined, p.name));
+  const plain = c.strings.map(substituter(device, undefined, `profile "${p.name}"`));
   const templateHash = yield* hashTemplate(c.canonical, c.strings.length ? plain : []);
-  const withSecrets = secrets && c.usesSecrets ? c.strings.map(substituter(device, secrets, p.name)) : plain;
+  const withSecrets = secrets && c.usesSecrets ? c.strings.map(substituter(device, secrets, `profile "${p.name}"`)) : plain;
   const hash = withSecrets === plain ? templateHash : yield* hashTemplate(c.canonical, withSecrets);
   const uuid = uuidFrom(hash);
   const payloadUuids = Array.from({ length: p.payloads?.length ?? 0 }, (_, i) => payloadUuid(hash, i));
