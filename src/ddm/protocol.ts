@@ -6,7 +6,7 @@
  * applied between the two does not make the device fail mid-sync.
  */
 import { EventEmitter } from 'node:events';
-import { ProtocolError } from '../protocol/errors.js';
+import { Malformed, NotFound } from '../errors.js';
 import type { DdmStore } from '../store/ddm.js';
 import type { DdmStatus, DeclarationClass, DeclarationSet } from './model.js';
 import { DECLARATION_CLASSES } from './model.js';
@@ -64,14 +64,14 @@ export class DeclarativeManagement extends EventEmitter<DdmEvents> {
     const m = /^declaration\/([a-z]+)\/(.+)$/.exec(endpoint);
     if (m) {
       const cls = m[1] as DeclarationClass;
-      if (!DECLARATION_CLASSES.includes(cls)) throw new ProtocolError(400, `DeclarativeManagement: no declaration class "${cls.slice(0, 40)}"`);
+      if (!DECLARATION_CLASSES.includes(cls)) throw new Malformed(`DeclarativeManagement: no declaration class "${cls.slice(0, 40)}"`);
       const id = m[2]!;
       const given = await this.store.getDeclarationSet(enrollmentId, 'given');
       const entry = (given ?? (await this.store.getDeclarationSet(enrollmentId, 'current')))?.entries[id];
-      if (!entry || entry.class !== cls) throw new ProtocolError(404, `DeclarativeManagement: no ${cls} "${id.slice(0, 80)}" for this enrollment`);
+      if (!entry || entry.class !== cls) throw new NotFound(`DeclarativeManagement: no ${cls} "${id.slice(0, 80)}" for this enrollment`);
       return json(entry.declaration);
     }
-    throw new ProtocolError(400, `DeclarativeManagement: unknown Endpoint "${endpoint.slice(0, 80)}"`);
+    throw new Malformed(`DeclarativeManagement: unknown Endpoint "${endpoint.slice(0, 80)}"`);
   }
 
   private serial<T>(key: string, fn: () => Promise<T>): Promise<T> {

@@ -3,7 +3,7 @@
  * merging it into what it sent before (a FullReport replaces, others update), and the phase of
  * each declaration the device should have.
  */
-import { ProtocolError } from '../protocol/errors.js';
+import { Malformed } from '../errors.js';
 import type { DdmStatus, DeclarationClass, DeclarationPhase, DeclarationReport, SetEntry, StatusReason } from './model.js';
 import { isStatusItem } from './schema.js';
 
@@ -30,9 +30,9 @@ export function parseStatusReport(body: Buffer | undefined): StatusReport {
   try {
     json = JSON.parse((body ?? Buffer.alloc(0)).toString('utf8'));
   } catch {
-    throw new ProtocolError(400, 'DeclarativeManagement status: Data is not JSON');
+    throw new Malformed('DeclarativeManagement status: Data is not JSON');
   }
-  if (!isDict(json) || !isDict(json.StatusItems)) throw new ProtocolError(400, 'DeclarativeManagement status: StatusItems missing or not a dictionary');
+  if (!isDict(json) || !isDict(json.StatusItems)) throw new Malformed('DeclarativeManagement status: StatusItems missing or not a dictionary');
   const out: StatusReport = { full: json.FullReport === true, items: {}, errors: [] };
   const walk = (v: unknown, name: string) => {
     if (name === 'management.declarations') out.declarations = declarationsOf(v);
@@ -50,15 +50,15 @@ export function parseStatusReport(body: Buffer | undefined): StatusReport {
 }
 
 function declarationsOf(v: unknown): Record<string, DeclarationReport> {
-  if (!isDict(v)) throw new ProtocolError(400, 'DeclarativeManagement status: management.declarations is not a dictionary');
+  if (!isDict(v)) throw new Malformed('DeclarativeManagement status: management.declarations is not a dictionary');
   const out: Record<string, DeclarationReport> = {};
   for (const [list, cls] of Object.entries(CLASS_OF_LIST)) {
     const items = v[list];
     if (items === undefined) continue;
-    if (!Array.isArray(items)) throw new ProtocolError(400, `DeclarativeManagement status: management.declarations.${list} is not an array`);
+    if (!Array.isArray(items)) throw new Malformed(`DeclarativeManagement status: management.declarations.${list} is not an array`);
     for (const d of items) {
       if (!isDict(d) || typeof d.identifier !== 'string' || typeof d['server-token'] !== 'string')
-        throw new ProtocolError(400, `DeclarativeManagement status: an entry of management.declarations.${list} without identifier or server-token`);
+        throw new Malformed(`DeclarativeManagement status: an entry of management.declarations.${list} without identifier or server-token`);
       out[d.identifier] = {
         class: cls,
         serverToken: d['server-token'],
