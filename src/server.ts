@@ -16,6 +16,7 @@ import { reportRoutes } from './http/report-routes.js';
 import { statusPageRoutes } from './http/status-page.js';
 import { createMetrics, httpMetrics, metricsRoutes } from './http/metrics.js';
 import { EventWebhooks } from './report/webhooks.js';
+import { commitStatusReporter } from './report/commit-status-wiring.js';
 import { LevelStore } from './store/leveldb.js';
 import { withStoreErrors } from './store/typed-errors.js';
 import { FleetSource } from './gitops/source.js';
@@ -53,6 +54,10 @@ export interface StartOptions {
   webhookSecret?: string;
   /** HMAC secret for outgoing event webhooks (cfg.eventWebhooks). */
   eventSecret?: string;
+  /** Git host token for cfg.commitStatus (else read from its tokenFile). */
+  commitStatusToken?: string;
+  /** How often a commit status may be posted (default 10 s; tests shorten it). */
+  commitStatusIntervalMs?: number;
   pusher?: Pusher;
   /** How often finished commands are compacted (default hourly). */
   compactEveryMs?: number;
@@ -184,9 +189,16 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     inventoryOnEnroll: source !== undefined,
     retry: opts.retry,
   });
+  const statuses = commitStatusReporter(cfg, opts, { store, source, log, minIntervalMs: opts.commitStatusIntervalMs });
   source?.on('applied', (rev) => {
-    reconciler.apply(rev).catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
+    reconciler
+      .apply(rev)
+      .then(() => statuses?.poke(true))
+      .catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
   });
+  // Device answers move the rollout: looked at again within the reporter's interval.
+  service.on('result', () => statuses?.poke());
+  statuses?.start();
   reconciler.start();
   const hooks =
     cfg.eventWebhooks.length > 0
@@ -210,6 +222,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     async close() {
       clearInterval(timer);
       await source?.stop();
+      await statuses?.stop();
       await reconciler.stop();
       await apns?.close();
       await hooks?.close();
