@@ -8,10 +8,12 @@ import { ConfigError, type ServerConfig } from '../config.js';
 import type { FleetSource } from '../gitops/source.js';
 import type { Store } from '../store/types.js';
 import { CommitStatusReporter, commitStatusClient, revisionProgress } from './commit-status.js';
-import { deviceSummaries, loadSnapshot } from './status.js';
+import { rowState } from '../store/status.js';
+
+const PAGE = 1000;
 
 export interface CommitStatusDeps {
-  store: Store;
+  store: Pick<Store, 'queryStatus'>;
   source?: Pick<FleetSource, 'current' | 'status'>;
   log: Logger;
   minIntervalMs?: number;
@@ -33,8 +35,20 @@ export function commitStatusReporter(cfg: ServerConfig, opts: { commitStatusToke
     progress: async () => {
       const cur = deps.source?.current();
       if (!cur) return undefined;
-      const snap = await loadSnapshot(deps.store);
-      return revisionProgress(cur.info.commit, deviceSummaries(snap, { fleet: cur.fleet, revision: cur.info }));
+      const commit = cur.info.commit;
+      const rows: { enrolled: boolean; state: string; profiles: { total: number } }[] = [];
+      // The read model's rows, a page at a time (a fleet-wide read at most every minIntervalMs).
+      for (let after: string | undefined; ;) {
+        const page = await deps.store.queryStatus({ limit: PAGE, ...(after ? { after } : {}), now: new Date(), staleDays: 7 });
+        for (const r of page.devices) {
+          // Not yet reconciled against this revision: still pending, whatever it had before.
+          const current = r.profiles?.revision === (commit ?? r.profiles?.revision);
+          rows.push({ enrolled: r.facts.enrolled, state: current ? rowState(r) : 'pending', profiles: { total: r.profiles?.profiles.total ?? 0 } });
+        }
+        if (page.devices.length < PAGE) break;
+        after = page.devices.at(-1)!.id;
+      }
+      return revisionProgress(commit, rows);
     },
   });
 }
