@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: every benchmark, printed as Markdown (paste into BENCHMARKS.md with the
  * command line). Options: --devices N (default 1000), --concurrency N (default 16),
- * --idle-rounds N (default 3), --only protocol|protocol-openssl|cms|store|validate|validate-real|push|scep|reconcile|cli|reconcile-latency|hostile, --reconcile-devices N (default 100000;
+ * --idle-rounds N (default 3), --only protocol|protocol-openssl|cms|store|validate|validate-real|push|scep|reconcile|cli|reconcile-latency|hostile|read-model, --reconcile-devices N (default 100000;
+ * --read-model-devices N (default 100000) for read-model;
  * --big-devices N (default 200) and --big-profile-mb N (default 5) for reconcile-latency;
  * run it in a process started with --max-old-space-size=640 for the RSS bound, as `npm run bench` does).
  * protocol-openssl (signatures from `openssl cms -sign`, a key per device): --key-type rsa2048|p256
@@ -24,6 +25,7 @@ import { benchHostile, benchParse, benchParseHostile, formatHostile } from './ho
 import { benchReconcileLatency } from './reconcile-latency.js';
 import { benchCli } from './cli.js';
 import { benchValidateReal } from './validate-real.js';
+import { benchReadModel } from './read-model.js';
 
 const { values } = parseArgs({
   options: {
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     'idle-rounds': { type: 'string', default: '3' },
     only: { type: 'string' },
     'reconcile-devices': { type: 'string', default: '100000' },
+    'read-model-devices': { type: 'string', default: '100000' },
     'big-devices': { type: 'string', default: '200' },
     'big-profile-mb': { type: 'string', default: '5' },
     'key-type': { type: 'string', default: 'rsa2048' },
@@ -63,6 +66,18 @@ if (!only || only === 'store') {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+if (!only || only === 'read-model') {
+  const r = await benchReadModel(Number(values['read-model-devices']));
+  const p = (x: { p50ms: number; p99ms: number }) => `${f(x.p50ms)} / ${f(x.p99ms)}`;
+  console.log(
+    `## Reports from the read model: ${r.devices} devices (LevelDB, \`orchard serve\` child process)\n\nSeeded in ${f(r.seedSeconds)} s.\n\n| request (sequential) | count | p50 / p99 ms | max ms |\n|---|---|---|---|\n${r.scrapes
+      .map((s) => `| \`GET ${s.path}\` | ${s.count} | ${p(s)} | ${f(s.maxMs)} |`)
+      .join('\n')}\n\n| device requests | requests/s | p50 / p99 ms | server CPU ms/request |\n|---|---|---|---|\n${[r.idle, r.idleWhileScraped]
+      .map((x) => `| ${x.name} | ${f(x.requestsPerSec, 0)} | ${p(x)} | ${f(x.serverCpuMsPerRequest, 2)} |`)
+      .join('\n')}\n\n${r.scrapesDuringIdle} scrapes during the second Idle phase. Goal: p99 < 100 ms, device latency unchanged while scraped.\n`,
+  );
 }
 
 if (!only || only === 'cli') {

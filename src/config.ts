@@ -5,6 +5,8 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import { Malformed } from './errors.js';
+import { parseCommitStatusTarget, type CommitStatusConfig } from './report/commit-status.js';
 
 export interface ServerConfig {
   listen: { host: string; port: number };
@@ -51,6 +53,8 @@ export interface ServerConfig {
   logLevel: string;
   /** When another certificate may take over an enrolled device (see README, Security model). */
   reenroll: ReenrollPolicy;
+  /** Post each applied revision's rollout state to the git host (token: ORCHARD_COMMIT_STATUS_TOKEN or tokenFile). */
+  commitStatus?: CommitStatusConfig & { tokenFile?: string };
 }
 
 export const REENROLL_POLICIES = ['allow', 'same-serial-challenge', 'after-checkout'] as const;
@@ -77,7 +81,7 @@ export const DEFAULTS: ServerConfig = {
   reenroll: 'same-serial-challenge',
 };
 
-export class ConfigError extends Error {}
+export class ConfigError extends Malformed {}
 
 /** Keys accepted in the YAML file, mapped to the flag they mirror. */
 const FILE_KEYS = [
@@ -109,6 +113,9 @@ const FILE_KEYS = [
   'eventWebhooks',
   'logLevel',
   'reenroll',
+  'commitStatus',
+  'commitStatusUrl',
+  'commitStatusTokenFile',
 ] as const;
 
 export function parseListen(value: string): { host: string; port: number } {
@@ -157,6 +164,9 @@ export interface FlagValues {
   eventWebhook?: string[];
   logLevel?: string;
   reenroll?: string;
+  commitStatus?: string;
+  commitStatusUrl?: string;
+  commitStatusTokenFile?: string;
 }
 
 export function loadConfig(flags: FlagValues): ServerConfig {
@@ -190,6 +200,9 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.apnsEnv) cfg.apnsEnv = apnsEnv(flags.apnsEnv);
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
   if (flags.reenroll) cfg.reenroll = reenrollPolicy(flags.reenroll);
+  if (flags.commitStatus) cfg.commitStatus = { ...cfg.commitStatus, ...commitStatusTarget(flags.commitStatus) };
+  if (flags.commitStatusUrl) cfg.commitStatus = { ...needTarget(cfg, 'commit-status-url'), url: flags.commitStatusUrl };
+  if (flags.commitStatusTokenFile) cfg.commitStatus = { ...needTarget(cfg, 'commit-status-token-file'), tokenFile: resolve(flags.commitStatusTokenFile) };
   cfg.dataDir = resolve(cfg.dataDir); // the default ./data is relative to the working directory
   if ((cfg.tlsCert && !cfg.tlsKey) || (!cfg.tlsCert && cfg.tlsKey)) throw new ConfigError('tls-cert and tls-key go together');
   return cfg;
@@ -278,10 +291,30 @@ function applyFile(cfg: ServerConfig, file: string): void {
     cfg.logLevel = str('logLevel') ?? cfg.logLevel;
     const reenroll = str('reenroll');
     if (reenroll) cfg.reenroll = reenrollPolicy(reenroll);
+    const cs = str('commitStatus');
+    if (cs) cfg.commitStatus = { ...cfg.commitStatus, ...commitStatusTarget(cs) };
+    const csUrl = str('commitStatusUrl');
+    if (csUrl) cfg.commitStatus = { ...needTarget(cfg, 'commitStatusUrl'), url: csUrl };
+    const csToken = path('commitStatusTokenFile');
+    if (csToken) cfg.commitStatus = { ...needTarget(cfg, 'commitStatusTokenFile'), tokenFile: csToken };
   } catch (err) {
     if (err instanceof ConfigError && !err.message.startsWith(file)) throw new ConfigError(`${file}: ${err.message}`);
     throw err;
   }
+}
+
+function commitStatusTarget(v: string): Pick<CommitStatusConfig, 'provider' | 'repo'> {
+  try {
+    return parseCommitStatusTarget(v);
+  } catch (err) {
+    if (err instanceof Malformed) throw new ConfigError(`commit-status: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+function needTarget(cfg: ServerConfig, what: string): NonNullable<ServerConfig['commitStatus']> {
+  if (!cfg.commitStatus) throw new ConfigError(`${what} needs commit-status (github:OWNER/REPO or gitlab:PROJECT)`);
+  return cfg.commitStatus;
 }
 
 function apnsEnv(v: string): 'production' | 'sandbox' {

@@ -16,7 +16,9 @@ import { reportRoutes } from './http/report-routes.js';
 import { statusPageRoutes } from './http/status-page.js';
 import { createMetrics, httpMetrics, metricsRoutes } from './http/metrics.js';
 import { EventWebhooks } from './report/webhooks.js';
+import { commitStatusReporter } from './report/commit-status-wiring.js';
 import { LevelStore } from './store/leveldb.js';
+import { withStoreErrors } from './store/typed-errors.js';
 import { FleetSource } from './gitops/source.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { SecretStore } from './reconcile/secrets.js';
@@ -24,11 +26,16 @@ import { join } from 'node:path';
 import type { Store } from './store/types.js';
 import type Router from '@koa/router';
 import type { Middleware } from 'koa';
-import { apiErrors, bearerAuth } from './http/api.js';
+import { bearerAuth } from './http/api.js';
+import { LevelDdmStore, type DdmStore } from './store/ddm.js';
+import { DeclarativeManagement } from './ddm/protocol.js';
+import { DdmReconciler } from './ddm/reconcile.js';
 
 export interface RunningServer {
   url: string;
   store: Store;
+  /** Declarative Device Management: sets and status per enrollment. */
+  ddmStore: DdmStore;
   service: MdmService;
   trust: TrustStore;
   /** Follows the fleet repository; absent without --repo. */
@@ -47,6 +54,10 @@ export interface StartOptions {
   webhookSecret?: string;
   /** HMAC secret for outgoing event webhooks (cfg.eventWebhooks). */
   eventSecret?: string;
+  /** Git host token for cfg.commitStatus (else read from its tokenFile). */
+  commitStatusToken?: string;
+  /** How often a commit status may be posted (default 10 s; tests shorten it). */
+  commitStatusIntervalMs?: number;
   pusher?: Pusher;
   /** How often finished commands are compacted (default hourly). */
   compactEveryMs?: number;
@@ -63,8 +74,7 @@ export interface RouteDeps {
   service: MdmService;
   pusher: Pusher;
   log: Logger;
-  /** The admin API's error answer and bearer-token check, for routes under /api/v1. */
-  apiErrors: Middleware;
+  /** The admin API's bearer-token check, for routes under /api/v1 (errors are answered by the app's errorHandler). */
   auth: Middleware;
 }
 
@@ -73,8 +83,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const trust = TrustStore.fromFiles(cfg.trustCa);
   if (trust.size === 0) log.warn('no trusted CA (--trust-ca): no device can enroll yet');
   mkdirSync(cfg.dataDir, { recursive: true });
-  const store = await LevelStore.open(cfg.dataDir);
+  const store: Store = withStoreErrors(await LevelStore.open(cfg.dataDir));
   const service = new MdmService(store, { reenroll: cfg.reenroll, log: log.child({ component: 'identity' }) });
+  const ddmStore = await LevelDdmStore.open(join(cfg.dataDir, 'ddm'));
+  const ddm = new DeclarativeManagement(ddmStore);
+  service.useDeclarative((eid, endpoint, data) => ddm.handle(eid, endpoint, data));
   // The imported push certificate (orchard push-cert import) makes the real APNs client.
   const apns = opts.pusher ? undefined : apnsFromDataDir(cfg.dataDir, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
   const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
@@ -99,9 +112,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     metricsRoutes(reportCtx, metrics),
     ...(opts.pusher ? [] : [pushRoutes(apns)]),
   ];
-  const extra = routeFactories.flatMap((make) =>
-    make({ cfg, store, trust, service, pusher, log, apiErrors: apiErrors(), auth: bearerAuth(opts.adminToken, opts.readToken) }),
-  );
+  const extra = routeFactories.flatMap((make) => make({ cfg, store, trust, service, pusher, log, auth: bearerAuth(opts.adminToken, opts.readToken) }));
   const app = createApp({
     middleware: [httpMetrics(metrics)],
     extraRoutes: extra,
@@ -165,19 +176,29 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const timer = setInterval(compact, opts.compactEveryMs ?? 3600_000);
   timer.unref();
 
+  const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
+  const ddmReconciler = new DdmReconciler({ store, ddm: ddmStore, pusher, log: log.child({ component: 'ddm' }), secrets });
   const reconciler = new Reconciler({
     store,
     service,
     pusher,
     log: log.child({ component: 'reconciler' }),
-    secrets: new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup,
+    secrets,
+    ddm: { reconcile: (device, fleet, revision) => ddmReconciler.reconcile(device, fleet, revision), reset: (eid) => ddmStore.resetDdm(eid) },
     driftIntervalMs: cfg.driftIntervalMs,
     inventoryOnEnroll: source !== undefined,
     retry: opts.retry,
   });
+  const statuses = commitStatusReporter(cfg, opts, { store, source, log, minIntervalMs: opts.commitStatusIntervalMs });
   source?.on('applied', (rev) => {
-    reconciler.apply(rev).catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
+    reconciler
+      .apply(rev)
+      .then(() => statuses?.poke(true))
+      .catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
   });
+  // Device answers move the rollout: looked at again within the reporter's interval.
+  service.on('result', () => statuses?.poke());
+  statuses?.start();
   reconciler.start();
   const hooks =
     cfg.eventWebhooks.length > 0
@@ -191,6 +212,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   return {
     url,
     store,
+    ddmStore,
     service,
     trust,
     source,
@@ -200,6 +222,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     async close() {
       clearInterval(timer);
       await source?.stop();
+      await statuses?.stop();
       await reconciler.stop();
       await apns?.close();
       await hooks?.close();
@@ -208,6 +231,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         server.closeAllConnections();
       });
       await store.close();
+      await ddmStore.close();
     },
   };
 }

@@ -9,6 +9,7 @@ import { AsnConvert } from '@peculiar/asn1-schema';
 import { Attribute, AttributeValue, SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
 import { Asn1Error, bytes, decode, readable, textOf, valueText } from './decode.js';
 import { buildCertificate, buildName, randomSerial, signed, encodeName, type NameAttribute } from './certificate.js';
+import { Malformed } from '../errors.js';
 import { causeName, guarded } from '../identity/errors.js';
 
 export const id_challengePassword = '1.2.840.113549.1.9.7';
@@ -27,7 +28,7 @@ const SIG: Record<string, { hash: string; keyType: 'rsa' | 'ec' }> = {
 
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 
-export class CsrError extends Error {
+export class CsrError extends Malformed {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'CsrError';

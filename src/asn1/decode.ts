@@ -7,10 +7,11 @@
 import { AsnParser } from '@peculiar/asn1-schema';
 import { AttributeValue } from '@peculiar/asn1-x509';
 import * as asn1js from 'asn1js';
+import { Forbidden, Malformed } from '../errors.js';
 import { causeName, guarded } from '../identity/errors.js';
 
 /** The bytes are not the structure they should be (malformed input). */
-export class Asn1Error extends Error {
+export class Asn1Error extends Malformed {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'Asn1Error';
@@ -18,7 +19,7 @@ export class Asn1Error extends Error {
 }
 
 /** Well-formed, but a signature or digest does not verify (as opposed to Asn1Error). */
-export class SignatureError extends Error {
+export class SignatureError extends Forbidden {
   constructor(message: string) {
     super(message);
     this.name = 'SignatureError';

@@ -34,6 +34,7 @@ import { algorithm, ctx, ctxPrim, int, NULL, octets, oid, seq, set } from './der
 import { id_data } from './oids.js';
 import { pemToDer } from './pem.js';
 import { identifies, type Signer } from './signed-data.js';
+import { Malformed } from '../errors.js';
 
 export type ContentCipher = 'aes-128-cbc' | 'aes-192-cbc' | 'aes-256-cbc' | 'des-ede3-cbc' | 'des-cbc';
 
@@ -59,7 +60,7 @@ const CIPHER_BY_OID = new Map<string, ContentCipher>((Object.entries(CIPHERS) as
 
 export type EnvelopeProblem = 'unsupported' | 'recipient' | 'decrypt' | 'malformed';
 
-export class EnvelopeError extends Error {
+export class EnvelopeError extends Malformed {
   constructor(
     readonly problem: EnvelopeProblem,
     message: string,

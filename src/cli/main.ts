@@ -46,6 +46,9 @@ program
   .option('--apns-url <url>', 'APNs endpoint (default Apple production; for tests or a relay)')
   .addOption(new Option('--apns-env <env>', 'Apple APNs environment').choices(['production', 'sandbox']))
   .option('--event-webhook <url>', 'send signed JSON events to this URL (repeatable; secret ORCHARD_EVENT_SECRET)', collect)
+  .option('--commit-status <github:OWNER/REPO|gitlab:PROJECT>', "post each applied revision's rollout state to this repository's commits")
+  .option('--commit-status-url <url>', 'API base URL of the git host (default https://api.github.com, https://gitlab.com/api/v4)')
+  .option('--commit-status-token-file <file>', 'file holding the git host token (else ORCHARD_COMMIT_STATUS_TOKEN)')
   .option('--secrets-dir <dir>', 'values of ${secret:NAME} (file NAME; default DATA_DIR/secrets), or env ORCHARD_SECRET_<NAME>')
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
   .addOption(
@@ -57,7 +60,7 @@ program
   )
   .addHelpText(
     'after',
-    '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git), ORCHARD_SCEP_CHALLENGE (static SCEP\nchallenge; without it enrollment needs one-time links from POST /api/v1/enrollments),\nORCHARD_SECRET_<NAME> (values of ${secret:NAME}).',
+    '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git), ORCHARD_SCEP_CHALLENGE (static SCEP\nchallenge; without it enrollment needs one-time links from POST /api/v1/enrollments),\nORCHARD_SECRET_<NAME> (values of ${secret:NAME}), ORCHARD_COMMIT_STATUS_TOKEN (git host token for --commit-status).',
   )
   .action(async (flags: FlagValues) => {
     const cfg = loadConfig(flags);
@@ -78,6 +81,7 @@ program
       readToken: process.env.ORCHARD_READ_TOKEN || undefined,
       webhookSecret: process.env.ORCHARD_WEBHOOK_SECRET || undefined,
       eventSecret: process.env.ORCHARD_EVENT_SECRET || undefined,
+      commitStatusToken: process.env.ORCHARD_COMMIT_STATUS_TOKEN || undefined,
       routes: [enrollmentRoutes({ topic })],
     });
     const stop = async (signal: string) => {

@@ -7,9 +7,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Malformed } from '../errors.js';
 import { loadFleet } from '../gitops/load.js';
 import type { Diagnostic, Fleet } from '../gitops/model.js';
-import { planAgainstInventory, planBetween, type InventoryDevice, type Plan, type PlannedChange } from '../reconcile/plan.js';
+import { markdownPlan, textPlan } from '../plan/format.js';
+import { planAgainstInventory, planBetween, type InventoryDevice, type Plan } from '../reconcile/plan.js';
 
 export interface PlanOptions {
   path: string;
@@ -27,7 +29,7 @@ export interface PlanOutput {
   stdout: string;
 }
 
-class PlanFailure extends Error {}
+class PlanFailure extends Malformed {}
 
 async function loadOrFail(dir: string, label: string): Promise<Fleet> {
   const r = await loadFleet(dir);
@@ -89,6 +91,37 @@ function checkoutRevision(path: string, rev: string): { dir: string; cleanup: ()
   }
 }
 
+/** Distinct installed revisions read at most; a fleet mid-rollout has a few. */
+const MAX_REVISIONS = 5;
+
+/**
+ * The revisions the inventory's devices have installed, loaded from the local repository where it
+ * has them: an update's diff is then against what the device really has. Revisions the repository
+ * does not have (a shallow clone, a local directory) just leave those diffs out.
+ */
+async function installedRevisions(root: string, inventory: InventoryDevice[]): Promise<Map<string, Fleet>> {
+  const counts = new Map<string, number>();
+  for (const d of inventory)
+    for (const a of d.profiles ?? []) if (/^[0-9a-f]{40,64}$/.test(a.revision)) counts.set(a.revision, (counts.get(a.revision) ?? 0) + 1);
+  const fleets = new Map<string, Fleet>();
+  const wanted = [...counts].sort((a, b) => b[1] - a[1]).slice(0, MAX_REVISIONS);
+  for (const [rev] of wanted) {
+    try {
+      execFileSync('git', ['-C', root, 'cat-file', '-e', `${rev}^{commit}`], { stdio: 'ignore' });
+    } catch {
+      continue;
+    }
+    const co = checkoutRevision(root, rev);
+    try {
+      const r = await loadFleet(co.dir);
+      if (r.fleet) fleets.set(rev, r.fleet);
+    } finally {
+      co.cleanup();
+    }
+  }
+  return fleets;
+}
+
 export async function runPlan(opts: PlanOptions): Promise<PlanOutput> {
   try {
     const root = resolve(opts.path);
@@ -103,86 +136,15 @@ export async function runPlan(opts: PlanOptions): Promise<PlanOutput> {
         base.cleanup();
       }
     } else {
-      plan = planAgainstInventory(head, inventory);
+      const revisions = await installedRevisions(root, inventory);
+      plan = planAgainstInventory(head, inventory, (rev) => revisions.get(rev));
     }
-    const stdout = opts.format === 'json' ? `${JSON.stringify(plan, null, 2)}\n` : opts.format === 'markdown' ? markdown(plan, opts) : text(plan, opts);
+    const format = { maxDevices: opts.maxDevices, base: opts.base };
+    const stdout =
+      opts.format === 'json' ? `${JSON.stringify(plan, null, 2)}\n` : opts.format === 'markdown' ? markdownPlan(plan, format) : textPlan(plan, format);
     return { exitCode: plan.errors.length ? 1 : plan.changes.length ? 2 : 0, stdout };
   } catch (err) {
     if (err instanceof PlanFailure) return { exitCode: 1, stdout: `orchard plan: ${err.message}\n` };
     throw err;
   }
-}
-
-interface Group {
-  blueprints: string;
-  profile: string;
-  identifier: string;
-  byKind: Map<PlannedChange['kind'], string[]>;
-}
-
-function groups(plan: Plan): Group[] {
-  const map = new Map<string, Group>();
-  for (const c of plan.changes) {
-    const key = `${c.blueprints.join(', ')}\0${c.profile}`;
-    let g = map.get(key);
-    if (!g) map.set(key, (g = { blueprints: c.blueprints.join(', '), profile: c.profile, identifier: c.identifier, byKind: new Map() }));
-    const list = g.byKind.get(c.kind) ?? [];
-    list.push(c.serial ?? c.device);
-    g.byKind.set(c.kind, list);
-  }
-  return [...map.values()].sort((a, b) => a.blueprints.localeCompare(b.blueprints) || a.profile.localeCompare(b.profile));
-}
-
-const KINDS: PlannedChange['kind'][] = ['install', 'update', 'remove', 'unmanage'];
-
-function devicesList(list: string[], max: number): string {
-  const sorted = [...list].sort();
-  return sorted.length > max ? `${sorted.slice(0, max).join(', ')} and ${sorted.length - max} more` : sorted.join(', ');
-}
-
-function summary(plan: Plan): string {
-  const count = (k: PlannedChange['kind']) => plan.changes.filter((c) => c.kind === k).length;
-  const devices = new Set(plan.changes.map((c) => c.device)).size;
-  if (plan.changes.length === 0) return `No changes for ${plan.devices} device${plan.devices === 1 ? '' : 's'}.`;
-  const parts = KINDS.map((k) => [k, count(k)] as const)
-    .filter(([, n]) => n > 0)
-    .map(([k, n]) => `${n} ${k}${n === 1 ? '' : 's'}`);
-  return `${parts.join(', ')} on ${devices} of ${plan.devices} devices.`;
-}
-
-function text(plan: Plan, opts: PlanOptions): string {
-  const max = opts.maxDevices ?? 10;
-  const out: string[] = [];
-  for (const g of groups(plan)) {
-    out.push(`blueprint ${g.blueprints} / profile ${g.profile} (${g.identifier})`);
-    for (const k of KINDS) {
-      const list = g.byKind.get(k);
-      if (list) out.push(`  ${k.padEnd(8)} ${String(list.length).padStart(5)}  ${devicesList(list, max)}`);
-    }
-  }
-  for (const e of plan.errors) out.push(`error: device ${e.serial ?? e.device}: ${e.message}`);
-  out.push(summary(plan));
-  return `${out.join('\n')}\n`;
-}
-
-function markdown(plan: Plan, opts: PlanOptions): string {
-  const max = opts.maxDevices ?? 10;
-  const out: string[] = [`### Orchard plan${opts.base ? ` (changes since \`${opts.base}\`)` : ''}`, '', `**${summary(plan)}**`, ''];
-  const gs = groups(plan);
-  if (gs.length) {
-    out.push('| blueprint | profile | change | devices | which |', '|---|---|---|---:|---|');
-    for (const g of gs) {
-      for (const k of KINDS) {
-        const list = g.byKind.get(k);
-        if (list) out.push(`| ${g.blueprints} | \`${g.profile}\` | ${k} | ${list.length} | ${devicesList(list, max)} |`);
-      }
-    }
-    out.push('');
-  }
-  if (plan.errors.length) {
-    out.push('#### Errors (the apply would fail for these devices)', '');
-    for (const e of plan.errors) out.push(`- \`${e.serial ?? e.device}\`: ${e.message}`);
-    out.push('');
-  }
-  return `${out.join('\n')}\n`;
 }

@@ -53,7 +53,7 @@ function describe(c: PushCertInfo, now: Date): string[] {
 
 function failure(err: unknown, what: string): CliOutput {
   if (err instanceof PushCertError) {
-    return { exitCode: err.code === 'unreadable' ? 2 : 1, stdout: '', stderr: `orchard push-cert ${what}: ${err.message}\n` };
+    return { exitCode: err.problem === 'unreadable' ? 2 : 1, stdout: '', stderr: `orchard push-cert ${what}: ${err.message}\n` };
   }
   return { exitCode: 2, stdout: '', stderr: `orchard push-cert ${what}: ${(err as Error).message}\n` };
 }
@@ -73,12 +73,12 @@ export async function pushCertImport(certPath: string, keyPath: string | undefin
       r = importPushCertificate(opts.dataDir, certPath, keyPath, importOpts);
     } catch (err) {
       const fallback = defaultPushKeyFile(opts.dataDir);
-      if (keyPath !== undefined || !(err instanceof PushCertError) || err.code !== 'no-key' || !existsSync(fallback)) throw err;
+      if (keyPath !== undefined || !(err instanceof PushCertError) || err.problem !== 'no-key' || !existsSync(fallback)) throw err;
       defaultKey = fallback;
       try {
         r = importPushCertificate(opts.dataDir, certPath, fallback, importOpts);
       } catch (err2) {
-        if (err2 instanceof PushCertError && err2.code === 'key-mismatch') {
+        if (err2 instanceof PushCertError && err2.problem === 'key-mismatch') {
           throw new PushCertError(
             'key-mismatch',
             `the key from orchard push-cert request (${show(fallback)}) does not belong to this certificate: pass the key whose CSR Apple signed`,
@@ -137,7 +137,7 @@ function readAny(data: Buffer, password?: string): PushCertInfo {
   try {
     return parsePushCertificate(data);
   } catch (err) {
-    if (!(err instanceof PushCertError) || err.code !== 'unreadable') throw err;
+    if (!(err instanceof PushCertError) || err.problem !== 'unreadable') throw err;
     return loadPushCredentials(data, undefined, { password });
   }
 }

@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { createCA, createDeviceIdentity, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
 import { SimRefusedError, SimulatedDevice, type InstalledProfile } from '../sim/device.js';
+import { Unavailable } from '../errors.js';
 
 /** A problem to tell the user in one line (no stack trace). */
-export class SimulateError extends Error {}
+export class SimulateError extends Unavailable {}
 
 export interface SimulateFlags {
   server: string;

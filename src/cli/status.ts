@@ -6,6 +6,7 @@
  * revision, an expired push certificate; for one device: it is failed or drifted); 2 the server
  * could not be asked (unreachable, refused, unknown device).
  */
+import { Unavailable } from '../errors.js';
 
 export interface StatusOptions {
   server: string;
@@ -23,7 +24,8 @@ export interface StatusOutput {
   stderr?: string;
 }
 
-class StatusFailure extends Error {}
+/** The server could not be asked, or refused (exit 2). */
+class StatusFailure extends Unavailable {}
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;

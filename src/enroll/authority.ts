@@ -19,6 +19,7 @@ import { issueCertificate, type CertifiedKey } from '../identity/ca.js';
 import { buildPkiMessage, parsePkiMessage, ScepError, type FailInfo, type MessageType, type PkiMessage } from './scep.js';
 import type { ChallengeBinding, ChallengeKind, Redeemed } from './challenges.js';
 import { sha256Hex } from './renewals.js';
+import { Malformed } from '../errors.js';
 
 export interface ChallengeVerifier {
   consume(challenge: string | undefined): ChallengeKind | undefined;
@@ -65,7 +66,7 @@ export interface PkiResult {
 }
 
 /** Not a SCEP message at all: there is nothing to answer with a CertRep (HTTP 400). */
-export class ScepMalformed extends Error {}
+export class ScepMalformed extends Malformed {}
 
 interface PendingRenewal {
   msg: PkiMessage;

@@ -12,6 +12,7 @@ import { X509Certificate, createPublicKey, generateKeyPairSync } from 'node:cryp
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCA, issueCertificate, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
+import { Unavailable } from '../errors.js';
 
 export interface CaStoreOptions {
   commonName?: string;
@@ -30,7 +31,7 @@ export interface CaStore {
   warnings: string[];
 }
 
-export class CaStoreError extends Error {}
+export class CaStoreError extends Unavailable {}
 
 const SIGNER_DAYS = 825;
 // Re-issue the profile signer this long before it expires.

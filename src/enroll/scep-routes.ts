@@ -243,7 +243,7 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
     });
 
     const api = new Router(ROUTER_OPTIONS);
-    api.post('/api/v1/enrollments', deps.apiErrors, deps.auth, async (ctx) => {
+    api.post('/api/v1/enrollments', deps.auth, async (ctx) => {
       const bind = await enrollmentBody(ctx);
       const { challenge, expiresAt } = challenges.create(undefined, bind);
       const base = publicBase(deps, ctx);

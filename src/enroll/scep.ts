@@ -18,6 +18,7 @@ import {
   type ParsedSignedData,
   type Signer,
 } from '../asn1/signed-data.js';
+import { Forbidden } from '../errors.js';
 
 export const SCEP_OIDS = {
   messageType: '2.16.840.1.113733.1.9.2',
@@ -48,7 +49,7 @@ const FAIL_BY_CODE = reverse(FAIL_INFO);
 export const CA_CAPS = ['POSTPKIOperation', 'SHA-256', 'SHA-512', 'SHA-1', 'AES', 'DES3', 'SCEPStandard', 'Renewal'];
 
 /** A SCEP exchange failed in a way the client is told with a CertRep FAILURE. */
-export class ScepError extends Error {
+export class ScepError extends Forbidden {
   constructor(
     readonly failInfo: FailInfo,
     message: string,

@@ -13,8 +13,9 @@
  * numObjects (8), topObject (8), offsetTableOffset (8), all big-endian.
  */
 import type { PlistValue } from 'plist';
+import { Malformed } from '../errors.js';
 
-export class BplistError extends Error {
+export class BplistError extends Malformed {
   constructor(message: string) {
     super(message);
     this.name = 'BplistError';

@@ -43,8 +43,10 @@ import { newUsage, parseYamlFile } from './yaml-file.js';
 import { mayOverlap, parseRange } from './selector.js';
 import { DEVICE_VARIABLES, findVariables } from './variables.js';
 import { locate, type JsonPath } from './yaml-pos.js';
+import { buildDeclaration, checkDeclarations } from '../ddm/load.js';
+import type { DeclarationDoc, SoftwareUpdateSpec } from '../ddm/model.js';
 
-const KINDS = ['Profile', 'Blueprint', 'DeviceGroup', 'Secret'] as const;
+const KINDS = ['Profile', 'Blueprint', 'DeviceGroup', 'Secret', 'Declaration'] as const;
 type Kind = (typeof KINDS)[number];
 
 // Compiled once per process: schema compilation dominates small repositories otherwise.
@@ -59,6 +61,7 @@ function schemaValidators(): Record<Kind, ValidateFunction> {
     Blueprint: ajv.compile(load('blueprint.schema.json')),
     DeviceGroup: ajv.compile(load('devicegroup.schema.json')),
     Secret: ajv.compile(load('secret.schema.json')),
+    Declaration: ajv.compile(load('declaration.schema.json')),
   };
   return validators;
 }
@@ -247,6 +250,7 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
     blueprints: new Map(),
     deviceGroups: new Map(),
     secrets: new Map(),
+    declarations: new Map(),
     tagsBySerial: new Map(),
     contentHash: '',
   };
@@ -256,16 +260,19 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
     const meta = d.value.metadata as { name: string };
     const spec = d.value.spec as Record<string, unknown>;
     const origin = c.at(d, ['metadata', 'name']);
-    const map = { Profile: fleet.profiles, Blueprint: fleet.blueprints, DeviceGroup: fleet.deviceGroups, Secret: fleet.secrets }[kind] as Map<
-      string,
-      { origin: Origin }
-    >;
+    const map = {
+      Profile: fleet.profiles,
+      Blueprint: fleet.blueprints,
+      DeviceGroup: fleet.deviceGroups,
+      Secret: fleet.secrets,
+      Declaration: fleet.declarations,
+    }[kind] as Map<string, { origin: Origin }>;
     const prev = map.get(meta.name);
     if (prev) {
       c.add('error', 'duplicate-name', origin, `${kind} "${meta.name}" is already defined at ${prev.origin.file}:${prev.origin.line}`);
       continue;
     }
-    let built: ProfileDoc | BlueprintDoc | DeviceGroupDoc | SecretDoc;
+    let built: ProfileDoc | BlueprintDoc | DeviceGroupDoc | SecretDoc | DeclarationDoc;
     if (kind === 'Profile') {
       built = {
         kind,
@@ -288,7 +295,10 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
         name: meta.name,
         origin,
         selector: spec.selector as Selector & { exclude?: Selector },
-        profiles: spec.profiles as string[],
+        profiles: (spec.profiles as string[] | undefined) ?? [],
+        declarations: (spec.declarations as string[] | undefined) ?? [],
+        softwareUpdate: spec.softwareUpdate as SoftwareUpdateSpec | undefined,
+        deliver: [],
         prune: (spec.prune as boolean | undefined) ?? true,
         suspend: (spec.suspend as boolean | undefined) ?? false,
         rollout: spec.rollout as { percent: number } | undefined,
@@ -300,6 +310,8 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
         origin,
         devices: (spec.devices as { serial: string; tags?: string[] }[]).map((x) => ({ serial: x.serial, tags: x.tags ?? [] })),
       };
+    } else if (kind === 'Declaration') {
+      built = buildDeclaration(meta.name, origin, spec);
     } else {
       built = { kind, name: meta.name, origin, description: spec.description as string | undefined };
     }
@@ -365,29 +377,16 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
         const path = aboutType ? [...base, 'type'] : [...base, 'keys', ...issue.path];
         reporter.add(issue, c.at(d, path, issue.rule.endsWith('unknown-key')));
       }
-      scanStrings(payload.keys, [...base, 'keys'], (s, path) => {
-        for (const v of findVariables(s)) {
-          const at = c.at(d, path);
-          if (v.kind === 'unknown') {
-            c.add('error', 'variable', at, `unknown variable ${v.raw}: use \${device.<Fact>} or \${secret:<NAME>} ($\${ for a literal)`);
-          } else if (v.kind === 'device') {
-            if (!(DEVICE_VARIABLES as readonly string[]).includes(v.name)) {
-              c.add(
-                'error',
-                'variable',
-                at,
-                `unknown device variable ${v.raw}${suggest(v.name, [...DEVICE_VARIABLES], c)}; known: ${DEVICE_VARIABLES.join(', ')}`,
-              );
-            } else if (!p.variables.includes(v.name)) p.variables.push(v.name);
-          } else {
-            if (!p.secrets.includes(v.name)) p.secrets.push(v.name);
-            secretsUsed.push({ name: v.name, at });
-          }
-        }
-      });
+      checkVariables(c, d, payload.keys, [...base, 'keys'], p, secretsUsed);
     });
     if (users.length === 0) c.add('warning', 'unused-profile', p.origin, `profile "${p.name}" is not used by any blueprint`);
   }
+  checkDeclarations(fleet, {
+    add: (severity, rule, at, message) => c.add(severity, rule, at, message),
+    at: (doc, path, key) => c.at(parsedOf.get(doc)!, path, key),
+    suggest: (name, options) => suggest(name, options, c),
+    variables: (doc, value, path, target) => checkVariables(c, parsedOf.get(doc)!, value, path, target, secretsUsed),
+  });
   for (const s of secretsUsed) {
     if (!fleet.secrets.has(s.name)) {
       c.add(
@@ -584,6 +583,32 @@ function authoredSize(p: ProfileDoc): number {
     } else size += 17;
   }
   return size + 200 * (p.payloads?.length ?? 0);
+}
+
+/** Variables and secrets in an authored value: unknown ones are errors; known ones are recorded on `target`. */
+function checkVariables(
+  c: Collector,
+  d: ParsedDoc,
+  value: unknown,
+  base: JsonPath,
+  target: { variables: string[]; secrets: string[] },
+  secretsUsed: { name: string; at: Origin }[],
+): void {
+  scanStrings(value, base, (s, path) => {
+    for (const v of findVariables(s)) {
+      const at = c.at(d, path);
+      if (v.kind === 'unknown') {
+        c.add('error', 'variable', at, `unknown variable ${v.raw}: use \${device.<Fact>} or \${secret:<NAME>} ($\${ for a literal)`);
+      } else if (v.kind === 'device') {
+        if (!(DEVICE_VARIABLES as readonly string[]).includes(v.name)) {
+          c.add('error', 'variable', at, `unknown device variable ${v.raw}${suggest(v.name, [...DEVICE_VARIABLES], c)}; known: ${DEVICE_VARIABLES.join(', ')}`);
+        } else if (!target.variables.includes(v.name)) target.variables.push(v.name);
+      } else {
+        if (!target.secrets.includes(v.name)) target.secrets.push(v.name);
+        secretsUsed.push({ name: v.name, at });
+      }
+    }
+  });
 }
 
 function scanStrings(v: unknown, path: JsonPath, fn: (s: string, path: JsonPath) => void): void {

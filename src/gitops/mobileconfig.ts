@@ -11,8 +11,9 @@ import { describe, parsePlist, TRUSTED_LIMITS, type PlistDict, type PlistValue }
 import { parseSignedData } from '../asn1/signed-data.js';
 import { causeName, guarded } from '../identity/errors.js';
 import { BplistError, isBinaryPlist, parseBinaryPlist } from './bplist.js';
+import { Malformed } from '../errors.js';
 
-export class MobileconfigError extends Error {
+export class MobileconfigError extends Malformed {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'MobileconfigError';

@@ -3,6 +3,8 @@
  * of each kind, and the diagnostics (errors and warnings with file:line:col) found on the way.
  */
 
+import type { DeclarationDoc, SoftwareUpdateSpec } from '../ddm/model.js';
+
 export type Platform = 'macOS' | 'iOS' | 'iPadOS' | 'tvOS' | 'visionOS' | 'watchOS';
 
 export interface Diagnostic {
@@ -74,6 +76,15 @@ export interface BlueprintDoc {
   origin: Origin;
   selector: Selector & { exclude?: Selector };
   profiles: string[];
+  /** Declaration documents for the selected devices (DDM). */
+  declarations: string[];
+  /** A software update to enforce (a generated declaration). */
+  softwareUpdate?: SoftwareUpdateSpec;
+  /**
+   * What the selected devices get over DDM, by declaration name: the listed ones, those Orchard
+   * generates (software update, the activation) and what they reference. Set by the loader.
+   */
+  deliver: string[];
   /** Remove profiles this blueprint installed and no longer wants (default true). */
   prune: boolean;
   suspend: boolean;
@@ -94,13 +105,15 @@ export interface SecretDoc {
   description?: string;
 }
 
-export type FleetDoc = ProfileDoc | BlueprintDoc | DeviceGroupDoc | SecretDoc;
+export type FleetDoc = ProfileDoc | BlueprintDoc | DeviceGroupDoc | SecretDoc | DeclarationDoc;
 
 export interface Fleet {
   profiles: Map<string, ProfileDoc>;
   blueprints: Map<string, BlueprintDoc>;
   deviceGroups: Map<string, DeviceGroupDoc>;
   secrets: Map<string, SecretDoc>;
+  /** Declarations by name, the repository's and those Orchard generates for blueprints. */
+  declarations: Map<string, DeclarationDoc>;
   /** serial -> tags, merged from every DeviceGroup. */
   tagsBySerial: Map<string, Set<string>>;
   /** SHA-256 over the repository's files as loaded: identifies a revision without git. */

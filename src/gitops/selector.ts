@@ -3,6 +3,7 @@
  * blueprints ever select the same device?) and by the reconciler (does this device match?).
  */
 import type { Platform, Selector } from './model.js';
+import { Malformed } from '../errors.js';
 
 /** What a selector looks at on a device. */
 export interface DeviceView {
@@ -24,7 +25,7 @@ export interface Comparator {
   version: number[];
 }
 
-export class RangeError_ extends Error {}
+export class RangeError_ extends Malformed {}
 
 /** ">=14.0 <16" -> comparators that must all hold. Throws with a message naming the bad part. */
 export function parseRange(range: string): Comparator[] {

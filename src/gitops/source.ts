@@ -28,6 +28,7 @@ import { simpleGit, type SimpleGit, type SimpleGitOptions } from 'simple-git';
 import type { LoadOptions } from './load.js';
 import type { Diagnostic, Fleet, LoadResult } from './model.js';
 import { isolatedLoader, ValidationLimitError, ValidatorUnavailableError, type Loader } from './validator.js';
+import { Unavailable } from '../errors.js';
 
 export { ValidationLimitError, ValidatorUnavailableError, type Loader } from './validator.js';
 
@@ -191,7 +192,7 @@ interface SavedState {
 }
 
 /** A stage ran past its time limit. */
-export class StageTimeoutError extends Error {
+export class StageTimeoutError extends Unavailable {
   constructor(
     readonly stage: string,
     readonly limitMs: number,
@@ -201,7 +202,7 @@ export class StageTimeoutError extends Error {
   }
 }
 
-class StoppedError extends Error {
+class StoppedError extends Unavailable {
   constructor() {
     super('the fleet source is stopping');
     this.name = 'StoppedError';

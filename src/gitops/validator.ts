@@ -15,12 +15,13 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LoadOptions } from './load.js';
 import type { LoadResult } from './model.js';
+import { TooLarge, Unavailable } from '../errors.js';
 
 /** Loads and validates the directory; must stop (and reject) once `signal` aborts. */
 export type Loader = (dir: string, signal: AbortSignal) => Promise<LoadResult>;
 
 /** The revision made validation exceed a limit or crash: the revision is rejected. */
-export class ValidationLimitError extends Error {
+export class ValidationLimitError extends TooLarge {
   constructor(
     readonly limit: 'memory' | 'time' | 'crash',
     message: string,
@@ -31,7 +32,7 @@ export class ValidationLimitError extends Error {
 }
 
 /** The validator could not run at all: not the revision's fault, so it is tried again later. */
-export class ValidatorUnavailableError extends Error {
+export class ValidatorUnavailableError extends Unavailable {
   constructor(message: string) {
     super(message);
     this.name = 'ValidatorUnavailableError';

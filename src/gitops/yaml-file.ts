@@ -12,6 +12,7 @@
 import { Composer, isAlias, isMap, isPair, isScalar, isSeq, Lexer, LineCounter, Parser, type CST, type Document, type Node } from 'yaml';
 import type { LoaderLimits } from './limits.js';
 import type { Diagnostic } from './model.js';
+import { Malformed } from '../errors.js';
 
 /** What the files loaded so far have used of the repository-wide limits. */
 export interface YamlUsage {
@@ -37,7 +38,7 @@ export interface YamlFileResult {
 }
 
 /** A limit or a structural problem at an offset of the file. */
-class Stop extends Error {
+class Stop extends Malformed {
   constructor(
     readonly offset: number,
     message: string,

@@ -12,8 +12,8 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import Router from '@koa/router';
 import type { Middleware } from 'koa';
 import getRawBody from 'raw-body';
+import { codeOfStatus, Conflict, OrchardError, type ErrorCode } from '../errors.js';
 import { buildCommand, buildCommandFromPlist, fromJson } from '../protocol/commands.js';
-import { ProtocolError } from '../protocol/errors.js';
 import { toJson } from '../protocol/json.js';
 import { parsePlist, type PlistDict } from '../protocol/plist.js';
 import type { Pusher } from '../push/push.js';
@@ -31,13 +31,20 @@ export interface ApiOptions {
   now?: () => Date;
 }
 
-/** An admin-API refusal: its status and message become the JSON answer `{error}`. */
-export class ApiError extends Error {
+/**
+ * An admin-API refusal built from its status (the error model's classes in src/errors.ts say the
+ * same by name); errorHandler answers it as JSON `{error}`.
+ */
+export class ApiError extends OrchardError {
+  readonly code: ErrorCode;
+
   constructor(
-    readonly status: number,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
+    this.code = codeOfStatus(status);
   }
 }
 
@@ -66,7 +73,7 @@ export function publicRoute(why: string): Middleware {
 export function apiRouter(opts: ApiOptions): Router {
   const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
   const now = opts.now ?? (() => new Date());
-  const guard = [apiErrors(), bearerAuth(opts.adminToken, opts.readToken)] as const;
+  const guard = [bearerAuth(opts.adminToken, opts.readToken)] as const;
 
   router.post('/commands', ...guard, async (ctx) => {
     const type = (ctx.get('content-type').split(';')[0] ?? '').trim().toLowerCase();
@@ -116,7 +123,7 @@ export function apiRouter(opts: ApiOptions): Router {
       await opts.store.enqueue(ids, { ...built, priority: ctx.state.priority as number | undefined }, now());
     } catch (err) {
       // A concurrent request with the same commandUUID got in between the check and the write.
-      if (err instanceof Error && /^command \S+ already exists for /.test(err.message)) throw duplicateCommand(built.uuid, []);
+      if (err instanceof Conflict) throw duplicateCommand(built.uuid, []);
       throw err;
     }
     void opts.pusher.push(enrollments as EnrollmentRecord[]).catch(() => undefined);
@@ -238,28 +245,11 @@ async function readApiBody(req: import('node:http').IncomingMessage, limit: numb
   }
 }
 
-/** Answers ApiError/ProtocolError as JSON `{error}` with their status. */
-export function apiErrors(): Middleware {
-  return async (ctx, next) => {
-    try {
-      await next();
-    } catch (err) {
-      if (err instanceof ApiError || err instanceof ProtocolError) {
-        ctx.status = err.status;
-        ctx.body = { error: err.message };
-        if (ctx.state.log) ctx.state.log.reason = err.message;
-        return;
-      }
-      throw err;
-    }
-  };
-}
-
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-/** Constant-time token check; the read token may only read. Put it on each route, after apiErrors(). */
+/** Constant-time token check; the read token may only read. Put it on each route, before its handler. */
 export function bearerAuth(adminToken?: string, readToken?: string): Middleware {
   const admin = adminToken ? digest(adminToken) : undefined;
   const read = readToken ? digest(readToken) : undefined;

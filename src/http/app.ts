@@ -13,6 +13,7 @@ import { sourceRoutes } from './source-routes.js';
 import type { DeviceState } from './context.js';
 import { deviceIdentity, mdmHandler, readBody } from './device.js';
 import { requestLog } from './request-log.js';
+import { ADMIN_AREA, errorHandler } from './errors.js';
 
 export interface AppOptions {
   log: Logger;
@@ -38,10 +39,11 @@ export interface AppOptions {
 
 export function createApp(opts: AppOptions): Koa<DeviceState> {
   const app = new Koa<DeviceState>();
-  // Errors are answered and logged by requestLog; keep Koa from printing stack traces to stderr.
+  // Errors are answered and logged by errorHandler; keep Koa from printing stack traces to stderr.
   app.silent = true;
   for (const m of opts.middleware ?? []) app.use(m);
   app.use(requestLog(opts.log));
+  app.use(errorHandler(opts.log));
   app.use(canonicalPath());
 
   const device = new Router<DeviceState>(ROUTER_OPTIONS);
@@ -95,9 +97,6 @@ function layers(r: Router): LayerLike[] {
   return r.stack as unknown as LayerLike[];
 }
 
-/** The admin area: everything here needs a bearer token unless a route says otherwise. */
-const ADMIN_AREA = /^\/(api\/|metrics$)/i;
-
 /**
  * Refuses to start with a route that could be reached without its check: a case-insensitive or
  * non-strict route (another spelling of the path would reach it, possibly past a check matched
@@ -110,7 +109,7 @@ function checkRoutes(routers: Router[]): void {
       if (l.regexp.flags.includes('i')) throw new Error(`route ${where} matches case-insensitively: build its router with ROUTER_OPTIONS`);
       if (l.methods.length === 0) continue;
       if (typeof l.path === 'string' && ADMIN_AREA.test(l.path) && !l.stack.slice(0, -1).some((m) => guardKind(m))) {
-        throw new Error(`admin route ${where} has no access check: put deps.apiErrors, deps.auth (or publicRoute) before its handler`);
+        throw new Error(`admin route ${where} has no access check: put deps.auth (or publicRoute) before its handler`);
       }
     }
   }

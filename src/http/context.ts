@@ -5,5 +5,5 @@ export interface DeviceState {
   body?: Buffer;
   identity?: TrustResult;
   /** Fields for the one log line per request. */
-  log: { device?: string; enrollment?: string; outcome?: string; reason?: string; command?: string };
+  log: { device?: string; enrollment?: string; outcome?: string; reason?: string; code?: string; command?: string };
 }

@@ -108,8 +108,9 @@ export function mdmHandler(service: MdmService, replay?: ReplayGuard): Middlewar
       ctx.state.log.enrollment = msg.enrollmentId;
       ctx.state.log.outcome = msg.MessageType;
       if (!replay || !STATE_CHANGING.has(msg.MessageType)) {
+        if (msg.MessageType === 'DeclarativeManagement') ctx.state.log.outcome = `DeclarativeManagement ${msg.Endpoint.slice(0, 100)}`;
         const reply = await service.checkin(msg, identity);
-        answer(ctx, reply.status, reply.body);
+        answer(ctx, reply.status, reply.body, reply.type);
         return;
       }
       const key = ReplayGuard.key(identity.certHash, body);
@@ -125,7 +126,7 @@ export function mdmHandler(service: MdmService, replay?: ReplayGuard): Middlewar
         answer(ctx, 200, undefined);
         return;
       }
-      answer(ctx, run.result.status, run.result.body);
+      answer(ctx, run.result.status, run.result.body, run.result.type);
       return;
     }
     const rep = decodeReport(dict);
@@ -138,10 +139,10 @@ export function mdmHandler(service: MdmService, replay?: ReplayGuard): Middlewar
 }
 
 /** A plist body, or an empty one (which ends the device's command session). */
-function answer(ctx: { status: number; type: string; body: unknown }, status: number, body: Buffer | undefined): void {
+function answer(ctx: { status: number; type: string; body: unknown }, status: number, body: Buffer | undefined, type = 'application/xml'): void {
   ctx.status = status;
   if (body) {
-    ctx.type = 'application/xml';
+    ctx.type = type;
     ctx.body = body;
   } else {
     ctx.body = '';

@@ -3,7 +3,7 @@
  *   orchard_http_requests_total{method,route,status}, orchard_http_request_duration_seconds{method,route}
  *     (from `httpMetrics`, an app-level middleware mounted outermost);
  *   orchard_mdm_commands_total{request_type,outcome}  outcome: queued | acknowledged | error | format_error | notnow;
- *   orchard_devices{state}, orchard_devices_stale     computed on scrape from the store;
+ *   orchard_devices{state}, orchard_devices_stale     on scrape, from the store's read model (kept counts);
  *   orchard_revision_applied_timestamp_seconds, orchard_source_latest_rejected;
  *   orchard_push_notifications_total{outcome}          APNs client counters, when push is configured;
  *   orchard_push_certificate_expiry_timestamp_seconds;
@@ -14,7 +14,7 @@ import Router from '@koa/router';
 import type { Middleware } from 'koa';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { MdmService } from '../mdm/service.js';
-import { DEVICE_STATES, deviceSummaries, fleetSummary, loadSnapshot } from '../report/status.js';
+import { DEFAULT_STALE_DAYS, DEVICE_STATES } from '../report/status.js';
 import type { RouteDeps } from '../server.js';
 import type { Store } from '../store/types.js';
 import { ROUTER_OPTIONS, publicRoute } from './api.js';
@@ -65,9 +65,9 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
     async collect() {
       if (!store) return;
       const rc = reportContext(getContext());
-      const s = fleetSummary(deviceSummaries(await loadSnapshot(store), rc), rc);
-      for (const st of DEVICE_STATES) this.set({ state: st }, s.devices.byState[st]);
-      stale.set(s.devices.stale);
+      const c = await store.fleetCounts({ now: rc.now ?? new Date(), staleDays: rc.staleDays ?? DEFAULT_STALE_DAYS });
+      for (const st of DEVICE_STATES) this.set({ state: st }, c.byState[st]);
+      stale.set(c.stale);
     },
   });
   const stale = new Gauge({ name: 'orchard_devices_stale', help: 'Devices not seen for the stale period (default 7 days)', registers: [registry] });
@@ -191,7 +191,7 @@ export function metricsRoutes(
     countQueued(deps.store, metrics);
     countResults(deps.service, deps.store, metrics);
     const router = new Router(ROUTER_OPTIONS);
-    const guard = opts.public ? [publicRoute('metrics: public: true')] : [deps.apiErrors, deps.auth];
+    const guard = opts.public ? [publicRoute('metrics: public: true')] : [deps.auth];
     router.get('/metrics', ...guard, async (ctx) => {
       ctx.type = metrics.registry.contentType;
       ctx.body = await metrics.registry.metrics();

@@ -22,16 +22,16 @@ export function pushRoutes(apns: ApnsPusher | undefined): (deps: RouteDeps) => R
   return (deps) => {
     const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
     if (!apns) {
-      router.post('/push', deps.apiErrors, deps.auth, () => {
+      router.post('/push', deps.auth, () => {
         throw new ApiError(503, NOT_CONFIGURED);
       });
-      router.get('/push', deps.apiErrors, deps.auth, (ctx) => {
+      router.get('/push', deps.auth, (ctx) => {
         ctx.body = { configured: false, message: NOT_CONFIGURED };
       });
       return router;
     }
     // Per route, not router.use(): this router's prefix is shared with routes that have other auth.
-    router.post('/push', deps.apiErrors, deps.auth, async (ctx) => {
+    router.post('/push', deps.auth, async (ctx) => {
       let raw: Buffer;
       try {
         raw = await getRawBody(ctx.req as IncomingMessage, { limit: MAX_BODY_BYTES });
@@ -62,7 +62,7 @@ export function pushRoutes(apns: ApnsPusher | undefined): (deps: RouteDeps) => R
       ctx.body = { results, summary };
     });
 
-    router.get('/push', deps.apiErrors, deps.auth, (ctx) => {
+    router.get('/push', deps.auth, (ctx) => {
       ctx.body = { configured: true, ...apns.status() };
     });
     return router;

@@ -12,16 +12,19 @@ import Router from '@koa/router';
 import type { Fleet } from '../gitops/model.js';
 import type { FleetSource, RevisionInfo } from '../gitops/source.js';
 import {
+  DEFAULT_STALE_DAYS,
   DEVICE_STATES,
   blueprintReports,
   deviceDetail,
-  deviceSummaries,
   fleetSummary,
-  loadSnapshot,
+  rowSummary,
+  type BlueprintDetail,
   type DeviceState,
+  type FleetSummary,
   type PushStatusLike,
   type ReportContext,
 } from '../report/status.js';
+import type { Store } from '../store/types.js';
 import type { RouteDeps } from '../server.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
 import { OPENAPI } from './openapi.js';
@@ -53,6 +56,30 @@ export function reportContext(s: ReportSources, now = new Date()): ReportContext
   };
 }
 
+/** The fleet summary, from the store's read model. */
+export async function fleetReport(store: Store, rc: ReportContext): Promise<FleetSummary> {
+  return fleetSummary(await store.fleetCounts({ now: rc.now ?? new Date(), staleDays: rc.staleDays ?? DEFAULT_STALE_DAYS }), rc);
+}
+
+/** One blueprint's report with the devices it selects (in id order). */
+export async function blueprintDetail(store: Store, rc: ReportContext & { fleet: Fleet }, name: string): Promise<BlueprintDetail> {
+  const report = blueprintReports(await store.blueprintCounts([name]), rc.fleet).find((b) => b.name === name)!;
+  const { devices } = await store.queryStatus({
+    blueprint: name,
+    limit: Math.max(1, report.selected),
+    now: rc.now ?? new Date(),
+    staleDays: rc.staleDays ?? DEFAULT_STALE_DAYS,
+  });
+  return {
+    ...report,
+    selector: rc.fleet.blueprints.get(name)!.selector,
+    selectedDevices: devices.map((r) => {
+      const s = rowSummary(r, rc);
+      return { id: s.id, serialNumber: s.serialNumber, state: s.state };
+    }),
+  };
+}
+
 function one(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
@@ -60,35 +87,28 @@ function one(v: string | string[] | undefined): string | undefined {
 export function reportRoutes(getContext: () => ReportSources = () => ({})): (deps: RouteDeps) => Router {
   return (deps) => {
     const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
-    const guard = [deps.apiErrors, deps.auth] as const;
+    const guard = [deps.auth] as const;
 
     router.get('/openapi.json', ...guard, (ctx) => {
       ctx.body = OPENAPI;
     });
 
     router.get('/status', ...guard, async (ctx) => {
-      const rc = reportContext(getContext());
-      const snap = await loadSnapshot(deps.store);
-      ctx.body = fleetSummary(deviceSummaries(snap, rc), rc);
+      ctx.body = await fleetReport(deps.store, reportContext(getContext()));
     });
 
     router.get('/blueprints', ...guard, async (ctx) => {
       const rc = reportContext(getContext());
       if (!rc.fleet) throw new ApiError(404, 'no fleet revision applied yet (--repo)');
-      const snap = await loadSnapshot(deps.store);
-      const all = blueprintReports(snap, deviceSummaries(snap, rc), rc.fleet);
-      ctx.body = {
-        revision: rc.revision?.commit ?? rc.revision?.contentHash,
-        blueprints: all.map(({ selectedDevices: _d, selector: _s, ...rest }) => rest),
-      };
+      const counts = await deps.store.blueprintCounts([...rc.fleet.blueprints.keys()]);
+      ctx.body = { revision: rc.revision?.commit ?? rc.revision?.contentHash, blueprints: blueprintReports(counts, rc.fleet) };
     });
 
     router.get('/blueprints/:name', ...guard, async (ctx) => {
       const rc = reportContext(getContext());
       if (!rc.fleet) throw new ApiError(404, 'no fleet revision applied yet (--repo)');
       if (!rc.fleet.blueprints.has(ctx.params.name!)) throw new ApiError(404, `no blueprint ${ctx.params.name}`);
-      const snap = await loadSnapshot(deps.store);
-      const b = blueprintReports(snap, deviceSummaries(snap, rc), rc.fleet).find((x) => x.name === ctx.params.name);
+      const b = await blueprintDetail(deps.store, { ...rc, fleet: rc.fleet }, ctx.params.name!);
       ctx.body = { revision: rc.revision?.commit ?? rc.revision?.contentHash, ...b };
     });
 
@@ -109,23 +129,20 @@ export function reportRoutes(getContext: () => ReportSources = () => ({})): (dep
       const blueprint = one(ctx.query.blueprint);
       const rc = reportContext(getContext());
       if (blueprint !== undefined && !rc.fleet?.blueprints.has(blueprint)) throw new ApiError(404, `no blueprint ${blueprint}`);
-      const snap = await loadSnapshot(deps.store);
-      const matching = deviceSummaries(snap, rc).filter(
-        (s) => (state === undefined || (state === 'stale' ? s.stale : s.state === state)) && (blueprint === undefined || s.blueprints.includes(blueprint)),
-      );
-      const start = after === undefined ? 0 : matching.findIndex((s) => s.id > after!);
-      const page = start < 0 ? [] : matching.slice(start, start + limit);
-      const more = start >= 0 && start + limit < matching.length;
+      // Filtered and paged in the store; one row more says whether there is a next page.
+      const { total, devices } = await deps.store.queryStatus({
+        state: state as DeviceState | 'stale' | undefined,
+        blueprint,
+        after,
+        limit: limit + 1,
+        now: rc.now ?? new Date(),
+        staleDays: rc.staleDays ?? DEFAULT_STALE_DAYS,
+      });
+      const page = devices.slice(0, limit).map((r) => rowSummary(r, rc));
       ctx.body = {
-        total: matching.length,
-        devices: page.map(({ profileStatus, ...s }) => ({
-          ...s,
-          // What is wrong, in one line per profile, without the full detail.
-          problems: profileStatus
-            .filter((p) => p.phase === 'failed' || (p.drift > 0 && p.phase !== 'verified') || p.renderError)
-            .map((p) => ({ identifier: p.identifier, phase: p.phase, message: p.lastError?.message ?? p.renderError })),
-        })),
-        ...(more ? { nextCursor: Buffer.from(page[page.length - 1]!.id, 'utf8').toString('base64url') } : {}),
+        total,
+        devices: page,
+        ...(devices.length > limit ? { nextCursor: Buffer.from(page[page.length - 1]!.id, 'utf8').toString('base64url') } : {}),
       };
     });
 

@@ -24,11 +24,11 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import Router, { type RouterMiddleware } from '@koa/router';
-import type { Context } from 'koa';
 import type { Logger } from 'pino';
 import getRawBody from 'raw-body';
 import type { FleetSource } from '../gitops/source.js';
 import { ROUTER_OPTIONS, publicRoute } from './api.js';
+import { Forbidden, Malformed, TooLarge } from '../errors.js';
 
 export const WEBHOOK_MAX_BODY_BYTES = 1024 * 1024;
 /** How long a delivery is remembered (GitHub's redelivery button is for deliveries that failed). */
@@ -54,22 +54,21 @@ export function sourceRoutes(opts: SourceRoutesOptions): Router {
   const gate = new SyncGate(() => opts.source.sync('webhook'), opts.minSyncIntervalMs ?? MIN_SYNC_INTERVAL_MS);
 
   router.post('/hooks/git', publicRoute('HMAC-signed git webhook'), async (ctx) => {
-    if (!key) return refuse(ctx, 403, 'webhook disabled: set ORCHARD_WEBHOOK_SECRET');
+    if (!key) throw new Forbidden('webhook disabled: set ORCHARD_WEBHOOK_SECRET');
     const header = ctx.get('x-hub-signature-256') || ctx.get('x-orchard-signature');
     const given = parseSignature(header);
     // Refuse before reading a body nobody signed.
-    if (!given)
-      return refuse(ctx, 403, header ? 'malformed signature: expected sha256=<hex>' : 'missing signature (X-Hub-Signature-256 or X-Orchard-Signature)');
+    if (!given) throw new Forbidden(header ? 'malformed signature: expected sha256=<hex>' : 'missing signature (X-Hub-Signature-256 or X-Orchard-Signature)');
     let body: Buffer;
     try {
       body = await getRawBody(ctx.req as IncomingMessage, { limit: WEBHOOK_MAX_BODY_BYTES });
     } catch (err) {
       const e = err as { type?: string; message?: string };
-      if (e.type === 'entity.too.large') return refuse(ctx, 413, `body over the ${WEBHOOK_MAX_BODY_BYTES}-byte limit`);
-      return refuse(ctx, 400, `could not read body: ${e.message}`);
+      if (e.type === 'entity.too.large') throw new TooLarge(`body over the ${WEBHOOK_MAX_BODY_BYTES}-byte limit`);
+      throw new Malformed(`could not read body: ${e.message}`);
     }
     const expected = createHmac('sha256', key).update(body).digest();
-    if (!timingSafeEqual(given, expected)) return refuse(ctx, 403, 'signature does not match');
+    if (!timingSafeEqual(given, expected)) throw new Forbidden('signature does not match');
 
     const event = ctx.get('x-github-event');
     if (event === 'ping') {
@@ -177,12 +176,4 @@ export class SyncGate {
 function parseSignature(header: string): Buffer | undefined {
   const m = /^sha256=([0-9a-f]{64})$/i.exec(header.trim());
   return m ? Buffer.from(m[1]!, 'hex') : undefined;
-}
-
-function refuse(ctx: Context, status: number, message: string): void {
-  ctx.status = status;
-  ctx.body = { error: message };
-  // The app's request logger, when present, puts the reason on its one line per request.
-  const log = (ctx.state as { log?: { reason?: string } }).log;
-  if (log) log.reason = message;
 }

@@ -21,11 +21,10 @@ import type { Context, Middleware } from 'koa';
 import getRawBody from 'raw-body';
 import {
   DEVICE_STATES,
+  DEFAULT_STALE_DAYS,
   blueprintReports,
   deviceDetail,
-  deviceSummaries,
-  fleetSummary,
-  loadSnapshot,
+  rowSummary,
   type DeviceDetail,
   type DeviceState,
   type FleetSummary,
@@ -33,7 +32,7 @@ import {
 import type { ErrorChainItem } from '../store/types.js';
 import type { RouteDeps } from '../server.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
-import { reportContext, type ReportSources } from './report-routes.js';
+import { fleetReport, reportContext, type ReportSources } from './report-routes.js';
 
 export const SESSION_COOKIE = 'orchard_status';
 export const SESSION_TTL_MS = 12 * 3600_000;
@@ -328,14 +327,10 @@ interface ListQuery {
   page: number;
 }
 
-function deviceList(all: ReturnType<typeof deviceSummaries>, q: ListQuery, blueprintNames: string[]): Html {
-  const matching = all.filter(
-    (s) =>
-      (q.state === undefined || (q.state === 'stale' ? s.stale : s.state === q.state)) && (q.blueprint === undefined || s.blueprints.includes(q.blueprint)),
-  );
-  const pages = Math.max(1, Math.ceil(matching.length / PAGE_SIZE));
-  const page = Math.min(q.page, pages);
-  const rows = matching.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE);
+/** `list`: the page `page` of the matching devices (filtered and paged in the store) and how many match. */
+function deviceList(list: { total: number; rows: ReturnType<typeof rowSummary>[]; page: number }, q: ListQuery, blueprintNames: string[]): Html {
+  const pages = Math.max(1, Math.ceil(list.total / PAGE_SIZE));
+  const { page, rows } = list;
   const filters = ['all', ...DEVICE_STATES, 'stale'];
   const describe = [q.state ? `state ${q.state}` : '', q.blueprint ? `blueprint ${q.blueprint}` : ''].filter(Boolean).join(', ');
   return html`<section aria-labelledby="devices">
@@ -359,7 +354,7 @@ ${blueprintNames.map((b) => html`<option value="${b}"${b === q.blueprint ? html`
 <button type="submit">Filter</button>
 </form>
 <table>
-<caption>${matching.length} device${matching.length === 1 ? '' : 's'}${describe ? html` with ${describe}` : ''}${pages > 1 ? html`, page ${page} of ${pages}` : ''}</caption>
+<caption>${list.total} device${list.total === 1 ? '' : 's'}${describe ? html` with ${describe}` : ''}${pages > 1 ? html`, page ${page} of ${pages}` : ''}</caption>
 <thead><tr><th scope="col">Device</th><th scope="col">Serial</th><th scope="col">Model</th><th scope="col">OS</th><th scope="col">State</th><th scope="col" class="n">Profiles (verified / pending / failed)</th><th scope="col">Last seen</th><th scope="col">Blueprints</th></tr></thead>
 <tbody>
 ${rows.length === 0 ? html`<tr><td colspan="8" class="mut">No devices match.</td></tr>` : ''}
@@ -527,19 +522,32 @@ export function statusPageRoutes(
       const rc = reportContext(getContext());
       const blueprint = one(ctx.query.blueprint);
       if (blueprint !== undefined && !rc.fleet?.blueprints.has(blueprint)) return send(ctx, 404, messagePage('No such blueprint', `no blueprint ${blueprint}`));
-      const snap = await loadSnapshot(deps.store);
-      const all = deviceSummaries(snap, rc);
-      const bps = blueprintReports(snap, all, rc.fleet);
+      const bps = rc.fleet ? blueprintReports(await deps.store.blueprintCounts([...rc.fleet.blueprints.keys()]), rc.fleet) : [];
+      const fleet = await fleetReport(deps.store, rc);
+      const listQuery = {
+        state: state as DeviceState | 'stale' | undefined,
+        blueprint,
+        now: rc.now ?? new Date(),
+        staleDays: rc.staleDays ?? DEFAULT_STALE_DAYS,
+      };
+      // A page past the end shows the last one.
+      let list = await deps.store.queryStatus({ ...listQuery, offset: (page - 1) * PAGE_SIZE, limit: PAGE_SIZE });
+      let shown = page;
+      if (list.devices.length === 0 && page > 1) {
+        shown = Math.max(1, Math.ceil(list.total / PAGE_SIZE));
+        list = await deps.store.queryStatus({ ...listQuery, offset: (shown - 1) * PAGE_SIZE, limit: PAGE_SIZE });
+      }
+      const rows = list.devices.map((r) => rowSummary(r, rc));
       send(
         ctx,
         200,
         layout(
           'Fleet status',
           html`<h1>Fleet status</h1>
-${overview(fleetSummary(all, rc))}
+${overview(fleet)}
 ${blueprintsTable(bps)}
 ${deviceList(
-  all,
+  { total: list.total, rows, page: shown },
   { state, blueprint, page },
   bps.map((b) => b.name),
 )}`,

@@ -3,9 +3,11 @@
  * `malformed`: the client sent something unparseable (HTTP 400).
  * `identity`: well-formed, but the signature/certificate is not acceptable (HTTP 403).
  */
+import { OrchardError, type ErrorCode } from '../errors.js';
+
 export type IdentityErrorKind = 'malformed' | 'identity';
 
-export class IdentityError extends Error {
+export class IdentityError extends OrchardError {
   constructor(
     readonly kind: IdentityErrorKind,
     reason: string,
@@ -13,6 +15,10 @@ export class IdentityError extends Error {
   ) {
     super(reason, options);
     this.name = 'IdentityError';
+  }
+
+  get code(): ErrorCode {
+    return this.kind === 'malformed' ? 'malformed' : 'forbidden';
   }
 
   /** HTTP status a handler should answer with. */

@@ -22,7 +22,12 @@ import type { DeviceFacts, DeviceRecord, EnrollmentRecord, IdentityBinding, Iden
 export interface CheckinReply {
   status: 200 | 410;
   body?: Buffer;
+  /** Default application/xml (a plist). */
+  type?: string;
 }
+
+/** Answers DeclarativeManagement check-ins of an authorized, active enrollment (src/ddm). */
+export type DeclarativeHandler = (enrollmentId: string, endpoint: string, data: Buffer | undefined) => Promise<Buffer | undefined>;
 
 /** A device-visible outcome plus a short reason for the request log. */
 export interface CommandReply {
@@ -96,6 +101,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
   /** deviceId -> channel ('' for the device channel, else the UserID) -> active. */
   private readonly active: LruMap<string, Map<string, boolean>>;
   private issuance: IssuanceLookup = () => undefined;
+  private declarative?: DeclarativeHandler;
   private readonly now: () => Date;
   readonly reenroll: ReenrollPolicy;
   private readonly log?: Logger;
@@ -170,8 +176,14 @@ export class MdmService extends EventEmitter<MdmEvents> {
         const reply: PlistDict = token ? { BootstrapToken: new Uint8Array(token) } : {};
         return { status: 200, body: buildPlist(reply) };
       }
+      case 'DeclarativeManagement': {
+        if (!this.declarative) throw new ProtocolError(400, 'DeclarativeManagement is not enabled on this server');
+        if (!(await this.isActive(msg.deviceId, msg.userId)))
+          throw new ProtocolError(400, 'DeclarativeManagement before this channel is enrolled (TokenUpdate)');
+        const body = await this.declarative(msg.enrollmentId, msg.Endpoint, msg.Data);
+        return { status: 200, body, type: 'application/json' };
+      }
       case 'GetToken':
-      case 'DeclarativeManagement':
         throw new ProtocolError(400, `${msg.MessageType} is not supported yet by this server`);
     }
     throw new ProtocolError(400, 'unhandled MessageType');
@@ -203,6 +215,11 @@ export class MdmService extends EventEmitter<MdmEvents> {
     const next = await this.store.nextCommand(eid, { skipNotNow: rep.Status !== 'Idle' });
     if (!next) return { outcome };
     return { body: next.payload, commandUUID: next.uuid, outcome: `${outcome} -> ${next.requestType} ${next.uuid}` };
+  }
+
+  /** Who answers DeclarativeManagement check-ins. */
+  useDeclarative(handler: DeclarativeHandler): void {
+    this.declarative = handler;
   }
 
   /** Where the built-in CA's records of what it issued come from. */

@@ -47,7 +47,13 @@ export interface GetBootstrapTokenMessage extends Identified {
   MessageType: 'GetBootstrapToken';
 }
 export interface UnsupportedCheckinMessage extends Identified {
-  MessageType: 'GetToken' | 'DeclarativeManagement';
+  MessageType: 'GetToken';
+}
+/** A DDM request (mdm/checkin/declarativemanagement.yaml): which endpoint, and the JSON it sends. */
+export interface DeclarativeManagementMessage extends Identified {
+  MessageType: 'DeclarativeManagement';
+  Endpoint: string;
+  Data?: Buffer;
 }
 
 export type CheckinMessage =
@@ -57,6 +63,7 @@ export type CheckinMessage =
   | UserAuthenticateMessage
   | SetBootstrapTokenMessage
   | GetBootstrapTokenMessage
+  | DeclarativeManagementMessage
   | UnsupportedCheckinMessage;
 
 export type ReportStatus = 'Idle' | 'Acknowledged' | 'Error' | 'CommandFormatError' | 'NotNow';
@@ -132,6 +139,8 @@ export function decodeCheckin(dict: PlistDict): CheckinMessage {
         BootstrapToken: data(dict, 'BootstrapToken'),
         AwaitingConfiguration: bool(dict, 'AwaitingConfiguration'),
       };
+    case 'DeclarativeManagement':
+      return { ...id, MessageType: 'DeclarativeManagement', Endpoint: str(dict, 'Endpoint', true)!, Data: data(dict, 'Data') };
     default:
       return { ...id, MessageType: type as CheckOutMessage['MessageType'] } as CheckinMessage;
   }

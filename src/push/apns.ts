@@ -20,6 +20,7 @@ import type { Logger } from 'pino';
 import type { EnrollmentRecord, PushInfo } from '../store/types.js';
 import type { Pusher } from './push.js';
 import { expiryState, parsePushCertificate, readStoredPushCredentials, type ExpiryState, type PushCertInfo } from './push-cert.js';
+import { Unavailable } from '../errors.js';
 
 export const APNS_PRODUCTION_URL = 'https://api.push.apple.com';
 export const APNS_SANDBOX_URL = 'https://api.sandbox.push.apple.com';
@@ -183,7 +184,7 @@ function emptyCounters(): PushCounters {
   };
 }
 
-class ClosedError extends Error {}
+class ClosedError extends Unavailable {}
 
 /** FIFO of waiters without Array#shift's O(n). */
 class Queue<T> {

@@ -12,6 +12,7 @@ import forge from 'node-forge';
 import { certificateFields, nameAttribute } from '../asn1/certificate.js';
 import { id_userId } from '../asn1/oids.js';
 import { isPem, pemBlocks, toPem } from '../asn1/pem.js';
+import { Malformed } from '../errors.js';
 
 /** userId (RFC 4519 UID), where Apple puts the push topic. */
 export const UID_OID = id_userId;
@@ -19,9 +20,9 @@ export const UID_OID = id_userId;
 export const EXPIRY_WARNING_DAYS = 30;
 const DAY_MS = 86_400_000;
 
-export class PushCertError extends Error {
+export class PushCertError extends Malformed {
   constructor(
-    readonly code: 'unreadable' | 'no-certificate' | 'no-key' | 'key-mismatch' | 'no-topic' | 'topic-changed' | 'expired' | 'key-exists',
+    readonly problem: 'unreadable' | 'no-certificate' | 'no-key' | 'key-mismatch' | 'no-topic' | 'topic-changed' | 'expired' | 'key-exists',
     message: string,
   ) {
     super(message);

@@ -2,12 +2,17 @@
  * What applying a revision would do to a fleet, from an inventory (the JSON of
  * `GET /api/v1/devices`): per blueprint and profile, installs, updates and removals on which
  * devices. Uses the same selection and rendering as the reconciler. Secrets are not known here,
- * so versions are compared by template hash: the rendering with secret placeholders.
+ * so versions are compared by template hash: the rendering with secret placeholders. Each change
+ * carries a key-level diff (src/plan/diff.ts) when both renderings are known.
  */
 import type { Fleet } from '../gitops/model.js';
+import { readProfile } from '../gitops/mobileconfig.js';
+import { diffArtifacts, type ArtifactDiff } from '../plan/diff.js';
+import { parsePlistDict, TRUSTED_LIMITS, type PlistDict } from '../protocol/plist.js';
 import type { DeviceRecord } from '../store/types.js';
 import { prunes } from './decide.js';
 import { desiredFor, deviceView, type DesiredState, type RenderCache } from './desired.js';
+import type { RenderedProfile } from './render.js';
 import type { ArtifactStatus } from './types.js';
 
 export interface InventoryDevice {
@@ -28,6 +33,8 @@ export interface PlannedChange {
   identifier: string;
   profile: string;
   blueprints: string[];
+  /** Index into `Plan.diffs`: what changes inside the profile (absent when the installed version is unknown). */
+  diff?: number;
 }
 
 export interface PlanError {
@@ -40,7 +47,50 @@ export interface Plan {
   devices: number;
   changes: PlannedChange[];
   errors: PlanError[];
+  /** Distinct key-level diffs, shared by every change that does the same thing. */
+  diffs: ArtifactDiff[];
 }
+
+/**
+ * Key-level diffs of a plan, computed once per pair of renderings (devices with the same values
+ * share them) and stored once per distinct diff.
+ */
+class Diffs {
+  readonly list: ArtifactDiff[] = [];
+  private readonly bySignature = new Map<string, number>();
+  /** Only renderings shared by devices are worth remembering (a per-device one is seen once). */
+  private readonly byPair = new Map<string, number>();
+  private readonly values = new Map<string, PlistDict>();
+
+  private value(r: RenderedProfile): PlistDict {
+    const hit = this.values.get(r.templateHash);
+    if (hit) return hit;
+    const bytes = r.bytes();
+    // Orchard's own renderings are XML; a signed file is read the way a device reads it.
+    const v = bytes[0] === 0x30 ? readProfile(bytes).profile : parsePlistDict(bytes, TRUSTED_LIMITS);
+    if (!r.perDevice) this.values.set(r.templateHash, v);
+    return v;
+  }
+
+  of(before: RenderedProfile | undefined, after: RenderedProfile | undefined): number {
+    const shared = !before?.perDevice && !after?.perDevice;
+    const pair = shared ? `${before?.templateHash ?? ''}\0${after?.templateHash ?? ''}` : '';
+    let i = shared ? this.byPair.get(pair) : undefined;
+    if (i !== undefined) return i;
+    const d = diffArtifacts(before && this.value(before), after && this.value(after));
+    const sig = JSON.stringify(d);
+    i = this.bySignature.get(sig);
+    if (i === undefined) {
+      i = this.list.push(d) - 1;
+      this.bySignature.set(sig, i);
+    }
+    if (shared) this.byPair.set(pair, i);
+    return i;
+  }
+}
+
+/** The fleet a device's installed version came from, when the planner can read that revision. */
+export type RevisionLookup = (revision: string) => Fleet | undefined;
 
 function reportedIds(d: InventoryDevice): Set<string> {
   const list = (d.reported.ProfileList?.value ?? []) as Record<string, unknown>[];
@@ -52,11 +102,22 @@ function errorsOf(desired: DesiredState, d: InventoryDevice, serial: string | un
 }
 
 /** Against the inventory: what the reconciler would do to each enrolled device. */
-export function planAgainstInventory(fleet: Fleet, inventory: InventoryDevice[]): Plan {
+export function planAgainstInventory(fleet: Fleet, inventory: InventoryDevice[], revisions: RevisionLookup = () => undefined): Plan {
   const changes: PlannedChange[] = [];
   const errors: PlanError[] = [];
+  const diffs = new Diffs();
   const enrolled = inventory.filter((d) => d.enrolled !== false);
   const cache: RenderCache = new Map();
+  const baseCaches = new Map<Fleet, RenderCache>();
+  const installed = (d: InventoryDevice, a: ArtifactStatus | undefined): RenderedProfile | undefined => {
+    const base = a && revisions(a.revision);
+    if (!base) return undefined;
+    let c = baseCaches.get(base);
+    if (!c) baseCaches.set(base, (c = new Map()));
+    const r = desiredFor(base, d, undefined, c).profiles.get(a.identifier)?.rendered;
+    // Only a rendering of the very version the device has says what it has.
+    return r?.templateHash === a.templateHash ? r : undefined;
+  };
   for (const d of enrolled) {
     const desired = desiredFor(fleet, d, undefined, cache);
     const serial = deviceView(d, fleet).values.SerialNumber;
@@ -68,21 +129,26 @@ export function planAgainstInventory(fleet: Fleet, inventory: InventoryDevice[])
       const a = managed.get(id);
       if (a && a.phase !== 'removing' && a.templateHash === want.rendered.templateHash) continue;
       const kind: ChangeKind = a || onDevice.has(id) ? 'update' : 'install';
-      changes.push({ kind, device: d.id, serial, identifier: id, profile: want.profile, blueprints: want.blueprints });
+      const before = kind === 'update' ? installed(d, a) : undefined;
+      const diff = kind === 'install' || before ? diffs.of(before, want.rendered) : undefined;
+      changes.push({ kind, device: d.id, serial, identifier: id, profile: want.profile, blueprints: want.blueprints, ...(diff !== undefined ? { diff } : {}) });
     }
     for (const [id, a] of managed) {
       if (desired.profiles.has(id) || desired.frozen.has(id) || a.phase === 'removing') continue;
       const kind = prunes(a.blueprints, a.prune, desired.prune) ? 'remove' : 'unmanage';
-      changes.push({ kind, device: d.id, serial, identifier: id, profile: a.profile, blueprints: a.blueprints });
+      const before = installed(d, a);
+      const diff = kind === 'remove' && before ? diffs.of(before, undefined) : undefined;
+      changes.push({ kind, device: d.id, serial, identifier: id, profile: a.profile, blueprints: a.blueprints, ...(diff !== undefined ? { diff } : {}) });
     }
   }
-  return { devices: enrolled.length, changes, errors };
+  return { devices: enrolled.length, changes, errors, diffs: diffs.list };
 }
 
 /** Between two revisions, for the inventory's devices: only what the change itself does. */
 export function planBetween(base: Fleet, head: Fleet, inventory: InventoryDevice[]): Plan {
   const changes: PlannedChange[] = [];
   const errors: PlanError[] = [];
+  const diffs = new Diffs();
   const enrolled = inventory.filter((d) => d.enrolled !== false);
   const baseCache: RenderCache = new Map();
   const headCache: RenderCache = new Map();
@@ -95,17 +161,22 @@ export function planBetween(base: Fleet, head: Fleet, inventory: InventoryDevice
       if (!want.rendered) continue;
       const had = before.profiles.get(id);
       if (!had?.rendered) {
-        if (!before.frozen.has(id)) changes.push({ kind: 'install', device: d.id, serial, identifier: id, profile: want.profile, blueprints: want.blueprints });
+        if (!before.frozen.has(id)) {
+          const diff = diffs.of(undefined, want.rendered);
+          changes.push({ kind: 'install', device: d.id, serial, identifier: id, profile: want.profile, blueprints: want.blueprints, diff });
+        }
       } else if (had.rendered.templateHash !== want.rendered.templateHash) {
-        changes.push({ kind: 'update', device: d.id, serial, identifier: id, profile: want.profile, blueprints: want.blueprints });
+        const diff = diffs.of(had.rendered, want.rendered);
+        changes.push({ kind: 'update', device: d.id, serial, identifier: id, profile: want.profile, blueprints: want.blueprints, diff });
       }
     }
     for (const [id, had] of before.profiles) {
       if (after.profiles.has(id) || after.frozen.has(id)) continue;
       // As the server decides: by the head revision's flags (see `prunes`), not the base's.
       const kind = prunes(had.blueprints, had.prune, after.prune) ? 'remove' : 'unmanage';
-      changes.push({ kind, device: d.id, serial, identifier: id, profile: had.profile, blueprints: had.blueprints });
+      const diff = kind === 'remove' && had.rendered ? diffs.of(had.rendered, undefined) : undefined;
+      changes.push({ kind, device: d.id, serial, identifier: id, profile: had.profile, blueprints: had.blueprints, ...(diff !== undefined ? { diff } : {}) });
     }
   }
-  return { devices: enrolled.length, changes, errors };
+  return { devices: enrolled.length, changes, errors, diffs: diffs.list };
 }

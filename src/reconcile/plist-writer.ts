@@ -5,13 +5,14 @@
  * took half a second of blocked event loop for a 5 MB profile.
  */
 import type { PlistValue } from '../protocol/plist.js';
+import { Malformed } from '../errors.js';
 
 const HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">';
 
 // XML 1.0 characters xmlbuilder refuses (as its assertLegalChar).
 const ILLEGAL_XML = /[\0-\x08\x0B\f\x0E-\x1F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?:[^\uD800-\uDBFF]|^)[\uDC00-\uDFFF]/;
 
-export class PlistTextError extends Error {}
+export class PlistTextError extends Malformed {}
 
 /** Element text as xmlbuilder escapes it; throws PlistTextError for characters XML cannot carry. */
 export function xmlText(s: string): string {

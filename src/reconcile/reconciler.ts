@@ -13,7 +13,9 @@ import { buildCommand } from '../protocol/commands.js';
 import type { Pusher } from '../push/push.js';
 import type { DeviceRecord, EnrollmentRecord, FinalStatus, NewCommand, ReconcileChange, Store } from '../store/types.js';
 import { applyResult, decide, DEFAULT_RETRY, type Decision, type ReportedProfile, type RetryPolicy } from './decide.js';
-import { desiredForAsync, type RenderCache } from './desired.js';
+import { desiredForAsync, type DesiredState, type RenderCache } from './desired.js';
+import { statusProfiles } from '../report/status.js';
+import type { StatusProfiles } from '../store/status.js';
 import type { RenderedProfile, SecretLookup } from './render.js';
 import type { ArtifactStatus, DeviceArtifacts } from './types.js';
 
@@ -36,6 +38,12 @@ export interface ReconcilerOptions {
    */
   payloadBudgetBytes?: number;
   now?: () => Date;
+  /** Declarative Device Management (src/ddm): each channel's declaration set, reconciled with the profiles. */
+  ddm?: {
+    reconcile(device: DeviceRecord, fleet: Fleet, revision: string): Promise<{ notified: string[] }>;
+    /** A channel enrolled anew: the device holds none of our declarations. */
+    reset(enrollmentId: string): Promise<void>;
+  };
 }
 
 const INVENTORY_QUERIES = [
@@ -153,6 +161,11 @@ export class Reconciler {
   }
 
   private async onEnrolled(e: EnrollmentRecord): Promise<void> {
+    if (this.opts.ddm) {
+      await this.opts.ddm.reset(e.id).catch((err: unknown) => this.opts.log.error({ err, enrollment: e.id }, 'could not reset declarations'));
+      if (e.type === 'user')
+        void this.reconcileDevice(e.deviceId).catch((err: unknown) => this.opts.log.error({ err, device: e.deviceId }, 'reconcile failed'));
+    }
     if (e.type !== 'device' || this.opts.inventoryOnEnroll === false) return;
     try {
       await this.serial(e.deviceId, () => this.queueInventory(e.deviceId));
@@ -176,13 +189,16 @@ export class Reconciler {
   private async queueInventory(deviceId: string): Promise<boolean> {
     if (!(await this.opts.store.getEnrollment(deviceId))?.active) return false;
     const state = await this.loadState(deviceId);
-    await this.absorb(deviceId, state);
+    const absorbed = await this.absorb(deviceId, state);
     if (state.inventory?.profileList || state.inventory?.deviceInformation) return false; // one in flight already
     const change: ReconcileChange = { enqueue: [], cancel: [] };
     const pl = command({ RequestType: 'ProfileList', ManagedOnly: true }, 60);
     const di = command({ RequestType: 'DeviceInformation', Queries: INVENTORY_QUERIES }, 60);
     change.enqueue.push({ targets: [deviceId], cmd: pl }, { targets: [deviceId], cmd: di });
     state.inventory = { ...state.inventory, profileList: pl.uuid, deviceInformation: di.uuid, queuedAt: this.now().toISOString() };
+    // The read model changes with the answers absorbed, and a new device has no summary yet.
+    const device = await this.opts.store.getDevice(deviceId);
+    if (device && (absorbed || !(await this.opts.store.getStatus(deviceId))?.profiles)) change.status = await this.statusOf(device, state);
     await this.opts.store.commitReconcile(deviceId, state, change, this.now());
     await this.push(deviceId);
     return true;
@@ -198,12 +214,18 @@ export class Reconciler {
     const device = await store.getDevice(deviceId);
     // enrolledAt is set by the device channel's first TokenUpdate and cleared by Authenticate and
     // CheckOut: the device record alone says whether the device channel is active.
-    if (!device?.enrolledAt) return undefined;
+    if (!device) return undefined;
+    if (!device.enrolledAt) {
+      // Not enrolled: nothing to queue, but which blueprints select it still shows in the reports.
+      await this.keepStatus(device, await this.loadState(deviceId));
+      return undefined;
+    }
     const state = await this.loadState(deviceId);
     const inventoryBefore = JSON.stringify(state.inventory ?? null);
     const absorbed = await this.absorb(deviceId, state);
     if (!this.fleet || !this.revision) {
-      if (absorbed) await store.commitReconcile(deviceId, state, { enqueue: [], cancel: [] }, this.now());
+      if (absorbed) await store.commitReconcile(deviceId, state, { enqueue: [], cancel: [], status: await this.statusOf(device, state) }, this.now());
+      else await this.keepStatus(device, state);
       return undefined;
     }
     const fleet = this.fleet;
@@ -216,11 +238,28 @@ export class Reconciler {
       now: this.now(),
       retry: this.retry,
     });
-    return this.commit(deviceId, decision, absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null));
+    const outcome = await this.commit(device, desired, decision, absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null));
+    if (this.opts.ddm) outcome.queued += (await this.opts.ddm.reconcile(device, fleet, this.revision)).notified.length;
+    return outcome;
+  }
+
+  /** The reconciler's half of the device's status row (read model) for `state`. */
+  private async statusOf(device: DeviceRecord, state: DeviceArtifacts, desired?: DesiredState): Promise<StatusProfiles> {
+    const fleet = this.fleet;
+    if (fleet && !desired) desired = await this.cpu.run(() => desiredForAsync(fleet, device, this.opts.secrets, this.renders, this.pace));
+    return statusProfiles(device, state, fleet, desired);
+  }
+
+  /** Writes the device's status row when nothing else is committed but the summary changed (a new revision). */
+  private async keepStatus(device: DeviceRecord, state: DeviceArtifacts, desired?: DesiredState, computed?: StatusProfiles): Promise<void> {
+    const row = await this.opts.store.getStatus(device.id);
+    if (!row) return;
+    const next = computed ?? (await this.statusOf(device, state, desired));
+    if (JSON.stringify(row.profiles) !== JSON.stringify(next)) await this.opts.store.putStatus(device.id, next);
   }
 
   /** `dirty`: the state changed before the decision (answers absorbed), so it must be written. */
-  private async commit(deviceId: string, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
+  private async commit(device: DeviceRecord, desired: DesiredState, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
     // Room for this device's install payloads (the command holds the profile's base64) until
     // they are written: a big per-device profile is built for a few devices at a time.
     const weight = decision.actions.reduce(
@@ -229,13 +268,14 @@ export class Reconciler {
     );
     const release = weight > 0 ? await this.budget.acquire(weight) : () => undefined;
     try {
-      return await this.commitHeld(deviceId, decision, dirty);
+      return await this.commitHeld(device, desired, decision, dirty);
     } finally {
       release();
     }
   }
 
-  private async commitHeld(deviceId: string, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
+  private async commitHeld(device: DeviceRecord, desired: DesiredState, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
+    const deviceId = device.id;
     const change: ReconcileChange = { enqueue: [], cancel: [] };
     const state = decision.state;
     for (const a of decision.actions) {
@@ -267,9 +307,12 @@ export class Reconciler {
       change.enqueue.push({ targets: [deviceId], cmd: pl });
       state.inventory = { ...state.inventory, verify: pl.uuid, queuedAt: this.now().toISOString() };
     }
+    const status = statusProfiles(device, state, this.fleet, desired);
     if (change.enqueue.length === 0 && change.cancel.length === 0 && !dirty && !decision.changed) {
+      await this.keepStatus(device, state, desired, status);
       return { deviceId, queued: 0, cancelled: 0 };
     }
+    change.status = status;
     const { cancelled } = await this.opts.store.commitReconcile(deviceId, state, change, this.now());
     this.scheduleRetry(deviceId, state);
     if (change.enqueue.length > 0) {

@@ -15,6 +15,7 @@ import { readProfile } from '../gitops/mobileconfig.js';
 import { findVariables, substitute, type VariableRef } from '../gitops/variables.js';
 import { buildPlist, type PlistDict, type PlistValue } from '../protocol/plist.js';
 import { plistXml, PlistTextError, xmlString as xmlStringOf } from './plist-writer.js';
+import { Malformed } from '../errors.js';
 
 export interface RenderedProfile {
   identifier: string;
@@ -39,7 +40,7 @@ export type DeviceValues = Partial<Record<string, string>>;
 /** Secret values by name; undefined when the server has none. */
 export type SecretLookup = (name: string) => string | undefined;
 
-export class RenderError extends Error {}
+export class RenderError extends Malformed {}
 
 /**
  * Work cut into slices: a generator that yields between slices (a few hundred KB of hashing
@@ -101,7 +102,7 @@ function sha256(s: string | Buffer): Buffer {
 }
 
 /** YAML values -> plist values; strings get variables substituted. */
-function toPlist(v: unknown, sub: (s: string) => string): PlistValue {
+export function toPlist(v: unknown, sub: (s: string) => string): PlistValue {
   if (typeof v === 'string') return sub(v);
   if (typeof v === 'number' || typeof v === 'boolean') return v;
   if (v instanceof Uint8Array || v instanceof Date) return v;
@@ -114,23 +115,24 @@ function toPlist(v: unknown, sub: (s: string) => string): PlistValue {
   return '';
 }
 
-function substituter(device: DeviceValues, secrets: SecretLookup | undefined, profile: string): (s: string) => string {
+/** Substitutes device variables and secrets in a string; `what` names the document in errors ('profile "wifi"'). */
+export function substituter(device: DeviceValues, secrets: SecretLookup | undefined, what: string): (s: string) => string {
   return (s: string) => {
     if (!s.includes('${')) return s;
     return substitute(s, (ref: VariableRef) => {
       if (ref.kind === 'device') {
         const v = device[ref.name];
-        if (v === undefined) throw new RenderError(`profile "${profile}": the device has no ${ref.name} for ${ref.raw}`);
+        if (v === undefined) throw new RenderError(`${what}: the device has no ${ref.name} for ${ref.raw}`);
         return v;
       }
       if (ref.kind === 'secret') {
         // Without a lookup (plan, template hash) the placeholder itself is hashed.
         if (!secrets) return `\${secret:${ref.name}}`;
         const v = secrets(ref.name);
-        if (v === undefined) throw new RenderError(`profile "${profile}": secret "${ref.name}" has no value on the server`);
+        if (v === undefined) throw new RenderError(`${what}: secret "${ref.name}" has no value on the server`);
         return v;
       }
-      throw new RenderError(`profile "${profile}": unknown variable ${ref.raw}`);
+      throw new RenderError(`${what}: unknown variable ${ref.raw}`);
     });
   };
 }
@@ -380,9 +382,9 @@ function base64Parts(t: Template, parts: { buf: Buffer; literal?: number }[]): B
 
 function* renderCompiled(p: ProfileDoc, c: Compiled, device: DeviceValues, secrets: SecretLookup | undefined): Steps<RenderedProfile> {
   // The template hash first: a missing device fact is reported before a missing secret.
-  const plain = c.strings.map(substituter(device, undefined, p.name));
+  const plain = c.strings.map(substituter(device, undefined, `profile "${p.name}"`));
   const templateHash = yield* hashTemplate(c.canonical, c.strings.length ? plain : []);
-  const withSecrets = secrets && c.usesSecrets ? c.strings.map(substituter(device, secrets, p.name)) : plain;
+  const withSecrets = secrets && c.usesSecrets ? c.strings.map(substituter(device, secrets, `profile "${p.name}"`)) : plain;
   const hash = withSecrets === plain ? templateHash : yield* hashTemplate(c.canonical, withSecrets);
   const uuid = uuidFrom(hash);
   const payloadUuids = Array.from({ length: p.payloads?.length ?? 0 }, (_, i) => payloadUuid(hash, i));

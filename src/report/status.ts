@@ -1,9 +1,10 @@
 /**
  * Read-only status reports: where the fleet stands against the applied revision.
  *
- * `loadSnapshot` reads the store once; everything else is a pure function of that snapshot, the
- * applied revision (its Fleet) and the source status, so the API, `orchard status`, the metrics
- * and the tests all compute states the same way.
+ * Fleet-wide reports read the store's read model (src/store/status.ts): each device's row is
+ * computed here by `statusProfiles` when the reconciler commits, and the counts are kept from the
+ * rows. One device's detail is computed live by `deviceSummary`, from the same functions, so the
+ * API, `orchard status`, the metrics and the tests all compute states the same way.
  *
  * Device states (one per device, worst first):
  *   unenrolled  the device channel is not active (checked out, or never finished enrolling);
@@ -16,14 +17,24 @@
 import type { Diagnostic, Fleet } from '../gitops/model.js';
 import type { RevisionInfo, RevisionStatus, SourceStatus } from '../gitops/source.js';
 import { matches } from '../gitops/selector.js';
-import { desiredFor, deviceView, inRollout, type RenderCache } from '../reconcile/desired.js';
+import { desiredFor, deviceView, inRollout, type DesiredState, type RenderCache } from '../reconcile/desired.js';
 import type { ArtifactPhase, ArtifactStatus, DeviceArtifacts } from '../reconcile/types.js';
+import {
+  DAY_MS,
+  DEVICE_STATES,
+  rowState,
+  type BlueprintCounts,
+  type DeviceState,
+  type DeviceStatus,
+  type FleetCounts,
+  type PhaseClass,
+  type StatusProblem,
+  type StatusProfiles,
+} from '../store/status.js';
 import type { CommandView, DeviceRecord, EnrollmentRecord, ErrorChainItem, Store } from '../store/types.js';
 
-export type DeviceState = 'in-sync' | 'pending' | 'drifted' | 'failed' | 'unenrolled';
-export const DEVICE_STATES: readonly DeviceState[] = ['in-sync', 'pending', 'drifted', 'failed', 'unenrolled'];
+export { DEVICE_STATES, type DeviceState };
 export const DEFAULT_STALE_DAYS = 7;
-const DAY_MS = 86_400_000;
 const SECRET_STANDIN = (): string => 'secret';
 
 /** What the push client says about itself (ApnsPusher.status()), reduced to what reports need. */
@@ -124,8 +135,17 @@ function lastSeen(d: DeviceRecord, enrollments: EnrollmentRecord[]): string | un
   return best ?? d.authenticatedAt;
 }
 
-/** Each desired profile of a device (and each managed one no longer desired) with where it stands. */
-export function deviceProfiles(d: DeviceRecord, arts: DeviceArtifacts | undefined, fleet: Fleet | undefined, cache?: RenderCache): DeviceProfileStatus[] {
+/**
+ * Each desired profile of a device (and each managed one no longer desired) with where it stands.
+ * `desired`: the device's desired state under `fleet`, when the caller has it already.
+ */
+export function deviceProfiles(
+  d: DeviceRecord,
+  arts: DeviceArtifacts | undefined,
+  fleet: Fleet | undefined,
+  cache?: RenderCache,
+  desired?: DesiredState,
+): DeviceProfileStatus[] {
   const have = arts?.artifacts ?? {};
   const out: DeviceProfileStatus[] = [];
   const fromArtifact = (a: ArtifactStatus, desired: boolean): DeviceProfileStatus => ({
@@ -145,7 +165,7 @@ export function deviceProfiles(d: DeviceRecord, arts: DeviceArtifacts | undefine
   const seen = new Set<string>();
   if (fleet) {
     // Secret values are not needed to know what is wanted: a stand-in keeps render errors to variables.
-    const desired = desiredFor(fleet, d, SECRET_STANDIN, cache);
+    desired ??= desiredFor(fleet, d, SECRET_STANDIN, cache);
     for (const p of desired.profiles.values()) {
       seen.add(p.identifier);
       const a = have[p.identifier];
@@ -185,11 +205,85 @@ function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-function selectingBlueprints(fleet: Fleet | undefined, d: DeviceRecord): string[] {
-  if (!fleet) return [];
+/** Blueprints whose selector matches the device, and those of them that reach it (not suspended, inside the rollout). */
+function blueprintsOf(fleet: Fleet | undefined, d: DeviceRecord): { matched: string[]; selected: string[] } {
+  if (!fleet) return { matched: [], selected: [] };
   const { view } = deviceView(d, fleet);
   const key = view.serial ?? d.id;
-  return [...fleet.blueprints.values()].filter((b) => matches(b.selector, view) && !b.suspend && inRollout(b, key)).map((b) => b.name);
+  const matched = [...fleet.blueprints.values()].filter((b) => matches(b.selector, view));
+  return { matched: matched.map((b) => b.name), selected: matched.filter((b) => !b.suspend && inRollout(b, key)).map((b) => b.name) };
+}
+
+function profileCounts(profileStatus: DeviceProfileStatus[]): DeviceSummary['profiles'] {
+  const desired = profileStatus.filter((p) => p.desired);
+  return {
+    total: desired.length,
+    verified: desired.filter((p) => p.phase === 'verified').length,
+    failed: desired.filter((p) => p.phase === 'failed').length,
+    pending: desired.filter((p) => p.phase !== 'verified' && p.phase !== 'failed').length,
+  };
+}
+
+/** What is wrong, in one line per profile, without the full detail. */
+export function problemsOf(profileStatus: DeviceProfileStatus[]): StatusProblem[] {
+  return profileStatus
+    .filter((p) => p.phase === 'failed' || (p.drift > 0 && p.phase !== 'verified') || p.renderError)
+    .map((p) => ({ identifier: p.identifier, phase: p.phase, message: p.lastError?.message ?? p.renderError }));
+}
+
+function phaseClass(p: DeviceProfileStatus): PhaseClass {
+  return p.phase === 'verified' ? 'verified' : p.phase === 'failed' ? 'failed' : 'pending';
+}
+
+/**
+ * The reconciler's half of a device's status row (read model): where its profiles stand under
+ * `fleet`, as if it were enrolled (the store knows whether it is).
+ */
+export function statusProfiles(
+  d: DeviceRecord,
+  arts: DeviceArtifacts | undefined,
+  fleet: Fleet | undefined,
+  desired?: DesiredState,
+  cache?: RenderCache,
+): StatusProfiles {
+  const profileStatus = deviceProfiles(d, arts, fleet, cache, desired);
+  const { matched, selected } = blueprintsOf(fleet, d);
+  const out: StatusProfiles = {
+    state: stateOf(true, profileStatus) as StatusProfiles['state'],
+    blueprints: selected,
+    matched,
+    profiles: profileCounts(profileStatus),
+    phases: Object.fromEntries(profileStatus.map((p) => [p.identifier, phaseClass(p)])),
+    problems: problemsOf(profileStatus),
+  };
+  if (arts?.revision !== undefined) out.revision = arts.revision;
+  return out;
+}
+
+/** A device's summary from its status row. */
+export function rowSummary(row: DeviceStatus, ctx: Pick<ReportContext, 'now' | 'staleDays'>): DeviceSummary & { problems: StatusProblem[] } {
+  const now = ctx.now ?? new Date();
+  const staleMs = (ctx.staleDays ?? DEFAULT_STALE_DAYS) * DAY_MS;
+  const f = row.facts;
+  const seen = row.lastSeenAt ?? f.authenticatedAt;
+  return {
+    id: row.id,
+    serialNumber: f.serialNumber,
+    deviceName: f.deviceName,
+    model: f.model,
+    productName: f.productName,
+    osVersion: f.osVersion,
+    enrolled: f.enrolled,
+    enrolledAt: f.enrolledAt,
+    checkedOutAt: f.checkedOutAt,
+    lastSeenAt: seen,
+    state: rowState(row),
+    stale: !seen || now.getTime() - Date.parse(seen) > staleMs,
+    blueprints: row.profiles?.blueprints ?? [],
+    revision: row.profiles?.revision,
+    profiles: row.profiles?.profiles ?? { total: 0, verified: 0, pending: 0, failed: 0 },
+    problems: row.profiles?.problems ?? [],
+  };
 }
 
 export function deviceSummary(
@@ -206,7 +300,6 @@ export function deviceSummary(
   const profileStatus = deviceProfiles(d, arts, ctx.fleet, cache);
   const seen = lastSeen(d, enrollments);
   const info = (d.reported.DeviceInformation?.value ?? {}) as Record<string, unknown>;
-  const desired = profileStatus.filter((p) => p.desired);
   return {
     id: d.id,
     serialNumber: str(info.SerialNumber) ?? d.facts.SerialNumber,
@@ -220,14 +313,9 @@ export function deviceSummary(
     lastSeenAt: seen,
     state: stateOf(enrolled, profileStatus),
     stale: !seen || now.getTime() - Date.parse(seen) > staleMs,
-    blueprints: selectingBlueprints(ctx.fleet, d),
+    blueprints: blueprintsOf(ctx.fleet, d).selected,
     revision: arts?.revision,
-    profiles: {
-      total: desired.length,
-      verified: desired.filter((p) => p.phase === 'verified').length,
-      failed: desired.filter((p) => p.phase === 'failed').length,
-      pending: desired.filter((p) => p.phase !== 'verified' && p.phase !== 'failed').length,
-    },
+    profiles: profileCounts(profileStatus),
     profileStatus,
   };
 }
@@ -263,12 +351,6 @@ export function deviceDetail(snap: Snapshot, d: DeviceRecord, commands: CommandV
   };
 }
 
-/** Every device, summarized (sorted by id). */
-export function deviceSummaries(snap: Snapshot, ctx: ReportContext): (DeviceSummary & { profileStatus: DeviceProfileStatus[] })[] {
-  const cache: RenderCache = new Map();
-  return [...snap.devices].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((d) => deviceSummary(snap, d, ctx, cache));
-}
-
 // ---------------------------------------------------------------- fleet
 
 export interface RevisionView {
@@ -296,15 +378,9 @@ function revisionView(r: RevisionInfo): RevisionView {
   return { commit: r.commit, author: r.author, time: r.time, message: r.message, contentHash: r.contentHash };
 }
 
-export function fleetSummary(summaries: Pick<DeviceSummary, 'state' | 'stale' | 'enrolled'>[], ctx: ReportContext): FleetSummary {
-  const byState = Object.fromEntries(DEVICE_STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
-  let stale = 0;
-  let enrolled = 0;
-  for (const s of summaries) {
-    byState[s.state]++;
-    if (s.stale) stale++;
-    if (s.enrolled) enrolled++;
-  }
+/** The fleet summary from the read model's counts. */
+export function fleetSummary(counts: FleetCounts, ctx: ReportContext): FleetSummary {
+  const { byState, stale, enrolled } = counts;
   const src = ctx.source;
   const appliedStatus: RevisionStatus | undefined = src?.applied;
   const appliedInfo = appliedStatus ?? ctx.revision;
@@ -317,7 +393,7 @@ export function fleetSummary(summaries: Pick<DeviceSummary, 'state' | 'stale' | 
     ...(appliedInfo ? { applied: { ...revisionView(appliedInfo), appliedAt: appliedStatus?.appliedAt } } : {}),
     ...(last ? { latest: { ...revisionView(last), fetchedAt: last.fetchedAt, valid: last.valid, errorCount: last.errorCount, errors: last.errors } } : {}),
     latestRejected,
-    devices: { total: summaries.length, enrolled, byState, stale, staleDays: ctx.staleDays ?? DEFAULT_STALE_DAYS },
+    devices: { total: counts.total, enrolled, byState, stale, staleDays: ctx.staleDays ?? DEFAULT_STALE_DAYS },
     blueprints: ctx.fleet?.blueprints.size ?? 0,
     ...(push
       ? {
@@ -359,54 +435,29 @@ export interface BlueprintDetail extends BlueprintReport {
   selectedDevices: { id: string; serialNumber?: string; state: DeviceState }[];
 }
 
-/** Per blueprint: which devices it selects and, per profile, how many have it verified, pending or failed. */
-export function blueprintReports(
-  snap: Snapshot,
-  summaries: (DeviceSummary & { profileStatus: DeviceProfileStatus[] })[],
-  fleet: Fleet | undefined,
-): BlueprintDetail[] {
-  if (!fleet) return [];
-  const byId = new Map(snap.devices.map((d) => [d.id, d]));
-  const out: BlueprintDetail[] = [];
+/** Per blueprint of the applied revision: devices it matches and selects, and per profile how many have it verified, pending or failed. */
+export function blueprintReports(counts: Record<string, BlueprintCounts>, fleet: Fleet): BlueprintReport[] {
+  const out: BlueprintReport[] = [];
   for (const b of fleet.blueprints.values()) {
-    const byState = Object.fromEntries(DEVICE_STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
-    const profiles = b.profiles.map((name) => ({
-      profile: name,
-      identifier: fleet.profiles.get(name)?.identifier ?? name,
-      verified: 0,
-      pending: 0,
-      failed: 0,
-    }));
-    const selectedDevices: BlueprintDetail['selectedDevices'] = [];
-    let matched = 0;
-    for (const s of summaries) {
-      const d = byId.get(s.id)!;
-      const { view } = deviceView(d, fleet);
-      if (!matches(b.selector, view)) continue;
-      matched++;
-      if (!s.blueprints.includes(b.name)) continue;
-      selectedDevices.push({ id: s.id, serialNumber: s.serialNumber, state: s.state });
-      byState[s.state]++;
-      if (s.state === 'unenrolled') continue;
-      for (const p of profiles) {
-        const st = s.profileStatus.find((x) => x.identifier === p.identifier);
-        if (st?.phase === 'verified') p.verified++;
-        else if (st?.phase === 'failed') p.failed++;
-        else p.pending++;
-      }
-    }
+    const c = counts[b.name];
+    const byState = { ...(c?.byState ?? Object.fromEntries(DEVICE_STATES.map((s) => [s, 0]))) } as Record<DeviceState, number>;
+    const reached = DEVICE_STATES.reduce((n, s) => n + (s === 'unenrolled' ? 0 : byState[s]), 0);
+    const profiles = b.profiles.map((name) => {
+      const identifier = fleet.profiles.get(name)?.identifier ?? name;
+      const verified = c?.verified[identifier] ?? 0;
+      const failed = c?.failed[identifier] ?? 0;
+      return { profile: name, identifier, verified, pending: reached - verified - failed, failed };
+    });
     out.push({
       name: b.name,
       file: b.origin.file,
       suspended: b.suspend,
       ...(b.rollout ? { rolloutPercent: b.rollout.percent } : {}),
       prune: b.prune,
-      matched,
-      selected: selectedDevices.length,
+      matched: c?.matched ?? 0,
+      selected: c?.selected ?? 0,
       devices: { byState },
       profiles,
-      selector: b.selector,
-      selectedDevices,
     });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name));

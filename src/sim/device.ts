@@ -6,16 +6,22 @@
  */
 import { Agent, request } from 'node:http';
 import { randomBytes, randomUUID, type KeyObject } from 'node:crypto';
+import { codeOfStatus, OrchardError, type ErrorCode } from '../errors.js';
 import { signDetached } from '../identity/cms-sign.js';
 import { buildPlist, parsePlistDict, TRUSTED_LIMITS, type PlistDict, type PlistValue } from '../protocol/plist.js';
+import { SimDdm } from './ddm.js';
 
 /** The server answered a device request with something other than 200. */
-export class SimRefusedError extends Error {
+export class SimRefusedError extends OrchardError {
+  readonly code: ErrorCode;
+
   constructor(
     readonly status: number,
     message: string,
   ) {
     super(message);
+    // Anything but a refusal the error model names is the server's trouble.
+    this.code = codeOfStatus(status, 'unavailable');
   }
 }
 
@@ -89,6 +95,10 @@ export class SimulatedDevice {
   readonly handled: HandledCommand[] = [];
   notNow?: NotNowPolicy;
   fail?: FailurePolicy;
+  /** Declarative Device Management: the declarations each channel holds, and its syncs. */
+  readonly ddm = new SimDdm(this);
+  /** Run a DDM sync after a connect session that brought a DeclarativeManagement command (as devices do). Default true. */
+  ddmAutoSync = true;
   bootstrapToken?: Buffer;
   private readonly pushToken = randomBytes(32);
   private readonly pushMagic = randomUUID().toUpperCase();
@@ -184,7 +194,11 @@ export class SimulatedDevice {
     for (let i = 0; i <= (opts.maxCommands ?? 1000); i++) {
       const res = await this.report(report);
       if (res.status !== 200) throw new SimRefusedError(res.status, `connect: server answered ${res.status}: ${res.body.toString().trim()}`);
-      if (res.body.length === 0) return session;
+      if (res.body.length === 0) {
+        if (this.ddmAutoSync && session.some((c) => c.requestType === 'DeclarativeManagement' && c.status === 'Acknowledged'))
+          await this.ddm.sync({ userId: opts.userId });
+        return session;
+      }
       // The server's commands (profiles of megabytes), not a device body: the trusted limits.
       const cmd = parsePlistDict(res.body, TRUSTED_LIMITS);
       const answer = this.execute(cmd);
@@ -238,6 +252,9 @@ export class SimulatedDevice {
         });
       case 'CertificateList':
         return done('Acknowledged', { CertificateList: [] });
+      case 'DeclarativeManagement':
+        // The sync runs after the session, on the check-in endpoint (SimDdm).
+        return done('Acknowledged');
       case 'InstalledApplicationList':
         return done('Acknowledged', {
           InstalledApplicationList: [{ Identifier: 'com.apple.Safari', Name: 'Safari', ShortVersion: '18.1', Version: '20619.2.8' }],

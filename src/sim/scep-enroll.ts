@@ -12,6 +12,7 @@ import type { ContentCipher } from '../asn1/enveloped-data.js';
 import { verifyEnrollmentProfile, type VerifiedProfile } from '../enroll/profile.js';
 import { buildRequest, readCertRep, type FailInfo } from '../enroll/scep.js';
 import type { SimIdentity } from './device.js';
+import { Forbidden } from '../errors.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -20,7 +21,7 @@ export interface ScepIdentity extends SimIdentity {
   keyPem: string;
 }
 
-export class ScepEnrollError extends Error {
+export class ScepEnrollError extends Forbidden {
   constructor(
     message: string,
     readonly failInfo?: FailInfo,

@@ -23,12 +23,25 @@
  *   t\0<uuid>\0<eid>            reference from a target to the payload (pending or finished)
  *   g\0<uuid>                   payload that may have lost its last reference (GC candidate)
  *   a\0<dev>                    reconciler state of the device (DeviceArtifacts)
+ *   v\0<dev>                    status row of the device (read model, src/store/status.ts)
+ *   m\0status                   set once every device has a status row
  *
  * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
  */
+import { Conflict, Malformed, NotFound } from '../errors.js';
 import { Level } from 'level';
 import { LruMap } from './lru.js';
+import {
+  StatusIndex,
+  deviceOfEnrollment,
+  statusFacts,
+  type BlueprintCounts,
+  type DeviceStatus,
+  type FleetCounts,
+  type StatusProfiles,
+  type StatusQuery,
+} from './status.js';
 import type { DeviceArtifacts } from '../reconcile/types.js';
 import type {
   CommandResult,
@@ -96,7 +109,7 @@ function esc(id: string): string {
     if (c === 0) out += '\x01\x01';
     else if (c === 1) out += '\x01\x02';
     else if (c >= 0xd800 && c <= 0xdbff && i + 1 < id.length && (id.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      out += id[i] + id[i + 1];
+      out += id.slice(i, i + 2);
       i++;
     } else if (c >= 0xd800 && c <= 0xdfff) out += '\x01\x03' + c.toString(16);
     else out += id[i];
@@ -162,6 +175,8 @@ const K = {
   ref: (uuid: string, eid: string) => 't\x00' + esc(uuid) + '\x00' + eidKey(eid),
   gc: (uuid: string) => 'g\x00' + esc(uuid),
   artifacts: (dev: string) => 'a\x00' + esc(dev),
+  status: (dev: string) => 'v\x00' + esc(dev),
+  statusVersion: 'm\x00status',
 };
 
 const BUF = { valueEncoding: 'buffer' } as const;
@@ -240,6 +255,8 @@ export class LevelStore implements Store {
   private seq: number;
   private readonly locks = new Map<string, Promise<void>>();
   private readonly queues = new QueueMirror();
+  /** Counts and id order of the `v` rows (see status.ts). */
+  private readonly status = new StatusIndex();
   private group?: { ops: Op[]; done?: Promise<void> };
   /** The payload most recently queued (written or checked), for fan-outs. */
   private lastPayload?: { uuid: string; payload: Buffer };
@@ -277,13 +294,14 @@ export class LevelStore implements Store {
       if (version === undefined) await db.put(K.version, FORMAT_VERSION);
       else if (version === 1) await migrateFrom1(db);
       else if (version !== FORMAT_VERSION) throw new Error(`store format ${String(version)} in ${dir}, expected ${FORMAT_VERSION}`);
-      const last = await db.keys({ ...range('s\x00'), reverse: true, limit: 1 }).all();
-      const seq = last.length ? parseInt(last[0].slice(2), 16) : 0;
+      const [last] = await db.keys({ ...range('s\x00'), reverse: true, limit: 1 }).all();
+      const seq = last !== undefined ? parseInt(last.slice(2), 16) : 0;
       const store = new LevelStore(db, seq, opts);
       for await (const [key, value] of db.iterator(range('q\x00'))) {
         const cut = key.lastIndexOf('\x00');
         store.queues.add(key.slice(2, cut), key.slice(cut + 1), value as QEntry);
       }
+      await store.loadStatus();
       store.seqMarkersDirty = true;
       await store.pruneSeqMarkers();
       return store;
@@ -301,6 +319,49 @@ export class LevelStore implements Store {
 
   private getBuf(key: string): Buffer | undefined {
     return this.db.getSync<string, Buffer>(key, BUF);
+  }
+
+  /** Rebuilds the status index; gives devices from before the read model a row (facts only) once. */
+  private async loadStatus(): Promise<void> {
+    for await (const key of this.db.keys(range('l\x00'))) {
+      const iso = this.getJson<string>(key);
+      const dev = unesc(key.slice(2).split(USER_SEP)[0]!);
+      if (iso) this.status.touch(dev, Date.parse(iso));
+    }
+    if ((await this.db.get(K.statusVersion)) === undefined) {
+      let ops: Op[] = [];
+      for await (const dev of this.db.values(range('d\x00'))) {
+        const d = dev as DeviceRecord;
+        if (this.getJson(K.status(d.id)) === undefined) ops.push({ type: 'put', key: K.status(d.id), value: { id: d.id, facts: statusFacts(d) } });
+        if (ops.length >= 1000) {
+          await this.db.batch(ops);
+          ops = [];
+        }
+      }
+      ops.push({ type: 'put', key: K.statusVersion, value: 1 });
+      await this.db.batch(ops);
+    }
+    for await (const value of this.db.values(range('v\x00'))) {
+      const row = value as DeviceStatus;
+      this.status.set(row.id, row);
+    }
+  }
+
+  /**
+   * Ops writing a device's status row: the facts from `dev` (when given), the reconciler's half
+   * from `profiles` (when given), the rest as stored. Returns the index update to run once the
+   * batch has committed. Call under the device's lock.
+   */
+  private statusOps(deviceId: string, dev: DeviceRecord | undefined, profiles: StatusProfiles | undefined, ops: Op[]): () => void {
+    const prev = this.getJson<DeviceStatus>(K.status(deviceId));
+    const record = dev ?? (prev ? undefined : this.getJson<DeviceRecord>(K.device(deviceId)));
+    const facts = record ? statusFacts(record) : prev?.facts;
+    if (!facts) return () => undefined; // no such device
+    const row: DeviceStatus = { id: deviceId, facts };
+    const p = profiles ?? prev?.profiles;
+    if (p) row.profiles = p;
+    ops.push({ type: 'put', key: K.status(deviceId), value: row });
+    return () => this.status.set(deviceId, row);
   }
 
   /**
@@ -468,7 +529,7 @@ export class LevelStore implements Store {
   // --- check-in ---
 
   async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void> {
-    if (deviceId.includes(':')) throw new Error(`device id ${JSON.stringify(deviceId.slice(0, 80))} contains ':', which joins a device and a user id`);
+    if (deviceId.includes(':')) throw new Malformed(`device id ${JSON.stringify(deviceId.slice(0, 80))} contains ':', which joins a device and a user id`);
     const now = at.toISOString();
     const dropped = await this.withLock('D' + deviceId, async () => {
       const prev = this.getJson<DeviceRecord>(K.device(deviceId));
@@ -487,6 +548,7 @@ export class LevelStore implements Store {
         if (owner === deviceId) ops.push({ type: 'del', key: K.cert(prev.identity.certHash) });
       }
       ops.push({ type: 'put', key: K.cert(identity.certHash), value: deviceId });
+      const indexed = this.statusOps(deviceId, dev, undefined, ops);
       const dropped: string[] = [];
       const cleared: string[] = [];
       for (const eid of await this.enrollmentIds(deviceId)) {
@@ -501,6 +563,7 @@ export class LevelStore implements Store {
       }
       await this.write(ops);
       this.clearMirror(cleared);
+      indexed();
       return dropped;
     });
     await this.collect(dropped);
@@ -511,7 +574,9 @@ export class LevelStore implements Store {
     const user = rec.id.startsWith(`${rec.deviceId}:`) ? rec.id.slice(rec.deviceId.length + 1) : undefined;
     const fits = rec.type === 'user' ? !!user && (rec.userId === undefined || rec.userId === user) : rec.id === rec.deviceId;
     if (rec.deviceId.includes(':') || !fits) {
-      throw new Error(`enrollment ${JSON.stringify(rec.id.slice(0, 80))} is not a ${rec.type} channel of device ${JSON.stringify(rec.deviceId.slice(0, 80))}`);
+      throw new Malformed(
+        `enrollment ${JSON.stringify(rec.id.slice(0, 80))} is not a ${rec.type} channel of device ${JSON.stringify(rec.deviceId.slice(0, 80))}`,
+      );
     }
     return this.withLock('D' + rec.deviceId, async () => {
       const prev = this.getJson<StoredEnrollment>(K.enr(rec.id));
@@ -528,13 +593,17 @@ export class LevelStore implements Store {
         { type: 'put', key: K.devEnr(rec.deviceId, rec.id), value: rec.id },
       ];
       if (prev && prev.deviceId !== rec.deviceId) ops.push({ type: 'del', key: K.devEnr(prev.deviceId, rec.id) });
+      let indexed = () => undefined as void;
       if (rec.type === 'device') {
         const dev = this.getJson<DeviceRecord>(K.device(rec.deviceId));
         if (dev && dev.enrolledAt === undefined) {
-          ops.push({ type: 'put', key: K.device(rec.deviceId), value: { ...dev, enrolledAt: rec.updatedAt } });
+          const next = { ...dev, enrolledAt: rec.updatedAt };
+          ops.push({ type: 'put', key: K.device(rec.deviceId), value: next });
+          indexed = this.statusOps(rec.deviceId, next, undefined, ops);
         }
       }
       await this.write(ops);
+      indexed();
       this.deviceOfEnr.set(rec.id, rec.deviceId);
       return { activated: !prev || !prev.active };
     });
@@ -549,6 +618,7 @@ export class LevelStore implements Store {
       const e = this.getJson<StoredEnrollment>(K.enr(enrollmentId));
       const dev = this.getJson<DeviceRecord>(K.device(devId));
       const isDeviceChannel = e ? e.type === 'device' : dev !== undefined && devId === enrollmentId;
+      let indexed = () => undefined as void;
       if (isDeviceChannel) {
         for (const eid of await this.enrollmentIds(devId)) {
           this.inactivate(eid === enrollmentId ? e : this.getJson<StoredEnrollment>(K.enr(eid)), now, ops);
@@ -556,7 +626,9 @@ export class LevelStore implements Store {
         }
         if (dev) {
           const { enrolledAt: _cleared, ...rest } = dev;
-          ops.push({ type: 'put', key: K.device(devId), value: { ...rest, checkedOutAt: now } });
+          const next = { ...rest, checkedOutAt: now };
+          ops.push({ type: 'put', key: K.device(devId), value: next });
+          indexed = this.statusOps(devId, next, undefined, ops);
         }
       } else {
         this.inactivate(e, now, ops);
@@ -564,6 +636,7 @@ export class LevelStore implements Store {
       }
       await this.write(ops);
       this.clearMirror(cleared);
+      indexed();
       return dropped;
     });
     await this.collect(dropped);
@@ -572,7 +645,7 @@ export class LevelStore implements Store {
   async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void> {
     await this.withLock('D' + deviceId, async () => {
       const dev = this.getJson<DeviceRecord>(K.device(deviceId));
-      if (!dev) throw new Error(`no device ${deviceId} to rebind`);
+      if (!dev) throw new NotFound(`no device ${deviceId} to rebind`);
       const next: DeviceRecord = { ...dev, identity };
       if (change) next.identityChanges = [...(dev.identityChanges ?? []), change].slice(-MAX_IDENTITY_CHANGES);
       const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: next }];
@@ -620,6 +693,7 @@ export class LevelStore implements Store {
     const ms = at.getTime();
     const prev = this.seen.get(enrollmentId);
     if (prev === undefined || ms > prev) this.seen.set(enrollmentId, ms);
+    this.status.touch(deviceOfEnrollment(enrollmentId), ms);
     // A burst of distinct channels is written now rather than held until the next tick.
     if (this.seen.size >= this.maxBufferedTouches && !this.touchFlushQueued) {
       this.touchFlushQueued = true;
@@ -666,7 +740,7 @@ export class LevelStore implements Store {
       const existing = keys.length > 16 ? await this.db.getMany(keys) : keys.map((k) => this.db.getSync(k));
       const dup = uniq.filter((_, i) => existing[i] !== undefined);
       if (dup.length) {
-        throw new Error(`command ${cmd.uuid} already exists for ${dup.slice(0, 3).join(', ')}${dup.length > 3 ? ` and ${dup.length - 3} more` : ''}`);
+        throw new Conflict(`command ${cmd.uuid} already exists for ${dup.slice(0, 3).join(', ')}${dup.length > 3 ? ` and ${dup.length - 3} more` : ''}`);
       }
       const ops: Op[] = [];
       const added = this.enqueueOps(uniq, cmd, priority, enqueuedAt, ops);
@@ -685,7 +759,7 @@ export class LevelStore implements Store {
     if (this.lastPayload?.uuid !== cmd.uuid || this.lastPayload.payload !== cmd.payload) {
       const stored = this.getBuf(K.payload(cmd.uuid));
       if (stored === undefined) ops.push({ type: 'put', key: K.payload(cmd.uuid), value: cmd.payload, valueEncoding: 'buffer' });
-      else if (!stored.equals(cmd.payload)) throw new Error(`command ${cmd.uuid} already exists with a different payload`);
+      else if (!stored.equals(cmd.payload)) throw new Conflict(`command ${cmd.uuid} already exists with a different payload`);
       this.lastPayload = { uuid: cmd.uuid, payload: cmd.payload };
     }
     const seq = ++this.seq;
@@ -739,6 +813,7 @@ export class LevelStore implements Store {
     enqueuedAt: string,
   ): Promise<{ cancelled: string[]; dropped: string[] }> {
     const ops: Op[] = [{ type: 'put', key: K.artifacts(deviceId), value: state }];
+    const indexed = change.status ? this.statusOps(deviceId, undefined, change.status, ops) : () => undefined;
     const cancelled: string[] = [];
     const mirrorRemovals: [string, string][] = [];
     for (const { enrollmentId, uuid } of change.cancel) {
@@ -760,6 +835,7 @@ export class LevelStore implements Store {
       added.push(this.enqueueOps([...new Set(targets)], cmd, priority, enqueuedAt, ops));
     }
     await this.write(ops);
+    indexed();
     for (const [eid, o] of mirrorRemovals) this.queues.remove(eidKey(eid), o);
     for (const f of added) f();
     return { cancelled, dropped: cancelled };
@@ -818,12 +894,15 @@ export class LevelStore implements Store {
       // The device confirmed its erasure: the identity it enrolled with is gone (re-enroll policy).
       const erased = result.status === 'Acknowledged' && cmd.requestType === 'EraseDevice' && enrollmentId === devId;
       const dev = entries.length || erased ? this.getJson<DeviceRecord>(K.device(devId)) : undefined;
+      let indexed = () => undefined as void;
       if (dev) {
         const next: DeviceRecord = entries.length ? { ...dev, reported: { ...dev.reported, ...Object.fromEntries(entries) } } : { ...dev };
         if (erased) next.erasedAt = result.at;
         ops.push({ type: 'put', key: K.device(devId), value: next });
+        if (reported?.DeviceInformation) indexed = this.statusOps(devId, next, undefined, ops);
       }
       await this.write(ops);
+      indexed();
       this.queues.remove(eidKey(enrollmentId), o);
       return 'recorded';
     });
@@ -869,6 +948,46 @@ export class LevelStore implements Store {
       if (r.result) view.result = { ...r.result, raw: rawOf.get(r.uuid) ?? Buffer.alloc(0) };
       return view;
     });
+  }
+
+  // --- read model ---
+
+  async getStatus(deviceId: string): Promise<DeviceStatus | undefined> {
+    const row = this.getJson<DeviceStatus>(K.status(deviceId));
+    return row && this.withSeen(row);
+  }
+
+  async putStatus(deviceId: string, profiles: StatusProfiles): Promise<void> {
+    await this.withLock('D' + deviceId, async () => {
+      if (!this.getJson(K.status(deviceId))) return;
+      const ops: Op[] = [];
+      const indexed = this.statusOps(deviceId, undefined, profiles, ops);
+      await this.write(ops);
+      indexed();
+    });
+  }
+
+  async fleetCounts(opts: { now: Date; staleDays: number }): Promise<FleetCounts> {
+    return this.status.fleet(opts.now, opts.staleDays);
+  }
+
+  async blueprintCounts(names: string[]): Promise<Record<string, BlueprintCounts>> {
+    return this.status.blueprints(names);
+  }
+
+  async queryStatus(q: StatusQuery): Promise<{ total: number; devices: DeviceStatus[] }> {
+    const { total, ids } = this.status.query(q);
+    const devices: DeviceStatus[] = [];
+    for (const id of ids) {
+      const row = this.getJson<DeviceStatus>(K.status(id));
+      if (row) devices.push(this.withSeen(row));
+    }
+    return { total, devices };
+  }
+
+  private withSeen(row: DeviceStatus): DeviceStatus {
+    const seen = this.status.lastSeen(row.id);
+    return seen === undefined ? row : { ...row, lastSeenAt: new Date(seen).toISOString() };
   }
 
   async compact(before: Date): Promise<number> {

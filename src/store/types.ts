@@ -165,17 +165,20 @@ export interface CommandView {
 }
 
 import type { DeviceArtifacts } from '../reconcile/types.js';
+import type { StatusProfiles, StatusStore } from './status.js';
 
 /** What one reconcile of one device changes, written in one atomic batch with its new state. */
 export interface ReconcileChange {
   enqueue: { targets: string[]; cmd: NewCommand }[];
   /** Queued commands to withdraw (not yet answered): superseded installs, removals no longer needed. */
   cancel: { enrollmentId: string; uuid: string }[];
+  /** The reconciler's half of the device's status row (read model), written in the same batch. */
+  status?: StatusProfiles;
 }
 
 export type RecordOutcome = 'recorded' | 'notnow' | 'unknown' | 'duplicate';
 
-export interface Store {
+export interface Store extends StatusStore {
   // --- check-in ---
   /**
    * Atomically: upsert the device (facts, identity binding, authenticatedAt; keep `reported`),

@@ -78,9 +78,14 @@ describe('orchard plan', () => {
     expect(r.stdout).toMatch(/install +3 +PLAN0, PLAN1, PLAN2/);
     expect(r.stdout).not.toContain('PLANIPAD');
     expect(r.stdout).toMatch(/3 installs, 3 updates on 3 of 4 devices/);
+    // The devices' installed revision is in the clone: the update says what changes inside.
+    expect(r.stdout).toContain(
+      '        payload com.example.passcode.1.com.apple.mobiledevice.passwordpolicy (com.apple.mobiledevice.passwordpolicy)\n      -     minLength: 8\n      +     minLength: 12\n',
+    );
 
     const md = await plan([repo.work, '--inventory', inventory, '--format', 'markdown']);
     expect(md.stdout).toContain('| macs | `firewall` | install | 3 | PLAN0, PLAN1, PLAN2 |');
+    expect(md.stdout).toContain('<details><summary><b>update</b> <code>passcode</code> (com.example.passcode) on 3 devices: PLAN0, PLAN1, PLAN2</summary>');
     const json = JSON.parse((await plan([repo.work, '--inventory', inventory, '--format', 'json'])).stdout) as { changes: { kind: string }[] };
     expect(json.changes.filter((c) => c.kind === 'update')).toHaveLength(3);
   });

@@ -49,7 +49,8 @@ describe('Mdm-Signature made by openssl cms -sign', () => {
       expect(dev?.identity.subject).toContain(`openssl-${mode}`);
       // The same body with one byte changed no longer matches its signature.
       const tampered = Buffer.from(body);
-      tampered[tampered.indexOf('Mac14,2')] ^= 1;
+      const at = tampered.indexOf('Mac14,2');
+      tampered.writeUInt8(tampered.readUInt8(at) ^ 1, at);
       const bad = await put('/mdm/checkin', tampered, { 'mdm-signature': opensslSign(body, cert, key, mode) });
       expect(bad.status).toBe(403);
     });

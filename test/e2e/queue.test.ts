@@ -162,13 +162,13 @@ describe('command queue over HTTP', () => {
     expect(logged).not.toContain('super-secret');
   });
 
-  it('UserAuthenticate is declined with 410; GetToken and DeclarativeManagement are a clear 400', async () => {
+  it('UserAuthenticate is declined with 410; GetToken is a clear 400; DeclarativeManagement answers JSON', async () => {
     const dev = server.device();
     await dev.enroll();
     expect((await dev.checkin({ MessageType: 'UserAuthenticate', UDID: dev.udid, UserID: 'U1', DigestResponse: '' })).status).toBe(410);
     const ddm = await dev.checkin({ MessageType: 'DeclarativeManagement', UDID: dev.udid, Endpoint: 'tokens' });
-    expect(ddm.status).toBe(400);
-    expect(ddm.body.toString()).toMatch(/not supported yet/);
+    expect(ddm.status).toBe(200);
+    expect(JSON.parse(ddm.body.toString()).SyncTokens.DeclarationsToken).toMatch(/^[0-9a-f]{64}$/);
     expect((await dev.checkin({ MessageType: 'GetToken', UDID: dev.udid })).status).toBe(400);
   });
 

@@ -100,15 +100,15 @@ describe('errors', () => {
 
   it('unknown key far from every known key gets no suggestion', () => {
     const [e] = warnings(validatePayload('com.apple.wifi.managed', { ...wifi(), CompletelyDifferent: 1 }, authored([])));
-    expect(e.message).toMatch(/unknown key 'CompletelyDifferent'/);
-    expect(e.message).not.toMatch(/did you mean/);
+    expect(e?.message).toMatch(/unknown key 'CompletelyDifferent'/);
+    expect(e?.message).not.toMatch(/did you mean/);
   });
 
   it('wrong type', () => {
     const errs = errors(validatePayload('com.apple.wifi.managed', { ...wifi(), AutoJoin: 'yes', SSID_STR: 42 }, authored([])));
     expect(errs.map((e) => e.path)).toEqual([['SSID_STR'], ['AutoJoin']]);
-    expect(errs[0].message).toMatch(/must be a string, got number 42 \(quote it in YAML\)/);
-    expect(errs[1].message).toMatch(/'AutoJoin' must be a boolean, got string "yes"/);
+    expect(errs[0]?.message).toMatch(/must be a string, got number 42 \(quote it in YAML\)/);
+    expect(errs[1]?.message).toMatch(/'AutoJoin' must be a boolean, got string "yes"/);
   });
 
   it('value outside rangelist', () => {
@@ -129,7 +129,7 @@ describe('errors', () => {
       { severity: 'error', rule: 'apple-value', path: ['maxFailedAttempts'], message: expect.stringMatching(/must be between 2 and 11; got 20/) },
     ]);
     // Ranges on <real> keys too.
-    expect(errors(validatePayload('com.apple.universalaccess', { contrast: 1.5 }, authored([])))[0].message).toMatch(/between 0 and 1/);
+    expect(errors(validatePayload('com.apple.universalaccess', { contrast: 1.5 }, authored([])))[0]?.message).toMatch(/between 0 and 1/);
     expect(errors(validatePayload('com.apple.universalaccess', { contrast: 1 }, authored([])))).toEqual([]);
   });
 
@@ -174,8 +174,8 @@ describe('errors', () => {
       ['apple-value', ['EAPClientConfiguration', 'AcceptEAPTypes', 1]],
       ['apple-unknown-key', ['EAPClientConfiguration', 'UserNam']],
     ]);
-    expect(errs[0].message).toMatch(/must be one of 13, 17, 18, 21, 23, 25, 43; got 99/);
-    expect(errs[1].message).toMatch(/did you mean 'UserName'\?/);
+    expect(errs[0]?.message).toMatch(/must be one of 13, 17, 18, 21, 23, 25, 43; got 99/);
+    expect(errs[1]?.message).toMatch(/did you mean 'UserName'\?/);
     // A required subkey is reported at the dictionary that lacks it.
     const missing = errors(validatePayload('com.apple.wifi.managed', { SSID_STR: 'x', EAPClientConfiguration: { UserName: 'u' } }, authored([])));
     expect(missing).toEqual([
@@ -241,7 +241,7 @@ describe('authored and complete payloads', () => {
         message: expect.stringMatching(/'PayloadVersion' must be one of 1; got 2/),
       },
     ]);
-    expect(errors(validatePayload('com.apple.wifi.managed', { ...full, PayloadType: 'com.apple.vpn.managed' }, ctx))[0].message).toMatch(/does not match/);
+    expect(errors(validatePayload('com.apple.wifi.managed', { ...full, PayloadType: 'com.apple.vpn.managed' }, ctx))[0]?.message).toMatch(/does not match/);
   });
 });
 
@@ -327,15 +327,15 @@ describe('values', () => {
     const fv = { Enable: 'On', Certificate: new Uint8Array([48, 130, 1]) };
     expect(validatePayload('com.apple.MCX.FileVault2', fv, authored([]))).toEqual([]);
     expect(validatePayload('com.apple.MCX.FileVault2', { ...fv, Certificate: 'MIIB\nCg==' }, authored([]))).toEqual([]);
-    expect(errors(validatePayload('com.apple.MCX.FileVault2', { ...fv, Certificate: '${secret:CERT}' }, authored([])))[0].message).toMatch(
+    expect(errors(validatePayload('com.apple.MCX.FileVault2', { ...fv, Certificate: '${secret:CERT}' }, authored([])))[0]?.message).toMatch(
       /must be data \(base64 in YAML\)/,
     );
-    expect(errors(validatePayload('com.apple.MCX.FileVault2', { ...fv, Certificate: 12 }, authored([])))[0].message).toMatch(/must be data/);
+    expect(errors(validatePayload('com.apple.MCX.FileVault2', { ...fv, Certificate: 12 }, authored([])))[0]?.message).toMatch(/must be data/);
     expect(validatePayload('com.apple.universalaccess', { contrast: 0 }, authored([]))).toEqual([]);
     const rule = { Expiration: new Date('2030-01-01T00:00:00Z'), LeafCertificate: new Uint8Array([1]) };
     expect(errors(validatePayload('com.apple.systempolicy.rule', rule, authored([])))).toEqual([]);
     expect(errors(validatePayload('com.apple.systempolicy.rule', { ...rule, Expiration: '2030-01-01T00:00:00Z' }, authored([])))).toEqual([]);
-    expect(errors(validatePayload('com.apple.systempolicy.rule', { ...rule, Expiration: 'next week' }, authored([])))[0].message).toMatch(/must be a date/);
+    expect(errors(validatePayload('com.apple.systempolicy.rule', { ...rule, Expiration: 'next week' }, authored([])))[0]?.message).toMatch(/must be a date/);
   });
 
   it('<any> and ANY-named keys accept anything', () => {
@@ -402,8 +402,8 @@ describe('conditional requirements and merged types', () => {
     const type = 'com.apple.TCC.configuration-profile-policy';
     expect(errors(validatePayload(type, entry({ Allowed: true }), authored([])))).toEqual([]);
     expect(errors(validatePayload(type, entry({ Authorization: 'Allow' }), authored([])))).toEqual([]);
-    expect(errors(validatePayload(type, entry({}), authored([])))[0].message).toMatch(/missing required key 'Allowed'.*unless 'Authorization' is set/);
-    expect(errors(validatePayload(type, entry({ Allowed: true, Authorization: 'Allow' }), authored([])))[0].message).toMatch(/cannot both be set/);
+    expect(errors(validatePayload(type, entry({}), authored([])))[0]?.message).toMatch(/missing required key 'Allowed'.*unless 'Authorization' is set/);
+    expect(errors(validatePayload(type, entry({ Allowed: true, Authorization: 'Allow' }), authored([])))[0]?.message).toMatch(/cannot both be set/);
   });
 
   it('a payload type Apple describes in several files: merged key sets, or a variant selected by its identifying value', () => {
@@ -418,11 +418,11 @@ describe('conditional requirements and merged types', () => {
       Hosts: ['.example.com'],
     };
     expect(errors(validatePayload('com.apple.extensiblesso', { ...kerberos, ExtensionData: { allowPassword: true } }, authored([])))).toEqual([]);
-    expect(warnings(validatePayload('com.apple.extensiblesso', { ...kerberos, ExtensionData: { allowPasword: true } }, authored([])))[0].message).toMatch(
+    expect(warnings(validatePayload('com.apple.extensiblesso', { ...kerberos, ExtensionData: { allowPasword: true } }, authored([])))[0]?.message).toMatch(
       /did you mean 'allowPassword'/,
     );
     const { Realm: _realm, ...noRealm } = kerberos;
-    expect(errors(validatePayload('com.apple.extensiblesso', noRealm, authored([])))[0].message).toMatch(/missing required key 'Realm'/);
+    expect(errors(validatePayload('com.apple.extensiblesso', noRealm, authored([])))[0]?.message).toMatch(/missing required key 'Realm'/);
     const other = { ExtensionIdentifier: 'com.example.sso', Type: 'Redirect', URLs: ['https://login.example.com'], ExtensionData: { whatever: 1 } };
     expect(errors(validatePayload('com.apple.extensiblesso', other, authored([])))).toEqual([]);
   });
@@ -456,13 +456,13 @@ describe('top level', () => {
 
   it('PayloadContent is required unless the profile is encrypted; unknown keys and payload items are checked', () => {
     const { PayloadContent: _c, ...rest } = profile();
-    expect(validateTopLevel(rest)[0].message).toMatch(/missing required key 'PayloadContent'/);
+    expect(validateTopLevel(rest)[0]?.message).toMatch(/missing required key 'PayloadContent'/);
     expect(validateTopLevel({ ...rest, IsEncrypted: true, EncryptedPayloadContent: new Uint8Array([1]) })).toEqual([]);
     expect(validateTopLevel({ ...profile(), PayloadContent: ['x'] })[0]).toMatchObject({
       path: ['PayloadContent', 0],
       message: expect.stringMatching(/must be a dictionary/),
     });
-    expect(validateTopLevel({ ...profile(), PayloadDisplayname: 'x' })[0].message).toMatch(/did you mean 'PayloadDisplayName'/);
+    expect(validateTopLevel({ ...profile(), PayloadDisplayname: 'x' })[0]?.message).toMatch(/did you mean 'PayloadDisplayName'/);
   });
 
   it('with platforms, top-level keys get platform warnings too', () => {

@@ -262,7 +262,7 @@ describe('custom preference domains', () => {
         // pfm_format matches the whole value: 'Downloads/x' contains a '/' but does not start with one.
         ['warning', 'manifest-value', 'DownloadDirectory'],
       ]);
-      expect(validatePayload('com.google.Chrome', keys, ctx)[1].message).toMatch(/did you mean 'HomepageLocation'\?/);
+      expect(validatePayload('com.google.Chrome', keys, ctx)[1]?.message).toMatch(/did you mean 'HomepageLocation'\?/);
     });
 
     it("managed preferences (com.apple.ManagedClient.preferences) of a domain are checked against the domain's manifest", () => {

@@ -9,6 +9,7 @@ import Koa from 'koa';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LoadResult } from '../../src/gitops/model.js';
 import { FleetSource, type AppliedRevision, type SourceOptions, type SourceStatus } from '../../src/gitops/source.js';
+import { errorHandler } from '../../src/http/errors.js';
 import { sourceRoutes, sourceStatusRoute } from '../../src/http/source-routes.js';
 import { loadFleet } from '../../src/gitops/load.js';
 import { BAD, captureLog, doc, FleetRepo, git, GOOD, tempDir, waitFor, type CapturedLog } from './helpers.js';
@@ -229,6 +230,7 @@ describe('git webhook', () => {
   async function serve(src: FleetSource, webhookSecret?: string): Promise<string> {
     const app = new Koa();
     app.silent = true;
+    app.use(errorHandler(captureLog().log));
     app.use(sourceRoutes({ source: src, webhookSecret, log: captureLog().log }).routes());
     const status = new Router();
     status.get('/api/v1/source', sourceStatusRoute(src));

@@ -46,7 +46,7 @@ function code(fn: () => unknown): string | undefined {
   try {
     fn();
   } catch (err) {
-    if (err instanceof PushCertError) return err.code;
+    if (err instanceof PushCertError) return err.problem;
     throw err;
   }
   return undefined;

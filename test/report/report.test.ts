@@ -15,7 +15,7 @@ import { pushRoutes } from '../../src/http/push-routes.js';
 import { reportRoutes, type ReportSources } from '../../src/http/report-routes.js';
 import { sourceRoutes } from '../../src/http/source-routes.js';
 import type { RouteDeps } from '../../src/server.js';
-import { stateOf, type DeviceProfileStatus } from '../../src/report/status.js';
+import { deviceSummary, loadSnapshot, problemsOf, stateOf, type DeviceProfileStatus } from '../../src/report/status.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
 import { blueprint } from '../gitops/repo.js';
@@ -113,6 +113,22 @@ describe('GET /api/v1/blueprints', () => {
     expect(body.selectedDevices.map((d: Json) => d.serialNumber).sort()).toEqual(['MAC000', 'MAC001', 'MAC002']);
     expect(body.selectedDevices.find((d: Json) => d.serialNumber === 'MAC002').state).toBe('failed');
     expect((await get('/api/v1/blueprints/nope')).status).toBe(404);
+  });
+});
+
+describe('the read model', () => {
+  it('every row says what a live recomputation of its device from the store and the applied revision says', async () => {
+    const snap = await loadSnapshot(server.store);
+    const rc = { fleet: server.source!.current()!.fleet, now: new Date() };
+    const { body } = await get('/api/v1/report/devices');
+    expect(body.devices).toHaveLength(snap.devices.length);
+    for (const d of snap.devices) {
+      const { profileStatus, ...live } = deviceSummary(snap, d, rc);
+      const row = body.devices.find((x: Json) => x.id === d.id);
+      expect({ ...row, lastSeenAt: undefined, stale: undefined }).toEqual(
+        JSON.parse(JSON.stringify({ ...live, problems: problemsOf(profileStatus), lastSeenAt: undefined, stale: undefined })),
+      );
+    }
   });
 });
 
@@ -526,5 +542,29 @@ describe('devices by any of their names', () => {
     const cli = await runStatus({ server: server.url, token: server.readToken, device: 'MAC001', format: 'table' });
     expect(cli.exitCode).toBe(2);
     expect(cli.stderr).toContain('matches 2 devices');
+  });
+});
+
+describe('a new revision that only changes who is selected', () => {
+  it('moves the blueprint counts and the rows without any device checking in', async () => {
+    repo.write('blueprints/tablets.yaml', blueprint('tablets', '    platforms: [iPadOS]', [])).commit('tablets');
+    await server.source!.sync('test');
+    try {
+      const tablets = await waitFor('the tablets blueprint counted', async () => {
+        const b = (await get('/api/v1/blueprints')).body.blueprints?.find((x: Json) => x.name === 'tablets');
+        return b?.selected === 1 ? b : undefined;
+      });
+      expect(tablets).toMatchObject({ matched: 1, selected: 1, devices: { byState: { 'in-sync': 1 } } });
+      const ipad = (await get('/api/v1/report/devices?blueprint=tablets')).body;
+      expect(ipad.devices.map((d: Json) => d.serialNumber)).toEqual(['IPAD001']);
+      expect(ipad.devices[0].blueprints).toEqual(['ipads', 'tablets']);
+    } finally {
+      repo.remove('blueprints/tablets.yaml').commit('no tablets');
+      await server.source!.sync('test');
+    }
+    await waitFor(
+      'the tablets blueprint gone from the rows',
+      async () => (await get('/api/v1/report/devices?blueprint=ipads')).body.devices?.[0]?.blueprints.length === 1,
+    );
   });
 });

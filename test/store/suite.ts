@@ -253,7 +253,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(Buffer.isBuffer(e?.unlockToken)).toBe(true);
         expect(e?.unlockToken?.equals(ALL_BYTES)).toBe(true);
         const listed = await store.listEnrollments('D1');
-        expect(listed[0].unlockToken?.equals(ALL_BYTES)).toBe(true);
+        expect(listed[0]?.unlockToken?.equals(ALL_BYTES)).toBe(true);
       });
 
       it('checkOut of the device channel deactivates every channel, drops their queues and sets checkedOutAt', async () => {
@@ -387,7 +387,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.recordResult('D1', 'c1', res('NotNow', 3))).toBe('notnow');
         let [view] = await store.listCommands('D1');
         expect(view).toMatchObject({ uuid: 'c1', status: 'NotNow', notNowCount: 2, updatedAt: iso(3), priority: 60 });
-        expect(view.result).toBeUndefined();
+        expect(view?.result).toBeUndefined();
 
         const errorChain = [{ ErrorCode: 12021, ErrorDomain: 'MCMDMErrorDomain', LocalizedDescription: 'nope' }];
         const raw = Buffer.concat([Buffer.from('<plist>'), ALL_BYTES]);
@@ -402,11 +402,11 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
           updatedAt: iso(4),
           enqueuedAt: iso(1),
         });
-        expect(view.result?.status).toBe('Error');
-        expect(view.result?.at).toBe(iso(4));
-        expect(view.result?.errorChain).toEqual(errorChain);
-        expect(Buffer.isBuffer(view.result?.raw)).toBe(true);
-        expect(view.result?.raw.equals(raw)).toBe(true);
+        expect(view?.result?.status).toBe('Error');
+        expect(view?.result?.at).toBe(iso(4));
+        expect(view?.result?.errorChain).toEqual(errorChain);
+        expect(Buffer.isBuffer(view?.result?.raw)).toBe(true);
+        expect(view?.result?.raw.equals(raw)).toBe(true);
         expect(await store.nextCommand('D1', { skipNotNow: false })).toBeUndefined();
       });
 
@@ -415,7 +415,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await store.enqueue(['D1'], cmd('c1'), at(1));
         expect(await store.recordResult('D1', 'c1', res('CommandFormatError', 2))).toBe('recorded');
         expect(await store.nextCommand('D1', { skipNotNow: false })).toBeUndefined();
-        expect((await store.listCommands('D1'))[0].status).toBe('CommandFormatError');
+        expect((await store.listCommands('D1'))[0]?.status).toBe('CommandFormatError');
       });
 
       it('queues one command for many targets independently', async () => {
@@ -433,9 +433,9 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.nextCommand('A', { skipNotNow: false })).toBeUndefined();
         expect((await store.nextCommand('B', { skipNotNow: false }))?.uuid).toBe('fan');
         expect((await store.nextCommand('C', { skipNotNow: true }))?.uuid).toBe('fan');
-        expect((await store.listCommands('A'))[0].status).toBe('Acknowledged');
-        expect((await store.listCommands('B'))[0].status).toBe('NotNow');
-        expect((await store.listCommands('C'))[0].status).toBe('Pending');
+        expect((await store.listCommands('A'))[0]?.status).toBe('Acknowledged');
+        expect((await store.listCommands('B'))[0]?.status).toBe('NotNow');
+        expect((await store.listCommands('C'))[0]?.status).toBe('Pending');
       });
 
       it('refuses a uuid that already exists for a target, atomically', async () => {
@@ -530,7 +530,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         }
         const hist = await store.listCommands('D1');
         expect(hist.map((c) => [c.uuid, c.status])).toEqual([['c1', 'Acknowledged']]);
-        expect(hist[0].result?.raw.equals(raw)).toBe(true);
+        expect(hist[0]?.result?.raw.equals(raw)).toBe(true);
         expect(await store.listCommands('D1:501')).toEqual([]);
         expect((await store.getDevice('D1'))?.reported).toEqual(reported);
         expect(await store.recordResult('D1', 'c2', res('Acknowledged', 11))).toBe('unknown');
@@ -555,10 +555,10 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
           ['b', 'Acknowledged', 90, iso(2), 0],
           ['c', 'NotNow', 50, iso(3), 1],
         ]);
-        expect(list[0].updatedAt).toBeUndefined();
-        expect(list[1].requestType).toBe('ProfileList');
-        expect(list[1].result?.raw.toString()).toBe(`raw-Acknowledged-4`);
-        expect(list[2].updatedAt).toBe(iso(5));
+        expect(list[0]?.updatedAt).toBeUndefined();
+        expect(list[1]?.requestType).toBe('ProfileList');
+        expect(list[1]?.result?.raw.toString()).toBe(`raw-Acknowledged-4`);
+        expect(list[2]?.updatedAt).toBe(iso(5));
       });
 
       it('keeps ids apart whatever characters they contain', async () => {
@@ -614,8 +614,8 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(empty?.payload.length).toBe(0);
         expect(await store.recordResult('D1', 'empty', res('Acknowledged', 4, Buffer.alloc(0)))).toBe('recorded');
         const [a, b] = await store.listCommands('D1');
-        expect(a.result?.raw.equals(invalidUtf8)).toBe(true);
-        expect(b.result?.raw.length).toBe(0);
+        expect(a?.result?.raw.equals(invalidUtf8)).toBe(true);
+        expect(b?.result?.raw.length).toBe(0);
       });
 
       it('compacts finished commands older than the cut-off only', async () => {
@@ -811,7 +811,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect((await store.getBootstrapToken('D1'))?.equals(ALL_BYTES)).toBe(true);
         const cmds = await store.listCommands('D1');
         expect(cmds).toEqual(before.cmds);
-        expect(cmds[0].result?.raw.equals(ALL_BYTES)).toBe(true);
+        expect(cmds[0]?.result?.raw.equals(ALL_BYTES)).toBe(true);
         expect(await store.listCommands('D1:501')).toEqual(before.user);
         expect(await store.nextCommand('D1', { skipNotNow: true })).toMatchObject({ uuid: 'c3', status: 'Pending' });
         const c2 = await store.nextCommand('D1', { skipNotNow: false });

@@ -6,6 +6,7 @@
  * admin probably meant something else, info where nothing can be checked.
  */
 import appleProfiles from './profiles.json' with { type: 'json' };
+import { at } from '../../util/must.js';
 
 export type Platform = 'macOS' | 'iOS' | 'iPadOS' | 'tvOS' | 'visionOS' | 'watchOS'; // iPadOS is Apple's iOS entry
 export type Severity = 'error' | 'warning' | 'info';
@@ -510,6 +511,23 @@ export function validatePayload(type: string, keys: Record<string, unknown>, ctx
   return issues;
 }
 
+/**
+ * Validate a dictionary against a schema of profiles.json's shape from elsewhere (Apple's
+ * declarations, src/ddm/apple): the same checks and rules as an Apple payload, without the
+ * common payload keys. `label` names it in messages.
+ */
+export function validateWithSchema(label: string, spec: PayloadJson, keys: Record<string, unknown>, ctx: Omit<PayloadContext, 'mode'>): PayloadIssue[] {
+  if (!isDict(keys)) return [payloadIssue('apple-payload', [], `${shortText(label)} must be a dictionary, got ${describe(keys)}`)];
+  let root = foreignRoots.get(spec);
+  if (!root) foreignRoots.set(spec, (root = rootNode(label, spec, undefined)));
+  const issues: PayloadIssue[] = [];
+  const run = new Run(issues, { ...ctx, mode: 'complete' }, 'apple');
+  run.notes(root, [], label);
+  run.dict(root.dict!, keys, [], undefined, label, spec.open === true);
+  return issues;
+}
+const foreignRoots = new WeakMap<PayloadJson, Node>();
+
 const MCX_PREFERENCES = 'com.apple.ManagedClient.preferences';
 
 function uncheckedDomain(domain: string, ctx: PayloadContext): string {
@@ -918,7 +936,7 @@ function typeProblem(type: KeyType, v: unknown): string | undefined {
 }
 
 /** The closest candidate within `max` edits (case-insensitive; a transposition counts once). */
-function suggest(word: string, candidates: readonly string[], max: number): string | undefined {
+export function suggest(word: string, candidates: readonly string[], max: number): string | undefined {
   const w = word.toLowerCase();
   let best: string | undefined;
   let bestD = max + 1;
@@ -945,13 +963,13 @@ function distance(a: string, b: string, limit: number): number {
     let rowMin = i;
     for (let j = 1; j <= n; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let d = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, prev2[j - 2] + 1);
+      let d = Math.min(at(prev, j) + 1, at(cur, j - 1) + 1, at(prev, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, at(prev2, j - 2) + 1);
       cur[j] = d;
       if (d < rowMin) rowMin = d;
     }
     if (rowMin >= limit) return limit;
     [prev2, prev, cur] = [prev, cur, prev2];
   }
-  return prev[n];
+  return at(prev, n);
 }

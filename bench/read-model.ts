@@ -1,0 +1,134 @@
+/**
+ * Reports at fleet scale: N devices (default 100,000) with status rows in a real LevelDB store,
+ * served by a real `orchard serve` child process. Measures the latency of `GET /api/v1/status`
+ * and `GET /metrics` (sequential scrapes), and the latency of signed device Idles without and
+ * while a scraper hits both back to back (goal: p99 < 100 ms, device latency unchanged).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createCA, createDeviceIdentity } from '../src/identity/ca.js';
+import { SimulatedDevice } from '../src/sim/device.js';
+import type { StatusProfiles } from '../src/store/status.js';
+import { LevelStore } from '../src/store/leveldb.js';
+import { phase, startBenchServer, type PhaseResult } from './protocol.js';
+
+export interface ReadModelBenchResult {
+  devices: number;
+  seedSeconds: number;
+  scrapes: { path: string; count: number; p50ms: number; p99ms: number; maxMs: number }[];
+  idle: PhaseResult;
+  idleWhileScraped: PhaseResult;
+  scrapesDuringIdle: number;
+}
+
+const STATES: StatusProfiles['state'][] = ['in-sync', 'in-sync', 'in-sync', 'pending', 'failed', 'drifted'];
+
+/** What the reconciler would write for device n: one of 10 blueprints of 3 profiles plus the all-Macs one. */
+function verdict(n: number): StatusProfiles {
+  const state = STATES[n % STATES.length]!;
+  const blueprints = ['b0', `b${1 + (n % 9)}`];
+  const ids = blueprints.flatMap((b) => [0, 1, 2].map((k) => `com.example.bench.${b}.p${k}`));
+  const phase = state === 'in-sync' ? 'verified' : state === 'failed' ? 'failed' : 'pending';
+  return {
+    state,
+    blueprints,
+    matched: blueprints,
+    revision: 'rev1',
+    profiles: {
+      total: ids.length,
+      verified: phase === 'verified' ? ids.length : 0,
+      pending: phase === 'pending' ? ids.length : 0,
+      failed: phase === 'failed' ? ids.length : 0,
+    },
+    phases: Object.fromEntries(ids.map((id) => [id, phase])),
+    problems: state === 'failed' ? [{ identifier: ids[0]!, phase: 'failed', message: 'The profile was refused' }] : [],
+  };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
+}
+
+/** One scrape (fetch keeps its connection alive), in ms including the whole body. */
+async function scrape(url: string): Promise<number> {
+  const t = performance.now();
+  const res = await fetch(url, { headers: { authorization: 'Bearer bench-token' } });
+  await res.arrayBuffer();
+  if (res.status !== 200) throw new Error(`${url}: ${res.status}`);
+  return performance.now() - t;
+}
+
+export async function benchReadModel(devices: number, scrapes = 200): Promise<ReadModelBenchResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-read-model-'));
+  try {
+    const t0 = performance.now();
+    const store = await LevelStore.open(join(dir, 'data'));
+    const at = new Date();
+    for (let i = 0; i < devices; i += 500) {
+      await Promise.all(
+        Array.from({ length: Math.min(500, devices - i) }, async (_, k) => {
+          const n = i + k;
+          const id = `DEV-${n}`;
+          const facts = { UDID: id, Topic: 't', SerialNumber: `S${n}`, Model: 'Mac14,2', ProductName: 'Mac14,2', OSVersion: '15.1', DeviceName: `Mac ${n}` };
+          await store.authenticate(id, facts, { certHash: `c${n}`, issuerHash: 'i', subject: '', notAfter: '' }, at);
+          await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at.toISOString(), updatedAt: at.toISOString() });
+          await store.commitReconcile(id, { deviceId: id, artifacts: {}, revision: 'rev1' }, { enqueue: [], cancel: [], status: verdict(n) }, at);
+        }),
+      );
+    }
+    await store.close();
+    const seedSeconds = (performance.now() - t0) / 1000;
+
+    const ca = createCA({ commonName: 'Bench CA' });
+    writeFileSync(join(dir, 'ca.pem'), ca.certPem);
+    const server = await startBenchServer(dir, join(dir, 'ca.pem'));
+    const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+    try {
+      const key = createDeviceIdentity(ca, 'bench-key').key;
+      const sims = Array.from(
+        { length: 16 },
+        (_, i) => new SimulatedDevice({ serverUrl: server.url, identity: createDeviceIdentity(ca, `rm-${i}`, { key }), agent, serialNumber: `RM${i}` }),
+      );
+      for (const d of sims) await d.enroll();
+      const idleJobs = (rounds: number) =>
+        Array.from({ length: rounds }, () =>
+          sims.map((d) => async () => {
+            const r = await d.report({ Status: 'Idle', UDID: d.udid });
+            if (r.status !== 200) throw new Error(`idle: ${r.status}`);
+            return 1;
+          }),
+        ).flat();
+
+      const out: ReadModelBenchResult['scrapes'] = [];
+      for (const path of ['/api/v1/status', '/metrics', '/api/v1/report/devices?state=failed&limit=100']) {
+        await scrape(server.url + path); // warm
+        const ms: number[] = [];
+        for (let i = 0; i < scrapes; i++) ms.push(await scrape(server.url + path));
+        ms.sort((a, b) => a - b);
+        out.push({ path, count: scrapes, p50ms: percentile(ms, 50), p99ms: percentile(ms, 99), maxMs: ms[ms.length - 1]! });
+      }
+
+      const idle = await phase('signed Idle (16 devices), nobody scraping', server.pid, 8, idleJobs(50));
+      let scraping = true;
+      let scraped = 0;
+      const scraper = (async () => {
+        while (scraping) {
+          await scrape(server.url + '/api/v1/status');
+          await scrape(server.url + '/metrics');
+          scraped += 2;
+        }
+      })();
+      const idleWhileScraped = await phase('signed Idle (16 devices), /api/v1/status and /metrics scraped back to back', server.pid, 8, idleJobs(50));
+      scraping = false;
+      await scraper;
+      return { devices, seedSeconds, scrapes: out, idle, idleWhileScraped, scrapesDuringIdle: scraped };
+    } finally {
+      agent.destroy();
+      await server.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * A device's declarations under a revision: which, from which blueprints, rendered for the
+ * device (variables, secrets), with their ServerTokens. Pure: the reconciler and `orchard plan`
+ * compute it the same way.
+ */
+import type { Fleet } from '../gitops/model.js';
+import { compareVersions, matches, parseVersion } from '../gitops/selector.js';
+import type { DeviceView } from '../gitops/selector.js';
+import { inRollout } from '../reconcile/desired.js';
+import { RenderError, substituter, toPlist, type DeviceValues, type SecretLookup } from '../reconcile/render.js';
+import type { DeclarationChannel, DeclarationDoc, DeclarationSet, SetEntry } from './model.js';
+import { LEGACY_TYPE } from './load.js';
+import { DDM_MINIMUM } from './schema.js';
+import { declarationsToken, serverToken } from './tokens.js';
+
+export interface DesiredDeclarations {
+  /** Identifier -> entry, per channel. */
+  device: Record<string, SetEntry>;
+  user: Record<string, SetEntry>;
+  /** Identifiers of suspended blueprints (or rollouts not reaching the device yet): kept as they are. */
+  frozen: Set<string>;
+  /** Declarations that could not be rendered for this device (a missing fact or secret). */
+  errors: { declaration: string; error: string }[];
+  /** Whether any blueprint selecting the device delivers declarations. */
+  wanted: boolean;
+}
+
+/** Whether the device's OS has DDM (undefined: its platform or version is not known). */
+export function ddmCapable(view: Pick<DeviceView, 'platform' | 'osVersion'>): boolean | undefined {
+  if (!view.platform || !view.osVersion) return undefined;
+  const v = parseVersion(view.osVersion);
+  const min = parseVersion(DDM_MINIMUM[view.platform]);
+  return v && min ? compareVersions(v, min) >= 0 : undefined;
+}
+
+export interface RenderOptions {
+  /** The URL a legacy declaration's profile is served at, for this enrollment. */
+  legacyUrl?: (profile: string, channel: DeclarationChannel) => string;
+}
+
+export function renderDeclaration(d: DeclarationDoc, values: DeviceValues, secrets: SecretLookup | undefined, opts: RenderOptions = {}): SetEntry {
+  const Payload = toPlist(d.payload, substituter(values, secrets, `declaration "${d.name}"`)) as Record<string, unknown>;
+  if (d.type === LEGACY_TYPE && d.profile !== undefined) {
+    if (!opts.legacyUrl) throw new RenderError(`declaration "${d.name}": the server has no public URL to serve profile "${d.profile}" at (--public-url)`);
+    Payload.ProfileURL = opts.legacyUrl(d.profile, d.channel);
+  }
+  const base = { Type: d.type, Identifier: d.identifier, Payload };
+  return { class: d.class, source: d.name, declaration: { ...base, ServerToken: serverToken(base) } };
+}
+
+export function desiredDeclarations(
+  fleet: Fleet,
+  view: DeviceView,
+  values: DeviceValues,
+  key: string,
+  secrets: SecretLookup | undefined,
+  opts: RenderOptions = {},
+): DesiredDeclarations {
+  const out: DesiredDeclarations = { device: {}, user: {}, frozen: new Set(), errors: [], wanted: false };
+  const active = new Set<DeclarationDoc>();
+  for (const b of fleet.blueprints.values()) {
+    if (b.deliver.length === 0 || !matches(b.selector, view)) continue;
+    out.wanted = true;
+    const on = !b.suspend && inRollout(b, key);
+    for (const name of b.deliver) {
+      const d = fleet.declarations.get(name);
+      if (!d) continue; // the loader guarantees it
+      if (on) active.add(d);
+      else out.frozen.add(d.identifier);
+    }
+  }
+  for (const d of active) {
+    out.frozen.delete(d.identifier);
+    try {
+      out[d.channel][d.identifier] = renderDeclaration(d, values, secrets, opts);
+    } catch (err) {
+      if (!(err instanceof RenderError)) throw err;
+      out.errors.push({ declaration: d.name, error: err.message });
+      out.frozen.add(d.identifier); // what the device has stays until it renders again
+    }
+  }
+  return out;
+}
+
+/** The set for one channel: desired entries plus the frozen ones it had before. */
+export function setFor(
+  entries: Record<string, SetEntry>,
+  frozen: Set<string>,
+  previous: DeclarationSet | undefined,
+  revision: string,
+  at: Date,
+): DeclarationSet {
+  const all: Record<string, SetEntry> = { ...entries };
+  for (const id of frozen) {
+    const kept = previous?.entries[id];
+    if (kept && !all[id]) all[id] = kept;
+  }
+  const token = declarationsToken(Object.values(all).map((e) => e.declaration));
+  return { declarationsToken: token, entries: all, revision, at: at.toISOString() };
+}

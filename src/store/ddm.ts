@@ -1,0 +1,90 @@
+/**
+ * The DDM store role: per enrollment, the declaration set the reconciler computed (`current`),
+ * the set the device was last given (`given`: a declaration fetch is answered from it, so a
+ * revision applied mid-sync does not fail the device), and what the device reported over DDM.
+ * Every backend implements it and passes test/store/ddm-suite.ts.
+ */
+import { Level } from 'level';
+import type { DdmStatus, DeclarationSet } from '../ddm/model.js';
+
+export type SetSlot = 'current' | 'given';
+
+export interface DdmStore {
+  getDeclarationSet(enrollmentId: string, slot: SetSlot): Promise<DeclarationSet | undefined>;
+  putDeclarationSet(enrollmentId: string, slot: SetSlot, set: DeclarationSet): Promise<void>;
+  getDdmStatus(enrollmentId: string): Promise<DdmStatus | undefined>;
+  putDdmStatus(enrollmentId: string, status: DdmStatus): Promise<void>;
+  /** Forget an enrollment's sets and status (a new enrollment starts with nothing on the device). */
+  resetDdm(enrollmentId: string): Promise<void>;
+  /** Enrollment ids with anything stored. */
+  listDdmEnrollments(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/** For tests and benchmarks; values are copied in and out, as a real backend would. */
+export class MemoryDdmStore implements DdmStore {
+  private readonly data = new Map<string, { current?: string; given?: string; status?: string }>();
+  private entry(eid: string) {
+    let e = this.data.get(eid);
+    if (!e) this.data.set(eid, (e = {}));
+    return e;
+  }
+  async getDeclarationSet(eid: string, slot: SetSlot): Promise<DeclarationSet | undefined> {
+    const v = this.data.get(eid)?.[slot];
+    return v === undefined ? undefined : (JSON.parse(v) as DeclarationSet);
+  }
+  async putDeclarationSet(eid: string, slot: SetSlot, set: DeclarationSet): Promise<void> {
+    this.entry(eid)[slot] = JSON.stringify(set);
+  }
+  async getDdmStatus(eid: string): Promise<DdmStatus | undefined> {
+    const v = this.data.get(eid)?.status;
+    return v === undefined ? undefined : (JSON.parse(v) as DdmStatus);
+  }
+  async putDdmStatus(eid: string, status: DdmStatus): Promise<void> {
+    this.entry(eid).status = JSON.stringify(status);
+  }
+  async resetDdm(eid: string): Promise<void> {
+    this.data.delete(eid);
+  }
+  async listDdmEnrollments(): Promise<string[]> {
+    return [...this.data.keys()].sort();
+  }
+  async close(): Promise<void> {}
+}
+
+/**
+ * LevelDB, in a database of its own (DATA_DIR/ddm): `<slot>\0<eid>` -> JSON. Enrollment ids
+ * never contain '\0' (messages.ts allows letters, digits, '-' and the ':' of a user channel).
+ */
+export class LevelDdmStore implements DdmStore {
+  private constructor(private readonly db: Level<string, unknown>) {}
+
+  static async open(dir: string): Promise<LevelDdmStore> {
+    const db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
+    await db.open();
+    return new LevelDdmStore(db);
+  }
+  async getDeclarationSet(eid: string, slot: SetSlot): Promise<DeclarationSet | undefined> {
+    return this.db.getSync(`${slot}\0${eid}`) as DeclarationSet | undefined;
+  }
+  async putDeclarationSet(eid: string, slot: SetSlot, set: DeclarationSet): Promise<void> {
+    await this.db.put(`${slot}\0${eid}`, set);
+  }
+  async getDdmStatus(eid: string): Promise<DdmStatus | undefined> {
+    return this.db.getSync(`status\0${eid}`) as DdmStatus | undefined;
+  }
+  async putDdmStatus(eid: string, status: DdmStatus): Promise<void> {
+    await this.db.put(`status\0${eid}`, status);
+  }
+  async resetDdm(eid: string): Promise<void> {
+    await this.db.batch((['current', 'given', 'status'] as const).map((s) => ({ type: 'del' as const, key: `${s}\0${eid}` })));
+  }
+  async listDdmEnrollments(): Promise<string[]> {
+    const ids = new Set<string>();
+    for await (const k of this.db.keys()) ids.add(k.slice(k.indexOf('\0') + 1));
+    return [...ids].sort();
+  }
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * Backend-independent behaviour of the DDM store role (src/store/ddm.ts). Every backend runs it:
+ *   ddmStoreSuite('MyStore', async () => ({ store, reopen, cleanup }))
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { DdmStatus, DeclarationSet } from '../../src/ddm/model.js';
+import type { DdmStore } from '../../src/store/ddm.js';
+
+export interface DdmStoreHarness {
+  store: DdmStore;
+  /** Close and open the same data again; persistence is not checked without it. */
+  reopen?: () => Promise<DdmStore>;
+  cleanup: () => Promise<void>;
+}
+
+const set = (token: string, minLength: number): DeclarationSet => ({
+  declarationsToken: token,
+  revision: 'rev-1',
+  at: '2026-01-01T00:00:00.000Z',
+  entries: {
+    'com.example.passcode': {
+      class: 'configuration',
+      source: 'passcode',
+      declaration: {
+        Type: 'com.apple.configuration.passcode.settings',
+        Identifier: 'com.example.passcode',
+        ServerToken: `st-${minLength}`,
+        Payload: { MinimumLength: minLength },
+      },
+    },
+  },
+});
+const status: DdmStatus = {
+  declarations: { 'com.example.passcode': { class: 'configuration', serverToken: 'st-8', active: true, valid: 'valid' } },
+  items: { 'device.operating-system.version': '15.1' },
+  at: '2026-01-01T00:00:01.000Z',
+};
+
+export function ddmStoreSuite(name: string, open: () => Promise<DdmStoreHarness>): void {
+  describe(`DdmStore: ${name}`, () => {
+    let h: DdmStoreHarness;
+    let store: DdmStore;
+    beforeEach(async () => {
+      h = await open();
+      store = h.store;
+    });
+    afterEach(async () => h.cleanup());
+
+    it('keeps the current and the given set apart, per enrollment and channel', async () => {
+      await store.putDeclarationSet('DEV1', 'current', set('t2', 10));
+      await store.putDeclarationSet('DEV1', 'given', set('t1', 8));
+      await store.putDeclarationSet('DEV1:USER1', 'current', set('u1', 4));
+      expect((await store.getDeclarationSet('DEV1', 'current'))!.declarationsToken).toBe('t2');
+      expect((await store.getDeclarationSet('DEV1', 'given'))!.entries['com.example.passcode']!.declaration.Payload).toEqual({ MinimumLength: 8 });
+      expect((await store.getDeclarationSet('DEV1:USER1', 'current'))!.declarationsToken).toBe('u1');
+      expect(await store.getDeclarationSet('DEV1:USER1', 'given')).toBeUndefined();
+      expect(await store.getDeclarationSet('DEV2', 'current')).toBeUndefined();
+    });
+
+    it('a returned set is a copy: changing it changes nothing stored', async () => {
+      await store.putDeclarationSet('DEV1', 'current', set('t1', 8));
+      const got = (await store.getDeclarationSet('DEV1', 'current'))!;
+      got.declarationsToken = 'mutated';
+      expect((await store.getDeclarationSet('DEV1', 'current'))!.declarationsToken).toBe('t1');
+    });
+
+    it('stores status, resets an enrollment without touching another, lists enrollments', async () => {
+      await store.putDdmStatus('DEV1', status);
+      await store.putDeclarationSet('DEV1', 'current', set('t1', 8));
+      await store.putDeclarationSet('DEV2', 'current', set('t9', 9));
+      expect(await store.getDdmStatus('DEV1')).toEqual(status);
+      expect(await store.listDdmEnrollments()).toEqual(['DEV1', 'DEV2']);
+      await store.resetDdm('DEV1');
+      expect(await store.getDdmStatus('DEV1')).toBeUndefined();
+      expect(await store.getDeclarationSet('DEV1', 'current')).toBeUndefined();
+      expect((await store.getDeclarationSet('DEV2', 'current'))!.declarationsToken).toBe('t9');
+      expect(await store.listDdmEnrollments()).toEqual(['DEV2']);
+    });
+
+    it('survives a reopen', async () => {
+      if (!h.reopen) return;
+      await store.putDeclarationSet('DEV1', 'given', set('t1', 8));
+      await store.putDdmStatus('DEV1', status);
+      store = await h.reopen();
+      expect((await store.getDeclarationSet('DEV1', 'given'))!.declarationsToken).toBe('t1');
+      expect(await store.getDdmStatus('DEV1')).toEqual(status);
+    });
+  });
+}
