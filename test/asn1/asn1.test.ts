@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { certificateFields, nameAttributes } from '../../src/asn1/certificate.js';
-import { buildCsr, encodeSubject, parseCsr, selfSignedCertificate } from '../../src/asn1/csr.js';
+import { buildCsr, parseCsr, selfSignedCertificate } from '../../src/asn1/csr.js';
 import { decryptSmime, EnvelopeError } from '../../src/asn1/enveloped-data.js';
 import { isPem, pemBlocks, pemToDer, toPem } from '../../src/asn1/pem.js';
 import { createCA, issueCertificate } from '../../src/identity/ca.js';
