@@ -35,6 +35,7 @@ import {
 } from '@peculiar/asn1-x509';
 import { Asn1Error, bytes, decode, octetsOf, readable, valueText } from './decode.js';
 import { algorithm, bitString, NULL, seq, tlv } from './der.js';
+import { signatureOid } from './oids.js';
 import { LruMap } from '../store/lru.js';
 
 /** One attribute of a distinguished name: a short name ('CN'), long name ('commonName') or dotted OID. */
@@ -213,13 +214,10 @@ export function encodeName(attributes: NameAttribute[]): Buffer {
 
 // ---- building ----
 
-const SHA256_WITH_RSA = '1.2.840.113549.1.1.11';
-const ECDSA_WITH_SHA256 = '1.2.840.10045.4.3.2';
-
 /** The signature AlgorithmIdentifier (DER) for a signing key: SHA-256 with RSA or ECDSA. */
 export function signatureAlgorithm(key: KeyObject): Buffer {
-  if (key.asymmetricKeyType === 'rsa') return algorithm(SHA256_WITH_RSA, NULL);
-  if (key.asymmetricKeyType === 'ec') return algorithm(ECDSA_WITH_SHA256);
+  if (key.asymmetricKeyType === 'rsa') return algorithm(signatureOid('rsa', 'sha256'), NULL);
+  if (key.asymmetricKeyType === 'ec') return algorithm(signatureOid('ec', 'sha256'));
   throw new Error(`unsupported signing key type ${key.asymmetricKeyType}`);
 }
 

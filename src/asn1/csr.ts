@@ -8,23 +8,14 @@ import { CertificationRequest, CertificationRequestInfo, Attributes } from '@pec
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Attribute, AttributeValue, SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
 import { Asn1Error, bytes, decode, readable, textOf, valueText } from './decode.js';
+import { SIGNATURE_OIDS } from './oids.js';
 import { buildCertificate, buildName, randomSerial, signed, encodeName, type NameAttribute } from './certificate.js';
 import { Malformed } from '../errors.js';
 import { causeName, guarded } from '../identity/errors.js';
 
 export const id_challengePassword = '1.2.840.113549.1.9.7';
 
-const SIG: Record<string, { hash: string; keyType: 'rsa' | 'ec' }> = {
-  '1.2.840.113549.1.1.4': { hash: 'md5', keyType: 'rsa' },
-  '1.2.840.113549.1.1.5': { hash: 'sha1', keyType: 'rsa' },
-  '1.2.840.113549.1.1.11': { hash: 'sha256', keyType: 'rsa' },
-  '1.2.840.113549.1.1.12': { hash: 'sha384', keyType: 'rsa' },
-  '1.2.840.113549.1.1.13': { hash: 'sha512', keyType: 'rsa' },
-  '1.2.840.10045.4.1': { hash: 'sha1', keyType: 'ec' },
-  '1.2.840.10045.4.3.2': { hash: 'sha256', keyType: 'ec' },
-  '1.2.840.10045.4.3.3': { hash: 'sha384', keyType: 'ec' },
-  '1.2.840.10045.4.3.4': { hash: 'sha512', keyType: 'ec' },
-};
+const MD5_WITH_RSA = '1.2.840.113549.1.1.4';
 
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 
@@ -126,9 +117,9 @@ function parseUnguarded(der: Buffer): Csr {
     challengePassword = textOf(bytes(attr.values[0]!), 'challengePassword');
   }
   const sigOid = csr.signatureAlgorithm.algorithm;
-  const alg = SIG[sigOid];
-  if (!alg) throw new CsrError(`CSR signature algorithm ${sigOid} is not supported`);
-  if (alg.hash === 'md5') throw new CsrError('CSR is signed with MD5');
+  if (sigOid === MD5_WITH_RSA) throw new CsrError('CSR is signed with MD5');
+  const alg = SIGNATURE_OIDS[sigOid];
+  if (!alg?.hash) throw new CsrError(`CSR signature algorithm ${sigOid} is not supported`);
   if (publicKey.asymmetricKeyType !== alg.keyType) throw new CsrError('CSR key type does not match its signature algorithm');
   if (!csr.certificationRequestInfoRaw) throw new Asn1Error('CSR has no certificationRequestInfo');
   let ok: boolean;

@@ -44,3 +44,10 @@ export const SIGNATURE_OIDS: Record<string, SigAlg> = {
   '1.2.840.10045.4.3.3': { keyType: 'ec', hash: 'sha384' },
   '1.2.840.10045.4.3.4': { keyType: 'ec', hash: 'sha512' },
 };
+
+/** The OID of a signature by a key type with a hash (sha256WithRSAEncryption, ecdsa-with-SHA256, ...). */
+export function signatureOid(keyType: 'rsa' | 'ec', hash: DigestName): string {
+  const found = Object.entries(SIGNATURE_OIDS).find(([, a]) => a.keyType === keyType && a.hash === hash);
+  if (!found) throw new Error(`no signature algorithm for ${keyType} with ${hash}`);
+  return found[0];
+}

@@ -25,6 +25,7 @@ import {
   id_messageDigest,
   id_signedData,
   id_signingTime,
+  signatureOid,
   type DigestName,
   type SigAlg,
 } from './oids.js';
@@ -38,18 +39,6 @@ export interface Signer {
 }
 
 const RSA_ENCRYPTION = '1.2.840.113549.1.1.1';
-const RSA_WITH: Record<DigestName, string> = {
-  sha1: '1.2.840.113549.1.1.5',
-  sha256: '1.2.840.113549.1.1.11',
-  sha384: '1.2.840.113549.1.1.12',
-  sha512: '1.2.840.113549.1.1.13',
-};
-const ECDSA_WITH: Record<DigestName, string> = {
-  sha1: '1.2.840.10045.4.1',
-  sha256: '1.2.840.10045.4.3.2',
-  sha384: '1.2.840.10045.4.3.3',
-  sha512: '1.2.840.10045.4.3.4',
-};
 
 /** One encoded Attribute: SEQUENCE { type, SET { value } }. */
 export function attribute(type: string, value: Buffer): Buffer {
@@ -111,10 +100,8 @@ export function buildSignedData(opts: BuildSignedOptions): Buffer {
   const digestAlg = digestAlgorithm(digest);
   const sigAlg =
     keyType === 'ec'
-      ? algorithm(ECDSA_WITH[digest])
-      : opts.rsaSignatureOid === 'withDigest'
-        ? algorithm(RSA_WITH[digest], NULL)
-        : algorithm(RSA_ENCRYPTION, NULL);
+      ? algorithm(signatureOid('ec', digest))
+      : algorithm(opts.rsaSignatureOid === 'withDigest' ? signatureOid('rsa', digest) : RSA_ENCRYPTION, NULL);
   const sid = certificateFields(opts.signer.certDer).issuerAndSerial;
   const signerInfo = seq(int(1), sid, digestAlg, ...(signedAttrs ? [signedAttrs] : []), sigAlg, octets(signature));
   const encap = opts.content && !opts.detached ? seq(oid(contentType), ctx(0, octets(opts.content))) : seq(oid(contentType));

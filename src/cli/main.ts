@@ -105,7 +105,7 @@ program
   .option('--enroll-url <url>', "enroll new devices from the server's enrollment profile through SCEP (e.g. URL/mdm/enroll?c=<one-time challenge>)")
   .option('--reenroll', 'authenticate the saved devices again (the server lost them, e.g. a new data directory)')
   .action(async (flags: SimulateFlags) => {
-    // Loaded on demand: the simulator's CA code (node-forge) has no place in a server's memory.
+    // Loaded on demand: the simulator's CA code (the certificate builder) has no place in a server's memory.
     const { simulate, SimulateError } = await import('./simulate.js');
     try {
       await simulate(flags);
