@@ -5,7 +5,7 @@
  * (test/schema/generated.test.ts fails when those files are stale).
  *
  * Adding a kind: its spec schema below and an entry in FLEET_KINDS; then the loader's build pass
- * (src/gitops/build.ts) turns the validated spec into its document type (src/gitops/model.ts).
+ * (src/gitops/load.ts) turns the validated spec into its document type (src/gitops/model.ts).
  */
 import { Type, type Static, type TSchema } from 'typebox';
 
