@@ -21,6 +21,7 @@ import { sourceStatusRoute } from './source-routes.js';
 import { jsonBody, type BodyState } from './validate-body.js';
 import { CommandRequest } from '../schema/api.js';
 import type { CommandView, DeviceRecord, EnrollmentRecord, Store } from '../store/types.js';
+import { allPages } from '../store/paging.js';
 
 export interface ApiOptions {
   store: Store;
@@ -122,7 +123,7 @@ export function apiRouter(opts: ApiOptions): Router {
     });
 
   router.get('/devices', ...guard, async (ctx) => {
-    const devices = await opts.store.listDevices();
+    const devices = await allPages((p) => opts.store.listDevices(p));
     const out = await Promise.all(devices.map((d) => deviceView(opts.store, d)));
     ctx.body = { devices: out };
   });
@@ -135,7 +136,7 @@ export function apiRouter(opts: ApiOptions): Router {
     const given = ctx.params.id!;
     // Commands belong to an enrollment; a UDID or serial number means the device channel.
     const id = (await opts.store.getEnrollment(given)) ? given : (await findDevice(opts.store, given)).id;
-    const commands = await opts.store.listCommands(id);
+    const commands = await allPages((p) => opts.store.listCommands(id, p));
     ctx.body = { enrollment: id, commands: commands.map(commandView) };
   });
 
@@ -159,7 +160,7 @@ export async function findDevice(store: Store, id: string): Promise<DeviceRecord
   const owner = enrollment ? await store.getDevice(enrollment.deviceId) : undefined;
   if (owner) return owner;
   const serial = id.toUpperCase();
-  const bySerial = (await store.listDevices()).filter((d) => d.facts.SerialNumber?.toUpperCase() === serial);
+  const bySerial = (await allPages((p) => store.listDevices(p))).filter((d) => d.facts.SerialNumber?.toUpperCase() === serial);
   if (bySerial.length === 1) return bySerial[0]!;
   if (bySerial.length > 1)
     throw new ApiError(409, `serial number ${id} matches ${bySerial.length} devices (${bySerial.map((d) => d.id).join(', ')}): name one by UDID`);
