@@ -74,7 +74,7 @@ export async function benchReadModel(devices: number, scrapes = 200): Promise<Re
           const facts = { UDID: id, Topic: 't', SerialNumber: `S${n}`, Model: 'Mac14,2', ProductName: 'Mac14,2', OSVersion: '15.1', DeviceName: `Mac ${n}` };
           await store.authenticate(id, facts, { certHash: `c${n}`, issuerHash: 'i', subject: '', notAfter: '' }, at);
           await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at.toISOString(), updatedAt: at.toISOString() });
-          await store.commitReconcile(id, { deviceId: id, artifacts: {}, revision: 'rev1' }, { enqueue: [], cancel: [], status: verdict(n) }, at);
+          await store.commitReconcile(id, { deviceId: id, artifacts: {}, revision: 'rev1' }, { enqueue: [], cancel: [], status: verdict(n) }, at, 0);
         }),
       );
     }

@@ -16,6 +16,7 @@ import { Reconciler } from '../src/reconcile/reconciler.js';
 import type { RenderedProfile } from '../src/reconcile/render.js';
 import type { Pusher } from '../src/push/push.js';
 import { LevelStore } from '../src/store/leveldb.js';
+import { allPages } from '../src/store/paging.js';
 
 const PAYLOADS = [
   (i: number, v: number) => `    - type: com.apple.mobiledevice.passwordpolicy\n      keys: {minLength: ${6 + ((i + v) % 8)}, requireAlphanumeric: true}\n`,
@@ -170,8 +171,8 @@ async function runPhase(phase: string, dir: string): Promise<object> {
     if (phase === 'plan') {
       // What `orchard plan` holds: the whole inventory.
       const t = performance.now();
-      const artifacts = new Map((await store.listArtifacts()).map((a) => [a.deviceId, a]));
-      const inventory: InventoryDevice[] = (await store.listDevices()).map((d) => ({
+      const artifacts = new Map((await allPages((p) => store.listArtifacts(p))).map((a) => [a.deviceId, a]));
+      const inventory: InventoryDevice[] = (await allPages((p) => store.listDevices(p))).map((d) => ({
         id: d.id,
         enrolled: true,
         facts: d.facts,

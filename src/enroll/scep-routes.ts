@@ -15,10 +15,10 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import getRawBody from 'raw-body';
 import type { DeviceState } from '../http/context.js';
-import { ApiError } from '../http/api.js';
 import { ProtocolError } from '../protocol/errors.js';
-import { isDeviceIdentifier } from '../protocol/messages.js';
 import { ROUTER_OPTIONS } from '../http/api.js';
+import { jsonBody, type BodyState } from '../http/validate-body.js';
+import { EnrollmentRequest } from '../schema/api.js';
 import type { RouteDeps } from '../server.js';
 import { ScepAuthority, ScepMalformed } from './authority.js';
 import { IssuanceLedger, sha256Hex } from './renewals.js';
@@ -55,8 +55,6 @@ export const DEFAULT_CHALLENGE_TTL_MS = 3600_000;
 // A SCEP request is a few KB; nothing legitimate comes near this.
 const MAX_SCEP_BODY = 256 * 1024;
 const MAX_API_BODY = 4096;
-// Serial numbers as devices report them.
-const SERIAL = /^[0-9A-Za-z-]{1,64}$/;
 
 export function challengeDir(dataDir: string): string {
   return join(dataDir, 'enroll', 'challenges');
@@ -90,36 +88,6 @@ async function pkiMessage(ctx: Context): Promise<Buffer> {
   // Some clients POST base64 text instead of DER.
   if (body.length > 0 && body[0] !== 0x30) body = Buffer.from(body.toString('latin1').trim(), 'base64');
   return body;
-}
-
-/** The optional body of POST /api/v1/enrollments: the device the challenge is for. */
-async function enrollmentBody(ctx: Context): Promise<ChallengeBinding> {
-  let raw: Buffer;
-  try {
-    raw = await getRawBody(ctx.req, { limit: MAX_API_BODY });
-  } catch (err) {
-    const e = err as { type?: string; message?: string };
-    throw new ApiError(
-      e.type === 'entity.too.large' ? 413 : 400,
-      e.type === 'entity.too.large' ? `body over ${MAX_API_BODY} bytes` : `could not read body: ${e.message ?? String(err)}`,
-    );
-  }
-  const text = raw.toString('utf8').trim();
-  if (!text) return {};
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    throw new ApiError(400, `body is not JSON: ${(err as Error).message}`);
-  }
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiError(400, 'body must be a JSON object: {"serial": ..., "udid": ...}');
-  const { serial, udid, ...rest } = body as Record<string, unknown>;
-  const unknown = Object.keys(rest);
-  if (unknown.length) throw new ApiError(400, `unknown field "${unknown[0]!.slice(0, 40)}" (known: serial, udid)`);
-  if (serial !== undefined && (typeof serial !== 'string' || !SERIAL.test(serial)))
-    throw new ApiError(400, 'serial must be a serial number (letters, digits, at most 64)');
-  if (udid !== undefined && (typeof udid !== 'string' || !isDeviceIdentifier(udid))) throw new ApiError(400, 'udid must be a UDID (hex digits and -)');
-  return { ...(serial !== undefined ? { serial } : {}), ...(udid !== undefined ? { udid } : {}) };
 }
 
 export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: EnrollmentContext) => void): (deps: RouteDeps) => Router[] {
@@ -243,8 +211,9 @@ export function scepRoutes(opts: ScepRoutesOptions = {}, onReady?: (c: Enrollmen
     });
 
     const api = new Router(ROUTER_OPTIONS);
-    api.post('/api/v1/enrollments', deps.auth, async (ctx) => {
-      const bind = await enrollmentBody(ctx);
+    // The optional body names the device the challenge is for.
+    api.post('/api/v1/enrollments', deps.auth, jsonBody(EnrollmentRequest, { maxBytes: MAX_API_BODY, optional: true, anyMediaType: true }), async (ctx) => {
+      const bind: ChallengeBinding = (ctx.state as BodyState<EnrollmentRequest>).body ?? {};
       const { challenge, expiresAt } = challenges.create(undefined, bind);
       const base = publicBase(deps, ctx);
       ctx.status = 201;

@@ -7,9 +7,6 @@
 import { createHash } from 'node:crypto';
 import { realpath } from 'node:fs/promises';
 import { dirname, join, normalize } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { readFileSync } from 'node:fs';
-import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { Document, LineCounter } from 'yaml';
 import {
   checkProfile,
@@ -43,42 +40,16 @@ import { newUsage, parseYamlFile } from './yaml-file.js';
 import { mayOverlap, parseRange } from './selector.js';
 import { DEVICE_VARIABLES, findVariables } from './variables.js';
 import { locate, type JsonPath } from './yaml-pos.js';
+import { documentSchema, KINDS, type Kind } from '../schema/fleet.js';
+import { compileSchema, type Validator } from '../schema/validate.js';
 import { buildDeclaration, checkDeclarations } from '../ddm/load.js';
 import type { DeclarationDoc, SoftwareUpdateSpec } from '../ddm/model.js';
 
-const KINDS = ['Profile', 'Blueprint', 'DeviceGroup', 'Secret', 'Declaration'] as const;
-type Kind = (typeof KINDS)[number];
-
 // Compiled once per process: schema compilation dominates small repositories otherwise.
-let validators: Record<Kind, ValidateFunction> | undefined;
-function schemaValidators(): Record<Kind, ValidateFunction> {
-  if (validators) return validators;
-  const dir = findSchemasDir();
-  const ajv = new Ajv2020({ allErrors: true, strict: false });
-  const load = (f: string) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as object;
-  validators = {
-    Profile: ajv.compile(load('profile.schema.json')),
-    Blueprint: ajv.compile(load('blueprint.schema.json')),
-    DeviceGroup: ajv.compile(load('devicegroup.schema.json')),
-    Secret: ajv.compile(load('secret.schema.json')),
-    Declaration: ajv.compile(load('declaration.schema.json')),
-  };
+let validators: Record<Kind, Validator<unknown>> | undefined;
+function schemaValidators(): Record<Kind, Validator<unknown>> {
+  validators ??= Object.fromEntries(KINDS.map((k) => [k, compileSchema(documentSchema(k))])) as Record<Kind, Validator<unknown>>;
   return validators;
-}
-
-/** `schemas/` at the package root, from src/gitops or dist/src/gitops. */
-function findSchemasDir(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const candidate = join(d, 'schemas');
-    try {
-      readFileSync(join(candidate, 'profile.schema.json'));
-      return candidate;
-    } catch {
-      d = dirname(d);
-    }
-  }
-  throw new Error('schemas/ directory not found next to the package');
 }
 
 interface ParsedDoc {
@@ -233,12 +204,9 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
       c.add('error', 'schema', c.at(d, ['kind']), `kind must be one of ${KINDS.join(', ')} (found ${JSON.stringify(kind ?? null)})`);
       continue;
     }
-    const validate = schemaValidators()[kind as Kind];
-    if (!validate(d.value)) {
-      for (const e of schemaErrors(validate.errors ?? [])) {
-        const at = c.at(d, e.path, e.key);
-        c.add('error', 'schema', at, e.message);
-      }
+    const problems = schemaValidators()[kind as Kind].problems(d.value);
+    if (problems.length > 0) {
+      for (const e of problems) c.add('error', 'schema', c.at(d, e.path, e.key), e.message);
       continue;
     }
     valid.push({ d, kind: kind as Kind });
@@ -665,58 +633,6 @@ function checkIdentifiers(fleet: Fleet, usedBy: Map<string, BlueprintDoc[]>, c: 
       }
     }
   }
-}
-
-interface MappedError {
-  path: JsonPath;
-  key: boolean;
-  message: string;
-}
-
-/** Ajv errors -> one clear message per problem, pointing at the offending node. */
-function schemaErrors(errors: ErrorObject[]): MappedError[] {
-  const out: MappedError[] = [];
-  const seen = new Set<string>();
-  for (const e of errors) {
-    if (e.schemaPath.includes('/oneOf/')) continue; // branch details; the oneOf error says it better
-    const path: JsonPath = e.instancePath
-      .split('/')
-      .slice(1)
-      .map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, '/').replace(/~0/g, '~')));
-    const where = path.length ? path.join('.') : 'document';
-    let m: MappedError;
-    switch (e.keyword) {
-      case 'additionalProperties': {
-        const prop = String((e.params as { additionalProperty: string }).additionalProperty);
-        m = { path: [...path, prop], key: true, message: `unknown key "${prop}" in ${where}` };
-        break;
-      }
-      case 'required':
-        m = { path, key: false, message: `${where}: missing required key "${(e.params as { missingProperty: string }).missingProperty}"` };
-        break;
-      case 'oneOf':
-        m = { path, key: false, message: `${where}: a Profile needs either identifier, displayName and payloads, or file (not both)` };
-        break;
-      case 'enum':
-        m = {
-          path,
-          key: false,
-          message: `${where} must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`,
-        };
-        break;
-      case 'const':
-        m = { path, key: false, message: `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}` };
-        break;
-      default:
-        m = { path, key: false, message: `${where} ${e.message ?? 'is invalid'}` };
-    }
-    const k = `${m.path.join('/')}|${m.message}`;
-    if (!seen.has(k)) {
-      seen.add(k);
-      out.push(m);
-    }
-  }
-  return out;
 }
 
 function suggest(name: string, options: string[], c: Collector): string {

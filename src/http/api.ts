@@ -11,7 +11,6 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import Router from '@koa/router';
 import type { Middleware } from 'koa';
-import getRawBody from 'raw-body';
 import { codeOfStatus, Conflict, OrchardError, type ErrorCode } from '../errors.js';
 import { buildCommand, buildCommandFromPlist, fromJson } from '../protocol/commands.js';
 import { toJson } from '../protocol/json.js';
@@ -19,7 +18,10 @@ import { parsePlist, type PlistDict } from '../protocol/plist.js';
 import type { Pusher } from '../push/push.js';
 import type { FleetSource } from '../gitops/source.js';
 import { sourceStatusRoute } from './source-routes.js';
+import { jsonBody, type BodyState } from './validate-body.js';
+import { CommandRequest } from '../schema/api.js';
 import type { CommandView, DeviceRecord, EnrollmentRecord, Store } from '../store/types.js';
+import { allPages } from '../store/paging.js';
 
 export interface ApiOptions {
   store: Store;
@@ -75,41 +77,24 @@ export function apiRouter(opts: ApiOptions): Router {
   const now = opts.now ?? (() => new Date());
   const guard = [bearerAuth(opts.adminToken, opts.readToken)] as const;
 
-  router.post('/commands', ...guard, async (ctx) => {
-    const type = (ctx.get('content-type').split(';')[0] ?? '').trim().toLowerCase();
-    const raw = await readApiBody(ctx.req, opts.maxBodyBytes);
-    let targets: unknown;
+  const commandBody = jsonBody(CommandRequest, { maxBytes: opts.maxBodyBytes, alsoAccept: ['application/x-apple-plist', 'application/x-plist'] });
+  router.post('/commands', ...guard, commandBody, async (ctx) => {
+    const { body, rawBody } = ctx.state as BodyState<CommandRequest>;
+    let targets: string[];
     let built;
-    if (type === 'application/x-apple-plist' || type === 'application/x-plist') {
+    let priority: number | undefined;
+    if (body === undefined) {
       // Targets for a raw plist come from the query: ?target=A&target=B (or ?targets=A,B).
       const q = ctx.query.target ?? ctx.query.targets;
       targets = (Array.isArray(q) ? q : q ? [q] : []).flatMap((t) => String(t).split(',')).filter(Boolean);
-      built = buildCommandFromPlist(raw);
-    } else if (type === 'application/json' || type === '') {
-      let body: { targets?: unknown; command?: unknown; commandUUID?: unknown; priority?: unknown };
-      try {
-        body = JSON.parse(raw.toString('utf8'));
-      } catch (err) {
-        throw new ApiError(400, `body is not JSON: ${(err as Error).message}`);
-      }
-      if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiError(400, 'body must be a JSON object');
-      targets = body.targets;
-      const command = fromJson(body.command) as PlistDict;
-      if (!command || typeof command !== 'object' || Array.isArray(command)) throw new ApiError(400, 'command must be an object with RequestType');
-      if (body.commandUUID !== undefined && typeof body.commandUUID !== 'string') throw new ApiError(400, 'commandUUID must be a string');
-      built = buildCommand(command, body.commandUUID as string | undefined);
-      if (body.priority !== undefined) {
-        if (!Number.isInteger(body.priority) || (body.priority as number) < 0 || (body.priority as number) > 99)
-          throw new ApiError(400, 'priority must be an integer 0..99');
-      }
-      ctx.state.priority = body.priority;
+      if (targets.length === 0) throw new ApiError(400, 'targets must be a non-empty array of enrollment ids (?target= for a plist body)');
+      built = buildCommandFromPlist(rawBody ?? Buffer.alloc(0));
     } else {
-      throw new ApiError(415, `content type "${type}" not accepted: send application/json or application/x-apple-plist`);
+      targets = body.targets;
+      built = buildCommand(fromJson(body.command) as PlistDict, body.commandUUID);
+      priority = body.priority;
     }
-    if (!Array.isArray(targets) || targets.length === 0 || !targets.every((t) => typeof t === 'string')) {
-      throw new ApiError(400, 'targets must be a non-empty array of enrollment ids');
-    }
-    const ids = [...new Set(targets as string[])];
+    const ids = [...new Set(targets)];
     const enrollments = await Promise.all(ids.map((id) => opts.store.getEnrollment(id)));
     const missing = ids.filter((_, i) => !enrollments[i]?.active);
     if (missing.length > 0) throw new ApiError(404, `not enrolled (unknown or inactive): ${missing.slice(0, 20).join(', ')}`);
@@ -120,7 +105,7 @@ export function apiRouter(opts: ApiOptions): Router {
         ids.filter((_, i) => taken[i]),
       );
     try {
-      await opts.store.enqueue(ids, { ...built, priority: ctx.state.priority as number | undefined }, now());
+      await opts.store.enqueue(ids, { ...built, priority }, now());
     } catch (err) {
       // A concurrent request with the same commandUUID got in between the check and the write.
       if (err instanceof Conflict) throw duplicateCommand(built.uuid, []);
@@ -138,7 +123,7 @@ export function apiRouter(opts: ApiOptions): Router {
     });
 
   router.get('/devices', ...guard, async (ctx) => {
-    const devices = await opts.store.listDevices();
+    const devices = await allPages((p) => opts.store.listDevices(p));
     const out = await Promise.all(devices.map((d) => deviceView(opts.store, d)));
     ctx.body = { devices: out };
   });
@@ -151,7 +136,7 @@ export function apiRouter(opts: ApiOptions): Router {
     const given = ctx.params.id!;
     // Commands belong to an enrollment; a UDID or serial number means the device channel.
     const id = (await opts.store.getEnrollment(given)) ? given : (await findDevice(opts.store, given)).id;
-    const commands = await opts.store.listCommands(id);
+    const commands = await allPages((p) => opts.store.listCommands(id, p));
     ctx.body = { enrollment: id, commands: commands.map(commandView) };
   });
 
@@ -175,7 +160,7 @@ export async function findDevice(store: Store, id: string): Promise<DeviceRecord
   const owner = enrollment ? await store.getDevice(enrollment.deviceId) : undefined;
   if (owner) return owner;
   const serial = id.toUpperCase();
-  const bySerial = (await store.listDevices()).filter((d) => d.facts.SerialNumber?.toUpperCase() === serial);
+  const bySerial = (await allPages((p) => store.listDevices(p))).filter((d) => d.facts.SerialNumber?.toUpperCase() === serial);
   if (bySerial.length === 1) return bySerial[0]!;
   if (bySerial.length > 1)
     throw new ApiError(409, `serial number ${id} matches ${bySerial.length} devices (${bySerial.map((d) => d.id).join(', ')}): name one by UDID`);
@@ -233,16 +218,6 @@ function commandView(c: CommandView) {
     notNowCount: c.notNowCount,
     ...(c.result ? { result: { status: c.result.status, at: c.result.at, errorChain: c.result.errorChain, response } } : {}),
   };
-}
-
-async function readApiBody(req: import('node:http').IncomingMessage, limit: number): Promise<Buffer> {
-  try {
-    return await getRawBody(req, { limit });
-  } catch (err) {
-    const e = err as { type?: string; message?: string };
-    if (e.type === 'entity.too.large') throw new ApiError(413, `body over the ${limit}-byte limit`);
-    throw new ApiError(400, `could not read body: ${e.message}`);
-  }
 }
 
 function digest(s: string): Buffer {

@@ -158,8 +158,8 @@ export function countQueued(store: Store, m: OrchardMetrics): void {
     await enqueue(targets, cmd, at);
     m.commands.inc({ request_type: cmd.requestType, outcome: 'queued' }, targets.length);
   };
-  store.commitReconcile = async (deviceId, state, change, at) => {
-    const r = await commit(deviceId, state, change, at);
+  store.commitReconcile = async (deviceId, state, change, at, expectedVersion) => {
+    const r = await commit(deviceId, state, change, at, expectedVersion);
     for (const e of change.enqueue) m.commands.inc({ request_type: e.cmd.requestType, outcome: 'queued' }, e.targets.length);
     return r;
   };

@@ -1,8 +1,20 @@
 /**
- * OpenAPI 3.1 description of Orchard's admin API (every route under /api/v1) and /metrics.
- * test/e2e/route-variants.test.ts checks it against the routes the running server mounts, and
- * test/report/report.test.ts that every operation answers.
+ * OpenAPI 3.1 description of Orchard's admin API (every route under /api/v1) and /metrics. The
+ * request and response bodies are the schemas of src/schema/api.ts, the ones the routes validate
+ * against. test/e2e/route-variants.test.ts and test/report/report.test.ts check it against the
+ * routes the running server mounts, and that every operation answers.
  */
+import {
+  CommandQueued,
+  CommandRequest,
+  DeviceState,
+  DeviceSummary,
+  EnrollmentCreated,
+  EnrollmentRequest,
+  ErrorBody,
+  FleetSummary,
+  PushRequest,
+} from '../schema/api.js';
 
 const json = (schema: object = { type: 'object' }) => ({ 'application/json': { schema } });
 const ok = (description: string, schema?: object) => ({ description, content: json(schema) });
@@ -33,25 +45,13 @@ export const OPENAPI = {
         requestBody: {
           required: true,
           content: {
-            ...json({
-              type: 'object',
-              required: ['targets', 'command'],
-              properties: {
-                targets: { type: 'array', items: { type: 'string' }, minItems: 1 },
-                command: { type: 'object', required: ['RequestType'], properties: { RequestType: { type: 'string' } } },
-                commandUUID: { type: 'string' },
-                priority: { type: 'integer', minimum: 0, maximum: 99 },
-              },
-            }),
+            ...json(CommandRequest),
             'application/x-apple-plist': { schema: { type: 'string', description: 'a command plist; targets in ?target=' } },
           },
         },
         parameters: [query('target', 'enrollment id (plist bodies only; repeatable)')],
         responses: {
-          201: ok('queued', {
-            type: 'object',
-            properties: { commandUUID: { type: 'string' }, requestType: { type: 'string' }, targets: { type: 'array', items: { type: 'string' } } },
-          }),
+          201: ok('queued', CommandQueued),
           400: err,
           404: err,
           409: err,
@@ -111,7 +111,7 @@ export const OPENAPI = {
         summary: 'Push enrollments now (admin token)',
         requestBody: {
           required: true,
-          content: json({ type: 'object', required: ['targets'], properties: { targets: { type: 'array', items: { type: 'string' } } } }),
+          content: json(PushRequest),
         },
         responses: { 200: ok('outcome per target'), 400: err, 404: err, 413: err, 503: err, ...readErrors },
       },
@@ -119,13 +119,8 @@ export const OPENAPI = {
     '/api/v1/enrollments': {
       post: {
         summary: 'Create a one-time enrollment link (admin token)',
-        responses: {
-          201: ok('challenge', {
-            type: 'object',
-            properties: { challenge: { type: 'string' }, profileUrl: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' } },
-          }),
-          ...readErrors,
-        },
+        requestBody: { required: false, content: json(EnrollmentRequest) },
+        responses: { 201: ok('challenge', EnrollmentCreated), 400: err, 413: err, 415: err, ...readErrors },
       },
     },
     '/api/v1/status': {
@@ -188,64 +183,8 @@ export const OPENAPI = {
   components: {
     securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
     responses: {
-      Error: { description: 'refused', content: json({ type: 'object', required: ['error'], properties: { error: { type: 'string' } } }) },
+      Error: { description: 'refused', content: json(ErrorBody) },
     },
-    schemas: {
-      DeviceState: { type: 'string', enum: ['in-sync', 'pending', 'drifted', 'failed', 'unenrolled'] },
-      DeviceSummary: {
-        type: 'object',
-        required: ['id', 'state', 'stale', 'enrolled'],
-        properties: {
-          id: { type: 'string' },
-          serialNumber: { type: 'string' },
-          model: { type: 'string' },
-          osVersion: { type: 'string' },
-          enrolled: { type: 'boolean' },
-          lastSeenAt: { type: 'string', format: 'date-time' },
-          state: ref('DeviceState'),
-          stale: { type: 'boolean' },
-          blueprints: { type: 'array', items: { type: 'string' } },
-          profiles: {
-            type: 'object',
-            properties: { total: { type: 'integer' }, verified: { type: 'integer' }, pending: { type: 'integer' }, failed: { type: 'integer' } },
-          },
-        },
-      },
-      FleetSummary: {
-        type: 'object',
-        required: ['generatedAt', 'devices'],
-        properties: {
-          generatedAt: { type: 'string', format: 'date-time' },
-          applied: {
-            type: 'object',
-            properties: { commit: { type: ['string', 'null'] }, author: { type: 'string' }, time: { type: 'string' }, appliedAt: { type: 'string' } },
-          },
-          latest: {
-            type: 'object',
-            properties: {
-              commit: { type: ['string', 'null'] },
-              valid: { type: 'boolean' },
-              errorCount: { type: 'integer' },
-              errors: { type: 'array', items: { type: 'object' } },
-            },
-          },
-          latestRejected: { type: 'boolean' },
-          devices: {
-            type: 'object',
-            properties: {
-              total: { type: 'integer' },
-              enrolled: { type: 'integer' },
-              byState: { type: 'object' },
-              stale: { type: 'integer' },
-              staleDays: { type: 'number' },
-            },
-          },
-          push: {
-            type: 'object',
-            properties: { notAfter: { type: 'string' }, daysLeft: { type: 'integer' }, expired: { type: 'boolean' }, warning: { type: 'string' } },
-          },
-        },
-      },
-    },
+    schemas: { DeviceState, DeviceSummary, FleetSummary },
   },
 } as const;

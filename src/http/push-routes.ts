@@ -4,13 +4,13 @@
  *     skipping the coalescing window, and answers APNs' outcome per target;
  *   GET /api/v1/push  (read token) the push status: topic, certificate expiry, counters.
  */
-import type { IncomingMessage } from 'node:http';
 import Router from '@koa/router';
-import getRawBody from 'raw-body';
 import type { ApnsPusher, PushResult, PushResultKind } from '../push/apns.js';
 import type { RouteDeps } from '../server.js';
 import type { EnrollmentRecord } from '../store/types.js';
 import { ApiError, ROUTER_OPTIONS } from './api.js';
+import { jsonBody, type BodyState } from './validate-body.js';
+import { PushRequest } from '../schema/api.js';
 
 const MAX_BODY_BYTES = 1024 * 1024;
 /** Each target is an APNs request the caller waits for; bigger fleets use commands (coalesced). */
@@ -31,26 +31,9 @@ export function pushRoutes(apns: ApnsPusher | undefined): (deps: RouteDeps) => R
       return router;
     }
     // Per route, not router.use(): this router's prefix is shared with routes that have other auth.
-    router.post('/push', deps.auth, async (ctx) => {
-      let raw: Buffer;
-      try {
-        raw = await getRawBody(ctx.req as IncomingMessage, { limit: MAX_BODY_BYTES });
-      } catch (err) {
-        const e = err as { type?: string; message?: string };
-        if (e.type === 'entity.too.large') throw new ApiError(413, `body over the ${MAX_BODY_BYTES}-byte limit`);
-        throw new ApiError(400, `could not read body: ${e.message}`);
-      }
-      let body: { targets?: unknown };
-      try {
-        body = JSON.parse(raw.toString('utf8')) as { targets?: unknown };
-      } catch (err) {
-        throw new ApiError(400, `body is not JSON: ${(err as Error).message}`);
-      }
-      const targets = body && typeof body === 'object' && !Array.isArray(body) ? body.targets : undefined;
-      if (!Array.isArray(targets) || targets.length === 0 || !targets.every((t) => typeof t === 'string' && t.length > 0)) {
-        throw new ApiError(400, 'targets must be a non-empty array of enrollment ids');
-      }
-      const ids = [...new Set(targets as string[])];
+    router.post('/push', deps.auth, jsonBody(PushRequest, { maxBytes: MAX_BODY_BYTES, anyMediaType: true }), async (ctx) => {
+      const { targets } = (ctx.state as BodyState<PushRequest>).body ?? { targets: [] };
+      const ids = [...new Set(targets)];
       if (ids.length > MAX_PUSH_TARGETS) throw new ApiError(400, `at most ${MAX_PUSH_TARGETS} targets per call`);
       const enrollments = await Promise.all(ids.map((id) => deps.store.getEnrollment(id)));
       const unknown = ids.filter((_, i) => !enrollments[i]);

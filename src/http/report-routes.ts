@@ -27,6 +27,7 @@ import {
 import type { Store } from '../store/types.js';
 import type { RouteDeps } from '../server.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
+import { allPages } from '../store/paging.js';
 import { OPENAPI } from './openapi.js';
 
 /** Where the reports find the live parts; read on every request (they appear after startup). */
@@ -152,7 +153,7 @@ export function reportRoutes(getContext: () => ReportSources = () => ({})): (dep
       const snap = { devices: [d], enrollments: new Map([[d.id, await deps.store.listEnrollments(d.id)]]), artifacts: new Map() };
       const arts = await deps.store.getArtifacts(d.id);
       if (arts) snap.artifacts.set(d.id, arts);
-      ctx.body = deviceDetail(snap, d, await deps.store.listCommands(d.id), rc);
+      ctx.body = deviceDetail(snap, d, await allPages((p) => deps.store.listCommands(d.id, p)), rc);
     });
 
     return router;

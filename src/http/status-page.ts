@@ -33,6 +33,7 @@ import type { ErrorChainItem } from '../store/types.js';
 import type { RouteDeps } from '../server.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
 import { fleetReport, reportContext, type ReportSources } from './report-routes.js';
+import { allPages } from '../store/paging.js';
 
 export const SESSION_COOKIE = 'orchard_status';
 export const SESSION_TTL_MS = 12 * 3600_000;
@@ -570,7 +571,7 @@ ${deviceList(
       const snap = { devices: [d], enrollments: new Map([[d.id, await deps.store.listEnrollments(d.id)]]), artifacts: new Map() };
       const arts = await deps.store.getArtifacts(d.id);
       if (arts) snap.artifacts.set(d.id, arts);
-      send(ctx, 200, devicePage(deviceDetail(snap, d, await deps.store.listCommands(d.id), rc)));
+      send(ctx, 200, devicePage(deviceDetail(snap, d, await allPages((p) => deps.store.listCommands(d.id, p)), rc)));
     });
 
     return router;

@@ -6,6 +6,7 @@
 import type { DeviceFacts, ErrorChainItem } from '../store/types.js';
 import { ProtocolError } from './errors.js';
 import { describe, type PlistDict, type PlistValue } from './plist.js';
+import { DEVICE_ID_PATTERN } from '../schema/api.js';
 
 interface Identified {
   /** UDID, or EnrollmentID for a User Enrollment. */
@@ -165,7 +166,7 @@ export function decodeReport(dict: PlistDict): CommandReport {
 // simulators and test rigs use readable ids (SIM-C02...). ':' is never allowed: it joins a device
 // id and a user id into a user channel's enrollment id, so "VICTIM:USER1" as a UDID would name
 // another device's user channel.
-const DEVICE_ID = /^[0-9A-Za-z][0-9A-Za-z-]{0,127}$/;
+const DEVICE_ID = new RegExp(DEVICE_ID_PATTERN);
 
 function identify(dict: PlistDict): Identified {
   const udid = str(dict, 'UDID');

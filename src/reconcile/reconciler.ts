@@ -11,7 +11,8 @@ import type { AppliedRevision } from '../gitops/source.js';
 import type { MdmService } from '../mdm/service.js';
 import { buildCommand } from '../protocol/commands.js';
 import type { Pusher } from '../push/push.js';
-import type { DeviceRecord, EnrollmentRecord, FinalStatus, NewCommand, ReconcileChange, Store } from '../store/types.js';
+import { retryOnConflict } from '../store/errors.js';
+import type { DeviceRecord, EnrollmentRecord, FinalStatus, NewCommand, ReconcileChange, Store, VersionedArtifacts } from '../store/types.js';
 import { applyResult, decide, DEFAULT_RETRY, type Decision, type ReportedProfile, type RetryPolicy } from './decide.js';
 import { desiredForAsync, type DesiredState, type RenderCache } from './desired.js';
 import { statusProfiles } from '../report/status.js';
@@ -138,25 +139,30 @@ export class Reconciler {
 
   /** Queue ProfileList + DeviceInformation to every enrolled device that has none in flight; returns how many were queued. */
   async driftCheck(): Promise<number> {
-    const results = await this.forEachDevice((id) => this.serial(id, () => this.queueInventory(id)));
+    const results = await this.forEachDevice((id) => this.serial(id, () => retryOnConflict(() => this.queueInventory(id))));
     return results.filter(Boolean).length;
   }
 
   private async forEachDevice<T>(fn: (id: string) => Promise<T>): Promise<T[]> {
-    // Every device; the callee checks the enrollment is active (one read instead of two).
-    const ids = await this.opts.store.listDeviceIds();
+    // Every device, a page of ids at a time; the callee checks the enrollment is active (one read instead of two).
     const out: T[] = [];
-    let i = 0;
-    await Promise.all(
-      Array.from({ length: Math.min(this.opts.concurrency ?? 16, ids.length) }, async () => {
-        while (i < ids.length && !this.stopped) {
-          const id = ids[i++]!;
-          out.push(await fn(id));
-          // Device requests are served between any two devices, however busy the run.
-          await yieldToLoop();
-        }
-      }),
-    );
+    let cursor: string | undefined;
+    do {
+      const page = await this.opts.store.listDeviceIds(cursor === undefined ? {} : { cursor });
+      const ids = page.items;
+      let i = 0;
+      await Promise.all(
+        Array.from({ length: Math.min(this.opts.concurrency ?? 16, ids.length) }, async () => {
+          while (i < ids.length && !this.stopped) {
+            const id = ids[i++]!;
+            out.push(await fn(id));
+            // Device requests are served between any two devices, however busy the run.
+            await yieldToLoop();
+          }
+        }),
+      );
+      cursor = page.next;
+    } while (cursor !== undefined && !this.stopped);
     return out;
   }
 
@@ -168,7 +174,7 @@ export class Reconciler {
     }
     if (e.type !== 'device' || this.opts.inventoryOnEnroll === false) return;
     try {
-      await this.serial(e.deviceId, () => this.queueInventory(e.deviceId));
+      await this.serial(e.deviceId, () => retryOnConflict(() => this.queueInventory(e.deviceId)));
     } catch (err) {
       this.opts.log.error({ err, device: e.deviceId }, 'could not queue inventory after enrollment');
     }
@@ -199,14 +205,14 @@ export class Reconciler {
     // The read model changes with the answers absorbed, and a new device has no summary yet.
     const device = await this.opts.store.getDevice(deviceId);
     if (device && (absorbed || !(await this.opts.store.getStatus(deviceId))?.profiles)) change.status = await this.statusOf(device, state);
-    await this.opts.store.commitReconcile(deviceId, state, change, this.now());
+    await this.opts.store.commitReconcile(deviceId, state, change, this.now(), state.version);
     await this.push(deviceId);
     return true;
   }
 
   /** Reconcile one device now. Safe to call any time, any number of times. */
   reconcileDevice(deviceId: string): Promise<ReconcileOutcome | undefined> {
-    return this.serial(deviceId, () => this.reconcileNow(deviceId));
+    return this.serial(deviceId, () => retryOnConflict(() => this.reconcileNow(deviceId)));
   }
 
   private async reconcileNow(deviceId: string): Promise<ReconcileOutcome | undefined> {
@@ -224,7 +230,8 @@ export class Reconciler {
     const inventoryBefore = JSON.stringify(state.inventory ?? null);
     const absorbed = await this.absorb(deviceId, state);
     if (!this.fleet || !this.revision) {
-      if (absorbed) await store.commitReconcile(deviceId, state, { enqueue: [], cancel: [], status: await this.statusOf(device, state) }, this.now());
+      if (absorbed)
+        await store.commitReconcile(deviceId, state, { enqueue: [], cancel: [], status: await this.statusOf(device, state) }, this.now(), state.version);
       else await this.keepStatus(device, state);
       return undefined;
     }
@@ -238,7 +245,7 @@ export class Reconciler {
       now: this.now(),
       retry: this.retry,
     });
-    const outcome = await this.commit(device, desired, decision, absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null));
+    const outcome = await this.commit(device, desired, decision, absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null), state.version);
     if (this.opts.ddm) outcome.queued += (await this.opts.ddm.reconcile(device, fleet, this.revision)).notified.length;
     return outcome;
   }
@@ -258,8 +265,11 @@ export class Reconciler {
     if (JSON.stringify(row.profiles) !== JSON.stringify(next)) await this.opts.store.putStatus(device.id, next);
   }
 
-  /** `dirty`: the state changed before the decision (answers absorbed), so it must be written. */
-  private async commit(device: DeviceRecord, desired: DesiredState, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
+  /**
+   * `dirty`: the state changed before the decision (answers absorbed), so it must be written.
+   * `version`: of the state the decision was made on (compare-and-set).
+   */
+  private async commit(device: DeviceRecord, desired: DesiredState, decision: Decision, dirty: boolean, version: number): Promise<ReconcileOutcome> {
     // Room for this device's install payloads (the command holds the profile's base64) until
     // they are written: a big per-device profile is built for a few devices at a time.
     const weight = decision.actions.reduce(
@@ -268,13 +278,13 @@ export class Reconciler {
     );
     const release = weight > 0 ? await this.budget.acquire(weight) : () => undefined;
     try {
-      return await this.commitHeld(device, desired, decision, dirty);
+      return await this.commitHeld(device, desired, decision, dirty, version);
     } finally {
       release();
     }
   }
 
-  private async commitHeld(device: DeviceRecord, desired: DesiredState, decision: Decision, dirty: boolean): Promise<ReconcileOutcome> {
+  private async commitHeld(device: DeviceRecord, desired: DesiredState, decision: Decision, dirty: boolean, version: number): Promise<ReconcileOutcome> {
     const deviceId = device.id;
     const change: ReconcileChange = { enqueue: [], cancel: [] };
     const state = decision.state;
@@ -313,7 +323,7 @@ export class Reconciler {
       return { deviceId, queued: 0, cancelled: 0 };
     }
     change.status = status;
-    const { cancelled } = await this.opts.store.commitReconcile(deviceId, state, change, this.now());
+    const { cancelled } = await this.opts.store.commitReconcile(deviceId, state, change, this.now(), version);
     this.scheduleRetry(deviceId, state);
     if (change.enqueue.length > 0) {
       await this.push(deviceId);
@@ -392,8 +402,8 @@ export class Reconciler {
     this.retryTimers.set(deviceId, t);
   }
 
-  private async loadState(deviceId: string): Promise<DeviceArtifacts> {
-    return (await this.opts.store.getArtifacts(deviceId)) ?? { deviceId, artifacts: {} };
+  private async loadState(deviceId: string): Promise<VersionedArtifacts> {
+    return (await this.opts.store.getArtifacts(deviceId)) ?? { deviceId, artifacts: {}, version: 0 };
   }
 
   /**

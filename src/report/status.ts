@@ -32,6 +32,7 @@ import {
   type StatusProfiles,
 } from '../store/status.js';
 import type { CommandView, DeviceRecord, EnrollmentRecord, ErrorChainItem, Store } from '../store/types.js';
+import { allPages } from '../store/paging.js';
 
 export { DEVICE_STATES, type DeviceState };
 export const DEFAULT_STALE_DAYS = 7;
@@ -64,7 +65,7 @@ export interface ReportContext {
 }
 
 export async function loadSnapshot(store: Store): Promise<Snapshot> {
-  const [devices, artifacts] = await Promise.all([store.listDevices(), store.listArtifacts()]);
+  const [devices, artifacts] = await Promise.all([allPages((p) => store.listDevices(p)), allPages((p) => store.listArtifacts(p))]);
   const enrollments = new Map<string, EnrollmentRecord[]>();
   await Promise.all(devices.map(async (d) => enrollments.set(d.id, await store.listEnrollments(d.id))));
   return { devices, enrollments, artifacts: new Map(artifacts.map((a) => [a.deviceId, a])) };

@@ -22,14 +22,13 @@
  *   p\0<uuid>                   payload (binary), stored once per command
  *   t\0<uuid>\0<eid>            reference from a target to the payload (pending or finished)
  *   g\0<uuid>                   payload that may have lost its last reference (GC candidate)
- *   a\0<dev>                    reconciler state of the device (DeviceArtifacts)
+ *   a\0<dev>                    reconciler state of the device: {version, state} (a bare DeviceArtifacts is version 1)
  *   v\0<dev>                    status row of the device (read model, src/store/status.ts)
  *   m\0status                   set once every device has a status row
  *
  * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
  */
-import { Conflict, Malformed, NotFound } from '../errors.js';
 import { Level } from 'level';
 import { LruMap } from './lru.js';
 import {
@@ -43,6 +42,22 @@ import {
   type StatusQuery,
 } from './status.js';
 import type { DeviceArtifacts } from '../reconcile/types.js';
+import { Conflict, Malformed, NotFound } from '../errors.js';
+import { VersionConflictError } from './errors.js';
+import {
+  checkChange,
+  checkChannel,
+  checkCommand,
+  checkDeviceId,
+  checkResult,
+  checkTargets,
+  DEFAULT_PRIORITY,
+  FINAL,
+  MAX_IDENTITY_CHANGES,
+  withoutVersion,
+} from './checks.js';
+import { checkId } from './ids.js';
+import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 import type {
   CommandResult,
   CommandStatus,
@@ -60,10 +75,11 @@ import type {
   RecordOutcome,
   ReportedState,
   Store,
+  StoreHealth,
+  VersionedArtifacts,
 } from './types.js';
 
 const FORMAT_VERSION = 2;
-const DEFAULT_PRIORITY = 50;
 
 type Db = Level<string, unknown>;
 type Op = { type: 'put'; key: string; value: unknown; valueEncoding?: 'buffer' } | { type: 'del'; key: string };
@@ -91,12 +107,18 @@ interface CmdRec {
   result?: { status: FinalStatus; at: string; errorChain?: ErrorChainItem[] };
 }
 
+/** Value of an `a` key. Before versions, the bare state was stored: read as version 1. */
+type StoredArtifacts = { version: number; state: DeviceArtifacts } | DeviceArtifacts;
+
+function fromStoredArtifacts(v: StoredArtifacts | undefined): VersionedArtifacts | undefined {
+  if (v === undefined) return undefined;
+  return 'state' in v ? { ...v.state, version: v.version } : { ...v, version: 1 };
+}
+
 interface FinishedRef {
   e: string;
   u: string;
 }
-
-const FINAL: ReadonlySet<string> = new Set<FinalStatus>(['Acknowledged', 'Error', 'CommandFormatError']);
 
 // '\x01' escapes itself and '\x00'; lone surrogates are escaped too, because UTF-8 encoding
 // would turn them all into U+FFFD and make different ids collide.
@@ -247,8 +269,6 @@ export interface LevelStoreOptions {
   /** Entries of the enrollment -> device cache. Default 100,000. */
   cacheMax?: number;
 }
-
-const MAX_IDENTITY_CHANGES = 10;
 
 export class LevelStore implements Store {
   /** Last sequence number handed out; only grows, also across restarts (see `open`). */
@@ -529,7 +549,8 @@ export class LevelStore implements Store {
   // --- check-in ---
 
   async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void> {
-    if (deviceId.includes(':')) throw new Malformed(`device id ${JSON.stringify(deviceId.slice(0, 80))} contains ':', which joins a device and a user id`);
+    checkDeviceId(deviceId);
+    checkId('certificate hash', identity.certHash);
     const now = at.toISOString();
     const dropped = await this.withLock('D' + deviceId, async () => {
       const prev = this.getJson<DeviceRecord>(K.device(deviceId));
@@ -570,14 +591,7 @@ export class LevelStore implements Store {
   }
 
   async tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }> {
-    // The two key spaces stay apart only if ids are what they say they are.
-    const user = rec.id.startsWith(`${rec.deviceId}:`) ? rec.id.slice(rec.deviceId.length + 1) : undefined;
-    const fits = rec.type === 'user' ? !!user && (rec.userId === undefined || rec.userId === user) : rec.id === rec.deviceId;
-    if (rec.deviceId.includes(':') || !fits) {
-      throw new Malformed(
-        `enrollment ${JSON.stringify(rec.id.slice(0, 80))} is not a ${rec.type} channel of device ${JSON.stringify(rec.deviceId.slice(0, 80))}`,
-      );
-    }
+    checkChannel(rec);
     return this.withLock('D' + rec.deviceId, async () => {
       const prev = this.getJson<StoredEnrollment>(K.enr(rec.id));
       const next: StoredEnrollment = { ...toStored(rec), active: true };
@@ -610,6 +624,7 @@ export class LevelStore implements Store {
   }
 
   async checkOut(enrollmentId: string, at: Date): Promise<void> {
+    checkId('enrollment id', enrollmentId);
     const now = at.toISOString();
     const dropped = await this.withEnrollment(enrollmentId, async (devId) => {
       const ops: Op[] = [];
@@ -643,9 +658,11 @@ export class LevelStore implements Store {
   }
 
   async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void> {
+    checkId('device id', deviceId);
+    checkId('certificate hash', identity.certHash);
     await this.withLock('D' + deviceId, async () => {
       const dev = this.getJson<DeviceRecord>(K.device(deviceId));
-      if (!dev) throw new NotFound(`no device ${deviceId} to rebind`);
+      if (!dev) throw new NotFound(`no device ${JSON.stringify(deviceId.slice(0, 80))} to rebind`);
       const next: DeviceRecord = { ...dev, identity };
       if (change) next.identityChanges = [...(dev.identityChanges ?? []), change].slice(-MAX_IDENTITY_CHANGES);
       const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: next }];
@@ -656,28 +673,42 @@ export class LevelStore implements Store {
   }
 
   async getDevice(deviceId: string): Promise<DeviceRecord | undefined> {
+    checkId('device id', deviceId);
     return this.getJson<DeviceRecord>(K.device(deviceId));
   }
 
   async deviceForCert(certHash: string): Promise<string | undefined> {
+    checkId('certificate hash', certHash);
     return this.getJson<string>(K.cert(certHash));
   }
 
-  async listDevices(): Promise<DeviceRecord[]> {
-    return (await this.db.values(range('d\x00')).all()) as DeviceRecord[];
+  /** Bounds of one page of a key kind (`d`, `a`) whose keys end in an escaped id; the cursor is the last id. */
+  private pageRange(kind: string, page: PageRequest | undefined): { gt?: string; gte?: string; lt: string; limit: number } {
+    const cursor = pageCursor(page);
+    const limit = pageLimit(page) + 1;
+    const lt = kind + '\x01';
+    return cursor === undefined ? { gte: kind + '\x00', lt, limit } : { gt: kind + '\x00' + esc(cursor), lt, limit };
   }
 
-  async listDeviceIds(): Promise<string[]> {
+  async listDevices(page?: PageRequest): Promise<Page<DeviceRecord>> {
+    const devices = (await this.db.values(this.pageRange('d', page)).all()) as DeviceRecord[];
+    return pageOf(devices, pageLimit(page), (d) => d.id);
+  }
+
+  async listDeviceIds(page?: PageRequest): Promise<Page<string>> {
     // The device record's own id, from its key: keys-only iteration reads no values.
-    return (await this.db.keys(range('d\x00')).all()).map((k) => unesc(k.slice(2)));
+    const ids = (await this.db.keys(this.pageRange('d', page)).all()).map((k) => unesc(k.slice(2)));
+    return pageOf(ids, pageLimit(page), (id) => id);
   }
 
   async getEnrollment(enrollmentId: string): Promise<EnrollmentRecord | undefined> {
+    checkId('enrollment id', enrollmentId);
     const e = this.getJson<StoredEnrollment>(K.enr(enrollmentId));
     return e === undefined ? undefined : this.fromStored(e, this.getJson<string>(K.seen(enrollmentId)));
   }
 
   async listEnrollments(deviceId: string): Promise<EnrollmentRecord[]> {
+    checkId('device id', deviceId);
     const ids = (await this.db.values(range(K.devEnrPrefix(deviceId))).all()) as string[];
     if (!ids.length) return [];
     const vals = await this.db.getMany(ids.flatMap((id) => [K.enr(id), K.seen(id)]));
@@ -690,6 +721,7 @@ export class LevelStore implements Store {
   }
 
   async touch(enrollmentId: string, at: Date): Promise<void> {
+    checkId('enrollment id', enrollmentId);
     const ms = at.getTime();
     const prev = this.seen.get(enrollmentId);
     if (prev === undefined || ms > prev) this.seen.set(enrollmentId, ms);
@@ -715,23 +747,21 @@ export class LevelStore implements Store {
   }
 
   async setBootstrapToken(deviceId: string, token: Buffer | null): Promise<void> {
+    checkId('device id', deviceId);
     if (token === null) await this.db.del(K.boot(deviceId));
     else await this.db.put<string, Buffer>(K.boot(deviceId), token, BUF);
   }
 
   async getBootstrapToken(deviceId: string): Promise<Buffer | undefined> {
+    checkId('device id', deviceId);
     return this.getBuf(K.boot(deviceId));
   }
 
   // --- command queue ---
 
   async enqueue(targets: string[], cmd: NewCommand, at: Date): Promise<void> {
-    const priority = cmd.priority ?? DEFAULT_PRIORITY;
-    if (!Number.isInteger(priority) || priority < 0 || priority > 99) {
-      throw new RangeError(`command ${cmd.uuid}: priority must be an integer 0..99, got ${priority}`);
-    }
-    if (!cmd.uuid) throw new Error('command uuid is empty');
-    const uniq = [...new Set(targets)];
+    const priority = checkCommand(cmd);
+    const uniq = checkTargets(targets);
     if (!uniq.length) return;
     const enqueuedAt = at.toISOString();
     await this.withLock('C' + cmd.uuid, async () => {
@@ -782,33 +812,50 @@ export class LevelStore implements Store {
 
   // --- reconciler ---
 
-  async getArtifacts(deviceId: string): Promise<DeviceArtifacts | undefined> {
-    return this.getJson<DeviceArtifacts>(K.artifacts(deviceId));
+  async getArtifacts(deviceId: string): Promise<VersionedArtifacts | undefined> {
+    checkId('device id', deviceId);
+    return fromStoredArtifacts(this.getJson<StoredArtifacts>(K.artifacts(deviceId)));
   }
 
-  async listArtifacts(): Promise<DeviceArtifacts[]> {
-    return (await this.db.values(range('a\x00')).all()) as DeviceArtifacts[];
+  async listArtifacts(page?: PageRequest): Promise<Page<VersionedArtifacts>> {
+    const values = (await this.db.values(this.pageRange('a', page)).all()) as StoredArtifacts[];
+    return pageOf(
+      values.map((v) => fromStoredArtifacts(v)!),
+      pageLimit(page),
+      (a) => a.deviceId,
+    );
   }
 
-  async commitReconcile(deviceId: string, state: DeviceArtifacts, change: ReconcileChange, at: Date): Promise<{ cancelled: string[] }> {
+  async commitReconcile(
+    deviceId: string,
+    state: DeviceArtifacts,
+    change: ReconcileChange,
+    at: Date,
+    expectedVersion: number,
+  ): Promise<{ cancelled: string[]; version: number }> {
+    checkId('device id', deviceId);
+    checkChange(change);
     const enqueuedAt = at.toISOString();
+    const version = expectedVersion + 1;
     const { cancelled, dropped } = await this.withLock('D' + deviceId, async () => {
+      const current = fromStoredArtifacts(this.getJson<StoredArtifacts>(K.artifacts(deviceId)))?.version ?? 0;
+      if (current !== expectedVersion) throw new VersionConflictError(deviceId, expectedVersion, current);
       // Command locks too (sorted), so collecting a shared payload cannot race its reuse here.
       const releases: (() => void)[] = [];
       try {
         for (const uuid of [...new Set(change.enqueue.map((e) => e.cmd.uuid))].sort()) releases.push(await this.acquire('C' + uuid));
-        return await this.commitLocked(deviceId, state, change, enqueuedAt);
+        return await this.commitLocked(deviceId, { version, state: withoutVersion(state) }, change, enqueuedAt);
       } finally {
         for (const release of releases) release();
       }
     });
     await this.collect(dropped);
-    return { cancelled };
+    return { cancelled, version };
   }
 
   private async commitLocked(
     deviceId: string,
-    state: DeviceArtifacts,
+    state: { version: number; state: DeviceArtifacts },
     change: ReconcileChange,
     enqueuedAt: string,
   ): Promise<{ cancelled: string[]; dropped: string[] }> {
@@ -842,6 +889,7 @@ export class LevelStore implements Store {
   }
 
   async nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined> {
+    checkId('enrollment id', enrollmentId);
     // From the mirror, unlocked: the payload read below is the only I/O. A missing payload means
     // the entry was dropped (and collected) meanwhile; the mirror no longer has it then.
     for (let attempt = 0; ; attempt++) {
@@ -855,9 +903,9 @@ export class LevelStore implements Store {
   }
 
   async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome> {
-    if (result.status !== 'NotNow' && !FINAL.has(result.status)) throw new Error(`unknown command status ${String(result.status)}`);
-    const atMs = Date.parse(result.at);
-    if (Number.isNaN(atMs)) throw new Error(`command ${commandUUID}: result time ${result.at} is not a date`);
+    checkId('enrollment id', enrollmentId);
+    checkId('command uuid', commandUUID);
+    const atMs = checkResult(commandUUID, result);
     return this.withEnrollment(enrollmentId, async (devId) => {
       const cmd = this.getJson<CmdRec>(K.cmd(enrollmentId, commandUUID));
       if (!cmd) return 'unknown';
@@ -909,6 +957,8 @@ export class LevelStore implements Store {
   }
 
   async getCommand(enrollmentId: string, commandUUID: string): Promise<CommandView | undefined> {
+    checkId('enrollment id', enrollmentId);
+    checkId('command uuid', commandUUID);
     const r = this.getJson<CmdRec>(K.cmd(enrollmentId, commandUUID));
     if (!r) return undefined;
     const view: CommandView = {
@@ -924,9 +974,21 @@ export class LevelStore implements Store {
     return view;
   }
 
-  async listCommands(enrollmentId: string): Promise<CommandView[]> {
-    const recs = (await this.db.values(range(K.cmdPrefix(enrollmentId))).all()) as CmdRec[];
-    recs.sort((a, b) => a.seq - b.seq);
+  /**
+   * In enqueue order, so the cursor is the last sequence number. The x keys are by uuid: an
+   * enrollment's records (bounded by retention) are read and sorted, only the page's raws are read.
+   */
+  async listCommands(enrollmentId: string, page?: PageRequest): Promise<Page<CommandView>> {
+    checkId('enrollment id', enrollmentId);
+    const limit = pageLimit(page);
+    const cursor = pageCursor(page);
+    const after = cursor === undefined ? 0 : Number(cursor);
+    if (!Number.isSafeInteger(after) || after < 0) throw new Malformed(`page cursor ${JSON.stringify(cursor)} is not a command cursor`);
+    const all = (await this.db.values(range(K.cmdPrefix(enrollmentId))).all()) as CmdRec[];
+    all.sort((a, b) => a.seq - b.seq);
+    const start = after ? all.findIndex((r) => r.seq > after) : 0;
+    const recs = start < 0 ? [] : all.slice(start, start + limit);
+    const next = start >= 0 && start + limit < all.length ? String(recs.at(-1)!.seq) : undefined;
     const finished = recs.filter((r) => r.result !== undefined);
     const raws = finished.length
       ? ((await this.db.getMany<string, Buffer>(
@@ -935,7 +997,7 @@ export class LevelStore implements Store {
         )) as (Buffer | undefined)[])
       : [];
     const rawOf = new Map(finished.map((r, i) => [r.uuid, raws[i]]));
-    return recs.map((r) => {
+    const items = recs.map((r) => {
       const view: CommandView = {
         uuid: r.uuid,
         requestType: r.requestType,
@@ -948,6 +1010,7 @@ export class LevelStore implements Store {
       if (r.result) view.result = { ...r.result, raw: rawOf.get(r.uuid) ?? Buffer.alloc(0) };
       return view;
     });
+    return next === undefined ? { items } : { items, next };
   }
 
   // --- read model ---
@@ -1018,6 +1081,10 @@ export class LevelStore implements Store {
       await this.collect((await this.db.values(range('g\x00')).all()) as string[]);
       return removed;
     });
+  }
+
+  async health(): Promise<StoreHealth> {
+    return this.db.status === 'open' ? { backend: 'leveldb', ready: true } : { backend: 'leveldb', ready: false, reason: `database is ${this.db.status}` };
   }
 
   async close(): Promise<void> {

@@ -1,250 +1,28 @@
 /**
- * Storage model and the `Store` interface. Every backend implements `Store` and must pass the
- * shared suite in `test/store/suite.ts`. Writes that belong together are one atomic batch, so a
- * server killed at any moment restarts with no command lost or duplicated.
+ * The `Store` contract: small role interfaces (`roles/`), composed. Every backend implements
+ * `Store` and must pass the shared suite in `test/store/suite.ts` (LevelDB, PostgreSQL, memory).
+ * Writes that belong together are one atomic batch or transaction, so a server killed at any
+ * moment restarts with no command lost or duplicated. Ids are checked against one domain at the
+ * boundary (`ids.ts`); failures are typed (`errors.ts`); lists are paged (`paging.ts`).
+ *
+ * A new role: an interface in `roles/NAME.ts`, added to `Store` below, implemented by every
+ * backend and covered by the shared suite.
  */
+import type { CheckinStore } from './roles/checkin.js';
+import type { InventoryStore } from './roles/inventory.js';
+import type { StoreLifecycle } from './roles/lifecycle.js';
+import type { CommandQueue } from './roles/queue.js';
+import type { ReconcileStateStore } from './roles/reconcile.js';
+import type { ResultStore } from './roles/results.js';
+import type { StatusStore } from './status.js';
 
-/** One entry of an MDM `ErrorChain` (mdm/errors in Apple's schema). */
-export interface ErrorChainItem {
-  ErrorCode: number;
-  ErrorDomain: string;
-  LocalizedDescription?: string;
-  USEnglishDescription?: string;
-}
+export type * from './records.js';
+export type { Page, PageRequest } from './paging.js';
+export type { CheckinStore } from './roles/checkin.js';
+export type { InventoryStore } from './roles/inventory.js';
+export type { StoreHealth, StoreLifecycle } from './roles/lifecycle.js';
+export type { CommandQueue } from './roles/queue.js';
+export type { ReconcileStateStore, VersionedArtifacts } from './roles/reconcile.js';
+export type { ResultStore } from './roles/results.js';
 
-/** Facts a device reports in `Authenticate` (mdm/checkin/authenticate.yaml), minus MessageType. */
-export interface DeviceFacts {
-  UDID?: string;
-  EnrollmentID?: string;
-  Topic: string;
-  SerialNumber?: string;
-  Model?: string;
-  ModelName?: string;
-  ProductName?: string;
-  OSVersion?: string;
-  BuildVersion?: string;
-  DeviceName?: string;
-  IMEI?: string;
-  MEID?: string;
-  /**
-   * Set by the server, never taken from a message: the serial number the device's certificate
-   * was issued for (a one-time enrollment created for that serial), present only when the
-   * device's claimed SerialNumber is that one. Selectors with `proven: true` require it.
-   */
-  provenSerialNumber?: string;
-}
-
-/** Which certificate a device proved itself with at `Authenticate`. Hashes are SHA-256 hex. */
-export interface IdentityBinding {
-  certHash: string;
-  /** SHA-256 of the issuer's DER certificate: a renewed identity must come from the same CA. */
-  issuerHash: string;
-  subject: string;
-  notAfter: string;
-  /** What the built-in CA issued the certificate for (a one-time enrollment for a serial or UDID). */
-  issuedFor?: { serial?: string; udid?: string };
-}
-
-/**
- * The certificate a device speaks with changed: a renewal (the bound certificate asked the CA for
- * its successor) or a re-enrollment (another certificate took over under the re-enroll policy).
- */
-export interface IdentityChange {
-  at: string;
-  kind: 'renewal' | 're-enrollment';
-  /** Why a re-enrollment was allowed: the policy and the condition that held. */
-  reason?: string;
-  from: Pick<IdentityBinding, 'certHash' | 'subject' | 'notAfter'>;
-  to: Pick<IdentityBinding, 'certHash' | 'subject' | 'notAfter'>;
-}
-
-/** A report the device sent in answer to a query command, kept with when it arrived. */
-export interface Reported<T> {
-  at: string;
-  commandUUID: string;
-  value: T;
-}
-
-/** What the device last told us about itself (only the commands that describe state). */
-export interface ReportedState {
-  DeviceInformation?: Reported<Record<string, unknown>>;
-  SecurityInfo?: Reported<Record<string, unknown>>;
-  ProfileList?: Reported<Record<string, unknown>[]>;
-  InstalledApplicationList?: Reported<Record<string, unknown>[]>;
-  CertificateList?: Reported<Record<string, unknown>[]>;
-}
-
-export interface DeviceRecord {
-  /** UDID, or EnrollmentID for a User Enrollment. */
-  id: string;
-  facts: DeviceFacts;
-  identity: IdentityBinding;
-  authenticatedAt: string;
-  /** Set by the first TokenUpdate after Authenticate; cleared by Authenticate and CheckOut. */
-  enrolledAt?: string;
-  checkedOutAt?: string;
-  /** When the device acknowledged an EraseDevice (after its last Authenticate): its identity is gone with its data. */
-  erasedAt?: string;
-  reported: ReportedState;
-  /** The latest identity changes, newest last (at most 10). */
-  identityChanges?: IdentityChange[];
-}
-
-export interface PushInfo {
-  /** The APNs device token as lowercase hex. */
-  token: string;
-  pushMagic: string;
-  topic: string;
-}
-
-/**
- * A channel a device takes commands on: the device channel (`UDID`) or a user channel
- * (`UDID:UserID`). Backends keep the two in separate key spaces, so no device id can name another
- * device's user channel.
- */
-export interface EnrollmentRecord {
-  id: string;
-  deviceId: string;
-  type: 'device' | 'user';
-  userId?: string;
-  userShortName?: string;
-  userLongName?: string;
-  /** False until the first TokenUpdate; false again after CheckOut or a new Authenticate. */
-  active: boolean;
-  push?: PushInfo;
-  /** Secret. Never logged. */
-  unlockToken?: Buffer;
-  awaitingConfiguration?: boolean;
-  createdAt: string;
-  updatedAt: string;
-  lastSeenAt?: string;
-}
-
-export type FinalStatus = 'Acknowledged' | 'Error' | 'CommandFormatError';
-export type CommandStatus = 'Pending' | 'NotNow' | FinalStatus;
-
-export interface NewCommand {
-  uuid: string;
-  requestType: string;
-  /** Exactly the bytes served to the device: a plist `{CommandUUID, Command}`. */
-  payload: Buffer;
-  /** 0..99, higher first; equal priorities are served oldest first. Default 50. */
-  priority?: number;
-}
-
-/** A command as it is offered to one enrollment. */
-export interface QueuedCommand {
-  uuid: string;
-  requestType: string;
-  payload: Buffer;
-  priority: number;
-  status: 'Pending' | 'NotNow';
-  enqueuedAt: string;
-}
-
-export interface CommandResult {
-  status: FinalStatus | 'NotNow';
-  at: string;
-  /** The device's raw report body. */
-  raw: Buffer;
-  errorChain?: ErrorChainItem[];
-}
-
-/** A command's history for one enrollment, pending or finished. */
-export interface CommandView {
-  uuid: string;
-  requestType: string;
-  priority: number;
-  status: CommandStatus;
-  enqueuedAt: string;
-  /** Last time the device answered it (NotNow included). */
-  updatedAt?: string;
-  notNowCount: number;
-  /** Final result; present once status is final. */
-  result?: CommandResult;
-}
-
-import type { DeviceArtifacts } from '../reconcile/types.js';
-import type { StatusProfiles, StatusStore } from './status.js';
-
-/** What one reconcile of one device changes, written in one atomic batch with its new state. */
-export interface ReconcileChange {
-  enqueue: { targets: string[]; cmd: NewCommand }[];
-  /** Queued commands to withdraw (not yet answered): superseded installs, removals no longer needed. */
-  cancel: { enrollmentId: string; uuid: string }[];
-  /** The reconciler's half of the device's status row (read model), written in the same batch. */
-  status?: StatusProfiles;
-}
-
-export type RecordOutcome = 'recorded' | 'notnow' | 'unknown' | 'duplicate';
-
-export interface Store extends StatusStore {
-  // --- check-in ---
-  /**
-   * Atomically: upsert the device (facts, identity binding, authenticatedAt; keep `reported`),
-   * mark every enrollment of the device inactive, drop their pending commands (finished history
-   * stays until compaction), and index the certificate hash -> device id. With `change` (another
-   * certificate takes over), also append it to `identityChanges` and, unless it is a renewal,
-   * delete the secrets the old identity held: the bootstrap token and every UnlockToken.
-   * Device ids never contain ':' (that is how a user channel's id `UDID:UserID` is built): refused.
-   */
-  authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void>;
-  /** Upsert the enrollment as active. Returns whether it was inactive (or new) before. */
-  tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }>;
-  /** Mark the enrollment inactive and drop its pending commands; for the device channel also every user channel, and set checkedOutAt. */
-  checkOut(enrollmentId: string, at: Date): Promise<void>;
-  /**
-   * Move the device's identity binding to a renewed certificate, keeping everything else (queue,
-   * enrollments, reported state, secrets): identity renewal is not re-enrollment. `change` is
-   * appended to `identityChanges`.
-   */
-  rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void>;
-  getDevice(deviceId: string): Promise<DeviceRecord | undefined>;
-  /** Device id currently bound to this certificate hash, if any. */
-  deviceForCert(certHash: string): Promise<string | undefined>;
-  listDevices(): Promise<DeviceRecord[]>;
-  /** Just the ids, without loading the records (fleet-wide runs at 100,000 devices). */
-  listDeviceIds(): Promise<string[]>;
-  getEnrollment(enrollmentId: string): Promise<EnrollmentRecord | undefined>;
-  listEnrollments(deviceId: string): Promise<EnrollmentRecord[]>;
-  /** Record last contact; may be buffered by the implementation (not crash-critical). */
-  touch(enrollmentId: string, at: Date): Promise<void>;
-  /** Secret. `null` clears it. */
-  setBootstrapToken(deviceId: string, token: Buffer | null): Promise<void>;
-  getBootstrapToken(deviceId: string): Promise<Buffer | undefined>;
-
-  // --- command queue ---
-  /** Queue one command for every target in one atomic batch. Unknown targets are the caller's concern. */
-  enqueue(targets: string[], cmd: NewCommand, at: Date): Promise<void>;
-  /**
-   * The next command to offer: highest priority, then oldest. With `skipNotNow`, commands the
-   * device answered NotNow are passed over (they come back on a later Idle).
-   */
-  nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined>;
-  /**
-   * Store a device's answer to a command. Final statuses take it out of the queue and keep the
-   * result (and, when given, merge `reported` into the device's reported state) in one batch;
-   * NotNow keeps it queued and flagged. A second answer to a finished command is 'duplicate';
-   * a command not queued for this enrollment is 'unknown'. Neither changes anything. An
-   * Acknowledged EraseDevice on the device channel sets the device's `erasedAt`.
-   */
-  recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome>;
-  /** One command of an enrollment, pending or finished (with its result); undefined if unknown or compacted. */
-  getCommand(enrollmentId: string, commandUUID: string): Promise<CommandView | undefined>;
-  /** Pending and finished commands of an enrollment, oldest first. */
-  listCommands(enrollmentId: string): Promise<CommandView[]>;
-  // --- reconciler ---
-  getArtifacts(deviceId: string): Promise<DeviceArtifacts | undefined>;
-  /** Every device's artifact state (for reports and `GET /api/v1/devices`). */
-  listArtifacts(): Promise<DeviceArtifacts[]>;
-  /**
-   * Atomically: replace the device's artifact state, queue the commands, withdraw the cancelled
-   * ones that are still queued. Returns the uuids actually withdrawn. A crash leaves either all
-   * of it or none.
-   */
-  commitReconcile(deviceId: string, state: DeviceArtifacts, change: ReconcileChange, at: Date): Promise<{ cancelled: string[] }>;
-
-  /** Delete finished commands whose result is older than `before`. Returns how many. */
-  compact(before: Date): Promise<number>;
-  close(): Promise<void>;
-}
+export interface Store extends CheckinStore, InventoryStore, CommandQueue, ResultStore, ReconcileStateStore, StatusStore, StoreLifecycle {}

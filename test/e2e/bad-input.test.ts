@@ -135,7 +135,7 @@ describe('bad input: a 4xx with a clear reason in the log, and the server keeps 
     expect(idle.body).toContain(uuid);
     const ack = await send({ Status: 'Acknowledged', CommandUUID: uuid }, 'application/octet-stream');
     expect(ack.status).toBe(200);
-    expect((await server.store.listCommands(dev.udid))[0]?.status).toBe('Acknowledged');
+    expect((await server.store.listCommands(dev.udid)).items[0]?.status).toBe('Acknowledged');
   });
 
   it('still serves after all of that', async () => {

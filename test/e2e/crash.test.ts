@@ -64,12 +64,12 @@ it('SIGKILL during a burst loses and duplicates nothing', async () => {
   // Inspect the store directly: each acknowledged command exactly once for its target.
   const store = await LevelStore.open(join(dir, 'data'));
   for (const d of devices) {
-    const cmds = await store.listCommands(d.udid);
+    const cmds = (await store.listCommands(d.udid)).items;
     const uuids = cmds.map((c) => c.uuid);
     expect(new Set(uuids).size).toBe(uuids.length);
   }
   for (const [uuid, target] of acknowledged) {
-    const cmds = await store.listCommands(target);
+    const cmds = (await store.listCommands(target)).items;
     expect(cmds.filter((c) => c.uuid === uuid).length, `command ${uuid} for ${target}`).toBe(1);
   }
   await store.close();
@@ -85,7 +85,7 @@ it('SIGKILL during a burst loses and duplicates nothing', async () => {
   await waitExit(srv.child);
   const after = await LevelStore.open(join(dir, 'data'));
   for (const [uuid, target] of acknowledged) {
-    const c = (await after.listCommands(target)).filter((x) => x.uuid === uuid);
+    const c = (await after.listCommands(target)).items.filter((x) => x.uuid === uuid);
     expect(c.length).toBe(1);
     expect(c[0]!.status).toBe('Acknowledged');
   }

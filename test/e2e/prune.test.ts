@@ -92,7 +92,7 @@ describe('prune: false in the commit that drops the profile', () => {
     const did = macs.flatMap((d) => [KEEP, DROP].map((id) => `${d.serialNumber} ${id} ${d.profiles.has(id) ? 'unmanage' : 'remove'}`)).sort();
     expect(did).toEqual(expected);
     for (const d of macs) {
-      const removes = (await server.store.listCommands(d.udid)).filter((c) => c.requestType === 'RemoveProfile');
+      const removes = (await server.store.listCommands(d.udid)).items.filter((c) => c.requestType === 'RemoveProfile');
       expect(removes).toHaveLength(1); // the passcode's only
     }
   });

@@ -145,7 +145,7 @@ describe('command queue over HTTP', () => {
     const user = await dev.connect({ userId: 'A1B2C3D4-0000-0000-0000-000000000501' });
     expect(user.map((c) => c.requestType)).toEqual(['ProfileList']);
     // The user channel's answer is stored, but does not stand for the device's profiles.
-    expect((await server.store.listCommands(eid))[0]?.status).toBe('Acknowledged');
+    expect((await server.store.listCommands(eid)).items[0]?.status).toBe('Acknowledged');
     expect((await server.store.getDevice(dev.udid))?.reported.ProfileList).toBeUndefined();
   });
 
@@ -241,12 +241,12 @@ describe('compaction', () => {
       expect((await dev.connect()).length).toBe(1);
       const pending = (await q('SecurityInfo')).json() as { commandUUID: string };
       const deadline = Date.now() + 5000;
-      let left = await short.store.listCommands(dev.udid);
+      let left = (await short.store.listCommands(dev.udid)).items;
       const logged = () => short.logs.some((l) => l.msg === 'compacted finished commands');
       // The log line follows the deletion: wait for both.
       while ((left.length > 1 || !logged()) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 100));
-        left = await short.store.listCommands(dev.udid);
+        left = (await short.store.listCommands(dev.udid)).items;
       }
       expect(left.map((c) => [c.uuid, c.status])).toEqual([[pending.commandUUID, 'Pending']]);
       expect(short.logs.some((l) => l.msg === 'compacted finished commands')).toBe(true);

@@ -110,7 +110,7 @@ it('rollout selects a stable subset; SIGKILL mid-convergence, restart: each devi
   const store = await LevelStore.open(join(repo.root, 'data'));
   try {
     for (const d of devices) {
-      const installs = (await store.listCommands(d.udid)).filter((c) => c.requestType === 'InstallProfile');
+      const installs = (await store.listCommands(d.udid)).items.filter((c) => c.requestType === 'InstallProfile');
       expect(installs.length, `${d.udid} installs`).toBe(1);
       expect(installs[0]!.status).toBe('Acknowledged');
       expect((await store.getArtifacts(d.udid))!.artifacts['com.example.passcode']!.phase).toBe('verified');

@@ -76,9 +76,9 @@ describe('reconciler', () => {
   });
 
   it('the same revision again queues nothing', async () => {
-    const before = await Promise.all(macs.map((m) => server.store.listCommands(m.udid)));
+    const before = await Promise.all(macs.map(async (m) => (await server.store.listCommands(m.udid)).items));
     await server.reconciler.apply(server.source!.current()!);
-    const after = await Promise.all(macs.map((m) => server.store.listCommands(m.udid)));
+    const after = await Promise.all(macs.map(async (m) => (await server.store.listCommands(m.udid)).items));
     expect(after.map((l) => l.length)).toEqual(before.map((l) => l.length));
   });
 
@@ -149,7 +149,7 @@ describe('reconciler', () => {
       for (const m of macs) if (m.profiles.has('com.example.passcode') || (await artifacts(m))['com.example.passcode']) return false;
       return true;
     });
-    const removes = (await server.store.listCommands(macs[0]!.udid)).filter((c) => c.requestType === 'RemoveProfile');
+    const removes = (await server.store.listCommands(macs[0]!.udid)).items.filter((c) => c.requestType === 'RemoveProfile');
     expect(removes.map((c) => c.status)).toEqual(['Acknowledged']);
   });
 

@@ -274,7 +274,7 @@ describe('without the right token nothing reaches a handler', () => {
     const bad = await sweep({ url: server.url, readToken: server.readToken, disabled: false, device: mac }, routes);
     expect(bad).toEqual([]);
     // No handler ran: no command queued, no sync started, no one-time challenge issued, no request with an outcome.
-    expect((await server.store.listCommands(mac.udid)).map((c) => c.requestType)).not.toContain('EraseDevice');
+    expect((await server.store.listCommands(mac.udid)).items.map((c) => c.requestType)).not.toContain('EraseDevice');
     expect(syncs).toEqual([]);
     expect(readdirSync(challengeDir(join(repo.root, 'server'))).length).toBe(challengesBefore);
     const reached = server.logs
@@ -298,7 +298,7 @@ describe('without the right token nothing reaches a handler', () => {
     expect((await raw(off.url, 'POST', '/API/v1/commands', {}, ERASE)).status).toBe(404);
     expect((await raw(server.url, 'GET', '/api/v1/devices/')).status).toBe(400);
     expect((await raw(server.url, 'GET', '/api/v1/devices')).status).toBe(401);
-    expect((await server.store.listCommands(mac.udid)).map((c) => c.requestType)).not.toContain('EraseDevice');
+    expect((await server.store.listCommands(mac.udid)).items.map((c) => c.requestType)).not.toContain('EraseDevice');
   });
 
   it('the status page under another spelling is not served (so never without its security headers)', async () => {

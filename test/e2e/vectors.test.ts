@@ -71,7 +71,7 @@ describe('nanomdm device captures', () => {
     const after = await server.store.getDevice(udid);
     expect(after?.reported.DeviceInformation?.commandUUID).toBe('76eda240-5488-4989-8339-f2ae160113c4');
     expect(after?.reported.DeviceInformation?.value).toMatchObject({ UDID: udid });
-    const cmds = await server.store.listCommands(udid);
+    const cmds = (await server.store.listCommands(udid)).items;
     expect(cmds[0]?.status).toBe('Acknowledged');
     expect(cmds[0]?.result?.raw.equals(capture('DeviceInformation.1.plist'))).toBe(true);
   });

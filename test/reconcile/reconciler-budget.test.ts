@@ -32,7 +32,7 @@ const reconciler = () =>
     payloadBudgetBytes: BUDGET,
   });
 const installOf = async (n: number, id: string) => {
-  const cmds = await store.listCommands(`DEV-${n}`);
+  const cmds = (await store.listCommands(`DEV-${n}`)).items;
   const a = (await store.getArtifacts(`DEV-${n}`))!.artifacts[id]!;
   return cmds.find((c) => c.uuid === a.commandUUID && c.requestType === 'InstallProfile');
 };

@@ -210,7 +210,7 @@ describe('auth', () => {
       body: JSON.stringify({ targets: [macs[0]!.udid], command: { RequestType: 'DeviceLock' } }),
     });
     expect(cmd.status).toBe(403);
-    expect((await server.store.listCommands(macs[0]!.udid)).some((c) => c.requestType === 'DeviceLock')).toBe(false);
+    expect((await server.store.listCommands(macs[0]!.udid)).items.some((c) => c.requestType === 'DeviceLock')).toBe(false);
     expect((await http(`${server.url}/api/v1/push`, { method: 'POST', headers: auth, body: '{"targets":["x"]}' })).status).toBe(403);
   });
 });
@@ -486,7 +486,7 @@ describe('POST /api/v1/commands with a commandUUID already used', () => {
     const again = await post(cmd('REUSED-UUID-1'));
     expect(again.status).toBe(409);
     expect((again.json() as { error: string }).error).toContain('REUSED-UUID-1');
-    expect((await server.store.listCommands(macs[0]!.udid)).filter((c) => c.uuid === 'REUSED-UUID-1')).toHaveLength(1);
+    expect((await server.store.listCommands(macs[0]!.udid)).items.filter((c) => c.uuid === 'REUSED-UUID-1')).toHaveLength(1);
     // Also when the first one is finished (recorded), and when only one of several targets has it.
     await macs[0]!.connect();
     expect((await server.store.getCommand(macs[0]!.udid, 'REUSED-UUID-1'))?.status).toBe('Acknowledged');

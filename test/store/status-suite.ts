@@ -63,8 +63,8 @@ export function statusSuite(name: string, open: () => Promise<StoreHarness>): vo
       await store.authenticate(id, facts(id), identity(`cert-${id}`), at(s));
       await store.tokenUpdate(channel(id, s + 1));
     }
-    const reconcile = (id: string, p: StatusProfiles) =>
-      store.commitReconcile(id, { deviceId: id, artifacts: {} }, { enqueue: [], cancel: [], status: p }, at(5));
+    const reconcile = async (id: string, p: StatusProfiles) =>
+      store.commitReconcile(id, { deviceId: id, artifacts: {} }, { enqueue: [], cancel: [], status: p }, at(5), (await store.getArtifacts(id))?.version ?? 0);
     const counts = (s = 10) => store.fleetCounts({ now: at(s), staleDays: 7 });
 
     it('a device gets its row at Authenticate: facts from the message, unenrolled until TokenUpdate', async () => {

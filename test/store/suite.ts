@@ -3,8 +3,13 @@
  *   storeSuite('MyStore', async () => ({ store, reopen, cleanup }))
  * `reopen` (optional) closes the store and opens the same data again; persistence tests are
  * skipped without it. `cleanup` closes whatever store is open and removes its data.
+ * Lists are read through pages of 2, so every test walks cursors too.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Conflict, Malformed, NotFound } from '../../src/errors.js';
+import { VersionConflictError } from '../../src/store/errors.js';
+import { MAX_ID_LENGTH } from '../../src/store/ids.js';
+import { allPages } from '../../src/store/paging.js';
 import type { CommandResult, DeviceFacts, EnrollmentRecord, IdentityBinding, NewCommand, ReportedState, Store } from '../../src/store/types.js';
 
 export interface StoreHarness {
@@ -81,6 +86,12 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
       await h.cleanup();
     });
 
+    // Every list through pages of 2: the paging code runs under every assertion.
+    const listCommands = (eid: string) => allPages((p) => store.listCommands(eid, p), 2);
+    const listDevices = () => allPages((p) => store.listDevices(p), 2);
+    const listDeviceIds = () => allPages((p) => store.listDeviceIds(p), 2);
+    const listArtifacts = () => allPages((p) => store.listArtifacts(p), 2);
+
     /** Authenticate + device-channel TokenUpdate (+ user channels). */
     async function enroll(dev: string, s = 0, users: string[] = []): Promise<void> {
       await store.authenticate(dev, facts(dev), identity(`cert-${dev}`), at(s));
@@ -92,12 +103,12 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
       it('starts empty', async () => {
         expect(await store.getDevice('D1')).toBeUndefined();
         expect(await store.deviceForCert('cert-D1')).toBeUndefined();
-        expect(await store.listDevices()).toEqual([]);
-        expect(await store.listDeviceIds()).toEqual([]);
+        expect(await listDevices()).toEqual([]);
+        expect(await listDeviceIds()).toEqual([]);
         expect(await store.getEnrollment('D1')).toBeUndefined();
         expect(await store.listEnrollments('D1')).toEqual([]);
         expect(await store.nextCommand('D1', { skipNotNow: false })).toBeUndefined();
-        expect(await store.listCommands('D1')).toEqual([]);
+        expect(await listCommands('D1')).toEqual([]);
         expect(await store.getBootstrapToken('D1')).toBeUndefined();
       });
 
@@ -115,7 +126,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.deviceForCert('h1')).toBe('D1');
         expect(await store.deviceForCert('h2')).toBeUndefined();
         await store.authenticate('D2', facts('D2'), identity('h2'), at(6));
-        expect((await store.listDevices()).map((d) => d.id).sort()).toEqual(['D1', 'D2']);
+        expect((await listDevices()).map((d) => d.id).sort()).toEqual(['D1', 'D2']);
         expect(await store.deviceForCert('h2')).toBe('D2');
       });
 
@@ -182,9 +193,10 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await enroll('D1', 0, ['U1']);
         await store.enqueue(['D1:U1'], cmd('u1'), at(2));
         await expect(store.authenticate('D1:U1', facts('D1:U1'), identity('intruder'), at(3))).rejects.toThrow(/':'/);
-        await expect(store.tokenUpdate(enrollment('D1:U1', 'D1:U1', 3))).rejects.toThrow();
-        await expect(store.tokenUpdate({ ...enrollment('D2:U1', 'D2', 3), type: 'device' })).rejects.toThrow();
-        await expect(store.tokenUpdate(enrollment('D1:U2', 'D2', 3))).rejects.toThrow();
+        await expect(store.authenticate('D1:U1', facts('D1:U1'), identity('intruder'), at(3))).rejects.toThrow(Malformed);
+        await expect(store.tokenUpdate(enrollment('D1:U1', 'D1:U1', 3))).rejects.toThrow(Malformed);
+        await expect(store.tokenUpdate({ ...enrollment('D2:U1', 'D2', 3), type: 'device' })).rejects.toThrow(Malformed);
+        await expect(store.tokenUpdate(enrollment('D1:U2', 'D2', 3))).rejects.toThrow(Malformed);
         expect(await store.getDevice('D1:U1')).toBeUndefined();
         expect(await store.deviceForCert('intruder')).toBeUndefined();
         expect(await store.getEnrollment('D1:U1')).toMatchObject({ deviceId: 'D1', type: 'user', active: true });
@@ -268,8 +280,8 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect((await store.getEnrollment('D1:501'))?.active).toBe(false);
         expect(await store.nextCommand('D1', { skipNotNow: false })).toBeUndefined();
         expect(await store.nextCommand('D1:501', { skipNotNow: false })).toBeUndefined();
-        expect((await store.listCommands('D1')).map((c) => c.uuid)).toEqual(['done']);
-        expect(await store.listCommands('D1:501')).toEqual([]);
+        expect((await listCommands('D1')).map((c) => c.uuid)).toEqual(['done']);
+        expect(await listCommands('D1:501')).toEqual([]);
         expect(await store.recordResult('D1', 'c1', res('Acknowledged', 8))).toBe('unknown');
         const dev = await store.getDevice('D1');
         expect(dev?.checkedOutAt).toBe(iso(7));
@@ -359,7 +371,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await store.enqueue(['D1'], cmd('top', 99), at(6));
         await store.enqueue(['D1'], cmd('mid3'), at(6));
         expect((await store.nextCommand('D1', { skipNotNow: false }))?.priority).toBe(99);
-        const mid = (await store.listCommands('D1')).find((c) => c.uuid === 'mid1');
+        const mid = (await listCommands('D1')).find((c) => c.uuid === 'mid1');
         expect(mid?.priority).toBe(50);
         expect(await drain(store, 'D1')).toEqual(['top', 'high', 'mid1', 'mid2', 'mid3', 'low', 'bottom']);
       });
@@ -385,7 +397,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await store.enqueue(['D1'], cmd('c1', 60), at(1));
         expect(await store.recordResult('D1', 'c1', res('NotNow', 2))).toBe('notnow');
         expect(await store.recordResult('D1', 'c1', res('NotNow', 3))).toBe('notnow');
-        let [view] = await store.listCommands('D1');
+        let [view] = await listCommands('D1');
         expect(view).toMatchObject({ uuid: 'c1', status: 'NotNow', notNowCount: 2, updatedAt: iso(3), priority: 60 });
         expect(view?.result).toBeUndefined();
 
@@ -393,7 +405,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         const raw = Buffer.concat([Buffer.from('<plist>'), ALL_BYTES]);
         const outcome = await store.recordResult('D1', 'c1', { status: 'Error', at: iso(4), raw, errorChain });
         expect(outcome).toBe('recorded');
-        [view] = await store.listCommands('D1');
+        [view] = await listCommands('D1');
         expect(view).toMatchObject({
           uuid: 'c1',
           requestType: 'DeviceInformation',
@@ -415,7 +427,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await store.enqueue(['D1'], cmd('c1'), at(1));
         expect(await store.recordResult('D1', 'c1', res('CommandFormatError', 2))).toBe('recorded');
         expect(await store.nextCommand('D1', { skipNotNow: false })).toBeUndefined();
-        expect((await store.listCommands('D1'))[0]?.status).toBe('CommandFormatError');
+        expect((await listCommands('D1'))[0]?.status).toBe('CommandFormatError');
       });
 
       it('queues one command for many targets independently', async () => {
@@ -433,31 +445,31 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.nextCommand('A', { skipNotNow: false })).toBeUndefined();
         expect((await store.nextCommand('B', { skipNotNow: false }))?.uuid).toBe('fan');
         expect((await store.nextCommand('C', { skipNotNow: true }))?.uuid).toBe('fan');
-        expect((await store.listCommands('A'))[0]?.status).toBe('Acknowledged');
-        expect((await store.listCommands('B'))[0]?.status).toBe('NotNow');
-        expect((await store.listCommands('C'))[0]?.status).toBe('Pending');
+        expect((await listCommands('A'))[0]?.status).toBe('Acknowledged');
+        expect((await listCommands('B'))[0]?.status).toBe('NotNow');
+        expect((await listCommands('C'))[0]?.status).toBe('Pending');
       });
 
       it('refuses a uuid that already exists for a target, atomically', async () => {
         await enroll('A');
         await enroll('B');
         await store.enqueue(['A'], cmd('c1'), at(1));
-        await expect(store.enqueue(['A'], cmd('c1'), at(2))).rejects.toThrow(Error);
-        await expect(store.enqueue(['B', 'A'], cmd('c1'), at(2))).rejects.toThrow(Error);
-        expect((await store.listCommands('A')).map((c) => c.uuid)).toEqual(['c1']);
-        expect(await store.listCommands('B')).toEqual([]);
+        await expect(store.enqueue(['A'], cmd('c1'), at(2))).rejects.toThrow(Conflict);
+        await expect(store.enqueue(['B', 'A'], cmd('c1'), at(2))).rejects.toThrow(Conflict);
+        expect((await listCommands('A')).map((c) => c.uuid)).toEqual(['c1']);
+        expect(await listCommands('B')).toEqual([]);
         expect(await store.nextCommand('B', { skipNotNow: false })).toBeUndefined();
         // still refused once finished: the history is the same command
         expect(await store.recordResult('A', 'c1', res('Acknowledged', 3))).toBe('recorded');
-        await expect(store.enqueue(['A'], cmd('c1'), at(4))).rejects.toThrow(Error);
+        await expect(store.enqueue(['A'], cmd('c1'), at(4))).rejects.toThrow(Conflict);
         expect(await store.nextCommand('A', { skipNotNow: false })).toBeUndefined();
-        expect(await store.listCommands('A')).toHaveLength(1);
+        expect(await listCommands('A')).toHaveLength(1);
       });
 
       it('does not duplicate a target listed twice', async () => {
         await enroll('A');
         await store.enqueue(['A', 'A'], cmd('c1'), at(1));
-        expect(await store.listCommands('A')).toHaveLength(1);
+        expect(await listCommands('A')).toHaveLength(1);
         expect(await drain(store, 'A')).toEqual(['c1']);
       });
 
@@ -477,7 +489,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         const reported: ReportedState = { ProfileList: { at: iso(3), commandUUID: 'c1', value: [{ PayloadIdentifier: 'x' }] } };
         expect(await store.recordResult('A', 'c1', res('Acknowledged', 3), reported)).toBe('recorded');
 
-        const beforeA = await store.listCommands('A');
+        const beforeA = await listCommands('A');
         const beforeDev = await store.getDevice('A');
         const beforeDevB = await store.getDevice('B');
         const other: ReportedState = { ProfileList: { at: iso(9), commandUUID: 'zzz', value: [] } };
@@ -490,8 +502,8 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.recordResult('B', 'c2', res('Acknowledged', 9), other)).toBe('unknown');
         expect(await store.recordResult('nobody', 'c2', res('Acknowledged', 9))).toBe('unknown');
 
-        expect(await store.listCommands('A')).toEqual(beforeA);
-        expect(await store.listCommands('B')).toEqual([]);
+        expect(await listCommands('A')).toEqual(beforeA);
+        expect(await listCommands('B')).toEqual([]);
         expect(await store.getDevice('A')).toEqual(beforeDev);
         expect(await store.getDevice('B')).toEqual(beforeDevB);
         expect((await store.nextCommand('A', { skipNotNow: true }))?.uuid).toBe('c2');
@@ -528,10 +540,10 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
           expect(await store.nextCommand('D1', { skipNotNow })).toBeUndefined();
           expect(await store.nextCommand('D1:501', { skipNotNow })).toBeUndefined();
         }
-        const hist = await store.listCommands('D1');
+        const hist = await listCommands('D1');
         expect(hist.map((c) => [c.uuid, c.status])).toEqual([['c1', 'Acknowledged']]);
         expect(hist[0]?.result?.raw.equals(raw)).toBe(true);
-        expect(await store.listCommands('D1:501')).toEqual([]);
+        expect(await listCommands('D1:501')).toEqual([]);
         expect((await store.getDevice('D1'))?.reported).toEqual(reported);
         expect(await store.recordResult('D1', 'c2', res('Acknowledged', 11))).toBe('unknown');
         expect(await store.recordResult('D1', 'c1', res('Acknowledged', 11))).toBe('duplicate');
@@ -549,7 +561,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await store.enqueue(['D1'], cmd('c'), at(3));
         expect(await store.recordResult('D1', 'b', res('Acknowledged', 4))).toBe('recorded');
         expect(await store.recordResult('D1', 'c', res('NotNow', 5))).toBe('notnow');
-        const list = await store.listCommands('D1');
+        const list = await listCommands('D1');
         expect(list.map((c) => [c.uuid, c.status, c.priority, c.enqueuedAt, c.notNowCount])).toEqual([
           ['a', 'Pending', 10, iso(1), 0],
           ['b', 'Acknowledged', 90, iso(2), 0],
@@ -564,7 +576,25 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
       it('keeps ids apart whatever characters they contain', async () => {
         await enroll('D', 0, ['U']);
         await enroll('D2', 0);
-        const ids = ['D', 'D2', 'D:U', 'D:U:V', 'D\x00x', 'D\x00', 'D\x01', 'D\x01\x01', 'Dé', 'D\uD800', 'D\uFFFD', 'D\uD83D\uDE00', 'D/..'];
+        // Everything inside the identifier domain (see the refusal test for what is outside).
+        const ids = [
+          'D',
+          'D2',
+          'D:U',
+          'D:U:V',
+          'D\x01x',
+          'D\x01',
+          'D\x02',
+          'D\x01\x01',
+          'Dé',
+          'D\uFFFD',
+          'D\uD83D\uDE00',
+          'D\uE000',
+          'D/..',
+          "D'; --",
+          'D%',
+          'D_',
+        ];
         for (const [i, id] of ids.entries()) {
           await store.enqueue([id], cmd(`${id}|cmd`, undefined, `T${i}`), at(10 + i));
         }
@@ -573,12 +603,12 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
           expect(next?.uuid).toBe(`${id}|cmd`);
           expect(next?.requestType).toBe(`T${i}`);
           expect(next?.payload.equals(payloadFor(`${id}|cmd`))).toBe(true);
-          expect((await store.listCommands(id)).map((c) => c.uuid)).toEqual([`${id}|cmd`]);
+          expect((await listCommands(id)).map((c) => c.uuid)).toEqual([`${id}|cmd`]);
         }
         // uuids differing only in control characters are different commands
-        await store.enqueue(['D'], cmd('u\x00'), at(50));
-        await store.enqueue(['D'], cmd('u\x01'), at(51));
-        expect((await store.listCommands('D')).map((c) => c.uuid)).toEqual(['D|cmd', 'u\x00', 'u\x01']);
+        await store.enqueue(['D'], cmd('u\x01'), at(50));
+        await store.enqueue(['D'], cmd('u\x02'), at(51));
+        expect((await listCommands('D')).map((c) => c.uuid)).toEqual(['D|cmd', 'u\x01', 'u\x02']);
         expect((await store.listEnrollments('D')).map((e) => e.id).sort()).toEqual(['D', 'D:U']);
         expect((await store.listEnrollments('D2')).map((e) => e.id)).toEqual(['D2']);
 
@@ -587,14 +617,14 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.nextCommand('D', { skipNotNow: false })).toBeUndefined();
         expect(await store.nextCommand('D:U', { skipNotNow: false })).toBeUndefined();
         expect((await store.nextCommand('D2', { skipNotNow: false }))?.uuid).toBe('D2|cmd');
-        expect((await store.nextCommand('D\x00x', { skipNotNow: false }))?.uuid).toBe('D\x00x|cmd');
+        expect((await store.nextCommand('D\x01x', { skipNotNow: false }))?.uuid).toBe('D\x01x|cmd');
         expect((await store.getEnrollment('D2'))?.active).toBe(true);
         expect((await store.getEnrollment('D:U'))?.active).toBe(false);
 
-        await store.setBootstrapToken('D\x00', Buffer.from('a'));
-        await store.setBootstrapToken('D\x01', Buffer.from('b'));
-        expect((await store.getBootstrapToken('D\x00'))?.toString()).toBe('a');
-        expect((await store.getBootstrapToken('D\x01'))?.toString()).toBe('b');
+        await store.setBootstrapToken('D\x01', Buffer.from('a'));
+        await store.setBootstrapToken('D\x02', Buffer.from('b'));
+        expect((await store.getBootstrapToken('D\x01'))?.toString()).toBe('a');
+        expect((await store.getBootstrapToken('D\x02'))?.toString()).toBe('b');
         expect(await store.getBootstrapToken('D')).toBeUndefined();
       });
 
@@ -613,7 +643,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(empty?.uuid).toBe('empty');
         expect(empty?.payload.length).toBe(0);
         expect(await store.recordResult('D1', 'empty', res('Acknowledged', 4, Buffer.alloc(0)))).toBe('recorded');
-        const [a, b] = await store.listCommands('D1');
+        const [a, b] = await listCommands('D1');
         expect(a?.result?.raw.equals(invalidUtf8)).toBe(true);
         expect(b?.result?.raw.length).toBe(0);
       });
@@ -636,13 +666,13 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.recordResult('A', 'recent', res('Acknowledged', 1000))).toBe('recorded');
 
         expect(await store.compact(at(500))).toBe(3); // old on A and B, shared on A
-        expect((await store.listCommands('A')).map((c) => [c.uuid, c.status])).toEqual([
+        expect((await listCommands('A')).map((c) => [c.uuid, c.status])).toEqual([
           ['pending', 'Pending'],
           ['notnow', 'NotNow'],
           ['edge', 'Acknowledged'],
           ['recent', 'Acknowledged'],
         ]);
-        expect((await store.listCommands('B')).map((c) => [c.uuid, c.status])).toEqual([['shared', 'Pending']]);
+        expect((await listCommands('B')).map((c) => [c.uuid, c.status])).toEqual([['shared', 'Pending']]);
         expect(await store.compact(at(500))).toBe(0);
 
         // a target still waiting keeps the shared payload
@@ -656,7 +686,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect((await store.nextCommand('C', { skipNotNow: false }))?.payload.equals(fresh)).toBe(true);
         // pending work is never compacted
         expect(await store.compact(at(1_000_000))).toBe(2);
-        expect((await store.listCommands('A')).map((c) => c.uuid)).toEqual(['pending', 'notnow']);
+        expect((await listCommands('A')).map((c) => c.uuid)).toEqual(['pending', 'notnow']);
         expect((await store.nextCommand('A', { skipNotNow: false }))?.payload.equals(payloadFor('pending'))).toBe(true);
       });
 
@@ -668,7 +698,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(outcomes.filter((o) => o === 'recorded')).toHaveLength(1);
         expect(outcomes.filter((o) => o === 'duplicate')).toHaveLength(9);
         await Promise.all(Array.from({ length: 6 }, (_, i) => store.recordResult('D1', 'c2', res('NotNow', 20 + i))));
-        const c2 = (await store.listCommands('D1')).find((c) => c.uuid === 'c2');
+        const c2 = (await listCommands('D1')).find((c) => c.uuid === 'c2');
         expect(c2?.notNowCount).toBe(6);
         expect(c2?.status).toBe('NotNow');
       });
@@ -693,7 +723,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(same.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
         const uuids = Array.from({ length: 50 }, (_, i) => `par-${i}`);
         await Promise.all(uuids.map((u) => store.enqueue(['D1'], cmd(u), at(2))));
-        const listed = (await store.listCommands('D1')).map((c) => c.uuid);
+        const listed = (await listCommands('D1')).map((c) => c.uuid);
         expect(listed).toHaveLength(51);
         expect(new Set(listed).size).toBe(51);
         const drained = await drain(store, 'D1');
@@ -727,12 +757,13 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.deviceForCert('cert-D1')).toBeUndefined();
         expect((await store.getEnrollment('D1'))?.active).toBe(true);
         expect((await store.nextCommand('D1', { skipNotNow: false }))?.uuid).toBe('c1');
-        await expect(store.rebindIdentity('nobody', identity('x'))).rejects.toThrow();
+        await expect(store.rebindIdentity('nobody', identity('x'))).rejects.toThrow(NotFound);
       });
 
       it('lists device ids without records, whatever characters they hold', async () => {
-        for (const id of ['D2', 'D1', 'odd\x00id\x01x', 'surrogate-\uD800']) await store.authenticate(id, facts(id), identity(`cert-${id}`), at(1));
-        expect((await store.listDeviceIds()).sort()).toEqual(['D1', 'D2', 'odd\x00id\x01x', 'surrogate-\uD800'].sort());
+        const ids = ['D2', 'D1', 'odd\x01id\x7fx', 'pair-\uD83D\uDE00', 'private-\uE000', 'D1 ', 'é'];
+        for (const id of ids) await store.authenticate(id, facts(id), identity(`cert-${id}`), at(1));
+        expect((await listDeviceIds()).sort()).toEqual([...ids].sort());
       });
 
       it('commits state, new commands and cancellations in one step', async () => {
@@ -751,11 +782,12 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
             ],
           },
           at(3),
+          0,
         );
-        expect(out.cancelled).toEqual(['old']);
-        expect(await store.getArtifacts('D1')).toEqual(state);
-        expect((await store.listArtifacts()).map((a) => a.deviceId)).toEqual(['D1']);
-        expect((await store.listCommands('D1')).map((c) => c.uuid)).toEqual(['new']);
+        expect(out).toEqual({ cancelled: ['old'], version: 1 });
+        expect(await store.getArtifacts('D1')).toEqual({ ...state, version: 1 });
+        expect((await listArtifacts()).map((a) => a.deviceId)).toEqual(['D1']);
+        expect((await listCommands('D1')).map((c) => c.uuid)).toEqual(['new']);
         expect((await store.nextCommand('D1', { skipNotNow: false }))?.uuid).toBe('new');
         expect(await store.getCommand('D1', 'old')).toBeUndefined();
       });
@@ -764,7 +796,13 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await enroll('D1');
         await store.enqueue(['D1'], cmd('c1'), at(2));
         expect(await store.recordResult('D1', 'c1', res('Acknowledged', 3))).toBe('recorded');
-        const out = await store.commitReconcile('D1', { deviceId: 'D1', artifacts: {} }, { enqueue: [], cancel: [{ enrollmentId: 'D1', uuid: 'c1' }] }, at(4));
+        const out = await store.commitReconcile(
+          'D1',
+          { deviceId: 'D1', artifacts: {} },
+          { enqueue: [], cancel: [{ enrollmentId: 'D1', uuid: 'c1' }] },
+          at(4),
+          0,
+        );
         expect(out.cancelled).toEqual([]);
         const c = await store.getCommand('D1', 'c1');
         expect(c?.status).toBe('Acknowledged');
@@ -775,10 +813,203 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         if (!h.reopen) return t.skip();
         await enroll('D1');
         const state = { deviceId: 'D1', artifacts: { a: artifact('a', 'x1') } };
-        await store.commitReconcile('D1', state, { enqueue: [{ targets: ['D1'], cmd: cmd('x1') }], cancel: [] }, at(2));
+        await store.commitReconcile('D1', state, { enqueue: [{ targets: ['D1'], cmd: cmd('x1') }], cancel: [] }, at(2), 0);
+        await store.commitReconcile('D1', state, { enqueue: [], cancel: [] }, at(3), 1);
         store = await h.reopen();
-        expect(await store.getArtifacts('D1')).toEqual(state);
+        expect(await store.getArtifacts('D1')).toEqual({ ...state, version: 2 });
         expect((await store.nextCommand('D1', { skipNotNow: true }))?.uuid).toBe('x1');
+        await expect(store.commitReconcile('D1', state, { enqueue: [], cancel: [] }, at(4), 1)).rejects.toThrow(VersionConflictError);
+      });
+
+      it('commits only on the expected version: a stale writer gets a conflict and changes nothing', async () => {
+        await enroll('D1');
+        await store.enqueue(['D1'], cmd('queued'), at(1));
+        const first = { deviceId: 'D1', artifacts: { a: artifact('a', 'i1') }, revision: 'r1' };
+        expect((await store.commitReconcile('D1', first, { enqueue: [{ targets: ['D1'], cmd: cmd('i1') }], cancel: [] }, at(2), 0)).version).toBe(1);
+        // A second writer that read "no state yet", and one that read version 1 after another moved on.
+        const stale = { deviceId: 'D1', artifacts: { b: artifact('b', 'i2') }, revision: 'r2' };
+        const change = { enqueue: [{ targets: ['D1'], cmd: cmd('i2') }], cancel: [{ enrollmentId: 'D1', uuid: 'queued' }] };
+        const err = await store.commitReconcile('D1', stale, change, at(3), 0).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(VersionConflictError);
+        expect(err).toBeInstanceOf(Conflict);
+        expect(err).toMatchObject({ expected: 0, actual: 1 });
+        expect(await store.getArtifacts('D1')).toEqual({ ...first, version: 1 });
+        expect((await listCommands('D1')).map((c) => c.uuid)).toEqual(['queued', 'i1']);
+        // The version on a state read back is ignored in what is stored.
+        const read = (await store.getArtifacts('D1'))!;
+        expect((await store.commitReconcile('D1', { ...read, revision: 'r3' }, { enqueue: [], cancel: [] }, at(4), read.version)).version).toBe(2);
+        await expect(store.commitReconcile('D1', stale, change, at(5), 1)).rejects.toThrow(VersionConflictError);
+        await expect(store.commitReconcile('D1', stale, change, at(5), 3)).rejects.toThrow(VersionConflictError);
+        expect(await store.getArtifacts('D1')).toEqual({ ...first, revision: 'r3', version: 2 });
+        expect((await store.nextCommand('D1', { skipNotNow: false }))?.uuid).toBe('queued');
+        // Each device has versions of its own.
+        await enroll('D2');
+        expect((await store.commitReconcile('D2', { deviceId: 'D2', artifacts: {} }, { enqueue: [], cancel: [] }, at(6), 0)).version).toBe(1);
+      });
+
+      it('lets exactly one of concurrent writers of the same version win', async () => {
+        await enroll('D1');
+        const outcomes = await Promise.allSettled(
+          Array.from({ length: 6 }, (_, i) =>
+            store.commitReconcile(
+              'D1',
+              { deviceId: 'D1', artifacts: {}, revision: `r${i}` },
+              { enqueue: [{ targets: ['D1'], cmd: cmd(`w${i}`) }], cancel: [] },
+              at(1),
+              0,
+            ),
+          ),
+        );
+        const won = outcomes.flatMap((o, i) => (o.status === 'fulfilled' ? [i] : []));
+        expect(won).toHaveLength(1);
+        for (const o of outcomes) if (o.status === 'rejected') expect(o.reason).toBeInstanceOf(VersionConflictError);
+        expect(await store.getArtifacts('D1')).toMatchObject({ revision: `r${won[0]}`, version: 1 });
+        expect((await listCommands('D1')).map((c) => c.uuid)).toEqual([`w${won[0]}`]);
+      });
+
+      it('pages reconcile states in device id order', async () => {
+        for (const id of ['D3', 'D1', 'D5', 'D2', 'D4']) {
+          await store.commitReconcile(id, { deviceId: id, artifacts: {} }, { enqueue: [], cancel: [] }, at(1), 0);
+        }
+        const states = await listArtifacts();
+        expect(states.map((a) => [a.deviceId, a.version])).toEqual(['D1', 'D2', 'D3', 'D4', 'D5'].map((id) => [id, 1]));
+      });
+    });
+
+    describe('paging', () => {
+      it('walks devices and ids page by page, each exactly once, in one order', async () => {
+        const ids = Array.from({ length: 7 }, (_, i) => `P${i}`).reverse();
+        for (const id of ids) await store.authenticate(id, facts(id), identity(`cert-${id}`), at(1));
+        const first = await store.listDevices({ limit: 3 });
+        expect(first.items).toHaveLength(3);
+        expect(first.next).toBeDefined();
+        const second = await store.listDevices({ cursor: first.next, limit: 3 });
+        const third = await store.listDevices({ cursor: second.next, limit: 3 });
+        expect(third.items).toHaveLength(1);
+        expect(third.next).toBeUndefined();
+        const walked = [...first.items, ...second.items, ...third.items].map((d) => d.id);
+        expect(walked).toEqual([...ids].sort());
+        const idPages = [await store.listDeviceIds({ limit: 4 })];
+        idPages.push(await store.listDeviceIds({ cursor: idPages[0]!.next, limit: 4 }));
+        expect(idPages.flatMap((p) => p.items)).toEqual(walked);
+        expect(idPages[1]!.next).toBeUndefined();
+        // A full last page says so: no empty page after it.
+        expect((await store.listDeviceIds({ limit: 7 })).next).toBeUndefined();
+        expect((await store.listDeviceIds()).items).toEqual(walked);
+      });
+
+      it('a device created behind the cursor is not seen, one ahead of it is, nothing twice', async () => {
+        for (const id of ['B', 'D', 'F']) await store.authenticate(id, facts(id), identity(`cert-${id}`), at(1));
+        const page = await store.listDeviceIds({ limit: 2 });
+        expect(page.items).toEqual(['B', 'D']);
+        await store.authenticate('A', facts('A'), identity('cert-A'), at(2));
+        await store.authenticate('E', facts('E'), identity('cert-E'), at(2));
+        const rest = await store.listDeviceIds({ cursor: page.next, limit: 2 });
+        expect(rest.items).toEqual(['E', 'F']);
+        expect(rest.next).toBeUndefined();
+      });
+
+      it("pages an enrollment's commands in enqueue order, finished and pending alike", async () => {
+        await enroll('D1');
+        const uuids = Array.from({ length: 9 }, (_, i) => `c${i}`);
+        for (const [i, u] of uuids.entries()) await store.enqueue(['D1'], cmd(u, i % 2 ? 90 : 10), at(i));
+        for (const u of ['c1', 'c4', 'c8']) expect(await store.recordResult('D1', u, res('Acknowledged', 20))).toBe('recorded');
+        const pages: string[][] = [];
+        let cursor: string | undefined;
+        do {
+          const page = await store.listCommands('D1', cursor === undefined ? { limit: 4 } : { cursor, limit: 4 });
+          pages.push(page.items.map((c) => c.uuid));
+          cursor = page.next;
+        } while (cursor !== undefined);
+        expect(pages).toEqual([uuids.slice(0, 4), uuids.slice(4, 8), uuids.slice(8)]);
+        const finished = (await listCommands('D1')).filter((c) => c.result).map((c) => c.result!.raw.toString());
+        expect(finished).toEqual(['raw-Acknowledged-20', 'raw-Acknowledged-20', 'raw-Acknowledged-20']);
+        expect((await store.listCommands('nobody', { limit: 1 })).items).toEqual([]);
+      });
+
+      it('refuses a limit outside 1..10,000 and a cursor outside the identifier domain', async () => {
+        await enroll('D1');
+        for (const limit of [0, -1, 1.5, 10_001, Number.NaN]) {
+          await expect(store.listDevices({ limit })).rejects.toThrow(Malformed);
+          await expect(store.listDeviceIds({ limit })).rejects.toThrow(Malformed);
+          await expect(store.listArtifacts({ limit })).rejects.toThrow(Malformed);
+          await expect(store.listCommands('D1', { limit })).rejects.toThrow(Malformed);
+        }
+        await expect(store.listDevices({ cursor: 'x\x00' })).rejects.toThrow(Malformed);
+        await expect(store.listDeviceIds({ cursor: '\uD800' })).rejects.toThrow(Malformed);
+        expect((await store.listDeviceIds({ limit: 10_000 })).items).toEqual(['D1']);
+      });
+    });
+
+    describe('identifier domain', () => {
+      const outside: [string, string][] = [
+        ['U+0000', 'D\x00x'],
+        ['U+0000 alone', '\x00'],
+        ['a lone high surrogate', 'D\uD800'],
+        ['a lone low surrogate', '\uDC00D'],
+        ['surrogates in the wrong order', 'D\uDE00\uD83D'],
+        ['the empty string', ''],
+        ['an over-long id', 'x'.repeat(MAX_ID_LENGTH + 1)],
+      ];
+
+      it.each(outside)('refuses an id with %s on every method, and stores nothing', async (_why, bad) => {
+        await enroll('D1');
+        const refused = async (p: Promise<unknown>) => {
+          const err = await p.then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          expect(err).toBeInstanceOf(Malformed);
+          // Says what, without echoing control characters or surrogates raw.
+          expect((err as Error).message).not.toMatch(/[\x00\uD800-\uDFFF]/);
+        };
+        await refused(store.authenticate(bad, facts('D1'), identity('fresh'), at(1)));
+        await refused(store.authenticate('D9', facts('D9'), identity(bad), at(1)));
+        await refused(store.tokenUpdate(enrollment(bad, bad, 1)));
+        await refused(store.tokenUpdate(enrollment(`D1:${bad}`, 'D1', 1)));
+        await refused(store.checkOut(bad, at(1)));
+        await refused(store.rebindIdentity(bad, identity('x'), undefined));
+        await refused(store.rebindIdentity('D1', identity(bad), undefined));
+        await refused(store.touch(bad, at(1)));
+        await refused(store.setBootstrapToken(bad, Buffer.from('t')));
+        await refused(store.getBootstrapToken(bad));
+        await refused(store.getDevice(bad));
+        await refused(store.deviceForCert(bad));
+        await refused(store.getEnrollment(bad));
+        await refused(store.listEnrollments(bad));
+        await refused(store.enqueue([bad], cmd('ok'), at(1)));
+        await refused(store.enqueue(['D1', bad], cmd('ok'), at(1)));
+        await refused(store.enqueue(['D1'], cmd(bad), at(1)));
+        await refused(store.nextCommand(bad, { skipNotNow: false }));
+        await refused(store.recordResult(bad, 'ok', res('Acknowledged', 2)));
+        await refused(store.recordResult('D1', bad, res('Acknowledged', 2)));
+        await refused(store.getCommand(bad, 'ok'));
+        await refused(store.getCommand('D1', bad));
+        await refused(store.listCommands(bad));
+        await refused(store.getArtifacts(bad));
+        await refused(store.commitReconcile(bad, { deviceId: bad, artifacts: {} }, { enqueue: [], cancel: [] }, at(1), 0));
+        await refused(store.commitReconcile('D1', { deviceId: 'D1', artifacts: {} }, { enqueue: [{ targets: [bad], cmd: cmd('ok') }], cancel: [] }, at(1), 0));
+        await refused(store.commitReconcile('D1', { deviceId: 'D1', artifacts: {} }, { enqueue: [{ targets: ['D1'], cmd: cmd(bad) }], cancel: [] }, at(1), 0));
+        await refused(store.commitReconcile('D1', { deviceId: 'D1', artifacts: {} }, { enqueue: [], cancel: [{ enrollmentId: 'D1', uuid: bad }] }, at(1), 0));
+        // Nothing of it was stored, and the store still serves.
+        expect(await listDeviceIds()).toEqual(['D1']);
+        expect(await listCommands('D1')).toEqual([]);
+        expect(await store.getArtifacts('D1')).toBeUndefined();
+        expect((await store.listEnrollments('D1')).map((e) => e.id)).toEqual(['D1']);
+        expect(await store.deviceForCert('cert-D1')).toBe('D1');
+        await store.enqueue(['D1'], cmd('ok'), at(3));
+        expect((await store.nextCommand('D1', { skipNotNow: false }))?.uuid).toBe('ok');
+      });
+
+      it('accepts the longest id and a surrogate pair at either end', async () => {
+        const ids = ['x'.repeat(MAX_ID_LENGTH), '\uD83D\uDE00D', 'D\uD83D\uDE00'];
+        for (const [i, id] of ids.entries()) {
+          await store.authenticate(id, facts(id), identity(`cert-${i}`), at(1));
+          await store.tokenUpdate(enrollment(id, id, 2));
+          await store.enqueue([id], cmd(id), at(3));
+          expect((await store.nextCommand(id, { skipNotNow: false }))?.uuid).toBe(id);
+        }
+        expect((await listDeviceIds()).sort()).toEqual([...ids].sort());
       });
     });
 
@@ -796,8 +1027,8 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         const before = {
           dev: await store.getDevice('D1'),
           enr: await store.listEnrollments('D1'),
-          cmds: await store.listCommands('D1'),
-          user: await store.listCommands('D1:501'),
+          cmds: await listCommands('D1'),
+          user: await listCommands('D1:501'),
         };
         expect(before.enr.find((e) => e.id === 'D1')?.lastSeenAt).toBe(iso(40));
 
@@ -809,10 +1040,10 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(enr.find((e) => e.id === 'D1')?.unlockToken?.equals(ALL_BYTES)).toBe(true);
         expect((await store.getEnrollment('D1'))?.lastSeenAt).toBe(iso(40));
         expect((await store.getBootstrapToken('D1'))?.equals(ALL_BYTES)).toBe(true);
-        const cmds = await store.listCommands('D1');
+        const cmds = await listCommands('D1');
         expect(cmds).toEqual(before.cmds);
         expect(cmds[0]?.result?.raw.equals(ALL_BYTES)).toBe(true);
-        expect(await store.listCommands('D1:501')).toEqual(before.user);
+        expect(await listCommands('D1:501')).toEqual(before.user);
         expect(await store.nextCommand('D1', { skipNotNow: true })).toMatchObject({ uuid: 'c3', status: 'Pending' });
         const c2 = await store.nextCommand('D1', { skipNotNow: false });
         expect(c2).toMatchObject({ uuid: 'c2', status: 'NotNow' });
@@ -828,7 +1059,7 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         await store.enqueue(['D1'], cmd('c4'), at(2));
         store = await h.reopen();
         await store.enqueue(['D1'], cmd('c5'), at(3));
-        expect((await store.listCommands('D1')).map((c) => c.uuid)).toEqual(['c1', 'c2', 'c3', 'c4', 'c5']);
+        expect((await listCommands('D1')).map((c) => c.uuid)).toEqual(['c1', 'c2', 'c3', 'c4', 'c5']);
         expect(await drain(store, 'D1')).toEqual(['c1', 'c2', 'c3', 'c4', 'c5']);
       });
     });

@@ -1,0 +1,22 @@
+import { MemoryData, MemoryStore } from '../../src/store/memory.js';
+import { statusSuite } from './status-suite.js';
+import { storeSuite, type StoreHarness } from './suite.js';
+
+async function open(): Promise<StoreHarness> {
+  const data = new MemoryData();
+  let current = await MemoryStore.open(data);
+  return {
+    store: current,
+    reopen: async () => {
+      await current.close();
+      current = await MemoryStore.open(data);
+      return current;
+    },
+    cleanup: async () => {
+      await current.close();
+    },
+  };
+}
+
+storeSuite('MemoryStore', open);
+statusSuite('MemoryStore', open);
