@@ -9,21 +9,16 @@ import {
   AlgorithmIdentifier,
   AttributeTypeAndValue,
   AttributeValue,
-  AuthorityKeyIdentifier,
   BasicConstraints,
   ExtendedKeyUsage,
   Extension,
   Extensions,
   GeneralName,
-  KeyIdentifier,
   KeyUsage,
   Name,
   RelativeDistinguishedName,
   SubjectAlternativeName,
-  SubjectKeyIdentifier,
   SubjectPublicKeyInfo,
-  TBSCertificate,
-  Validity,
   id_ce_authorityKeyIdentifier,
   id_ce_basicConstraints,
   id_ce_extKeyUsage,
@@ -34,7 +29,7 @@ import {
   id_kp_serverAuth,
 } from '@peculiar/asn1-x509';
 import { Asn1Error, bytes, decode, octetsOf, readable, valueText } from './decode.js';
-import { algorithm, bitString, NULL, seq, tlv } from './der.js';
+import { algorithm, bitString, ctx, ctxPrim, int, NULL, octets, oid, seq, time, tlv } from './der.js';
 import { signatureOid } from './oids.js';
 import { LruMap } from '../store/lru.js';
 
@@ -207,9 +202,15 @@ export function buildName(attributes: NameAttribute[]): Name {
   );
 }
 
+// A CA issues for few distinct subjects (SCEP devices share theirs): each encoded once.
+const encodedNames = new LruMap<string, Buffer>(1000);
+
 /** buildName, DER. */
 export function encodeName(attributes: NameAttribute[]): Buffer {
-  return Buffer.from(AsnConvert.serialize(buildName(attributes)));
+  const key = JSON.stringify(attributes.map((a) => [a.name, a.value]));
+  let der = encodedNames.get(key);
+  if (!der) encodedNames.set(key, (der = Buffer.from(AsnConvert.serialize(buildName(attributes)))));
+  return der;
 }
 
 // ---- building ----
@@ -230,10 +231,16 @@ function spkiOf(key: KeyObject): Buffer {
   return (key.type === 'private' ? createPublicKey(key) : key).export({ type: 'spki', format: 'der' });
 }
 
-/** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
+/** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits of a SubjectPublicKeyInfo. */
+function keyIdOfSpki(spki: Buffer): Buffer {
+  return createHash('sha1')
+    .update(bytes(decode(spki, SubjectPublicKeyInfo, 'public key').subjectPublicKey))
+    .digest();
+}
+
+/** RFC 5280 4.2.1.2 method 1 for a key. */
 export function keyIdentifier(key: KeyObject): Buffer {
-  const spki = decode(spkiOf(key), SubjectPublicKeyInfo, 'public key');
-  return createHash('sha1').update(bytes(spki.subjectPublicKey)).digest();
+  return keyIdOfSpki(spkiOf(key));
 }
 
 /** A random positive 128-bit serial, minimally encoded. */
@@ -264,8 +271,17 @@ export interface CertificateSpec {
   signingKey: KeyObject;
 }
 
-function extension(extnID: string, value: object, critical = false): Extension {
-  return new Extension({ extnID, critical, extnValue: new OctetString(AsnConvert.serialize(value)) });
+function extension(extnID: string, value: object, critical = false): Buffer {
+  return Buffer.from(AsnConvert.serialize(new Extension({ extnID, critical, extnValue: new OctetString(AsnConvert.serialize(value)) })));
+}
+
+// The extensions every certificate of a kind shares, encoded once: issuing is a hot loop for
+// the SCEP CA and the benchmarks.
+const constantExtensions = new Map<string, Buffer>();
+function constant(key: string, make: () => Buffer): Buffer {
+  let der = constantExtensions.get(key);
+  if (!der) constantExtensions.set(key, (der = make()));
+  return der;
 }
 
 const EKU_OIDS: Record<ExtendedKeyUsageName, string> = { clientAuth: id_kp_clientAuth, serverAuth: id_kp_serverAuth };
@@ -277,30 +293,36 @@ function subjectAltName(names: { dns?: string[]; ip?: string[] }): SubjectAltern
   ]);
 }
 
-/** A certificate, DER: v3, SHA-256 signature by `signingKey`, SubjectKeyIdentifier and AuthorityKeyIdentifier. */
+/**
+ * A certificate, DER: v3, SHA-256 signature by `signingKey`, SubjectKeyIdentifier and
+ * AuthorityKeyIdentifier. The TBSCertificate's fields (RFC 5280 4.1) are written in order from
+ * their encodings: the issuer name and the key as given, names and extensions by the schemas.
+ */
 export function buildCertificate(spec: CertificateSpec): Buffer {
-  const spki = decode(spkiOf(spec.publicKey), SubjectPublicKeyInfo, 'public key');
-  const ski = keyIdentifier(spec.publicKey);
+  const spki = spkiOf(spec.publicKey);
+  const ski = keyIdOfSpki(spki);
   const usage = spec.ca ? 0x20 | 0x40 : 0x01 | 0x04; // keyCertSign|cRLSign, digitalSignature|keyEncipherment
-  const extensions = new Extensions([
-    extension(id_ce_basicConstraints, new BasicConstraints({ cA: spec.ca }), spec.ca),
-    extension(id_ce_keyUsage, new KeyUsage(usage), true),
-    ...(spec.extKeyUsage?.length ? [extension(id_ce_extKeyUsage, new ExtendedKeyUsage(spec.extKeyUsage.map((u) => EKU_OIDS[u])))] : []),
+  const eku = spec.extKeyUsage ?? [];
+  const extensions = [
+    constant(`basicConstraints ${spec.ca}`, () => extension(id_ce_basicConstraints, new BasicConstraints({ cA: spec.ca }), spec.ca)),
+    constant(`keyUsage ${usage}`, () => extension(id_ce_keyUsage, new KeyUsage(usage), true)),
+    ...(eku.length ? [constant(`extKeyUsage ${eku.join()}`, () => extension(id_ce_extKeyUsage, new ExtendedKeyUsage(eku.map((u) => EKU_OIDS[u]))))] : []),
     ...(spec.altNames ? [extension(id_ce_subjectAltName, subjectAltName(spec.altNames))] : []),
-    extension(id_ce_subjectKeyIdentifier, new SubjectKeyIdentifier(ski)),
-    extension(id_ce_authorityKeyIdentifier, new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(spec.authorityKeyId ?? ski) })),
-  ]);
-  const tbs = new TBSCertificate({
-    version: 2,
-    serialNumber: new Uint8Array(spec.serial).buffer,
-    signature: AsnConvert.parse(signatureAlgorithm(spec.signingKey), AlgorithmIdentifier),
-    issuer: AsnConvert.parse(spec.issuer, Name),
-    validity: new Validity({ notBefore: spec.notBefore, notAfter: spec.notAfter }),
-    subject: buildName(spec.subject),
-    subjectPublicKeyInfo: spki,
-    extensions,
-  });
-  return signed(Buffer.from(AsnConvert.serialize(tbs)), spec.signingKey);
+    // Per certificate, so written directly: SEQUENCE { extnID, OCTET STRING { SubjectKeyIdentifier / AuthorityKeyIdentifier } }.
+    seq(oid(id_ce_subjectKeyIdentifier), octets(octets(ski))),
+    seq(oid(id_ce_authorityKeyIdentifier), octets(seq(ctxPrim(0, spec.authorityKeyId ?? ski)))),
+  ];
+  const tbs = seq(
+    ctx(0, int(2)), // version: v3
+    tlv(0x02, spec.serial),
+    signatureAlgorithm(spec.signingKey),
+    spec.issuer,
+    seq(time(spec.notBefore), time(spec.notAfter)),
+    encodeName(spec.subject),
+    spki,
+    ctx(3, seq(...extensions)),
+  );
+  return signed(tbs, spec.signingKey);
 }
 
 /** Check a positive serial given as hex; returns its INTEGER content octets. */

@@ -4,9 +4,9 @@
  * self-signed certificate a SCEP requester signs its PKCSReq with.
  */
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
-import { CertificationRequest, CertificationRequestInfo, Attributes } from '@peculiar/asn1-csr';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Attribute, AttributeValue, SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
+import { CertificationRequestInfo, Attributes } from '@peculiar/asn1-csr';
+import { AsnConvert, AsnProp, AsnPropTypes } from '@peculiar/asn1-schema';
+import { AlgorithmIdentifier, Attribute, AttributeValue, Name, SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
 import { Asn1Error, bytes, decode, readable, textOf, valueText } from './decode.js';
 import { SIGNATURE_OIDS } from './oids.js';
 import { buildCertificate, buildName, randomSerial, signed, encodeName, type NameAttribute } from './certificate.js';
@@ -77,6 +77,22 @@ export function selfSignedCertificate(key: KeyObject, subject: SubjectEntry[], d
   });
 }
 
+/** CertificationRequestInfo (RFC 2986 4.1) with the key kept as encoded. */
+class CsrInfoParts {
+  @AsnProp({ type: AsnPropTypes.Integer }) version = 0;
+  @AsnProp({ type: Name }) subject = new Name();
+  @AsnProp({ type: AsnPropTypes.Any }) subjectPKInfo = new ArrayBuffer(0);
+  @AsnProp({ type: Attributes, implicit: true, context: 0, optional: true }) attributes?: Attributes;
+}
+
+/** CertificationRequest (RFC 2986 4.2), keeping the bytes the signature covers. */
+class CsrParts {
+  @AsnProp({ type: CsrInfoParts, raw: true }) certificationRequestInfo = new CsrInfoParts();
+  certificationRequestInfoRaw?: ArrayBuffer | Uint8Array;
+  @AsnProp({ type: AlgorithmIdentifier }) signatureAlgorithm = new AlgorithmIdentifier();
+  @AsnProp({ type: AsnPropTypes.BitString }) signature = new ArrayBuffer(0);
+}
+
 export interface Csr {
   der: Buffer;
   /** One entry per attribute, dotted OIDs (multi-valued RDNs flattened). */
@@ -100,10 +116,10 @@ export function parseCsr(der: Buffer): Csr {
 }
 
 function parseUnguarded(der: Buffer): Csr {
-  const csr = decode(der, CertificationRequest, 'CSR');
+  const csr = decode(der, CsrParts, 'CSR');
   const info = csr.certificationRequestInfo;
   const subject = info.subject.flatMap((rdn) => rdn.map((atv) => ({ name: atv.type, value: valueText(atv.value, 'attribute value') })));
-  const spkiDer = Buffer.from(AsnConvert.serialize(info.subjectPKInfo));
+  const spkiDer = Buffer.from(bytes(info.subjectPKInfo));
   let publicKey: KeyObject;
   try {
     publicKey = createPublicKey({ key: spkiDer, format: 'der', type: 'spki' });

@@ -58,7 +58,8 @@ export function decodeBlock<T>(block: asn1js.AsnType, type: Schema<T>, what: str
   try {
     return AsnParser.fromASN(block, type) as T;
   } catch (cause) {
-    throw new Asn1Error(`${what} is not a ${type.name} ${causeName(cause)}`, { cause });
+    // Named by the schema, without the suffix of this module's raw-keeping variants (SignedDataParts).
+    throw new Asn1Error(`${what} is not a well-formed ${type.name.replace(/Parts$/, '')} ${causeName(cause)}`, { cause });
   }
 }
 
@@ -100,10 +101,29 @@ export function octetsOf(der: Uint8Array, what: string): Buffer {
   return bytes(b.valueBlock.isConstructed ? b.getValue() : b.valueBlock.valueHexView);
 }
 
+/** The content octets of an encoded [n] IMPLICIT OCTET STRING, primitive or (BER) constructed. */
+export function implicitOctetsOf(der: Uint8Array, what: string): Buffer {
+  const b = parseBer(der, what);
+  if (b.idBlock.tagClass !== 3) throw new Asn1Error(`${what} is not a context-specific element`);
+  if (!(b instanceof asn1js.Constructed)) return bytes((b as asn1js.Primitive).valueBlock.valueHexView);
+  return Buffer.concat(
+    b.valueBlock.value.map((chunk) => {
+      if (!(chunk instanceof asn1js.OctetString) || chunk.valueBlock.isConstructed)
+        throw new Asn1Error(`${what} holds something other than OCTET STRING chunks`);
+      return bytes(chunk.valueBlock.valueHexView);
+    }),
+  );
+}
+
 /** The text of an encoded string value (Printable, UTF8, IA5, Teletex, BMP, Universal). */
 export function textOf(der: Uint8Array, what: string): string {
-  return valueText(decode(der, AttributeValue, what), what);
+  // One primitive element: its asn1js block is the string (a schema mapping would add nothing but cost).
+  const b = parseBer(der, what);
+  if (STRING_TYPES.some((t) => b instanceof t)) return (b as asn1js.PrintableString).getValue();
+  throw new Asn1Error(`${what} is not a string`);
 }
+
+const STRING_TYPES = [asn1js.PrintableString, asn1js.Utf8String, asn1js.IA5String, asn1js.TeletexString, asn1js.BmpString, asn1js.UniversalString];
 
 /** The text of a decoded name or attribute value; Asn1Error when it is not a string type. */
 export function valueText(v: AttributeValue, what: string): string {

@@ -24,12 +24,11 @@ import {
   randomBytes,
   type KeyObject,
 } from 'node:crypto';
-import { EncryptedContentInfo } from '@peculiar/asn1-cms';
 import { AsnArray, AsnProp, AsnPropTypes, AsnType, AsnTypeTypes, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { causeName, guarded } from '../identity/errors.js';
 import { certificateFields } from './certificate.js';
-import { Asn1Error, bytes, contentInfo, decode, decodeBlock, octetsOf } from './decode.js';
+import { Asn1Error, bytes, contentInfo, decode, decodeBlock, implicitOctetsOf, octetsOf } from './decode.js';
 import { algorithm, ctx, ctxPrim, int, NULL, octets, oid, seq, set } from './der.js';
 import { id_data } from './oids.js';
 import { pemToDer } from './pem.js';
@@ -143,12 +142,19 @@ export interface OpenedEnvelope {
 @AsnType({ type: AsnTypeTypes.Set, itemType: AsnPropTypes.Any })
 class RawSet extends AsnArray<ArrayBuffer> {}
 
+/** EncryptedContentInfo (RFC 5652 6.1) with the [0] IMPLICIT encryptedContent kept as encoded (primitive or BER chunks). */
+class EncryptedContentParts {
+  @AsnProp({ type: AsnPropTypes.ObjectIdentifier }) contentType = '';
+  @AsnProp({ type: AlgorithmIdentifier }) contentEncryptionAlgorithm = new AlgorithmIdentifier();
+  @AsnProp({ type: AsnPropTypes.Any, optional: true }) encryptedContent?: ArrayBuffer;
+}
+
 /** EnvelopedData (RFC 5652 6.1) with the RecipientInfos kept as encoded: only key transport is read. */
 class EnvelopedDataParts {
   @AsnProp({ type: AsnPropTypes.Integer }) version = 0;
   @AsnProp({ type: AsnPropTypes.Any, context: 0, implicit: true, optional: true }) originatorInfo?: ArrayBuffer;
   @AsnProp({ type: RawSet }) recipientInfos = new RawSet();
-  @AsnProp({ type: EncryptedContentInfo }) encryptedContentInfo = new EncryptedContentInfo();
+  @AsnProp({ type: EncryptedContentParts }) encryptedContentInfo = new EncryptedContentParts();
   @AsnProp({ type: RawSet, context: 1, implicit: true, optional: true }) unprotectedAttrs?: RawSet;
 }
 
@@ -212,9 +218,9 @@ export function readEnvelope(der: Buffer): EnvelopeParts {
     const cipherOid = eci.contentEncryptionAlgorithm.algorithm;
     const ivParam = eci.contentEncryptionAlgorithm.parameters;
     if (!ivParam) throw new Asn1Error('content encryption IV missing');
-    const ec = eci.encryptedContent;
-    if (!ec || (!ec.value && !ec.constructedValue)) throw new Asn1Error('EnvelopedData has no encryptedContent');
-    const encrypted = ec.value ? bytes(ec.value.buffer) : Buffer.concat([ec.constructedValue!].flat().map((o) => bytes(o.buffer)));
+    const ec = eci.encryptedContent ? bytes(eci.encryptedContent) : undefined;
+    if (!ec || (ec[0] !== 0x80 && ec[0] !== 0xa0)) throw new Asn1Error('EnvelopedData has no encryptedContent');
+    const encrypted = implicitOctetsOf(ec, 'encryptedContent');
     return { recipients, cipherOid, cipher: CIPHER_BY_OID.get(cipherOid), iv: octetsOf(bytes(ivParam), 'IV'), encrypted };
   });
 }
