@@ -17,6 +17,9 @@ import { statusPageRoutes } from './http/status-page.js';
 import { createMetrics, httpMetrics, metricsRoutes } from './http/metrics.js';
 import { EventWebhooks } from './report/webhooks.js';
 import { commitStatusReporter } from './report/commit-status-wiring.js';
+import { RolloutController } from './reconcile/rollout.js';
+import { LevelRolloutStore } from './store/rollouts.js';
+import { rolloutRoutes } from './http/rollout-routes.js';
 import { LevelStore } from './store/leveldb.js';
 import { withStoreErrors } from './store/typed-errors.js';
 import { FleetSource } from './gitops/source.js';
@@ -58,6 +61,8 @@ export interface StartOptions {
   commitStatusToken?: string;
   /** How often a commit status may be posted (default 10 s; tests shorten it). */
   commitStatusIntervalMs?: number;
+  /** How often staged rollouts are looked at without a device answer (default 10 s). */
+  rolloutTickMs?: number;
   pusher?: Pusher;
   /** How often finished commands are compacted (default hourly). */
   compactEveryMs?: number;
@@ -105,7 +110,11 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     : undefined;
   const metrics = createMetrics();
   const reportCtx = () => ({ source, apns });
+  // Staged rollouts: made with the reconciler below, read by their routes on each request.
+  let rollouts: RolloutController | undefined = undefined;
+  const rolloutStore = await LevelRolloutStore.open(join(cfg.dataDir, 'rollouts'));
   const routeFactories = [
+    rolloutRoutes(() => rollouts),
     ...(opts.routes ?? []),
     reportRoutes(reportCtx),
     statusPageRoutes(reportCtx, { adminToken: opts.adminToken, readToken: opts.readToken }),
@@ -189,16 +198,31 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     inventoryOnEnroll: source !== undefined,
     retry: opts.retry,
   });
-  const statuses = commitStatusReporter(cfg, opts, { store, source, log, minIntervalMs: opts.commitStatusIntervalMs });
+  const statuses = commitStatusReporter(cfg, opts, { store, source, log, minIntervalMs: opts.commitStatusIntervalMs, note: () => rollouts?.note() ?? {} });
+  rollouts = source
+    ? new RolloutController({
+        store: rolloutStore,
+        status: store,
+        apply: (rev) => reconciler.apply(rev),
+        log: log.child({ component: 'rollout' }),
+        emit: (type, data) => hooks?.emit(type, data),
+        onChange: () => statuses?.poke(true),
+        tickMs: opts.rolloutTickMs,
+      })
+    : undefined;
   source?.on('applied', (rev) => {
-    reconciler
-      .apply(rev)
+    // Staged blueprints reach their current step only: the controller applies the revision so.
+    (rollouts ? rollouts.applied(rev) : reconciler.apply(rev))
       .then(() => statuses?.poke(true))
       .catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
   });
-  // Device answers move the rollout: looked at again within the reporter's interval.
-  service.on('result', () => statuses?.poke());
+  // Device answers move rollouts: looked at again within the reporter's interval.
+  service.on('result', () => {
+    statuses?.poke();
+    rollouts?.poke();
+  });
   statuses?.start();
+  rollouts?.start();
   reconciler.start();
   const hooks =
     cfg.eventWebhooks.length > 0
@@ -223,6 +247,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       clearInterval(timer);
       await source?.stop();
       await statuses?.stop();
+      await rollouts?.stop();
       await reconciler.stop();
       await apns?.close();
       await hooks?.close();
@@ -232,6 +257,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       });
       await store.close();
       await ddmStore.close();
+      await rolloutStore.close();
     },
   };
 }
