@@ -23,6 +23,7 @@ import { rolloutRoutes } from './http/rollout-routes.js';
 import { LevelStore } from './store/leveldb.js';
 import { withStoreErrors } from './store/typed-errors.js';
 import { FleetSource } from './gitops/source.js';
+import { saveAppliedRevision, storeSourceState } from './gitops/source-state.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { SecretStore } from './reconcile/secrets.js';
 import { join } from 'node:path';
@@ -105,6 +106,8 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         pollIntervalMs: cfg.pollIntervalMs,
         limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs },
         load: cfg.manifests ? { manifests: cfg.manifests } : undefined,
+        // In the store, so another process on it continues from here (an older state.json is read once).
+        state: storeSourceState(store, join(cfg.dataDir, 'source', 'state.json')),
         log: log.child({ component: 'source' }),
       })
     : undefined;
@@ -211,6 +214,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       })
     : undefined;
   source?.on('applied', (rev) => {
+    saveAppliedRevision(store, rev).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
     // Staged blueprints reach their current step only: the controller applies the revision so.
     (rollouts ? rollouts.applied(rev) : reconciler.apply(rev))
       .then(() => statuses?.poke(true))
