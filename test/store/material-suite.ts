@@ -4,17 +4,24 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Malformed } from '../../src/errors.js';
-import type { Store } from '../../src/store/types.js';
-import type { StoreHarness } from './suite.js';
+import type { MaterialStore } from '../../src/store/material.js';
+
+/** The harness of `test/store/suite.ts`, for anything that implements the role. */
+export interface MaterialHarness {
+  store: MaterialStore;
+  reopen?: () => Promise<MaterialStore>;
+  cleanup: () => Promise<void>;
+}
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
 const at = (s: number): Date => new Date(T0 + s * 1000);
 const bytes = (s: string) => Buffer.from(s, 'utf8');
 
-export function materialSuite(name: string, open: () => Promise<StoreHarness>): void {
+/** `persistent`: the backend keeps data across reopen (the harness has `reopen`). */
+export function materialSuite(name: string, open: () => Promise<MaterialHarness>, opts: { persistent: boolean }): void {
   describe(`${name}: material`, () => {
-    let h: StoreHarness;
-    let store: Store;
+    let h: MaterialHarness;
+    let store: MaterialStore;
     beforeEach(async () => {
       h = await open();
       store = h.store;
@@ -73,11 +80,11 @@ export function materialSuite(name: string, open: () => Promise<StoreHarness>): 
       }
     });
 
-    it('keeps material across reopen', async (t) => {
-      if (!h.reopen) return t.skip();
-      await store.putMaterial('issuance', 'ab'.repeat(32), bytes('{"serial":"X"}'));
-      store = await h.reopen();
-      expect(await store.getMaterial('issuance', 'ab'.repeat(32))).toEqual(bytes('{"serial":"X"}'));
-    });
+    if (opts.persistent)
+      it('keeps material across reopen', async () => {
+        await store.putMaterial('issuance', 'ab'.repeat(32), bytes('{"serial":"X"}'));
+        store = await h.reopen!();
+        expect(await store.getMaterial('issuance', 'ab'.repeat(32))).toEqual(bytes('{"serial":"X"}'));
+      });
   });
 }
