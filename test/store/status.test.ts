@@ -9,7 +9,6 @@ import fc from 'fast-check';
 import { Level } from 'level';
 import { describe, expect, it } from 'vitest';
 import { LevelStore } from '../../src/store/leveldb.js';
-import { MemoryMaterial } from '../../src/store/memory-material.js';
 import { DAY_MS, DEVICE_STATES, StatusIndex, rowState, type DeviceStatus, type StatusQuery } from '../../src/store/status.js';
 import { materialSuite } from './material-suite.js';
 import { statusSuite } from './status-suite.js';
@@ -37,7 +36,6 @@ async function levelHarness() {
 
 statusSuite('LevelStore', levelHarness);
 materialSuite('LevelStore', levelHarness, { persistent: true });
-materialSuite('MemoryMaterial', async () => ({ store: new MemoryMaterial(), cleanup: async () => undefined }), { persistent: false });
 
 describe('LevelStore read model', () => {
   it('gives every device of a store written before the read model a row, once, at open', async () => {
