@@ -127,6 +127,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const extra = routeFactories.flatMap((make) => make({ cfg, store, trust, service, pusher, log, auth: bearerAuth(opts.adminToken, opts.readToken) }));
   const app = createApp({
     middleware: [httpMetrics(metrics)],
+    ddm: ddmStore,
     extraRoutes: extra,
     source,
     webhookSecret: opts.webhookSecret,
