@@ -108,10 +108,14 @@ describe('DDM against orchard serve', () => {
     await converge((x) => !x.ddm.declarations.some((d) => d.identifier === 'com.example.other'));
     expect(mac.ddm.held().has('com.example.other')).toBe(false);
     expect((await mac.tokenUpdate({ userId: 'U1' })).status).toBe(200);
-    await waitFor('user channel synced', async () => {
-      await mac.connect({ userId: 'U1' });
-      return mac.ddm.held('U1').has('user-passcode') || undefined;
-    });
+    await waitFor(
+      'user channel synced',
+      async () => {
+        await mac.connect({ userId: 'U1' });
+        return mac.ddm.held('U1').has('user-passcode') || undefined;
+      },
+      20_000,
+    );
     const v = await view();
     expect(v.ddm.declarations.filter((d) => d.channel === 'user').map((d) => d.identifier)).toEqual(['user-passcode']);
   });
@@ -120,10 +124,14 @@ describe('DDM against orchard serve', () => {
     const token = mac.ddm.tokens.get('');
     repo.write('declarations/passcode.yaml', passcodeDecl('passcode', 11, '    MinimumComplexCharacters: lots\n'));
     await apply('invalid');
-    const source = await waitFor('rejected', async () => {
-      const s = (await get('/api/v1/source')) as { rejected?: { reason: string } };
-      return s.rejected ? s : undefined;
-    });
+    const source = await waitFor(
+      'rejected',
+      async () => {
+        const s = (await get('/api/v1/source')) as { rejected?: { reason: string } };
+        return s.rejected ? s : undefined;
+      },
+      30_000,
+    );
     expect(source.rejected!.reason).toMatch(/declarations\/passcode\.yaml:10:\d+/);
     await mac.connect();
     const r = await mac.ddm.sync();
