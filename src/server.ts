@@ -17,9 +17,13 @@ import { statusPageRoutes } from './http/status-page.js';
 import { createMetrics, httpMetrics, metricsRoutes } from './http/metrics.js';
 import { EventWebhooks } from './report/webhooks.js';
 import { commitStatusReporter } from './report/commit-status-wiring.js';
+import { RolloutController } from './reconcile/rollout.js';
+import { LevelRolloutStore } from './store/rollouts.js';
+import { rolloutRoutes } from './http/rollout-routes.js';
 import { LevelStore } from './store/leveldb.js';
 import { withStoreErrors } from './store/typed-errors.js';
 import { FleetSource } from './gitops/source.js';
+import { saveAppliedRevision, storeSourceState } from './gitops/source-state.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { SecretStore } from './reconcile/secrets.js';
 import { join } from 'node:path';
@@ -58,6 +62,8 @@ export interface StartOptions {
   commitStatusToken?: string;
   /** How often a commit status may be posted (default 10 s; tests shorten it). */
   commitStatusIntervalMs?: number;
+  /** How often staged rollouts are looked at without a device answer (default 10 s). */
+  rolloutTickMs?: number;
   pusher?: Pusher;
   /** How often finished commands are compacted (default hourly). */
   compactEveryMs?: number;
@@ -100,12 +106,18 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         pollIntervalMs: cfg.pollIntervalMs,
         limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs },
         load: cfg.manifests ? { manifests: cfg.manifests } : undefined,
+        // In the store, so another process on it continues from here (an older state.json is read once).
+        state: storeSourceState(store, join(cfg.dataDir, 'source', 'state.json')),
         log: log.child({ component: 'source' }),
       })
     : undefined;
   const metrics = createMetrics();
   const reportCtx = () => ({ source, apns });
+  // Staged rollouts: made with the reconciler below, read by their routes on each request.
+  let rollouts: RolloutController | undefined = undefined;
+  const rolloutStore = await LevelRolloutStore.open(join(cfg.dataDir, 'rollouts'));
   const routeFactories = [
+    rolloutRoutes(() => rollouts),
     ...(opts.routes ?? []),
     reportRoutes(reportCtx),
     statusPageRoutes(reportCtx, { adminToken: opts.adminToken, readToken: opts.readToken }),
@@ -115,6 +127,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const extra = routeFactories.flatMap((make) => make({ cfg, store, trust, service, pusher, log, auth: bearerAuth(opts.adminToken, opts.readToken) }));
   const app = createApp({
     middleware: [httpMetrics(metrics)],
+    ddm: ddmStore,
     extraRoutes: extra,
     source,
     webhookSecret: opts.webhookSecret,
@@ -189,16 +202,32 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     inventoryOnEnroll: source !== undefined,
     retry: opts.retry,
   });
-  const statuses = commitStatusReporter(cfg, opts, { store, source, log, minIntervalMs: opts.commitStatusIntervalMs });
+  const statuses = commitStatusReporter(cfg, opts, { store, source, log, minIntervalMs: opts.commitStatusIntervalMs, note: () => rollouts?.note() ?? {} });
+  rollouts = source
+    ? new RolloutController({
+        store: rolloutStore,
+        status: store,
+        apply: (rev) => reconciler.apply(rev),
+        log: log.child({ component: 'rollout' }),
+        emit: (type, data) => hooks?.emit(type, data),
+        onChange: () => statuses?.poke(true),
+        tickMs: opts.rolloutTickMs,
+      })
+    : undefined;
   source?.on('applied', (rev) => {
-    reconciler
-      .apply(rev)
+    saveAppliedRevision(store, rev).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
+    // Staged blueprints reach their current step only: the controller applies the revision so.
+    (rollouts ? rollouts.applied(rev) : reconciler.apply(rev))
       .then(() => statuses?.poke(true))
       .catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
   });
-  // Device answers move the rollout: looked at again within the reporter's interval.
-  service.on('result', () => statuses?.poke());
+  // Device answers move rollouts: looked at again within the reporter's interval.
+  service.on('result', () => {
+    statuses?.poke();
+    rollouts?.poke();
+  });
   statuses?.start();
+  rollouts?.start();
   reconciler.start();
   const hooks =
     cfg.eventWebhooks.length > 0
@@ -223,6 +252,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       clearInterval(timer);
       await source?.stop();
       await statuses?.stop();
+      await rollouts?.stop();
       await reconciler.stop();
       await apns?.close();
       await hooks?.close();
@@ -232,6 +262,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
       });
       await store.close();
       await ddmStore.close();
+      await rolloutStore.close();
     },
   };
 }

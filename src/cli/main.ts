@@ -238,6 +238,27 @@ program
     emit(r);
   });
 
+const rollout = program.command('rollout').description('staged rollouts on a server: where they stand, going on past a halted gate');
+rollout
+  .command('list')
+  .description('every staged rollout: step, counts, and why it halted')
+  .option('--server <url>', 'Orchard server URL', 'http://127.0.0.1:8080')
+  .addHelpText('after', '\nToken from ORCHARD_READ_TOKEN (or ORCHARD_API_TOKEN).')
+  .action(async (f: { server: string }) => {
+    const { runRollout } = await import('./rollout.js');
+    emit(await runRollout({ server: f.server, token: process.env.ORCHARD_READ_TOKEN || process.env.ORCHARD_API_TOKEN || undefined, action: 'list' }));
+  });
+rollout
+  .command('resume')
+  .description('resume a halted rollout: its failures so far are accepted, the gate counts new ones')
+  .argument('<blueprint>', 'blueprint name')
+  .option('--server <url>', 'Orchard server URL', 'http://127.0.0.1:8080')
+  .addHelpText('after', '\nAdmin token from ORCHARD_API_TOKEN.')
+  .action(async (blueprint: string, f: { server: string }) => {
+    const { runRollout } = await import('./rollout.js');
+    emit(await runRollout({ server: f.server, token: process.env.ORCHARD_API_TOKEN || undefined, action: 'resume', blueprint }));
+  });
+
 program
   .command('validate')
   .description('validate a fleet repository (schema, Apple payload keys, references) as the server would')

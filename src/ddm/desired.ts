@@ -38,14 +38,25 @@ export interface RenderOptions {
   legacyUrl?: (profile: string, channel: DeclarationChannel) => string;
 }
 
-export function renderDeclaration(d: DeclarationDoc, values: DeviceValues, secrets: SecretLookup | undefined, opts: RenderOptions = {}): SetEntry {
-  const Payload = toPlist(d.payload, substituter(values, secrets, `declaration "${d.name}"`)) as Record<string, unknown>;
-  if (d.type === LEGACY_TYPE && d.profile !== undefined) {
-    if (!opts.legacyUrl) throw new RenderError(`declaration "${d.name}": the server has no public URL to serve profile "${d.profile}" at (--public-url)`);
-    Payload.ProfileURL = opts.legacyUrl(d.profile, d.channel);
-  }
-  const base = { Type: d.type, Identifier: d.identifier, Payload };
-  return { class: d.class, source: d.name, declaration: { ...base, ServerToken: serverToken(base) } };
+export function renderDeclaration(
+  d: DeclarationDoc,
+  values: DeviceValues,
+  secrets: SecretLookup | undefined,
+  opts: RenderOptions = {},
+  blueprints: string[] = [],
+): SetEntry {
+  const render = (with_: SecretLookup | undefined) => {
+    const Payload = toPlist(d.payload, substituter(values, with_, `declaration "${d.name}"`)) as Record<string, unknown>;
+    if (d.type === LEGACY_TYPE && d.profile !== undefined) {
+      if (!opts.legacyUrl) throw new RenderError(`declaration "${d.name}": the server has no public URL to serve profile "${d.profile}" at (--public-url)`);
+      Payload.ProfileURL = opts.legacyUrl(d.profile, d.channel);
+    }
+    return { Type: d.type, Identifier: d.identifier, Payload };
+  };
+  const base = render(secrets);
+  const ServerToken = serverToken(base);
+  const templateToken = secrets && d.secrets.length > 0 ? serverToken(render(undefined)) : ServerToken;
+  return { class: d.class, source: d.name, blueprints, declaration: { ...base, ServerToken }, templateToken };
 }
 
 export function desiredDeclarations(
@@ -57,7 +68,7 @@ export function desiredDeclarations(
   opts: RenderOptions = {},
 ): DesiredDeclarations {
   const out: DesiredDeclarations = { device: {}, user: {}, frozen: new Set(), errors: [], wanted: false };
-  const active = new Set<DeclarationDoc>();
+  const active = new Map<DeclarationDoc, string[]>();
   for (const b of fleet.blueprints.values()) {
     if (b.deliver.length === 0 || !matches(b.selector, view)) continue;
     out.wanted = true;
@@ -65,14 +76,14 @@ export function desiredDeclarations(
     for (const name of b.deliver) {
       const d = fleet.declarations.get(name);
       if (!d) continue; // the loader guarantees it
-      if (on) active.add(d);
+      if (on) active.set(d, [...(active.get(d) ?? []), b.name]);
       else out.frozen.add(d.identifier);
     }
   }
-  for (const d of active) {
+  for (const [d, blueprints] of active) {
     out.frozen.delete(d.identifier);
     try {
-      out[d.channel][d.identifier] = renderDeclaration(d, values, secrets, opts);
+      out[d.channel][d.identifier] = renderDeclaration(d, values, secrets, opts, blueprints);
     } catch (err) {
       if (!(err instanceof RenderError)) throw err;
       out.errors.push({ declaration: d.name, error: err.message });

@@ -56,7 +56,11 @@ export interface SetEntry {
   class: DeclarationClass;
   /** The repository document (or the generated name, `blueprint/<name>`), for reports. */
   source: string;
+  /** Blueprints that deliver it to this device. */
+  blueprints: string[];
   declaration: DeclarationJson;
+  /** The ServerToken of the rendering with secrets left as placeholders: what `orchard plan` can compare. */
+  templateToken: string;
 }
 
 /** What an enrollment should have: every declaration, by Identifier, and the token over them. */
@@ -68,6 +72,8 @@ export interface DeclarationSet {
   at: string;
   /** The DeclarativeManagement command that told the device about this set. */
   command?: string;
+  /** Set (with no entries) when a blueprint gives the device declarations but its OS has no DDM. */
+  unsupported?: string;
 }
 
 /** Apple's status reason (declarationbase.yaml reasons, management.declarations status). */

@@ -14,6 +14,8 @@ import type { DdmStore } from '../store/ddm.js';
 import type { DeviceRecord, NewCommand, Store } from '../store/types.js';
 import type { DeclarationChannel, DeclarationSet } from './model.js';
 import { ddmCapable, desiredDeclarations, setFor } from './desired.js';
+import { EMPTY_SET_TOKEN } from './protocol.js';
+import { DDM_MINIMUM } from './schema.js';
 
 export interface DdmReconcilerOptions {
   store: Pick<Store, 'enqueue' | 'getCommand' | 'listEnrollments'>;
@@ -55,10 +57,19 @@ export class DdmReconciler {
       if (!want.wanted && !previous) continue;
       if (want.wanted && ddmCapable(view) === false) {
         out.unsupported = true;
+        const why = `${view.platform} ${view.osVersion} has no Declarative Device Management (${view.platform} ${DDM_MINIMUM[view.platform!]} or later)`;
+        if (previous?.unsupported !== why)
+          await this.opts.ddm.putDeclarationSet(e.id, 'current', {
+            declarationsToken: EMPTY_SET_TOKEN,
+            entries: {},
+            revision,
+            at: this.now().toISOString(),
+            unsupported: why,
+          });
         continue;
       }
       const next = setFor(want[channel], want.frozen, previous, revision, this.now());
-      if (previous && previous.declarationsToken === next.declarationsToken && previous.command) continue;
+      if (previous && previous.declarationsToken === next.declarationsToken && previous.command && !previous.unsupported) continue;
       // Queue first, then store: a crash in between leaves the old set, which the next run replaces (and notifies again).
       const cmd = notifyCommand(next);
       await this.opts.store.enqueue([e.id], cmd, this.now());

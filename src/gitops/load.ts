@@ -20,6 +20,7 @@ import {
 } from './apple/payloads.js';
 import { ManifestSet } from './manifests.js';
 import type {
+  Rollout,
   AuthoredPayload,
   BlueprintDoc,
   DeviceGroupDoc,
@@ -42,6 +43,7 @@ import { DEVICE_VARIABLES, findVariables } from './variables.js';
 import { locate, type JsonPath } from './yaml-pos.js';
 import { documentSchema, KINDS, type Kind } from '../schema/fleet.js';
 import { compileSchema, type Validator } from '../schema/validate.js';
+import { parseDuration } from '../config.js';
 import { buildDeclaration, checkDeclarations } from '../ddm/load.js';
 import type { DeclarationDoc, SoftwareUpdateSpec } from '../ddm/model.js';
 
@@ -269,7 +271,7 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
         deliver: [],
         prune: (spec.prune as boolean | undefined) ?? true,
         suspend: (spec.suspend as boolean | undefined) ?? false,
-        rollout: spec.rollout as { percent: number } | undefined,
+        rollout: spec.rollout as Rollout | undefined,
       };
     } else if (kind === 'DeviceGroup') {
       built = {
@@ -312,6 +314,8 @@ async function load(root: string, limits: LoaderLimits, c: Collector, state: { f
         c.add('error', 'selector', c.at(d, [...path]), `osVersion: ${(err as Error).message}`);
       }
     }
+    if (b.rollout)
+      b.rollout = rolloutOf(b.rollout as RawRollout, (msg, key) => c.add('error', 'rollout', c.at(d, ['spec', 'rollout', ...(key ? [key] : [])]), msg));
     b.profiles.forEach((name, i) => {
       if (!fleet.profiles.has(name)) {
         c.add('error', 'ref-missing-profile', c.at(d, ['spec', 'profiles', i]), `profile "${name}" is not defined${suggest(name, profileNames, c)}`);
@@ -661,4 +665,36 @@ function editDistance(a: string, b: string): number {
     }
   }
   return dp[b.length]!;
+}
+
+type RawRollout = { percent?: number; steps?: number[]; wait?: string | number; maxFailures?: string | number };
+
+/** The schema-checked `rollout` as the model has it; what the schema cannot say is reported through `fail`. */
+function rolloutOf(raw: RawRollout, fail: (message: string, key?: string) => void): Rollout | undefined {
+  if ((raw.percent === undefined) === (raw.steps === undefined)) {
+    fail('rollout needs either percent or steps');
+    return undefined;
+  }
+  if (raw.steps === undefined) {
+    if (raw.wait !== undefined || raw.maxFailures !== undefined) fail('wait and maxFailures go with steps', raw.wait !== undefined ? 'wait' : 'maxFailures');
+    return { percent: raw.percent! };
+  }
+  const steps = raw.steps;
+  if (steps.some((x, i) => i > 0 && x <= steps[i - 1]!)) fail(`steps must increase (found ${steps.join(', ')})`, 'steps');
+  let waitMs = 0;
+  if (raw.wait !== undefined) {
+    try {
+      waitMs = typeof raw.wait === 'number' ? raw.wait * 1000 : parseDuration(raw.wait, 'wait');
+    } catch (err) {
+      fail((err as Error).message, 'wait');
+    }
+  }
+  let maxFailures: Rollout['maxFailures'] = { count: 0 };
+  if (typeof raw.maxFailures === 'number') maxFailures = { count: raw.maxFailures };
+  else if (raw.maxFailures !== undefined) {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(raw.maxFailures);
+    if (m && Number(m[1]) <= 100) maxFailures = { percent: Number(m[1]) };
+    else fail(`maxFailures: "${raw.maxFailures}" is not a share like 2% or a count like 3`, 'maxFailures');
+  }
+  return { percent: steps[0]!, steps, waitMs, maxFailures };
 }

@@ -70,6 +70,20 @@ export interface ProfileDoc {
   secrets: string[];
 }
 
+/**
+ * Which devices a blueprint reaches: those whose stable bucket (rolloutBucket) is below `percent`.
+ * A staged rollout (`steps`) starts at its first step and moves on, step by step, when the step's
+ * devices are verified with failures within `maxFailures` and `waitMs` has passed
+ * (src/reconcile/rollout.ts); the loader sets `percent` to the first step.
+ */
+export interface Rollout {
+  percent: number;
+  steps?: number[];
+  waitMs?: number;
+  /** Failed devices a step may have and still go on: a share of the step's devices, or a count. */
+  maxFailures?: { percent: number } | { count: number };
+}
+
 export interface BlueprintDoc {
   kind: 'Blueprint';
   name: string;
@@ -88,7 +102,7 @@ export interface BlueprintDoc {
   /** Remove profiles this blueprint installed and no longer wants (default true). */
   prune: boolean;
   suspend: boolean;
-  rollout?: { percent: number };
+  rollout?: Rollout;
 }
 
 export interface DeviceGroupDoc {

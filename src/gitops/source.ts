@@ -20,7 +20,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readlink, rename, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
@@ -29,6 +29,7 @@ import type { LoadOptions } from './load.js';
 import type { Diagnostic, Fleet, LoadResult } from './model.js';
 import { isolatedLoader, ValidationLimitError, ValidatorUnavailableError, type Loader } from './validator.js';
 import { Unavailable } from '../errors.js';
+import { fileSourceState, type SourceStateBackend } from './source-state.js';
 
 export { ValidationLimitError, ValidatorUnavailableError, type Loader } from './validator.js';
 
@@ -130,6 +131,8 @@ export interface SourceOptions {
   /** Options of loadFleet for the default loader (e.g. its size limits). */
   load?: LoadOptions;
   limits?: Partial<SourceLimits>;
+  /** Where the source state is kept (default: `DATA_DIR/source/state.json`). */
+  state?: SourceStateBackend;
   log: Logger;
 }
 
@@ -214,7 +217,7 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
   /** The directory the loader reads: the clone, or the local path. */
   private readonly dir: string;
   private readonly sourceDir: string;
-  private readonly stateFile: string;
+  private readonly state: SourceStateBackend;
   /** Local only: the data directory's path inside the watched directory, if it is inside. */
   private readonly ownRel?: string;
   private readonly publicRepo: string;
@@ -266,7 +269,7 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     }
     this.loader = (opts.loader as Loader | undefined) ?? isolatedLoader({ memoryMb: this.limits.validationMemoryMb, load: opts.load });
     this.sourceDir = join(resolve(opts.dataDir), 'source');
-    this.stateFile = join(this.sourceDir, 'state.json');
+    this.state = opts.state ?? fileSourceState(join(this.sourceDir, 'state.json'));
     this.dir = this.kind === 'remote' ? join(this.sourceDir, 'repo') : resolve(opts.repo);
     if (this.kind === 'local') {
       // The state file (and the store) must not count as an edit of the fleet, or writing it would sync again.
@@ -521,10 +524,15 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     const fresh: SavedState = { repo: this.publicRepo, branch: this.opts.branch };
     let saved: SavedState;
     try {
-      saved = JSON.parse(await readFile(this.stateFile, 'utf8')) as SavedState;
+      const text = await this.state.read();
+      if (text === undefined) {
+        this.saved = fresh;
+        return;
+      }
+      saved = JSON.parse(text) as SavedState;
       if (typeof saved !== 'object' || saved === null) throw new Error('not an object');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ error: errorMessage(err) }, 'fleet source: unreadable state.json; ignoring it');
+      this.log.warn({ error: errorMessage(err), where: this.state.where }, 'fleet source: unreadable state.json; ignoring it');
       this.saved = fresh;
       return;
     }
@@ -574,14 +582,11 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
   }
 
   private async writeState(): Promise<void> {
-    const tmp = `${this.stateFile}.tmp-${process.pid}`;
     try {
-      await mkdir(this.sourceDir, { recursive: true });
-      await writeFile(tmp, `${JSON.stringify(this.saved, null, 2)}\n`);
-      await rename(tmp, this.stateFile);
+      await this.state.write(`${JSON.stringify(this.saved, null, 2)}\n`);
     } catch (err) {
       // Only a restart would miss it (the revision is applied or rejected in memory either way).
-      this.log.error({ error: errorMessage(err) }, 'fleet source: could not write state.json');
+      this.log.error({ error: errorMessage(err), where: this.state.where }, 'fleet source: could not write state.json');
     }
   }
 

@@ -22,6 +22,8 @@ import { jsonBody, type BodyState } from './validate-body.js';
 import { CommandRequest } from '../schema/api.js';
 import type { CommandView, DeviceRecord, EnrollmentRecord, Store } from '../store/types.js';
 import { allPages } from '../store/paging.js';
+import type { DdmStore } from '../store/ddm.js';
+import { deviceDeclarations } from '../ddm/report.js';
 
 export interface ApiOptions {
   store: Store;
@@ -31,6 +33,8 @@ export interface ApiOptions {
   maxBodyBytes: number;
   source?: FleetSource;
   now?: () => Date;
+  /** Declarative Device Management: each device's declarations in its view. */
+  ddm?: DdmStore;
 }
 
 /**
@@ -124,12 +128,12 @@ export function apiRouter(opts: ApiOptions): Router {
 
   router.get('/devices', ...guard, async (ctx) => {
     const devices = await allPages((p) => opts.store.listDevices(p));
-    const out = await Promise.all(devices.map((d) => deviceView(opts.store, d)));
+    const out = await Promise.all(devices.map((d) => deviceView(opts.store, d, opts.ddm)));
     ctx.body = { devices: out };
   });
 
   router.get('/devices/:id', ...guard, async (ctx) => {
-    ctx.body = await deviceView(opts.store, await findDevice(opts.store, ctx.params.id!));
+    ctx.body = await deviceView(opts.store, await findDevice(opts.store, ctx.params.id!), opts.ddm);
   });
 
   router.get('/devices/:id/commands', ...guard, async (ctx) => {
@@ -167,7 +171,7 @@ export async function findDevice(store: Store, id: string): Promise<DeviceRecord
   throw new ApiError(404, `no device ${id} (by UDID, enrollment id or serial number)`);
 }
 
-async function deviceView(store: Store, d: DeviceRecord) {
+async function deviceView(store: Store, d: DeviceRecord, ddm?: DdmStore) {
   const enrollments = await store.listEnrollments(d.id);
   const artifacts = await store.getArtifacts(d.id);
   return {
@@ -196,6 +200,8 @@ async function deviceView(store: Store, d: DeviceRecord) {
     // What Orchard manages on the device and where each stands (`orchard plan` reads this).
     profiles: Object.values(artifacts?.artifacts ?? {}),
     revision: artifacts?.revision,
+    // Declarations per channel with their phase (DDM), and the software update status the device reported.
+    ...(ddm ? { ddm: await deviceDeclarations(ddm, enrollments) } : {}),
   };
 }
 

@@ -10,6 +10,7 @@ import type { FleetSource } from '../gitops/source.js';
 import { ProtocolError } from '../protocol/errors.js';
 import { ROUTER_OPTIONS, apiRouter, guardKind } from './api.js';
 import { sourceRoutes } from './source-routes.js';
+import type { DdmStore } from '../store/ddm.js';
 import type { DeviceState } from './context.js';
 import { deviceIdentity, mdmHandler, readBody } from './device.js';
 import { requestLog } from './request-log.js';
@@ -35,6 +36,8 @@ export interface AppOptions {
   extraRoutes?: Router[];
   /** Outermost middleware (metrics), before the request log so it sees the final status. */
   middleware?: Koa.Middleware[];
+  /** Declarative Device Management sets and status (shown in the admin API's device views). */
+  ddm?: DdmStore;
 }
 
 export function createApp(opts: AppOptions): Koa<DeviceState> {
@@ -64,6 +67,7 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
     apiRouter({
       source: opts.source,
       store: opts.store,
+      ddm: opts.ddm,
       pusher: opts.pusher,
       adminToken: opts.adminToken,
       readToken: opts.readToken,

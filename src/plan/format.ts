@@ -27,6 +27,8 @@ const KINDS: PlannedChange['kind'][] = ['install', 'update', 'remove', 'unmanage
 export interface PlanEntry {
   blueprints: string;
   profile: string;
+  /** A DDM declaration rather than a profile. */
+  artifact?: 'declaration';
   identifier: string;
   kind: PlannedChange['kind'];
   /** Serial numbers (device ids when unknown). */
@@ -38,11 +40,22 @@ export function entries(plan: Plan): PlanEntry[] {
   const map = new Map<string, PlanEntry>();
   for (const c of plan.changes) {
     const blueprints = c.blueprints.join(', ');
-    const key = `${blueprints}\0${c.profile}\0${c.kind}\0${c.diff ?? ''}`;
+    const key = `${blueprints}\0${c.artifact ?? ''}\0${c.profile}\0${c.kind}\0${c.diff ?? ''}`;
     let e = map.get(key);
     if (!e) {
       const diff = c.diff !== undefined ? plan.diffs[c.diff] : undefined;
-      map.set(key, (e = { blueprints, profile: c.profile, identifier: c.identifier, kind: c.kind, devices: [], ...(diff ? { diff } : {}) }));
+      map.set(
+        key,
+        (e = {
+          blueprints,
+          profile: c.profile,
+          identifier: c.identifier,
+          kind: c.kind,
+          devices: [],
+          ...(c.artifact ? { artifact: c.artifact } : {}),
+          ...(diff ? { diff } : {}),
+        }),
+      );
     }
     e.devices.push(c.serial ?? c.device);
   }
@@ -103,7 +116,7 @@ export function textPlan(plan: Plan, opts: FormatOptions = {}): string {
   const out: string[] = [];
   let last = '';
   for (const e of entries(plan)) {
-    const head = `blueprint ${e.blueprints} / profile ${e.profile} (${e.identifier})`;
+    const head = `blueprint ${e.blueprints} / ${e.artifact ?? 'profile'} ${e.profile} (${e.identifier})`;
     if (head !== last) out.push((last = head));
     out.push(`  ${e.kind.padEnd(8)} ${String(e.devices.length).padStart(5)}  ${devicesList(e.devices, maxDevices)}`);
     for (const l of limited(diffLines(e.diff, e.kind), maxLines)) out.push(`      ${l}`);
@@ -134,7 +147,9 @@ export function markdownPlan(plan: Plan, opts: FormatOptions = {}): string {
   if (all.length) {
     table.push('| blueprint | profile | change | devices | which |', '|---|---|---|---:|---|');
     for (const e of all.slice(0, maxEntries)) {
-      table.push(`| ${cell(e.blueprints)} | \`${cell(e.profile)}\` | ${e.kind} | ${e.devices.length} | ${cell(devicesList(e.devices, maxDevices))} |`);
+      table.push(
+        `| ${cell(e.blueprints)} | ${e.artifact ? 'declaration ' : ''}\`${cell(e.profile)}\` | ${e.kind} | ${e.devices.length} | ${cell(devicesList(e.devices, maxDevices))} |`,
+      );
     }
     if (all.length > maxEntries) table.push(`| … | ${all.length - maxEntries} more entries | | | |`);
     table.push('');
@@ -154,7 +169,7 @@ export function markdownPlan(plan: Plan, opts: FormatOptions = {}): string {
     if (shown >= maxEntries || !hasLines(e)) continue;
     const lines = diffLines(e.diff, e.kind);
     const section = [
-      `<details><summary><b>${e.kind}</b> <code>${html(e.profile)}</code> (${html(e.identifier)}) on ${e.devices.length} device${e.devices.length === 1 ? '' : 's'}: ${html(devicesList(e.devices, maxDevices))}</summary>`,
+      `<details><summary><b>${e.kind}</b> ${e.artifact ? 'declaration ' : ''}<code>${html(e.profile)}</code> (${html(e.identifier)}) on ${e.devices.length} device${e.devices.length === 1 ? '' : 's'}: ${html(devicesList(e.devices, maxDevices))}</summary>`,
       '',
       fenced('diff', limited(lines, maxLines)),
       '</details>',

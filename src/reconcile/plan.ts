@@ -14,6 +14,7 @@ import { prunes } from './decide.js';
 import { desiredFor, deviceView, type DesiredState, type RenderCache } from './desired.js';
 import type { RenderedProfile } from './render.js';
 import type { ArtifactStatus } from './types.js';
+import { planDeclarationsAgainst, planDeclarationsBetween, type DeclarationChange, type InventoryDeclaration } from '../ddm/plan.js';
 
 export interface InventoryDevice {
   id: string;
@@ -22,6 +23,8 @@ export interface InventoryDevice {
   reported: DeviceRecord['reported'];
   /** What Orchard manages on it (from the server), if known. */
   profiles?: ArtifactStatus[];
+  /** Its declarations (DDM), as the server reports them. */
+  ddm?: { declarations: InventoryDeclaration[] };
 }
 
 export type ChangeKind = 'install' | 'update' | 'remove' | 'unmanage';
@@ -35,6 +38,8 @@ export interface PlannedChange {
   blueprints: string[];
   /** Index into `Plan.diffs`: what changes inside the profile (absent when the installed version is unknown). */
   diff?: number;
+  /** A DDM declaration (`profile` then names the declaration document); absent: a configuration profile. */
+  artifact?: 'declaration';
 }
 
 export interface PlanError {
@@ -72,18 +77,27 @@ class Diffs {
     return v;
   }
 
+  /** The diff of two plain dictionaries (a declaration's Payload), stored once per distinct diff. */
+  ofValues(before: PlistDict | undefined, after: PlistDict | undefined): number {
+    return this.keep(diffArtifacts(before, after));
+  }
+
+  private keep(d: ArtifactDiff): number {
+    const sig = JSON.stringify(d);
+    let i = this.bySignature.get(sig);
+    if (i === undefined) {
+      i = this.list.push(d) - 1;
+      this.bySignature.set(sig, i);
+    }
+    return i;
+  }
+
   of(before: RenderedProfile | undefined, after: RenderedProfile | undefined): number {
     const shared = !before?.perDevice && !after?.perDevice;
     const pair = shared ? `${before?.templateHash ?? ''}\0${after?.templateHash ?? ''}` : '';
     let i = shared ? this.byPair.get(pair) : undefined;
     if (i !== undefined) return i;
-    const d = diffArtifacts(before && this.value(before), after && this.value(after));
-    const sig = JSON.stringify(d);
-    i = this.bySignature.get(sig);
-    if (i === undefined) {
-      i = this.list.push(d) - 1;
-      this.bySignature.set(sig, i);
-    }
+    i = this.keep(diffArtifacts(before && this.value(before), after && this.value(after)));
     if (shared) this.byPair.set(pair, i);
     return i;
   }
@@ -140,8 +154,24 @@ export function planAgainstInventory(fleet: Fleet, inventory: InventoryDevice[],
       const diff = kind === 'remove' && before ? diffs.of(before, undefined) : undefined;
       changes.push({ kind, device: d.id, serial, identifier: id, profile: a.profile, blueprints: a.blueprints, ...(diff !== undefined ? { diff } : {}) });
     }
+    const { view, values } = deviceView(d, fleet);
+    for (const c of planDeclarationsAgainst(fleet, view, values, view.serial ?? d.id, d.ddm?.declarations ?? []))
+      changes.push(declarationChange(c, d.id, serial, c.kind === 'install' ? diffs.ofValues(undefined, c.after as PlistDict) : undefined));
   }
   return { devices: enrolled.length, changes, errors, diffs: diffs.list };
+}
+
+function declarationChange(c: DeclarationChange, device: string, serial: string | undefined, diff: number | undefined): PlannedChange {
+  return {
+    kind: c.kind,
+    device,
+    serial,
+    identifier: c.identifier,
+    profile: c.name,
+    blueprints: c.blueprints,
+    artifact: 'declaration',
+    ...(diff !== undefined ? { diff } : {}),
+  };
 }
 
 /** Between two revisions, for the inventory's devices: only what the change itself does. */
@@ -177,6 +207,9 @@ export function planBetween(base: Fleet, head: Fleet, inventory: InventoryDevice
       const diff = kind === 'remove' && had.rendered ? diffs.of(had.rendered, undefined) : undefined;
       changes.push({ kind, device: d.id, serial, identifier: id, profile: had.profile, blueprints: had.blueprints, ...(diff !== undefined ? { diff } : {}) });
     }
+    const { view, values } = deviceView(d, head);
+    for (const c of planDeclarationsBetween(base, head, view, values, view.serial ?? d.id))
+      changes.push(declarationChange(c, d.id, serial, diffs.ofValues(c.before as PlistDict | undefined, c.after as PlistDict | undefined)));
   }
   return { devices: enrolled.length, changes, errors, diffs: diffs.list };
 }

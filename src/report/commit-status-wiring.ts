@@ -17,6 +17,8 @@ export interface CommitStatusDeps {
   source?: Pick<FleetSource, 'current' | 'status'>;
   log: Logger;
   minIntervalMs?: number;
+  /** Staged rollouts: halted ones fail the status, unfinished ones keep it pending. */
+  note?: () => { halted?: string; waiting?: string };
 }
 
 /** The reporter, or undefined when no commit status is configured. Throws when it is configured without a token. */
@@ -48,7 +50,7 @@ export function commitStatusReporter(cfg: ServerConfig, opts: { commitStatusToke
         if (page.devices.length < PAGE) break;
         after = page.devices.at(-1)!.id;
       }
-      return revisionProgress(commit, rows);
+      return { ...revisionProgress(commit, rows), ...deps.note?.() };
     },
   });
 }

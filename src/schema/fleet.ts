@@ -106,7 +106,34 @@ export const BlueprintSpec = Type.Object(
     ),
     prune: Type.Optional(Type.Boolean({ default: true, description: 'Remove profiles this blueprint installed and no longer wants.' })),
     suspend: Type.Optional(Type.Boolean({ default: false, description: 'Queue nothing for this blueprint.' })),
-    rollout: Type.Optional(Type.Object({ percent: Type.Number({ minimum: 0, maximum: 100 }) }, { additionalProperties: false })),
+    rollout: Type.Optional(
+      Type.Object(
+        {
+          percent: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
+          steps: Type.Optional(
+            Type.Array(Type.Number({ exclusiveMinimum: 0, maximum: 100 }), {
+              minItems: 1,
+              maxItems: 20,
+              description: 'Shares of the selected devices, increasing; each step starts when the one before is verified.',
+            }),
+          ),
+          wait: Type.Optional(
+            Type.Union([Type.String(), Type.Number({ minimum: 0 })], {
+              description: 'Least time on each step before the next one (7d, 12h, 30m, 45s; a number is seconds). Default 0.',
+            }),
+          ),
+          maxFailures: Type.Optional(
+            Type.Union([Type.String(), Type.Integer({ minimum: 0 })], {
+              description: 'Failed devices a step may have and still go on: a share ("2%") or a count. Default 0.',
+            }),
+          ),
+        },
+        {
+          additionalProperties: false,
+          description: 'percent: reach this share of the selected devices. steps: a staged rollout, e.g. {steps: [5, 25, 100], wait: 1h, maxFailures: 2%}.',
+        },
+      ),
+    ),
   },
   { additionalProperties: false },
 );

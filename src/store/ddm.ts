@@ -1,25 +1,9 @@
-/**
- * The DDM store role: per enrollment, the declaration set the reconciler computed (`current`),
- * the set the device was last given (`given`: a declaration fetch is answered from it, so a
- * revision applied mid-sync does not fail the device), and what the device reported over DDM.
- * Every backend implements it and passes test/store/ddm-suite.ts.
- */
+/** The DDM store role (roles/ddm.ts) in memory and in LevelDB. */
 import { Level } from 'level';
 import type { DdmStatus, DeclarationSet } from '../ddm/model.js';
+import type { DdmStore, SetSlot } from './roles/ddm.js';
 
-export type SetSlot = 'current' | 'given';
-
-export interface DdmStore {
-  getDeclarationSet(enrollmentId: string, slot: SetSlot): Promise<DeclarationSet | undefined>;
-  putDeclarationSet(enrollmentId: string, slot: SetSlot, set: DeclarationSet): Promise<void>;
-  getDdmStatus(enrollmentId: string): Promise<DdmStatus | undefined>;
-  putDdmStatus(enrollmentId: string, status: DdmStatus): Promise<void>;
-  /** Forget an enrollment's sets and status (a new enrollment starts with nothing on the device). */
-  resetDdm(enrollmentId: string): Promise<void>;
-  /** Enrollment ids with anything stored. */
-  listDdmEnrollments(): Promise<string[]>;
-  close(): Promise<void>;
-}
+export type { DdmStore, SetSlot } from './roles/ddm.js';
 
 /** For tests and benchmarks; values are copied in and out, as a real backend would. */
 export class MemoryDdmStore implements DdmStore {

@@ -25,12 +25,15 @@
  *   a\0<dev>                    reconciler state of the device: {version, state} (a bare DeviceArtifacts is version 1)
  *   v\0<dev>                    status row of the device (read model, src/store/status.ts)
  *   m\0status                   set once every device has a status row
+ *   k\0<kind>\0<key>            material: challenges, issuance records, blobs (level-material.ts)
  *
  * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
  */
 import { Level } from 'level';
 import { LruMap } from './lru.js';
+import { LevelMaterial } from './level-material.js';
+import type { MaterialKind, PutMaterialOptions } from './material.js';
 import {
   StatusIndex,
   deviceOfEnrollment,
@@ -289,6 +292,7 @@ export class LevelStore implements Store {
   private readonly timer: NodeJS.Timeout;
   private seqMarkersDirty = false;
   private closing?: Promise<void>;
+  private readonly material: LevelMaterial;
 
   private constructor(
     private readonly db: Db,
@@ -296,6 +300,7 @@ export class LevelStore implements Store {
     opts: LevelStoreOptions,
   ) {
     this.seq = seq;
+    this.material = new LevelMaterial(db, (key, fn) => this.withLock(key, fn));
     this.deviceOfEnr = new LruMap(opts.cacheMax ?? 100_000);
     this.maxBufferedTouches = opts.maxBufferedTouches ?? 10_000;
     this.timer = setInterval(() => {
@@ -1051,6 +1056,28 @@ export class LevelStore implements Store {
   private withSeen(row: DeviceStatus): DeviceStatus {
     const seen = this.status.lastSeen(row.id);
     return seen === undefined ? row : { ...row, lastSeenAt: new Date(seen).toISOString() };
+  }
+
+  // --- material ---
+
+  getMaterial(kind: MaterialKind, key: string, now?: Date): Promise<Buffer | undefined> {
+    return this.material.getMaterial(kind, key, now);
+  }
+
+  putMaterial(kind: MaterialKind, key: string, value: Buffer, opts?: PutMaterialOptions): Promise<boolean> {
+    return this.material.putMaterial(kind, key, value, opts);
+  }
+
+  takeMaterial(kind: MaterialKind, key: string, now?: Date): Promise<Buffer | undefined> {
+    return this.material.takeMaterial(kind, key, now);
+  }
+
+  deleteMaterial(kind: MaterialKind, key: string): Promise<void> {
+    return this.material.deleteMaterial(kind, key);
+  }
+
+  pruneMaterial(kind: MaterialKind, now?: Date): Promise<number> {
+    return this.material.pruneMaterial(kind, now);
   }
 
   async compact(before: Date): Promise<number> {

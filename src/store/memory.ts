@@ -21,6 +21,8 @@ import {
 } from './checks.js';
 import { Conflict, Malformed, NotFound, Unavailable } from '../errors.js';
 import { VersionConflictError } from './errors.js';
+import type { MaterialKind, PutMaterialOptions } from './material.js';
+import { MemoryMaterial } from './memory-material.js';
 import { checkId, compareIds } from './ids.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 import {
@@ -88,6 +90,7 @@ export class MemoryData {
   /** Read model rows and their counts (src/store/status.ts). */
   readonly status = new Map<string, DeviceStatus>();
   readonly statusIndex = new StatusIndex();
+  readonly material = new MemoryMaterial();
   /** Sorted device ids, rebuilt after a device is added. */
   sortedDevices?: string[];
   sortedArtifacts?: string[];
@@ -571,6 +574,28 @@ export class MemoryStore implements Store {
   async queryStatus(q: StatusQuery): Promise<{ total: number; devices: DeviceStatus[] }> {
     const { total, ids } = this.d.statusIndex.query(q);
     return { total, devices: ids.flatMap((id) => (this.d.status.has(id) ? [this.withSeen(this.d.status.get(id)!)] : [])) };
+  }
+
+  // --- material ---
+
+  getMaterial(kind: MaterialKind, key: string, now?: Date): Promise<Buffer | undefined> {
+    return this.d.material.getMaterial(kind, key, now);
+  }
+
+  putMaterial(kind: MaterialKind, key: string, value: Buffer, opts?: PutMaterialOptions): Promise<boolean> {
+    return this.d.material.putMaterial(kind, key, value, opts);
+  }
+
+  takeMaterial(kind: MaterialKind, key: string, now?: Date): Promise<Buffer | undefined> {
+    return this.d.material.takeMaterial(kind, key, now);
+  }
+
+  deleteMaterial(kind: MaterialKind, key: string): Promise<void> {
+    return this.d.material.deleteMaterial(kind, key);
+  }
+
+  pruneMaterial(kind: MaterialKind, now?: Date): Promise<number> {
+    return this.d.material.pruneMaterial(kind, now);
   }
 
   // --- lifecycle ---

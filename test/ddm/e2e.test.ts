@@ -23,7 +23,7 @@ const tokensOf = (entries: Record<string, { declaration: { ServerToken: string }
 async function apply(message: string, changes = true): Promise<void> {
   const sha = repo.commit(message);
   await server.source!.sync('test');
-  if (changes) await waitFor(`set of ${message}`, async () => ((await set(mac)).revision === sha ? true : undefined), 10_000);
+  if (changes) await waitFor(`set of ${message}`, async () => ((await set(mac)).revision === sha ? true : undefined), 30_000);
 }
 
 /** Devices answer commands (and sync DDM after a DeclarativeManagement) until every declaration is verified. */
@@ -39,7 +39,7 @@ async function converge(devices: SimulatedDevice[]): Promise<void> {
       }
       return true;
     },
-    15_000,
+    30_000,
   );
 }
 
@@ -143,12 +143,16 @@ describe('DDM end to end', () => {
     mac.ddm.fail = (d) => (d.Identifier === 'com.example.passcode' ? { code: 'Error.ConfigurationCannotBeApplied', description: 'simulated' } : undefined);
     repo.write('declarations/passcode.yaml', passcodeDecl('passcode', 13));
     await apply('passcode 13');
-    await waitFor('failed', async () => {
-      await mac.connect();
-      const s = await set(mac);
-      const st = phaseOf(s.entries['com.example.passcode']!, await server.ddmStore.getDdmStatus(mac.udid));
-      return st.phase === 'failed' ? st : undefined;
-    }).then((st) => expect(st.reasons?.[0]?.code).toBe('Error.ConfigurationCannotBeApplied'));
+    await waitFor(
+      'failed',
+      async () => {
+        await mac.connect();
+        const s = await set(mac);
+        const st = phaseOf(s.entries['com.example.passcode']!, await server.ddmStore.getDdmStatus(mac.udid));
+        return st.phase === 'failed' ? st : undefined;
+      },
+      20_000,
+    ).then((st) => expect(st.reasons?.[0]?.code).toBe('Error.ConfigurationCannotBeApplied'));
     mac.ddm.fail = undefined;
   });
 
@@ -169,7 +173,7 @@ spec:
     await apply('user declaration', false);
     const r = await other.tokenUpdate({ userId: 'USER-1' });
     expect(r.status).toBe(200);
-    const userSet = await waitFor('user set', async () => (await server.ddmStore.getDeclarationSet(`${other.udid}:USER-1`, 'current')) ?? undefined);
+    const userSet = await waitFor('user set', async () => (await server.ddmStore.getDeclarationSet(`${other.udid}:USER-1`, 'current')) ?? undefined, 20_000);
     expect(Object.keys(userSet.entries)).toEqual(['com.example.user-passcode']);
     await other.connect({ userId: 'USER-1' });
     expect([...other.ddm.held('USER-1').keys()]).toEqual(['com.example.user-passcode']);

@@ -46,7 +46,9 @@ describe('DeclarationsToken', () => {
     const entry = (id: string, cls: 'configuration' | 'activation', token: string) => ({
       class: cls,
       source: id,
+      blueprints: [],
       declaration: { Type: `com.apple.${cls}.x`, Identifier: id, ServerToken: token, Payload: {} },
+      templateToken: token,
     });
     const s = setFor({ b: entry('b', 'configuration', 't2'), a: entry('a', 'activation', 't1') }, new Set(), undefined, 'rev', new Date(0));
     expect(s.declarationsToken).toBe('1dec44ca551f3743c73ff69a34d5236c5c664ff43ebcae3f39b01d933418aa35');

@@ -3,10 +3,18 @@
  * devices, with a local stand-in of GitHub's commit-status API (test/report/git-host.ts):
  * a one-key change is planned (the key, old and new values, the right devices) with the read
  * token only; after the merge the server applies it and the commit gets pending, then success.
+ * A staged rollout whose change the devices refuse halts at its first step: only that step's
+ * devices got it, an event webhook fires, the commit gets failure; a resume goes on to the next
+ * step, which the gate halts again.
  */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPlan } from '../../src/cli/plan.js';
+import { runRollout } from '../../src/cli/rollout.js';
+import { rolloutBucket } from '../../src/reconcile/desired.js';
+import type { RolloutView } from '../../src/reconcile/rollout.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
 import { blueprint, profile } from '../gitops/repo.js';
@@ -21,11 +29,15 @@ const passcode = (min: number) =>
     `    - type: com.apple.mobiledevice.passwordpolicy\n      keys:\n        minLength: ${min}\n        requireAlphanumeric: true\n`,
   );
 
+const firewall = profile('firewall', 'com.example.firewall', '    - type: com.apple.security.firewall\n      keys:\n        EnableFirewall: true\n');
+
 let repo: FleetRepo;
 let host: GitHostStandIn;
 let server: TestServer;
 let macs: SimulatedDevice[];
 let devices: SimulatedDevice[];
+let events: { type: string; data: Record<string, unknown> }[];
+let receiver: Server;
 
 /** Every device checks in until `done` holds. */
 async function converge(what: string, done: () => boolean, timeoutMs = 30_000): Promise<void> {
@@ -41,6 +53,16 @@ async function converge(what: string, done: () => boolean, timeoutMs = 30_000): 
 
 beforeAll(async () => {
   host = await new GitHostStandIn(TOKEN).start();
+  events = [];
+  receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      events.push(JSON.parse(body) as { type: string; data: Record<string, unknown> });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
   repo = new FleetRepo();
   repo.write('profiles/passcode.yaml', passcode(8)).write('blueprints/macs.yaml', blueprint('macs', '    platforms: [macOS]', ['passcode']));
   repo.commit('main');
@@ -52,8 +74,9 @@ beforeAll(async () => {
       dataDir: join(repo.root, 'server'),
       publicUrl: 'https://mdm.example.com',
       commitStatus: { provider: 'github', repo: 'acme/fleet', url: host.url },
+      eventWebhooks: [`http://127.0.0.1:${(receiver.address() as AddressInfo).port}/events`],
     },
-    { commitStatusToken: TOKEN, commitStatusIntervalMs: 50 },
+    { commitStatusToken: TOKEN, commitStatusIntervalMs: 50, rolloutTickMs: 100, eventSecret: 'event-secret' },
   );
   macs = [0, 1, 2].map((i) => server.device({ serialNumber: `LOOP${i}` }));
   devices = [...macs, server.device({ serialNumber: 'LOOPIPAD', model: 'iPad13,1', productName: 'iPad13,1' })];
@@ -64,6 +87,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.stop();
   await host?.stop();
+  await new Promise((r) => receiver?.close(r));
   repo?.cleanup();
 });
 
@@ -107,5 +131,50 @@ describe('the pull-request loop', () => {
     );
     expect(host.states(sha).at(-1)).toBe('success');
     expect(host.refused).toEqual([]);
+  });
+
+  it('a change the devices refuse halts the staged rollout at its first step; the commit gets failure; resume goes on', async () => {
+    // The first step holds exactly the Mac with the lowest bucket (the same hash as `percent`).
+    const buckets = macs.map((d) => ({ d, at: rolloutBucket(d.serialNumber, 'macs') })).sort((a, b) => a.at - b.at);
+    const first = Number(((buckets[0]!.at + buckets[1]!.at) / 2).toFixed(4));
+    const staged = blueprint('macs', '    platforms: [macOS]', ['passcode', 'firewall']) + `  rollout: {steps: [${first}, 100], wait: 0s, maxFailures: 0}\n`;
+    repo.write('blueprints/macs.yaml', staged).write('profiles/firewall.yaml', firewall);
+    for (const d of macs)
+      d.fail = (requestType, command) =>
+        requestType === 'InstallProfile' && Buffer.from(command.Payload as Uint8Array).includes('com.example.firewall')
+          ? { ErrorCode: 4001, ErrorDomain: 'MCInstallationErrorDomain', LocalizedDescription: 'The firewall payload could not be installed' }
+          : undefined;
+    const plan = await runPlan({ path: repo.work, server: server.url, token: server.readToken, base: 'HEAD', format: 'text' });
+    expect(plan.stdout).toMatch(new RegExp(`install +1 +${buckets[0]!.d.serialNumber}\\n`));
+    const sha = repo.commit('firewall, staged');
+    await server.source!.sync('test');
+    await converge('the halt', () => host.states(sha).includes('failure'));
+    const failure = host.posted.filter((p) => p.sha === sha && p.state === 'failure').at(-1)!;
+    expect(failure.description).toMatch(/^rollout halted: macs: 1 of 1 devices failed at step 1 of 2/);
+    expect(failure.targetUrl).toBe('https://mdm.example.com/status');
+    const attempted = (d: SimulatedDevice) => d.handled.some((h) => h.requestType === 'InstallProfile' && h.status === 'Error');
+    expect(macs.filter(attempted)).toEqual([buckets[0]!.d]);
+    const list = await runRollout({ server: server.url, token: server.readToken, action: 'list' });
+    expect(list.stdout).toMatch(/^macs: halted, step 1 of 2 \([\d.]+%\), 0 verified, 0 pending, 1 failed of 1: 1 of 1 devices failed/);
+    await waitFor('the webhook', () => events.find((e) => e.type === 'rollout.halted'), 10_000);
+    expect(events.find((e) => e.type === 'rollout.halted')!.data).toMatchObject({ blueprint: 'macs', revision: sha, step: 1, devices: 1, failed: 1 });
+
+    // Halted stays halted: more check-ins do not move it on, and the read token may not resume.
+    for (const d of devices) await d.connect();
+    expect(macs.filter(attempted)).toEqual([buckets[0]!.d]);
+    expect((await runRollout({ server: server.url, token: server.readToken, action: 'resume', blueprint: 'macs' })).exitCode).toBe(1);
+    expect((await runRollout({ server: server.url, token: server.adminToken, action: 'resume', blueprint: 'nope' })).stderr).toMatch(/404/);
+    const resumed = await runRollout({ server: server.url, token: server.adminToken, action: 'resume', blueprint: 'macs' });
+    expect(resumed.exitCode).toBe(0);
+    // The first step's failure is accepted; step 2 reaches the other Macs, which refuse it too: halted again.
+    await converge(
+      'step 2 halts',
+      () => macs.every(attempted) && host.posted.filter((p) => p.sha === sha && /at step 2 of 2/.test(p.description ?? '')).length > 0,
+    );
+    const views = (await (await fetch(`${server.url}/api/v1/rollouts`, { headers: { authorization: `Bearer ${server.readToken}` } })).json()) as {
+      rollouts: RolloutView[];
+    };
+    expect(views.rollouts[0]).toMatchObject({ blueprint: 'macs', step: 1, phase: 'halted', acceptedFailures: 1, counts: { devices: 3, failed: 3 } });
+    expect(events.map((e) => e.type).filter((t) => t.startsWith('rollout.'))).toEqual(['rollout.halted', 'rollout.resumed', 'rollout.step', 'rollout.halted']);
   });
 });

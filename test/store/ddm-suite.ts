@@ -21,6 +21,8 @@ const set = (token: string, minLength: number): DeclarationSet => ({
     'com.example.passcode': {
       class: 'configuration',
       source: 'passcode',
+      blueprints: ['office'],
+      templateToken: `st-${minLength}`,
       declaration: {
         Type: 'com.apple.configuration.passcode.settings',
         Identifier: 'com.example.passcode',

@@ -1,5 +1,5 @@
 /**
- * The read model on LevelDB (the shared status suite), the one-time backfill of stores written
+ * The read model and the material role on LevelDB (the shared suites), the one-time backfill of stores written
  * before it, and the in-memory index against a recount from its rows under random changes.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -10,13 +10,14 @@ import { Level } from 'level';
 import { describe, expect, it } from 'vitest';
 import { LevelStore } from '../../src/store/leveldb.js';
 import { DAY_MS, DEVICE_STATES, StatusIndex, rowState, type DeviceStatus, type StatusQuery } from '../../src/store/status.js';
+import { materialSuite } from './material-suite.js';
 import { statusSuite } from './status-suite.js';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'orchard-status-'));
 }
 
-statusSuite('LevelStore', async () => {
+async function levelHarness() {
   const dir = await tempDir();
   let current = await LevelStore.open(dir);
   return {
@@ -31,7 +32,10 @@ statusSuite('LevelStore', async () => {
       await rm(dir, { recursive: true, force: true });
     },
   };
-});
+}
+
+statusSuite('LevelStore', levelHarness);
+materialSuite('LevelStore', levelHarness, { persistent: true });
 
 describe('LevelStore read model', () => {
   it('gives every device of a store written before the read model a row, once, at open', async () => {

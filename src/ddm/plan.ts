@@ -1,0 +1,100 @@
+/**
+ * Declarations in `orchard plan`: per device, which declarations a revision adds, changes or
+ * removes, compared by template token (the ServerToken of the rendering with secrets left as
+ * placeholders, which is all the planner can render), with a key-level diff of the Payload.
+ */
+import type { Fleet } from '../gitops/model.js';
+import type { DeviceView } from '../gitops/selector.js';
+import type { DeviceValues } from '../reconcile/render.js';
+import type { SetEntry } from './model.js';
+import { ddmCapable, desiredDeclarations } from './desired.js';
+
+/** What the server says a device has (the `ddm.declarations` of `GET /api/v1/devices`). */
+export interface InventoryDeclaration {
+  identifier: string;
+  channel: 'device' | 'user';
+  templateToken: string;
+  declaration: string;
+  blueprints: string[];
+  type: string;
+}
+
+export interface DeclarationChange {
+  kind: 'install' | 'update' | 'remove';
+  identifier: string;
+  /** The declaration document (or generated name), with its channel when not the device's. */
+  name: string;
+  blueprints: string[];
+  before?: Record<string, unknown>;
+  after?: Record<string, unknown>;
+}
+
+const label = (e: { source: string }, channel: string) => (channel === 'user' ? `${e.source} (user channel)` : e.source);
+
+/** Entries per channel of a device under a fleet, or undefined when its OS has no DDM. */
+function wanted(fleet: Fleet, view: DeviceView, values: DeviceValues, key: string): Map<string, { channel: string; entry: SetEntry }> | undefined {
+  const want = desiredDeclarations(fleet, view, values, key, undefined);
+  if (want.wanted && ddmCapable(view) === false) return undefined;
+  const out = new Map<string, { channel: string; entry: SetEntry }>();
+  for (const channel of ['device', 'user'] as const)
+    for (const e of Object.values(want[channel])) out.set(`${channel}\0${e.declaration.Identifier}`, { channel, entry: e });
+  return out;
+}
+
+export function planDeclarationsBetween(base: Fleet, head: Fleet, view: DeviceView, values: DeviceValues, key: string): DeclarationChange[] {
+  const before = wanted(base, view, values, key) ?? new Map();
+  const after = wanted(head, view, values, key);
+  if (!after) return [];
+  const out: DeclarationChange[] = [];
+  for (const [k, { channel, entry }] of after) {
+    const had = before.get(k)?.entry;
+    if (had?.templateToken === entry.templateToken) continue;
+    out.push({
+      kind: had ? 'update' : 'install',
+      identifier: entry.declaration.Identifier,
+      name: label(entry, channel),
+      blueprints: entry.blueprints,
+      ...(had ? { before: had.declaration.Payload } : {}),
+      after: entry.declaration.Payload,
+    });
+  }
+  for (const [k, { channel, entry }] of before) {
+    if (!after.has(k))
+      out.push({
+        kind: 'remove',
+        identifier: entry.declaration.Identifier,
+        name: label(entry, channel),
+        blueprints: entry.blueprints,
+        before: entry.declaration.Payload,
+      });
+  }
+  return out;
+}
+
+export function planDeclarationsAgainst(head: Fleet, view: DeviceView, values: DeviceValues, key: string, has: InventoryDeclaration[]): DeclarationChange[] {
+  const after = wanted(head, view, values, key);
+  if (!after) return [];
+  const before = new Map(has.map((d) => [`${d.channel}\0${d.identifier}`, d]));
+  const out: DeclarationChange[] = [];
+  for (const [k, { channel, entry }] of after) {
+    const had = before.get(k);
+    if (had?.templateToken === entry.templateToken) continue;
+    out.push({
+      kind: had ? 'update' : 'install',
+      identifier: entry.declaration.Identifier,
+      name: label(entry, channel),
+      blueprints: entry.blueprints,
+      after: entry.declaration.Payload,
+    });
+  }
+  for (const [k, d] of before) {
+    if (!after.has(k))
+      out.push({
+        kind: 'remove',
+        identifier: d.identifier,
+        name: d.channel === 'user' ? `${d.declaration} (user channel)` : d.declaration,
+        blueprints: d.blueprints,
+      });
+  }
+  return out;
+}

@@ -1,0 +1,25 @@
+/**
+ * Staged rollouts over the admin API:
+ *   GET  /api/v1/rollouts                    every staged rollout: step, counts, halted and why (read token suffices);
+ *   POST /api/v1/rollouts/:blueprint/resume  go on past a halted gate, accepting its failures (admin token).
+ */
+import Router from '@koa/router';
+import type { RolloutController } from '../reconcile/rollout.js';
+import type { RouteDeps } from '../server.js';
+import { NotFound } from '../errors.js';
+import { ROUTER_OPTIONS } from './api.js';
+
+export function rolloutRoutes(controller: () => RolloutController | undefined): (deps: RouteDeps) => Router {
+  return (deps) => {
+    const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
+    router.get('/rollouts', deps.auth, (ctx) => {
+      ctx.body = { rollouts: controller()?.views() ?? [] };
+    });
+    router.post('/rollouts/:blueprint/resume', deps.auth, async (ctx) => {
+      const c = controller();
+      if (!c) throw new NotFound('no fleet repository: there are no rollouts');
+      ctx.body = await c.resume(ctx.params.blueprint!);
+    });
+    return router;
+  };
+}

@@ -1,0 +1,82 @@
+/**
+ * `MaterialStore` on LevelDB: one key per value, `k\0<kind>\0<key>` -> {v: base64, e?: expiry ms}.
+ * Material keys are printable ASCII (material.ts), so they need no escaping and sort by kind.
+ * A take is a read and a delete under the key's lock: exactly once within the one process that
+ * holds the database.
+ */
+import type { Level } from 'level';
+import { checkMaterialKey, isLive, type MaterialEntry, type MaterialKind, type MaterialStore, type PutMaterialOptions } from './material.js';
+
+interface Stored {
+  v: string;
+  e?: number;
+}
+
+type Lock = <T>(key: string, fn: () => Promise<T>) => Promise<T>;
+
+const key = (kind: MaterialKind, k: string): string => `k\x00${kind}\x00${k}`;
+
+export class LevelMaterial implements MaterialStore {
+  constructor(
+    private readonly db: Level<string, unknown>,
+    private readonly lock: Lock,
+  ) {}
+
+  private read(kind: MaterialKind, k: string): MaterialEntry | undefined {
+    const s = this.db.getSync(key(kind, k)) as Stored | undefined;
+    return s && { value: Buffer.from(s.v, 'base64'), ...(s.e !== undefined ? { expiresAt: s.e } : {}) };
+  }
+
+  async getMaterial(kind: MaterialKind, k: string, now = new Date()): Promise<Buffer | undefined> {
+    checkMaterialKey(kind, k);
+    const e = this.read(kind, k);
+    return isLive(e, now) ? e.value : undefined;
+  }
+
+  async putMaterial(kind: MaterialKind, k: string, value: Buffer, opts: PutMaterialOptions = {}): Promise<boolean> {
+    checkMaterialKey(kind, k);
+    return this.lock(`K${kind}\x00${k}`, async () => {
+      if (opts.ifAbsent && isLive(this.read(kind, k), new Date())) return false;
+      const s: Stored = { v: value.toString('base64') };
+      if (opts.expiresAt) s.e = opts.expiresAt.getTime();
+      await this.db.put(key(kind, k), s);
+      return true;
+    });
+  }
+
+  async takeMaterial(kind: MaterialKind, k: string, now = new Date()): Promise<Buffer | undefined> {
+    checkMaterialKey(kind, k);
+    return this.lock(`K${kind}\x00${k}`, async () => {
+      const e = this.read(kind, k);
+      if (!e) return undefined;
+      await this.db.del(key(kind, k));
+      return isLive(e, now) ? e.value : undefined;
+    });
+  }
+
+  async deleteMaterial(kind: MaterialKind, k: string): Promise<void> {
+    checkMaterialKey(kind, k);
+    await this.lock(`K${kind}\x00${k}`, () => this.db.del(key(kind, k)));
+  }
+
+  async pruneMaterial(kind: MaterialKind, now = new Date()): Promise<number> {
+    const prefix = `k\x00${kind}\x00`;
+    const expired: string[] = [];
+    for await (const [k, s] of this.db.iterator({ gte: prefix, lt: `k\x00${kind}\x01` })) {
+      const e = (s as Stored).e;
+      if (e !== undefined && e <= now.getTime()) expired.push(k.slice(prefix.length));
+    }
+    let n = 0;
+    for (const k of expired) {
+      // Under the lock, and only if still expired: a value written again meanwhile stays.
+      await this.lock(`K${kind}\x00${k}`, async () => {
+        const e = this.read(kind, k);
+        if (e && !isLive(e, now)) {
+          await this.db.del(key(kind, k));
+          n++;
+        }
+      });
+    }
+    return n;
+  }
+}
