@@ -238,6 +238,43 @@ program
     emit(r);
   });
 
+const abm = program.command('abm').description('Apple Business Manager: the key pair to upload, and the server tokens it returns');
+abm
+  .command('keypair')
+  .description('make (or show) the key pair whose certificate is uploaded to ABM')
+  .option('--force', 'make a new key pair (tokens made for the old certificate stop working)')
+  .option('--config <file>', 'server config file')
+  .option('--data-dir <dir>', 'data directory')
+  .action(async (flags: { config?: string; dataDir?: string; force?: boolean }) => {
+    const { abmKeypair } = await import('./abm.js');
+    emit(abmKeypair({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir, force: flags.force }));
+  });
+const abmToken = abm.command('token').description('ABM server tokens');
+abmToken
+  .command('import')
+  .description('decrypt and store a server token downloaded from ABM (.p7m); shows its organisation, server name and expiry')
+  .argument('<file>', 'the .p7m file')
+  .option('--name <name>', 'name of this token (several may coexist)', 'default')
+  .option('--replace', 'replace a token of that name made for another ABM server')
+  .option('--dep-url <url>', "Apple's device enrollment service (a stand-in in tests)")
+  .option('--offline', 'do not ask ABM for the organisation and server name')
+  .option('--config <file>', 'server config file')
+  .option('--data-dir <dir>', 'data directory')
+  .action(async (file: string, flags: { config?: string; dataDir?: string; name: string; replace?: boolean; depUrl?: string; offline?: boolean }) => {
+    const { abmTokenImport } = await import('./abm.js');
+    const dataDir = loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir;
+    emit(await abmTokenImport(file, { dataDir, name: flags.name, replace: flags.replace, depUrl: flags.depUrl, offline: flags.offline }));
+  });
+abmToken
+  .command('list')
+  .description('the imported tokens and their expiry (warned 30 days ahead)')
+  .option('--config <file>', 'server config file')
+  .option('--data-dir <dir>', 'data directory')
+  .action(async (flags: { config?: string; dataDir?: string }) => {
+    const { abmTokenList } = await import('./abm.js');
+    emit(abmTokenList({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir }));
+  });
+
 const rollout = program.command('rollout').description('staged rollouts on a server: where they stand, going on past a halted gate');
 rollout
   .command('list')
