@@ -17,6 +17,8 @@ import { statusPageRoutes } from './http/status-page.js';
 import { createMetrics, httpMetrics, metricsRoutes } from './http/metrics.js';
 import { EventWebhooks } from './report/webhooks.js';
 import { commitStatusReporter } from './report/commit-status-wiring.js';
+import type { RevisionProgress } from './report/commit-status.js';
+import { ConvergenceSeries, ProgressSampler, progressReader } from './report/progress.js';
 import { RolloutController } from './reconcile/rollout.js';
 import { LevelRolloutStore } from './store/rollouts.js';
 import { rolloutRoutes } from './http/rollout-routes.js';
@@ -60,7 +62,7 @@ export interface StartOptions {
   eventSecret?: string;
   /** Git host token for cfg.commitStatus (else read from its tokenFile). */
   commitStatusToken?: string;
-  /** How often a commit status may be posted (default 10 s; tests shorten it). */
+  /** How often the applied revision's progress is read, so how often a commit status may be posted (default 10 s; tests shorten it). */
   commitStatusIntervalMs?: number;
   /** How often staged rollouts are looked at without a device answer (default 10 s). */
   rolloutTickMs?: number;
@@ -115,12 +117,17 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
   const reportCtx = () => ({ source, apns });
   // Staged rollouts: made with the reconciler below, read by their routes on each request.
   let rollouts: RolloutController | undefined = undefined;
+  // The applied revision's convergence over time, sampled below, drawn on the status page.
+  const convergence = new ConvergenceSeries();
   const rolloutStore = await LevelRolloutStore.open(join(cfg.dataDir, 'rollouts'));
   const routeFactories = [
     rolloutRoutes(() => rollouts),
     ...(opts.routes ?? []),
     reportRoutes(reportCtx),
-    statusPageRoutes(reportCtx, { adminToken: opts.adminToken, readToken: opts.readToken }),
+    statusPageRoutes(reportCtx, { adminToken: opts.adminToken, readToken: opts.readToken }, () => ({
+      convergence: convergence.view(),
+      rollouts: rollouts?.views() ?? [],
+    })),
     metricsRoutes(reportCtx, metrics),
     ...(opts.pusher ? [] : [pushRoutes(apns)]),
   ];
@@ -202,7 +209,13 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     inventoryOnEnroll: source !== undefined,
     retry: opts.retry,
   });
-  const statuses = commitStatusReporter(cfg, opts, { store, source, log, minIntervalMs: opts.commitStatusIntervalMs, note: () => rollouts?.note() ?? {} });
+  const statuses = commitStatusReporter(cfg, opts, log);
+  const progress = new ProgressSampler({
+    progress: progressReader({ store, source, note: () => rollouts?.note() ?? {} }),
+    sinks: [convergence.record, ...(statuses ? [(p: RevisionProgress | undefined) => statuses.report(p)] : [])],
+    log,
+    minIntervalMs: opts.commitStatusIntervalMs,
+  });
   rollouts = source
     ? new RolloutController({
         store: rolloutStore,
@@ -210,7 +223,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
         apply: (rev) => reconciler.apply(rev),
         log: log.child({ component: 'rollout' }),
         emit: (type, data) => hooks?.emit(type, data),
-        onChange: () => statuses?.poke(true),
+        onChange: () => progress.poke(true),
         tickMs: opts.rolloutTickMs,
       })
     : undefined;
@@ -218,15 +231,15 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     saveAppliedRevision(store, rev).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
     // Staged blueprints reach their current step only: the controller applies the revision so.
     (rollouts ? rollouts.applied(rev) : reconciler.apply(rev))
-      .then(() => statuses?.poke(true))
+      .then(() => progress.poke(true))
       .catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
   });
   // Device answers move rollouts: looked at again within the reporter's interval.
   service.on('result', () => {
-    statuses?.poke();
+    progress.poke();
     rollouts?.poke();
   });
-  statuses?.start();
+  progress.start();
   rollouts?.start();
   reconciler.start();
   const hooks =
@@ -251,7 +264,7 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     async close() {
       clearInterval(timer);
       await source?.stop();
-      await statuses?.stop();
+      await progress.stop();
       await rollouts?.stop();
       await reconciler.stop();
       await apns?.close();
