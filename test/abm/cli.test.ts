@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { serverTokenText } from '../../src/abm/token.js';
 import { CLI } from '../helpers/process.js';
 import { openssl } from '../helpers/openssl.js';
-import { DepStandin } from './standin.js';
+import { DepStandin } from '../../src/sim/dep.js';
 
 const run = promisify(execFile);
 const dirs: string[] = [];

@@ -7,7 +7,7 @@ import { hmacSha1Signature, oauthHeader, parseOAuthHeader, percentEncode, signat
 import { AbmSync } from '../../src/abm/sync.js';
 import { daysLeft, parseServerToken, serverTokenText } from '../../src/abm/token.js';
 import { LevelAbmStore, MemoryAbmStore, type AbmStore } from '../../src/store/abm.js';
-import { DepStandin } from './standin.js';
+import { DepStandin } from '../../src/sim/dep.js';
 
 const creds = {
   consumerKey: 'CK_48dd68d198350f51258e885ce9a5c37ab7f98543c4a697323d75682a6c10a32501cb247e3db08105db868f73f2c972bdb6ae77112aea803b9219eb52689d42e6',

@@ -1,5 +1,5 @@
 /**
- * A local stand-in of Apple's device enrollment service, written to Apple's documented wire
+ * A local stand-in of Apple's device enrollment service (tests, benchmarks), written to Apple's documented wire
  * format: OAuth 1.0a (HMAC-SHA1) on `GET /session` checked as Apple checks it, a session token in
  * `X-ADM-Auth-Session` that expires (401), `X-Server-Protocol-Version` required, JSON bodies with
  * Apple's content type, device fetch and sync with cursors and `more_to_follow`, expired cursors,
@@ -8,8 +8,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { hmacSha1Signature, parseOAuthHeader, signatureBaseString, type OAuthCredentials } from '../../src/abm/oauth1.js';
-import type { AbmDevice, AbmProfile } from '../../src/abm/client.js';
+import { hmacSha1Signature, parseOAuthHeader, signatureBaseString, type OAuthCredentials } from '../abm/oauth1.js';
+import type { AbmDevice, AbmProfile } from '../abm/client.js';
 
 interface Change {
   seq: number;
