@@ -64,17 +64,8 @@ program
   )
   .action(async (flags: FlagValues) => {
     const cfg = loadConfig(flags);
-    const { enrollmentRoutes } = await import('./enroll.js');
-    const { readStoredPushCredentials } = await import('../push/push-cert.js');
-    // The topic is read when a profile is built, so an imported certificate applies at once.
-    const topic = () => {
-      try {
-        return readStoredPushCredentials(cfg.dataDir)?.topic;
-      } catch {
-        return undefined;
-      }
-    };
     // Loaded on demand: every other command (and --help) starts without the server's modules.
+    const { enrollmentOptions } = await import('./enroll.js');
     const { startServer } = await import('../server.js');
     const server = await startServer(cfg, {
       adminToken: process.env.ORCHARD_API_TOKEN || undefined,
@@ -82,7 +73,8 @@ program
       webhookSecret: process.env.ORCHARD_WEBHOOK_SECRET || undefined,
       eventSecret: process.env.ORCHARD_EVENT_SECRET || undefined,
       commitStatusToken: process.env.ORCHARD_COMMIT_STATUS_TOKEN || undefined,
-      routes: [enrollmentRoutes({ topic })],
+      // The topic is the imported push certificate's, read when a profile is built.
+      enrollment: enrollmentOptions(),
     });
     const stop = async (signal: string) => {
       server.log.info({ signal }, 'shutting down');

@@ -33,9 +33,9 @@ import {
   type FleetSummary,
 } from '../report/status.js';
 import type { ErrorChainItem } from '../store/types.js';
-import type { RouteDeps } from '../server.js';
+import type { RouteDeps } from './deps.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
-import { fleetReport, reportContext, type ReportSources } from './report-routes.js';
+import { fleetReport, reportContext } from './report-routes.js';
 import { allPages } from '../store/paging.js';
 
 export const SESSION_COOKIE = 'orchard_status';
@@ -476,13 +476,11 @@ ${p.rollouts.map((r) => html`<figure data-rollout="${r.blueprint}">${new Html(ro
 </section>`;
 }
 
-export function statusPageRoutes(
-  getContext: () => ReportSources = () => ({}),
-  tokens: { adminToken?: string; readToken?: string } = {},
-  getPictures?: () => StatusPictures,
-): (deps: RouteDeps) => Router {
-  const sessions = new StatusSessions(tokens);
-  return (deps) => {
+export function statusPageRoutes(deps: RouteDeps): Router {
+  const getContext = deps.reports;
+  const getPictures = (): StatusPictures => ({ convergence: deps.convergence.view(), rollouts: deps.rollouts?.views() ?? [] });
+  const sessions = new StatusSessions({ adminToken: deps.adminToken, readToken: deps.readToken });
+  {
     const router = new Router(ROUTER_OPTIONS);
 
     const session = (ctx: Context): boolean => sessions.verify(ctx.cookies.get(SESSION_COOKIE)) !== undefined;
@@ -595,5 +593,5 @@ ${deviceList(
     });
 
     return router;
-  };
+  }
 }

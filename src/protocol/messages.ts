@@ -3,7 +3,7 @@
  * their decoding from a parsed plist. Decoding checks exactly what the server relies on; every
  * refusal is a 400 that names the key.
  */
-import type { DeviceFacts, ErrorChainItem } from '../store/types.js';
+import type { DeviceFacts, ErrorChainItem } from '../model/device.js';
 import { ProtocolError } from './errors.js';
 import { describe, type PlistDict, type PlistValue } from './plist.js';
 import { DEVICE_ID_PATTERN } from '../schema/api.js';
