@@ -58,9 +58,11 @@ export interface BenchServer {
 export async function startBenchServer(dir: string, caPath: string): Promise<BenchServer> {
   const cli = join(import.meta.dirname, '../src/cli/main.js');
   const prof = process.env.ORCHARD_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORCHARD_BENCH_PROF}`] : [];
+  // Node/V8 flags for the server only, e.g. ORCHARD_BENCH_SERVER_FLAGS=--max-semi-space-size=16 to compare heap settings.
+  const flags = (process.env.ORCHARD_BENCH_SERVER_FLAGS ?? '').split(/\s+/).filter(Boolean);
   const child = spawn(
     process.execPath,
-    [...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info'],
+    [...flags, ...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info'],
     {
       env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
       stdio: ['ignore', 'pipe', 'inherit'],
