@@ -58,16 +58,6 @@ const REAL_SPECIAL = /^[ \t\n\r]*(?:([+-]?)(inf|infinity)|nan)[ \t\n\r]*$/i;
 const DATE = /^[ \t\n\r]*(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})[ \t\n\r]*$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const WHITESPACE = /[ \t\n\r]+/g;
-
-/**
- * A copy of `s` that does not keep the document alive. V8 represents a substring of 13 or more
- * characters as a view into its parent, so a UDID kept in a cache would keep its whole request
- * body in memory as long as the device stays cached. (Keys are copied anyway: V8 internalizes
- * property names.)
- */
-function detached(s: string): string {
-  return s.length < 13 ? s : (' ' + s).slice(1);
-}
 const HAS_WHITESPACE = /[ \t\n\r]/;
 const NON_BLANK = /[^ \t\n\r]/g;
 
@@ -299,7 +289,7 @@ class Parser {
           break;
         }
         case T_STRING:
-          this.place(selfClosing ? '' : detached(this.content(T_STRING, lt)), lt, tag);
+          this.place(selfClosing ? '' : this.content(T_STRING, lt), lt, tag);
           break;
         case T_INTEGER:
           this.place(this.integer(selfClosing ? '' : this.content(T_INTEGER, lt), lt), lt, tag);
