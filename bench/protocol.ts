@@ -44,6 +44,12 @@ export function procCpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK; // utime + stime
 }
 
+/**
+ * A young generation of 2 x 4 MB instead of V8's 2 x 16 MB: a request's garbage dies young either
+ * way, and the server's resident memory is 20-25 MB lower (BENCHMARKS.md, issue 18).
+ */
+export const SERVE_NODE_FLAGS = '--max-semi-space-size=4';
+
 export interface BenchServer {
   url: string;
   pid: number;
@@ -58,9 +64,12 @@ export interface BenchServer {
 export async function startBenchServer(dir: string, caPath: string): Promise<BenchServer> {
   const cli = join(import.meta.dirname, '../src/cli/main.js');
   const prof = process.env.ORCHARD_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORCHARD_BENCH_PROF}`] : [];
+  // The server runs with the flags README recommends for `orchard serve` (npm start uses them);
+  // ORCHARD_BENCH_SERVER_FLAGS replaces them, e.g. '' for Node's defaults, to compare.
+  const flags = (process.env.ORCHARD_BENCH_SERVER_FLAGS ?? SERVE_NODE_FLAGS).split(/\s+/).filter(Boolean);
   const child = spawn(
     process.execPath,
-    [...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info'],
+    [...flags, ...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info'],
     {
       env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
       stdio: ['ignore', 'pipe', 'inherit'],

@@ -17,7 +17,6 @@ import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { DEFAULTS } from '../src/config.js';
 import { buildCsr, selfSignedCertificate } from '../src/asn1/csr.js';
-import { scepRoutes, type EnrollmentContext } from '../src/enroll/scep-routes.js';
 import { buildRequest, readCertRep, type ScepRequest } from '../src/enroll/scep.js';
 import { startServer } from '../src/server.js';
 import { enrollFromProfile } from '../src/sim/scep-enroll.js';
@@ -109,22 +108,18 @@ export async function benchScep(opts: ScepBenchOptions = {}): Promise<ScepBenchR
   const n = opts.enrollments ?? 600;
   const concurrency = opts.concurrency ?? 8;
   const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-scep-'));
-  let enroll: EnrollmentContext | undefined;
   const server = await startServer(
     { ...DEFAULTS, listen: { host: '127.0.0.1', port: 0 }, dataDir: join(dir, 'data'), trustCa: [] },
     {
       // Logged at info as in production (a line per request), into the void.
       log: pino({ level: 'info' }, pino.destination('/dev/null')),
       adminToken: 'bench',
-      routes: [
-        scepRoutes({ staticChallenge: CHALLENGE, topic: 'com.apple.mgmt.External.bench' }, (c) => {
-          enroll = c;
-        }),
-      ],
+      enrollment: { staticChallenge: CHALLENGE, topic: 'com.apple.mgmt.External.bench' },
     },
   );
+  const enroll = server.enrollment;
   try {
-    if (!enroll) throw new Error('enrollment routes were not built');
+    if (!enroll) throw new Error('enrollment was not opened');
     const ca = enroll.caStore.ca.certDer;
     // Devices' keys: a pool, since RSA key generation is the client's cost, not the server's.
     const keys = await Promise.all(Array.from({ length: 16 }, async () => (await generateKeyPairAsync('rsa', { modulusLength: 2048 })).privateKey));

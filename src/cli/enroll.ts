@@ -1,6 +1,6 @@
 /**
- * CLI entry points for enrollment: `orchard init [DIR]`, `orchard enroll-profile`, and the route
- * factory `orchard serve` mounts. Loaded on demand, like the simulator.
+ * CLI entry points for enrollment: `orchard init [DIR]`, `orchard enroll-profile`, and the
+ * enrollment options of `orchard serve`. Loaded on demand, like the simulator.
  */
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
@@ -10,9 +10,7 @@ import { ChallengeStore } from '../enroll/challenges.js';
 import { initOrchard } from '../enroll/init.js';
 import { isDeviceIdentifier } from '../protocol/messages.js';
 import { buildEnrollmentProfile, signProfile, topicFromPushCert } from '../enroll/profile.js';
-import { challengeDir, DEFAULT_CHALLENGE_TTL_MS, scepRoutes, type ScepRoutesOptions } from '../enroll/scep-routes.js';
-import type { RouteDeps } from '../server.js';
-import type Router from '@koa/router';
+import { challengeDir, DEFAULT_CHALLENGE_TTL_MS, type EnrollmentOptions } from '../enroll/enrollment.js';
 
 /** The static SCEP challenge comes from the environment: a secret has no place in argv or a config file. */
 export const STATIC_CHALLENGE_ENV = 'ORCHARD_SCEP_CHALLENGE';
@@ -103,9 +101,10 @@ export function runEnrollProfile(
 }
 
 /**
- * The enrollment routes for `orchard serve`: the static challenge from the environment, the rest
- * from `opts` (topic from the push certificate, challenge lifetime, certificate validity).
+ * The enrollment options of `orchard serve`: the static challenge from the environment, the rest
+ * from `opts` (challenge lifetime, certificate validity; the topic defaults to the imported push
+ * certificate's).
  */
-export function enrollmentRoutes(opts: Omit<ScepRoutesOptions, 'staticChallenge'> = {}, env: NodeJS.ProcessEnv = process.env): (deps: RouteDeps) => Router[] {
-  return scepRoutes({ ...opts, staticChallenge: env[STATIC_CHALLENGE_ENV] || undefined });
+export function enrollmentOptions(opts: Omit<EnrollmentOptions, 'staticChallenge'> = {}, env: NodeJS.ProcessEnv = process.env): EnrollmentOptions {
+  return { ...opts, staticChallenge: env[STATIC_CHALLENGE_ENV] || undefined };
 }

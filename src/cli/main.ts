@@ -64,17 +64,8 @@ program
   )
   .action(async (flags: FlagValues) => {
     const cfg = loadConfig(flags);
-    const { enrollmentRoutes } = await import('./enroll.js');
-    const { readStoredPushCredentials } = await import('../push/push-cert.js');
-    // The topic is read when a profile is built, so an imported certificate applies at once.
-    const topic = () => {
-      try {
-        return readStoredPushCredentials(cfg.dataDir)?.topic;
-      } catch {
-        return undefined;
-      }
-    };
     // Loaded on demand: every other command (and --help) starts without the server's modules.
+    const { enrollmentOptions } = await import('./enroll.js');
     const { startServer } = await import('../server.js');
     const server = await startServer(cfg, {
       adminToken: process.env.ORCHARD_API_TOKEN || undefined,
@@ -82,7 +73,8 @@ program
       webhookSecret: process.env.ORCHARD_WEBHOOK_SECRET || undefined,
       eventSecret: process.env.ORCHARD_EVENT_SECRET || undefined,
       commitStatusToken: process.env.ORCHARD_COMMIT_STATUS_TOKEN || undefined,
-      routes: [enrollmentRoutes({ topic })],
+      // The topic is the imported push certificate's, read when a profile is built.
+      enrollment: enrollmentOptions(),
     });
     const stop = async (signal: string) => {
       server.log.info({ signal }, 'shutting down');
@@ -236,6 +228,43 @@ program
       format: f.format,
     });
     emit(r);
+  });
+
+const abm = program.command('abm').description('Apple Business Manager: the key pair to upload, and the server tokens it returns');
+abm
+  .command('keypair')
+  .description('make (or show) the key pair whose certificate is uploaded to ABM')
+  .option('--force', 'make a new key pair (tokens made for the old certificate stop working)')
+  .option('--config <file>', 'server config file')
+  .option('--data-dir <dir>', 'data directory')
+  .action(async (flags: { config?: string; dataDir?: string; force?: boolean }) => {
+    const { abmKeypair } = await import('./abm.js');
+    emit(abmKeypair({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir, force: flags.force }));
+  });
+const abmToken = abm.command('token').description('ABM server tokens');
+abmToken
+  .command('import')
+  .description('decrypt and store a server token downloaded from ABM (.p7m); shows its organisation, server name and expiry')
+  .argument('<file>', 'the .p7m file')
+  .option('--name <name>', 'name of this token (several may coexist)', 'default')
+  .option('--replace', 'replace a token of that name made for another ABM server')
+  .option('--dep-url <url>', "Apple's device enrollment service (a stand-in in tests)")
+  .option('--offline', 'do not ask ABM for the organisation and server name')
+  .option('--config <file>', 'server config file')
+  .option('--data-dir <dir>', 'data directory')
+  .action(async (file: string, flags: { config?: string; dataDir?: string; name: string; replace?: boolean; depUrl?: string; offline?: boolean }) => {
+    const { abmTokenImport } = await import('./abm.js');
+    const dataDir = loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir;
+    emit(await abmTokenImport(file, { dataDir, name: flags.name, replace: flags.replace, depUrl: flags.depUrl, offline: flags.offline }));
+  });
+abmToken
+  .command('list')
+  .description('the imported tokens and their expiry (warned 30 days ahead)')
+  .option('--config <file>', 'server config file')
+  .option('--data-dir <dir>', 'data directory')
+  .action(async (flags: { config?: string; dataDir?: string }) => {
+    const { abmTokenList } = await import('./abm.js');
+    emit(abmTokenList({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir }));
   });
 
 const rollout = program.command('rollout').description('staged rollouts on a server: where they stand, going on past a halted gate');

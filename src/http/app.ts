@@ -4,13 +4,8 @@ import type { Logger } from 'pino';
 import type { TrustStore } from '../identity/trust.js';
 import type { MdmService } from '../mdm/service.js';
 import type { ReplayGuard } from '../mdm/replay.js';
-import type { Pusher } from '../push/push.js';
-import type { Store } from '../store/types.js';
-import type { FleetSource } from '../gitops/source.js';
 import { ProtocolError } from '../protocol/errors.js';
-import { ROUTER_OPTIONS, apiRouter, guardKind } from './api.js';
-import { sourceRoutes } from './source-routes.js';
-import type { DdmStore } from '../store/ddm.js';
+import { ROUTER_OPTIONS, guardKind } from './api.js';
 import type { DeviceState } from './context.js';
 import { deviceIdentity, mdmHandler, readBody } from './device.js';
 import { requestLog } from './request-log.js';
@@ -18,28 +13,24 @@ import { ADMIN_AREA, errorHandler } from './errors.js';
 
 export interface AppOptions {
   log: Logger;
-  store: Store;
   service: MdmService;
   trust: TrustStore;
-  pusher: Pusher;
   certHeader?: string;
   maxBodyBytes: number;
   /** Device endpoints: the body must arrive within this after the headers (default 30 s). */
   bodyTimeoutMs?: number;
   /** Device endpoints: exact repeats of state-changing check-ins are not applied again. */
   replay?: ReplayGuard;
-  adminToken?: string;
-  readToken?: string;
-  source?: FleetSource;
-  webhookSecret?: string;
-  /** Routers with their own authentication (SCEP, enrollment, ...), mounted before the admin API. */
-  extraRoutes?: Router[];
+  /** Every router beyond the device endpoints (enrollment, reports, the admin API, ...), in mount order. */
+  routes?: Router[];
   /** Outermost middleware (metrics), before the request log so it sees the final status. */
   middleware?: Koa.Middleware[];
-  /** Declarative Device Management sets and status (shown in the admin API's device views). */
-  ddm?: DdmStore;
 }
 
+/**
+ * The Koa app: metrics, the request log, the one error handler, canonical paths, then the device
+ * endpoints and the given routers. Refuses routes that could be reached past their access check.
+ */
 export function createApp(opts: AppOptions): Koa<DeviceState> {
   const app = new Koa<DeviceState>();
   // Errors are answered and logged by errorHandler; keep Koa from printing stack traces to stderr.
@@ -60,20 +51,7 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
   device.get('/healthz', (ctx) => {
     ctx.body = { ok: true };
   });
-  const routers: Router[] = [device as unknown as Router, ...(opts.extraRoutes ?? [])];
-  // The webhook is authenticated by its HMAC signature, not a bearer token: mounted first.
-  if (opts.source) routers.push(sourceRoutes({ source: opts.source, webhookSecret: opts.webhookSecret, log: opts.log }));
-  routers.push(
-    apiRouter({
-      source: opts.source,
-      store: opts.store,
-      ddm: opts.ddm,
-      pusher: opts.pusher,
-      adminToken: opts.adminToken,
-      readToken: opts.readToken,
-      maxBodyBytes: opts.maxBodyBytes,
-    }),
-  );
+  const routers: Router[] = [device as unknown as Router, ...(opts.routes ?? [])];
   checkRoutes(routers);
   for (const r of routers) {
     app.use(r.routes());

@@ -15,7 +15,8 @@ import type { Middleware } from 'koa';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { MdmService } from '../mdm/service.js';
 import { DEFAULT_STALE_DAYS, DEVICE_STATES } from '../report/status.js';
-import type { RouteDeps } from '../server.js';
+import type { RouteDeps } from './deps.js';
+import { decorate } from '../store/decorate.js';
 import type { Store } from '../store/types.js';
 import { ROUTER_OPTIONS, publicRoute } from './api.js';
 import { reportContext, type ReportSources } from './report-routes.js';
@@ -25,7 +26,7 @@ export interface OrchardMetrics {
   httpRequests: Counter<'method' | 'route' | 'status'>;
   httpDuration: Histogram<'method' | 'route'>;
   commands: Counter<'request_type' | 'outcome'>;
-  /** Set by metricsRoutes: where the scrape-time gauges read from. */
+  /** Set by the composition root: where the scrape-time gauges read from. */
   bind(store: Store, getContext: () => ReportSources): void;
 }
 
@@ -147,22 +148,19 @@ export function httpMetrics(m: OrchardMetrics): Middleware {
   };
 }
 
-/** Counts the commands the store queues (API and reconciler alike) by wrapping enqueue and commitReconcile. */
-export function countQueued(store: Store, m: OrchardMetrics): void {
-  const s = store as Store & { __orchardMetrics?: boolean };
-  if (s.__orchardMetrics) return;
-  s.__orchardMetrics = true;
-  const enqueue = store.enqueue.bind(store);
-  const commit = store.commitReconcile.bind(store);
-  store.enqueue = async (targets, cmd, at) => {
-    await enqueue(targets, cmd, at);
-    m.commands.inc({ request_type: cmd.requestType, outcome: 'queued' }, targets.length);
-  };
-  store.commitReconcile = async (deviceId, state, change, at, expectedVersion) => {
-    const r = await commit(deviceId, state, change, at, expectedVersion);
-    for (const e of change.enqueue) m.commands.inc({ request_type: e.cmd.requestType, outcome: 'queued' }, e.targets.length);
-    return r;
-  };
+/** A store that counts the commands queued through it (API and reconciler alike). */
+export function withMetrics(store: Store, m: OrchardMetrics): Store {
+  return decorate(store, {
+    async enqueue(targets, cmd, at) {
+      await store.enqueue(targets, cmd, at);
+      m.commands.inc({ request_type: cmd.requestType, outcome: 'queued' }, targets.length);
+    },
+    async commitReconcile(deviceId, state, change, at, expectedVersion) {
+      const r = await store.commitReconcile(deviceId, state, change, at, expectedVersion);
+      for (const e of change.enqueue) m.commands.inc({ request_type: e.cmd.requestType, outcome: 'queued' }, e.targets.length);
+      return r;
+    },
+  });
 }
 
 /** Counts device answers (final and NotNow) by the command's request type. */
@@ -178,24 +176,15 @@ export function countResults(service: MdmService, store: Store, m: OrchardMetric
 }
 
 /**
- * GET /metrics. Also starts counting queued commands and device answers on deps.store/deps.service.
- * `public: true` serves it without a token (for a scraper on a private network).
+ * GET /metrics: deps.metrics, which the root binds to the store and the service. `public: true`
+ * serves it without a token (for a scraper on a private network).
  */
-export function metricsRoutes(
-  getContext: () => ReportSources = () => ({}),
-  metrics: OrchardMetrics = createMetrics(),
-  opts: { public?: boolean } = {},
-): (deps: RouteDeps) => Router {
-  return (deps) => {
-    metrics.bind(deps.store, getContext);
-    countQueued(deps.store, metrics);
-    countResults(deps.service, deps.store, metrics);
-    const router = new Router(ROUTER_OPTIONS);
-    const guard = opts.public ? [publicRoute('metrics: public: true')] : [deps.auth];
-    router.get('/metrics', ...guard, async (ctx) => {
-      ctx.type = metrics.registry.contentType;
-      ctx.body = await metrics.registry.metrics();
-    });
-    return router;
-  };
+export function metricsRoutes(deps: RouteDeps, opts: { public?: boolean } = {}): Router {
+  const router = new Router(ROUTER_OPTIONS);
+  const guard = opts.public ? [publicRoute('metrics: public: true')] : [deps.auth];
+  router.get('/metrics', ...guard, async (ctx) => {
+    ctx.type = deps.metrics.registry.contentType;
+    ctx.body = await deps.metrics.registry.metrics();
+  });
+  return router;
 }

@@ -5,8 +5,8 @@
  *   GET /api/v1/push  (read token) the push status: topic, certificate expiry, counters.
  */
 import Router from '@koa/router';
-import type { ApnsPusher, PushResult, PushResultKind } from '../push/apns.js';
-import type { RouteDeps } from '../server.js';
+import type { PushResult, PushResultKind } from '../push/apns.js';
+import type { RouteDeps } from './deps.js';
 import type { EnrollmentRecord } from '../store/types.js';
 import { ApiError, ROUTER_OPTIONS } from './api.js';
 import { jsonBody, type BodyState } from './validate-body.js';
@@ -17,9 +17,10 @@ const MAX_BODY_BYTES = 1024 * 1024;
 export const MAX_PUSH_TARGETS = 10_000;
 const NOT_CONFIGURED = 'APNs push is not configured: import a push certificate (orchard push-cert import CERT KEY)';
 
-/** Without `apns` (no push certificate yet) the routes say so instead of answering 404. */
-export function pushRoutes(apns: ApnsPusher | undefined): (deps: RouteDeps) => Router {
-  return (deps) => {
+/** Without deps.push (no push certificate yet) the routes say so instead of answering 404. */
+export function pushRoutes(deps: RouteDeps): Router {
+  const apns = deps.push;
+  {
     const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
     if (!apns) {
       router.post('/push', deps.auth, () => {
@@ -49,5 +50,5 @@ export function pushRoutes(apns: ApnsPusher | undefined): (deps: RouteDeps) => R
       ctx.body = { configured: true, ...apns.status() };
     });
     return router;
-  };
+  }
 }

@@ -25,7 +25,7 @@ import {
   type ReportContext,
 } from '../report/status.js';
 import type { Store } from '../store/types.js';
-import type { RouteDeps } from '../server.js';
+import type { RouteDeps } from './deps.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
 import { allPages } from '../store/paging.js';
 import { OPENAPI } from './openapi.js';
@@ -85,8 +85,9 @@ function one(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-export function reportRoutes(getContext: () => ReportSources = () => ({})): (deps: RouteDeps) => Router {
-  return (deps) => {
+export function reportRoutes(deps: RouteDeps): Router {
+  const getContext = deps.reports;
+  {
     const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
     const guard = [deps.auth] as const;
 
@@ -157,5 +158,5 @@ export function reportRoutes(getContext: () => ReportSources = () => ({})): (dep
     });
 
     return router;
-  };
+  }
 }

@@ -4,22 +4,18 @@
  *   POST /api/v1/rollouts/:blueprint/resume  go on past a halted gate, accepting its failures (admin token).
  */
 import Router from '@koa/router';
-import type { RolloutController } from '../reconcile/rollout.js';
-import type { RouteDeps } from '../server.js';
+import type { RouteDeps } from './deps.js';
 import { NotFound } from '../errors.js';
 import { ROUTER_OPTIONS } from './api.js';
 
-export function rolloutRoutes(controller: () => RolloutController | undefined): (deps: RouteDeps) => Router {
-  return (deps) => {
-    const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
-    router.get('/rollouts', deps.auth, (ctx) => {
-      ctx.body = { rollouts: controller()?.views() ?? [] };
-    });
-    router.post('/rollouts/:blueprint/resume', deps.auth, async (ctx) => {
-      const c = controller();
-      if (!c) throw new NotFound('no fleet repository: there are no rollouts');
-      ctx.body = await c.resume(ctx.params.blueprint!);
-    });
-    return router;
-  };
+export function rolloutRoutes(deps: RouteDeps): Router {
+  const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
+  router.get('/rollouts', deps.auth, (ctx) => {
+    ctx.body = { rollouts: deps.rollouts?.views() ?? [] };
+  });
+  router.post('/rollouts/:blueprint/resume', deps.auth, async (ctx) => {
+    if (!deps.rollouts) throw new NotFound('no fleet repository: there are no rollouts');
+    ctx.body = await deps.rollouts.resume(ctx.params.blueprint!);
+  });
+  return router;
 }

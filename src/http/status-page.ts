@@ -15,6 +15,9 @@
  * SESSION_TTL_MS. Sign-in and sign-out refuse cross-site posts (Sec-Fetch-Site, else Origin) with 403.
  * Every route sets SECURITY_HEADERS itself (not a router.use() that another spelling could skip).
  */
+import { convergenceChart, rolloutChart } from '../report/charts.js';
+import type { ConvergenceView } from '../report/progress.js';
+import type { RolloutView } from '../reconcile/rollout.js';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
@@ -30,9 +33,9 @@ import {
   type FleetSummary,
 } from '../report/status.js';
 import type { ErrorChainItem } from '../store/types.js';
-import type { RouteDeps } from '../server.js';
+import type { RouteDeps } from './deps.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
-import { fleetReport, reportContext, type ReportSources } from './report-routes.js';
+import { fleetReport, reportContext } from './report-routes.js';
 import { allPages } from '../store/paging.js';
 
 export const SESSION_COOKIE = 'orchard_status';
@@ -458,12 +461,26 @@ function crossSite(ctx: Context, publicUrl: string | undefined): boolean {
   return host !== ctx.host && host !== publicHost;
 }
 
-export function statusPageRoutes(
-  getContext: () => ReportSources = () => ({}),
-  tokens: { adminToken?: string; readToken?: string } = {},
-): (deps: RouteDeps) => Router {
-  const sessions = new StatusSessions(tokens);
-  return (deps) => {
+/** What the status page draws (src/report/charts.ts): the applied revision's convergence, each staged rollout. */
+export interface StatusPictures {
+  convergence?: ConvergenceView;
+  rollouts: RolloutView[];
+}
+
+function pictures(p: StatusPictures | undefined): Html | string {
+  if (!p || (!p.convergence && p.rollouts.length === 0)) return '';
+  return html`<section aria-labelledby="h-progress">
+<h2 id="h-progress">Rollout progress</h2>
+${p.convergence ? html`<figure>${new Html(convergenceChart(p.convergence))}<figcaption class="mut">Devices of revision <code>${short(p.convergence.revision)}</code> over the time since it was applied</figcaption></figure>` : ''}
+${p.rollouts.map((r) => html`<figure data-rollout="${r.blueprint}">${new Html(rolloutChart(r))}<figcaption>Staged rollout of <b>${r.blueprint}</b>${r.halted ? html` <span class="bad">halted: ${r.halted.reason}</span>` : ''}</figcaption></figure>`)}
+</section>`;
+}
+
+export function statusPageRoutes(deps: RouteDeps): Router {
+  const getContext = deps.reports;
+  const getPictures = (): StatusPictures => ({ convergence: deps.convergence.view(), rollouts: deps.rollouts?.views() ?? [] });
+  const sessions = new StatusSessions({ adminToken: deps.adminToken, readToken: deps.readToken });
+  {
     const router = new Router(ROUTER_OPTIONS);
 
     const session = (ctx: Context): boolean => sessions.verify(ctx.cookies.get(SESSION_COOKIE)) !== undefined;
@@ -546,6 +563,7 @@ export function statusPageRoutes(
           'Fleet status',
           html`<h1>Fleet status</h1>
 ${overview(fleet)}
+${pictures(getPictures?.())}
 ${blueprintsTable(bps)}
 ${deviceList(
   { total: list.total, rows, page: shown },
@@ -575,5 +593,5 @@ ${deviceList(
     });
 
     return router;
-  };
+  }
 }

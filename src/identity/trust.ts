@@ -1,7 +1,7 @@
 /**
  * Which CAs may vouch for a device identity, and the chain check for a device certificate.
  */
-import { X509Certificate, createHash } from 'node:crypto';
+import { X509Certificate, createHash, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { pemBlocks } from '../asn1/pem.js';
 import { IdentityError, malformedOnThrow } from './errors.js';
@@ -24,11 +24,17 @@ interface Validity {
   notAfter: number;
 }
 
+/** Kept per device certificate, so only what the leaf adds: the CA part is shared by every chain through that CA. */
 interface CachedChain {
   result: TrustResult;
-  /** Every certificate of the chain, leaf first, anchor last. */
-  validity: Validity[];
+  /** The leaf's validity. */
+  notBefore: number;
+  notAfter: number;
+  /** The rest of the chain, anchor last: the anchor's own list when the leaf is issued by it. */
+  issuers: readonly Validity[];
 }
+
+const LEAF = 'certificate';
 
 const MAX_CHAIN = 8;
 // One entry per device certificate (a few hundred bytes): sized for large fleets.
@@ -61,13 +67,13 @@ function validityOf(cert: X509Certificate, role: string, withSubject: boolean): 
   return { label: subject ? `${role} ${subject}` : role, notBefore, notAfter };
 }
 
-function checkValidity(chain: Validity[], now: number): void {
-  for (const v of chain) {
-    if (now > v.notAfter) throw new IdentityError('identity', `${v.label} expired ${isoSeconds(v.notAfter)}`);
-    if (now < v.notBefore) {
-      throw new IdentityError('identity', `${v.label} not valid before ${isoSeconds(v.notBefore)}`);
-    }
-  }
+function checkValidity(chain: readonly Validity[], now: number): void {
+  for (const v of chain) checkPeriod(v.label, v.notBefore, v.notAfter, now);
+}
+
+function checkPeriod(label: string, notBefore: number, notAfter: number, now: number): void {
+  if (now > notAfter) throw new IdentityError('identity', `${label} expired ${isoSeconds(notAfter)}`);
+  if (now < notBefore) throw new IdentityError('identity', `${label} not valid before ${isoSeconds(notBefore)}`);
 }
 
 function parseCert(der: Buffer, what: string): X509Certificate {
@@ -81,11 +87,14 @@ function parseCert(der: Buffer, what: string): X509Certificate {
 interface Anchor {
   cert: X509Certificate;
   hash: string;
+  /** Read on first use (an unreadable validity refuses the chains through it, as it did before). */
+  issuers?: readonly Validity[];
+  key?: KeyObject;
 }
 
-function issuedBy(child: X509Certificate, parent: X509Certificate): boolean {
+function issuedBy(child: X509Certificate, parent: X509Certificate, parentKey: KeyObject = parent.publicKey): boolean {
   // checkIssued compares names (and key identifiers); verify proves the signature.
-  return child.checkIssued(parent) && child.verify(parent.publicKey);
+  return child.checkIssued(parent) && child.verify(parentKey);
 }
 
 export class TrustStore {
@@ -132,41 +141,48 @@ export class TrustStore {
     const certHash = sha256Hex(certDer);
     const cached = this.cache.get(certHash);
     if (cached) {
-      checkValidity(cached.validity, now.getTime());
+      checkPeriod(LEAF, cached.notBefore, cached.notAfter, now.getTime());
+      checkValidity(cached.issuers, now.getTime());
       return cached.result;
     }
 
     const leaf = parseCert(certDer, 'client certificate');
-    const validity: Validity[] = [validityOf(leaf, 'certificate', false)];
+    const leafValidity = validityOf(leaf, LEAF, false);
     const pool = intermediates.filter((d) => !d.equals(certDer)).map((der) => ({ der, cert: parseCert(der, 'intermediate certificate') }));
+    const { issuerHash, issuers } = this.issuersOf(leaf, pool);
+    checkValidity([leafValidity], now.getTime());
+    checkValidity(issuers, now.getTime());
+
+    const result: TrustResult = {
+      certHash,
+      issuerHash,
+      subject: formatName(leaf.subject),
+      notAfter: isoSeconds(leafValidity.notAfter),
+    };
+    this.cache.set(certHash, { result, notBefore: leafValidity.notBefore, notAfter: leafValidity.notAfter, issuers });
+    return result;
+  }
+
+  /** The chain above `leaf` up to an anchor: the hash of its issuer, and the validity of each CA on it. */
+  private issuersOf(leaf: X509Certificate, pool: { der: Buffer; cert: X509Certificate }[]): { issuerHash: string; issuers: readonly Validity[] } {
+    const chain: Validity[] = [];
     let issuerHash: string | undefined;
     let current = leaf;
     for (let depth = 0; ; depth++) {
       if (depth >= MAX_CHAIN) throw new IdentityError('identity', 'certificate chain too long');
-      const anchor = this.anchors.find((a) => issuedBy(current, a.cert));
+      const anchor = this.anchors.find((a) => issuedBy(current, a.cert, (a.key ??= a.cert.publicKey)));
       if (anchor) {
-        issuerHash ??= anchor.hash;
-        validity.push(validityOf(anchor.cert, 'CA certificate', true));
-        break;
+        anchor.issuers ??= [validityOf(anchor.cert, 'CA certificate', true)];
+        return { issuerHash: issuerHash ?? anchor.hash, issuers: chain.length === 0 ? anchor.issuers : [...chain, ...anchor.issuers] };
       }
       const next = pool.find((c) => c.cert.ca && issuedBy(current, c.cert));
       if (!next) {
         throw new IdentityError('identity', `issuer not trusted: ${formatName(current.issuer) || '(empty name)'}`);
       }
       issuerHash ??= sha256Hex(next.der);
-      validity.push(validityOf(next.cert, 'intermediate certificate', true));
+      chain.push(validityOf(next.cert, 'intermediate certificate', true));
       pool.splice(pool.indexOf(next), 1); // each certificate at most once: no loops
       current = next.cert;
     }
-    checkValidity(validity, now.getTime());
-
-    const result: TrustResult = {
-      certHash,
-      issuerHash,
-      subject: formatName(leaf.subject),
-      notAfter: isoSeconds(validity[0]!.notAfter),
-    };
-    this.cache.set(certHash, { result, validity });
-    return result;
   }
 }

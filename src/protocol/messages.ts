@@ -3,7 +3,7 @@
  * their decoding from a parsed plist. Decoding checks exactly what the server relies on; every
  * refusal is a 400 that names the key.
  */
-import type { DeviceFacts, ErrorChainItem } from '../store/types.js';
+import type { DeviceFacts, ErrorChainItem } from '../model/device.js';
 import { ProtocolError } from './errors.js';
 import { describe, type PlistDict, type PlistValue } from './plist.js';
 import { DEVICE_ID_PATTERN } from '../schema/api.js';
@@ -168,15 +168,28 @@ export function decodeReport(dict: PlistDict): CommandReport {
 // another device's user channel.
 const DEVICE_ID = new RegExp(DEVICE_ID_PATTERN);
 
+/**
+ * A copy of `s` that does not keep the body it was parsed from alive. V8 represents a substring
+ * of 13 or more characters as a view into its parent: the ids below are kept as cache keys (trust,
+ * bindings, replay guard, store) for as long as the device is cached, and each would otherwise
+ * keep its whole request text in memory (~1.6 KB per device). Only the ids are copied: the other
+ * values of a report are written to the store, and copying them all would slow parsing a large one.
+ */
+function detached(s: string): string {
+  return s.length < 13 ? s : (' ' + s).slice(1);
+}
+
 function identify(dict: PlistDict): Identified {
   const udid = str(dict, 'UDID');
   const enrollmentId = str(dict, 'EnrollmentID');
-  const deviceId = udid ?? enrollmentId;
+  const found = udid ?? enrollmentId;
+  const deviceId = found === undefined ? undefined : detached(found);
   if (!deviceId) throw new ProtocolError(400, 'missing UDID (or EnrollmentID)');
   if (!DEVICE_ID.test(deviceId))
     throw new ProtocolError(400, `${udid !== undefined ? 'UDID' : 'EnrollmentID'} is not a device identifier (letters, digits and '-', at most 128)`);
   // A user channel: macOS sends UserID; User Enrollment sends EnrollmentUserID.
-  const userId = str(dict, 'UserID') ?? str(dict, 'EnrollmentUserID');
+  const userIdFound = str(dict, 'UserID') ?? str(dict, 'EnrollmentUserID');
+  const userId = userIdFound === undefined ? undefined : detached(userIdFound);
   if (userId && !DEVICE_ID.test(userId)) throw new ProtocolError(400, "UserID is not a user identifier (letters, digits and '-', at most 128)");
   return { deviceId, enrollmentId: userId ? `${deviceId}:${userId}` : deviceId, userId };
 }

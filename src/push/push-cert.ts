@@ -6,13 +6,14 @@
  * certificate for that topic, so a changed topic silently loses every device.
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import forge from 'node-forge';
 import { certificateFields, nameAttribute } from '../asn1/certificate.js';
 import { id_userId } from '../asn1/oids.js';
 import { isPem, pemBlocks, toPem } from '../asn1/pem.js';
 import { Malformed } from '../errors.js';
+import { writeAtomic } from '../util/files.js';
 
 /** userId (RFC 4519 UID), where Apple puts the push topic. */
 export const UID_OID = id_userId;
@@ -272,11 +273,4 @@ export function importPushCertificate(dataDir: string, certPath: string, keyPath
   writeAtomic(keyFile, cert.keyPem!, 0o600);
   writeAtomic(certFile, cert.certPem, 0o644);
   return { cert, expiry, previousTopic, topicChanged, certFile, keyFile };
-}
-
-function writeAtomic(file: string, text: string, mode: number): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode });
-  chmodSync(tmp, mode); // the umask may have narrowed or the file may have existed
-  renameSync(tmp, file);
 }

@@ -1,4 +1,5 @@
 import type { EnrollmentRecord } from '../store/types.js';
+import type { ApnsStatus, PushResult } from './apns.js';
 import type { Logger } from 'pino';
 
 /** Wakes devices so they connect and fetch queued commands. The APNs implementation lives beside this. */
@@ -19,4 +20,15 @@ export class UnconfiguredPusher implements Pusher {
       this.log.warn('APNs push is not configured: queued commands wait until devices check in on their own');
     }
   }
+}
+
+/** Pushing now, with APNs' answer per target, and the push status (the APNs client does both). */
+export interface OnDemandPush {
+  pushNow(enrollments: EnrollmentRecord[]): Promise<PushResult[]>;
+  status(): ApnsStatus;
+}
+
+/** Whether a pusher can also push on demand (a test's stand-in may only push). */
+export function isOnDemand(p: Pusher | undefined): p is Pusher & OnDemandPush {
+  return typeof (p as Partial<OnDemandPush> | undefined)?.pushNow === 'function' && typeof (p as Partial<OnDemandPush>).status === 'function';
 }

@@ -16,13 +16,14 @@
  * at Apple, would be lost for good.
  */
 import { X509Certificate, createPrivateKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type NameAttribute } from '../asn1/certificate.js';
 import { buildCsr } from '../asn1/csr.js';
 import { toPem } from '../asn1/pem.js';
 import { buildPlist } from '../protocol/plist.js';
 import { PushCertError, pushDir } from './push-cert.js';
+import { writeAtomic } from '../util/files.js';
 
 export const VENDOR_KEY_FILE = 'vendor.key';
 export const VENDOR_CSR_FILE = 'vendor.csr';
@@ -81,13 +82,6 @@ function newKey(): KeyObject {
 
 function keyPem(key: KeyObject): string {
   return key.export({ type: 'pkcs8', format: 'pem' }).toString();
-}
-
-function writeAtomic(file: string, data: string, mode: number): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode });
-  chmodSync(tmp, mode); // the umask may have narrowed it
-  renameSync(tmp, file);
 }
 
 function readFile(p: string): Buffer {

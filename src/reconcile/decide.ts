@@ -3,7 +3,7 @@
  * next state and the commands to queue. Pure (no I/O), so the reconciler and `orchard plan`
  * decide the same way, and re-running with nothing changed decides nothing.
  */
-import type { ErrorChainItem } from '../store/types.js';
+import type { ErrorChainItem } from '../model/device.js';
 import type { DesiredState } from './desired.js';
 import type { RenderedProfile } from './render.js';
 import type { ArtifactStatus, DeviceArtifacts } from './types.js';

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import type { BlueprintDoc, Fleet } from '../gitops/model.js';
 import { matches, platformOf, serialProven, type DeviceView } from '../gitops/selector.js';
 import { DEVICE_VARIABLES } from '../gitops/variables.js';
-import type { DeviceRecord } from '../store/types.js';
+import type { DeviceRecord } from '../model/device.js';
 import { RenderError, renderSteps, runSteps, runStepsAsync, type DeviceValues, type RenderedProfile, type SecretLookup, type Steps } from './render.js';
 
 export interface DesiredProfile {

@@ -9,7 +9,7 @@ import type { Fleet } from '../gitops/model.js';
 import { readProfile } from '../gitops/mobileconfig.js';
 import { diffArtifacts, type ArtifactDiff } from '../plan/diff.js';
 import { parsePlistDict, TRUSTED_LIMITS, type PlistDict } from '../protocol/plist.js';
-import type { DeviceRecord } from '../store/types.js';
+import type { DeviceRecord } from '../model/device.js';
 import { prunes } from './decide.js';
 import { desiredFor, deviceView, type DesiredState, type RenderCache } from './desired.js';
 import type { RenderedProfile } from './render.js';

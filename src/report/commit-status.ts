@@ -3,8 +3,8 @@
  * (`POST /repos/{owner}/{repo}/statuses/{sha}`) or GitLab's (`POST /projects/:id/statuses/:sha`).
  * pending while the selected devices converge, success when every one is verified, failure (with
  * counts and a link to the status page) when devices fail or a staged rollout halts. Posted when
- * the state or the counts change, at most once per `minIntervalMs` (the latest state wins), and
- * retried on a later tick when the host is unreachable. The token is never logged.
+ * the state or the counts change, at most once per sampling interval (the latest state wins), and
+ * retried with a later sample when the host is unreachable. The token is never logged.
  */
 import type { Logger } from 'pino';
 import { Malformed, Unavailable } from '../errors.js';
@@ -128,94 +128,23 @@ export function statusOf(p: RevisionProgress, statusUrl?: string): CommitStatus 
 
 export interface CommitStatusReporterOptions {
   client: CommitStatusClient;
-  /** The applied revision's progress; undefined while nothing is applied. */
-  progress: () => Promise<RevisionProgress | undefined>;
   log: Logger;
   /** The status page, linked from the status. */
   statusUrl?: string;
-  /** Posts at most this often (default 10 s). */
-  minIntervalMs?: number;
-  /** Progress is looked at this often between pokes (default 15 s). */
-  pollMs?: number;
 }
 
 /**
- * Follows the applied revision's progress and keeps its commit status up to date. Progress is
- * looked at (a fleet-wide read) at most once per `minIntervalMs`, however often it is poked.
+ * Keeps the applied revision's commit status up to date from the progress samples it is given
+ * (src/report/progress.ts samples at most once per interval, so posts are rate-limited too):
+ * posts when the state or the counts changed; a post that fails is tried again with the next
+ * sample.
  */
 export class CommitStatusReporter {
   private last?: { sha: string; key: string };
-  private lastTickAt = 0;
-  private timer?: NodeJS.Timeout;
-  private poller?: NodeJS.Timeout;
-  private running?: Promise<void>;
-  private again = false;
-  private stopped = false;
 
   constructor(private readonly opts: CommitStatusReporterOptions) {}
 
-  start(): void {
-    this.poller = setInterval(() => this.poke(), this.opts.pollMs ?? 15_000);
-    this.poller.unref();
-    this.poke(true);
-  }
-
-  /** Something changed (a device answered): look again within the interval. `now`: a revision was applied, look at once. */
-  poke(now = false): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again ||= now || !this.timer;
-      return;
-    }
-    const wait = now ? 0 : Math.max(0, this.lastTickAt + (this.opts.minIntervalMs ?? 10_000) - Date.now());
-    if (wait === 0) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-      this.run();
-    } else if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.run();
-      }, wait);
-      this.timer.unref();
-    }
-  }
-
-  private run(): void {
-    this.lastTickAt = Date.now();
-    this.running = this.tick().finally(() => {
-      this.running = undefined;
-      if (this.again) {
-        this.again = false;
-        this.poke();
-      }
-    });
-  }
-
-  /** Waits until nothing is in flight or scheduled (tests, shutdown). */
-  async idle(): Promise<void> {
-    while (this.running || (this.timer && !this.stopped)) {
-      if (this.running) await this.running;
-      else await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearInterval(this.poller);
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    while (this.running) await this.running;
-  }
-
-  private async tick(): Promise<void> {
-    let p: RevisionProgress | undefined;
-    try {
-      p = await this.opts.progress();
-    } catch (err) {
-      this.opts.log.warn({ err }, 'commit status: progress unavailable');
-      return;
-    }
+  async report(p: RevisionProgress | undefined): Promise<void> {
     if (!p?.commit) return;
     const status = statusOf(p, this.opts.statusUrl);
     const key = this.opts.client.updatesDescription ? `${status.state}\0${status.description}` : status.state;
@@ -225,7 +154,6 @@ export class CommitStatusReporter {
       this.last = { sha: p.commit, key };
       this.opts.log.info({ commit: p.commit, state: status.state, description: status.description, to: this.opts.client.name }, 'commit status posted');
     } catch (err) {
-      // Tried again on the next poll.
       this.opts.log.warn({ commit: p.commit, state: status.state, to: this.opts.client.name, error: (err as Error).message }, 'commit status not posted');
     }
   }

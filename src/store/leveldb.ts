@@ -44,7 +44,7 @@ import {
   type StatusProfiles,
   type StatusQuery,
 } from './status.js';
-import type { DeviceArtifacts } from '../reconcile/types.js';
+import type { DeviceArtifacts } from '../model/artifacts.js';
 import { Conflict, Malformed, NotFound } from '../errors.js';
 import { VersionConflictError } from './errors.js';
 import {

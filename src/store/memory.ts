@@ -6,7 +6,7 @@
  * each call is atomic on the one JavaScript thread. Records are copied in and out: a caller
  * mutating what it got back changes nothing stored.
  */
-import type { DeviceArtifacts } from '../reconcile/types.js';
+import type { DeviceArtifacts } from '../model/artifacts.js';
 import {
   checkChange,
   checkChannel,

@@ -176,5 +176,19 @@ describe('the pull-request loop', () => {
     };
     expect(views.rollouts[0]).toMatchObject({ blueprint: 'macs', step: 1, phase: 'halted', acceptedFailures: 1, counts: { devices: 3, failed: 3 } });
     expect(events.map((e) => e.type).filter((t) => t.startsWith('rollout.'))).toEqual(['rollout.halted', 'rollout.resumed', 'rollout.step', 'rollout.halted']);
+
+    // The status page draws it: the revision's convergence and the rollout's steps, as inline SVG.
+    const login = await fetch(`${server.url}/status/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `token=${server.readToken}`,
+      redirect: 'manual',
+    });
+    const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    const page = await (await fetch(`${server.url}/status`, { headers: { cookie } })).text();
+    expect(page).toContain(`<svg class="chart convergence"`);
+    expect(page).toContain(`Convergence of revision ${sha.slice(0, 12)}`);
+    expect(page).toMatch(/<figure data-rollout="macs"><svg class="chart rollout"[^]*data-step="1" data-state="done"[^]*data-step="2" data-state="halted"/);
+    expect(page).not.toContain('<script');
   });
 });

@@ -11,8 +11,8 @@ import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { enrollmentRoutes } from '../../src/cli/enroll.js';
-import { challengeDir } from '../../src/enroll/scep-routes.js';
+import { enrollmentOptions } from '../../src/cli/enroll.js';
+import { challengeDir } from '../../src/enroll/enrollment.js';
 import Router from '@koa/router';
 import { bearerAuth, ROUTER_OPTIONS } from '../../src/http/api.js';
 import { createApp, mountedRoutes, pathProblem, type MountedRoute } from '../../src/http/app.js';
@@ -137,10 +137,10 @@ beforeAll(async () => {
     .commit('good');
   server = await startTestServer(
     { repo: repo.url, pollIntervalMs: 0, driftIntervalMs: 0, dataDir: join(repo.root, 'server') },
-    { webhookSecret: 'hook-secret', routes: [enrollmentRoutes({ topic: 'com.apple.mgmt.test' }, {})] },
+    { webhookSecret: 'hook-secret', enrollment: enrollmentOptions({ topic: 'com.apple.mgmt.test' }, {}) },
   );
   // The admin API "disabled": no token at all.
-  off = await startTestServer({}, { adminToken: undefined, readToken: undefined, routes: [enrollmentRoutes({}, {})] });
+  off = await startTestServer({}, { adminToken: undefined, readToken: undefined, enrollment: enrollmentOptions({}, {}) });
   mac = server.device({ serialNumber: SERIAL, model: 'Mac14,2' });
   await mac.enroll();
   await mac.connect();
@@ -195,15 +195,15 @@ describe('the mounted routes', () => {
       maxBodyBytes: 1024,
     };
     const ok = () => undefined;
-    expect(() => createApp({ ...parts, extraRoutes: [new Router().get('/things', ok)] })).toThrow(/matches case-insensitively/);
-    expect(() => createApp({ ...parts, extraRoutes: [new Router(ROUTER_OPTIONS).get('/api/v1/things', ok)] })).toThrow(/has no access check/);
-    expect(() => createApp({ ...parts, extraRoutes: [new Router(ROUTER_OPTIONS).get('/metrics', ok)] })).toThrow(/has no access check/);
+    expect(() => createApp({ ...parts, routes: [new Router().get('/things', ok)] })).toThrow(/matches case-insensitively/);
+    expect(() => createApp({ ...parts, routes: [new Router(ROUTER_OPTIONS).get('/api/v1/things', ok)] })).toThrow(/has no access check/);
+    expect(() => createApp({ ...parts, routes: [new Router(ROUTER_OPTIONS).get('/metrics', ok)] })).toThrow(/has no access check/);
     // A router.use() guard does not count: it is matched apart from the route.
     const used = new Router(ROUTER_OPTIONS);
     used.use(bearerAuth('x'));
     used.get('/api/v1/things', ok);
-    expect(() => createApp({ ...parts, extraRoutes: [used] })).toThrow(/has no access check/);
-    expect(() => createApp({ ...parts, extraRoutes: [new Router(ROUTER_OPTIONS).get('/api/v1/things', bearerAuth('x'), ok)] })).not.toThrow();
+    expect(() => createApp({ ...parts, routes: [used] })).toThrow(/has no access check/);
+    expect(() => createApp({ ...parts, routes: [new Router(ROUTER_OPTIONS).get('/api/v1/things', bearerAuth('x'), ok)] })).not.toThrow();
   });
 
   it('canonical paths are the only spellings: the path rules', () => {

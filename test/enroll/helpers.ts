@@ -4,27 +4,21 @@ import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ServerConfig } from '../../src/config.js';
-import { scepRoutes, type EnrollmentContext, type ScepRoutesOptions } from '../../src/enroll/scep-routes.js';
+import type { Enrollment, EnrollmentOptions } from '../../src/enroll/enrollment.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 export const TOPIC = 'com.apple.mgmt.External.8f5b0c7e-3a41-4f8e-9c2d-6b1a2e3f4d5c';
 export const VECTORS = join(import.meta.dirname, '../fixtures/vectors');
 
 export interface EnrollServer extends TestServer {
-  enroll: EnrollmentContext;
+  enroll: Enrollment;
   caPem: string;
 }
 
-export async function startEnrollServer(routeOpts: ScepRoutesOptions = {}, overrides: Partial<ServerConfig> = {}): Promise<EnrollServer> {
-  let enroll: EnrollmentContext | undefined;
-  const server = await startTestServer(overrides, {
-    routes: [
-      scepRoutes({ topic: TOPIC, ...routeOpts }, (c) => {
-        enroll = c;
-      }),
-    ],
-  });
-  if (!enroll) throw new Error('enrollment routes were not built');
+export async function startEnrollServer(routeOpts: EnrollmentOptions = {}, overrides: Partial<ServerConfig> = {}): Promise<EnrollServer> {
+  const server = await startTestServer(overrides, { enrollment: { topic: TOPIC, ...routeOpts } });
+  const enroll = server.enrollment;
+  if (!enroll) throw new Error('enrollment was not opened');
   return { ...server, enroll, caPem: enroll.caStore.ca.certPem };
 }
 

@@ -24,7 +24,7 @@ import {
 import { ROUTER_OPTIONS } from '../../src/http/api.js';
 import { errorAnswer } from '../../src/http/errors.js';
 import { withStoreErrors } from '../../src/store/typed-errors.js';
-import type { RouteDeps } from '../../src/server.js';
+import type { RouteDeps } from '../../src/http/deps.js';
 import { http, startTestServer, type TestServer } from '../helpers/server.js';
 
 const CLASSES: Record<ErrorCode, new (message: string, options?: ErrorOptions) => OrchardError> = {

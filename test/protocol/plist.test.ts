@@ -9,6 +9,8 @@ import { toJson } from '../../src/protocol/json.js';
 import { installedApplicationListReport } from '../../src/sim/app-list.js';
 import { buildCommand, fromJson, validateCommand } from '../../src/protocol/commands.js';
 import { thrown } from '../helpers/thrown.js';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const refusal = (fn: () => unknown): ProtocolError => thrown(ProtocolError, fn);
 const VECTORS = join(import.meta.dirname, '../fixtures/vectors/nanomdm');
@@ -196,6 +198,31 @@ describe('plist parsing: refusals name the kind of problem and line:col, never t
     const big = buildPlist({ PayloadType: 'Configuration', PayloadContent: [{ PayloadType: 'com.apple.font', Font: new Uint8Array(2 << 20).fill(7) }] });
     expect(refusal(() => parsePlistDict(big)).message).toMatch(/text longer than/);
     expect((parsePlistDict(big, TRUSTED_LIMITS).PayloadContent as { Font: Uint8Array }[])[0]!.Font.length).toBe(2 << 20);
+  });
+});
+
+describe('message decoding: ids do not keep the body alive', () => {
+  it('a UDID kept after decoding does not pin the text it came from', () => {
+    // V8 represents a long substring as a view of its parent: a UDID kept in a cache would keep
+    // its whole request body in memory, for as long as the device is cached.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const padding = 'x'.repeat(200_000);
+    gc();
+    const before = getHeapStatistics().used_heap_size;
+    const kept: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      const udid = `00008110-${String(i).padStart(16, '0')}`;
+      const body = Buffer.from(dict(`<key>Status</key><string>Idle</string><key>UDID</key><string>${udid}</string><key>Pad</key><string>${padding}</string>`));
+      const rep = decodeReport(parsePlistDict(body));
+      expect(rep.deviceId).toBe(udid);
+      kept.push(rep.deviceId, rep.enrollmentId);
+    }
+    gc();
+    const grown = getHeapStatistics().used_heap_size - before;
+    // 200 bodies are 40 MB of text; 400 ids a few KB.
+    expect(grown).toBeLessThan(8_000_000);
+    expect(kept).toHaveLength(400);
   });
 });
 

@@ -3,7 +3,6 @@
  * one (coalesced) push at the APNs stand-in; POST/GET /api/v1/push.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushRoutes } from '../../src/http/push-routes.js';
 import { createDeviceIdentity } from '../../src/identity/ca.js';
 import { ApnsPusher } from '../../src/push/apns.js';
 import { ApnsStandIn } from '../../src/sim/apns.js';
@@ -23,7 +22,7 @@ beforeAll(async () => {
     { url: standIn.url, ca: standIn.tls.caPem, certPem: cert.certPem, keyPem: cert.keyPem, coalesceMs: 200, retryBaseMs: 20 },
     captureLog().log,
   );
-  server = await startTestServer({}, { pusher: apns, routes: [pushRoutes(apns)] });
+  server = await startTestServer({}, { pusher: apns });
 });
 afterAll(async () => {
   await server?.stop();
@@ -169,7 +168,7 @@ describe('push through the server', () => {
 
 describe('without a push certificate', () => {
   it('the routes say push is not configured', async () => {
-    const bare = await startTestServer({}, { routes: [pushRoutes(undefined)] });
+    const bare = await startTestServer();
     try {
       const get = await http(`${bare.url}/api/v1/push`, { headers: { authorization: `Bearer ${bare.readToken}` } });
       expect(get.status).toBe(200);

@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
+import { ConvergenceSeries, ProgressSampler } from '../../src/report/progress.js';
 import {
   CommitStatusReporter,
   commitStatusClient,
@@ -128,74 +129,88 @@ describe('statusOf and revisionProgress', () => {
   });
 });
 
-describe('CommitStatusReporter', () => {
+describe('CommitStatusReporter fed by the ProgressSampler', () => {
+  const sampled = (reporter: CommitStatusReporter, progress: () => RevisionProgress, minIntervalMs: number, counter?: { n: number }) =>
+    new ProgressSampler({
+      progress: async () => {
+        if (counter) counter.n++;
+        return progress();
+      },
+      sinks: [(p) => reporter.report(p)],
+      log: pino({ level: 'silent' }),
+      minIntervalMs,
+      pollMs: 60_000,
+    });
+
   it('posts on change only, coalesces within the interval, survives a host that is down, never logs the token', async () => {
     const sha = 'b'.repeat(40);
     let progress: RevisionProgress = { commit: sha, selected: 2, verified: 0, pending: 2, failed: 0 };
-    let calls = 0;
+    const calls = { n: 0 };
     const cap = captureLog();
-    const reporter = new CommitStatusReporter({
-      client: commitStatusClient({ provider: 'github', repo: 'acme/fleet', url: host.url }, TOKEN),
-      progress: async () => {
-        calls++;
-        return progress;
-      },
-      log: cap.log,
-      minIntervalMs: 300,
-      pollMs: 60_000,
-    });
-    reporter.start();
-    await reporter.idle();
+    const reporter = new CommitStatusReporter({ client: commitStatusClient({ provider: 'github', repo: 'acme/fleet', url: host.url }, TOKEN), log: cap.log });
+    const sampler = sampled(reporter, () => progress, 300, calls);
+    sampler.start();
+    await sampler.idle();
     expect(host.states(sha)).toEqual(['pending']);
     // The same state again: nothing posted.
-    reporter.poke();
-    await reporter.idle();
+    sampler.poke();
+    await sampler.idle();
     expect(host.states(sha)).toEqual(['pending']);
     // Two changes within the interval: only the latest goes out.
     progress = { ...progress, verified: 1, pending: 1 };
-    reporter.poke();
+    sampler.poke();
     progress = { ...progress, verified: 2, pending: 0 };
-    reporter.poke();
-    await reporter.idle();
+    sampler.poke();
+    await sampler.idle();
     expect(host.states(sha)).toEqual(['pending', 'success']);
     expect(host.posted.filter((p) => p.sha === sha).at(-1)!.description).toBe('all 2 devices verified');
-    expect(calls).toBeLessThanOrEqual(4);
-    await reporter.stop();
+    expect(calls.n).toBeLessThanOrEqual(3);
+    await sampler.stop();
 
-    // The host down: logged, tried again later, then posted.
-    const down = new CommitStatusReporter({
-      client: commitStatusClient({ provider: 'github', repo: 'acme/fleet', url: 'http://127.0.0.1:1' }, TOKEN),
-      progress: async () => progress,
-      log: cap.log,
-      minIntervalMs: 10,
-    });
-    down.poke(true);
-    await down.idle();
-    await down.stop();
+    // The host down: logged, and posted with a later sample once it answers.
+    const client = commitStatusClient({ provider: 'github', repo: 'acme/fleet', url: 'http://127.0.0.1:1' }, TOKEN);
+    const down = new CommitStatusReporter({ client, log: cap.log });
+    const sha2 = 'd'.repeat(40);
+    await down.report({ ...progress, commit: sha2 });
     expect(cap.text()).toContain('commit status not posted');
+    expect(host.states(sha2)).toEqual([]);
+    const up = new CommitStatusReporter({ client: commitStatusClient({ provider: 'github', repo: 'acme/fleet', url: host.url }, TOKEN), log: cap.log });
+    await up.report({ ...progress, commit: sha2 });
+    expect(host.states(sha2)).toEqual(['success']);
     expect(cap.text()).toContain('commit status posted');
     expect(cap.text()).not.toContain(TOKEN);
   });
 
   it('GitLab gets state changes only (a repeated running status is refused there)', async () => {
     const sha = 'c'.repeat(40);
-    let progress: RevisionProgress = { commit: sha, selected: 2, verified: 0, pending: 2, failed: 0 };
     const reporter = new CommitStatusReporter({
       client: commitStatusClient({ provider: 'gitlab', repo: '42', url: `${host.url}/api/v4` }, TOKEN),
-      progress: async () => progress,
       log: pino({ level: 'silent' }),
-      minIntervalMs: 10,
     });
-    reporter.poke(true);
-    await reporter.idle();
-    progress = { ...progress, verified: 1, pending: 1 };
-    reporter.poke(true);
-    await reporter.idle();
-    progress = { ...progress, verified: 2, pending: 0 };
-    reporter.poke(true);
-    await reporter.idle();
-    await reporter.stop();
+    for (const [verified, pending] of [
+      [0, 2],
+      [1, 1],
+      [2, 0],
+    ] as const)
+      await reporter.report({ commit: sha, selected: 2, verified, pending, failed: 0 });
     expect(host.states(sha)).toEqual(['running', 'success']);
     expect(host.refused.filter((r) => r.path.includes(sha))).toEqual([]);
+  });
+});
+
+describe('ConvergenceSeries', () => {
+  it('keeps a bounded series per revision: thinned when full (first and latest kept), new revision starts over', () => {
+    const series = new ConvergenceSeries(10);
+    const t0 = Date.parse('2026-01-01T00:00:00.000Z');
+    for (let i = 0; i < 25; i++) series.record({ commit: SHA, selected: 25, verified: i, pending: 25 - i, failed: 0 }, new Date(t0 + i * 1000));
+    const v = series.view()!;
+    expect(v.revision).toBe(SHA);
+    expect(v.since).toBe('2026-01-01T00:00:00.000Z');
+    expect(v.points.length).toBeLessThanOrEqual(10);
+    expect(v.points[0]).toEqual({ t: 0, verified: 0, pending: 25, failed: 0 });
+    expect(v.points.at(-1)).toEqual({ t: 24_000, verified: 24, pending: 1, failed: 0 });
+    expect(v.points.map((p) => p.t)).toEqual([...v.points.map((p) => p.t)].sort((a, b) => a - b));
+    series.record({ commit: 'e'.repeat(40), selected: 1, verified: 0, pending: 1, failed: 0 }, new Date(t0 + 60_000));
+    expect(series.view()).toEqual({ revision: 'e'.repeat(40), since: '2026-01-01T00:01:00.000Z', points: [{ t: 0, verified: 0, pending: 1, failed: 0 }] });
   });
 });

@@ -6,15 +6,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Koa from 'koa';
 import Router from '@koa/router';
-import { enrollmentRoutes } from '../../src/cli/enroll.js';
+import { enrollmentOptions } from '../../src/cli/enroll.js';
 import { runStatus } from '../../src/cli/status.js';
-import { apiRouter } from '../../src/http/api.js';
-import { createMetrics, httpMetrics, metricsRoutes } from '../../src/http/metrics.js';
+import { mountedRoutes } from '../../src/http/app.js';
+import { createMetrics, httpMetrics } from '../../src/http/metrics.js';
 import { OPENAPI } from '../../src/http/openapi.js';
-import { pushRoutes } from '../../src/http/push-routes.js';
-import { reportRoutes, type ReportSources } from '../../src/http/report-routes.js';
-import { sourceRoutes } from '../../src/http/source-routes.js';
-import type { RouteDeps } from '../../src/server.js';
+import type { ReportSources } from '../../src/http/report-routes.js';
 import { deviceSummary, loadSnapshot, problemsOf, stateOf, type DeviceProfileStatus } from '../../src/report/status.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
@@ -28,15 +25,6 @@ let macs: SimulatedDevice[];
 let goodSha: string;
 const sources: ReportSources & { staleDays?: number } = {};
 const metrics = createMetrics();
-// The routers the route factories made, and what they were given (the OpenAPI check lists their routes).
-const mounted: Router[] = [];
-let deps: RouteDeps;
-const capture = (make: (d: RouteDeps) => Router | Router[]) => (d: RouteDeps) => {
-  deps = d;
-  const r = make(d);
-  mounted.push(...[r].flat());
-  return r;
-};
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the report API's JSON bodies, read loosely: the assertions check their shape
 type Json = any;
@@ -55,11 +43,10 @@ beforeAll(async () => {
       server = s;
     },
     server: {
-      routes: [
-        capture(reportRoutes(() => ({ ...sources, source: server?.source }))),
-        capture(metricsRoutes(() => ({ ...sources, source: server?.source }), metrics)),
-        capture(enrollmentRoutes({}, {})),
-      ],
+      // The reports and metrics read the stand-ins the tests put into `sources`.
+      reports: ({ source }) => ({ ...sources, source }),
+      metrics,
+      enrollment: enrollmentOptions({}, {}),
     },
   });
   ({ repo, macs, goodSha } = fleet);
@@ -413,19 +400,11 @@ describe('OpenAPI document', () => {
   });
 
   it('describes exactly the routes the server mounts under /api/v1 and /metrics', () => {
-    // The same routers startServer/createApp build: the admin API, the git hook, push (unconfigured), and the factories'.
-    const routers = [
-      ...mounted,
-      ...[pushRoutes(undefined)(deps)].flat(),
-      apiRouter({ store: server.store, pusher: deps.pusher, maxBodyBytes: 1024, source: server.source, adminToken: 'x' }),
-      sourceRoutes({ source: server.source!, log: server.log }),
-    ];
+    // Every route the running server's app mounts (the composition root builds them all).
     const actual = new Set<string>();
-    for (const r of routers) {
-      for (const layer of r.stack as { path: string; methods: string[] }[]) {
-        if (!layer.path.startsWith('/api/v1') && layer.path !== '/metrics') continue;
-        for (const m of layer.methods) if (m !== 'HEAD') actual.add(`${m} ${layer.path.replace(/:(\w+)/g, '{$1}')}`);
-      }
+    for (const r of mountedRoutes(server.app)) {
+      if (!r.path.startsWith('/api/v1') && r.path !== '/metrics') continue;
+      actual.add(`${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`);
     }
     expect([...actual].sort()).toEqual(documented());
   });

@@ -1,4 +1,4 @@
-import type { DeviceArtifacts } from '../../reconcile/types.js';
+import type { DeviceArtifacts } from '../../model/artifacts.js';
 import type { Page, PageRequest } from '../paging.js';
 import type { ReconcileChange } from '../records.js';
 

@@ -1,0 +1,357 @@
+/**
+ * The composition root: every part of `orchard serve` is built here from the config, in the order
+ * they depend on each other. Nothing else creates parts or wires them together: route factories
+ * only build routers from the parts (src/http/deps.ts), and src/server.ts only adds the HTTP
+ * listener. Adding a part is one step below, plus a field in `Orchard` (and in RouteDeps when
+ * routes need it), plus its stop in `close()`.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type Router from '@koa/router';
+import { pino, type Logger } from 'pino';
+import type { ServerConfig } from './config.js';
+import { openEnrollment, type Enrollment, type EnrollmentOptions } from './enroll/enrollment.js';
+import { scepRoutes } from './http/enroll-routes.js';
+import { FleetSource } from './gitops/source.js';
+import { apiRouter, bearerAuth } from './http/api.js';
+import { createApp } from './http/app.js';
+import type { RouteDeps, RouteFactory } from './http/deps.js';
+import { countResults, createMetrics, httpMetrics, metricsRoutes, withMetrics, type OrchardMetrics } from './http/metrics.js';
+import { pushRoutes } from './http/push-routes.js';
+import { reportRoutes, type ReportSources } from './http/report-routes.js';
+import { sourceRoutes } from './http/source-routes.js';
+import { statusPageRoutes } from './http/status-page.js';
+import { TrustStore } from './identity/trust.js';
+import { ReplayGuard } from './mdm/replay.js';
+import { MdmService } from './mdm/service.js';
+import { apnsFromDataDir, type ApnsPusher } from './push/apns.js';
+import { readStoredPushCredentials } from './push/push-cert.js';
+import { isOnDemand, UnconfiguredPusher, type OnDemandPush, type Pusher } from './push/push.js';
+import type { RetryPolicy } from './reconcile/decide.js';
+import { Reconciler } from './reconcile/reconciler.js';
+import { RolloutController } from './reconcile/rollout.js';
+import { LevelRolloutStore, type RolloutStore } from './store/rollouts.js';
+import { rolloutRoutes } from './http/rollout-routes.js';
+import { saveAppliedRevision, storeSourceState } from './gitops/source-state.js';
+import { SecretStore } from './reconcile/secrets.js';
+import { commitStatusReporter } from './report/commit-status-wiring.js';
+import type { CommitStatusReporter, RevisionProgress } from './report/commit-status.js';
+import { ConvergenceSeries, ProgressSampler, progressReader } from './report/progress.js';
+import { EventWebhooks } from './report/webhooks.js';
+import { DeclarativeManagement } from './ddm/protocol.js';
+import { DdmReconciler } from './ddm/reconcile.js';
+import { LevelDdmStore, type DdmStore } from './store/ddm.js';
+import { LevelStore } from './store/leveldb.js';
+import { withStoreErrors } from './store/typed-errors.js';
+import type { Store } from './store/types.js';
+
+export interface RootOptions {
+  log?: Logger;
+  adminToken?: string;
+  readToken?: string;
+  webhookSecret?: string;
+  /** HMAC secret for outgoing event webhooks (cfg.eventWebhooks). */
+  eventSecret?: string;
+  /** Git host token for cfg.commitStatus (else read from its tokenFile). */
+  commitStatusToken?: string;
+  /** How often the applied revision's progress is read, so how often a commit status may be posted (default 10 s; tests shorten it). */
+  commitStatusIntervalMs?: number;
+  /** How often staged rollouts are looked at without a device answer (default 10 s). */
+  rolloutTickMs?: number;
+  /** Wakes devices instead of the APNs client of the imported push certificate (tests). One that can also push on demand serves /api/v1/push. */
+  pusher?: Pusher;
+  /** The built-in CA, SCEP and enrollment profiles (`orchard serve` always; tests when they enroll). */
+  enrollment?: EnrollmentOptions;
+  /** How often finished commands are compacted (default hourly). */
+  compactEveryMs?: number;
+  /** Reconciler retry policy (tests shorten it). */
+  retry?: RetryPolicy;
+  /** Metrics registry to count into (default: a new one). */
+  metrics?: OrchardMetrics;
+  /** What the reports and metrics read (default: the source and the APNs client); tests put stand-ins in. */
+  reports?: (parts: { source?: FleetSource; push?: OnDemandPush }) => ReportSources;
+  /** More routes, mounted before the built-in ones (tests). */
+  routes?: RouteFactory[];
+}
+
+/** The routers of the server besides the device endpoints, in mount order. */
+export const ROUTES: readonly RouteFactory[] = [
+  rolloutRoutes,
+  scepRoutes,
+  reportRoutes,
+  statusPageRoutes,
+  metricsRoutes,
+  pushRoutes,
+  // The git webhook is authenticated by its HMAC signature, not a bearer token.
+  (d) => (d.source ? sourceRoutes({ source: d.source, webhookSecret: d.webhookSecret, log: d.log }) : []),
+  (d) =>
+    apiRouter({
+      source: d.source,
+      store: d.store,
+      ddm: d.ddmStore,
+      pusher: d.pusher,
+      adminToken: d.adminToken,
+      readToken: d.readToken,
+      maxBodyBytes: d.cfg.maxBodyBytes,
+    }),
+];
+
+/** The built, not yet started server: every part, the app, and how to start and stop the parts. */
+export interface Orchard {
+  cfg: ServerConfig;
+  log: Logger;
+  store: Store;
+  /** Declarative Device Management: sets and status per enrollment. */
+  ddmStore: DdmStore;
+  trust: TrustStore;
+  service: MdmService;
+  enrollment?: Enrollment;
+  pusher: Pusher;
+  /** The APNs client of the imported push certificate, when there is one and no test pusher. */
+  apns?: ApnsPusher;
+  source?: FleetSource;
+  reconciler: Reconciler;
+  /** Applies staged blueprints step by step (absent without --repo). */
+  rollouts?: RolloutController;
+  /** Posts the applied revision's rollout to the git host (cfg.commitStatus). */
+  commitStatuses?: CommitStatusReporter;
+  webhooks?: EventWebhooks;
+  metrics: OrchardMetrics;
+  deps: RouteDeps;
+  app: ReturnType<typeof createApp>;
+  /** Timers and the first sync; call once the listener is up. */
+  start(): Promise<void>;
+  /** Stops the parts; `listener` (the HTTP server) closes after them, the store last. */
+  close(listener?: () => Promise<void>): Promise<void>;
+}
+
+/**
+ * stdout, written asynchronously: a synchronous write per request line was 15-17% of the server's
+ * time with a new connection per request, and a slow reader of a full pipe would stall every
+ * request. pino flushes what is left when the process exits; beyond 16 MiB waiting (a reader that
+ * stopped) lines are dropped rather than held.
+ */
+function requestLogDestination() {
+  return pino.destination({ dest: 1, sync: false, maxLength: 16 << 20 });
+}
+
+export async function composeOrchard(cfg: ServerConfig, opts: RootOptions = {}): Promise<Orchard> {
+  const log = opts.log ?? pino({ level: cfg.logLevel }, requestLogDestination());
+  // Storage: the store's own failures are 503s, and the commands queued through it are counted.
+  const metrics = opts.metrics ?? createMetrics();
+  mkdirSync(cfg.dataDir, { recursive: true });
+  const store = withMetrics(withStoreErrors(await LevelStore.open(cfg.dataDir)), metrics);
+  let ddmStore: DdmStore | undefined;
+  let rolloutStore: RolloutStore | undefined;
+  try {
+    ddmStore = await LevelDdmStore.open(join(cfg.dataDir, 'ddm'));
+    rolloutStore = await LevelRolloutStore.open(join(cfg.dataDir, 'rollouts'));
+    return assemble(cfg, opts, { log, metrics, store, ddmStore, rolloutStore });
+  } catch (err) {
+    // A part that cannot be built (a config error) must not leave the stores locked.
+    await rolloutStore?.close();
+    await ddmStore?.close();
+    await store.close();
+    throw err;
+  }
+}
+
+interface Storage {
+  log: Logger;
+  metrics: OrchardMetrics;
+  store: Store;
+  ddmStore: DdmStore;
+  rolloutStore: RolloutStore;
+}
+
+function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, ddmStore, rolloutStore }: Storage): Orchard {
+  // Identity: the CAs devices' certificates must chain to, and the MDM protocol on the store.
+  const trust = TrustStore.fromFiles(cfg.trustCa);
+  const service = new MdmService(store, { reenroll: cfg.reenroll, log: log.child({ component: 'identity' }) });
+  // Declarative Device Management rides on the check-in endpoint.
+  const ddm = new DeclarativeManagement(ddmStore);
+  service.useDeclarative((eid, endpoint, data) => ddm.handle(eid, endpoint, data));
+  const storedTopic = () => {
+    try {
+      return readStoredPushCredentials(cfg.dataDir)?.topic;
+    } catch {
+      return undefined;
+    }
+  };
+  // Enrollment adds the built-in CA to the trust store (created on disk on first start).
+  const enrollment = opts.enrollment ? openEnrollment(opts.enrollment, { dataDir: cfg.dataDir, trust, service, log, defaultTopic: storedTopic }) : undefined;
+  if (trust.size === 0) log.warn('no trusted CA (--trust-ca): no device can enroll yet');
+
+  // Push: the imported push certificate makes the real APNs client (orchard push-cert import).
+  const apns = opts.pusher ? undefined : apnsFromDataDir(cfg.dataDir, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
+  const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
+  const push = apns ?? (isOnDemand(opts.pusher) ? opts.pusher : undefined);
+  service.on('tokenUpdate', (e) => apns?.tokenUpdated(e.id, e.push!.token));
+
+  // GitOps: the fleet repository, and the reconcilers that apply each valid revision (profiles, declarations).
+  const source = cfg.repo
+    ? new FleetSource({
+        repo: cfg.repo,
+        branch: cfg.branch,
+        dataDir: cfg.dataDir,
+        pollIntervalMs: cfg.pollIntervalMs,
+        limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs },
+        load: cfg.manifests ? { manifests: cfg.manifests } : undefined,
+        // In the store, so another process on it continues from here (an older state.json is read once).
+        state: storeSourceState(store, join(cfg.dataDir, 'source', 'state.json')),
+        log: log.child({ component: 'source' }),
+      })
+    : undefined;
+  const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
+  const ddmReconciler = new DdmReconciler({ store, ddm: ddmStore, pusher, log: log.child({ component: 'ddm' }), secrets });
+  const reconciler = new Reconciler({
+    store,
+    service,
+    pusher,
+    log: log.child({ component: 'reconciler' }),
+    secrets,
+    ddm: { reconcile: (device, fleet, revision) => ddmReconciler.reconcile(device, fleet, revision), reset: (eid) => ddmStore.resetDdm(eid) },
+    driftIntervalMs: cfg.driftIntervalMs,
+    inventoryOnEnroll: source !== undefined,
+    retry: opts.retry,
+  });
+
+  // Reporting: signed event webhooks, the rollout as commit statuses.
+  const webhooks =
+    cfg.eventWebhooks.length > 0
+      ? new EventWebhooks({ urls: cfg.eventWebhooks, secret: opts.eventSecret ?? '', log: log.child({ component: 'webhooks' }) })
+      : undefined;
+  if (webhooks && !opts.eventSecret) log.warn('event webhooks are not signed: set ORCHARD_EVENT_SECRET');
+  webhooks?.attach(service, source);
+  // The applied revision's progress, read at most every interval: posted as commit statuses, drawn on the status page.
+  const commitStatuses = commitStatusReporter(cfg, opts, log);
+  const convergence = new ConvergenceSeries();
+  const progress = new ProgressSampler({
+    progress: progressReader({ store, source, note: () => rollouts?.note() ?? {} }),
+    sinks: [convergence.record, ...(commitStatuses ? [(p: RevisionProgress | undefined) => commitStatuses.report(p)] : [])],
+    log,
+    minIntervalMs: opts.commitStatusIntervalMs,
+  });
+
+  // Staged rollouts: staged blueprints reach their current step only, so the controller applies each revision.
+  const rollouts = source
+    ? new RolloutController({
+        store: rolloutStore,
+        status: store,
+        apply: (rev) => reconciler.apply(rev),
+        log: log.child({ component: 'rollout' }),
+        emit: (type, data) => webhooks?.emit(type, data),
+        onChange: () => progress.poke(true),
+        tickMs: opts.rolloutTickMs,
+      })
+    : undefined;
+  source?.on('applied', (rev) => {
+    saveAppliedRevision(store, rev).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
+    (rollouts ? rollouts.applied(rev) : reconciler.apply(rev))
+      .then(() => progress.poke(true))
+      .catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
+  });
+  // Device answers move rollouts: looked at again within the reporter's interval.
+  service.on('result', () => {
+    progress.poke();
+    rollouts?.poke();
+  });
+  const reports = opts.reports ? () => opts.reports!({ source, push }) : () => ({ source, apns: push });
+  metrics.bind(store, reports);
+  countResults(service, store, metrics);
+
+  // HTTP: the routes from the parts, then the app.
+  const deps: RouteDeps = {
+    cfg,
+    log,
+    store,
+    ddmStore,
+    trust,
+    service,
+    pusher,
+    push,
+    source,
+    rollouts,
+    enrollment,
+    metrics,
+    convergence,
+    reports,
+    adminToken: opts.adminToken,
+    readToken: opts.readToken,
+    webhookSecret: opts.webhookSecret,
+    auth: bearerAuth(opts.adminToken, opts.readToken),
+  };
+  const app = createApp({
+    middleware: [httpMetrics(metrics)],
+    routes: buildRoutes([...(opts.routes ?? []), ...ROUTES], deps),
+    log,
+    service,
+    trust,
+    certHeader: cfg.certHeader,
+    maxBodyBytes: cfg.maxBodyBytes,
+    bodyTimeoutMs: cfg.requestTimeoutMs,
+    replay: new ReplayGuard({ windowMs: cfg.replayWindowMs, maxEntries: cfg.replayCacheSize }),
+  });
+  if (!opts.adminToken && !opts.readToken) log.warn('ORCHARD_API_TOKEN is not set: the admin API is disabled');
+
+  const compaction = compactor(store, cfg.retentionMs, log);
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    cfg,
+    log,
+    store,
+    ddmStore,
+    trust,
+    service,
+    enrollment,
+    pusher,
+    apns,
+    source,
+    reconciler,
+    rollouts,
+    commitStatuses,
+    webhooks,
+    metrics,
+    deps,
+    app,
+    async start() {
+      void compaction();
+      timer = setInterval(compaction, opts.compactEveryMs ?? 3600_000);
+      timer.unref();
+      progress.start();
+      rollouts?.start();
+      reconciler.start();
+      // The first sync never throws (an unreachable remote is a status, not a crash).
+      await source?.start();
+    },
+    async close(listener) {
+      clearInterval(timer);
+      await source?.stop();
+      await progress.stop();
+      await rollouts?.stop();
+      await reconciler.stop();
+      await apns?.close();
+      await webhooks?.close();
+      await listener?.();
+      await store.close();
+      await ddmStore.close();
+      await rolloutStore.close();
+    },
+  };
+}
+
+export function buildRoutes(factories: readonly RouteFactory[], deps: RouteDeps): Router[] {
+  return factories.flatMap((make) => make(deps));
+}
+
+/** Deletes finished commands past the retention period; a failure is logged, never thrown. */
+function compactor(store: Store, retentionMs: number, log: Logger): () => Promise<void> {
+  return async () => {
+    try {
+      const n = await store.compact(new Date(Date.now() - retentionMs));
+      if (n > 0) log.info({ compacted: n }, 'compacted finished commands');
+    } catch (err) {
+      log.error({ err }, 'compaction failed');
+    }
+  };
+}

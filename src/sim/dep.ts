@@ -1,0 +1,217 @@
+/**
+ * A local stand-in of Apple's device enrollment service (tests, benchmarks), written to Apple's documented wire
+ * format: OAuth 1.0a (HMAC-SHA1) on `GET /session` checked as Apple checks it, a session token in
+ * `X-ADM-Auth-Session` that expires (401), `X-Server-Protocol-Version` required, JSON bodies with
+ * Apple's content type, device fetch and sync with cursors and `more_to_follow`, expired cursors,
+ * the terms-and-conditions refusal, and profile definition and assignment.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { hmacSha1Signature, parseOAuthHeader, signatureBaseString, type OAuthCredentials } from '../abm/oauth1.js';
+import type { AbmDevice, AbmProfile } from '../abm/client.js';
+
+interface Change {
+  seq: number;
+  device: AbmDevice;
+}
+
+export interface StandinOptions {
+  credentials: OAuthCredentials;
+  serverName?: string;
+  orgName?: string;
+  /** Sessions end after this many calls (tests of re-authentication). */
+  sessionCalls?: number;
+}
+
+export class DepStandin {
+  readonly devices = new Map<string, AbmDevice>();
+  readonly profiles = new Map<string, AbmProfile>();
+  readonly requests: { method: string; path: string; status: number }[] = [];
+  termsSigned = true;
+  /** Cursors carry the epoch they were issued in; an older epoch is answered EXPIRED_CURSOR. */
+  private epoch = 0;
+  private readonly changes: Change[] = [];
+  private seq = 0;
+  private readonly sessions = new Map<string, number>();
+  private readonly nonces = new Set<string>();
+  private server?: Server;
+  url = '';
+
+  constructor(private readonly opts: StandinOptions) {}
+
+  async start(): Promise<this> {
+    this.server = createServer((req, res) => void this.handle(req, res));
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    const { port } = this.server.address() as AddressInfo;
+    this.url = `http://127.0.0.1:${port}`;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  /** ABM-side changes: a device assigned to this server, changed, or released. */
+  add(d: AbmDevice): void {
+    this.devices.set(d.serial_number, { profile_status: 'empty', ...d });
+    this.log({ ...this.devices.get(d.serial_number)!, op_type: 'added' });
+  }
+  modify(serial: string, patch: Partial<AbmDevice>): void {
+    const d = this.devices.get(serial);
+    if (!d) throw new Error(`no device ${serial}`);
+    Object.assign(d, patch);
+    this.log({ ...d, op_type: 'modified' });
+  }
+  remove(serial: string): void {
+    const d = this.devices.get(serial);
+    if (!d) throw new Error(`no device ${serial}`);
+    this.devices.delete(serial);
+    this.log({ ...d, op_type: 'deleted' });
+  }
+  /** Ends every session (Apple's sessions expire after a few minutes). */
+  expireSessions(): void {
+    this.sessions.clear();
+  }
+  /** Makes every cursor issued so far expired. */
+  expireCursors(): void {
+    this.epoch++;
+  }
+
+  private log(device: AbmDevice): void {
+    this.changes.push({ seq: ++this.seq, device: { ...device, op_date: new Date().toISOString() } });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks).toString('utf8');
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const send = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
+      this.requests.push({ method: req.method ?? '', path, status });
+      const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
+      res.writeHead(status, { 'Content-Type': 'application/json;charset=UTF8', ...headers });
+      res.end(text);
+    };
+    if (req.headers['x-server-protocol-version'] === undefined) return send(400, 'MISSING_PROTOCOL_VERSION');
+    if (path === '/session') return this.session(req, send);
+    const token = req.headers['x-adm-auth-session'];
+    const left = typeof token === 'string' ? this.sessions.get(token) : undefined;
+    if (left === undefined || left <= 0) return send(401, 'UNAUTHORIZED');
+    this.sessions.set(token as string, left - 1);
+    if (!this.termsSigned) return send(403, 'T_C_NOT_SIGNED');
+    let json: Record<string, unknown> = {};
+    if (req.method === 'POST' || req.method === 'PUT' || req.method === 'DELETE') {
+      if (!String(req.headers['content-type'] ?? '').startsWith('application/json')) return send(400, 'INVALID_CONTENT_TYPE');
+      try {
+        json = JSON.parse(body) as Record<string, unknown>;
+      } catch {
+        return send(400, 'MALFORMED_REQUEST_BODY');
+      }
+    }
+    const route = `${req.method} ${path}`;
+    if (route === 'GET /account') {
+      return send(200, {
+        server_name: this.opts.serverName ?? 'Orchard Test',
+        server_uuid: 'A1B2C3D4-0000-0000-0000-000000000001',
+        org_name: this.opts.orgName ?? 'Example Org',
+        org_email: 'it@example.com',
+        admin_id: 'admin@example.com',
+      });
+    }
+    if (route === 'POST /server/devices') return this.fetchPage(json, send);
+    if (route === 'POST /devices/sync') return this.syncPage(json, send);
+    if (route === 'POST /profile') {
+      const p = json as unknown as AbmProfile;
+      if (typeof p.profile_name !== 'string' || typeof p.url !== 'string') return send(400, 'CONFIG_NAME_REQUIRED');
+      const uuid = randomUUID().replace(/-/g, '').toUpperCase();
+      this.profiles.set(uuid, p);
+      return send(200, { profile_uuid: uuid, devices: this.assign(uuid, p.devices ?? []) });
+    }
+    if (route === 'PUT /profile/devices' || route === 'POST /profile/devices') {
+      const uuid = json.profile_uuid;
+      if (typeof uuid !== 'string' || !this.profiles.has(uuid)) return send(400, 'PROFILE_NOT_FOUND');
+      return send(200, { profile_uuid: uuid, devices: this.assign(uuid, (json.devices as string[] | undefined) ?? []) });
+    }
+    if (route === 'DELETE /profile/devices') {
+      const out: Record<string, string> = {};
+      for (const s of (json.devices as string[] | undefined) ?? []) {
+        const d = this.devices.get(s);
+        if (!d) out[s] = 'NOT_ACCESSIBLE';
+        else {
+          this.modify(s, { profile_status: 'removed', profile_uuid: undefined });
+          out[s] = 'SUCCESS';
+        }
+      }
+      return send(200, { devices: out });
+    }
+    return send(404, 'NOT_FOUND');
+  }
+
+  private session(req: IncomingMessage, send: (s: number, p: unknown) => void): void {
+    const fields = parseOAuthHeader(req.headers.authorization);
+    if (!fields) return send(400, 'Missing or duplicated OAuth parameters');
+    const need = ['oauth_consumer_key', 'oauth_token', 'oauth_signature_method', 'oauth_signature', 'oauth_timestamp', 'oauth_nonce'];
+    if (need.some((k) => fields[k] === undefined)) return send(400, 'Missing required authorization parameter');
+    if (fields.oauth_signature_method !== 'HMAC-SHA1') return send(400, 'Unsupported signature method');
+    const c = this.opts.credentials;
+    if (fields.oauth_consumer_key !== c.consumerKey) return send(401, 'Unauthorized: invalid consumer key');
+    if (fields.oauth_token !== c.accessToken) return send(401, 'Unauthorized: invalid or expired token');
+    if (Math.abs(Date.now() / 1000 - Number(fields.oauth_timestamp)) > 300) return send(401, 'Unauthorized: timestamp');
+    if (this.nonces.has(fields.oauth_nonce!)) return send(401, 'Unauthorized: nonce already used');
+    const params = Object.fromEntries(Object.entries(fields).filter(([k]) => k.startsWith('oauth_') && k !== 'oauth_signature'));
+    const expected = hmacSha1Signature(signatureBaseString('GET', `${this.url}/session`, params), c.consumerSecret, c.accessSecret);
+    if (expected !== fields.oauth_signature) return send(401, 'Unauthorized: invalid signature');
+    this.nonces.add(fields.oauth_nonce!);
+    const token = `${randomUUID()}`;
+    this.sessions.set(token, this.opts.sessionCalls ?? 1_000_000);
+    send(200, { auth_session_token: token });
+  }
+
+  private assign(uuid: string, serials: string[]): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const s of serials) {
+      if (!this.devices.has(s)) out[s] = 'NOT_ACCESSIBLE';
+      else {
+        this.modify(s, { profile_uuid: uuid, profile_status: 'assigned', profile_assign_time: new Date().toISOString() });
+        out[s] = 'SUCCESS';
+      }
+    }
+    return out;
+  }
+
+  // Cursors: "f:<epoch>:<offset>:<seq>" while fetching (offset into the serial-sorted list), "s:<epoch>:<seq>" once synced.
+  private fetchPage(json: Record<string, unknown>, send: (s: number, p: unknown) => void): void {
+    const limit = Math.min(Math.max(Number(json.limit ?? 100), 1), 1000);
+    let offset = 0;
+    let at = this.seq;
+    if (typeof json.cursor === 'string') {
+      const m = /^f:(\d+):(\d+):(\d+)$/.exec(json.cursor);
+      if (!m) return send(400, 'INVALID_CURSOR');
+      if (Number(m[1]) !== this.epoch) return send(400, 'EXPIRED_CURSOR');
+      offset = Number(m[2]);
+      at = Number(m[3]);
+    }
+    const all = [...this.devices.values()].sort((a, b) => (a.serial_number < b.serial_number ? -1 : 1));
+    const devices = all.slice(offset, offset + limit);
+    const more = offset + limit < all.length;
+    send(200, {
+      devices,
+      cursor: more ? `f:${this.epoch}:${offset + limit}:${at}` : `s:${this.epoch}:${at}`,
+      more_to_follow: more,
+      fetched_until: new Date().toISOString(),
+    });
+  }
+
+  private syncPage(json: Record<string, unknown>, send: (s: number, p: unknown) => void): void {
+    if (typeof json.cursor !== 'string') return send(400, 'CURSOR_REQUIRED');
+    const m = /^s:(\d+):(\d+)$/.exec(json.cursor);
+    if (!m) return send(400, 'INVALID_CURSOR');
+    if (Number(m[1]) !== this.epoch) return send(400, 'EXPIRED_CURSOR');
+    const from = Number(m[2]);
+    const limit = Math.min(Math.max(Number(json.limit ?? 100), 1), 1000);
+    const page = this.changes.filter((c) => c.seq > from).slice(0, limit);
+    const last = page.at(-1)?.seq ?? from;
+    send(200, { devices: page.map((c) => c.device), cursor: `s:${this.epoch}:${last}`, more_to_follow: this.changes.some((c) => c.seq > last) });
+  }
+}

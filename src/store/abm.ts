@@ -1,0 +1,106 @@
+/**
+ * The ABM store role: the devices Apple Business Manager assigned to this MDM server, per server
+ * token, and each token's sync cursor. A page of changes and the cursor after it are written in
+ * one batch, so a sync that dies mid-way resumes from the last page it kept, never skipping one.
+ * Serial numbers are checked at the boundary (`src/abm/sync.ts`): letters, digits, '-', '_', '.'.
+ */
+import { Level } from 'level';
+import type { AbmDevice } from '../abm/client.js';
+import { pageLimit, type Page, type PageRequest } from './paging.js';
+
+/** What Orchard keeps of an ABM device: Apple's fields, which token it came through, when. */
+export interface AbmDeviceRecord extends Omit<AbmDevice, 'op_type' | 'op_date'> {
+  token: string;
+  syncedAt: string;
+}
+
+export interface AbmPage {
+  upserts: AbmDeviceRecord[];
+  deletes: string[];
+  /** The cursor after this page, stored with it; absent in the middle of a full fetch. */
+  cursor?: string;
+}
+
+export interface AbmStore {
+  getAbmCursor(token: string): Promise<string | undefined>;
+  /** Applies one page of changes and its cursor atomically. */
+  applyAbmPage(token: string, page: AbmPage): Promise<void>;
+  /** Forgets a token's cursor (the next sync is a full fetch). */
+  resetAbmCursor(token: string): Promise<void>;
+  getAbmDevice(serial: string): Promise<AbmDeviceRecord | undefined>;
+  /** Devices in serial order, one page at a time. */
+  listAbmDevices(page?: PageRequest): Promise<Page<AbmDeviceRecord>>;
+  close(): Promise<void>;
+}
+
+/** For tests and benchmarks; values are copied in and out, as a real backend would. */
+export class MemoryAbmStore implements AbmStore {
+  private readonly cursors = new Map<string, string>();
+  private readonly devices = new Map<string, string>();
+  async getAbmCursor(token: string): Promise<string | undefined> {
+    return this.cursors.get(token);
+  }
+  async applyAbmPage(token: string, page: AbmPage): Promise<void> {
+    for (const d of page.upserts) this.devices.set(d.serial_number, JSON.stringify(d));
+    for (const s of page.deletes) this.devices.delete(s);
+    if (page.cursor !== undefined) this.cursors.set(token, page.cursor);
+  }
+  async resetAbmCursor(token: string): Promise<void> {
+    this.cursors.delete(token);
+  }
+  async getAbmDevice(serial: string): Promise<AbmDeviceRecord | undefined> {
+    const v = this.devices.get(serial);
+    return v === undefined ? undefined : (JSON.parse(v) as AbmDeviceRecord);
+  }
+  async listAbmDevices(page?: PageRequest): Promise<Page<AbmDeviceRecord>> {
+    const limit = pageLimit(page);
+    const keys = [...this.devices.keys()].sort().filter((k) => page?.cursor === undefined || k > page.cursor);
+    const items = keys.slice(0, limit).map((k) => JSON.parse(this.devices.get(k)!) as AbmDeviceRecord);
+    return { items, next: keys.length > limit ? items.at(-1)?.serial_number : undefined };
+  }
+  async close(): Promise<void> {}
+}
+
+/** LevelDB, in a database of its own (DATA_DIR/abm): `c\0<token>` -> cursor, `d\0<serial>` -> record. */
+export class LevelAbmStore implements AbmStore {
+  private constructor(private readonly db: Level<string, unknown>) {}
+
+  static async open(dir: string): Promise<LevelAbmStore> {
+    const db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
+    await db.open();
+    return new LevelAbmStore(db);
+  }
+  async getAbmCursor(token: string): Promise<string | undefined> {
+    return (await this.db.get(`c\0${token}`)) as string | undefined;
+  }
+  async applyAbmPage(token: string, page: AbmPage): Promise<void> {
+    await this.db.batch([
+      ...page.upserts.map((d) => ({ type: 'put' as const, key: `d\0${d.serial_number}`, value: d })),
+      ...page.deletes.map((s) => ({ type: 'del' as const, key: `d\0${s}` })),
+      ...(page.cursor === undefined ? [] : [{ type: 'put' as const, key: `c\0${token}`, value: page.cursor }]),
+    ]);
+  }
+  async resetAbmCursor(token: string): Promise<void> {
+    await this.db.del(`c\0${token}`);
+  }
+  async getAbmDevice(serial: string): Promise<AbmDeviceRecord | undefined> {
+    return (await this.db.get(`d\0${serial}`)) as AbmDeviceRecord | undefined;
+  }
+  async listAbmDevices(page?: PageRequest): Promise<Page<AbmDeviceRecord>> {
+    const limit = pageLimit(page);
+    const items: AbmDeviceRecord[] = [];
+    const gt = page?.cursor === undefined ? 'd\0' : `d\0${page.cursor}`;
+    let more = false;
+    for await (const v of this.db.values({ gt, lt: 'd\x01' })) {
+      if (items.length === limit) {
+        more = true;
+        break;
+      }
+      items.push(v as AbmDeviceRecord);
+    }
+    return { items, next: more ? items.at(-1)?.serial_number : undefined };
+  }
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
