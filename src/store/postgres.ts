@@ -26,6 +26,7 @@ import {
 } from './checks.js';
 import { VersionConflictError } from './errors.js';
 import { checkId } from './ids.js';
+import { checkMaterialKey, type MaterialKind, type PutMaterialOptions } from './material.js';
 import { LATEST_SCHEMA, MIGRATIONS } from './migrations/index.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 import {
@@ -829,6 +830,51 @@ export class PgStore implements Store {
       pageValues,
     );
     return { total: Number(total.rows[0]?.n ?? 0), devices: rows.map(withSeen) };
+  }
+
+  // --- material ---
+
+  async getMaterial(kind: MaterialKind, key: string, now = new Date()): Promise<Buffer | undefined> {
+    checkMaterialKey(kind, key);
+    const { rows } = await this.pool.query<{ value: Buffer }>(
+      'SELECT value FROM material WHERE kind = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)',
+      [kind, key, now.toISOString()],
+    );
+    return rows[0]?.value;
+  }
+
+  async putMaterial(kind: MaterialKind, key: string, value: Buffer, opts: PutMaterialOptions = {}): Promise<boolean> {
+    checkMaterialKey(kind, key);
+    const expires = opts.expiresAt ? opts.expiresAt.toISOString() : null;
+    // ifAbsent: the first writer wins; an expired value counts as absent.
+    const { rowCount } = await this.pool.query(
+      `INSERT INTO material (kind, key, value, expires_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
+       ${opts.ifAbsent ? 'WHERE material.expires_at IS NOT NULL AND material.expires_at <= $5' : ''}`,
+      opts.ifAbsent ? [kind, key, value, expires, new Date().toISOString()] : [kind, key, value, expires],
+    );
+    return rowCount === 1;
+  }
+
+  /** Exactly once across every server on the database: the DELETE returns the row to one of them. */
+  async takeMaterial(kind: MaterialKind, key: string, now = new Date()): Promise<Buffer | undefined> {
+    checkMaterialKey(kind, key);
+    const { rows } = await this.pool.query<{ value: Buffer; expires_at: Date | null }>(
+      'DELETE FROM material WHERE kind = $1 AND key = $2 RETURNING value, expires_at',
+      [kind, key],
+    );
+    const r = rows[0];
+    return r && (r.expires_at === null || r.expires_at.getTime() > now.getTime()) ? r.value : undefined;
+  }
+
+  async deleteMaterial(kind: MaterialKind, key: string): Promise<void> {
+    checkMaterialKey(kind, key);
+    await this.pool.query('DELETE FROM material WHERE kind = $1 AND key = $2', [kind, key]);
+  }
+
+  async pruneMaterial(kind: MaterialKind, now = new Date()): Promise<number> {
+    const { rowCount } = await this.pool.query('DELETE FROM material WHERE kind = $1 AND expires_at <= $2', [kind, now.toISOString()]);
+    return rowCount ?? 0;
   }
 
   // --- lifecycle ---

@@ -116,6 +116,22 @@ const payload = (u: string) => Buffer.from(`<plist>${u}</plist>`);
     expect(await b.nextCommand('D1', { skipNotNow: false })).toBeUndefined();
   });
 
+  it('a one-time value taken concurrently from both is handed out exactly once (DELETE ... RETURNING)', async () => {
+    for (let round = 0; round < 5; round++) {
+      const key = `challenge-${round}`;
+      expect(await a.putMaterial('challenge', key, Buffer.from(`secret-${round}`))).toBe(true);
+      const takes = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).takeMaterial('challenge', key)));
+      const got = takes.filter((t) => t !== undefined);
+      expect(got).toHaveLength(1);
+      expect(got[0]!.toString()).toBe(`secret-${round}`);
+      expect(await b.getMaterial('challenge', key)).toBeUndefined();
+    }
+    // First writer wins across servers too.
+    const puts = await Promise.all(Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).putMaterial('blob', 'ca', Buffer.from(`ca-${i}`), { ifAbsent: true })));
+    expect(puts.filter(Boolean)).toHaveLength(1);
+    expect((await a.getMaterial('blob', 'ca'))?.toString()).toBe(`ca-${puts.indexOf(true)}`);
+  });
+
   it('refuses a database whose schema is newer than this server knows, and one behind when told not to migrate', async () => {
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();

@@ -1,13 +1,14 @@
 import { describe } from 'vitest';
 import { PgStore } from '../../src/store/postgres.js';
 import { usePostgres } from '../helpers/postgres.js';
+import { materialSuite } from './material-suite.js';
 import { statusSuite } from './status-suite.js';
 import { storeSuite, type StoreHarness } from './suite.js';
 
 const pg = usePostgres();
 
 async function open(): Promise<StoreHarness> {
-  const url = await pg.cluster().database();
+  const url = await pg.cluster().emptied();
   let current = await PgStore.open(url, { touchFlushMs: 3_600_000 });
   return {
     store: current,
@@ -25,6 +26,7 @@ async function open(): Promise<StoreHarness> {
 if (pg.available) {
   storeSuite('PgStore', open);
   statusSuite('PgStore', open);
+  materialSuite('PgStore', open, { persistent: true });
 } else {
   describe.skip(`PgStore: ${pg.reason}`, () => undefined);
 }

@@ -4,6 +4,7 @@
  * here; never edit one that has shipped.
  */
 import { sql as initial } from './001-initial.js';
+import { sql as material } from './002-material.js';
 
 export interface Migration {
   version: number;
@@ -11,6 +12,9 @@ export interface Migration {
   sql: string;
 }
 
-export const MIGRATIONS: readonly Migration[] = [{ version: 1, name: 'initial', sql: initial }];
+export const MIGRATIONS: readonly Migration[] = [
+  { version: 1, name: 'initial', sql: initial },
+  { version: 2, name: 'material', sql: material },
+];
 
 export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;
