@@ -11,6 +11,8 @@ import { parseCommitStatusTarget, type CommitStatusConfig } from './report/commi
 export interface ServerConfig {
   listen: { host: string; port: number };
   dataDir: string;
+  /** Where the store lives: a `postgres://` URL (see src/store/open.ts); absent: LevelDB in dataDir. */
+  store?: string;
   repo?: string;
   branch: string;
   publicUrl?: string;
@@ -87,6 +89,7 @@ export class ConfigError extends Malformed {}
 const FILE_KEYS = [
   'listen',
   'dataDir',
+  'store',
   'repo',
   'branch',
   'publicUrl',
@@ -138,6 +141,7 @@ export interface FlagValues {
   config?: string;
   listen?: string;
   dataDir?: string;
+  store?: string;
   repo?: string;
   branch?: string;
   publicUrl?: string;
@@ -174,6 +178,7 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.config) applyFile(cfg, flags.config);
   if (flags.listen) cfg.listen = parseListen(flags.listen);
   if (flags.dataDir) cfg.dataDir = resolve(flags.dataDir);
+  if (flags.store) cfg.store = storeUrl(flags.store, 'store');
   if (flags.repo) cfg.repo = /^[a-z+]+:\/\/|^git@/.test(flags.repo) ? flags.repo : resolve(flags.repo);
   if (flags.branch) cfg.branch = flags.branch;
   if (flags.publicUrl) cfg.publicUrl = flags.publicUrl;
@@ -245,6 +250,8 @@ function applyFile(cfg: ServerConfig, file: string): void {
       return v === undefined ? undefined : resolve(base, v);
     };
     cfg.dataDir = path('dataDir') ?? cfg.dataDir;
+    const store = str('store');
+    if (store) cfg.store = storeUrl(store, 'store');
     const repo = str('repo');
     if (repo) cfg.repo = /^[a-z+]+:\/\/|^git@/.test(repo) ? repo : resolve(base, repo);
     cfg.branch = str('branch') ?? cfg.branch;
@@ -315,6 +322,12 @@ function commitStatusTarget(v: string): Pick<CommitStatusConfig, 'provider' | 'r
 function needTarget(cfg: ServerConfig, what: string): NonNullable<ServerConfig['commitStatus']> {
   if (!cfg.commitStatus) throw new ConfigError(`${what} needs commit-status (github:OWNER/REPO or gitlab:PROJECT)`);
   return cfg.commitStatus;
+}
+
+/** A store URL this server can open (the URL may hold a password: never quoted back). */
+function storeUrl(v: string, what: string): string {
+  if (!/^postgres(ql)?:\/\//.test(v)) throw new ConfigError(`${what}: expected a postgres:// or postgresql:// URL (LevelDB in --data-dir is the default)`);
+  return v;
 }
 
 function apnsEnv(v: string): 'production' | 'sandbox' {

@@ -41,8 +41,7 @@ import { EventWebhooks } from './report/webhooks.js';
 import { DeclarativeManagement } from './ddm/protocol.js';
 import { DdmReconciler } from './ddm/reconcile.js';
 import { LevelDdmStore, type DdmStore } from './store/ddm.js';
-import { LevelStore } from './store/leveldb.js';
-import { withStoreErrors } from './store/typed-errors.js';
+import { openStore } from './store/open.js';
 import type { Store } from './store/types.js';
 
 export interface RootOptions {
@@ -140,7 +139,7 @@ export async function composeOrchard(cfg: ServerConfig, opts: RootOptions = {}):
   // Storage: the store's own failures are 503s, and the commands queued through it are counted.
   const metrics = opts.metrics ?? createMetrics();
   mkdirSync(cfg.dataDir, { recursive: true });
-  const store = withMetrics(withStoreErrors(await LevelStore.open(cfg.dataDir)), metrics);
+  const store = withMetrics(await openStore(cfg), metrics);
   let ddmStore: DdmStore | undefined;
   let rolloutStore: RolloutStore | undefined;
   try {
@@ -291,6 +290,7 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
     maxBodyBytes: cfg.maxBodyBytes,
     bodyTimeoutMs: cfg.requestTimeoutMs,
     replay: new ReplayGuard({ windowMs: cfg.replayWindowMs, maxEntries: cfg.replayCacheSize }),
+    ready: () => store.health(),
   });
   if (!opts.adminToken && !opts.readToken) log.warn('ORCHARD_API_TOKEN is not set: the admin API is disabled');
 

@@ -39,9 +39,17 @@ export async function startServer(cfg: ServerConfig, opts: StartOptions = {}): P
     close: () =>
       close(
         () =>
+          // Drain: no new connections; requests in flight are answered, keep-alive connections closed
+          // as they go idle (Node keeps them until their timeout otherwise), stragglers cut after 10 s.
           new Promise<void>((resolve) => {
-            server.close(() => resolve());
-            server.closeAllConnections();
+            const idle = setInterval(() => server.closeIdleConnections(), 25);
+            const cut = setTimeout(() => server.closeAllConnections(), 10_000);
+            server.close(() => {
+              clearInterval(idle);
+              clearTimeout(cut);
+              resolve();
+            });
+            server.closeIdleConnections();
           }),
       ),
   };

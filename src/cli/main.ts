@@ -2,6 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, type FlagValues } from '../config.js';
 import type { SimulateFlags } from './simulate.js';
+import { registerStoreCommands } from './store.js';
 
 const program = new Command();
 program.name('orchard').description('GitOps controller and MDM server for Apple devices');
@@ -23,6 +24,7 @@ program
   .option('--config <file>', 'YAML config file (flags override it)')
   .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080)')
   .option('--data-dir <dir>', 'embedded store directory (default ./data)')
+  .option('--store <url>', 'run on PostgreSQL (postgres://...) instead of LevelDB in --data-dir')
   .option('--repo <path|url>', 'fleet repository')
   .option('--branch <name>', 'branch to follow (default main)')
   .option('--public-url <url>', 'URL devices reach this server at')
@@ -332,6 +334,8 @@ program
     const { runImport } = await import('./import.js');
     emit(await runImport({ paths, ...opts }));
   });
+
+registerStoreCommands(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) {

@@ -25,6 +25,8 @@ export interface AppOptions {
   routes?: Router[];
   /** Outermost middleware (metrics), before the request log so it sees the final status. */
   middleware?: Koa.Middleware[];
+  /** What `/readyz` reports: the store reachable and its schema current. */
+  ready?: () => Promise<{ ready: boolean }>;
 }
 
 /**
@@ -50,6 +52,12 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
   device.put('/mdm/connect', ...chain);
   device.get('/healthz', (ctx) => {
     ctx.body = { ok: true };
+  });
+  // Ready: the store answers and its schema is the one this server knows (a load balancer's check).
+  device.get('/readyz', async (ctx) => {
+    const health = opts.ready ? await opts.ready() : { ready: true };
+    ctx.status = health.ready ? 200 : 503;
+    ctx.body = health;
   });
   const routers: Router[] = [device as unknown as Router, ...(opts.routes ?? [])];
   checkRoutes(routers);

@@ -1,0 +1,20 @@
+/**
+ * The PostgreSQL schema's migrations: versioned, forward only, each applied once in a
+ * transaction of its own and recorded in `orchard_migrations`. Add one as NNN-name.ts and list it
+ * here; never edit one that has shipped.
+ */
+import { sql as initial } from './001-initial.js';
+import { sql as material } from './002-material.js';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  { version: 1, name: 'initial', sql: initial },
+  { version: 2, name: 'material', sql: material },
+];
+
+export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;

@@ -1,0 +1,909 @@
+/**
+ * PostgreSQL backend for `Store` (`--store postgres://...`), with `pg` and a pool. Several
+ * servers may share one database: every write that LevelDB does as one batch under a device's
+ * lock is one transaction here under the same lock, a transaction-scoped advisory lock
+ * (`pg_advisory_xact_lock(1, hashtext(device id))`); a command uuid's payload is guarded by
+ * `(2, hashtext(uuid))`, always taken after the device's and in sorted order, so no two
+ * transactions wait on each other in a cycle. Reconcile state is compare-and-set on its version.
+ *
+ * The schema is versioned (src/store/migrations/): applied at open (or by `orchard migrate`); a
+ * database whose schema is newer than this server knows is refused.
+ */
+import pg from 'pg';
+import type { DeviceArtifacts } from '../reconcile/types.js';
+import { Conflict, Malformed, NotFound, Unavailable } from '../errors.js';
+import {
+  checkChange,
+  checkChannel,
+  checkCommand,
+  checkDeviceId,
+  checkResult,
+  checkTargets,
+  DEFAULT_PRIORITY,
+  FINAL,
+  MAX_IDENTITY_CHANGES,
+  withoutVersion,
+} from './checks.js';
+import { VersionConflictError } from './errors.js';
+import { checkId } from './ids.js';
+import { checkMaterialKey, type MaterialKind, type PutMaterialOptions } from './material.js';
+import { LATEST_SCHEMA, MIGRATIONS } from './migrations/index.js';
+import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
+import {
+  DEVICE_STATES,
+  deviceOfEnrollment,
+  emptyByState,
+  rowState,
+  statusFacts,
+  type BlueprintCounts,
+  type DeviceState,
+  type DeviceStatus,
+  type FleetCounts,
+  type StatusProfiles,
+  type StatusQuery,
+} from './status.js';
+import type {
+  CommandResult,
+  CommandStatus,
+  CommandView,
+  DeviceFacts,
+  DeviceRecord,
+  EnrollmentRecord,
+  IdentityBinding,
+  IdentityChange,
+  NewCommand,
+  QueuedCommand,
+  ReconcileChange,
+  RecordOutcome,
+  ReportedState,
+  Store,
+  StoreHealth,
+  VersionedArtifacts,
+} from './types.js';
+
+type Db = pg.Pool | pg.PoolClient;
+
+export interface PgStoreOptions {
+  /** Apply missing migrations at open (default). Without, a schema that is behind is refused. */
+  migrate?: boolean;
+  /** Connections in the pool (default 10). */
+  poolSize?: number;
+  /** How often buffered `touch` calls are written (default 2000 ms). */
+  touchFlushMs?: number;
+}
+
+const MIGRATION_LOCK = 0x4f524348; // 'ORCH': one migrator at a time
+const DEVICE_LOCK = 1;
+const COMMAND_LOCK = 2;
+
+type StoredEnrollment = Omit<EnrollmentRecord, 'unlockToken'>;
+
+interface CommandRow {
+  uuid: string;
+  request_type: string;
+  priority: number;
+  seq: string;
+  status: CommandStatus;
+  enqueued_at: string;
+  updated_at: string | null;
+  not_now_count: number;
+  result_at: string | null;
+  error_chain: string | null;
+  raw: Buffer | null;
+}
+
+function laterIso(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Date.parse(b) > Date.parse(a) ? b : a;
+}
+
+function view(r: CommandRow): CommandView {
+  const v: CommandView = {
+    uuid: r.uuid,
+    requestType: r.request_type,
+    priority: r.priority,
+    status: r.status,
+    enqueuedAt: r.enqueued_at,
+    notNowCount: r.not_now_count,
+  };
+  if (r.updated_at !== null) v.updatedAt = r.updated_at;
+  if (FINAL.has(r.status) && r.result_at !== null) {
+    v.result = { status: r.status as CommandResult['status'], at: r.result_at, raw: r.raw ?? Buffer.alloc(0) };
+    if (r.error_chain !== null) v.result.errorChain = JSON.parse(r.error_chain) as NonNullable<CommandResult['errorChain']>;
+  }
+  return v;
+}
+
+const COMMAND_COLUMNS = 'uuid, request_type, priority, seq, status, enqueued_at, updated_at, not_now_count, result_at, error_chain, raw';
+
+/** Applies the missing migrations; refuses a schema newer than this server knows. Returns the version now current. */
+export async function migrate(pool: pg.Pool, opts: { apply: boolean } = { apply: true }): Promise<{ from: number; to: number }> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await client.query(
+      'CREATE TABLE IF NOT EXISTS orchard_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
+    );
+    const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM orchard_migrations');
+    const from = rows[0]?.v ?? 0;
+    if (from > LATEST_SCHEMA) {
+      throw new Unavailable(
+        `the database schema is at version ${from}, newer than this server knows (${LATEST_SCHEMA}): upgrade Orchard before running it on this database`,
+      );
+    }
+    if (from < LATEST_SCHEMA && !opts.apply) {
+      throw new Unavailable(`the database schema is at version ${from}, this server needs ${LATEST_SCHEMA}: run \`orchard migrate --store URL\``);
+    }
+    for (const m of MIGRATIONS) {
+      if (m.version <= from) continue;
+      await client.query(m.sql);
+      await client.query('INSERT INTO orchard_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+    }
+    await client.query('COMMIT');
+    return { from, to: Math.max(from, LATEST_SCHEMA) };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** A pool for `url` with the settings every Orchard connection uses. */
+export function createPool(url: string, max = 10): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max, application_name: 'orchard' });
+  // An idle connection that breaks (server restart) must not crash the process; the next query reconnects.
+  pool.on('error', () => undefined);
+  return pool;
+}
+
+export class PgStore implements Store {
+  /** Buffered touches: enrollment id -> ms. */
+  private readonly seen = new Map<string, number>();
+  private readonly timer: NodeJS.Timeout;
+  private flushing?: Promise<void>;
+  private closing?: Promise<void>;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    opts: PgStoreOptions,
+  ) {
+    this.timer = setInterval(() => void this.flushTouches().catch(() => undefined), opts.touchFlushMs ?? 2000);
+    this.timer.unref();
+  }
+
+  static async open(url: string, opts: PgStoreOptions = {}): Promise<PgStore> {
+    const pool = createPool(url, opts.poolSize ?? 10);
+    try {
+      await migrate(pool, { apply: opts.migrate ?? true });
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw err;
+    }
+    return new PgStore(pool, opts);
+  }
+
+  // --- helpers ---
+
+  /** One transaction on one connection: committed when `fn` resolves, rolled back when it throws. */
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const out = await fn(client);
+      await client.query('COMMIT');
+      return out;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  private async lockDevice(c: pg.PoolClient, deviceId: string): Promise<void> {
+    await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [DEVICE_LOCK, deviceId]);
+  }
+
+  /** Command locks in one order (by lock key), so two holders of several never wait in a cycle. */
+  private async lockCommands(c: pg.PoolClient, uuids: Iterable<string>): Promise<void> {
+    const all = [...new Set(uuids)];
+    if (!all.length) return;
+    await c.query('SELECT pg_advisory_xact_lock($1, h) FROM (SELECT DISTINCT hashtext(u) AS h FROM unnest($2::text[]) AS u ORDER BY 1) AS k', [
+      COMMAND_LOCK,
+      all,
+    ]);
+  }
+
+  /** Delete payloads no command references any more. Call holding the uuids' command locks. */
+  private async collect(c: pg.PoolClient, uuids: string[]): Promise<void> {
+    if (!uuids.length) return;
+    await c.query('DELETE FROM payloads p WHERE p.uuid = ANY($1) AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.uuid = p.uuid)', [[...new Set(uuids)]]);
+  }
+
+  private async deviceRecord(db: Db, deviceId: string, forUpdate = false): Promise<DeviceRecord | undefined> {
+    const { rows } = await db.query<{ record: string }>(`SELECT record FROM devices WHERE id = $1${forUpdate ? ' FOR UPDATE' : ''}`, [deviceId]);
+    return rows[0] ? (JSON.parse(rows[0].record) as DeviceRecord) : undefined;
+  }
+
+  private async putDevice(c: pg.PoolClient, dev: DeviceRecord): Promise<void> {
+    await c.query('INSERT INTO devices (id, record) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record', [dev.id, JSON.stringify(dev)]);
+  }
+
+  /**
+   * Write a device's status row: the facts from `dev` (or the stored record), the reconciler's
+   * half from `profiles` (or as stored). No device, no row.
+   */
+  private async putRow(c: pg.PoolClient, deviceId: string, dev: DeviceRecord | undefined, profiles: StatusProfiles | undefined): Promise<void> {
+    const { rows } = await c.query<{ row: string }>('SELECT row FROM status_rows WHERE device_id = $1', [deviceId]);
+    const prev = rows[0] ? (JSON.parse(rows[0].row) as DeviceStatus) : undefined;
+    const record = dev ?? (prev ? undefined : await this.deviceRecord(c, deviceId));
+    const facts = record ? statusFacts(record) : prev?.facts;
+    if (!facts) return;
+    const row: DeviceStatus = { id: deviceId, facts };
+    const p = profiles ?? prev?.profiles;
+    if (p) row.profiles = p;
+    const auth = Date.parse(facts.authenticatedAt);
+    await c.query(
+      `INSERT INTO status_rows (device_id, state, enrolled, blueprints, matched, phases, seen, row)
+       VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7::double precision / 1000), $8)
+       ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, enrolled = EXCLUDED.enrolled, blueprints = EXCLUDED.blueprints,
+         matched = EXCLUDED.matched, phases = EXCLUDED.phases, seen = GREATEST(status_rows.seen, EXCLUDED.seen), row = EXCLUDED.row`,
+      [
+        deviceId,
+        rowState(row),
+        facts.enrolled,
+        p?.blueprints ?? [],
+        p?.matched ?? [],
+        JSON.stringify(p?.phases ?? {}),
+        Number.isNaN(auth) ? 0 : auth,
+        JSON.stringify(row),
+      ],
+    );
+  }
+
+  /** The channels a check-in on the device touches: the device channel and every enrollment of the device. */
+  private async channelIds(c: pg.PoolClient, deviceId: string): Promise<string[]> {
+    const { rows } = await c.query<{ id: string }>('SELECT id FROM enrollments WHERE device_id = $1', [deviceId]);
+    const ids = rows.map((r) => r.id);
+    return ids.includes(deviceId) ? ids : [deviceId, ...ids];
+  }
+
+  /** Inactivate enrollments (and drop their UnlockTokens when `dropSecrets`). */
+  private async inactivate(c: pg.PoolClient, ids: string[], now: string, dropSecrets: boolean): Promise<void> {
+    const { rows } = await c.query<{ id: string; record: string }>('SELECT id, record FROM enrollments WHERE id = ANY($1) FOR UPDATE', [ids]);
+    const changed = rows.flatMap((r) => {
+      const e = JSON.parse(r.record) as StoredEnrollment;
+      if (!e.active) return dropSecrets ? [{ id: r.id, record: r.record }] : [];
+      return [{ id: r.id, record: JSON.stringify({ ...e, active: false, updatedAt: now }) }];
+    });
+    if (!changed.length) return;
+    await c.query(
+      `UPDATE enrollments e SET record = t.record${dropSecrets ? ', unlock_token = NULL' : ''}
+       FROM unnest($1::text[], $2::text[]) AS t(id, record) WHERE e.id = t.id`,
+      [changed.map((x) => x.id), changed.map((x) => x.record)],
+    );
+  }
+
+  /** Drop the pending commands of `ids`; returns the uuids dropped. */
+  private async dropQueues(c: pg.PoolClient, ids: string[]): Promise<string[]> {
+    const { rows } = await c.query<{ uuid: string }>("DELETE FROM commands WHERE enrollment_id = ANY($1) AND status IN ('Pending', 'NotNow') RETURNING uuid", [
+      ids,
+    ]);
+    return rows.map((r) => r.uuid);
+  }
+
+  /** Store the payload once; other bytes under a uuid in use are a Conflict. Call holding the uuid's command lock. */
+  private async putPayload(c: pg.PoolClient, cmd: NewCommand): Promise<void> {
+    const ins = await c.query('INSERT INTO payloads (uuid, payload) VALUES ($1, $2) ON CONFLICT (uuid) DO NOTHING', [cmd.uuid, cmd.payload]);
+    if (ins.rowCount) return;
+    const { rows } = await c.query<{ same: boolean }>('SELECT payload = $2 AS same FROM payloads WHERE uuid = $1', [cmd.uuid, cmd.payload]);
+    if (!rows[0]?.same) throw new Conflict(`command ${cmd.uuid} already exists with a different payload`);
+  }
+
+  private async insertCommand(c: pg.PoolClient, targets: string[], cmd: NewCommand, enqueuedAt: string): Promise<void> {
+    await this.putPayload(c, cmd);
+    await c.query(
+      `INSERT INTO commands (enrollment_id, uuid, seq, request_type, priority, status, enqueued_at)
+       SELECT t, $2, nextval('command_seq'), $3, $4, 'Pending', $5 FROM unnest($1::text[]) AS t`,
+      [targets, cmd.uuid, cmd.requestType, cmd.priority ?? DEFAULT_PRIORITY, enqueuedAt],
+    );
+  }
+
+  private overlaySeen(e: EnrollmentRecord, column: Date | null): EnrollmentRecord {
+    const buffered = this.seen.get(e.id);
+    const last = laterIso(
+      laterIso(e.lastSeenAt, column ? column.toISOString() : undefined),
+      buffered === undefined ? undefined : new Date(buffered).toISOString(),
+    );
+    if (last !== undefined) e.lastSeenAt = last;
+    return e;
+  }
+
+  private fromRow(r: { record: string; unlock_token: Buffer | null; last_seen_at: Date | null }): EnrollmentRecord {
+    const e = JSON.parse(r.record) as EnrollmentRecord;
+    if (r.unlock_token !== null) e.unlockToken = r.unlock_token;
+    return this.overlaySeen(e, r.last_seen_at);
+  }
+
+  /** Write buffered touches: the channels' last contact and the devices' status rows. */
+  private async flushTouches(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    if (this.seen.size === 0) return;
+    const snap = [...this.seen];
+    this.flushing = (async () => {
+      const ids = snap.map(([id]) => id);
+      const ms = snap.map(([, t]) => t);
+      await this.pool.query(
+        `UPDATE enrollments e SET last_seen_at = GREATEST(e.last_seen_at, to_timestamp(t.ms / 1000))
+         FROM unnest($1::text[], $2::double precision[]) AS t(id, ms) WHERE e.id = t.id`,
+        [ids, ms],
+      );
+      await this.pool.query(
+        `UPDATE status_rows s SET seen = GREATEST(s.seen, to_timestamp(t.ms / 1000))
+         FROM (SELECT d, max(m) AS ms FROM unnest($1::text[], $2::double precision[]) AS u(d, m) GROUP BY d) AS t WHERE s.device_id = t.d`,
+        [ids.map(deviceOfEnrollment), ms],
+      );
+      // Keep entries touched again meanwhile; reads overlay the buffer until it is written.
+      for (const [id, t] of snap) if (this.seen.get(id) === t) this.seen.delete(id);
+    })();
+    try {
+      await this.flushing;
+    } finally {
+      this.flushing = undefined;
+    }
+  }
+
+  // --- check-in ---
+
+  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void> {
+    checkDeviceId(deviceId);
+    checkId('certificate hash', identity.certHash);
+    const now = at.toISOString();
+    await this.tx(async (c) => {
+      await this.lockDevice(c, deviceId);
+      const prev = await this.deviceRecord(c, deviceId, true);
+      // Another device took this UDID over: what the old one reported describes the old one.
+      const reenrolled = change !== undefined && change.kind !== 'renewal';
+      const dev: DeviceRecord = { id: deviceId, facts, identity, authenticatedAt: now, reported: (!reenrolled && prev?.reported) || {} };
+      if (prev?.checkedOutAt !== undefined) dev.checkedOutAt = prev.checkedOutAt;
+      const changes = change ? [...(prev?.identityChanges ?? []), change].slice(-MAX_IDENTITY_CHANGES) : prev?.identityChanges;
+      if (changes?.length) dev.identityChanges = changes;
+      await this.putDevice(c, dev);
+      // Secrets the old identity gave us are never handed to a new one.
+      if (reenrolled) await c.query('DELETE FROM bootstrap_tokens WHERE device_id = $1', [deviceId]);
+      // Only drop the old index entry if it still points here (the cert may have moved on).
+      if (prev && prev.identity.certHash !== identity.certHash)
+        await c.query('DELETE FROM certs WHERE cert_hash = $1 AND device_id = $2', [prev.identity.certHash, deviceId]);
+      await c.query('INSERT INTO certs (cert_hash, device_id) VALUES ($1, $2) ON CONFLICT (cert_hash) DO UPDATE SET device_id = EXCLUDED.device_id', [
+        identity.certHash,
+        deviceId,
+      ]);
+      const ids = await this.channelIds(c, deviceId);
+      await this.inactivate(c, ids, now, reenrolled);
+      const dropped = await this.dropQueues(c, ids);
+      await this.putRow(c, deviceId, dev, undefined);
+      await this.lockCommands(c, dropped);
+      await this.collect(c, dropped);
+    });
+  }
+
+  async tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }> {
+    checkChannel(rec);
+    return this.tx(async (c) => {
+      await this.lockDevice(c, rec.deviceId);
+      const { rows } = await c.query<{ record: string; unlock_token: Buffer | null }>('SELECT record, unlock_token FROM enrollments WHERE id = $1 FOR UPDATE', [
+        rec.id,
+      ]);
+      const prev = rows[0] ? (JSON.parse(rows[0].record) as StoredEnrollment) : undefined;
+      const { unlockToken, ...rest } = rec;
+      const next: StoredEnrollment = { ...rest, active: true };
+      let token = unlockToken ?? null;
+      if (prev) {
+        next.createdAt = prev.createdAt;
+        // Devices send UnlockToken (and macOS the user names) only in some TokenUpdates: keep what we have.
+        if (token === null) token = rows[0]!.unlock_token;
+        if (next.userShortName === undefined && prev.userShortName !== undefined) next.userShortName = prev.userShortName;
+        if (next.userLongName === undefined && prev.userLongName !== undefined) next.userLongName = prev.userLongName;
+      }
+      await c.query(
+        `INSERT INTO enrollments (id, device_id, record, unlock_token) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET device_id = EXCLUDED.device_id, record = EXCLUDED.record, unlock_token = EXCLUDED.unlock_token`,
+        [rec.id, rec.deviceId, JSON.stringify(next), token],
+      );
+      if (rec.type === 'device') {
+        const dev = await this.deviceRecord(c, rec.deviceId, true);
+        if (dev && dev.enrolledAt === undefined) {
+          const enrolled = { ...dev, enrolledAt: rec.updatedAt };
+          await this.putDevice(c, enrolled);
+          await this.putRow(c, rec.deviceId, enrolled, undefined);
+        }
+      }
+      return { activated: !prev || !prev.active };
+    });
+  }
+
+  async checkOut(enrollmentId: string, at: Date): Promise<void> {
+    checkId('enrollment id', enrollmentId);
+    const now = at.toISOString();
+    const devId = deviceOfEnrollment(enrollmentId);
+    await this.tx(async (c) => {
+      await this.lockDevice(c, devId);
+      const { rows } = await c.query<{ record: string }>('SELECT record FROM enrollments WHERE id = $1', [enrollmentId]);
+      const e = rows[0] ? (JSON.parse(rows[0].record) as StoredEnrollment) : undefined;
+      const dev = await this.deviceRecord(c, devId, true);
+      const isDeviceChannel = e ? e.type === 'device' : dev !== undefined && devId === enrollmentId;
+      let dropped: string[];
+      if (isDeviceChannel) {
+        const ids = await this.channelIds(c, devId);
+        await this.inactivate(c, ids, now, false);
+        dropped = await this.dropQueues(c, ids);
+        if (dev) {
+          const { enrolledAt: _cleared, ...kept } = dev;
+          const next = { ...kept, checkedOutAt: now };
+          await this.putDevice(c, next);
+          await this.putRow(c, devId, next, undefined);
+        }
+      } else {
+        await this.inactivate(c, [enrollmentId], now, false);
+        dropped = await this.dropQueues(c, [enrollmentId]);
+      }
+      await this.lockCommands(c, dropped);
+      await this.collect(c, dropped);
+    });
+  }
+
+  async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void> {
+    checkId('device id', deviceId);
+    checkId('certificate hash', identity.certHash);
+    await this.tx(async (c) => {
+      await this.lockDevice(c, deviceId);
+      const dev = await this.deviceRecord(c, deviceId, true);
+      if (!dev) throw new NotFound(`no device ${JSON.stringify(deviceId.slice(0, 80))} to rebind`);
+      const next: DeviceRecord = { ...dev, identity };
+      if (change) next.identityChanges = [...(dev.identityChanges ?? []), change].slice(-MAX_IDENTITY_CHANGES);
+      await this.putDevice(c, next);
+      await c.query('DELETE FROM certs WHERE cert_hash = $1 AND device_id = $2', [dev.identity.certHash, deviceId]);
+      await c.query('INSERT INTO certs (cert_hash, device_id) VALUES ($1, $2) ON CONFLICT (cert_hash) DO UPDATE SET device_id = EXCLUDED.device_id', [
+        identity.certHash,
+        deviceId,
+      ]);
+    });
+  }
+
+  async touch(enrollmentId: string, at: Date): Promise<void> {
+    checkId('enrollment id', enrollmentId);
+    const ms = at.getTime();
+    const prev = this.seen.get(enrollmentId);
+    if (prev === undefined || ms > prev) this.seen.set(enrollmentId, ms);
+    if (this.seen.size >= 10_000) void this.flushTouches().catch(() => undefined);
+  }
+
+  async setBootstrapToken(deviceId: string, token: Buffer | null): Promise<void> {
+    checkId('device id', deviceId);
+    if (token === null) await this.pool.query('DELETE FROM bootstrap_tokens WHERE device_id = $1', [deviceId]);
+    else
+      await this.pool.query('INSERT INTO bootstrap_tokens (device_id, token) VALUES ($1, $2) ON CONFLICT (device_id) DO UPDATE SET token = EXCLUDED.token', [
+        deviceId,
+        token,
+      ]);
+  }
+
+  async getBootstrapToken(deviceId: string): Promise<Buffer | undefined> {
+    checkId('device id', deviceId);
+    const { rows } = await this.pool.query<{ token: Buffer }>('SELECT token FROM bootstrap_tokens WHERE device_id = $1', [deviceId]);
+    return rows[0]?.token;
+  }
+
+  // --- inventory ---
+
+  async getDevice(deviceId: string): Promise<DeviceRecord | undefined> {
+    checkId('device id', deviceId);
+    return this.deviceRecord(this.pool, deviceId);
+  }
+
+  async deviceForCert(certHash: string): Promise<string | undefined> {
+    checkId('certificate hash', certHash);
+    const { rows } = await this.pool.query<{ device_id: string }>('SELECT device_id FROM certs WHERE cert_hash = $1', [certHash]);
+    return rows[0]?.device_id;
+  }
+
+  async listDevices(page?: PageRequest): Promise<Page<DeviceRecord>> {
+    const limit = pageLimit(page);
+    const { rows } = await this.pool.query<{ record: string }>('SELECT record FROM devices WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2', [
+      pageCursor(page) ?? null,
+      limit + 1,
+    ]);
+    return pageOf(
+      rows.map((r) => JSON.parse(r.record) as DeviceRecord),
+      limit,
+      (d) => d.id,
+    );
+  }
+
+  async listDeviceIds(page?: PageRequest): Promise<Page<string>> {
+    const limit = pageLimit(page);
+    const { rows } = await this.pool.query<{ id: string }>('SELECT id FROM devices WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2', [
+      pageCursor(page) ?? null,
+      limit + 1,
+    ]);
+    return pageOf(
+      rows.map((r) => r.id),
+      limit,
+      (id) => id,
+    );
+  }
+
+  async getEnrollment(enrollmentId: string): Promise<EnrollmentRecord | undefined> {
+    checkId('enrollment id', enrollmentId);
+    const { rows } = await this.pool.query<{ record: string; unlock_token: Buffer | null; last_seen_at: Date | null }>(
+      'SELECT record, unlock_token, last_seen_at FROM enrollments WHERE id = $1',
+      [enrollmentId],
+    );
+    return rows[0] ? this.fromRow(rows[0]) : undefined;
+  }
+
+  async listEnrollments(deviceId: string): Promise<EnrollmentRecord[]> {
+    checkId('device id', deviceId);
+    const { rows } = await this.pool.query<{ record: string; unlock_token: Buffer | null; last_seen_at: Date | null }>(
+      'SELECT record, unlock_token, last_seen_at FROM enrollments WHERE device_id = $1 ORDER BY id',
+      [deviceId],
+    );
+    return rows.map((r) => this.fromRow(r));
+  }
+
+  // --- command queue ---
+
+  async enqueue(targets: string[], cmd: NewCommand, at: Date): Promise<void> {
+    checkCommand(cmd);
+    const uniq = checkTargets(targets);
+    if (!uniq.length) return;
+    await this.tx(async (c) => {
+      await this.lockCommands(c, [cmd.uuid]);
+      const { rows } = await c.query<{ enrollment_id: string }>('SELECT enrollment_id FROM commands WHERE uuid = $1 AND enrollment_id = ANY($2)', [
+        cmd.uuid,
+        uniq,
+      ]);
+      if (rows.length) {
+        const dup = uniq.filter((t) => rows.some((r) => r.enrollment_id === t));
+        throw new Conflict(`command ${cmd.uuid} already exists for ${dup.slice(0, 3).join(', ')}${dup.length > 3 ? ` and ${dup.length - 3} more` : ''}`);
+      }
+      await this.insertCommand(c, uniq, cmd, at.toISOString());
+    });
+  }
+
+  async nextCommand(enrollmentId: string, opts: { skipNotNow: boolean }): Promise<QueuedCommand | undefined> {
+    checkId('enrollment id', enrollmentId);
+    const { rows } = await this.pool.query<{
+      uuid: string;
+      request_type: string;
+      priority: number;
+      status: 'Pending' | 'NotNow';
+      enqueued_at: string;
+      payload: Buffer;
+    }>({
+      name: opts.skipNotNow ? 'orchard-next-pending' : 'orchard-next',
+      text: `SELECT c.uuid, c.request_type, c.priority, c.status, c.enqueued_at, p.payload FROM commands c JOIN payloads p ON p.uuid = c.uuid
+             WHERE c.enrollment_id = $1 AND c.status IN (${opts.skipNotNow ? "'Pending'" : "'Pending', 'NotNow'"}) ORDER BY c.priority DESC, c.seq LIMIT 1`,
+      values: [enrollmentId],
+    });
+    const r = rows[0];
+    return r && { uuid: r.uuid, requestType: r.request_type, payload: r.payload, priority: r.priority, status: r.status, enqueuedAt: r.enqueued_at };
+  }
+
+  // --- results ---
+
+  async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome> {
+    checkId('enrollment id', enrollmentId);
+    checkId('command uuid', commandUUID);
+    const atMs = checkResult(commandUUID, result);
+    const devId = deviceOfEnrollment(enrollmentId);
+    return this.tx(async (c) => {
+      await this.lockDevice(c, devId);
+      const { rows } = await c.query<{ status: CommandStatus; request_type: string }>(
+        'SELECT status, request_type FROM commands WHERE enrollment_id = $1 AND uuid = $2 FOR UPDATE',
+        [enrollmentId, commandUUID],
+      );
+      const cmd = rows[0];
+      if (!cmd) return 'unknown';
+      if (FINAL.has(cmd.status)) return 'duplicate';
+      if (result.status === 'NotNow') {
+        await c.query("UPDATE commands SET status = 'NotNow', not_now_count = not_now_count + 1, updated_at = $3 WHERE enrollment_id = $1 AND uuid = $2", [
+          enrollmentId,
+          commandUUID,
+          result.at,
+        ]);
+        return 'notnow';
+      }
+      await c.query(
+        `UPDATE commands SET status = $3, updated_at = $4, result_at = $4, result_ts = to_timestamp($5::double precision / 1000), error_chain = $6, raw = $7
+         WHERE enrollment_id = $1 AND uuid = $2`,
+        [enrollmentId, commandUUID, result.status, result.at, atMs, result.errorChain ? JSON.stringify(result.errorChain) : null, result.raw],
+      );
+      const entries = reported ? Object.entries(reported).filter(([, v]) => v !== undefined) : [];
+      // The device confirmed its erasure: the identity it enrolled with is gone (re-enroll policy).
+      const erased = result.status === 'Acknowledged' && cmd.request_type === 'EraseDevice' && enrollmentId === devId;
+      const dev = entries.length || erased ? await this.deviceRecord(c, devId, true) : undefined;
+      if (dev) {
+        const next: DeviceRecord = entries.length ? { ...dev, reported: { ...dev.reported, ...Object.fromEntries(entries) } } : { ...dev };
+        if (erased) next.erasedAt = result.at;
+        await this.putDevice(c, next);
+        if (reported?.DeviceInformation) await this.putRow(c, devId, next, undefined);
+      }
+      return 'recorded';
+    });
+  }
+
+  async getCommand(enrollmentId: string, commandUUID: string): Promise<CommandView | undefined> {
+    checkId('enrollment id', enrollmentId);
+    checkId('command uuid', commandUUID);
+    const { rows } = await this.pool.query<CommandRow>(`SELECT ${COMMAND_COLUMNS} FROM commands WHERE enrollment_id = $1 AND uuid = $2`, [
+      enrollmentId,
+      commandUUID,
+    ]);
+    return rows[0] && view(rows[0]);
+  }
+
+  async listCommands(enrollmentId: string, page?: PageRequest): Promise<Page<CommandView>> {
+    checkId('enrollment id', enrollmentId);
+    const limit = pageLimit(page);
+    const cursor = pageCursor(page);
+    if (cursor !== undefined && !/^\d{1,18}$/.test(cursor)) throw new Malformed(`page cursor ${JSON.stringify(cursor)} is not a command cursor`);
+    const { rows } = await this.pool.query<CommandRow>(`SELECT ${COMMAND_COLUMNS} FROM commands WHERE enrollment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, [
+      enrollmentId,
+      cursor ?? '0',
+      limit + 1,
+    ]);
+    const { items, next } = pageOf(rows, limit, (r) => String(r.seq));
+    return next === undefined ? { items: items.map(view) } : { items: items.map(view), next };
+  }
+
+  async compact(before: Date): Promise<number> {
+    let removed = 0;
+    for (;;) {
+      const n = await this.tx(async (c) => {
+        const { rows } = await c.query<{ uuid: string }>(
+          'DELETE FROM commands WHERE ctid IN (SELECT ctid FROM commands WHERE result_ts < $1 LIMIT 1000) RETURNING uuid',
+          [before.toISOString()],
+        );
+        const uuids = rows.map((r) => r.uuid);
+        await this.lockCommands(c, uuids);
+        await this.collect(c, uuids);
+        return rows.length;
+      });
+      removed += n;
+      if (n < 1000) return removed;
+    }
+  }
+
+  // --- reconcile state ---
+
+  async getArtifacts(deviceId: string): Promise<VersionedArtifacts | undefined> {
+    checkId('device id', deviceId);
+    const { rows } = await this.pool.query<{ version: number; state: string }>('SELECT version, state FROM artifacts WHERE device_id = $1', [deviceId]);
+    return rows[0] && { ...(JSON.parse(rows[0].state) as DeviceArtifacts), version: rows[0].version };
+  }
+
+  async listArtifacts(page?: PageRequest): Promise<Page<VersionedArtifacts>> {
+    const limit = pageLimit(page);
+    const { rows } = await this.pool.query<{ version: number; state: string }>(
+      'SELECT version, state FROM artifacts WHERE $1::text IS NULL OR device_id > $1 ORDER BY device_id LIMIT $2',
+      [pageCursor(page) ?? null, limit + 1],
+    );
+    return pageOf(
+      rows.map((r) => ({ ...(JSON.parse(r.state) as DeviceArtifacts), version: r.version })),
+      limit,
+      (a) => a.deviceId,
+    );
+  }
+
+  async commitReconcile(
+    deviceId: string,
+    state: DeviceArtifacts,
+    change: ReconcileChange,
+    at: Date,
+    expectedVersion: number,
+  ): Promise<{ cancelled: string[]; version: number }> {
+    checkId('device id', deviceId);
+    checkChange(change);
+    const enqueuedAt = at.toISOString();
+    return this.tx(async (c) => {
+      await this.lockDevice(c, deviceId);
+      const { rows } = await c.query<{ version: number }>('SELECT version FROM artifacts WHERE device_id = $1 FOR UPDATE', [deviceId]);
+      const current = rows[0]?.version ?? 0;
+      if (current !== expectedVersion) throw new VersionConflictError(deviceId, expectedVersion, current);
+      await this.lockCommands(c, [...change.enqueue.map((e) => e.cmd.uuid), ...change.cancel.map((x) => x.uuid)]);
+      const version = expectedVersion + 1;
+      await c.query(
+        'INSERT INTO artifacts (device_id, version, state) VALUES ($1, $2, $3) ON CONFLICT (device_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state',
+        [deviceId, version, JSON.stringify(withoutVersion(state))],
+      );
+      let cancelled: string[] = [];
+      if (change.cancel.length) {
+        const del = await c.query<{ uuid: string }>(
+          `DELETE FROM commands c USING unnest($1::text[], $2::text[]) AS t(e, u)
+           WHERE c.enrollment_id = t.e AND c.uuid = t.u AND c.status IN ('Pending', 'NotNow') RETURNING c.uuid`,
+          [change.cancel.map((x) => x.enrollmentId), change.cancel.map((x) => x.uuid)],
+        );
+        const gone = new Set(del.rows.map((r) => r.uuid));
+        cancelled = change.cancel.filter((x) => gone.has(x.uuid)).map((x) => x.uuid);
+      }
+      for (const { targets, cmd } of change.enqueue) {
+        const uniq = checkTargets(targets);
+        if (uniq.length) await this.insertCommand(c, uniq, cmd, enqueuedAt);
+      }
+      if (change.status) await this.putRow(c, deviceId, undefined, change.status);
+      await this.collect(c, cancelled);
+      return { cancelled, version };
+    });
+  }
+
+  // --- read model ---
+
+  async getStatus(deviceId: string): Promise<DeviceStatus | undefined> {
+    checkId('device id', deviceId);
+    await this.flushTouches();
+    const { rows } = await this.pool.query<{ row: string; seen: Date }>('SELECT row, seen FROM status_rows WHERE device_id = $1', [deviceId]);
+    return rows[0] && withSeen(rows[0]);
+  }
+
+  async putStatus(deviceId: string, profiles: StatusProfiles): Promise<void> {
+    checkId('device id', deviceId);
+    await this.tx(async (c) => {
+      await this.lockDevice(c, deviceId);
+      const { rows } = await c.query('SELECT 1 FROM status_rows WHERE device_id = $1', [deviceId]);
+      if (rows.length) await this.putRow(c, deviceId, undefined, profiles);
+    });
+  }
+
+  async fleetCounts(opts: { now: Date; staleDays: number }): Promise<FleetCounts> {
+    await this.flushTouches();
+    const cut = new Date(opts.now.getTime() - opts.staleDays * 86_400_000).toISOString();
+    const { rows } = await this.pool.query<{ state: DeviceState; n: string; enrolled: string; stale: string }>(
+      'SELECT state, count(*) AS n, count(*) FILTER (WHERE enrolled) AS enrolled, count(*) FILTER (WHERE seen < $1) AS stale FROM status_rows GROUP BY state',
+      [cut],
+    );
+    const byState = emptyByState();
+    let total = 0;
+    let enrolled = 0;
+    let stale = 0;
+    for (const r of rows) {
+      byState[r.state] = Number(r.n);
+      total += Number(r.n);
+      enrolled += Number(r.enrolled);
+      stale += Number(r.stale);
+    }
+    return { total, enrolled, byState, stale };
+  }
+
+  async blueprintCounts(names: string[]): Promise<Record<string, BlueprintCounts>> {
+    const out: Record<string, BlueprintCounts> = {};
+    for (const n of names) out[n] = { matched: 0, selected: 0, byState: emptyByState(), verified: {}, failed: {} };
+    if (!names.length) return out;
+    const [matched, selected, phases] = await Promise.all([
+      this.pool.query<{ b: string; n: string }>('SELECT b, count(*) AS n FROM status_rows, unnest(matched) AS b WHERE b = ANY($1) GROUP BY b', [names]),
+      this.pool.query<{ b: string; state: DeviceState; n: string }>(
+        'SELECT b, state, count(*) AS n FROM status_rows, unnest(blueprints) AS b WHERE b = ANY($1) GROUP BY b, state',
+        [names],
+      ),
+      this.pool.query<{ b: string; id: string; phase: string; n: string }>(
+        `SELECT b, p.key AS id, p.value AS phase, count(*) AS n FROM status_rows, unnest(blueprints) AS b, json_each_text(phases) AS p
+         WHERE b = ANY($1) AND state <> 'unenrolled' AND p.value <> 'pending' GROUP BY 1, 2, 3`,
+        [names],
+      ),
+    ]);
+    for (const r of matched.rows) out[r.b]!.matched = Number(r.n);
+    for (const r of selected.rows) out[r.b]!.byState[r.state] = Number(r.n);
+    for (const r of phases.rows) (r.phase === 'verified' ? out[r.b]!.verified : out[r.b]!.failed)[r.id] = Number(r.n);
+    for (const n of names) out[n]!.selected = DEVICE_STATES.reduce((s, st) => s + out[n]!.byState[st], 0);
+    return out;
+  }
+
+  async queryStatus(q: StatusQuery): Promise<{ total: number; devices: DeviceStatus[] }> {
+    await this.flushTouches();
+    const where: string[] = [];
+    const values: unknown[] = [];
+    if (q.state === 'stale') {
+      values.push(new Date(q.now.getTime() - q.staleDays * 86_400_000).toISOString());
+      where.push(`seen < $${values.length}`);
+    } else if (q.state !== undefined) {
+      values.push(q.state);
+      where.push(`state = $${values.length}`);
+    }
+    if (q.blueprint !== undefined) {
+      values.push(q.blueprint);
+      where.push(`$${values.length} = ANY(blueprints)`);
+    }
+    const filter = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const total = await this.pool.query<{ n: string }>(`SELECT count(*) AS n FROM status_rows ${filter}`, values);
+    const pageValues = [...values];
+    const pageWhere = [...where];
+    if (q.after !== undefined) {
+      pageValues.push(q.after);
+      pageWhere.push(`device_id > $${pageValues.length}`);
+    }
+    pageValues.push(q.offset ?? 0, q.limit);
+    const { rows } = await this.pool.query<{ row: string; seen: Date }>(
+      `SELECT row, seen FROM status_rows ${pageWhere.length ? `WHERE ${pageWhere.join(' AND ')}` : ''} ORDER BY device_id OFFSET $${pageValues.length - 1} LIMIT $${pageValues.length}`,
+      pageValues,
+    );
+    return { total: Number(total.rows[0]?.n ?? 0), devices: rows.map(withSeen) };
+  }
+
+  // --- material ---
+
+  async getMaterial(kind: MaterialKind, key: string, now = new Date()): Promise<Buffer | undefined> {
+    checkMaterialKey(kind, key);
+    const { rows } = await this.pool.query<{ value: Buffer }>(
+      'SELECT value FROM material WHERE kind = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)',
+      [kind, key, now.toISOString()],
+    );
+    return rows[0]?.value;
+  }
+
+  async putMaterial(kind: MaterialKind, key: string, value: Buffer, opts: PutMaterialOptions = {}): Promise<boolean> {
+    checkMaterialKey(kind, key);
+    const expires = opts.expiresAt ? opts.expiresAt.toISOString() : null;
+    // ifAbsent: the first writer wins; an expired value counts as absent.
+    const { rowCount } = await this.pool.query(
+      `INSERT INTO material (kind, key, value, expires_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
+       ${opts.ifAbsent ? 'WHERE material.expires_at IS NOT NULL AND material.expires_at <= $5' : ''}`,
+      opts.ifAbsent ? [kind, key, value, expires, new Date().toISOString()] : [kind, key, value, expires],
+    );
+    return rowCount === 1;
+  }
+
+  /** Exactly once across every server on the database: the DELETE returns the row to one of them. */
+  async takeMaterial(kind: MaterialKind, key: string, now = new Date()): Promise<Buffer | undefined> {
+    checkMaterialKey(kind, key);
+    const { rows } = await this.pool.query<{ value: Buffer; expires_at: Date | null }>(
+      'DELETE FROM material WHERE kind = $1 AND key = $2 RETURNING value, expires_at',
+      [kind, key],
+    );
+    const r = rows[0];
+    return r && (r.expires_at === null || r.expires_at.getTime() > now.getTime()) ? r.value : undefined;
+  }
+
+  async deleteMaterial(kind: MaterialKind, key: string): Promise<void> {
+    checkMaterialKey(kind, key);
+    await this.pool.query('DELETE FROM material WHERE kind = $1 AND key = $2', [kind, key]);
+  }
+
+  async pruneMaterial(kind: MaterialKind, now = new Date()): Promise<number> {
+    const { rowCount } = await this.pool.query('DELETE FROM material WHERE kind = $1 AND expires_at <= $2', [kind, now.toISOString()]);
+    return rowCount ?? 0;
+  }
+
+  // --- lifecycle ---
+
+  async health(): Promise<StoreHealth> {
+    try {
+      const { rows } = await this.pool.query<{ v: number | null }>('SELECT max(version) AS v FROM orchard_migrations');
+      const v = rows[0]?.v ?? 0;
+      return v === LATEST_SCHEMA
+        ? { backend: 'postgres', ready: true }
+        : { backend: 'postgres', ready: false, reason: `schema version ${v}, this server needs ${LATEST_SCHEMA}` };
+    } catch (err) {
+      return { backend: 'postgres', ready: false, reason: `database unreachable: ${(err as Error).message}` };
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing ??= (async () => {
+      clearInterval(this.timer);
+      await this.flushTouches().catch(() => undefined);
+      await this.pool.end();
+    })();
+    return this.closing;
+  }
+}
+
+function withSeen(r: { row: string; seen: Date }): DeviceStatus {
+  const row = JSON.parse(r.row) as DeviceStatus;
+  const ms = r.seen.getTime();
+  if (ms > 0) row.lastSeenAt = new Date(ms).toISOString();
+  return row;
+}

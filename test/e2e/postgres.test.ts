@@ -1,0 +1,80 @@
+/**
+ * The device lifecycle on PostgreSQL: a real `orchard serve --store postgres://...` process and
+ * simulated devices (enroll, Idle, a command, its result), then a restart on the same database
+ * with an empty data directory of its own: the queue, the results and the identities are in the
+ * database. `/readyz` says the store is ready.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createCA, createDeviceIdentity } from '../../src/identity/ca.js';
+import { SimulatedDevice } from '../../src/sim/device.js';
+import { PgStore } from '../../src/store/postgres.js';
+import { usePostgres } from '../helpers/postgres.js';
+import { spawnServer, waitExit } from '../helpers/process.js';
+
+const cluster = usePostgres();
+const dir = mkdtempSync(join(tmpdir(), 'orchard-e2e-pg-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+(cluster.available ? describe : describe.skip)('orchard serve --store postgres://', () => {
+  it('enrolls devices, serves Idle, queues a command, records its result; a restart finds it all in the database', async () => {
+    const url = await cluster.cluster().database();
+    const ca = createCA({ commonName: 'PG e2e CA' });
+    writeFileSync(join(dir, 'ca.pem'), ca.certPem);
+    const env = { ORCHARD_API_TOKEN: 'pg-admin' };
+    const args = (data: string) => ['--store', url, '--data-dir', join(dir, data), '--trust-ca', join(dir, 'ca.pem')];
+    let srv = await spawnServer(args('data-1'), env);
+    try {
+      const ready = await fetch(`${srv.url}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toEqual({ backend: 'postgres', ready: true });
+
+      const identities = [0, 1, 2].map((i) => createDeviceIdentity(ca, `pg-${i}`));
+      const at = (serverUrl: string) => identities.map((identity, i) => new SimulatedDevice({ serverUrl, identity, udid: `PG-E2E-${i}` }));
+      const devices = at(srv.url);
+      for (const d of devices) await d.enroll();
+      // Whatever the server queues at enrollment (inventory), answered; then the queue is empty.
+      for (const d of devices) await d.connect();
+      for (const d of devices) expect(await d.connect()).toEqual([]);
+
+      const res = await fetch(`${srv.url}/api/v1/commands`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer pg-admin', 'content-type': 'application/json' },
+        body: JSON.stringify({ targets: devices.map((d) => d.udid), command: { RequestType: 'SecurityInfo' }, priority: 70 }),
+      });
+      expect(res.status).toBe(201);
+      const { commandUUID } = (await res.json()) as { commandUUID: string };
+      const handled = await devices[0]!.connect();
+      expect(handled.map((c) => [c.commandUUID, c.requestType, c.status])).toEqual([[commandUUID, 'SecurityInfo', 'Acknowledged']]);
+
+      const listed = await fetch(`${srv.url}/api/v1/devices/${devices[0]!.udid}/commands`, { headers: { authorization: 'Bearer pg-admin' } });
+      const cmds = ((await listed.json()) as { commands: { commandUUID: string; status: string }[] }).commands;
+      expect(cmds.find((c) => c.commandUUID === commandUUID)?.status).toBe('Acknowledged');
+
+      // SIGTERM, then a new process with an empty data directory of its own on the same database.
+      srv.child.kill('SIGTERM');
+      await waitExit(srv.child);
+      expect(srv.child.exitCode).toBe(0);
+      srv = await spawnServer(args('data-2'), env);
+      // Devices 1 and 2 still have the command waiting; device 0's answer is not asked again.
+      const again = at(srv.url);
+      for (const d of again.slice(1)) expect((await d.connect()).map((c) => c.commandUUID)).toEqual([commandUUID]);
+      expect(await again[0]!.connect()).toEqual([]);
+    } finally {
+      srv.child.kill('SIGTERM');
+      await waitExit(srv.child);
+    }
+    // What the processes wrote, read through the store directly.
+    const store = await PgStore.open(url);
+    try {
+      expect((await store.listDeviceIds()).items).toEqual(['PG-E2E-0', 'PG-E2E-1', 'PG-E2E-2']);
+      for (const id of ['PG-E2E-0', 'PG-E2E-1', 'PG-E2E-2']) expect((await store.getEnrollment(id))?.active).toBe(true);
+      const security = (await store.getDevice('PG-E2E-1'))?.reported.SecurityInfo;
+      expect(security?.commandUUID).toBeDefined();
+    } finally {
+      await store.close();
+    }
+  });
+});
