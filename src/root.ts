@@ -244,7 +244,7 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
         tickMs: opts.rolloutTickMs,
       })
     : undefined;
-  source?.on('applied', (rev) => {
+  source?.on('validated', (rev) => {
     saveAppliedRevision(store, rev).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
     (rollouts ? rollouts.applied(rev) : reconciler.apply(rev))
       .then(() => progress.poke(true))

@@ -12,6 +12,7 @@ import type { DdmStatus, DeclarationClass, DeclarationSet } from './model.js';
 import { DECLARATION_CLASSES } from './model.js';
 import { mergeStatus, parseStatusReport } from './status.js';
 import { declarationsToken } from './tokens.js';
+import { KeyedMutex } from '../util/keyed-mutex.js';
 
 export interface DdmEvents {
   /** A status report was stored (merged). */
@@ -32,7 +33,7 @@ const json = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf8');
 
 export class DeclarativeManagement extends EventEmitter<DdmEvents> {
   /** Status reports of one enrollment are merged one at a time. */
-  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly perEnrollment = new KeyedMutex();
 
   constructor(
     readonly store: DdmStore,
@@ -54,7 +55,7 @@ export class DeclarativeManagement extends EventEmitter<DdmEvents> {
     }
     if (endpoint === 'status') {
       const report = parseStatusReport(data);
-      await this.serial(enrollmentId, async () => {
+      await this.perEnrollment.run(enrollmentId, async () => {
         const merged = mergeStatus(await this.store.getDdmStatus(enrollmentId), report, this.now());
         await this.store.putDdmStatus(enrollmentId, merged);
         this.emit('status', enrollmentId, merged, report.full);
@@ -72,16 +73,6 @@ export class DeclarativeManagement extends EventEmitter<DdmEvents> {
       return json(entry.declaration);
     }
     throw new Malformed(`DeclarativeManagement: unknown Endpoint "${endpoint.slice(0, 80)}"`);
-  }
-
-  private serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const run = (this.chains.get(key) ?? Promise.resolve()).then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.chains.set(key, tail);
-    void tail.then(() => {
-      if (this.chains.get(key) === tail) this.chains.delete(key);
-    });
-    return run;
   }
 }
 

@@ -11,7 +11,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import type { MaterialStore } from '../store/material.js';
-import type { AppliedRevision } from './source.js';
+import type { ValidatedRevision } from './source.js';
 
 export interface SourceStateBackend {
   /** For log lines: where the state lives. */
@@ -62,7 +62,7 @@ export function storeSourceState(store: Pick<MaterialStore, 'getMaterial' | 'put
 }
 
 /** Keeps the applied revision (info and compiled fleet) in the store, after a digest of its bytes. */
-export async function saveAppliedRevision(store: Pick<MaterialStore, 'putMaterial'>, rev: AppliedRevision): Promise<string> {
+export async function saveAppliedRevision(store: Pick<MaterialStore, 'putMaterial'>, rev: ValidatedRevision): Promise<string> {
   const body = serialize({ info: rev.info, fleet: rev.fleet });
   const digest = createHash('sha256').update(body).digest();
   await store.putMaterial('blob', APPLIED_KEY, Buffer.concat([digest, body]));
@@ -73,12 +73,12 @@ export async function saveAppliedRevision(store: Pick<MaterialStore, 'putMateria
  * The applied revision the store holds, with its digest; undefined when there is none. Bytes that
  * do not match their digest (a torn or altered value) are refused rather than deserialized.
  */
-export async function loadAppliedRevision(store: Pick<MaterialStore, 'getMaterial'>): Promise<{ revision: AppliedRevision; digest: string } | undefined> {
+export async function loadAppliedRevision(store: Pick<MaterialStore, 'getMaterial'>): Promise<{ revision: ValidatedRevision; digest: string } | undefined> {
   const v = await store.getMaterial('blob', APPLIED_KEY);
   if (!v) return undefined;
   const digest = v.subarray(0, 32);
   const body = v.subarray(32);
   if (v.length < 33 || !createHash('sha256').update(body).digest().equals(digest))
     throw new Error('the applied revision in the store does not match its digest');
-  return { revision: deserialize(body) as AppliedRevision, digest: digest.toString('hex') };
+  return { revision: deserialize(body) as ValidatedRevision, digest: digest.toString('hex') };
 }

@@ -1,7 +1,8 @@
 /**
  * The fleet source (in Flux's sense): fetches revisions of the fleet repository, has each one
- * loaded and validated as a whole, and publishes the last good one. An invalid revision is never
- * applied; the status says which revision is applied and why a newer one is not.
+ * loaded and validated as a whole, and publishes the last good one ('validated'; the reconciler
+ * applies it). An invalid revision is never published; the status says which revision is in force
+ * (`applied`) and why a newer one is not.
  *
  * Remote (a URL): a clone under `<dataDir>/source/repo`, fetched on the poll interval and on
  * `sync()`, then reset to `origin/<branch>` so force-pushes and rewinds are followed. The last
@@ -68,6 +69,10 @@ export interface SourceStatus {
   /** Without credentials. */
   repo: string;
   branch?: string;
+  /**
+   * The validated revision in force, the one the reconciler is given (`applied` in the API and
+   * state.json, as it always was; the source itself applies nothing: it validates).
+   */
   applied?: RevisionStatus;
   lastAttempt?: RevisionStatus;
   /**
@@ -86,7 +91,8 @@ export interface SourceStatus {
   history: RevisionStatus[];
 }
 
-export interface AppliedRevision {
+/** The last revision that passed validation: published to the reconciler with the 'validated' event. */
+export interface ValidatedRevision {
   info: RevisionInfo;
   fleet: Fleet;
 }
@@ -212,7 +218,7 @@ class StoppedError extends Unavailable {
   }
 }
 
-export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; status: [SourceStatus] }> {
+export class FleetSource extends EventEmitter<{ validated: [ValidatedRevision]; status: [SourceStatus] }> {
   private readonly kind: 'remote' | 'local';
   /** The directory the loader reads: the clone, or the local path. */
   private readonly dir: string;
@@ -228,10 +234,10 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
   /** Aborted by stop(): kills git processes and the validator, ends every stage at once. */
   private readonly halt = new AbortController();
 
-  private appliedRev?: AppliedRevision;
-  private appliedStatus?: RevisionStatus;
+  private validatedRev?: ValidatedRevision;
+  private validatedStatus?: RevisionStatus;
   /** Identity of a revision: the commit (remote), or commit + file hash (local). */
-  private appliedKey?: string;
+  private validatedKey?: string;
   private lastAttempt?: RevisionStatus;
   /** Set when a revision was refused, so an unchanged head is not reloaded each poll. */
   private rejectedKey?: string;
@@ -350,7 +356,7 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       kind: this.kind,
       repo: this.publicRepo,
       branch: this.kind === 'remote' ? this.opts.branch : this.localBranch,
-      applied: this.appliedStatus,
+      applied: this.validatedStatus,
       lastAttempt: this.lastAttempt,
       rejected: r ? { commit: r.status.commit, at: r.status.validatedAt ?? r.status.fetchedAt, reason: r.reason } : undefined,
       lastError: this.lastError,
@@ -359,8 +365,8 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     });
   }
 
-  current(): AppliedRevision | undefined {
-    return this.appliedRev;
+  current(): ValidatedRevision | undefined {
+    return this.validatedRev;
   }
 
   private launch(reason: string): Promise<SourceStatus> {
@@ -379,7 +385,7 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       }
       if (this.kind === 'remote') await this.syncRemote(reason);
       else await this.syncLocal(reason);
-      this.lastError = this.appliedRev ? undefined : this.restoreError;
+      this.lastError = this.validatedRev ? undefined : this.restoreError;
     } catch (err) {
       if (err instanceof StoppedError) {
         this.log.info({ reason }, 'fleet source: sync aborted by shutdown');
@@ -471,7 +477,7 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
       const git = this.git(this.dir);
       const tree = (await git.raw(['rev-parse', '--verify', `${commit}^{tree}`])).trim();
       await this.evaluate(commit, { commit, ...(await commitInfo(git, commit)) }, now(), 'restore', tree, { restore: true });
-      if (this.appliedKey !== commit) throw new Error(`it is rejected now: ${this.rejection?.reason ?? 'invalid'}`);
+      if (this.validatedKey !== commit) throw new Error(`it is rejected now: ${this.rejection?.reason ?? 'invalid'}`);
       this.log.info({ commit }, 'fleet source: restored the last applied revision');
     } catch (err) {
       if (err instanceof StoppedError) throw err;
@@ -681,9 +687,9 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
 
   /** True when the revision needs no load: it is the applied one, or already known invalid. */
   private async unchanged(key: string): Promise<boolean> {
-    if (key === this.appliedKey) {
+    if (key === this.validatedKey) {
       // The head came back to the applied revision (e.g. a bad commit was rewound): nothing pending.
-      this.lastAttempt = this.appliedStatus;
+      this.lastAttempt = this.validatedStatus;
       this.rejectedKey = undefined;
       if (this.rejection) {
         this.rejection = undefined;
@@ -772,9 +778,9 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     this.record(key, st);
     st.appliedAt = now();
     const info: RevisionInfo = { ...base, contentHash: st.contentHash };
-    this.appliedRev = { info, fleet };
-    this.appliedStatus = st;
-    this.appliedKey = key;
+    this.validatedRev = { info, fleet };
+    this.validatedStatus = st;
+    this.validatedKey = key;
     if (this.rejectedKey === key) {
       this.rejectedKey = undefined;
       this.rejection = undefined;
@@ -786,11 +792,14 @@ export class FleetSource extends EventEmitter<{ applied: [AppliedRevision]; stat
     delete saved.validating;
     if (this.kind === 'remote' && st.commit) Object.assign(saved, { commit: st.commit, contentHash: st.contentHash, appliedAt: st.appliedAt });
     await this.writeState();
-    this.log.info({ reason, commit: st.commit, contentHash: st.contentHash, dirty: st.dirty, warningCount: st.warningCount }, 'fleet source: revision applied');
+    this.log.info(
+      { reason, commit: st.commit, contentHash: st.contentHash, dirty: st.dirty, warningCount: st.warningCount },
+      'fleet source: revision validated',
+    );
     try {
-      this.emit('applied', this.appliedRev);
+      this.emit('validated', this.validatedRev);
     } catch (err) {
-      this.log.error({ error: errorMessage(err) }, 'fleet source: applied listener failed');
+      this.log.error({ error: errorMessage(err) }, 'fleet source: validated listener failed');
     }
   }
 

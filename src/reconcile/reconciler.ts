@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Fleet } from '../gitops/model.js';
-import type { AppliedRevision } from '../gitops/source.js';
+import type { ValidatedRevision } from '../gitops/source.js';
 import type { MdmService } from '../mdm/service.js';
 import { buildCommand } from '../protocol/commands.js';
 import type { Pusher } from '../push/push.js';
@@ -19,6 +19,7 @@ import { statusProfiles } from '../report/status.js';
 import type { StatusProfiles } from '../store/status.js';
 import type { RenderedProfile, SecretLookup } from './render.js';
 import type { ArtifactStatus, DeviceArtifacts } from './types.js';
+import { KeyedMutex } from '../util/keyed-mutex.js';
 
 export interface ReconcilerOptions {
   store: Store;
@@ -86,7 +87,8 @@ export class Reconciler {
   /** Rendering and payload building, one at a time (one thread), in slices with yields between. */
   private readonly cpu = new Mutex();
   private sliceStart = performance.now();
-  private readonly chains = new Map<string, Promise<unknown>>();
+  /** Per device, one reconcile at a time: two concurrent runs would decide on the same state. */
+  private readonly perDevice = new KeyedMutex();
   /** One timer per device with a failed artifact waiting for its retry time. */
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private driftTimer?: NodeJS.Timeout;
@@ -119,11 +121,11 @@ export class Reconciler {
     this.stopped = true;
     clearInterval(this.driftTimer);
     for (const t of this.retryTimers.values()) clearTimeout(t);
-    await Promise.allSettled([...this.chains.values()]);
+    await this.perDevice.idle();
   }
 
   /** A new revision is in force: reconcile every enrolled device against it. */
-  async apply(rev: AppliedRevision): Promise<ReconcileOutcome[]> {
+  async apply(rev: ValidatedRevision): Promise<ReconcileOutcome[]> {
     this.fleet = rev.fleet;
     this.revision = rev.info.commit ?? rev.info.contentHash.slice(0, 12);
     this.renders = new Map();
@@ -139,7 +141,7 @@ export class Reconciler {
 
   /** Queue ProfileList + DeviceInformation to every enrolled device that has none in flight; returns how many were queued. */
   async driftCheck(): Promise<number> {
-    const results = await this.forEachDevice((id) => this.serial(id, () => retryOnConflict(() => this.queueInventory(id))));
+    const results = await this.forEachDevice((id) => this.perDevice.run(id, () => retryOnConflict(() => this.queueInventory(id))));
     return results.filter(Boolean).length;
   }
 
@@ -174,22 +176,10 @@ export class Reconciler {
     }
     if (e.type !== 'device' || this.opts.inventoryOnEnroll === false) return;
     try {
-      await this.serial(e.deviceId, () => retryOnConflict(() => this.queueInventory(e.deviceId)));
+      await this.perDevice.run(e.deviceId, () => retryOnConflict(() => this.queueInventory(e.deviceId)));
     } catch (err) {
       this.opts.log.error({ err, device: e.deviceId }, 'could not queue inventory after enrollment');
     }
-  }
-
-  /** Per device, one reconcile at a time: two concurrent runs would decide on the same state. */
-  private serial<T>(deviceId: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.chains.get(deviceId) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.chains.set(deviceId, tail);
-    void tail.then(() => {
-      if (this.chains.get(deviceId) === tail) this.chains.delete(deviceId);
-    });
-    return run;
   }
 
   private async queueInventory(deviceId: string): Promise<boolean> {
@@ -212,7 +202,7 @@ export class Reconciler {
 
   /** Reconcile one device now. Safe to call any time, any number of times. */
   reconcileDevice(deviceId: string): Promise<ReconcileOutcome | undefined> {
-    return this.serial(deviceId, () => retryOnConflict(() => this.reconcileNow(deviceId)));
+    return this.perDevice.run(deviceId, () => retryOnConflict(() => this.reconcileNow(deviceId)));
   }
 
   private async reconcileNow(deviceId: string): Promise<ReconcileOutcome | undefined> {

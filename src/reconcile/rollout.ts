@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Conflict, NotFound } from '../errors.js';
 import type { BlueprintDoc, Fleet, Rollout } from '../gitops/model.js';
-import type { AppliedRevision } from '../gitops/source.js';
+import type { ValidatedRevision } from '../gitops/source.js';
 import type { RolloutState, RolloutStore } from '../store/rollouts.js';
 import { rowState, type DeviceStatus } from '../store/status.js';
 import type { Store } from '../store/types.js';
@@ -111,7 +111,7 @@ export interface RolloutControllerOptions {
   /** The read model's rows (which devices each blueprint reaches, and how their profiles stand). */
   status: Pick<Store, 'queryStatus'>;
   /** Reconcile the fleet against this revision (the reconciler's apply). */
-  apply: (rev: AppliedRevision) => Promise<unknown>;
+  apply: (rev: ValidatedRevision) => Promise<unknown>;
   log: Logger;
   /** An event for the event webhooks (`rollout.halted`, `rollout.step`, `rollout.resumed`). */
   emit?: (type: string, data: Record<string, unknown>) => void;
@@ -125,7 +125,7 @@ export interface RolloutControllerOptions {
 const PAGE = 1000;
 
 export class RolloutController {
-  private rev?: AppliedRevision;
+  private rev?: ValidatedRevision;
   private states = new Map<string, RolloutState>();
   private counts = new Map<string, StepCounts>();
   private timer?: NodeJS.Timeout;
@@ -151,7 +151,7 @@ export class RolloutController {
   }
 
   /** A new revision is in force: keep each staged rollout whose content is unchanged, start the others over, and apply. */
-  async applied(rev: AppliedRevision): Promise<void> {
+  async applied(rev: ValidatedRevision): Promise<void> {
     await this.serially(async () => {
       this.rev = rev;
       const revision = rev.info.commit ?? rev.info.contentHash.slice(0, 12);
@@ -257,7 +257,7 @@ export class RolloutController {
   }
 
   /** The revision with each staged blueprint reaching its current step. */
-  private effective(): AppliedRevision {
+  private effective(): ValidatedRevision {
     const rev = this.rev!;
     const blueprints = new Map(rev.fleet.blueprints);
     for (const [name, s] of this.states) {

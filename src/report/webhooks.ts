@@ -84,7 +84,7 @@ export class EventWebhooks {
         this.emit('command.failed', { enrollment: eid, commandUUID: rep.CommandUUID, status: rep.Status, errorChain: rep.ErrorChain });
       }
     });
-    source?.on('applied', (rev) =>
+    source?.on('validated', (rev) =>
       this.emit('revision.applied', { commit: rev.info.commit, author: rev.info.author, message: rev.info.message, contentHash: rev.info.contentHash }),
     );
   }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadFleet } from '../../src/gitops/load.js';
 import type { LoadResult } from '../../src/gitops/model.js';
-import { FleetSource, type AppliedRevision, type SourceOptions } from '../../src/gitops/source.js';
+import { FleetSource, type ValidatedRevision, type SourceOptions } from '../../src/gitops/source.js';
 import { loadAppliedRevision, saveAppliedRevision, storeSourceState } from '../../src/gitops/source-state.js';
 import { LevelStore } from '../../src/store/leveldb.js';
 import { BAD, captureLog, FleetRepo, GOOD, tempDir } from './helpers.js';
@@ -25,15 +25,19 @@ async function setup(): Promise<{ r: FleetRepo; store: LevelStore }> {
   return { r, store };
 }
 
-function source(opts: Partial<SourceOptions> & Pick<SourceOptions, 'repo' | 'dataDir'>): { source: FleetSource; applied: AppliedRevision[]; loads: string[] } {
+function source(opts: Partial<SourceOptions> & Pick<SourceOptions, 'repo' | 'dataDir'>): {
+  source: FleetSource;
+  applied: ValidatedRevision[];
+  loads: string[];
+} {
   const loads: string[] = [];
   const loader = async (dir: string): Promise<LoadResult> => {
     loads.push(dir);
     return loadFleet(dir);
   };
   const s = new FleetSource({ branch: 'main', pollIntervalMs: 0, loader, log: captureLog().log, ...opts });
-  const applied: AppliedRevision[] = [];
-  s.on('applied', (a) => applied.push(a));
+  const applied: ValidatedRevision[] = [];
+  s.on('validated', (a) => applied.push(a));
   cleanups.push(() => s.stop());
   return { source: s, applied, loads };
 }

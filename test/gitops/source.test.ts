@@ -8,7 +8,7 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LoadResult } from '../../src/gitops/model.js';
-import { FleetSource, type AppliedRevision, type SourceOptions, type SourceStatus } from '../../src/gitops/source.js';
+import { FleetSource, type ValidatedRevision, type SourceOptions, type SourceStatus } from '../../src/gitops/source.js';
 import { errorHandler } from '../../src/http/errors.js';
 import { sourceRoutes, sourceStatusRoute } from '../../src/http/source-routes.js';
 import { loadFleet } from '../../src/gitops/load.js';
@@ -27,7 +27,7 @@ function repo(): FleetRepo {
 
 interface Harness {
   source: FleetSource;
-  applied: AppliedRevision[];
+  applied: ValidatedRevision[];
   statuses: SourceStatus[];
   logs: CapturedLog;
 }
@@ -35,9 +35,9 @@ interface Harness {
 function harness(opts: Partial<SourceOptions> & Pick<SourceOptions, 'repo' | 'dataDir'>): Harness {
   const logs = captureLog();
   const source = new FleetSource({ branch: 'main', pollIntervalMs: 0, loader: loadFleet, log: logs.log, ...opts });
-  const applied: AppliedRevision[] = [];
+  const applied: ValidatedRevision[] = [];
   const statuses: SourceStatus[] = [];
-  source.on('applied', (a) => applied.push(a));
+  source.on('validated', (a) => applied.push(a));
   source.on('status', (s) => statuses.push(s));
   cleanups.push(() => source.stop());
   return { source, applied, statuses, logs };
