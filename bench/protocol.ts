@@ -61,7 +61,7 @@ export interface BenchServer {
  * production (`info`) logging. ORCHARD_BENCH_PROF=DIR writes a V8 CPU profile of the server
  * there (see BENCHMARKS.md).
  */
-export async function startBenchServer(dir: string, caPath: string): Promise<BenchServer> {
+export async function startBenchServer(dir: string, caPath: string, extraArgs: string[] = []): Promise<BenchServer> {
   const cli = join(import.meta.dirname, '../src/cli/main.js');
   const prof = process.env.ORCHARD_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORCHARD_BENCH_PROF}`] : [];
   // The server runs with the flags README recommends for `orchard serve` (npm start uses them);
@@ -69,7 +69,7 @@ export async function startBenchServer(dir: string, caPath: string): Promise<Ben
   const flags = (process.env.ORCHARD_BENCH_SERVER_FLAGS ?? SERVE_NODE_FLAGS).split(/\s+/).filter(Boolean);
   const child = spawn(
     process.execPath,
-    [...flags, ...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info'],
+    [...flags, ...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info', ...extraArgs],
     {
       env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
       stdio: ['ignore', 'pipe', 'inherit'],

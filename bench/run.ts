@@ -1,8 +1,8 @@
 /**
  * `npm run bench`: every benchmark, printed as Markdown (paste into BENCHMARKS.md with the
  * command line). Options: --devices N (default 1000), --concurrency N (default 16),
- * --idle-rounds N (default 3), --only protocol|protocol-openssl|cms|store|validate|validate-real|push|scep|reconcile|cli|reconcile-latency|hostile|read-model|abm-sync, --reconcile-devices N (default 100000;
- * --read-model-devices N (default 100000) for read-model; --abm-devices N (default 100000) for abm-sync;
+ * --idle-rounds N (default 3), --only protocol|ddm|protocol-openssl|cms|store|validate|validate-real|push|scep|reconcile|cli|reconcile-latency|hostile|read-model|abm-sync, --reconcile-devices N (default 100000;
+ * --read-model-devices N (default 100000) for read-model; --abm-devices N (default 100000) for abm-sync; --ddm-devices N (default 10000), --ddm-declarations N (default 5) for ddm;
  * --big-devices N (default 200) and --big-profile-mb N (default 5) for reconcile-latency;
  * run it in a process started with --max-old-space-size=640 for the RSS bound, as `npm run bench` does).
  * protocol-openssl (signatures from `openssl cms -sign`, a key per device): --key-type rsa2048|p256
@@ -27,6 +27,7 @@ import { benchCli } from './cli.js';
 import { benchValidateReal } from './validate-real.js';
 import { benchReadModel } from './read-model.js';
 import { benchAbmSync } from './abm-sync.js';
+import { benchDdm } from './ddm.js';
 
 const { values } = parseArgs({
   options: {
@@ -42,6 +43,8 @@ const { values } = parseArgs({
     'key-type': { type: 'string', default: 'rsa2048' },
     rounds: { type: 'string', default: '2' },
     phases: { type: 'string' },
+    'ddm-devices': { type: 'string', default: '10000' },
+    'ddm-declarations': { type: 'string', default: '5' },
   },
 });
 const only = values.only;
@@ -122,6 +125,21 @@ if (!only || only === 'protocol') {
   console.log(
     `\nCommand cycles/s: ${f(r.cyclesPerSec, 0)}. Server RSS: ${f(r.serverRssAtStartMb, 1)} MB when listening, ${f(r.serverRssMb, 1)} MB after the run.\n`,
   );
+}
+
+if (!only || only === 'ddm') {
+  const r = await benchDdm({
+    devices: Number(values['ddm-devices']),
+    concurrency: Number(values.concurrency),
+    declarations: Number(values['ddm-declarations']),
+  });
+  console.log(`## DDM sync: ${r.devices} simulated devices, ${r.declarationsPerDevice} declarations each, ${r.concurrency} concurrent, certificate header\n`);
+  console.log('| phase | requests | req/s | server CPU ms/req | server CPU ms/device | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|');
+  for (const p of r.phases)
+    console.log(
+      `| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f((p.serverCpuMsPerRequest * p.requests) / r.devices, 2)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} |`,
+    );
+  console.log(`\nServer RSS after the run: ${f(r.serverRssMb, 1)} MB.\n`);
 }
 
 if (!only || only === 'protocol-openssl') {
