@@ -41,60 +41,62 @@ function wanted(fleet: Fleet, view: DeviceView, values: DeviceValues, key: strin
   return out;
 }
 
-export function planDeclarationsBetween(base: Fleet, head: Fleet, view: DeviceView, values: DeviceValues, key: string): DeclarationChange[] {
-  const before = wanted(base, view, values, key) ?? new Map();
-  const after = wanted(head, view, values, key);
-  if (!after) return [];
-  const out: DeclarationChange[] = [];
-  for (const [k, { channel, entry }] of after) {
-    const had = before.get(k)?.entry;
-    if (had?.templateToken === entry.templateToken) continue;
-    out.push({
-      kind: had ? 'update' : 'install',
+/** What a device has (or had under the base revision), by channel and Identifier. */
+interface Known {
+  identifier: string;
+  name: string;
+  blueprints: string[];
+  templateToken: string;
+  /** The Payload, when the planner rendered it (not from the inventory). */
+  payload?: Record<string, unknown>;
+}
+
+function known(m: Map<string, { channel: string; entry: SetEntry }>): Map<string, Known> {
+  const out = new Map<string, Known>();
+  for (const [k, { channel, entry }] of m)
+    out.set(k, {
       identifier: entry.declaration.Identifier,
       name: label(entry, channel),
       blueprints: entry.blueprints,
-      ...(had ? { before: had.declaration.Payload } : {}),
-      after: entry.declaration.Payload,
+      templateToken: entry.templateToken,
+      payload: entry.declaration.Payload,
     });
+  return out;
+}
+
+function compare(before: Map<string, Known>, after: Map<string, Known>): DeclarationChange[] {
+  const out: DeclarationChange[] = [];
+  for (const [k, want] of after) {
+    const had = before.get(k);
+    if (had?.templateToken === want.templateToken) continue;
+    const { identifier, name, blueprints } = want;
+    out.push({ kind: had ? 'update' : 'install', identifier, name, blueprints, ...(had?.payload ? { before: had.payload } : {}), after: want.payload });
   }
-  for (const [k, { channel, entry }] of before) {
-    if (!after.has(k))
-      out.push({
-        kind: 'remove',
-        identifier: entry.declaration.Identifier,
-        name: label(entry, channel),
-        blueprints: entry.blueprints,
-        before: entry.declaration.Payload,
-      });
+  for (const [k, had] of before) {
+    const { identifier, name, blueprints } = had;
+    if (!after.has(k)) out.push({ kind: 'remove', identifier, name, blueprints, ...(had.payload ? { before: had.payload } : {}) });
   }
   return out;
+}
+
+export function planDeclarationsBetween(base: Fleet, head: Fleet, view: DeviceView, values: DeviceValues, key: string): DeclarationChange[] {
+  const after = wanted(head, view, values, key);
+  return after ? compare(known(wanted(base, view, values, key) ?? new Map()), known(after)) : [];
 }
 
 export function planDeclarationsAgainst(head: Fleet, view: DeviceView, values: DeviceValues, key: string, has: InventoryDeclaration[]): DeclarationChange[] {
   const after = wanted(head, view, values, key);
   if (!after) return [];
-  const before = new Map(has.map((d) => [`${d.channel}\0${d.identifier}`, d]));
-  const out: DeclarationChange[] = [];
-  for (const [k, { channel, entry }] of after) {
-    const had = before.get(k);
-    if (had?.templateToken === entry.templateToken) continue;
-    out.push({
-      kind: had ? 'update' : 'install',
-      identifier: entry.declaration.Identifier,
-      name: label(entry, channel),
-      blueprints: entry.blueprints,
-      after: entry.declaration.Payload,
-    });
-  }
-  for (const [k, d] of before) {
-    if (!after.has(k))
-      out.push({
-        kind: 'remove',
+  const before = new Map<string, Known>(
+    has.map((d) => [
+      `${d.channel}\0${d.identifier}`,
+      {
         identifier: d.identifier,
         name: d.channel === 'user' ? `${d.declaration} (user channel)` : d.declaration,
         blueprints: d.blueprints,
-      });
-  }
-  return out;
+        templateToken: d.templateToken,
+      },
+    ]),
+  );
+  return compare(before, known(after));
 }

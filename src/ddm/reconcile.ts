@@ -77,6 +77,7 @@ export class DdmReconciler {
       out.notified.push(e.id);
       await this.opts.pusher.push([e]).catch((err: unknown) => this.opts.log.warn({ err, enrollment: e.id }, 'push failed'));
     }
+    if (out.errors.length) this.opts.log.warn({ device: device.id, errors: out.errors }, 'declarations not rendered; the device keeps what it has');
     if (out.notified.length) this.opts.log.info({ device: device.id, notified: out.notified, revision }, 'declarations changed');
     return out;
   }
