@@ -142,6 +142,22 @@ export const OPENAPI = {
         responses: { 200: ok('blueprint'), 404: err, ...readErrors },
       },
     },
+    '/api/v1/rollouts': {
+      get: {
+        summary: "Every blueprint's staged rollout: its step, counts, and whether (and why) it halted",
+        responses: {
+          200: ok('rollouts', { type: 'object', required: ['rollouts'], properties: { rollouts: { type: 'array', items: { type: 'object' } } } }),
+          ...readErrors,
+        },
+      },
+    },
+    '/api/v1/rollouts/{name}/resume': {
+      post: {
+        summary: 'Go on past a halted health gate, accepting its failures (admin token)',
+        parameters: [idParam('name', 'blueprint name')],
+        responses: { 200: ok('the rollout after resuming', { type: 'object' }), 404: err, ...readErrors },
+      },
+    },
     '/api/v1/report/devices': {
       get: {
         summary: 'Devices with their state, filtered and paged',

@@ -199,7 +199,9 @@ export class RolloutController {
     let view: RolloutView | undefined;
     await this.serially(async () => {
       const s = this.states.get(blueprint);
-      if (!s) throw new NotFound(`no staged rollout for blueprint "${blueprint}"`);
+      // A blueprint that exists without a staged rollout is a state conflict, not a missing resource.
+      if (!s && this.rev?.fleet.blueprints.has(blueprint)) throw new Conflict(`blueprint "${blueprint}" has no staged rollout`);
+      if (!s) throw new NotFound(`no blueprint "${blueprint}" in the applied revision`);
       if (!s.halted) throw new Conflict(`the rollout of "${blueprint}" is not halted`);
       const failed = this.counts.get(blueprint)?.failed ?? 0;
       const resumed: RolloutState = { ...s, halted: undefined, acceptedFailures: failed };

@@ -279,7 +279,9 @@ describe('without the right token nothing reaches a handler', () => {
     expect(readdirSync(challengeDir(join(repo.root, 'server'))).length).toBe(challengesBefore);
     const reached = server.logs
       .slice(logsBefore)
-      .filter((l) => l.msg.startsWith('request') && (l.outcome !== undefined || (l.status! < 300 && !['/status', '/healthz'].includes(l.path as string))));
+      .filter(
+        (l) => l.msg.startsWith('request') && (l.outcome !== undefined || (l.status! < 300 && !['/status', '/healthz', '/readyz'].includes(l.path as string))),
+      );
     expect(reached.map((l) => `${l.method} ${l.path} ${l.status} ${l.outcome}`)).toEqual([]);
   }, 300_000);
 
