@@ -40,7 +40,7 @@ let events: { type: string; data: Record<string, unknown> }[];
 let receiver: Server;
 
 /** Every device checks in until `done` holds. */
-async function converge(what: string, done: () => boolean, timeoutMs = 30_000): Promise<void> {
+async function converge(what: string, done: () => boolean, timeoutMs = 60_000): Promise<void> {
   await waitFor(
     what,
     async () => {
@@ -94,7 +94,7 @@ afterAll(async () => {
 describe('the pull-request loop', () => {
   it('the first revision: success before any device (none selected), pending while they converge, then success', async () => {
     const sha = repo.head();
-    await waitFor('success', () => host.states(sha).at(-1) === 'success', 15_000);
+    await waitFor('success', () => host.states(sha).at(-1) === 'success', 30_000);
     expect(host.posted.find((p) => p.sha === sha)).toMatchObject({ state: 'success', description: 'no enrolled device selected' });
     expect(host.states(sha)).toContain('pending');
     const last = host.posted.filter((p) => p.sha === sha).at(-1)!;
@@ -123,7 +123,7 @@ describe('the pull-request loop', () => {
   it('after the merge the server applies it: the commit gets pending, then success', async () => {
     const sha = repo.commit('passcode: 12 characters');
     await server.source!.sync('test');
-    await waitFor('pending', () => host.states(sha).length > 0, 15_000);
+    await waitFor('pending', () => host.states(sha).length > 0, 30_000);
     expect(host.states(sha)[0]).toBe('pending');
     await converge(
       'the merged revision',
@@ -131,7 +131,7 @@ describe('the pull-request loop', () => {
     );
     expect(host.states(sha).at(-1)).toBe('success');
     expect(host.refused).toEqual([]);
-  });
+  }, 180_000);
 
   it('a change the devices refuse halts the staged rollout at its first step; the commit gets failure; resume goes on', async () => {
     // The first step holds exactly the Mac with the lowest bucket (the same hash as `percent`).
@@ -156,7 +156,7 @@ describe('the pull-request loop', () => {
     expect(macs.filter(attempted)).toEqual([buckets[0]!.d]);
     const list = await runRollout({ server: server.url, token: server.readToken, action: 'list' });
     expect(list.stdout).toMatch(/^macs: halted, step 1 of 2 \([\d.]+%\), 0 verified, 0 pending, 1 failed of 1: 1 of 1 devices failed/);
-    await waitFor('the webhook', () => events.find((e) => e.type === 'rollout.halted'), 10_000);
+    await waitFor('the webhook', () => events.find((e) => e.type === 'rollout.halted'), 30_000);
     expect(events.find((e) => e.type === 'rollout.halted')!.data).toMatchObject({ blueprint: 'macs', revision: sha, step: 1, devices: 1, failed: 1 });
 
     // Halted stays halted: more check-ins do not move it on, and the read token may not resume.
@@ -190,5 +190,5 @@ describe('the pull-request loop', () => {
     expect(page).toContain(`Convergence of revision ${sha.slice(0, 12)}`);
     expect(page).toMatch(/<figure data-rollout="macs"><svg class="chart rollout"[^]*data-step="1" data-state="done"[^]*data-step="2" data-state="halted"/);
     expect(page).not.toContain('<script');
-  });
+  }, 240_000);
 });
