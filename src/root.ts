@@ -164,56 +164,11 @@ interface Storage {
 }
 
 function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, ddmStore, rolloutStore }: Storage): Orchard {
-  // Identity: the CAs devices' certificates must chain to, and the MDM protocol on the store.
-  const trust = TrustStore.fromFiles(cfg.trustCa);
-  const service = new MdmService(store, { reenroll: cfg.reenroll, log: log.child({ component: 'identity' }) });
-  // Declarative Device Management rides on the check-in endpoint.
-  const ddm = new DeclarativeManagement(ddmStore);
-  service.useDeclarative((eid, endpoint, data) => ddm.handle(eid, endpoint, data));
-  const storedTopic = () => {
-    try {
-      return readStoredPushCredentials(cfg.dataDir)?.topic;
-    } catch {
-      return undefined;
-    }
-  };
-  // Enrollment adds the built-in CA to the trust store (created on disk on first start).
-  const enrollment = opts.enrollment ? openEnrollment(opts.enrollment, { dataDir: cfg.dataDir, trust, service, log, defaultTopic: storedTopic }) : undefined;
-  if (trust.size === 0) log.warn('no trusted CA (--trust-ca): no device can enroll yet');
-
-  // Push: the imported push certificate makes the real APNs client (orchard push-cert import).
-  const apns = opts.pusher ? undefined : apnsFromDataDir(cfg.dataDir, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
-  const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
-  const push = apns ?? (isOnDemand(opts.pusher) ? opts.pusher : undefined);
-  service.on('tokenUpdate', (e) => apns?.tokenUpdated(e.id, e.push!.token));
-
+  const { trust, service, enrollment } = identity(cfg, opts, { log, store, ddmStore });
+  const { apns, pusher, push } = pushing(cfg, opts, service, log);
   // GitOps: the fleet repository, and the reconcilers that apply each valid revision (profiles, declarations).
-  const source = cfg.repo
-    ? new FleetSource({
-        repo: cfg.repo,
-        branch: cfg.branch,
-        dataDir: cfg.dataDir,
-        pollIntervalMs: cfg.pollIntervalMs,
-        limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs },
-        load: cfg.manifests ? { manifests: cfg.manifests } : undefined,
-        // In the store, so another process on it continues from here (an older state.json is read once).
-        state: storeSourceState(store, join(cfg.dataDir, 'source', 'state.json')),
-        log: log.child({ component: 'source' }),
-      })
-    : undefined;
-  const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
-  const ddmReconciler = new DdmReconciler({ store, ddm: ddmStore, pusher, log: log.child({ component: 'ddm' }), secrets });
-  const reconciler = new Reconciler({
-    store,
-    service,
-    pusher,
-    log: log.child({ component: 'reconciler' }),
-    secrets,
-    ddm: { reconcile: (device, fleet, revision) => ddmReconciler.reconcile(device, fleet, revision), reset: (eid) => ddmStore.resetDdm(eid) },
-    driftIntervalMs: cfg.driftIntervalMs,
-    inventoryOnEnroll: source !== undefined,
-    retry: opts.retry,
-  });
+  const source = cfg.repo ? fleetSource(cfg, cfg.repo, store, log) : undefined;
+  const reconciler = reconcilers(cfg, opts, { log, store, ddmStore, service, pusher, follows: source !== undefined });
 
   // Reporting: signed event webhooks, the rollout as commit statuses.
   const webhooks =
@@ -338,6 +293,70 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
       await rolloutStore.close();
     },
   };
+}
+
+/** The CAs devices' certificates must chain to, the MDM protocol on the store, and enrollment (which adds its CA). */
+function identity(cfg: ServerConfig, opts: RootOptions, { log, store, ddmStore }: Pick<Storage, 'log' | 'store' | 'ddmStore'>) {
+  const trust = TrustStore.fromFiles(cfg.trustCa);
+  const service = new MdmService(store, { reenroll: cfg.reenroll, log: log.child({ component: 'identity' }) });
+  // Declarative Device Management rides on the check-in endpoint.
+  const ddm = new DeclarativeManagement(ddmStore);
+  service.useDeclarative((eid, endpoint, data) => ddm.handle(eid, endpoint, data));
+  const storedTopic = () => {
+    try {
+      return readStoredPushCredentials(cfg.dataDir)?.topic;
+    } catch {
+      return undefined;
+    }
+  };
+  // The built-in CA is created on disk on first start.
+  const enrollment = opts.enrollment ? openEnrollment(opts.enrollment, { dataDir: cfg.dataDir, trust, service, log, defaultTopic: storedTopic }) : undefined;
+  if (trust.size === 0) log.warn('no trusted CA (--trust-ca): no device can enroll yet');
+  return { trust, service, enrollment };
+}
+
+/** The imported push certificate makes the real APNs client (orchard push-cert import); a test's pusher replaces it. */
+function pushing(cfg: ServerConfig, opts: RootOptions, service: MdmService, log: Logger) {
+  const apns = opts.pusher ? undefined : apnsFromDataDir(cfg.dataDir, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
+  const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
+  const push = apns ?? (isOnDemand(opts.pusher) ? opts.pusher : undefined);
+  service.on('tokenUpdate', (e) => apns?.tokenUpdated(e.id, e.push!.token));
+  return { apns, pusher, push };
+}
+
+function fleetSource(cfg: ServerConfig, repo: string, store: Store, log: Logger): FleetSource {
+  return new FleetSource({
+    repo,
+    branch: cfg.branch,
+    dataDir: cfg.dataDir,
+    pollIntervalMs: cfg.pollIntervalMs,
+    limits: { validationMemoryMb: cfg.validationMemoryMb, validationTimeoutMs: cfg.validationTimeoutMs },
+    load: cfg.manifests ? { manifests: cfg.manifests } : undefined,
+    // In the store, so another process on it continues from here (an older state.json is read once).
+    state: storeSourceState(store, join(cfg.dataDir, 'source', 'state.json')),
+    log: log.child({ component: 'source' }),
+  });
+}
+
+/** The profile reconciler, with the declarations' reconciler inside it. */
+function reconcilers(
+  cfg: ServerConfig,
+  opts: RootOptions,
+  p: Pick<Storage, 'log' | 'store' | 'ddmStore'> & { service: MdmService; pusher: Pusher; follows: boolean },
+): Reconciler {
+  const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
+  const ddm = new DdmReconciler({ store: p.store, ddm: p.ddmStore, pusher: p.pusher, log: p.log.child({ component: 'ddm' }), secrets });
+  return new Reconciler({
+    store: p.store,
+    service: p.service,
+    pusher: p.pusher,
+    log: p.log.child({ component: 'reconciler' }),
+    secrets,
+    ddm: { reconcile: (device, fleet, revision) => ddm.reconcile(device, fleet, revision), reset: (eid) => p.ddmStore.resetDdm(eid) },
+    driftIntervalMs: cfg.driftIntervalMs,
+    inventoryOnEnroll: p.follows,
+    retry: opts.retry,
+  });
 }
 
 export function buildRoutes(factories: readonly RouteFactory[], deps: RouteDeps): Router[] {
