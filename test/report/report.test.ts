@@ -412,13 +412,15 @@ describe('OpenAPI document', () => {
   it('every documented operation answers on the running server (no 404/405 from routing)', async () => {
     for (const op of documented()) {
       const [method, path] = op.split(' ') as [string, string];
-      const url = server.url + path.replace('{id}', macs[0]!.udid).replace('{name}', 'macs');
+      const url = server.url + path.replace('{id}', macs[0]!.udid).replace('{name}', 'macs').replace('{blueprint}', 'macs');
       const res = await http(url, {
         method,
         headers: { authorization: `Bearer ${server.adminToken}`, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}) },
         ...(method === 'POST' ? { body: '{}' } : {}),
       });
-      expect([404, 405, 501], `${op} answered ${res.status}: ${res.text.slice(0, 200)}`).not.toContain(res.status);
+      // A handler's own 404 is a JSON {error} (e.g. no staged rollout for the blueprint); routing's is not.
+      const routed = !(res.status === 404 && res.text.startsWith('{"error":'));
+      expect(routed ? [404, 405, 501] : [405, 501], `${op} answered ${res.status}: ${res.text.slice(0, 200)}`).not.toContain(res.status);
     }
   });
 });
