@@ -10,7 +10,7 @@
  * database whose schema is newer than this server knows is refused.
  */
 import pg from 'pg';
-import type { DeviceArtifacts } from '../reconcile/types.js';
+import type { DeviceArtifacts } from '../model/artifacts.js';
 import { Conflict, Malformed, NotFound, Unavailable } from '../errors.js';
 import {
   checkChange,
