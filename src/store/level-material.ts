@@ -1,10 +1,12 @@
 /**
- * `MaterialStore` on LevelDB: one key per value, `k\0<kind>\0<key>` -> {v: base64, e?: expiry ms}.
+ * `MaterialStore` on LevelDB: one key per value, `k\0<kind>\0<key>` -> {v: base64, e?: expiry ms};
+ * `LeaseStore`: `n\0<name>` -> {holder, token, expiresAt}.
  * Material keys are printable ASCII (material.ts), so they need no escaping and sort by kind.
  * A take is a read and a delete under the key's lock: exactly once within the one process that
  * holds the database.
  */
 import type { Level } from 'level';
+import { leaseOf, nextLease, type Lease, type LeaseStore, type StoredLease } from './lease.js';
 import { checkMaterialKey, isLive, type MaterialEntry, type MaterialKind, type MaterialStore, type PutMaterialOptions } from './material.js';
 
 interface Stored {
@@ -16,11 +18,32 @@ type Lock = <T>(key: string, fn: () => Promise<T>) => Promise<T>;
 
 const key = (kind: MaterialKind, k: string): string => `k\x00${kind}\x00${k}`;
 
-export class LevelMaterial implements MaterialStore {
+const leaseKey = (name: string): string => `n\x00${name}`;
+
+export class LevelMaterial implements MaterialStore, LeaseStore {
   constructor(
     private readonly db: Level<string, unknown>,
     private readonly lock: Lock,
   ) {}
+
+  async acquireLease(name: string, holder: string, ttlMs: number, now = new Date()): Promise<Lease | undefined> {
+    return this.lock(`N${name}`, async () => {
+      const next = nextLease(this.db.getSync(leaseKey(name)) as StoredLease | undefined, holder, ttlMs, now);
+      if (next) await this.db.put(leaseKey(name), next);
+      return leaseOf(name, next, now);
+    });
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.lock(`N${name}`, async () => {
+      const l = this.db.getSync(leaseKey(name)) as StoredLease | undefined;
+      if (l?.holder === holder) await this.db.put(leaseKey(name), { ...l, expiresAt: 0 });
+    });
+  }
+
+  async getLease(name: string, now = new Date()): Promise<Lease | undefined> {
+    return leaseOf(name, this.db.getSync(leaseKey(name)) as StoredLease | undefined, now);
+  }
 
   private read(kind: MaterialKind, k: string): MaterialEntry | undefined {
     const s = this.db.getSync(key(kind, k)) as Stored | undefined;

@@ -26,6 +26,7 @@
  *   v\0<dev>                    status row of the device (read model, src/store/status.ts)
  *   m\0status                   set once every device has a status row
  *   k\0<kind>\0<key>            material: challenges, issuance records, blobs (level-material.ts)
+ *   n\0<name>                   lease (leader election, lease.ts)
  *
  * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
@@ -33,6 +34,7 @@
 import { Level } from 'level';
 import { LruMap } from './lru.js';
 import { LevelMaterial } from './level-material.js';
+import type { Lease } from './lease.js';
 import type { MaterialKind, PutMaterialOptions } from './material.js';
 import {
   StatusIndex,
@@ -1059,6 +1061,18 @@ export class LevelStore implements Store {
   }
 
   // --- material ---
+
+  acquireLease(name: string, holder: string, ttlMs: number, now?: Date): Promise<Lease | undefined> {
+    return this.material.acquireLease(name, holder, ttlMs, now);
+  }
+
+  releaseLease(name: string, holder: string): Promise<void> {
+    return this.material.releaseLease(name, holder);
+  }
+
+  getLease(name: string, now?: Date): Promise<Lease | undefined> {
+    return this.material.getLease(name, now);
+  }
 
   getMaterial(kind: MaterialKind, key: string, now?: Date): Promise<Buffer | undefined> {
     return this.material.getMaterial(kind, key, now);

@@ -1,8 +1,25 @@
-/** `MaterialStore` in memory, for the in-memory store (one process: a take is a delete of the map entry). */
+/** `MaterialStore` and `LeaseStore` in memory, for the in-memory store (one process: a take is a delete of the map entry). */
+import { leaseOf, nextLease, type Lease, type LeaseStore, type StoredLease } from './lease.js';
 import { checkMaterialKey, isLive, type MaterialEntry, type MaterialKind, type MaterialStore, type PutMaterialOptions } from './material.js';
 
-export class MemoryMaterial implements MaterialStore {
+export class MemoryMaterial implements MaterialStore, LeaseStore {
   private readonly entries = new Map<string, MaterialEntry>();
+  private readonly leases = new Map<string, StoredLease>();
+
+  async acquireLease(name: string, holder: string, ttlMs: number, now = new Date()): Promise<Lease | undefined> {
+    const next = nextLease(this.leases.get(name), holder, ttlMs, now);
+    if (next) this.leases.set(name, next);
+    return leaseOf(name, next, now);
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    const l = this.leases.get(name);
+    if (l?.holder === holder) this.leases.set(name, { ...l, expiresAt: 0 });
+  }
+
+  async getLease(name: string, now = new Date()): Promise<Lease | undefined> {
+    return leaseOf(name, this.leases.get(name), now);
+  }
 
   private static key(kind: MaterialKind, k: string): string {
     checkMaterialKey(kind, k);

@@ -21,6 +21,7 @@ import {
 } from './checks.js';
 import { Conflict, Malformed, NotFound, Unavailable } from '../errors.js';
 import { VersionConflictError } from './errors.js';
+import type { Lease } from './lease.js';
 import type { MaterialKind, PutMaterialOptions } from './material.js';
 import { MemoryMaterial } from './memory-material.js';
 import { checkId, compareIds } from './ids.js';
@@ -577,6 +578,18 @@ export class MemoryStore implements Store {
   }
 
   // --- material ---
+
+  acquireLease(name: string, holder: string, ttlMs: number, now?: Date): Promise<Lease | undefined> {
+    return this.d.material.acquireLease(name, holder, ttlMs, now);
+  }
+
+  releaseLease(name: string, holder: string): Promise<void> {
+    return this.d.material.releaseLease(name, holder);
+  }
+
+  getLease(name: string, now?: Date): Promise<Lease | undefined> {
+    return this.d.material.getLease(name, now);
+  }
 
   getMaterial(kind: MaterialKind, key: string, now?: Date): Promise<Buffer | undefined> {
     return this.d.material.getMaterial(kind, key, now);

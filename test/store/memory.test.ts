@@ -1,4 +1,5 @@
 import { MemoryData, MemoryStore } from '../../src/store/memory.js';
+import { leaseSuite } from './lease-suite.js';
 import { materialSuite } from './material-suite.js';
 import { statusSuite } from './status-suite.js';
 import { storeSuite, type StoreHarness } from './suite.js';
@@ -22,3 +23,4 @@ async function open(): Promise<StoreHarness> {
 storeSuite('MemoryStore', open);
 statusSuite('MemoryStore', open);
 materialSuite('MemoryStore', open, { persistent: true });
+leaseSuite('MemoryStore', open);

@@ -10,6 +10,7 @@ import { Level } from 'level';
 import { describe, expect, it } from 'vitest';
 import { LevelStore } from '../../src/store/leveldb.js';
 import { DAY_MS, DEVICE_STATES, StatusIndex, rowState, type DeviceStatus, type StatusQuery } from '../../src/store/status.js';
+import { leaseSuite } from './lease-suite.js';
 import { materialSuite } from './material-suite.js';
 import { statusSuite } from './status-suite.js';
 
@@ -36,6 +37,7 @@ async function levelHarness() {
 
 statusSuite('LevelStore', levelHarness);
 materialSuite('LevelStore', levelHarness, { persistent: true });
+leaseSuite('LevelStore', levelHarness);
 
 describe('LevelStore read model', () => {
   it('gives every device of a store written before the read model a row, once, at open', async () => {
