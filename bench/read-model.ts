@@ -12,12 +12,12 @@ import { createCA, createDeviceIdentity } from '../src/identity/ca.js';
 import { SimulatedDevice } from '../src/sim/device.js';
 import type { StatusProfiles } from '../src/store/status.js';
 import { LevelStore } from '../src/store/leveldb.js';
-import { phase, startBenchServer, type PhaseResult } from './protocol.js';
+import { phase, procCpuMs, startBenchServer, type PhaseResult } from './protocol.js';
 
 export interface ReadModelBenchResult {
   devices: number;
   seedSeconds: number;
-  scrapes: { path: string; count: number; p50ms: number; p99ms: number; maxMs: number }[];
+  scrapes: { path: string; count: number; p50ms: number; p99ms: number; maxMs: number; serverCpuMs: number }[];
   idle: PhaseResult;
   idleWhileScraped: PhaseResult;
   scrapesDuringIdle: number;
@@ -105,9 +105,11 @@ export async function benchReadModel(devices: number, scrapes = 200): Promise<Re
       for (const path of ['/api/v1/status', '/metrics', '/api/v1/report/devices?state=failed&limit=100']) {
         await scrape(server.url + path); // warm
         const ms: number[] = [];
+        const cpu0 = procCpuMs(server.pid);
         for (let i = 0; i < scrapes; i++) ms.push(await scrape(server.url + path));
+        const serverCpuMs = (procCpuMs(server.pid) - cpu0) / scrapes;
         ms.sort((a, b) => a - b);
-        out.push({ path, count: scrapes, p50ms: percentile(ms, 50), p99ms: percentile(ms, 99), maxMs: ms[ms.length - 1]! });
+        out.push({ path, count: scrapes, p50ms: percentile(ms, 50), p99ms: percentile(ms, 99), maxMs: ms[ms.length - 1]!, serverCpuMs });
       }
 
       const idle = await phase('signed Idle (16 devices), nobody scraping', server.pid, 8, idleJobs(50));

@@ -77,8 +77,8 @@ if (!only || only === 'read-model') {
   const r = await benchReadModel(Number(values['read-model-devices']));
   const p = (x: { p50ms: number; p99ms: number }) => `${f(x.p50ms)} / ${f(x.p99ms)}`;
   console.log(
-    `## Reports from the read model: ${r.devices} devices (LevelDB, \`orchard serve\` child process)\n\nSeeded in ${f(r.seedSeconds)} s.\n\n| request (sequential) | count | p50 / p99 ms | max ms |\n|---|---|---|---|\n${r.scrapes
-      .map((s) => `| \`GET ${s.path}\` | ${s.count} | ${p(s)} | ${f(s.maxMs)} |`)
+    `## Reports from the read model: ${r.devices} devices (LevelDB, \`orchard serve\` child process)\n\nSeeded in ${f(r.seedSeconds)} s.\n\n| request (sequential) | count | p50 / p99 ms | max ms | server CPU ms/request |\n|---|---|---|---|---|\n${r.scrapes
+      .map((s) => `| \`GET ${s.path}\` | ${s.count} | ${p(s)} | ${f(s.maxMs)} | ${f(s.serverCpuMs, 2)} |`)
       .join('\n')}\n\n| device requests | requests/s | p50 / p99 ms | server CPU ms/request |\n|---|---|---|---|\n${[r.idle, r.idleWhileScraped]
       .map((x) => `| ${x.name} | ${f(x.requestsPerSec, 0)} | ${p(x)} | ${f(x.serverCpuMsPerRequest, 2)} |`)
       .join('\n')}\n\n${r.scrapesDuringIdle} scrapes during the second Idle phase. Goal: p99 < 100 ms, device latency unchanged while scraped.\n`,

@@ -29,6 +29,8 @@ export interface ReconcilerOptions {
   secrets: SecretLookup;
   /** Periodic drift check: queue ProfileList + DeviceInformation to every device (0: off). */
   driftIntervalMs: number;
+  /** Whether this replica runs the fleet-wide work (the drift check); default: always. */
+  isLeader?: () => boolean;
   retry?: RetryPolicy;
   /** Ask newly enrolled devices for ProfileList + DeviceInformation (when a fleet is followed). */
   inventoryOnEnroll?: boolean;
@@ -109,10 +111,11 @@ export class Reconciler {
 
   start(): void {
     if (this.opts.driftIntervalMs > 0) {
-      this.driftTimer = setInterval(
-        () => void this.driftCheck().catch((err: unknown) => this.opts.log.error({ err }, 'drift check failed')),
-        this.opts.driftIntervalMs,
-      );
+      this.driftTimer = setInterval(() => {
+        // Fleet-wide: one replica's job (src/cluster/leadership.ts).
+        if (this.opts.isLeader && !this.opts.isLeader()) return;
+        void this.driftCheck().catch((err: unknown) => this.opts.log.error({ err }, 'drift check failed'));
+      }, this.opts.driftIntervalMs);
       this.driftTimer.unref();
     }
   }

@@ -1,10 +1,12 @@
 /**
  * `MaterialStore` on LevelDB: one key per value, `k\0<kind>\0<key>` -> {v: base64, e?: expiry ms};
- * `LeaseStore`: `n\0<name>` -> {holder, token, expiresAt}.
+ * `LeaseStore`: `n\0<name>` -> {holder, token, expiresAt, instance}: the process that opened the
+ * database is trivially the leader; a lease left by an earlier process (killed) does not hold it up.
  * Material keys are printable ASCII (material.ts), so they need no escaping and sort by kind.
  * A take is a read and a delete under the key's lock: exactly once within the one process that
  * holds the database.
  */
+import { randomUUID } from 'node:crypto';
 import type { Level } from 'level';
 import { leaseOf, nextLease, type Lease, type LeaseStore, type StoredLease } from './lease.js';
 import { checkMaterialKey, isLive, type MaterialEntry, type MaterialKind, type MaterialStore, type PutMaterialOptions } from './material.js';
@@ -26,10 +28,15 @@ export class LevelMaterial implements MaterialStore, LeaseStore {
     private readonly lock: Lock,
   ) {}
 
+  /** This open of the database: LevelDB lets one process hold it, so a lease from another open is from a process that is gone. */
+  private readonly instance = randomUUID();
+
   async acquireLease(name: string, holder: string, ttlMs: number, now = new Date()): Promise<Lease | undefined> {
     return this.lock(`N${name}`, async () => {
-      const next = nextLease(this.db.getSync(leaseKey(name)) as StoredLease | undefined, holder, ttlMs, now);
-      if (next) await this.db.put(leaseKey(name), next);
+      let prev = this.db.getSync(leaseKey(name)) as (StoredLease & { instance?: string }) | undefined;
+      if (prev && prev.instance !== this.instance) prev = { ...prev, expiresAt: 0 };
+      const next = nextLease(prev, holder, ttlMs, now);
+      if (next) await this.db.put(leaseKey(name), { ...next, instance: this.instance });
       return leaseOf(name, next, now);
     });
   }
@@ -42,7 +49,8 @@ export class LevelMaterial implements MaterialStore, LeaseStore {
   }
 
   async getLease(name: string, now = new Date()): Promise<Lease | undefined> {
-    return leaseOf(name, this.db.getSync(leaseKey(name)) as StoredLease | undefined, now);
+    const l = this.db.getSync(leaseKey(name)) as (StoredLease & { instance?: string }) | undefined;
+    return l?.instance === this.instance ? leaseOf(name, l, now) : undefined;
   }
 
   private read(kind: MaterialKind, k: string): MaterialEntry | undefined {

@@ -75,4 +75,22 @@ describe('Leadership', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it('on LevelDB a lease left by a killed process does not hold up the next one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'orchard-lease-'));
+    let store = await LevelStore.open(dir);
+    try {
+      // The first process took the lease and died without releasing it.
+      expect(await store.acquireLease('leader', 'dead', 3_600_000)).toMatchObject({ token: 1 });
+      await store.close();
+      store = await LevelStore.open(dir);
+      const l = new Leadership({ store, log: captureLog().log, holder: 'next' });
+      await l.start();
+      expect([l.isLeader, l.token]).toEqual([true, 2]);
+      await l.stop();
+    } finally {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
