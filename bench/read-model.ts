@@ -12,6 +12,7 @@ import { createCA, createDeviceIdentity } from '../src/identity/ca.js';
 import { SimulatedDevice } from '../src/sim/device.js';
 import type { StatusProfiles } from '../src/store/status.js';
 import { LevelStore } from '../src/store/leveldb.js';
+import { seedEnrolled } from './seed.js';
 import { phase, procCpuMs, startBenchServer, type PhaseResult } from './protocol.js';
 
 export interface ReadModelBenchResult {
@@ -66,18 +67,15 @@ export async function benchReadModel(devices: number, scrapes = 200): Promise<Re
     const t0 = performance.now();
     const store = await LevelStore.open(join(dir, 'data'));
     const at = new Date();
-    for (let i = 0; i < devices; i += 500) {
-      await Promise.all(
-        Array.from({ length: Math.min(500, devices - i) }, async (_, k) => {
-          const n = i + k;
-          const id = `DEV-${n}`;
-          const facts = { UDID: id, Topic: 't', SerialNumber: `S${n}`, Model: 'Mac14,2', ProductName: 'Mac14,2', OSVersion: '15.1', DeviceName: `Mac ${n}` };
-          await store.authenticate(id, facts, { certHash: `c${n}`, issuerHash: 'i', subject: '', notAfter: '' }, at);
-          await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at.toISOString(), updatedAt: at.toISOString() });
-          await store.commitReconcile(id, { deviceId: id, artifacts: {}, revision: 'rev1' }, { enqueue: [], cancel: [], status: verdict(n) }, at, 0);
-        }),
-      );
-    }
+    await seedEnrolled(
+      store,
+      devices,
+      at,
+      async (id, n) => {
+        await store.commitReconcile(id, { deviceId: id, artifacts: {}, revision: 'rev1' }, { enqueue: [], cancel: [], status: verdict(n) }, at, 0);
+      },
+      (n) => ({ DeviceName: `Mac ${n}` }),
+    );
     await store.close();
     const seedSeconds = (performance.now() - t0) / 1000;
 

@@ -16,6 +16,7 @@ import { Reconciler } from '../src/reconcile/reconciler.js';
 import type { RenderedProfile } from '../src/reconcile/render.js';
 import type { Pusher } from '../src/push/push.js';
 import { LevelStore } from '../src/store/leveldb.js';
+import { seedEnrolled } from './seed.js';
 import { allPages } from '../src/store/paging.js';
 
 const PAYLOADS = [
@@ -107,27 +108,18 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
     const t0 = performance.now();
     const cache = new Map<string, RenderedProfile | Error>();
     const at = new Date();
-    for (let i = 0; i < devices; i += 500) {
-      await Promise.all(
-        Array.from({ length: Math.min(500, devices - i) }, async (_, k) => {
-          const n = i + k;
-          const id = `DEV-${n}`;
-          const facts = { UDID: id, Topic: 't', SerialNumber: `S${n}`, Model: 'Mac14,2', ProductName: 'Mac14,2', OSVersion: '15.1' };
-          await store.authenticate(id, facts, { certHash: `c${n}`, issuerHash: 'i', subject: '', notAfter: '' }, at);
-          await store.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at.toISOString(), updatedAt: at.toISOString() });
-          const desired = desiredFor(rev1.fleet!, { id, facts, reported: {} }, () => undefined, cache as never);
-          const profileList = [...desired.profiles.values()].map((p) => ({ PayloadIdentifier: p.identifier, PayloadUUID: p.rendered!.uuid }));
-          const uuid = `seed-${n}`;
-          await store.enqueue([id], { uuid, requestType: 'ProfileList', payload: Buffer.from('x') }, at);
-          await store.recordResult(
-            id,
-            uuid,
-            { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') },
-            { ProfileList: { at: at.toISOString(), commandUUID: uuid, value: profileList } },
-          );
-        }),
+    await seedEnrolled(store, devices, at, async (id, n, facts) => {
+      const desired = desiredFor(rev1.fleet!, { id, facts, reported: {} }, () => undefined, cache as never);
+      const profileList = [...desired.profiles.values()].map((p) => ({ PayloadIdentifier: p.identifier, PayloadUUID: p.rendered!.uuid }));
+      const uuid = `seed-${n}`;
+      await store.enqueue([id], { uuid, requestType: 'ProfileList', payload: Buffer.from('x') }, at);
+      await store.recordResult(
+        id,
+        uuid,
+        { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') },
+        { ProfileList: { at: at.toISOString(), commandUUID: uuid, value: profileList } },
       );
-    }
+    });
     const reconciler = new Reconciler({ store, service, pusher: noPush, log, secrets: () => undefined, driftIntervalMs: 0, concurrency: 32 });
     // Adopt revision 1: everything is already there, so this verifies and queues nothing.
     const adopted = await reconciler.apply({ info: { commit: 'rev1', contentHash: rev1.fleet.contentHash }, fleet: rev1.fleet });

@@ -28,6 +28,7 @@ import {
   type DeviceStatus,
   type FleetCounts,
   type PhaseClass,
+  type StatusFacts,
   type StatusProblem,
   type StatusProfiles,
 } from '../store/status.js';
@@ -94,16 +95,9 @@ export interface DeviceProfileStatus {
   renderError?: string;
 }
 
-export interface DeviceSummary {
+/** The row's facts (names, model, OS, enrollment) and where the device stands. */
+export interface DeviceSummary extends Omit<StatusFacts, 'authenticatedAt'> {
   id: string;
-  serialNumber?: string;
-  deviceName?: string;
-  model?: string;
-  productName?: string;
-  osVersion?: string;
-  enrolled: boolean;
-  enrolledAt?: string;
-  checkedOutAt?: string;
   lastSeenAt?: string;
   state: DeviceState;
   stale: boolean;

@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Malformed } from '../../src/errors.js';
 import { LevelStore } from '../../src/store/leveldb.js';
 import { allPages } from '../../src/store/paging.js';
+import { levelHarness } from './harness.js';
 import { storeSuite } from './suite.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -18,22 +19,7 @@ async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'orchard-store-'));
 }
 
-storeSuite('LevelStore', async () => {
-  const dir = await tempDir();
-  let current = await LevelStore.open(dir);
-  return {
-    store: current,
-    reopen: async () => {
-      await current.close();
-      current = await LevelStore.open(dir);
-      return current;
-    },
-    cleanup: async () => {
-      await current.close();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-});
+storeSuite('LevelStore', levelHarness);
 
 describe('LevelStore internals', () => {
   let dir: string;

@@ -12,27 +12,11 @@ import { LevelStore } from '../../src/store/leveldb.js';
 import { DAY_MS, DEVICE_STATES, StatusIndex, rowState, type DeviceStatus, type StatusQuery } from '../../src/store/status.js';
 import { leaseSuite } from './lease-suite.js';
 import { materialSuite } from './material-suite.js';
+import { levelHarness } from './harness.js';
 import { statusSuite } from './status-suite.js';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'orchard-status-'));
-}
-
-async function levelHarness() {
-  const dir = await tempDir();
-  let current = await LevelStore.open(dir);
-  return {
-    store: current,
-    reopen: async () => {
-      await current.close();
-      current = await LevelStore.open(dir);
-      return current;
-    },
-    cleanup: async () => {
-      await current.close();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 statusSuite('LevelStore', levelHarness);
