@@ -116,16 +116,6 @@ export const OPENAPI = {
         responses: { 200: ok('outcome per target'), 400: err, 404: err, 413: err, 503: err, ...readErrors },
       },
     },
-    '/api/v1/rollouts': {
-      get: { summary: "Staged rollouts: each staged blueprint's step, gate and whether it is halted", responses: { 200: ok('rollouts'), ...readErrors } },
-    },
-    '/api/v1/rollouts/{blueprint}/resume': {
-      post: {
-        summary: 'Resume a halted staged rollout (admin token)',
-        parameters: [idParam('blueprint', 'blueprint name')],
-        responses: { 200: ok('the rollout after resuming'), 404: err, ...readErrors },
-      },
-    },
     '/api/v1/enrollments': {
       post: {
         summary: 'Create a one-time enrollment link (admin token)',
