@@ -11,14 +11,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createCA, createDeviceIdentity } from '../../src/identity/ca.js';
 import { SimulatedDevice } from '../../src/sim/device.js';
 import { PgStore } from '../../src/store/postgres.js';
-import { usePostgres } from '../helpers/postgres.js';
+import { missingPostgres, usePostgres } from '../helpers/postgres.js';
 import { spawnServer, waitExit } from '../helpers/process.js';
 
 const cluster = usePostgres();
 const dir = mkdtempSync(join(tmpdir(), 'orchard-e2e-pg-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-(cluster.available ? describe : describe.skip)('orchard serve --store postgres://', () => {
+if (!cluster.available) missingPostgres('orchard serve --store postgres://', cluster.reason);
+(cluster.available ? describe : () => undefined)('orchard serve --store postgres://', () => {
   it('enrolls devices, serves Idle, queues a command, records its result; a restart finds it all in the database', async () => {
     const url = await cluster.cluster().database();
     const ca = createCA({ commonName: 'PG e2e CA' });

@@ -15,7 +15,7 @@ import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 
 /** The directory holding initdb and postgres, or why there is none. */
 export function findPostgresBinaries(): { bindir: string } | { missing: string } {
@@ -183,13 +183,13 @@ let skipNoted = false;
 
 /**
  * One cluster for the calling test file. `available` is false (and the reason printed once) when
- * there are no binaries; suites then register as skipped.
+ * there are no binaries; suites then register `missingPostgres()`, which fails with the reason.
  */
 export function usePostgres(): { available: boolean; reason?: string; cluster: () => PostgresCluster } {
   if ('missing' in found) {
     if (!skipNoted) {
       skipNoted = true;
-      console.warn(`PostgreSQL suites skipped: ${found.missing} (install the postgresql package; see README)`);
+      console.warn(`PostgreSQL suites cannot run: ${found.missing} (install the postgresql package; see README)`);
     }
     return {
       available: false,
@@ -213,4 +213,13 @@ export function usePostgres(): { available: boolean; reason?: string; cluster: (
       return cluster;
     },
   };
+}
+
+/** What a PostgreSQL suite registers where the binaries are missing: one failing test naming why (never a silent skip). */
+export function missingPostgres(name: string, reason: string | undefined): void {
+  describe(name, () => {
+    it('needs the PostgreSQL binaries', () => {
+      throw new Error(`PostgreSQL is not installed: ${reason ?? 'unknown'} (install the postgresql package; see README)`);
+    });
+  });
 }

@@ -9,14 +9,15 @@ import { Conflict, Unavailable } from '../../src/errors.js';
 import { VersionConflictError } from '../../src/store/errors.js';
 import { LATEST_SCHEMA } from '../../src/store/migrations/index.js';
 import { PgStore } from '../../src/store/postgres.js';
-import { usePostgres } from '../helpers/postgres.js';
+import { missingPostgres, usePostgres } from '../helpers/postgres.js';
 
 const cluster = usePostgres();
 const at = (s: number) => new Date(Date.parse('2026-01-01T00:00:00.000Z') + s * 1000);
 const identity = (h: string) => ({ certHash: h, issuerHash: 'i', subject: `CN=${h}`, notAfter: '2027-01-01T00:00:00.000Z' });
 const payload = (u: string) => Buffer.from(`<plist>${u}</plist>`);
 
-(cluster.available ? describe : describe.skip)('two PgStores on one database', () => {
+if (!cluster.available) missingPostgres('two PgStores on one database', cluster.reason);
+(cluster.available ? describe : () => undefined)('two PgStores on one database', () => {
   let url: string;
   let a: PgStore;
   let b: PgStore;

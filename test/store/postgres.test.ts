@@ -1,6 +1,5 @@
-import { describe } from 'vitest';
 import { PgStore } from '../../src/store/postgres.js';
-import { usePostgres } from '../helpers/postgres.js';
+import { missingPostgres, usePostgres } from '../helpers/postgres.js';
 import { materialSuite } from './material-suite.js';
 import { statusSuite } from './status-suite.js';
 import { storeSuite, type StoreHarness } from './suite.js';
@@ -28,5 +27,5 @@ if (pg.available) {
   statusSuite('PgStore', open);
   materialSuite('PgStore', open, { persistent: true });
 } else {
-  describe.skip(`PgStore: ${pg.reason}`, () => undefined);
+  missingPostgres('PgStore', pg.reason);
 }
