@@ -55,6 +55,10 @@ export interface ServerConfig {
   logLevel: string;
   /** When another certificate may take over an enrolled device (see README, Security model). */
   reenroll: ReenrollPolicy;
+  /** How often the leader syncs each imported ABM server token's devices (0: never). */
+  abmSyncIntervalMs: number;
+  /** Apple's device enrollment service, or a stand-in (tests). */
+  abmUrl?: string;
   /** Post each applied revision's rollout state to the git host (token: ORCHARD_COMMIT_STATUS_TOKEN or tokenFile). */
   commitStatus?: CommitStatusConfig & { tokenFile?: string };
 }
@@ -78,6 +82,7 @@ export const DEFAULTS: ServerConfig = {
   retentionMs: 7 * 24 * 3600 * 1000,
   pollIntervalMs: 60_000,
   driftIntervalMs: 4 * 3600_000,
+  abmSyncIntervalMs: 15 * 60_000,
   eventWebhooks: [],
   logLevel: 'info',
   reenroll: 'same-serial-challenge',
@@ -107,6 +112,8 @@ const FILE_KEYS = [
   'retention',
   'pollInterval',
   'driftInterval',
+  'abmSyncInterval',
+  'abmUrl',
   'validationMemory',
   'validationTimeout',
   'manifests',
@@ -159,6 +166,8 @@ export interface FlagValues {
   retention?: string;
   pollInterval?: string;
   driftInterval?: string;
+  abmSyncInterval?: string;
+  abmUrl?: string;
   validationMemory?: string;
   validationTimeout?: string;
   manifests?: string;
@@ -196,6 +205,8 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.retention) cfg.retentionMs = parseDuration(flags.retention, 'retention');
   if (flags.pollInterval) cfg.pollIntervalMs = parseDuration(flags.pollInterval, 'poll-interval');
   if (flags.driftInterval) cfg.driftIntervalMs = parseDuration(flags.driftInterval, 'drift-interval');
+  if (flags.abmSyncInterval) cfg.abmSyncIntervalMs = parseDuration(flags.abmSyncInterval, 'abm-sync-interval');
+  if (flags.abmUrl) cfg.abmUrl = flags.abmUrl;
   if (flags.validationMemory) cfg.validationMemoryMb = positiveInt(flags.validationMemory, 'validation-memory');
   if (flags.validationTimeout) cfg.validationTimeoutMs = positiveDuration(flags.validationTimeout, 'validation-timeout');
   if (flags.manifests) cfg.manifests = resolve(flags.manifests);
@@ -284,6 +295,9 @@ function applyFile(cfg: ServerConfig, file: string): void {
     if (poll) cfg.pollIntervalMs = parseDuration(poll, 'pollInterval');
     const drift = str('driftInterval');
     if (drift) cfg.driftIntervalMs = parseDuration(drift, 'driftInterval');
+    const abm = str('abmSyncInterval');
+    if (abm) cfg.abmSyncIntervalMs = parseDuration(abm, 'abmSyncInterval');
+    cfg.abmUrl = str('abmUrl') ?? cfg.abmUrl;
     const vm = str('validationMemory');
     if (vm) cfg.validationMemoryMb = positiveInt(vm, 'validationMemory');
     const vt = str('validationTimeout');

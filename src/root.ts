@@ -42,6 +42,8 @@ import { DeclarativeManagement } from './ddm/protocol.js';
 import { DdmReconciler } from './ddm/reconcile.js';
 import { LevelDdmStore, type DdmStore } from './store/ddm.js';
 import { openStore } from './store/open.js';
+import { LevelAbmStore, type AbmStore } from './store/abm.js';
+import { AbmService } from './abm/service.js';
 import type { Store } from './store/types.js';
 
 export interface RootOptions {
@@ -69,6 +71,8 @@ export interface RootOptions {
   metrics?: OrchardMetrics;
   /** What the reports and metrics read (default: the source and the APNs client); tests put stand-ins in. */
   reports?: (parts: { source?: FleetSource; push?: OnDemandPush }) => ReportSources;
+  /** Whether this replica runs the fleet-wide work (ABM sync and enrollment profiles); default: always (one replica). */
+  isLeader?: () => boolean;
   /** More routes, mounted before the built-in ones (tests). */
   routes?: RouteFactory[];
 }
@@ -115,6 +119,8 @@ export interface Orchard {
   /** Posts the applied revision's rollout to the git host (cfg.commitStatus). */
   commitStatuses?: CommitStatusReporter;
   webhooks?: EventWebhooks;
+  /** Apple Business Manager: each imported token's devices, synced on the leader. */
+  abm: AbmService;
   metrics: OrchardMetrics;
   deps: RouteDeps;
   app: ReturnType<typeof createApp>;
@@ -142,12 +148,16 @@ export async function composeOrchard(cfg: ServerConfig, opts: RootOptions = {}):
   const store = withMetrics(await openStore(cfg), metrics);
   let ddmStore: DdmStore | undefined;
   let rolloutStore: RolloutStore | undefined;
+  let abmStore: AbmStore | undefined;
   try {
     ddmStore = await LevelDdmStore.open(join(cfg.dataDir, 'ddm'));
     rolloutStore = await LevelRolloutStore.open(join(cfg.dataDir, 'rollouts'));
-    return assemble(cfg, opts, { log, metrics, store, ddmStore, rolloutStore });
+    mkdirSync(join(cfg.dataDir, 'abm'), { recursive: true, mode: 0o700 });
+    abmStore = await LevelAbmStore.open(join(cfg.dataDir, 'abm', 'devices'));
+    return assemble(cfg, opts, { log, metrics, store, ddmStore, rolloutStore, abmStore });
   } catch (err) {
     // A part that cannot be built (a config error) must not leave the stores locked.
+    await abmStore?.close();
     await rolloutStore?.close();
     await ddmStore?.close();
     await store.close();
@@ -161,9 +171,10 @@ interface Storage {
   store: Store;
   ddmStore: DdmStore;
   rolloutStore: RolloutStore;
+  abmStore: AbmStore;
 }
 
-function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, ddmStore, rolloutStore }: Storage): Orchard {
+function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, ddmStore, rolloutStore, abmStore }: Storage): Orchard {
   const { trust, service, enrollment } = identity(cfg, opts, { log, store, ddmStore });
   const { apns, pusher, push } = pushing(cfg, opts, service, log);
   // GitOps: the fleet repository, and the reconcilers that apply each valid revision (profiles, declarations).
@@ -177,6 +188,16 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
       : undefined;
   if (webhooks && !opts.eventSecret) log.warn('event webhooks are not signed: set ORCHARD_EVENT_SECRET');
   webhooks?.attach(service, source);
+  // Apple Business Manager: device sync per imported token on the leader; conditions reach the status, metrics and webhooks.
+  const abm = new AbmService({
+    store: abmStore,
+    dataDir: cfg.dataDir,
+    url: cfg.abmUrl,
+    intervalMs: cfg.abmSyncIntervalMs,
+    isLeader: opts.isLeader ?? (() => true),
+    log: log.child({ component: 'abm' }),
+    emit: (type, data) => webhooks?.emit(type, data),
+  });
   // The applied revision's progress, read at most every interval: posted as commit statuses, drawn on the status page.
   const commitStatuses = commitStatusReporter(cfg, opts, log);
   const convergence = new ConvergenceSeries();
@@ -210,7 +231,7 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
     progress.poke();
     rollouts?.poke();
   });
-  const reports = opts.reports ? () => opts.reports!({ source, push }) : () => ({ source, apns: push });
+  const reports = opts.reports ? () => ({ abm, ...opts.reports!({ source, push }) }) : () => ({ source, apns: push, abm });
   metrics.bind(store, reports);
   countResults(service, store, metrics);
 
@@ -266,6 +287,7 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
     rollouts,
     commitStatuses,
     webhooks,
+    abm,
     metrics,
     deps,
     app,
@@ -276,6 +298,7 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
       progress.start();
       rollouts?.start();
       reconciler.start();
+      abm.start();
       // The first sync never throws (an unreachable remote is a status, not a crash).
       await source?.start();
     },
@@ -285,12 +308,14 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
       await progress.stop();
       await rollouts?.stop();
       await reconciler.stop();
+      await abm.stop();
       await apns?.close();
       await webhooks?.close();
       await listener?.();
       await store.close();
       await ddmStore.close();
       await rolloutStore.close();
+      await abmStore.close();
     },
   };
 }

@@ -7,6 +7,7 @@
  *   orchard_revision_applied_timestamp_seconds, orchard_source_latest_rejected;
  *   orchard_push_notifications_total{outcome}          APNs client counters, when push is configured;
  *   orchard_push_certificate_expiry_timestamp_seconds;
+ *   orchard_abm_token_expiry_seconds{token}, orchard_abm_conditions{kind}  from the ABM service;
  *   plus prom-client's process metrics (orchard_process_*, orchard_nodejs_*).
  * Each `createMetrics()` has its own registry (tests run several servers in one process).
  */
@@ -110,6 +111,30 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
     collect() {
       const na = getContext().apns?.status().certificate?.notAfter;
       if (na !== undefined) this.set(new Date(na).getTime() / 1000);
+    },
+  });
+
+  new Gauge({
+    name: 'orchard_abm_token_expiry_seconds',
+    help: 'Seconds until each imported ABM server token expires (negative once expired; warned from 30 days)',
+    labelNames: ['token'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const now = Date.now();
+      for (const t of getContext().abm?.status().tokens ?? []) this.set({ token: t.name }, Math.round((Date.parse(t.expiresAt) - now) / 1000));
+    },
+  });
+  new Gauge({
+    name: 'orchard_abm_conditions',
+    help: 'ABM conditions an admin must act on, by kind (terms not signed, token rejected or expiring, serial not assigned here)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const counts = new Map<string, number>();
+      for (const c of getContext().abm?.status().conditions ?? []) counts.set(c.kind, (counts.get(c.kind) ?? 0) + 1);
+      for (const [kind, n] of counts) this.set({ kind }, n);
     },
   });
 

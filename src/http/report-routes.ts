@@ -25,6 +25,7 @@ import {
   type ReportContext,
 } from '../report/status.js';
 import type { Store } from '../store/types.js';
+import type { AbmStatus } from '../abm/service.js';
 import type { RouteDeps } from './deps.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
 import { allPages } from '../store/paging.js';
@@ -39,6 +40,8 @@ export interface ReportSources {
   revision?: RevisionInfo;
   /** The APNs client (ApnsPusher), for the push certificate's expiry. */
   apns?: { status(): PushStatusLike };
+  /** ABM tokens and conditions (src/abm/service.ts). */
+  abm?: { status(): AbmStatus };
   staleDays?: number;
 }
 
@@ -52,6 +55,7 @@ export function reportContext(s: ReportSources, now = new Date()): ReportContext
     revision: s.revision ?? cur?.info,
     source: s.source?.status(),
     push: s.apns?.status(),
+    abm: s.abm?.status(),
     staleDays: s.staleDays,
     now,
   };

@@ -292,6 +292,8 @@ ${
     : ''
 }
 ${f.push ? html`<tr><th scope="row">Push certificate</th><td class="${f.push.expired || f.push.problem ? 'bad' : f.push.warning ? 'warn' : ''}">${f.push.topic ?? ''}${f.push.notAfter ? html`, expires ${when(f.push.notAfter)} (${f.push.daysLeft} days)` : ''}${f.push.problem ? html` — ${f.push.problem}` : ''}</td></tr>` : ''}
+${(f.abm?.tokens ?? []).map((t) => html`<tr><th scope="row">ABM token <code>${t.name}</code></th><td class="${t.expired || t.lastError ? 'bad' : t.warning ? 'warn' : ''}">expires ${when(t.expiresAt)} (${t.daysLeft} days)${t.lastSyncAt ? html`, last sync ${when(t.lastSyncAt)}` : ''}</td></tr>`)}
+${(f.abm?.conditions ?? []).map((c) => html`<tr><th scope="row">ABM <code>${c.token}</code></th><td class="bad">${c.message}${c.serials ? html` <span class="mut">(${c.serials.slice(0, 10).join(', ')}${c.serials.length > 10 ? ', …' : ''})</span>` : ''}</td></tr>`)}
 </tbody>
 </table>
 <table>

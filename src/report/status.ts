@@ -34,6 +34,7 @@ import {
 } from '../store/status.js';
 import type { CommandView, DeviceRecord, EnrollmentRecord, ErrorChainItem, Store } from '../store/types.js';
 import { allPages } from '../store/paging.js';
+import type { AbmStatus } from '../abm/service.js';
 
 export { DEVICE_STATES, type DeviceState };
 export const DEFAULT_STALE_DAYS = 7;
@@ -61,6 +62,7 @@ export interface ReportContext {
   revision?: RevisionInfo;
   source?: SourceStatus;
   push?: PushStatusLike;
+  abm?: AbmStatus;
   now?: Date;
   staleDays?: number;
 }
@@ -367,6 +369,8 @@ export interface FleetSummary {
   devices: { total: number; enrolled: number; byState: Record<DeviceState, number>; stale: number; staleDays: number };
   blueprints: number;
   push?: { topic?: string; notAfter?: string; daysLeft?: number; expired?: boolean; warning?: string; problem?: string };
+  /** Apple Business Manager: each imported token (expiry, last sync) and what an admin must act on. */
+  abm?: AbmStatus;
 }
 
 function revisionView(r: RevisionInfo): RevisionView {
@@ -390,6 +394,7 @@ export function fleetSummary(counts: FleetCounts, ctx: ReportContext): FleetSumm
     latestRejected,
     devices: { total: counts.total, enrolled, byState, stale, staleDays: ctx.staleDays ?? DEFAULT_STALE_DAYS },
     blueprints: ctx.fleet?.blueprints.size ?? 0,
+    ...(ctx.abm && (ctx.abm.tokens.length > 0 || ctx.abm.conditions.length > 0) ? { abm: ctx.abm } : {}),
     ...(push
       ? {
           push: {

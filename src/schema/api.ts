@@ -105,4 +105,25 @@ export const FleetSummary = Type.Object({
     expired: Type.Optional(Type.Boolean()),
     warning: Type.Optional(Type.String()),
   }),
+  abm: optionalObject({
+    tokens: Type.Array(
+      Type.Object({
+        name: Type.String(),
+        expiresAt: Type.String({ format: 'date-time' }),
+        daysLeft: Type.Integer(),
+        expired: Type.Boolean(),
+        warning: Type.Optional(Type.String()),
+        lastSyncAt: Type.Optional(Type.String({ format: 'date-time' })),
+      }),
+    ),
+    conditions: Type.Array(
+      Type.Object({
+        token: Type.String(),
+        kind: Type.String({ description: 'token_expiring, token_expired, terms_not_signed, token_rejected, not_accessible, unreachable, ...' }),
+        message: Type.String(),
+        since: Type.String({ format: 'date-time' }),
+        serials: Type.Optional(Type.Array(Type.String())),
+      }),
+    ),
+  }),
 });

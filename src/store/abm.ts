@@ -61,7 +61,7 @@ export class MemoryAbmStore implements AbmStore {
   async close(): Promise<void> {}
 }
 
-/** LevelDB, in a database of its own (DATA_DIR/abm): `c\0<token>` -> cursor, `d\0<serial>` -> record. */
+/** LevelDB, in a database of its own (DATA_DIR/abm/devices): `c\0<token>` -> cursor, `d\0<serial>` -> record. */
 export class LevelAbmStore implements AbmStore {
   private constructor(private readonly db: Level<string, unknown>) {}
 

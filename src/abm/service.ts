@@ -1,0 +1,190 @@
+/**
+ * ABM in `orchard serve`: on the leader, every `intervalMs`, each imported server token's devices
+ * are synced into the AbmStore (src/abm/sync.ts). What an admin must act on is kept as conditions
+ * (status API, status page, metrics) and announced once when it appears (log warning, event
+ * webhook `abm.condition`): a token that expires within 30 days or has expired, terms and
+ * conditions not accepted, a token ABM rejects, a serial not assigned to this server.
+ */
+import type { Logger } from 'pino';
+import { OrchardError } from '../errors.js';
+import type { AbmStore } from '../store/abm.js';
+import { AbmServiceError, DepClient, type AbmReason } from './client.js';
+import { listTokens, type StoredToken } from './material.js';
+import { AbmSync, type SyncResult } from './sync.js';
+import { daysLeft, EXPIRY_WARNING_DAYS } from './token.js';
+
+export type AbmConditionKind = 'token_expiring' | 'token_expired' | 'tokens_unreadable' | AbmReason;
+
+export interface AbmCondition {
+  token: string;
+  kind: AbmConditionKind;
+  message: string;
+  since: string;
+  /** Serial numbers it concerns (a serial not assigned to this server). */
+  serials?: string[];
+}
+
+export interface AbmTokenStatus {
+  name: string;
+  expiresAt: string;
+  daysLeft: number;
+  expired: boolean;
+  warning?: string;
+  lastSyncAt?: string;
+  lastSync?: Pick<SyncResult, 'full' | 'upserts' | 'deletes' | 'pages' | 'refetched'>;
+  lastError?: { at: string; reason: string; message: string };
+}
+
+export interface AbmStatus {
+  tokens: AbmTokenStatus[];
+  conditions: AbmCondition[];
+}
+
+/** Work done on the leader after each token's sync (the enrollment profile reconciler); it may add conditions. */
+export type AfterSync = (token: StoredToken, client: DepClient, report: (kind: AbmConditionKind, message: string, serials?: string[]) => void) => Promise<void>;
+
+export interface AbmServiceOptions {
+  store: AbmStore;
+  dataDir: string;
+  /** Apple's service (default) or a stand-in. */
+  url?: string;
+  intervalMs: number;
+  isLeader: () => boolean;
+  log: Logger;
+  emit?: (type: string, data: Record<string, unknown>) => void;
+  now?: () => Date;
+  /** Default: the tokens imported under dataDir. */
+  tokens?: () => StoredToken[];
+}
+
+export class AbmService {
+  private readonly sync: AbmSync;
+  private readonly clients = new Map<string, { key: string; client: DepClient }>();
+  private readonly tokenStatus = new Map<string, AbmTokenStatus>();
+  private conditions = new Map<string, AbmCondition>();
+  private readonly after: AfterSync[] = [];
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private stopped = false;
+  private readonly now: () => Date;
+
+  constructor(private readonly opts: AbmServiceOptions) {
+    this.now = opts.now ?? (() => new Date());
+    this.sync = new AbmSync(opts.store, 1000, this.now);
+  }
+
+  /** Runs after every successful sync of a token, in order. */
+  afterSync(step: AfterSync): void {
+    this.after.push(step);
+  }
+
+  /** A first pass now (not awaited: Apple being slow must not hold up the server), then one per interval. */
+  start(): void {
+    if (this.opts.intervalMs <= 0) return;
+    void this.runOnce();
+    this.timer = setInterval(() => void this.runOnce(), this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** One pass over every token (a pass already running is joined, not doubled). Never throws. */
+  runOnce(): Promise<void> {
+    if (this.stopped || !this.opts.isLeader()) return Promise.resolve();
+    this.running ??= this.pass().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  status(): AbmStatus {
+    return {
+      tokens: [...this.tokenStatus.values()].sort((a, b) => a.name.localeCompare(b.name)),
+      conditions: [...this.conditions.values()].sort((a, b) => a.token.localeCompare(b.token) || a.kind.localeCompare(b.kind)),
+    };
+  }
+
+  /** A DepClient per token, kept while its credentials are the same (so is its session). */
+  client(t: StoredToken): DepClient {
+    const key = `${t.consumerKey}\0${t.accessToken}`;
+    const have = this.clients.get(t.name);
+    if (have?.key === key) return have.client;
+    const client = new DepClient({ credentials: t, baseUrl: this.opts.url, timeoutMs: 60_000 });
+    this.clients.set(t.name, { key, client });
+    return client;
+  }
+
+  private async pass(): Promise<void> {
+    const next = new Map<string, AbmCondition>();
+    const report = (token: string) => (kind: AbmConditionKind, message: string, serials?: string[]) => {
+      const id = `${token}\0${kind}`;
+      const prev = next.get(id);
+      const all = serials || prev?.serials ? [...new Set([...(prev?.serials ?? []), ...(serials ?? [])])].sort() : undefined;
+      next.set(id, { token, kind, message, since: this.conditions.get(id)?.since ?? this.now().toISOString(), ...(all ? { serials: all } : {}) });
+    };
+    let tokens: StoredToken[];
+    try {
+      tokens = this.opts.tokens ? this.opts.tokens() : listTokens(this.opts.dataDir);
+    } catch (err) {
+      report('*')('tokens_unreadable', `the imported ABM tokens cannot be read: ${err instanceof Error ? err.message : 'unexpected error'}`);
+      tokens = [];
+    }
+    const names = new Set(tokens.map((t) => t.name));
+    for (const name of this.tokenStatus.keys()) if (!names.has(name)) this.tokenStatus.delete(name);
+    for (const t of tokens) {
+      if (this.stopped) return;
+      await this.syncToken(t, report(t.name));
+    }
+    this.announce(next);
+    this.conditions = next;
+  }
+
+  private async syncToken(t: StoredToken, report: (kind: AbmConditionKind, message: string, serials?: string[]) => void): Promise<void> {
+    const now = this.now();
+    const days = daysLeft(t, now);
+    const st: AbmTokenStatus = {
+      ...this.tokenStatus.get(t.name),
+      name: t.name,
+      expiresAt: t.accessTokenExpiry.toISOString(),
+      daysLeft: days,
+      expired: days < 0,
+    };
+    delete st.warning;
+    if (days < 0) st.warning = `ABM token "${t.name}" expired on ${st.expiresAt}: download a new one in ABM and run \`orchard abm token import\``;
+    else if (days <= EXPIRY_WARNING_DAYS)
+      st.warning = `ABM token "${t.name}" expires in ${days} days (${st.expiresAt}): renew it in ABM and run \`orchard abm token import\``;
+    if (st.warning) report(days < 0 ? 'token_expired' : 'token_expiring', st.warning);
+    this.tokenStatus.set(t.name, st);
+    const client = this.client(t);
+    try {
+      const r = await this.sync.run(t.name, client);
+      st.lastSyncAt = this.now().toISOString();
+      st.lastSync = { full: r.full, upserts: r.upserts, deletes: r.deletes, pages: r.pages, ...(r.refetched ? { refetched: r.refetched } : {}) };
+      delete st.lastError;
+      if (r.upserts || r.deletes) this.opts.log.info({ token: t.name, ...st.lastSync }, 'ABM devices synced');
+      for (const step of this.after) await step(t, client, report);
+    } catch (err) {
+      const reason: AbmReason = err instanceof AbmServiceError ? err.reason : 'bad_response';
+      // Orchard's own errors never carry secrets; anything else is named by kind only.
+      const message = err instanceof OrchardError ? err.message : 'ABM: unexpected error during the sync';
+      st.lastError = { at: this.now().toISOString(), reason, message };
+      report(reason, message);
+      if (!(err instanceof OrchardError)) this.opts.log.error({ token: t.name, err }, 'ABM sync failed');
+    }
+  }
+
+  /** Logs and emits the conditions that are new (or changed their serials); logs those that cleared. */
+  private announce(next: Map<string, AbmCondition>): void {
+    for (const [id, c] of next) {
+      const prev = this.conditions.get(id);
+      if (prev && prev.message === c.message && String(prev.serials) === String(c.serials)) continue;
+      this.opts.log.warn({ token: c.token, condition: c.kind, serials: c.serials }, c.message);
+      this.opts.emit?.('abm.condition', { ...c });
+    }
+    for (const [id, c] of this.conditions) {
+      if (!next.has(id)) this.opts.log.info({ token: c.token, condition: c.kind }, 'ABM condition cleared');
+    }
+  }
+}
