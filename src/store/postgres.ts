@@ -26,6 +26,7 @@ import {
 } from './checks.js';
 import { VersionConflictError } from './errors.js';
 import { checkId } from './ids.js';
+import type { Lease, LeaseStore } from './lease.js';
 import { checkMaterialKey, type MaterialKind, type PutMaterialOptions } from './material.js';
 import { LATEST_SCHEMA, MIGRATIONS } from './migrations/index.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
@@ -875,6 +876,41 @@ export class PgStore implements Store {
   async pruneMaterial(kind: MaterialKind, now = new Date()): Promise<number> {
     const { rowCount } = await this.pool.query('DELETE FROM material WHERE kind = $1 AND expires_at <= $2', [kind, now.toISOString()]);
     return rowCount ?? 0;
+  }
+
+  // --- leases ---
+  // A row under compare-and-set rather than an advisory lock: a session lock belongs to one pooled
+  // connection (pinned for the process's life, held on by a half-open TCP connection until the
+  // server notices), and it carries no fencing token. The row expires on its own, and one
+  // statement decides every race (ON CONFLICT DO UPDATE re-checks its WHERE on the latest row).
+  // Times are the caller's clock, as on the other backends; replicas are expected to run NTP
+  // (a skew well under the time to live).
+
+  async acquireLease(name: string, holder: string, ttlMs: number, now = new Date()): Promise<Lease | undefined> {
+    if (!(ttlMs > 0)) throw new RangeError('a lease needs a positive time to live');
+    const { rows } = await this.pool.query<{ token: string; expires_at: Date }>(
+      `INSERT INTO leases AS l (name, holder, token, expires_at) VALUES ($1, $2, 1, $4)
+       ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+         token = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > $3 THEN l.token ELSE l.token + 1 END
+       WHERE l.expires_at <= $3 OR l.holder = EXCLUDED.holder
+       RETURNING token, expires_at`,
+      [name, holder, now.toISOString(), new Date(now.getTime() + ttlMs).toISOString()],
+    );
+    const r = rows[0];
+    return r && { name, holder, token: Number(r.token), expiresAt: r.expires_at };
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.pool.query("UPDATE leases SET expires_at = 'epoch' WHERE name = $1 AND holder = $2", [name, holder]);
+  }
+
+  async getLease(name: string, now = new Date()): Promise<Lease | undefined> {
+    const { rows } = await this.pool.query<{ holder: string; token: string; expires_at: Date }>(
+      'SELECT holder, token, expires_at FROM leases WHERE name = $1 AND expires_at > $2',
+      [name, now.toISOString()],
+    );
+    const r = rows[0];
+    return r && { name, holder: r.holder, token: Number(r.token), expiresAt: r.expires_at };
   }
 
   // --- lifecycle ---

@@ -23,7 +23,4 @@ async function open(): Promise<StoreHarness> {
 storeSuite('MemoryStore', open);
 statusSuite('MemoryStore', open);
 materialSuite('MemoryStore', open, { persistent: true });
-leaseSuite('MemoryStore', async () => {
-  const h = await open();
-  return { store: h.store as MemoryStore, cleanup: h.cleanup };
-});
+leaseSuite('MemoryStore', open);

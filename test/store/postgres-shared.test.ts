@@ -133,6 +133,17 @@ if (!cluster.available) missingPostgres('two PgStores on one database', cluster.
     expect((await a.getMaterial('blob', 'ca'))?.toString()).toBe(`ca-${puts.indexOf(true)}`);
   });
 
+  it('the leader lease asked for by both at once: one holder; the other takes it with a larger token once it expires', async () => {
+    const grants = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).acquireLease('leader', `R${i}`, 1000, at(0))));
+    const granted = grants.filter((g) => g !== undefined);
+    expect(granted).toHaveLength(1);
+    const first = granted[0]!;
+    expect((await (first.holder === 'R0' ? b : a).getLease('leader', at(0.5)))?.holder).toBe(first.holder);
+    const next = first.holder === 'R1' ? 'R2' : 'R1';
+    expect(await b.acquireLease('leader', next, 1000, at(0.9))).toBeUndefined();
+    expect(await b.acquireLease('leader', next, 1000, at(1))).toMatchObject({ holder: next, token: first.token + 1 });
+  });
+
   it('refuses a database whose schema is newer than this server knows, and one behind when told not to migrate', async () => {
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();

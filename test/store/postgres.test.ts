@@ -1,5 +1,6 @@
 import { PgStore } from '../../src/store/postgres.js';
 import { missingPostgres, usePostgres } from '../helpers/postgres.js';
+import { leaseSuite } from './lease-suite.js';
 import { materialSuite } from './material-suite.js';
 import { statusSuite } from './status-suite.js';
 import { storeSuite, type StoreHarness } from './suite.js';
@@ -26,6 +27,7 @@ if (pg.available) {
   storeSuite('PgStore', open);
   statusSuite('PgStore', open);
   materialSuite('PgStore', open, { persistent: true });
+  leaseSuite('PgStore', open);
 } else {
   missingPostgres('PgStore', pg.reason);
 }

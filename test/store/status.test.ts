@@ -21,11 +21,7 @@ async function tempDir(): Promise<string> {
 
 statusSuite('LevelStore', levelHarness);
 materialSuite('LevelStore', levelHarness, { persistent: true });
-// The lease role is not part of Store yet (PostgreSQL has none): the embedded backends have it.
-leaseSuite('LevelStore', async () => {
-  const h = await levelHarness();
-  return { store: h.store as LevelStore, cleanup: h.cleanup };
-});
+leaseSuite('LevelStore', levelHarness);
 
 describe('LevelStore read model', () => {
   it('gives every device of a store written before the read model a row, once, at open', async () => {

@@ -5,6 +5,7 @@
  */
 import { sql as initial } from './001-initial.js';
 import { sql as material } from './002-material.js';
+import { sql as leases } from './003-leases.js';
 
 export interface Migration {
   version: number;
@@ -15,6 +16,7 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
   { version: 2, name: 'material', sql: material },
+  { version: 3, name: 'leases', sql: leases },
 ];
 
 export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;
