@@ -26,7 +26,7 @@ import {
 } from './checks.js';
 import { VersionConflictError } from './errors.js';
 import { checkId } from './ids.js';
-import type { Lease, LeaseStore } from './lease.js';
+import type { Lease } from './lease.js';
 import { checkMaterialKey, type MaterialKind, type PutMaterialOptions } from './material.js';
 import { LATEST_SCHEMA, MIGRATIONS } from './migrations/index.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
