@@ -28,6 +28,7 @@ import { apnsFromDataDir, type ApnsPusher } from './push/apns.js';
 import { readStoredPushCredentials } from './push/push-cert.js';
 import { isOnDemand, UnconfiguredPusher, type OnDemandPush, type Pusher } from './push/push.js';
 import type { RetryPolicy } from './reconcile/decide.js';
+import type { SecretLookup } from './reconcile/render.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { RolloutController } from './reconcile/rollout.js';
 import { LevelRolloutStore, type RolloutStore } from './store/rollouts.js';
@@ -40,6 +41,8 @@ import { ConvergenceSeries, ProgressSampler, progressReader } from './report/pro
 import { EventWebhooks } from './report/webhooks.js';
 import { DeclarativeManagement } from './ddm/protocol.js';
 import { DdmReconciler } from './ddm/reconcile.js';
+import { LegacyProfiles, legacyProfileUrl } from './ddm/legacy.js';
+import { ddmRoutes } from './http/ddm-routes.js';
 import { LevelDdmStore, type DdmStore } from './store/ddm.js';
 import { openStore } from './store/open.js';
 import { LevelAbmStore, type AbmStore } from './store/abm.js';
@@ -79,6 +82,7 @@ export interface RootOptions {
 
 /** The routers of the server besides the device endpoints, in mount order. */
 export const ROUTES: readonly RouteFactory[] = [
+  ddmRoutes,
   rolloutRoutes,
   scepRoutes,
   reportRoutes,
@@ -179,7 +183,10 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
   const { apns, pusher, push } = pushing(cfg, opts, service, log);
   // GitOps: the fleet repository, and the reconcilers that apply each valid revision (profiles, declarations).
   const source = cfg.repo ? fleetSource(cfg, cfg.repo, store, log) : undefined;
-  const reconciler = reconcilers(cfg, opts, { log, store, ddmStore, service, pusher, follows: source !== undefined });
+  const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
+  const reconciler = reconcilers(cfg, opts, { log, store, ddmStore, service, pusher, secrets, follows: source !== undefined });
+  // The profiles of legacy declarations, at the URL the reconciler puts in them (needs the public URL).
+  const legacyProfiles = cfg.publicUrl ? new LegacyProfiles({ ddm: ddmStore, store, fleet: () => reconciler.currentFleet(), secrets }) : undefined;
 
   // Reporting: signed event webhooks, the rollout as commit statuses.
   const webhooks =
@@ -241,6 +248,7 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
     log,
     store,
     ddmStore,
+    legacyProfiles,
     trust,
     service,
     pusher,
@@ -367,10 +375,18 @@ function fleetSource(cfg: ServerConfig, repo: string, store: Store, log: Logger)
 function reconcilers(
   cfg: ServerConfig,
   opts: RootOptions,
-  p: Pick<Storage, 'log' | 'store' | 'ddmStore'> & { service: MdmService; pusher: Pusher; follows: boolean },
+  p: Pick<Storage, 'log' | 'store' | 'ddmStore'> & { service: MdmService; pusher: Pusher; secrets: SecretLookup; follows: boolean },
 ): Reconciler {
-  const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
-  const ddm = new DdmReconciler({ store: p.store, ddm: p.ddmStore, pusher: p.pusher, log: p.log.child({ component: 'ddm' }), secrets });
+  const { secrets } = p;
+  const publicUrl = cfg.publicUrl;
+  const ddm = new DdmReconciler({
+    store: p.store,
+    ddm: p.ddmStore,
+    pusher: p.pusher,
+    log: p.log.child({ component: 'ddm' }),
+    secrets,
+    legacyUrl: publicUrl ? (eid, profile, version) => legacyProfileUrl(publicUrl, eid, profile, version) : undefined,
+  });
   return new Reconciler({
     store: p.store,
     service: p.service,

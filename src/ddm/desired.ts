@@ -3,11 +3,11 @@
  * device (variables, secrets), with their ServerTokens. Pure: the reconciler and `orchard plan`
  * compute it the same way.
  */
-import type { Fleet } from '../gitops/model.js';
+import type { Fleet, ProfileDoc } from '../gitops/model.js';
 import { compareVersions, matches, parseVersion } from '../gitops/selector.js';
 import type { DeviceView } from '../gitops/selector.js';
 import { inRollout } from '../reconcile/desired.js';
-import { RenderError, substituter, toPlist, type DeviceValues, type SecretLookup } from '../reconcile/render.js';
+import { RenderError, renderProfile, substituter, toPlist, type DeviceValues, type SecretLookup } from '../reconcile/render.js';
 import type { DeclarationChannel, DeclarationDoc, DeclarationSet, SetEntry } from './model.js';
 import { LEGACY_TYPE } from './load.js';
 import { DDM_MINIMUM } from './schema.js';
@@ -34,8 +34,14 @@ export function ddmCapable(view: Pick<DeviceView, 'platform' | 'osVersion'>): bo
 }
 
 export interface RenderOptions {
-  /** The URL a legacy declaration's profile is served at, for this enrollment. */
-  legacyUrl?: (profile: string, channel: DeclarationChannel) => string;
+  /**
+   * The URL a legacy declaration's profile is served at, for this enrollment. `version` is the
+   * PayloadUUID of the profile rendered for the device: a change of the profile (or of a value it
+   * uses) changes the URL, so the declaration's ServerToken, so the device fetches it again.
+   */
+  legacyUrl?: (profile: string, version: string, channel: DeclarationChannel) => string;
+  /** The revision's profiles, which legacy declarations render (desiredDeclarations fills it in). */
+  profiles?: ReadonlyMap<string, ProfileDoc>;
 }
 
 export function renderDeclaration(
@@ -49,7 +55,9 @@ export function renderDeclaration(
     const Payload = toPlist(d.payload, substituter(values, with_, `declaration "${d.name}"`)) as Record<string, unknown>;
     if (d.type === LEGACY_TYPE && d.profile !== undefined) {
       if (!opts.legacyUrl) throw new RenderError(`declaration "${d.name}": the server has no public URL to serve profile "${d.profile}" at (--public-url)`);
-      Payload.ProfileURL = opts.legacyUrl(d.profile, d.channel);
+      const profile = opts.profiles?.get(d.profile);
+      if (!profile) throw new RenderError(`declaration "${d.name}": profile "${d.profile}" is not in this revision`);
+      Payload.ProfileURL = opts.legacyUrl(d.profile, renderProfile(profile, values, with_).uuid, d.channel);
     }
     return { Type: d.type, Identifier: d.identifier, Payload };
   };
@@ -83,7 +91,7 @@ export function desiredDeclarations(
   for (const [d, blueprints] of active) {
     out.frozen.delete(d.identifier);
     try {
-      out[d.channel][d.identifier] = renderDeclaration(d, values, secrets, opts, blueprints);
+      out[d.channel][d.identifier] = renderDeclaration(d, values, secrets, { profiles: fleet.profiles, ...opts }, blueprints);
     } catch (err) {
       if (!(err instanceof RenderError)) throw err;
       out.errors.push({ declaration: d.name, error: err.message });

@@ -24,7 +24,7 @@ export interface DdmReconcilerOptions {
   log: Logger;
   secrets: SecretLookup;
   /** The URL of a legacy declaration's profile for an enrollment (absent: legacy declarations cannot render). */
-  legacyUrl?: (enrollmentId: string, profile: string) => string;
+  legacyUrl?: (enrollmentId: string, profile: string, version: string) => string;
   now?: () => Date;
 }
 
@@ -50,7 +50,7 @@ export class DdmReconciler {
     for (const e of channels) {
       const channel: DeclarationChannel = e.type === 'user' ? 'user' : 'device';
       const want = desiredDeclarations(fleet, view, values, view.serial ?? device.id, this.opts.secrets, {
-        legacyUrl: legacy && ((profile) => legacy(e.id, profile)),
+        legacyUrl: legacy && ((profile, version) => legacy(e.id, profile, version)),
       });
       if (channel === 'device') out.errors = want.errors;
       const previous = await this.opts.ddm.getDeclarationSet(e.id, 'current');

@@ -14,6 +14,7 @@ import type { MdmService } from '../mdm/service.js';
 import type { RolloutController } from '../reconcile/rollout.js';
 import type { OnDemandPush, Pusher } from '../push/push.js';
 import type { DdmStore } from '../store/ddm.js';
+import type { LegacyProfiles } from '../ddm/legacy.js';
 import type { Store } from '../store/types.js';
 import type { ConvergenceSeries } from '../report/progress.js';
 import type { OrchardMetrics } from './metrics.js';
@@ -25,6 +26,8 @@ export interface RouteDeps {
   store: Store;
   /** Declarative Device Management sets and status (the admin API's device views show them). */
   ddmStore: DdmStore;
+  /** The profiles of legacy declarations (undefined without a public URL to serve them at). */
+  legacyProfiles?: LegacyProfiles;
   trust: TrustStore;
   service: MdmService;
   /** Wakes devices (APNs, or a stand-in). */

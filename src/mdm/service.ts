@@ -217,6 +217,20 @@ export class MdmService extends EventEmitter<MdmEvents> {
     return { body: next.payload, commandUUID: next.uuid, outcome: `${outcome} -> ${next.requestType} ${next.uuid}` };
   }
 
+  /**
+   * May the certificate `id` speak for this enrollment (`<UDID>` or `<UDID>:<UserID>`)? The
+   * check every check-in gets, for device requests outside the check-in endpoint (a legacy
+   * declaration's profile): the device's bound certificate, on an enrolled channel. 403 if not.
+   */
+  async speaksFor(enrollmentId: string, id: TrustResult): Promise<{ deviceId: string; userId?: string }> {
+    const at = enrollmentId.indexOf(':');
+    const deviceId = at < 0 ? enrollmentId : enrollmentId.slice(0, at);
+    const userId = at < 0 ? undefined : enrollmentId.slice(at + 1);
+    await this.authorize(deviceId, id);
+    if (!(await this.isActive(deviceId, userId))) throw new ProtocolError(403, `enrollment ${enrollmentId.slice(0, 120)} is not active`);
+    return { deviceId, ...(userId !== undefined ? { userId } : {}) };
+  }
+
   /** Who answers DeclarativeManagement check-ins. */
   useDeclarative(handler: DeclarativeHandler): void {
     this.declarative = handler;

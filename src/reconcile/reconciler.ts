@@ -109,6 +109,11 @@ export class Reconciler {
     });
   }
 
+  /** The revision in force (what devices are reconciled against), once one was applied. */
+  currentFleet(): Fleet | undefined {
+    return this.fleet;
+  }
+
   start(): void {
     if (this.opts.driftIntervalMs > 0) {
       this.driftTimer = setInterval(() => {

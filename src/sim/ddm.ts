@@ -6,6 +6,7 @@
  */
 import { platformOf } from '../gitops/selector.js';
 import type { DeclarationClass, DeclarationJson, StatusReason } from '../ddm/model.js';
+import { LEGACY_TYPE } from '../ddm/load.js';
 import { validateDeclaration } from '../ddm/schema.js';
 import type { SimResponse } from './device.js';
 
@@ -13,6 +14,9 @@ interface SimDeviceLike {
   readonly udid: string;
   readonly facts: Record<string, string | boolean>;
   checkin(msg: Record<string, unknown>): Promise<SimResponse>;
+  mdmGet(url: string): Promise<SimResponse>;
+  installProfile(bytes: Buffer): string | undefined;
+  readonly profiles: Map<string, unknown>;
 }
 
 interface Held {
@@ -21,6 +25,8 @@ interface Held {
   valid: 'valid' | 'invalid';
   reasons: StatusReason[];
   active: boolean;
+  /** A legacy declaration: the PayloadIdentifier of the profile it installed. */
+  profile?: string;
 }
 
 const LISTS: [string, DeclarationClass][] = [
@@ -92,12 +98,18 @@ export class SimDdm {
           const d = (await this.request(`declaration/${cls}/${item.Identifier}`, undefined, opts.userId)) as DeclarationJson;
           if (d.ServerToken !== item.ServerToken)
             throw new Error(`declaration ${item.Identifier}: ServerToken ${d.ServerToken} differs from the item's ${item.ServerToken}`);
-          held.set(item.Identifier, this.load(cls, d, opts.userId !== undefined));
+          const before = held.get(item.Identifier);
+          const loaded = await this.load(cls, d, opts.userId !== undefined);
+          if (before?.profile && before.profile !== loaded.profile) this.device.profiles.delete(before.profile);
+          held.set(item.Identifier, loaded);
           result.fetched.push(item.Identifier);
         }
       }
       for (const id of [...held.keys()]) {
         if (!listed.has(id)) {
+          // A removed legacy declaration takes its profile with it.
+          const p = held.get(id)?.profile;
+          if (p) this.device.profiles.delete(p);
           held.delete(id);
           result.removed.push(id);
         }
@@ -111,7 +123,7 @@ export class SimDdm {
   }
 
   /** Check a declaration against Apple's schema as the device would. */
-  private load(cls: DeclarationClass, d: DeclarationJson, user: boolean): Held {
+  private async load(cls: DeclarationClass, d: DeclarationJson, user: boolean): Promise<Held> {
     const platform = platformOf(String(this.device.facts.Model), String(this.device.facts.ProductName));
     const issues = validateDeclaration(d.Type, d.Payload ?? {}, {
       platforms: platform ? [platform] : [],
@@ -127,8 +139,29 @@ export class SimDdm {
     if (unknown.length) reasons.push({ code: 'Error.UnknownPayloadKeys', details: { UnknownPayloadKeys: unknown } });
     const failed = reasons.length === 0 ? this.fail?.(d) : undefined;
     if (failed) reasons.push(failed);
-    const invalid = reasons.some((r) => r.code !== 'Error.UnknownPayloadKeys');
-    return { class: cls, declaration: d, valid: invalid ? 'invalid' : 'valid', reasons, active: false };
+    let invalid = reasons.some((r) => r.code !== 'Error.UnknownPayloadKeys');
+    let profile: string | undefined;
+    if (!invalid && d.Type === LEGACY_TYPE) {
+      const got = await this.legacyProfile(String(d.Payload.ProfileURL));
+      if ('error' in got) {
+        reasons.push({ code: 'Error.ConfigurationCannotBeApplied', description: got.error });
+        invalid = true;
+      } else profile = got.identifier;
+    }
+    return { class: cls, declaration: d, valid: invalid ? 'invalid' : 'valid', reasons, active: false, ...(profile ? { profile } : {}) };
+  }
+
+  /** Download and install a legacy declaration's profile, as the device does when it loads it. */
+  private async legacyProfile(url: string): Promise<{ identifier: string } | { error: string }> {
+    let res: SimResponse;
+    try {
+      res = await this.device.mdmGet(url);
+    } catch (err) {
+      return { error: (err as Error).message };
+    }
+    if (res.status !== 200) return { error: `ProfileURL answered ${res.status}` };
+    const identifier = this.device.installProfile(res.body);
+    return identifier ? { identifier } : { error: 'the profile at ProfileURL could not be read' };
   }
 
   /** Activations activate the configurations they name; configurations their assets. */

@@ -229,9 +229,8 @@ export class SimulatedDevice {
       case 'ProfileList':
         return done('Acknowledged', { ProfileList: [...this.profiles.values()] as unknown as PlistValue[] });
       case 'InstallProfile': {
-        const parsed = parseProfile(command.Payload);
-        if (!parsed) return done('Error', { ErrorChain: [chain(1000, 'MCProfileErrorDomain', 'The profile could not be read')] });
-        this.profiles.set(parsed.PayloadIdentifier, parsed);
+        const installed = command.Payload instanceof Uint8Array ? this.installProfile(Buffer.from(command.Payload)) : undefined;
+        if (!installed) return done('Error', { ErrorChain: [chain(1000, 'MCProfileErrorDomain', 'The profile could not be read')] });
         return done('Acknowledged');
       }
       case 'RemoveProfile': {
@@ -290,6 +289,28 @@ export class SimulatedDevice {
     return h;
   }
 
+  /**
+   * A GET with MDM semantics, as a device fetches a legacy declaration's ProfileURL: its identity
+   * as on a check-in (the signature over the empty body). Only from its own MDM server (Apple:
+   * the URL "must be hosted by the MDM server").
+   */
+  async mdmGet(url: string): Promise<SimResponse> {
+    const target = new URL(url);
+    const server = new URL(this.opts.serverUrl);
+    if (target.origin !== server.origin) throw new Error(`${url} is not hosted by the MDM server ${server.origin}`);
+    const body = Buffer.alloc(0);
+    const headers = this.headers(body, 'application/x-apple-aspen-mdm');
+    delete headers['content-length'];
+    return httpRequest('GET', target, body, headers, this.opts.agent ?? defaultAgent);
+  }
+
+  /** Install a profile's bytes as InstallProfile would; its identifier, or undefined when it cannot be read. */
+  installProfile(bytes: Buffer): string | undefined {
+    const parsed = parseProfile(new Uint8Array(bytes));
+    if (parsed) this.profiles.set(parsed.PayloadIdentifier, parsed);
+    return parsed?.PayloadIdentifier;
+  }
+
   private put(path: string, body: Buffer, contentType: string): Promise<SimResponse> {
     return httpPut(new URL(path, this.opts.serverUrl), body, this.headers(body, contentType), this.opts.agent ?? defaultAgent);
   }
@@ -336,8 +357,12 @@ function parseProfile(payload: PlistValue | undefined): InstalledProfile | undef
 
 /** One PUT as a device makes it: the whole body, the whole answer. */
 export function httpPut(url: URL, body: Buffer, headers: Record<string, string>, agent: Agent | false): Promise<SimResponse> {
+  return httpRequest('PUT', url, body, headers, agent);
+}
+
+function httpRequest(method: 'GET' | 'PUT', url: URL, body: Buffer, headers: Record<string, string>, agent: Agent | false): Promise<SimResponse> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'PUT', headers, agent }, (res) => {
+    const req = request(url, { method, headers, agent }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
