@@ -14,13 +14,14 @@
  * Connections: keep-alive (one Agent, `concurrency` sockets) or a new connection per request.
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildPlist } from '../src/protocol/plist.js';
 import { httpPut, type SimResponse } from '../src/sim/device.js';
-import { phase, procRssMb, startBenchServer, type PhaseResult } from './protocol.js';
+import { benchBackend, type BenchBackendKind } from './backend.js';
+import { phase, procRssMb, startBenchServer, type BenchServer, type PhaseResult } from './protocol.js';
 import { benchPki, defaultPkiDir, distinctSignatures, opensslSignAll, type BenchDeviceKey, type BenchKeyType, type BenchSigMode } from './signatures.js';
 
 export type RealisticPhase = 'sha1-keepalive' | 'sha1-newconn' | 'sha256-keepalive' | 'sha256-newconn' | 'cycle' | 'sha1-keepalive-first1000';
@@ -41,6 +42,10 @@ export interface RealisticOptions {
   rounds: number;
   keyType: BenchKeyType;
   phases?: RealisticPhase[];
+  /** The store (default LevelDB). */
+  backend?: BenchBackendKind;
+  /** `orchard serve` processes on the one store (PostgreSQL only for more than one); device i talks to replica i mod N. */
+  replicas?: number;
 }
 
 export interface RealisticResult {
@@ -48,6 +53,8 @@ export interface RealisticResult {
   concurrency: number;
   keyType: BenchKeyType;
   rounds: number;
+  backend: BenchBackendKind;
+  replicas: number;
   phases: (PhaseResult & { rssAfterMb: number })[];
   serverRssAtStartMb: number;
   serverRssAfterEnrollMb: number;
@@ -135,40 +142,54 @@ export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<Real
   const signSeconds = (performance.now() - t) / 1000;
 
   const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-openssl-'));
-  const server = await startBenchServer(dir, pki.caCertPath);
+  const backendKind = opts.backend ?? 'leveldb';
+  const replicas = opts.replicas ?? 1;
+  if (replicas > 1 && backendKind !== 'postgres') throw new Error('--replicas > 1 needs --backend postgres (LevelDB is one process)');
+  const backend = await benchBackend(backendKind, dir);
+  const servers: BenchServer[] = [];
+  for (let k = 0; k < replicas; k++) {
+    const own = replicas === 1 ? dir : join(dir, `replica-${k}`);
+    mkdirSync(own, { recursive: true });
+    servers.push(await startBenchServer(own, pki.caCertPath, backend.serveArgs));
+  }
+  const server = servers[0]!;
+  const pids = servers.map((s) => s.pid);
+  const rssOf = () => pids.reduce((mb, p) => mb + procRssMb(p), 0);
   const agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency });
   const windows: RealisticResult['windows'] = [];
   const phases: RealisticResult['phases'] = [];
   const us = () => Number(process.hrtime.bigint() / 1000n);
   const timed = async (name: string, jobs: (() => Promise<number>)[]) => {
     const startUs = us();
-    const r = await phase(name, server.pid, opts.concurrency, jobs);
+    const r = await phase(name, pids, opts.concurrency, jobs, backend.dbCpuMs);
     windows.push({ name, startUs, endUs: us(), requests: r.requests });
-    phases.push({ ...r, rssAfterMb: procRssMb(server.pid) });
+    phases.push({ ...r, rssAfterMb: rssOf() });
     return r;
   };
   const expect = (r: Sent, what: string, empty = true) => {
     if (r.status !== 200 || (empty && r.body.length !== 0)) throw new Error(`${what}: ${r.status} ${r.body.toString().slice(0, 200)}`);
   };
   try {
+    // Each device talks to one replica; the admin API call goes to the first.
     const url = server.url;
-    const rssAtStart = procRssMb(server.pid);
+    const urlOf = (d: BenchDeviceKey) => servers[d.index % replicas]!.url;
+    const rssAtStart = rssOf();
     await timed(
       'enroll (Authenticate + TokenUpdate), SHA-1 no attributes, keep-alive',
       devs.map((d) => async () => {
-        expect(await put(url, '/mdm/checkin', b[d.index]!.authenticate, sigAuth[d.index]!, CHECKIN, agent), 'Authenticate', false);
-        expect(await put(url, '/mdm/checkin', b[d.index]!.tokenUpdate, sigToken[d.index]!, CHECKIN, agent), 'TokenUpdate', false);
+        expect(await put(urlOf(d), '/mdm/checkin', b[d.index]!.authenticate, sigAuth[d.index]!, CHECKIN, agent), 'Authenticate', false);
+        expect(await put(urlOf(d), '/mdm/checkin', b[d.index]!.tokenUpdate, sigToken[d.index]!, CHECKIN, agent), 'TokenUpdate', false);
         return 2;
       }),
     );
-    const rssAfterEnroll = procRssMb(server.pid);
+    const rssAfterEnroll = rssOf();
 
     const idleJobs = (sigs: (d: BenchDeviceKey, round: number) => string, a: Agent | false, subset = devs) => {
       const jobs: (() => Promise<number>)[] = [];
       for (let r = 0; r < opts.rounds; r++) {
         for (const d of subset)
           jobs.push(async () => {
-            expect(await put(url, '/mdm/connect', b[d.index]!.idle, sigs(d, r), CONNECT, a), 'Idle');
+            expect(await put(urlOf(d), '/mdm/connect', b[d.index]!.idle, sigs(d, r), CONNECT, a), 'Idle');
             return 1;
           });
       }
@@ -210,19 +231,21 @@ export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<Real
       await timed(
         'command cycle (Idle -> ProfileList, Acknowledged -> empty), SHA-1 no attributes, keep-alive',
         devs.map((d) => async () => {
-          const r = await put(url, '/mdm/connect', b[d.index]!.idle, sigIdle[d.index]!, CONNECT, agent);
+          const r = await put(urlOf(d), '/mdm/connect', b[d.index]!.idle, sigIdle[d.index]!, CONNECT, agent);
           if (r.status !== 200 || !r.body.includes(COMMAND_UUID)) throw new Error(`cycle Idle: ${r.status} ${r.body.toString().slice(0, 200)}`);
-          expect(await put(url, '/mdm/connect', b[d.index]!.ack, sigAck[d.index]!, CONNECT, agent), 'Acknowledged');
+          expect(await put(urlOf(d), '/mdm/connect', b[d.index]!.ack, sigAck[d.index]!, CONNECT, agent), 'Acknowledged');
           return 2;
         }),
       );
     }
-    const rss = procRssMb(server.pid);
+    const rss = rssOf();
     return {
       devices: devs.length,
       concurrency: opts.concurrency,
       keyType: opts.keyType,
       rounds: opts.rounds,
+      backend: backendKind,
+      replicas,
       phases,
       serverRssAtStartMb: rssAtStart,
       serverRssAfterEnrollMb: rssAfterEnroll,
@@ -233,7 +256,8 @@ export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<Real
     };
   } finally {
     agent.destroy();
-    await server.stop();
+    for (const s of servers) await s.stop();
+    await backend.stop();
     if (process.env.ORCHARD_BENCH_PROF) writeFileSync(join(process.env.ORCHARD_BENCH_PROF, `windows-${server.pid}.json`), JSON.stringify(windows));
     rmSync(dir, { recursive: true, force: true });
   }

@@ -23,6 +23,8 @@ export interface PhaseResult {
   seconds: number;
   requestsPerSec: number;
   serverCpuMsPerRequest: number;
+  /** The database's CPU per request (PostgreSQL's backends; 0 on LevelDB, whose work is in the server). */
+  dbCpuMsPerRequest: number;
   p50ms: number;
   p99ms: number;
 }
@@ -112,11 +114,20 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-export async function phase(name: string, pid: number, concurrency: number, jobs: (() => Promise<number>)[]): Promise<PhaseResult> {
+/** `pid`: the server process, or every replica's; `dbCpuMs`: the database's CPU so far (bench/backend.ts). */
+export async function phase(
+  name: string,
+  pid: number | number[],
+  concurrency: number,
+  jobs: (() => Promise<number>)[],
+  dbCpuMs: () => number = () => 0,
+): Promise<PhaseResult> {
   const latencies: number[] = [];
   let requests = 0;
   let next = 0;
-  const cpu0 = procCpuMs(pid);
+  const serverCpu = () => [pid].flat().reduce((ms, p) => ms + procCpuMs(p), 0);
+  const cpu0 = serverCpu();
+  const db0 = dbCpuMs();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
@@ -132,7 +143,8 @@ export async function phase(name: string, pid: number, concurrency: number, jobs
     }),
   );
   const seconds = (performance.now() - t0) / 1000;
-  const cpu = procCpuMs(pid) - cpu0;
+  const cpu = serverCpu() - cpu0;
+  const db = dbCpuMs() - db0;
   latencies.sort((a, b) => a - b);
   return {
     name,
@@ -140,6 +152,7 @@ export async function phase(name: string, pid: number, concurrency: number, jobs
     seconds,
     requestsPerSec: requests / seconds,
     serverCpuMsPerRequest: cpu / requests,
+    dbCpuMsPerRequest: db / requests,
     p50ms: percentile(latencies, 50),
     p99ms: percentile(latencies, 99),
   };
@@ -219,6 +232,7 @@ export async function benchProtocol(opts: ProtocolBenchOptions): Promise<Protoco
       seconds: enqueueMs / 1000,
       requestsPerSec: NaN,
       serverCpuMsPerRequest: NaN,
+      dbCpuMsPerRequest: NaN,
       p50ms: enqueueMs,
       p99ms: enqueueMs,
     });

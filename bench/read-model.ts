@@ -1,5 +1,5 @@
 /**
- * Reports at fleet scale: N devices (default 100,000) with status rows in a real LevelDB store,
+ * Reports at fleet scale: N devices (default 100,000) with status rows in a real store (LevelDB or PostgreSQL, bench/backend.ts),
  * served by a real `orchard serve` child process. Measures the latency of `GET /api/v1/status`
  * and `GET /metrics` (sequential scrapes), and the latency of signed device Idles without and
  * while a scraper hits both back to back (goal: p99 < 100 ms, device latency unchanged).
@@ -11,14 +11,15 @@ import { join } from 'node:path';
 import { createCA, createDeviceIdentity } from '../src/identity/ca.js';
 import { SimulatedDevice } from '../src/sim/device.js';
 import type { StatusProfiles } from '../src/store/status.js';
-import { LevelStore } from '../src/store/leveldb.js';
+import { benchBackend, type BenchBackendKind } from './backend.js';
 import { seedEnrolled } from './seed.js';
 import { phase, procCpuMs, startBenchServer, type PhaseResult } from './protocol.js';
 
 export interface ReadModelBenchResult {
   devices: number;
+  backend: BenchBackendKind;
   seedSeconds: number;
-  scrapes: { path: string; count: number; p50ms: number; p99ms: number; maxMs: number; serverCpuMs: number }[];
+  scrapes: { path: string; count: number; p50ms: number; p99ms: number; maxMs: number; serverCpuMs: number; dbCpuMs: number }[];
   idle: PhaseResult;
   idleWhileScraped: PhaseResult;
   scrapesDuringIdle: number;
@@ -61,11 +62,12 @@ async function scrape(url: string): Promise<number> {
   return performance.now() - t;
 }
 
-export async function benchReadModel(devices: number, scrapes = 200): Promise<ReadModelBenchResult> {
+export async function benchReadModel(devices: number, backendKind: BenchBackendKind = 'leveldb', scrapes = 200): Promise<ReadModelBenchResult> {
   const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-read-model-'));
+  const backend = await benchBackend(backendKind, dir);
   try {
     const t0 = performance.now();
-    const store = await LevelStore.open(join(dir, 'data'));
+    const store = await backend.open();
     const at = new Date();
     await seedEnrolled(
       store,
@@ -81,7 +83,7 @@ export async function benchReadModel(devices: number, scrapes = 200): Promise<Re
 
     const ca = createCA({ commonName: 'Bench CA' });
     writeFileSync(join(dir, 'ca.pem'), ca.certPem);
-    const server = await startBenchServer(dir, join(dir, 'ca.pem'));
+    const server = await startBenchServer(dir, join(dir, 'ca.pem'), backend.serveArgs);
     const agent = new Agent({ keepAlive: true, maxSockets: 16 });
     try {
       const key = createDeviceIdentity(ca, 'bench-key').key;
@@ -104,13 +106,15 @@ export async function benchReadModel(devices: number, scrapes = 200): Promise<Re
         await scrape(server.url + path); // warm
         const ms: number[] = [];
         const cpu0 = procCpuMs(server.pid);
+        const db0 = backend.dbCpuMs();
         for (let i = 0; i < scrapes; i++) ms.push(await scrape(server.url + path));
         const serverCpuMs = (procCpuMs(server.pid) - cpu0) / scrapes;
+        const dbCpuMs = (backend.dbCpuMs() - db0) / scrapes;
         ms.sort((a, b) => a - b);
-        out.push({ path, count: scrapes, p50ms: percentile(ms, 50), p99ms: percentile(ms, 99), maxMs: ms[ms.length - 1]!, serverCpuMs });
+        out.push({ path, count: scrapes, p50ms: percentile(ms, 50), p99ms: percentile(ms, 99), maxMs: ms[ms.length - 1]!, serverCpuMs, dbCpuMs });
       }
 
-      const idle = await phase('signed Idle (16 devices), nobody scraping', server.pid, 8, idleJobs(50));
+      const idle = await phase('signed Idle (16 devices), nobody scraping', server.pid, 8, idleJobs(50), backend.dbCpuMs);
       let scraping = true;
       let scraped = 0;
       const scraper = (async () => {
@@ -120,15 +124,22 @@ export async function benchReadModel(devices: number, scrapes = 200): Promise<Re
           scraped += 2;
         }
       })();
-      const idleWhileScraped = await phase('signed Idle (16 devices), /api/v1/status and /metrics scraped back to back', server.pid, 8, idleJobs(50));
+      const idleWhileScraped = await phase(
+        'signed Idle (16 devices), /api/v1/status and /metrics scraped back to back',
+        server.pid,
+        8,
+        idleJobs(50),
+        backend.dbCpuMs,
+      );
       scraping = false;
       await scraper;
-      return { devices, seedSeconds, scrapes: out, idle, idleWhileScraped, scrapesDuringIdle: scraped };
+      return { devices, backend: backendKind, seedSeconds, scrapes: out, idle, idleWhileScraped, scrapesDuringIdle: scraped };
     } finally {
       agent.destroy();
       await server.stop();
     }
   } finally {
+    await backend.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Reconciler at fleet scale: N devices (default 100,000) in a real LevelDB store, a fleet of 30
+ * Reconciler at fleet scale: N devices (default 100,000) in a real store (LevelDB or PostgreSQL, bench/backend.ts), a fleet of 30
  * profiles across 10 blueprints. Measures (1) a full `plan` of the fleet, (2) the reconcile after
  * a commit that changes one profile used by half the fleet (compile + diff + enqueue into
  * LevelDB), (3) peak RSS of this process.
@@ -15,7 +15,8 @@ import { planAgainstInventory, type InventoryDevice } from '../src/reconcile/pla
 import { Reconciler } from '../src/reconcile/reconciler.js';
 import type { RenderedProfile } from '../src/reconcile/render.js';
 import type { Pusher } from '../src/push/push.js';
-import { LevelStore } from '../src/store/leveldb.js';
+import { openBackend } from '../src/store/open.js';
+import { benchBackend, type BenchBackendKind } from './backend.js';
 import { seedEnrolled } from './seed.js';
 import { allPages } from '../src/store/paging.js';
 
@@ -71,6 +72,7 @@ const peak = () => {
 
 export interface ReconcileBenchResult {
   devices: number;
+  backend: BenchBackendKind;
   seedSeconds: number;
   planSeconds: number;
   planChanges: number;
@@ -88,8 +90,9 @@ const noPush: Pusher = { push: async () => undefined };
  * process on the same data (as `orchard plan` and `orchard serve` would run), so each phase's
  * peak RSS is its own.
  */
-export async function benchReconcile(devices: number): Promise<ReconcileBenchResult> {
+export async function benchReconcile(devices: number, backendKind: BenchBackendKind = 'leveldb'): Promise<ReconcileBenchResult> {
   const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-reconcile-'));
+  const backend = await benchBackend(backendKind, dir);
   try {
     const repo = (v: number) => {
       const d = join(dir, `rev${v}`);
@@ -100,7 +103,7 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
     const rev1 = await loadFleet(repo(1), { limits: FLEET_LIMITS });
     const rev2 = await loadFleet(repo(2), { limits: FLEET_LIMITS });
     if (!rev1.fleet || !rev2.fleet) throw new Error(JSON.stringify([...rev1.diagnostics, ...rev2.diagnostics].slice(0, 3)));
-    const store = await LevelStore.open(join(dir, 'data'));
+    const store = await backend.open();
     const log = pino({ level: 'warn' });
     const service = new MdmService(store);
 
@@ -128,10 +131,11 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
     await reconciler.stop();
     await store.close();
 
-    const plan = await phaseProcess<{ seconds: number; changes: number; peakRssMb: number }>('plan', dir);
-    const rec = await phaseProcess<{ seconds: number; queued: number; peakRssMb: number }>('reconcile', dir);
+    const plan = await phaseProcess<{ seconds: number; changes: number; peakRssMb: number }>('plan', dir, backend.location);
+    const rec = await phaseProcess<{ seconds: number; queued: number; peakRssMb: number }>('reconcile', dir, backend.location);
     return {
       devices,
+      backend: backendKind,
       seedSeconds,
       planSeconds: plan.seconds,
       planChanges: plan.changes,
@@ -141,24 +145,29 @@ export async function benchReconcile(devices: number): Promise<ReconcileBenchRes
       reconcilePeakRssMb: rec.peakRssMb,
     };
   } finally {
+    await backend.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-async function phaseProcess<T>(phase: 'plan' | 'reconcile', dir: string): Promise<T> {
+async function phaseProcess<T>(phase: 'plan' | 'reconcile', dir: string, store: string): Promise<T> {
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
-  const { stdout } = await promisify(execFile)(process.execPath, ['--max-old-space-size=640', new URL(import.meta.url).pathname, '--phase', phase, dir], {
-    maxBuffer: 1 << 20,
-    env: process.env,
-  });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--max-old-space-size=640', new URL(import.meta.url).pathname, '--phase', phase, dir, store],
+    {
+      maxBuffer: 1 << 20,
+      env: process.env,
+    },
+  );
   return JSON.parse(stdout.trim().split('\n').pop()!) as T;
 }
 
-/** One phase on a seeded directory, in this (fresh) process. */
-async function runPhase(phase: string, dir: string): Promise<object> {
+/** One phase on a seeded directory and store (a LevelDB directory or a postgres:// URL), in this (fresh) process. */
+async function runPhase(phase: string, dir: string, location: string): Promise<object> {
   const fleet = (await loadFleet(join(dir, 'rev2'), { limits: FLEET_LIMITS })).fleet!;
-  const store = await LevelStore.open(join(dir, 'data'));
+  const store = await openBackend(location);
   try {
     if (phase === 'plan') {
       // What `orchard plan` holds: the whole inventory.
@@ -197,7 +206,7 @@ async function runPhase(phase: string, dir: string): Promise<object> {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   if (process.argv[2] === '--phase') {
-    console.log(JSON.stringify(await runPhase(process.argv[3]!, process.argv[4]!)));
+    console.log(JSON.stringify(await runPhase(process.argv[3]!, process.argv[4]!, process.argv[5]!)));
   } else {
     const n = Number(process.argv[2] ?? 10_000);
     console.log(JSON.stringify(await benchReconcile(n)));

@@ -8,6 +8,9 @@
  * protocol-openssl (signatures from `openssl cms -sign`, a key per device): --key-type rsa2048|p256
  * (default rsa2048), --rounds N Idles per device per phase (default 2), --phases a,b (default all:
  * sha1-keepalive,sha1-newconn,sha256-keepalive,sha256-newconn,cycle,sha1-keepalive-first1000).
+ * --backend leveldb|postgres (default leveldb; postgres starts a throwaway cluster, bench/backend.ts) for
+ * protocol-openssl, reconcile and read-model; --replicas N `orchard serve` processes on the one
+ * PostgreSQL database for protocol-openssl (default 1).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -28,6 +31,7 @@ import { benchValidateReal } from './validate-real.js';
 import { benchReadModel } from './read-model.js';
 import { benchAbmSync } from './abm-sync.js';
 import { benchDdm } from './ddm.js';
+import { parseBackend } from './backend.js';
 
 const { values } = parseArgs({
   options: {
@@ -45,9 +49,13 @@ const { values } = parseArgs({
     phases: { type: 'string' },
     'ddm-devices': { type: 'string', default: '10000' },
     'ddm-declarations': { type: 'string', default: '5' },
+    backend: { type: 'string', default: 'leveldb' },
+    replicas: { type: 'string', default: '1' },
   },
 });
 const only = values.only;
+const backend = parseBackend(values.backend);
+const storeName = backend === 'postgres' ? 'PostgreSQL' : 'LevelDB';
 const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-');
 
 console.log(`# Orchard benchmarks\n\nNode ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}\n`);
@@ -74,13 +82,16 @@ if (!only || only === 'store') {
 }
 
 if (!only || only === 'read-model') {
-  const r = await benchReadModel(Number(values['read-model-devices']));
+  const r = await benchReadModel(Number(values['read-model-devices']), backend);
   const p = (x: { p50ms: number; p99ms: number }) => `${f(x.p50ms)} / ${f(x.p99ms)}`;
   console.log(
-    `## Reports from the read model: ${r.devices} devices (LevelDB, \`orchard serve\` child process)\n\nSeeded in ${f(r.seedSeconds)} s.\n\n| request (sequential) | count | p50 / p99 ms | max ms | server CPU ms/request |\n|---|---|---|---|---|\n${r.scrapes
-      .map((s) => `| \`GET ${s.path}\` | ${s.count} | ${p(s)} | ${f(s.maxMs)} | ${f(s.serverCpuMs, 2)} |`)
-      .join('\n')}\n\n| device requests | requests/s | p50 / p99 ms | server CPU ms/request |\n|---|---|---|---|\n${[r.idle, r.idleWhileScraped]
-      .map((x) => `| ${x.name} | ${f(x.requestsPerSec, 0)} | ${p(x)} | ${f(x.serverCpuMsPerRequest, 2)} |`)
+    `## Reports from the read model: ${r.devices} devices (${storeName}, \`orchard serve\` child process)\n\nSeeded in ${f(r.seedSeconds)} s.\n\n| request (sequential) | count | p50 / p99 ms | max ms | server CPU ms/request | database CPU ms/request |\n|---|---|---|---|---|---|\n${r.scrapes
+      .map((s) => `| \`GET ${s.path}\` | ${s.count} | ${p(s)} | ${f(s.maxMs)} | ${f(s.serverCpuMs, 2)} | ${f(s.dbCpuMs, 2)} |`)
+      .join('\n')}\n\n| device requests | requests/s | p50 / p99 ms | server CPU ms/request | database CPU ms/request |\n|---|---|---|---|---|\n${[
+      r.idle,
+      r.idleWhileScraped,
+    ]
+      .map((x) => `| ${x.name} | ${f(x.requestsPerSec, 0)} | ${p(x)} | ${f(x.serverCpuMsPerRequest, 2)} | ${f(x.dbCpuMsPerRequest, 2)} |`)
       .join('\n')}\n\n${r.scrapesDuringIdle} scrapes during the second Idle phase. Goal: p99 < 100 ms, device latency unchanged while scraped.\n`,
   );
 }
@@ -149,15 +160,19 @@ if (!only || only === 'protocol-openssl') {
     concurrency: Number(values.concurrency),
     rounds: Number(values.rounds),
     keyType,
+    backend,
+    replicas: Number(values.replicas),
     ...(values.phases ? { phases: values.phases.split(',') as RealisticPhase[] } : {}),
   });
   console.log(
-    `## Protocol, openssl-made signatures: ${r.devices} devices, each its own ${keyType === 'rsa2048' ? 'RSA-2048' : 'EC P-256'} key and certificate, ${r.concurrency} concurrent, ${r.rounds} Idle(s) per device per phase\n`,
+    `## Protocol, openssl-made signatures: ${r.devices} devices, each its own ${keyType === 'rsa2048' ? 'RSA-2048' : 'EC P-256'} key and certificate, ${r.concurrency} concurrent, ${r.rounds} Idle(s) per device per phase, ${storeName}${r.replicas > 1 ? `, ${r.replicas} replicas` : ''}\n`,
   );
-  console.log('| phase | requests | req/s | server CPU ms/req | p50 ms | p99 ms | server RSS after MB |\n|---|---|---|---|---|---|---|');
+  console.log(
+    '| phase | requests | req/s | server CPU ms/req | database CPU ms/req | p50 ms | p99 ms | server RSS after MB |\n|---|---|---|---|---|---|---|---|',
+  );
   for (const p of r.phases)
     console.log(
-      `| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} | ${f(p.rssAfterMb, 1)} |`,
+      `| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.dbCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} | ${f(p.rssAfterMb, 1)} |`,
     );
   console.log(
     `\nServer RSS: ${f(r.serverRssAtStartMb, 1)} MB listening, ${f(r.serverRssAfterEnrollMb, 1)} MB after enrolling ${r.devices}, ${f(r.serverRssMb, 1)} MB after the run. Signing ahead of the run: ${f(r.signSeconds, 0)} s (key generation ${f(r.keygenSeconds, 0)} s).\n`,
@@ -186,12 +201,12 @@ if (!only || only === 'push') {
 
 if (!only || only === 'reconcile') {
   const sizes = [...new Set([10_000, Number(values['reconcile-devices'])])].filter((n) => n > 0).sort((a, b) => a - b);
-  console.log('## Reconciler: 30 profiles across 10 blueprints, one profile changed for half the fleet\n');
+  console.log(`## Reconciler (${storeName}): 30 profiles across 10 blueprints, one profile changed for half the fleet\n`);
   console.log(
     '| devices | full plan s | plan peak RSS MB | reconcile s (compile + diff + enqueue) | reconcile peak RSS MB | commands queued |\n|---|---|---|---|---|---|',
   );
   for (const n of sizes) {
-    const r = await benchReconcile(n);
+    const r = await benchReconcile(n, backend);
     console.log(`| ${n} | ${f(r.planSeconds, 2)} | ${f(r.planPeakRssMb, 0)} | ${f(r.reconcileSeconds, 2)} | ${f(r.reconcilePeakRssMb, 0)} | ${r.queued} |`);
   }
   console.log(
