@@ -19,7 +19,8 @@ import type { Pusher } from '../push/push.js';
 import type { FleetSource } from '../gitops/source.js';
 import { sourceStatusRoute } from './source-routes.js';
 import { jsonBody, type BodyState } from './validate-body.js';
-import { CommandRequest } from '../schema/api.js';
+import type { CommandRequest } from '../schema/api.js';
+import { apiSchema } from '../schema/lazy-api.js';
 import type { CommandView, DeviceRecord, EnrollmentRecord, Store } from '../store/types.js';
 import { allPages } from '../store/paging.js';
 import type { DdmStore } from '../store/ddm.js';
@@ -81,7 +82,7 @@ export function apiRouter(opts: ApiOptions): Router {
   const now = opts.now ?? (() => new Date());
   const guard = [bearerAuth(opts.adminToken, opts.readToken)] as const;
 
-  const commandBody = jsonBody(CommandRequest, { maxBytes: opts.maxBodyBytes, alsoAccept: ['application/x-apple-plist', 'application/x-plist'] });
+  const commandBody = jsonBody(apiSchema('CommandRequest'), { maxBytes: opts.maxBodyBytes, alsoAccept: ['application/x-apple-plist', 'application/x-plist'] });
   router.post('/commands', ...guard, commandBody, async (ctx) => {
     const { body, rawBody } = ctx.state as BodyState<CommandRequest>;
     let targets: string[];

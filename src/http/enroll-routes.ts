@@ -16,7 +16,8 @@ import getRawBody from 'raw-body';
 import type { DeviceState } from './context.js';
 import { ROUTER_OPTIONS } from './api.js';
 import { jsonBody, type BodyState } from './validate-body.js';
-import { EnrollmentRequest } from '../schema/api.js';
+import type { EnrollmentRequest } from '../schema/api.js';
+import { apiSchema } from '../schema/lazy-api.js';
 import { Unavailable } from '../errors.js';
 import { ProtocolError } from '../protocol/errors.js';
 import type { RouteDeps } from './deps.js';
@@ -75,7 +76,7 @@ export function scepRoutes(deps: RouteDeps): Router[] {
   api.post(
     '/api/v1/enrollments',
     deps.auth,
-    jsonBody(EnrollmentRequest, { maxBytes: MAX_API_BODY, optional: true, anyMediaType: true }),
+    jsonBody(apiSchema('EnrollmentRequest'), { maxBytes: MAX_API_BODY, optional: true, anyMediaType: true }),
     oneTimeLinkHandler(deps, e),
   );
   return [device, api];

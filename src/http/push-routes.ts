@@ -10,7 +10,8 @@ import type { RouteDeps } from './deps.js';
 import type { EnrollmentRecord } from '../store/types.js';
 import { ApiError, ROUTER_OPTIONS } from './api.js';
 import { jsonBody, type BodyState } from './validate-body.js';
-import { PushRequest } from '../schema/api.js';
+import type { PushRequest } from '../schema/api.js';
+import { apiSchema } from '../schema/lazy-api.js';
 
 const MAX_BODY_BYTES = 1024 * 1024;
 /** Each target is an APNs request the caller waits for; bigger fleets use commands (coalesced). */
@@ -32,7 +33,7 @@ export function pushRoutes(deps: RouteDeps): Router {
       return router;
     }
     // Per route, not router.use(): this router's prefix is shared with routes that have other auth.
-    router.post('/push', deps.auth, jsonBody(PushRequest, { maxBytes: MAX_BODY_BYTES, anyMediaType: true }), async (ctx) => {
+    router.post('/push', deps.auth, jsonBody(apiSchema('PushRequest'), { maxBytes: MAX_BODY_BYTES, anyMediaType: true }), async (ctx) => {
       const { targets } = (ctx.state as BodyState<PushRequest>).body ?? { targets: [] };
       const ids = [...new Set(targets)];
       if (ids.length > MAX_PUSH_TARGETS) throw new ApiError(400, `at most ${MAX_PUSH_TARGETS} targets per call`);

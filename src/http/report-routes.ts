@@ -29,7 +29,6 @@ import type { AbmStatus } from '../abm/service.js';
 import type { RouteDeps } from './deps.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
 import { allPages } from '../store/paging.js';
-import { OPENAPI } from './openapi.js';
 
 /** Where the reports find the live parts; read on every request (they appear after startup). */
 export interface ReportSources {
@@ -95,8 +94,9 @@ export function reportRoutes(deps: RouteDeps): Router {
     const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
     const guard = [deps.auth] as const;
 
-    router.get('/openapi.json', ...guard, (ctx) => {
-      ctx.body = OPENAPI;
+    router.get('/openapi.json', ...guard, async (ctx) => {
+      // Loaded on first request: the document embeds the TypeBox schemas, which a server otherwise never loads.
+      ctx.body = (await import('./openapi.js')).OPENAPI;
     });
 
     router.get('/status', ...guard, async (ctx) => {

@@ -4,7 +4,7 @@
  * typed value in `ctx.state.body`. A refusal says what and where (`targets.0 must NOT have fewer
  * than 1 characters`) and never quotes the body.
  *
- * Put it after the route's access check (`...guard, jsonBody(Schema, opts), handler`): nobody
+ * Put it after the route's access check (`...guard, jsonBody(apiSchema('Name'), opts), handler`): nobody
  * without a token gets a body read.
  */
 import type { IncomingMessage } from 'node:http';
@@ -12,7 +12,8 @@ import type { Middleware } from 'koa';
 import getRawBody from 'raw-body';
 import type { Static, TSchema } from 'typebox';
 import { Malformed, TooLarge, UnsupportedMediaType } from '../errors.js';
-import { compileSchema, type Validator } from '../schema/validate.js';
+import type { SchemaLoader } from '../schema/lazy-api.js';
+import type { Validator } from '../schema/validate.js';
 
 export interface JsonBodyOptions {
   maxBytes: number;
@@ -39,8 +40,14 @@ export interface BodyState<T> {
 
 const MAX_PROBLEMS = 5;
 
-export function jsonBody<S extends TSchema>(schema: S, opts: JsonBodyOptions): Middleware<BodyState<Static<S>>> {
-  const validator: Validator<Static<S>> = compileSchema<Static<S>>(schema, 'body');
+/**
+ * `schema` is loaded and compiled on the route's first body (then kept): a server that never gets
+ * an admin API body never loads TypeBox or Ajv.
+ */
+export function jsonBody<S extends TSchema>(schema: SchemaLoader<S>, opts: JsonBodyOptions): Middleware<BodyState<Static<S>>> {
+  let validator: Promise<Validator<Static<S>>> | undefined;
+  const compiled = () =>
+    (validator ??= Promise.all([schema(), import('../schema/validate.js')]).then(([s, { compileSchema }]) => compileSchema<Static<S>>(s, 'body')));
   const also = new Set((opts.alsoAccept ?? []).map((t) => t.toLowerCase()));
   return async (ctx, next) => {
     const type = (ctx.get('content-type').split(';')[0] ?? '').trim().toLowerCase();
@@ -65,7 +72,7 @@ export function jsonBody<S extends TSchema>(schema: S, opts: JsonBodyOptions): M
         throw new Malformed(`body is not JSON${at !== undefined ? ` (at byte ${at})` : ''}`, { cause: err });
       }
     }
-    const problems = validator.problems(value);
+    const problems = (await compiled()).problems(value);
     if (problems.length > 0) {
       const shown = problems.slice(0, MAX_PROBLEMS).map((p) => p.message);
       if (problems.length > MAX_PROBLEMS) shown.push(`${problems.length - MAX_PROBLEMS} more`);

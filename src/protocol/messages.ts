@@ -6,7 +6,7 @@
 import type { DeviceFacts, ErrorChainItem } from '../model/device.js';
 import { ProtocolError } from './errors.js';
 import { describe, type PlistDict, type PlistValue } from './plist.js';
-import { DEVICE_ID_PATTERN } from '../schema/api.js';
+import { DEVICE_ID_PATTERN } from '../schema/patterns.js';
 
 interface Identified {
   /** UDID, or EnrollmentID for a User Enrollment. */

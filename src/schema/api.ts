@@ -4,10 +4,9 @@
  * (src/http/openapi.ts) embeds the same schemas.
  */
 import { Type, type Static } from 'typebox';
+import { DEVICE_ID_PATTERN, SERIAL_PATTERN } from './patterns.js';
 
-/** A UDID or UserID as devices send them: the one rule, which src/protocol/messages.ts checks device messages with too. */
-export const DEVICE_ID_PATTERN = '^[0-9A-Za-z][0-9A-Za-z-]{0,127}$';
-export const SERIAL_PATTERN = '^[0-9A-Za-z-]{1,64}$';
+export { DEVICE_ID_PATTERN, SERIAL_PATTERN };
 
 const targets = (description: string) => Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description });
 

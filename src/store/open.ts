@@ -5,7 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { LevelStore } from './leveldb.js';
-import { PgStore, type PgStoreOptions } from './postgres.js';
+import type { PgStoreOptions } from './postgres.js';
 import { withStoreErrors } from './typed-errors.js';
 import type { Store } from './types.js';
 
@@ -27,7 +27,8 @@ export function describeStore(location: string): string {
 
 /** Opens the store at `location` (a postgres:// URL or a LevelDB directory), unwrapped. */
 export async function openBackend(location: string, opts: PgStoreOptions = {}): Promise<Store> {
-  if (isPostgresUrl(location)) return PgStore.open(location, opts);
+  // Loaded only for a postgres:// store: pg and the SQL backend stay out of a LevelDB server.
+  if (isPostgresUrl(location)) return (await import('./postgres.js')).PgStore.open(location, opts);
   mkdirSync(location, { recursive: true });
   return LevelStore.open(location);
 }
