@@ -33,6 +33,7 @@ import { Reconciler } from './reconcile/reconciler.js';
 import { RolloutController } from './reconcile/rollout.js';
 import { LevelRolloutStore, type RolloutStore } from './store/rollouts.js';
 import { rolloutRoutes } from './http/rollout-routes.js';
+import { abmRoutes } from './http/abm-routes.js';
 import { saveAppliedRevision, storeSourceState } from './gitops/source-state.js';
 import { SecretStore } from './reconcile/secrets.js';
 import { commitStatusReporter } from './report/commit-status-wiring.js';
@@ -84,6 +85,7 @@ export interface RootOptions {
 export const ROUTES: readonly RouteFactory[] = [
   ddmRoutes,
   rolloutRoutes,
+  abmRoutes,
   scepRoutes,
   reportRoutes,
   statusPageRoutes,
@@ -204,7 +206,10 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
     isLeader: opts.isLeader ?? (() => true),
     log: log.child({ component: 'abm' }),
     emit: (type, data) => webhooks?.emit(type, data),
+    inventory: store,
   });
+  // A device ABM assigned to this server carries its ABM record from Authenticate on (selectors read it).
+  service.useAbm((serial, deviceId) => abm.lookup(serial, deviceId));
   // The applied revision's progress, read at most every interval: posted as commit statuses, drawn on the status page.
   const commitStatuses = commitStatusReporter(cfg, opts, log);
   const convergence = new ConvergenceSeries();
@@ -256,6 +261,7 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
     source,
     rollouts,
     enrollment,
+    abm,
     metrics,
     convergence,
     reports,

@@ -7,7 +7,12 @@
  */
 import type { Logger } from 'pino';
 import { OrchardError } from '../errors.js';
-import type { AbmStore } from '../store/abm.js';
+import type { AbmDeviceRecord, AbmStore } from '../store/abm.js';
+import type { AbmFacts } from '../model/device.js';
+import type { Fleet, Platform } from '../gitops/model.js';
+import type { DeviceView } from '../gitops/selector.js';
+import type { InventoryStore } from '../store/roles/inventory.js';
+import type { Page, PageRequest } from '../store/paging.js';
 import { AbmServiceError, DepClient, type AbmReason } from './client.js';
 import { listTokens, type StoredToken } from './material.js';
 import { AbmSync, type SyncResult } from './sync.js';
@@ -38,6 +43,56 @@ export interface AbmTokenStatus {
 export interface AbmStatus {
   tokens: AbmTokenStatus[];
   conditions: AbmCondition[];
+  /** ABM's devices as of the last pass: all of them, those enrolled here, those not yet. */
+  devices?: { total: number; enrolled: number; awaitingEnrollment: number };
+}
+
+/** One ABM device in the inventory: Apple's fields, and the enrolled device it is (once it enrolled). */
+export interface AbmInventoryDevice {
+  serialNumber: string;
+  token: string;
+  model?: string;
+  description?: string;
+  color?: string;
+  os?: string;
+  deviceFamily?: string;
+  assignedBy?: string;
+  assignedAt?: string;
+  profileStatus?: string;
+  profileUuid?: string;
+  /** The enrolled device's id (UDID), once it enrolled. */
+  deviceId?: string;
+}
+
+const FAMILY_PLATFORM: Record<string, Platform> = {
+  Mac: 'macOS',
+  iPad: 'iPadOS',
+  iPhone: 'iOS',
+  iPod: 'iOS',
+  AppleTV: 'tvOS',
+  Watch: 'watchOS',
+  Vision: 'visionOS',
+};
+
+/** What a selector sees of an ABM device that has not enrolled yet: its serial, its DeviceGroup tags, ABM's fields. */
+export function abmDeviceView(d: AbmInventoryDevice, fleet: Pick<Fleet, 'tagsBySerial'>): DeviceView {
+  const { serialNumber, token: _t, deviceId: _d, assignedAt: _a, ...abm } = d;
+  const platform = d.deviceFamily ? FAMILY_PLATFORM[d.deviceFamily] : undefined;
+  return { serial: serialNumber, tags: fleet.tagsBySerial.get(serialNumber) ?? new Set<string>(), abm, ...(platform ? { platform } : {}) };
+}
+
+/** What selectors see of an ABM record. */
+export function abmFacts(r: AbmDeviceRecord): AbmFacts {
+  const f: AbmFacts = { token: r.token };
+  if (r.model !== undefined) f.model = r.model;
+  if (r.description !== undefined) f.description = r.description;
+  if (r.color !== undefined) f.color = r.color;
+  if (r.os !== undefined) f.os = r.os;
+  if (r.device_family !== undefined) f.deviceFamily = r.device_family;
+  if (r.device_assigned_by !== undefined) f.assignedBy = r.device_assigned_by;
+  if (r.profile_status !== undefined) f.profileStatus = r.profile_status;
+  if (r.profile_uuid !== undefined) f.profileUuid = r.profile_uuid;
+  return f;
 }
 
 /** Work done on the leader after each token's sync (the enrollment profile reconciler); it may add conditions. */
@@ -53,6 +108,8 @@ export interface AbmServiceOptions {
   log: Logger;
   emit?: (type: string, data: Record<string, unknown>) => void;
   now?: () => Date;
+  /** The MDM inventory, to tell which ABM devices enrolled (read once per pass). */
+  inventory?: Pick<InventoryStore, 'listDevices'>;
   /** Default: the tokens imported under dataDir. */
   tokens?: () => StoredToken[];
 }
@@ -63,6 +120,9 @@ export class AbmService {
   private readonly tokenStatus = new Map<string, AbmTokenStatus>();
   private conditions = new Map<string, AbmCondition>();
   private readonly after: AfterSync[] = [];
+  /** ABM serial -> enrolled device id, for the ABM devices that enrolled (refreshed each pass, and at Authenticate). */
+  private enrolled = new Map<string, string>();
+  private counts?: AbmStatus['devices'];
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private stopped = false;
@@ -103,7 +163,57 @@ export class AbmService {
     return {
       tokens: [...this.tokenStatus.values()].sort((a, b) => a.name.localeCompare(b.name)),
       conditions: [...this.conditions.values()].sort((a, b) => a.token.localeCompare(b.token) || a.kind.localeCompare(b.kind)),
+      ...(this.counts ? { devices: this.counts } : {}),
     };
+  }
+
+  /** The ABM record of a serial, as selectors see it (MdmService binds it to the device at Authenticate). */
+  async lookup(serial: string, deviceId?: string): Promise<AbmFacts | undefined> {
+    const r = await this.opts.store.getAbmDevice(serial);
+    if (r && deviceId) this.enrolled.set(serial, deviceId);
+    return r ? abmFacts(r) : undefined;
+  }
+
+  /** ABM's devices in serial order, each with the device it enrolled as. */
+  async devices(page?: PageRequest): Promise<Page<AbmInventoryDevice>> {
+    const p = await this.opts.store.listAbmDevices(page);
+    return { items: p.items.map((r) => this.inventoryDevice(r)), next: p.next };
+  }
+
+  private inventoryDevice(r: AbmDeviceRecord): AbmInventoryDevice {
+    const f = abmFacts(r);
+    const { token, ...fields } = f;
+    const deviceId = this.enrolled.get(r.serial_number);
+    return {
+      serialNumber: r.serial_number,
+      token,
+      ...fields,
+      ...(r.device_assigned_date ? { assignedAt: r.device_assigned_date } : {}),
+      ...(deviceId ? { deviceId } : {}),
+    };
+  }
+
+  /** Which ABM devices enrolled: one read of both lists. */
+  private async refreshInventory(): Promise<void> {
+    const serials = new Set<string>();
+    for (let next: string | undefined, first = true; first || next !== undefined; first = false) {
+      const p = await this.opts.store.listAbmDevices({ cursor: next, limit: 5000 });
+      for (const d of p.items) serials.add(d.serial_number);
+      next = p.next;
+    }
+    const enrolled = new Map<string, string>();
+    if (this.opts.inventory) {
+      for (let next: string | undefined, first = true; first || next !== undefined; first = false) {
+        const p = await this.opts.inventory.listDevices({ cursor: next, limit: 1000 });
+        for (const d of p.items) {
+          const serial = d.facts.SerialNumber;
+          if (serial && serials.has(serial) && !d.checkedOutAt) enrolled.set(serial, d.id);
+        }
+        next = p.next;
+      }
+    }
+    this.enrolled = enrolled;
+    this.counts = { total: serials.size, enrolled: enrolled.size, awaitingEnrollment: serials.size - enrolled.size };
   }
 
   /** A DepClient per token, kept while its credentials are the same (so is its session). */
@@ -136,6 +246,11 @@ export class AbmService {
     for (const t of tokens) {
       if (this.stopped) return;
       await this.syncToken(t, report(t.name));
+    }
+    try {
+      if (tokens.length > 0) await this.refreshInventory();
+    } catch (err) {
+      this.opts.log.error({ err }, 'ABM inventory: the stores could not be read');
     }
     this.announce(next);
     this.conditions = next;

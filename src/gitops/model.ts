@@ -28,6 +28,16 @@ export interface Origin {
   col: number;
 }
 
+/** ABM fields a selector may ask for; each given list must contain the device's value. */
+export interface AbmSelector {
+  models?: string[];
+  colors?: string[];
+  descriptions?: string[];
+  os?: string[];
+  deviceFamilies?: string[];
+  assignedBy?: string[];
+}
+
 export interface Selector {
   serials?: string[];
   /** All must be present on the device. */
@@ -43,6 +53,8 @@ export interface Selector {
    * Other facts (and serials of other devices) are what the device says about itself.
    */
   proven?: boolean;
+  /** true: devices assigned to this server in Apple Business Manager; false: devices that are not; fields: ABM devices whose record matches. */
+  abm?: boolean | AbmSelector;
 }
 
 export interface AuthoredPayload {

@@ -2,7 +2,8 @@
  * Blueprint selectors: which devices a blueprint applies to. Used by validation (can two
  * blueprints ever select the same device?) and by the reconciler (does this device match?).
  */
-import type { Platform, Selector } from './model.js';
+import type { AbmSelector, Platform, Selector } from './model.js';
+import type { AbmFacts } from '../model/device.js';
 import { Malformed } from '../errors.js';
 
 /** What a selector looks at on a device. */
@@ -17,6 +18,28 @@ export interface DeviceView {
   supervised?: boolean;
   /** The serial above is the one the device's certificate was issued for (not just claimed). */
   serialProven?: boolean;
+  /** The device's ABM record, when ABM assigned it to this server. */
+  abm?: Omit<AbmFacts, 'token'>;
+}
+
+const ABM_FIELDS: [keyof AbmSelector, keyof AbmFacts][] = [
+  ['models', 'model'],
+  ['colors', 'color'],
+  ['descriptions', 'description'],
+  ['os', 'os'],
+  ['deviceFamilies', 'deviceFamily'],
+  ['assignedBy', 'assignedBy'],
+];
+
+function matchesAbm(s: boolean | AbmSelector, abm: DeviceView['abm']): boolean {
+  if (s === false) return abm === undefined;
+  if (abm === undefined) return false;
+  if (s === true) return true;
+  return ABM_FIELDS.every(([list, field]) => {
+    const want = s[list];
+    const have = abm[field as keyof typeof abm];
+    return !want || (have !== undefined && want.includes(have));
+  });
 }
 
 type Op = '>=' | '>' | '<=' | '<' | '=';
@@ -81,6 +104,7 @@ function matchesPositive(s: Selector, d: DeviceView, range?: Comparator[]): bool
   if (s.supervised !== undefined && (d.supervised ?? false) !== s.supervised) return false;
   // proven: false asks for nothing (it is not "unproven only").
   if (s.proven === true && !(d.serialProven === true && d.serial !== undefined)) return false;
+  if (s.abm !== undefined && !matchesAbm(s.abm, d.abm)) return false;
   return true;
 }
 
@@ -155,6 +179,7 @@ export function mayOverlap(a: Selector & { exclude?: Selector }, b: Selector & {
   if (!intersects(a.platforms, b.platforms)) return false;
   if (!intersects(a.models, b.models)) return false;
   if (a.supervised !== undefined && b.supervised !== undefined && a.supervised !== b.supervised) return false;
+  if ((a.abm === false && b.abm !== undefined && b.abm !== false) || (b.abm === false && a.abm !== undefined && a.abm !== false)) return false;
   if (a.osVersion && b.osVersion) {
     try {
       if (!rangesOverlap(parseRange(a.osVersion), parseRange(b.osVersion))) return false;

@@ -18,6 +18,7 @@ import type { LegacyProfiles } from '../ddm/legacy.js';
 import type { Store } from '../store/types.js';
 import type { ConvergenceSeries } from '../report/progress.js';
 import type { OrchardMetrics } from './metrics.js';
+import type { AbmService } from '../abm/service.js';
 import type { ReportSources } from './report-routes.js';
 
 export interface RouteDeps {
@@ -40,6 +41,8 @@ export interface RouteDeps {
   rollouts?: RolloutController;
   /** The built-in CA, SCEP and enrollment profiles; undefined when enrollment is off. */
   enrollment?: Enrollment;
+  /** Apple Business Manager: tokens, conditions, ABM's devices. */
+  abm: AbmService;
   metrics: OrchardMetrics;
   /** The applied revision's convergence over time (the status page draws it). */
   convergence: ConvergenceSeries;

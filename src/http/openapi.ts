@@ -125,8 +125,15 @@ export const OPENAPI = {
     },
     '/api/v1/status': {
       get: {
-        summary: 'Fleet summary: applied and latest revision, device counts by state, push certificate',
+        summary: 'Fleet summary: applied and latest revision, device counts by state, push certificate, ABM tokens and conditions',
         responses: { 200: ok('fleet summary', ref('FleetSummary')), ...readErrors },
+      },
+    },
+    '/api/v1/abm/devices': {
+      get: {
+        summary: "Apple Business Manager's devices, enrolled or not yet: ABM's fields, the enrolled device id, the blueprints that select them",
+        parameters: [query('limit', 'page size (1..1000, default 100)', { type: 'integer' }), query('cursor', 'nextCursor of the previous page')],
+        responses: { 200: ok('ABM devices'), 400: err, ...readErrors },
       },
     },
     '/api/v1/blueprints': {

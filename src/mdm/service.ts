@@ -17,6 +17,7 @@ import type { CheckinMessage, CommandReport } from '../protocol/messages.js';
 import { toJson } from '../protocol/json.js';
 import { buildPlist, type PlistDict } from '../protocol/plist.js';
 import { LruMap } from '../store/lru.js';
+import type { AbmFacts } from '../model/device.js';
 import type { DeviceFacts, DeviceRecord, EnrollmentRecord, IdentityBinding, IdentityChange, ReportedState, Store } from '../store/types.js';
 
 export interface CheckinReply {
@@ -101,6 +102,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
   /** deviceId -> channel ('' for the device channel, else the UserID) -> active. */
   private readonly active: LruMap<string, Map<string, boolean>>;
   private issuance: IssuanceLookup = () => undefined;
+  private abmRecord: (serial: string, deviceId: string) => Promise<AbmFacts | undefined> = async () => undefined;
   private declarative?: DeclarativeHandler;
   private readonly now: () => Date;
   readonly reenroll: ReenrollPolicy;
@@ -124,6 +126,9 @@ export class MdmService extends EventEmitter<MdmEvents> {
       const { change, issuedFor } = await this.authorizeAuthenticate(msg.deviceId, msg.facts, id);
       const facts: DeviceFacts = { ...msg.facts };
       if (issuedFor?.serial !== undefined && issuedFor.serial === facts.SerialNumber) facts.provenSerialNumber = issuedFor.serial;
+      delete facts.abm;
+      const abm = facts.SerialNumber ? await this.abmRecord(facts.SerialNumber, msg.deviceId) : undefined;
+      if (abm) facts.abm = abm;
       const identity: IdentityBinding = { certHash: id.certHash, issuerHash: id.issuerHash, subject: id.subject, notAfter: id.notAfter };
       if (issuedFor) identity.issuedFor = issuedFor;
       await this.store.authenticate(msg.deviceId, facts, identity, this.now(), change);
@@ -234,6 +239,11 @@ export class MdmService extends EventEmitter<MdmEvents> {
   /** Who answers DeclarativeManagement check-ins. */
   useDeclarative(handler: DeclarativeHandler): void {
     this.declarative = handler;
+  }
+
+  /** Where a device's Apple Business Manager record is found by serial number (bound at Authenticate). */
+  useAbm(lookup: (serial: string, deviceId: string) => Promise<AbmFacts | undefined>): void {
+    this.abmRecord = lookup;
   }
 
   /** Where the built-in CA's records of what it issued come from. */

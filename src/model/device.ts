@@ -32,6 +32,25 @@ export interface DeviceFacts {
    * device's claimed SerialNumber is that one. Selectors with `proven: true` require it.
    */
   provenSerialNumber?: string;
+  /**
+   * Set by the server, never taken from a message: the device's record in Apple Business Manager
+   * (matched by serial number at Authenticate), so blueprints can select ABM devices by its fields.
+   */
+  abm?: AbmFacts;
+}
+
+/** What ABM says about a device (Apple's Device object of the device enrollment service, the fields selectors use). */
+export interface AbmFacts {
+  /** The imported server token the device is assigned through. */
+  token: string;
+  model?: string;
+  description?: string;
+  color?: string;
+  os?: string;
+  deviceFamily?: string;
+  assignedBy?: string;
+  profileStatus?: string;
+  profileUuid?: string;
 }
 
 /** Which certificate a device proved itself with at `Authenticate`. Hashes are SHA-256 hex. */

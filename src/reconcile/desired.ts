@@ -66,6 +66,7 @@ export function deviceView(d: Pick<DeviceRecord, 'id' | 'facts' | 'reported'>, f
       osVersion: values.OSVersion,
       supervised: typeof info.IsSupervised === 'boolean' ? info.IsSupervised : undefined,
       serialProven: serialProven(serial, d.facts),
+      ...(d.facts.abm ? { abm: d.facts.abm } : {}),
     },
   };
 }

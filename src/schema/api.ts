@@ -124,5 +124,6 @@ export const FleetSummary = Type.Object({
         serials: Type.Optional(Type.Array(Type.String())),
       }),
     ),
+    devices: optionalObject({ total: Type.Integer(), enrolled: Type.Integer(), awaitingEnrollment: Type.Integer() }),
   }),
 });

@@ -40,6 +40,28 @@ const selectorFields = {
         'true: only devices whose serial number is proven (their identity certificate was issued through a one-time enrollment for that serial). Use it for blueprints whose profiles carry secrets.',
     }),
   ),
+  abm: Type.Optional(
+    Type.Union(
+      [
+        Type.Boolean(),
+        Type.Object(
+          {
+            models: Type.Optional(strings('ABM model names ("MacBook Air 13-inch").')),
+            colors: Type.Optional(strings()),
+            descriptions: Type.Optional(strings()),
+            os: Type.Optional(strings('ABM os values: OSX, iOS, tvOS.')),
+            deviceFamilies: Type.Optional(strings('ABM device_family values: Mac, iPad, iPhone, AppleTV.')),
+            assignedBy: Type.Optional(strings('Who assigned the device to this server in ABM.')),
+          },
+          { additionalProperties: false },
+        ),
+      ],
+      {
+        description:
+          'true: devices assigned to this MDM server in Apple Business Manager (matched by serial number); false: devices that are not; fields: ABM devices whose record has one of the values of each field given.',
+      },
+    ),
+  ),
 };
 
 export const Selector = Type.Object(selectorFields, { additionalProperties: false });
