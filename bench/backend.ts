@@ -33,6 +33,8 @@ export interface BenchBackend {
   open(): Promise<Store>;
   /** CPU ms the database processes have used so far (0 for LevelDB: its work is in the server's process). */
   dbCpuMs(): number;
+  /** Forget the statements counted so far (with ORCHARD_BENCH_PG_STATEMENTS): the report then covers what follows. */
+  resetStatements(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -69,7 +71,15 @@ function clusterCpuMs(postmaster: number): number {
 export async function benchBackend(kind: BenchBackendKind, dir: string): Promise<BenchBackend> {
   if (kind === 'leveldb') {
     const location = join(dir, 'data');
-    return { kind, location, serveArgs: [], open: () => openBackend(location), dbCpuMs: () => 0, stop: async () => undefined };
+    return {
+      kind,
+      location,
+      serveArgs: [],
+      open: () => openBackend(location),
+      dbCpuMs: () => 0,
+      resetStatements: async () => undefined,
+      stop: async () => undefined,
+    };
   }
   const found = findPostgresBinaries();
   if ('missing' in found) throw new Error(`--backend postgres: ${found.missing}`);
@@ -86,6 +96,9 @@ export async function benchBackend(kind: BenchBackendKind, dir: string): Promise
     serveArgs: ['--store', location],
     open: () => openBackend(location),
     dbCpuMs: () => clusterCpuMs(cluster.pid),
+    async resetStatements() {
+      if (statementsFile) await withClient(location, (c) => c.query('SELECT pg_stat_statements_reset()'));
+    },
     async stop() {
       if (statementsFile) await withClient(location, async (c) => writeFileSync(statementsFile, await topStatements(c)));
       await cluster.stop();

@@ -16,7 +16,7 @@ import { Reconciler } from '../src/reconcile/reconciler.js';
 import type { RenderedProfile } from '../src/reconcile/render.js';
 import type { Pusher } from '../src/push/push.js';
 import { openBackend } from '../src/store/open.js';
-import { benchBackend, type BenchBackendKind } from './backend.js';
+import { benchBackend, parseBackend, type BenchBackendKind } from './backend.js';
 import { seedEnrolled } from './seed.js';
 import { allPages } from '../src/store/paging.js';
 
@@ -132,6 +132,7 @@ export async function benchReconcile(devices: number, backendKind: BenchBackendK
     await store.close();
 
     const plan = await phaseProcess<{ seconds: number; changes: number; peakRssMb: number }>('plan', dir, backend.location);
+    await backend.resetStatements();
     const rec = await phaseProcess<{ seconds: number; queued: number; peakRssMb: number }>('reconcile', dir, backend.location);
     return {
       devices,
@@ -209,6 +210,6 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     console.log(JSON.stringify(await runPhase(process.argv[3]!, process.argv[4]!, process.argv[5]!)));
   } else {
     const n = Number(process.argv[2] ?? 10_000);
-    console.log(JSON.stringify(await benchReconcile(n)));
+    console.log(JSON.stringify(await benchReconcile(n, parseBackend(process.argv[3]))));
   }
 }

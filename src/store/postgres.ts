@@ -4,7 +4,10 @@
  * lock is one transaction here under the same lock, a transaction-scoped advisory lock
  * (`pg_advisory_xact_lock(1, hashtext(device id))`); a command uuid's payload is guarded by
  * `(2, hashtext(uuid))`, always taken after the device's and in sorted order, so no two
- * transactions wait on each other in a cycle. Reconcile state is compare-and-set on its version.
+ * transactions wait on each other in a cycle. A reconcile that only adds commands under a uuid
+ * takes that lock shared: a fleet-wide run queues the same install to every device at once, and
+ * an exclusive lock made those commits wait on each other (197 ms each, pg_stat_statements);
+ * only deleting a payload (collect) needs it alone. Reconcile state is compare-and-set on its version.
  *
  * The schema is versioned (src/store/migrations/): applied at open (or by `orchard migrate`); a
  * database whose schema is newer than this server knows is refused.
@@ -208,14 +211,22 @@ export class PgStore implements Store {
     await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [DEVICE_LOCK, deviceId]);
   }
 
-  /** Command locks in one order (by lock key), so two holders of several never wait in a cycle. */
-  private async lockCommands(c: pg.PoolClient, uuids: Iterable<string>): Promise<void> {
-    const all = [...new Set(uuids)];
-    if (!all.length) return;
-    await c.query('SELECT pg_advisory_xact_lock($1, h) FROM (SELECT DISTINCT hashtext(u) AS h FROM unnest($2::text[]) AS u ORDER BY 1) AS k', [
-      COMMAND_LOCK,
-      all,
-    ]);
+  /**
+   * Command locks in one order (by lock key), so two holders of several never wait in a cycle:
+   * `uuids` exclusive (their payloads may be collected), `adding` shared (commands are only added
+   * under them; a uuid in both is exclusive).
+   */
+  private async lockCommands(c: pg.PoolClient, uuids: Iterable<string>, adding: Iterable<string> = []): Promise<void> {
+    const mode = new Map<string, boolean>();
+    for (const u of adding) mode.set(u, false);
+    for (const u of uuids) mode.set(u, true);
+    if (!mode.size) return;
+    await c.query({
+      name: 'orchard-lock-commands',
+      text: `SELECT CASE WHEN k.x THEN pg_advisory_xact_lock($1, k.h) ELSE pg_advisory_xact_lock_shared($1, k.h) END
+             FROM (SELECT hashtext(u) AS h, bool_or(x) AS x FROM unnest($2::text[], $3::bool[]) AS t(u, x) GROUP BY 1 ORDER BY 1) AS k`,
+      values: [COMMAND_LOCK, [...mode.keys()], [...mode.values()]],
+    });
   }
 
   /** Delete payloads no command references any more. Call holding the uuids' command locks. */
@@ -296,21 +307,27 @@ export class PgStore implements Store {
     return rows.map((r) => r.uuid);
   }
 
-  /** Store the payload once; other bytes under a uuid in use are a Conflict. Call holding the uuid's command lock. */
-  private async putPayload(c: pg.PoolClient, cmd: NewCommand): Promise<void> {
-    const ins = await c.query('INSERT INTO payloads (uuid, payload) VALUES ($1, $2) ON CONFLICT (uuid) DO NOTHING', [cmd.uuid, cmd.payload]);
-    if (ins.rowCount) return;
-    const { rows } = await c.query<{ same: boolean }>('SELECT payload = $2 AS same FROM payloads WHERE uuid = $1', [cmd.uuid, cmd.payload]);
-    if (!rows[0]?.same) throw new Conflict(`command ${cmd.uuid} already exists with a different payload`);
-  }
-
+  /**
+   * The commands of `cmd` for `targets` and its payload (stored once; other bytes under a uuid in
+   * use are a Conflict, and the transaction is rolled back), in one round trip: a fleet-wide
+   * reconcile does this for every device. Call holding the uuid's command lock.
+   */
   private async insertCommand(c: pg.PoolClient, targets: string[], cmd: NewCommand, enqueuedAt: string): Promise<void> {
-    await this.putPayload(c, cmd);
-    await c.query(
-      `INSERT INTO commands (enrollment_id, uuid, seq, request_type, priority, status, enqueued_at)
-       SELECT t, $2, nextval('command_seq'), $3, $4, 'Pending', $5 FROM unnest($1::text[]) AS t`,
-      [targets, cmd.uuid, cmd.requestType, cmd.priority ?? DEFAULT_PRIORITY, enqueuedAt],
-    );
+    const { rows } = await c.query<{ inserted: boolean; same: boolean | null }>({
+      name: 'orchard-insert-command',
+      text: `WITH ins AS (INSERT INTO payloads (uuid, payload) VALUES ($2, $6) ON CONFLICT (uuid) DO NOTHING RETURNING 1),
+                  cmd AS (INSERT INTO commands (enrollment_id, uuid, seq, request_type, priority, status, enqueued_at)
+                          SELECT t, $2, nextval('command_seq'), $3, $4, 'Pending', $5 FROM unnest($1::text[]) AS t)
+             SELECT EXISTS (SELECT 1 FROM ins) AS inserted, (SELECT p.payload = $6 FROM payloads p WHERE p.uuid = $2) AS same`,
+      values: [targets, cmd.uuid, cmd.requestType, cmd.priority ?? DEFAULT_PRIORITY, enqueuedAt, cmd.payload],
+    });
+    if (rows[0]?.inserted || rows[0]?.same) return;
+    // null: the payload was committed by another transaction after this statement's snapshot.
+    const again =
+      rows[0]?.same === null
+        ? await c.query<{ same: boolean }>('SELECT payload = $2 AS same FROM payloads WHERE uuid = $1', [cmd.uuid, cmd.payload])
+        : undefined;
+    if (!again?.rows[0]?.same) throw new Conflict(`command ${cmd.uuid} already exists with a different payload`);
   }
 
   private overlaySeen(e: EnrollmentRecord, column: Date | null): EnrollmentRecord {
@@ -715,7 +732,11 @@ export class PgStore implements Store {
       const { rows } = await c.query<{ version: number }>('SELECT version FROM artifacts WHERE device_id = $1 FOR UPDATE', [deviceId]);
       const current = rows[0]?.version ?? 0;
       if (current !== expectedVersion) throw new VersionConflictError(deviceId, expectedVersion, current);
-      await this.lockCommands(c, [...change.enqueue.map((e) => e.cmd.uuid), ...change.cancel.map((x) => x.uuid)]);
+      await this.lockCommands(
+        c,
+        change.cancel.map((x) => x.uuid),
+        change.enqueue.map((e) => e.cmd.uuid),
+      );
       const version = expectedVersion + 1;
       await c.query(
         'INSERT INTO artifacts (device_id, version, state) VALUES ($1, $2, $3) ON CONFLICT (device_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state',

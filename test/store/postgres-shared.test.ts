@@ -99,6 +99,46 @@ if (!cluster.available) missingPostgres('two PgStores on one database', cluster.
     expect((await a.listCommands('D1')).items.map((c) => c.uuid)).toEqual([winner, 'retry']);
   });
 
+  it('one install committed for many devices from both at once: each gets it, one payload; other bytes under its uuid are a Conflict; the payload goes with its last command', async () => {
+    const payloadRows = async (uuid: string) => {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      try {
+        return (await c.query<{ n: string }>('SELECT count(*) AS n FROM payloads WHERE uuid = $1', [uuid])).rows[0]!.n;
+      } finally {
+        await c.end();
+      }
+    };
+    const ids = Array.from({ length: 12 }, (_, i) => `R${i}`);
+    for (const id of [...ids, 'Z', 'W']) await enroll(id);
+    const install = { uuid: 'same-install', requestType: 'InstallProfile', payload: payload('v1') };
+    const add = (s: PgStore, id: string, cmd = install, version = 0) =>
+      s.commitReconcile(id, { deviceId: id, artifacts: {}, revision: 'r1' }, { enqueue: [{ targets: [id], cmd }], cancel: [] }, at(2), version);
+    await Promise.all(ids.map((id, i) => add(i % 2 ? a : b, id)));
+    for (const id of ids) expect((await a.nextCommand(id, { skipNotNow: false }))?.payload).toEqual(install.payload);
+    expect(await payloadRows('same-install')).toBe('1');
+
+    await expect(add(a, 'Z', { ...install, payload: payload('v2') })).rejects.toBeInstanceOf(Conflict);
+    expect(await a.getArtifacts('Z')).toBeUndefined();
+    expect((await b.listCommands('Z')).items).toEqual([]);
+
+    // Every device cancels its copy while W adds one: the payload stays for W, then goes with W's.
+    const cancel = (s: PgStore, id: string, version: number) =>
+      s.commitReconcile(
+        id,
+        { deviceId: id, artifacts: {}, revision: 'r2' },
+        { enqueue: [], cancel: [{ enrollmentId: id, uuid: 'same-install' }] },
+        at(3),
+        version,
+      );
+    const [, ...cancelled] = await Promise.all([add(b, 'W'), ...ids.map((id, i) => cancel(i % 2 ? b : a, id, 1))]);
+    expect(cancelled.every((r) => r.cancelled.length === 1)).toBe(true);
+    expect((await a.nextCommand('W', { skipNotNow: false }))?.payload).toEqual(install.payload);
+    expect(await payloadRows('same-install')).toBe('1');
+    await cancel(a, 'W', 1);
+    expect(await payloadRows('same-install')).toBe('0');
+  });
+
   it('an Authenticate on one and results on the other never interleave: no answer to a dropped command is recorded', async () => {
     await enroll('D1');
     for (let i = 0; i < 20; i++) await a.enqueue(['D1'], { uuid: `q${i}`, requestType: 'X', payload: payload(`q${i}`) }, at(1));
