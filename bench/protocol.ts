@@ -47,10 +47,12 @@ export function procCpuMs(pid: number): number {
 }
 
 /**
- * A young generation of 2 x 4 MB instead of V8's 2 x 16 MB: a request's garbage dies young either
- * way, and the server's resident memory is 20-25 MB lower (BENCHMARKS.md, issue 18).
+ * The flags README recommends for `orchard serve` (BENCHMARKS.md, issue 18): a young generation of
+ * 2 x 4 MB instead of V8's 2 x 16 MB (a request's garbage dies young either way), and an old
+ * generation collected when it grows 30% over what the last full GC kept, from 32 MB on (V8's
+ * default lets 50 concurrent requests' promoted garbage pile up to 100+ MB before the first one).
  */
-export const SERVE_NODE_FLAGS = '--max-semi-space-size=4';
+export const SERVE_NODE_FLAGS = '--max-semi-space-size=4 --initial-old-space-size=32 --heap-growing-percent=30';
 
 export interface BenchServer {
   url: string;
