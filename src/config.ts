@@ -52,6 +52,8 @@ export interface ServerConfig {
   apnsEnv?: 'production' | 'sandbox';
   /** Directory of secret values (`${secret:NAME}` reads file NAME); default <dataDir>/secrets. */
   secretsDir?: string;
+  /** File holding the material key that seals secrets in the store (else ORCHARD_MATERIAL_KEY, else <dataDir>/material.key). */
+  materialKeyFile?: string;
   logLevel: string;
   /** When another certificate may take over an enrolled device (see README, Security model). */
   reenroll: ReenrollPolicy;
@@ -118,6 +120,7 @@ const FILE_KEYS = [
   'validationTimeout',
   'manifests',
   'secretsDir',
+  'materialKeyFile',
   'apnsUrl',
   'apnsEnv',
   'eventWebhooks',
@@ -172,6 +175,7 @@ export interface FlagValues {
   validationTimeout?: string;
   manifests?: string;
   secretsDir?: string;
+  materialKeyFile?: string;
   apnsUrl?: string;
   apnsEnv?: string;
   eventWebhook?: string[];
@@ -211,6 +215,7 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.validationTimeout) cfg.validationTimeoutMs = positiveDuration(flags.validationTimeout, 'validation-timeout');
   if (flags.manifests) cfg.manifests = resolve(flags.manifests);
   if (flags.secretsDir) cfg.secretsDir = resolve(flags.secretsDir);
+  if (flags.materialKeyFile) cfg.materialKeyFile = resolve(flags.materialKeyFile);
   if (flags.apnsUrl) cfg.apnsUrl = flags.apnsUrl;
   if (flags.eventWebhook?.length) cfg.eventWebhooks = flags.eventWebhook;
   if (flags.apnsEnv) cfg.apnsEnv = apnsEnv(flags.apnsEnv);
@@ -304,6 +309,7 @@ function applyFile(cfg: ServerConfig, file: string): void {
     if (vt) cfg.validationTimeoutMs = positiveDuration(vt, 'validationTimeout');
     cfg.manifests = path('manifests') ?? cfg.manifests;
     cfg.secretsDir = path('secretsDir') ?? cfg.secretsDir;
+    cfg.materialKeyFile = path('materialKeyFile') ?? cfg.materialKeyFile;
     cfg.apnsUrl = str('apnsUrl') ?? cfg.apnsUrl;
     const hooks = raw.eventWebhooks;
     if (hooks !== undefined) cfg.eventWebhooks = (Array.isArray(hooks) ? hooks : [hooks]).map(String);

@@ -24,8 +24,8 @@ import { statusPageRoutes } from './http/status-page.js';
 import { TrustStore } from './identity/trust.js';
 import { ReplayGuard } from './mdm/replay.js';
 import { MdmService } from './mdm/service.js';
-import { apnsFromDataDir, type ApnsPusher } from './push/apns.js';
-import { readStoredPushCredentials } from './push/push-cert.js';
+import { apnsFromCredentials, type ApnsPusher } from './push/apns.js';
+import { openStoredPushCredentials, type PushCredentials } from './push/push-cert.js';
 import { isOnDemand, UnconfiguredPusher, type OnDemandPush, type Pusher } from './push/push.js';
 import type { RetryPolicy } from './reconcile/decide.js';
 import type { SecretLookup } from './reconcile/render.js';
@@ -48,6 +48,7 @@ import { LevelDdmStore, type DdmStore } from './store/ddm.js';
 import { openStore } from './store/open.js';
 import { LevelAbmStore, type AbmStore } from './store/abm.js';
 import { AbmService } from './abm/service.js';
+import { loadSealer, type Sealer } from './store/sealing.js';
 import type { Store } from './store/types.js';
 
 export interface RootOptions {
@@ -65,6 +66,8 @@ export interface RootOptions {
   rolloutTickMs?: number;
   /** Wakes devices instead of the APNs client of the imported push certificate (tests). One that can also push on demand serves /api/v1/push. */
   pusher?: Pusher;
+  /** The material key (ORCHARD_MATERIAL_KEY): seals the CA's and the push certificate's keys in the store. Else cfg.materialKeyFile or DATA_DIR/material.key. */
+  materialKey?: string;
   /** The built-in CA, SCEP and enrollment profiles (`orchard serve` always; tests when they enroll). */
   enrollment?: EnrollmentOptions;
   /** How often finished commands are compacted (default hourly). */
@@ -160,7 +163,7 @@ export async function composeOrchard(cfg: ServerConfig, opts: RootOptions = {}):
     rolloutStore = await LevelRolloutStore.open(join(cfg.dataDir, 'rollouts'));
     mkdirSync(join(cfg.dataDir, 'abm'), { recursive: true, mode: 0o700 });
     abmStore = await LevelAbmStore.open(join(cfg.dataDir, 'abm', 'devices'));
-    return assemble(cfg, opts, { log, metrics, store, ddmStore, rolloutStore, abmStore });
+    return await assemble(cfg, opts, { log, metrics, store, ddmStore, rolloutStore, abmStore });
   } catch (err) {
     // A part that cannot be built (a config error) must not leave the stores locked.
     await abmStore?.close();
@@ -180,9 +183,13 @@ interface Storage {
   abmStore: AbmStore;
 }
 
-function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, ddmStore, rolloutStore, abmStore }: Storage): Orchard {
-  const { trust, service, enrollment } = identity(cfg, opts, { log, store, ddmStore });
-  const { apns, pusher, push } = pushing(cfg, opts, service, log);
+async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, ddmStore, rolloutStore, abmStore }: Storage): Promise<Orchard> {
+  // Secrets in the store are sealed with the material key, which never enters it.
+  const key = loadSealer({ secret: opts.materialKey, file: cfg.materialKeyFile, dataDir: cfg.dataDir });
+  for (const w of key.warnings) log.warn(w);
+  const pushCredentials = opts.pusher ? undefined : await openStoredPushCredentials(store, key.sealer, cfg.dataDir);
+  const { trust, service, enrollment } = await identity(cfg, opts, { log, store, ddmStore, sealer: key.sealer, pushCredentials });
+  const { apns, pusher, push } = pushing(cfg, opts, service, log, pushCredentials);
   // GitOps: the fleet repository, and the reconcilers that apply each valid revision (profiles, declarations).
   const source = cfg.repo ? fleetSource(cfg, cfg.repo, store, log) : undefined;
   const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
@@ -335,28 +342,28 @@ function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, d
 }
 
 /** The CAs devices' certificates must chain to, the MDM protocol on the store, and enrollment (which adds its CA). */
-function identity(cfg: ServerConfig, opts: RootOptions, { log, store, ddmStore }: Pick<Storage, 'log' | 'store' | 'ddmStore'>) {
+async function identity(
+  cfg: ServerConfig,
+  opts: RootOptions,
+  { log, store, ddmStore, sealer, pushCredentials }: Pick<Storage, 'log' | 'store' | 'ddmStore'> & { sealer: Sealer; pushCredentials?: PushCredentials },
+) {
   const trust = TrustStore.fromFiles(cfg.trustCa);
   const service = new MdmService(store, { reenroll: cfg.reenroll, log: log.child({ component: 'identity' }) });
   // Declarative Device Management rides on the check-in endpoint.
   const ddm = new DeclarativeManagement(ddmStore);
   service.useDeclarative((eid, endpoint, data) => ddm.handle(eid, endpoint, data));
-  const storedTopic = () => {
-    try {
-      return readStoredPushCredentials(cfg.dataDir)?.topic;
-    } catch {
-      return undefined;
-    }
-  };
-  // The built-in CA is created on disk on first start.
-  const enrollment = opts.enrollment ? openEnrollment(opts.enrollment, { dataDir: cfg.dataDir, trust, service, log, defaultTopic: storedTopic }) : undefined;
+  const storedTopic = () => pushCredentials?.topic;
+  // The built-in CA is created in the store on first start.
+  const enrollment = opts.enrollment
+    ? await openEnrollment(opts.enrollment, { dataDir: cfg.dataDir, store, sealer, trust, service, log, defaultTopic: storedTopic })
+    : undefined;
   if (trust.size === 0) log.warn('no trusted CA (--trust-ca): no device can enroll yet');
   return { trust, service, enrollment };
 }
 
 /** The imported push certificate makes the real APNs client (orchard push-cert import); a test's pusher replaces it. */
-function pushing(cfg: ServerConfig, opts: RootOptions, service: MdmService, log: Logger) {
-  const apns = opts.pusher ? undefined : apnsFromDataDir(cfg.dataDir, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
+function pushing(cfg: ServerConfig, opts: RootOptions, service: MdmService, log: Logger, credentials: PushCredentials | undefined) {
+  const apns = opts.pusher ? undefined : apnsFromCredentials(credentials, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
   const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
   const push = apns ?? (isOnDemand(opts.pusher) ? opts.pusher : undefined);
   service.on('tokenUpdate', (e) => apns?.tokenUpdated(e.id, e.push!.token));

@@ -68,7 +68,7 @@ describe('architecture', () => {
   });
 
   it('only the composition root builds the server parts', () => {
-    const builds = /new (LevelStore|MdmService|FleetSource|Reconciler|EventWebhooks|ReplayGuard)\(|LevelStore\.open\(|openEnrollment\(|apnsFromDataDir\(/;
+    const builds = /new (LevelStore|MdmService|FleetSource|Reconciler|EventWebhooks|ReplayGuard)\(|LevelStore\.open\(|openEnrollment\(|apnsFromCredentials\(/;
     const where = [...graph.keys()].filter(
       (f) => f !== 'root.ts' && !f.startsWith('cli/') && !f.startsWith('sim/') && builds.test(readFileSync(join(SRC, f), 'utf8')),
     );

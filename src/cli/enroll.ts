@@ -5,12 +5,15 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { ConfigError, loadConfig, parseDuration, type FlagValues, type ServerConfig } from '../config.js';
-import { loadOrCreateCaStore } from '../enroll/ca-store.js';
+import { openStoredCa } from '../enroll/ca-store.js';
 import { ChallengeStore } from '../enroll/challenges.js';
+import { openStoredPushCredentials } from '../push/push-cert.js';
+import { openStore } from '../store/open.js';
+import { loadSealer, MATERIAL_KEY_ENV } from '../store/sealing.js';
 import { initOrchard } from '../enroll/init.js';
 import { isDeviceIdentifier } from '../protocol/messages.js';
 import { buildEnrollmentProfile, signProfile, topicFromPushCert } from '../enroll/profile.js';
-import { challengeDir, DEFAULT_CHALLENGE_TTL_MS, type EnrollmentOptions } from '../enroll/enrollment.js';
+import { DEFAULT_CHALLENGE_TTL_MS, type EnrollmentOptions } from '../enroll/enrollment.js';
 
 /** The static SCEP challenge comes from the environment: a secret has no place in argv or a config file. */
 export const STATIC_CHALLENGE_ENV = 'ORCHARD_SCEP_CHALLENGE';
@@ -19,8 +22,8 @@ export interface InitFlags {
   publicUrl?: string;
 }
 
-export function runInit(dir: string, flags: InitFlags = {}): { stdout: string; exitCode: number } {
-  const r = initOrchard({ dir, publicUrl: flags.publicUrl });
+export async function runInit(dir: string, flags: InitFlags = {}, env: NodeJS.ProcessEnv = process.env): Promise<{ stdout: string; exitCode: number }> {
+  const r = await initOrchard({ dir, publicUrl: flags.publicUrl, materialKey: env[MATERIAL_KEY_ENV] || undefined });
   const rel = (p: string) => relative(process.cwd(), p) || '.';
   const lines = [
     ...r.created.map((p) => `created ${rel(p)}`),
@@ -28,7 +31,7 @@ export function runInit(dir: string, flags: InitFlags = {}): { stdout: string; e
     ...r.warnings.map((w) => `warning: ${w}`),
     '',
     `Start the server: npx orchard serve --config ${rel(r.configFile)}`,
-    `The SCEP CA (${rel(r.caFile)}) is trusted for device identities automatically.`,
+    `The SCEP CA is in the store (its certificate: ${rel(r.caFile)}) and trusted for device identities automatically.`,
   ];
   return { stdout: `${lines.join('\n')}\n`, exitCode: 0 };
 }
@@ -57,14 +60,16 @@ export interface EnrollProfileResult {
 /**
  * `orchard enroll-profile > enroll.mobileconfig`: the same signed profile `GET /mdm/enroll`
  * serves. With ORCHARD_SCEP_CHALLENGE set it embeds that static challenge; otherwise (or with
- * --one-time) a one-time challenge that a running server accepts (same data directory).
+ * --one-time) a one-time challenge that every server on the same store accepts. It opens the
+ * store: on PostgreSQL always possible; the embedded LevelDB store only while no server holds it
+ * (else use POST /api/v1/enrollments).
  */
-export function runEnrollProfile(
+export async function runEnrollProfile(
   flags: EnrollProfileFlags,
   env: NodeJS.ProcessEnv = process.env,
-  /** Where the topic comes from without --topic/--push-cert, e.g. the imported push certificate. */
+  /** Where the topic comes from without --topic/--push-cert (default: the imported push certificate). */
   defaults: { topic?: (cfg: ServerConfig) => string | undefined } = {},
-): EnrollProfileResult {
+): Promise<EnrollProfileResult> {
   const cfg = loadConfig(flags);
   if (!cfg.publicUrl) throw new ConfigError('enroll-profile needs --public-url (or publicUrl in the config): the profile tells devices where the server is');
   let topic = flags.topic;
@@ -76,28 +81,42 @@ export function runEnrollProfile(
     }
   }
   topic ??= defaults.topic?.(cfg);
-  if (!topic)
-    throw new ConfigError('enroll-profile needs the APNs topic: import the push certificate, or --push-cert FILE, or --topic com.apple.mgmt.External.<uuid>');
-  const ttlMs = flags.ttl ? parseDuration(flags.ttl, 'ttl') : DEFAULT_CHALLENGE_TTL_MS;
-  const staticChallenge = env[STATIC_CHALLENGE_ENV] || undefined;
-  const ca = loadOrCreateCaStore(cfg.dataDir);
-  const notes = [...ca.warnings];
-  if (ca.created) notes.push(`created the SCEP CA in ${ca.dir}`);
-  let challenge: string;
   const bind = { ...(flags.serial ? { serial: flags.serial } : {}), ...(flags.udid ? { udid: flags.udid } : {}) };
   if (flags.udid !== undefined && !isDeviceIdentifier(flags.udid)) throw new ConfigError(`--udid "${flags.udid}" is not a UDID`);
-  if (staticChallenge && !flags.oneTime && !flags.serial && !flags.udid) {
-    challenge = staticChallenge;
-    notes.push(`static SCEP challenge from ${STATIC_CHALLENGE_ENV}`);
-  } else {
-    const store = new ChallengeStore({ dir: challengeDir(cfg.dataDir), ttlMs, staticChallenge });
-    const one = store.create(undefined, bind);
-    challenge = one.challenge;
-    const who = [bind.serial && `serial ${bind.serial}`, bind.udid && `UDID ${bind.udid}`].filter(Boolean).join(', ');
-    notes.push(`one-time SCEP challenge${who ? ` for ${who}` : ''}, valid for one enrollment until ${one.expiresAt.toISOString()}`);
+  const ttlMs = flags.ttl ? parseDuration(flags.ttl, 'ttl') : DEFAULT_CHALLENGE_TTL_MS;
+  const staticChallenge = env[STATIC_CHALLENGE_ENV] || undefined;
+  let store;
+  try {
+    store = await openStore(cfg);
+  } catch (err) {
+    throw new ConfigError(
+      `cannot open the store (${(err as Error).message.split('\n')[0]}): a running server on the embedded store holds it; ask it instead: POST /api/v1/enrollments`,
+      { cause: err },
+    );
   }
-  const xml = buildEnrollmentProfile({ publicUrl: cfg.publicUrl, challenge, topic, caCertDer: ca.ca.certDer });
-  return { profile: signProfile(xml, ca.profileSigner, [ca.ca.certDer]), notes };
+  try {
+    const { sealer, warnings } = loadSealer({ secret: env[MATERIAL_KEY_ENV] || undefined, file: cfg.materialKeyFile, dataDir: cfg.dataDir });
+    topic ??= (await openStoredPushCredentials(store, sealer, cfg.dataDir))?.topic;
+    if (!topic)
+      throw new ConfigError('enroll-profile needs the APNs topic: import the push certificate, or --push-cert FILE, or --topic com.apple.mgmt.External.<uuid>');
+    const ca = await openStoredCa(store, sealer, cfg.dataDir);
+    const notes = [...warnings, ...ca.warnings];
+    if (ca.created) notes.push('created the SCEP CA in the store');
+    let challenge: string;
+    if (staticChallenge && !flags.oneTime && !flags.serial && !flags.udid) {
+      challenge = staticChallenge;
+      notes.push(`static SCEP challenge from ${STATIC_CHALLENGE_ENV}`);
+    } else {
+      const one = await new ChallengeStore({ store, ttlMs, staticChallenge }).create(undefined, bind);
+      challenge = one.challenge;
+      const who = [bind.serial && `serial ${bind.serial}`, bind.udid && `UDID ${bind.udid}`].filter(Boolean).join(', ');
+      notes.push(`one-time SCEP challenge${who ? ` for ${who}` : ''}, valid for one enrollment until ${one.expiresAt.toISOString()}`);
+    }
+    const xml = buildEnrollmentProfile({ publicUrl: cfg.publicUrl, challenge, topic, caCertDer: ca.ca.certDer });
+    return { profile: signProfile(xml, ca.profileSigner, [ca.ca.certDer]), notes };
+  } finally {
+    await store.close();
+  }
 }
 
 /**

@@ -53,6 +53,10 @@ program
   .option('--commit-status <github:OWNER/REPO|gitlab:PROJECT>', "post each applied revision's rollout state to this repository's commits")
   .option('--commit-status-url <url>', 'API base URL of the git host (default https://api.github.com, https://gitlab.com/api/v4)')
   .option('--commit-status-token-file <file>', 'file holding the git host token (else ORCHARD_COMMIT_STATUS_TOKEN)')
+  .option(
+    '--material-key-file <file>',
+    'the key that seals the CA and push certificate keys in the store (else env ORCHARD_MATERIAL_KEY, else DATA_DIR/material.key)',
+  )
   .option('--secrets-dir <dir>', 'values of ${secret:NAME} (file NAME; default DATA_DIR/secrets), or env ORCHARD_SECRET_<NAME>')
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
   .addOption(
@@ -64,7 +68,7 @@ program
   )
   .addHelpText(
     'after',
-    '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git), ORCHARD_SCEP_CHALLENGE (static SCEP\nchallenge; without it enrollment needs one-time links from POST /api/v1/enrollments),\nORCHARD_SECRET_<NAME> (values of ${secret:NAME}), ORCHARD_COMMIT_STATUS_TOKEN (git host token for --commit-status).',
+    '\nEnvironment: ORCHARD_API_TOKEN (admin API token), ORCHARD_READ_TOKEN (read-only token),\nORCHARD_WEBHOOK_SECRET (HMAC secret of POST /api/v1/hooks/git), ORCHARD_SCEP_CHALLENGE (static SCEP\nchallenge; without it enrollment needs one-time links from POST /api/v1/enrollments),\nORCHARD_SECRET_<NAME> (values of ${secret:NAME}), ORCHARD_COMMIT_STATUS_TOKEN (git host token for --commit-status),\nORCHARD_MATERIAL_KEY (seals the CA and push keys in the store; every replica needs the same).',
   )
   .action(async (flags: FlagValues) => {
     const cfg = loadConfig(flags);
@@ -77,6 +81,7 @@ program
       webhookSecret: process.env.ORCHARD_WEBHOOK_SECRET || undefined,
       eventSecret: process.env.ORCHARD_EVENT_SECRET || undefined,
       commitStatusToken: process.env.ORCHARD_COMMIT_STATUS_TOKEN || undefined,
+      materialKey: process.env.ORCHARD_MATERIAL_KEY || undefined,
       // The topic is the imported push certificate's, read when a profile is built.
       enrollment: enrollmentOptions(),
     });
@@ -119,7 +124,7 @@ program
   .option('--public-url <url>', 'URL devices reach the server at')
   .action(async (dir: string, flags: { publicUrl?: string }) => {
     const { runInit } = await import('./enroll.js');
-    const out = runInit(dir, flags);
+    const out = await runInit(dir, flags);
     emit(out);
   });
 
@@ -127,7 +132,9 @@ program
   .command('enroll-profile')
   .description('write the signed enrollment profile (.mobileconfig) to stdout')
   .option('--config <file>', 'server config file')
-  .option('--data-dir <dir>', 'data directory of the server (its CA and challenges)')
+  .option('--data-dir <dir>', 'data directory of the server (its embedded store)')
+  .option('--store <url>', 'the store of the server: a postgres:// URL (default: LevelDB in the data directory)')
+  .option('--material-key-file <file>', 'the material key of the server (else env ORCHARD_MATERIAL_KEY, else DATA_DIR/material.key)')
   .option('--public-url <url>', 'URL devices reach the server at')
   .option('--push-cert <file>', 'read the APNs topic from this push certificate')
   .option('--topic <topic>', 'APNs topic (com.apple.mgmt.External.<uuid>)')
@@ -137,8 +144,7 @@ program
   .option('--udid <udid>', 'a one-time challenge for this UDID only')
   .action(async (flags: import('./enroll.js').EnrollProfileFlags) => {
     const { runEnrollProfile } = await import('./enroll.js');
-    const { readStoredPushCredentials } = await import('../push/push-cert.js');
-    const r = runEnrollProfile(flags, process.env, { topic: (cfg) => readStoredPushCredentials(cfg.dataDir)?.topic });
+    const r = await runEnrollProfile(flags, process.env);
     for (const n of r.notes) process.stderr.write(`${n}\n`);
     process.stdout.write(r.profile);
   });

@@ -21,10 +21,21 @@ import type { ChallengeBinding, ChallengeKind, Redeemed } from './challenges.js'
 import { sha256Hex } from './renewals.js';
 import { Malformed } from '../errors.js';
 
+type MaybeAsync<T> = T | Promise<T>;
+
 export interface ChallengeVerifier {
-  consume(challenge: string | undefined): ChallengeKind | undefined;
+  consume(challenge: string | undefined): MaybeAsync<ChallengeKind | undefined>;
   /** When present, used instead of `consume`: also names the device a one-time challenge is for. */
-  redeem?(challenge: string | undefined): Redeemed | undefined;
+  redeem?(challenge: string | undefined): MaybeAsync<Redeemed | undefined>;
+}
+
+/**
+ * Where the issued certificate of each recent transaction is kept, so that a retry or a CertPoll
+ * reaches it on any replica (src/enroll/scep-transactions.ts keeps them in the store).
+ */
+export interface ScepTransactions {
+  get(transactionId: string): Promise<CachedIssue | undefined>;
+  put(transactionId: string, entry: CachedIssue, expiresAt: Date): Promise<void>;
 }
 
 /** Whether the certificate that signed a RenewalReq may renew, and for which device. */
@@ -34,6 +45,8 @@ export type RenewalCheck = (signerCertHash: string) => RenewalDecision | Promise
 export interface AuthorityOptions {
   ca: CertifiedKey;
   challenges: ChallengeVerifier;
+  /** Recent transactions beyond this process (`pkiOperationAsync` only). */
+  transactions?: ScepTransactions;
   /** Decides RenewalReqs; without it every RenewalReq is refused. */
   renewals?: RenewalCheck;
   /** Validity of issued identity certificates (capped at the CA's). Default 365. */
@@ -69,6 +82,7 @@ export interface PkiResult {
 export class ScepMalformed extends Malformed {}
 
 interface PendingRenewal {
+  kind: 'renewal';
   msg: PkiMessage;
   signer: { certDer: Buffer; key: KeyObject };
   signerHash: string;
@@ -77,7 +91,19 @@ interface PendingRenewal {
   keyHash: string;
 }
 
-interface CachedIssue {
+/** A PKCSReq whose challenge is still to be redeemed. */
+interface PendingEnrollment {
+  kind: 'enrollment';
+  msg: PkiMessage;
+  signer: { certDer: Buffer; key: KeyObject };
+  replyCipher: ContentCipher;
+  csr: ReturnType<typeof parseCsr>;
+  keyHash: string;
+}
+
+type Pending = PendingRenewal | PendingEnrollment;
+
+export interface CachedIssue {
   keyHash: string;
   issued: IssuedCertificate;
   at: number;
@@ -108,26 +134,39 @@ export class ScepAuthority {
   }
 
   /**
-   * Handle a PKIOperation message. Throws ScepMalformed when it is not a SCEP message. A
-   * RenewalReq needs a synchronous `renewals` check here; a store-backed one, `pkiOperationAsync`.
+   * Handle a PKIOperation message. Throws ScepMalformed when it is not a SCEP message. The
+   * challenge and RenewalReq checks must answer synchronously here, and transactions are this
+   * process's only; with store-backed ones, `pkiOperationAsync`.
    */
   pkiOperation(der: Buffer): PkiResult {
-    const step = this.begin(der);
+    const msg = this.parse(der);
+    const step = this.guard(msg, () => this.handle(msg));
     if (!('pending' in step)) return step;
-    const decision = this.opts.renewals?.(step.pending.signerHash);
-    if (decision instanceof Promise) throw new Error('this RenewalReq check is asynchronous: use pkiOperationAsync');
-    return this.guard(step.pending.msg, () => this.renew(step.pending, decision));
+    const decision = this.decide(step.pending);
+    if (decision instanceof Promise) throw new Error('this challenge or RenewalReq check is asynchronous: use pkiOperationAsync');
+    return this.guard(msg, () => this.finish(step.pending, decision));
   }
 
-  /** `pkiOperation`, waiting for an asynchronous RenewalReq check. */
+  /** `pkiOperation`, waiting for asynchronous checks, with the transactions of every replica. */
   async pkiOperationAsync(der: Buffer): Promise<PkiResult> {
-    const step = this.begin(der);
+    const msg = this.parse(der);
+    const tx = this.opts.transactions;
+    if (tx && !this.txCache.has(msg.transactionId)) {
+      const known = await tx.get(msg.transactionId);
+      if (known) this.remember(msg.transactionId, known);
+    }
+    const step = this.guard(msg, () => this.handle(msg));
     if (!('pending' in step)) return step;
-    const decision = await this.opts.renewals?.(step.pending.signerHash);
-    return this.guard(step.pending.msg, () => this.renew(step.pending, decision));
+    const decision = await this.decide(step.pending);
+    const result = this.guard(msg, () => this.finish(step.pending, decision));
+    if (tx && result.issued) {
+      const at = this.now().getTime();
+      await tx.put(msg.transactionId, { keyHash: step.pending.keyHash, issued: result.issued, at }, new Date(at + TX_CACHE_MS));
+    }
+    return result;
   }
 
-  private begin(der: Buffer): PkiResult | { pending: PendingRenewal } {
+  private parse(der: Buffer): PkiMessage {
     let msg: PkiMessage;
     try {
       msg = parsePkiMessage(der);
@@ -135,7 +174,21 @@ export class ScepAuthority {
       throw new ScepMalformed(`not a SCEP message: ${(err as Error).message}`);
     }
     if (!msg.senderNonce) throw new ScepMalformed('SCEP request has no senderNonce');
-    return this.guard(msg, () => this.handle(msg));
+    return msg;
+  }
+
+  /** The answer a pending request waits for: the renewal check, or the redeemed challenge. */
+  private decide(p: Pending): MaybeAsync<RenewalDecision | Redeemed | undefined> {
+    if (p.kind === 'renewal') return this.opts.renewals?.(p.signerHash);
+    const c = this.opts.challenges;
+    if (c.redeem) return c.redeem(p.csr.challengePassword);
+    const kind = c.consume(p.csr.challengePassword);
+    const wrap = (k: ChallengeKind | undefined): Redeemed | undefined => (k ? { kind: k } : undefined);
+    return kind instanceof Promise ? kind.then(wrap) : wrap(kind);
+  }
+
+  private finish(p: Pending, decision: RenewalDecision | Redeemed | undefined): PkiResult {
+    return p.kind === 'renewal' ? this.renew(p, decision as RenewalDecision | undefined) : this.enroll(p, decision as Redeemed | undefined);
   }
 
   private guard<T>(msg: PkiMessage, fn: () => T): T | PkiResult {
@@ -157,7 +210,7 @@ export class ScepAuthority {
     return this.success(p.msg, p.signer, p.replyCipher, issued, 'RenewalReq');
   }
 
-  private handle(msg: PkiMessage): PkiResult | { pending: PendingRenewal } {
+  private handle(msg: PkiMessage): PkiResult | { pending: Pending } {
     let signerCert: Buffer;
     let signerKey: KeyObject;
     try {
@@ -218,15 +271,16 @@ export class ScepAuthority {
     }
 
     if (type === 'RenewalReq') {
-      return { pending: { msg, signer: { certDer: signerCert, key: signerKey }, signerHash: sha256Hex(signerCert), replyCipher, csr, keyHash } };
+      return {
+        pending: { kind: 'renewal', msg, signer: { certDer: signerCert, key: signerKey }, signerHash: sha256Hex(signerCert), replyCipher, csr, keyHash },
+      };
     }
-    const c = this.opts.challenges;
-    const redeemed: Redeemed | undefined = c.redeem
-      ? c.redeem(csr.challengePassword)
-      : (() => {
-          const kind = c.consume(csr.challengePassword);
-          return kind ? { kind } : undefined;
-        })();
+    return { pending: { kind: 'enrollment', msg, signer: { certDer: signerCert, key: signerKey }, replyCipher, csr, keyHash } };
+  }
+
+  /** Issue for a PKCSReq once its challenge is redeemed (or not). */
+  private enroll({ msg, signer, replyCipher, csr, keyHash }: PendingEnrollment, redeemed: Redeemed | undefined): PkiResult {
+    const type = 'PKCSReq';
     if (!redeemed) {
       throw new ScepError(
         'badRequest',
@@ -241,7 +295,7 @@ export class ScepAuthority {
       };
     }
     this.remember(msg.transactionId, { keyHash, issued, at: this.now().getTime() });
-    return this.success(msg, { certDer: signerCert, key: signerKey }, replyCipher, issued, type);
+    return this.success(msg, signer, replyCipher, issued, type);
   }
 
   /** A renewal must be signed by a still-valid certificate this CA issued. */

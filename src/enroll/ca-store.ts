@@ -1,18 +1,21 @@
 /**
- * The built-in CA on disk, `<dataDir>/ca/`: created on first use, never overwritten.
+ * The built-in CA, kept in the store (blobs `ca` and `profile-signer`, their keys sealed with the
+ * material key: src/store/sealing.ts), so every replica on one store issues from the same CA.
+ * Created on first use, never overwritten: two servers starting at once race on an
+ * insert-if-absent and the loser uses the winner's. The profile signer is re-issued when it is
+ * missing, expiring or from another CA: it holds no state a device depends on.
  *
- *   ca.pem, ca.key                           the SCEP CA (issues device identities)
- *   profile-signer.pem, profile-signer.key   signs enrollment profiles; issued by the CA
- *
- * Keys are created with mode 0600 (directory 0700) and exclusive-create, so two processes
- * starting at once cannot overwrite each other's key. The profile signer is re-issued when it is
- * missing, expired or from another CA: it holds no state a device depends on.
+ * An install from before kept the CA as files, `<dataDir>/ca/{ca,profile-signer}.{pem,key}`: a
+ * store without a CA imports them once (half a CA there is refused, never replaced). A copy of
+ * the CA certificate (public) is written to `<dataDir>/scep-ca.pem` for admins and tools.
  */
 import { X509Certificate, createPublicKey, generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCA, issueCertificate, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
 import { Unavailable } from '../errors.js';
+import type { MaterialStore } from '../store/material.js';
+import { SealedPairs, type SealedPair, type Sealer } from '../store/sealing.js';
 
 export interface CaStoreOptions {
   commonName?: string;
@@ -21,13 +24,14 @@ export interface CaStoreOptions {
 }
 
 export interface CaStore {
-  dir: string;
   ca: CertifiedKey;
   profileSigner: CertifiedKey;
+  /** The public copy of the CA certificate (PEM). */
   caFile: string;
   /** Whether this call created the CA. */
   created: boolean;
-  /** e.g. a key file readable by others. */
+  /** Whether this call imported the CA from the files of an earlier version. */
+  imported: boolean;
   warnings: string[];
 }
 
@@ -36,22 +40,19 @@ export class CaStoreError extends Unavailable {}
 const SIGNER_DAYS = 825;
 // Re-issue the profile signer this long before it expires.
 const SIGNER_RENEW_MS = 30 * 86_400_000;
+const CA_BLOB = 'ca';
+const SIGNER_BLOB = 'profile-signer';
 
-export function caDir(dataDir: string): string {
+/** Where earlier versions kept the CA. */
+export function legacyCaDir(dataDir: string): string {
   return join(dataDir, 'ca');
 }
 
-/** Create a file only if it does not exist; throws EEXIST otherwise. */
-function writeNew(file: string, data: string, mode: number): void {
-  writeFileSync(file, data, { mode, flag: 'wx' });
+export function caCertFile(dataDir: string): string {
+  return join(dataDir, 'scep-ca.pem');
 }
 
-function keyWarnings(file: string): string[] {
-  const mode = statSync(file).mode & 0o777;
-  return mode & 0o077 ? [`${file} is readable by other users (mode ${mode.toString(8)}); chmod 600 it`] : [];
-}
-
-function loadPair(certFile: string, keyFile: string, what: string): CertifiedKey {
+function loadPairFiles(certFile: string, keyFile: string, what: string): CertifiedKey {
   try {
     return loadCertifiedKey(readFileSync(certFile, 'utf8'), readFileSync(keyFile, 'utf8'));
   } catch (err) {
@@ -59,32 +60,19 @@ function loadPair(certFile: string, keyFile: string, what: string): CertifiedKey
   }
 }
 
-function loadOrCreateRoot(dir: string, opts: CaStoreOptions): { ca: CertifiedKey; created: boolean } {
+/** The CA files of an earlier version, if there are any; half a CA is an error. */
+function legacyCa(dataDir: string): CertifiedKey | undefined {
+  const dir = legacyCaDir(dataDir);
   const certFile = join(dir, 'ca.pem');
   const keyFile = join(dir, 'ca.key');
   const hasCert = existsSync(certFile);
   const hasKey = existsSync(keyFile);
-  if (hasCert && hasKey) return { ca: loadPair(certFile, keyFile, 'the CA'), created: false };
+  if (hasCert && hasKey) return loadPairFiles(certFile, keyFile, 'the CA');
   if (hasCert || hasKey) {
     // Never replace half of a CA: the missing half may be in a backup, and devices trust the rest.
     throw new CaStoreError(`${hasKey ? certFile : keyFile} is missing but ${hasKey ? keyFile : certFile} exists; restore it (Orchard will not overwrite a CA)`);
   }
-  const ca = createCA({ commonName: opts.commonName ?? 'Orchard SCEP CA', organization: opts.organization ?? 'Orchard', days: 3650 });
-  try {
-    writeNew(keyFile, ca.keyPem, 0o600);
-  } catch (err) {
-    // Another process created it first: use theirs.
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return waitForPeer(certFile, keyFile);
-    throw err;
-  }
-  writeNew(certFile, ca.certPem, 0o644);
-  return { ca, created: true };
-}
-
-function waitForPeer(certFile: string, keyFile: string): { ca: CertifiedKey; created: boolean } {
-  const until = Date.now() + 5000;
-  while (!existsSync(certFile) && Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-  return { ca: loadPair(certFile, keyFile, 'the CA'), created: false };
+  return undefined;
 }
 
 function signerUsable(signer: CertifiedKey, ca: CertifiedKey, now: Date): boolean {
@@ -93,17 +81,7 @@ function signerUsable(signer: CertifiedKey, ca: CertifiedKey, now: Date): boolea
   return x.checkIssued(caX) && x.verify(caX.publicKey) && Date.parse(x.validTo) - now.getTime() > SIGNER_RENEW_MS;
 }
 
-function loadOrIssueSigner(dir: string, ca: CertifiedKey, now: Date): CertifiedKey {
-  const certFile = join(dir, 'profile-signer.pem');
-  const keyFile = join(dir, 'profile-signer.key');
-  if (existsSync(certFile) && existsSync(keyFile)) {
-    try {
-      const signer = loadPair(certFile, keyFile, 'the profile signer');
-      if (signerUsable(signer, ca, now)) return signer;
-    } catch {
-      // unreadable: replaced below
-    }
-  }
+function issueSigner(ca: CertifiedKey): CertifiedKey {
   const key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
   const cert = issueCertificate(ca, {
     publicKey: createPublicKey(key),
@@ -113,25 +91,74 @@ function loadOrIssueSigner(dir: string, ca: CertifiedKey, now: Date): CertifiedK
     ],
     days: SIGNER_DAYS,
   });
-  const keyPem = key.export({ type: 'pkcs8', format: 'pem' }).toString();
-  // Write beside, then rename: a reader never sees a key without its certificate.
-  const tmpKey = `${keyFile}.${process.pid}.tmp`;
-  const tmpCert = `${certFile}.${process.pid}.tmp`;
-  writeFileSync(tmpKey, keyPem, { mode: 0o600 });
-  writeFileSync(tmpCert, cert.certPem, { mode: 0o644 });
-  renameSync(tmpKey, keyFile);
-  renameSync(tmpCert, certFile);
-  return { ...cert, key, keyPem };
+  return { ...cert, key, keyPem: key.export({ type: 'pkcs8', format: 'pem' }).toString() };
 }
 
-/** Load the CA in `<dataDir>/ca/`, creating it (and the profile signer) if there is none. */
-export function loadOrCreateCaStore(dataDir: string, opts: CaStoreOptions = {}): CaStore {
-  const dir = caDir(dataDir);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const { ca, created } = loadOrCreateRoot(dir, opts);
-  const profileSigner = loadOrIssueSigner(dir, ca, opts.now?.() ?? new Date());
-  const warnings = [...keyWarnings(join(dir, 'ca.key')), ...keyWarnings(join(dir, 'profile-signer.key'))];
-  const dirMode = statSync(dir).mode & 0o777;
-  if (dirMode & 0o077) warnings.push(`${dir} is accessible by other users (mode ${dirMode.toString(8)}); chmod 700 it`);
-  return { dir, ca, profileSigner, caFile: join(dir, 'ca.pem'), created, warnings };
+function certified(pair: SealedPair, what: string): CertifiedKey {
+  try {
+    return loadCertifiedKey(pair.certPem, pair.keyPem);
+  } catch (err) {
+    throw new CaStoreError(`${what} in the store cannot be loaded: ${(err as Error).message}`);
+  }
+}
+
+/** The CA in the store; created (or imported from an earlier version's files) when the store has none. */
+export async function openStoredCa(
+  store: Pick<MaterialStore, 'getMaterial' | 'putMaterial'>,
+  sealer: Sealer,
+  dataDir: string,
+  opts: CaStoreOptions = {},
+): Promise<CaStore> {
+  const pairs = new SealedPairs(store, sealer);
+  let created = false;
+  let imported = false;
+  let stored = await pairs.get(CA_BLOB);
+  if (!stored) {
+    const old = legacyCa(dataDir);
+    const ca = old ?? createCA({ commonName: opts.commonName ?? 'Orchard SCEP CA', organization: opts.organization ?? 'Orchard', days: 3650 });
+    const pair = { certPem: ca.certPem, keyPem: ca.keyPem };
+    if (await pairs.put(CA_BLOB, pair, { ifAbsent: true })) {
+      stored = pair;
+      created = !old;
+      imported = !!old;
+    } else {
+      // Another server created it first: use theirs.
+      stored = await pairs.get(CA_BLOB);
+      if (!stored) throw new CaStoreError('the CA in the store vanished while it was being created');
+    }
+  }
+  const ca = certified(stored, 'the CA');
+  const now = opts.now?.() ?? new Date();
+  const signer = await openSigner(pairs, ca, dataDir, now);
+  const caFile = caCertFile(dataDir);
+  mkdirSync(dataDir, { recursive: true });
+  if (!existsSync(caFile) || readFileSync(caFile, 'utf8') !== ca.certPem) {
+    // Beside, then renamed: a reader never sees half a certificate.
+    writeFileSync(`${caFile}.${process.pid}.tmp`, ca.certPem, { mode: 0o644 });
+    renameSync(`${caFile}.${process.pid}.tmp`, caFile);
+  }
+  return { ca, profileSigner: signer, caFile, created, imported, warnings: [] };
+}
+
+async function openSigner(pairs: SealedPairs, ca: CertifiedKey, dataDir: string, now: Date): Promise<CertifiedKey> {
+  const candidates: (() => CertifiedKey | undefined)[] = [];
+  const stored = await pairs.get(SIGNER_BLOB);
+  if (stored) candidates.push(() => certified(stored, 'the profile signer'));
+  const dir = legacyCaDir(dataDir);
+  if (existsSync(join(dir, 'profile-signer.pem')) && existsSync(join(dir, 'profile-signer.key')))
+    candidates.push(() => loadPairFiles(join(dir, 'profile-signer.pem'), join(dir, 'profile-signer.key'), 'the profile signer'));
+  for (const [i, load] of candidates.entries()) {
+    try {
+      const signer = load();
+      if (signer && signerUsable(signer, ca, now)) {
+        if (i > 0 || !stored) await pairs.put(SIGNER_BLOB, { certPem: signer.certPem, keyPem: signer.keyPem });
+        return signer;
+      }
+    } catch {
+      // unreadable: replaced below
+    }
+  }
+  const signer = issueSigner(ca);
+  await pairs.put(SIGNER_BLOB, { certPem: signer.certPem, keyPem: signer.keyPem });
+  return signer;
 }

@@ -2,23 +2,25 @@
  * SCEP challenge passwords: an optional static one from the configuration, and one-time
  * challenges minted by the admin API (or `orchard enroll-profile`), valid for a configured time.
  *
- * One-time challenges live as one file each under `<dataDir>/enroll/challenges/`, named by the
- * SHA-256 of the challenge (the secret itself is never written). Consuming one is unlinking its
- * file, which succeeds exactly once even across processes, so a CLI-minted challenge works in a
- * running server and a restart keeps every unexpired challenge.
+ * One-time challenges are kept in the store (kind `challenge`, keyed by the SHA-256 of the
+ * challenge: the secret itself is never stored), so one minted on one replica or by the CLI works
+ * on every server on that store. Consuming one is `takeMaterial`, which succeeds exactly once
+ * across processes. Earlier versions kept one file each under `<dataDir>/enroll/challenges/`:
+ * `importChallengeFiles` moves them into the store once.
  *
  * A one-time challenge may be created for one device (its serial number and/or UDID): the
  * certificate issued for it then speaks only for that device, and proves its serial number.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import type { MaterialStore } from '../store/material.js';
 
 export type ChallengeKind = 'static' | 'one-time';
 
 export interface ChallengeOptions {
-  /** Directory for one-time challenges (created, mode 0700). */
-  dir: string;
+  /** Where one-time challenges live. */
+  store: MaterialStore;
   /** A static challenge accepted any number of times. */
   staticChallenge?: string;
   /** Validity of one-time challenges. */
@@ -53,6 +55,58 @@ function sha256(s: string): Buffer {
   return createHash('sha256').update(s, 'utf8').digest();
 }
 
+/** The stored value of a one-time challenge. */
+function parseEntry(text: string): (ChallengeBinding & { expiresAt: number }) | undefined {
+  try {
+    const entry = JSON.parse(text) as Partial<Entry>;
+    const t = typeof entry.expiresAt === 'string' ? Date.parse(entry.expiresAt) : NaN;
+    if (!Number.isFinite(t)) return undefined;
+    return {
+      expiresAt: t,
+      ...(typeof entry.serial === 'string' ? { serial: entry.serial } : {}),
+      ...(typeof entry.udid === 'string' ? { udid: entry.udid } : {}),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Moves the challenge files of an earlier version (`dir`, one per challenge, named by its hash)
+ * into the store, unexpired ones with their expiry; each file is deleted once stored. Returns
+ * how many were moved.
+ */
+export async function importChallengeFiles(store: MaterialStore, dir: string, now = new Date()): Promise<number> {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  let n = 0;
+  for (const name of names) {
+    if (!HASH_NAME.test(name)) continue;
+    const file = join(dir, name);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    const entry = parseEntry(text);
+    if (entry && entry.expiresAt > now.getTime()) {
+      await store.putMaterial('challenge', name, Buffer.from(text, 'utf8'), { expiresAt: new Date(entry.expiresAt), ifAbsent: true });
+      n++;
+    }
+    try {
+      unlinkSync(file);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return n;
+}
+
 export class ChallengeStore {
   private readonly staticHash?: Buffer;
   private readonly now: () => Date;
@@ -63,7 +117,6 @@ export class ChallengeStore {
     if (!(opts.ttlMs > 0)) throw new Error('one-time challenge lifetime must be positive');
     this.staticHash = opts.staticChallenge === undefined ? undefined : sha256(opts.staticChallenge);
     this.now = opts.now ?? (() => new Date());
-    mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   }
 
   get hasStatic(): boolean {
@@ -80,100 +133,67 @@ export class ChallengeStore {
   }
 
   /** Mint a one-time challenge (for one device, with `bind`). 160 random bits as hex: printable in any CSR string type. */
-  create(ttlMs = this.opts.ttlMs, bind: ChallengeBinding = {}): OneTimeChallenge {
+  async create(ttlMs = this.opts.ttlMs, bind: ChallengeBinding = {}): Promise<OneTimeChallenge> {
     const challenge = randomBytes(20).toString('hex');
     const now = this.now();
-    // Expired challenges are swept now and then, so the directory cannot grow without bound.
+    // Expired challenges are swept now and then, so the store cannot grow without bound.
     if (now.getTime() - this.lastPrune > 600_000) {
       this.lastPrune = now.getTime();
-      this.prune();
+      await this.prune();
     }
     const expiresAt = new Date(now.getTime() + ttlMs);
     const entry: Entry = { createdAt: now.toISOString(), expiresAt: expiresAt.toISOString() };
     if (bind.serial !== undefined) entry.serial = bind.serial;
     if (bind.udid !== undefined) entry.udid = bind.udid;
-    writeFileSync(this.file(challenge), JSON.stringify(entry), { mode: 0o600, flag: 'wx' });
+    await this.opts.store.putMaterial('challenge', this.key(challenge), Buffer.from(JSON.stringify(entry), 'utf8'), { expiresAt });
     return { challenge, expiresAt };
   }
 
   /** Would `challenge` be accepted now? Does not use it up. */
-  check(challenge: string | undefined): ChallengeKind | undefined {
+  async check(challenge: string | undefined): Promise<ChallengeKind | undefined> {
     if (challenge === undefined || challenge.length === 0) return undefined;
     if (this.isStatic(challenge)) return 'static';
-    return this.oneTimeExpiry(challenge) !== undefined ? 'one-time' : undefined;
+    return (await this.oneTime(challenge)) !== undefined ? 'one-time' : undefined;
   }
 
   /** When a valid one-time challenge expires. */
-  expiresAt(challenge: string): Date | undefined {
-    return this.oneTimeExpiry(challenge);
+  async expiresAt(challenge: string): Promise<Date | undefined> {
+    const e = await this.oneTime(challenge);
+    return e && new Date(e.expiresAt);
   }
 
   /** Accept `challenge` and, if it is a one-time challenge, use it up. */
-  consume(challenge: string | undefined): ChallengeKind | undefined {
-    return this.redeem(challenge)?.kind;
+  async consume(challenge: string | undefined): Promise<ChallengeKind | undefined> {
+    return (await this.redeem(challenge))?.kind;
   }
 
   /** Like `consume`, also saying which device a one-time challenge was created for. */
-  redeem(challenge: string | undefined): Redeemed | undefined {
+  async redeem(challenge: string | undefined): Promise<Redeemed | undefined> {
     if (challenge === undefined || challenge.length === 0) return undefined;
     if (this.isStatic(challenge)) return { kind: 'static' };
-    const entry = this.readEntry(this.file(challenge));
+    // Exactly once, across every process on the store: of concurrent takers one gets the value.
+    const v = await this.opts.store.takeMaterial('challenge', this.key(challenge), this.now());
+    const entry = v && parseEntry(v.toString('utf8'));
     if (entry === undefined || entry.expiresAt <= this.now().getTime()) return undefined;
-    try {
-      unlinkSync(this.file(challenge));
-    } catch {
-      return undefined; // used up meanwhile (another request or process)
-    }
     return { kind: 'one-time', ...(entry.serial !== undefined ? { serial: entry.serial } : {}), ...(entry.udid !== undefined ? { udid: entry.udid } : {}) };
   }
 
   /** Delete expired one-time challenges; returns how many. */
-  prune(): number {
-    let n = 0;
-    for (const name of readdirSync(this.opts.dir)) {
-      if (!HASH_NAME.test(name)) continue;
-      const expiry = this.readExpiry(join(this.opts.dir, name));
-      if (expiry !== undefined && expiry > this.now().getTime()) continue;
-      try {
-        unlinkSync(join(this.opts.dir, name));
-        n++;
-      } catch {
-        // already gone
-      }
-    }
-    return n;
+  prune(): Promise<number> {
+    return this.opts.store.pruneMaterial('challenge', this.now());
   }
 
   private isStatic(challenge: string): boolean {
     return this.staticHash !== undefined && timingSafeEqual(sha256(challenge), this.staticHash);
   }
 
-  private file(challenge: string): string {
-    return join(this.opts.dir, sha256(challenge).toString('hex'));
+  private key(challenge: string): string {
+    return sha256(challenge).toString('hex');
   }
 
-  private oneTimeExpiry(challenge: string): Date | undefined {
-    const expiry = this.readExpiry(this.file(challenge));
-    if (expiry === undefined || expiry <= this.now().getTime()) return undefined;
-    return new Date(expiry);
-  }
-
-  private readExpiry(file: string): number | undefined {
-    return this.readEntry(file)?.expiresAt;
-  }
-
-  private readEntry(file: string): (ChallengeBinding & { expiresAt: number }) | undefined {
-    try {
-      const entry = JSON.parse(readFileSync(file, 'utf8')) as Partial<Entry>;
-      const t = typeof entry.expiresAt === 'string' ? Date.parse(entry.expiresAt) : NaN;
-      if (!Number.isFinite(t)) return undefined;
-      return {
-        expiresAt: t,
-        ...(typeof entry.serial === 'string' ? { serial: entry.serial } : {}),
-        ...(typeof entry.udid === 'string' ? { udid: entry.udid } : {}),
-      };
-    } catch {
-      return undefined;
-    }
+  private async oneTime(challenge: string): Promise<(ChallengeBinding & { expiresAt: number }) | undefined> {
+    const v = await this.opts.store.getMaterial('challenge', this.key(challenge), this.now());
+    const entry = v && parseEntry(v.toString('utf8'));
+    return entry && entry.expiresAt > this.now().getTime() ? entry : undefined;
   }
 }

@@ -3,13 +3,16 @@
  * never overwritten (keys least of all); a second run only reports what is already there.
  *
  *   DIR/orchard.yaml   server configuration (dataDir ./data, repo ./fleet)
- *   DIR/data/ca/       the built-in SCEP CA and profile signer (keys mode 0600)
+ *   DIR/data/          the embedded store, holding the built-in SCEP CA and profile signer (keys
+ *                      sealed with DIR/data/material.key, mode 0600, unless ORCHARD_MATERIAL_KEY)
  *   DIR/fleet/         a copy of the example fleet repository, unless the repo exists
  */
 import { cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { loadConfig } from '../config.js';
-import { loadOrCreateCaStore } from './ca-store.js';
+import { openStore } from '../store/open.js';
+import { loadSealer } from '../store/sealing.js';
+import { openStoredCa } from './ca-store.js';
 
 export interface InitOptions {
   dir: string;
@@ -17,6 +20,8 @@ export interface InitOptions {
   publicUrl?: string;
   /** Default: config-examples/fleet of this installation. */
   exampleFleet?: string;
+  /** ORCHARD_MATERIAL_KEY, when given. */
+  materialKey?: string;
 }
 
 export interface InitResult {
@@ -60,7 +65,7 @@ function configText(publicUrl: string | undefined): string {
   ].join('\n');
 }
 
-export function initOrchard(opts: InitOptions): InitResult {
+export async function initOrchard(opts: InitOptions): Promise<InitResult> {
   const dir = resolve(opts.dir);
   mkdirSync(dir, { recursive: true });
   const created: string[] = [];
@@ -77,8 +82,18 @@ export function initOrchard(opts: InitOptions): InitResult {
   // An existing config may put the data and the repository elsewhere: follow it.
   const cfg = loadConfig({ config: configFile });
 
-  const ca = loadOrCreateCaStore(cfg.dataDir);
-  (ca.created ? created : kept).push(ca.dir);
+  mkdirSync(cfg.dataDir, { recursive: true });
+  const store = await openStore(cfg);
+  let ca;
+  let keyWarnings: string[];
+  try {
+    const key = loadSealer({ secret: opts.materialKey, file: cfg.materialKeyFile, dataDir: cfg.dataDir });
+    keyWarnings = key.warnings;
+    ca = await openStoredCa(store, key.sealer, cfg.dataDir);
+  } finally {
+    await store.close();
+  }
+  (ca.created ? created : kept).push(ca.caFile);
 
   if (cfg.repo && !/^[a-z+]+:\/\/|^git@/.test(cfg.repo)) {
     if (existsSync(cfg.repo)) {
@@ -88,5 +103,5 @@ export function initOrchard(opts: InitOptions): InitResult {
       created.push(cfg.repo);
     }
   }
-  return { dir, configFile, dataDir: cfg.dataDir, caFile: ca.caFile, created, kept, warnings: ca.warnings };
+  return { dir, configFile, dataDir: cfg.dataDir, caFile: ca.caFile, created, kept, warnings: [...keyWarnings, ...ca.warnings] };
 }

@@ -123,10 +123,10 @@ function scepHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => Promise<
 /** What an issued certificate was for, a renewal's rebind, and the log line. */
 async function recordIssued(deps: RouteDeps, e: Enrollment, issued: IssuedCertificate | undefined): Promise<void> {
   if (!issued) return;
-  if (issued.boundTo) e.ledger.issuedFor(issued.certDer, issued.boundTo);
+  if (issued.boundTo) await e.ledger.issuedFor(issued.certDer, issued.boundTo);
   if (issued.renewedFrom && issued.renewalFor !== undefined) {
     // Recorded first, so a crash before the rebind still lets the renewal take over on first use.
-    e.ledger.renewal(issued.certDer, issued.renewedFrom, issued.renewalFor);
+    await e.ledger.renewal(issued.certDer, issued.renewedFrom, issued.renewalFor);
     await deps.service.renewed(issued.renewalFor, sha256Hex(issued.renewedFrom), deps.trust.check(issued.certDer));
   }
   deps.log.info(
@@ -144,12 +144,13 @@ async function recordIssued(deps: RouteDeps, e: Enrollment, issued: IssuedCertif
 }
 
 /** GET /mdm/enroll[?c=<one-time challenge>]: the signed enrollment profile. */
-function profileHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => void {
-  return (ctx) => {
+function profileHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => Promise<void> {
+  return async (ctx) => {
     const c = ctx.query.c;
     let challenge: string;
     if (c !== undefined) {
-      if (typeof c !== 'string' || e.challenges.check(c) !== 'one-time') throw new ProtocolError(403, 'enrollment link not valid (expired or already used)');
+      if (typeof c !== 'string' || (await e.challenges.check(c)) !== 'one-time')
+        throw new ProtocolError(403, 'enrollment link not valid (expired or already used)');
       challenge = c;
     } else if (e.challenges.staticChallenge !== undefined) {
       challenge = e.challenges.staticChallenge;
@@ -176,10 +177,10 @@ function profileHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => void 
 }
 
 /** POST /api/v1/enrollments (admin): a one-time challenge and its profile URL, optionally for one device. */
-function oneTimeLinkHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => void {
-  return (ctx) => {
+function oneTimeLinkHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => Promise<void> {
+  return async (ctx) => {
     const bind: ChallengeBinding = (ctx.state as BodyState<EnrollmentRequest>).body ?? {};
-    const { challenge, expiresAt } = e.challenges.create(undefined, bind);
+    const { challenge, expiresAt } = await e.challenges.create(undefined, bind);
     const base = publicBase(deps, ctx);
     ctx.status = 201;
     ctx.set('Cache-Control', 'no-store');

@@ -64,7 +64,7 @@ export interface Issuance {
   renewedBy?: string;
 }
 
-export type IssuanceLookup = (certHash: string) => Issuance | undefined;
+export type IssuanceLookup = (certHash: string) => Issuance | undefined | Promise<Issuance | undefined>;
 
 export interface MdmServiceOptions {
   now?: () => Date;
@@ -256,7 +256,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
    * certificate of an enrolled device may; the answer names that device.
    */
   async renewalFor(certHash: string): Promise<{ deviceId: string } | { refused: string }> {
-    if (this.issuance(certHash)?.renewedBy) return { refused: 'this certificate was renewed already' };
+    if ((await this.issuance(certHash))?.renewedBy) return { refused: 'this certificate was renewed already' };
     const deviceId = await this.store.deviceForCert(certHash);
     const dev = deviceId === undefined ? undefined : await this.store.getDevice(deviceId);
     if (!dev || dev.identity.certHash !== certHash) return { refused: 'the signer certificate is not bound to a device' };
@@ -333,7 +333,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
     if (!b) throw new ProtocolError(403, `device ${deviceId} has not authenticated`);
     if (b.certHash === id.certHash) return;
     // A renewal whose binding did not move at issuance (a crash between the two).
-    const iss = this.issuance(id.certHash);
+    const iss = await this.issuance(id.certHash);
     // (Renewals recorded by earlier versions name no device: the bound certificate they renewed does.)
     if (iss?.renewalOf === b.certHash && (iss.device ?? deviceId) === deviceId && !iss.renewedBy) {
       const dev = await this.store.getDevice(deviceId);
@@ -355,7 +355,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
     facts: DeviceFacts,
     id: TrustResult,
   ): Promise<{ change?: IdentityChange; issuedFor?: { serial?: string; udid?: string } }> {
-    const iss = this.issuance(id.certHash);
+    const iss = await this.issuance(id.certHash);
     const refuse = (why: string): never => {
       throw new ProtocolError(403, `certificate ${short(id.certHash)} may not authenticate as ${deviceId}: ${why}`);
     };

@@ -19,7 +19,7 @@ import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders, 
 import type { Logger } from 'pino';
 import type { EnrollmentRecord, PushInfo } from '../store/types.js';
 import type { Pusher } from './push.js';
-import { expiryState, parsePushCertificate, readStoredPushCredentials, type ExpiryState, type PushCertInfo } from './push-cert.js';
+import { expiryState, parsePushCertificate, type ExpiryState, type PushCertInfo, type PushCredentials } from './push-cert.js';
 import { Unavailable } from '../errors.js';
 
 export const APNS_PRODUCTION_URL = 'https://api.push.apple.com';
@@ -145,12 +145,8 @@ const TOKEN = /^(?:[0-9a-f]{2}){8,}$/;
 // Node gives no code for alerts read after the handshake, only OpenSSL's message.
 const CERT_ALERT = /alert (bad certificate|certificate|unknown ca|access denied|unsupported certificate|handshake failure|decrypt error)/i;
 
-/**
- * The APNs client for the push certificate imported into `dataDir` (orchard push-cert import),
- * or undefined when none has been. Throws when the stored key does not match the certificate.
- */
-export function apnsFromDataDir(dataDir: string, cfg: Omit<ApnsConfig, 'certPem' | 'keyPem'>, log: Logger): ApnsPusher | undefined {
-  const creds = readStoredPushCredentials(dataDir);
+/** The APNs client for the imported push certificate (openStoredPushCredentials), or undefined when none has been. */
+export function apnsFromCredentials(creds: PushCredentials | undefined, cfg: Omit<ApnsConfig, 'certPem' | 'keyPem'>, log: Logger): ApnsPusher | undefined {
   if (!creds) return undefined;
   return new ApnsPusher({ ...cfg, certPem: creds.certPem, keyPem: creds.keyPem! }, log);
 }

@@ -8,6 +8,8 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { MaterialStore } from '../store/material.js';
+import { SealedPairs, type Sealer } from '../store/sealing.js';
 import forge from 'node-forge';
 import { certificateFields, nameAttribute } from '../asn1/certificate.js';
 import { id_userId } from '../asn1/oids.js';
@@ -212,6 +214,30 @@ export function readStoredPushCredentials(dataDir: string): PushCredentials | un
     throw new PushCertError('key-mismatch', `${join(dir, KEY_FILE)} does not belong to ${certFile}: run orchard push-cert import again`);
   }
   return { ...cert, keyPem };
+}
+
+const PUSH_BLOB = 'push-certificate';
+
+/**
+ * The push certificate the server uses, kept in the store (blob `push-certificate`, key sealed
+ * with the material key) so every replica pushes with it. `orchard push-cert import` writes
+ * `<dataDir>/push/`; a server finding a certificate there that the store does not hold (a first
+ * start after an upgrade, or a new import) puts it into the store at start.
+ */
+export async function openStoredPushCredentials(
+  store: Pick<MaterialStore, 'getMaterial' | 'putMaterial'>,
+  sealer: Sealer,
+  dataDir: string,
+): Promise<PushCredentials | undefined> {
+  const pairs = new SealedPairs(store, sealer);
+  const fromFiles = readStoredPushCredentials(dataDir);
+  const stored = await pairs.get(PUSH_BLOB);
+  if (fromFiles && stored?.certPem !== fromFiles.certPem) {
+    await pairs.put(PUSH_BLOB, { certPem: fromFiles.certPem, keyPem: fromFiles.keyPem! });
+    return fromFiles;
+  }
+  if (!stored) return undefined;
+  return { ...parsePushCertificate(stored.certPem), keyPem: stored.keyPem };
 }
 
 export interface ImportOptions extends LoadOptions {

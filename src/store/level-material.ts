@@ -9,7 +9,18 @@
 import { randomUUID } from 'node:crypto';
 import type { Level } from 'level';
 import { leaseOf, nextLease, type Lease, type LeaseStore, type StoredLease } from './lease.js';
-import { checkMaterialKey, isLive, type MaterialEntry, type MaterialKind, type MaterialStore, type PutMaterialOptions } from './material.js';
+import {
+  checkMaterialKey,
+  isLive,
+  MATERIAL_KINDS,
+  type MaterialEntry,
+  type MaterialItem,
+  type MaterialKind,
+  type MaterialStore,
+  type PutMaterialOptions,
+} from './material.js';
+import { Malformed } from '../errors.js';
+import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 
 interface Stored {
   v: string;
@@ -88,6 +99,22 @@ export class LevelMaterial implements MaterialStore, LeaseStore {
   async deleteMaterial(kind: MaterialKind, k: string): Promise<void> {
     checkMaterialKey(kind, k);
     await this.lock(`K${kind}\x00${k}`, () => this.db.del(key(kind, k)));
+  }
+
+  async listMaterial(kind: MaterialKind, page?: PageRequest, now = new Date()): Promise<Page<MaterialItem>> {
+    if (!MATERIAL_KINDS.includes(kind)) throw new Malformed(`unknown material kind ${String(kind)}`);
+    const limit = pageLimit(page);
+    const after = pageCursor(page);
+    const prefix = `k\x00${kind}\x00`;
+    const items: MaterialItem[] = [];
+    const range = after === undefined ? { gte: prefix } : { gt: prefix + after };
+    for await (const [k, v] of this.db.iterator({ ...range, lt: `k\x00${kind}\x01` })) {
+      const s = v as Stored;
+      if (s.e !== undefined && s.e <= now.getTime()) continue;
+      items.push({ key: k.slice(prefix.length), value: Buffer.from(s.v, 'base64'), ...(s.e !== undefined ? { expiresAt: new Date(s.e) } : {}) });
+      if (items.length > limit) break;
+    }
+    return pageOf(items, limit, (i) => i.key);
   }
 
   async pruneMaterial(kind: MaterialKind, now = new Date()): Promise<number> {

@@ -35,7 +35,7 @@ import { Level } from 'level';
 import { LruMap } from './lru.js';
 import { LevelMaterial } from './level-material.js';
 import type { Lease } from './lease.js';
-import type { MaterialKind, PutMaterialOptions } from './material.js';
+import type { MaterialItem, MaterialKind, PutMaterialOptions } from './material.js';
 import {
   StatusIndex,
   deviceOfEnrollment,
@@ -1088,6 +1088,10 @@ export class LevelStore implements Store {
 
   deleteMaterial(kind: MaterialKind, key: string): Promise<void> {
     return this.material.deleteMaterial(kind, key);
+  }
+
+  listMaterial(kind: MaterialKind, page?: PageRequest, now?: Date): Promise<Page<MaterialItem>> {
+    return this.material.listMaterial(kind, page, now);
   }
 
   pruneMaterial(kind: MaterialKind, now?: Date): Promise<number> {

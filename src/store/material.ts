@@ -11,6 +11,7 @@
  * RETURNING; LevelDB: under the key's lock in its single process).
  */
 import { Malformed } from '../errors.js';
+import type { Page, PageRequest } from './paging.js';
 
 /** What a key names. Keys of different kinds never collide. */
 export type MaterialKind = 'blob' | 'challenge' | 'issuance' | 'scep-transaction' | 'push-suppression';
@@ -23,6 +24,13 @@ export interface PutMaterialOptions {
   ifAbsent?: boolean;
 }
 
+/** One live value, as `listMaterial` returns it. */
+export interface MaterialItem {
+  key: string;
+  value: Buffer;
+  expiresAt?: Date;
+}
+
 export interface MaterialStore {
   /** The value, unless absent or expired at `now` (default: now). */
   getMaterial(kind: MaterialKind, key: string, now?: Date): Promise<Buffer | undefined>;
@@ -31,6 +39,8 @@ export interface MaterialStore {
   /** Remove and return the value, exactly once: a concurrent or later take gets undefined. Expired values are not returned. */
   takeMaterial(kind: MaterialKind, key: string, now?: Date): Promise<Buffer | undefined>;
   deleteMaterial(kind: MaterialKind, key: string): Promise<void>;
+  /** The live values of `kind` in key order, one page at a time (`orchard store copy`, loading a kind at start). */
+  listMaterial(kind: MaterialKind, page?: PageRequest, now?: Date): Promise<Page<MaterialItem>>;
   /** Delete the values of `kind` expired at `now`; returns how many. */
   pruneMaterial(kind: MaterialKind, now?: Date): Promise<number>;
 }

@@ -1,6 +1,17 @@
 /** `MaterialStore` and `LeaseStore` in memory, for the in-memory store (one process: a take is a delete of the map entry). */
 import { leaseOf, nextLease, type Lease, type LeaseStore, type StoredLease } from './lease.js';
-import { checkMaterialKey, isLive, type MaterialEntry, type MaterialKind, type MaterialStore, type PutMaterialOptions } from './material.js';
+import {
+  checkMaterialKey,
+  isLive,
+  MATERIAL_KINDS,
+  type MaterialEntry,
+  type MaterialItem,
+  type MaterialKind,
+  type MaterialStore,
+  type PutMaterialOptions,
+} from './material.js';
+import { Malformed } from '../errors.js';
+import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 
 export class MemoryMaterial implements MaterialStore, LeaseStore {
   private readonly entries = new Map<string, MaterialEntry>();
@@ -47,6 +58,21 @@ export class MemoryMaterial implements MaterialStore, LeaseStore {
 
   async deleteMaterial(kind: MaterialKind, k: string): Promise<void> {
     this.entries.delete(MemoryMaterial.key(kind, k));
+  }
+
+  async listMaterial(kind: MaterialKind, page?: PageRequest, now = new Date()): Promise<Page<MaterialItem>> {
+    if (!MATERIAL_KINDS.includes(kind)) throw new Malformed(`unknown material kind ${String(kind)}`);
+    const limit = pageLimit(page);
+    const after = pageCursor(page);
+    const prefix = `${kind}\x00`;
+    const items: MaterialItem[] = [];
+    for (const [key, e] of this.entries) {
+      const k = key.slice(prefix.length);
+      if (key.startsWith(prefix) && isLive(e, now) && (after === undefined || k > after))
+        items.push({ key: k, value: Buffer.from(e.value), ...(e.expiresAt !== undefined ? { expiresAt: new Date(e.expiresAt) } : {}) });
+    }
+    items.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return pageOf(items.slice(0, limit + 1), limit, (i) => i.key);
   }
 
   async pruneMaterial(kind: MaterialKind, now = new Date()): Promise<number> {

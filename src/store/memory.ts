@@ -22,7 +22,7 @@ import {
 import { Conflict, Malformed, NotFound, Unavailable } from '../errors.js';
 import { VersionConflictError } from './errors.js';
 import type { Lease } from './lease.js';
-import type { MaterialKind, PutMaterialOptions } from './material.js';
+import type { MaterialItem, MaterialKind, PutMaterialOptions } from './material.js';
 import { MemoryMaterial } from './memory-material.js';
 import { checkId, compareIds } from './ids.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
@@ -605,6 +605,10 @@ export class MemoryStore implements Store {
 
   deleteMaterial(kind: MaterialKind, key: string): Promise<void> {
     return this.d.material.deleteMaterial(kind, key);
+  }
+
+  listMaterial(kind: MaterialKind, page?: PageRequest, now?: Date): Promise<Page<MaterialItem>> {
+    return this.d.material.listMaterial(kind, page, now);
   }
 
   pruneMaterial(kind: MaterialKind, now?: Date): Promise<number> {

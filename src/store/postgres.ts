@@ -30,7 +30,7 @@ import {
 import { VersionConflictError } from './errors.js';
 import { checkId } from './ids.js';
 import type { Lease } from './lease.js';
-import { checkMaterialKey, type MaterialKind, type PutMaterialOptions } from './material.js';
+import { checkMaterialKey, MATERIAL_KINDS, type MaterialItem, type MaterialKind, type PutMaterialOptions } from './material.js';
 import { LATEST_SCHEMA, MIGRATIONS } from './migrations/index.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 import {
@@ -892,6 +892,22 @@ export class PgStore implements Store {
   async deleteMaterial(kind: MaterialKind, key: string): Promise<void> {
     checkMaterialKey(kind, key);
     await this.pool.query('DELETE FROM material WHERE kind = $1 AND key = $2', [kind, key]);
+  }
+
+  async listMaterial(kind: MaterialKind, page?: PageRequest, now = new Date()): Promise<Page<MaterialItem>> {
+    if (!MATERIAL_KINDS.includes(kind)) throw new Malformed(`unknown material kind ${String(kind)}`);
+    const limit = pageLimit(page);
+    const after = pageCursor(page);
+    const { rows } = await this.pool.query<{ key: string; value: Buffer; expires_at: Date | null }>(
+      `SELECT key, value, expires_at FROM material WHERE kind = $1 AND (expires_at IS NULL OR expires_at > $2) AND ($3::text IS NULL OR key > $3)
+       ORDER BY key LIMIT $4`,
+      [kind, now.toISOString(), after ?? null, limit + 1],
+    );
+    return pageOf(
+      rows.map((r) => ({ key: r.key, value: r.value, ...(r.expires_at ? { expiresAt: r.expires_at } : {}) })),
+      limit,
+      (i) => i.key,
+    );
   }
 
   async pruneMaterial(kind: MaterialKind, now = new Date()): Promise<number> {

@@ -7,12 +7,11 @@
  * command queued, no sync, no challenge issued).
  */
 import { createHmac } from 'node:crypto';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enrollmentOptions } from '../../src/cli/enroll.js';
-import { challengeDir } from '../../src/enroll/enrollment.js';
 import Router from '@koa/router';
 import { bearerAuth, ROUTER_OPTIONS } from '../../src/http/api.js';
 import { createApp, mountedRoutes, pathProblem, type MountedRoute } from '../../src/http/app.js';
@@ -270,13 +269,13 @@ async function sweep(s: Target, list: MountedRoute[]): Promise<string[]> {
 describe('without the right token nothing reaches a handler', () => {
   it('no spelling of any route, with any method, answers 2xx or data, and nothing happens', async () => {
     const logsBefore = server.logs.length;
-    const challengesBefore = readdirSync(challengeDir(join(repo.root, 'server'))).length;
+    const challengesBefore = (await server.store.listMaterial('challenge')).items.length;
     const bad = await sweep({ url: server.url, readToken: server.readToken, disabled: false, device: mac }, routes);
     expect(bad).toEqual([]);
     // No handler ran: no command queued, no sync started, no one-time challenge issued, no request with an outcome.
     expect((await server.store.listCommands(mac.udid)).items.map((c) => c.requestType)).not.toContain('EraseDevice');
     expect(syncs).toEqual([]);
-    expect(readdirSync(challengeDir(join(repo.root, 'server'))).length).toBe(challengesBefore);
+    expect((await server.store.listMaterial('challenge')).items.length).toBe(challengesBefore);
     const reached = server.logs
       .slice(logsBefore)
       .filter(

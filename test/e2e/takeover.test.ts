@@ -4,6 +4,7 @@
  * identifiers that name another device's user channel, and blueprints that require a proven
  * serial. Real servers on loopback, identities made by openssl and by micromdm's scepclient.
  */
+import { importIssuanceFiles } from '../../src/enroll/renewals.js';
 import { createHash, createPrivateKey } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -278,8 +279,11 @@ describe('the built-in CA: anyone with the static challenge, renewals, one-time 
       notAfter: new Date(Date.now() + 86_400_000),
       extKeyUsage: ['clientAuth'],
     });
-    mkdirSync(join(server.dir, 'data', 'enroll', 'renewals'), { recursive: true });
-    writeFileSync(join(server.dir, 'data', 'enroll', 'renewals', sha256(renewed.certDer)), sha256(own.certDer));
+    // (moved into the store as a server start does with an earlier version's data directory).
+    const old = join(server.dir, 'legacy-enroll');
+    mkdirSync(join(old, 'renewals'), { recursive: true });
+    writeFileSync(join(old, 'renewals', sha256(renewed.certDer)), sha256(own.certDer));
+    expect(await importIssuanceFiles(server.store, { issued: join(old, 'issued'), renewals: join(old, 'renewals') })).toBe(1);
     const again = new SimulatedDevice({ serverUrl: server.url, identity: { certDer: renewed.certDer, key: own.key }, udid: device.udid, topic: TOPIC });
     expect(await idle(again)).toBe('');
     expect((await server.store.getDevice(device.udid))?.identity.certHash).toBe(sha256(renewed.certDer));

@@ -152,13 +152,24 @@ describe('profile access', () => {
 });
 
 describe('orchard enroll-profile', () => {
-  it('writes the same kind of signed profile; its one-time challenge works in a running server with the same data directory', async () => {
+  it('writes the same kind of signed profile; its one-time challenge works in a server on the same store; a held store is a clear error', async () => {
     requireScepclient();
     const dataDir = join(tempDir(), 'data');
+    // Minted while no server holds the embedded store: the CA and the challenges are in it.
+    const out = await runEnrollProfile({ dataDir, publicUrl: 'http://127.0.0.1:1', pushCert: join(VECTORS, 'apple-certs/push-expired.pem') }, {});
+    expect(out.notes.join('\n')).toMatch(/one-time SCEP challenge, valid for one enrollment until/);
+    const withStatic = await runEnrollProfile({ dataDir, publicUrl: 'http://127.0.0.1:1', topic: TOPIC }, { ORCHARD_SCEP_CHALLENGE: STATIC });
+    const forcedOneTime = await runEnrollProfile({ dataDir, publicUrl: 'http://127.0.0.1:1', topic: TOPIC, oneTime: true }, { ORCHARD_SCEP_CHALLENGE: STATIC });
+    // --serial: a one-time challenge whose certificate speaks for that serial number only.
+    const forSerial = await runEnrollProfile(
+      { dataDir, publicUrl: 'http://127.0.0.1:1', topic: TOPIC, serial: 'C02CLI000001' },
+      { ORCHARD_SCEP_CHALLENGE: STATIC },
+    );
+    expect(forSerial.notes.join('\n')).toContain('for serial C02CLI000001');
+    await expect(runEnrollProfile({ dataDir, publicUrl: 'http://127.0.0.1:1', topic: TOPIC, udid: 'A:B' }, {})).rejects.toThrow(ConfigError);
+
     const server = await startEnrollServer({}, { dataDir });
     try {
-      const out = runEnrollProfile({ dataDir, publicUrl: server.url, pushCert: join(VECTORS, 'apple-certs/push-expired.pem') }, {});
-      expect(out.notes.join('\n')).toMatch(/one-time SCEP challenge, valid for one enrollment until/);
       const v = smimeVerify(out.profile, server.enroll.caStore.caFile);
       expect(v.ok).toBe(true);
       const { scep, mdm } = verifyEnrollmentProfile(out.profile, server.caPem);
@@ -166,14 +177,10 @@ describe('orchard enroll-profile', () => {
       expect(scep.Challenge).toMatch(/^[0-9a-f]{40}$/);
       expect(out.notes.join('\n')).not.toContain(scep.Challenge!);
       expect((await scepclient(server.url, tempDir(), ['-challenge', scep.Challenge!])).code).toBe(0);
-
-      const withStatic = runEnrollProfile({ dataDir, publicUrl: server.url, topic: TOPIC }, { ORCHARD_SCEP_CHALLENGE: STATIC });
+      // Used up: a second enrollment with it is refused.
+      expect((await scepclient(server.url, tempDir(), ['-challenge', scep.Challenge!])).code).not.toBe(0);
       expect(verifyEnrollmentProfile(withStatic.profile, server.caPem).scep.Challenge).toBe(STATIC);
-      const forcedOneTime = runEnrollProfile({ dataDir, publicUrl: server.url, topic: TOPIC, oneTime: true }, { ORCHARD_SCEP_CHALLENGE: STATIC });
       expect(verifyEnrollmentProfile(forcedOneTime.profile, server.caPem).scep.Challenge).not.toBe(STATIC);
-      // --serial: a one-time challenge whose certificate speaks for that serial number only.
-      const forSerial = runEnrollProfile({ dataDir, publicUrl: server.url, topic: TOPIC, serial: 'C02CLI000001' }, { ORCHARD_SCEP_CHALLENGE: STATIC });
-      expect(forSerial.notes.join('\n')).toContain('for serial C02CLI000001');
       const dir = tempDir();
       expect((await scepclient(server.url, dir, ['-challenge', verifyEnrollmentProfile(forSerial.profile, server.caPem).scep.Challenge!])).code).toBe(0);
       const identity = {
@@ -185,13 +192,18 @@ describe('orchard enroll-profile', () => {
       const device = new SimulatedDevice({ serverUrl: server.url, identity, udid: '00008030-00000000000CL101', serialNumber: 'C02CLI000001', topic: TOPIC });
       await device.enroll();
       expect((await server.store.getDevice(device.udid))?.facts.provenSerialNumber).toBe('C02CLI000001');
-      expect(() => runEnrollProfile({ dataDir, publicUrl: server.url, topic: TOPIC, udid: 'A:B' }, {})).toThrow(ConfigError);
+      // The running server holds the embedded store: the CLI says so and names the API instead.
+      await expect(runEnrollProfile({ dataDir, publicUrl: server.url, topic: TOPIC }, {})).rejects.toThrow(/POST \/api\/v1\/enrollments/);
     } finally {
       await server.stop();
     }
-    expect(() => runEnrollProfile({ dataDir, topic: TOPIC }, {})).toThrow(ConfigError);
-    expect(() => runEnrollProfile({ dataDir, publicUrl: 'https://x.example' }, {})).toThrow(/APNs topic/);
-    const fromDefault = runEnrollProfile({ dataDir, publicUrl: 'https://x.example' }, {}, { topic: (cfg) => (cfg.dataDir === dataDir ? TOPIC : undefined) });
+    await expect(runEnrollProfile({ dataDir, topic: TOPIC }, {})).rejects.toThrow(ConfigError);
+    await expect(runEnrollProfile({ dataDir, publicUrl: 'https://x.example' }, {})).rejects.toThrow(/APNs topic/);
+    const fromDefault = await runEnrollProfile(
+      { dataDir, publicUrl: 'https://x.example' },
+      {},
+      { topic: (cfg) => (cfg.dataDir === dataDir ? TOPIC : undefined) },
+    );
     expect(verifyEnrollmentProfile(fromDefault.profile).mdm.Topic).toBe(TOPIC);
   });
 

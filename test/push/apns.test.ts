@@ -9,8 +9,10 @@ import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ApnsPusher, apnsFromDataDir, type ApnsConfig } from '../../src/push/apns.js';
-import { importPushCertificate } from '../../src/push/push-cert.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import { Sealer } from '../../src/store/sealing.js';
+import { ApnsPusher, apnsFromCredentials, type ApnsConfig } from '../../src/push/apns.js';
+import { importPushCertificate, openStoredPushCredentials } from '../../src/push/push-cert.js';
 import { ApnsStandIn, createStandInTls } from '../../src/sim/apns.js';
 import type { EnrollmentRecord } from '../../src/store/types.js';
 import { captureLog, makePushCert, until, type TestPushCert } from './helpers.js';
@@ -408,19 +410,28 @@ describe('the connection', () => {
     expect([prod.url, sandbox.url, custom.url]).toEqual(['https://api.push.apple.com', 'https://api.sandbox.push.apple.com', 'https://localhost:1']);
   });
 
-  it('apnsFromDataDir uses the imported push certificate, and is undefined before one is imported', async () => {
+  it('the imported push certificate goes into the store (sealed); a replica with no files pushes with it; none before one is imported', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'orchard-apns-data-'));
+    const store = await MemoryStore.open();
+    const sealer = new Sealer(Buffer.from('a material key of the test, 32+ bytes'));
     try {
       const { log } = captureLog();
-      expect(apnsFromDataDir(dir, { url: standIn.url }, log)).toBeUndefined();
+      expect(apnsFromCredentials(await openStoredPushCredentials(store, sealer, dir), { url: standIn.url }, log)).toBeUndefined();
       writeFileSync(join(dir, 'c.pem'), cert.certPem);
       writeFileSync(join(dir, 'k.pem'), cert.keyPem);
       importPushCertificate(join(dir, 'data'), join(dir, 'c.pem'), join(dir, 'k.pem'));
-      const p = apnsFromDataDir(join(dir, 'data'), { url: standIn.url, ca: standIn.tls.caPem }, log)!;
+      expect((await openStoredPushCredentials(store, sealer, join(dir, 'data')))?.topic).toBe(cert.topic);
+      const sealed = (await store.getMaterial('blob', 'push-certificate'))!;
+      expect(sealed.toString('latin1')).not.toContain('PRIVATE KEY');
+      await expect(openStoredPushCredentials(store, new Sealer(Buffer.from('another material key, 32+ bytes long')), join(dir, 'empty'))).rejects.toThrow(
+        /another material key/,
+      );
+      const p = apnsFromCredentials(await openStoredPushCredentials(store, sealer, join(dir, 'empty')), { url: standIn.url, ca: standIn.tls.caPem }, log)!;
       pushers.push(p);
       expect(p.topic).toBe(cert.topic);
       expect((await p.pushNow([enrollment()]))[0]!.result).toBe('pushed');
     } finally {
+      await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -51,6 +51,22 @@ export function materialSuite(name: string, open: () => Promise<MaterialHarness>
       expect(await store.getMaterial('challenge', 'c')).toEqual(bytes('new'));
     });
 
+    it('lists the live values of a kind in key order, page by page, with their expiry', async () => {
+      const keys = Array.from({ length: 7 }, (_, i) => `k${i}`);
+      for (const k of [...keys].reverse()) await store.putMaterial('issuance', k, bytes(k), k === 'k3' ? { expiresAt: at(100) } : {});
+      await store.putMaterial('issuance', 'gone', bytes('x'), { expiresAt: at(1) });
+      await store.putMaterial('challenge', 'k0', bytes('other kind'));
+      const first = await store.listMaterial('issuance', { limit: 4 }, at(10));
+      expect(first.items.map((i) => i.key)).toEqual(['k0', 'k1', 'k2', 'k3']);
+      expect(first.items[3]).toEqual({ key: 'k3', value: bytes('k3'), expiresAt: at(100) });
+      expect(first.items[0]).toEqual({ key: 'k0', value: bytes('k0') });
+      const rest = await store.listMaterial('issuance', { cursor: first.next!, limit: 4 }, at(10));
+      expect(rest.items.map((i) => i.key)).toEqual(['k4', 'k5', 'k6']);
+      expect(rest.next).toBeUndefined();
+      expect((await store.listMaterial('issuance', {}, at(200))).items.map((i) => i.key)).toEqual(['k0', 'k1', 'k2', 'k4', 'k5', 'k6']);
+      await expect(store.listMaterial('nope' as never)).rejects.toThrow(Malformed);
+    });
+
     it('a take hands the value out exactly once, also to 20 takers at the same time', async () => {
       await store.putMaterial('challenge', 'h1', bytes('entry'), { expiresAt: at(100) });
       const takes = await Promise.all(Array.from({ length: 20 }, () => store.takeMaterial('challenge', 'h1', at(1))));
