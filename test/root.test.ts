@@ -38,11 +38,12 @@ async function start(...args: Parameters<typeof startTestServer>): Promise<TestS
 }
 
 describe('composition root', () => {
-  it('enrollment is opened once by the root: building every route again creates nothing on disk and trusts nothing more', async () => {
+  it('enrollment is opened once by the root: building every route again creates nothing on disk or in the store and trusts nothing more', async () => {
     const server = await start({}, { enrollment: { topic: 'com.apple.mgmt.External.root-test' } });
     expect(server.enrollment).toBeDefined();
-    const caDir = join(server.cfg.dataDir, 'ca');
-    expect(readdirSync(caDir).length).toBeGreaterThan(0);
+    const blobs = async () => (await server.store.listMaterial('blob')).items.map((i) => [i.key, i.value.toString('base64')]);
+    const stored = await blobs();
+    expect(stored.map(([k]) => k)).toEqual(expect.arrayContaining(['ca', 'profile-signer']));
     // The CA is trusted: the one the test harness made, and the built-in one.
     expect(server.trust.size).toBe(2);
     const before = snapshot(server.cfg.dataDir).filter((f) => !f.startsWith('/store/'));
@@ -50,6 +51,7 @@ describe('composition root', () => {
     const second = buildRoutes(ROUTES, server.deps);
     expect(second.length).toBe(first.length);
     expect(snapshot(server.cfg.dataDir).filter((f) => !f.startsWith('/store/'))).toEqual(before);
+    expect(await blobs()).toEqual(stored);
     expect(server.trust.size).toBe(2);
     // And the routers built again are the same routes.
     const paths = (rs: typeof first) => rs.flatMap((r) => (r.stack as { path: string }[]).map((l) => l.path)).sort();
@@ -57,9 +59,10 @@ describe('composition root', () => {
     expect(paths(first)).toContain('/scep');
   });
 
-  it('without enrollment there is no CA on disk and no SCEP route', async () => {
+  it('without enrollment there is no CA (on disk or in the store) and no SCEP route', async () => {
     const server = await start();
     expect(readdirSync(server.cfg.dataDir)).not.toContain('ca');
+    expect(await server.store.getMaterial('blob', 'ca')).toBeUndefined();
     expect(mountedRoutes(server.app).map((r) => r.path)).not.toContain('/scep');
     expect((await http(`${server.url}/scep?operation=GetCACaps`)).status).toBe(404);
   });

@@ -24,7 +24,8 @@ if (!cluster.available) missingPostgres('orchard serve --store postgres://', clu
     const url = await cluster.cluster().database();
     const ca = createCA({ commonName: 'PG e2e CA' });
     writeFileSync(join(dir, 'ca.pem'), ca.certPem);
-    const env = { ORCHARD_API_TOKEN: 'pg-admin' };
+    // Both processes are given the material key: the CA in the database is sealed with it.
+    const env = { ORCHARD_API_TOKEN: 'pg-admin', ORCHARD_MATERIAL_KEY: 'the e2e material key of both processes' };
     const args = (data: string) => ['--store', url, '--data-dir', join(dir, data), '--trust-ca', join(dir, 'ca.pem')];
     let srv = await spawnServer(args('data-1'), env);
     try {
