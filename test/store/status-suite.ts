@@ -169,6 +169,14 @@ export function statusSuite(name: string, open: () => Promise<StoreHarness>): vo
       expect((await store.getStatus('NEW'))?.lastSeenAt).toBe(at(9 * DAY_S).toISOString());
     });
 
+    it('a contact shows in the device row at once, whichever channel made it', async () => {
+      await enroll('T', 1);
+      await store.touch('T:501', at(5 * DAY_S));
+      expect((await store.getStatus('T'))?.lastSeenAt).toBe(at(5 * DAY_S).toISOString());
+      await store.touch('T', at(6 * DAY_S));
+      expect((await store.getStatus('T'))?.lastSeenAt).toBe(at(6 * DAY_S).toISOString());
+    });
+
     it('keeps rows, counts and last contact across reopen', async (t) => {
       if (!h.reopen) return t.skip();
       await enroll('A');
