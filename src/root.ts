@@ -43,6 +43,9 @@ import { EventWebhooks } from './report/webhooks.js';
 import { DeclarativeManagement } from './ddm/protocol.js';
 import { DdmReconciler } from './ddm/reconcile.js';
 import { LegacyProfiles, legacyProfileUrl } from './ddm/legacy.js';
+import { ddmRow } from './ddm/report.js';
+import { statusChanged, withDdmFacts } from './ddm/status.js';
+import { deviceOfEnrollment } from './store/status.js';
 import { ddmRoutes } from './http/ddm-routes.js';
 import { LevelDdmStore, type DdmStore } from './store/ddm.js';
 import { openStore } from './store/open.js';
@@ -188,12 +191,18 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
   const key = loadSealer({ secret: opts.materialKey, file: cfg.materialKeyFile, dataDir: cfg.dataDir });
   for (const w of key.warnings) log.warn(w);
   const pushCredentials = opts.pusher ? undefined : await openStoredPushCredentials(store, key.sealer, cfg.dataDir);
-  const { trust, service, enrollment } = await identity(cfg, opts, { log, store, ddmStore, sealer: key.sealer, pushCredentials });
+  const { trust, service, enrollment, ddm } = await identity(cfg, opts, { log, store, ddmStore, sealer: key.sealer, pushCredentials });
   const { apns, pusher, push } = pushing(cfg, opts, service, log, pushCredentials);
   // GitOps: the fleet repository, and the reconcilers that apply each valid revision (profiles, declarations).
   const source = cfg.repo ? fleetSource(cfg, cfg.repo, store, log) : undefined;
   const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
   const reconciler = reconcilers(cfg, opts, { log, store, ddmStore, service, pusher, secrets, follows: source !== undefined });
+  // A DDM report that changes what the device's row or facts show reconciles it (facts re-evaluate selectors).
+  ddm.on('status', (eid, status, _full, previous) => {
+    if (!statusChanged(previous, status)) return;
+    const device = deviceOfEnrollment(eid);
+    reconciler.reconcileDevice(device).catch((err: unknown) => log.error({ err, device }, 'reconcile after a DDM status report failed'));
+  });
   // The profiles of legacy declarations, at the URL the reconciler puts in them (needs the public URL).
   const legacyProfiles = cfg.publicUrl ? new LegacyProfiles({ ddm: ddmStore, store, fleet: () => reconciler.currentFleet(), secrets }) : undefined;
 
@@ -358,7 +367,7 @@ async function identity(
     ? await openEnrollment(opts.enrollment, { dataDir: cfg.dataDir, store, sealer, trust, service, log, defaultTopic: storedTopic })
     : undefined;
   if (trust.size === 0) log.warn('no trusted CA (--trust-ca): no device can enroll yet');
-  return { trust, service, enrollment };
+  return { trust, service, enrollment, ddm };
 }
 
 /** The imported push certificate makes the real APNs client (orchard push-cert import); a test's pusher replaces it. */
@@ -406,7 +415,13 @@ function reconcilers(
     pusher: p.pusher,
     log: p.log.child({ component: 'reconciler' }),
     secrets,
-    ddm: { reconcile: (device, fleet, revision) => ddm.reconcile(device, fleet, revision), reset: (eid) => p.ddmStore.resetDdm(eid) },
+    ddm: {
+      reconcile: (device, fleet, revision) => ddm.reconcile(device, fleet, revision),
+      reset: (eid) => p.ddmStore.resetDdm(eid),
+      device: async (device) => withDdmFacts(device, await p.ddmStore.getDdmStatus(device.id)),
+      // Only a device with a device-channel set has declarations to show (one read for the others).
+      row: async (id) => ((await p.ddmStore.getDeclarationSet(id, 'current')) ? ddmRow(p.ddmStore, await p.store.listEnrollments(id)) : undefined),
+    },
     driftIntervalMs: cfg.driftIntervalMs,
     inventoryOnEnroll: p.follows,
     retry: opts.retry,

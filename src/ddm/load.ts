@@ -29,6 +29,9 @@ export const STATUS_SUBSCRIPTIONS = 'orchard/status-subscriptions';
 export const SUBSCRIBED_STATUS_ITEMS = [
   'device.operating-system.version',
   'device.operating-system.build-version',
+  'device.model.identifier',
+  'device.model.marketing-name',
+  'device.identifier.serial-number',
   'softwareupdate.pending-version',
   'softwareupdate.install-state',
   'softwareupdate.failure-reason',

@@ -16,7 +16,7 @@ import { KeyedMutex } from '../util/keyed-mutex.js';
 
 export interface DdmEvents {
   /** A status report was stored (merged). */
-  status: [enrollmentId: string, status: DdmStatus, full: boolean];
+  status: [enrollmentId: string, status: DdmStatus, full: boolean, previous: DdmStatus | undefined];
 }
 
 /** The set of an enrollment Orchard has nothing for. */
@@ -56,9 +56,10 @@ export class DeclarativeManagement extends EventEmitter<DdmEvents> {
     if (endpoint === 'status') {
       const report = parseStatusReport(data);
       await this.perEnrollment.run(enrollmentId, async () => {
-        const merged = mergeStatus(await this.store.getDdmStatus(enrollmentId), report, this.now());
+        const previous = await this.store.getDdmStatus(enrollmentId);
+        const merged = mergeStatus(previous, report, this.now());
         await this.store.putDdmStatus(enrollmentId, merged);
-        this.emit('status', enrollmentId, merged, report.full);
+        this.emit('status', enrollmentId, merged, report.full, previous);
       });
       return undefined;
     }

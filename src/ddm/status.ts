@@ -6,6 +6,7 @@
 import { Malformed } from '../errors.js';
 import type { DdmStatus, DeclarationClass, DeclarationPhase, DeclarationReport, SetEntry, StatusReason } from './model.js';
 import { isStatusItem } from './schema.js';
+import type { DeviceRecord } from '../store/types.js';
 
 export interface StatusReport {
   full: boolean;
@@ -120,4 +121,54 @@ export function phaseOf(entry: SetEntry, status: DdmStatus | undefined): Declara
   return r.reasons?.some((x) => x.code.startsWith('Error.'))
     ? { phase: 'failed', reasons: r.reasons }
     : { phase: 'pending', ...(r.reasons ? { reasons: r.reasons } : {}) };
+}
+
+/** Status items that are device facts (subscribed in orchard.status-subscriptions), by the fact they update. */
+export const FACT_ITEMS: Readonly<Record<string, string>> = {
+  'device.operating-system.version': 'OSVersion',
+  'device.operating-system.build-version': 'BuildVersion',
+  'device.model.identifier': 'Model',
+  'device.model.marketing-name': 'ModelName',
+  'device.identifier.serial-number': 'SerialNumber',
+};
+
+/** The facts a status report gave, as DeviceInformation names them. */
+export function ddmFacts(status: Pick<DdmStatus, 'items'> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [item, fact] of Object.entries(FACT_ITEMS)) {
+    const v = status?.items[item];
+    if (typeof v === 'string' && v !== '') out[fact] = v;
+  }
+  return out;
+}
+
+/**
+ * The device as selectors and variables should see it: what it reported over DDM laid over its
+ * DeviceInformation when the DDM report is the newer one, so an OS update the device reports
+ * over DDM re-evaluates selectors without DeviceInformation polling.
+ */
+export function withDdmFacts<D extends Pick<DeviceRecord, 'reported'>>(device: D, status: DdmStatus | undefined): D {
+  const facts = ddmFacts(status);
+  if (!status || Object.keys(facts).length === 0) return device;
+  const info = device.reported.DeviceInformation;
+  if (info && Date.parse(info.at) > Date.parse(status.at)) return device;
+  const value = { ...(info?.value ?? {}), ...facts };
+  if (info && Object.entries(facts).every(([k, v]) => info.value[k] === v)) return device;
+  return {
+    ...device,
+    reported: { ...device.reported, DeviceInformation: { at: status.at, commandUUID: info?.commandUUID ?? 'DeclarativeManagement', value } },
+  };
+}
+
+/** Whether a report changed what the device's row or its facts show (declarations, facts, software update). */
+export function statusChanged(prev: DdmStatus | undefined, next: DdmStatus): boolean {
+  const shown = (s: DdmStatus | undefined) =>
+    JSON.stringify([
+      s?.declarations ?? {},
+      ddmFacts(s),
+      Object.entries(s?.items ?? {})
+        .filter(([k]) => k.startsWith('softwareupdate.'))
+        .sort(([a], [b]) => (a < b ? -1 : 1)),
+    ]);
+  return shown(prev) !== shown(next);
 }

@@ -33,6 +33,8 @@ import {
   type FleetSummary,
 } from '../report/status.js';
 import type { ErrorChainItem } from '../store/types.js';
+import type { StatusDdm } from '../store/status.js';
+import { deviceDeclarations, type DeviceDeclarations } from '../ddm/report.js';
 import type { RouteDeps } from './deps.js';
 import { ApiError, ROUTER_OPTIONS, findDevice } from './api.js';
 import { fleetReport, reportContext } from './report-routes.js';
@@ -313,15 +315,33 @@ function blueprintsTable(bps: ReturnType<typeof blueprintReports>): Html {
   return html`<section aria-labelledby="h-bp">
 <h2 id="h-bp">Blueprints</h2>
 <table>
-<caption>Per blueprint: devices reached, and per profile how many devices have it verified, pending or failed</caption>
+<caption>Per blueprint: devices reached, and per profile and declaration how many devices have it verified, pending or failed (a software update: at the target)</caption>
 <thead><tr><th scope="col">Blueprint</th><th scope="col" class="n">Devices (selected / matched)</th><th scope="col">Profile</th><th scope="col" class="n">Verified</th><th scope="col" class="n">Pending</th><th scope="col" class="n">Failed</th></tr></thead>
 ${bps.map((b) => {
-  const rows = Math.max(1, b.profiles.length);
+  // Profiles, then declarations (DDM), then the software update target: one row each.
+  const items: { label: Html | string; note: string; verified: number; pending: number; failed: number }[] = [
+    ...b.profiles.map((p) => ({ label: p.profile, note: p.identifier, ...p })),
+    ...b.declarations.map((d) => ({ label: html`declaration ${d.declaration}`, note: d.identifier, ...d })),
+    ...(b.softwareUpdate
+      ? [
+          {
+            label: html`software update to ${b.softwareUpdate.target}`,
+            note: Object.entries(b.softwareUpdate.reasons)
+              .map(([why, n]) => `${n} ${why}`)
+              .join(', '),
+            verified: b.softwareUpdate.atTarget,
+            pending: b.softwareUpdate.pending,
+            failed: b.softwareUpdate.failed,
+          },
+        ]
+      : []),
+  ];
+  const rows = Math.max(1, items.length);
   const notes = [b.suspended ? 'suspended' : '', b.rolloutPercent !== undefined ? `rollout ${b.rolloutPercent}%` : ''].filter(Boolean).join(', ');
   const head = html`<th scope="rowgroup" rowspan="${rows}"><a href="${listHref({ blueprint: b.name })}">${b.name}</a>${notes ? html` <span class="warn">(${notes})</span>` : ''}<br><span class="mut">${b.file}</span></th>
 <td class="n" rowspan="${rows}">${b.selected} / ${b.matched}</td>`;
-  if (b.profiles.length === 0) return html`<tbody><tr>${head}<td colspan="4" class="mut">no profiles</td></tr></tbody>`;
-  return html`<tbody>${b.profiles.map((p, i) => html`<tr>${i === 0 ? head : ''}<td>${p.profile} <span class="mut">${p.identifier}</span></td><td class="n ok">${p.verified}</td><td class="n${p.pending ? ' warn' : ''}">${p.pending}</td><td class="n${p.failed ? ' bad' : ''}">${p.failed}</td></tr>`)}</tbody>`;
+  if (items.length === 0) return html`<tbody><tr>${head}<td colspan="4" class="mut">no profiles</td></tr></tbody>`;
+  return html`<tbody>${items.map((p, i) => html`<tr>${i === 0 ? head : ''}<td>${p.label} <span class="mut">${p.note}</span></td><td class="n ok">${p.verified}</td><td class="n${p.pending ? ' warn' : ''}">${p.pending}</td><td class="n${p.failed ? ' bad' : ''}">${p.failed}</td></tr>`)}</tbody>`;
 })}
 </table>
 </section>`;
@@ -361,17 +381,43 @@ ${blueprintNames.map((b) => html`<option value="${b}"${b === q.blueprint ? html`
 </form>
 <table>
 <caption>${list.total} device${list.total === 1 ? '' : 's'}${describe ? html` with ${describe}` : ''}${pages > 1 ? html`, page ${page} of ${pages}` : ''}</caption>
-<thead><tr><th scope="col">Device</th><th scope="col">Serial</th><th scope="col">Model</th><th scope="col">OS</th><th scope="col">State</th><th scope="col" class="n">Profiles (verified / pending / failed)</th><th scope="col">Last seen</th><th scope="col">Blueprints</th></tr></thead>
+<thead><tr><th scope="col">Device</th><th scope="col">Serial</th><th scope="col">Model</th><th scope="col">OS</th><th scope="col">State</th><th scope="col" class="n">Profiles (verified / pending / failed)</th><th scope="col" class="n">Declarations (verified / pending / failed)</th><th scope="col">Last seen</th><th scope="col">Blueprints</th></tr></thead>
 <tbody>
-${rows.length === 0 ? html`<tr><td colspan="8" class="mut">No devices match.</td></tr>` : ''}
-${rows.map((s) => html`<tr data-device="${s.id}"><th scope="row"><a href="${deviceHref(s.id)}">${s.deviceName ?? s.serialNumber ?? s.id}</a></th><td>${s.serialNumber ?? ''}</td><td>${s.model ?? s.productName ?? ''}</td><td>${s.osVersion ?? ''}</td><td>${stateBadge(s.state)}${s.stale ? html` <span class="warn">stale</span>` : ''}</td><td class="n">${s.profiles.verified} / ${s.profiles.pending} / ${s.profiles.failed}</td><td>${when(s.lastSeenAt)}</td><td>${s.blueprints.join(', ')}</td></tr>`)}
+${rows.length === 0 ? html`<tr><td colspan="9" class="mut">No devices match.</td></tr>` : ''}
+${rows.map((s) => html`<tr data-device="${s.id}"><th scope="row"><a href="${deviceHref(s.id)}">${s.deviceName ?? s.serialNumber ?? s.id}</a></th><td>${s.serialNumber ?? ''}</td><td>${s.model ?? s.productName ?? ''}</td><td>${s.osVersion ?? ''}</td><td>${stateBadge(s.state)}${s.stale ? html` <span class="warn">stale</span>` : ''}</td><td class="n">${s.profiles.verified} / ${s.profiles.pending} / ${s.profiles.failed}</td><td class="n">${ddmCell(s.ddm)}</td><td>${when(s.lastSeenAt)}</td><td>${s.blueprints.join(', ')}</td></tr>`)}
 </tbody>
 </table>
 ${pages > 1 ? html`<nav aria-label="Pages">${page > 1 ? html`<a href="${listHref({ ...q, page: page - 1 })}">Previous</a> ` : ''}${page < pages ? html`<a href="${listHref({ ...q, page: page + 1 })}">Next</a>` : ''}</nav>` : ''}
 </section>`;
 }
 
-function devicePage(d: DeviceDetail): Html {
+/** A device's declarations in the list: counts, its software update, or that its OS has no DDM. */
+function ddmCell(d: StatusDdm | undefined): Html | string {
+  if (!d) return '';
+  if (d.unsupported) return html`<span class="warn" title="${d.unsupported}">no DDM</span>`;
+  const su = d.softwareUpdate;
+  const update = su?.target
+    ? html`<br><span class="${su.phase === 'failed' ? 'bad' : su.phase === 'at-target' ? 'ok' : 'warn'}">update ${su.target}: ${su.phase ?? ''}${su.failureReason ? ` (${su.failureReason})` : ''}</span>`
+    : '';
+  return html`${d.declarations.verified} / ${d.declarations.pending} / ${d.declarations.failed}${update}`;
+}
+
+/** The device page's declarations: each one's phase and Apple's reasons, the software update status, or why there are none. */
+function declarationsSection(v: DeviceDeclarations): Html {
+  const su = Object.entries(v.softwareUpdate ?? {});
+  return html`<h2 id="h-declarations">Declarations</h2>
+${v.unsupported ? html`<p class="warn">${v.unsupported}</p>` : ''}
+<table aria-labelledby="h-declarations">
+<thead><tr><th scope="col">Declaration</th><th scope="col">Channel</th><th scope="col">Phase</th><th scope="col">Reasons</th></tr></thead>
+<tbody>
+${v.declarations.length === 0 ? html`<tr><td colspan="4" class="mut">No declarations.</td></tr>` : ''}
+${v.declarations.map((d) => html`<tr><th scope="row">${d.declaration}<br><span class="mut">${d.identifier} (${d.type})</span></th><td>${d.channel}</td><td class="${d.phase === 'failed' ? 'bad' : d.phase === 'verified' ? 'ok' : 'warn'}">${d.phase}</td><td>${(d.reasons ?? []).map((r) => html`<code>${r.code}</code> ${r.description ?? r.meaning ?? ''}<br>`)}</td></tr>`)}
+</tbody>
+</table>
+${su.length ? html`<table><caption>Software update (reported over DDM${v.statusAt ? html`, ${when(v.statusAt)}` : ''})</caption><tbody>${su.map(([k, val]) => html`<tr><th scope="row">${k}</th><td><code>${JSON.stringify(val)}</code></td></tr>`)}</tbody></table>` : ''}`;
+}
+
+function devicePage(d: DeviceDetail, ddm?: DeviceDeclarations): Html {
   const name = d.deviceName ?? d.serialNumber ?? d.id;
   const facts = Object.entries(d.facts).filter(([, v]) => v !== undefined && v !== '');
   return layout(
@@ -401,6 +447,7 @@ ${d.profileStatus.length === 0 ? html`<tr><td colspan="7" class="mut">No profile
 ${d.profileStatus.map((p) => html`<tr><th scope="row">${p.profile}<br><span class="mut">${p.identifier}</span>${p.desired ? '' : html` <span class="mut">(not desired)</span>`}</th><td class="${p.phase === 'failed' ? 'bad' : p.phase === 'verified' ? 'ok' : 'warn'}">${p.phase}</td><td><code>${short(p.revision)}</code></td><td class="n">${p.attempts}</td><td class="n">${p.drift}</td><td>${when(p.verifiedAt ?? p.updatedAt)}${p.retryAt ? html`<br><span class="mut">retry ${when(p.retryAt)}</span>` : ''}</td><td>${p.renderError ? html`<span class="bad">cannot render: ${p.renderError}</span>` : ''}${p.lastError ? html`<span class="bad">${p.lastError.message}</span> <span class="mut">${when(p.lastError.at)}</span>${errorChain(p.lastError.errorChain)}` : ''}</td></tr>`)}
 </tbody>
 </table>
+${ddm && (ddm.unsupported || ddm.declarations.length) ? declarationsSection(ddm) : ''}
 <h2 id="h-commands">Recent commands</h2>
 <table aria-labelledby="h-commands">
 <caption>Newest first (at most 20)</caption>
@@ -588,10 +635,12 @@ ${deviceList(
         throw err;
       }
       const rc = reportContext(getContext());
-      const snap = { devices: [d], enrollments: new Map([[d.id, await deps.store.listEnrollments(d.id)]]), artifacts: new Map() };
+      const enrollments = await deps.store.listEnrollments(d.id);
+      const snap = { devices: [d], enrollments: new Map([[d.id, enrollments]]), artifacts: new Map() };
       const arts = await deps.store.getArtifacts(d.id);
       if (arts) snap.artifacts.set(d.id, arts);
-      send(ctx, 200, devicePage(deviceDetail(snap, d, await allPages((p) => deps.store.listCommands(d.id, p)), rc)));
+      const ddm = await deviceDeclarations(deps.ddmStore, enrollments);
+      send(ctx, 200, devicePage(deviceDetail(snap, d, await allPages((p) => deps.store.listCommands(d.id, p)), rc), ddm));
     });
 
     return router;

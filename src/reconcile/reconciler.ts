@@ -47,6 +47,10 @@ export interface ReconcilerOptions {
     reconcile(device: DeviceRecord, fleet: Fleet, revision: string): Promise<{ notified: string[] }>;
     /** A channel enrolled anew: the device holds none of our declarations. */
     reset(enrollmentId: string): Promise<void>;
+    /** The device with the facts it reported over DDM (OS version, model, ...) where they are newer than DeviceInformation. */
+    device?(device: DeviceRecord): Promise<DeviceRecord>;
+    /** The DDM half of the device's status row: declaration counts, phases and problems (undefined: no declarations). */
+    row?(deviceId: string): Promise<(Pick<StatusProfiles, 'phases' | 'problems'> & { ddm: NonNullable<StatusProfiles['ddm']> }) | undefined>;
   };
 }
 
@@ -215,7 +219,8 @@ export class Reconciler {
 
   private async reconcileNow(deviceId: string): Promise<ReconcileOutcome | undefined> {
     const { store } = this.opts;
-    const device = await store.getDevice(deviceId);
+    const stored = await store.getDevice(deviceId);
+    const device = stored && this.opts.ddm?.device ? await this.opts.ddm.device(stored) : stored;
     // enrolledAt is set by the device channel's first TokenUpdate and cleared by Authenticate and
     // CheckOut: the device record alone says whether the device channel is active.
     if (!device) return undefined;
@@ -234,6 +239,8 @@ export class Reconciler {
       return undefined;
     }
     const fleet = this.fleet;
+    // Declarations first, so the status row written with the profiles' commit shows the new sets.
+    const notified = this.opts.ddm ? (await this.opts.ddm.reconcile(device, fleet, this.revision)).notified.length : 0;
     const desired = await this.cpu.run(() => desiredForAsync(fleet, device, this.opts.secrets, this.renders, this.pace));
     const decision = decide({
       desired,
@@ -244,7 +251,7 @@ export class Reconciler {
       retry: this.retry,
     });
     const outcome = await this.commit(device, desired, decision, absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null), state.version);
-    if (this.opts.ddm) outcome.queued += (await this.opts.ddm.reconcile(device, fleet, this.revision)).notified.length;
+    outcome.queued += notified;
     return outcome;
   }
 
@@ -252,7 +259,22 @@ export class Reconciler {
   private async statusOf(device: DeviceRecord, state: DeviceArtifacts, desired?: DesiredState): Promise<StatusProfiles> {
     const fleet = this.fleet;
     if (fleet && !desired) desired = await this.cpu.run(() => desiredForAsync(fleet, device, this.opts.secrets, this.renders, this.pace));
-    return statusProfiles(device, state, fleet, desired);
+    return this.withDeclarations(statusProfiles(device, state, fleet, desired), device.id);
+  }
+
+  /** The row with the device's declarations (DDM) added: their counts, phases and problems count in its state. */
+  private async withDeclarations(out: StatusProfiles, deviceId: string): Promise<StatusProfiles> {
+    const ddm = await this.opts.ddm?.row?.(deviceId);
+    if (ddm) {
+      out.ddm = ddm.ddm;
+      Object.assign(out.phases, ddm.phases);
+      out.problems.push(...ddm.problems);
+      // A declaration is desired state like a profile: failed or pending, the device is not in sync.
+      const d = ddm.ddm.declarations;
+      if (d.failed > 0 && out.state !== 'failed') out.state = 'failed';
+      else if (d.pending > 0 && out.state === 'in-sync') out.state = 'pending';
+    }
+    return out;
   }
 
   /** Writes the device's status row when nothing else is committed but the summary changed (a new revision). */
@@ -315,7 +337,7 @@ export class Reconciler {
       change.enqueue.push({ targets: [deviceId], cmd: pl });
       state.inventory = { ...state.inventory, verify: pl.uuid, queuedAt: this.now().toISOString() };
     }
-    const status = statusProfiles(device, state, this.fleet, desired);
+    const status = await this.withDeclarations(statusProfiles(device, state, this.fleet, desired), deviceId);
     if (change.enqueue.length === 0 && change.cancel.length === 0 && !dirty && !decision.changed) {
       await this.keepStatus(device, state, desired, status);
       return { deviceId, queued: 0, cancelled: 0 };

@@ -28,6 +28,7 @@ import {
   type DeviceStatus,
   type FleetCounts,
   type PhaseClass,
+  type StatusDdm,
   type StatusFacts,
   type StatusProblem,
   type StatusProfiles,
@@ -107,6 +108,8 @@ export interface DeviceSummary extends Omit<StatusFacts, 'authenticatedAt'> {
   blueprints: string[];
   revision?: string;
   profiles: { total: number; verified: number; pending: number; failed: number };
+  /** Declarations (DDM): counts, software update, or why the OS has none (from the status row). */
+  ddm?: StatusDdm;
 }
 
 export interface DeviceDetail extends DeviceSummary {
@@ -280,6 +283,7 @@ export function rowSummary(row: DeviceStatus, ctx: Pick<ReportContext, 'now' | '
     revision: row.profiles?.revision,
     profiles: row.profiles?.profiles ?? { total: 0, verified: 0, pending: 0, failed: 0 },
     problems: row.profiles?.problems ?? [],
+    ...(row.profiles?.ddm ? { ddm: row.profiles.ddm } : {}),
   };
 }
 
@@ -428,6 +432,10 @@ export interface BlueprintReport {
   selected: number;
   devices: { byState: Record<DeviceState, number> };
   profiles: { profile: string; identifier: string; verified: number; pending: number; failed: number }[];
+  /** Per declaration it delivers (DDM), devices with it verified, pending or failed. */
+  declarations: { declaration: string; identifier: string; verified: number; pending: number; failed: number }[];
+  /** Its `softwareUpdate:`: devices at the target, pending, failed, and the failure reasons they reported. */
+  softwareUpdate?: { target: string; atTarget: number; pending: number; failed: number; reasons: Record<string, number> };
 }
 
 export interface BlueprintDetail extends BlueprintReport {
@@ -448,6 +456,26 @@ export function blueprintReports(counts: Record<string, BlueprintCounts>, fleet:
       const failed = c?.failed[identifier] ?? 0;
       return { profile: name, identifier, verified, pending: reached - verified - failed, failed };
     });
+    const declarations = b.deliver.flatMap((name) => {
+      const d = fleet.declarations.get(name);
+      if (!d) return [];
+      const key = d.channel === 'user' ? `declaration:${d.identifier} (user)` : `declaration:${d.identifier}`;
+      const verified = c?.verified[key] ?? 0;
+      const failed = c?.failed[key] ?? 0;
+      return [{ declaration: name, identifier: d.identifier, verified, pending: reached - verified - failed, failed }];
+    });
+    const su = b.softwareUpdate;
+    const target = su ? (su.targetBuildVersion ? `${su.targetOSVersion} (${su.targetBuildVersion})` : su.targetOSVersion) : undefined;
+    const suKey = `softwareupdate:${target}`;
+    const softwareUpdate = target
+      ? {
+          target,
+          atTarget: c?.verified[suKey] ?? 0,
+          pending: reached - (c?.verified[suKey] ?? 0) - (c?.failed[suKey] ?? 0),
+          failed: c?.failed[suKey] ?? 0,
+          reasons: Object.fromEntries(Object.entries(c?.failed ?? {}).flatMap(([k, n]) => (k.startsWith(`${suKey}:`) ? [[k.slice(suKey.length + 1), n]] : []))),
+        }
+      : undefined;
     out.push({
       name: b.name,
       file: b.origin.file,
@@ -458,6 +486,8 @@ export function blueprintReports(counts: Record<string, BlueprintCounts>, fleet:
       selected: c?.selected ?? 0,
       devices: { byState },
       profiles,
+      declarations,
+      ...(softwareUpdate ? { softwareUpdate } : {}),
     });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name));

@@ -56,6 +56,8 @@ export class SimDdm {
   beforeFetch?: () => Promise<void>;
   /** The next status report is a FullReport (the first one of a channel always is). */
   fullReportNext = true;
+  /** The enforced software update fails with this reason (reported as softwareupdate.failure-reason). */
+  updateFailure?: string;
   syncs = 0;
 
   constructor(private readonly device: SimDeviceLike) {}
@@ -203,15 +205,25 @@ export class SimDdm {
     const f = this.device.facts;
     const items: Record<string, unknown> = {
       management: { declarations: lists },
-      device: { 'operating-system': { version: String(f.OSVersion), 'build-version': String(f.BuildVersion) } },
+      device: {
+        'operating-system': { version: String(f.OSVersion), 'build-version': String(f.BuildVersion) },
+        model: { identifier: String(f.Model), 'marketing-name': String(f.ModelName) },
+        identifier: { 'serial-number': String(f.SerialNumber) },
+      },
     };
     const update = [...held.values()].find((h) => h.active && h.declaration.Type === 'com.apple.configuration.softwareupdate.enforcement.specific');
-    if (update) {
+    if (update && String(update.declaration.Payload.TargetOSVersion) !== String(f.OSVersion)) {
       const p = update.declaration.Payload;
-      items.softwareupdate = {
-        'install-state': 'downloading',
-        'pending-version': { 'os-version': String(p.TargetOSVersion), 'build-version': String(p.TargetBuildVersion ?? '') },
-      };
+      const pending = { 'os-version': String(p.TargetOSVersion), 'build-version': String(p.TargetBuildVersion ?? '') };
+      items.softwareupdate = this.updateFailure
+        ? {
+            'install-state': 'failed',
+            'pending-version': pending,
+            'failure-reason': { count: 1, reason: this.updateFailure, timestamp: new Date().toISOString() },
+          }
+        : { 'install-state': 'downloading', 'pending-version': pending, 'failure-reason': { count: 0 } };
+    } else if (update) {
+      items.softwareupdate = { 'install-state': 'none', 'failure-reason': { count: 0 } };
     }
     const full = this.fullReportNext;
     this.fullReportNext = false;

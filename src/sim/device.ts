@@ -129,6 +129,11 @@ export class SimulatedDevice {
     };
   }
 
+  /** The device runs another OS now (a software update installed); it reports it on its next DDM status or DeviceInformation. */
+  updateOs(osVersion: string, buildVersion: string): void {
+    Object.assign(this.opts, { osVersion, buildVersion });
+  }
+
   private get topic(): string {
     return this.opts.topic ?? 'com.apple.mgmt.External.00000000-0000-0000-0000-000000000000';
   }

@@ -49,8 +49,36 @@ export interface StatusProfiles {
   profiles: { total: number; verified: number; pending: number; failed: number };
   /** Each profile the device has or wants, by PayloadIdentifier. */
   phases: Record<string, PhaseClass>;
-  /** What is wrong, one entry per profile. */
+  /** What is wrong, one entry per profile (and per declaration). */
   problems: StatusProblem[];
+  /** Declarative Device Management, when the device has (or should have) declarations. */
+  ddm?: StatusDdm;
+}
+
+/**
+ * A device's declarations in its row. Their phases are in `phases` too, as
+ * `declaration:<Identifier>`, and the software update as `softwareupdate:<target>` (verified: at
+ * the target; failed) plus `softwareupdate:<target>:<failure reason>` (failed), so blueprint
+ * counts say how many devices have each declaration, how many are at the target, and why not.
+ */
+export interface StatusDdm {
+  /** The device's OS has no DDM, though a blueprint gives it declarations (why). */
+  unsupported?: string;
+  declarations: { total: number; verified: number; pending: number; failed: number };
+  softwareUpdate?: StatusSoftwareUpdate;
+}
+
+/** A device's software update: the blueprint's target and what the device reported (softwareupdate.*). */
+export interface StatusSoftwareUpdate {
+  /** TargetOSVersion (and TargetBuildVersion) of the enforcement declaration the device should have. */
+  target?: string;
+  phase?: 'at-target' | 'pending' | 'failed';
+  /** The OS version and build the device reported over DDM. */
+  osVersion?: string;
+  buildVersion?: string;
+  installState?: string;
+  pendingVersion?: string;
+  failureReason?: string;
 }
 
 export interface DeviceStatus {
