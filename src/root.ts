@@ -52,6 +52,7 @@ import { openStore } from './store/open.js';
 import { LevelAbmStore, type AbmStore } from './store/abm.js';
 import { AbmService } from './abm/service.js';
 import { loadSealer, type Sealer } from './store/sealing.js';
+import { EnrollmentProfiles } from './abm/profiles.js';
 import type { Store } from './store/types.js';
 
 export interface RootOptions {
@@ -224,6 +225,18 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
     emit: (type, data) => webhooks?.emit(type, data),
     inventory: store,
   });
+  // Enrollment profiles from git: defined and assigned after each sync, and again when a revision is applied.
+  const publicUrl = cfg.publicUrl?.replace(/\/+$/, '');
+  abm.afterSync(
+    new EnrollmentProfiles({
+      store: abmStore,
+      // The newest valid revision: a rule change reaches ABM when it is validated, as devices get it.
+      fleet: () => source?.current()?.fleet ?? reconciler.currentFleet(),
+      enrollUrl: publicUrl ? `${publicUrl}/mdm/enroll` : undefined,
+      log: log.child({ component: 'abm' }),
+    }).step,
+  );
+  source?.on('validated', () => void abm.runOnce());
   // A device ABM assigned to this server carries its ABM record from Authenticate on (selectors read it).
   service.useAbm((serial, deviceId) => abm.lookup(serial, deviceId));
   // The applied revision's progress, read at most every interval: posted as commit statuses, drawn on the status page.

@@ -5,10 +5,19 @@
  */
 import { buildDeclaration } from '../ddm/load.js';
 import type { DeclarationDoc } from '../ddm/model.js';
-import type { BlueprintSpecValue, DeviceGroupSpecValue, Kind, MetadataValue, ProfileSpecValue, SecretSpecValue } from '../schema/fleet.js';
+import { SKIP_KEYS } from '../abm/apple/skip-keys.js';
+import type {
+  BlueprintSpecValue,
+  DeviceGroupSpecValue,
+  EnrollmentProfileSpecValue,
+  Kind,
+  MetadataValue,
+  ProfileSpecValue,
+  SecretSpecValue,
+} from '../schema/fleet.js';
 import type { Collector, LoadState, ParsedDoc } from './load-context.js';
 import type { ValidDoc } from './load-schema.js';
-import type { BlueprintDoc, DeviceGroupDoc, Fleet, Origin, ProfileDoc, Rollout, SecretDoc } from './model.js';
+import type { BlueprintDoc, DeviceGroupDoc, EnrollmentProfileDoc, Fleet, Origin, ProfileDoc, Rollout, SecretDoc } from './model.js';
 import type { JsonPath } from './yaml-pos.js';
 import { parseDuration } from '../config.js';
 
@@ -81,6 +90,23 @@ const BUILDERS: { [K in Kind]: Builder<never, { origin: Origin }> } = {
     map: 'declarations',
     build: (name, origin, spec: Record<string, unknown>): DeclarationDoc => buildDeclaration(name, origin, spec),
   },
+  EnrollmentProfile: {
+    map: 'enrollmentProfiles',
+    build: (name, origin, spec: EnrollmentProfileSpecValue, fail): EnrollmentProfileDoc => {
+      const { assign, profile_name, ...fields } = spec;
+      (spec.skip_setup_items ?? []).forEach((key, i) => {
+        if (!SKIP_KEYS.includes(key)) {
+          const near = SKIP_KEYS.find((k) => k.toLowerCase() === key.toLowerCase());
+          fail(
+            'skip-setup-items',
+            ['skip_setup_items', i],
+            `"${key}" is not one of Apple's Setup Assistant skip keys${near ? ` (did you mean "${near}"?)` : ''}`,
+          );
+        }
+      });
+      return { kind: 'EnrollmentProfile', name, origin, profile: { profile_name: profile_name ?? name, ...fields }, assign };
+    },
+  },
 };
 
 export function emptyFleet(): Fleet {
@@ -90,6 +116,7 @@ export function emptyFleet(): Fleet {
     deviceGroups: new Map(),
     secrets: new Map(),
     declarations: new Map(),
+    enrollmentProfiles: new Map(),
     tagsBySerial: new Map(),
     contentHash: '',
   };

@@ -3,6 +3,7 @@
  * of each kind, and the diagnostics (errors and warnings with file:line:col) found on the way.
  */
 
+import type { AbmProfile } from '../abm/client.js';
 import type { DeclarationDoc, SoftwareUpdateSpec } from '../ddm/model.js';
 
 export type Platform = 'macOS' | 'iOS' | 'iPadOS' | 'tvOS' | 'visionOS' | 'watchOS';
@@ -131,7 +132,17 @@ export interface SecretDoc {
   description?: string;
 }
 
-export type FleetDoc = ProfileDoc | BlueprintDoc | DeviceGroupDoc | SecretDoc | DeclarationDoc;
+/** `kind: EnrollmentProfile`: Apple's profile of the device enrollment service, and which ABM devices get it. */
+export interface EnrollmentProfileDoc {
+  kind: 'EnrollmentProfile';
+  name: string;
+  origin: Origin;
+  /** Apple's fields (src/abm/client.ts AbmProfile) as written; the url defaults at reconcile time (it needs the server's public URL). */
+  profile: Omit<AbmProfile, 'url' | 'devices'> & { url?: string };
+  assign: { all?: boolean; serials?: string[]; tags?: string[] } & AbmSelector;
+}
+
+export type FleetDoc = ProfileDoc | BlueprintDoc | DeviceGroupDoc | SecretDoc | DeclarationDoc | EnrollmentProfileDoc;
 
 export interface Fleet {
   profiles: Map<string, ProfileDoc>;
@@ -140,6 +151,8 @@ export interface Fleet {
   secrets: Map<string, SecretDoc>;
   /** Declarations by name, the repository's and those Orchard generates for blueprints. */
   declarations: Map<string, DeclarationDoc>;
+  /** ABM enrollment profiles by name. */
+  enrollmentProfiles: Map<string, EnrollmentProfileDoc>;
   /** serial -> tags, merged from every DeviceGroup. */
   tagsBySerial: Map<string, Set<string>>;
   /** SHA-256 over the repository's files as loaded: identifies a revision without git. */

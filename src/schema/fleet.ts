@@ -27,6 +27,15 @@ export const Metadata = Type.Object(
   { additionalProperties: false },
 );
 
+const abmSelectorFields = {
+  models: Type.Optional(strings('ABM model names ("MacBook Air 13-inch").')),
+  colors: Type.Optional(strings()),
+  descriptions: Type.Optional(strings()),
+  os: Type.Optional(strings('ABM os values: OSX, iOS, tvOS.')),
+  deviceFamilies: Type.Optional(strings('ABM device_family values: Mac, iPad, iPhone, AppleTV.')),
+  assignedBy: Type.Optional(strings('Who assigned the device to this server in ABM.')),
+};
+
 const selectorFields = {
   serials: Type.Optional(strings('Device serial numbers.')),
   tags: Type.Optional(strings('All must be on the device (tags come from DeviceGroups).')),
@@ -41,26 +50,10 @@ const selectorFields = {
     }),
   ),
   abm: Type.Optional(
-    Type.Union(
-      [
-        Type.Boolean(),
-        Type.Object(
-          {
-            models: Type.Optional(strings('ABM model names ("MacBook Air 13-inch").')),
-            colors: Type.Optional(strings()),
-            descriptions: Type.Optional(strings()),
-            os: Type.Optional(strings('ABM os values: OSX, iOS, tvOS.')),
-            deviceFamilies: Type.Optional(strings('ABM device_family values: Mac, iPad, iPhone, AppleTV.')),
-            assignedBy: Type.Optional(strings('Who assigned the device to this server in ABM.')),
-          },
-          { additionalProperties: false },
-        ),
-      ],
-      {
-        description:
-          'true: devices assigned to this MDM server in Apple Business Manager (matched by serial number); false: devices that are not; fields: ABM devices whose record has one of the values of each field given.',
-      },
-    ),
+    Type.Union([Type.Boolean(), Type.Object(abmSelectorFields, { additionalProperties: false })], {
+      description:
+        'true: devices assigned to this MDM server in Apple Business Manager (matched by serial number); false: devices that are not; fields: ABM devices whose record has one of the values of each field given.',
+    }),
   ),
 };
 
@@ -193,6 +186,42 @@ export const DeclarationSpec = Type.Object(
   { additionalProperties: false },
 );
 
+export const EnrollmentProfileSpec = Type.Object(
+  {
+    profile_name: Type.Optional(Type.String({ minLength: 1, description: 'Shown in Setup Assistant; default: metadata.name.' })),
+    url: Type.Optional(
+      Type.String({ pattern: '^https?://', description: "Where devices fetch the enrollment profile; default: Orchard's enrollment endpoint." }),
+    ),
+    allow_pairing: Type.Optional(Type.Boolean()),
+    is_supervised: Type.Optional(Type.Boolean()),
+    is_multi_user: Type.Optional(Type.Boolean()),
+    is_mandatory: Type.Optional(Type.Boolean()),
+    await_device_configured: Type.Optional(Type.Boolean({ description: 'Hold the device in Setup Assistant until Orchard sends DeviceConfigured.' })),
+    is_mdm_removable: Type.Optional(Type.Boolean()),
+    support_phone_number: Type.Optional(Type.String({ minLength: 1 })),
+    support_email_address: Type.Optional(Type.String({ pattern: '^[^@\\s]+@[^@\\s]+$' })),
+    org_magic: Type.Optional(Type.String({ minLength: 1 })),
+    anchor_certs: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9+/=\\s]+$', description: 'A DER certificate, base64.' }))),
+    supervising_host_certs: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9+/=\\s]+$' }))),
+    skip_setup_items: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), { uniqueItems: true, description: "Setup Assistant panes to skip: Apple's skip keys." }),
+    ),
+    department: Type.Optional(Type.String({ minLength: 1 })),
+    language: Type.Optional(Type.String({ minLength: 2 })),
+    region: Type.Optional(Type.String({ minLength: 2 })),
+    assign: Type.Object(
+      {
+        all: Type.Optional(Type.Boolean({ description: 'Every device ABM assigned to this server.' })),
+        serials: Type.Optional(strings('Serial numbers.')),
+        tags: Type.Optional(strings('All must be on the device (tags come from DeviceGroups).')),
+        ...abmSelectorFields,
+      },
+      { additionalProperties: false, minProperties: 1, description: 'Which ABM devices get this profile: every field given must match.' },
+    ),
+  },
+  { additionalProperties: false },
+);
+
 export const SecretSpec = Type.Object({ description: Type.Optional(Type.String()) }, { additionalProperties: false });
 
 export type MetadataValue = Static<typeof Metadata>;
@@ -201,6 +230,7 @@ export type ProfileSpecValue = Static<typeof ProfileSpec>;
 export type BlueprintSpecValue = Static<typeof BlueprintSpec>;
 export type DeviceGroupSpecValue = Static<typeof DeviceGroupSpec>;
 export type SecretSpecValue = Static<typeof SecretSpec>;
+export type EnrollmentProfileSpecValue = Static<typeof EnrollmentProfileSpec>;
 export type DeclarationSpecValue = Static<typeof DeclarationSpec>;
 
 export interface KindDefinition {
@@ -243,6 +273,12 @@ export const FLEET_KINDS = {
     description:
       "A Declarative Device Management declaration: Apple's Type, Identifier and Payload (checked against Apple's declarative schema); Orchard computes the ServerToken.",
     spec: DeclarationSpec,
+  },
+  EnrollmentProfile: {
+    file: 'enrollmentprofile.schema.json',
+    title: 'Orchard EnrollmentProfile',
+    description: "An Automated Device Enrollment profile (Apple's fields of the device enrollment service's /profile) and which ABM devices it is assigned to.",
+    spec: EnrollmentProfileSpec,
   },
 } satisfies Record<string, KindDefinition>;
 

@@ -123,7 +123,8 @@ export class DepStandin {
     if (route === 'POST /devices/sync') return this.syncPage(json, send);
     if (route === 'POST /profile') {
       const p = json as unknown as AbmProfile;
-      if (typeof p.profile_name !== 'string' || typeof p.url !== 'string') return send(400, 'CONFIG_NAME_REQUIRED');
+      const refused = profileRefusal(json);
+      if (refused) return send(400, refused);
       const uuid = randomUUID().replace(/-/g, '').toUpperCase();
       this.profiles.set(uuid, p);
       return send(200, { profile_uuid: uuid, devices: this.assign(uuid, p.devices ?? []) });
@@ -214,4 +215,24 @@ export class DepStandin {
     const last = page.at(-1)?.seq ?? from;
     send(200, { devices: page.map((c) => c.device), cursor: `s:${this.epoch}:${last}`, more_to_follow: this.changes.some((c) => c.seq > last) });
   }
+}
+
+const PROFILE_FLAGS = ['allow_pairing', 'is_supervised', 'is_multi_user', 'is_mandatory', 'await_device_configured', 'is_mdm_removable'];
+const PROFILE_STRINGS = ['support_phone_number', 'support_email_address', 'org_magic', 'department', 'language', 'region'];
+
+/** What Apple's define-profile checks answer (its documented 400 codes), or undefined when the profile is acceptable. */
+function profileRefusal(p: Record<string, unknown>): string | undefined {
+  if (typeof p.profile_name !== 'string' || p.profile_name === '') return 'CONFIG_NAME_REQUIRED';
+  if (typeof p.url !== 'string' || !/^https?:\/\/[^\s/]+/.test(p.url)) return 'URL_INVALID';
+  if (PROFILE_FLAGS.some((k) => p[k] !== undefined && typeof p[k] !== 'boolean')) return 'FLAG_INVALID';
+  if (PROFILE_STRINGS.some((k) => p[k] !== undefined && typeof p[k] !== 'string')) return 'MALFORMED_REQUEST_BODY';
+  if (typeof p.support_email_address === 'string' && !/^[^@\s]+@[^@\s]+$/.test(p.support_email_address)) return 'EMAIL_INVALID';
+  for (const k of ['anchor_certs', 'supervising_host_certs']) {
+    const v = p[k];
+    if (v === undefined) continue;
+    if (!Array.isArray(v) || v.some((c) => typeof c !== 'string' || Buffer.from(c, 'base64')[0] !== 0x30)) return 'CERTIFICATE_INVALID';
+  }
+  const skip = p.skip_setup_items;
+  if (skip !== undefined && (!Array.isArray(skip) || skip.some((x) => typeof x !== 'string'))) return 'MALFORMED_REQUEST_BODY';
+  return undefined;
 }
