@@ -48,18 +48,9 @@ export interface AbmStatus {
 }
 
 /** One ABM device in the inventory: Apple's fields, and the enrolled device it is (once it enrolled). */
-export interface AbmInventoryDevice {
+export interface AbmInventoryDevice extends AbmFacts {
   serialNumber: string;
-  token: string;
-  model?: string;
-  description?: string;
-  color?: string;
-  os?: string;
-  deviceFamily?: string;
-  assignedBy?: string;
   assignedAt?: string;
-  profileStatus?: string;
-  profileUuid?: string;
   /** The enrolled device's id (UDID), once it enrolled. */
   deviceId?: string;
 }
