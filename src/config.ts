@@ -59,6 +59,8 @@ export interface ServerConfig {
   reenroll: ReenrollPolicy;
   /** How often the leader syncs each imported ABM server token's devices (0: never). */
   abmSyncIntervalMs: number;
+  /** How long the leader's lease lasts unrenewed: how long a dead leader keeps the replicas waiting (renewed at a third of it). */
+  leaderLeaseMs: number;
   /** Apple's device enrollment service, or a stand-in (tests). */
   abmUrl?: string;
   /** Post each applied revision's rollout state to the git host (token: ORCHARD_COMMIT_STATUS_TOKEN or tokenFile). */
@@ -85,6 +87,7 @@ export const DEFAULTS: ServerConfig = {
   pollIntervalMs: 60_000,
   driftIntervalMs: 4 * 3600_000,
   abmSyncIntervalMs: 15 * 60_000,
+  leaderLeaseMs: 15_000,
   eventWebhooks: [],
   logLevel: 'info',
   reenroll: 'same-serial-challenge',
@@ -115,6 +118,7 @@ const FILE_KEYS = [
   'pollInterval',
   'driftInterval',
   'abmSyncInterval',
+  'leaderLease',
   'abmUrl',
   'validationMemory',
   'validationTimeout',
@@ -170,6 +174,7 @@ export interface FlagValues {
   pollInterval?: string;
   driftInterval?: string;
   abmSyncInterval?: string;
+  leaderLease?: string;
   abmUrl?: string;
   validationMemory?: string;
   validationTimeout?: string;
@@ -210,6 +215,7 @@ export function loadConfig(flags: FlagValues): ServerConfig {
   if (flags.pollInterval) cfg.pollIntervalMs = parseDuration(flags.pollInterval, 'poll-interval');
   if (flags.driftInterval) cfg.driftIntervalMs = parseDuration(flags.driftInterval, 'drift-interval');
   if (flags.abmSyncInterval) cfg.abmSyncIntervalMs = parseDuration(flags.abmSyncInterval, 'abm-sync-interval');
+  if (flags.leaderLease) cfg.leaderLeaseMs = positiveDuration(flags.leaderLease, 'leader-lease');
   if (flags.abmUrl) cfg.abmUrl = flags.abmUrl;
   if (flags.validationMemory) cfg.validationMemoryMb = positiveInt(flags.validationMemory, 'validation-memory');
   if (flags.validationTimeout) cfg.validationTimeoutMs = positiveDuration(flags.validationTimeout, 'validation-timeout');
@@ -302,6 +308,8 @@ function applyFile(cfg: ServerConfig, file: string): void {
     if (drift) cfg.driftIntervalMs = parseDuration(drift, 'driftInterval');
     const abm = str('abmSyncInterval');
     if (abm) cfg.abmSyncIntervalMs = parseDuration(abm, 'abmSyncInterval');
+    const lease = str('leaderLease');
+    if (lease) cfg.leaderLeaseMs = positiveDuration(lease, 'leaderLease');
     cfg.abmUrl = str('abmUrl') ?? cfg.abmUrl;
     const vm = str('validationMemory');
     if (vm) cfg.validationMemoryMb = positiveInt(vm, 'validationMemory');

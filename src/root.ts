@@ -34,7 +34,10 @@ import { RolloutController } from './reconcile/rollout.js';
 import { LevelRolloutStore, type RolloutStore } from './store/rollouts.js';
 import { rolloutRoutes } from './http/rollout-routes.js';
 import { abmRoutes } from './http/abm-routes.js';
-import { saveAppliedRevision, storeSourceState } from './gitops/source-state.js';
+import { storeSourceState } from './gitops/source-state.js';
+import type { ValidatedRevision } from './gitops/source.js';
+import { Leadership } from './cluster/leadership.js';
+import { Replica } from './cluster/replica.js';
 import { SecretStore } from './reconcile/secrets.js';
 import { commitStatusReporter } from './report/commit-status-wiring.js';
 import type { CommitStatusReporter, RevisionProgress } from './report/commit-status.js';
@@ -82,7 +85,7 @@ export interface RootOptions {
   metrics?: OrchardMetrics;
   /** What the reports and metrics read (default: the source and the APNs client); tests put stand-ins in. */
   reports?: (parts: { source?: FleetSource; push?: OnDemandPush }) => ReportSources;
-  /** Whether this replica runs the fleet-wide work (ABM sync and enrollment profiles); default: always (one replica). */
+  /** Whether this replica runs the fleet-wide work (source, drift, compaction, ABM sync); default: while it holds the store's leader lease. */
   isLeader?: () => boolean;
   /** More routes, mounted before the built-in ones (tests). */
   routes?: RouteFactory[];
@@ -99,7 +102,7 @@ export const ROUTES: readonly RouteFactory[] = [
   metricsRoutes,
   pushRoutes,
   // The git webhook is authenticated by its HMAC signature, not a bearer token.
-  (d) => (d.source ? sourceRoutes({ source: d.source, webhookSecret: d.webhookSecret, log: d.log }) : []),
+  (d) => (d.source ? sourceRoutes({ source: d.source, sync: d.syncSource, webhookSecret: d.webhookSecret, log: d.log }) : []),
   (d) =>
     apiRouter({
       source: d.source,
@@ -132,6 +135,8 @@ export interface Orchard {
   /** Posts the applied revision's rollout to the git host (cfg.commitStatus). */
   commitStatuses?: CommitStatusReporter;
   webhooks?: EventWebhooks;
+  /** This replica among those on the store: leader or follower (src/cluster/replica.ts). */
+  replica: Replica;
   /** Apple Business Manager: each imported token's devices, synced on the leader. */
   abm: AbmService;
   metrics: OrchardMetrics;
@@ -194,10 +199,9 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
   const pushCredentials = opts.pusher ? undefined : await openStoredPushCredentials(store, key.sealer, cfg.dataDir);
   const { trust, service, enrollment, ddm } = await identity(cfg, opts, { log, store, ddmStore, sealer: key.sealer, pushCredentials });
   const { apns, pusher, push } = pushing(cfg, opts, service, log, pushCredentials);
-  // GitOps: the fleet repository, and the reconcilers that apply each valid revision (profiles, declarations).
-  const source = cfg.repo ? fleetSource(cfg, cfg.repo, store, log) : undefined;
+  // GitOps: the fleet repository (on the leader), the reconcilers that apply each valid revision, who leads.
   const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
-  const reconciler = reconcilers(cfg, opts, { log, store, ddmStore, service, pusher, secrets, follows: source !== undefined });
+  const { isLeader, source, reconciler, replica, applyRevision } = fleetWork(cfg, opts, { log, store, ddmStore, service, pusher, secrets });
   // A DDM report that changes what the device's row or facts show reconciles it (facts re-evaluate selectors).
   ddm.on('status', (eid, status, _full, previous) => {
     if (!statusChanged(previous, status)) return;
@@ -220,7 +224,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
     dataDir: cfg.dataDir,
     url: cfg.abmUrl,
     intervalMs: cfg.abmSyncIntervalMs,
-    isLeader: opts.isLeader ?? (() => true),
+    isLeader,
     log: log.child({ component: 'abm' }),
     emit: (type, data) => webhooks?.emit(type, data),
     inventory: store,
@@ -244,7 +248,8 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
   const convergence = new ConvergenceSeries();
   const progress = new ProgressSampler({
     progress: progressReader({ store, source, note: () => rollouts?.note() ?? {} }),
-    sinks: [convergence.record, ...(commitStatuses ? [(p: RevisionProgress | undefined) => commitStatuses.report(p)] : [])],
+    // Commit statuses are posted by the leader only: one post per change, whatever the number of replicas.
+    sinks: [convergence.record, ...(commitStatuses ? [(p: RevisionProgress | undefined) => (isLeader() ? commitStatuses.report(p) : undefined)] : [])],
     log,
     minIntervalMs: opts.commitStatusIntervalMs,
   });
@@ -254,7 +259,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
     ? new RolloutController({
         store: rolloutStore,
         status: store,
-        apply: (rev) => reconciler.apply(rev),
+        apply: applyRevision,
         log: log.child({ component: 'rollout' }),
         emit: (type, data) => webhooks?.emit(type, data),
         onChange: () => progress.poke(true),
@@ -262,8 +267,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
       })
     : undefined;
   source?.on('validated', (rev) => {
-    saveAppliedRevision(store, rev).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
-    (rollouts ? rollouts.applied(rev) : reconciler.apply(rev))
+    (rollouts ? rollouts.applied(rev) : applyRevision(rev))
       .then(() => progress.poke(true))
       .catch((err: unknown) => log.error({ err }, 'fleet reconcile failed'));
   });
@@ -288,6 +292,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
     pusher,
     push,
     source,
+    syncSource: () => replica.syncSource(),
     rollouts,
     enrollment,
     abm,
@@ -313,7 +318,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
   });
   if (!opts.adminToken && !opts.readToken) log.warn('ORCHARD_API_TOKEN is not set: the admin API is disabled');
 
-  const compaction = compactor(store, cfg.retentionMs, log);
+  const compaction = compactor(store, cfg.retentionMs, log, isLeader);
   let timer: NodeJS.Timeout | undefined;
   return {
     cfg,
@@ -330,24 +335,27 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
     rollouts,
     commitStatuses,
     webhooks,
+    replica,
     abm,
     metrics,
     deps,
     app,
     async start() {
-      void compaction();
       timer = setInterval(compaction, opts.compactEveryMs ?? 3600_000);
       timer.unref();
       progress.start();
       rollouts?.start();
       reconciler.start();
       abm.start();
-      // The first sync never throws (an unreachable remote is a status, not a crash).
-      await source?.start();
+      // The leader's first sync never throws (an unreachable remote is a status, not a crash).
+      await replica.start();
+      void compaction();
     },
     async close(listener) {
       clearInterval(timer);
       await source?.stop();
+      // Given up before the rest winds down: another replica need not wait for the lease to run out.
+      await replica.stop();
       await progress.stop();
       await rollouts?.stop();
       await reconciler.stop();
@@ -361,6 +369,29 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
       await abmStore.close();
     },
   };
+}
+
+/**
+ * One leader among the replicas on the store runs the source and the fleet-wide work; every
+ * replica reconciles the devices that answer it against the revision the leader applied (src/cluster/replica.ts).
+ */
+function fleetWork(
+  cfg: ServerConfig,
+  opts: RootOptions,
+  p: Pick<Storage, 'log' | 'store' | 'ddmStore'> & { service: MdmService; pusher: Pusher; secrets: SecretLookup },
+) {
+  const { log, store } = p;
+  const leadership = new Leadership({ store, log: log.child({ component: 'leader' }), ttlMs: cfg.leaderLeaseMs });
+  const isLeader = opts.isLeader ?? (() => leadership.isLeader);
+  const source = cfg.repo ? fleetSource(cfg, cfg.repo, store, log, isLeader) : undefined;
+  const reconciler = reconcilers(cfg, opts, { ...p, follows: source !== undefined, isLeader });
+  const replica = new Replica({ store, leadership, source, follow: (rev) => reconciler.follow(rev), log: log.child({ component: 'replica' }) });
+  // What the reconciler applies (a staged rollout's current step included) is what the other replicas serve.
+  const applyRevision = async (rev: ValidatedRevision) => {
+    await replica.publish(rev).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
+    return reconciler.apply(rev);
+  };
+  return { isLeader, source, reconciler, replica, applyRevision };
 }
 
 /** The CAs devices' certificates must chain to, the MDM protocol on the store, and enrollment (which adds its CA). */
@@ -392,7 +423,7 @@ function pushing(cfg: ServerConfig, opts: RootOptions, service: MdmService, log:
   return { apns, pusher, push };
 }
 
-function fleetSource(cfg: ServerConfig, repo: string, store: Store, log: Logger): FleetSource {
+function fleetSource(cfg: ServerConfig, repo: string, store: Store, log: Logger, isLeader: () => boolean): FleetSource {
   return new FleetSource({
     repo,
     branch: cfg.branch,
@@ -402,6 +433,7 @@ function fleetSource(cfg: ServerConfig, repo: string, store: Store, log: Logger)
     load: cfg.manifests ? { manifests: cfg.manifests } : undefined,
     // In the store, so another process on it continues from here (an older state.json is read once).
     state: storeSourceState(store, join(cfg.dataDir, 'source', 'state.json')),
+    isLeader,
     log: log.child({ component: 'source' }),
   });
 }
@@ -410,7 +442,7 @@ function fleetSource(cfg: ServerConfig, repo: string, store: Store, log: Logger)
 function reconcilers(
   cfg: ServerConfig,
   opts: RootOptions,
-  p: Pick<Storage, 'log' | 'store' | 'ddmStore'> & { service: MdmService; pusher: Pusher; secrets: SecretLookup; follows: boolean },
+  p: Pick<Storage, 'log' | 'store' | 'ddmStore'> & { service: MdmService; pusher: Pusher; secrets: SecretLookup; follows: boolean; isLeader: () => boolean },
 ): Reconciler {
   const { secrets } = p;
   const publicUrl = cfg.publicUrl;
@@ -436,6 +468,7 @@ function reconcilers(
       row: async (id) => ((await p.ddmStore.getDeclarationSet(id, 'current')) ? ddmRow(p.ddmStore, await p.store.listEnrollments(id)) : undefined),
     },
     driftIntervalMs: cfg.driftIntervalMs,
+    isLeader: p.isLeader,
     inventoryOnEnroll: p.follows,
     retry: opts.retry,
   });
@@ -446,8 +479,9 @@ export function buildRoutes(factories: readonly RouteFactory[], deps: RouteDeps)
 }
 
 /** Deletes finished commands past the retention period; a failure is logged, never thrown. */
-function compactor(store: Store, retentionMs: number, log: Logger): () => Promise<void> {
+function compactor(store: Store, retentionMs: number, log: Logger, isLeader: () => boolean): () => Promise<void> {
   return async () => {
+    if (!isLeader()) return;
     try {
       const n = await store.compact(new Date(Date.now() - retentionMs));
       if (n > 0) log.info({ compacted: n }, 'compacted finished commands');

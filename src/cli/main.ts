@@ -43,6 +43,7 @@ program
   .option('--poll-interval <duration>', 'fetch the fleet repository this often (default 60s; 0: webhook only)')
   .option('--drift-interval <duration>', 'ask every device for its profiles this often (default 4h; 0: never)')
   .option('--abm-sync-interval <duration>', 'sync the devices of each imported ABM token this often (default 15m; 0: never)')
+  .option('--leader-lease <duration>', 'how long a dead leader keeps the other replicas waiting (default 15s)')
   .option('--abm-url <url>', "Apple's device enrollment service (default https://mdmenrollment.apple.com)")
   .option('--validation-memory <mb>', 'heap of the process validating each fleet revision, MB (default 512)')
   .option('--validation-timeout <duration>', 'time limit of validating a fleet revision (default 2m)')

@@ -44,6 +44,8 @@ export function fileSourceState(file: string): SourceStateBackend {
 
 const STATE_KEY = 'source-state';
 const APPLIED_KEY = 'applied-revision';
+/** The digest alone: what a replica that follows the leader polls (cheap), before it reads the revision. */
+const APPLIED_DIGEST_KEY = 'applied-revision-digest';
 
 /** The state in the store. `legacyFile`: a state.json of an install from before, read once when the store has none. */
 export function storeSourceState(store: Pick<MaterialStore, 'getMaterial' | 'putMaterial'>, legacyFile?: string): SourceStateBackend {
@@ -66,7 +68,14 @@ export async function saveAppliedRevision(store: Pick<MaterialStore, 'putMateria
   const body = serialize({ info: rev.info, fleet: rev.fleet });
   const digest = createHash('sha256').update(body).digest();
   await store.putMaterial('blob', APPLIED_KEY, Buffer.concat([digest, body]));
+  // After the revision: a reader that sees the new digest finds the revision it names (or a newer one).
+  await store.putMaterial('blob', APPLIED_DIGEST_KEY, digest);
   return digest.toString('hex');
+}
+
+/** The digest of the applied revision in the store (hex), without reading the revision. */
+export async function appliedRevisionDigest(store: Pick<MaterialStore, 'getMaterial'>): Promise<string | undefined> {
+  return (await store.getMaterial('blob', APPLIED_DIGEST_KEY))?.toString('hex');
 }
 
 /**

@@ -139,6 +139,8 @@ export interface SourceOptions {
   limits?: Partial<SourceLimits>;
   /** Where the source state is kept (default: `DATA_DIR/source/state.json`). */
   state?: SourceStateBackend;
+  /** Whether this replica runs the source now (src/cluster/replica.ts); a sync asked for otherwise does nothing. Default: always. */
+  isLeader?: () => boolean;
   log: Logger;
 }
 
@@ -308,6 +310,19 @@ export class FleetSource extends EventEmitter<{ validated: [ValidatedRevision]; 
     this.schedulePoll();
   }
 
+  /**
+   * Elected again after another replica led: read the stored state afresh (it may have applied or
+   * rejected revisions meanwhile), serve its applied revision again, then look at the head.
+   */
+  resume(reason: string): Promise<SourceStatus> {
+    if (!this.started) return this.start().then(() => this.status());
+    const run = () => {
+      this.saved = undefined;
+      return this.sync(reason);
+    };
+    return this.inflight ? this.inflight.then(run) : run();
+  }
+
   /** Aborts the sync in flight (git, validation) and waits for it at most `stopTimeoutMs`. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -336,7 +351,7 @@ export class FleetSource extends EventEmitter<{ validated: [ValidatedRevision]; 
    * whatever changed since). Never rejects.
    */
   sync(reason: string): Promise<SourceStatus> {
-    if (this.stopped) return Promise.resolve(this.status());
+    if (this.stopped || (this.opts.isLeader && !this.opts.isLeader())) return Promise.resolve(this.status());
     if (!this.inflight) return this.launch(reason);
     this.queuedReasons.push(reason);
     if (!this.queued) {

@@ -37,6 +37,8 @@ export interface RouteDeps {
   push?: OnDemandPush;
   /** Follows the fleet repository; undefined without --repo. */
   source?: FleetSource;
+  /** What a git webhook starts: a sync on the leader, a wake-up of the leader elsewhere (src/cluster/replica.ts). */
+  syncSource?: () => Promise<unknown>;
   /** Staged rollouts of the fleet's blueprints; undefined without --repo. */
   rollouts?: RolloutController;
   /** The built-in CA, SCEP and enrollment profiles; undefined when enrollment is off. */

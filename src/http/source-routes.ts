@@ -43,6 +43,8 @@ export interface SourceRoutesOptions {
   source: FleetSource;
   webhookSecret?: string;
   log: Logger;
+  /** What a webhook starts (default: a sync of `source`); a replica that is not the leader wakes the leader instead. */
+  sync?: () => Promise<unknown>;
   /** Least time between two webhook-started syncs (default MIN_SYNC_INTERVAL_MS). */
   minSyncIntervalMs?: number;
 }
@@ -51,7 +53,7 @@ export function sourceRoutes(opts: SourceRoutesOptions): Router {
   const router = new Router({ prefix: '/api/v1', ...ROUTER_OPTIONS });
   const key = opts.webhookSecret ? Buffer.from(opts.webhookSecret, 'utf8') : undefined;
   const seen = new Recent(DEDUP_TTL_MS, DEDUP_MAX);
-  const gate = new SyncGate(() => opts.source.sync('webhook'), opts.minSyncIntervalMs ?? MIN_SYNC_INTERVAL_MS);
+  const gate = new SyncGate(opts.sync ?? (() => opts.source.sync('webhook')), opts.minSyncIntervalMs ?? MIN_SYNC_INTERVAL_MS);
 
   router.post('/hooks/git', publicRoute('HMAC-signed git webhook'), async (ctx) => {
     if (!key) throw new Forbidden('webhook disabled: set ORCHARD_WEBHOOK_SECRET');

@@ -136,13 +136,21 @@ export class Reconciler {
     await this.perDevice.idle();
   }
 
-  /** A new revision is in force: reconcile every enrolled device against it. */
-  async apply(rev: ValidatedRevision): Promise<ReconcileOutcome[]> {
+  /**
+   * Serve `rev` to each device as it answers, without a fleet-wide run: a replica that is not the
+   * leader follows the revision the leader applied (src/cluster/replica.ts).
+   */
+  follow(rev: ValidatedRevision): void {
     this.fleet = rev.fleet;
     this.revision = rev.info.commit ?? rev.info.contentHash.slice(0, 12);
     this.renders = new Map();
     this.shared = new Map();
     this.sharedBytes = 0;
+  }
+
+  /** A new revision is in force: reconcile every enrolled device against it. */
+  async apply(rev: ValidatedRevision): Promise<ReconcileOutcome[]> {
+    this.follow(rev);
     this.opts.log.info({ revision: this.revision }, 'reconciling fleet');
     const started = performance.now();
     const outcomes = (await this.forEachDevice((id) => this.reconcileDevice(id))).filter((o): o is ReconcileOutcome => !!o);
