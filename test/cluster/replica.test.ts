@@ -31,7 +31,7 @@ interface Node {
 async function node(data: MemoryData, r: FleetRepo, name: string): Promise<Node> {
   const store = await MemoryStore.open(data);
   const log = captureLog().log;
-  const leadership = new Leadership({ store, log, holder: name, ttlMs: 2000 });
+  const leadership = new Leadership({ store, log, holder: name, ttlMs: 10_000 });
   const source = new FleetSource({
     repo: r.url,
     branch: 'main',
