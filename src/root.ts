@@ -387,8 +387,11 @@ function fleetWork(
   const reconciler = reconcilers(cfg, opts, { ...p, follows: source !== undefined, isLeader });
   const replica = new Replica({ store, leadership, source, follow: (rev) => reconciler.follow(rev), log: log.child({ component: 'replica' }) });
   // What the reconciler applies (a staged rollout's current step included) is what the other replicas serve.
-  const applyRevision = async (rev: ValidatedRevision) => {
-    await replica.publish(rev).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
+  // Published in order beside the reconcile, not before it: the devices' commands do not wait on the
+  // store write, and a rollout's evaluation sees the step's results as it did with one replica.
+  let published: Promise<void> = Promise.resolve();
+  const applyRevision = (rev: ValidatedRevision) => {
+    published = published.then(() => replica.publish(rev)).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
     return reconciler.apply(rev);
   };
   return { isLeader, source, reconciler, replica, applyRevision };

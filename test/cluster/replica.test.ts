@@ -86,8 +86,9 @@ describe('Replica', () => {
     // A stops (releases the lease): B is elected, restores the stored applied commit, and leads.
     await a.source.stop();
     await a.replica.stop();
-    await waitFor('B leads', () => b.replica.isLeader || undefined, 3000);
-    await waitFor('B applied', () => b.applied.includes(second) || undefined, 5000);
+    // A follower tries for the lease every ttl/3 (3.3 s here), so it leads within that of the release.
+    await waitFor('B leads', () => b.replica.isLeader || undefined, 15_000);
+    await waitFor('B applied', () => b.applied.includes(second) || undefined, 15_000);
     expect(b.source.status().applied?.commit).toBe(second);
   });
 });
