@@ -386,12 +386,10 @@ function fleetWork(
   const source = cfg.repo ? fleetSource(cfg, cfg.repo, store, log, isLeader) : undefined;
   const reconciler = reconcilers(cfg, opts, { ...p, follows: source !== undefined, isLeader });
   const replica = new Replica({ store, leadership, source, follow: (rev) => reconciler.follow(rev), log: log.child({ component: 'replica' }) });
-  // What the reconciler applies (a staged rollout's current step included) is what the other replicas serve.
-  // Published in order beside the reconcile, not before it: the devices' commands do not wait on the
-  // store write, and a rollout's evaluation sees the step's results as it did with one replica.
-  let published: Promise<void> = Promise.resolve();
+  // What the reconciler applies (a staged rollout's current step included) is what the other replicas
+  // serve; published beside the reconcile (Replica.publish keeps the order), not before it.
   const applyRevision = (rev: ValidatedRevision) => {
-    published = published.then(() => replica.publish(rev)).catch((err: unknown) => log.error({ err }, 'could not keep the applied revision in the store'));
+    void replica.publish(rev);
     return reconciler.apply(rev);
   };
   return { isLeader, source, reconciler, replica, applyRevision };

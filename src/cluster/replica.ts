@@ -17,6 +17,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { appliedRevisionDigest, loadAppliedRevision, saveAppliedRevision } from '../gitops/source-state.js';
 import type { FleetSource, ValidatedRevision } from '../gitops/source.js';
+import { revisionLabel } from '../gitops/revision.js';
 import type { Store } from '../store/types.js';
 import type { Leadership } from './leadership.js';
 
@@ -45,6 +46,8 @@ export class Replica {
   /** The leader work being taken up after an election. */
   private taking?: Promise<void>;
   private stopped = false;
+  /** Publications in the order the leader applied them: the store's last value is the last applied. */
+  private publishing: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: ReplicaOptions) {
     opts.leadership.on('elected', () => {
@@ -72,12 +75,22 @@ export class Replica {
     clearTimeout(this.timer);
     await this.polling;
     await this.taking;
+    await this.publishing;
     await this.opts.leadership.stop();
   }
 
-  /** The leader applies a revision: kept in the store first, so followers (and a next leader) serve it. */
-  async publish(rev: ValidatedRevision): Promise<void> {
-    this.served = await saveAppliedRevision(this.opts.store, rev);
+  /**
+   * The leader applies a revision: kept in the store, so followers (and a next leader) serve it.
+   * Queued behind earlier publications and not awaited by the reconcile: devices' commands do not
+   * wait on the store write. Never rejects (a failure is logged; the next publication retries).
+   */
+  publish(rev: ValidatedRevision): Promise<void> {
+    this.publishing = this.publishing
+      .then(async () => {
+        this.served = await saveAppliedRevision(this.opts.store, rev);
+      })
+      .catch((err: unknown) => this.opts.log.error({ err }, 'could not keep the applied revision in the store'));
+    return this.publishing;
   }
 
   /** A git webhook: the leader syncs; any other replica leaves the leader a note in the store. */
@@ -134,6 +147,6 @@ export class Replica {
     if (!stored) return;
     this.served = stored.digest;
     this.opts.follow(stored.revision);
-    this.opts.log.info({ revision: stored.revision.info.commit ?? stored.revision.info.contentHash.slice(0, 12) }, 'serving the revision the leader applied');
+    this.opts.log.info({ revision: revisionLabel(stored.revision.info) }, 'serving the revision the leader applied');
   }
 }

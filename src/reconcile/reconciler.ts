@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Fleet } from '../gitops/model.js';
 import type { ValidatedRevision } from '../gitops/source.js';
+import { revisionLabel } from '../gitops/revision.js';
 import type { MdmService } from '../mdm/service.js';
 import { buildCommand } from '../protocol/commands.js';
 import type { Pusher } from '../push/push.js';
@@ -142,7 +143,7 @@ export class Reconciler {
    */
   follow(rev: ValidatedRevision): void {
     this.fleet = rev.fleet;
-    this.revision = rev.info.commit ?? rev.info.contentHash.slice(0, 12);
+    this.revision = revisionLabel(rev.info);
     this.renders = new Map();
     this.shared = new Map();
     this.sharedBytes = 0;

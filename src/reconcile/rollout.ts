@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import { Conflict, NotFound } from '../errors.js';
 import type { BlueprintDoc, Fleet, Rollout } from '../gitops/model.js';
 import type { ValidatedRevision } from '../gitops/source.js';
+import { revisionLabel } from '../gitops/revision.js';
 import type { RolloutState, RolloutStore } from '../store/rollouts.js';
 import { rowState, type DeviceStatus } from '../store/status.js';
 import type { Store } from '../store/types.js';
@@ -154,7 +155,7 @@ export class RolloutController {
   async applied(rev: ValidatedRevision): Promise<void> {
     await this.serially(async () => {
       this.rev = rev;
-      const revision = rev.info.commit ?? rev.info.contentHash.slice(0, 12);
+      const revision = revisionLabel(rev.info);
       const stored = new Map((await this.opts.store.listRollouts()).map((s) => [s.blueprint, s]));
       const next = new Map<string, RolloutState>();
       for (const b of rev.fleet.blueprints.values()) {
@@ -278,7 +279,7 @@ export class RolloutController {
   private async evaluate(): Promise<void> {
     const rev = this.rev;
     if (!rev || this.states.size === 0) return;
-    const revision = rev.info.commit ?? rev.info.contentHash.slice(0, 12);
+    const revision = revisionLabel(rev.info);
     const rows = await this.rows();
     let changed = false;
     let advanced = false;
