@@ -31,7 +31,7 @@ import type { RetryPolicy } from './reconcile/decide.js';
 import type { SecretLookup } from './reconcile/render.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { RolloutController } from './reconcile/rollout.js';
-import { LevelRolloutStore, type RolloutStore } from './store/rollouts.js';
+import type { RolloutStore } from './store/rollouts.js';
 import { rolloutRoutes } from './http/rollout-routes.js';
 import { abmRoutes } from './http/abm-routes.js';
 import { storeSourceState } from './gitops/source-state.js';
@@ -50,9 +50,9 @@ import { ddmRow } from './ddm/report.js';
 import { statusChanged, withDdmFacts } from './ddm/status.js';
 import { deviceOfEnrollment } from './store/status.js';
 import { ddmRoutes } from './http/ddm-routes.js';
-import { LevelDdmStore, type DdmStore } from './store/ddm.js';
-import { openStore } from './store/open.js';
-import { LevelAbmStore, type AbmStore } from './store/abm.js';
+import type { DdmStore } from './store/ddm.js';
+import { closeStores, openStores } from './store/open.js';
+import type { AbmStore } from './store/abm.js';
 import { AbmService } from './abm/service.js';
 import { loadSealer, type Sealer } from './store/sealing.js';
 import { EnrollmentProfiles } from './abm/profiles.js';
@@ -122,6 +122,10 @@ export interface Orchard {
   store: Store;
   /** Declarative Device Management: sets and status per enrollment. */
   ddmStore: DdmStore;
+  /** Where each staged rollout stands. */
+  rolloutStore: RolloutStore;
+  /** The devices Apple Business Manager assigned, per token. */
+  abmStore: AbmStore;
   trust: TrustStore;
   service: MdmService;
   enrollment?: Enrollment;
@@ -163,22 +167,14 @@ export async function composeOrchard(cfg: ServerConfig, opts: RootOptions = {}):
   // Storage: the store's own failures are 503s, and the commands queued through it are counted.
   const metrics = opts.metrics ?? createMetrics();
   mkdirSync(cfg.dataDir, { recursive: true });
-  const store = withMetrics(await openStore(cfg), metrics);
-  let ddmStore: DdmStore | undefined;
-  let rolloutStore: RolloutStore | undefined;
-  let abmStore: AbmStore | undefined;
+  // Every role on the configured backend (src/store/open.ts decides which).
+  const stores = await openStores(cfg);
+  const store = withMetrics(stores.store, metrics);
   try {
-    ddmStore = await LevelDdmStore.open(join(cfg.dataDir, 'ddm'));
-    rolloutStore = await LevelRolloutStore.open(join(cfg.dataDir, 'rollouts'));
-    mkdirSync(join(cfg.dataDir, 'abm'), { recursive: true, mode: 0o700 });
-    abmStore = await LevelAbmStore.open(join(cfg.dataDir, 'abm', 'devices'));
-    return await assemble(cfg, opts, { log, metrics, store, ddmStore, rolloutStore, abmStore });
+    return await assemble(cfg, opts, { log, metrics, store, ddmStore: stores.ddm, rolloutStore: stores.rollouts, abmStore: stores.abm });
   } catch (err) {
     // A part that cannot be built (a config error) must not leave the stores locked.
-    await abmStore?.close();
-    await rolloutStore?.close();
-    await ddmStore?.close();
-    await store.close();
+    await closeStores(stores);
     throw err;
   }
 }
@@ -325,6 +321,8 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
     log,
     store,
     ddmStore,
+    rolloutStore,
+    abmStore,
     trust,
     service,
     enrollment,
@@ -363,10 +361,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
       await apns?.close();
       await webhooks?.close();
       await listener?.();
-      await store.close();
-      await ddmStore.close();
-      await rolloutStore.close();
-      await abmStore.close();
+      await closeStores({ store, ddm: ddmStore, rollouts: rolloutStore, abm: abmStore });
     },
   };
 }

@@ -163,6 +163,22 @@ export function createPool(url: string, max = 10): pg.Pool {
   return pool;
 }
 
+/** One transaction on one connection of `pool`: committed when `fn` resolves, rolled back when it throws. */
+export async function transaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const out = await fn(client);
+    await client.query('COMMIT');
+    return out;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
 export class PgStore implements Store {
   /** Buffered touches: enrollment id -> ms. */
   private readonly seen = new Map<string, number>();
@@ -193,20 +209,13 @@ export class PgStore implements Store {
 
   // --- helpers ---
 
-  /** One transaction on one connection: committed when `fn` resolves, rolled back when it throws. */
-  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const out = await fn(client);
-      await client.query('COMMIT');
-      return out;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+  /** The pool, for the other store roles on the same database (src/store/postgres-roles.ts); it ends when this store closes. */
+  sharedPool(): pg.Pool {
+    return this.pool;
+  }
+
+  private tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    return transaction(this.pool, fn);
   }
 
   private async lockDevice(c: pg.PoolClient, deviceId: string): Promise<void> {

@@ -13,7 +13,8 @@ export interface DdmStoreHarness {
   cleanup: () => Promise<void>;
 }
 
-const set = (token: string, minLength: number): DeclarationSet => ({
+/** A declaration set of one passcode declaration (ServerToken `st-<minLength>`). */
+export const set = (token: string, minLength: number): DeclarationSet => ({
   declarationsToken: token,
   revision: 'rev-1',
   at: '2026-01-01T00:00:00.000Z',
@@ -32,7 +33,8 @@ const set = (token: string, minLength: number): DeclarationSet => ({
     },
   },
 });
-const status: DdmStatus = {
+/** A status that reports `set(_, 8)`'s declaration valid and active. */
+export const status: DdmStatus = {
   declarations: { 'com.example.passcode': { class: 'configuration', serverToken: 'st-8', active: true, valid: 'valid' } },
   items: { 'device.operating-system.version': '15.1' },
   at: '2026-01-01T00:00:01.000Z',

@@ -6,6 +6,7 @@
 import { sql as initial } from './001-initial.js';
 import { sql as material } from './002-material.js';
 import { sql as leases } from './003-leases.js';
+import { sql as roles } from './004-roles.js';
 
 export interface Migration {
   version: number;
@@ -17,6 +18,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
   { version: 2, name: 'material', sql: material },
   { version: 3, name: 'leases', sql: leases },
+  { version: 4, name: 'roles', sql: roles },
 ];
 
 export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;
