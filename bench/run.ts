@@ -13,7 +13,7 @@
  * PostgreSQL database for protocol-openssl (default 1).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { benchCms } from './cms.js';
@@ -97,9 +97,14 @@ if (!only || only === 'read-model') {
 }
 
 if (!only || only === 'abm-sync') {
+  const load = loadavg();
   const r = await benchAbmSync(Number(values['abm-devices']));
   console.log(
-    `## ABM device sync (stand-in in this process, LevelDB)\n\n| devices | full fetch s | pages | sync of ${r.syncChanges} changes ms | peak RSS MB | heap after MB |\n|---|---|---|---|---|---|\n| ${r.devices} | ${f(r.fullMs / 1000, 2)} | ${r.fullPages} | ${f(r.syncMs, 0)} | ${f(r.peakRssMb, 0)} | ${f(r.heapMb, 0)} |\n`,
+    `## ABM device sync (stand-in in a child process, LevelDB)\n\nLoad average at the start: ${load
+      .map((x) => f(x, 2))
+      .join(
+        ', ',
+      )}.\n\n| devices | full fetch s | pages | sync of ${r.syncChanges} changes ms | RSS before MB | peak RSS MB | peak heap MB | heap after MB |\n|---|---|---|---|---|---|---|---|\n| ${r.devices} | ${f(r.fullMs / 1000, 2)} | ${r.fullPages} | ${f(r.syncMs, 0)} | ${f(r.baseRssMb, 0)} | ${f(r.peakRssMb, 0)} | ${f(r.peakHeapMb, 0)} | ${f(r.heapAfterMb, 0)} |\n`,
   );
 }
 

@@ -63,34 +63,35 @@ export class AbmSync {
 
   private async fullFetch(token: string, client: DepClient, why: NonNullable<SyncResult['refetched']>): Promise<SyncResult> {
     const result: SyncResult = { token, full: true, upserts: 0, deletes: 0, pages: 0, refetched: why };
-    const seen = new Set<string>();
+    // Every record this fetch writes carries its stamp; the token's records without it were not
+    // listed, so ABM released them. Found by paging the store: no set of every serial in memory.
+    const stamp = this.now().toISOString();
     let cursor: string | undefined;
     // The cursor is only stored once the fetch is complete: a fetch that dies starts over.
     await this.store.resetAbmCursor(token);
     for (;;) {
       const page = await client.fetchDevices(cursor, this.pageSize);
-      const upserts = checked(page).map((d) => this.record(token, d));
-      for (const d of upserts) seen.add(d.serial_number);
+      const upserts = checked(page).map((d) => this.record(token, d, stamp));
       await this.store.applyAbmPage(token, { upserts, deletes: [] });
       result.upserts += upserts.length;
       result.pages++;
       cursor = page.cursor;
       if (!page.more_to_follow) break;
     }
-    const gone: string[] = [];
     for (let next: string | undefined, first = true; first || next !== undefined; first = false) {
       const p = await this.store.listAbmDevices({ cursor: next, limit: 5000 });
-      for (const d of p.items) if (d.token === token && !seen.has(d.serial_number)) gone.push(d.serial_number);
+      const gone = p.items.filter((d) => d.token === token && d.syncedAt !== stamp).map((d) => d.serial_number);
+      if (gone.length) await this.store.applyAbmPage(token, { upserts: [], deletes: gone });
+      result.deletes += gone.length;
       next = p.next;
     }
-    await this.store.applyAbmPage(token, { upserts: [], deletes: gone, cursor });
-    result.deletes = gone.length;
+    await this.store.applyAbmPage(token, { upserts: [], deletes: [], cursor });
     return result;
   }
 
-  private record(token: string, d: AbmDevice): AbmDeviceRecord {
+  private record(token: string, d: AbmDevice, syncedAt = this.now().toISOString()): AbmDeviceRecord {
     const { op_type: _op, op_date: _date, ...fields } = d;
-    return { ...fields, token, syncedAt: this.now().toISOString() };
+    return { ...fields, token, syncedAt };
   }
 }
 
