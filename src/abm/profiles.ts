@@ -55,12 +55,8 @@ function digestOf(p: AbmProfile): string {
   return createHash('sha256').update(JSON.stringify(p, keys)).digest('hex');
 }
 
+/** What ABM has is kept in the AbmStore, so a restart or another replica does not define an unchanged profile again. */
 export class EnrollmentProfiles {
-  /** token \0 profile name -> what ABM has. */
-  private readonly defined = new Map<string, { digest: string; uuid: string }>();
-  /** Profile UUIDs Orchard defined: only these are removed from devices no rule selects. */
-  private readonly ours = new Set<string>();
-
   constructor(private readonly opts: EnrollmentProfileOptions) {}
 
   readonly step: AfterSync = async (token: StoredToken, client: DepClient, report) => {
@@ -73,6 +69,9 @@ export class EnrollmentProfiles {
       next = p.next;
     }
     const want = selectedSerials(fleet, devices);
+    const store = this.opts.store;
+    // Profile UUIDs Orchard defined: only these are removed from devices no rule selects.
+    const ours = new Set(await store.listAbmProfileUuids());
     const uuids = new Map<string, string>();
     for (const p of fleet.enrollmentProfiles.values()) {
       const rendered = renderProfile(p, this.opts.enrollUrl);
@@ -80,14 +79,13 @@ export class EnrollmentProfiles {
         report('bad_request', `EnrollmentProfile "${p.name}" (${p.origin.file}:${p.origin.line}) has no url and the server has no publicUrl to point it at`);
         continue;
       }
-      const key = `${token.name}\0${p.name}`;
       const digest = digestOf(rendered);
-      let have = this.defined.get(key);
+      let have = await store.getAbmProfile(token.name, p.name);
       if (have?.digest !== digest) {
         const { profile_uuid } = await client.defineProfile(rendered);
         have = { digest, uuid: profile_uuid };
-        this.defined.set(key, have);
-        this.ours.add(profile_uuid);
+        await store.putAbmProfile(token.name, p.name, have);
+        ours.add(profile_uuid);
         this.opts.log.info({ token: token.name, profile: p.name, uuid: profile_uuid }, 'ABM enrollment profile defined');
       }
       uuids.set(p.name, have.uuid);
@@ -99,7 +97,7 @@ export class EnrollmentProfiles {
       const uuid = name === undefined ? undefined : uuids.get(name);
       if (uuid !== undefined) {
         if (d.profile_uuid !== uuid || d.profile_status === 'removed') assign.set(uuid, [...(assign.get(uuid) ?? []), d.serial_number]);
-      } else if (name === undefined && d.profile_uuid && this.ours.has(d.profile_uuid) && d.profile_status !== 'removed') {
+      } else if (name === undefined && d.profile_uuid && ours.has(d.profile_uuid) && d.profile_status !== 'removed') {
         remove.push(d.serial_number);
       }
     }

@@ -3,6 +3,8 @@
  * token, and each token's sync cursor. A page of changes and the cursor after it are written in
  * one batch, so a sync that dies mid-way resumes from the last page it kept, never skipping one.
  * Serial numbers are checked at the boundary (`src/abm/sync.ts`): letters, digits, '-', '_', '.'.
+ * Beside them, the enrollment profiles Orchard defined at ABM (src/abm/profiles.ts), so a restart
+ * or another replica does not define an unchanged profile again.
  */
 import { Level } from 'level';
 import type { AbmDevice } from '../abm/client.js';
@@ -21,6 +23,12 @@ export interface AbmPage {
   cursor?: string;
 }
 
+/** An enrollment profile as ABM has it: the digest of what was defined and the uuid ABM gave it. */
+export interface DefinedAbmProfile {
+  digest: string;
+  uuid: string;
+}
+
 export interface AbmStore {
   getAbmCursor(token: string): Promise<string | undefined>;
   /** Applies one page of changes and its cursor atomically. */
@@ -30,6 +38,12 @@ export interface AbmStore {
   getAbmDevice(serial: string): Promise<AbmDeviceRecord | undefined>;
   /** Devices in serial order, one page at a time. */
   listAbmDevices(page?: PageRequest): Promise<Page<AbmDeviceRecord>>;
+  /** What ABM has for the token's profile of this name (as of its last definition). */
+  getAbmProfile(token: string, name: string): Promise<DefinedAbmProfile | undefined>;
+  /** Records a definition: it replaces the name's, and its uuid is Orchard's from now on. */
+  putAbmProfile(token: string, name: string, profile: DefinedAbmProfile): Promise<void>;
+  /** Every profile uuid Orchard defined, older definitions included (only these are removed from devices no rule selects). */
+  listAbmProfileUuids(): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -37,6 +51,8 @@ export interface AbmStore {
 export class MemoryAbmStore implements AbmStore {
   private readonly cursors = new Map<string, string>();
   private readonly devices = new Map<string, string>();
+  private readonly profiles = new Map<string, string>();
+  private readonly uuids = new Set<string>();
   async getAbmCursor(token: string): Promise<string | undefined> {
     return this.cursors.get(token);
   }
@@ -58,10 +74,24 @@ export class MemoryAbmStore implements AbmStore {
     const items = keys.slice(0, limit).map((k) => JSON.parse(this.devices.get(k)!) as AbmDeviceRecord);
     return { items, next: keys.length > limit ? items.at(-1)?.serial_number : undefined };
   }
+  async getAbmProfile(token: string, name: string): Promise<DefinedAbmProfile | undefined> {
+    const v = this.profiles.get(`${token}\0${name}`);
+    return v === undefined ? undefined : (JSON.parse(v) as DefinedAbmProfile);
+  }
+  async putAbmProfile(token: string, name: string, profile: DefinedAbmProfile): Promise<void> {
+    this.profiles.set(`${token}\0${name}`, JSON.stringify(profile));
+    this.uuids.add(profile.uuid);
+  }
+  async listAbmProfileUuids(): Promise<string[]> {
+    return [...this.uuids].sort();
+  }
   async close(): Promise<void> {}
 }
 
-/** LevelDB, in a database of its own (DATA_DIR/abm/devices): `c\0<token>` -> cursor, `d\0<serial>` -> record. */
+/**
+ * LevelDB, in a database of its own (DATA_DIR/abm/devices): `c\0<token>` -> cursor, `d\0<serial>` -> record,
+ * `p\0<token>\0<profile name>` -> definition, `u\0<uuid>` -> true for each uuid Orchard defined.
+ */
 export class LevelAbmStore implements AbmStore {
   private constructor(private readonly db: Level<string, unknown>) {}
 
@@ -99,6 +129,20 @@ export class LevelAbmStore implements AbmStore {
       items.push(v as AbmDeviceRecord);
     }
     return { items, next: more ? items.at(-1)?.serial_number : undefined };
+  }
+  async getAbmProfile(token: string, name: string): Promise<DefinedAbmProfile | undefined> {
+    return (await this.db.get(`p\0${token}\0${name}`)) as DefinedAbmProfile | undefined;
+  }
+  async putAbmProfile(token: string, name: string, profile: DefinedAbmProfile): Promise<void> {
+    await this.db.batch([
+      { type: 'put', key: `p\0${token}\0${name}`, value: profile },
+      { type: 'put', key: `u\0${profile.uuid}`, value: true },
+    ]);
+  }
+  async listAbmProfileUuids(): Promise<string[]> {
+    const out: string[] = [];
+    for await (const k of this.db.keys({ gt: 'u\0', lt: 'u\x01' })) out.push(k.slice(2));
+    return out;
   }
   async close(): Promise<void> {
     await this.db.close();

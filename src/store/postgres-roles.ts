@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import type { DdmStatus, DeclarationSet } from '../ddm/model.js';
-import type { AbmDeviceRecord, AbmPage, AbmStore } from './abm.js';
+import type { AbmDeviceRecord, AbmPage, AbmStore, DefinedAbmProfile } from './abm.js';
 import type { DdmStore, SetSlot } from './ddm.js';
 import { pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 import { transaction, type PgStore } from './postgres.js';
@@ -122,6 +122,23 @@ export class PgAbmStore implements AbmStore {
       limit,
       (d) => d.serial_number,
     );
+  }
+  async getAbmProfile(token: string, name: string): Promise<DefinedAbmProfile | undefined> {
+    const { rows } = await this.pool.query<DefinedAbmProfile>('SELECT digest, uuid FROM abm_profiles WHERE token = $1 AND name = $2', [token, name]);
+    return rows[0] && { digest: rows[0].digest, uuid: rows[0].uuid };
+  }
+  async putAbmProfile(token: string, name: string, profile: DefinedAbmProfile): Promise<void> {
+    await transaction(this.pool, async (c) => {
+      await c.query(
+        'INSERT INTO abm_profiles (token, name, digest, uuid) VALUES ($1, $2, $3, $4) ON CONFLICT (token, name) DO UPDATE SET digest = EXCLUDED.digest, uuid = EXCLUDED.uuid',
+        [token, name, profile.digest, profile.uuid],
+      );
+      await c.query('INSERT INTO abm_profile_uuids (uuid) VALUES ($1) ON CONFLICT DO NOTHING', [profile.uuid]);
+    });
+  }
+  async listAbmProfileUuids(): Promise<string[]> {
+    const { rows } = await this.pool.query<{ uuid: string }>('SELECT uuid FROM abm_profile_uuids ORDER BY uuid');
+    return rows.map((r) => r.uuid);
   }
   async close(): Promise<void> {}
 }

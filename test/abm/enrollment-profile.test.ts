@@ -64,27 +64,36 @@ describe('EnrollmentProfile documents', () => {
   });
 });
 
+/** ABM with `devices`, a repo whose staff profile is for MacBook Airs, and the config of a server on them with an imported token. */
+async function profileSetup(devices: { serial_number: string; model: string; device_family: string }[]) {
+  const dep = await new DepStandin({ credentials: creds }).start();
+  cleanups.push(() => dep.stop());
+  for (const d of devices) dep.add(d);
+  const repo = new FleetRepo();
+  cleanups.push(() => repo.cleanup());
+  repo.write('abm/staff.yaml', enrollmentProfile('    models: [MacBook Air]')).commit('enrollment profile');
+  const dataDir = join(repo.root, 'server');
+  importAbmToken(dataDir, 'acme', new Date(Date.now() + 300 * 86_400_000), creds);
+  const cfg = {
+    repo: repo.url,
+    pollIntervalMs: 0,
+    driftIntervalMs: 0,
+    dataDir,
+    abmUrl: dep.url,
+    abmSyncIntervalMs: 0,
+    publicUrl: 'https://mdm.example.com',
+  };
+  return { dep, repo, cfg };
+}
+
 describe('EnrollmentProfile reconciled against ABM', () => {
   it('defined with the enrollment URL, assigned by the rule, reassigned when the rule changes in git; a serial not assigned here is a condition', async () => {
-    const dep = await new DepStandin({ credentials: creds }).start();
-    cleanups.push(() => dep.stop());
-    dep.add({ serial_number: 'PROFAIR00001', model: 'MacBook Air', device_family: 'Mac' });
-    dep.add({ serial_number: 'PROFAIR00002', model: 'MacBook Air', device_family: 'Mac' });
-    dep.add({ serial_number: 'PROFPAD00003', model: 'iPad Pro', device_family: 'iPad' });
-    const repo = new FleetRepo();
-    cleanups.push(() => repo.cleanup());
-    repo.write('abm/staff.yaml', enrollmentProfile('    models: [MacBook Air]')).commit('enrollment profile');
-    const dataDir = join(repo.root, 'server');
-    importAbmToken(dataDir, 'acme', new Date(Date.now() + 300 * 86_400_000), creds);
-    const server = await startTestServer({
-      repo: repo.url,
-      pollIntervalMs: 0,
-      driftIntervalMs: 0,
-      dataDir,
-      abmUrl: dep.url,
-      abmSyncIntervalMs: 0,
-      publicUrl: 'https://mdm.example.com',
-    });
+    const { dep, repo, cfg } = await profileSetup([
+      { serial_number: 'PROFAIR00001', model: 'MacBook Air', device_family: 'Mac' },
+      { serial_number: 'PROFAIR00002', model: 'MacBook Air', device_family: 'Mac' },
+      { serial_number: 'PROFPAD00003', model: 'iPad Pro', device_family: 'iPad' },
+    ]);
+    const server = await startTestServer(cfg);
     cleanups.push(() => server.stop());
     await server.abm.runOnce();
 
@@ -136,6 +145,36 @@ describe('EnrollmentProfile reconciled against ABM', () => {
       abm: { conditions: { kind: string; serials?: string[] }[] };
     };
     expect(status.abm.conditions).toEqual([expect.objectContaining({ kind: 'not_accessible', serials: ['PROFAIR00002'] })]);
+  });
+
+  it('a restarted server does not define an unchanged profile again, and still clears the devices of its earlier definition', async () => {
+    const { dep, repo, cfg } = await profileSetup([
+      { serial_number: 'RSTAIR00001', model: 'MacBook Air', device_family: 'Mac' },
+      { serial_number: 'RSTPAD00002', model: 'iPad Pro', device_family: 'iPad' },
+    ]);
+    const first = await startTestServer(cfg);
+    await first.abm.runOnce();
+    await first.stop();
+    const defines = () => dep.requests.filter((r) => r.method === 'POST' && r.path === '/profile').length;
+    expect(defines()).toBe(1);
+    const [uuid] = [...dep.profiles.keys()];
+    expect(dep.devices.get('RSTAIR00001')).toMatchObject({ profile_uuid: uuid, profile_status: 'assigned' });
+
+    const second = await startTestServer(cfg);
+    cleanups.push(() => second.stop());
+    await second.abm.runOnce();
+    expect(defines()).toBe(1);
+    expect(dep.profiles.size).toBe(1);
+
+    // The rule moves to iPads: the Mac holds the profile the first server defined, so it is cleared.
+    repo.write('abm/staff.yaml', enrollmentProfile('    deviceFamilies: [iPad]')).commit('staff profile for iPads');
+    await second.source!.sync('test');
+    await waitFor('reassigned', async () => {
+      await second.abm.runOnce();
+      return dep.devices.get('RSTPAD00002')?.profile_status === 'assigned' || undefined;
+    });
+    expect(defines()).toBe(1);
+    expect(dep.devices.get('RSTAIR00001')).toMatchObject({ profile_status: 'removed' });
   });
 
   it('the stand-in refuses what Apple refuses', async () => {

@@ -86,12 +86,31 @@ export function abmStoreSuite(name: string, open: () => Promise<AbmStoreHarness>
       expect((await store.getAbmDevice('C02A'))!.model).toBe('MacBook Air');
     });
 
+    it('keeps the defined enrollment profile per token and name, and every uuid Orchard defined', async () => {
+      expect(await store.getAbmProfile('main', 'staff')).toBeUndefined();
+      expect(await store.listAbmProfileUuids()).toEqual([]);
+      await store.putAbmProfile('main', 'staff', { digest: 'd1', uuid: 'UUID-1' });
+      await store.putAbmProfile('other', 'staff', { digest: 'd1', uuid: 'UUID-2' });
+      expect(await store.getAbmProfile('main', 'staff')).toEqual({ digest: 'd1', uuid: 'UUID-1' });
+      expect(await store.getAbmProfile('main', 'kiosk')).toBeUndefined();
+      // Redefined: the name has the new one, the old uuid stays Orchard's.
+      await store.putAbmProfile('main', 'staff', { digest: 'd2', uuid: 'UUID-3' });
+      expect(await store.getAbmProfile('main', 'staff')).toEqual({ digest: 'd2', uuid: 'UUID-3' });
+      expect(await store.getAbmProfile('other', 'staff')).toEqual({ digest: 'd1', uuid: 'UUID-2' });
+      expect(await store.listAbmProfileUuids()).toEqual(['UUID-1', 'UUID-2', 'UUID-3']);
+      // Profiles are not devices.
+      expect((await store.listAbmDevices()).items).toEqual([]);
+    });
+
     it('survives a reopen', async () => {
       if (!h.reopen) return;
       await store.applyAbmPage('main', { upserts: [device('C02A')], deletes: [], cursor: 'cur-1' });
+      await store.putAbmProfile('main', 'staff', { digest: 'd1', uuid: 'UUID-1' });
       store = await h.reopen();
       expect(await store.getAbmCursor('main')).toBe('cur-1');
       expect(await store.getAbmDevice('C02A')).toEqual(device('C02A'));
+      expect(await store.getAbmProfile('main', 'staff')).toEqual({ digest: 'd1', uuid: 'UUID-1' });
+      expect(await store.listAbmProfileUuids()).toEqual(['UUID-1']);
     });
   });
 }

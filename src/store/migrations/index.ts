@@ -7,6 +7,7 @@ import { sql as initial } from './001-initial.js';
 import { sql as material } from './002-material.js';
 import { sql as leases } from './003-leases.js';
 import { sql as roles } from './004-roles.js';
+import { sql as abmProfiles } from './005-abm-profiles.js';
 
 export interface Migration {
   version: number;
@@ -19,6 +20,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 2, name: 'material', sql: material },
   { version: 3, name: 'leases', sql: leases },
   { version: 4, name: 'roles', sql: roles },
+  { version: 5, name: 'abm-profiles', sql: abmProfiles },
 ];
 
 export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;
