@@ -3,8 +3,9 @@
  * suffices). Formats: a table for the terminal, markdown for a pull request or a ticket, JSON.
  *
  * Exit codes: 0 all well; 1 something needs attention (a failed or drifted device, a rejected
- * revision, an expired push certificate; for one device: it is failed or drifted); 2 the server
- * could not be asked (unreachable, refused, unknown device).
+ * revision, an expired push certificate, an ABM problem other than a token expiring soon; for one
+ * device: it is failed or drifted); 2 the server could not be asked (unreachable, refused, unknown
+ * device).
  */
 import { Unavailable } from '../errors.js';
 
@@ -66,7 +67,9 @@ export async function runStatus(opts: StatusOptions): Promise<StatusOutput> {
     const failed = await api(opts, `api/v1/report/devices?state=failed&limit=${limit}`);
     const drifted = await api(opts, `api/v1/report/devices?state=drifted&limit=${limit}`);
     const report = { status, blueprints, failed, drifted };
-    const attention = failed.total > 0 || drifted.total > 0 || status.latestRejected || status.push?.expired === true;
+    // A token that only expires soon is a warning (as a push certificate that does); every other ABM condition needs an admin.
+    const abmAttention = (status.abm?.conditions ?? []).some((c: Json) => c.kind !== 'token_expiring');
+    const attention = failed.total > 0 || drifted.total > 0 || status.latestRejected || status.push?.expired === true || abmAttention;
     const exitCode = attention ? 1 : 0;
     if (opts.format === 'json') return { exitCode, stdout: `${JSON.stringify(report, null, 2)}\n` };
     return { exitCode, stdout: renderFleet(report, opts.format === 'markdown') };
@@ -132,6 +135,12 @@ function renderFleet(r: { status: Json; blueprints: Json[]; failed: Json; drifte
       `${s.push.expired ? 'EXPIRED' : 'expires'} ${s.push.notAfter.slice(0, 10)} (${s.push.daysLeft} days)${s.push.warning ? `: ${s.push.warning}` : ''}`,
     ]);
   if (s.push?.problem) kv.push(['Push problem', s.push.problem]);
+  for (const t of s.abm?.tokens ?? []) {
+    const sync = t.lastError ? `last sync FAILED at ${t.lastError.at}` : t.lastSyncAt ? `last sync ${t.lastSyncAt}` : 'not synced yet';
+    kv.push([`ABM token ${t.name}`, `${t.expired ? 'EXPIRED' : 'expires'} ${String(t.expiresAt).slice(0, 10)} (${t.daysLeft} days), ${sync}`]);
+  }
+  if (s.abm?.devices)
+    kv.push(['ABM devices', `${s.abm.devices.total}: ${s.abm.devices.enrolled} enrolled, ${s.abm.devices.awaitingEnrollment} not enrolled yet`]);
 
   if (md) {
     const bad = by.failed + by.drifted;
@@ -147,6 +156,16 @@ function renderFleet(r: { status: Json; blueprints: Json[]; failed: Json; drifte
       table(
         ['File', 'Line', 'Message'],
         s.latest.errors.map((e: Json) => [e.file, `${e.line}:${e.col}`, e.message]),
+        md,
+      ) + '\n',
+    );
+  }
+  if (s.abm?.conditions?.length) {
+    out.push(heading('Apple Business Manager', md, 3));
+    out.push(
+      table(
+        ['Token', 'Problem', 'Since', 'What to do', 'Serials'],
+        s.abm.conditions.map((c: Json) => [c.token, c.kind, c.since, c.message, abmSerials(c.serials)]),
         md,
       ) + '\n',
     );
@@ -178,6 +197,12 @@ function renderFleet(r: { status: Json; blueprints: Json[]; failed: Json; drifte
     out.push('\n');
   }
   return out.join('').replace(/\n+$/, '\n');
+}
+
+/** The serials an ABM condition concerns, the first few of them. */
+function abmSerials(serials: string[] | undefined): string | undefined {
+  if (!serials?.length) return undefined;
+  return serials.length > 10 ? `${serials.slice(0, 10).join(', ')} and ${serials.length - 10} more` : serials.join(', ');
 }
 
 function renderDevice(d: Json, md: boolean): string {

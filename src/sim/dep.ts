@@ -3,7 +3,10 @@
  * format: OAuth 1.0a (HMAC-SHA1) on `GET /session` checked as Apple checks it, a session token in
  * `X-ADM-Auth-Session` that expires (401), `X-Server-Protocol-Version` required, JSON bodies with
  * Apple's content type, device fetch and sync with cursors and `more_to_follow`, expired cursors,
- * the terms-and-conditions refusal, and profile definition and assignment.
+ * and profile definition and assignment. It can refuse as Apple documents ("Interpreting Automated
+ * Device Enrollment error codes"): 403 `T_C_NOT_SIGNED` (terms not accepted, on `/session` too),
+ * 401 for a token that expired or was revoked, and `NOT_ACCESSIBLE` or `FAILED` per serial when
+ * a profile is assigned.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
@@ -22,6 +25,7 @@ export interface StandinOptions {
   orgName?: string;
   /** Sessions end after this many calls (tests of re-authentication). */
   sessionCalls?: number;
+  tokenExpiry?: Date;
 }
 
 export class DepStandin {
@@ -29,6 +33,14 @@ export class DepStandin {
   readonly profiles = new Map<string, AbmProfile>();
   readonly requests: { method: string; path: string; status: number }[] = [];
   termsSigned = true;
+  /** The server token's `access_token_expiry`: from then on sessions end and `/session` answers 401, as Apple does. */
+  tokenExpiry?: Date;
+  /** The token was revoked or replaced in ABM: sessions end, and `/session` answers 401. */
+  revoked = false;
+  /** Serials ABM lists for this server but answers NOT_ACCESSIBLE for when assigned (moved to another server meanwhile). */
+  readonly inaccessible = new Set<string>();
+  /** Serials whose assignment ABM answers FAILED. */
+  readonly failing = new Set<string>();
   /** Cursors carry the epoch they were issued in; an older epoch is answered EXPIRED_CURSOR. */
   private epoch = 0;
   private readonly changes: Change[] = [];
@@ -38,7 +50,9 @@ export class DepStandin {
   private server?: Server;
   url = '';
 
-  constructor(private readonly opts: StandinOptions) {}
+  constructor(private readonly opts: StandinOptions) {
+    this.tokenExpiry = opts.tokenExpiry;
+  }
 
   async start(): Promise<this> {
     this.server = createServer((req, res) => void this.handle(req, res));
@@ -97,7 +111,7 @@ export class DepStandin {
     if (path === '/session') return this.session(req, send);
     const token = req.headers['x-adm-auth-session'];
     const left = typeof token === 'string' ? this.sessions.get(token) : undefined;
-    if (left === undefined || left <= 0) return send(401, 'UNAUTHORIZED');
+    if (left === undefined || left <= 0 || this.revoked || this.tokenExpired()) return send(401, 'UNAUTHORIZED');
     this.sessions.set(token as string, left - 1);
     if (!this.termsSigned) return send(403, 'T_C_NOT_SIGNED');
     let json: Record<string, unknown> = {};
@@ -160,19 +174,26 @@ export class DepStandin {
     if (fields.oauth_token !== c.accessToken) return send(401, 'Unauthorized: invalid or expired token');
     if (Math.abs(Date.now() / 1000 - Number(fields.oauth_timestamp)) > 300) return send(401, 'Unauthorized: timestamp');
     if (this.nonces.has(fields.oauth_nonce!)) return send(401, 'Unauthorized: nonce already used');
+    if (this.revoked || this.tokenExpired()) return send(401, 'Unauthorized: invalid or expired token');
     const params = Object.fromEntries(Object.entries(fields).filter(([k]) => k.startsWith('oauth_') && k !== 'oauth_signature'));
     const expected = hmacSha1Signature(signatureBaseString('GET', `${this.url}/session`, params), c.consumerSecret, c.accessSecret);
     if (expected !== fields.oauth_signature) return send(401, 'Unauthorized: invalid signature');
     this.nonces.add(fields.oauth_nonce!);
+    if (!this.termsSigned) return send(403, 'T_C_NOT_SIGNED');
     const token = `${randomUUID()}`;
     this.sessions.set(token, this.opts.sessionCalls ?? 1_000_000);
     send(200, { auth_session_token: token });
   }
 
+  private tokenExpired(): boolean {
+    return this.tokenExpiry !== undefined && Date.now() >= this.tokenExpiry.getTime();
+  }
+
   private assign(uuid: string, serials: string[]): Record<string, string> {
     const out: Record<string, string> = {};
     for (const s of serials) {
-      if (!this.devices.has(s)) out[s] = 'NOT_ACCESSIBLE';
+      if (!this.devices.has(s) || this.inaccessible.has(s)) out[s] = 'NOT_ACCESSIBLE';
+      else if (this.failing.has(s)) out[s] = 'FAILED';
       else {
         this.modify(s, { profile_uuid: uuid, profile_status: 'assigned', profile_assign_time: new Date().toISOString() });
         out[s] = 'SUCCESS';
