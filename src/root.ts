@@ -194,7 +194,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
   for (const w of key.warnings) log.warn(w);
   const pushCredentials = opts.pusher ? undefined : await openStoredPushCredentials(store, key.sealer, cfg.dataDir);
   const { trust, service, enrollment, ddm } = await identity(cfg, opts, { log, store, ddmStore, sealer: key.sealer, pushCredentials });
-  const { apns, pusher, push } = pushing(cfg, opts, service, log, pushCredentials);
+  const { apns, pusher, push } = pushing(cfg, opts, { service, store, log }, pushCredentials);
   // GitOps: the fleet repository (on the leader), the reconcilers that apply each valid revision, who leads.
   const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
   const { isLeader, source, reconciler, replica, applyRevision } = fleetWork(cfg, opts, { log, store, ddmStore, service, pusher, secrets });
@@ -345,6 +345,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
       rollouts?.start();
       reconciler.start();
       abm.start();
+      await apns?.suppressionsLoaded();
       // The leader's first sync never throws (an unreachable remote is a status, not a crash).
       await replica.start();
       void compaction();
@@ -411,8 +412,14 @@ async function identity(
 }
 
 /** The imported push certificate makes the real APNs client (orchard push-cert import); a test's pusher replaces it. */
-function pushing(cfg: ServerConfig, opts: RootOptions, service: MdmService, log: Logger, credentials: PushCredentials | undefined) {
-  const apns = opts.pusher ? undefined : apnsFromCredentials(credentials, { url: cfg.apnsUrl, environment: cfg.apnsEnv }, log);
+function pushing(
+  cfg: ServerConfig,
+  opts: RootOptions,
+  { service, store, log }: Pick<Storage, 'store' | 'log'> & { service: MdmService },
+  credentials: PushCredentials | undefined,
+) {
+  // Tokens APNs refused stay refused across restarts and replicas: kept in the store's material.
+  const apns = opts.pusher ? undefined : apnsFromCredentials(credentials, { url: cfg.apnsUrl, environment: cfg.apnsEnv, suppression: { store } }, log);
   const pusher = opts.pusher ?? apns ?? new UnconfiguredPusher(log);
   const push = apns ?? (isOnDemand(opts.pusher) ? opts.pusher : undefined);
   service.on('tokenUpdate', (e) => apns?.tokenUpdated(e.id, e.push!.token));

@@ -21,6 +21,7 @@ import type { EnrollmentRecord, PushInfo } from '../store/types.js';
 import type { Pusher } from './push.js';
 import { expiryState, parsePushCertificate, type ExpiryState, type PushCertInfo, type PushCredentials } from './push-cert.js';
 import { Unavailable } from '../errors.js';
+import { SuppressedTokens, type SuppressionStore } from './suppression.js';
 
 export const APNS_PRODUCTION_URL = 'https://api.push.apple.com';
 export const APNS_SANDBOX_URL = 'https://api.sandbox.push.apple.com';
@@ -55,6 +56,8 @@ export interface ApnsConfig {
   retryBaseMs?: number;
   /** Longest backoff. Default 30 s. */
   retryMaxMs?: number;
+  /** Where refused tokens are kept beyond this process (the store); default memory only. */
+  suppression?: SuppressionStore;
 }
 
 /** Every outcome, counted since start. */
@@ -356,7 +359,7 @@ export class ApnsPusher implements Pusher {
   private readonly queue = new Queue<Pending>();
   private readonly inFlight = new Map<string, Promise<PushResult>>();
   /** enrollment id -> the token APNs refused. */
-  private readonly suppressedTokens = new Map<string, string>();
+  private readonly suppressedTokens: SuppressedTokens;
   /** Enrollments already warned about (no token, wrong topic): later ones go to debug. */
   private readonly warned = new Set<string>();
   private readonly slotWaiters = new Queue<() => void>();
@@ -389,6 +392,7 @@ export class ApnsPusher implements Pusher {
     this.retryBaseMs = cfg.retryBaseMs ?? 500;
     this.retryMaxMs = cfg.retryMaxMs ?? 30_000;
     this.log = log.child({ component: 'apns' });
+    this.suppressedTokens = new SuppressedTokens(cfg.suppression, this.log);
     this.conn = new ApnsConnection(
       this.url,
       { cert: cfg.certPem, key: cfg.keyPem, ca: cfg.ca },
@@ -453,7 +457,7 @@ export class ApnsPusher implements Pusher {
   tokenUpdated(enrollmentId: string, token: string): void {
     const refused = this.suppressedTokens.get(enrollmentId);
     if (refused !== undefined && refused !== token.toLowerCase()) {
-      this.suppressedTokens.delete(enrollmentId);
+      this.suppressedTokens.lift(enrollmentId);
       this.log.info({ enrollment: enrollmentId }, 'new push token: pushing again');
     }
   }
@@ -498,6 +502,7 @@ export class ApnsPusher implements Pusher {
     this.closed = true;
     clearTimeout(this.flushTimer);
     clearInterval(this.expiryTimer);
+    this.suppressedTokens.stop();
     this.pending.clear();
     this.queue.drain();
     for (const s of this.sleepers) {
@@ -542,7 +547,7 @@ export class ApnsPusher implements Pusher {
         this.counters.suppressed++;
         return 'suppressed';
       }
-      this.suppressedTokens.delete(e.id); // a TokenUpdate brought a new token
+      this.suppressedTokens.lift(e.id); // a TokenUpdate brought a new token
     }
     return undefined;
   }
@@ -771,7 +776,12 @@ export class ApnsPusher implements Pusher {
   }
 
   private suppress(id: string, token: string): void {
-    this.suppressedTokens.set(id, token);
+    this.suppressedTokens.suppress(id, token);
+  }
+
+  /** Resolves once the suppressions kept in the store were read (a restart, another replica's refusals). */
+  suppressionsLoaded(): Promise<void> {
+    return this.suppressedTokens.loaded();
   }
 
   /** Loud, but at most one log line a minute while the problem lasts. */

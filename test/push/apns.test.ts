@@ -3,7 +3,7 @@
  * client certificate and answers like APNs (status codes, apns-id, {"reason"} bodies).
  */
 import { spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,7 +15,7 @@ import { ApnsPusher, apnsFromCredentials, type ApnsConfig } from '../../src/push
 import { importPushCertificate, openStoredPushCredentials } from '../../src/push/push-cert.js';
 import { ApnsStandIn, createStandInTls } from '../../src/sim/apns.js';
 import type { EnrollmentRecord } from '../../src/store/types.js';
-import { captureLog, makePushCert, until, type TestPushCert } from './helpers.js';
+import { captureLog, makePushCert, pushEnrollment, standInConfig, until, type TestPushCert } from './helpers.js';
 
 let cert: TestPushCert;
 let standIn: ApnsStandIn;
@@ -38,36 +38,13 @@ afterAll(async () => {
 
 function pusher(over: Partial<ApnsConfig> = {}, target: ApnsStandIn = standIn) {
   const { log, lines, text } = captureLog();
-  const p = new ApnsPusher(
-    {
-      url: target.url,
-      ca: target.tls.caPem,
-      certPem: cert.certPem,
-      keyPem: cert.keyPem,
-      coalesceMs: 30,
-      retryBaseMs: 20,
-      retryMaxMs: 200,
-      requestTimeoutMs: 2000,
-      ...over,
-    },
-    log,
-  );
+  const p = new ApnsPusher({ ...standInConfig(target, cert), ...over }, log);
   pushers.push(p);
   return { p, lines, text };
 }
 
 function enrollment(over: Partial<EnrollmentRecord> = {}, push: Partial<NonNullable<EnrollmentRecord['push']>> = {}): EnrollmentRecord {
-  const id = over.id ?? randomUUID().toUpperCase();
-  return {
-    id,
-    deviceId: id,
-    type: 'device',
-    active: true,
-    push: { token: randomBytes(32).toString('hex'), pushMagic: randomUUID().toUpperCase(), topic: cert.topic, ...push },
-    createdAt: new Date().toISOString(),
-    updatedAt: new Date().toISOString(),
-    ...over,
-  };
+  return pushEnrollment(cert.topic, over, push);
 }
 
 describe('APNs requests', () => {

@@ -1,9 +1,12 @@
-/** A real push certificate from a test CA, a pino logger that keeps its lines, and polling. */
-import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
+/** A real push certificate from a test CA, a pino logger that keeps its lines, polling, and an APNs client's parts for the stand-in. */
+import { createPublicKey, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { createCA, issueCertificate, type CertifiedKey } from '../../src/identity/ca.js';
+import type { ApnsConfig } from '../../src/push/apns.js';
 import { UID_OID } from '../../src/push/push-cert.js';
+import type { ApnsStandIn } from '../../src/sim/apns.js';
+import type { EnrollmentRecord } from '../../src/store/types.js';
 
 export interface TestPushCert {
   ca: CertifiedKey;
@@ -60,4 +63,37 @@ export async function until<T>(check: () => T | Promise<T>, what: string, timeou
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** An APNs client's config for `target` with `cert`, with windows and retries short enough for tests. */
+export function standInConfig(target: ApnsStandIn, cert: TestPushCert): ApnsConfig {
+  return {
+    url: target.url,
+    ca: target.tls.caPem,
+    certPem: cert.certPem,
+    keyPem: cert.keyPem,
+    coalesceMs: 30,
+    retryBaseMs: 20,
+    retryMaxMs: 200,
+    requestTimeoutMs: 2000,
+  };
+}
+
+/** An active device enrollment with a fresh push token under `topic`. */
+export function pushEnrollment(
+  topic: string,
+  over: Partial<EnrollmentRecord> = {},
+  push: Partial<NonNullable<EnrollmentRecord['push']>> = {},
+): EnrollmentRecord {
+  const id = over.id ?? randomUUID().toUpperCase();
+  return {
+    id,
+    deviceId: id,
+    type: 'device',
+    active: true,
+    push: { token: randomBytes(32).toString('hex'), pushMagic: randomUUID().toUpperCase(), topic, ...push },
+    createdAt: new Date().toISOString(),
+    updatedAt: new Date().toISOString(),
+    ...over,
+  };
 }
