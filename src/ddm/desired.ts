@@ -37,7 +37,8 @@ export interface RenderOptions {
   /**
    * The URL a legacy declaration's profile is served at, for this enrollment. `version` is the
    * PayloadUUID of the profile rendered for the device: a change of the profile (or of a value it
-   * uses) changes the URL, so the declaration's ServerToken, so the device fetches it again.
+   * uses) changes it, so the declaration's ServerToken (which covers the version, not the URL), so
+   * the device fetches it again.
    */
   legacyUrl?: (profile: string, version: string, channel: DeclarationChannel) => string;
   /** The revision's profiles, which legacy declarations render (desiredDeclarations fills it in). */
@@ -51,21 +52,30 @@ export function renderDeclaration(
   opts: RenderOptions = {},
   blueprints: string[] = [],
 ): SetEntry {
+  const profile = d.type === LEGACY_TYPE && d.profile !== undefined ? opts.profiles?.get(d.profile) : undefined;
+  // Returns the declaration and what its ServerToken is computed over.
   const render = (with_: SecretLookup | undefined) => {
     const Payload = toPlist(d.payload, substituter(values, with_, `declaration "${d.name}"`)) as Record<string, unknown>;
-    if (d.type === LEGACY_TYPE && d.profile !== undefined) {
-      if (!opts.legacyUrl) throw new RenderError(`declaration "${d.name}": the server has no public URL to serve profile "${d.profile}" at (--public-url)`);
-      const profile = opts.profiles?.get(d.profile);
-      if (!profile) throw new RenderError(`declaration "${d.name}": profile "${d.profile}" is not in this revision`);
-      Payload.ProfileURL = opts.legacyUrl(d.profile, renderProfile(profile, values, with_).uuid, d.channel);
-    }
-    return { Type: d.type, Identifier: d.identifier, Payload };
+    const declaration = { Type: d.type, Identifier: d.identifier, Payload };
+    if (d.type !== LEGACY_TYPE || d.profile === undefined) return { declaration, tokenOf: declaration };
+    if (!opts.legacyUrl) throw new RenderError(`declaration "${d.name}": the server has no public URL to serve profile "${d.profile}" at (--public-url)`);
+    if (!profile) throw new RenderError(`declaration "${d.name}": profile "${d.profile}" is not in this revision`);
+    const version = renderProfile(profile, values, with_).uuid;
+    Payload.ProfileURL = opts.legacyUrl(d.profile, version, d.channel);
+    // The token stands for the profile and its version, not for where it is served: the URL has
+    // the server's address and the enrollment in it, which `orchard plan` cannot know and another
+    // server may spell otherwise. The version changes with the profile, so the token does too.
+    return { declaration, tokenOf: { ...declaration, Payload: { ...Payload, ProfileURL: legacyProfileRef(d.profile, version) } } };
   };
   const base = render(secrets);
-  const ServerToken = serverToken(base);
-  const templateToken = secrets && d.secrets.length > 0 ? serverToken(render(undefined)) : ServerToken;
-  return { class: d.class, source: d.name, blueprints, declaration: { ...base, ServerToken }, templateToken };
+  const ServerToken = serverToken(base.tokenOf);
+  const usesSecrets = d.secrets.length > 0 || (profile?.secrets.length ?? 0) > 0;
+  const templateToken = secrets && usesSecrets ? serverToken(render(undefined).tokenOf) : ServerToken;
+  return { class: d.class, source: d.name, blueprints, declaration: { ...base.declaration, ServerToken }, templateToken };
 }
+
+/** What a legacy declaration's ServerToken covers in place of its ProfileURL. */
+export const legacyProfileRef = (profile: string, version: string): string => `orchard-profile:${encodeURIComponent(profile)}/${version}`;
 
 export function desiredDeclarations(
   fleet: Fleet,

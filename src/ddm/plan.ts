@@ -8,6 +8,7 @@ import type { DeviceView } from '../gitops/selector.js';
 import type { DeviceValues } from '../reconcile/render.js';
 import type { SetEntry } from './model.js';
 import { ddmCapable, desiredDeclarations } from './desired.js';
+import { LEGACY_PROFILE_PREFIX } from './legacy.js';
 
 /** What the server says a device has (the `ddm.declarations` of `GET /api/v1/devices`). */
 export interface InventoryDeclaration {
@@ -31,9 +32,16 @@ export interface DeclarationChange {
 
 const label = (e: { source: string }, channel: string) => (channel === 'user' ? `${e.source} (user channel)` : e.source);
 
+/**
+ * A legacy declaration's ProfileURL as the plan shows it: the server's address, the enrollment and
+ * the version (the rendered profile's PayloadUUID, one per device for a profile with device
+ * values) are the server's to fill in; the ServerToken covers the version, not the URL.
+ */
+const plannedProfileUrl = (profile: string) => `<public URL>${LEGACY_PROFILE_PREFIX}/<enrollment>/${encodeURIComponent(profile)}/<version>`;
+
 /** Entries per channel of a device under a fleet, or undefined when its OS has no DDM. */
 function wanted(fleet: Fleet, view: DeviceView, values: DeviceValues, key: string): Map<string, { channel: string; entry: SetEntry }> | undefined {
-  const want = desiredDeclarations(fleet, view, values, key, undefined);
+  const want = desiredDeclarations(fleet, view, values, key, undefined, { legacyUrl: plannedProfileUrl });
   if (want.wanted && ddmCapable(view) === false) return undefined;
   const out = new Map<string, { channel: string; entry: SetEntry }>();
   for (const channel of ['device', 'user'] as const)

@@ -2,7 +2,8 @@
  * DDM synchronisation tokens. A declaration's ServerToken is a SHA-256 over its rendered content,
  * so it is the same on any server and after any restart, changes with any change to the content
  * (Apple: "computed over the entire declaration content") and fits Apple's 64 octets as 64 hex
- * digits. An enrollment's DeclarationsToken is a SHA-256 over the sorted (Identifier, ServerToken)
+ * digits (a legacy declaration's ProfileURL counts as the profile and its version, see
+ * renderDeclaration, so a server's address does not make plan and serve disagree). An enrollment's DeclarationsToken is a SHA-256 over the sorted (Identifier, ServerToken)
  * pairs of its whole set: a change, an addition and a removal all change it.
  */
 import { createHash } from 'node:crypto';

@@ -4,15 +4,16 @@
  * synced their declarations), and between two revisions.
  */
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { phaseOf } from '../../src/ddm/status.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
-import { makeRepo } from '../gitops/repo.js';
+import { makeRepo, profile } from '../gitops/repo.js';
 import { CLI } from '../helpers/process.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { freePort, startTestServer, type TestServer } from '../helpers/server.js';
+import type { SimulatedDevice } from '../../src/sim/device.js';
 import { ddmBlueprint, passcodeDecl } from './fleet.js';
 
 const exec = promisify(execFile);
@@ -124,5 +125,102 @@ describe('orchard plan on declarations', () => {
     expect(r.stdout).toContain('blueprint macs / declaration other (com.example.other)');
     expect(r.stdout).toMatch(/install +2 +DDM0, DDM1/);
     expect(r.stdout).toMatch(/remove +2 +DDM0, DDM1/);
+  });
+});
+
+describe('orchard plan on a legacy declaration (a profile delivered over DDM)', () => {
+  const LEGACY = `apiVersion: orchard/v1
+kind: Declaration
+metadata: {name: wifi-legacy}
+spec:
+  Type: com.apple.configuration.legacy
+  Identifier: com.example.wifi-legacy
+  profile: wifi
+`;
+  // Device values and a secret in the profile: the plan renders neither the server's URL nor the secret.
+  const WIFI = profile(
+    'wifi',
+    'com.example.wifi',
+    `    - type: com.apple.wifi.managed\n      keys:\n        SSID_STR: corp-\${device.SerialNumber}\n        EncryptionType: WPA2\n        Password: \${secret:psk}\n`,
+  );
+  let repo: FleetRepo;
+  let server: TestServer;
+  let macs: SimulatedDevice[];
+
+  const inventory = async () => {
+    const file = join(repo.root, 'legacy-inventory.json');
+    const res = await fetch(`${server.url}/api/v1/devices`, { headers: { authorization: `Bearer ${server.readToken}` } });
+    writeFileSync(file, await res.text());
+    return file;
+  };
+  const converged = (sha: string, identifier: string) =>
+    waitFor(
+      `${identifier} verified`,
+      async () => {
+        for (const d of macs) {
+          await d.connect();
+          const s = await server.ddmStore.getDeclarationSet(d.udid, 'current');
+          const e = s?.entries[identifier];
+          if (s?.revision !== sha || !e || phaseOf(e, await server.ddmStore.getDdmStatus(d.udid)).phase !== 'verified') return undefined;
+        }
+        return true;
+      },
+      20_000,
+    );
+
+  beforeAll(async () => {
+    repo = new FleetRepo();
+    repo
+      .write('declarations/passcode.yaml', passcodeDecl('passcode', 8))
+      .write('profiles/wifi.yaml', WIFI)
+      .write('secrets.yaml', 'apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: psk}\nspec: {}\n')
+      .write('blueprints/macs.yaml', ddmBlueprint('macs', ['passcode']));
+    const sha = repo.commit('main');
+    mkdirSync(join(repo.root, 'secrets'), { recursive: true });
+    writeFileSync(join(repo.root, 'secrets', 'psk'), 'psk-value-1');
+    const port = await freePort();
+    server = await startTestServer({
+      listen: { host: '127.0.0.1', port },
+      publicUrl: `http://127.0.0.1:${port}`,
+      repo: repo.url,
+      pollIntervalMs: 0,
+      driftIntervalMs: 0,
+      dataDir: join(repo.root, 'server'),
+      secretsDir: join(repo.root, 'secrets'),
+    });
+    macs = [0, 1].map((i) => server.device({ serialNumber: `LEG${i}` }));
+    for (const d of macs) await d.enroll();
+    await converged(sha, 'com.example.passcode');
+  });
+  afterAll(async () => {
+    await server.stop();
+    repo.cleanup();
+  });
+
+  it('a legacy declaration a revision adds is an install; once the devices report it, no change', async () => {
+    repo.write('declarations/wifi.yaml', LEGACY).write('blueprints/macs.yaml', ddmBlueprint('macs', ['passcode', 'wifi-legacy']));
+    const added = await cli(['plan', repo.work, '--inventory', await inventory()]);
+    expect(added.code).toBe(2);
+    expect(added.stdout).toContain('blueprint macs / declaration wifi-legacy (com.example.wifi-legacy)');
+    expect(added.stdout).toMatch(/install +2 +LEG0, LEG1/);
+    expect(added.stdout).not.toMatch(/remove/);
+    expect(added.stdout).not.toContain('psk-value');
+
+    const sha = repo.commit('legacy wifi');
+    await server.source!.sync('test');
+    await converged(sha, 'com.example.wifi-legacy');
+    const held = await cli(['plan', repo.work, '--inventory', await inventory()]);
+    expect(held.stdout).not.toContain('wifi-legacy');
+    expect(held.code).toBe(0);
+    const live = await cli(['plan', repo.work, '--server', server.url], { ORCHARD_READ_TOKEN: server.readToken });
+    expect(live.code).toBe(0);
+  });
+
+  it('a changed profile is an update of the legacy declaration, on each device', async () => {
+    repo.write('profiles/wifi.yaml', WIFI.replace('EncryptionType: WPA2', 'EncryptionType: WPA3'));
+    const r = await cli(['plan', repo.work, '--server', server.url], { ORCHARD_READ_TOKEN: server.readToken });
+    expect(r.code).toBe(2);
+    expect(r.stdout).toContain('blueprint macs / declaration wifi-legacy (com.example.wifi-legacy)');
+    expect(r.stdout).toMatch(/update +2 +LEG0, LEG1/);
   });
 });

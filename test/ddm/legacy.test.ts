@@ -4,7 +4,6 @@
  * simulated device fetches it with its identity and installs it.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { phaseOf } from '../../src/ddm/status.js';
@@ -12,7 +11,7 @@ import { parsePlistDict } from '../../src/protocol/plist.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
 import { profile } from '../gitops/repo.js';
-import { http, startTestServer, type TestServer } from '../helpers/server.js';
+import { freePort, http, startTestServer, type TestServer } from '../helpers/server.js';
 import { ddmBlueprint } from './fleet.js';
 
 let repo: FleetRepo;
@@ -35,16 +34,6 @@ const wifi = (ssid: string) =>
     `    - type: com.apple.wifi.managed\n      keys:\n        SSID_STR: ${ssid}-\${device.SerialNumber}\n        EncryptionType: WPA2\n        Password: \${secret:psk}\n`,
   );
 const SECRET = 'apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: psk}\nspec: {}\n';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 const legacyEntry = async (d: SimulatedDevice) => (await server.ddmStore.getDeclarationSet(d.udid, 'current'))?.entries['com.example.wifi-legacy'];
 const profileUrl = async (d: SimulatedDevice) => String((await legacyEntry(d))!.declaration.Payload.ProfileURL);

@@ -2,10 +2,16 @@
  * The tokens against examples computed by hand with coreutils, e.g.
  *   printf '%s' '["com.apple.configuration.passcode.settings","com.example.passcode",{"MinimumLength":8,"RequireAlphanumericPasscode":true}]' | sha256sum
  */
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { canonicalJson, declarationsToken, serverToken } from '../../src/ddm/tokens.js';
 import { items } from '../../src/ddm/protocol.js';
-import { setFor } from '../../src/ddm/desired.js';
+import { renderDeclaration, setFor } from '../../src/ddm/desired.js';
+import type { Fleet } from '../../src/gitops/model.js';
+import { loadFleet } from '../../src/gitops/load.js';
+import { renderProfile } from '../../src/reconcile/render.js';
+import { makeRepo, profile } from '../gitops/repo.js';
+import { ddmBlueprint } from './fleet.js';
 
 const passcode = (MinimumLength: number) => ({
   Type: 'com.apple.configuration.passcode.settings',
@@ -61,5 +67,47 @@ describe('DeclarationsToken', () => {
       },
       DeclarationsToken: s.declarationsToken,
     });
+  });
+});
+
+describe('ServerToken of a legacy declaration', () => {
+  const LEGACY = `apiVersion: orchard/v1
+kind: Declaration
+metadata: {name: wifi-legacy}
+spec:
+  Type: com.apple.configuration.legacy
+  Identifier: com.example.wifi-legacy
+  profile: wifi
+`;
+  const fleetWith = async (ssid: string) => {
+    const wifi = profile(
+      'wifi',
+      'com.example.wifi',
+      `    - type: com.apple.wifi.managed\n      keys:\n        SSID_STR: ${ssid}\n        EncryptionType: WPA2\n`,
+    );
+    const r = await loadFleet(makeRepo({ 'p.yaml': wifi, 'd.yaml': LEGACY, 'b.yaml': ddmBlueprint('macs', ['wifi-legacy']) }));
+    expect(r.diagnostics.filter((d) => d.severity === 'error')).toEqual([]);
+    return r.fleet!;
+  };
+  const render = (fleet: Fleet, legacyUrl: (profile: string, version: string) => string) =>
+    renderDeclaration(fleet.declarations.get('wifi-legacy')!, {}, undefined, { profiles: fleet.profiles, legacyUrl });
+
+  it('covers the profile and its version, not the server or enrollment in the URL', async () => {
+    const fleet = await fleetWith('corp');
+    const version = renderProfile(fleet.profiles.get('wifi')!, {}, undefined).uuid;
+    const here = render(fleet, (p, v) => `https://mdm.example.com/mdm/ddm/profile/ENROLLMENT-A/${p}/${v}`);
+    const there = render(fleet, (p, v) => `http://10.0.0.2:8443/mdm/ddm/profile/ENROLLMENT-B/${p}/${v}`);
+    expect(here.declaration.Payload.ProfileURL).not.toBe(there.declaration.Payload.ProfileURL);
+    const text = `["com.apple.configuration.legacy","com.example.wifi-legacy",{"ProfileURL":"orchard-profile:wifi/${version}"}]`;
+    expect(here.declaration.ServerToken).toBe(createHash('sha256').update(text).digest('hex'));
+    expect(there.declaration.ServerToken).toBe(here.declaration.ServerToken);
+    expect(here.templateToken).toBe(here.declaration.ServerToken);
+  });
+
+  it('changes when the profile changes', async () => {
+    const url = (p: string, v: string) => `https://mdm.example.com/mdm/ddm/profile/E/${p}/${v}`;
+    const corp = render(await fleetWith('corp'), url);
+    const guest = render(await fleetWith('guest'), url);
+    expect(guest.declaration.ServerToken).not.toBe(corp.declaration.ServerToken);
   });
 });

@@ -1,5 +1,6 @@
 /** Start a real Orchard server on a loopback port with a real LevelDB directory and a real CA. */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -70,6 +71,17 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}, opt
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A loopback port free now, for a server that must know its own URL before it listens (--public-url). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
 }
 
 /** A plain HTTP request to the server (for hand-made bodies and the admin API). */
