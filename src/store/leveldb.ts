@@ -764,6 +764,12 @@ export class LevelStore implements Store {
     return this.getBuf(K.boot(deviceId));
   }
 
+  /** A command uuid's payload (`orchard store copy` reads it; src/store/transfer.ts). */
+  async commandPayload(uuid: string): Promise<Buffer | undefined> {
+    checkId('command uuid', uuid);
+    return this.getBuf(K.payload(uuid));
+  }
+
   // --- command queue ---
 
   async enqueue(targets: string[], cmd: NewCommand, at: Date): Promise<void> {

@@ -30,6 +30,7 @@ import {
 import { VersionConflictError } from './errors.js';
 import { checkId } from './ids.js';
 import type { Lease } from './lease.js';
+import type { DeviceExport } from './transfer.js';
 import { checkMaterialKey, MATERIAL_KINDS, type MaterialItem, type MaterialKind, type PutMaterialOptions } from './material.js';
 import { LATEST_SCHEMA, MIGRATIONS } from './migrations/index.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
@@ -874,6 +875,71 @@ export class PgStore implements Store {
       pageValues,
     );
     return { total: Number(total.rows[0]?.n ?? 0), devices: rows.map(withSeen) };
+  }
+
+  // --- transfer (orchard store copy, src/store/transfer.ts) ---
+
+  async commandPayload(uuid: string): Promise<Buffer | undefined> {
+    checkId('command uuid', uuid);
+    const { rows } = await this.pool.query<{ payload: Buffer }>('SELECT payload FROM payloads WHERE uuid = $1', [uuid]);
+    return rows[0]?.payload;
+  }
+
+  /** One transaction: the device, its certificate, secrets, channels, commands in their order, reconcile state and status row. */
+  async importDevice(d: DeviceExport): Promise<void> {
+    const id = d.device.id;
+    checkDeviceId(id);
+    await this.tx(async (c) => {
+      await this.lockDevice(c, id);
+      if (await this.deviceRecord(c, id)) throw new Conflict(`device ${id} is already in the target store`);
+      await this.putDevice(c, d.device);
+      await c.query('INSERT INTO certs (cert_hash, device_id) VALUES ($1, $2) ON CONFLICT (cert_hash) DO UPDATE SET device_id = EXCLUDED.device_id', [
+        d.device.identity.certHash,
+        id,
+      ]);
+      if (d.bootstrapToken) await c.query('INSERT INTO bootstrap_tokens (device_id, token) VALUES ($1, $2)', [id, d.bootstrapToken]);
+      for (const e of d.enrollments) {
+        checkChannel(e);
+        const { unlockToken, lastSeenAt, ...stored } = e;
+        await c.query('INSERT INTO enrollments (id, device_id, record, unlock_token, last_seen_at) VALUES ($1, $2, $3, $4, $5)', [
+          e.id,
+          e.deviceId,
+          JSON.stringify(stored),
+          unlockToken ?? null,
+          lastSeenAt ?? null,
+        ]);
+      }
+      const uuids = [...new Set(d.commands.map((x) => x.command.uuid))];
+      await this.lockCommands(c, [], uuids);
+      for (const { enrollmentId, command: v, payload } of d.commands) {
+        if (payload) await c.query('INSERT INTO payloads (uuid, payload) VALUES ($1, $2) ON CONFLICT (uuid) DO NOTHING', [v.uuid, payload]);
+        const r = v.result;
+        await c.query(
+          `INSERT INTO commands (enrollment_id, uuid, seq, request_type, priority, status, enqueued_at, updated_at, not_now_count, result_at, result_ts, error_chain, raw)
+           VALUES ($1, $2, nextval('command_seq'), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+          [
+            enrollmentId,
+            v.uuid,
+            v.requestType,
+            v.priority,
+            v.status,
+            v.enqueuedAt,
+            v.updatedAt ?? null,
+            v.notNowCount,
+            r?.at ?? null,
+            r ? new Date(r.at) : null,
+            r?.errorChain ? JSON.stringify(r.errorChain) : null,
+            r?.raw ?? null,
+          ],
+        );
+      }
+      if (d.artifacts) {
+        await c.query('INSERT INTO artifacts (device_id, version, state) VALUES ($1, 1, $2)', [id, JSON.stringify(withoutVersion(d.artifacts))]);
+      }
+      await this.putRow(c, id, d.device, d.status?.profiles);
+      const seen = d.enrollments.map((e) => e.lastSeenAt).filter((x): x is string => x !== undefined);
+      if (seen.length) await c.query('UPDATE status_rows SET seen = GREATEST(seen, $2) WHERE device_id = $1', [id, seen.sort().at(-1)]);
+    });
   }
 
   // --- material ---
