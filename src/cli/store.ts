@@ -1,6 +1,7 @@
 /**
  * `orchard migrate`: bring a PostgreSQL store's schema up to this version (the server also does
- * it at start). Registered from main.ts; the store code loads only when the command runs.
+ * it at start). `orchard store copy`: move an install from one store to another (src/store/copy.ts).
+ * Registered from main.ts; the store code loads only when a command runs.
  */
 import type { Command } from 'commander';
 import type { FlagValues } from '../config.js';
@@ -27,6 +28,47 @@ export function registerStoreCommands(program: Command): void {
         );
       } finally {
         await pool.end();
+      }
+    });
+
+  program
+    .command('store')
+    .description('the store itself')
+    .command('copy')
+    .description(
+      'copy every role of one store into another (devices, queue, results, reconcile state, status, material, DDM, rollouts, ABM), e.g. a LevelDB data directory into PostgreSQL; stop the server on the source first',
+    )
+    .requiredOption('--from <location>', 'the source: a LevelDB data directory or a postgres:// URL')
+    .requiredOption('--to <url>', 'the target: a postgres:// URL (its schema is migrated first)')
+    .option('--force', 'copy into a target that is not empty (devices it has already are skipped)')
+    .action(async (flags: { from: string; to: string; force?: boolean }) => {
+      const { ConfigError } = await import('../config.js');
+      const { closeStores, describeStore, isPostgresUrl, openBackends } = await import('../store/open.js');
+      const { copyStores } = await import('../store/copy.js');
+      const { OrchardError } = await import('../errors.js');
+      if (!isPostgresUrl(flags.to)) throw new ConfigError(`store copy: --to must be a postgres:// URL, got ${describeStore(flags.to)}`);
+      if (!isPostgresUrl(flags.from)) {
+        const { existsSync } = await import('node:fs');
+        if (!existsSync(flags.from)) throw new ConfigError(`store copy: --from ${flags.from}: no such data directory`);
+      }
+      const from = await openBackends(flags.from, flags.from);
+      try {
+        const to = await openBackends(flags.to, flags.from);
+        try {
+          const n = await copyStores(from, to, { force: flags.force }).catch((err: unknown) => {
+            // A refusal (a target that is not empty, a backend a copy cannot write) is the operator's to fix, not a crash.
+            throw err instanceof OrchardError ? new ConfigError(`store copy: ${err.message}`) : err;
+          });
+          process.stdout.write(
+            `copied ${describeStore(flags.from)} -> ${describeStore(flags.to)}: ${n.devices} devices (${n.enrollments} enrollments, ${n.commands} commands)` +
+              `${n.skippedDevices ? `, ${n.skippedDevices} devices already there skipped` : ''}, ${n.material} material items, ` +
+              `DDM state of ${n.ddmEnrollments} enrollments, ${n.rollouts} rollouts, ${n.abmDevices} ABM devices\n`,
+          );
+        } finally {
+          await closeStores(to);
+        }
+      } finally {
+        await closeStores(from);
       }
     });
 }

@@ -26,8 +26,14 @@ export interface DeviceTransfer {
   importDevice(d: DeviceExport): Promise<void>;
 }
 
-export function isDeviceTransfer(s: object): s is DeviceTransfer {
-  return typeof (s as Partial<DeviceTransfer>).importDevice === 'function' && typeof (s as Partial<DeviceTransfer>).commandPayload === 'function';
+/** A store a copy can read from (LevelDB, PostgreSQL). */
+export function canExport(s: object): s is Pick<DeviceTransfer, 'commandPayload'> {
+  return typeof (s as Partial<DeviceTransfer>).commandPayload === 'function';
+}
+
+/** A store a copy can write into (PostgreSQL). */
+export function canImport(s: object): s is DeviceTransfer {
+  return canExport(s) && typeof (s as Partial<DeviceTransfer>).importDevice === 'function';
 }
 
 /** Reads one device from `store`; undefined when it is gone. */
