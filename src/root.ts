@@ -378,10 +378,18 @@ function fleetWork(
 ) {
   const { log, store } = p;
   const leadership = new Leadership({ store, log: log.child({ component: 'leader' }), ttlMs: cfg.leaderLeaseMs });
-  const isLeader = opts.isLeader ?? (() => leadership.isLeader);
+  // One source of truth for the role: the replica (a role pinned by RootOptions.isLeader goes through it too).
+  const isLeader = () => replica.isLeader;
   const source = cfg.repo ? fleetSource(cfg, cfg.repo, store, log, isLeader) : undefined;
   const reconciler = reconcilers(cfg, opts, { ...p, follows: source !== undefined, isLeader });
-  const replica = new Replica({ store, leadership, source, follow: (rev) => reconciler.follow(rev), log: log.child({ component: 'replica' }) });
+  const replica: Replica = new Replica({
+    store,
+    leadership,
+    isLeader: opts.isLeader,
+    source,
+    follow: (rev) => reconciler.follow(rev),
+    log: log.child({ component: 'replica' }),
+  });
   // What the reconciler applies (a staged rollout's current step included) is what the other replicas
   // serve; published beside the reconcile (Replica.publish keeps the order), not before it.
   const applyRevision = (rev: ValidatedRevision) => {

@@ -26,6 +26,8 @@ const WAKE_KEY = 'leader-wake';
 export interface ReplicaOptions {
   store: Pick<Store, 'getMaterial' | 'putMaterial'>;
   leadership: Leadership;
+  /** Pins the role instead (tests that play a follower or a leader); default: whether this replica holds the leader lease. */
+  isLeader?: () => boolean;
   /** The fleet repository, run by the leader only (absent without --repo). */
   source?: FleetSource;
   /** Serves a revision to devices as they answer, without a fleet-wide run. */
@@ -55,8 +57,9 @@ export class Replica {
     });
   }
 
+  /** Whether this replica runs the fleet-wide work: the one answer every part of the server asks (src/root.ts). */
   get isLeader(): boolean {
-    return this.opts.leadership.isLeader;
+    return this.opts.isLeader ? this.opts.isLeader() : this.opts.leadership.isLeader;
   }
 
   /** Serve what the store holds, then take part in the election (a lone replica leads when this resolves). */

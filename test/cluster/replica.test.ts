@@ -28,7 +28,7 @@ interface Node {
   served: string[];
 }
 
-async function node(data: MemoryData, r: FleetRepo, name: string): Promise<Node> {
+async function node(data: MemoryData, r: FleetRepo, name: string, pinned?: () => boolean): Promise<Node> {
   const store = await MemoryStore.open(data);
   const log = captureLog().log;
   const leadership = new Leadership({ store, log, holder: name, ttlMs: 10_000 });
@@ -39,12 +39,13 @@ async function node(data: MemoryData, r: FleetRepo, name: string): Promise<Node>
     pollIntervalMs: 0,
     loader: (dir: string) => loadFleet(dir),
     state: storeSourceState(store),
-    isLeader: () => leadership.isLeader,
+    // The source asks the replica, as in src/root.ts: one answer for the role.
+    isLeader: () => n.replica.isLeader,
     log,
   });
   const n: Node = { replica: undefined as unknown as Replica, source, applied: [], served: [] };
   const commit = (rev: ValidatedRevision) => rev.info.commit ?? '';
-  n.replica = new Replica({ store, leadership, source, follow: (rev) => n.served.push(commit(rev)), log, signalMs: 20 });
+  n.replica = new Replica({ store, leadership, isLeader: pinned, source, follow: (rev) => n.served.push(commit(rev)), log, signalMs: 20 });
   source.on('validated', (rev) => {
     n.applied.push(commit(rev));
     n.served.push(commit(rev));
@@ -90,5 +91,26 @@ describe('Replica', () => {
     await waitFor('B leads', () => b.replica.isLeader || undefined, 15_000);
     await waitFor('B applied', () => b.applied.includes(second) || undefined, 15_000);
     expect(b.source.status().applied?.commit).toBe(second);
+  });
+
+  it('a role the caller pins is the answer: a pinned follower holding the lease neither syncs nor leads', async () => {
+    const r = new FleetRepo();
+    cleanups.push(() => r.cleanup());
+    r.write('profiles/wifi.yaml', GOOD).commit('first');
+    const data = new MemoryData();
+    const a = await node(data, r, 'A', () => false);
+    await a.replica.start();
+    // Alone on the store, A holds the lease, yet the pinned role is what every part reads.
+    const peek = await MemoryStore.open(data);
+    cleanups.push(() => peek.close());
+    const lease = await peek.getLease('leader');
+    expect(lease?.holder).toBe('A');
+    expect(a.replica.isLeader).toBe(false);
+    expect(a.applied).toEqual([]);
+    expect((await a.source.sync('poll')).applied).toBeUndefined();
+    // A webhook on it leaves the leader a note instead of syncing here.
+    await a.replica.syncSource();
+    expect(a.applied).toEqual([]);
+    expect((await peek.getMaterial('blob', 'leader-wake'))?.length).toBeGreaterThan(0);
   });
 });
