@@ -1,12 +1,15 @@
 /**
- * `orchard simulate`: simulated devices against a running server. Their state (identity,
- * installed profiles) is kept in a directory, so a second run continues as the same devices
+ * `orchard simulate`: simulated devices against a running server. They answer commands and,
+ * after a DeclarativeManagement command, sync their declarations (tokens, declaration-items,
+ * the declarations, a status report). Their state (identity, installed profiles, the
+ * declarations and DDM tokens they hold) is kept in a directory, so a second run continues as the same devices
  * instead of enrolling again (which would clear their queues, as a real re-enrollment does).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { createCA, createDeviceIdentity, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
+import type { SimDdmState } from '../sim/ddm.js';
 import { SimRefusedError, SimulatedDevice, type InstalledProfile } from '../sim/device.js';
 import { Unavailable } from '../errors.js';
 
@@ -32,6 +35,8 @@ interface SavedDevice {
   certPem: string;
   keyPem: string;
   profiles: InstalledProfile[];
+  /** Declarative Device Management: what it holds and its tokens (absent in state from before DDM). */
+  ddm?: SimDdmState;
   /** From the enrollment profile, when enrolled through it. */
   topic?: string;
   checkinPath?: string;
@@ -76,6 +81,7 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
       certPem: id.certPem,
       keyPem: id.keyPem,
       profiles: [...d.profiles.values()],
+      ddm: d.ddm.state(),
       ...paths.get(d.udid),
     };
     writeFileSync(join(devDir, `${d.serialNumber}.json`), JSON.stringify(saved, null, 1), { mode: 0o600 });
@@ -98,9 +104,11 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
       });
       paths.set(s.udid, { topic: s.topic, checkinPath: s.checkinPath, connectPath: s.connectPath });
       for (const p of s.profiles) device.profiles.set(p.PayloadIdentifier, p);
+      if (s.ddm) device.ddm.restore(s.ddm);
       if (flags.reenroll) {
         // The server forgot this device: a re-enrollment starts from an empty device, as a wiped one would.
         device.profiles.clear();
+        device.ddm.restore({ channels: {}, tokens: {}, fullReportNext: true });
         await enroll(device, flags.stateDir);
         save(device, identity);
         process.stdout.write(`re-enrolled ${device.udid} (${serial})\n`);
@@ -133,6 +141,8 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
     process.stdout.write(`enrolled ${device.udid} (${serial})\n`);
     devices.push({ device, identity });
   }
+  // The loop below syncs DDM itself, to print what each sync fetched.
+  for (const { device } of devices) device.ddmAutoSync = false;
   for (;;) {
     for (const { device, identity } of devices) {
       const handled = await device.connect().catch((err: unknown) => {
@@ -142,6 +152,15 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
         );
       });
       for (const h of handled) process.stdout.write(`${device.udid} ${h.requestType} ${h.commandUUID} -> ${h.status}\n`);
+      if (handled.some((h) => h.requestType === 'DeclarativeManagement' && h.status === 'Acknowledged')) {
+        const r = await device.ddm.sync();
+        const list = (ids: string[]) => (ids.length ? ids.join(', ') : 'none');
+        process.stdout.write(
+          r.changed
+            ? `${device.udid} DDM sync: fetched ${list(r.fetched)}; removed ${list(r.removed)}\n`
+            : `${device.udid} DDM sync: no change (DeclarationsToken ${device.ddm.tokens.get('')})\n`,
+        );
+      }
       if (handled.length) save(device, identity);
     }
     if (flags.once) return;

@@ -19,7 +19,7 @@ interface SimDeviceLike {
   readonly profiles: Map<string, unknown>;
 }
 
-interface Held {
+export interface Held {
   class: DeclarationClass;
   declaration: DeclarationJson;
   valid: 'valid' | 'invalid';
@@ -36,6 +36,15 @@ const LISTS: [string, DeclarationClass][] = [
   ['Management', 'management'],
 ];
 const STATUS_LIST: Record<DeclarationClass, string> = { activation: 'activations', configuration: 'configurations', asset: 'assets', management: 'management' };
+
+/** What a simulated device keeps of DDM between runs (`orchard simulate --state-dir`). */
+export interface SimDdmState {
+  /** Channel ('' for the device channel) -> Identifier -> what it holds. */
+  channels: Record<string, Record<string, Held>>;
+  /** Channel -> the DeclarationsToken of its last sync. */
+  tokens: Record<string, string>;
+  fullReportNext: boolean;
+}
 
 export interface SyncResult {
   /** false: the DeclarationsToken was the one the channel already had. */
@@ -61,6 +70,22 @@ export class SimDdm {
   syncs = 0;
 
   constructor(private readonly device: SimDeviceLike) {}
+
+  /** The declarations held and the tokens, as JSON: a device keeps them across restarts. */
+  state(): SimDdmState {
+    const channels: SimDdmState['channels'] = {};
+    for (const [ch, held] of this.channels) channels[ch] = Object.fromEntries(held);
+    return { channels, tokens: Object.fromEntries(this.tokens), fullReportNext: this.fullReportNext };
+  }
+
+  /** Continue from a saved state (replaces what is held). */
+  restore(state: SimDdmState): void {
+    this.channels.clear();
+    this.tokens.clear();
+    for (const [ch, held] of Object.entries(state.channels)) this.channels.set(ch, new Map(Object.entries(held)));
+    for (const [ch, token] of Object.entries(state.tokens)) this.tokens.set(ch, token);
+    this.fullReportNext = state.fullReportNext;
+  }
 
   held(userId?: string): Map<string, Held> {
     let m = this.channels.get(userId ?? '');

@@ -1,6 +1,7 @@
 /** `orchard serve` and `orchard simulate` as a user runs them: two real processes. */
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -9,6 +10,9 @@ import { loadOrCreateCA } from '../../src/cli/simulate.js';
 import { importPushCertificate } from '../../src/push/push-cert.js';
 import { makePushCert } from '../push/helpers.js';
 import { CLI, spawnServer, waitExit } from '../helpers/process.js';
+import { FleetRepo, waitFor } from '../gitops/helpers.js';
+import { ddmBlueprint, passcodeDecl } from '../ddm/fleet.js';
+import type { SimDdmState } from '../../src/sim/ddm.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'orchard-sim-cli-'));
@@ -137,5 +141,76 @@ it('a server that lost its devices: a one-line reason naming --reenroll, which t
   } finally {
     srv.child.kill('SIGTERM');
     await waitExit(srv.child);
+  }
+});
+
+it('DDM: the simulated devices sync their declarations, and a second run continues from the saved DDM state', async () => {
+  const repo = new FleetRepo();
+  repo.write('declarations/passcode.yaml', passcodeDecl('passcode', 8)).write('declarations/other.yaml', passcodeDecl('other', 6));
+  repo.write('blueprints/b.yaml', ddmBlueprint('macs', ['passcode', 'other']));
+  repo.commit('start');
+  const stateDir = join(dir, 'ddm-sim');
+  loadOrCreateCA(stateDir);
+  const srv = await spawnServer(
+    ['--data-dir', join(dir, 'ddm-server'), '--trust-ca', join(stateDir, 'ca.pem'), '--repo', repo.url, '--poll-interval', '0', '--drift-interval', '0'],
+    { ORCHARD_READ_TOKEN: 'read', ORCHARD_WEBHOOK_SECRET: 'hook' },
+  );
+  type View = { ddm?: { declarations: { identifier: string; phase: string; serverToken: string }[] } };
+  const view = async () => (await (await fetch(`${srv.url}/api/v1/devices/SIM-DDMSIM000000`, { headers: { authorization: 'Bearer read' } })).json()) as View;
+  const saved = () => (JSON.parse(readFileSync(join(stateDir, 'devices', 'DDMSIM000000.json'), 'utf8')) as { ddm: SimDdmState }).ddm;
+  const simulateOnce = async () =>
+    (await run(process.execPath, [CLI, 'simulate', '--server', srv.url, '--state-dir', stateDir, '--prefix', 'DDMSIM', '--once'])).stdout;
+  /** `orchard simulate --once` until the server has every declaration verified and `done` holds; the output of every run. */
+  const converge = (done: (v: View) => boolean) => {
+    let out = '';
+    return waitFor(
+      'declarations verified',
+      async () => {
+        out += await simulateOnce();
+        const v = await view();
+        const ds = v.ddm?.declarations ?? [];
+        return ds.length > 0 && ds.every((d) => d.phase === 'verified') && done(v) ? { v, out } : undefined;
+      },
+      30_000,
+    );
+  };
+  const tokensOf = (v: View) => Object.fromEntries(v.ddm!.declarations.map((d) => [d.identifier, d.serverToken]));
+  try {
+    const first = await converge((v) => v.ddm!.declarations.some((d) => d.identifier === 'com.example.other'));
+    const tokens = tokensOf(first.v);
+    expect(Object.keys(tokens).sort()).toEqual([
+      'com.example.other',
+      'com.example.passcode',
+      'orchard.blueprint.macs.activation',
+      'orchard.status-subscriptions',
+    ]);
+    expect(first.out).toMatch(/SIM-DDMSIM000000 DeclarativeManagement \S+ -> Acknowledged/);
+    expect(first.out).toMatch(/SIM-DDMSIM000000 DDM sync: fetched .*com\.example\.passcode/);
+    // What the device holds is saved with the server's tokens.
+    const state = saved();
+    expect(Object.fromEntries(Object.entries(state.channels['']!).map(([id, h]) => [id, h.declaration.ServerToken]))).toEqual(tokens);
+    expect(state.tokens['']).toMatch(/^[0-9a-f]{64}$/);
+
+    repo.write('declarations/passcode.yaml', passcodeDecl('passcode', 12));
+    repo.commit('passcode 12');
+    const body = '{}';
+    const hook = await fetch(`${srv.url}/api/v1/hooks/git`, {
+      method: 'POST',
+      body,
+      headers: { 'x-orchard-signature': `sha256=${createHmac('sha256', 'hook').update(body).digest('hex')}` },
+    });
+    expect(hook.status).toBe(202);
+    const second = await converge((v) => tokensOf(v)['com.example.passcode'] !== tokens['com.example.passcode']);
+    // A device that had forgotten what it holds would fetch all four again.
+    expect(second.out).toContain('SIM-DDMSIM000000 DDM sync: fetched com.example.passcode; removed none');
+    expect(second.out).not.toMatch(/enrolled/);
+    const now = tokensOf(second.v);
+    expect(Object.keys(now).filter((id) => now[id] !== tokens[id])).toEqual(['com.example.passcode']);
+    expect(saved().channels['']!['com.example.passcode']!.declaration.Payload.MinimumLength).toBe(12);
+    expect(saved().tokens['']).not.toBe(state.tokens['']);
+  } finally {
+    srv.child.kill('SIGTERM');
+    await waitExit(srv.child);
+    repo.cleanup();
   }
 });
