@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SERVE_NODE_FLAGS } from '../src/cli/node-flags.js';
 import { createCA, createDeviceIdentity } from '../src/identity/ca.js';
 import { SimulatedDevice } from '../src/sim/device.js';
 
@@ -46,14 +47,6 @@ export function procCpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK; // utime + stime
 }
 
-/**
- * The flags README recommends for `orchard serve` (BENCHMARKS.md, issue 18): a young generation of
- * 2 x 4 MB instead of V8's 2 x 16 MB (a request's garbage dies young either way), and an old
- * generation collected when it grows 30% over what the last full GC kept, from 32 MB on (V8's
- * default lets 50 concurrent requests' promoted garbage pile up to 100+ MB before the first one).
- */
-export const SERVE_NODE_FLAGS = '--max-semi-space-size=4 --initial-old-space-size=32 --heap-growing-percent=30';
-
 export interface BenchServer {
   url: string;
   pid: number;
@@ -70,7 +63,7 @@ export async function startBenchServer(dir: string, caPath: string, extraArgs: s
   const prof = process.env.ORCHARD_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ORCHARD_BENCH_PROF}`] : [];
   // The server runs with the flags README recommends for `orchard serve` (npm start uses them);
   // ORCHARD_BENCH_SERVER_FLAGS replaces them, e.g. '' for Node's defaults, to compare.
-  const flags = (process.env.ORCHARD_BENCH_SERVER_FLAGS ?? SERVE_NODE_FLAGS).split(/\s+/).filter(Boolean);
+  const flags = process.env.ORCHARD_BENCH_SERVER_FLAGS?.split(/\s+/).filter(Boolean) ?? SERVE_NODE_FLAGS;
   const child = spawn(
     process.execPath,
     [...flags, ...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info', ...extraArgs],

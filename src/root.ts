@@ -60,6 +60,8 @@ import type { Store } from './store/types.js';
 
 export interface RootOptions {
   log?: Logger;
+  /** What the caller found wrong with how the process was started, logged before anything is served. */
+  startupWarnings?: { fields: Record<string, unknown>; msg: string }[];
   adminToken?: string;
   readToken?: string;
   webhookSecret?: string;
@@ -164,6 +166,7 @@ function requestLogDestination() {
 
 export async function composeOrchard(cfg: ServerConfig, opts: RootOptions = {}): Promise<Orchard> {
   const log = opts.log ?? pino({ level: cfg.logLevel }, requestLogDestination());
+  for (const w of opts.startupWarnings ?? []) log.warn(w.fields, w.msg);
   // Storage: the store's own failures are 503s, and the commands queued through it are counted.
   const metrics = opts.metrics ?? createMetrics();
   mkdirSync(cfg.dataDir, { recursive: true });

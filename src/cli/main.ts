@@ -1,7 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=32 --heap-growing-percent=30
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, type FlagValues } from '../config.js';
 import type { SimulateFlags } from './simulate.js';
+import { missingServeFlags } from './node-flags.js';
 import { registerStoreCommands } from './store.js';
 
 const program = new Command();
@@ -76,7 +77,16 @@ program
     // Loaded on demand: every other command (and --help) starts without the server's modules.
     const { enrollmentOptions } = await import('./enroll.js');
     const { startServer } = await import('../server.js');
+    const missing = missingServeFlags(process.execArgv, process.env.NODE_OPTIONS);
     const server = await startServer(cfg, {
+      startupWarnings: missing.length
+        ? [
+            {
+              fields: { missing },
+              msg: `started without the V8 flags that keep the server's memory small: run the orchard executable, or node ${missing.join(' ')} ...`,
+            },
+          ]
+        : [],
       adminToken: process.env.ORCHARD_API_TOKEN || undefined,
       readToken: process.env.ORCHARD_READ_TOKEN || undefined,
       webhookSecret: process.env.ORCHARD_WEBHOOK_SECRET || undefined,

@@ -24,7 +24,7 @@ const LAZY: { what: string; pattern: RegExp }[] = [
   { what: 'pg (a LevelDB store)', pattern: /\/node_modules\/pg\// },
   { what: 'the PostgreSQL store (a LevelDB store)', pattern: /\/dist\/src\/store\/postgres\.js$/ },
   { what: 'the simulator', pattern: /\/dist\/src\/sim\// },
-  { what: "the CLI's other commands", pattern: /\/dist\/src\/cli\/(?!main\.js$|enroll\.js$|store\.js$)[^/]+$/ },
+  { what: "the CLI's other commands", pattern: /\/dist\/src\/cli\/(?!main\.js$|enroll\.js$|store\.js$|node-flags\.js$)[^/]+$/ },
 ];
 
 let dir: string;

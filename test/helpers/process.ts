@@ -11,9 +11,11 @@ export interface ServerProcess {
   output: () => string;
 }
 
-export async function spawnServer(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
+/** `asExecutable` runs the CLI through its `#!` line, as the installed `orchard` command does, instead of `node CLI`. */
+export async function spawnServer(args: string[], env: Record<string, string> = {}, { asExecutable = false } = {}): Promise<ServerProcess> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` (npm test does) first`);
-  const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', ...args], {
+  const serveArgs = ['serve', '--listen', '127.0.0.1:0', ...args];
+  const child = spawn(asExecutable ? CLI : process.execPath, asExecutable ? serveArgs : [CLI, ...serveArgs], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
