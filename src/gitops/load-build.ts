@@ -70,6 +70,7 @@ const BUILDERS: { [K in Kind]: Builder<never, { origin: Origin }> } = {
       deliver: [],
       prune: spec.prune ?? true,
       suspend: spec.suspend ?? false,
+      setup: spec.setup ?? false,
       rollout: spec.rollout && rolloutOf(spec.rollout, (message, key) => fail('rollout', ['rollout', ...(key ? [key] : [])], message)),
     }),
   },

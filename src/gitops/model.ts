@@ -115,6 +115,8 @@ export interface BlueprintDoc {
   /** Remove profiles this blueprint installed and no longer wants (default true). */
   prune: boolean;
   suspend: boolean;
+  /** Setup Assistant items (see src/reconcile/setup.ts): installed first on a device awaiting configuration, before DeviceConfigured. */
+  setup: boolean;
   rollout?: Rollout;
 }
 

@@ -201,6 +201,8 @@ async function deviceView(store: Store, d: DeviceRecord, ddm?: DdmStore) {
     // What Orchard manages on the device and where each stands (`orchard plan` reads this).
     profiles: Object.values(artifacts?.artifacts ?? {}),
     revision: artifacts?.revision,
+    // Setup Assistant (await_device_configured): whether DeviceConfigured was sent, acknowledged or refused.
+    ...(artifacts?.setup ? { setup: artifacts.setup } : {}),
     // Declarations per channel with their phase (DDM), and the software update status the device reported.
     ...(ddm ? { ddm: await deviceDeclarations(ddm, enrollments) } : {}),
   };

@@ -51,6 +51,12 @@ export interface DeviceArtifacts {
    * installs and removals (lower priority, so the device answers it after them).
    */
   inventory?: { profileList?: string; deviceInformation?: string; verify?: string; queuedAt: string };
+  /**
+   * Setup Assistant for the enrollment that began at `enrolledAt` (a device awaiting
+   * configuration): the DeviceConfigured command in flight, when the device acknowledged it
+   * (released), or why it failed. See src/reconcile/setup.ts.
+   */
+  setup?: { enrolledAt: string; deviceConfigured?: string; releasedAt?: string; error?: string };
   /** The revision last reconciled against. */
   revision?: string;
   reconciledAt?: string;

@@ -24,7 +24,9 @@ export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, baseMs: 60_000, maxM
 export type Action =
   | { type: 'install'; identifier: string; rendered: RenderedProfile; reason: 'missing' | 'update' | 'drift' | 'retry' | 'lost' }
   | { type: 'remove'; identifier: string; reason: 'unwanted' | 'retry' }
-  | { type: 'cancel'; identifier: string; commandUUID: string };
+  | { type: 'cancel'; identifier: string; commandUUID: string }
+  /** Release the device from Setup Assistant: its setup items are all accepted (src/reconcile/setup.ts). */
+  | { type: 'configured'; identifier: 'DeviceConfigured' };
 
 export interface Decision {
   state: DeviceArtifacts;
@@ -43,6 +45,11 @@ export interface DecideInput {
   revision: string;
   now: Date;
   retry?: RetryPolicy;
+  /**
+   * The device waits in Setup Assistant for DeviceConfigured: only Setup Assistant items
+   * (`setup: true`) are installed; the others wait, neither installed nor removed.
+   */
+  awaitingConfiguration?: boolean;
 }
 
 export function backoffMs(attempts: number, p: RetryPolicy): number {
@@ -65,6 +72,7 @@ export function decide(input: DecideInput): Decision {
 
   for (const [id, want] of desired.profiles) {
     const st = artifacts[id];
+    if (input.awaitingConfiguration && !want.setup) continue;
     if (!want.rendered) {
       // Could not be rendered for this device (e.g. a secret without a value): say so, queue nothing.
       artifacts[id] = {
@@ -163,6 +171,9 @@ export function decide(input: DecideInput): Decision {
     artifacts[id] = { ...st, phase: 'removing', commandUUID: undefined, updatedAt: nowIso, attempts: removalFailed ? st.attempts + 1 : 1, uuid: '' };
     actions.push({ type: 'remove', identifier: id, reason: removalFailed ? 'retry' : 'unwanted' });
   }
+  const setup = state.setup;
+  if (input.awaitingConfiguration && setup && !setup.deviceConfigured && !setup.error && setupReady(desired, artifacts))
+    actions.push({ type: 'configured', identifier: 'DeviceConfigured' });
   return { state, actions, needInventory: false, changed: changedFrom(input.state.artifacts, artifacts) };
 }
 
@@ -195,6 +206,16 @@ function changedFrom(before: Record<string, ArtifactStatus>, after: Record<strin
     if (!a || JSON.stringify(a) !== JSON.stringify(b)) return true;
   }
   return false;
+}
+
+/** Every Setup Assistant item is accepted by the device (acknowledged or seen installed). */
+export function setupReady(desired: DesiredState, artifacts: DeviceArtifacts['artifacts']): boolean {
+  for (const [id, want] of desired.profiles) {
+    if (!want.setup) continue;
+    const phase = artifacts[id]?.phase;
+    if (!want.rendered || (phase !== 'acknowledged' && phase !== 'verified')) return false;
+  }
+  return true;
 }
 
 /** A removal in progress or failed: the wanted version is none. */
@@ -248,7 +269,7 @@ export function applyResult(
   };
 }
 
-function describeChain(chain: ErrorChainItem[] | undefined, status: string): string {
+export function describeChain(chain: ErrorChainItem[] | undefined, status: string): string {
   if (!chain?.length) return `device answered ${status}`;
   return chain.map((e) => `${e.ErrorDomain} ${e.ErrorCode}: ${e.LocalizedDescription ?? e.USEnglishDescription ?? ''}`.trim()).join('; ');
 }

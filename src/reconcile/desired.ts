@@ -14,6 +14,8 @@ export interface DesiredProfile {
   profile: string;
   blueprints: string[];
   prune: boolean;
+  /** Wanted by a `setup: true` blueprint: a Setup Assistant item. */
+  setup: boolean;
   /** Absent when rendering failed (then `error` says why). */
   rendered?: RenderedProfile;
   error?: string;
@@ -137,9 +139,10 @@ function* desiredSteps(
       if (existing) {
         existing.blueprints.push(b.name);
         existing.prune &&= b.prune;
+        existing.setup ||= b.setup;
         continue;
       }
-      const d: DesiredProfile = { identifier: p.identifier, profile: p.name, blueprints: [b.name], prune: b.prune };
+      const d: DesiredProfile = { identifier: p.identifier, profile: p.name, blueprints: [b.name], prune: b.prune, setup: b.setup };
       const key =
         cache &&
         `${p.name}\0${p.variables.map((v) => values[v] ?? '\u0001').join('\0')}\0${secrets ? p.secrets.map((s) => secrets(s) ?? '\u0001').join('\0') : ''}`;

@@ -21,6 +21,7 @@ import type { StatusProfiles } from '../store/status.js';
 import type { RenderedProfile, SecretLookup } from './render.js';
 import type { ArtifactStatus, DeviceArtifacts } from './types.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
+import { absorbDeviceConfigured, trackSetup } from './setup.js';
 
 export interface ReconcilerOptions {
   store: Store;
@@ -247,6 +248,10 @@ export class Reconciler {
       else await this.keepStatus(device, state);
       return undefined;
     }
+    // Setup Assistant: a device awaiting DeviceConfigured gets its setup items first (setup.ts).
+    const setupBefore = JSON.stringify(state.setup ?? null);
+    if (state.setup?.deviceConfigured) absorbDeviceConfigured(state, await store.getCommand(deviceId, state.setup.deviceConfigured), this.now());
+    const awaitingConfiguration = trackSetup(await store.getEnrollment(deviceId), device, state);
     const fleet = this.fleet;
     // Declarations first, so the status row written with the profiles' commit shows the new sets.
     const notified = this.opts.ddm ? (await this.opts.ddm.reconcile(device, fleet, this.revision)).notified.length : 0;
@@ -258,8 +263,10 @@ export class Reconciler {
       revision: this.revision,
       now: this.now(),
       retry: this.retry,
+      awaitingConfiguration,
     });
-    const outcome = await this.commit(device, desired, decision, absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null), state.version);
+    const dirty = absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null) || setupBefore !== JSON.stringify(state.setup ?? null);
+    const outcome = await this.commit(device, desired, decision, dirty, state.version);
     outcome.queued += notified;
     return outcome;
   }
@@ -320,6 +327,10 @@ export class Reconciler {
     for (const a of decision.actions) {
       if (a.type === 'cancel') {
         change.cancel.push({ enrollmentId: deviceId, uuid: a.commandUUID });
+      } else if (a.type === 'configured') {
+        const cmd = command({ RequestType: 'DeviceConfigured' }, 50);
+        state.setup = { ...state.setup!, deviceConfigured: cmd.uuid };
+        change.enqueue.push({ targets: [deviceId], cmd });
       } else {
         const cmd =
           a.type === 'install'

@@ -19,6 +19,7 @@ import type { RevisionInfo, RevisionStatus, SourceStatus } from '../gitops/sourc
 import { matches } from '../gitops/selector.js';
 import { desiredFor, deviceView, inRollout, type DesiredState, type RenderCache } from '../reconcile/desired.js';
 import type { ArtifactPhase, ArtifactStatus, DeviceArtifacts } from '../reconcile/types.js';
+import { setupProblem, waitingInSetup } from '../reconcile/setup.js';
 import {
   DAY_MS,
   DEVICE_STATES,
@@ -256,6 +257,13 @@ export function statusProfiles(
     phases: Object.fromEntries(profileStatus.map((p) => [p.identifier, phaseClass(p)])),
     problems: problemsOf(profileStatus),
   };
+  if (arts && waitingInSetup(d, arts)) {
+    // Held in Setup Assistant: say which setup item it waits for and the device's error.
+    const problem = setupProblem(desired ?? (fleet ? desiredFor(fleet, d, undefined, cache) : undefined), arts);
+    out.problems.push(problem);
+    if (problem.phase === 'failed') out.state = 'failed';
+    else if (out.state === 'in-sync') out.state = 'pending';
+  }
   if (arts?.revision !== undefined) out.revision = arts.revision;
   return out;
 }

@@ -121,6 +121,13 @@ export const BlueprintSpec = Type.Object(
     ),
     prune: Type.Optional(Type.Boolean({ default: true, description: 'Remove profiles this blueprint installed and no longer wants.' })),
     suspend: Type.Optional(Type.Boolean({ default: false, description: 'Queue nothing for this blueprint.' })),
+    setup: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description:
+          'Its profiles are Setup Assistant items: a device awaiting configuration (enrollment profile with await_device_configured) gets them first, then DeviceConfigured; other profiles come after.',
+      }),
+    ),
     rollout: Type.Optional(
       Type.Object(
         {

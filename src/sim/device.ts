@@ -56,6 +56,8 @@ export interface SimOptions {
   deviceName?: string;
   topic?: string;
   supervised?: boolean;
+  /** Enrolling from Setup Assistant with `await_device_configured`: TokenUpdate says AwaitingConfiguration until DeviceConfigured. */
+  awaitingConfiguration?: boolean;
   signing?: SimSigning;
   checkinPath?: string;
   connectPath?: string;
@@ -100,6 +102,10 @@ export class SimulatedDevice {
   /** Run a DDM sync after a connect session that brought a DeclarativeManagement command (as devices do). Default true. */
   ddmAutoSync = true;
   bootstrapToken?: Buffer;
+  /** Waiting in Setup Assistant for DeviceConfigured (sent as AwaitingConfiguration in TokenUpdate). */
+  awaitingConfiguration: boolean;
+  /** The profiles installed when DeviceConfigured released it from Setup Assistant. */
+  configuredWith?: string[];
   private readonly pushToken = randomBytes(32);
   private readonly pushMagic = randomUUID().toUpperCase();
   private readonly opts: SimOptions;
@@ -113,6 +119,7 @@ export class SimulatedDevice {
     this.opts = opts;
     this.udid = opts.udid ?? randomUUID().toUpperCase();
     this.serialNumber = opts.serialNumber ?? `SIM${randomBytes(5).toString('hex').toUpperCase().slice(0, 9)}`;
+    this.awaitingConfiguration = opts.awaitingConfiguration ?? false;
   }
 
   get facts(): Record<string, string | boolean> {
@@ -161,7 +168,7 @@ export class SimulatedDevice {
       UDID: this.udid,
       Token: new Uint8Array(this.pushToken),
       PushMagic: this.pushMagic,
-      AwaitingConfiguration: false,
+      AwaitingConfiguration: this.awaitingConfiguration,
     };
     if (user) {
       msg.UserID = user.userId;
@@ -256,6 +263,12 @@ export class SimulatedDevice {
         });
       case 'CertificateList':
         return done('Acknowledged', { CertificateList: [] });
+      case 'DeviceConfigured':
+        // Apple: only meaningful while Setup Assistant waits for it; the device then carries on.
+        if (!this.awaitingConfiguration) return done('Error', { ErrorChain: [chain(12022, 'MCMDMErrorDomain', 'The device is not awaiting configuration')] });
+        this.awaitingConfiguration = false;
+        this.configuredWith = [...this.profiles.keys()];
+        return done('Acknowledged');
       case 'DeclarativeManagement':
         // The sync runs after the session, on the check-in endpoint (SimDdm).
         return done('Acknowledged');
