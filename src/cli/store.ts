@@ -62,7 +62,7 @@ export function registerStoreCommands(program: Command): void {
           process.stdout.write(
             `copied ${describeStore(flags.from)} -> ${describeStore(flags.to)}: ${n.devices} devices (${n.enrollments} enrollments, ${n.commands} commands)` +
               `${n.skippedDevices ? `, ${n.skippedDevices} devices already there skipped` : ''}, ${n.material} material items, ` +
-              `DDM state of ${n.ddmEnrollments} enrollments, ${n.rollouts} rollouts, ${n.abmDevices} ABM devices\n`,
+              `DDM state of ${n.ddmEnrollments} enrollments, ${n.rollouts} rollouts, ${n.abmDevices} ABM devices, ${n.abmProfiles} ABM enrollment profiles\n`,
           );
         } finally {
           await closeStores(to);

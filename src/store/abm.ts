@@ -44,6 +44,12 @@ export interface AbmStore {
   putAbmProfile(token: string, name: string, profile: DefinedAbmProfile): Promise<void>;
   /** Every profile uuid Orchard defined, older definitions included (only these are removed from devices no rule selects). */
   listAbmProfileUuids(): Promise<string[]>;
+  /** Marks uuids as Orchard's definitions (`orchard store copy` carries the older ones with it). */
+  addAbmProfileUuids(uuids: string[]): Promise<void>;
+  /** Every token's cursor, by token order (`orchard store copy`). */
+  listAbmCursors(): Promise<{ token: string; cursor: string }[]>;
+  /** Every token's current definitions, by token and name (`orchard store copy`). */
+  listAbmProfiles(): Promise<{ token: string; name: string; profile: DefinedAbmProfile }[]>;
   close(): Promise<void>;
 }
 
@@ -84,6 +90,18 @@ export class MemoryAbmStore implements AbmStore {
   }
   async listAbmProfileUuids(): Promise<string[]> {
     return [...this.uuids].sort();
+  }
+  async addAbmProfileUuids(uuids: string[]): Promise<void> {
+    for (const u of uuids) this.uuids.add(u);
+  }
+  async listAbmCursors(): Promise<{ token: string; cursor: string }[]> {
+    return [...this.cursors.keys()].sort().map((token) => ({ token, cursor: this.cursors.get(token)! }));
+  }
+  async listAbmProfiles(): Promise<{ token: string; name: string; profile: DefinedAbmProfile }[]> {
+    return [...this.profiles.keys()].sort().map((k) => {
+      const [token, name] = k.split('\0') as [string, string];
+      return { token, name, profile: JSON.parse(this.profiles.get(k)!) as DefinedAbmProfile };
+    });
   }
   async close(): Promise<void> {}
 }
@@ -142,6 +160,22 @@ export class LevelAbmStore implements AbmStore {
   async listAbmProfileUuids(): Promise<string[]> {
     const out: string[] = [];
     for await (const k of this.db.keys({ gt: 'u\0', lt: 'u\x01' })) out.push(k.slice(2));
+    return out;
+  }
+  async addAbmProfileUuids(uuids: string[]): Promise<void> {
+    await this.db.batch(uuids.map((u) => ({ type: 'put' as const, key: `u\0${u}`, value: true })));
+  }
+  async listAbmCursors(): Promise<{ token: string; cursor: string }[]> {
+    const out: { token: string; cursor: string }[] = [];
+    for await (const [k, v] of this.db.iterator({ gt: 'c\0', lt: 'c\x01' })) out.push({ token: k.slice(2), cursor: v as string });
+    return out;
+  }
+  async listAbmProfiles(): Promise<{ token: string; name: string; profile: DefinedAbmProfile }[]> {
+    const out: { token: string; name: string; profile: DefinedAbmProfile }[] = [];
+    for await (const [k, v] of this.db.iterator({ gt: 'p\0', lt: 'p\x01' })) {
+      const [token, name] = k.slice(2).split('\0') as [string, string];
+      out.push({ token, name, profile: v as DefinedAbmProfile });
+    }
     return out;
   }
   async close(): Promise<void> {

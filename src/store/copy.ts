@@ -2,7 +2,7 @@
  * `orchard store copy`: every role of one store into another (LevelDB -> PostgreSQL to move an
  * install onto a database): devices with their channels, queue, results, inventory, reconcile
  * state and status rows; material (CA, push certificate, challenges, source state ...); DDM;
- * rollouts; ABM devices and the enrollment profiles Orchard defined. A target that holds anything
+ * rollouts; ABM devices, sync cursors and the enrollment profiles Orchard defined. A target that holds anything
  * is refused unless `force` (then devices already there are skipped and counted).
  */
 import { Conflict, Malformed } from '../errors.js';
@@ -22,6 +22,7 @@ export interface CopyCounts {
   ddmEnrollments: number;
   rollouts: number;
   abmDevices: number;
+  abmProfiles: number;
 }
 
 /** What a target holds already, by role; empty when it holds nothing. */
@@ -43,7 +44,17 @@ export async function copyStores(from: Stores, to: Stores, opts: { force?: boole
   const present = await contents(to);
   if (present.length && !opts.force) throw new Conflict(`the target store is not empty (it has ${present.join(', ')}): pass --force to copy into it anyway`);
 
-  const counts: CopyCounts = { devices: 0, skippedDevices: 0, enrollments: 0, commands: 0, material: 0, ddmEnrollments: 0, rollouts: 0, abmDevices: 0 };
+  const counts: CopyCounts = {
+    devices: 0,
+    skippedDevices: 0,
+    enrollments: 0,
+    commands: 0,
+    material: 0,
+    ddmEnrollments: 0,
+    rollouts: 0,
+    abmDevices: 0,
+    abmProfiles: 0,
+  };
   let cursor: string | undefined;
   do {
     const page = await source.listDeviceIds(cursor === undefined ? {} : { cursor });
@@ -84,12 +95,20 @@ export async function copyStores(from: Stores, to: Stores, opts: { force?: boole
     counts.rollouts++;
   }
 
-  // ABM devices go in per token, without the sync cursor: the target's first sync is a full fetch.
+  // ABM devices per token with its cursor (the target syncs on from there), and the profiles Orchard defined.
   const byToken = new Map<string, AbmDeviceRecord[]>();
   for (const d of await allPages((p) => from.abm.listAbmDevices(p))) byToken.set(d.token, [...(byToken.get(d.token) ?? []), d]);
-  for (const [token, upserts] of byToken) {
-    await to.abm.applyAbmPage(token, { upserts, deletes: [] });
+  const cursors = new Map((await from.abm.listAbmCursors()).map((c) => [c.token, c.cursor]));
+  for (const token of new Set([...byToken.keys(), ...cursors.keys()])) {
+    const upserts = byToken.get(token) ?? [];
+    const cursor = cursors.get(token);
+    await to.abm.applyAbmPage(token, { upserts, deletes: [], ...(cursor === undefined ? {} : { cursor }) });
     counts.abmDevices += upserts.length;
   }
+  for (const p of await from.abm.listAbmProfiles()) {
+    await to.abm.putAbmProfile(p.token, p.name, p.profile);
+    counts.abmProfiles++;
+  }
+  await to.abm.addAbmProfileUuids(await from.abm.listAbmProfileUuids());
   return counts;
 }

@@ -140,5 +140,18 @@ export class PgAbmStore implements AbmStore {
     const { rows } = await this.pool.query<{ uuid: string }>('SELECT uuid FROM abm_profile_uuids ORDER BY uuid');
     return rows.map((r) => r.uuid);
   }
+  async addAbmProfileUuids(uuids: string[]): Promise<void> {
+    await this.pool.query('INSERT INTO abm_profile_uuids (uuid) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [uuids]);
+  }
+  async listAbmCursors(): Promise<{ token: string; cursor: string }[]> {
+    const { rows } = await this.pool.query<{ token: string; cursor: string }>('SELECT token, cursor FROM abm_cursors ORDER BY token');
+    return rows.map((r) => ({ token: r.token, cursor: r.cursor }));
+  }
+  async listAbmProfiles(): Promise<{ token: string; name: string; profile: DefinedAbmProfile }[]> {
+    const { rows } = await this.pool.query<{ token: string; name: string; digest: string; uuid: string }>(
+      'SELECT token, name, digest, uuid FROM abm_profiles ORDER BY token, name',
+    );
+    return rows.map((r) => ({ token: r.token, name: r.name, profile: { digest: r.digest, uuid: r.uuid } }));
+  }
   async close(): Promise<void> {}
 }

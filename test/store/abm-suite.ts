@@ -100,6 +100,24 @@ export function abmStoreSuite(name: string, open: () => Promise<AbmStoreHarness>
       expect(await store.listAbmProfileUuids()).toEqual(['UUID-1', 'UUID-2', 'UUID-3']);
       // Profiles are not devices.
       expect((await store.listAbmDevices()).items).toEqual([]);
+      expect(await store.listAbmProfiles()).toEqual([
+        { token: 'main', name: 'staff', profile: { digest: 'd2', uuid: 'UUID-3' } },
+        { token: 'other', name: 'staff', profile: { digest: 'd1', uuid: 'UUID-2' } },
+      ]);
+      // Older definitions carried over from another store count as Orchard's too.
+      await store.addAbmProfileUuids(['UUID-0', 'UUID-1']);
+      expect(await store.listAbmProfileUuids()).toEqual(['UUID-0', 'UUID-1', 'UUID-2', 'UUID-3']);
+    });
+
+    it("lists every token's cursor in token order", async () => {
+      expect(await store.listAbmCursors()).toEqual([]);
+      await store.applyAbmPage('zeta', { upserts: [device('C02Z', 'zeta')], deletes: [], cursor: 'z-1' });
+      await store.applyAbmPage('alpha', { upserts: [], deletes: [], cursor: 'a-1' });
+      await store.applyAbmPage('mid', { upserts: [], deletes: [] });
+      expect(await store.listAbmCursors()).toEqual([
+        { token: 'alpha', cursor: 'a-1' },
+        { token: 'zeta', cursor: 'z-1' },
+      ]);
     });
 
     it('survives a reopen', async () => {

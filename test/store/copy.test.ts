@@ -1,7 +1,7 @@
 /**
  * `orchard store copy --from ./data --to postgres://...` as an operator runs it: a LevelDB server
  * with an enrolled device (a command answered, one still queued), DDM state, a rollout, an ABM
- * device and material is stopped; the copy reports what it carried; a second copy into the now
+ * device (its sync cursor, two definitions of a profile) and material is stopped; the copy reports what it carried; a second copy into the now
  * full database is refused; a server on the database with a fresh data directory serves the
  * device, which checks in with its old identity and gets its queued command.
  */
@@ -73,7 +73,10 @@ if (!pg.available) missingPostgres('orchard store copy', pg.reason);
       await first.abmStore.applyAbmPage('acme', {
         upserts: [{ serial_number: 'C02COPY0001', model: 'MacBook Air', token: 'acme', syncedAt: '2026-01-01T00:00:00.000Z' }],
         deletes: [],
+        cursor: 'abm-cursor-7',
       });
+      await first.abmStore.putAbmProfile('acme', 'staff', { digest: 'old', uuid: 'PROFILE-OLD' });
+      await first.abmStore.putAbmProfile('acme', 'staff', { digest: 'now', uuid: 'PROFILE-NOW' });
       await first.store.putMaterial('blob', 'copy-test', Buffer.from('kept'));
     } finally {
       await first.close();
@@ -82,7 +85,9 @@ if (!pg.available) missingPostgres('orchard store copy', pg.reason);
     const done = await copy(['--from', dataDir, '--to', url]);
     expect(done.err).toBe('');
     expect(done.code).toBe(0);
-    expect(done.out).toMatch(/: 1 devices \(1 enrollments, 2 commands\), \d+ material items, DDM state of 1 enrollments, 1 rollouts, 1 ABM devices\n$/);
+    expect(done.out).toMatch(
+      /: 1 devices \(1 enrollments, 2 commands\), \d+ material items, DDM state of 1 enrollments, 1 rollouts, 1 ABM devices, 1 ABM enrollment profiles\n$/,
+    );
     expect(done.out).not.toContain('skipped');
 
     const again = await copy(['--from', dataDir, '--to', url]);
@@ -103,6 +108,9 @@ if (!pg.available) missingPostgres('orchard store copy', pg.reason);
       expect(device.ddm.declarations).toMatchObject([{ identifier: 'com.example.passcode', phase: 'verified' }]);
       expect(await second.rolloutStore.getRollout('office')).toEqual(rollout);
       expect((await second.abmStore.getAbmDevice('C02COPY0001'))?.token).toBe('acme');
+      expect(await second.abmStore.getAbmCursor('acme')).toBe('abm-cursor-7');
+      expect(await second.abmStore.getAbmProfile('acme', 'staff')).toEqual({ digest: 'now', uuid: 'PROFILE-NOW' });
+      expect(await second.abmStore.listAbmProfileUuids()).toEqual(['PROFILE-NOW', 'PROFILE-OLD']);
       expect((await second.store.getMaterial('blob', 'copy-test'))?.toString()).toBe('kept');
 
       // The device enrolled before the copy: same identity and UDID, now against the server on the database.
