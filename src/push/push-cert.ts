@@ -10,7 +10,8 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MaterialStore } from '../store/material.js';
 import { SealedPairs, type Sealer } from '../store/sealing.js';
-import forge from 'node-forge';
+import { createRequire } from 'node:module';
+import type forgeModule from 'node-forge';
 import { certificateFields, nameAttribute } from '../asn1/certificate.js';
 import { id_userId } from '../asn1/oids.js';
 import { isPem, pemBlocks, toPem } from '../asn1/pem.js';
@@ -110,13 +111,19 @@ function keyToPem(key: KeyObject): string {
   return key.export({ type: 'pkcs8', format: 'pem' }).toString();
 }
 
+// node-forge is only for reading a .p12 (an import, or a server started on one): a server that
+// reads its certificate from the store never loads it (issue 18: memory at start).
+const requireLazily = createRequire(import.meta.url);
+const loadForge = () => requireLazily('node-forge') as typeof forgeModule;
+
 /**
  * PKCS#12 -> certificates (DER) and private keys, via node-forge's public API: node:crypto cannot
  * read PKCS#12, and its password-based encryption (the PKCS#12 key derivation, 3DES and RC2
  * bags as Keychain exports them) is in neither node:crypto's default provider nor the schemas.
  */
 function readPkcs12(data: Buffer, password: string): { certs: Buffer[]; keys: KeyObject[] } {
-  let p12: forge.pkcs12.Pkcs12Pfx;
+  const forge = loadForge();
+  let p12: forgeModule.pkcs12.Pkcs12Pfx;
   try {
     p12 = forge.pkcs12.pkcs12FromAsn1(forge.asn1.fromDer(data.toString('binary')), false, password);
   } catch (err) {
@@ -127,7 +134,7 @@ function readPkcs12(data: Buffer, password: string): { certs: Buffer[]; keys: Ke
   for (const sc of p12.safeContents) {
     for (const bag of sc.safeBags) {
       // forge decodes RSA; other key or cert types stay as ASN.1, which node:crypto reads.
-      const loose = bag as forge.pkcs12.Bag & { asn1?: forge.asn1.Asn1 };
+      const loose = bag as forgeModule.pkcs12.Bag & { asn1?: forgeModule.asn1.Asn1 };
       if (bag.type === forge.pki.oids.certBag) {
         const asn1 = bag.cert ? forge.pki.certificateToAsn1(bag.cert) : loose.asn1;
         if (asn1) certs.push(Buffer.from(forge.asn1.toDer(asn1).getBytes(), 'binary'));

@@ -23,6 +23,7 @@ const LAZY: { what: string; pattern: RegExp }[] = [
   { what: 'the fleet repository schema', pattern: /\/dist\/src\/schema\/fleet\.js$/ },
   { what: 'pg (a LevelDB store)', pattern: /\/node_modules\/pg\// },
   { what: 'the PostgreSQL store (a LevelDB store)', pattern: /\/dist\/src\/store\/postgres\.js$/ },
+  { what: 'node-forge (reading a .p12 push certificate)', pattern: /\/node_modules\/node-forge\// },
   { what: 'the simulator', pattern: /\/dist\/src\/sim\// },
   { what: "the CLI's other commands", pattern: /\/dist\/src\/cli\/(?!main\.js$|enroll\.js$|store\.js$|node-flags\.js$)[^/]+$/ },
 ];
