@@ -13,7 +13,7 @@ import { matches } from '../gitops/selector.js';
 import type { AbmDeviceRecord, AbmStore } from '../store/abm.js';
 import type { AbmProfile, AssignResult, DepClient } from './client.js';
 import type { StoredToken } from './material.js';
-import { abmDeviceView, abmFacts, type AfterSync } from './service.js';
+import { abmDeviceView, abmFacts, type AbmInventoryDevice, type AfterSync } from './service.js';
 
 /** Serials per assignment call (Apple takes at most 1000). */
 const BATCH = 1000;
@@ -27,21 +27,27 @@ export interface EnrollmentProfileOptions {
   log: Logger;
 }
 
-/** What `orchard plan` and the status show: per profile, the serials it selects. */
-export function selectedSerials(fleet: Fleet, devices: AbmDeviceRecord[]): Map<string, string> {
-  const out = new Map<string, string>();
+/** Which EnrollmentProfile's rules select an ABM device (the first by name), as the reconciler and `orchard plan` decide it. */
+export function profileSelecting(fleet: Fleet): (d: AbmInventoryDevice) => string | undefined {
   const profiles = [...fleet.enrollmentProfiles.values()].sort((a, b) => a.name.localeCompare(b.name));
-  for (const d of devices) {
-    const p = profiles.find((x) => selects(x, d, fleet));
-    if (p) out.set(d.serial_number, p.name);
-  }
-  return out;
+  return (d) => {
+    const view = abmDeviceView(d, fleet);
+    return profiles.find((p) => {
+      const { all: _all, serials, tags, ...abm } = p.assign;
+      return matches({ serials, tags, abm }, view);
+    })?.name;
+  };
 }
 
-function selects(p: EnrollmentProfileDoc, d: AbmDeviceRecord, fleet: Fleet): boolean {
-  const { all: _all, serials, tags, ...abm } = p.assign;
-  const view = abmDeviceView({ serialNumber: d.serial_number, ...abmFacts(d) }, fleet);
-  return matches({ serials, tags, abm }, view);
+/** Per ABM device record, the profile its rules select. */
+export function selectedSerials(fleet: Fleet, devices: AbmDeviceRecord[]): Map<string, string> {
+  const out = new Map<string, string>();
+  const select = profileSelecting(fleet);
+  for (const d of devices) {
+    const p = select({ serialNumber: d.serial_number, ...abmFacts(d) });
+    if (p) out.set(d.serial_number, p);
+  }
+  return out;
 }
 
 export function renderProfile(p: EnrollmentProfileDoc, enrollUrl: string | undefined): AbmProfile | undefined {

@@ -10,7 +10,7 @@ import { OrchardError } from '../errors.js';
 import type { AbmDeviceRecord, AbmStore } from '../store/abm.js';
 import type { AbmFacts } from '../model/device.js';
 import type { Fleet, Platform } from '../gitops/model.js';
-import type { DeviceView } from '../gitops/selector.js';
+import { matches, type DeviceView } from '../gitops/selector.js';
 import type { InventoryStore } from '../store/roles/inventory.js';
 import type { Page, PageRequest } from '../store/paging.js';
 import { AbmServiceError, DepClient, type AbmReason } from './client.js';
@@ -70,6 +70,12 @@ export function abmDeviceView(d: AbmInventoryDevice, fleet: Pick<Fleet, 'tagsByS
   const { serialNumber, token: _t, deviceId: _d, assignedAt: _a, ...abm } = d;
   const platform = d.deviceFamily ? FAMILY_PLATFORM[d.deviceFamily] : undefined;
   return { serial: serialNumber, tags: fleet.tagsBySerial.get(serialNumber) ?? new Set<string>(), abm, ...(platform ? { platform } : {}) };
+}
+
+/** The blueprints of a fleet that select an ABM device (before it enrolls: by serial, tags and ABM's fields). */
+export function abmBlueprints(fleet: Fleet, d: AbmInventoryDevice): string[] {
+  const view = abmDeviceView(d, fleet);
+  return [...fleet.blueprints.values()].filter((b) => matches(b.selector, view)).map((b) => b.name);
 }
 
 /** What selectors see of an ABM record. */

@@ -7,8 +7,7 @@
  * Tokens and conditions are in GET /api/v1/status (`abm`).
  */
 import Router from '@koa/router';
-import { abmDeviceView } from '../abm/service.js';
-import { matches } from '../gitops/selector.js';
+import { abmBlueprints } from '../abm/service.js';
 import type { RouteDeps } from './deps.js';
 import { ApiError, ROUTER_OPTIONS } from './api.js';
 import { DEFAULT_PAGE, MAX_PAGE, reportContext } from './report-routes.js';
@@ -35,7 +34,7 @@ export function abmRoutes(deps: RouteDeps): Router {
       ...deps.abm.status().devices,
       devices: page.items.map((d) => ({
         ...d,
-        blueprints: fleet ? [...fleet.blueprints.values()].filter((b) => matches(b.selector, abmDeviceView(d, fleet))).map((b) => b.name) : [],
+        blueprints: fleet ? abmBlueprints(fleet, d) : [],
       })),
       ...(page.next ? { nextCursor: Buffer.from(page.next, 'utf8').toString('base64url') } : {}),
     };

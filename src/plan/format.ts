@@ -6,6 +6,7 @@
  * first entries.
  */
 import type { Plan, PlannedChange } from '../reconcile/plan.js';
+import { abmChanges, type AbmAssignment, type AbmPlan } from './abm.js';
 import { isNoChange, type ArtifactDiff, type KeyChange } from './diff.js';
 
 export interface FormatOptions {
@@ -121,9 +122,40 @@ export function textPlan(plan: Plan, opts: FormatOptions = {}): string {
     out.push(`  ${e.kind.padEnd(8)} ${String(e.devices.length).padStart(5)}  ${devicesList(e.devices, maxDevices)}`);
     for (const l of limited(diffLines(e.diff, e.kind), maxLines)) out.push(`      ${l}`);
   }
+  if (plan.abm) out.push(...abmText(plan.abm, maxDevices, maxLines));
   for (const e of plan.errors) out.push(`error: device ${e.serial ?? e.device}: ${e.message}`);
   out.push(summary(plan));
   return `${out.join('\n')}\n`;
+}
+
+function assignmentLabel(a: AbmAssignment): string {
+  if (a.kind === 'unassign') return a.from ? `from ${a.from}` : 'its profile';
+  return a.from && a.from !== a.profile ? `${a.profile} (was ${a.from})` : a.from ? `${a.profile} (new definition)` : `${a.profile}`;
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/** One line saying what the ABM part does. */
+export function abmSummary(p: AbmPlan): string {
+  const serials = p.assignments.reduce((n, a) => n + a.serials.length, 0);
+  const changes = abmChanges(p)
+    ? `${plural(p.profiles.length, 'enrollment profile change')}, ${plural(serials, 'serial')} (re)assigned or unassigned`
+    : 'no change in ABM';
+  return `ABM: ${plural(p.devices, 'device')}, ${p.notEnrolled} not enrolled yet; ${changes}.`;
+}
+
+function abmText(p: AbmPlan, maxDevices: number, maxLines: number): string[] {
+  const out: string[] = [];
+  for (const b of p.blueprints)
+    out.push(`blueprint ${b.name}: ${plural(b.serials.length, 'ABM device')} not enrolled yet  ${devicesList(b.serials, maxDevices)}`);
+  for (const c of p.profiles) {
+    out.push(`enrollment profile ${c.name}: ${c.change === 'redefine' ? 'redefine (its content changed)' : c.change}`);
+    if (c.diff) for (const l of limited(diffLines(c.diff, 'update'), maxLines)) out.push(`      ${l}`);
+  }
+  for (const a of p.assignments)
+    out.push(`  ${a.kind.padEnd(8)} ${String(a.serials.length).padStart(5)}  ${assignmentLabel(a)}: ${devicesList(a.serials, maxDevices)}`);
+  out.push(abmSummary(p));
+  return out;
 }
 
 const html = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -135,6 +167,27 @@ function fenced(lang: string, lines: string[]): string {
   const longest = Math.max(0, ...lines.map((l) => Math.max(0, ...[...l.matchAll(/`+/g)].map((m) => m[0].length))));
   const fence = '`'.repeat(Math.max(3, longest + 1));
   return `${fence}${lang}\n${lines.join('\n')}\n${fence}`;
+}
+
+function abmMarkdown(p: AbmPlan, maxDevices: number, maxLines: number): string[] {
+  const out = ['#### Apple Business Manager', '', `**${html(abmSummary(p))}**`, ''];
+  if (p.blueprints.length) {
+    out.push('| blueprint | ABM devices not enrolled yet | which |', '|---|---:|---|');
+    for (const b of p.blueprints) out.push(`| ${cell(b.name)} | ${b.serials.length} | ${cell(devicesList(b.serials, maxDevices))} |`);
+    out.push('');
+  }
+  if (p.assignments.length) {
+    out.push('| enrollment profile | change | serials | which |', '|---|---|---:|---|');
+    for (const a of p.assignments)
+      out.push(`| \`${cell(assignmentLabel(a))}\` | ${a.kind} | ${a.serials.length} | ${cell(devicesList(a.serials, maxDevices))} |`);
+    out.push('');
+  }
+  for (const c of p.profiles) {
+    out.push(`<details><summary><b>${c.change}</b> enrollment profile <code>${html(c.name)}</code></summary>`, '');
+    if (c.diff) out.push(fenced('diff', limited(diffLines(c.diff, 'update'), maxLines)));
+    out.push('</details>', '');
+  }
+  return out;
 }
 
 export function markdownPlan(plan: Plan, opts: FormatOptions = {}): string {
@@ -161,7 +214,8 @@ export function markdownPlan(plan: Plan, opts: FormatOptions = {}): string {
     if (plan.errors.length > 20) errors.push(`- … and ${plan.errors.length - 20} more`);
     errors.push('');
   }
-  const out = [...head, ...table, ...errors];
+  const abm = plan.abm ? abmMarkdown(plan.abm, maxDevices, maxLines) : [];
+  const out = [...head, ...table, ...abm, ...errors];
   let size = out.reduce((n, l) => n + l.length + 1, 0);
   const tail = (n: number) => `_${n} more ${n === 1 ? 'entry' : 'entries'} not shown here: \`orchard plan --format json\` has them all._\n`;
   let shown = 0;

@@ -7,6 +7,7 @@
  */
 import type { Fleet } from '../gitops/model.js';
 import { readProfile } from '../gitops/mobileconfig.js';
+import type { AbmPlan } from '../plan/abm.js';
 import { diffArtifacts, type ArtifactDiff } from '../plan/diff.js';
 import { parsePlistDict, TRUSTED_LIMITS, type PlistDict } from '../protocol/plist.js';
 import type { DeviceRecord } from '../model/device.js';
@@ -54,6 +55,8 @@ export interface Plan {
   errors: PlanError[];
   /** Distinct key-level diffs, shared by every change that does the same thing. */
   diffs: ArtifactDiff[];
+  /** Apple Business Manager: devices not enrolled yet, enrollment profiles and their assignments (when ABM's device list was given). */
+  abm?: AbmPlan;
 }
 
 /**

@@ -12,7 +12,7 @@ import { loadFleet } from '../../src/gitops/load.js';
 import { DepStandin } from '../../src/sim/dep.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
 import { makeRepo } from '../gitops/repo.js';
-import { importAbmToken } from '../helpers/abm.js';
+import { abmServerConfig } from '../helpers/abm.js';
 import { http, startTestServer } from '../helpers/server.js';
 
 const creds = { consumerKey: 'CK_prof', consumerSecret: 'CS_prof_secret', accessToken: 'AT_prof', accessSecret: 'AS_prof_secret' };
@@ -72,17 +72,7 @@ async function profileSetup(devices: { serial_number: string; model: string; dev
   const repo = new FleetRepo();
   cleanups.push(() => repo.cleanup());
   repo.write('abm/staff.yaml', enrollmentProfile('    models: [MacBook Air]')).commit('enrollment profile');
-  const dataDir = join(repo.root, 'server');
-  importAbmToken(dataDir, 'acme', new Date(Date.now() + 300 * 86_400_000), creds);
-  const cfg = {
-    repo: repo.url,
-    pollIntervalMs: 0,
-    driftIntervalMs: 0,
-    dataDir,
-    abmUrl: dep.url,
-    abmSyncIntervalMs: 0,
-    publicUrl: 'https://mdm.example.com',
-  };
+  const cfg = abmServerConfig(repo, dep, creds);
   return { dep, repo, cfg };
 }
 

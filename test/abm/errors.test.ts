@@ -6,14 +6,13 @@
  * inventory stays as the last good sync left it.
  */
 import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DepStandin } from '../../src/sim/dep.js';
 import { FleetRepo } from '../gitops/helpers.js';
-import { importAbmToken } from '../helpers/abm.js';
+import { importAbmToken, startAbmServer } from '../helpers/abm.js';
 import { CLI } from '../helpers/process.js';
-import { http, startTestServer, type TestServer } from '../helpers/server.js';
+import { http, type TestServer } from '../helpers/server.js';
 
 const exec = promisify(execFile);
 const creds = { consumerKey: 'CK_err', consumerSecret: 'CS_err_secret', accessToken: 'AT_err', accessSecret: 'AS_err_secret' };
@@ -48,17 +47,7 @@ beforeAll(async () => {
   for (const s of ['ERRMAC000001', 'ERRMAC000002', 'ERRMAC000003']) dep.add({ serial_number: s, model: 'MacBook Air', device_family: 'Mac' });
   repo = new FleetRepo();
   repo.write('abm/staff.yaml', profileDoc).commit('enrollment profile');
-  const dataDir = join(repo.root, 'server');
-  importAbmToken(dataDir, 'acme', new Date(Date.now() + 200 * DAY), creds);
-  server = await startTestServer({
-    repo: repo.url,
-    pollIntervalMs: 0,
-    driftIntervalMs: 0,
-    dataDir,
-    abmUrl: dep.url,
-    abmSyncIntervalMs: 0,
-    publicUrl: 'https://mdm.example.com',
-  });
+  server = await startAbmServer(repo, dep, creds);
   await server.abm.runOnce();
 });
 afterAll(async () => {
