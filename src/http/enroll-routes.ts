@@ -27,6 +27,8 @@ import type { ChallengeBinding } from '../enroll/challenges.js';
 import type { Enrollment } from '../enroll/enrollment.js';
 import { buildEnrollmentProfile, PROFILE_CONTENT_TYPE, signProfile } from '../enroll/profile.js';
 import { CA_CAPS } from '../enroll/scep.js';
+import { readSignedData } from '../asn1/signed-data.js';
+import { parsePlistDict, type PlistDict } from '../protocol/plist.js';
 
 // A SCEP request is a few KB; nothing legitimate comes near this.
 const MAX_SCEP_BODY = 256 * 1024;
@@ -71,6 +73,7 @@ export function scepRoutes(deps: RouteDeps): Router[] {
   device.get('/scep', scep);
   device.post('/scep', scep);
   device.get('/mdm/enroll', profileHandler(deps, e));
+  device.post('/mdm/enroll', setupAssistantHandler(deps, e));
   const api = new Router(ROUTER_OPTIONS);
   // The optional body names the device the challenge is for.
   api.post(
@@ -141,6 +144,62 @@ async function recordIssued(deps: RouteDeps, e: Enrollment, issued: IssuedCertif
     },
     'issued device identity',
   );
+}
+
+/** The device information Setup Assistant posts is a few hundred bytes. */
+const MAX_DEVICE_INFO = 64 * 1024;
+
+/** What Setup Assistant says about the device when it fetches the enrollment profile (Apple: "MDM server URL"). */
+export interface SetupAssistantRequest {
+  SERIAL: string;
+  UDID: string;
+  PRODUCT?: string;
+  VERSION?: string;
+}
+
+/**
+ * POST /mdm/enroll: Setup Assistant (Automated Device Enrollment) fetching the profile the ABM
+ * enrollment profile's url points at, with the device's information: a plist, CMS-signed by the
+ * device (Apple's device certificate; its signature is not checked here). Answers the same profile.
+ */
+function setupAssistantHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => Promise<void> {
+  const serve = profileHandler(deps, e);
+  return async (ctx) => {
+    let body: Buffer;
+    try {
+      body = await getRawBody(ctx.req, { limit: MAX_DEVICE_INFO, length: ctx.get('content-length') || undefined });
+    } catch (err) {
+      ctx.set('Connection', 'close');
+      if ((err as { type?: string }).type === 'entity.too.large') throw new ProtocolError(413, `device information over the ${MAX_DEVICE_INFO}-byte limit`);
+      throw new ProtocolError(400, 'could not read the device information');
+    }
+    const info = setupAssistantRequest(body);
+    await serve(ctx);
+    const log = logFields(ctx);
+    if (log) log.outcome = `profile (Setup Assistant, serial ${info.SERIAL})`;
+  };
+}
+
+export function setupAssistantRequest(body: Buffer): SetupAssistantRequest {
+  let plist = body;
+  if (body[0] === 0x30) {
+    try {
+      plist = readSignedData(body, 'device information').content ?? Buffer.alloc(0);
+    } catch (err) {
+      throw new ProtocolError(400, `device information: ${(err as Error).message}`);
+    }
+  }
+  let dict: PlistDict;
+  try {
+    dict = parsePlistDict(plist);
+  } catch (err) {
+    throw new ProtocolError(400, `device information is not a plist: ${(err as Error).message}`);
+  }
+  const text = (k: string) => (typeof dict[k] === 'string' && dict[k] !== '' ? (dict[k] as string) : undefined);
+  const SERIAL = text('SERIAL');
+  const UDID = text('UDID');
+  if (!SERIAL || !UDID) throw new ProtocolError(400, `device information without ${SERIAL ? 'UDID' : 'SERIAL'}`);
+  return { SERIAL, UDID, PRODUCT: text('PRODUCT'), VERSION: text('VERSION') };
 }
 
 /** GET /mdm/enroll[?c=<one-time challenge>]: the signed enrollment profile. */

@@ -13,6 +13,8 @@ import { verifyEnrollmentProfile, type VerifiedProfile } from '../enroll/profile
 import { buildRequest, readCertRep, type FailInfo } from '../enroll/scep.js';
 import type { SimIdentity } from './device.js';
 import { Forbidden } from '../errors.js';
+import { buildSignedData } from '../asn1/signed-data.js';
+import { buildPlist, type PlistDict } from '../protocol/plist.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -46,6 +48,11 @@ export interface ScepEnrollOptions extends ScepClientOptions {
   profileUrl: string;
   /** PEM CA the profile signature must chain to; default the CA the profile carries. */
   trustedCa?: string;
+  /**
+   * Fetch it as Setup Assistant does (Automated Device Enrollment): POST the device's information,
+   * a plist signed by the device, to the url of the ABM enrollment profile.
+   */
+  setupAssistant?: { serial: string; udid: string; product?: string; version?: string };
 }
 
 /** What `new SimulatedDevice({...})` needs to speak as the enrolled device. */
@@ -168,9 +175,18 @@ function subjectOf(profile: VerifiedProfile): SubjectEntry[] {
   return (profile.scep.Subject ?? []).flatMap((rdn) => rdn.map(([k, v]) => [String(k), String(v)] as SubjectEntry));
 }
 
+/** Setup Assistant's request for the profile: the device information, CMS-signed by a device key. */
+async function setupAssistantFetch(d: NonNullable<ScepEnrollOptions['setupAssistant']>): Promise<RequestInit> {
+  const info: PlistDict = { SERIAL: d.serial, UDID: d.udid, PRODUCT: d.product ?? 'Mac14,2', VERSION: d.version ?? '24B83', LANGUAGE: 'en' };
+  const key = await newKey(2048);
+  const subject: SubjectEntry[] = [['CN', d.udid]];
+  const signed = buildSignedData({ content: buildPlist(info), signer: { key, certDer: selfSignedCertificate(key, subject) }, digest: 'sha256' });
+  return { method: 'POST', body: new Uint8Array(signed), headers: { 'content-type': 'application/pkcs7-signature' } };
+}
+
 /** Fetch and verify the profile, then enroll through its SCEP payload. */
 export async function enrollFromProfile(opts: ScepEnrollOptions): Promise<ScepEnrollment> {
-  const r = await fetchBytes(opts.profileUrl);
+  const r = await fetchBytes(opts.profileUrl, opts.setupAssistant && (await setupAssistantFetch(opts.setupAssistant)));
   if (r.status !== 200) throw new ScepEnrollError(`enrollment profile: HTTP ${r.status}: ${r.body.toString('utf8').trim().slice(0, 200)}`);
   if (!r.type.startsWith('application/x-apple-aspen-config')) throw new ScepEnrollError(`enrollment profile: unexpected content type ${r.type}`);
   const profile = verifyEnrollmentProfile(r.body, opts.trustedCa);
