@@ -4,7 +4,7 @@
  * synced their declarations), and between two revisions.
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,9 +12,9 @@ import { phaseOf } from '../../src/ddm/status.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
 import { makeRepo, profile } from '../gitops/repo.js';
 import { CLI } from '../helpers/process.js';
-import { freePort, startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
-import { ddmBlueprint, passcodeDecl } from './fleet.js';
+import { LEGACY_WIFI_DECL, ddmBlueprint, passcodeDecl, startLegacyServer } from './fleet.js';
 
 const exec = promisify(execFile);
 async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string }> {
@@ -129,14 +129,7 @@ describe('orchard plan on declarations', () => {
 });
 
 describe('orchard plan on a legacy declaration (a profile delivered over DDM)', () => {
-  const LEGACY = `apiVersion: orchard/v1
-kind: Declaration
-metadata: {name: wifi-legacy}
-spec:
-  Type: com.apple.configuration.legacy
-  Identifier: com.example.wifi-legacy
-  profile: wifi
-`;
+  const LEGACY = LEGACY_WIFI_DECL;
   // Device values and a secret in the profile: the plan renders neither the server's URL nor the secret.
   const WIFI = profile(
     'wifi',
@@ -176,18 +169,7 @@ spec:
       .write('secrets.yaml', 'apiVersion: orchard/v1\nkind: Secret\nmetadata: {name: psk}\nspec: {}\n')
       .write('blueprints/macs.yaml', ddmBlueprint('macs', ['passcode']));
     const sha = repo.commit('main');
-    mkdirSync(join(repo.root, 'secrets'), { recursive: true });
-    writeFileSync(join(repo.root, 'secrets', 'psk'), 'psk-value-1');
-    const port = await freePort();
-    server = await startTestServer({
-      listen: { host: '127.0.0.1', port },
-      publicUrl: `http://127.0.0.1:${port}`,
-      repo: repo.url,
-      pollIntervalMs: 0,
-      driftIntervalMs: 0,
-      dataDir: join(repo.root, 'server'),
-      secretsDir: join(repo.root, 'secrets'),
-    });
+    server = await startLegacyServer(repo);
     macs = [0, 1].map((i) => server.device({ serialNumber: `LEG${i}` }));
     for (const d of macs) await d.enroll();
     await converged(sha, 'com.example.passcode');

@@ -3,30 +3,21 @@
  * serves it at the declaration's ProfileURL to the enrollment it was rendered for only, and the
  * simulated device fetches it with its identity and installs it.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { phaseOf } from '../../src/ddm/status.js';
 import { parsePlistDict } from '../../src/protocol/plist.js';
 import type { SimulatedDevice } from '../../src/sim/device.js';
 import { FleetRepo, waitFor } from '../gitops/helpers.js';
 import { profile } from '../gitops/repo.js';
-import { freePort, http, startTestServer, type TestServer } from '../helpers/server.js';
-import { ddmBlueprint } from './fleet.js';
+import { http, type TestServer } from '../helpers/server.js';
+import { LEGACY_WIFI_DECL, ddmBlueprint, startLegacyServer } from './fleet.js';
 
 let repo: FleetRepo;
 let server: TestServer;
 let mac: SimulatedDevice;
 let other: SimulatedDevice;
 
-const LEGACY = `apiVersion: orchard/v1
-kind: Declaration
-metadata: {name: wifi-legacy}
-spec:
-  Type: com.apple.configuration.legacy
-  Identifier: com.example.wifi-legacy
-  profile: wifi
-`;
+const LEGACY = LEGACY_WIFI_DECL;
 const wifi = (ssid: string) =>
   profile(
     'wifi',
@@ -61,18 +52,7 @@ beforeAll(async () => {
     .write('declarations/wifi.yaml', LEGACY)
     .write('blueprints/b.yaml', ddmBlueprint('macs', ['wifi-legacy']));
   repo.commit('legacy wifi');
-  mkdirSync(join(repo.root, 'secrets'), { recursive: true });
-  writeFileSync(join(repo.root, 'secrets', 'psk'), 'psk-value-1');
-  const port = await freePort();
-  server = await startTestServer({
-    listen: { host: '127.0.0.1', port },
-    publicUrl: `http://127.0.0.1:${port}`,
-    repo: repo.url,
-    pollIntervalMs: 0,
-    driftIntervalMs: 0,
-    dataDir: join(repo.root, 'server'),
-    secretsDir: join(repo.root, 'secrets'),
-  });
+  server = await startLegacyServer(repo);
   mac = server.device({ serialNumber: 'MACL01', model: 'Mac14,2', osVersion: '15.1' });
   other = server.device({ serialNumber: 'MACL02', model: 'Mac14,2', osVersion: '15.1' });
   for (const d of [mac, other]) await d.enroll();

@@ -11,7 +11,7 @@ import type { Fleet } from '../../src/gitops/model.js';
 import { loadFleet } from '../../src/gitops/load.js';
 import { renderProfile } from '../../src/reconcile/render.js';
 import { makeRepo, profile } from '../gitops/repo.js';
-import { ddmBlueprint } from './fleet.js';
+import { LEGACY_WIFI_DECL, ddmBlueprint } from './fleet.js';
 
 const passcode = (MinimumLength: number) => ({
   Type: 'com.apple.configuration.passcode.settings',
@@ -71,14 +71,7 @@ describe('DeclarationsToken', () => {
 });
 
 describe('ServerToken of a legacy declaration', () => {
-  const LEGACY = `apiVersion: orchard/v1
-kind: Declaration
-metadata: {name: wifi-legacy}
-spec:
-  Type: com.apple.configuration.legacy
-  Identifier: com.example.wifi-legacy
-  profile: wifi
-`;
+  const LEGACY = LEGACY_WIFI_DECL;
   const fleetWith = async (ssid: string) => {
     const wifi = profile(
       'wifi',
