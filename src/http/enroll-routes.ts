@@ -15,6 +15,7 @@ import type { Context } from 'koa';
 import getRawBody from 'raw-body';
 import type { DeviceState } from './context.js';
 import { ROUTER_OPTIONS } from './api.js';
+import { readBody } from './device.js';
 import { jsonBody, type BodyState } from './validate-body.js';
 import type { EnrollmentRequest } from '../schema/api.js';
 import { apiSchema } from '../schema/lazy-api.js';
@@ -73,7 +74,7 @@ export function scepRoutes(deps: RouteDeps): Router[] {
   device.get('/scep', scep);
   device.post('/scep', scep);
   device.get('/mdm/enroll', profileHandler(deps, e));
-  device.post('/mdm/enroll', setupAssistantHandler(deps, e));
+  device.post('/mdm/enroll', readBody({ limit: MAX_DEVICE_INFO, timeoutMs: deps.cfg.requestTimeoutMs }), setupAssistantHandler(deps, e));
   const api = new Router(ROUTER_OPTIONS);
   // The optional body names the device the challenge is for.
   api.post(
@@ -165,15 +166,8 @@ export interface SetupAssistantRequest {
 function setupAssistantHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => Promise<void> {
   const serve = profileHandler(deps, e);
   return async (ctx) => {
-    let body: Buffer;
-    try {
-      body = await getRawBody(ctx.req, { limit: MAX_DEVICE_INFO, length: ctx.get('content-length') || undefined });
-    } catch (err) {
-      ctx.set('Connection', 'close');
-      if ((err as { type?: string }).type === 'entity.too.large') throw new ProtocolError(413, `device information over the ${MAX_DEVICE_INFO}-byte limit`);
-      throw new ProtocolError(400, 'could not read the device information');
-    }
-    const info = setupAssistantRequest(body);
+    // Read (within the limit and the deadline) by readBody, as every device body is.
+    const info = setupAssistantRequest((ctx.state as DeviceState).body!);
     await serve(ctx);
     const log = logFields(ctx);
     if (log) log.outcome = `profile (Setup Assistant, serial ${info.SERIAL})`;
