@@ -36,24 +36,28 @@ export function registerStoreCommands(program: Command): void {
     .description('the store itself')
     .command('copy')
     .description(
-      'copy every role of one store into another (devices, queue, results, reconcile state, status, material, DDM, rollouts, ABM), e.g. a LevelDB data directory into PostgreSQL; stop the server on the source first',
+      'copy every role of one store into another (devices, queue, results, reconcile state, status, material, DDM, rollouts, ABM), a LevelDB data directory into PostgreSQL or back; stop the server on the source first',
     )
     .requiredOption('--from <location>', 'the source: a LevelDB data directory or a postgres:// URL')
-    .requiredOption('--to <url>', 'the target: a postgres:// URL (its schema is migrated first)')
+    .requiredOption('--to <location>', 'the target: a postgres:// URL (its schema is migrated first) or a LevelDB data directory (created when missing)')
     .option('--force', 'copy into a target that is not empty (devices it has already are skipped)')
     .action(async (flags: { from: string; to: string; force?: boolean }) => {
       const { ConfigError } = await import('../config.js');
       const { closeStores, describeStore, isPostgresUrl, openBackends } = await import('../store/open.js');
       const { copyStores } = await import('../store/copy.js');
       const { OrchardError } = await import('../errors.js');
-      if (!isPostgresUrl(flags.to)) throw new ConfigError(`store copy: --to must be a postgres:// URL, got ${describeStore(flags.to)}`);
       if (!isPostgresUrl(flags.from)) {
         const { existsSync } = await import('node:fs');
         if (!existsSync(flags.from)) throw new ConfigError(`store copy: --from ${flags.from}: no such data directory`);
       }
+      if (!isPostgresUrl(flags.from) && !isPostgresUrl(flags.to)) {
+        throw new ConfigError(
+          'store copy: --from and --to are both data directories; one of them must be a postgres:// URL (copy a data directory with the server stopped instead)',
+        );
+      }
       const from = await openBackends(flags.from, flags.from);
       try {
-        const to = await openBackends(flags.to, flags.from);
+        const to = await openBackends(flags.to, flags.to);
         try {
           const n = await copyStores(from, to, { force: flags.force }).catch((err: unknown) => {
             // A refusal (a target that is not empty, a backend a copy cannot write) is the operator's to fix, not a crash.

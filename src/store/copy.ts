@@ -1,6 +1,6 @@
 /**
  * `orchard store copy`: every role of one store into another (LevelDB -> PostgreSQL to move an
- * install onto a database): devices with their channels, queue, results, inventory, reconcile
+ * install onto a database, or back into a data directory): devices with their channels, queue, results, inventory, reconcile
  * state and status rows; material (CA, push certificate, challenges, source state ...); DDM;
  * rollouts; ABM devices, sync cursors and the enrollment profiles Orchard defined. A target that holds anything
  * is refused unless `force` (then devices already there are skipped and counted).
@@ -40,7 +40,7 @@ export async function copyStores(from: Stores, to: Stores, opts: { force?: boole
   const source = from.store;
   const target = to.store;
   if (!canExport(source)) throw new Malformed('the source store cannot be read for a copy (a LevelDB directory or a postgres:// URL)');
-  if (!canImport(target)) throw new Malformed('the target store cannot be written by a copy: give a postgres:// URL');
+  if (!canImport(target)) throw new Malformed('the target store cannot be written by a copy (a LevelDB directory or a postgres:// URL)');
   const present = await contents(to);
   if (present.length && !opts.force) throw new Conflict(`the target store is not empty (it has ${present.join(', ')}): pass --force to copy into it anyway`);
 

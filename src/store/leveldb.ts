@@ -47,6 +47,7 @@ import {
   type StatusQuery,
 } from './status.js';
 import type { DeviceArtifacts } from '../model/artifacts.js';
+import type { DeviceExport } from './transfer.js';
 import { Conflict, Malformed, NotFound } from '../errors.js';
 import { VersionConflictError } from './errors.js';
 import {
@@ -768,6 +769,82 @@ export class LevelStore implements Store {
   async commandPayload(uuid: string): Promise<Buffer | undefined> {
     checkId('command uuid', uuid);
     return this.getBuf(K.payload(uuid));
+  }
+
+  /**
+   * One batch: the device, its certificate, secrets, channels, commands in their order (new
+   * sequence numbers, queued ones back in the queue), reconcile state at version 1 and status row.
+   */
+  async importDevice(d: DeviceExport): Promise<void> {
+    const id = d.device.id;
+    checkDeviceId(id);
+    checkId('certificate hash', d.device.identity.certHash);
+    await this.withLock('D' + id, async () => {
+      if (this.getJson(K.device(id))) throw new Conflict(`device ${id} is already in the target store`);
+      const ops: Op[] = [
+        { type: 'put', key: K.device(id), value: d.device },
+        { type: 'put', key: K.cert(d.device.identity.certHash), value: id },
+      ];
+      if (d.bootstrapToken) ops.push({ type: 'put', key: K.boot(id), value: d.bootstrapToken, valueEncoding: 'buffer' });
+      const seen: [string, number][] = [];
+      for (const e of d.enrollments) {
+        checkChannel(e);
+        const { lastSeenAt, ...rest } = e;
+        ops.push({ type: 'put', key: K.enr(e.id), value: toStored(rest) }, { type: 'put', key: K.devEnr(id, e.id), value: e.id });
+        if (lastSeenAt !== undefined) {
+          ops.push({ type: 'put', key: K.seen(e.id), value: lastSeenAt });
+          seen.push([e.id, Date.parse(lastSeenAt)]);
+        }
+      }
+      const queued: [string, string, QEntry][] = [];
+      const payloads = new Set<string>();
+      for (const { enrollmentId: eid, command: v, payload } of d.commands) {
+        checkId('command uuid', v.uuid);
+        if (payload && !payloads.has(v.uuid)) {
+          payloads.add(v.uuid);
+          if (this.getBuf(K.payload(v.uuid)) === undefined) ops.push({ type: 'put', key: K.payload(v.uuid), value: payload, valueEncoding: 'buffer' });
+        }
+        const seq = ++this.seq;
+        const rec: CmdRec = {
+          uuid: v.uuid,
+          requestType: v.requestType,
+          priority: v.priority,
+          seq,
+          enqueuedAt: v.enqueuedAt,
+          status: v.status,
+          notNowCount: v.notNowCount,
+        };
+        if (v.updatedAt !== undefined) rec.updatedAt = v.updatedAt;
+        ops.push({ type: 'put', key: K.cmd(eid, v.uuid), value: rec });
+        if (payload) ops.push({ type: 'put', key: K.ref(v.uuid, eid), value: '' });
+        if (v.result && v.result.status !== 'NotNow') {
+          const { raw, status, ...rest } = v.result;
+          const result = { ...rest, status };
+          rec.result = result;
+          ops.push(
+            { type: 'put', key: K.raw(eid, v.uuid), value: raw, valueEncoding: 'buffer' },
+            { type: 'put', key: K.finished(Date.parse(result.at), eid, v.uuid), value: { e: eid, u: v.uuid } satisfies FinishedRef },
+          );
+        } else if (v.status === 'Pending' || v.status === 'NotNow') {
+          if (!payload) throw new Malformed(`queued command ${v.uuid} of ${eid} has no payload to copy`);
+          const entry: QEntry = { uuid: v.uuid, requestType: v.requestType, priority: v.priority, enqueuedAt: v.enqueuedAt, status: v.status };
+          const o = ord(v.priority, seq);
+          ops.push({ type: 'put', key: K.queuePrefix(eid) + o, value: entry });
+          queued.push([eidKey(eid), o, entry]);
+        }
+      }
+      if (d.commands.length) {
+        this.seqMarkersDirty = true;
+        ops.push({ type: 'put', key: K.seq(this.seq), value: '' });
+      }
+      if (d.artifacts) ops.push({ type: 'put', key: K.artifacts(id), value: { version: 1, state: withoutVersion(d.artifacts) } });
+      const indexed = this.statusOps(id, d.device, d.status?.profiles, ops);
+      await this.write(ops);
+      indexed();
+      for (const [k, o, entry] of queued) this.queues.add(k, o, entry);
+      for (const e of d.enrollments) this.deviceOfEnr.set(e.id, id);
+      for (const [, ms] of seen) this.status.touch(id, ms);
+    });
   }
 
   // --- command queue ---

@@ -31,7 +31,7 @@ export function canExport(s: object): s is Pick<DeviceTransfer, 'commandPayload'
   return typeof (s as Partial<DeviceTransfer>).commandPayload === 'function';
 }
 
-/** A store a copy can write into (PostgreSQL). */
+/** A store a copy can write into (LevelDB, PostgreSQL). */
 export function canImport(s: object): s is DeviceTransfer {
   return canExport(s) && typeof (s as Partial<DeviceTransfer>).importDevice === 'function';
 }

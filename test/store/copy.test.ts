@@ -3,10 +3,11 @@
  * with an enrolled device (a command answered, one still queued), DDM state, a rollout, an ABM
  * device (its sync cursor, two definitions of a profile) and material is stopped; the copy reports what it carried; a second copy into the now
  * full database is refused; a server on the database with a fresh data directory serves the
- * device, which checks in with its old identity and gets its queued command.
+ * device, which checks in with its old identity and gets its queued command. Then back: the
+ * database into a new data directory, which a LevelDB server serves with the queue as it was.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -52,7 +53,7 @@ function copy(args: string[]): Promise<{ code: number; out: string; err: string 
 
 if (!pg.available) missingPostgres('orchard store copy', pg.reason);
 (pg.available ? describe : () => undefined)('orchard store copy', () => {
-  it('LevelDB -> PostgreSQL: counts, a non-empty target refused, a server on the target serves the copied device', async () => {
+  it('LevelDB -> PostgreSQL -> LevelDB: counts, a non-empty target refused, a server on each target serves the copied device', async () => {
     const url = await pg.cluster().database();
     const dataDir = join(dir, 'data');
     const first = await startTestServer({ dataDir });
@@ -62,6 +63,7 @@ if (!pg.available) missingPostgres('orchard store copy', pg.reason);
     const before = new SimulatedDevice({ serverUrl: first.url, identity });
     let answered: string;
     let queued: string;
+    let queuedOnDatabase: string;
     try {
       await before.enroll();
       answered = await queue(first, before.udid);
@@ -126,8 +128,49 @@ if (!pg.available) missingPostgres('orchard store copy', pg.reason);
       ]);
       // The answer recorded before the copy came with it, the device's report included.
       expect(commands.commands[0]!.result?.response).toHaveProperty('ProfileList');
+      queuedOnDatabase = await queue(second, before.udid);
     } finally {
       await second.stop();
+    }
+
+    // And back: the database into a new data directory, which a LevelDB server then serves.
+    const backDir = join(dir, 'back');
+    const back = await copy(['--from', url, '--to', backDir]);
+    expect(back.err).toBe('');
+    expect(back.code).toBe(0);
+    expect(back.out).toMatch(
+      /: 1 devices \(1 enrollments, 3 commands\), \d+ material items, DDM state of 1 enrollments, 1 rollouts, 1 ABM devices, 1 ABM enrollment profiles\n$/,
+    );
+    const refused = await copy(['--from', url, '--to', backDir]);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/store copy: the target store is not empty \(it has devices, .*\): pass --force/);
+    const both = await copy(['--from', dataDir, '--to', backDir]);
+    expect(both.code).toBe(2);
+    expect(both.err).toContain('one of them must be a postgres:// URL');
+
+    copyFileSync(join(dataDir, 'material.key'), join(backDir, 'material.key'));
+    const third = await startTestServer({ dataDir: backDir, trustCa: [caFile] });
+    try {
+      const auth = { authorization: `Bearer ${third.adminToken}` };
+      expect(await third.rolloutStore.getRollout('office')).toEqual(rollout);
+      expect(await third.abmStore.getAbmCursor('acme')).toBe('abm-cursor-7');
+      expect(await third.abmStore.getAbmProfile('acme', 'staff')).toEqual({ digest: 'now', uuid: 'PROFILE-NOW' });
+      expect((await third.store.getMaterial('blob', 'copy-test'))?.toString()).toBe('kept');
+      expect((await third.ddmStore.getDeclarationSet(before.udid, 'current'))?.declarationsToken).toBe('tok-copy');
+      const after = new SimulatedDevice({ serverUrl: third.url, identity, udid: before.udid });
+      const handled = await after.connect();
+      // The command queued on the database is still queued in the data directory, and only it.
+      expect(handled.map((c) => [c.commandUUID, c.status])).toEqual([[queuedOnDatabase, 'Acknowledged']]);
+      const commands = (await http(`${third.url}/api/v1/devices/${before.udid}/commands`, { headers: auth })).json() as {
+        commands: { commandUUID: string; status: string }[];
+      };
+      expect(commands.commands.map((c) => [c.commandUUID, c.status])).toEqual([
+        [answered, 'Acknowledged'],
+        [queued, 'Acknowledged'],
+        [queuedOnDatabase, 'Acknowledged'],
+      ]);
+    } finally {
+      await third.stop();
     }
   });
 });
