@@ -2,7 +2,8 @@
  * The device lifecycle on PostgreSQL: a real `orchard serve --store postgres://...` process and
  * simulated devices (enroll, Idle, a command, its result), then a restart on the same database
  * with an empty data directory of its own: the queue, the results and the identities are in the
- * database. `/readyz` says the store is ready.
+ * database. `/readyz` says the store is ready, and says why not while the schema is behind or
+ * ahead of what the server knows (a replica left on the old version during an upgrade).
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createCA, createDeviceIdentity } from '../../src/identity/ca.js';
 import { SimulatedDevice } from '../../src/sim/device.js';
+import pg from 'pg';
+import { LATEST_SCHEMA } from '../../src/store/migrations/index.js';
 import { PgStore } from '../../src/store/postgres.js';
 import { missingPostgres, usePostgres } from '../helpers/postgres.js';
 import { spawnServer, waitExit } from '../helpers/process.js';
@@ -77,6 +80,46 @@ if (!cluster.available) missingPostgres('orchard serve --store postgres://', clu
       expect(security?.commandUUID).toBeDefined();
     } finally {
       await store.close();
+    }
+  });
+
+  it('readyz: 503 naming both versions while the schema is ahead of or behind this server, 200 again once it matches', async () => {
+    const url = await cluster.cluster().database();
+    const env = { ORCHARD_API_TOKEN: 'pg-admin', ORCHARD_MATERIAL_KEY: 'the readyz material key' };
+    const srv = await spawnServer(['--store', url, '--data-dir', join(dir, 'data-ready')], env);
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    const readyz = async () => {
+      const res = await fetch(`${srv.url}/readyz`);
+      return { status: res.status, body: (await res.json()) as unknown };
+    };
+    try {
+      expect(await readyz()).toEqual({ status: 200, body: { backend: 'postgres', ready: true } });
+      // A newer Orchard migrated the database on: this server's queries may no longer fit it.
+      await db.query('INSERT INTO orchard_migrations (version, name) VALUES ($1, $2)', [LATEST_SCHEMA + 1, 'from-a-newer-server']);
+      expect(await readyz()).toEqual({
+        status: 503,
+        body: { backend: 'postgres', ready: false, reason: `schema version ${LATEST_SCHEMA + 1}, this server needs ${LATEST_SCHEMA}` },
+      });
+      await db.query('DELETE FROM orchard_migrations WHERE version = $1', [LATEST_SCHEMA + 1]);
+      expect((await readyz()).status).toBe(200);
+      // Behind: the latest migration's record gone (restored from an older backup, say).
+      const { rows } = await db.query<{ name: string; applied_at: Date }>('DELETE FROM orchard_migrations WHERE version = $1 RETURNING name, applied_at', [
+        LATEST_SCHEMA,
+      ]);
+      expect(rows).toHaveLength(1);
+      expect(await readyz()).toEqual({
+        status: 503,
+        body: { backend: 'postgres', ready: false, reason: `schema version ${LATEST_SCHEMA - 1}, this server needs ${LATEST_SCHEMA}` },
+      });
+      // Not ready is not down: devices are still answered (the load balancer decides where they go).
+      expect((await fetch(`${srv.url}/healthz`)).status).toBe(200);
+      await db.query('INSERT INTO orchard_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [LATEST_SCHEMA, rows[0]!.name, rows[0]!.applied_at]);
+      expect(await readyz()).toEqual({ status: 200, body: { backend: 'postgres', ready: true } });
+    } finally {
+      await db.end();
+      srv.child.kill('SIGTERM');
+      await waitExit(srv.child);
     }
   });
 });
