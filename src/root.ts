@@ -319,6 +319,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
 
   const compaction = compactor(store, cfg.retentionMs, log, isLeader);
   let timer: NodeJS.Timeout | undefined;
+  let stopLoopMonitor: (() => void) | undefined;
   return {
     cfg,
     log,
@@ -344,6 +345,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
     async start() {
       timer = setInterval(compaction, opts.compactEveryMs ?? 3600_000);
       timer.unref();
+      stopLoopMonitor = metrics.monitorEventLoop();
       progress.start();
       rollouts?.start();
       reconciler.start();
@@ -355,6 +357,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
     },
     async close(listener) {
       clearInterval(timer);
+      stopLoopMonitor?.();
       await source?.stop();
       // Given up before the rest winds down: another replica need not wait for the lease to run out.
       await replica.stop();

@@ -8,11 +8,13 @@
  *   orchard_push_notifications_total{outcome}          APNs client counters, when push is configured;
  *   orchard_push_certificate_expiry_timestamp_seconds;
  *   orchard_abm_token_expiry_seconds{token}, orchard_abm_conditions{kind}  from the ABM service;
+ *   orchard_event_loop_delay_seconds{quantile}       how late the event loop ran, while the server runs;
  *   plus prom-client's process metrics (orchard_process_*, orchard_nodejs_*).
  * Each `createMetrics()` has its own registry (tests run several servers in one process).
  */
 import Router from '@koa/router';
 import type { Middleware } from 'koa';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { MdmService } from '../mdm/service.js';
 import { DEFAULT_STALE_DAYS, DEVICE_STATES } from '../report/status.js';
@@ -29,7 +31,16 @@ export interface OrchardMetrics {
   commands: Counter<'request_type' | 'outcome'>;
   /** Set by the composition root: where the scrape-time gauges read from. */
   bind(store: Store, getContext: () => ReportSources): void;
+  /**
+   * Starts sampling the event-loop delay (orchard_event_loop_delay_seconds) and returns its stop.
+   * Counted: several servers on one metrics object keep it running until the last one stops.
+   */
+  monitorEventLoop(): () => void;
 }
+
+/** How often the event-loop monitor's timer fires; what it records beyond this is the delay. */
+const LOOP_RESOLUTION_MS = 10;
+const LOOP_QUANTILES = [0.5, 0.9, 0.99, 1] as const;
 
 const OUTCOMES: Record<string, string> = { Acknowledged: 'acknowledged', Error: 'error', CommandFormatError: 'format_error', NotNow: 'notnow' };
 
@@ -138,6 +149,27 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
     },
   });
 
+  // Cumulative since the monitor started, never reset on scrape: quantile 1 is the longest any
+  // request was held up since then (issue 18: no block over 100 ms), and two scrapers (or a curl
+  // beside Prometheus) do not steal each other's windows. prom-client's own
+  // orchard_nodejs_eventloop_lag_* are reset on every scrape and include the sampling interval.
+  let loop: IntervalHistogram | undefined;
+  let loopUsers = 0;
+  new Gauge({
+    name: 'orchard_event_loop_delay_seconds',
+    help: `How late the event loop ran a ${LOOP_RESOLUTION_MS} ms timer, since the server started (quantile 1: the longest block)`,
+    labelNames: ['quantile'] as const,
+    registers: [registry],
+    collect() {
+      if (!loop || loop.count === 0) return;
+      for (const q of LOOP_QUANTILES) {
+        const ns = q === 1 ? loop.max : loop.percentile(q * 100);
+        // The histogram holds whole timer intervals: the delay is what exceeds the resolution.
+        this.set({ quantile: String(q) }, Math.max(0, ns / 1e9 - LOOP_RESOLUTION_MS / 1000));
+      }
+    },
+  });
+
   return {
     registry,
     httpRequests,
@@ -146,6 +178,17 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
     bind(s, g) {
       store = s;
       getContext = g;
+    },
+    monitorEventLoop() {
+      // Node unrefs the monitor's timer, so it never keeps the process alive; disabled all the same once unused.
+      loop ??= monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+      if (loopUsers++ === 0) loop.enable();
+      let stopped = false;
+      return () => {
+        if (stopped) return;
+        stopped = true;
+        if (--loopUsers === 0) loop?.disable();
+      };
     },
   };
 }
