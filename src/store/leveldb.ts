@@ -31,6 +31,8 @@
  * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
  */
+import { EmbeddedWork } from './work.js';
+import type { ClaimRequest, StoredWork, WorkClaim } from './roles/work.js';
 import { Level } from 'level';
 import { LruMap } from './lru.js';
 import { LevelMaterial } from './level-material.js';
@@ -205,6 +207,8 @@ const K = {
   artifacts: (dev: string) => 'a\x00' + esc(dev),
   status: (dev: string) => 'v\x00' + esc(dev),
   statusVersion: 'm\x00status',
+  // 'w' was the NotNow index of an earlier format: work rows are 'j' (jobs).
+  work: (dev: string) => 'j\x00' + esc(dev),
 };
 
 const BUF = { valueEncoding: 'buffer' } as const;
@@ -296,6 +300,8 @@ export class LevelStore implements Store {
   private seqMarkersDirty = false;
   private closing?: Promise<void>;
   private readonly material: LevelMaterial;
+  /** Durable per-device reconcile work; the rows are the `j` keys, claims live here (one process owns the store). */
+  private readonly work = new EmbeddedWork();
 
   private constructor(
     private readonly db: Db,
@@ -329,6 +335,7 @@ export class LevelStore implements Store {
         const cut = key.lastIndexOf('\x00');
         store.queues.add(key.slice(2, cut), key.slice(cut + 1), value as QEntry);
       }
+      for await (const [key, value] of db.iterator(range('j\x00'))) store.work.set(unesc(key.slice(2)), value as StoredWork);
       await store.loadStatus();
       store.seqMarkersDirty = true;
       await store.pruneSeqMarkers();
@@ -1039,6 +1046,12 @@ export class LevelStore implements Store {
         ops.push({ type: 'put', key: K.device(devId), value: next });
         if (reported?.DeviceInformation) indexed = this.statusOps(devId, next, undefined, ops);
       }
+      // The device's answer is a cause to reconcile it, in the answer's batch (src/store/roles/work.ts).
+      if (enrollmentId === devId) {
+        const work = this.work.next(devId, new Date(atMs));
+        this.work.set(devId, work);
+        ops.push({ type: 'put', key: K.work(devId), value: work });
+      }
       await this.write(ops);
       indexed();
       this.queues.remove(eidKey(enrollmentId), o);
@@ -1144,6 +1157,30 @@ export class LevelStore implements Store {
   }
 
   // --- material ---
+
+  // --- work ---
+
+  async addWork(deviceId: string, dueAt?: Date): Promise<void> {
+    // Set in memory before the write: a concurrent cause takes the next gen, not the same one.
+    const work = this.work.next(deviceId, dueAt);
+    this.work.set(deviceId, work);
+    await this.db.put(K.work(deviceId), work);
+  }
+
+  async claimWork(req: ClaimRequest): Promise<WorkClaim[]> {
+    return this.work.claim(req);
+  }
+
+  async finishWork(claim: WorkClaim): Promise<boolean> {
+    if (!this.work.finishes(claim)) return false;
+    this.work.drop(claim.deviceId);
+    await this.db.del(K.work(claim.deviceId));
+    return true;
+  }
+
+  async countWork(): Promise<number> {
+    return this.work.size;
+  }
 
   acquireLease(name: string, holder: string, ttlMs: number, now?: Date): Promise<Lease | undefined> {
     return this.material.acquireLease(name, holder, ttlMs, now);

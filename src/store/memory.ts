@@ -6,6 +6,8 @@
  * each call is atomic on the one JavaScript thread. Records are copied in and out: a caller
  * mutating what it got back changes nothing stored.
  */
+import { EmbeddedWork } from './work.js';
+import type { ClaimRequest, WorkClaim } from './roles/work.js';
 import type { DeviceArtifacts } from '../model/artifacts.js';
 import {
   checkChange,
@@ -92,6 +94,8 @@ export class MemoryData {
   readonly status = new Map<string, DeviceStatus>();
   readonly statusIndex = new StatusIndex();
   readonly material = new MemoryMaterial();
+  /** Durable per-device reconcile work (src/store/work.ts). */
+  readonly work = new EmbeddedWork();
   /** Sorted device ids, rebuilt after a device is added. */
   sortedDevices?: string[];
   sortedArtifacts?: string[];
@@ -458,6 +462,8 @@ export class MemoryStore implements Store {
       if (result.status === 'Acknowledged' && c.requestType === 'EraseDevice' && enrollmentId === devId) dev.erasedAt = result.at;
       if (reported?.DeviceInformation) this.putRow(devId, dev, undefined);
     }
+    // The device's answer is a cause to reconcile it (src/store/roles/work.ts).
+    if (enrollmentId === devId) d.work.set(devId, d.work.next(devId, new Date(atMs)));
     return 'recorded';
   }
 
@@ -578,6 +584,26 @@ export class MemoryStore implements Store {
   }
 
   // --- material ---
+
+  // --- work ---
+
+  async addWork(deviceId: string, dueAt?: Date): Promise<void> {
+    this.d.work.set(deviceId, this.d.work.next(deviceId, dueAt));
+  }
+
+  async claimWork(req: ClaimRequest): Promise<WorkClaim[]> {
+    return this.d.work.claim(req);
+  }
+
+  async finishWork(claim: WorkClaim): Promise<boolean> {
+    if (!this.d.work.finishes(claim)) return false;
+    this.d.work.drop(claim.deviceId);
+    return true;
+  }
+
+  async countWork(): Promise<number> {
+    return this.d.work.size;
+  }
 
   acquireLease(name: string, holder: string, ttlMs: number, now?: Date): Promise<Lease | undefined> {
     return this.d.material.acquireLease(name, holder, ttlMs, now);

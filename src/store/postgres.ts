@@ -12,6 +12,7 @@
  * The schema is versioned (src/store/migrations/): applied at open (or by `orchard migrate`); a
  * database whose schema is newer than this server knows is refused.
  */
+import type { ClaimRequest, WorkClaim } from './roles/work.js';
 import pg from 'pg';
 import type { DeviceArtifacts } from '../model/artifacts.js';
 import { Conflict, Malformed, NotFound, Unavailable } from '../errors.js';
@@ -162,6 +163,15 @@ export function createPool(url: string, max = 10): pg.Pool {
   // An idle connection that breaks (server restart) must not crash the process; the next query reconnects.
   pool.on('error', () => undefined);
   return pool;
+}
+
+/** A cause to reconcile `deviceId` from `dueAt`: a row already there keeps the earlier time and takes the next gen. */
+async function addWorkRow(q: pg.Pool | pg.PoolClient, deviceId: string, dueAt: Date): Promise<void> {
+  await q.query(
+    `INSERT INTO work AS w (device_id, due_at, gen) VALUES ($1, $2, 1)
+     ON CONFLICT (device_id) DO UPDATE SET due_at = LEAST(w.due_at, EXCLUDED.due_at), gen = w.gen + 1`,
+    [deviceId, dueAt.toISOString()],
+  );
 }
 
 /** One transaction on one connection of `pool`: committed when `fn` resolves, rolled back when it throws. */
@@ -667,6 +677,8 @@ export class PgStore implements Store {
         await this.putDevice(c, next);
         if (reported?.DeviceInformation) await this.putRow(c, devId, next, undefined);
       }
+      // The device's answer is a cause to reconcile it, in the answer's transaction (src/store/roles/work.ts).
+      if (enrollmentId === devId) await addWorkRow(c, devId, new Date(atMs));
       return 'recorded';
     });
   }
@@ -1010,6 +1022,41 @@ export class PgStore implements Store {
   // statement decides every race (ON CONFLICT DO UPDATE re-checks its WHERE on the latest row).
   // Times are the caller's clock, as on the other backends; replicas are expected to run NTP
   // (a skew well under the time to live).
+
+  // --- work ---
+
+  async addWork(deviceId: string, dueAt: Date = new Date()): Promise<void> {
+    checkId('device id', deviceId);
+    await addWorkRow(this.pool, deviceId, dueAt);
+  }
+
+  async claimWork(req: ClaimRequest): Promise<WorkClaim[]> {
+    if (!(req.leaseMs > 0)) throw new RangeError('a work claim needs a positive lease');
+    const now = req.now ?? new Date();
+    // SKIP LOCKED: a concurrent claimer takes other rows instead of waiting for these.
+    const { rows } = await this.pool.query<{ device_id: string; gen: string }>(
+      `UPDATE work w SET claimed_by = $1, claim_until = $3 FROM (
+         SELECT device_id FROM work WHERE due_at <= $2 AND claim_until <= $2
+         ORDER BY due_at, device_id LIMIT $4 FOR UPDATE SKIP LOCKED
+       ) due WHERE w.device_id = due.device_id
+       RETURNING w.device_id, w.gen`,
+      [req.holder, now.toISOString(), new Date(now.getTime() + req.leaseMs).toISOString(), Math.max(0, req.limit)],
+    );
+    return rows.map((r) => ({ deviceId: r.device_id, gen: Number(r.gen) }));
+  }
+
+  async finishWork(claim: WorkClaim): Promise<boolean> {
+    const gone = await this.pool.query('DELETE FROM work WHERE device_id = $1 AND gen = $2', [claim.deviceId, claim.gen]);
+    if (gone.rowCount) return true;
+    // A cause came after the claim: the row stays, free for the next claim.
+    await this.pool.query("UPDATE work SET claimed_by = NULL, claim_until = 'epoch' WHERE device_id = $1", [claim.deviceId]);
+    return false;
+  }
+
+  async countWork(): Promise<number> {
+    const { rows } = await this.pool.query<{ n: string }>('SELECT count(*) AS n FROM work');
+    return Number(rows[0]!.n);
+  }
 
   async acquireLease(name: string, holder: string, ttlMs: number, now = new Date()): Promise<Lease | undefined> {
     if (!(ttlMs > 0)) throw new RangeError('a lease needs a positive time to live');

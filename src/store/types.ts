@@ -14,6 +14,7 @@ import type { StoreLifecycle } from './roles/lifecycle.js';
 import type { CommandQueue } from './roles/queue.js';
 import type { ReconcileStateStore } from './roles/reconcile.js';
 import type { ResultStore } from './roles/results.js';
+import type { WorkStore } from './roles/work.js';
 import type { LeaseStore } from './lease.js';
 import type { MaterialStore } from './material.js';
 import type { StatusStore } from './status.js';
@@ -26,8 +27,9 @@ export type { StoreHealth, StoreLifecycle } from './roles/lifecycle.js';
 export type { CommandQueue } from './roles/queue.js';
 export type { ReconcileStateStore, VersionedArtifacts } from './roles/reconcile.js';
 export type { ResultStore } from './roles/results.js';
+export type { ClaimRequest, WorkClaim, WorkStore } from './roles/work.js';
 
 export type { Lease, LeaseStore } from './lease.js';
 
 export interface Store
-  extends CheckinStore, InventoryStore, CommandQueue, ResultStore, ReconcileStateStore, StatusStore, MaterialStore, LeaseStore, StoreLifecycle {}
+  extends CheckinStore, InventoryStore, CommandQueue, ResultStore, ReconcileStateStore, WorkStore, StatusStore, MaterialStore, LeaseStore, StoreLifecycle {}

@@ -1,5 +1,6 @@
 import { MemoryData, MemoryStore } from '../../src/store/memory.js';
 import { leaseSuite } from './lease-suite.js';
+import { workSuite } from './work-suite.js';
 import { materialSuite } from './material-suite.js';
 import { statusSuite } from './status-suite.js';
 import { storeSuite, type StoreHarness } from './suite.js';
@@ -24,3 +25,4 @@ storeSuite('MemoryStore', open);
 statusSuite('MemoryStore', open);
 materialSuite('MemoryStore', open, { persistent: true });
 leaseSuite('MemoryStore', open);
+workSuite('MemoryStore', open);

@@ -35,6 +35,31 @@ if (!cluster.available) missingPostgres('two PgStores on one database', cluster.
     await a.tokenUpdate({ id, deviceId: id, type: 'device', active: true, createdAt: at(1).toISOString(), updatedAt: at(1).toISOString() });
   }
 
+  it("work: two claimers never get the same row; a dead claimer's rows are reclaimed once its lease ran out", async () => {
+    const ids = Array.from({ length: 40 }, (_, i) => `D${String(i).padStart(2, '0')}`);
+    for (const id of ids) await a.addWork(id, at(0));
+    // Both claim at once, a few rows at a time, until none is left.
+    const got: Record<'A' | 'B', string[]> = { A: [], B: [] };
+    await Promise.all(
+      (['A', 'B'] as const).map(async (holder) => {
+        const s = holder === 'A' ? a : b;
+        for (;;) {
+          const claims = await s.claimWork({ holder, limit: 3, leaseMs: 60_000, now: at(1) });
+          if (claims.length === 0) return;
+          got[holder].push(...claims.map((c) => c.deviceId));
+        }
+      }),
+    );
+    expect([...got.A, ...got.B].sort()).toEqual(ids);
+    expect(got.A.filter((id) => got.B.includes(id))).toEqual([]);
+    // A "dies" holding its rows: B takes them once A's claims ran out, and finishes them.
+    expect(await b.claimWork({ holder: 'B', limit: 100, leaseMs: 60_000, now: at(30) })).toEqual([]);
+    const reclaimed = await b.claimWork({ holder: 'B', limit: 100, leaseMs: 60_000, now: at(62) });
+    expect(reclaimed.map((c) => c.deviceId).sort()).toEqual([...got.A, ...got.B].sort());
+    for (const c of reclaimed) expect(await b.finishWork(c)).toBe(true);
+    expect(await a.countWork()).toBe(0);
+  });
+
   it('one writes, the other reads: devices, queue, results', async () => {
     await enroll('D1');
     expect((await b.getDevice('D1'))?.enrolledAt).toBe(at(1).toISOString());

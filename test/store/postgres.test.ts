@@ -1,6 +1,7 @@
 import { PgStore } from '../../src/store/postgres.js';
 import { missingPostgres, usePostgres } from '../helpers/postgres.js';
 import { leaseSuite } from './lease-suite.js';
+import { workSuite } from './work-suite.js';
 import { materialSuite } from './material-suite.js';
 import { statusSuite } from './status-suite.js';
 import { storeSuite, type StoreHarness } from './suite.js';
@@ -28,6 +29,7 @@ if (pg.available) {
   statusSuite('PgStore', open);
   materialSuite('PgStore', open, { persistent: true });
   leaseSuite('PgStore', open);
+  workSuite('PgStore', open);
 } else {
   missingPostgres('PgStore', pg.reason);
 }

@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { LevelStore } from '../../src/store/leveldb.js';
 import { DAY_MS, DEVICE_STATES, StatusIndex, rowState, type DeviceStatus, type StatusQuery } from '../../src/store/status.js';
 import { leaseSuite } from './lease-suite.js';
+import { workSuite } from './work-suite.js';
 import { materialSuite } from './material-suite.js';
 import { levelHarness } from './harness.js';
 import { statusSuite } from './status-suite.js';
@@ -22,6 +23,7 @@ async function tempDir(): Promise<string> {
 statusSuite('LevelStore', levelHarness);
 materialSuite('LevelStore', levelHarness, { persistent: true });
 leaseSuite('LevelStore', levelHarness);
+workSuite('LevelStore', levelHarness);
 
 describe('LevelStore read model', () => {
   it('gives every device of a store written before the read model a row, once, at open', async () => {

@@ -8,6 +8,7 @@ import { sql as material } from './002-material.js';
 import { sql as leases } from './003-leases.js';
 import { sql as roles } from './004-roles.js';
 import { sql as abmProfiles } from './005-abm-profiles.js';
+import { sql as work } from './006-work.js';
 
 export interface Migration {
   version: number;
@@ -21,6 +22,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 3, name: 'leases', sql: leases },
   { version: 4, name: 'roles', sql: roles },
   { version: 5, name: 'abm-profiles', sql: abmProfiles },
+  { version: 6, name: 'work', sql: work },
 ];
 
 export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;
