@@ -488,6 +488,8 @@ function reconcilers(
     isLeader: p.isLeader,
     inventoryOnEnroll: p.follows,
     retry: opts.retry,
+    // A dead replica's claimed work comes back when its leadership would: one lease to tune.
+    workLeaseMs: cfg.leaderLeaseMs,
   });
 }
 

@@ -3,6 +3,16 @@
  * verifies the result from what devices report, and repairs drift. Level-triggered: every run
  * recomputes from the store (the source of truth), so events only say *when* to look; a crash
  * between an answer and its processing is caught up on the next run.
+ *
+ * Per-device work is durable (src/store/roles/work.ts): a device's answer leaves a work row in the
+ * store in the answer's batch or transaction, an enrollment and a failed install's retry time write
+ * one too, and a claim loop on every replica claims due rows under a lease, reconciles and removes
+ * them. A replica that dies leaves its claimed rows to the others once the lease runs out; the
+ * compare-and-set on the reconcile state makes a row reconciled twice queue nothing twice.
+ * A new revision writes no rows: its durable marker is the applied revision the leader keeps in the
+ * store (src/cluster/replica.ts), which the next leader applies again on election (a fleet-wide
+ * run over every device), so a leader killed mid-run loses nothing, without a row per device
+ * written (and removed) per revision at 100,000 devices.
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -13,6 +23,7 @@ import type { MdmService } from '../mdm/service.js';
 import { buildCommand } from '../protocol/commands.js';
 import type { Pusher } from '../push/push.js';
 import { retryOnConflict } from '../store/errors.js';
+import type { WorkClaim } from '../store/roles/work.js';
 import type { DeviceRecord, EnrollmentRecord, FinalStatus, NewCommand, ReconcileChange, Store, VersionedArtifacts } from '../store/types.js';
 import { applyResult, decide, DEFAULT_RETRY, type Decision, type ReportedProfile, type RetryPolicy } from './decide.js';
 import { desiredForAsync, type DesiredState, type RenderCache } from './desired.js';
@@ -44,6 +55,13 @@ export interface ReconcilerOptions {
    */
   payloadBudgetBytes?: number;
   now?: () => Date;
+  /**
+   * Claim lease on a work row (src/store/roles/work.ts): a replica that dies mid-reconcile leaves
+   * its rows to the others this long after its claim. Default 15 s (the leader lease's default).
+   */
+  workLeaseMs?: number;
+  /** How often due work rows are looked for besides the wake-ups of this process's own causes. Default 1 s. */
+  workPollMs?: number;
   /** Declarative Device Management (src/ddm): each channel's declaration set, reconciled with the profiles. */
   ddm?: {
     reconcile(device: DeviceRecord, fleet: Fleet, revision: string): Promise<{ notified: string[] }>;
@@ -77,6 +95,9 @@ export interface ReconcileOutcome {
   cancelled: number;
 }
 
+/** Work rows claimed at once by one claim loop. */
+const CLAIM_BATCH = 64;
+
 export class Reconciler {
   private fleet?: Fleet;
   private revision?: string;
@@ -97,8 +118,16 @@ export class Reconciler {
   private sliceStart = performance.now();
   /** Per device, one reconcile at a time: two concurrent runs would decide on the same state. */
   private readonly perDevice = new KeyedMutex();
-  /** One timer per device with a failed artifact waiting for its retry time. */
-  private readonly retryTimers = new Map<string, NodeJS.Timeout>();
+  /** Who claims work rows here (one per process and store). */
+  private readonly holder = randomUUID();
+  /** Devices whose work row this process holds a claim on right now. */
+  private readonly claimed = new Set<string>();
+  private draining?: Promise<void>;
+  /** A cause arrived while draining: drain again when done. */
+  private again = false;
+  private workTimer?: NodeJS.Timeout;
+  /** Wake-ups at the due time of retry rows this process wrote (the poll finds them too, later). */
+  private readonly wakeTimers = new Set<NodeJS.Timeout>();
   private driftTimer?: NodeJS.Timeout;
   private readonly now: () => Date;
   private readonly retry: RetryPolicy;
@@ -109,9 +138,13 @@ export class Reconciler {
     this.retry = opts.retry ?? DEFAULT_RETRY;
     this.budget = new ByteBudget(opts.payloadBudgetBytes ?? 64 * 1024 * 1024);
     opts.service.on('enrolled', (e) => void this.onEnrolled(e));
-    opts.service.on('result', (eid) => {
-      // Only the device channel carries ProfileList and profile installs today.
-      if (!eid.includes(':')) void this.reconcileDevice(eid).catch((err: unknown) => this.opts.log.error({ err, device: eid }, 'reconcile failed'));
+    // The store wrote the answer's work row with the answer (device channel only: it carries
+    // ProfileList and profile installs); the claim loop takes it from there.
+    // A NotNow is not recorded as a result, so it has no row: it writes one.
+    opts.service.on('result', (eid, rep) => {
+      if (eid.includes(':')) return;
+      if (rep.Status === 'NotNow') void this.addWork(eid);
+      else this.wake();
     });
   }
 
@@ -121,6 +154,10 @@ export class Reconciler {
   }
 
   start(): void {
+    // Rows left by a replica that died, retries come due, causes written by a process that stopped before claiming.
+    this.workTimer = setInterval(() => this.wake(), this.opts.workPollMs ?? 1000);
+    this.workTimer.unref();
+    this.wake();
     if (this.opts.driftIntervalMs > 0) {
       this.driftTimer = setInterval(() => {
         // Fleet-wide: one replica's job (src/cluster/leadership.ts).
@@ -134,7 +171,9 @@ export class Reconciler {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.driftTimer);
-    for (const t of this.retryTimers.values()) clearTimeout(t);
+    clearInterval(this.workTimer);
+    for (const t of this.wakeTimers) clearTimeout(t);
+    await this.draining;
     await this.perDevice.idle();
   }
 
@@ -193,14 +232,86 @@ export class Reconciler {
   private async onEnrolled(e: EnrollmentRecord): Promise<void> {
     if (this.opts.ddm) {
       await this.opts.ddm.reset(e.id).catch((err: unknown) => this.opts.log.error({ err, enrollment: e.id }, 'could not reset declarations'));
-      if (e.type === 'user')
-        void this.reconcileDevice(e.deviceId).catch((err: unknown) => this.opts.log.error({ err, device: e.deviceId }, 'reconcile failed'));
+      if (e.type === 'user') await this.addWork(e.deviceId);
     }
     if (e.type !== 'device' || this.opts.inventoryOnEnroll === false) return;
     try {
       await this.perDevice.run(e.deviceId, () => retryOnConflict(() => this.queueInventory(e.deviceId)));
     } catch (err) {
       this.opts.log.error({ err, device: e.deviceId }, 'could not queue inventory after enrollment');
+    }
+  }
+
+  /** A durable cause to reconcile `deviceId` (from `dueAt`), then the claim loop is woken. */
+  private async addWork(deviceId: string, dueAt?: Date): Promise<void> {
+    try {
+      await this.opts.store.addWork(deviceId, dueAt);
+    } catch (err) {
+      this.opts.log.error({ err, device: deviceId }, 'could not write reconcile work');
+      return;
+    }
+    const wait = dueAt ? dueAt.getTime() - this.now().getTime() : 0;
+    if (wait <= 0) return this.wake();
+    const t = setTimeout(() => {
+      this.wakeTimers.delete(t);
+      this.wake();
+    }, wait + 5);
+    t.unref();
+    this.wakeTimers.add(t);
+  }
+
+  /** Claim and reconcile due work rows until none is left (a call while draining drains again after). */
+  private wake(): void {
+    if (this.stopped) return;
+    if (this.draining) {
+      this.again = true;
+      return;
+    }
+    this.draining = this.drain()
+      .catch((err: unknown) => this.opts.log.error({ err }, 'claiming reconcile work failed'))
+      .finally(() => {
+        this.draining = undefined;
+        if (this.again) {
+          this.again = false;
+          this.wake();
+        }
+      });
+  }
+
+  private async drain(): Promise<void> {
+    const { store } = this.opts;
+    const leaseMs = this.opts.workLeaseMs ?? 15_000;
+    for (;;) {
+      this.again = false;
+      if (this.stopped) return;
+      const claims = await store.claimWork({ holder: this.holder, limit: CLAIM_BATCH, leaseMs, now: this.now() });
+      if (claims.length === 0) return;
+      let i = 0;
+      await Promise.all(
+        Array.from({ length: Math.min(this.opts.concurrency ?? 16, claims.length) }, async () => {
+          while (i < claims.length && !this.stopped) await this.work(claims[i++]!);
+        }),
+      );
+    }
+  }
+
+  /**
+   * Reconcile a claimed row's device, then remove the row (kept if a cause came meanwhile). A
+   * failure leaves the row claimed: it comes back after the lease, here or on another replica.
+   */
+  private async work(claim: WorkClaim): Promise<void> {
+    const id = claim.deviceId;
+    this.claimed.add(id);
+    try {
+      await this.reconcileDevice(id);
+      await this.opts.store.finishWork(claim);
+      // A failed artifact comes back at its retry time: a row due then.
+      const due = this.retryDue(await this.loadState(id));
+      if (due !== undefined) await this.addWork(id, new Date(due));
+    } catch (err) {
+      this.opts.log.error({ err, device: id }, 'reconcile failed; its work row is retried after the claim lease');
+    } finally {
+      this.claimed.delete(id);
     }
   }
 
@@ -364,7 +475,7 @@ export class Reconciler {
     }
     change.status = status;
     const { cancelled } = await this.opts.store.commitReconcile(deviceId, state, change, this.now(), version);
-    this.scheduleRetry(deviceId, state);
+    await this.scheduleRetry(deviceId, state);
     if (change.enqueue.length > 0) {
       await this.push(deviceId);
       this.opts.log.info(
@@ -423,23 +534,21 @@ export class Reconciler {
     this.sliceStart = performance.now();
   };
 
-  /** Failed installs come back at their retry time even if nothing else happens to the device. */
-  private scheduleRetry(deviceId: string, state: DeviceArtifacts): void {
-    clearTimeout(this.retryTimers.get(deviceId));
-    this.retryTimers.delete(deviceId);
+  /**
+   * Failed installs come back at their retry time even if nothing else happens to the device: a
+   * work row due then. A device reconciled from its claimed row gets it once the row is done (work()).
+   */
+  private async scheduleRetry(deviceId: string, state: DeviceArtifacts): Promise<void> {
+    const due = this.retryDue(state);
+    if (due !== undefined && !this.claimed.has(deviceId) && !this.stopped) await this.addWork(deviceId, new Date(due));
+  }
+
+  /** When the earliest failed artifact of `state` is to be retried (ms), if any is. */
+  private retryDue(state: DeviceArtifacts): number | undefined {
     const due = Object.values(state.artifacts)
       .filter((a) => a.phase === 'failed' && a.retryAt && a.attempts < this.retry.maxAttempts)
       .map((a) => Date.parse(a.retryAt!));
-    if (due.length === 0 || this.stopped) return;
-    const t = setTimeout(
-      () => {
-        this.retryTimers.delete(deviceId);
-        void this.reconcileDevice(deviceId).catch((err: unknown) => this.opts.log.error({ err, device: deviceId }, 'retry failed'));
-      },
-      Math.max(0, Math.min(...due) - this.now().getTime()) + 5,
-    );
-    t.unref();
-    this.retryTimers.set(deviceId, t);
+    return due.length > 0 ? Math.min(...due) : undefined;
   }
 
   private async loadState(deviceId: string): Promise<VersionedArtifacts> {

@@ -1047,12 +1047,13 @@ export class LevelStore implements Store {
         if (reported?.DeviceInformation) indexed = this.statusOps(devId, next, undefined, ops);
       }
       // The device's answer is a cause to reconcile it, in the answer's batch (src/store/roles/work.ts).
-      if (enrollmentId === devId) {
-        const work = this.work.next(devId, new Date(atMs));
-        this.work.set(devId, work);
-        ops.push({ type: 'put', key: K.work(devId), value: work });
+      const working = enrollmentId === devId;
+      if (working) ops.push({ type: 'put', key: K.work(devId), value: this.work.begin(devId, new Date(atMs)) });
+      try {
+        await this.write(ops);
+      } finally {
+        if (working) this.work.settle(devId);
       }
-      await this.write(ops);
       indexed();
       this.queues.remove(eidKey(enrollmentId), o);
       return 'recorded';
@@ -1161,10 +1162,13 @@ export class LevelStore implements Store {
   // --- work ---
 
   async addWork(deviceId: string, dueAt?: Date): Promise<void> {
-    // Set in memory before the write: a concurrent cause takes the next gen, not the same one.
-    const work = this.work.next(deviceId, dueAt);
-    this.work.set(deviceId, work);
-    await this.db.put(K.work(deviceId), work);
+    // Its gen taken before the write (a concurrent cause takes the next one), claimable after it.
+    const work = this.work.begin(deviceId, dueAt);
+    try {
+      await this.db.put(K.work(deviceId), work);
+    } finally {
+      this.work.settle(deviceId);
+    }
   }
 
   async claimWork(req: ClaimRequest): Promise<WorkClaim[]> {

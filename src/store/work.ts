@@ -10,6 +10,8 @@ export class EmbeddedWork {
   private readonly rows = new Map<string, StoredWork>();
   /** device id -> holder and claim expiry (ms). */
   private readonly claims = new Map<string, { holder: string; until: number }>();
+  /** device id -> causes whose batch is still being written. */
+  private readonly writing = new Map<string, number>();
 
   /** The row `addWork(deviceId, dueAt)` leaves: to be written by the caller's batch, then `set`. */
   next(deviceId: string, dueAt: Date = new Date()): StoredWork {
@@ -23,6 +25,24 @@ export class EmbeddedWork {
     this.rows.set(deviceId, row);
   }
 
+  /**
+   * A cause being written (LevelDB): its row takes its gen now, so a concurrent cause takes the
+   * next one, but is not claimed until `settle`: a claimer must see what the cause wrote.
+   */
+  begin(deviceId: string, dueAt?: Date): StoredWork {
+    const row = this.next(deviceId, dueAt);
+    this.rows.set(deviceId, row);
+    this.writing.set(deviceId, (this.writing.get(deviceId) ?? 0) + 1);
+    return row;
+  }
+
+  /** The cause's batch is written (or failed): its row may be claimed. */
+  settle(deviceId: string): void {
+    const n = (this.writing.get(deviceId) ?? 0) - 1;
+    if (n > 0) this.writing.set(deviceId, n);
+    else this.writing.delete(deviceId);
+  }
+
   get(deviceId: string): StoredWork | undefined {
     return this.rows.get(deviceId);
   }
@@ -31,7 +51,7 @@ export class EmbeddedWork {
     if (!(req.leaseMs > 0)) throw new RangeError('a work claim needs a positive lease');
     const now = (req.now ?? new Date()).getTime();
     const due = [...this.rows]
-      .filter(([id, r]) => r.dueAt <= now && !((this.claims.get(id)?.until ?? 0) > now))
+      .filter(([id, r]) => r.dueAt <= now && !this.writing.has(id) && !((this.claims.get(id)?.until ?? 0) > now))
       .sort(([a, x], [b, y]) => x.dueAt - y.dueAt || (a < b ? -1 : a > b ? 1 : 0))
       .slice(0, Math.max(0, req.limit));
     for (const [id] of due) this.claims.set(id, { holder: req.holder, until: now + req.leaseMs });
