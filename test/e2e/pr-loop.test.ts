@@ -171,9 +171,17 @@ describe('the pull-request loop', () => {
       'step 2 halts',
       () => macs.every(attempted) && host.posted.filter((p) => p.sha === sha && /at step 2 of 2/.test(p.description ?? '')).length > 0,
     );
-    const views = (await (await fetch(`${server.url}/api/v1/rollouts`, { headers: { authorization: `Bearer ${server.readToken}` } })).json()) as {
-      rollouts: RolloutView[];
-    };
+    // The third device's answer reaches the status rows through its work row, maybe after the commit status: wait for it.
+    const views = await waitFor(
+      'the rollout counts all three failures',
+      async () => {
+        const v = (await (await fetch(`${server.url}/api/v1/rollouts`, { headers: { authorization: `Bearer ${server.readToken}` } })).json()) as {
+          rollouts: RolloutView[];
+        };
+        return v.rollouts[0]?.counts.failed === 3 && v;
+      },
+      30_000,
+    );
     expect(views.rollouts[0]).toMatchObject({ blueprint: 'macs', step: 1, phase: 'halted', acceptedFailures: 1, counts: { devices: 3, failed: 3 } });
     expect(events.map((e) => e.type).filter((t) => t.startsWith('rollout.'))).toEqual(['rollout.halted', 'rollout.resumed', 'rollout.step', 'rollout.halted']);
 

@@ -353,11 +353,12 @@ describe('FleetSource on a local directory', () => {
     });
 
     writeFileSync(join(dir, 'vpn.yaml'), doc('vpn'));
+    // status() shows the revision before its state is written and listeners are told: wait for the event.
     await waitFor('the new file', () => {
       const h = src.status().applied?.contentHash;
-      return h !== h1 && h !== h2 && h;
+      return applied.length === 3 && h !== h1 && h !== h2 && h;
     });
-    expect(applied).toHaveLength(3);
+    expect(applied.map((a) => a.info.contentHash)).toEqual([h1, h2, src.status().applied!.contentHash]);
 
     writeFileSync(join(dir, 'broken.yaml'), BAD);
     const st = await waitFor('the invalid edit', () => {
