@@ -30,6 +30,7 @@ import {
 } from './checks.js';
 import { VersionConflictError } from './errors.js';
 import { checkId } from './ids.js';
+import { ReadBatch } from './batch.js';
 import type { Lease } from './lease.js';
 import type { DeviceExport } from './transfer.js';
 import { checkMaterialKey, MATERIAL_KINDS, type MaterialItem, type MaterialKind, type PutMaterialOptions } from './material.js';
@@ -83,6 +84,14 @@ const DEVICE_LOCK = 1;
 const COMMAND_LOCK = 2;
 
 type StoredEnrollment = Omit<EnrollmentRecord, 'unlockToken'>;
+
+interface EnrollmentRow {
+  record: string;
+  unlock_token: Buffer | null;
+  last_seen_at: Date | null;
+}
+
+const commandKey = (enrollmentId: string, uuid: string) => JSON.stringify([enrollmentId, uuid]);
 
 interface CommandRow {
   uuid: string;
@@ -198,6 +207,52 @@ export class PgStore implements Store {
   private readonly timer: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private closing?: Promise<void>;
+
+  // Point reads batched per turn of the event loop (src/store/batch.ts): the reconciler reads a
+  // device, its state and its status row for every device in flight, one round trip each.
+  private readonly deviceReads = new ReadBatch<string>(async (ids) => {
+    const { rows } = await this.pool.query<{ id: string; record: string }>({
+      name: 'orchard-devices',
+      text: 'SELECT id, record FROM devices WHERE id = ANY($1::text[])',
+      values: [ids],
+    });
+    return new Map(rows.map((r) => [r.id, r.record]));
+  });
+  private readonly artifactReads = new ReadBatch<{ version: number; state: string }>(async (ids) => {
+    const { rows } = await this.pool.query<{ device_id: string; version: number; state: string }>({
+      name: 'orchard-artifacts',
+      text: 'SELECT device_id, version, state FROM artifacts WHERE device_id = ANY($1::text[])',
+      values: [ids],
+    });
+    return new Map(rows.map((r) => [r.device_id, r]));
+  });
+  private readonly statusReads = new ReadBatch<{ row: string; seen: Date }>(async (ids) => {
+    const { rows } = await this.pool.query<{ device_id: string; row: string; seen: Date }>({
+      name: 'orchard-statuses',
+      text: 'SELECT device_id, row, seen FROM status_rows WHERE device_id = ANY($1::text[])',
+      values: [ids],
+    });
+    return new Map(rows.map((r) => [r.device_id, r]));
+  });
+  private readonly enrollmentReads = new ReadBatch<EnrollmentRow>(async (ids) => {
+    const { rows } = await this.pool.query<EnrollmentRow & { id: string }>({
+      name: 'orchard-enrollments',
+      text: 'SELECT id, record, unlock_token, last_seen_at FROM enrollments WHERE id = ANY($1::text[])',
+      values: [ids],
+    });
+    return new Map(rows.map((r) => [r.id, r]));
+  });
+  /** Keyed by `commandKey(enrollment, uuid)`. */
+  private readonly commandReads = new ReadBatch<CommandRow>(async (keys) => {
+    const pairs = keys.map((k) => JSON.parse(k) as [string, string]);
+    const { rows } = await this.pool.query<CommandRow & { enrollment_id: string }>({
+      name: 'orchard-commands',
+      text: `SELECT c.enrollment_id, ${COMMAND_COLUMNS.replace(/(^|, )/g, '$1c.')} FROM commands c
+             JOIN unnest($1::text[], $2::text[]) AS t(e, u) ON c.enrollment_id = t.e AND c.uuid = t.u`,
+      values: [pairs.map((p) => p[0]), pairs.map((p) => p[1])],
+    });
+    return new Map(rows.map((r) => [commandKey(r.enrollment_id, r.uuid), r]));
+  });
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -362,7 +417,7 @@ export class PgStore implements Store {
     return e;
   }
 
-  private fromRow(r: { record: string; unlock_token: Buffer | null; last_seen_at: Date | null }): EnrollmentRecord {
+  private fromRow(r: EnrollmentRow): EnrollmentRecord {
     const e = JSON.parse(r.record) as EnrollmentRecord;
     if (r.unlock_token !== null) e.unlockToken = r.unlock_token;
     return this.overlaySeen(e, r.last_seen_at);
@@ -546,7 +601,8 @@ export class PgStore implements Store {
 
   async getDevice(deviceId: string): Promise<DeviceRecord | undefined> {
     checkId('device id', deviceId);
-    return this.deviceRecord(this.pool, deviceId);
+    const record = await this.deviceReads.load(deviceId);
+    return record === undefined ? undefined : (JSON.parse(record) as DeviceRecord);
   }
 
   async deviceForCert(certHash: string): Promise<string | undefined> {
@@ -583,16 +639,13 @@ export class PgStore implements Store {
 
   async getEnrollment(enrollmentId: string): Promise<EnrollmentRecord | undefined> {
     checkId('enrollment id', enrollmentId);
-    const { rows } = await this.pool.query<{ record: string; unlock_token: Buffer | null; last_seen_at: Date | null }>(
-      'SELECT record, unlock_token, last_seen_at FROM enrollments WHERE id = $1',
-      [enrollmentId],
-    );
-    return rows[0] ? this.fromRow(rows[0]) : undefined;
+    const row = await this.enrollmentReads.load(enrollmentId);
+    return row && this.fromRow(row);
   }
 
   async listEnrollments(deviceId: string): Promise<EnrollmentRecord[]> {
     checkId('device id', deviceId);
-    const { rows } = await this.pool.query<{ record: string; unlock_token: Buffer | null; last_seen_at: Date | null }>(
+    const { rows } = await this.pool.query<EnrollmentRow>(
       'SELECT record, unlock_token, last_seen_at FROM enrollments WHERE device_id = $1 ORDER BY id',
       [deviceId],
     );
@@ -686,11 +739,8 @@ export class PgStore implements Store {
   async getCommand(enrollmentId: string, commandUUID: string): Promise<CommandView | undefined> {
     checkId('enrollment id', enrollmentId);
     checkId('command uuid', commandUUID);
-    const { rows } = await this.pool.query<CommandRow>(`SELECT ${COMMAND_COLUMNS} FROM commands WHERE enrollment_id = $1 AND uuid = $2`, [
-      enrollmentId,
-      commandUUID,
-    ]);
-    return rows[0] && view(rows[0]);
+    const row = await this.commandReads.load(commandKey(enrollmentId, commandUUID));
+    return row && view(row);
   }
 
   async listCommands(enrollmentId: string, page?: PageRequest): Promise<Page<CommandView>> {
@@ -729,8 +779,8 @@ export class PgStore implements Store {
 
   async getArtifacts(deviceId: string): Promise<VersionedArtifacts | undefined> {
     checkId('device id', deviceId);
-    const { rows } = await this.pool.query<{ version: number; state: string }>('SELECT version, state FROM artifacts WHERE device_id = $1', [deviceId]);
-    return rows[0] && { ...(JSON.parse(rows[0].state) as DeviceArtifacts), version: rows[0].version };
+    const row = await this.artifactReads.load(deviceId);
+    return row && { ...(JSON.parse(row.state) as DeviceArtifacts), version: row.version };
   }
 
   async listArtifacts(page?: PageRequest): Promise<Page<VersionedArtifacts>> {
@@ -796,14 +846,10 @@ export class PgStore implements Store {
   async getStatus(deviceId: string): Promise<DeviceStatus | undefined> {
     checkId('device id', deviceId);
     // No flush first: the reconciler reads this after every result, and a flush is two UPDATEs.
-    const { rows } = await this.pool.query<{ row: string; seen: Date }>({
-      name: 'orchard-get-status',
-      text: 'SELECT row, seen FROM status_rows WHERE device_id = $1',
-      values: [deviceId],
-    });
-    if (!rows[0]) return undefined;
+    const row = await this.statusReads.load(deviceId);
+    if (!row) return undefined;
     const buffered = this.seenDevice.get(deviceId);
-    return withSeen(buffered !== undefined && buffered > rows[0].seen.getTime() ? { row: rows[0].row, seen: new Date(buffered) } : rows[0]);
+    return withSeen(buffered !== undefined && buffered > row.seen.getTime() ? { row: row.row, seen: new Date(buffered) } : row);
   }
 
   async putStatus(deviceId: string, profiles: StatusProfiles): Promise<void> {
