@@ -91,6 +91,23 @@ interface EnrollmentRow {
   last_seen_at: Date | null;
 }
 
+/** A commitReconcile call waiting for its group commit. */
+interface PendingCommit {
+  deviceId: string;
+  /** The state as stored (JSON, without its version). */
+  state: string;
+  change: ReconcileChange;
+  /** `change.enqueue` with its targets checked and deduplicated. */
+  enqueue: { targets: string[]; cmd: NewCommand }[];
+  at: string;
+  expectedVersion: number;
+  resolve: (out: { cancelled: string[]; version: number }) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Devices per group commit. */
+const COMMIT_BATCH = 64;
+
 const commandKey = (enrollmentId: string, uuid: string) => JSON.stringify([enrollmentId, uuid]);
 
 interface CommandRow {
@@ -207,6 +224,9 @@ export class PgStore implements Store {
   private readonly timer: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private closing?: Promise<void>;
+  /** commitReconcile calls waiting for the next group commit, and the loop writing them. */
+  private commits: PendingCommit[] = [];
+  private committing?: Promise<void>;
 
   // Point reads batched per turn of the event loop (src/store/batch.ts): the reconciler reads a
   // device, its state and its status row for every device in flight, one round trip each.
@@ -325,32 +345,59 @@ export class PgStore implements Store {
    * Write a device's status row: the facts from `dev` (or the stored record), the reconciler's
    * half from `profiles` (or as stored). No device, no row.
    */
-  private async putRow(c: pg.PoolClient, deviceId: string, dev: DeviceRecord | undefined, profiles: StatusProfiles | undefined): Promise<void> {
-    const { rows } = await c.query<{ row: string }>('SELECT row FROM status_rows WHERE device_id = $1', [deviceId]);
-    const prev = rows[0] ? (JSON.parse(rows[0].row) as DeviceStatus) : undefined;
-    const record = dev ?? (prev ? undefined : await this.deviceRecord(c, deviceId));
-    const facts = record ? statusFacts(record) : prev?.facts;
-    if (!facts) return;
-    const row: DeviceStatus = { id: deviceId, facts };
-    const p = profiles ?? prev?.profiles;
-    if (p) row.profiles = p;
-    const auth = Date.parse(facts.authenticatedAt);
-    await c.query(
-      `INSERT INTO status_rows (device_id, state, enrolled, blueprints, matched, phases, seen, row)
-       VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7::double precision / 1000), $8)
-       ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, enrolled = EXCLUDED.enrolled, blueprints = EXCLUDED.blueprints,
-         matched = EXCLUDED.matched, phases = EXCLUDED.phases, seen = GREATEST(status_rows.seen, EXCLUDED.seen), row = EXCLUDED.row`,
-      [
-        deviceId,
-        rowState(row),
-        facts.enrolled,
-        p?.blueprints ?? [],
-        p?.matched ?? [],
-        JSON.stringify(p?.phases ?? {}),
-        Number.isNaN(auth) ? 0 : auth,
-        JSON.stringify(row),
-      ],
-    );
+  private putRow(c: pg.PoolClient, deviceId: string, dev: DeviceRecord | undefined, profiles: StatusProfiles | undefined): Promise<void> {
+    return this.putRows(c, [{ deviceId, dev, profiles }]);
+  }
+
+  /** `putRow` for several devices, in three statements whatever their number (a group commit's). */
+  private async putRows(c: pg.PoolClient, items: { deviceId: string; dev: DeviceRecord | undefined; profiles: StatusProfiles | undefined }[]): Promise<void> {
+    if (!items.length) return;
+    const ids = items.map((x) => x.deviceId);
+    const { rows } = await c.query<{ device_id: string; row: string }>({
+      name: 'orchard-status-rows',
+      text: 'SELECT device_id, row FROM status_rows WHERE device_id = ANY($1::text[])',
+      values: [ids],
+    });
+    const prevs = new Map(rows.map((r) => [r.device_id, JSON.parse(r.row) as DeviceStatus]));
+    const missing = items.filter((x) => !x.dev && !prevs.has(x.deviceId)).map((x) => x.deviceId);
+    const records = new Map<string, DeviceRecord>();
+    if (missing.length) {
+      const found = await c.query<{ id: string; record: string }>('SELECT id, record FROM devices WHERE id = ANY($1::text[])', [missing]);
+      for (const r of found.rows) records.set(r.id, JSON.parse(r.record) as DeviceRecord);
+    }
+    const cols = { id: [] as string[], state: [] as string[], enrolled: [] as boolean[], blueprints: [] as string[], matched: [] as string[] };
+    const more = { phases: [] as string[], seen: [] as number[], row: [] as string[] };
+    for (const { deviceId, dev, profiles } of items) {
+      const prev = prevs.get(deviceId);
+      const record = dev ?? records.get(deviceId);
+      const facts = record ? statusFacts(record) : prev?.facts;
+      if (!facts) continue;
+      const row: DeviceStatus = { id: deviceId, facts };
+      const p = profiles ?? prev?.profiles;
+      if (p) row.profiles = p;
+      const auth = Date.parse(facts.authenticatedAt);
+      cols.id.push(deviceId);
+      cols.state.push(rowState(row));
+      cols.enrolled.push(facts.enrolled);
+      // text[] columns travel as JSON arrays: unnest cannot take an array of arrays of differing lengths.
+      cols.blueprints.push(JSON.stringify(p?.blueprints ?? []));
+      cols.matched.push(JSON.stringify(p?.matched ?? []));
+      more.phases.push(JSON.stringify(p?.phases ?? {}));
+      more.seen.push(Number.isNaN(auth) ? 0 : auth);
+      more.row.push(JSON.stringify(row));
+    }
+    if (!cols.id.length) return;
+    await c.query({
+      name: 'orchard-put-status-rows',
+      text: `INSERT INTO status_rows (device_id, state, enrolled, blueprints, matched, phases, seen, row)
+             SELECT t.id, t.state, t.enrolled, ARRAY(SELECT json_array_elements_text(t.b::json)), ARRAY(SELECT json_array_elements_text(t.m::json)),
+                    t.phases::json, to_timestamp(t.seen / 1000), t.row
+             FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::double precision[], $8::text[])
+               AS t(id, state, enrolled, b, m, phases, seen, row)
+             ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, enrolled = EXCLUDED.enrolled, blueprints = EXCLUDED.blueprints,
+               matched = EXCLUDED.matched, phases = EXCLUDED.phases, seen = GREATEST(status_rows.seen, EXCLUDED.seen), row = EXCLUDED.row`,
+      values: [cols.id, cols.state, cols.enrolled, cols.blueprints, cols.matched, more.phases, more.seen, more.row],
+    });
   }
 
   /** The channels a check-in on the device touches: the device channel and every enrollment of the device. */
@@ -385,26 +432,45 @@ export class PgStore implements Store {
   }
 
   /**
-   * The commands of `cmd` for `targets` and its payload (stored once; other bytes under a uuid in
-   * use are a Conflict, and the transaction is rolled back), in one round trip: a fleet-wide
-   * reconcile does this for every device. Call holding the uuid's command lock.
+   * Commands for their targets and their payloads (each stored once; other bytes under a uuid in
+   * use are a Conflict, and the transaction is rolled back), in one round trip whatever their
+   * number: a fleet-wide reconcile does this for every device. Call holding the uuids' command locks.
    */
-  private async insertCommand(c: pg.PoolClient, targets: string[], cmd: NewCommand, enqueuedAt: string): Promise<void> {
-    const { rows } = await c.query<{ inserted: boolean; same: boolean | null }>({
-      name: 'orchard-insert-command',
-      text: `WITH ins AS (INSERT INTO payloads (uuid, payload) VALUES ($2, $6) ON CONFLICT (uuid) DO NOTHING RETURNING 1),
+  private async insertCommands(c: pg.PoolClient, items: { targets: string[]; cmd: NewCommand; enqueuedAt: string }[]): Promise<void> {
+    const payloads = new Map<string, Buffer>();
+    const rows = { e: [] as string[], u: [] as string[], r: [] as string[], p: [] as number[], at: [] as string[] };
+    for (const { targets, cmd, enqueuedAt } of items) {
+      const known = payloads.get(cmd.uuid);
+      if (known && !known.equals(cmd.payload)) throw new Conflict(`command ${cmd.uuid} already exists with a different payload`);
+      for (const t of targets) {
+        rows.e.push(t);
+        rows.u.push(cmd.uuid);
+        rows.r.push(cmd.requestType);
+        rows.p.push(cmd.priority ?? DEFAULT_PRIORITY);
+        rows.at.push(enqueuedAt);
+      }
+      if (targets.length) payloads.set(cmd.uuid, cmd.payload);
+    }
+    if (!rows.e.length) return;
+    const uuids = [...payloads.keys()];
+    const res = await c.query<{ uuid: string; same: boolean | null }>({
+      name: 'orchard-insert-commands',
+      text: `WITH ins AS (INSERT INTO payloads (uuid, payload) SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT (uuid) DO NOTHING RETURNING uuid),
                   cmd AS (INSERT INTO commands (enrollment_id, uuid, seq, request_type, priority, status, enqueued_at)
-                          SELECT t, $2, nextval('command_seq'), $3, $4, 'Pending', $5 FROM unnest($1::text[]) AS t)
-             SELECT EXISTS (SELECT 1 FROM ins) AS inserted, (SELECT p.payload = $6 FROM payloads p WHERE p.uuid = $2) AS same`,
-      values: [targets, cmd.uuid, cmd.requestType, cmd.priority ?? DEFAULT_PRIORITY, enqueuedAt, cmd.payload],
+                          SELECT t.e, t.u, nextval('command_seq'), t.r, t.p, 'Pending', t.at
+                          FROM unnest($3::text[], $4::text[], $5::text[], $6::smallint[], $7::text[]) WITH ORDINALITY AS t(e, u, r, p, at, o) ORDER BY t.o)
+             SELECT t.u AS uuid, (SELECT p.payload = t.p FROM payloads p WHERE p.uuid = t.u) AS same
+             FROM unnest($1::text[], $2::bytea[]) AS t(u, p) WHERE t.u NOT IN (SELECT uuid FROM ins)`,
+      values: [uuids, [...payloads.values()], rows.e, rows.u, rows.r, rows.p, rows.at],
     });
-    if (rows[0]?.inserted || rows[0]?.same) return;
     // null: the payload was committed by another transaction after this statement's snapshot.
-    const again =
-      rows[0]?.same === null
-        ? await c.query<{ same: boolean }>('SELECT payload = $2 AS same FROM payloads WHERE uuid = $1', [cmd.uuid, cmd.payload])
-        : undefined;
-    if (!again?.rows[0]?.same) throw new Conflict(`command ${cmd.uuid} already exists with a different payload`);
+    const unseen = res.rows.filter((r) => r.same === null).map((r) => r.uuid);
+    const again = unseen.length
+      ? await c.query<{ uuid: string; payload: Buffer }>('SELECT uuid, payload FROM payloads WHERE uuid = ANY($1::text[])', [unseen])
+      : { rows: [] };
+    const differs =
+      res.rows.find((r) => r.same === false)?.uuid ?? unseen.find((u) => !again.rows.some((r) => r.uuid === u && r.payload.equals(payloads.get(u)!)));
+    if (differs !== undefined) throw new Conflict(`command ${differs} already exists with a different payload`);
   }
 
   private overlaySeen(e: EnrollmentRecord, column: Date | null): EnrollmentRecord {
@@ -645,10 +711,9 @@ export class PgStore implements Store {
 
   async listEnrollments(deviceId: string): Promise<EnrollmentRecord[]> {
     checkId('device id', deviceId);
-    const { rows } = await this.pool.query<EnrollmentRow>(
-      'SELECT record, unlock_token, last_seen_at FROM enrollments WHERE device_id = $1 ORDER BY id',
-      [deviceId],
-    );
+    const { rows } = await this.pool.query<EnrollmentRow>('SELECT record, unlock_token, last_seen_at FROM enrollments WHERE device_id = $1 ORDER BY id', [
+      deviceId,
+    ]);
     return rows.map((r) => this.fromRow(r));
   }
 
@@ -668,7 +733,7 @@ export class PgStore implements Store {
         const dup = uniq.filter((t) => rows.some((r) => r.enrollment_id === t));
         throw new Conflict(`command ${cmd.uuid} already exists for ${dup.slice(0, 3).join(', ')}${dup.length > 3 ? ` and ${dup.length - 3} more` : ''}`);
       }
-      await this.insertCommand(c, uniq, cmd, at.toISOString());
+      await this.insertCommands(c, [{ targets: uniq, cmd, enqueuedAt: at.toISOString() }]);
     });
   }
 
@@ -796,6 +861,13 @@ export class PgStore implements Store {
     );
   }
 
+  /**
+   * Group commit: the calls that arrive while a commit transaction is out are written together in
+   * the next one (the reconciler keeps 32 devices in flight; one transaction and a dozen
+   * multi-row statements for all of them instead of a dozen round trips each). Each device keeps
+   * its compare-and-set: a stale version fails that device's call alone. Anything else that fails
+   * a batch (a payload Conflict) is found by committing its devices one by one.
+   */
   async commitReconcile(
     deviceId: string,
     state: DeviceArtifacts,
@@ -805,40 +877,116 @@ export class PgStore implements Store {
   ): Promise<{ cancelled: string[]; version: number }> {
     checkId('device id', deviceId);
     checkChange(change);
-    const enqueuedAt = at.toISOString();
-    return this.tx(async (c) => {
-      await this.lockDevice(c, deviceId);
-      const { rows } = await c.query<{ version: number }>('SELECT version FROM artifacts WHERE device_id = $1 FOR UPDATE', [deviceId]);
-      const current = rows[0]?.version ?? 0;
-      if (current !== expectedVersion) throw new VersionConflictError(deviceId, expectedVersion, current);
-      await this.lockCommands(
-        c,
-        change.cancel.map((x) => x.uuid),
-        change.enqueue.map((e) => e.cmd.uuid),
-      );
-      const version = expectedVersion + 1;
-      await c.query(
-        'INSERT INTO artifacts (device_id, version, state) VALUES ($1, $2, $3) ON CONFLICT (device_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state',
-        [deviceId, version, JSON.stringify(withoutVersion(state))],
-      );
-      let cancelled: string[] = [];
-      if (change.cancel.length) {
-        const del = await c.query<{ uuid: string }>(
-          `DELETE FROM commands c USING unnest($1::text[], $2::text[]) AS t(e, u)
-           WHERE c.enrollment_id = t.e AND c.uuid = t.u AND c.status IN ('Pending', 'NotNow') RETURNING c.uuid`,
-          [change.cancel.map((x) => x.enrollmentId), change.cancel.map((x) => x.uuid)],
-        );
-        const gone = new Set(del.rows.map((r) => r.uuid));
-        cancelled = change.cancel.filter((x) => gone.has(x.uuid)).map((x) => x.uuid);
-      }
-      for (const { targets, cmd } of change.enqueue) {
-        const uniq = checkTargets(targets);
-        if (uniq.length) await this.insertCommand(c, uniq, cmd, enqueuedAt);
-      }
-      if (change.status) await this.putRow(c, deviceId, undefined, change.status);
-      await this.collect(c, cancelled);
-      return { cancelled, version };
+    const enqueue = change.enqueue.map(({ targets, cmd }) => ({ targets: checkTargets(targets), cmd }));
+    return new Promise<{ cancelled: string[]; version: number }>((resolve, reject) => {
+      this.commits.push({ deviceId, state: JSON.stringify(withoutVersion(state)), change, enqueue, at: at.toISOString(), expectedVersion, resolve, reject });
+      this.startCommits();
     });
+  }
+
+  private startCommits(): void {
+    if (this.committing) return;
+    this.committing = (async () => {
+      // One turn first: the calls made in this one come in the same batch.
+      await new Promise<void>((r) => setImmediate(r));
+      while (this.commits.length) {
+        // A device at most once per batch (its second call waits for the next one).
+        const batch: PendingCommit[] = [];
+        const later: PendingCommit[] = [];
+        const inBatch = new Set<string>();
+        for (const p of this.commits) {
+          if (batch.length < COMMIT_BATCH && !inBatch.has(p.deviceId)) {
+            batch.push(p);
+            inBatch.add(p.deviceId);
+          } else later.push(p);
+        }
+        this.commits = later;
+        await this.commitBatch(batch);
+      }
+    })().finally(() => {
+      this.committing = undefined;
+      if (this.commits.length) this.startCommits();
+    });
+  }
+
+  private async commitBatch(batch: PendingCommit[]): Promise<void> {
+    let outcomes: (Error | { cancelled: string[]; version: number })[];
+    try {
+      outcomes = await this.tx((c) => this.writeCommits(c, batch));
+    } catch (err) {
+      if (batch.length === 1) {
+        batch[0]!.reject(err);
+        return;
+      }
+      for (const p of batch) await this.commitBatch([p]);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const o = outcomes[i]!;
+      if (o instanceof Error) p.reject(o);
+      else p.resolve(o);
+    });
+  }
+
+  /** The batch's commits in transaction `c`: a VersionConflictError for each device whose state moved on, the others written. */
+  private async writeCommits(c: pg.PoolClient, batch: PendingCommit[]): Promise<(Error | { cancelled: string[]; version: number })[]> {
+    const ids = batch.map((p) => p.deviceId);
+    // Device locks in one order (by lock key), as the command locks.
+    await c.query({
+      name: 'orchard-lock-devices',
+      text: 'SELECT pg_advisory_xact_lock($1, k.h) FROM (SELECT DISTINCT hashtext(d) AS h FROM unnest($2::text[]) AS d ORDER BY 1) AS k',
+      values: [DEVICE_LOCK, ids],
+    });
+    const { rows } = await c.query<{ device_id: string; version: number }>({
+      name: 'orchard-lock-versions',
+      text: 'SELECT device_id, version FROM artifacts WHERE device_id = ANY($1::text[]) FOR UPDATE',
+      values: [ids],
+    });
+    const current = new Map(rows.map((r) => [r.device_id, r.version]));
+    const outcomes: (Error | { cancelled: string[]; version: number })[] = batch.map((p) => {
+      const v = current.get(p.deviceId) ?? 0;
+      return v === p.expectedVersion ? { cancelled: [], version: v + 1 } : new VersionConflictError(p.deviceId, p.expectedVersion, v);
+    });
+    const ok = batch.filter((_, i) => !(outcomes[i] instanceof Error));
+    if (!ok.length) return outcomes;
+    await this.lockCommands(
+      c,
+      ok.flatMap((p) => p.change.cancel.map((x) => x.uuid)),
+      ok.flatMap((p) => p.enqueue.map((e) => e.cmd.uuid)),
+    );
+    await c.query({
+      name: 'orchard-put-artifacts',
+      text: `INSERT INTO artifacts (device_id, version, state) SELECT * FROM unnest($1::text[], $2::integer[], $3::text[])
+             ON CONFLICT (device_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state`,
+      values: [ok.map((p) => p.deviceId), ok.map((p) => p.expectedVersion + 1), ok.map((p) => p.state)],
+    });
+    const cancels = ok.flatMap((p) => p.change.cancel);
+    const gone = new Set<string>();
+    if (cancels.length) {
+      const del = await c.query<{ enrollment_id: string; uuid: string }>(
+        `DELETE FROM commands c USING unnest($1::text[], $2::text[]) AS t(e, u)
+         WHERE c.enrollment_id = t.e AND c.uuid = t.u AND c.status IN ('Pending', 'NotNow') RETURNING c.enrollment_id, c.uuid`,
+        [cancels.map((x) => x.enrollmentId), cancels.map((x) => x.uuid)],
+      );
+      for (const r of del.rows) gone.add(commandKey(r.enrollment_id, r.uuid));
+    }
+    await this.insertCommands(
+      c,
+      ok.flatMap((p) => p.enqueue.map((e) => ({ ...e, enqueuedAt: p.at }))),
+    );
+    await this.putRows(
+      c,
+      ok.filter((p) => p.change.status).map((p) => ({ deviceId: p.deviceId, dev: undefined, profiles: p.change.status })),
+    );
+    const collected: string[] = [];
+    batch.forEach((p, i) => {
+      const o = outcomes[i]!;
+      if (o instanceof Error) return;
+      o.cancelled = p.change.cancel.filter((x) => gone.has(commandKey(x.enrollmentId, x.uuid))).map((x) => x.uuid);
+      collected.push(...o.cancelled);
+    });
+    await this.collect(c, collected);
+    return outcomes;
   }
 
   // --- read model ---
@@ -1148,6 +1296,8 @@ export class PgStore implements Store {
   async close(): Promise<void> {
     this.closing ??= (async () => {
       clearInterval(this.timer);
+      // Commits already asked for are written (or fail) before the pool goes.
+      while (this.committing) await this.committing;
       await this.flushTouches().catch(() => undefined);
       await this.pool.end();
     })();

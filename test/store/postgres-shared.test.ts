@@ -124,6 +124,38 @@ if (!cluster.available) missingPostgres('two PgStores on one database', cluster.
     expect((await a.listCommands('D1')).items.map((c) => c.uuid)).toEqual([winner, 'retry']);
   });
 
+  it('group commit: of many commits asked for at once, a device whose state the other store moved on fails alone, and so does one with a Conflict', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `G${String(i).padStart(2, '0')}`);
+    for (const id of ids) await enroll(id);
+    const install = (u: string, bytes = u) => ({ uuid: u, requestType: 'InstallProfile', payload: payload(bytes) });
+    // B moves G03 on; G07's command reuses a uuid B stored with other bytes.
+    await b.commitReconcile('G03', { deviceId: 'G03', artifacts: {}, revision: 'b' }, { enqueue: [], cancel: [] }, at(1), 0);
+    await b.enqueue(['G00'], install('taken', 'other bytes'), at(1));
+    const results = await Promise.allSettled(
+      ids.map((id) =>
+        a.commitReconcile(
+          id,
+          { deviceId: id, artifacts: {}, revision: 'a' },
+          { enqueue: [{ targets: [id], cmd: id === 'G07' ? install('taken') : install('shared') }], cancel: [] },
+          at(2),
+          0,
+        ),
+      ),
+    );
+    const failed = ids.filter((_, i) => results[i]!.status === 'rejected');
+    expect(failed).toEqual(['G03', 'G07']);
+    expect((results[3] as PromiseRejectedResult).reason).toBeInstanceOf(VersionConflictError);
+    expect((results[7] as PromiseRejectedResult).reason).toBeInstanceOf(Conflict);
+    for (const id of ids) {
+      const state = await b.getArtifacts(id);
+      const queued = (await b.listCommands(id)).items.map((c) => c.uuid);
+      if (id === 'G03') expect([state?.revision, state?.version, queued]).toEqual(['b', 1, []]);
+      else if (id === 'G07') expect([state, queued]).toEqual([undefined, []]);
+      else if (id === 'G00') expect([state?.revision, queued]).toEqual(['a', ['taken', 'shared']]);
+      else expect([state?.revision, state?.version, queued]).toEqual(['a', 1, ['shared']]);
+    }
+  });
+
   it('one install committed for many devices from both at once: each gets it, one payload; other bytes under its uuid are a Conflict; the payload goes with its last command', async () => {
     const payloadRows = async (uuid: string) => {
       const c = new pg.Client({ connectionString: url });
