@@ -17,8 +17,9 @@ import type { CheckinMessage, CommandReport } from '../protocol/messages.js';
 import { toJson } from '../protocol/json.js';
 import { buildPlist, type PlistDict } from '../protocol/plist.js';
 import { LruMap } from '../store/lru.js';
+import { recordAndNext } from '../store/roles/results.js';
 import type { AbmFacts } from '../model/device.js';
-import type { DeviceFacts, DeviceRecord, EnrollmentRecord, IdentityBinding, IdentityChange, ReportedState, Store } from '../store/types.js';
+import type { DeviceFacts, DeviceRecord, EnrollmentRecord, IdentityBinding, IdentityChange, QueuedCommand, ReportedState, Store } from '../store/types.js';
 
 export interface CheckinReply {
   status: 200 | 410;
@@ -204,20 +205,23 @@ export class MdmService extends EventEmitter<MdmEvents> {
     const at = this.now();
     void this.store.touch(eid, at);
     let outcome: string = rep.Status;
+    let next: QueuedCommand | undefined;
     if (rep.Status !== 'Idle') {
-      const recorded = await this.store.recordResult(
+      // After any answer, commands the device said NotNow to wait for its next Idle: offering one
+      // again in reply to its NotNow would loop (PROTOCOL.md §1). The store may do both in one trip.
+      const answered = await recordAndNext(
+        this.store,
         eid,
         rep.CommandUUID!,
         { status: rep.Status, at: at.toISOString(), raw, ...(rep.ErrorChain ? { errorChain: rep.ErrorChain } : {}) },
         // Reported state describes the device: a user channel's ProfileList must not replace it.
         rep.Status === 'Acknowledged' && !rep.userId ? reportedFrom(rep.dict, rep.CommandUUID!, at) : undefined,
       );
+      const recorded = answered.outcome;
+      next = answered.next;
       outcome = `${rep.Status} ${rep.CommandUUID} (${recorded})`;
       if (recorded === 'recorded' || recorded === 'notnow') this.emit('result', eid, rep);
-    }
-    // After any answer, commands the device said NotNow to wait for its next Idle: offering one
-    // again in reply to its NotNow would loop (PROTOCOL.md §1).
-    const next = await this.store.nextCommand(eid, { skipNotNow: rep.Status !== 'Idle' });
+    } else next = await this.store.nextCommand(eid, { skipNotNow: false });
     if (!next) return { outcome };
     return { body: next.payload, commandUUID: next.uuid, outcome: `${outcome} -> ${next.requestType} ${next.uuid}` };
   }

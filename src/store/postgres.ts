@@ -108,6 +108,17 @@ interface PendingCommit {
 /** Devices per group commit. */
 const COMMIT_BATCH = 64;
 
+/** What orchard_record_result (migration 007) answers. */
+interface AnswerRow {
+  outcome: RecordOutcome | 'moved' | 'erase';
+  next_uuid: string | null;
+  next_request_type: string | null;
+  next_priority: number | null;
+  next_status: 'Pending' | 'NotNow' | null;
+  next_enqueued_at: string | null;
+  next_payload: Buffer | null;
+}
+
 const commandKey = (enrollmentId: string, uuid: string) => JSON.stringify([enrollmentId, uuid]);
 
 interface CommandRow {
@@ -759,10 +770,92 @@ export class PgStore implements Store {
   // --- results ---
 
   async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome> {
+    return (await this.answer(enrollmentId, commandUUID, result, reported, false)).outcome;
+  }
+
+  recordResultAndNext(
+    enrollmentId: string,
+    commandUUID: string,
+    result: CommandResult,
+    reported?: ReportedState,
+  ): Promise<{ outcome: RecordOutcome; next: QueuedCommand | undefined }> {
+    return this.answer(enrollmentId, commandUUID, result, reported, true);
+  }
+
+  /**
+   * An answer in one statement (migration 007): the device record as read here, merged with
+   * `reported`, is written only if it is still the stored one (else read and merge again). A
+   * DeviceInformation (the status row's facts are computed here) and an erasure take the
+   * transaction instead.
+   */
+  private async answer(
+    enrollmentId: string,
+    commandUUID: string,
+    result: CommandResult,
+    reported: ReportedState | undefined,
+    withNext: boolean,
+  ): Promise<{ outcome: RecordOutcome; next: QueuedCommand | undefined }> {
     checkId('enrollment id', enrollmentId);
     checkId('command uuid', commandUUID);
     const atMs = checkResult(commandUUID, result);
     const devId = deviceOfEnrollment(enrollmentId);
+    const entries = reported ? Object.entries(reported).filter(([, v]) => v !== undefined) : [];
+    if (!reported?.DeviceInformation) {
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const read = entries.length ? ((await this.deviceReads.load(devId)) ?? null) : null;
+        let merged: string | null = null;
+        if (read !== null) {
+          const dev = JSON.parse(read) as DeviceRecord;
+          merged = JSON.stringify({ ...dev, reported: { ...dev.reported, ...Object.fromEntries(entries) } });
+        }
+        const { rows } = await this.pool.query<AnswerRow>({
+          name: 'orchard-record-result',
+          text: 'SELECT * FROM orchard_record_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)',
+          values: [
+            enrollmentId,
+            devId,
+            commandUUID,
+            result.status,
+            result.at,
+            atMs,
+            result.errorChain ? JSON.stringify(result.errorChain) : null,
+            result.raw,
+            read,
+            merged,
+            // After an answer, commands answered NotNow wait for the next Idle (the service's rule).
+            withNext ? true : null,
+          ],
+        });
+        const r = rows[0]!;
+        if (r.outcome === 'moved') continue;
+        if (r.outcome === 'erase') break;
+        const next: QueuedCommand | undefined =
+          r.next_uuid === null
+            ? undefined
+            : {
+                uuid: r.next_uuid,
+                requestType: r.next_request_type!,
+                payload: r.next_payload!,
+                priority: r.next_priority!,
+                status: r.next_status!,
+                enqueuedAt: r.next_enqueued_at!,
+              };
+        return { outcome: r.outcome, next };
+      }
+    }
+    const outcome = await this.recordInTransaction(enrollmentId, commandUUID, result, reported, atMs, devId);
+    return { outcome, next: withNext ? await this.nextCommand(enrollmentId, { skipNotNow: true }) : undefined };
+  }
+
+  /** recordResult as a transaction of several statements: for what the one-statement path leaves to it. */
+  private recordInTransaction(
+    enrollmentId: string,
+    commandUUID: string,
+    result: CommandResult,
+    reported: ReportedState | undefined,
+    atMs: number,
+    devId: string,
+  ): Promise<RecordOutcome> {
     return this.tx(async (c) => {
       await this.lockDevice(c, devId);
       const { rows } = await c.query<{ status: CommandStatus; request_type: string }>(

@@ -10,6 +10,7 @@ import { Conflict, Malformed, NotFound } from '../../src/errors.js';
 import { VersionConflictError } from '../../src/store/errors.js';
 import { MAX_ID_LENGTH } from '../../src/store/ids.js';
 import { allPages } from '../../src/store/paging.js';
+import { recordAndNext } from '../../src/store/roles/results.js';
 import type { CommandResult, DeviceFacts, EnrollmentRecord, IdentityBinding, NewCommand, ReportedState, Store } from '../../src/store/types.js';
 
 export interface StoreHarness {
@@ -390,6 +391,31 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect(await store.recordResult('D1', 'urgent', res('NotNow', 8))).toBe('notnow');
         expect((await store.nextCommand('D1', { skipNotNow: false }))?.uuid).toBe('urgent');
         expect((await store.nextCommand('D1', { skipNotNow: true }))?.uuid).toBe('c3');
+      });
+
+      it('an answer and the command to offer in reply come as recordResult then nextCommand (skipping NotNow) would give them', async () => {
+        await enroll('D1', 0, ['501']);
+        for (const [i, u] of ['c1', 'c2', 'c3'].entries()) await store.enqueue(['D1'], cmd(u, undefined, 'ProfileList'), at(i));
+        await store.enqueue(['D1:501'], cmd('u1'), at(3));
+        const pl: ReportedState = { ProfileList: { at: iso(5), commandUUID: 'c1', value: [{ PayloadIdentifier: 'one' }] } };
+        const first = await recordAndNext(store, 'D1', 'c1', res('Acknowledged', 5), pl);
+        expect(first.outcome).toBe('recorded');
+        expect(first.next).toMatchObject({ uuid: 'c2', requestType: 'ProfileList', status: 'Pending', enqueuedAt: iso(1) });
+        expect(first.next?.payload.equals(payloadFor('c2'))).toBe(true);
+        expect((await store.getDevice('D1'))?.reported).toEqual(pl);
+        // A NotNow is not offered again in reply to an answer; an Idle gets it.
+        expect(await recordAndNext(store, 'D1', 'c2', res('NotNow', 6))).toMatchObject({ outcome: 'notnow', next: { uuid: 'c3' } });
+        expect(await recordAndNext(store, 'D1', 'c3', res('Error', 7))).toEqual({ outcome: 'recorded', next: undefined });
+        expect((await store.nextCommand('D1', { skipNotNow: false }))?.uuid).toBe('c2');
+        expect(await recordAndNext(store, 'D1', 'c1', res('Acknowledged', 8), pl)).toEqual({ outcome: 'duplicate', next: undefined });
+        expect(await recordAndNext(store, 'D1', 'nope', res('Acknowledged', 8))).toEqual({ outcome: 'unknown', next: undefined });
+        // A user channel's queue is its own.
+        expect(await recordAndNext(store, 'D1:501', 'u1', res('Acknowledged', 9))).toEqual({ outcome: 'recorded', next: undefined });
+        expect((await listCommands('D1')).map((c) => [c.uuid, c.status])).toEqual([
+          ['c1', 'Acknowledged'],
+          ['c2', 'NotNow'],
+          ['c3', 'Error'],
+        ]);
       });
 
       it('counts NotNow answers and keeps the final result', async () => {

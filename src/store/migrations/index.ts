@@ -9,6 +9,7 @@ import { sql as leases } from './003-leases.js';
 import { sql as roles } from './004-roles.js';
 import { sql as abmProfiles } from './005-abm-profiles.js';
 import { sql as work } from './006-work.js';
+import { sql as recordResult } from './007-record-result.js';
 
 export interface Migration {
   version: number;
@@ -23,6 +24,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 4, name: 'roles', sql: roles },
   { version: 5, name: 'abm-profiles', sql: abmProfiles },
   { version: 6, name: 'work', sql: work },
+  { version: 7, name: 'record-result', sql: recordResult },
 ];
 
 export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;
