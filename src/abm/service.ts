@@ -78,6 +78,9 @@ export function abmBlueprints(fleet: Fleet, d: AbmInventoryDevice): string[] {
   return [...fleet.blueprints.values()].filter((b) => matches(b.selector, view)).map((b) => b.name);
 }
 
+/** What ABM says about a serial enrolling from Setup Assistant (AbmService.assignment). */
+export type AbmAssignment = { state: 'assigned'; record: AbmFacts } | { state: 'unassigned' | 'off' };
+
 /** What selectors see of an ABM record. */
 export function abmFacts(r: AbmDeviceRecord): AbmFacts {
   const f: AbmFacts = { token: r.token };
@@ -169,6 +172,24 @@ export class AbmService {
     const r = await this.opts.store.getAbmDevice(serial);
     if (r && deviceId) this.enrolled.set(serial, deviceId);
     return r ? abmFacts(r) : undefined;
+  }
+
+  /**
+   * Whether ABM speaks for a serial enrolling from Setup Assistant: `assigned` (ABM assigned it to
+   * this server: its record), `unassigned` (tokens are imported but the inventory has no such
+   * serial: ABM did not assign it to this server), `off` (no token imported: ABM is not in use).
+   */
+  async assignment(serial: string): Promise<AbmAssignment> {
+    const r = await this.opts.store.getAbmDevice(serial);
+    if (r) return { state: 'assigned', record: abmFacts(r) };
+    let tokens: number;
+    try {
+      tokens = this.opts.tokens ? this.opts.tokens().length : listTokens(this.opts.dataDir).length;
+    } catch {
+      // Tokens exist but cannot be read (a condition says so): ABM is in use, the serial is not known.
+      tokens = 1;
+    }
+    return { state: tokens > 0 ? 'unassigned' : 'off' };
   }
 
   /** ABM's devices in serial order, each with the device it enrolled as. */

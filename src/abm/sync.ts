@@ -8,7 +8,8 @@ import { Malformed } from '../errors.js';
 import type { AbmStore, AbmDeviceRecord } from '../store/abm.js';
 import { AbmServiceError, type AbmDevice, type DepClient, type DevicePage } from './client.js';
 
-const SERIAL = /^[A-Za-z0-9._-]{1,64}$/;
+/** How a serial number Apple sends looks (checked before it becomes a store key). */
+export const SERIAL = /^[A-Za-z0-9._-]{1,64}$/;
 
 export interface SyncResult {
   token: string;

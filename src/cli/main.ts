@@ -116,6 +116,10 @@ program
   .option('--once', 'check in once and exit')
   .option('--enroll-url <url>', "enroll new devices from the server's enrollment profile through SCEP (e.g. URL/mdm/enroll?c=<one-time challenge>)")
   .option('--reenroll', 'authenticate the saved devices again (the server lost them, e.g. a new data directory)')
+  .option(
+    '--abm <url>',
+    "enroll new devices as ABM devices from Setup Assistant: ask this activation service (the ABM stand-in's URL) for each serial's enrollment profile and POST the device information to its URL",
+  )
   .action(async (flags: SimulateFlags) => {
     // Loaded on demand: the simulator's CA code (the certificate builder) has no place in a server's memory.
     const { simulate, SimulateError } = await import('./simulate.js');

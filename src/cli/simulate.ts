@@ -7,7 +7,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, type KeyObject } from 'node:crypto';
 import { createCA, createDeviceIdentity, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
 import type { SimDdmState } from '../sim/ddm.js';
 import { SimRefusedError, SimulatedDevice, type InstalledProfile } from '../sim/device.js';
@@ -27,6 +27,11 @@ export interface SimulateFlags {
   enrollUrl?: string;
   /** Authenticate saved devices again (after the server lost them, e.g. a new data directory). */
   reenroll?: boolean;
+  /**
+   * Enroll new devices as ABM devices from Setup Assistant: ask this activation service (the ABM
+   * stand-in's URL) for each serial's enrollment profile, POST the device information to its URL.
+   */
+  abm?: string;
 }
 
 interface SavedDevice {
@@ -41,6 +46,8 @@ interface SavedDevice {
   topic?: string;
   checkinPath?: string;
   connectPath?: string;
+  /** Still waiting in Setup Assistant for DeviceConfigured. */
+  awaitingConfiguration?: boolean;
 }
 
 /** Load the CA in `dir`, or create it (key file mode 0600) so the server can `--trust-ca dir/ca.pem`. */
@@ -53,6 +60,16 @@ export function loadOrCreateCA(dir: string): CertifiedKey {
   writeFileSync(keyFile, ca.keyPem, { mode: 0o600 });
   writeFileSync(certFile, ca.certPem);
   return ca;
+}
+
+/** A SCEP-issued identity as the state directory keeps it. */
+function certifiedKey(id: { certDer: Buffer; key: KeyObject }): CertifiedKey {
+  return {
+    certDer: id.certDer,
+    key: id.key,
+    certPem: new X509Certificate(id.certDer).toString(),
+    keyPem: id.key.export({ type: 'pkcs8', format: 'pem' }).toString(),
+  };
 }
 
 async function enroll(device: SimulatedDevice, stateDir: string): Promise<void> {
@@ -69,7 +86,8 @@ async function enroll(device: SimulatedDevice, stateDir: string): Promise<void> 
 
 export async function simulate(flags: SimulateFlags): Promise<void> {
   // Enrolling through the server's own SCEP needs no local CA.
-  const ca = flags.enrollUrl ? undefined : loadOrCreateCA(flags.stateDir);
+  if (flags.abm && flags.enrollUrl) throw new SimulateError('--abm and --enroll-url are two ways in: give one');
+  const ca = flags.enrollUrl || flags.abm ? undefined : loadOrCreateCA(flags.stateDir);
   const devDir = join(flags.stateDir, 'devices');
   mkdirSync(devDir, { recursive: true });
   const intervalMs = Number(flags.interval) * 1000;
@@ -83,6 +101,7 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
       profiles: [...d.profiles.values()],
       ddm: d.ddm.state(),
       ...paths.get(d.udid),
+      ...(d.awaitingConfiguration ? { awaitingConfiguration: true } : {}),
     };
     writeFileSync(join(devDir, `${d.serialNumber}.json`), JSON.stringify(saved, null, 1), { mode: 0o600 });
   };
@@ -101,6 +120,7 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
         topic: s.topic,
         checkinPath: s.checkinPath,
         connectPath: s.connectPath,
+        awaitingConfiguration: s.awaitingConfiguration,
       });
       paths.set(s.udid, { topic: s.topic, checkinPath: s.checkinPath, connectPath: s.connectPath });
       for (const p of s.profiles) device.profiles.set(p.PayloadIdentifier, p);
@@ -118,17 +138,26 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
     }
     let identity: CertifiedKey;
     let device: SimulatedDevice;
+    if (flags.abm) {
+      const { enrollFromSetupAssistant } = await import('../sim/setup-assistant.js');
+      const e = await enrollFromSetupAssistant({ activationUrl: flags.abm, serial, udid: `SIM-${serial}` }).catch((err: unknown) => {
+        throw new SimulateError(`${serial} could not enroll from Setup Assistant: ${(err as Error).message}`);
+      });
+      device = e.device;
+      identity = certifiedKey(e.enrollment.identity);
+      paths.set(device.udid, { topic: e.enrollment.device.topic, checkinPath: e.enrollment.device.checkinPath, connectPath: e.enrollment.device.connectPath });
+      save(device, identity);
+      const waiting = device.awaitingConfiguration ? ', waiting in Setup Assistant for DeviceConfigured' : '';
+      process.stdout.write(`enrolled ${device.udid} (${serial}) from Setup Assistant through ${e.config.ConfigurationURL}${waiting}\n`);
+      devices.push({ device, identity });
+      continue;
+    }
     if (flags.enrollUrl) {
       const { enrollFromProfile } = await import('../sim/scep-enroll.js');
       const e = await enrollFromProfile({ profileUrl: flags.enrollUrl }).catch((err: unknown) => {
         throw new SimulateError(`enrollment through ${flags.enrollUrl} failed: ${(err as Error).message}`);
       });
-      identity = {
-        certDer: e.identity.certDer,
-        key: e.identity.key,
-        certPem: new X509Certificate(e.identity.certDer).toString(),
-        keyPem: e.identity.key.export({ type: 'pkcs8', format: 'pem' }).toString(),
-      };
+      identity = certifiedKey(e.identity);
       const where = { topic: e.device.topic, checkinPath: e.device.checkinPath, connectPath: e.device.connectPath };
       paths.set(`SIM-${serial}`, where);
       device = new SimulatedDevice({ serverUrl: flags.server, identity, serialNumber: serial, udid: `SIM-${serial}`, ...where });
@@ -161,6 +190,8 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
             : `${device.udid} DDM sync: no change (DeclarationsToken ${device.ddm.tokens.get('')})\n`,
         );
       }
+      if (handled.some((h) => h.requestType === 'DeviceConfigured' && h.status === 'Acknowledged'))
+        process.stdout.write(`${device.udid} released from Setup Assistant (DeviceConfigured) with ${device.configuredWith?.length ?? 0} profile(s)\n`);
       if (handled.length) save(device, identity);
     }
     if (flags.once) return;

@@ -30,6 +30,7 @@ import { buildEnrollmentProfile, PROFILE_CONTENT_TYPE, signProfile } from '../en
 import { CA_CAPS } from '../enroll/scep.js';
 import { readSignedData } from '../asn1/signed-data.js';
 import { parsePlistDict, type PlistDict } from '../protocol/plist.js';
+import { SERIAL as ABM_SERIAL } from '../abm/sync.js';
 
 // A SCEP request is a few KB; nothing legitimate comes near this.
 const MAX_SCEP_BODY = 256 * 1024;
@@ -161,15 +162,36 @@ export interface SetupAssistantRequest {
 /**
  * POST /mdm/enroll: Setup Assistant (Automated Device Enrollment) fetching the profile the ABM
  * enrollment profile's url points at, with the device's information: a plist, CMS-signed by the
- * device (Apple's device certificate; its signature is not checked here). Answers the same profile.
+ * device (Apple's device certificate; its signature is not checked here).
+ *
+ * With ABM in use (a server token imported), the serial must be one ABM assigned to this server:
+ * its profile then carries a one-time challenge created for that serial and UDID, so the
+ * certificate SCEP issues for it speaks only for that device and proves its serial (the ABM
+ * record's facts are proven). A serial ABM did not assign here is refused with a 403: such a
+ * device did not get this URL from ABM, and Setup Assistant shows the refusal and lets the user
+ * retry, rather than the device enrolling with a certificate that proves nothing (nothing ABM
+ * says about it would hold). Without ABM, the shared profile (static challenge) as before.
  */
 function setupAssistantHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => Promise<void> {
-  const serve = profileHandler(deps, e);
   return async (ctx) => {
     // Read (within the limit and the deadline) by readBody, as every device body is.
     const info = setupAssistantRequest((ctx.state as DeviceState).body!);
-    await serve(ctx);
+    const abm = await deps.abm.assignment(info.SERIAL);
     const log = logFields(ctx);
+    if (abm.state === 'unassigned') {
+      deps.log.warn({ serial: info.SERIAL, udid: info.UDID }, 'Setup Assistant enrollment refused: the serial is not assigned to this MDM server in ABM');
+      throw new ProtocolError(
+        403,
+        `serial number ${info.SERIAL} is not assigned to this MDM server in Apple Business Manager (not in its ABM inventory): assign it in ABM, or wait for the next ABM sync`,
+      );
+    }
+    if (abm.state === 'assigned') {
+      const bound = await e.challenges.create(undefined, { serial: info.SERIAL, udid: info.UDID });
+      serveProfile(deps, e, ctx, bound.challenge);
+      if (log) log.outcome = `profile (Setup Assistant, ABM serial ${info.SERIAL}, challenge bound to it)`;
+      return;
+    }
+    serveProfile(deps, e, ctx, sharedChallenge(e));
     if (log) log.outcome = `profile (Setup Assistant, serial ${info.SERIAL})`;
   };
 }
@@ -193,40 +215,44 @@ export function setupAssistantRequest(body: Buffer): SetupAssistantRequest {
   const SERIAL = text('SERIAL');
   const UDID = text('UDID');
   if (!SERIAL || !UDID) throw new ProtocolError(400, `device information without ${SERIAL ? 'UDID' : 'SERIAL'}`);
+  if (!ABM_SERIAL.test(SERIAL)) throw new ProtocolError(400, 'device information: SERIAL is not a serial number (letters, digits, ".", "_", "-"; at most 64)');
   return { SERIAL, UDID, PRODUCT: text('PRODUCT'), VERSION: text('VERSION') };
+}
+
+/** The static challenge, for the shared profile; 403 when only one-time links enroll. */
+function sharedChallenge(e: Enrollment): string {
+  if (e.challenges.staticChallenge !== undefined) return e.challenges.staticChallenge;
+  throw new ProtocolError(403, 'enrollment needs a one-time link: POST /api/v1/enrollments (no static SCEP challenge is configured)');
 }
 
 /** GET /mdm/enroll[?c=<one-time challenge>]: the signed enrollment profile. */
 function profileHandler(deps: RouteDeps, e: Enrollment): (ctx: Context) => Promise<void> {
   return async (ctx) => {
     const c = ctx.query.c;
-    let challenge: string;
-    if (c !== undefined) {
-      if (typeof c !== 'string' || (await e.challenges.check(c)) !== 'one-time')
-        throw new ProtocolError(403, 'enrollment link not valid (expired or already used)');
-      challenge = c;
-    } else if (e.challenges.staticChallenge !== undefined) {
-      challenge = e.challenges.staticChallenge;
-    } else {
-      throw new ProtocolError(403, 'enrollment needs a one-time link: POST /api/v1/enrollments (no static SCEP challenge is configured)');
-    }
-    const topic = e.topic();
-    if (!topic) throw new Unavailable('no push topic: the APNs push certificate is not configured');
-    const xml = buildEnrollmentProfile({
-      publicUrl: publicBase(deps, ctx),
-      challenge,
-      topic,
-      caCertDer: e.caStore.ca.certDer,
-      identifier: e.options.profileIdentifier,
-      organization: e.options.organization,
-    });
-    ctx.type = PROFILE_CONTENT_TYPE;
-    ctx.set('Content-Disposition', 'attachment; filename="enroll.mobileconfig"');
-    ctx.set('Cache-Control', 'no-store');
-    ctx.body = signProfile(xml, e.caStore.profileSigner, [e.caStore.ca.certDer]);
+    if (c !== undefined && (typeof c !== 'string' || (await e.challenges.check(c)) !== 'one-time'))
+      throw new ProtocolError(403, 'enrollment link not valid (expired or already used)');
+    serveProfile(deps, e, ctx, c ?? sharedChallenge(e));
     const log = logFields(ctx);
     if (log) log.outcome = c === undefined ? 'profile (static challenge)' : 'profile (one-time challenge)';
   };
+}
+
+/** Answers the enrollment profile with `challenge` in its SCEP payload, signed. */
+function serveProfile(deps: RouteDeps, e: Enrollment, ctx: Context, challenge: string): void {
+  const topic = e.topic();
+  if (!topic) throw new Unavailable('no push topic: the APNs push certificate is not configured');
+  const xml = buildEnrollmentProfile({
+    publicUrl: publicBase(deps, ctx),
+    challenge,
+    topic,
+    caCertDer: e.caStore.ca.certDer,
+    identifier: e.options.profileIdentifier,
+    organization: e.options.organization,
+  });
+  ctx.type = PROFILE_CONTENT_TYPE;
+  ctx.set('Content-Disposition', 'attachment; filename="enroll.mobileconfig"');
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = signProfile(xml, e.caStore.profileSigner, [e.caStore.ca.certDer]);
 }
 
 /** POST /api/v1/enrollments (admin): a one-time challenge and its profile URL, optionally for one device. */

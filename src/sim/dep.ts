@@ -6,13 +6,18 @@
  * and profile definition and assignment. It can refuse as Apple documents ("Interpreting Automated
  * Device Enrollment error codes"): 403 `T_C_NOT_SIGNED` (terms not accepted, on `/session` too),
  * 401 for a token that expired or was revoked, and `NOT_ACCESSIBLE` or `FAILED` per serial when
- * a profile is assigned.
+ * a profile is assigned. It also answers the device's side: Setup Assistant asking for its serial's
+ * enrollment profile (the cloud configuration), which the simulator enrolls through.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { hmacSha1Signature, parseOAuthHeader, signatureBaseString, type OAuthCredentials } from '../abm/oauth1.js';
 import type { AbmDevice, AbmProfile } from '../abm/client.js';
+import { buildPlist, parsePlistDict, type PlistDict } from '../protocol/plist.js';
+
+/** Where the stand-in answers Setup Assistant's request for a serial's cloud configuration (Apple: iprofiles.apple.com/macProfile). */
+export const CLOUD_CONFIG_PATH = '/macProfile';
 
 interface Change {
   seq: number;
@@ -107,6 +112,8 @@ export class DepStandin {
       res.writeHead(status, { 'Content-Type': 'application/json;charset=UTF8', ...headers });
       res.end(text);
     };
+    // The device's side (Setup Assistant), not the MDM server's: no session, no protocol version.
+    if (req.method === 'POST' && path === CLOUD_CONFIG_PATH) return this.cloudConfiguration(body, res);
     if (req.headers['x-server-protocol-version'] === undefined) return send(400, 'MISSING_PROTOCOL_VERSION');
     if (path === '/session') return this.session(req, send);
     const token = req.headers['x-adm-auth-session'];
@@ -161,6 +168,49 @@ export class DepStandin {
       return send(200, { devices: out });
     }
     return send(404, 'NOT_FOUND');
+  }
+
+  /**
+   * What Setup Assistant asks Apple's activation service (iprofiles.apple.com/macProfile) for: the
+   * cloud configuration of a serial, i.e. the enrollment profile assigned to it, under the keys
+   * `profiles show -type enrollment` prints. Apple's request is obfuscated and its answer signed;
+   * here both are plain plists. A serial without a profile gets a configuration without
+   * ConfigurationURL (the device then sets up unmanaged).
+   */
+  private cloudConfiguration(body: string, res: ServerResponse): void {
+    const answer = (status: number, dict: PlistDict) => {
+      this.requests.push({ method: 'POST', path: CLOUD_CONFIG_PATH, status });
+      res.writeHead(status, { 'Content-Type': 'application/x-plist' });
+      res.end(buildPlist(dict));
+    };
+    let serial: unknown;
+    try {
+      const req = parsePlistDict(Buffer.from(body, 'utf8'));
+      if (req.action !== 'RequestProfileConfiguration') return answer(400, { Error: 'unknown action' });
+      serial = req.sn;
+    } catch {
+      return answer(400, { Error: 'request is not a plist' });
+    }
+    const d = typeof serial === 'string' ? this.devices.get(serial) : undefined;
+    const p = d?.profile_uuid && d.profile_status !== 'removed' ? this.profiles.get(d.profile_uuid) : undefined;
+    if (!p) return answer(200, { IsMandatory: false, IsSupervised: false });
+    const config: PlistDict = {
+      ConfigurationURL: p.url,
+      AwaitDeviceConfigured: p.await_device_configured ?? false,
+      IsSupervised: p.is_supervised ?? false,
+      IsMandatory: p.is_mandatory ?? false,
+      IsMDMUnremovable: !(p.is_mdm_removable ?? true),
+      AllowPairing: p.allow_pairing ?? true,
+      SkipSetup: p.skip_setup_items ?? [],
+      OrganizationName: this.opts.orgName ?? 'Example Org',
+      AnchorCertificates: (p.anchor_certs ?? []).map((c) => new Uint8Array(Buffer.from(c, 'base64'))),
+      SupervisorHostCertificates: (p.supervising_host_certs ?? []).map((c) => new Uint8Array(Buffer.from(c, 'base64'))),
+    };
+    if (p.department !== undefined) config.OrganizationDepartment = p.department;
+    if (p.support_phone_number !== undefined) config.OrganizationSupportPhone = p.support_phone_number;
+    if (p.support_email_address !== undefined) config.OrganizationSupportEmail = p.support_email_address;
+    if (p.org_magic !== undefined) config.OrganizationMagic = p.org_magic;
+    answer(200, config);
   }
 
   private session(req: IncomingMessage, send: (s: number, p: unknown) => void): void {
