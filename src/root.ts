@@ -416,6 +416,8 @@ async function identity(
   // Declarative Device Management rides on the check-in endpoint.
   const ddm = new DeclarativeManagement(ddmStore);
   service.useDeclarative((eid, endpoint, data) => ddm.handle(eid, endpoint, data));
+  // A channel enrolled anew holds none of our declarations.
+  service.onActivating((e) => ddmStore.resetDdm(e.id));
   const storedTopic = () => pushCredentials?.topic;
   // The built-in CA is created in the store on first start.
   const enrollment = opts.enrollment
@@ -479,7 +481,6 @@ function reconcilers(
     secrets,
     ddm: {
       reconcile: (device, fleet, revision) => ddm.reconcile(device, fleet, revision),
-      reset: (eid) => p.ddmStore.resetDdm(eid),
       device: async (device) => withDdmFacts(device, await p.ddmStore.getDdmStatus(device.id)),
       // Only a device with a device-channel set has declarations to show (one read for the others).
       row: async (id) => ((await p.ddmStore.getDeclarationSet(id, 'current')) ? ddmRow(p.ddmStore, await p.store.listEnrollments(id)) : undefined),

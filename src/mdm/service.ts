@@ -31,6 +31,9 @@ export interface CheckinReply {
 /** Answers DeclarativeManagement check-ins of an authorized, active enrollment (src/ddm). */
 export type DeclarativeHandler = (enrollmentId: string, endpoint: string, data: Buffer | undefined) => Promise<Buffer | undefined>;
 
+/** Run before an inactive (or new) enrollment is made active by its TokenUpdate. */
+export type ActivationHook = (enrollment: EnrollmentRecord) => Promise<void>;
+
 /** A device-visible outcome plus a short reason for the request log. */
 export interface CommandReply {
   body?: Buffer;
@@ -105,6 +108,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
   private issuance: IssuanceLookup = () => undefined;
   private abmRecord: (serial: string, deviceId: string) => Promise<AbmFacts | undefined> = async () => undefined;
   private declarative?: DeclarativeHandler;
+  private activating?: ActivationHook;
   private readonly now: () => Date;
   readonly reenroll: ReenrollPolicy;
   private readonly log?: Logger;
@@ -159,6 +163,9 @@ export class MdmService extends EventEmitter<MdmEvents> {
         if (msg.userId && !(await this.isActive(msg.deviceId))) {
           throw new ProtocolError(400, 'user-channel TokenUpdate before the device channel is enrolled');
         }
+        // What a channel enrolled anew must not inherit is gone before it is active: the work row
+        // its activation writes may be claimed (on any replica) as soon as it is committed.
+        if (!existing?.active) await this.activating?.(rec);
         const { activated } = await this.store.tokenUpdate(rec);
         this.setActive(msg.deviceId, msg.userId, true);
         this.emit('tokenUpdate', rec);
@@ -243,6 +250,11 @@ export class MdmService extends EventEmitter<MdmEvents> {
   /** Who answers DeclarativeManagement check-ins. */
   useDeclarative(handler: DeclarativeHandler): void {
     this.declarative = handler;
+  }
+
+  /** What a channel enrolled anew must not inherit, cleared before its activation is stored (its declarations). */
+  onActivating(hook: ActivationHook): void {
+    this.activating = hook;
   }
 
   /** Where a device's Apple Business Manager record is found by serial number (bound at Authenticate). */

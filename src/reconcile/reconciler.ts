@@ -4,9 +4,9 @@
  * recomputes from the store (the source of truth), so events only say *when* to look; a crash
  * between an answer and its processing is caught up on the next run.
  *
- * Per-device work is durable (src/store/roles/work.ts): a device's answer leaves a work row in the
- * store in the answer's batch or transaction, an enrollment and a failed install's retry time write
- * one too, and a claim loop on every replica claims due rows under a lease, reconciles and removes
+ * Per-device work is durable (src/store/roles/work.ts): a device's answer and a user channel's
+ * enrollment leave a work row in the store in their own batch or transaction, a NotNow and a failed
+ * install's retry time write one, and a claim loop on every replica claims due rows under a lease, reconciles and removes
  * them. A replica that dies leaves its claimed rows to the others once the lease runs out; the
  * compare-and-set on the reconcile state makes a row reconciled twice queue nothing twice.
  * A new revision writes no rows: its durable marker is the applied revision the leader keeps in the
@@ -65,8 +65,6 @@ export interface ReconcilerOptions {
   /** Declarative Device Management (src/ddm): each channel's declaration set, reconciled with the profiles. */
   ddm?: {
     reconcile(device: DeviceRecord, fleet: Fleet, revision: string): Promise<{ notified: string[] }>;
-    /** A channel enrolled anew: the device holds none of our declarations. */
-    reset(enrollmentId: string): Promise<void>;
     /** The device with the facts it reported over DDM (OS version, model, ...) where they are newer than DeviceInformation. */
     device?(device: DeviceRecord): Promise<DeviceRecord>;
     /** The DDM half of the device's status row: declaration counts, phases and problems (undefined: no declarations). */
@@ -230,11 +228,9 @@ export class Reconciler {
   }
 
   private async onEnrolled(e: EnrollmentRecord): Promise<void> {
-    if (this.opts.ddm) {
-      await this.opts.ddm.reset(e.id).catch((err: unknown) => this.opts.log.error({ err, enrollment: e.id }, 'could not reset declarations'));
-      if (e.type === 'user') await this.addWork(e.deviceId);
-    }
-    if (e.type !== 'device' || this.opts.inventoryOnEnroll === false) return;
+    // A user channel's activation wrote its work row with it (CheckinStore.tokenUpdate).
+    if (e.type === 'user') return this.wake();
+    if (this.opts.inventoryOnEnroll === false) return;
     try {
       await this.perDevice.run(e.deviceId, () => retryOnConflict(() => this.queueInventory(e.deviceId)));
     } catch (err) {

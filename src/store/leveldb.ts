@@ -631,10 +631,18 @@ export class LevelStore implements Store {
           indexed = this.statusOps(rec.deviceId, next, undefined, ops);
         }
       }
-      await this.write(ops);
+      const activated = !prev || !prev.active;
+      // A user channel enrolled anew is a cause to reconcile the device (its declarations), in this batch.
+      const working = activated && rec.type === 'user';
+      if (working) ops.push({ type: 'put', key: K.work(rec.deviceId), value: this.work.begin(rec.deviceId) });
+      try {
+        await this.write(ops);
+      } finally {
+        if (working) this.work.settle(rec.deviceId);
+      }
       indexed();
       this.deviceOfEnr.set(rec.id, rec.deviceId);
-      return { activated: !prev || !prev.active };
+      return { activated };
     });
   }
 

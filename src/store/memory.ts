@@ -301,7 +301,10 @@ export class MemoryStore implements Store {
         this.putRow(rec.deviceId, dev, undefined);
       }
     }
-    return { activated: !prev || !prev.active };
+    const activated = !prev || !prev.active;
+    // A user channel enrolled anew is a cause to reconcile the device (its declarations).
+    if (activated && rec.type === 'user') d.work.set(rec.deviceId, d.work.next(rec.deviceId));
+    return { activated };
   }
 
   async checkOut(enrollmentId: string, at: Date): Promise<void> {

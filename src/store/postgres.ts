@@ -595,7 +595,10 @@ export class PgStore implements Store {
           await this.putRow(c, rec.deviceId, enrolled, undefined);
         }
       }
-      return { activated: !prev || !prev.active };
+      const activated = !prev || !prev.active;
+      // A user channel enrolled anew is a cause to reconcile the device (its declarations), in this transaction.
+      if (activated && rec.type === 'user') await addWorkRow(c, rec.deviceId, new Date());
+      return { activated };
     });
   }
 

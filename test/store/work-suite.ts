@@ -74,6 +74,36 @@ export function workSuite(name: string, open: () => Promise<StoreHarness>): void
       expect(await store.countWork()).toBe(0);
     });
 
+    it("a user channel's activation writes its device's row with the enrollment, and the row outlives a reopen", async () => {
+      const channel = (id: string, type: 'device' | 'user', t: number) => ({
+        id,
+        deviceId: 'D1',
+        type,
+        ...(type === 'user' ? { userId: 'U1' } : {}),
+        active: true,
+        createdAt: at(t).toISOString(),
+        updatedAt: at(t).toISOString(),
+      });
+      await store.authenticate('D1', { UDID: 'D1', Topic: 't' }, identity('cert-D1'), at(0));
+      // The device channel's enrollment queues inventory (its answers write rows): no row of its own.
+      await store.tokenUpdate(channel('D1', 'device', 1));
+      expect(await store.countWork()).toBe(0);
+      await store.tokenUpdate(channel('D1:U1', 'user', 2));
+      expect(await store.countWork()).toBe(1);
+      if (!h.reopen) throw new Error('the work suite needs a harness that reopens');
+      store = await h.reopen();
+      const [c] = await store.claimWork({ holder: 'A', limit: 10, leaseMs: 1000, now: new Date() });
+      expect(c?.deviceId).toBe('D1');
+      expect(await store.finishWork(c!)).toBe(true);
+      // A TokenUpdate of a channel already active (a new push token) is no enrollment: no row.
+      await store.tokenUpdate(channel('D1:U1', 'user', 3));
+      expect(await store.countWork()).toBe(0);
+      // Checked out and enrolled again: a row again.
+      await store.checkOut('D1:U1', at(4));
+      await store.tokenUpdate(channel('D1:U1', 'user', 5));
+      expect(await store.countWork()).toBe(1);
+    });
+
     it('refuses a claim with no lease and ids outside the domain', async () => {
       await expect(store.claimWork({ holder: 'A', limit: 1, leaseMs: 0 })).rejects.toThrow(/lease/);
       await expect(store.addWork('')).rejects.toThrow();

@@ -12,7 +12,11 @@ export interface CheckinStore {
    * with `Malformed`.
    */
   authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void>;
-  /** Upsert the enrollment as active. Returns whether it was inactive (or new) before. */
+  /**
+   * Upsert the enrollment as active. Returns whether it was inactive (or new) before. A user
+   * channel so activated writes a work row for its device (src/store/roles/work.ts) in the same
+   * batch or transaction: its declarations are reconciled even if the process dies right after.
+   */
   tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }>;
   /** Mark the enrollment inactive and drop its pending commands; for the device channel also every user channel, and set checkedOutAt. */
   checkOut(enrollmentId: string, at: Date): Promise<void>;
