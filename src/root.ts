@@ -201,11 +201,9 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
   // GitOps: the fleet repository (on the leader), the reconcilers that apply each valid revision, who leads.
   const secrets = new SecretStore(cfg.secretsDir ?? join(cfg.dataDir, 'secrets')).lookup;
   const { isLeader, source, reconciler, replica, applyRevision } = fleetWork(cfg, opts, { log, store, ddmStore, service, pusher, secrets });
-  // A DDM report that changes what the device's row or facts show reconciles it (facts re-evaluate selectors).
-  ddm.on('status', (eid, status, _full, previous) => {
-    if (!statusChanged(previous, status)) return;
-    const device = deviceOfEnrollment(eid);
-    reconciler.reconcileDevice(device).catch((err: unknown) => log.error({ err, device }, 'reconcile after a DDM status report failed'));
+  // A DDM report that changes what the device's row or facts show wrote its work row with it (DdmStore.putDdmStatus).
+  ddm.on('status', (_eid, status, _full, previous) => {
+    if (statusChanged(previous, status)) reconciler.wake();
   });
   // The profiles of legacy declarations, at the URL the reconciler puts in them (needs the public URL).
   const legacyProfiles = cfg.publicUrl ? new LegacyProfiles({ ddm: ddmStore, store, fleet: () => reconciler.currentFleet(), secrets }) : undefined;

@@ -10,7 +10,7 @@ import { Malformed, NotFound } from '../errors.js';
 import type { DdmStore } from '../store/ddm.js';
 import type { DdmStatus, DeclarationClass, DeclarationSet } from './model.js';
 import { DECLARATION_CLASSES } from './model.js';
-import { mergeStatus, parseStatusReport } from './status.js';
+import { mergeStatus, parseStatusReport, statusChanged } from './status.js';
 import { declarationsToken } from './tokens.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 
@@ -58,7 +58,8 @@ export class DeclarativeManagement extends EventEmitter<DdmEvents> {
       await this.perEnrollment.run(enrollmentId, async () => {
         const previous = await this.store.getDdmStatus(enrollmentId);
         const merged = mergeStatus(previous, report, this.now());
-        await this.store.putDdmStatus(enrollmentId, merged);
+        // A report that changes what the device's row or facts show reconciles it (facts re-evaluate selectors).
+        await this.store.putDdmStatus(enrollmentId, merged, { reconcile: statusChanged(previous, merged) });
         this.emit('status', enrollmentId, merged, report.full, previous);
       });
       return undefined;

@@ -256,8 +256,11 @@ export class Reconciler {
     this.wakeTimers.add(t);
   }
 
-  /** Claim and reconcile due work rows until none is left (a call while draining drains again after). */
-  private wake(): void {
+  /**
+   * Claim and reconcile due work rows until none is left (a call while draining drains again
+   * after): called when this process wrote a cause's row, so it need not wait for the poll.
+   */
+  wake(): void {
     if (this.stopped) return;
     if (this.draining) {
       this.again = true;

@@ -1,12 +1,16 @@
 /** The DDM store role (roles/ddm.ts) in memory and in LevelDB. */
 import { Level } from 'level';
 import type { DdmStatus, DeclarationSet } from '../ddm/model.js';
+import { deviceOfEnrollment } from './status.js';
 import type { DdmStore, SetSlot } from './roles/ddm.js';
+import type { WorkAround } from './roles/work.js';
 
 export type { DdmStore, SetSlot } from './roles/ddm.js';
 
 /** For tests and benchmarks; values are copied in and out, as a real backend would. */
 export class MemoryDdmStore implements DdmStore {
+  /** `work`: where a status report that is a cause to reconcile leaves its row (the main store). */
+  constructor(private readonly work?: WorkAround) {}
   private readonly data = new Map<string, { current?: string; given?: string; status?: string }>();
   private entry(eid: string) {
     let e = this.data.get(eid);
@@ -24,8 +28,9 @@ export class MemoryDdmStore implements DdmStore {
     const v = this.data.get(eid)?.status;
     return v === undefined ? undefined : (JSON.parse(v) as DdmStatus);
   }
-  async putDdmStatus(eid: string, status: DdmStatus): Promise<void> {
-    this.entry(eid).status = JSON.stringify(status);
+  async putDdmStatus(eid: string, status: DdmStatus, opts: { reconcile?: boolean } = {}): Promise<void> {
+    const put = async () => void (this.entry(eid).status = JSON.stringify(status));
+    await (opts.reconcile && this.work ? this.work.addWorkAround(deviceOfEnrollment(eid), put) : put());
   }
   async resetDdm(eid: string): Promise<void> {
     this.data.delete(eid);
@@ -41,12 +46,16 @@ export class MemoryDdmStore implements DdmStore {
  * never contain '\0' (messages.ts allows letters, digits, '-' and the ':' of a user channel).
  */
 export class LevelDdmStore implements DdmStore {
-  private constructor(private readonly db: Level<string, unknown>) {}
+  private constructor(
+    private readonly db: Level<string, unknown>,
+    private readonly work?: WorkAround,
+  ) {}
 
-  static async open(dir: string): Promise<LevelDdmStore> {
+  /** `work`: where a status report that is a cause to reconcile leaves its row (the main store). */
+  static async open(dir: string, work?: WorkAround): Promise<LevelDdmStore> {
     const db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
     await db.open();
-    return new LevelDdmStore(db);
+    return new LevelDdmStore(db, work);
   }
   async getDeclarationSet(eid: string, slot: SetSlot): Promise<DeclarationSet | undefined> {
     return this.db.getSync(`${slot}\0${eid}`) as DeclarationSet | undefined;
@@ -57,8 +66,9 @@ export class LevelDdmStore implements DdmStore {
   async getDdmStatus(eid: string): Promise<DdmStatus | undefined> {
     return this.db.getSync(`status\0${eid}`) as DdmStatus | undefined;
   }
-  async putDdmStatus(eid: string, status: DdmStatus): Promise<void> {
-    await this.db.put(`status\0${eid}`, status);
+  async putDdmStatus(eid: string, status: DdmStatus, opts: { reconcile?: boolean } = {}): Promise<void> {
+    const put = () => this.db.put(`status\0${eid}`, status);
+    await (opts.reconcile && this.work ? this.work.addWorkAround(deviceOfEnrollment(eid), put) : put());
   }
   async resetDdm(eid: string): Promise<void> {
     await this.db.batch((['current', 'given', 'status'] as const).map((s) => ({ type: 'del' as const, key: `${s}\0${eid}` })));

@@ -32,7 +32,7 @@
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
  */
 import { EmbeddedWork } from './work.js';
-import type { ClaimRequest, StoredWork, WorkClaim } from './roles/work.js';
+import type { ClaimRequest, StoredWork, WorkAround, WorkClaim } from './roles/work.js';
 import { Level } from 'level';
 import { LruMap } from './lru.js';
 import { LevelMaterial } from './level-material.js';
@@ -280,7 +280,7 @@ export interface LevelStoreOptions {
   cacheMax?: number;
 }
 
-export class LevelStore implements Store {
+export class LevelStore implements Store, WorkAround {
   /** Last sequence number handed out; only grows, also across restarts (see `open`). */
   private seq: number;
   private readonly locks = new Map<string, Promise<void>>();
@@ -1174,6 +1174,16 @@ export class LevelStore implements Store {
     const work = this.work.begin(deviceId, dueAt);
     try {
       await this.db.put(K.work(deviceId), work);
+    } finally {
+      this.work.settle(deviceId);
+    }
+  }
+
+  async addWorkAround<T>(deviceId: string, write: () => Promise<T>): Promise<T> {
+    const work = this.work.begin(deviceId);
+    try {
+      await this.db.put(K.work(deviceId), work);
+      return await write();
     } finally {
       this.work.settle(deviceId);
     }

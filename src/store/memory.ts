@@ -7,7 +7,7 @@
  * mutating what it got back changes nothing stored.
  */
 import { EmbeddedWork } from './work.js';
-import type { ClaimRequest, WorkClaim } from './roles/work.js';
+import type { ClaimRequest, WorkAround, WorkClaim } from './roles/work.js';
 import type { DeviceArtifacts } from '../model/artifacts.js';
 import {
   checkChange,
@@ -128,7 +128,7 @@ function view(r: CmdRec): CommandView {
   return v;
 }
 
-export class MemoryStore implements Store {
+export class MemoryStore implements Store, WorkAround {
   private closed = false;
 
   private constructor(private readonly data: MemoryData) {}
@@ -592,6 +592,13 @@ export class MemoryStore implements Store {
 
   async addWork(deviceId: string, dueAt?: Date): Promise<void> {
     this.d.work.set(deviceId, this.d.work.next(deviceId, dueAt));
+  }
+
+  async addWorkAround<T>(deviceId: string, write: () => Promise<T>): Promise<T> {
+    // One process, nothing durable: the row after the cause is as good as before it.
+    const out = await write();
+    await this.addWork(deviceId);
+    return out;
   }
 
   async claimWork(req: ClaimRequest): Promise<WorkClaim[]> {

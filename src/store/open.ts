@@ -72,8 +72,11 @@ export async function openBackends(location: string, dataDir: string, opts: PgSt
   }
   const opened: Partial<Stores> = {};
   try {
-    opened.store = await openBackend(location);
-    opened.ddm = await LevelDdmStore.open(join(dataDir, 'ddm'));
+    mkdirSync(location, { recursive: true });
+    const main = await LevelStore.open(location);
+    opened.store = main;
+    // A DDM status report that is a cause to reconcile leaves its work row in the main store.
+    opened.ddm = await LevelDdmStore.open(join(dataDir, 'ddm'), main);
     opened.rollouts = await LevelRolloutStore.open(join(dataDir, 'rollouts'));
     mkdirSync(join(dataDir, 'abm'), { recursive: true, mode: 0o700 });
     opened.abm = await LevelAbmStore.open(join(dataDir, 'abm', 'devices'));

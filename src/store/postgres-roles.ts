@@ -9,7 +9,8 @@ import type { DdmStatus, DeclarationSet } from '../ddm/model.js';
 import type { AbmDeviceRecord, AbmPage, AbmStore, DefinedAbmProfile } from './abm.js';
 import type { DdmStore, SetSlot } from './ddm.js';
 import { pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
-import { transaction, type PgStore } from './postgres.js';
+import { addWorkRow, transaction, type PgStore } from './postgres.js';
+import { deviceOfEnrollment } from './status.js';
 import type { RolloutState, RolloutStore } from './rollouts.js';
 
 /** The three roles on the main store's pool. */
@@ -25,8 +26,8 @@ export class PgDdmStore implements DdmStore {
     const { rows } = await this.pool.query<{ value: string }>('SELECT value FROM ddm WHERE enrollment_id = $1 AND slot = $2', [eid, slot]);
     return rows[0] ? (JSON.parse(rows[0].value) as T) : undefined;
   }
-  private async put(eid: string, slot: SetSlot | 'status', value: unknown): Promise<void> {
-    await this.pool.query(
+  private async put(eid: string, slot: SetSlot | 'status', value: unknown, q: pg.Pool | pg.PoolClient = this.pool): Promise<void> {
+    await q.query(
       'INSERT INTO ddm (enrollment_id, slot, value) VALUES ($1, $2, $3) ON CONFLICT (enrollment_id, slot) DO UPDATE SET value = EXCLUDED.value',
       [eid, slot, JSON.stringify(value)],
     );
@@ -40,8 +41,13 @@ export class PgDdmStore implements DdmStore {
   getDdmStatus(eid: string): Promise<DdmStatus | undefined> {
     return this.get<DdmStatus>(eid, 'status');
   }
-  putDdmStatus(eid: string, status: DdmStatus): Promise<void> {
-    return this.put(eid, 'status', status);
+  async putDdmStatus(eid: string, status: DdmStatus, opts: { reconcile?: boolean } = {}): Promise<void> {
+    if (!opts.reconcile) return this.put(eid, 'status', status);
+    // The report and its device's work row in one transaction.
+    await transaction(this.pool, async (c) => {
+      await this.put(eid, 'status', status, c);
+      await addWorkRow(c, deviceOfEnrollment(eid), new Date());
+    });
   }
   async resetDdm(eid: string): Promise<void> {
     await this.pool.query('DELETE FROM ddm WHERE enrollment_id = $1', [eid]);

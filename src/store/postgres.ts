@@ -203,7 +203,7 @@ export function createPool(url: string, max = 10): pg.Pool {
 }
 
 /** A cause to reconcile `deviceId` from `dueAt`: a row already there keeps the earlier time and takes the next gen. */
-async function addWorkRow(q: pg.Pool | pg.PoolClient, deviceId: string, dueAt: Date): Promise<void> {
+export async function addWorkRow(q: pg.Pool | pg.PoolClient, deviceId: string, dueAt: Date): Promise<void> {
   await q.query(
     `INSERT INTO work AS w (device_id, due_at, gen) VALUES ($1, $2, 1)
      ON CONFLICT (device_id) DO UPDATE SET due_at = LEAST(w.due_at, EXCLUDED.due_at), gen = w.gen + 1`,

@@ -5,12 +5,15 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DdmStatus, DeclarationSet } from '../../src/ddm/model.js';
 import type { DdmStore } from '../../src/store/ddm.js';
+import type { WorkStore } from '../../src/store/types.js';
 
 export interface DdmStoreHarness {
   store: DdmStore;
   /** Close and open the same data again; persistence is not checked without it. */
   reopen?: () => Promise<DdmStore>;
   cleanup: () => Promise<void>;
+  /** The main store the DDM store writes its work rows into (as the server wires them). */
+  work: () => WorkStore;
 }
 
 /** A declaration set of one passcode declaration (ServerToken `st-<minLength>`). */
@@ -79,6 +82,19 @@ export function ddmStoreSuite(name: string, open: () => Promise<DdmStoreHarness>
       expect(await store.getDeclarationSet('DEV1', 'current')).toBeUndefined();
       expect((await store.getDeclarationSet('DEV2', 'current'))!.declarationsToken).toBe('t9');
       expect(await store.listDdmEnrollments()).toEqual(['DEV2']);
+    });
+
+    it("a status report that is a cause to reconcile writes its device's work row with it (a user channel's too); others write none", async () => {
+      await store.putDdmStatus('DEV1', status);
+      expect(await h.work().countWork()).toBe(0);
+      await store.putDdmStatus('DEV1:USER1', status, { reconcile: true });
+      expect(await store.getDdmStatus('DEV1:USER1')).toEqual(status);
+      const work = h.work();
+      const [c] = await work.claimWork({ holder: 'A', limit: 10, leaseMs: 1000 });
+      expect(c?.deviceId).toBe('DEV1');
+      expect(await work.finishWork(c!)).toBe(true);
+      await store.putDdmStatus('DEV2', status, { reconcile: false });
+      expect(await work.countWork()).toBe(0);
     });
 
     it('survives a reopen', async () => {

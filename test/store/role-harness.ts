@@ -19,6 +19,11 @@ interface RoleHarness<S> {
   cleanup: () => Promise<void>;
 }
 
+/** PostgreSQL: the role and the main store it shares the database (and its work rows) with. */
+interface PgRoleHarness<S> extends RoleHarness<S> {
+  work: () => PgStore;
+}
+
 export async function levelRoleHarness<S extends { close(): Promise<void> }>(open: (dir: string) => Promise<S>): Promise<RoleHarness<S>> {
   const dir = await mkdtemp(join(tmpdir(), 'orchard-role-'));
   let current = await open(dir);
@@ -36,7 +41,7 @@ export async function levelRoleHarness<S extends { close(): Promise<void> }>(ope
   };
 }
 
-export function pgRoleHarness<K extends keyof Roles>(role: K, suite: (open: () => Promise<RoleHarness<Roles[K]>>) => void): void {
+export function pgRoleHarness<K extends keyof Roles>(role: K, suite: (open: () => Promise<PgRoleHarness<Roles[K]>>) => void): void {
   const pg = usePostgres();
   if (!pg.available) {
     missingPostgres(`${role} store on PostgreSQL`, pg.reason);
@@ -47,6 +52,7 @@ export function pgRoleHarness<K extends keyof Roles>(role: K, suite: (open: () =
     let main = await PgStore.open(url);
     return {
       store: pgRoles(main)[role],
+      work: () => main,
       reopen: async () => {
         await main.close();
         main = await PgStore.open(url);

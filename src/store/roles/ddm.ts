@@ -12,7 +12,12 @@ export interface DdmStore {
   getDeclarationSet(enrollmentId: string, slot: SetSlot): Promise<DeclarationSet | undefined>;
   putDeclarationSet(enrollmentId: string, slot: SetSlot, set: DeclarationSet): Promise<void>;
   getDdmStatus(enrollmentId: string): Promise<DdmStatus | undefined>;
-  putDdmStatus(enrollmentId: string, status: DdmStatus): Promise<void>;
+  /**
+   * `reconcile`: the report changes what the device's row or facts show, so it is a cause to
+   * reconcile the device: a work row for it (src/store/roles/work.ts) is written with the status
+   * (PostgreSQL: one transaction; LevelDB, a database of its own: the row first, claimable after).
+   */
+  putDdmStatus(enrollmentId: string, status: DdmStatus, opts?: { reconcile?: boolean }): Promise<void>;
   /** Forget an enrollment's sets and status (a new enrollment starts with nothing on the device). */
   resetDdm(enrollmentId: string): Promise<void>;
   /** Enrollment ids with anything stored. */

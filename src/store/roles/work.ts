@@ -38,6 +38,15 @@ export interface WorkStore {
   countWork(): Promise<number>;
 }
 
+/**
+ * Where a cause kept in another database than the work rows (the embedded DDM store) leaves its
+ * row: written before `write` and claimable once `write` is done, so a crash between the two
+ * leaves a row (one reconcile more), never a cause without its row.
+ */
+export interface WorkAround {
+  addWorkAround<T>(deviceId: string, write: () => Promise<T>): Promise<T>;
+}
+
 /** A row as the embedded backends keep it. */
 export interface StoredWork {
   /** ms since the epoch. */
