@@ -48,7 +48,6 @@ import { DdmReconciler } from './ddm/reconcile.js';
 import { LegacyProfiles, legacyProfileUrl } from './ddm/legacy.js';
 import { ddmRow } from './ddm/report.js';
 import { statusChanged, withDdmFacts } from './ddm/status.js';
-import { deviceOfEnrollment } from './store/status.js';
 import { ddmRoutes } from './http/ddm-routes.js';
 import type { DdmStore } from './store/ddm.js';
 import { closeStores, openStores } from './store/open.js';

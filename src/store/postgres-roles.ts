@@ -27,10 +27,11 @@ export class PgDdmStore implements DdmStore {
     return rows[0] ? (JSON.parse(rows[0].value) as T) : undefined;
   }
   private async put(eid: string, slot: SetSlot | 'status', value: unknown, q: pg.Pool | pg.PoolClient = this.pool): Promise<void> {
-    await q.query(
-      'INSERT INTO ddm (enrollment_id, slot, value) VALUES ($1, $2, $3) ON CONFLICT (enrollment_id, slot) DO UPDATE SET value = EXCLUDED.value',
-      [eid, slot, JSON.stringify(value)],
-    );
+    await q.query('INSERT INTO ddm (enrollment_id, slot, value) VALUES ($1, $2, $3) ON CONFLICT (enrollment_id, slot) DO UPDATE SET value = EXCLUDED.value', [
+      eid,
+      slot,
+      JSON.stringify(value),
+    ]);
   }
   getDeclarationSet(eid: string, slot: SetSlot): Promise<DeclarationSet | undefined> {
     return this.get<DeclarationSet>(eid, slot);
