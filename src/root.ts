@@ -53,9 +53,11 @@ import type { DdmStore } from './store/ddm.js';
 import { closeStores, openStores } from './store/open.js';
 import type { AbmStore } from './store/abm.js';
 import { AbmService } from './abm/service.js';
+import { AbmMaterial } from './abm/material.js';
 import { loadSealer, type Sealer } from './store/sealing.js';
 import { EnrollmentProfiles } from './abm/profiles.js';
 import type { Store } from './store/types.js';
+import { OrchardError } from './errors.js';
 
 export interface RootOptions {
   log?: Logger;
@@ -215,9 +217,19 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
   if (webhooks && !opts.eventSecret) log.warn('event webhooks are not signed: set ORCHARD_EVENT_SECRET');
   webhooks?.attach(service, source);
   // Apple Business Manager: device sync per imported token on the leader; conditions reach the status, metrics and webhooks.
+  // The key pair and tokens are the store's (sealed); what `orchard abm` wrote into the data directory is kept there first.
+  const abmMaterial = new AbmMaterial(store, key.sealer);
+  const abmTokens = async () => {
+    await abmMaterial.adoptFiles(cfg.dataDir);
+    return abmMaterial.tokens();
+  };
+  // Never quoted unless Orchard's own (a token file's parse error could quote its secrets).
+  await abmTokens().catch((err: unknown) =>
+    log.error({ reason: err instanceof OrchardError ? err.message : 'unexpected error' }, 'the ABM files could not be kept in the store'),
+  );
   const abm = new AbmService({
     store: abmStore,
-    dataDir: cfg.dataDir,
+    tokens: abmTokens,
     url: cfg.abmUrl,
     intervalMs: cfg.abmSyncIntervalMs,
     isLeader,

@@ -3,14 +3,21 @@
  * uploaded to ABM (`keypair.key`, mode 0600, and `keypair.pem`), and the server tokens ABM returns,
  * decrypted with that key (`tokens/<name>.json`, mode 0600: they hold OAuth secrets). Several
  * tokens may coexist (one per ABM MDM server entry).
+ *
+ * `orchard abm` writes these files (it runs beside a server that holds the store open); the
+ * server keeps what they hold in the store (`AbmMaterial`), sealed with the material key, so a
+ * replica given only the database URL and its secrets serves ABM. The files are kept.
  */
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildCertificate, encodeName, randomSerial } from '../asn1/certificate.js';
 import { decryptSmime } from '../asn1/enveloped-data.js';
 import { pemToDer, toPem } from '../asn1/pem.js';
 import { Conflict, Malformed, NotFound } from '../errors.js';
+import type { MaterialStore } from '../store/material.js';
+import { allPages } from '../store/paging.js';
+import { SealedPairs, type Sealer } from '../store/sealing.js';
 import { writeAtomic } from '../util/files.js';
 import { parseServerToken, type ServerToken } from './token.js';
 
@@ -89,9 +96,107 @@ export function listTokens(dataDir: string): StoredToken[] {
 }
 
 function readToken(file: string, name: string): StoredToken {
-  const raw = JSON.parse(readFileSync(file, 'utf8')) as Omit<StoredToken, 'accessTokenExpiry' | 'importedAt'> & {
+  return tokenOf(readFileSync(file, 'utf8'), name);
+}
+
+/** A token as JSON (a file's text, a sealed value's plaintext): dates are ISO strings there. */
+function tokenOf(json: string, name: string): StoredToken {
+  const raw = JSON.parse(json) as Omit<StoredToken, 'accessTokenExpiry' | 'importedAt'> & {
     accessTokenExpiry: string;
     importedAt: string;
   };
   return { ...raw, name, accessTokenExpiry: new Date(raw.accessTokenExpiry), importedAt: new Date(raw.importedAt) };
+}
+
+const KEYPAIR_BLOB = 'abm-keypair';
+const tokenSealName = (name: string): string => `abm-token/${name}`;
+
+/**
+ * The ABM key pair (a sealed pair, blob `abm-keypair`, like the CA's) and the server tokens (kind
+ * `abm-token`, key the token's name, each sealed under `abm-token/<name>`) in the store.
+ */
+export class AbmMaterial {
+  private readonly pairs: SealedPairs;
+  /** Files already read by this process, by path: their mtime then (a file is read again only once it changed). */
+  private readonly seen = new Map<string, number>();
+
+  constructor(
+    private readonly store: Pick<MaterialStore, 'getMaterial' | 'putMaterial' | 'listMaterial'>,
+    private readonly sealer: Sealer,
+  ) {
+    this.pairs = new SealedPairs(store, sealer);
+  }
+
+  async keypair(): Promise<Pick<AbmKeypair, 'key' | 'certDer'> | undefined> {
+    const pair = await this.pairs.get(KEYPAIR_BLOB);
+    return pair && { key: createPrivateKey(pair.keyPem), certDer: pemToDer(Buffer.from(pair.certPem)) };
+  }
+
+  async getToken(name: string): Promise<StoredToken | undefined> {
+    const v = await this.store.getMaterial('abm-token', name);
+    return v && tokenOf(this.sealer.open(tokenSealName(name), v).toString('utf8'), name);
+  }
+
+  async putToken(t: StoredToken): Promise<void> {
+    if (!NAME.test(t.name)) throw new Malformed(`token name must be letters, digits, '.', '_' or '-' (1-64): ${JSON.stringify(t.name.slice(0, 64))}`);
+    await this.store.putMaterial('abm-token', t.name, this.sealer.seal(tokenSealName(t.name), Buffer.from(JSON.stringify(t), 'utf8')));
+  }
+
+  /** Every token in the store, by name. */
+  async tokens(): Promise<StoredToken[]> {
+    const items = await allPages((p) => this.store.listMaterial('abm-token', p));
+    return items.map((i) => tokenOf(this.sealer.open(tokenSealName(i.key), i.value).toString('utf8'), i.key));
+  }
+
+  /**
+   * Keeps what `orchard abm` wrote under `dataDir/abm` in the store: the key pair when the store
+   * has another (or none), a token when the store has none of its name or an older import. Each
+   * file is read once, and again only once it changed. Returns what was stored.
+   */
+  async adoptFiles(dataDir: string): Promise<{ keypair: boolean; tokens: string[] }> {
+    const d = dirs(dataDir);
+    const out = { keypair: false, tokens: [] as string[] };
+    if (this.changed(d.keyFile) || this.changed(d.certFile)) {
+      const pair = { certPem: readFileSync(d.certFile, 'utf8'), keyPem: readFileSync(d.keyFile, 'utf8') };
+      if ((await this.pairs.get(KEYPAIR_BLOB))?.certPem !== pair.certPem) {
+        await this.pairs.put(KEYPAIR_BLOB, pair);
+        out.keypair = true;
+      }
+      this.markSeen(d.keyFile, d.certFile);
+    }
+    const files = existsSync(d.tokens) ? readdirSync(d.tokens).filter((f) => f.endsWith('.json') && NAME.test(f.slice(0, -5))) : [];
+    for (const f of files.sort()) {
+      const file = join(d.tokens, f);
+      if (!this.changed(file)) continue;
+      const t = readToken(file, f.slice(0, -5));
+      const stored = await this.getToken(t.name);
+      if (!stored || stored.importedAt.getTime() < t.importedAt.getTime()) {
+        await this.putToken(t);
+        out.tokens.push(t.name);
+      }
+      this.markSeen(file);
+    }
+    return out;
+  }
+
+  private changed(file: string): boolean {
+    const mtime = mtimeOf(file);
+    return mtime !== undefined && this.seen.get(file) !== mtime;
+  }
+
+  private markSeen(...files: string[]): void {
+    for (const f of files) {
+      const mtime = mtimeOf(f);
+      if (mtime !== undefined) this.seen.set(f, mtime);
+    }
+  }
+}
+
+function mtimeOf(file: string): number | undefined {
+  try {
+    return statSync(file).mtimeMs;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }

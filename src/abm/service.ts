@@ -14,7 +14,7 @@ import { matches, type DeviceView } from '../gitops/selector.js';
 import type { InventoryStore } from '../store/roles/inventory.js';
 import type { Page, PageRequest } from '../store/paging.js';
 import { AbmServiceError, DepClient, type AbmReason } from './client.js';
-import { listTokens, type StoredToken } from './material.js';
+import type { StoredToken } from './material.js';
 import { AbmSync, type SyncResult } from './sync.js';
 import { daysLeft, EXPIRY_WARNING_DAYS } from './token.js';
 
@@ -100,7 +100,6 @@ export type AfterSync = (token: StoredToken, client: DepClient, report: (kind: A
 
 export interface AbmServiceOptions {
   store: AbmStore;
-  dataDir: string;
   /** Apple's service (default) or a stand-in. */
   url?: string;
   intervalMs: number;
@@ -110,8 +109,8 @@ export interface AbmServiceOptions {
   now?: () => Date;
   /** The MDM inventory, to tell which ABM devices enrolled (read once per pass). */
   inventory?: Pick<InventoryStore, 'listDevices'>;
-  /** Default: the tokens imported under dataDir. */
-  tokens?: () => StoredToken[];
+  /** The imported server tokens, read at every pass (the store's: src/abm/material.ts AbmMaterial). */
+  tokens: () => Promise<StoredToken[]>;
 }
 
 export class AbmService {
@@ -254,9 +253,11 @@ export class AbmService {
     };
     let tokens: StoredToken[];
     try {
-      tokens = this.opts.tokens ? this.opts.tokens() : listTokens(this.opts.dataDir);
+      tokens = await this.opts.tokens();
     } catch (err) {
-      report('*')('tokens_unreadable', `the imported ABM tokens cannot be read: ${err instanceof Error ? err.message : 'unexpected error'}`);
+      // Orchard's errors never quote secrets (a JSON parser's might quote the token file).
+      report('*')('tokens_unreadable', `the imported ABM tokens cannot be read: ${err instanceof OrchardError ? err.message : 'unexpected error'}`);
+      if (!(err instanceof OrchardError)) this.opts.log.error({ errorKind: err instanceof Error ? err.name : typeof err }, 'ABM tokens unreadable');
       tokens = [];
     }
     const names = new Set(tokens.map((t) => t.name));

@@ -1,6 +1,7 @@
 /**
  * Server state that is not about one device's queue: enrollment material (one-time challenges,
- * what the CA issued each certificate for, SCEP transactions), APNs token suppression, and named
+ * what the CA issued each certificate for, SCEP transactions), APNs token suppression, the ABM
+ * server tokens (sealed, one per name: a kind of their own so listing them reads nothing else), and named
  * blobs (the CA, the push certificate, the source's state, the compiled fleet of the applied
  * revision). Kept in the store so that a second replica, given only the store and its secrets,
  * sees the same state as the first.
@@ -14,8 +15,8 @@ import { Malformed } from '../errors.js';
 import type { Page, PageRequest } from './paging.js';
 
 /** What a key names. Keys of different kinds never collide. */
-export type MaterialKind = 'blob' | 'challenge' | 'issuance' | 'scep-transaction' | 'push-suppression';
-export const MATERIAL_KINDS: readonly MaterialKind[] = ['blob', 'challenge', 'issuance', 'scep-transaction', 'push-suppression'];
+export type MaterialKind = 'blob' | 'challenge' | 'issuance' | 'scep-transaction' | 'push-suppression' | 'abm-token';
+export const MATERIAL_KINDS: readonly MaterialKind[] = ['blob', 'challenge', 'issuance', 'scep-transaction', 'push-suppression', 'abm-token'];
 
 export interface PutMaterialOptions {
   /** After this the value is gone for every reader (pruned eventually). */

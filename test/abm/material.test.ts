@@ -2,12 +2,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createKeypair, importToken, listTokens, readKeypair } from '../../src/abm/material.js';
+import { AbmMaterial, createKeypair, importToken, listTokens, readKeypair } from '../../src/abm/material.js';
 import { serverTokenText } from '../../src/abm/token.js';
+import { LevelStore } from '../../src/store/leveldb.js';
+import { Sealer, SealError } from '../../src/store/sealing.js';
 import { openssl } from '../helpers/openssl.js';
 
 const dirs: string[] = [];
-afterEach(() => {
+const stores: LevelStore[] = [];
+afterEach(async () => {
+  for (const s of stores.splice(0)) await s.close();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 function dataDir(): string {
@@ -65,5 +69,74 @@ describe('ABM key pair and server tokens', () => {
 
   it('without a key pair, import says what to run first', () => {
     expect(() => importToken(dataDir(), Buffer.from('x'), 'main')).toThrow(/orchard abm keypair/);
+  });
+});
+
+describe('ABM material in the store', () => {
+  const sealer = new Sealer(Buffer.from('the material key of these tests', 'utf8'));
+  async function openStore(dir: string): Promise<LevelStore> {
+    const store = await LevelStore.open(join(dir, 'store'));
+    stores.push(store);
+    return store;
+  }
+
+  it("keeps the files' key pair and tokens in the store, sealed; the files stay; another reader needs only the store and the material key", async () => {
+    const d = dataDir();
+    const kp = createKeypair(d);
+    importToken(d, abmToken(kp.certFile, d), 'main', { now: new Date('2026-01-01T00:00:00Z') });
+    const store = await openStore(d);
+    const material = new AbmMaterial(store, sealer);
+    expect(await material.tokens()).toEqual([]);
+
+    expect(await material.adoptFiles(d)).toEqual({ keypair: true, tokens: ['main'] });
+    // Read once: unchanged files are not stored again.
+    expect(await material.adoptFiles(d)).toEqual({ keypair: false, tokens: [] });
+    expect(listTokens(d).map((t) => t.name)).toEqual(['main']);
+
+    // Sealed: neither the key nor a token secret is in the store in the clear.
+    const raw = [(await store.getMaterial('blob', 'abm-keypair'))!, ...(await store.listMaterial('abm-token')).items.map((i) => i.value)].map((b) =>
+      b.toString('latin1'),
+    );
+    expect(raw).toHaveLength(2);
+    for (const r of raw) {
+      expect(r).not.toMatch(/PRIVATE KEY|CS_secret_value|AS_secret_value/);
+    }
+
+    // A reader with no files (a fresh directory) and the same material key.
+    const elsewhere = new AbmMaterial(store, sealer);
+    expect(await elsewhere.adoptFiles(dataDir())).toEqual({ keypair: false, tokens: [] });
+    expect(await elsewhere.tokens()).toEqual([
+      { ...creds, name: 'main', accessTokenExpiry: new Date('2027-11-30T12:00:00Z'), importedAt: new Date('2026-01-01T00:00:00Z') },
+    ]);
+    expect((await elsewhere.keypair())?.certDer.equals(kp.certDer)).toBe(true);
+    // The stored key still decrypts what ABM encrypts to the uploaded certificate.
+    const stored = (await elsewhere.keypair())!;
+    expect(stored.key.asymmetricKeyDetails?.modulusLength).toBe(2048);
+    expect(stored.key.export({ type: 'pkcs8', format: 'pem' })).toEqual(readKeypair(d).key.export({ type: 'pkcs8', format: 'pem' }));
+
+    // Another material key cannot open them, and says which key to give.
+    await expect(new AbmMaterial(store, new Sealer(Buffer.from('some other material key here', 'utf8'))).tokens()).rejects.toThrow(SealError);
+  });
+
+  it('a newer import of a name replaces the stored token; an older file does not replace a newer stored one', async () => {
+    const d = dataDir();
+    const kp = createKeypair(d);
+    importToken(d, abmToken(kp.certFile, d), 'main', { now: new Date('2026-01-01T00:00:00Z') });
+    const store = await openStore(d);
+    const material = new AbmMaterial(store, sealer);
+    await material.adoptFiles(d);
+
+    const renewed = serverTokenText({ ...creds, accessToken: 'AT_renewed', accessTokenExpiry: new Date('2028-01-01T00:00:00Z') });
+    importToken(d, abmToken(kp.certFile, d, renewed), 'main', { now: new Date('2026-06-01T00:00:00Z') });
+    expect(await material.adoptFiles(d)).toEqual({ keypair: false, tokens: ['main'] });
+    expect((await material.tokens()).map((t) => t.accessToken)).toEqual(['AT_renewed']);
+
+    // A second server's directory holds the older import: the store keeps the newer one.
+    const old = dataDir();
+    createKeypair(old);
+    const oldKp = readKeypair(old);
+    importToken(old, abmToken(oldKp.certFile, old), 'main', { now: new Date('2026-01-01T00:00:00Z') });
+    expect(await new AbmMaterial(store, sealer).adoptFiles(old)).toEqual({ keypair: true, tokens: [] });
+    expect((await material.tokens()).map((t) => t.accessToken)).toEqual(['AT_renewed']);
   });
 });
