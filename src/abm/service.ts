@@ -183,7 +183,7 @@ export class AbmService {
     if (r) return { state: 'assigned', record: abmFacts(r) };
     let tokens: number;
     try {
-      tokens = this.opts.tokens ? this.opts.tokens().length : listTokens(this.opts.dataDir).length;
+      tokens = (await this.opts.tokens()).length;
     } catch {
       // Tokens exist but cannot be read (a condition says so): ABM is in use, the serial is not known.
       tokens = 1;
