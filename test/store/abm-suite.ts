@@ -2,7 +2,8 @@
  * Backend-independent behaviour of the ABM store role (src/store/abm.ts). Every backend runs it:
  *   abmStoreSuite('MyStore', async () => ({ store, reopen, cleanup }))
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { openEach } from './suite.js';
 import type { AbmDeviceRecord, AbmStore } from '../../src/store/abm.js';
 import { allPages } from '../../src/store/paging.js';
 
@@ -28,11 +29,10 @@ export function abmStoreSuite(name: string, open: () => Promise<AbmStoreHarness>
   describe(`AbmStore: ${name}`, () => {
     let h: AbmStoreHarness;
     let store: AbmStore;
-    beforeEach(async () => {
-      h = await open();
-      store = h.store;
+    openEach(open, (opened) => {
+      h = opened;
+      store = opened.store;
     });
-    afterEach(async () => h.cleanup());
 
     it('applies a page: upserts replace, deletes forget, the cursor is kept per token', async () => {
       expect(await store.getAbmCursor('main')).toBeUndefined();

@@ -2,7 +2,8 @@
  * Backend-independent behaviour of the DDM store role (src/store/ddm.ts). Every backend runs it:
  *   ddmStoreSuite('MyStore', async () => ({ store, reopen, cleanup }))
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { openEach } from './suite.js';
 import type { DdmStatus, DeclarationSet } from '../../src/ddm/model.js';
 import type { DdmStore } from '../../src/store/ddm.js';
 import type { WorkStore } from '../../src/store/types.js';
@@ -47,11 +48,10 @@ export function ddmStoreSuite(name: string, open: () => Promise<DdmStoreHarness>
   describe(`DdmStore: ${name}`, () => {
     let h: DdmStoreHarness;
     let store: DdmStore;
-    beforeEach(async () => {
-      h = await open();
-      store = h.store;
+    openEach(open, (opened) => {
+      h = opened;
+      store = opened.store;
     });
-    afterEach(async () => h.cleanup());
 
     it('keeps the current and the given set apart, per enrollment and channel', async () => {
       await store.putDeclarationSet('DEV1', 'current', set('t2', 10));

@@ -2,7 +2,8 @@
  * Backend-independent behaviour of `LeaseStore` (src/store/lease.ts): every backend runs it as
  * `leaseSuite('MyStore', open)` with the harness of `test/store/suite.ts`.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { openEach } from './suite.js';
 import type { LeaseStore } from '../../src/store/lease.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
@@ -10,15 +11,8 @@ const at = (ms: number): Date => new Date(T0 + ms);
 
 export function leaseSuite(name: string, open: () => Promise<{ store: LeaseStore; cleanup: () => Promise<void> }>): void {
   describe(`${name}: lease`, () => {
-    let h: { store: LeaseStore; cleanup: () => Promise<void> };
     let store: LeaseStore;
-    beforeEach(async () => {
-      h = await open();
-      store = h.store;
-    });
-    afterEach(async () => {
-      await h.cleanup();
-    });
+    openEach(open, (opened) => (store = opened.store));
 
     it('one holder at a time; a renewal keeps the token; after expiry the next holder gets a larger one', async () => {
       const a = await store.acquireLease('leader', 'A', 1000, at(0));

@@ -2,7 +2,8 @@
  * Backend-independent behaviour of `MaterialStore` (src/store/material.ts): every backend runs it
  * as `materialSuite('MyStore', open)` with the harness of `test/store/suite.ts`.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { openEach } from './suite.js';
 import { Malformed } from '../../src/errors.js';
 import type { MaterialStore } from '../../src/store/material.js';
 
@@ -22,12 +23,9 @@ export function materialSuite(name: string, open: () => Promise<MaterialHarness>
   describe(`${name}: material`, () => {
     let h: MaterialHarness;
     let store: MaterialStore;
-    beforeEach(async () => {
-      h = await open();
-      store = h.store;
-    });
-    afterEach(async () => {
-      await h.cleanup();
+    openEach(open, (opened) => {
+      h = opened;
+      store = opened.store;
     });
 
     it('keeps bytes per kind and key; kinds do not share keys', async () => {

@@ -2,7 +2,8 @@
  * Backend-independent behaviour of the rollout store role (src/store/rollouts.ts). Every backend runs it:
  *   rolloutStoreSuite('MyStore', async () => ({ store, reopen, cleanup }))
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { openEach } from './suite.js';
 import type { RolloutState, RolloutStore } from '../../src/store/rollouts.js';
 
 export interface RolloutStoreHarness {
@@ -27,11 +28,10 @@ export function rolloutStoreSuite(name: string, open: () => Promise<RolloutStore
   describe(`RolloutStore: ${name}`, () => {
     let h: RolloutStoreHarness;
     let store: RolloutStore;
-    beforeEach(async () => {
-      h = await open();
-      store = h.store;
+    openEach(open, (opened) => {
+      h = opened;
+      store = opened.store;
     });
-    afterEach(async () => h.cleanup());
 
     it('keeps one state per blueprint: put replaces, delete forgets, list has them all', async () => {
       expect(await store.listRollouts()).toEqual([]);

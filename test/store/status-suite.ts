@@ -3,10 +3,10 @@
  * backend runs it as `statusSuite('MyStore', open)` with the harness of `test/store/suite.ts`.
  * Rows follow the writes they summarize; counts, filters and pages are answered from them.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DEVICE_STATES, type StatusProfiles } from '../../src/store/status.js';
 import type { DeviceFacts, EnrollmentRecord, IdentityBinding, Store } from '../../src/store/types.js';
-import type { StoreHarness } from './suite.js';
+import { openEach, type StoreHarness } from './suite.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
 const at = (s: number): Date => new Date(T0 + s * 1000);
@@ -51,12 +51,9 @@ export function statusSuite(name: string, open: () => Promise<StoreHarness>): vo
   describe(`${name}: read model`, () => {
     let h: StoreHarness;
     let store: Store;
-    beforeEach(async () => {
-      h = await open();
-      store = h.store;
-    });
-    afterEach(async () => {
-      await h.cleanup();
+    openEach(open, (opened) => {
+      h = opened;
+      store = opened.store;
     });
 
     async function enroll(id: string, s = 1): Promise<void> {

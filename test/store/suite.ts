@@ -19,6 +19,22 @@ export interface StoreHarness {
   cleanup: () => Promise<void>;
 }
 
+/**
+ * Every test of a suite on a harness of its own: `open` before each, its `cleanup` after, and
+ * `use` given the open one (suites keep it and its store in variables of their own).
+ */
+export function openEach<H extends { cleanup: () => Promise<void> }>(open: () => Promise<H>, use: (opened: H) => void): void {
+  let current: H | undefined;
+  beforeEach(async () => {
+    current = await open();
+    use(current);
+  });
+  afterEach(async () => {
+    await current?.cleanup();
+    current = undefined;
+  });
+}
+
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
 /** A time `s` seconds after T0. */
 const at = (s: number): Date => new Date(T0 + s * 1000);
@@ -79,12 +95,9 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
     let h: StoreHarness;
     let store: Store;
 
-    beforeEach(async () => {
-      h = await open();
-      store = h.store;
-    });
-    afterEach(async () => {
-      await h.cleanup();
+    openEach(open, (opened) => {
+      h = opened;
+      store = opened.store;
     });
 
     // Every list through pages of 2: the paging code runs under every assertion.

@@ -2,9 +2,9 @@
  * Backend-independent behaviour of `WorkStore` (src/store/roles/work.ts): durable per-device
  * reconcile work. Every backend runs it as `workSuite('MyStore', open)` with the harness of `test/store/suite.ts`.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Store } from '../../src/store/types.js';
-import type { StoreHarness } from './suite.js';
+import { openEach, type StoreHarness } from './suite.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
 const at = (ms: number): Date => new Date(T0 + ms);
@@ -14,12 +14,9 @@ export function workSuite(name: string, open: () => Promise<StoreHarness>): void
   describe(`${name}: work`, () => {
     let h: StoreHarness;
     let store: Store;
-    beforeEach(async () => {
-      h = await open();
-      store = h.store;
-    });
-    afterEach(async () => {
-      await h.cleanup();
+    openEach(open, (opened) => {
+      h = opened;
+      store = opened.store;
     });
 
     it('a due row is claimed once while its claim lives; an expired claim is reclaimed; done removes it', async () => {
