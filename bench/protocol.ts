@@ -99,12 +99,32 @@ export async function startBenchServer(dir: string, caPath: string, extraArgs: s
   };
 }
 
+/** The server's event-loop delay in ms (orchard_event_loop_delay_seconds, cumulative since it started: a max never falls). */
+export interface LoopDelay {
+  p99: number;
+  max: number;
+}
+
+/** Scrapes a bench server's /metrics (the bench's API token) for its own event-loop delay. */
+export async function loopDelayMs(url: string): Promise<LoopDelay> {
+  const res = await fetch(`${url}/metrics`, { headers: { authorization: 'Bearer bench-token' } });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`/metrics: ${res.status} ${text.slice(0, 200)}`);
+  const q = (quantile: string) => {
+    const m = new RegExp(`^orchard_event_loop_delay_seconds\\{quantile="${quantile}"\\} (\\S+)$`, 'm').exec(text);
+    if (!m) throw new Error(`/metrics has no orchard_event_loop_delay_seconds{quantile="${quantile}"}`);
+    return Number(m[1]) * 1000;
+  };
+  return { p99: q('0.99'), max: q('1') };
+}
+
 export function procRssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-function percentile(sorted: number[], p: number): number {
+/** The p-th percentile of ascending `sorted` (NaN when empty). */
+export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }

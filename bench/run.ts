@@ -7,7 +7,8 @@
  * run it in a process started with --max-old-space-size=640 for the RSS bound, as `npm run bench` does).
  * protocol-openssl (signatures from `openssl cms -sign`, a key per device): --key-type rsa2048|p256
  * (default rsa2048), --rounds N Idles per device per phase (default 2), --phases a,b (default all:
- * sha1-keepalive,sha1-newconn,sha256-keepalive,sha256-newconn,cycle,sha1-keepalive-first1000).
+ * sha1-keepalive,sha1-newconn,sha256-keepalive,sha256-newconn,cycle,sha1-keepalive-first1000; `apps`, asked for
+ * by name only: --apps-devices N (default 100) devices send a 1 MB InstalledApplicationList among the others' Idles).
  * --backend leveldb|postgres (default leveldb; postgres starts a throwaway cluster, bench/backend.ts) for
  * protocol-openssl, reconcile and read-model; --replicas N `orchard serve` processes on the one
  * PostgreSQL database for protocol-openssl (default 1).
@@ -51,6 +52,7 @@ const { values } = parseArgs({
     'ddm-declarations': { type: 'string', default: '5' },
     backend: { type: 'string', default: 'leveldb' },
     replicas: { type: 'string', default: '1' },
+    'apps-devices': { type: 'string', default: '100' },
   },
 });
 const only = values.only;
@@ -167,18 +169,28 @@ if (!only || only === 'protocol-openssl') {
     keyType,
     backend,
     replicas: Number(values.replicas),
+    appsDevices: Number(values['apps-devices']),
     ...(values.phases ? { phases: values.phases.split(',') as RealisticPhase[] } : {}),
   });
   console.log(
     `## Protocol, openssl-made signatures: ${r.devices} devices, each its own ${keyType === 'rsa2048' ? 'RSA-2048' : 'EC P-256'} key and certificate, ${r.concurrency} concurrent, ${r.rounds} Idle(s) per device per phase, ${storeName}${r.replicas > 1 ? `, ${r.replicas} replicas` : ''}\n`,
   );
   console.log(
-    '| phase | requests | req/s | server CPU ms/req | database CPU ms/req | p50 ms | p99 ms | server RSS after MB |\n|---|---|---|---|---|---|---|---|',
+    '| phase | requests | req/s | server CPU ms/req | database CPU ms/req | p50 ms | p99 ms | server RSS after MB | event-loop max ms |\n|---|---|---|---|---|---|---|---|---|',
   );
+  // The server's event-loop max is cumulative: a phase that did not raise it blocked at most that long ("≤").
   for (const p of r.phases)
     console.log(
-      `| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.dbCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} | ${f(p.rssAfterMb, 1)} |`,
+      `| ${p.name} | ${p.requests} | ${f(p.requestsPerSec, 0)} | ${f(p.serverCpuMsPerRequest, 3)} | ${f(p.dbCpuMsPerRequest, 3)} | ${f(p.p50ms, 2)} | ${f(p.p99ms, 2)} | ${f(p.rssAfterMb, 1)} | ${p.loopMaxRose ? '' : '≤ '}${f(p.loopAfter.max, 1)} |`,
     );
+  for (const p of r.phases)
+    if (p.idleP99ms !== undefined)
+      console.log(
+        `\n${p.name}: the Idles' p99 ${f(p.idleP99ms, 2)} ms; a report's upload and answer p50 ${f(p.reportP50ms!, 1)} ms, p99 ${f(p.reportP99ms!, 1)} ms.`,
+      );
+  console.log(
+    `\nServer event-loop delay (orchard_event_loop_delay_seconds, since start): ${f(r.loopAtStart.max, 1)} ms max once listening; after the run p99 ${f(r.phases.at(-1)?.loopAfter.p99 ?? NaN, 1)} ms, max ${f(r.phases.at(-1)?.loopAfter.max ?? NaN, 1)} ms.`,
+  );
   console.log(
     `\nServer RSS: ${f(r.serverRssAtStartMb, 1)} MB listening, ${f(r.serverRssAfterEnrollMb, 1)} MB after enrolling ${r.devices}, ${f(r.serverRssMb, 1)} MB after the run. Signing ahead of the run: ${f(r.signSeconds, 0)} s (key generation ${f(r.keygenSeconds, 0)} s).\n`,
   );
