@@ -7,7 +7,7 @@ import type { ReplayGuard } from '../mdm/replay.js';
 import { ProtocolError } from '../protocol/errors.js';
 import { ROUTER_OPTIONS, guardKind } from './api.js';
 import type { DeviceState } from './context.js';
-import { deviceIdentity, mdmHandler, readBody } from './device.js';
+import { deviceIdentity, largeBodiesInTurn, mdmHandler, readBody } from './device.js';
 import { requestLog } from './request-log.js';
 import { ADMIN_AREA, errorHandler } from './errors.js';
 
@@ -45,6 +45,7 @@ export function createApp(opts: AppOptions): Koa<DeviceState> {
   const device = new Router<DeviceState>(ROUTER_OPTIONS);
   const chain = [
     readBody({ limit: opts.maxBodyBytes, timeoutMs: opts.bodyTimeoutMs ?? 30_000 }),
+    largeBodiesInTurn(),
     deviceIdentity({ trust: opts.trust, certHeader: opts.certHeader }),
     mdmHandler(opts.service, opts.replay),
   ];
