@@ -45,6 +45,7 @@ import { ConvergenceSeries, ProgressSampler, progressReader } from './report/pro
 import { EventWebhooks } from './report/webhooks.js';
 import { DeclarativeManagement } from './ddm/protocol.js';
 import { DdmReconciler } from './ddm/reconcile.js';
+import { awaitsConfiguration } from './reconcile/setup.js';
 import { LegacyProfiles, legacyProfileUrl } from './ddm/legacy.js';
 import { ddmRow } from './ddm/report.js';
 import { statusChanged, withDdmFacts } from './ddm/status.js';
@@ -481,6 +482,7 @@ function reconcilers(
     log: p.log.child({ component: 'ddm' }),
     secrets,
     legacyUrl: publicUrl ? (eid, profile, version) => legacyProfileUrl(publicUrl, eid, profile, version) : undefined,
+    inSetup: (device) => awaitsConfiguration(p.store, device, new Date()),
   });
   return new Reconciler({
     store: p.store,

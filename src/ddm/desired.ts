@@ -4,13 +4,12 @@
  * compute it the same way.
  */
 import type { Fleet, ProfileDoc } from '../gitops/model.js';
-import { compareVersions, matches, parseVersion } from '../gitops/selector.js';
+import { matches } from '../gitops/selector.js';
 import type { DeviceView } from '../gitops/selector.js';
 import { inRollout } from '../reconcile/desired.js';
 import { RenderError, renderProfile, substituter, toPlist, type DeviceValues, type SecretLookup } from '../reconcile/render.js';
 import type { DeclarationChannel, DeclarationDoc, DeclarationSet, SetEntry } from './model.js';
 import { LEGACY_TYPE } from './load.js';
-import { DDM_MINIMUM } from './schema.js';
 import { declarationsToken, serverToken } from './tokens.js';
 
 export interface DesiredDeclarations {
@@ -25,14 +24,6 @@ export interface DesiredDeclarations {
   wanted: boolean;
 }
 
-/** Whether the device's OS has DDM (undefined: its platform or version is not known). */
-export function ddmCapable(view: Pick<DeviceView, 'platform' | 'osVersion'>): boolean | undefined {
-  if (!view.platform || !view.osVersion) return undefined;
-  const v = parseVersion(view.osVersion);
-  const min = parseVersion(DDM_MINIMUM[view.platform]);
-  return v && min ? compareVersions(v, min) >= 0 : undefined;
-}
-
 export interface RenderOptions {
   /**
    * The URL a legacy declaration's profile is served at, for this enrollment. `version` is the
@@ -43,6 +34,11 @@ export interface RenderOptions {
   legacyUrl?: (profile: string, version: string, channel: DeclarationChannel) => string;
   /** The revision's profiles, which legacy declarations render (desiredDeclarations fills it in). */
   profiles?: ReadonlyMap<string, ProfileDoc>;
+  /**
+   * The device waits in Setup Assistant for DeviceConfigured: only `setup: true` blueprints'
+   * declarations are delivered; the others wait (kept as the device has them, none added).
+   */
+  setupOnly?: boolean;
 }
 
 export function renderDeclaration(
@@ -90,7 +86,7 @@ export function desiredDeclarations(
   for (const b of fleet.blueprints.values()) {
     if (b.deliver.length === 0 || !matches(b.selector, view)) continue;
     out.wanted = true;
-    const on = !b.suspend && inRollout(b, key);
+    const on = !b.suspend && inRollout(b, key) && (!opts.setupOnly || b.setup);
     for (const name of b.deliver) {
       const d = fleet.declarations.get(name);
       if (!d) continue; // the loader guarantees it

@@ -7,7 +7,8 @@ import type { Fleet } from '../gitops/model.js';
 import type { DeviceView } from '../gitops/selector.js';
 import type { DeviceValues } from '../reconcile/render.js';
 import type { SetEntry } from './model.js';
-import { ddmCapable, desiredDeclarations } from './desired.js';
+import { desiredDeclarations } from './desired.js';
+import { ddmCapable } from './schema.js';
 import { LEGACY_PROFILE_PREFIX } from './legacy.js';
 
 /** What the server says a device has (the `ddm.declarations` of `GET /api/v1/devices`). */

@@ -1,7 +1,8 @@
 /**
  * The DDM part of reconciling a device: compute each channel's declaration set, store it as the
  * current set, and when its DeclarationsToken changed, queue a DeclarativeManagement command
- * (with the new tokens) and push. The device then syncs through the check-in endpoints.
+ * (with the new tokens) and push. The device then syncs through the check-in endpoints. A device
+ * waiting in Setup Assistant gets the declarations of `setup: true` blueprints only, like profiles.
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -13,9 +14,9 @@ import type { SecretLookup } from '../reconcile/render.js';
 import type { DdmStore } from '../store/ddm.js';
 import type { DeviceRecord, NewCommand, Store } from '../store/types.js';
 import type { DeclarationChannel, DeclarationSet } from './model.js';
-import { ddmCapable, desiredDeclarations, setFor } from './desired.js';
+import { desiredDeclarations, setFor } from './desired.js';
 import { EMPTY_SET_TOKEN } from './protocol.js';
-import { DDM_MINIMUM } from './schema.js';
+import { ddmCapable, DDM_MINIMUM } from './schema.js';
 
 export interface DdmReconcilerOptions {
   store: Pick<Store, 'enqueue' | 'getCommand' | 'listEnrollments'>;
@@ -25,6 +26,8 @@ export interface DdmReconcilerOptions {
   secrets: SecretLookup;
   /** The URL of a legacy declaration's profile for an enrollment (absent: legacy declarations cannot render). */
   legacyUrl?: (enrollmentId: string, profile: string, version: string) => string;
+  /** Whether the device waits in Setup Assistant for DeviceConfigured (src/reconcile/setup.ts): only setup declarations then. */
+  inSetup?: (device: DeviceRecord) => Promise<boolean>;
   now?: () => Date;
 }
 
@@ -47,10 +50,12 @@ export class DdmReconciler {
     const channels = (await this.opts.store.listEnrollments(device.id)).filter((e) => e.active);
     const out: DdmOutcome = { notified: [], errors: [] };
     const legacy = this.opts.legacyUrl;
+    const setupOnly = channels.length > 0 && this.opts.inSetup ? await this.opts.inSetup(device) : false;
     for (const e of channels) {
       const channel: DeclarationChannel = e.type === 'user' ? 'user' : 'device';
       const want = desiredDeclarations(fleet, view, values, view.serial ?? device.id, this.opts.secrets, {
         legacyUrl: legacy && ((profile, version) => legacy(e.id, profile, version)),
+        setupOnly,
       });
       if (channel === 'device') out.errors = want.errors;
       const previous = await this.opts.ddm.getDeclarationSet(e.id, 'current');

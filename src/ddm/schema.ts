@@ -16,6 +16,7 @@ import {
   type Severity,
 } from '../gitops/apple/payloads.js';
 import type { DeclarationChannel, DeclarationClass } from './model.js';
+import { compareVersions, parseVersion, type DeviceView } from '../gitops/selector.js';
 
 export interface DeclarationSchema extends PayloadJson {
   class: DeclarationClass;
@@ -93,6 +94,14 @@ const PLATFORM_OS: Record<Platform, keyof OSMap> = { macOS: 'macOS', iOS: 'iOS',
  * declarations and is reported as such.
  */
 export const DDM_MINIMUM: Record<Platform, string> = { macOS: '13.0', iOS: '15.0', iPadOS: '15.0', tvOS: '16.0', visionOS: '1.1', watchOS: '10.0' };
+
+/** Whether the device's OS has DDM (undefined: its platform or version is not known). */
+export function ddmCapable(view: Pick<DeviceView, 'platform' | 'osVersion'>): boolean | undefined {
+  if (!view.platform || !view.osVersion) return undefined;
+  const v = parseVersion(view.osVersion);
+  const min = parseVersion(DDM_MINIMUM[view.platform]);
+  return v && min ? compareVersions(v, min) >= 0 : undefined;
+}
 
 export interface DeclarationContext {
   platforms: Platform[];

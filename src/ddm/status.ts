@@ -148,8 +148,19 @@ export function ddmFacts(status: Pick<DdmStatus, 'items'> | undefined): Record<s
  * over DDM re-evaluates selectors without DeviceInformation polling.
  */
 export function withDdmFacts<D extends Pick<DeviceRecord, 'reported'>>(device: D, status: DdmStatus | undefined): D {
+  if (!status) return device;
+  // What it said of its declarations, for the Setup Assistant items (src/reconcile/desired.ts).
+  const Declarations = {
+    at: status.at,
+    commandUUID: 'DeclarativeManagement',
+    value: Object.fromEntries(Object.entries(status.declarations).map(([id, d]) => [id, { active: d.active, valid: d.valid }])),
+  };
+  return withFacts({ ...device, reported: { ...device.reported, Declarations } }, status);
+}
+
+function withFacts<D extends Pick<DeviceRecord, 'reported'>>(device: D, status: DdmStatus): D {
   const facts = ddmFacts(status);
-  if (!status || Object.keys(facts).length === 0) return device;
+  if (Object.keys(facts).length === 0) return device;
   const info = device.reported.DeviceInformation;
   if (info && Date.parse(info.at) > Date.parse(status.at)) return device;
   const value = { ...(info?.value ?? {}), ...facts };

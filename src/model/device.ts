@@ -91,6 +91,11 @@ export interface ReportedState {
   ProfileList?: Reported<Record<string, unknown>[]>;
   InstalledApplicationList?: Reported<Record<string, unknown>[]>;
   CertificateList?: Reported<Record<string, unknown>[]>;
+  /**
+   * The declarations its last DDM status report names (identifier -> active, valid). Not stored
+   * here: the DDM part adds it from its status before the reconciler decides (setup items).
+   */
+  Declarations?: Reported<Record<string, { active: boolean; valid: string }>>;
 }
 
 export interface DeviceRecord {

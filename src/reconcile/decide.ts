@@ -208,8 +208,9 @@ function changedFrom(before: Record<string, ArtifactStatus>, after: Record<strin
   return false;
 }
 
-/** Every Setup Assistant item is accepted by the device (acknowledged or seen installed). */
+/** Every Setup Assistant item is accepted by the device (acknowledged or seen installed; declarations reported active). */
 export function setupReady(desired: DesiredState, artifacts: DeviceArtifacts['artifacts']): boolean {
+  if (desired.setupDeclarations?.length) return false;
   for (const [id, want] of desired.profiles) {
     if (!want.setup) continue;
     const phase = artifacts[id]?.phase;

@@ -7,6 +7,7 @@ import type { BlueprintDoc, Fleet } from '../gitops/model.js';
 import { matches, platformOf, serialProven, type DeviceView } from '../gitops/selector.js';
 import { DEVICE_VARIABLES } from '../gitops/variables.js';
 import type { DeviceRecord } from '../model/device.js';
+import { ddmCapable } from '../ddm/schema.js';
 import { RenderError, renderSteps, runSteps, runStepsAsync, type DeviceValues, type RenderedProfile, type SecretLookup, type Steps } from './render.js';
 
 export interface DesiredProfile {
@@ -34,6 +35,11 @@ export interface DesiredState {
    * removed is decided by the revision being applied (see `prunes` in decide.ts).
    */
   prune?: ReadonlyMap<string, boolean>;
+  /**
+   * Declarations of `setup: true` blueprints the device has not reported active yet, with why
+   * (Setup Assistant items: DeviceConfigured waits for them as for setup profiles).
+   */
+  setupDeclarations?: { identifier: string; why: string }[];
 }
 
 const pruneFlags = new WeakMap<Fleet, ReadonlyMap<string, boolean>>();
@@ -166,5 +172,31 @@ function* desiredSteps(
   }
   // An identifier an active blueprint wants is not frozen by another, suspended one.
   for (const id of profiles.keys()) frozen.delete(id);
-  return { profiles, frozen, prune: pruneOf(fleet) };
+  const setupDeclarations = setupDeclarationsWaiting(fleet, view, key, device.reported.Declarations?.value);
+  return { profiles, frozen, prune: pruneOf(fleet), ...(setupDeclarations.length ? { setupDeclarations } : {}) };
+}
+
+/**
+ * The device-channel declarations of the active `setup: true` blueprints selecting the device
+ * that its last DDM status report does not show active (none on an OS without DDM: it never will).
+ */
+function setupDeclarationsWaiting(
+  fleet: Fleet,
+  view: DeviceView,
+  key: string,
+  reported: Record<string, { active: boolean; valid: string }> | undefined,
+): { identifier: string; why: string }[] {
+  if (ddmCapable(view) === false) return [];
+  const out = new Map<string, string>();
+  for (const b of fleet.blueprints.values()) {
+    if (!b.setup || b.deliver.length === 0 || b.suspend || !inRollout(b, key) || !matches(b.selector, view)) continue;
+    for (const name of b.deliver) {
+      const d = fleet.declarations.get(name);
+      if (!d || d.channel !== 'device') continue;
+      const r = reported?.[d.identifier];
+      if (r?.active) continue;
+      out.set(d.identifier, !r ? 'not reported by the device yet' : r.valid === 'invalid' ? 'the device reports it invalid' : 'not active on the device');
+    }
+  }
+  return [...out].map(([identifier, why]) => ({ identifier, why }));
 }

@@ -4,7 +4,8 @@
  * DeviceConfigured. Orchard installs the blueprints' Setup Assistant items (`setup: true`) first,
  * sends DeviceConfigured once the device accepted them all, and only then the other items. A
  * setup item the device refuses keeps it waiting (retried with backoff), and its status says
- * which item and the device's error. Pure, apart from reading the DeviceConfigured answer.
+ * which item and the device's error. Declarations of `setup: true` blueprints come first the same way
+ * (src/ddm/reconcile.ts). Pure, apart from reading the DeviceConfigured answer.
  */
 import type { DeviceRecord, EnrollmentRecord } from '../model/device.js';
 import type { StatusProblem } from '../store/status.js';
@@ -12,6 +13,7 @@ import type { CommandView } from '../model/command.js';
 import { describeChain } from './decide.js';
 import type { DesiredState } from './desired.js';
 import type { DeviceArtifacts } from './types.js';
+import type { Store } from '../store/types.js';
 
 /** The identifier status problems about the release use. */
 export const DEVICE_CONFIGURED = 'DeviceConfigured';
@@ -32,6 +34,25 @@ export function trackSetup(
   if (enrollment.awaitingConfiguration !== true) return false;
   state.setup ??= { enrolledAt };
   return true;
+}
+
+/**
+ * Whether the device waits for DeviceConfigured, from what the store has now, for the parts that
+ * decide before the reconciler writes its state (the declarations): its stored state with a
+ * DeviceConfigured answer already in folded in, as the reconciler is about to. Reads only.
+ */
+export async function awaitsConfiguration(
+  store: Pick<Store, 'getArtifacts' | 'getEnrollment' | 'getCommand'>,
+  device: Pick<DeviceRecord, 'id' | 'enrolledAt'>,
+  now: Date,
+): Promise<boolean> {
+  const enrollment = await store.getEnrollment(device.id);
+  if (enrollment?.awaitingConfiguration !== true) return false;
+  const stored = await store.getArtifacts(device.id);
+  // A shallow copy: the functions below replace `setup`, never change it in place.
+  const state: DeviceArtifacts = { deviceId: device.id, artifacts: {}, ...stored };
+  if (state.setup?.deviceConfigured) absorbDeviceConfigured(state, await store.getCommand(device.id, state.setup.deviceConfigured), now);
+  return trackSetup(enrollment, device, state);
 }
 
 /** Whether the device still waits, as `state` records it (for the status row). */
@@ -65,10 +86,11 @@ export function setupProblem(desired: DesiredState | undefined, state: DeviceArt
     else if (st?.phase === 'failed') why.push(`${id} failed: ${st.lastError?.message ?? 'device refused it'}`);
     else if (st?.phase !== 'acknowledged' && st?.phase !== 'verified') why.push(`${id} not installed yet`);
   }
-  const failed = why.some((w) => !w.endsWith('not installed yet'));
+  for (const d of desired?.setupDeclarations ?? []) why.push(`declaration ${d.identifier} ${d.why}`);
+  const failed = why.some((w) => !/(not installed yet|not reported by the device yet|not active on the device)$/.test(w));
   return {
     identifier: DEVICE_CONFIGURED,
     phase: failed ? 'failed' : 'pending',
-    message: `waiting in Setup Assistant for its setup profiles: ${why.join('; ') || 'none yet'}`,
+    message: `waiting in Setup Assistant for its setup items: ${why.join('; ') || 'none yet'}`,
   };
 }
