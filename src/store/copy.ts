@@ -1,7 +1,7 @@
 /**
  * `orchard store copy`: every role of one store into another (LevelDB -> PostgreSQL to move an
  * install onto a database, or back into a data directory): devices with their channels, queue, results, inventory, reconcile
- * state and status rows; material (CA, push certificate, challenges, source state ...); DDM;
+ * state, status rows and reconcile work rows (src/store/transfer.ts); material (CA, push certificate, challenges, source state ...); DDM;
  * rollouts; ABM devices, sync cursors and the enrollment profiles Orchard defined. A target that holds anything
  * is refused unless `force` (then devices already there are skipped and counted).
  */

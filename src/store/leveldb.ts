@@ -854,7 +854,12 @@ export class LevelStore implements Store, WorkAround {
       }
       if (d.artifacts) ops.push({ type: 'put', key: K.artifacts(id), value: { version: 1, state: withoutVersion(d.artifacts) } });
       const indexed = this.statusOps(id, d.device, d.status?.profiles, ops);
-      await this.write(ops);
+      if (d.work) ops.push({ type: 'put', key: K.work(id), value: this.work.begin(id, new Date(d.work.dueAt)) });
+      try {
+        await this.write(ops);
+      } finally {
+        if (d.work) this.work.settle(id);
+      }
       indexed();
       for (const [k, o, entry] of queued) this.queues.add(k, o, entry);
       for (const e of d.enrollments) this.deviceOfEnr.set(e.id, id);
@@ -1187,6 +1192,10 @@ export class LevelStore implements Store, WorkAround {
     } finally {
       this.work.settle(deviceId);
     }
+  }
+
+  async getWork(deviceId: string): Promise<{ dueAt: Date } | undefined> {
+    return this.work.due(deviceId);
   }
 
   async claimWork(req: ClaimRequest): Promise<WorkClaim[]> {

@@ -601,6 +601,10 @@ export class MemoryStore implements Store, WorkAround {
     return out;
   }
 
+  async getWork(deviceId: string): Promise<{ dueAt: Date } | undefined> {
+    return this.d.work.due(deviceId);
+  }
+
   async claimWork(req: ClaimRequest): Promise<WorkClaim[]> {
     return this.d.work.claim(req);
   }

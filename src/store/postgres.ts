@@ -1239,6 +1239,7 @@ export class PgStore implements Store {
         await c.query('INSERT INTO artifacts (device_id, version, state) VALUES ($1, 1, $2)', [id, JSON.stringify(withoutVersion(d.artifacts))]);
       }
       await this.putRow(c, id, d.device, d.status?.profiles);
+      if (d.work) await addWorkRow(c, id, new Date(d.work.dueAt));
       const seen = d.enrollments.map((e) => e.lastSeenAt).filter((x): x is string => x !== undefined);
       if (seen.length) await c.query('UPDATE status_rows SET seen = GREATEST(seen, $2) WHERE device_id = $1', [id, seen.sort().at(-1)]);
     });
@@ -1318,6 +1319,12 @@ export class PgStore implements Store {
   async addWork(deviceId: string, dueAt: Date = new Date()): Promise<void> {
     checkId('device id', deviceId);
     await addWorkRow(this.pool, deviceId, dueAt);
+  }
+
+  async getWork(deviceId: string): Promise<{ dueAt: Date } | undefined> {
+    checkId('device id', deviceId);
+    const { rows } = await this.pool.query<{ due_at: Date }>('SELECT due_at FROM work WHERE device_id = $1', [deviceId]);
+    return rows[0] && { dueAt: rows[0].due_at };
   }
 
   async claimWork(req: ClaimRequest): Promise<WorkClaim[]> {

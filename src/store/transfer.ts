@@ -1,7 +1,7 @@
 /**
  * What `orchard store copy` carries of the main store, backend-neutral: everything kept about one
  * device (its record, channels with their secrets, commands with payloads and results, reconcile
- * state, status row), read through the Store's own read methods, and the two things a backend
+ * state, status row, reconcile work row), read through the Store's own read methods, and the two things a backend
  * adds for it: a command's payload (source) and writing a device as exported (target).
  */
 import type { DeviceStatus } from './status.js';
@@ -17,6 +17,8 @@ export interface DeviceExport {
   commands: { enrollmentId: string; command: CommandView; payload?: Buffer }[];
   artifacts?: VersionedArtifacts;
   status?: DeviceStatus;
+  /** Its reconcile work row, if it had one: when it is due (a claim is not carried: the target's replicas claim it anew). */
+  work?: { dueAt: string };
 }
 
 export interface DeviceTransfer {
@@ -50,6 +52,19 @@ export async function exportDevice(store: Store & Pick<DeviceTransfer, 'commandP
       commands.push({ enrollmentId: e.id, command, ...(payload ? { payload } : {}) });
     }
   }
-  const [bootstrapToken, artifacts, status] = await Promise.all([store.getBootstrapToken(deviceId), store.getArtifacts(deviceId), store.getStatus(deviceId)]);
-  return { device, enrollments, commands, ...(bootstrapToken ? { bootstrapToken } : {}), ...(artifacts ? { artifacts } : {}), ...(status ? { status } : {}) };
+  const [bootstrapToken, artifacts, status, work] = await Promise.all([
+    store.getBootstrapToken(deviceId),
+    store.getArtifacts(deviceId),
+    store.getStatus(deviceId),
+    store.getWork(deviceId),
+  ]);
+  return {
+    device,
+    enrollments,
+    commands,
+    ...(bootstrapToken ? { bootstrapToken } : {}),
+    ...(artifacts ? { artifacts } : {}),
+    ...(status ? { status } : {}),
+    ...(work ? { work: { dueAt: work.dueAt.toISOString() } } : {}),
+  };
 }

@@ -47,6 +47,12 @@ export class EmbeddedWork {
     return this.rows.get(deviceId);
   }
 
+  due(deviceId: string): { dueAt: Date } | undefined {
+    checkId('device id', deviceId);
+    const row = this.rows.get(deviceId);
+    return row && { dueAt: new Date(row.dueAt) };
+  }
+
   claim(req: ClaimRequest): WorkClaim[] {
     if (!(req.leaseMs > 0)) throw new RangeError('a work claim needs a positive lease');
     const now = (req.now ?? new Date()).getTime();

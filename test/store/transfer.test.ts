@@ -102,6 +102,7 @@ async function snapshot(store: Store) {
     user: await commands('D1:501'),
     artifacts,
     status: await store.getStatus('D1'),
+    work: await store.getWork('D1'),
   };
 }
 
@@ -120,6 +121,8 @@ function transferSuite(name: string, openTarget: () => Promise<StoreHarness>): v
         const before = await snapshot(source.store);
         const after = await snapshot(into);
         expect(after).toEqual(before);
+        // Its work row (left by its answers, the earliest due) is carried, unclaimed.
+        expect(after.work).toEqual({ dueAt: at(6) });
         expect(after.enrollments.find((e) => e.id === 'D1')?.unlockToken?.toString()).toBe('unlock');
         expect(after.commands.find((c) => c.uuid === 'c3')?.result?.raw.toString()).toBe('answer-c3');
         // The version restarts: the target's history of this state begins with the copy.

@@ -40,6 +40,8 @@ export function workSuite(name: string, open: () => Promise<StoreHarness>): void
       await store.addWork('D1', at(500));
       await store.addWork('D1', at(0));
       await store.addWork('D1', at(900));
+      expect(await store.getWork('D1')).toEqual({ dueAt: at(0) });
+      expect(await store.getWork('D2')).toBeUndefined();
       const [c] = await store.claimWork({ holder: 'A', limit: 1, leaseMs: 60_000, now: at(0) });
       expect(c?.deviceId).toBe('D1');
       await store.addWork('D1', at(10));

@@ -34,6 +34,8 @@ export interface WorkStore {
    * `gen` moved), in which case it stays, unclaimed, for the next claim. Returns whether it went.
    */
   finishWork(claim: WorkClaim): Promise<boolean>;
+  /** The device's row, claimed or not, if it has one: when it is due (what `orchard store copy` carries). */
+  getWork(deviceId: string): Promise<{ dueAt: Date } | undefined>;
   /** How many rows wait (claimed or not): the backlog, for status and tests. */
   countWork(): Promise<number>;
 }
