@@ -124,8 +124,6 @@ export class Reconciler {
   /** A cause arrived while draining: drain again when done. */
   private again = false;
   private workTimer?: NodeJS.Timeout;
-  /** Wake-ups at the due time of retry rows this process wrote (the poll finds them too, later). */
-  private readonly wakeTimers = new Set<NodeJS.Timeout>();
   private driftTimer?: NodeJS.Timeout;
   private readonly now: () => Date;
   private readonly retry: RetryPolicy;
@@ -170,7 +168,6 @@ export class Reconciler {
     this.stopped = true;
     clearInterval(this.driftTimer);
     clearInterval(this.workTimer);
-    for (const t of this.wakeTimers) clearTimeout(t);
     await this.draining;
     await this.perDevice.idle();
   }
@@ -246,14 +243,10 @@ export class Reconciler {
       this.opts.log.error({ err, device: deviceId }, 'could not write reconcile work');
       return;
     }
-    const wait = dueAt ? dueAt.getTime() - this.now().getTime() : 0;
-    if (wait <= 0) return this.wake();
-    const t = setTimeout(() => {
-      this.wakeTimers.delete(t);
-      this.wake();
-    }, wait + 5);
-    t.unref();
-    this.wakeTimers.add(t);
+    // A row due later (a retry) is left to the poll: it claims it at most `workPollMs` (1 s) after
+    // it comes due, against retry delays of a minute and more, and a timer here would wake only
+    // this process while the row may be claimed on any replica.
+    if (!dueAt || dueAt.getTime() <= this.now().getTime()) this.wake();
   }
 
   /**
