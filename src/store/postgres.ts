@@ -77,11 +77,14 @@ export interface PgStoreOptions {
   poolSize?: number;
   /** How often buffered `touch` calls are written (default 2000 ms). */
   touchFlushMs?: number;
+  /** How often the status count deltas are folded into the kept counts (default 1000 ms). */
+  countFoldMs?: number;
 }
 
 const MIGRATION_LOCK = 0x4f524348; // 'ORCH': one migrator at a time
 const DEVICE_LOCK = 1;
 const COMMAND_LOCK = 2;
+const FOLD_LOCK = 0x4f524343; // 'ORCC': one folder of the status count deltas at a time
 
 type StoredEnrollment = Omit<EnrollmentRecord, 'unlockToken'>;
 
@@ -169,18 +172,21 @@ export async function migrate(pool: pg.Pool, opts: { apply: boolean } = { apply:
     await client.query(
       'CREATE TABLE IF NOT EXISTS orchard_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
     );
-    const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM orchard_migrations');
-    const from = rows[0]?.v ?? 0;
+    const { rows } = await client.query<{ version: number }>('SELECT version FROM orchard_migrations');
+    const applied = new Set(rows.map((r) => r.version));
+    const from = Math.max(0, ...applied);
+    const pending = MIGRATIONS.filter((m) => !applied.has(m.version));
     if (from > LATEST_SCHEMA) {
       throw new Unavailable(
         `the database schema is at version ${from}, newer than this server knows (${LATEST_SCHEMA}): upgrade Orchard before running it on this database`,
       );
     }
-    if (from < LATEST_SCHEMA && !opts.apply) {
-      throw new Unavailable(`the database schema is at version ${from}, this server needs ${LATEST_SCHEMA}: run \`orchard migrate --store URL\``);
+    if (pending.length && !opts.apply) {
+      throw new Unavailable(
+        `the database schema is at version ${from}${from === LATEST_SCHEMA ? ` without ${pending.map((m) => m.version).join(', ')}` : ''}, this server needs ${LATEST_SCHEMA}: run \`orchard migrate --store URL\``,
+      );
     }
-    for (const m of MIGRATIONS) {
-      if (m.version <= from) continue;
+    for (const m of pending) {
       await client.query(m.sql);
       await client.query('INSERT INTO orchard_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
     }
@@ -234,6 +240,8 @@ export class PgStore implements Store {
   private readonly seenDevice = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
   private flushing?: Promise<void>;
+  private readonly foldTimer: NodeJS.Timeout;
+  private folding?: Promise<void>;
   private closing?: Promise<void>;
   /** commitReconcile calls waiting for the next group commit, and the loop writing them. */
   private commits: PendingCommit[] = [];
@@ -291,6 +299,12 @@ export class PgStore implements Store {
   ) {
     this.timer = setInterval(() => void this.flushTouches().catch(() => undefined), opts.touchFlushMs ?? 2000);
     this.timer.unref();
+    this.foldTimer = setInterval(() => {
+      this.folding ??= this.foldCounts()
+        .catch(() => undefined)
+        .finally(() => (this.folding = undefined));
+    }, opts.countFoldMs ?? 1000);
+    this.foldTimer.unref();
   }
 
   static async open(url: string, opts: PgStoreOptions = {}): Promise<PgStore> {
@@ -1105,22 +1119,58 @@ export class PgStore implements Store {
     });
   }
 
+  /**
+   * Fold the count deltas the status row trigger appended into `status_counts` (migration 008):
+   * readers add what is left, so this only keeps their work small. One replica at a time (the
+   * others skip); the deltas it folds are those its snapshot sees, each folded once.
+   */
+  async foldCounts(): Promise<void> {
+    await this.tx(async (c) => {
+      const { rows } = await c.query<{ got: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS got', [FOLD_LOCK]);
+      if (!rows[0]?.got) return;
+      await c.query({
+        name: 'orchard-fold-counts',
+        text: `WITH d AS (DELETE FROM status_count_deltas RETURNING blueprint, kind, key, n)
+               INSERT INTO status_counts AS c (blueprint, kind, key, n)
+               SELECT blueprint, kind, key, sum(n) FROM d GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+               ON CONFLICT (blueprint, kind, key) DO UPDATE SET n = c.n + EXCLUDED.n`,
+      });
+      // Keys no row counts for any more (a profile or blueprint gone).
+      await c.query({ name: 'orchard-fold-zeros', text: 'DELETE FROM status_counts WHERE n = 0' });
+    });
+  }
+
+  /** Kept counts of `blueprints` ('' is the fleet): the folded ones plus the deltas not folded yet, in one snapshot. */
+  private async keptCounts(
+    blueprints: string[],
+    extra = '',
+    extraValues: unknown[] = [],
+  ): Promise<{ blueprint: string; kind: string; key: string; n: string }[]> {
+    const { rows } = await this.pool.query<{ blueprint: string; kind: string; key: string; n: string }>(
+      `SELECT blueprint, kind, key, sum(n) AS n FROM (
+         SELECT blueprint, kind, key, n FROM status_counts WHERE blueprint = ANY($1)
+         UNION ALL SELECT blueprint, kind, key, n FROM status_count_deltas WHERE blueprint = ANY($1)
+       ) AS k GROUP BY 1, 2, 3 HAVING sum(n) <> 0${extra}`,
+      [blueprints, ...extraValues],
+    );
+    return rows;
+  }
+
   async fleetCounts(opts: { now: Date; staleDays: number }): Promise<FleetCounts> {
     await this.flushTouches();
     const cut = new Date(opts.now.getTime() - opts.staleDays * 86_400_000).toISOString();
-    const { rows } = await this.pool.query<{ state: DeviceState; n: string; enrolled: string; stale: string }>(
-      'SELECT state, count(*) AS n, count(*) FILTER (WHERE enrolled) AS enrolled, count(*) FILTER (WHERE seen < $1) AS stale FROM status_rows GROUP BY state',
-      [cut],
-    );
+    // Stale depends on the time asked for, so it is counted: an index range over the stale rows only.
+    const rows = await this.keptCounts([''], " UNION ALL SELECT '', 'stale', '', count(*) FROM status_rows WHERE seen < $2", [cut]);
     const byState = emptyByState();
     let total = 0;
     let enrolled = 0;
     let stale = 0;
     for (const r of rows) {
-      byState[r.state] = Number(r.n);
-      total += Number(r.n);
-      enrolled += Number(r.enrolled);
-      stale += Number(r.stale);
+      if (r.kind === 'fleet' && (DEVICE_STATES as readonly string[]).includes(r.key)) {
+        byState[r.key as DeviceState] = Number(r.n);
+        total += Number(r.n);
+      } else if (r.kind === 'enrolled') enrolled = Number(r.n);
+      else if (r.kind === 'stale') stale = Number(r.n);
     }
     return { total, enrolled, byState, stale };
   }
@@ -1128,24 +1178,28 @@ export class PgStore implements Store {
   async blueprintCounts(names: string[]): Promise<Record<string, BlueprintCounts>> {
     const out: Record<string, BlueprintCounts> = {};
     for (const n of names) out[n] = { matched: 0, selected: 0, byState: emptyByState(), verified: {}, failed: {} };
-    if (!names.length) return out;
-    const [matched, selected, phases] = await Promise.all([
-      this.pool.query<{ b: string; n: string }>('SELECT b, count(*) AS n FROM status_rows, unnest(matched) AS b WHERE b = ANY($1) GROUP BY b', [names]),
-      this.pool.query<{ b: string; state: DeviceState; n: string }>(
-        'SELECT b, state, count(*) AS n FROM status_rows, unnest(blueprints) AS b WHERE b = ANY($1) GROUP BY b, state',
-        [names],
-      ),
-      this.pool.query<{ b: string; id: string; phase: string; n: string }>(
-        `SELECT b, p.key AS id, p.value AS phase, count(*) AS n FROM status_rows, unnest(blueprints) AS b, json_each_text(phases) AS p
-         WHERE b = ANY($1) AND state <> 'unenrolled' AND p.value <> 'pending' GROUP BY 1, 2, 3`,
-        [names],
-      ),
-    ]);
-    for (const r of matched.rows) out[r.b]!.matched = Number(r.n);
-    for (const r of selected.rows) out[r.b]!.byState[r.state] = Number(r.n);
-    for (const r of phases.rows) (r.phase === 'verified' ? out[r.b]!.verified : out[r.b]!.failed)[r.id] = Number(r.n);
+    // '' is the fleet's, never a blueprint's.
+    const asked = names.filter((n) => n !== '');
+    if (!asked.length) return out;
+    for (const r of await this.keptCounts(asked)) {
+      const b = out[r.blueprint]!;
+      const n = Number(r.n);
+      if (r.kind === 'matched') b.matched = n;
+      else if (r.kind === 'state' && (DEVICE_STATES as readonly string[]).includes(r.key)) b.byState[r.key as DeviceState] = n;
+      else if (r.kind === 'verified') b.verified[r.key] = n;
+      else if (r.kind === 'failed') b.failed[r.key] = n;
+    }
     for (const n of names) out[n]!.selected = DEVICE_STATES.reduce((s, st) => s + out[n]!.byState[st], 0);
     return out;
+  }
+
+  /** How many rows match a filter, from the kept counts; undefined for stale (counted from the rows). */
+  private async matching(state: StatusQuery['state'], blueprint: string | undefined): Promise<number | undefined> {
+    if (state === 'stale') return undefined;
+    if (blueprint === '') return 0;
+    const kind = blueprint === undefined ? 'fleet' : 'state';
+    const rows = await this.keptCounts([blueprint ?? '']);
+    return rows.filter((r) => r.kind === kind && (state === undefined ? r.key !== '' : r.key === state)).reduce((n, r) => n + Number(r.n), 0);
   }
 
   async queryStatus(q: StatusQuery): Promise<{ total: number; devices: DeviceStatus[] }> {
@@ -1164,7 +1218,8 @@ export class PgStore implements Store {
       where.push(`$${values.length} = ANY(blueprints)`);
     }
     const filter = where.length ? `WHERE ${where.join(' AND ')}` : '';
-    const total = await this.pool.query<{ n: string }>(`SELECT count(*) AS n FROM status_rows ${filter}`, values);
+    const kept = this.matching(q.state, q.blueprint);
+    const counted = (await kept) ?? Number((await this.pool.query<{ n: string }>(`SELECT count(*) AS n FROM status_rows ${filter}`, values)).rows[0]?.n ?? 0);
     const pageValues = [...values];
     const pageWhere = [...where];
     if (q.after !== undefined) {
@@ -1172,11 +1227,12 @@ export class PgStore implements Store {
       pageWhere.push(`device_id > $${pageValues.length}`);
     }
     pageValues.push(q.offset ?? 0, q.limit);
+    // A state's page walks (state, device_id) in order and stops at the limit.
     const { rows } = await this.pool.query<{ row: string; seen: Date }>(
       `SELECT row, seen FROM status_rows ${pageWhere.length ? `WHERE ${pageWhere.join(' AND ')}` : ''} ORDER BY device_id OFFSET $${pageValues.length - 1} LIMIT $${pageValues.length}`,
       pageValues,
     );
-    return { total: Number(total.rows[0]?.n ?? 0), devices: rows.map(withSeen) };
+    return { total: counted, devices: rows.map(withSeen) };
   }
 
   // --- transfer (orchard store copy, src/store/transfer.ts) ---
@@ -1401,6 +1457,8 @@ export class PgStore implements Store {
       clearInterval(this.timer);
       // Commits already asked for are written (or fail) before the pool goes.
       while (this.committing) await this.committing;
+      clearInterval(this.foldTimer);
+      await this.folding;
       await this.flushTouches().catch(() => undefined);
       await this.pool.end();
     })();

@@ -47,6 +47,15 @@ function verdict(state: StatusProfiles['state'], blueprints: string[], phase: 'v
   };
 }
 
+/** A small seeded generator: the same "random" sequence on every backend and every run. */
+function lcg(seed: number): () => number {
+  let x = seed;
+  return () => {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    return x / 2 ** 31;
+  };
+}
+
 export function statusSuite(name: string, open: () => Promise<StoreHarness>): void {
   describe(`${name}: read model`, () => {
     let h: StoreHarness;
@@ -172,6 +181,54 @@ export function statusSuite(name: string, open: () => Promise<StoreHarness>): vo
       expect((await store.getStatus('T'))?.lastSeenAt).toBe(at(5 * DAY_S).toISOString());
       await store.touch('T', at(6 * DAY_S));
       expect((await store.getStatus('T'))?.lastSeenAt).toBe(at(6 * DAY_S).toISOString());
+    });
+
+    it('counts equal a recount of the rows after a random sequence of check-ins, check-outs and verdicts', async () => {
+      const rand = lcg(13);
+      const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+      const BPS = ['macs', 'all', 'lab'];
+      const IDS = ['R1', 'R2', 'R3', 'R4', 'R5', 'R6'];
+      for (let i = 0; i < 80; i++) {
+        const id = pick(IDS);
+        const s = 10 + i;
+        const op = pick(['authenticate', 'enroll', 'checkOut', 'verdict', 'verdict', 'putStatus'] as const);
+        const bps = BPS.filter(() => rand() < 0.5);
+        const p: StatusProfiles = {
+          ...verdict(pick(['in-sync', 'pending', 'drifted', 'failed'] as const), bps, pick(['verified', 'pending', 'failed'] as const)),
+          // Some devices have a profile of their own, in another phase than their blueprints'.
+          ...(rand() < 0.3 ? { phases: { ...Object.fromEntries(bps.map((b) => [`p.${b}`, 'failed' as const])), 'p.extra': 'verified' as const } } : {}),
+        };
+        if (op === 'authenticate') await store.authenticate(id, facts(id), identity(`cert-${id}-${i % 2}`), at(s));
+        else if ((await store.getStatus(id)) === undefined) await enroll(id, s);
+        else if (op === 'enroll') await store.tokenUpdate(channel(id, s));
+        else if (op === 'checkOut') await store.checkOut(id, at(s));
+        else if (op === 'verdict') await reconcile(id, p);
+        else await store.putStatus(id, p);
+      }
+      const now = at(100);
+      const rows = (await store.queryStatus({ now, staleDays: 7, limit: 1000 })).devices;
+      expect(rows.length).toBeGreaterThan(0);
+      const stateOf = (r: (typeof rows)[number]) => (r.facts.enrolled ? (r.profiles?.state ?? 'in-sync') : 'unenrolled');
+      const c = await store.fleetCounts({ now, staleDays: 7 });
+      expect(c.total).toBe(rows.length);
+      expect(c.enrolled).toBe(rows.filter((r) => r.facts.enrolled).length);
+      for (const st of DEVICE_STATES) expect(c.byState[st], st).toBe(rows.filter((r) => stateOf(r) === st).length);
+      const bc = await store.blueprintCounts(BPS);
+      for (const b of BPS) {
+        const selected = rows.filter((r) => r.profiles?.blueprints.includes(b));
+        expect(bc[b]!.matched, b).toBe(rows.filter((r) => r.profiles?.matched.includes(b)).length);
+        for (const st of DEVICE_STATES) expect(bc[b]!.byState[st], `${b} ${st}`).toBe(selected.filter((r) => stateOf(r) === st).length);
+        const reached = selected.filter((r) => r.facts.enrolled);
+        for (const profile of [...BPS.map((x) => `p.${x}`), 'p.extra']) {
+          expect(bc[b]!.verified[profile] ?? 0, `${b} ${profile}`).toBe(reached.filter((r) => r.profiles!.phases[profile] === 'verified').length);
+          expect(bc[b]!.failed[profile] ?? 0, `${b} ${profile}`).toBe(reached.filter((r) => r.profiles!.phases[profile] === 'failed').length);
+        }
+        for (const st of DEVICE_STATES) {
+          const page = await store.queryStatus({ now, staleDays: 7, state: st, blueprint: b, limit: 1000 });
+          expect(page.total).toBe(bc[b]!.byState[st]);
+          expect(page.devices.map((r) => r.id)).toEqual(selected.filter((r) => stateOf(r) === st).map((r) => r.id));
+        }
+      }
     });
 
     it('keeps rows, counts and last contact across reopen', async (t) => {

@@ -1,7 +1,8 @@
 /**
  * The PostgreSQL schema's migrations: versioned, forward only, each applied once in a
  * transaction of its own and recorded in `orchard_migrations`. Add one as NNN-name.ts and list it
- * here; never edit one that has shipped.
+ * here; never edit one that has shipped. Each version not yet recorded is applied, in order, so a
+ * version landed after a higher one (developed side by side) still runs.
  */
 import { sql as initial } from './001-initial.js';
 import { sql as material } from './002-material.js';
@@ -10,6 +11,7 @@ import { sql as roles } from './004-roles.js';
 import { sql as abmProfiles } from './005-abm-profiles.js';
 import { sql as work } from './006-work.js';
 import { sql as recordResult } from './007-record-result.js';
+import { sql as statusCounts } from './008-status-counts.js';
 
 export interface Migration {
   version: number;
@@ -25,6 +27,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 5, name: 'abm-profiles', sql: abmProfiles },
   { version: 6, name: 'work', sql: work },
   { version: 7, name: 'record-result', sql: recordResult },
+  { version: 8, name: 'status-counts', sql: statusCounts },
 ];
 
 export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;
