@@ -13,6 +13,8 @@ import { SimulatedDevice } from '../src/sim/device.js';
 import type { StatusProfiles } from '../src/store/status.js';
 import { benchBackend, type BenchBackendKind } from './backend.js';
 import { seedEnrolled } from './seed.js';
+import { cloneDevices } from './pg-bulk.js';
+import { PgStore } from '../src/store/postgres.js';
 import { phase, procCpuMs, startBenchServer, type PhaseResult } from './protocol.js';
 
 export interface ReadModelBenchResult {
@@ -26,6 +28,8 @@ export interface ReadModelBenchResult {
 }
 
 const STATES: StatusProfiles['state'][] = ['in-sync', 'in-sync', 'in-sync', 'pending', 'failed', 'drifted'];
+/** Devices whose verdicts have every shape (n % 6 states by n % 9 blueprints). */
+const TEMPLATES = 18;
 
 /** What the reconciler would write for device n: one of 10 blueprints of 3 profiles plus the all-Macs one. */
 function verdict(n: number): StatusProfiles {
@@ -69,15 +73,26 @@ export async function benchReadModel(devices: number, backendKind: BenchBackendK
     const t0 = performance.now();
     const store = await backend.open();
     const at = new Date();
+    // On PostgreSQL one device per verdict shape goes through the store, the rest are copies (bench/pg-bulk.ts).
+    const pool = store instanceof PgStore ? store.sharedPool() : undefined;
+    const throughStore = pool ? Math.min(devices, TEMPLATES) : devices;
     await seedEnrolled(
       store,
-      devices,
+      throughStore,
       at,
       async (id, n) => {
         await store.commitReconcile(id, { deviceId: id, artifacts: {}, revision: 'rev1' }, { enqueue: [], cancel: [], status: verdict(n) }, at, 0);
       },
       (n) => ({ DeviceName: `Mac ${n}` }),
     );
+    if (pool && store instanceof PgStore) {
+      await cloneDevices(pool, throughStore, devices);
+      await store.foldCounts();
+    }
+    const seeded = await store.fleetCounts({ now: at, staleDays: 7 });
+    if (seeded.total !== devices || seeded.byState.failed !== Math.floor((devices + 1) / STATES.length)) {
+      throw new Error(`seeded ${devices} devices, the store counts ${JSON.stringify(seeded)}`);
+    }
     await store.close();
     const seedSeconds = (performance.now() - t0) / 1000;
 

@@ -190,12 +190,15 @@ const NONE: readonly string[] = [];
 /**
  * The counts and the id order of every row, in memory, for the embedded backends (LevelDB, the
  * in-memory store): rebuilt from the rows at open, changed only after the batch that writes a row
- * commits. Answers counts in O(blueprints) and a filtered page by walking ids in order.
+ * commits. Answers counts in O(blueprints), a state's page from its own sorted ids, and other filtered
+ * pages by walking ids in order.
  */
 export class StatusIndex {
   private readonly entries = new Map<string, Entry>();
   /** Device ids, sorted (UTF-16 code unit order, as reports page). */
   private readonly ids: string[] = [];
+  /** The same per state, so a state's page walks only its devices. */
+  private readonly idsByState = Object.fromEntries(DEVICE_STATES.map((s) => [s, [] as string[]])) as Record<DeviceState, string[]>;
   private readonly byState = emptyByState();
   private enrolled = 0;
   private readonly bps = new Map<string, BlueprintTally>();
@@ -213,8 +216,8 @@ export class StatusIndex {
     if (!row) {
       if (old) {
         this.entries.delete(id);
-        const i = this.find(id);
-        if (this.ids[i] === id) this.ids.splice(i, 1);
+        remove(this.ids, id);
+        remove(this.idsByState[old.state], id);
       }
       return;
     }
@@ -232,9 +235,10 @@ export class StatusIndex {
     };
     this.entries.set(id, e);
     this.tally(e, 1);
-    if (!old) {
-      const i = this.find(id);
-      if (this.ids[i] !== id) this.ids.splice(i, 0, id);
+    if (!old) insert(this.ids, id);
+    if (old?.state !== e.state) {
+      if (old) remove(this.idsByState[old.state], id);
+      insert(this.idsByState[e.state], id);
     }
   }
 
@@ -278,19 +282,20 @@ export class StatusIndex {
     const test = (e: Entry): boolean =>
       (q.state === undefined || (q.state === 'stale' ? e.seen < cut : e.state === q.state)) &&
       (q.blueprint === undefined || e.blueprints.includes(q.blueprint));
-    const start = q.after === undefined ? 0 : this.upper(q.after);
-    const filtered = q.state !== undefined || q.blueprint !== undefined;
-    if (!filtered) return { total: this.ids.length, ids: this.ids.slice(start + (q.offset ?? 0), start + (q.offset ?? 0) + q.limit) };
+    const walked = q.state === undefined || q.state === 'stale' ? this.ids : this.idsByState[q.state];
+    const start = q.after === undefined ? 0 : upper(walked, q.after);
+    const filtered = q.state === 'stale' || q.blueprint !== undefined;
+    if (!filtered) return { total: walked.length, ids: walked.slice(start + (q.offset ?? 0), start + (q.offset ?? 0) + q.limit) };
     const counted = this.counted(q.state, q.blueprint);
     let total = counted ?? 0;
     const ids: string[] = [];
     let skip = q.offset ?? 0;
-    for (let i = counted === undefined ? 0 : start; i < this.ids.length; i++) {
-      if (!test(this.entries.get(this.ids[i]!)!)) continue;
+    for (let i = counted === undefined ? 0 : start; i < walked.length; i++) {
+      if (!test(this.entries.get(walked[i]!)!)) continue;
       if (counted === undefined) total++;
       if (i < start) continue;
       if (skip > 0) skip--;
-      else if (ids.length < q.limit) ids.push(this.ids[i]!);
+      else if (ids.length < q.limit) ids.push(walked[i]!);
       else if (counted !== undefined) break;
     }
     return { total, ids };
@@ -328,22 +333,32 @@ export class StatusIndex {
     if (!t) this.bps.set(name, (t = { matched: 0, byState: emptyByState(), verified: new Map(), failed: new Map() }));
     return t;
   }
+}
 
-  /** First index whose id is >= id. */
-  private find(id: string): number {
-    let lo = 0;
-    let hi = this.ids.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.ids[mid]! < id) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+/** First index of sorted `ids` whose id is >= id. */
+function find(ids: readonly string[], id: string): number {
+  let lo = 0;
+  let hi = ids.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ids[mid]! < id) lo = mid + 1;
+    else hi = mid;
   }
+  return lo;
+}
 
-  /** First index whose id is > id. */
-  private upper(id: string): number {
-    const i = this.find(id);
-    return this.ids[i] === id ? i + 1 : i;
-  }
+/** First index of sorted `ids` whose id is > id. */
+function upper(ids: readonly string[], id: string): number {
+  const i = find(ids, id);
+  return ids[i] === id ? i + 1 : i;
+}
+
+function insert(ids: string[], id: string): void {
+  const i = find(ids, id);
+  if (ids[i] !== id) ids.splice(i, 0, id);
+}
+
+function remove(ids: string[], id: string): void {
+  const i = find(ids, id);
+  if (ids[i] === id) ids.splice(i, 1);
 }
