@@ -21,6 +21,8 @@ export interface ReadModelBenchResult {
   devices: number;
   backend: BenchBackendKind;
   seedSeconds: number;
+  /** PostgreSQL: median ms of the fleet and blueprint counts read from the store, and of the GROUP BY recount they replace. */
+  countsMs?: { kept: number; recount: number };
   scrapes: { path: string; count: number; p50ms: number; p99ms: number; maxMs: number; serverCpuMs: number; dbCpuMs: number }[];
   idle: PhaseResult;
   idleWhileScraped: PhaseResult;
@@ -66,6 +68,37 @@ async function scrape(url: string): Promise<number> {
   return performance.now() - t;
 }
 
+const BLUEPRINTS = Array.from({ length: 10 }, (_, i) => `b${i}`);
+
+/** The GROUP BY queries over every status row that the kept counts (migration 008) replaced: fleet ($1 the stale cut), then per blueprint ($1 the names). */
+const RECOUNT_FLEET =
+  'SELECT state, count(*) AS n, count(*) FILTER (WHERE enrolled) AS enrolled, count(*) FILTER (WHERE seen < $1) AS stale FROM status_rows GROUP BY state';
+const RECOUNT_BLUEPRINTS = [
+  'SELECT b, count(*) AS n FROM status_rows, unnest(matched) AS b WHERE b = ANY($1) GROUP BY b',
+  'SELECT b, state, count(*) AS n FROM status_rows, unnest(blueprints) AS b WHERE b = ANY($1) GROUP BY b, state',
+  `SELECT b, p.key AS id, p.value AS phase, count(*) AS n FROM status_rows, unnest(blueprints) AS b, json_each_text(phases) AS p
+   WHERE b = ANY($1) AND state <> 'unenrolled' AND p.value <> 'pending' GROUP BY 1, 2, 3`,
+];
+
+/** Median of 20 runs: what one scrape's counts cost the store now, and what recounting them cost. */
+async function countQueries(store: PgStore, pool: import('pg').Pool): Promise<{ kept: number; recount: number }> {
+  const median = async (fn: () => Promise<unknown>) => {
+    const ms: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const t = performance.now();
+      await fn();
+      ms.push(performance.now() - t);
+    }
+    return ms.sort((a, b) => a - b)[10]!;
+  };
+  const now = new Date();
+  const cut = new Date(now.getTime() - 7 * 86_400_000);
+  return {
+    kept: await median(() => Promise.all([store.fleetCounts({ now, staleDays: 7 }), store.blueprintCounts(BLUEPRINTS)])),
+    recount: await median(() => Promise.all([pool.query(RECOUNT_FLEET, [cut]), ...RECOUNT_BLUEPRINTS.map((q) => pool.query(q, [BLUEPRINTS]))])),
+  };
+}
+
 export async function benchReadModel(devices: number, backendKind: BenchBackendKind = 'leveldb', scrapes = 200): Promise<ReadModelBenchResult> {
   const dir = mkdtempSync(join(tmpdir(), 'orchard-bench-read-model-'));
   const backend = await benchBackend(backendKind, dir);
@@ -93,8 +126,9 @@ export async function benchReadModel(devices: number, backendKind: BenchBackendK
     if (seeded.total !== devices || seeded.byState.failed !== Math.floor((devices + 1) / STATES.length)) {
       throw new Error(`seeded ${devices} devices, the store counts ${JSON.stringify(seeded)}`);
     }
-    await store.close();
     const seedSeconds = (performance.now() - t0) / 1000;
+    const countsMs = pool && store instanceof PgStore ? await countQueries(store, pool) : undefined;
+    await store.close();
 
     const ca = createCA({ commonName: 'Bench CA' });
     writeFileSync(join(dir, 'ca.pem'), ca.certPem);
@@ -148,7 +182,16 @@ export async function benchReadModel(devices: number, backendKind: BenchBackendK
       );
       scraping = false;
       await scraper;
-      return { devices, backend: backendKind, seedSeconds, scrapes: out, idle, idleWhileScraped, scrapesDuringIdle: scraped };
+      return {
+        devices,
+        backend: backendKind,
+        seedSeconds,
+        ...(countsMs ? { countsMs } : {}),
+        scrapes: out,
+        idle,
+        idleWhileScraped,
+        scrapesDuringIdle: scraped,
+      };
     } finally {
       agent.destroy();
       await server.stop();

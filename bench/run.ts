@@ -87,7 +87,7 @@ if (!only || only === 'read-model') {
   const r = await benchReadModel(Number(values['read-model-devices']), backend);
   const p = (x: { p50ms: number; p99ms: number }) => `${f(x.p50ms)} / ${f(x.p99ms)}`;
   console.log(
-    `## Reports from the read model: ${r.devices} devices (${storeName}, \`orchard serve\` child process)\n\nSeeded in ${f(r.seedSeconds)} s.\n\n| request (sequential) | count | p50 / p99 ms | max ms | server CPU ms/request | database CPU ms/request |\n|---|---|---|---|---|---|\n${r.scrapes
+    `## Reports from the read model: ${r.devices} devices (${storeName}, \`orchard serve\` child process)\n\nSeeded in ${f(r.seedSeconds)} s.${r.countsMs ? ` Counts of one scrape (fleet and 10 blueprints) in the store: ${f(r.countsMs.kept)} ms kept, ${f(r.countsMs.recount)} ms recounted with GROUP BY (medians of 20).` : ''}\n\n| request (sequential) | count | p50 / p99 ms | max ms | server CPU ms/request | database CPU ms/request |\n|---|---|---|---|---|---|\n${r.scrapes
       .map((s) => `| \`GET ${s.path}\` | ${s.count} | ${p(s)} | ${f(s.maxMs)} | ${f(s.serverCpuMs, 2)} | ${f(s.dbCpuMs, 2)} |`)
       .join('\n')}\n\n| device requests | requests/s | p50 / p99 ms | server CPU ms/request | database CPU ms/request |\n|---|---|---|---|---|\n${[
       r.idle,
