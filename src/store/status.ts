@@ -131,6 +131,7 @@ export interface StatusStore {
 }
 
 export const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
 
 function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
@@ -202,6 +203,8 @@ export class StatusIndex {
   private readonly byState = emptyByState();
   private enrolled = 0;
   private readonly bps = new Map<string, BlueprintTally>();
+  /** Device ids by the hour of their last contact, so a stale count walks one hour's devices, not the fleet. */
+  private readonly seenHours = new Map<number, Set<string>>();
   /** Last contact per device known before its row (touch of an unknown device, open order). */
   private readonly pendingSeen = new Map<string, number>();
 
@@ -216,6 +219,7 @@ export class StatusIndex {
     if (!row) {
       if (old) {
         this.entries.delete(id);
+        this.moveSeen(id, old.seen, undefined);
         remove(this.ids, id);
         remove(this.idsByState[old.state], id);
       }
@@ -235,6 +239,7 @@ export class StatusIndex {
     };
     this.entries.set(id, e);
     this.tally(e, 1);
+    this.moveSeen(id, old?.seen, seen);
     if (!old) insert(this.ids, id);
     if (old?.state !== e.state) {
       if (old) remove(this.idsByState[old.state], id);
@@ -245,8 +250,11 @@ export class StatusIndex {
   /** A device was seen (any channel). */
   touch(id: string, ms: number): void {
     const e = this.entries.get(id);
-    if (e) e.seen = Math.max(e.seen, ms);
-    else this.pendingSeen.set(id, Math.max(this.pendingSeen.get(id) ?? 0, ms));
+    if (!e) this.pendingSeen.set(id, Math.max(this.pendingSeen.get(id) ?? 0, ms));
+    else if (ms > e.seen) {
+      this.moveSeen(id, e.seen, ms);
+      e.seen = ms;
+    }
   }
 
   lastSeen(id: string): number | undefined {
@@ -256,7 +264,10 @@ export class StatusIndex {
   fleet(now: Date, staleDays: number): FleetCounts {
     const cut = now.getTime() - staleDays * DAY_MS;
     let stale = 0;
-    for (const e of this.entries.values()) if (e.seen < cut) stale++;
+    for (const [hour, ids] of this.seenHours) {
+      if ((hour + 1) * HOUR_MS <= cut) stale += ids.size;
+      else if (hour * HOUR_MS < cut) for (const id of ids) if (this.entries.get(id)!.seen < cut) stale++;
+    }
     return { total: this.entries.size, enrolled: this.enrolled, byState: { ...this.byState }, stale };
   }
 
@@ -325,6 +336,23 @@ export class StatusIndex {
         if (n) m.set(id, n);
         else m.delete(id);
       }
+    }
+  }
+
+  /** Move a device between the hours of its last contact (undefined: none). */
+  private moveSeen(id: string, from: number | undefined, to: number | undefined): void {
+    const a = from === undefined ? undefined : Math.floor(from / HOUR_MS);
+    const b = to === undefined ? undefined : Math.floor(to / HOUR_MS);
+    if (a === b) return;
+    if (a !== undefined) {
+      const ids = this.seenHours.get(a)!;
+      ids.delete(id);
+      if (ids.size === 0) this.seenHours.delete(a);
+    }
+    if (b !== undefined) {
+      let ids = this.seenHours.get(b);
+      if (!ids) this.seenHours.set(b, (ids = new Set()));
+      ids.add(id);
     }
   }
 

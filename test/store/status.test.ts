@@ -58,7 +58,8 @@ describe('LevelStore read model', () => {
 });
 
 describe('StatusIndex', () => {
-  const NOW = Date.parse('2026-03-01T00:00:00.000Z');
+  // Not on an hour: the stale cut falls inside an hour of contacts.
+  const NOW = Date.parse('2026-03-01T00:29:31.500Z');
   const BPS = ['a', 'b', 'c'];
   const PROFILES = ['p1', 'p2'];
   const phase = fc.constantFrom('verified' as const, 'pending' as const, 'failed' as const);
@@ -93,8 +94,13 @@ describe('StatusIndex', () => {
             }
           : {}),
       }));
+  const ID = fc.constantFrom('d1', 'd2', 'd3', 'd4', 'd5', 'D6', 'e', '');
   const op = fc.oneof(
-    fc.constantFrom('d1', 'd2', 'd3', 'd4', 'd5', 'D6', 'e', '').chain((id) => fc.tuple(fc.constant(id), fc.option(row(id), { nil: undefined }))),
+    ID.chain((id) => fc.tuple(fc.constant(id), fc.option(row(id), { nil: undefined }))),
+    // A contact at any millisecond of the last 20 days (stale counts walk the hour of the cut).
+    fc
+      .tuple(ID, fc.oneof(fc.integer({ min: 0, max: 20 * DAY_MS }), fc.integer({ min: 7 * DAY_MS - 3_600_000, max: 7 * DAY_MS + 3_600_000 })))
+      .map(([id, ago]) => [id, NOW - ago] as const),
   );
 
   it('always answers what a recount of its rows says', () => {
@@ -106,13 +112,22 @@ describe('StatusIndex', () => {
         (ops, state, blueprint) => {
           const index = new StatusIndex();
           const rows = new Map<string, DeviceStatus>();
-          // Last contact never goes back: the latest authenticatedAt since the row appeared.
+          // Last contact never goes back: the latest authenticatedAt or contact since the row appeared
+          // (a contact before it counts when it appears).
           const seen = new Map<string, number>();
+          const before = new Map<string, number>();
           for (const [id, r] of ops) {
+            if (typeof r === 'number') {
+              index.touch(id, r);
+              if (rows.has(id)) seen.set(id, Math.max(seen.get(id)!, r));
+              else before.set(id, Math.max(before.get(id) ?? 0, r));
+              continue;
+            }
             index.set(id, r);
             if (r) {
               rows.set(id, r);
-              seen.set(id, Math.max(seen.get(id) ?? 0, Date.parse(r.facts.authenticatedAt)));
+              seen.set(id, Math.max(seen.get(id) ?? 0, before.get(id) ?? 0, Date.parse(r.facts.authenticatedAt)));
+              before.delete(id);
             } else {
               rows.delete(id);
               seen.delete(id);
