@@ -17,7 +17,9 @@ import type { RenderedProfile } from '../src/reconcile/render.js';
 import type { Pusher } from '../src/push/push.js';
 import { openBackend } from '../src/store/open.js';
 import { benchBackend, parseBackend, type BenchBackendKind } from './backend.js';
-import { seedEnrolled } from './seed.js';
+import { seedEnrolled, seedEnrolledPg } from './seed.js';
+import { PgStore } from '../src/store/postgres.js';
+import type { DeviceFacts } from '../src/store/types.js';
 import { allPages } from '../src/store/paging.js';
 
 const PAYLOADS = [
@@ -111,18 +113,25 @@ export async function benchReconcile(devices: number, backendKind: BenchBackendK
     const t0 = performance.now();
     const cache = new Map<string, RenderedProfile | Error>();
     const at = new Date();
-    await seedEnrolled(store, devices, at, async (id, n, facts) => {
+    const profileList = (id: string, facts: DeviceFacts) => {
       const desired = desiredFor(rev1.fleet!, { id, facts, reported: {} }, () => undefined, cache as never);
-      const profileList = [...desired.profiles.values()].map((p) => ({ PayloadIdentifier: p.identifier, PayloadUUID: p.rendered!.uuid }));
-      const uuid = `seed-${n}`;
-      await store.enqueue([id], { uuid, requestType: 'ProfileList', payload: Buffer.from('x') }, at);
-      await store.recordResult(
-        id,
-        uuid,
-        { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') },
-        { ProfileList: { at: at.toISOString(), commandUUID: uuid, value: profileList } },
-      );
-    });
+      return [...desired.profiles.values()].map((p) => ({ PayloadIdentifier: p.identifier, PayloadUUID: p.rendered!.uuid }));
+    };
+    if (store instanceof PgStore)
+      await seedEnrolledPg(store, devices, at, (id, n, facts) => ({
+        ProfileList: { at: at.toISOString(), commandUUID: `seed-${n}`, value: profileList(id, facts) },
+      }));
+    else
+      await seedEnrolled(store, devices, at, async (id, n, facts) => {
+        const uuid = `seed-${n}`;
+        await store.enqueue([id], { uuid, requestType: 'ProfileList', payload: Buffer.from('x') }, at);
+        await store.recordResult(
+          id,
+          uuid,
+          { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') },
+          { ProfileList: { at: at.toISOString(), commandUUID: uuid, value: profileList(id, facts) } },
+        );
+      });
     const reconciler = new Reconciler({ store, service, pusher: noPush, log, secrets: () => undefined, driftIntervalMs: 0, concurrency: 32 });
     // Adopt revision 1: everything is already there, so this verifies and queues nothing.
     const adopted = await reconciler.apply({ info: { commit: 'rev1', contentHash: rev1.fleet.contentHash }, fleet: rev1.fleet });

@@ -210,11 +210,12 @@ export function createPool(url: string, max = 10): pg.Pool {
 
 /** A cause to reconcile `deviceId` from `dueAt`: a row already there keeps the earlier time and takes the next gen. */
 export async function addWorkRow(q: pg.Pool | pg.PoolClient, deviceId: string, dueAt: Date): Promise<void> {
-  await q.query(
-    `INSERT INTO work AS w (device_id, due_at, gen) VALUES ($1, $2, 1)
-     ON CONFLICT (device_id) DO UPDATE SET due_at = LEAST(w.due_at, EXCLUDED.due_at), gen = w.gen + 1`,
-    [deviceId, dueAt.toISOString()],
-  );
+  await q.query({
+    name: 'orchard-add-work',
+    text: `INSERT INTO work AS w (device_id, due_at, gen) VALUES ($1, $2, 1)
+           ON CONFLICT (device_id) DO UPDATE SET due_at = LEAST(w.due_at, EXCLUDED.due_at), gen = w.gen + 1`,
+    values: [deviceId, dueAt.toISOString()],
+  });
 }
 
 /** One transaction on one connection of `pool`: committed when `fn` resolves, rolled back when it throws. */
@@ -330,7 +331,7 @@ export class PgStore implements Store {
   }
 
   private async lockDevice(c: pg.PoolClient, deviceId: string): Promise<void> {
-    await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [DEVICE_LOCK, deviceId]);
+    await c.query({ name: 'orchard-lock-device', text: 'SELECT pg_advisory_xact_lock($1, hashtext($2))', values: [DEVICE_LOCK, deviceId] });
   }
 
   /**
@@ -1110,8 +1111,23 @@ export class PgStore implements Store {
     return withSeen(buffered !== undefined && buffered > row.seen.getTime() ? { row: row.row, seen: new Date(buffered) } : row);
   }
 
+  /**
+   * Only the reconciler's half changes, so no device lock: the row as read (batched) is replaced
+   * only if it is still the stored one, one statement; a row written meanwhile is read again.
+   */
   async putStatus(deviceId: string, profiles: StatusProfiles): Promise<void> {
     checkId('device id', deviceId);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const read = await this.statusReads.load(deviceId);
+      if (!read) return; // no device, no row
+      const row: DeviceStatus = { id: deviceId, facts: (JSON.parse(read.row) as DeviceStatus).facts, profiles };
+      const { rowCount } = await this.pool.query({
+        name: 'orchard-put-status',
+        text: 'UPDATE status_rows SET state = $2, blueprints = $3, matched = $4, phases = $5, row = $6 WHERE device_id = $1 AND row = $7',
+        values: [deviceId, rowState(row), profiles.blueprints, profiles.matched, JSON.stringify(profiles.phases), JSON.stringify(row), read.row],
+      });
+      if (rowCount) return;
+    }
     await this.tx(async (c) => {
       await this.lockDevice(c, deviceId);
       const { rows } = await c.query('SELECT 1 FROM status_rows WHERE device_id = $1', [deviceId]);
@@ -1387,19 +1403,24 @@ export class PgStore implements Store {
     if (!(req.leaseMs > 0)) throw new RangeError('a work claim needs a positive lease');
     const now = req.now ?? new Date();
     // SKIP LOCKED: a concurrent claimer takes other rows instead of waiting for these.
-    const { rows } = await this.pool.query<{ device_id: string; gen: string }>(
-      `UPDATE work w SET claimed_by = $1, claim_until = $3 FROM (
-         SELECT device_id FROM work WHERE due_at <= $2 AND claim_until <= $2
-         ORDER BY due_at, device_id LIMIT $4 FOR UPDATE SKIP LOCKED
-       ) due WHERE w.device_id = due.device_id
-       RETURNING w.device_id, w.gen`,
-      [req.holder, now.toISOString(), new Date(now.getTime() + req.leaseMs).toISOString(), Math.max(0, req.limit)],
-    );
+    const { rows } = await this.pool.query<{ device_id: string; gen: string }>({
+      name: 'orchard-claim-work',
+      text: `UPDATE work w SET claimed_by = $1, claim_until = $3 FROM (
+               SELECT device_id FROM work WHERE due_at <= $2 AND claim_until <= $2
+               ORDER BY due_at, device_id LIMIT $4 FOR UPDATE SKIP LOCKED
+             ) due WHERE w.device_id = due.device_id
+             RETURNING w.device_id, w.gen`,
+      values: [req.holder, now.toISOString(), new Date(now.getTime() + req.leaseMs).toISOString(), Math.max(0, req.limit)],
+    });
     return rows.map((r) => ({ deviceId: r.device_id, gen: Number(r.gen) }));
   }
 
   async finishWork(claim: WorkClaim): Promise<boolean> {
-    const gone = await this.pool.query('DELETE FROM work WHERE device_id = $1 AND gen = $2', [claim.deviceId, claim.gen]);
+    const gone = await this.pool.query({
+      name: 'orchard-finish-work',
+      text: 'DELETE FROM work WHERE device_id = $1 AND gen = $2',
+      values: [claim.deviceId, claim.gen],
+    });
     if (gone.rowCount) return true;
     // A cause came after the claim: the row stays, free for the next claim.
     await this.pool.query("UPDATE work SET claimed_by = NULL, claim_until = 'epoch' WHERE device_id = $1", [claim.deviceId]);
