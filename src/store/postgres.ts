@@ -108,6 +108,18 @@ interface PendingCommit {
   reject: (err: unknown) => void;
 }
 
+/** The command locks for `uuids` (exclusive) and `adding` (shared; a uuid in both is exclusive), as LOCK_COMMANDS takes them. */
+function commandLocks(uuids: Iterable<string>, adding: Iterable<string>): { uuids: string[]; exclusive: boolean[] } {
+  const mode = new Map<string, boolean>();
+  for (const u of adding) mode.set(u, false);
+  for (const u of uuids) mode.set(u, true);
+  return { uuids: [...mode.keys()], exclusive: [...mode.values()] };
+}
+
+/** Takes the command locks of $2 (uuids) with $3 (exclusive or not) in one order, by lock key. */
+const LOCK_COMMANDS = `SELECT CASE WHEN k.x THEN pg_advisory_xact_lock($1, k.h) ELSE pg_advisory_xact_lock_shared($1, k.h) END
+  FROM (SELECT hashtext(u) AS h, bool_or(x) AS x FROM unnest($2::text[], $3::bool[]) AS t(u, x) GROUP BY 1 ORDER BY 1) AS k`;
+
 /** Devices per group commit. */
 const COMMIT_BATCH = 64;
 
@@ -340,16 +352,9 @@ export class PgStore implements Store {
    * under them; a uuid in both is exclusive).
    */
   private async lockCommands(c: pg.PoolClient, uuids: Iterable<string>, adding: Iterable<string> = []): Promise<void> {
-    const mode = new Map<string, boolean>();
-    for (const u of adding) mode.set(u, false);
-    for (const u of uuids) mode.set(u, true);
-    if (!mode.size) return;
-    await c.query({
-      name: 'orchard-lock-commands',
-      text: `SELECT CASE WHEN k.x THEN pg_advisory_xact_lock($1, k.h) ELSE pg_advisory_xact_lock_shared($1, k.h) END
-             FROM (SELECT hashtext(u) AS h, bool_or(x) AS x FROM unnest($2::text[], $3::bool[]) AS t(u, x) GROUP BY 1 ORDER BY 1) AS k`,
-      values: [COMMAND_LOCK, [...mode.keys()], [...mode.values()]],
-    });
+    const locks = commandLocks(uuids, adding);
+    if (!locks.uuids.length) return;
+    await c.query({ name: 'orchard-lock-commands', text: LOCK_COMMANDS, values: [COMMAND_LOCK, locks.uuids, locks.exclusive] });
   }
 
   /** Delete payloads no command references any more. Call holding the uuids' command locks. */
@@ -375,16 +380,29 @@ export class PgStore implements Store {
     return this.putRows(c, [{ deviceId, dev, profiles }]);
   }
 
-  /** `putRow` for several devices, in three statements whatever their number (a group commit's). */
-  private async putRows(c: pg.PoolClient, items: { deviceId: string; dev: DeviceRecord | undefined; profiles: StatusProfiles | undefined }[]): Promise<void> {
+  /**
+   * `putRow` for several devices, in three statements whatever their number (a group commit's).
+   * `stored`: their rows as stored (read by the caller under their locks), when it has them.
+   */
+  private async putRows(
+    c: pg.PoolClient,
+    items: { deviceId: string; dev: DeviceRecord | undefined; profiles: StatusProfiles | undefined }[],
+    stored?: Map<string, string>,
+  ): Promise<void> {
     if (!items.length) return;
-    const ids = items.map((x) => x.deviceId);
-    const { rows } = await c.query<{ device_id: string; row: string }>({
-      name: 'orchard-status-rows',
-      text: 'SELECT device_id, row FROM status_rows WHERE device_id = ANY($1::text[])',
-      values: [ids],
-    });
-    const prevs = new Map(rows.map((r) => [r.device_id, JSON.parse(r.row) as DeviceStatus]));
+    if (!stored) {
+      const { rows } = await c.query<{ device_id: string; row: string }>({
+        name: 'orchard-status-rows',
+        text: 'SELECT device_id, row FROM status_rows WHERE device_id = ANY($1::text[])',
+        values: [items.map((x) => x.deviceId)],
+      });
+      stored = new Map(rows.map((r) => [r.device_id, r.row]));
+    }
+    const prevs = new Map<string, DeviceStatus>();
+    for (const x of items) {
+      const row = stored.get(x.deviceId);
+      if (row !== undefined) prevs.set(x.deviceId, JSON.parse(row) as DeviceStatus);
+    }
     const missing = items.filter((x) => !x.dev && !prevs.has(x.deviceId)).map((x) => x.deviceId);
     const records = new Map<string, DeviceRecord>();
     if (missing.length) {
@@ -1048,28 +1066,34 @@ export class PgStore implements Store {
       text: 'SELECT pg_advisory_xact_lock($1, k.h) FROM (SELECT DISTINCT hashtext(d) AS h FROM unnest($2::text[]) AS d ORDER BY 1) AS k',
       values: [DEVICE_LOCK, ids],
     });
-    const { rows } = await c.query<{ device_id: string; version: number }>({
+    // Under the locks (a statement of its own: its snapshot is taken after they are granted), the
+    // versions to compare and the status rows the commit rewrites.
+    const { rows } = await c.query<{ device_id: string; version: number | null; row: string | null }>({
       name: 'orchard-lock-versions',
-      text: 'SELECT device_id, version FROM artifacts WHERE device_id = ANY($1::text[]) FOR UPDATE',
+      text: `WITH v AS (SELECT device_id, version FROM artifacts WHERE device_id = ANY($1::text[]) FOR UPDATE)
+             SELECT d AS device_id, v.version, s.row FROM unnest($1::text[]) AS d
+             LEFT JOIN v ON v.device_id = d LEFT JOIN status_rows s ON s.device_id = d`,
       values: [ids],
     });
-    const current = new Map(rows.map((r) => [r.device_id, r.version]));
+    const current = new Map(rows.filter((r) => r.version !== null).map((r) => [r.device_id, r.version!]));
+    const stored = new Map(rows.filter((r) => r.row !== null).map((r) => [r.device_id, r.row!]));
     const outcomes: (Error | { cancelled: string[]; version: number })[] = batch.map((p) => {
       const v = current.get(p.deviceId) ?? 0;
       return v === p.expectedVersion ? { cancelled: [], version: v + 1 } : new VersionConflictError(p.deviceId, p.expectedVersion, v);
     });
     const ok = batch.filter((_, i) => !(outcomes[i] instanceof Error));
     if (!ok.length) return outcomes;
-    await this.lockCommands(
-      c,
+    // The new states, and the command locks for what follows (the states need none), in one trip.
+    const locks = commandLocks(
       ok.flatMap((p) => p.change.cancel.map((x) => x.uuid)),
       ok.flatMap((p) => p.enqueue.map((e) => e.cmd.uuid)),
     );
     await c.query({
       name: 'orchard-put-artifacts',
-      text: `INSERT INTO artifacts (device_id, version, state) SELECT * FROM unnest($1::text[], $2::integer[], $3::text[])
-             ON CONFLICT (device_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state`,
-      values: [ok.map((p) => p.deviceId), ok.map((p) => p.expectedVersion + 1), ok.map((p) => p.state)],
+      text: `WITH a AS (INSERT INTO artifacts (device_id, version, state) SELECT * FROM unnest($4::text[], $5::integer[], $6::text[])
+                       ON CONFLICT (device_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state)
+             ${LOCK_COMMANDS}`,
+      values: [COMMAND_LOCK, locks.uuids, locks.exclusive, ok.map((p) => p.deviceId), ok.map((p) => p.expectedVersion + 1), ok.map((p) => p.state)],
     });
     const cancels = ok.flatMap((p) => p.change.cancel);
     const gone = new Set<string>();
@@ -1088,6 +1112,7 @@ export class PgStore implements Store {
     await this.putRows(
       c,
       ok.filter((p) => p.change.status).map((p) => ({ deviceId: p.deviceId, dev: undefined, profiles: p.change.status })),
+      stored,
     );
     const collected: string[] = [];
     batch.forEach((p, i) => {
