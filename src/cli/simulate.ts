@@ -5,7 +5,7 @@
  * declarations and DDM tokens they hold) is kept in a directory, so a second run continues as the same devices
  * instead of enrolling again (which would clear their queues, as a real re-enrollment does).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate, type KeyObject } from 'node:crypto';
 import { createCA, createDeviceIdentity, loadCertifiedKey, type CertifiedKey } from '../identity/ca.js';
@@ -103,7 +103,10 @@ export async function simulate(flags: SimulateFlags): Promise<void> {
       ...paths.get(d.udid),
       ...(d.awaitingConfiguration ? { awaitingConfiguration: true } : {}),
     };
-    writeFileSync(join(devDir, `${d.serialNumber}.json`), JSON.stringify(saved, null, 1), { mode: 0o600 });
+    // Written aside and renamed: a reader (or a crash) never sees half a state file.
+    const file = join(devDir, `${d.serialNumber}.json`);
+    writeFileSync(`${file}.tmp`, JSON.stringify(saved, null, 1), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
   };
   const devices: { device: SimulatedDevice; identity: CertifiedKey }[] = [];
   for (let i = 0; i < Number(flags.count); i++) {
