@@ -64,9 +64,27 @@ export async function startBenchServer(dir: string, caPath: string, extraArgs: s
   // The server runs with the flags README recommends for `orchard serve` (npm start uses them);
   // ORCHARD_BENCH_SERVER_FLAGS replaces them, e.g. '' for Node's defaults, to compare.
   const flags = process.env.ORCHARD_BENCH_SERVER_FLAGS?.split(/\s+/).filter(Boolean) ?? SERVE_NODE_FLAGS;
+  // ORCHARD_BENCH_SERVER_WRAP runs the server under a tool, e.g. 'heaptrack -o DIR/ht' for a native
+  // memory profile (`heaptrack -p` cannot attach to this node: gdb finds no heaptrack_inject).
+  const [command, ...wrap] = [...(process.env.ORCHARD_BENCH_SERVER_WRAP?.split(/\s+/).filter(Boolean) ?? []), process.execPath];
   const child = spawn(
-    process.execPath,
-    [...flags, ...prof, cli, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--trust-ca', caPath, '--log-level', 'info', ...extraArgs],
+    command!,
+    [
+      ...wrap,
+      ...flags,
+      ...prof,
+      cli,
+      'serve',
+      '--listen',
+      '127.0.0.1:0',
+      '--data-dir',
+      join(dir, 'data'),
+      '--trust-ca',
+      caPath,
+      '--log-level',
+      'info',
+      ...extraArgs,
+    ],
     {
       env: { ...process.env, ORCHARD_API_TOKEN: 'bench-token' },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -91,7 +109,8 @@ export async function startBenchServer(dir: string, caPath: string, extraArgs: s
   });
   return {
     url,
-    pid: child.pid!,
+    // Under a wrapper, the server's own process (its CPU and RSS are what the bench reads).
+    pid: wrap.length > 0 ? (nodeDescendant(child.pid!, cli) ?? child.pid!) : child.pid!,
     async stop() {
       child.kill('SIGTERM');
       await exited;
@@ -116,6 +135,21 @@ export async function loopDelayMs(url: string): Promise<LoopDelay> {
     return Number(m[1]) * 1000;
   };
   return { p99: q('0.99'), max: q('1') };
+}
+
+/** The first process under `pid` (itself included) that is node running `script` (not a wrapper naming it). */
+function nodeDescendant(pid: number, script: string): number | undefined {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    if (argv[0] === process.execPath && argv.includes(script)) return pid;
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean)) {
+      const found = nodeDescendant(Number(c), script);
+      if (found !== undefined) return found;
+    }
+  } catch {
+    // The process is gone.
+  }
+  return undefined;
 }
 
 export function procRssMb(pid: number): number {
