@@ -148,8 +148,10 @@ describe('the pull-request loop', () => {
     expect(plan.stdout).toMatch(new RegExp(`install +1 +${buckets[0]!.d.serialNumber}\\n`));
     const sha = repo.commit('firewall, staged');
     await server.source!.sync('test');
-    await converge('the halt', () => host.states(sha).includes('failure'));
-    const failure = host.posted.filter((p) => p.sha === sha && p.state === 'failure').at(-1)!;
+    // A sample may post the device's failure before the rollout gate has halted (both are failures); the halt follows.
+    const halted = () => host.posted.filter((p) => p.sha === sha && p.state === 'failure' && /^rollout halted/.test(p.description ?? ''));
+    await converge('the halt', () => halted().length > 0);
+    const failure = halted().at(-1)!;
     expect(failure.description).toMatch(/^rollout halted: macs: 1 of 1 devices failed at step 1 of 2/);
     expect(failure.targetUrl).toBe('https://mdm.example.com/status');
     const attempted = (d: SimulatedDevice) => d.handled.some((h) => h.requestType === 'InstallProfile' && h.status === 'Error');
