@@ -53,6 +53,7 @@ import { ddmRoutes } from './http/ddm-routes.js';
 import type { DdmStore } from './store/ddm.js';
 import { closeStores, openStores } from './store/open.js';
 import type { AbmStore } from './store/abm.js';
+import type { OutboxStore } from './store/roles/outbox.js';
 import { AbmService } from './abm/service.js';
 import { AbmMaterial } from './abm/material.js';
 import { loadSealer, type Sealer } from './store/sealing.js';
@@ -176,7 +177,7 @@ export async function composeOrchard(cfg: ServerConfig, opts: RootOptions = {}):
   const stores = await openStores(cfg);
   const store = withMetrics(stores.store, metrics);
   try {
-    return await assemble(cfg, opts, { log, metrics, store, ddmStore: stores.ddm, rolloutStore: stores.rollouts, abmStore: stores.abm });
+    return await assemble(cfg, opts, { log, metrics, store, ddmStore: stores.ddm, rolloutStore: stores.rollouts, abmStore: stores.abm, outbox: stores.outbox });
   } catch (err) {
     // A part that cannot be built (a config error) must not leave the stores locked.
     await closeStores(stores);
@@ -191,9 +192,10 @@ interface Storage {
   ddmStore: DdmStore;
   rolloutStore: RolloutStore;
   abmStore: AbmStore;
+  outbox: OutboxStore;
 }
 
-async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, ddmStore, rolloutStore, abmStore }: Storage): Promise<Orchard> {
+async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, store, ddmStore, rolloutStore, abmStore, outbox }: Storage): Promise<Orchard> {
   // Secrets in the store are sealed with the material key, which never enters it.
   const key = loadSealer({ secret: opts.materialKey, file: cfg.materialKeyFile, dataDir: cfg.dataDir });
   for (const w of key.warnings) log.warn(w);
@@ -213,7 +215,14 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
   // Reporting: signed event webhooks, the rollout as commit statuses.
   const webhooks =
     cfg.eventWebhooks.length > 0
-      ? new EventWebhooks({ urls: cfg.eventWebhooks, secret: opts.eventSecret ?? '', log: log.child({ component: 'webhooks' }) })
+      ? new EventWebhooks({
+          urls: cfg.eventWebhooks,
+          secret: opts.eventSecret ?? '',
+          log: log.child({ component: 'webhooks' }),
+          // Every replica queues its events in the store; the leader delivers them.
+          outbox,
+          isLeader,
+        })
       : undefined;
   if (webhooks && !opts.eventSecret) log.warn('event webhooks are not signed: set ORCHARD_EVENT_SECRET');
   webhooks?.attach(service, source);
@@ -360,6 +369,8 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
       rollouts?.start();
       reconciler.start();
       abm.start();
+      // Delivers (on the leader) what the outbox holds, a last run's events included.
+      webhooks?.start();
       await apns?.suppressionsLoaded();
       // The leader's first sync never throws (an unreachable remote is a status, not a crash).
       await replica.start();
@@ -378,7 +389,7 @@ async function assemble(cfg: ServerConfig, opts: RootOptions, { log, metrics, st
       await apns?.close();
       await webhooks?.close();
       await listener?.();
-      await closeStores({ store, ddm: ddmStore, rollouts: rolloutStore, abm: abmStore });
+      await closeStores({ store, ddm: ddmStore, rollouts: rolloutStore, abm: abmStore, outbox });
     },
   };
 }

@@ -3,34 +3,37 @@
  *   {"id": "<uuid>", "type": "device.enrolled", "at": "<ISO time>", "data": {...}}
  * signed like the git hook: `X-Orchard-Signature: sha256=<hex HMAC-SHA256 of the body>` keyed
  * with the shared secret, plus `X-Orchard-Event` and `X-Orchard-Delivery` (the id; receivers
- * dedupe on it: a delivery may arrive twice when an answer is lost).
+ * dedupe on it: a delivery may arrive twice when an answer is lost, or when a leader dies or
+ * steps down mid-delivery).
  *
- * `emit` never waits: deliveries run in the background, each URL in order, retried with
- * exponential backoff on network errors, 5xx and 429; 4xx other than 429 are not retried.
- * A bounded queue per URL drops the oldest events (logged) if a receiver stays down.
+ * `emit` never waits: every replica writes its events to the store's outbox (OutboxStore), and
+ * only the leader delivers them, each URL in order, retried with exponential backoff on network
+ * errors, 5xx and 429 (4xx other than 429 are not retried); a row goes once delivered or given
+ * up on. A crash loses nothing queued, and a restart or a new leader resumes delivery (polled
+ * every `pollMs`, at once after an emit on the leader).
  */
 import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { FleetSource } from '../gitops/source.js';
 import type { MdmService } from '../mdm/service.js';
+import type { OutboxEvent, OutboxStore } from '../store/roles/outbox.js';
 
-export interface WebhookEvent {
-  id: string;
-  type: string;
-  at: string;
-  data: Record<string, unknown>;
-}
+export type WebhookEvent = OutboxEvent;
 
 export interface WebhookOptions {
   urls: string[];
   secret: string;
   log: Logger;
+  /** Where events wait for delivery (shared by the replicas). */
+  outbox: OutboxStore;
+  /** Whether this replica delivers (the leader); default: always (one process). */
+  isLeader?: () => boolean;
+  /** How often the outbox is looked at for rows another replica queued (default 1 s). */
+  pollMs?: number;
   /** Attempts per event (default 6) and backoff (default 1 s doubling up to 5 min). */
   maxAttempts?: number;
   baseMs?: number;
   maxMs?: number;
-  /** Per-URL queue bound (default 10,000). */
-  maxQueue?: number;
   timeoutMs?: number;
 }
 
@@ -40,37 +43,54 @@ export function signWebhook(secret: string, body: string): string {
 
 interface Target {
   url: string;
-  queue: WebhookEvent[];
-  running: boolean;
+  /** The drain under way, if any. */
+  running?: Promise<void>;
+  /** Another look was asked for while draining (an emit). */
+  again: boolean;
 }
+
+/** Rows read per look at a URL's queue. */
+const BATCH = 100;
 
 export class EventWebhooks {
   private readonly targets: Target[];
   private closed = false;
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly idleWaiters: (() => void)[] = [];
+  /** Backoff waits, each with what ends it early (close). */
+  private readonly timers = new Map<NodeJS.Timeout, () => void>();
+  /** Outbox writes under way (whenIdle waits for them). */
+  private readonly writes = new Set<Promise<void>>();
+  private lastWrite: Promise<void> = Promise.resolve();
+  private poller?: NodeJS.Timeout;
 
   constructor(private readonly opts: WebhookOptions) {
-    this.targets = opts.urls.map((url) => ({ url, queue: [], running: false }));
+    this.targets = opts.urls.map((url) => ({ url, again: false }));
   }
 
-  /** Queue an event for every URL; returns at once. */
+  private get leading(): boolean {
+    return this.opts.isLeader ? this.opts.isLeader() : true;
+  }
+
+  /** Queue an event for every URL in the outbox; returns at once (the write and the delivery run later). */
   emit(type: string, data: Record<string, unknown>): WebhookEvent {
     const ev: WebhookEvent = { id: randomUUID(), type, at: new Date().toISOString(), data };
-    if (this.closed) return ev;
-    for (const t of this.targets) {
-      t.queue.push(ev);
-      if (t.queue.length > (this.opts.maxQueue ?? 10_000)) {
-        const dropped = t.queue.shift()!;
-        this.opts.log.warn({ url: t.url, event: dropped.type, id: dropped.id }, 'webhook queue full: dropped the oldest event');
-      }
-      if (!t.running) {
-        // Delivery starts on a later turn: the caller (a device request) does no network work.
-        t.running = true;
-        setImmediate(() => void this.drain(t));
-      }
-    }
+    if (this.closed || this.targets.length === 0) return ev;
+    // One write at a time: on PostgreSQL two concurrent inserts could commit out of emit order.
+    const write = this.lastWrite
+      .then(() => this.opts.outbox.queueEvent(this.opts.urls, ev))
+      .then(() => this.kick())
+      .catch((err: unknown) => this.opts.log.error({ err, event: type, id: ev.id }, 'webhook event could not be queued in the store: lost'))
+      .finally(() => this.writes.delete(write));
+    this.writes.add(write);
+    this.lastWrite = write;
     return ev;
+  }
+
+  /** Looks at the outbox every `pollMs` (on the leader: rows other replicas queued, rows left by the last leader). */
+  start(): void {
+    if (this.targets.length === 0 || this.closed) return;
+    this.poller = setInterval(() => this.kick(), this.opts.pollMs ?? 1000);
+    this.poller.unref();
+    this.kick();
   }
 
   /** Forward the MDM service's and the fleet source's events. */
@@ -89,35 +109,72 @@ export class EventWebhooks {
     );
   }
 
-  /** Resolves when every queue is empty (tests, shutdown). */
-  whenIdle(): Promise<void> {
-    if (this.targets.every((t) => !t.running)) return Promise.resolve();
-    return new Promise((r) => this.idleWaiters.push(r));
-  }
-
-  close(): void {
-    this.closed = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    for (const t of this.targets) t.queue.length = 0;
-  }
-
-  private async drain(t: Target): Promise<void> {
-    try {
-      while (!this.closed && t.queue.length > 0) {
-        await this.deliver(t, t.queue[0]!);
-        t.queue.shift();
-      }
-    } finally {
-      t.running = false;
-      if (this.targets.every((x) => !x.running)) for (const r of this.idleWaiters.splice(0)) r();
+  /** Resolves when what this replica emitted is in the store and, on the leader, the outbox is empty (tests, shutdown). */
+  async whenIdle(): Promise<void> {
+    for (;;) {
+      await Promise.all(this.writes);
+      if (this.closed || !this.leading) return;
+      await Promise.all(this.targets.map((t) => this.drain(t)));
+      if (this.writes.size === 0 && (await this.opts.outbox.countEvents()) === 0) return;
     }
   }
 
-  private async deliver(t: Target, ev: WebhookEvent): Promise<void> {
+  /** Stops delivering; what is left stays in the outbox for the next leader (or the next start). */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.poller);
+    for (const [timer, wake] of this.timers) {
+      clearTimeout(timer);
+      wake();
+    }
+    this.timers.clear();
+    await Promise.all(this.writes);
+    await Promise.all(this.targets.map((t) => t.running));
+  }
+
+  /** A drain of every URL, on the leader (one at a time per URL: order is per URL). */
+  private kick(): void {
+    if (this.closed || !this.leading) return;
+    for (const t of this.targets) void this.drain(t);
+  }
+
+  private drain(t: Target): Promise<void> {
+    if (t.running) {
+      t.again = true;
+      return t.running;
+    }
+    t.running = this.deliverQueued(t)
+      .catch((err: unknown) => this.opts.log.warn({ err, url: t.url }, 'webhook outbox could not be read: retried at the next look'))
+      .finally(() => {
+        t.running = undefined;
+        if (t.again) {
+          t.again = false;
+          this.kick();
+        }
+      });
+    return t.running;
+  }
+
+  private async deliverQueued(t: Target): Promise<void> {
+    for (;;) {
+      t.again = false;
+      const rows = await this.opts.outbox.pendingEvents(t.url, BATCH);
+      if (rows.length === 0) return;
+      for (const row of rows) {
+        // A replica that stopped leading leaves the rest to the new leader.
+        if (this.closed || !this.leading) return;
+        if (await this.deliver(t, row.event)) await this.opts.outbox.removeEvent(t.url, row.seq);
+        else return;
+      }
+    }
+  }
+
+  /** True once the event is done with (delivered, or given up on); false when interrupted (closing), so the row stays. */
+  private async deliver(t: Target, ev: WebhookEvent): Promise<boolean> {
     const body = JSON.stringify(ev);
     const max = this.opts.maxAttempts ?? 6;
-    for (let attempt = 1; attempt <= max && !this.closed; attempt++) {
+    for (let attempt = 1; attempt <= max; attempt++) {
+      if (this.closed) return false;
       let outcome: string;
       let retry = true;
       try {
@@ -133,7 +190,7 @@ export class EventWebhooks {
           signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000),
         });
         await res.arrayBuffer().catch(() => undefined);
-        if (res.ok) return;
+        if (res.ok) return true;
         outcome = `HTTP ${res.status}`;
         retry = res.status >= 500 || res.status === 429;
       } catch (err) {
@@ -141,7 +198,7 @@ export class EventWebhooks {
       }
       if (!retry || attempt === max) {
         this.opts.log.error({ url: t.url, event: ev.type, id: ev.id, attempt, outcome }, 'webhook delivery failed: giving up');
-        return;
+        return true;
       }
       const delay = Math.min((this.opts.baseMs ?? 1000) * 2 ** (attempt - 1), this.opts.maxMs ?? 300_000);
       this.opts.log.warn({ url: t.url, event: ev.type, id: ev.id, attempt, outcome, retryInMs: delay }, 'webhook delivery failed: retrying');
@@ -151,8 +208,9 @@ export class EventWebhooks {
           resolve();
         }, delay);
         timer.unref();
-        this.timers.add(timer);
+        this.timers.set(timer, resolve);
       });
     }
+    return true;
   }
 }

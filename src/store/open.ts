@@ -10,6 +10,8 @@ import { LevelAbmStore, type AbmStore } from './abm.js';
 import { LevelDdmStore, type DdmStore } from './ddm.js';
 import { LevelStore } from './leveldb.js';
 import { LevelRolloutStore, type RolloutStore } from './rollouts.js';
+import { LevelOutboxStore } from './outbox.js';
+import type { OutboxStore } from './roles/outbox.js';
 import type { PgStoreOptions } from './postgres.js';
 import { withStoreErrors } from './typed-errors.js';
 import type { Store } from './types.js';
@@ -49,10 +51,13 @@ export interface Stores {
   ddm: DdmStore;
   rollouts: RolloutStore;
   abm: AbmStore;
+  /** The webhook outbox. */
+  outbox: OutboxStore;
 }
 
 /** Closes the roles, the main store last (on PostgreSQL it owns the pool the others use). */
 export async function closeStores(s: Partial<Stores>): Promise<void> {
+  await s.outbox?.close();
   await s.abm?.close();
   await s.rollouts?.close();
   await s.ddm?.close();
@@ -62,7 +67,7 @@ export async function closeStores(s: Partial<Stores>): Promise<void> {
 /**
  * Every role at `location` (a postgres:// URL: all in that database, nothing on local disk), or
  * LevelDB: the main store at `location`, the others in databases of their own under `dataDir`
- * (DATA_DIR/ddm, rollouts, abm/devices, where they have always been). Unwrapped.
+ * (DATA_DIR/ddm, rollouts, abm/devices, where they have always been; outbox). Unwrapped.
  */
 export async function openBackends(location: string, dataDir: string, opts: PgStoreOptions = {}): Promise<Stores> {
   if (isPostgresUrl(location)) {
@@ -80,6 +85,7 @@ export async function openBackends(location: string, dataDir: string, opts: PgSt
     opened.rollouts = await LevelRolloutStore.open(join(dataDir, 'rollouts'));
     mkdirSync(join(dataDir, 'abm'), { recursive: true, mode: 0o700 });
     opened.abm = await LevelAbmStore.open(join(dataDir, 'abm', 'devices'));
+    opened.outbox = await LevelOutboxStore.open(join(dataDir, 'outbox'));
     return opened as Stores;
   } catch (err) {
     // A directory that cannot be opened (another process holds it) must not leave the others locked.
@@ -91,5 +97,11 @@ export async function openBackends(location: string, dataDir: string, opts: PgSt
 /** The server's stores: on `cfg.store` when set, else LevelDB in `cfg.dataDir`. */
 export async function openStores(cfg: { store?: string; dataDir: string }): Promise<Stores> {
   const s = await openBackends(cfg.store ?? cfg.dataDir, cfg.dataDir);
-  return { store: withStoreErrors(s.store), ddm: withStoreErrors(s.ddm), rollouts: withStoreErrors(s.rollouts), abm: withStoreErrors(s.abm) };
+  return {
+    store: withStoreErrors(s.store),
+    ddm: withStoreErrors(s.ddm),
+    rollouts: withStoreErrors(s.rollouts),
+    abm: withStoreErrors(s.abm),
+    outbox: withStoreErrors(s.outbox),
+  };
 }

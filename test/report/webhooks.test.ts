@@ -1,9 +1,13 @@
 /** Event webhooks against a real HTTP receiver that fails before it accepts. */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventWebhooks, signWebhook } from '../../src/report/webhooks.js';
+import { LevelOutboxStore, MemoryOutboxStore } from '../../src/store/outbox.js';
 import { captureLog, waitFor } from '../gitops/helpers.js';
 
 interface Received {
@@ -36,7 +40,7 @@ describe('event webhooks', () => {
   it('signs with HMAC-SHA256, retries 5xx with backoff, keeps order, never blocks emit', async () => {
     const { url, got } = await receive([500, 503, 200, 200]);
     const { log, text } = captureLog();
-    const hooks = new EventWebhooks({ urls: [url], secret: 's3cret', log, baseMs: 20, maxMs: 100 });
+    const hooks = new EventWebhooks({ urls: [url], secret: 's3cret', log, baseMs: 20, maxMs: 100, outbox: new MemoryOutboxStore() });
     const first = hooks.emit('device.enrolled', { device: 'A' });
     const second = hooks.emit('command.failed', { device: 'A' });
     // emit returned before any delivery was even attempted.
@@ -53,20 +57,72 @@ describe('event webhooks', () => {
     expect(got[0]!.headers['x-orchard-delivery']).toBe(first.id);
     expect(JSON.parse(got[0]!.body)).toMatchObject({ type: 'device.enrolled', data: { device: 'A' } });
     expect(text()).toContain('retrying');
-    hooks.close();
+    await hooks.close();
   });
 
   it('does not retry a 4xx refusal and gives up after maxAttempts', async () => {
     const { url, got } = await receive([400, 500, 500]);
     const { log, text } = captureLog();
-    const hooks = new EventWebhooks({ urls: [url], secret: 'k', log, baseMs: 10, maxAttempts: 2 });
+    const hooks = new EventWebhooks({ urls: [url], secret: 'k', log, baseMs: 10, maxAttempts: 2, outbox: new MemoryOutboxStore() });
     hooks.emit('a', {});
     hooks.emit('b', {});
     await waitFor('attempts', () => got.length >= 3 || undefined, 5000);
     await hooks.whenIdle();
     expect(got.map((g) => JSON.parse(g.body).type)).toEqual(['a', 'b', 'b']);
     expect(text().match(/giving up/g)?.length).toBe(2);
-    hooks.close();
+    await hooks.close();
+  });
+
+  it('a replica that is not the leader queues its events in the shared outbox; the leader delivers them, in order, and removes them', async () => {
+    const { url, got } = await receive([]);
+    const { log } = captureLog();
+    const outbox = new MemoryOutboxStore();
+    let leads = false;
+    const follower = new EventWebhooks({ urls: [url], secret: 'k', log, outbox, isLeader: () => false, pollMs: 20 });
+    const leader = new EventWebhooks({ urls: [url], secret: 'k', log, outbox, isLeader: () => leads, pollMs: 20 });
+    follower.start();
+    leader.start();
+    const events = ['one', 'two', 'three'].map((type) => follower.emit(type, { n: type }));
+    await follower.whenIdle();
+    expect(await outbox.countEvents()).toBe(3);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got).toHaveLength(0);
+    // It becomes the leader: its next look delivers what the other queued.
+    leads = true;
+    await waitFor('three deliveries', () => got.length >= 3 || undefined, 5000);
+    await leader.whenIdle();
+    expect(got.map((g) => g.headers['x-orchard-delivery'])).toEqual(events.map((e) => e.id));
+    expect(await outbox.countEvents()).toBe(0);
+    await follower.close();
+    await leader.close();
+  });
+
+  it('an event left undelivered on LevelDB (the receiver down, the server stopped) is delivered after a restart, with the same delivery id', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'orchard-outbox-'));
+    try {
+      const { url, got } = await receive([503]);
+      const { log } = captureLog();
+      let outbox = await LevelOutboxStore.open(dir);
+      const before = new EventWebhooks({ urls: [url], secret: 'k', log, outbox, baseMs: 60_000 });
+      const ev = before.emit('device.enrolled', { device: 'A' });
+      await waitFor('the first attempt', () => got.length >= 1 || undefined, 5000);
+      // Stopped in its backoff: the row stays.
+      await before.close();
+      await outbox.close();
+
+      outbox = await LevelOutboxStore.open(dir);
+      expect(await outbox.countEvents()).toBe(1);
+      const after = new EventWebhooks({ urls: [url], secret: 'k', log, outbox });
+      after.start();
+      await waitFor('the delivery after the restart', () => got.length >= 2 || undefined, 5000);
+      await after.whenIdle();
+      expect(got.map((g) => g.headers['x-orchard-delivery'])).toEqual([ev.id, ev.id]);
+      expect(await outbox.countEvents()).toBe(0);
+      await after.close();
+      await outbox.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('signWebhook matches the documented openssl form', () => {

@@ -12,6 +12,7 @@ import { sql as abmProfiles } from './005-abm-profiles.js';
 import { sql as work } from './006-work.js';
 import { sql as recordResult } from './007-record-result.js';
 import { sql as statusCounts } from './008-status-counts.js';
+import { sql as outbox } from './009-outbox.js';
 
 export interface Migration {
   version: number;
@@ -28,6 +29,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 6, name: 'work', sql: work },
   { version: 7, name: 'record-result', sql: recordResult },
   { version: 8, name: 'status-counts', sql: statusCounts },
+  { version: 9, name: 'outbox', sql: outbox },
 ];
 
 export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;
