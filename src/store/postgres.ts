@@ -85,6 +85,8 @@ const MIGRATION_LOCK = 0x4f524348; // 'ORCH': one migrator at a time
 const DEVICE_LOCK = 1;
 const COMMAND_LOCK = 2;
 const FOLD_LOCK = 0x4f524343; // 'ORCC': one folder of the status count deltas at a time
+/** Folded deltas after which the fold vacuums their table at once (see foldCounts). */
+const VACUUM_DELTAS_AFTER = 10_000;
 
 type StoredEnrollment = Omit<EnrollmentRecord, 'unlockToken'>;
 
@@ -254,7 +256,7 @@ export class PgStore implements Store {
   private readonly timer: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private readonly foldTimer: NodeJS.Timeout;
-  private folding?: Promise<void>;
+  private folding?: Promise<unknown>;
   private closing?: Promise<void>;
   /** commitReconcile calls waiting for the next group commit, and the loop writing them. */
   private commits: PendingCommit[] = [];
@@ -1165,20 +1167,28 @@ export class PgStore implements Store {
    * readers add what is left, so this only keeps their work small. One replica at a time (the
    * others skip); the deltas it folds are those its snapshot sees, each folded once.
    */
-  async foldCounts(): Promise<void> {
-    await this.tx(async (c) => {
+  async foldCounts(): Promise<number> {
+    const folded = await this.tx(async (c) => {
       const { rows } = await c.query<{ got: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS got', [FOLD_LOCK]);
-      if (!rows[0]?.got) return;
-      await c.query({
+      if (!rows[0]?.got) return 0;
+      const fold = await c.query<{ folded: string }>({
         name: 'orchard-fold-counts',
-        text: `WITH d AS (DELETE FROM status_count_deltas RETURNING blueprint, kind, key, n)
-               INSERT INTO status_counts AS c (blueprint, kind, key, n)
-               SELECT blueprint, kind, key, sum(n) FROM d GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-               ON CONFLICT (blueprint, kind, key) DO UPDATE SET n = c.n + EXCLUDED.n`,
+        text: `WITH d AS (DELETE FROM status_count_deltas RETURNING blueprint, kind, key, n),
+               i AS (INSERT INTO status_counts AS c (blueprint, kind, key, n)
+                     SELECT blueprint, kind, key, sum(n) FROM d GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                     ON CONFLICT (blueprint, kind, key) DO UPDATE SET n = c.n + EXCLUDED.n)
+               SELECT count(*) AS folded FROM d`,
       });
       // Keys no row counts for any more (a profile or blueprint gone).
       await c.query({ name: 'orchard-fold-zeros', text: 'DELETE FROM status_counts WHERE n = 0' });
+      return Number(fold.rows[0]?.folded ?? 0);
     });
+    // Every read scans the deltas table, dead rows included, until it is vacuumed: after a change
+    // of 100,000 devices' rows the counts read took 32 ms instead of 3.7 ms until autovacuum came
+    // (a minute or more). VACUUM cannot run in a transaction; a role that may not vacuum leaves it
+    // to autovacuum.
+    if (folded >= VACUUM_DELTAS_AFTER) await this.pool.query('VACUUM status_count_deltas').catch(() => undefined);
+    return folded;
   }
 
   /** Kept counts of `blueprints` ('' is the fleet): the folded ones plus the deltas not folded yet, in one snapshot. */

@@ -113,6 +113,19 @@ if (!cluster.available) missingPostgres('kept status counts on PostgreSQL', clus
     expect(await sql(url, 'SELECT * FROM status_counts WHERE n = 0')).toEqual([]);
   });
 
+  it('a fold of a mass change vacuums the deltas, so later reads do not scan their dead rows', async () => {
+    await enroll(a, 'V1');
+    await a.foldCounts();
+    const before = await kept(a);
+    // What an adoption of the whole fleet leaves: tens of thousands of deltas, here netting to zero.
+    await sql(url, `INSERT INTO status_count_deltas SELECT '', 'fleet', 'in-sync', CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END FROM generate_series(1, 12000) AS g`);
+    expect(await a.foldCounts()).toBe(12000);
+    expect(await kept(a)).toEqual(before);
+    // VACUUM truncated the emptied pages; a DELETE alone leaves them to be scanned until autovacuum.
+    const [size] = await sql<{ bytes: string }>(url, "SELECT pg_relation_size('status_count_deltas') AS bytes");
+    expect(Number(size!.bytes)).toBe(0);
+  });
+
   it('an install from before migration 008 gets its counts from its rows when it migrates', async () => {
     for (let n = 0; n < 12; n++) {
       await enroll(a, `M${n}`);
