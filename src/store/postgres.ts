@@ -34,7 +34,7 @@ import { ReadBatch } from './batch.js';
 import type { Lease } from './lease.js';
 import type { DeviceExport } from './transfer.js';
 import { checkMaterialKey, MATERIAL_KINDS, type MaterialItem, type MaterialKind, type PutMaterialOptions } from './material.js';
-import { LATEST_SCHEMA, MIGRATIONS } from './migrations/index.js';
+import { LATEST_SCHEMA, MIGRATIONS, schemaMismatch } from './migrations/index.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 import {
   DEVICE_STATES,
@@ -1498,11 +1498,9 @@ export class PgStore implements Store {
 
   async health(): Promise<StoreHealth> {
     try {
-      const { rows } = await this.pool.query<{ v: number | null }>('SELECT max(version) AS v FROM orchard_migrations');
-      const v = rows[0]?.v ?? 0;
-      return v === LATEST_SCHEMA
-        ? { backend: 'postgres', ready: true }
-        : { backend: 'postgres', ready: false, reason: `schema version ${v}, this server needs ${LATEST_SCHEMA}` };
+      const { rows } = await this.pool.query<{ version: number }>('SELECT version FROM orchard_migrations');
+      const reason = schemaMismatch(rows.map((r) => r.version));
+      return reason ? { backend: 'postgres', ready: false, reason } : { backend: 'postgres', ready: true };
     } catch (err) {
       return { backend: 'postgres', ready: false, reason: `database unreachable: ${(err as Error).message}` };
     }

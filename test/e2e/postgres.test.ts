@@ -84,7 +84,7 @@ if (!cluster.available) missingPostgres('orchard serve --store postgres://', clu
     }
   });
 
-  it('readyz: 503 naming both versions while the schema is ahead of or behind this server, 200 again once it matches', async () => {
+  it('readyz: 503 naming both versions while the schema is ahead of or behind this server or misses a middle migration, 200 again once it matches', async () => {
     const url = await cluster.cluster().database();
     const env = { ORCHARD_API_TOKEN: 'pg-admin', ORCHARD_MATERIAL_KEY: 'the readyz material key' };
     const srv = await spawnServer(['--store', url, '--data-dir', join(dir, 'data-ready')], env);
@@ -116,6 +116,22 @@ if (!cluster.available) missingPostgres('orchard serve --store postgres://', clu
       // Not ready is not down: devices are still answered (the load balancer decides where they go).
       expect((await fetch(`${srv.url}/healthz`)).status).toBe(200);
       await db.query('INSERT INTO orchard_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [LATEST_SCHEMA, rows[0]!.name, rows[0]!.applied_at]);
+      expect(await readyz()).toEqual({ status: 200, body: { backend: 'postgres', ready: true } });
+      // A middle migration's record gone while the latest is there: its tables may be missing too.
+      const middle = MIGRATIONS[Math.floor(MIGRATIONS.length / 2)]!;
+      const gone = await db.query<{ name: string; applied_at: Date }>('DELETE FROM orchard_migrations WHERE version = $1 RETURNING name, applied_at', [
+        middle.version,
+      ]);
+      expect(gone.rows).toHaveLength(1);
+      expect(await readyz()).toEqual({
+        status: 503,
+        body: { backend: 'postgres', ready: false, reason: `schema version ${LATEST_SCHEMA} without ${middle.version}, this server needs ${LATEST_SCHEMA}` },
+      });
+      await db.query('INSERT INTO orchard_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [
+        middle.version,
+        gone.rows[0]!.name,
+        gone.rows[0]!.applied_at,
+      ]);
       expect(await readyz()).toEqual({ status: 200, body: { backend: 'postgres', ready: true } });
     } finally {
       await db.end();

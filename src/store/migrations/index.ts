@@ -33,3 +33,20 @@ export const MIGRATIONS: readonly Migration[] = [
 ];
 
 export const LATEST_SCHEMA = MIGRATIONS.at(-1)!.version;
+
+/**
+ * Why a database whose `orchard_migrations` holds `applied` is not the schema this server knows, or
+ * undefined when it is. The whole set counts, not the highest: a middle migration missing (a
+ * restore, a hand edit) leaves its tables out even though the latest is recorded.
+ */
+export function schemaMismatch(applied: Iterable<number>): string | undefined {
+  const have = new Set(applied);
+  const highest = Math.max(0, ...have);
+  const unknown = [...have].filter((v) => !MIGRATIONS.some((m) => m.version === v)).sort((a, b) => a - b);
+  const missing = MIGRATIONS.filter((m) => !have.has(m.version)).map((m) => m.version);
+  if (!unknown.length && !missing.length) return undefined;
+  if (unknown.length && highest > LATEST_SCHEMA) return `schema version ${highest}, this server needs ${LATEST_SCHEMA}`;
+  if (unknown.length) return `schema has version ${unknown.join(', ')}, which this server does not know (it needs ${LATEST_SCHEMA})`;
+  const gaps = missing.filter((v) => v < highest);
+  return `schema version ${highest}${gaps.length ? ` without ${gaps.join(', ')}` : ''}, this server needs ${LATEST_SCHEMA}`;
+}
