@@ -64,7 +64,7 @@ export class Replica {
 
   /** Serve what the store holds, then take part in the election (a lone replica leads when this resolves). */
   async start(): Promise<void> {
-    this.wakeSeen = (await this.opts.store.getMaterial('blob', WAKE_KEY))?.toString('utf8');
+    if (this.opts.source) this.wakeSeen = (await this.opts.store.getMaterial('blob', WAKE_KEY))?.toString('utf8');
     await this.followStored();
     await this.opts.leadership.start();
     // Elected at once (a lone replica): its first sync is done when start resolves, as without replicas.
@@ -129,6 +129,8 @@ export class Replica {
   private async poll(): Promise<void> {
     try {
       if (this.isLeader) {
+        // Without a source there is nothing a wake could start: no read.
+        if (!this.opts.source) return;
         const wake = (await this.opts.store.getMaterial('blob', WAKE_KEY))?.toString('utf8');
         if (wake !== undefined && wake !== this.wakeSeen) {
           this.wakeSeen = wake;

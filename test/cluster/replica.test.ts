@@ -113,4 +113,29 @@ describe('Replica', () => {
     expect(a.applied).toEqual([]);
     expect((await peek.getMaterial('blob', 'leader-wake'))?.length).toBeGreaterThan(0);
   });
+
+  it('a leader without a source reads no signal: an idle replica costs the store no read a second', async () => {
+    const store = await MemoryStore.open(new MemoryData());
+    cleanups.push(() => store.close());
+    const reads: string[] = [];
+    // The real store, its material reads noted.
+    const counted = {
+      getMaterial: (kind: Parameters<MemoryStore['getMaterial']>[0], key: string) => {
+        reads.push(`${kind}/${key}`);
+        return store.getMaterial(kind, key);
+      },
+      putMaterial: store.putMaterial.bind(store),
+    };
+    const log = captureLog().log;
+    const leadership = new Leadership({ store, log, holder: 'lone', ttlMs: 10_000 });
+    const replica = new Replica({ store: counted, leadership, follow: () => undefined, log, signalMs: 10 });
+    cleanups.push(() => replica.stop());
+    await replica.start();
+    expect(replica.isLeader).toBe(true);
+    const atStart = reads.length;
+    // Many polls' worth of time: the lone leader has no source to wake, so it reads nothing.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(reads.slice(atStart)).toEqual([]);
+    expect(reads.filter((r) => r.endsWith('leader-wake'))).toEqual([]);
+  });
 });
