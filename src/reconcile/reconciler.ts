@@ -120,6 +120,8 @@ export class Reconciler {
   private readonly holder = randomUUID();
   /** Devices whose work row this process holds a claim on right now. */
   private readonly claimed = new Set<string>();
+  /** The state a claimed device's reconcile last read or committed: work() schedules its retry from it. */
+  private readonly seenWhileClaimed = new Map<string, DeviceArtifacts>();
   private draining?: Promise<void>;
   /** A cause arrived while draining: drain again when done. */
   private again = false;
@@ -297,13 +299,16 @@ export class Reconciler {
     try {
       await this.reconcileDevice(id);
       await this.opts.store.finishWork(claim);
-      // A failed artifact comes back at its retry time: a row due then.
-      const due = this.retryDue(await this.loadState(id));
+      // A failed artifact comes back at its retry time: a row due then. The state is the one the
+      // reconcile last read or committed (no second read).
+      const seen = this.seenWhileClaimed.get(id);
+      const due = this.retryDue(seen ?? (await this.loadState(id)));
       if (due !== undefined) await this.addWork(id, new Date(due));
     } catch (err) {
       this.opts.log.error({ err, device: id }, 'reconcile failed; its work row is retried after the claim lease');
     } finally {
       this.claimed.delete(id);
+      this.seenWhileClaimed.delete(id);
     }
   }
 
@@ -531,6 +536,7 @@ export class Reconciler {
    * work row due then. A device reconciled from its claimed row gets it once the row is done (work()).
    */
   private async scheduleRetry(deviceId: string, state: DeviceArtifacts): Promise<void> {
+    if (this.claimed.has(deviceId)) this.seenWhileClaimed.set(deviceId, state);
     const due = this.retryDue(state);
     if (due !== undefined && !this.claimed.has(deviceId) && !this.stopped) await this.addWork(deviceId, new Date(due));
   }
@@ -544,7 +550,9 @@ export class Reconciler {
   }
 
   private async loadState(deviceId: string): Promise<VersionedArtifacts> {
-    return (await this.opts.store.getArtifacts(deviceId)) ?? { deviceId, artifacts: {}, version: 0 };
+    const state = (await this.opts.store.getArtifacts(deviceId)) ?? { deviceId, artifacts: {}, version: 0 };
+    if (this.claimed.has(deviceId)) this.seenWhileClaimed.set(deviceId, state);
+    return state;
   }
 
   /**
