@@ -349,7 +349,13 @@ export class Reconciler {
     }
     const state = await this.loadState(deviceId);
     const inventoryBefore = JSON.stringify(state.inventory ?? null);
+    const phases = new Map(Object.entries(state.artifacts).map(([id, a]) => [id, a.phase]));
     const absorbed = await this.absorb(deviceId, state);
+    // An install the device accepted just now needs a ProfileList served after it. The one queued
+    // beside an earlier command may have been answered before the install was queued (the reconcile
+    // after a DeviceConfigured raced the device's next poll): without a new one it stayed
+    // `acknowledged`, never verified, until the next drift check.
+    const accepted = Object.entries(state.artifacts).some(([id, a]) => a.phase === 'acknowledged' && phases.get(id) !== 'acknowledged');
     if (!this.fleet || !this.revision) {
       if (absorbed)
         await store.commitReconcile(deviceId, state, { enqueue: [], cancel: [], status: await this.statusOf(device, state) }, this.now(), state.version);
@@ -374,7 +380,7 @@ export class Reconciler {
       awaitingConfiguration,
     });
     const dirty = absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null) || setupBefore !== JSON.stringify(state.setup ?? null);
-    const outcome = await this.commit(device, desired, decision, dirty, state.version);
+    const outcome = await this.commit(device, desired, decision, dirty, state.version, accepted);
     outcome.queued += notified;
     return outcome;
   }
@@ -412,8 +418,16 @@ export class Reconciler {
   /**
    * `dirty`: the state changed before the decision (answers absorbed), so it must be written.
    * `version`: of the state the decision was made on (compare-and-set).
+   * `accepted`: an install was acknowledged since the last reconcile (it must be verified).
    */
-  private async commit(device: DeviceRecord, desired: DesiredState, decision: Decision, dirty: boolean, version: number): Promise<ReconcileOutcome> {
+  private async commit(
+    device: DeviceRecord,
+    desired: DesiredState,
+    decision: Decision,
+    dirty: boolean,
+    version: number,
+    accepted: boolean,
+  ): Promise<ReconcileOutcome> {
     // Room for this device's install payloads (the command holds the profile's base64) until
     // they are written: a big per-device profile is built for a few devices at a time.
     const weight = decision.actions.reduce(
@@ -422,13 +436,20 @@ export class Reconciler {
     );
     const release = weight > 0 ? await this.budget.acquire(weight) : () => undefined;
     try {
-      return await this.commitHeld(device, desired, decision, dirty, version);
+      return await this.commitHeld(device, desired, decision, dirty, version, accepted);
     } finally {
       release();
     }
   }
 
-  private async commitHeld(device: DeviceRecord, desired: DesiredState, decision: Decision, dirty: boolean, version: number): Promise<ReconcileOutcome> {
+  private async commitHeld(
+    device: DeviceRecord,
+    desired: DesiredState,
+    decision: Decision,
+    dirty: boolean,
+    version: number,
+    accepted: boolean,
+  ): Promise<ReconcileOutcome> {
     const deviceId = device.id;
     const change: ReconcileChange = { enqueue: [], cancel: [] };
     const state = decision.state;
@@ -459,7 +480,7 @@ export class Reconciler {
       }
     }
     // Installs and removals are verified by a ProfileList served after them (lower priority).
-    const needVerify = change.enqueue.length > 0 || (decision.needInventory && !state.inventory?.profileList);
+    const needVerify = change.enqueue.length > 0 || accepted || (decision.needInventory && !state.inventory?.profileList);
     if (needVerify && !state.inventory?.verify) {
       const pl = await this.sharedCommand(deviceId, 'verify', () => command({ RequestType: 'ProfileList', ManagedOnly: true }, 40), true);
       change.enqueue.push({ targets: [deviceId], cmd: pl });
