@@ -380,7 +380,7 @@ export class Reconciler {
       awaitingConfiguration,
     });
     const dirty = absorbed || inventoryBefore !== JSON.stringify(state.inventory ?? null) || setupBefore !== JSON.stringify(state.setup ?? null);
-    const outcome = await this.commit(device, desired, decision, dirty, state.version, accepted);
+    const outcome = await this.commit({ device, desired, decision, dirty, version: state.version, accepted });
     outcome.queued += notified;
     return outcome;
   }
@@ -415,19 +415,8 @@ export class Reconciler {
     if (JSON.stringify(row.profiles) !== JSON.stringify(next)) await this.opts.store.putStatus(device.id, next);
   }
 
-  /**
-   * `dirty`: the state changed before the decision (answers absorbed), so it must be written.
-   * `version`: of the state the decision was made on (compare-and-set).
-   * `accepted`: an install was acknowledged since the last reconcile (it must be verified).
-   */
-  private async commit(
-    device: DeviceRecord,
-    desired: DesiredState,
-    decision: Decision,
-    dirty: boolean,
-    version: number,
-    accepted: boolean,
-  ): Promise<ReconcileOutcome> {
+  private async commit(d: Decided): Promise<ReconcileOutcome> {
+    const { decision } = d;
     // Room for this device's install payloads (the command holds the profile's base64) until
     // they are written: a big per-device profile is built for a few devices at a time.
     const weight = decision.actions.reduce(
@@ -436,20 +425,13 @@ export class Reconciler {
     );
     const release = weight > 0 ? await this.budget.acquire(weight) : () => undefined;
     try {
-      return await this.commitHeld(device, desired, decision, dirty, version, accepted);
+      return await this.commitHeld(d);
     } finally {
       release();
     }
   }
 
-  private async commitHeld(
-    device: DeviceRecord,
-    desired: DesiredState,
-    decision: Decision,
-    dirty: boolean,
-    version: number,
-    accepted: boolean,
-  ): Promise<ReconcileOutcome> {
+  private async commitHeld({ device, desired, decision, dirty, version, accepted }: Decided): Promise<ReconcileOutcome> {
     const deviceId = device.id;
     const change: ReconcileChange = { enqueue: [], cancel: [] };
     const state = decision.state;
@@ -614,6 +596,19 @@ export class Reconciler {
     const e = await this.opts.store.getEnrollment(deviceId);
     if (e) await this.opts.pusher.push([e]).catch((err: unknown) => this.opts.log.warn({ err, device: deviceId }, 'push failed'));
   }
+}
+
+/** A device's decision and what its commit needs to know about how it was reached. */
+interface Decided {
+  device: DeviceRecord;
+  desired: DesiredState;
+  decision: Decision;
+  /** The state changed before the decision (answers absorbed), so it must be written. */
+  dirty: boolean;
+  /** Of the state the decision was made on (compare-and-set). */
+  version: number;
+  /** An install was acknowledged since the last reconcile: it needs a ProfileList served after it. */
+  accepted: boolean;
 }
 
 /** Synchronous work between two chances for the event loop to serve requests. */

@@ -195,11 +195,7 @@ export async function migrate(pool: pg.Pool, opts: { apply: boolean } = { apply:
         `the database schema is at version ${from}, newer than this server knows (${LATEST_SCHEMA}): upgrade Orchard before running it on this database`,
       );
     }
-    if (pending.length && !opts.apply) {
-      throw new Unavailable(
-        `the database schema is at version ${from}${from === LATEST_SCHEMA ? ` without ${pending.map((m) => m.version).join(', ')}` : ''}, this server needs ${LATEST_SCHEMA}: run \`orchard migrate --store URL\``,
-      );
-    }
+    if (pending.length && !opts.apply) throw new Unavailable(`the database ${schemaMismatch(applied)}: run \`orchard migrate --store URL\``);
     for (const m of pending) {
       await client.query(m.sql);
       await client.query('INSERT INTO orchard_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);

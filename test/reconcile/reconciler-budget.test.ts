@@ -6,31 +6,19 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { bigProfileYaml } from '../../bench/reconcile-latency.js';
 import { loadFleet } from '../../src/gitops/load.js';
-import { MdmService } from '../../src/mdm/service.js';
 import { parsePlistDict, type PlistDict } from '../../src/protocol/plist.js';
-import { Reconciler } from '../../src/reconcile/reconciler.js';
 import { LevelStore } from '../../src/store/leveldb.js';
 import { blueprint, makeRepo } from '../gitops/repo.js';
+import { storeReconciler } from '../helpers/reconciler.js';
 
 const DEVICES = 16;
 const BUDGET = 1 << 20;
 let dir: string;
 let store: LevelStore;
-const reconciler = () =>
-  new Reconciler({
-    store,
-    service: new MdmService(store),
-    pusher: { push: async () => undefined },
-    log: pino({ level: 'silent' }),
-    secrets: () => undefined,
-    driftIntervalMs: 0,
-    concurrency: 16,
-    payloadBudgetBytes: BUDGET,
-  });
+const reconciler = () => storeReconciler(store, { concurrency: 16, payloadBudgetBytes: BUDGET });
 const installOf = async (n: number, id: string) => {
   const cmds = (await store.listCommands(`DEV-${n}`)).items;
   const a = (await store.getArtifacts(`DEV-${n}`))!.artifacts[id]!;

@@ -8,13 +8,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { loadFleet } from '../../src/gitops/load.js';
-import { MdmService } from '../../src/mdm/service.js';
-import { Reconciler } from '../../src/reconcile/reconciler.js';
+import type { Reconciler } from '../../src/reconcile/reconciler.js';
 import { LevelStore } from '../../src/store/leveldb.js';
 import { blueprint, makeRepo, passcodePayload, profile } from '../gitops/repo.js';
+import { storeReconciler } from '../helpers/reconciler.js';
 
 const ID = 'DEV-1';
 const PROFILE = 'com.example.passcode';
@@ -56,15 +55,7 @@ beforeEach(async () => {
     { status: 'Acknowledged', at: at.toISOString(), raw: Buffer.from('r') },
     { ProfileList: { at: at.toISOString(), commandUUID: 'pl-0', value: [] } },
   );
-  reconciler = new Reconciler({
-    store,
-    service: new MdmService(store),
-    pusher: { push: async () => undefined },
-    log: pino({ level: 'silent' }),
-    secrets: () => undefined,
-    driftIntervalMs: 0,
-    now: () => new Date(clock),
-  });
+  reconciler = storeReconciler(store, { now: () => new Date(clock) });
   const fleet = (
     await loadFleet(makeRepo({ 'p.yaml': profile('passcode', PROFILE, passcodePayload), 'b.yaml': blueprint('macs', '    platforms: [macOS]', ['passcode']) }))
   ).fleet!;
