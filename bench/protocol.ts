@@ -118,7 +118,10 @@ export async function startBenchServer(dir: string, caPath: string, extraArgs: s
   };
 }
 
-/** The server's event-loop delay in ms (orchard_event_loop_delay_seconds, cumulative since it started: a max never falls). */
+/**
+ * The server's event-loop delay in ms (orchard_event_loop_delay_seconds, cumulative since it started: a max never falls);
+ * NaN before the monitor's first sample (a scrape right after listening).
+ */
 export interface LoopDelay {
   p99: number;
   max: number;
