@@ -19,7 +19,17 @@ import { buildPlist, type PlistDict } from '../protocol/plist.js';
 import { LruMap } from '../store/lru.js';
 import { recordAndNext } from '../store/roles/results.js';
 import type { AbmFacts } from '../model/device.js';
-import type { DeviceFacts, DeviceRecord, EnrollmentRecord, IdentityBinding, IdentityChange, QueuedCommand, ReportedState, Store } from '../store/types.js';
+import type {
+  DeviceFacts,
+  DeviceRecord,
+  EnrollmentRecord,
+  IdentityBinding,
+  IdentityChange,
+  OutboxEntry,
+  QueuedCommand,
+  ReportedState,
+  Store,
+} from '../store/types.js';
 
 export interface CheckinReply {
   status: 200 | 410;
@@ -51,6 +61,19 @@ export interface MdmEvents {
   tokenUpdate: [enrollment: EnrollmentRecord];
   /** Another certificate now speaks for the device (renewal or re-enrollment). */
   identityChanged: [deviceId: string, change: IdentityChange];
+}
+
+/**
+ * The webhook events of some `MdmEvents` (src/report/webhooks.ts), built before the store change
+ * that causes them and written by the store in that change's batch or transaction: a crash keeps
+ * both or neither. Undefined: no event.
+ */
+export interface MdmEventOutbox {
+  enrolled(enrollment: EnrollmentRecord): OutboxEntry | undefined;
+  checkedOut(enrollmentId: string): OutboxEntry | undefined;
+  identityChanged(deviceId: string, change: IdentityChange): OutboxEntry | undefined;
+  /** Written only if the answer is stored (recorded or NotNow), as the 'result' event is emitted. */
+  result(enrollmentId: string, report: CommandReport): OutboxEntry | undefined;
 }
 
 /**
@@ -109,6 +132,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
   private abmRecord: (serial: string, deviceId: string) => Promise<AbmFacts | undefined> = async () => undefined;
   private declarative?: DeclarativeHandler;
   private activating?: ActivationHook;
+  private outbox?: MdmEventOutbox;
   private readonly now: () => Date;
   readonly reenroll: ReenrollPolicy;
   private readonly log?: Logger;
@@ -136,7 +160,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
       if (abm) facts.abm = abm;
       const identity: IdentityBinding = { certHash: id.certHash, issuerHash: id.issuerHash, subject: id.subject, notAfter: id.notAfter };
       if (issuedFor) identity.issuedFor = issuedFor;
-      await this.store.authenticate(msg.deviceId, facts, identity, this.now(), change);
+      await this.store.authenticate(msg.deviceId, facts, identity, this.now(), change, change && this.outbox?.identityChanged(msg.deviceId, change));
       this.bindings.set(msg.deviceId, { certHash: id.certHash, issuerHash: id.issuerHash });
       this.active.delete(msg.deviceId);
       if (change) this.changed(msg.deviceId, change);
@@ -166,14 +190,14 @@ export class MdmService extends EventEmitter<MdmEvents> {
         // What a channel enrolled anew must not inherit is gone before it is active: the work row
         // its activation writes may be claimed (on any replica) as soon as it is committed.
         if (!existing?.active) await this.activating?.(rec);
-        const { activated } = await this.store.tokenUpdate(rec);
+        const { activated } = await this.store.tokenUpdate(rec, this.outbox?.enrolled(rec));
         this.setActive(msg.deviceId, msg.userId, true);
         this.emit('tokenUpdate', rec);
         if (activated) this.emit('enrolled', rec);
         return { status: 200 };
       }
       case 'CheckOut':
-        await this.store.checkOut(msg.enrollmentId, this.now());
+        await this.store.checkOut(msg.enrollmentId, this.now(), this.outbox?.checkedOut(msg.enrollmentId));
         if (msg.userId) this.active.get(msg.deviceId)?.delete(msg.userId);
         else this.active.delete(msg.deviceId);
         this.emit('checkedOut', msg.enrollmentId);
@@ -223,6 +247,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
         { status: rep.Status, at: at.toISOString(), raw, ...(rep.ErrorChain ? { errorChain: rep.ErrorChain } : {}) },
         // Reported state describes the device: a user channel's ProfileList must not replace it.
         rep.Status === 'Acknowledged' && !rep.userId ? reportedFrom(rep.dict, rep.CommandUUID!, at) : undefined,
+        this.outbox?.result(eid, rep),
       );
       const recorded = answered.outcome;
       next = answered.next;
@@ -255,6 +280,11 @@ export class MdmService extends EventEmitter<MdmEvents> {
   /** What a channel enrolled anew must not inherit, cleared before its activation is stored (its declarations). */
   onActivating(hook: ActivationHook): void {
     this.activating = hook;
+  }
+
+  /** Who builds the webhook events the store writes with the changes that cause them. */
+  useOutbox(outbox: MdmEventOutbox): void {
+    this.outbox = outbox;
   }
 
   /** Where a device's Apple Business Manager record is found by serial number (bound at Authenticate). */
@@ -303,7 +333,7 @@ export class MdmService extends EventEmitter<MdmEvents> {
     const identity: IdentityBinding = { certHash: id.certHash, issuerHash: id.issuerHash, subject: id.subject, notAfter: id.notAfter };
     if (dev.identity.issuedFor) identity.issuedFor = dev.identity.issuedFor;
     const change: IdentityChange = { at: this.now().toISOString(), kind: 'renewal', from: certOf(dev.identity), to: certOf(identity) };
-    await this.store.rebindIdentity(dev.id, identity, change);
+    await this.store.rebindIdentity(dev.id, identity, change, this.outbox?.identityChanged(dev.id, change));
     this.bindings.set(dev.id, { certHash: id.certHash, issuerHash: id.issuerHash });
     this.changed(dev.id, change);
   }

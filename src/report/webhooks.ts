@@ -6,8 +6,11 @@
  * dedupe on it: a delivery may arrive twice when an answer is lost, or when a leader dies or
  * steps down mid-delivery).
  *
- * `emit` never waits: every replica writes its events to the store's outbox (OutboxStore), and
- * only the leader delivers them, each URL in order, retried with exponential backoff on network
+ * Every replica writes its events to the store's outbox (OutboxStore). The MDM service's events
+ * (enrolled, checked out, identity changed, command failed) are built here before the change that
+ * causes them and written by the store in that change's batch or transaction (`attach`), so a
+ * crash keeps both or neither; the others (`emit`: a revision applied, ABM, rollouts) are written
+ * right after their cause, without waiting. Only the leader delivers them, each URL in order, retried with exponential backoff on network
  * errors, 5xx and 429 (4xx other than 429 are not retried); a row goes once delivered or given
  * up on. A crash loses nothing queued, and a restart or a new leader resumes delivery (polled
  * every `pollMs`, at once after an emit on the leader).
@@ -15,8 +18,9 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { FleetSource } from '../gitops/source.js';
-import type { MdmService } from '../mdm/service.js';
-import type { OutboxEvent, OutboxStore } from '../store/roles/outbox.js';
+import type { MdmEventOutbox, MdmService } from '../mdm/service.js';
+import type { CommandReport } from '../protocol/messages.js';
+import type { OutboxEntry, OutboxEvent, OutboxStore } from '../store/roles/outbox.js';
 
 export type WebhookEvent = OutboxEvent;
 
@@ -40,6 +44,10 @@ export interface WebhookOptions {
 export function signWebhook(secret: string, body: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 }
+
+const newEvent = (type: string, data: Record<string, unknown>): WebhookEvent => ({ id: randomUUID(), type, at: new Date().toISOString(), data });
+
+const failed = (rep: CommandReport): boolean => rep.Status === 'Error' || rep.Status === 'CommandFormatError';
 
 interface Target {
   url: string;
@@ -72,7 +80,7 @@ export class EventWebhooks {
 
   /** Queue an event for every URL in the outbox; returns at once (the write and the delivery run later). */
   emit(type: string, data: Record<string, unknown>): WebhookEvent {
-    const ev: WebhookEvent = { id: randomUUID(), type, at: new Date().toISOString(), data };
+    const ev = newEvent(type, data);
     if (this.closed || this.targets.length === 0) return ev;
     // One write at a time: on PostgreSQL two concurrent inserts could commit out of emit order.
     const write = this.lastWrite
@@ -93,16 +101,31 @@ export class EventWebhooks {
     this.kick();
   }
 
-  /** Forward the MDM service's and the fleet source's events. */
-  attach(service: MdmService, source?: Pick<FleetSource, 'on'>): void {
-    service.on('enrolled', (e) => this.emit('device.enrolled', { enrollment: e.id, device: e.deviceId, type: e.type }));
-    service.on('checkedOut', (id) => this.emit('device.checked_out', { enrollment: id }));
+  /** The event for every URL, for the store to write with its cause; none without URLs or once closed. */
+  private entry(type: string, data: Record<string, unknown>): OutboxEntry | undefined {
+    if (this.closed || this.targets.length === 0) return undefined;
+    return { urls: this.opts.urls, event: newEvent(type, data) };
+  }
+
+  /** The MDM service's webhook events, written by the store with their causes. */
+  readonly mdmEvents: MdmEventOutbox = {
+    enrolled: (e) => this.entry('device.enrolled', { enrollment: e.id, device: e.deviceId, type: e.type }),
+    checkedOut: (id) => this.entry('device.checked_out', { enrollment: id }),
     // Certificates only (hash, subject, expiry): never a secret.
-    service.on('identityChanged', (device, c) => this.emit('device.identity_changed', { device, kind: c.kind, reason: c.reason, from: c.from, to: c.to }));
-    service.on('result', (eid, rep) => {
-      if (rep.Status === 'Error' || rep.Status === 'CommandFormatError') {
-        this.emit('command.failed', { enrollment: eid, commandUUID: rep.CommandUUID, status: rep.Status, errorChain: rep.ErrorChain });
-      }
+    identityChanged: (device, c) => this.entry('device.identity_changed', { device, kind: c.kind, reason: c.reason, from: c.from, to: c.to }),
+    result: (eid, rep) =>
+      failed(rep) ? this.entry('command.failed', { enrollment: eid, commandUUID: rep.CommandUUID, status: rep.Status, errorChain: rep.ErrorChain }) : undefined,
+  };
+
+  /** The MDM service's events go out with its store changes (delivered at once on the leader); the fleet source's are emitted. */
+  attach(service: MdmService, source?: Pick<FleetSource, 'on'>): void {
+    service.useOutbox(this.mdmEvents);
+    const queued = () => this.kick();
+    service.on('enrolled', queued);
+    service.on('checkedOut', queued);
+    service.on('identityChanged', queued);
+    service.on('result', (_eid, rep) => {
+      if (failed(rep)) queued();
     });
     source?.on('validated', (rev) =>
       this.emit('revision.applied', { commit: rev.info.commit, author: rev.info.author, message: rev.info.message, contentHash: rev.info.contentHash }),

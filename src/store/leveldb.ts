@@ -27,6 +27,7 @@
  *   m\0status                   set once every device has a status row
  *   k\0<kind>\0<key>            material: challenges, issuance records, blobs (level-material.ts)
  *   n\0<name>                   lease (leader election, lease.ts)
+ *   o\0<url>\0<seq 16 digits>    webhook outbox row, in the batch of the change that causes it (outbox.ts)
  *
  * Point reads use getSync: about 1.5 us against 40 us for an async get, which goes through the
  * libuv thread pool. They hit LevelDB's block cache or the page cache; iterators stay async.
@@ -36,6 +37,8 @@ import type { ClaimRequest, StoredWork, WorkAround, WorkClaim } from './roles/wo
 import { Level } from 'level';
 import { LruMap } from './lru.js';
 import { LevelMaterial } from './level-material.js';
+import { LevelOutbox } from './outbox.js';
+import type { OutboxEntry, OutboxEvent, OutboxRow } from './roles/outbox.js';
 import type { Lease } from './lease.js';
 import type { MaterialItem, MaterialKind, PutMaterialOptions } from './material.js';
 import {
@@ -306,6 +309,7 @@ export class LevelStore implements Store, WorkAround {
   private constructor(
     private readonly db: Db,
     seq: number,
+    private readonly outbox: LevelOutbox,
     opts: LevelStoreOptions,
   ) {
     this.seq = seq;
@@ -330,7 +334,7 @@ export class LevelStore implements Store, WorkAround {
       else if (version !== FORMAT_VERSION) throw new Error(`store format ${String(version)} in ${dir}, expected ${FORMAT_VERSION}`);
       const [last] = await db.keys({ ...range('s\x00'), reverse: true, limit: 1 }).all();
       const seq = last !== undefined ? parseInt(last.slice(2), 16) : 0;
-      const store = new LevelStore(db, seq, opts);
+      const store = new LevelStore(db, seq, await LevelOutbox.open(db), opts);
       for await (const [key, value] of db.iterator(range('q\x00'))) {
         const cut = key.lastIndexOf('\x00');
         store.queues.add(key.slice(2, cut), key.slice(cut + 1), value as QEntry);
@@ -563,7 +567,7 @@ export class LevelStore implements Store, WorkAround {
 
   // --- check-in ---
 
-  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void> {
+  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange, event?: OutboxEntry): Promise<void> {
     checkDeviceId(deviceId);
     checkId('certificate hash', identity.certHash);
     const now = at.toISOString();
@@ -597,6 +601,7 @@ export class LevelStore implements Store, WorkAround {
         }
         dropped.push(...this.dropQueue(eid, ops, cleared));
       }
+      ops.push(...this.outbox.ops(event));
       await this.write(ops);
       this.clearMirror(cleared);
       indexed();
@@ -605,7 +610,7 @@ export class LevelStore implements Store, WorkAround {
     await this.collect(dropped);
   }
 
-  async tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }> {
+  async tokenUpdate(rec: EnrollmentRecord, onActivation?: OutboxEntry): Promise<{ activated: boolean }> {
     checkChannel(rec);
     return this.withLock('D' + rec.deviceId, async () => {
       const prev = this.getJson<StoredEnrollment>(K.enr(rec.id));
@@ -634,6 +639,8 @@ export class LevelStore implements Store, WorkAround {
       const activated = !prev || !prev.active;
       // A user channel enrolled anew is a cause to reconcile the device (its declarations), in this batch.
       const working = activated && rec.type === 'user';
+      // The event's ops first: one that cannot be written throws here, before the work row is begun.
+      if (activated) ops.push(...this.outbox.ops(onActivation));
       if (working) ops.push({ type: 'put', key: K.work(rec.deviceId), value: this.work.begin(rec.deviceId) });
       try {
         await this.write(ops);
@@ -646,7 +653,7 @@ export class LevelStore implements Store, WorkAround {
     });
   }
 
-  async checkOut(enrollmentId: string, at: Date): Promise<void> {
+  async checkOut(enrollmentId: string, at: Date, event?: OutboxEntry): Promise<void> {
     checkId('enrollment id', enrollmentId);
     const now = at.toISOString();
     const dropped = await this.withEnrollment(enrollmentId, async (devId) => {
@@ -672,6 +679,7 @@ export class LevelStore implements Store, WorkAround {
         this.inactivate(e, now, ops);
         dropped.push(...this.dropQueue(enrollmentId, ops, cleared));
       }
+      ops.push(...this.outbox.ops(event));
       await this.write(ops);
       this.clearMirror(cleared);
       indexed();
@@ -680,7 +688,7 @@ export class LevelStore implements Store, WorkAround {
     await this.collect(dropped);
   }
 
-  async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void> {
+  async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange, event?: OutboxEntry): Promise<void> {
     checkId('device id', deviceId);
     checkId('certificate hash', identity.certHash);
     await this.withLock('D' + deviceId, async () => {
@@ -691,6 +699,7 @@ export class LevelStore implements Store, WorkAround {
       const ops: Op[] = [{ type: 'put', key: K.device(deviceId), value: next }];
       if (this.getJson<string>(K.cert(dev.identity.certHash)) === deviceId) ops.push({ type: 'del', key: K.cert(dev.identity.certHash) });
       ops.push({ type: 'put', key: K.cert(identity.certHash), value: deviceId });
+      ops.push(...this.outbox.ops(event));
       await this.write(ops);
     });
   }
@@ -1012,7 +1021,7 @@ export class LevelStore implements Store, WorkAround {
     }
   }
 
-  async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome> {
+  async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState, event?: OutboxEntry): Promise<RecordOutcome> {
     checkId('enrollment id', enrollmentId);
     checkId('command uuid', commandUUID);
     const atMs = checkResult(commandUUID, result);
@@ -1028,11 +1037,12 @@ export class LevelStore implements Store, WorkAround {
         ops.push({ type: 'put', key: K.cmd(enrollmentId, commandUUID), value: next });
         if (cmd.status === 'Pending') {
           const entry: QEntry = { uuid: cmd.uuid, requestType: cmd.requestType, priority: cmd.priority, enqueuedAt: cmd.enqueuedAt, status: 'NotNow' };
-          ops.push({ type: 'put', key: queueKey, value: entry });
+          ops.push({ type: 'put', key: queueKey, value: entry }, ...this.outbox.ops(event));
           await this.write(ops);
           this.queues.add(eidKey(enrollmentId), o, entry);
           return 'notnow';
         }
+        ops.push(...this.outbox.ops(event));
         await this.write(ops);
         return 'notnow';
       }
@@ -1061,6 +1071,7 @@ export class LevelStore implements Store, WorkAround {
       }
       // The device's answer is a cause to reconcile it, in the answer's batch (src/store/roles/work.ts).
       const working = enrollmentId === devId;
+      ops.push(...this.outbox.ops(event));
       if (working) ops.push({ type: 'put', key: K.work(devId), value: this.work.begin(devId, new Date(atMs)) });
       try {
         await this.write(ops);
@@ -1277,6 +1288,21 @@ export class LevelStore implements Store, WorkAround {
       await this.collect((await this.db.values(range('g\x00')).all()) as string[]);
       return removed;
     });
+  }
+
+  // --- webhook outbox ---
+
+  async queueEvent(urls: readonly string[], event: OutboxEvent): Promise<void> {
+    await this.write(this.outbox.ops({ urls, event }));
+  }
+  pendingEvents(url: string, limit: number): Promise<OutboxRow[]> {
+    return this.outbox.pending(url, limit);
+  }
+  removeEvent(url: string, seq: number): Promise<void> {
+    return this.outbox.remove(url, seq);
+  }
+  countEvents(): Promise<number> {
+    return this.outbox.count();
   }
 
   async health(): Promise<StoreHealth> {

@@ -26,6 +26,8 @@ import { VersionConflictError } from './errors.js';
 import type { Lease } from './lease.js';
 import type { MaterialItem, MaterialKind, PutMaterialOptions } from './material.js';
 import { MemoryMaterial } from './memory-material.js';
+import { MemoryOutbox } from './outbox.js';
+import type { OutboxEntry, OutboxEvent, OutboxRow } from './roles/outbox.js';
 import { checkId, compareIds } from './ids.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 import {
@@ -94,6 +96,8 @@ export class MemoryData {
   readonly status = new Map<string, DeviceStatus>();
   readonly statusIndex = new StatusIndex();
   readonly material = new MemoryMaterial();
+  /** Webhook events, each added in the step of the change that causes it. */
+  readonly outbox = new MemoryOutbox();
   /** Durable per-device reconcile work (src/store/work.ts). */
   readonly work = new EmbeddedWork();
   /** Sorted device ids, rebuilt after a device is added. */
@@ -247,11 +251,12 @@ export class MemoryStore implements Store, WorkAround {
 
   // --- check-in ---
 
-  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void> {
+  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange, event?: OutboxEntry): Promise<void> {
     checkDeviceId(deviceId);
     checkId('certificate hash', identity.certHash);
     const d = this.d;
     const now = at.toISOString();
+    d.outbox.add(event);
     const prev = d.devices.get(deviceId);
     const reenrolled = change !== undefined && change.kind !== 'renewal';
     const dev: DeviceRecord = {
@@ -276,10 +281,12 @@ export class MemoryStore implements Store, WorkAround {
     this.putRow(deviceId, dev, undefined);
   }
 
-  async tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }> {
+  async tokenUpdate(rec: EnrollmentRecord, onActivation?: OutboxEntry): Promise<{ activated: boolean }> {
     checkChannel(rec);
     const d = this.d;
     const prev = d.enrollments.get(rec.id);
+    const activated = !prev || !prev.active;
+    if (activated) d.outbox.add(onActivation);
     const next = copyEnrollment({ ...rec, active: true });
     if (prev) {
       next.createdAt = prev.createdAt;
@@ -301,16 +308,16 @@ export class MemoryStore implements Store, WorkAround {
         this.putRow(rec.deviceId, dev, undefined);
       }
     }
-    const activated = !prev || !prev.active;
     // A user channel enrolled anew is a cause to reconcile the device (its declarations).
     if (activated && rec.type === 'user') d.work.set(rec.deviceId, d.work.next(rec.deviceId));
     return { activated };
   }
 
-  async checkOut(enrollmentId: string, at: Date): Promise<void> {
+  async checkOut(enrollmentId: string, at: Date, event?: OutboxEntry): Promise<void> {
     checkId('enrollment id', enrollmentId);
     const d = this.d;
     const now = at.toISOString();
+    d.outbox.add(event);
     const e = d.enrollments.get(enrollmentId);
     const devId = e?.deviceId ?? enrollmentId;
     const dev = d.devices.get(devId);
@@ -331,12 +338,13 @@ export class MemoryStore implements Store, WorkAround {
     }
   }
 
-  async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void> {
+  async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange, event?: OutboxEntry): Promise<void> {
     checkId('device id', deviceId);
     checkId('certificate hash', identity.certHash);
     const d = this.d;
     const dev = d.devices.get(deviceId);
     if (!dev) throw new NotFound(`no device ${JSON.stringify(deviceId.slice(0, 80))} to rebind`);
+    d.outbox.add(event);
     if (d.certs.get(dev.identity.certHash) === deviceId) d.certs.delete(dev.identity.certHash);
     d.certs.set(identity.certHash, deviceId);
     dev.identity = copy(identity);
@@ -441,7 +449,7 @@ export class MemoryStore implements Store, WorkAround {
 
   // --- results ---
 
-  async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome> {
+  async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState, event?: OutboxEntry): Promise<RecordOutcome> {
     checkId('enrollment id', enrollmentId);
     checkId('command uuid', commandUUID);
     const atMs = checkResult(commandUUID, result);
@@ -449,6 +457,7 @@ export class MemoryStore implements Store, WorkAround {
     const c = d.commands.get(enrollmentId)?.get(commandUUID);
     if (!c) return 'unknown';
     if (FINAL.has(c.status)) return 'duplicate';
+    d.outbox.add(event);
     c.updatedAt = result.at;
     if (result.status === 'NotNow') {
       c.status = 'NotNow';
@@ -584,6 +593,21 @@ export class MemoryStore implements Store, WorkAround {
   async queryStatus(q: StatusQuery): Promise<{ total: number; devices: DeviceStatus[] }> {
     const { total, ids } = this.d.statusIndex.query(q);
     return { total, devices: ids.flatMap((id) => (this.d.status.has(id) ? [this.withSeen(this.d.status.get(id)!)] : [])) };
+  }
+
+  // --- webhook outbox ---
+
+  async queueEvent(urls: readonly string[], event: OutboxEvent): Promise<void> {
+    this.d.outbox.add({ urls, event });
+  }
+  async pendingEvents(url: string, limit: number): Promise<OutboxRow[]> {
+    return this.d.outbox.pending(url, limit);
+  }
+  async removeEvent(url: string, seq: number): Promise<void> {
+    this.d.outbox.remove(url, seq);
+  }
+  async countEvents(): Promise<number> {
+    return this.d.outbox.count();
   }
 
   // --- material ---

@@ -10,7 +10,7 @@ import { LevelAbmStore, type AbmStore } from './abm.js';
 import { LevelDdmStore, type DdmStore } from './ddm.js';
 import { LevelStore } from './leveldb.js';
 import { LevelRolloutStore, type RolloutStore } from './rollouts.js';
-import { LevelOutboxStore } from './outbox.js';
+import { adoptOutboxDir } from './outbox.js';
 import type { OutboxStore } from './roles/outbox.js';
 import type { PgStoreOptions } from './postgres.js';
 import { withStoreErrors } from './typed-errors.js';
@@ -51,13 +51,13 @@ export interface Stores {
   ddm: DdmStore;
   rollouts: RolloutStore;
   abm: AbmStore;
-  /** The webhook outbox. */
+  /** The webhook outbox: the main store itself (events are written in the batches of the changes that cause them). */
   outbox: OutboxStore;
 }
 
 /** Closes the roles, the main store last (on PostgreSQL it owns the pool the others use). */
 export async function closeStores(s: Partial<Stores>): Promise<void> {
-  await s.outbox?.close();
+  if (s.outbox !== s.store) await s.outbox?.close();
   await s.abm?.close();
   await s.rollouts?.close();
   await s.ddm?.close();
@@ -73,7 +73,7 @@ export async function openBackends(location: string, dataDir: string, opts: PgSt
   if (isPostgresUrl(location)) {
     const [{ PgStore }, { pgRoles }] = await Promise.all([import('./postgres.js'), import('./postgres-roles.js')]);
     const store = await PgStore.open(location, opts);
-    return { store, ...pgRoles(store) };
+    return { store, ...pgRoles(store), outbox: store };
   }
   const opened: Partial<Stores> = {};
   try {
@@ -85,7 +85,9 @@ export async function openBackends(location: string, dataDir: string, opts: PgSt
     opened.rollouts = await LevelRolloutStore.open(join(dataDir, 'rollouts'));
     mkdirSync(join(dataDir, 'abm'), { recursive: true, mode: 0o700 });
     opened.abm = await LevelAbmStore.open(join(dataDir, 'abm', 'devices'));
-    opened.outbox = await LevelOutboxStore.open(join(dataDir, 'outbox'));
+    opened.outbox = main;
+    // The rows a server before the outbox was in the main store left in a database of their own.
+    await adoptOutboxDir(join(dataDir, 'outbox'), main);
     return opened as Stores;
   } catch (err) {
     // A directory that cannot be opened (another process holds it) must not leave the others locked.
@@ -97,11 +99,12 @@ export async function openBackends(location: string, dataDir: string, opts: PgSt
 /** The server's stores: on `cfg.store` when set, else LevelDB in `cfg.dataDir`. */
 export async function openStores(cfg: { store?: string; dataDir: string }): Promise<Stores> {
   const s = await openBackends(cfg.store ?? cfg.dataDir, cfg.dataDir);
+  const store = withStoreErrors(s.store);
   return {
-    store: withStoreErrors(s.store),
+    store,
     ddm: withStoreErrors(s.ddm),
     rollouts: withStoreErrors(s.rollouts),
     abm: withStoreErrors(s.abm),
-    outbox: withStoreErrors(s.outbox),
+    outbox: store,
   };
 }

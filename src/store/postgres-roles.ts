@@ -1,5 +1,5 @@
 /**
- * The DDM, rollout, ABM and webhook outbox store roles on PostgreSQL (migrations 004, 005, 009), on the pool of the main
+ * The DDM, rollout and ABM store roles on PostgreSQL (migrations 004, 005), on the pool of the main
  * store (`pgRoles(store)`), so every replica on the database shares them and a new one needs no
  * local files. The pool belongs to the main store: closing a role here closes nothing.
  * Each passes the role's shared suite (test/store/ddm-suite.ts, rollout-suite.ts, abm-suite.ts).
@@ -12,12 +12,11 @@ import { pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 import { addWorkRow, transaction, type PgStore } from './postgres.js';
 import { deviceOfEnrollment } from './status.js';
 import type { RolloutState, RolloutStore } from './rollouts.js';
-import type { OutboxEvent, OutboxRow, OutboxStore } from './roles/outbox.js';
 
 /** The roles on the main store's pool. */
-export function pgRoles(store: PgStore): { ddm: PgDdmStore; rollouts: PgRolloutStore; abm: PgAbmStore; outbox: PgOutboxStore } {
+export function pgRoles(store: PgStore): { ddm: PgDdmStore; rollouts: PgRolloutStore; abm: PgAbmStore } {
   const pool = store.sharedPool();
-  return { ddm: new PgDdmStore(pool), rollouts: new PgRolloutStore(pool), abm: new PgAbmStore(pool), outbox: new PgOutboxStore(pool) };
+  return { ddm: new PgDdmStore(pool), rollouts: new PgRolloutStore(pool), abm: new PgAbmStore(pool) };
 }
 
 export class PgDdmStore implements DdmStore {
@@ -160,28 +159,6 @@ export class PgAbmStore implements AbmStore {
       'SELECT token, name, digest, uuid FROM abm_profiles ORDER BY token, name',
     );
     return rows.map((r) => ({ token: r.token, name: r.name, profile: { digest: r.digest, uuid: r.uuid } }));
-  }
-  async close(): Promise<void> {}
-}
-
-/** The webhook outbox (migration 009): `seq` is a sequence, so a URL's rows come back in the order they were committed. */
-export class PgOutboxStore implements OutboxStore {
-  constructor(private readonly pool: pg.Pool) {}
-
-  async queueEvent(urls: readonly string[], event: OutboxEvent): Promise<void> {
-    if (urls.length === 0) return;
-    await this.pool.query('INSERT INTO outbox (url, event) SELECT unnest($1::text[]), $2', [urls, JSON.stringify(event)]);
-  }
-  async pendingEvents(url: string, limit: number): Promise<OutboxRow[]> {
-    const { rows } = await this.pool.query<{ seq: string; event: string }>('SELECT seq, event FROM outbox WHERE url = $1 ORDER BY seq LIMIT $2', [url, limit]);
-    return rows.map((r) => ({ seq: Number(r.seq), event: JSON.parse(r.event) as OutboxEvent }));
-  }
-  async removeEvent(url: string, seq: number): Promise<void> {
-    await this.pool.query('DELETE FROM outbox WHERE url = $1 AND seq = $2', [url, seq]);
-  }
-  async countEvents(): Promise<number> {
-    const { rows } = await this.pool.query<{ n: string }>('SELECT count(*) AS n FROM outbox');
-    return Number(rows[0]!.n);
   }
   async close(): Promise<void> {}
 }

@@ -12,6 +12,7 @@
  * The schema is versioned (src/store/migrations/): applied at open (or by `orchard migrate`); a
  * database whose schema is newer than this server knows is refused.
  */
+import type { OutboxEntry, OutboxEvent, OutboxRow } from './roles/outbox.js';
 import type { ClaimRequest, WorkClaim } from './roles/work.js';
 import pg from 'pg';
 import type { DeviceArtifacts } from '../model/artifacts.js';
@@ -85,6 +86,8 @@ const MIGRATION_LOCK = 0x4f524348; // 'ORCH': one migrator at a time
 const DEVICE_LOCK = 1;
 const COMMAND_LOCK = 2;
 const FOLD_LOCK = 0x4f524343; // 'ORCC': one folder of the status count deltas at a time
+/** 'OROA': held from an outbox insert to its commit, so rows commit in seq order. */
+const OUTBOX_LOCK = 0x4f524f41;
 /** Folded deltas after which the fold vacuums their table at once (see foldCounts). */
 const VACUUM_DELTAS_AFTER = 10_000;
 
@@ -121,6 +124,18 @@ function commandLocks(uuids: Iterable<string>, adding: Iterable<string>): { uuid
 /** Takes the command locks of $2 (uuids) with $3 (exclusive or not) in one order, by lock key. */
 const LOCK_COMMANDS = `SELECT CASE WHEN k.x THEN pg_advisory_xact_lock($1, k.h) ELSE pg_advisory_xact_lock_shared($1, k.h) END
   FROM (SELECT hashtext(u) AS h, bool_or(x) AS x FROM unnest($2::text[], $3::bool[]) AS t(u, x) GROUP BY 1 ORDER BY 1) AS k`;
+
+const RECORD_RESULT = 'SELECT * FROM orchard_record_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)';
+
+/**
+ * RECORD_RESULT with the answer's webhook event ($12 the URLs, $13 the event) in the same
+ * statement, so in its transaction: queued when the answer is recorded or NotNow. The outbox lock
+ * (queueOutbox) is taken from the answer's row, so after the function's device lock, never before.
+ */
+const RECORD_RESULT_WITH_EVENT = `WITH r AS MATERIALIZED (${RECORD_RESULT}),
+  l AS MATERIALIZED (SELECT pg_advisory_xact_lock($14) FROM r WHERE r.outcome IN ('recorded', 'notnow')),
+  o AS (INSERT INTO outbox (url, event) SELECT u, $13 FROM l, unnest($12::text[]) AS u)
+SELECT * FROM r`;
 
 /** Devices per group commit. */
 const COMMIT_BATCH = 64;
@@ -225,6 +240,21 @@ export async function addWorkRow(q: pg.Pool | pg.PoolClient, deviceId: string, d
     text: `INSERT INTO work AS w (device_id, due_at, gen) VALUES ($1, $2, 1)
            ON CONFLICT (device_id) DO UPDATE SET due_at = LEAST(w.due_at, EXCLUDED.due_at), gen = w.gen + 1`,
     values: [deviceId, dueAt.toISOString()],
+  });
+}
+
+/**
+ * Queues a webhook event in one statement, in the caller's transaction (or its own). The outbox
+ * lock, held to the commit, makes transactions that queue events commit one after the other, so
+ * a URL's rows commit in `seq` order and the leader never delivers a row before an older one
+ * still uncommitted.
+ */
+export async function queueOutbox(q: pg.Pool | pg.PoolClient, entry: OutboxEntry | undefined): Promise<void> {
+  if (!entry || entry.urls.length === 0) return;
+  await q.query({
+    name: 'orchard-queue-outbox',
+    text: 'INSERT INTO outbox (url, event) SELECT u, $3 FROM (SELECT pg_advisory_xact_lock($1)) AS l, unnest($2::text[]) AS u',
+    values: [OUTBOX_LOCK, entry.urls, JSON.stringify(entry.event)],
   });
 }
 
@@ -563,7 +593,7 @@ export class PgStore implements Store {
 
   // --- check-in ---
 
-  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange): Promise<void> {
+  async authenticate(deviceId: string, facts: DeviceFacts, identity: IdentityBinding, at: Date, change?: IdentityChange, event?: OutboxEntry): Promise<void> {
     checkDeviceId(deviceId);
     checkId('certificate hash', identity.certHash);
     const now = at.toISOString();
@@ -592,10 +622,11 @@ export class PgStore implements Store {
       await this.putRow(c, deviceId, dev, undefined);
       await this.lockCommands(c, dropped);
       await this.collect(c, dropped);
+      await queueOutbox(c, event);
     });
   }
 
-  async tokenUpdate(rec: EnrollmentRecord): Promise<{ activated: boolean }> {
+  async tokenUpdate(rec: EnrollmentRecord, onActivation?: OutboxEntry): Promise<{ activated: boolean }> {
     checkChannel(rec);
     return this.tx(async (c) => {
       await this.lockDevice(c, rec.deviceId);
@@ -629,11 +660,12 @@ export class PgStore implements Store {
       const activated = !prev || !prev.active;
       // A user channel enrolled anew is a cause to reconcile the device (its declarations), in this transaction.
       if (activated && rec.type === 'user') await addWorkRow(c, rec.deviceId, new Date());
+      if (activated) await queueOutbox(c, onActivation);
       return { activated };
     });
   }
 
-  async checkOut(enrollmentId: string, at: Date): Promise<void> {
+  async checkOut(enrollmentId: string, at: Date, event?: OutboxEntry): Promise<void> {
     checkId('enrollment id', enrollmentId);
     const now = at.toISOString();
     const devId = deviceOfEnrollment(enrollmentId);
@@ -660,10 +692,11 @@ export class PgStore implements Store {
       }
       await this.lockCommands(c, dropped);
       await this.collect(c, dropped);
+      await queueOutbox(c, event);
     });
   }
 
-  async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange): Promise<void> {
+  async rebindIdentity(deviceId: string, identity: IdentityBinding, change?: IdentityChange, event?: OutboxEntry): Promise<void> {
     checkId('device id', deviceId);
     checkId('certificate hash', identity.certHash);
     await this.tx(async (c) => {
@@ -678,6 +711,7 @@ export class PgStore implements Store {
         identity.certHash,
         deviceId,
       ]);
+      await queueOutbox(c, event);
     });
   }
 
@@ -803,8 +837,8 @@ export class PgStore implements Store {
 
   // --- results ---
 
-  async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome> {
-    return (await this.answer(enrollmentId, commandUUID, result, reported, false)).outcome;
+  async recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState, event?: OutboxEntry): Promise<RecordOutcome> {
+    return (await this.answer(enrollmentId, commandUUID, result, reported, false, event)).outcome;
   }
 
   recordResultAndNext(
@@ -812,8 +846,9 @@ export class PgStore implements Store {
     commandUUID: string,
     result: CommandResult,
     reported?: ReportedState,
+    event?: OutboxEntry,
   ): Promise<{ outcome: RecordOutcome; next: QueuedCommand | undefined }> {
-    return this.answer(enrollmentId, commandUUID, result, reported, true);
+    return this.answer(enrollmentId, commandUUID, result, reported, true, event);
   }
 
   /**
@@ -828,12 +863,15 @@ export class PgStore implements Store {
     result: CommandResult,
     reported: ReportedState | undefined,
     withNext: boolean,
+    event: OutboxEntry | undefined,
   ): Promise<{ outcome: RecordOutcome; next: QueuedCommand | undefined }> {
     checkId('enrollment id', enrollmentId);
     checkId('command uuid', commandUUID);
     const atMs = checkResult(commandUUID, result);
     const devId = deviceOfEnrollment(enrollmentId);
     const entries = reported ? Object.entries(reported).filter(([, v]) => v !== undefined) : [];
+    // The event rides in the answer's statement; without one the statement is the one it always was.
+    const outbox = event && event.urls.length ? [event.urls, JSON.stringify(event.event), OUTBOX_LOCK] : [];
     if (!reported?.DeviceInformation) {
       for (let attempt = 0; attempt < 5; attempt++) {
         const read = entries.length ? ((await this.deviceReads.load(devId)) ?? null) : null;
@@ -843,8 +881,8 @@ export class PgStore implements Store {
           merged = JSON.stringify({ ...dev, reported: { ...dev.reported, ...Object.fromEntries(entries) } });
         }
         const { rows } = await this.pool.query<AnswerRow>({
-          name: 'orchard-record-result',
-          text: 'SELECT * FROM orchard_record_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)',
+          name: outbox.length ? 'orchard-record-result-event' : 'orchard-record-result',
+          text: outbox.length ? RECORD_RESULT_WITH_EVENT : RECORD_RESULT,
           values: [
             enrollmentId,
             devId,
@@ -858,6 +896,7 @@ export class PgStore implements Store {
             merged,
             // After an answer, commands answered NotNow wait for the next Idle (the service's rule).
             withNext ? true : null,
+            ...outbox,
           ],
         });
         const r = rows[0]!;
@@ -877,7 +916,7 @@ export class PgStore implements Store {
         return { outcome: r.outcome, next };
       }
     }
-    const outcome = await this.recordInTransaction(enrollmentId, commandUUID, result, reported, atMs, devId);
+    const outcome = await this.recordInTransaction(enrollmentId, commandUUID, result, reported, atMs, devId, event);
     return { outcome, next: withNext ? await this.nextCommand(enrollmentId, { skipNotNow: true }) : undefined };
   }
 
@@ -889,6 +928,7 @@ export class PgStore implements Store {
     reported: ReportedState | undefined,
     atMs: number,
     devId: string,
+    event: OutboxEntry | undefined,
   ): Promise<RecordOutcome> {
     return this.tx(async (c) => {
       await this.lockDevice(c, devId);
@@ -905,6 +945,7 @@ export class PgStore implements Store {
           commandUUID,
           result.at,
         ]);
+        await queueOutbox(c, event);
         return 'notnow';
       }
       await c.query(
@@ -924,6 +965,7 @@ export class PgStore implements Store {
       }
       // The device's answer is a cause to reconcile it, in the answer's transaction (src/store/roles/work.ts).
       if (enrollmentId === devId) await addWorkRow(c, devId, new Date(atMs));
+      await queueOutbox(c, event);
       return 'recorded';
     });
   }
@@ -1491,6 +1533,23 @@ export class PgStore implements Store {
   }
 
   // --- lifecycle ---
+
+  // --- webhook outbox (migration 009): `seq` is a sequence, so a URL's rows come back in the order they were committed ---
+
+  async queueEvent(urls: readonly string[], event: OutboxEvent): Promise<void> {
+    await queueOutbox(this.pool, { urls, event });
+  }
+  async pendingEvents(url: string, limit: number): Promise<OutboxRow[]> {
+    const { rows } = await this.pool.query<{ seq: string; event: string }>('SELECT seq, event FROM outbox WHERE url = $1 ORDER BY seq LIMIT $2', [url, limit]);
+    return rows.map((r) => ({ seq: Number(r.seq), event: JSON.parse(r.event) as OutboxEvent }));
+  }
+  async removeEvent(url: string, seq: number): Promise<void> {
+    await this.pool.query('DELETE FROM outbox WHERE url = $1 AND seq = $2', [url, seq]);
+  }
+  async countEvents(): Promise<number> {
+    const { rows } = await this.pool.query<{ n: string }>('SELECT count(*) AS n FROM outbox');
+    return Number(rows[0]!.n);
+  }
 
   async health(): Promise<StoreHealth> {
     try {

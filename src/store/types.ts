@@ -10,6 +10,7 @@
  */
 import type { CheckinStore } from './roles/checkin.js';
 import type { InventoryStore } from './roles/inventory.js';
+import type { OutboxStore } from './roles/outbox.js';
 import type { StoreLifecycle } from './roles/lifecycle.js';
 import type { CommandQueue } from './roles/queue.js';
 import type { ReconcileStateStore } from './roles/reconcile.js';
@@ -23,6 +24,7 @@ export type * from './records.js';
 export type { Page, PageRequest } from './paging.js';
 export type { CheckinStore } from './roles/checkin.js';
 export type { InventoryStore } from './roles/inventory.js';
+export type { OutboxEntry, OutboxEvent, OutboxRow, OutboxStore } from './roles/outbox.js';
 export type { StoreHealth, StoreLifecycle } from './roles/lifecycle.js';
 export type { CommandQueue } from './roles/queue.js';
 export type { ReconcileStateStore, VersionedArtifacts } from './roles/reconcile.js';
@@ -32,4 +34,15 @@ export type { ClaimRequest, WorkClaim, WorkStore } from './roles/work.js';
 export type { Lease, LeaseStore } from './lease.js';
 
 export interface Store
-  extends CheckinStore, InventoryStore, CommandQueue, ResultStore, ReconcileStateStore, WorkStore, StatusStore, MaterialStore, LeaseStore, StoreLifecycle {}
+  extends
+    CheckinStore,
+    InventoryStore,
+    CommandQueue,
+    ResultStore,
+    ReconcileStateStore,
+    WorkStore,
+    StatusStore,
+    MaterialStore,
+    LeaseStore,
+    OutboxStore,
+    StoreLifecycle {}

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventWebhooks, signWebhook } from '../../src/report/webhooks.js';
-import { LevelOutboxStore, MemoryOutboxStore } from '../../src/store/outbox.js';
+import { LevelStore } from '../../src/store/leveldb.js';
+import { MemoryStore } from '../../src/store/memory.js';
 import { captureLog, waitFor } from '../gitops/helpers.js';
 
 interface Received {
@@ -40,7 +41,7 @@ describe('event webhooks', () => {
   it('signs with HMAC-SHA256, retries 5xx with backoff, keeps order, never blocks emit', async () => {
     const { url, got } = await receive([500, 503, 200, 200]);
     const { log, text } = captureLog();
-    const hooks = new EventWebhooks({ urls: [url], secret: 's3cret', log, baseMs: 20, maxMs: 100, outbox: new MemoryOutboxStore() });
+    const hooks = new EventWebhooks({ urls: [url], secret: 's3cret', log, baseMs: 20, maxMs: 100, outbox: await MemoryStore.open() });
     const first = hooks.emit('device.enrolled', { device: 'A' });
     const second = hooks.emit('command.failed', { device: 'A' });
     // emit returned before any delivery was even attempted.
@@ -63,7 +64,7 @@ describe('event webhooks', () => {
   it('does not retry a 4xx refusal and gives up after maxAttempts', async () => {
     const { url, got } = await receive([400, 500, 500]);
     const { log, text } = captureLog();
-    const hooks = new EventWebhooks({ urls: [url], secret: 'k', log, baseMs: 10, maxAttempts: 2, outbox: new MemoryOutboxStore() });
+    const hooks = new EventWebhooks({ urls: [url], secret: 'k', log, baseMs: 10, maxAttempts: 2, outbox: await MemoryStore.open() });
     hooks.emit('a', {});
     hooks.emit('b', {});
     await waitFor('attempts', () => got.length >= 3 || undefined, 5000);
@@ -76,7 +77,7 @@ describe('event webhooks', () => {
   it('a replica that is not the leader queues its events in the shared outbox; the leader delivers them, in order, and removes them', async () => {
     const { url, got } = await receive([]);
     const { log } = captureLog();
-    const outbox = new MemoryOutboxStore();
+    const outbox = await MemoryStore.open();
     let leads = false;
     const follower = new EventWebhooks({ urls: [url], secret: 'k', log, outbox, isLeader: () => false, pollMs: 20 });
     const leader = new EventWebhooks({ urls: [url], secret: 'k', log, outbox, isLeader: () => leads, pollMs: 20 });
@@ -102,7 +103,7 @@ describe('event webhooks', () => {
     try {
       const { url, got } = await receive([503]);
       const { log } = captureLog();
-      let outbox = await LevelOutboxStore.open(dir);
+      let outbox = await LevelStore.open(dir);
       const before = new EventWebhooks({ urls: [url], secret: 'k', log, outbox, baseMs: 60_000 });
       const ev = before.emit('device.enrolled', { device: 'A' });
       await waitFor('the first attempt', () => got.length >= 1 || undefined, 5000);
@@ -110,7 +111,7 @@ describe('event webhooks', () => {
       await before.close();
       await outbox.close();
 
-      outbox = await LevelOutboxStore.open(dir);
+      outbox = await LevelStore.open(dir);
       expect(await outbox.countEvents()).toBe(1);
       const after = new EventWebhooks({ urls: [url], secret: 'k', log, outbox });
       after.start();

@@ -2,6 +2,7 @@ import { MemoryData, MemoryStore } from '../../src/store/memory.js';
 import { leaseSuite } from './lease-suite.js';
 import { workSuite } from './work-suite.js';
 import { materialSuite } from './material-suite.js';
+import { outboxSuite } from './outbox-suite.js';
 import { statusSuite } from './status-suite.js';
 import { storeSuite, type StoreHarness } from './suite.js';
 
@@ -26,3 +27,4 @@ statusSuite('MemoryStore', open);
 materialSuite('MemoryStore', open, { persistent: true });
 leaseSuite('MemoryStore', open);
 workSuite('MemoryStore', open);
+outboxSuite('MemoryStore', open);

@@ -3,6 +3,7 @@ import { missingPostgres, usePostgres } from '../helpers/postgres.js';
 import { leaseSuite } from './lease-suite.js';
 import { workSuite } from './work-suite.js';
 import { materialSuite } from './material-suite.js';
+import { outboxSuite } from './outbox-suite.js';
 import { statusSuite } from './status-suite.js';
 import { storeSuite, type StoreHarness } from './suite.js';
 
@@ -30,6 +31,7 @@ if (pg.available) {
   materialSuite('PgStore', open, { persistent: true });
   leaseSuite('PgStore', open);
   workSuite('PgStore', open);
+  outboxSuite('PgStore', open);
 } else {
   missingPostgres('PgStore', pg.reason);
 }

@@ -11,7 +11,7 @@ import { VersionConflictError } from '../../src/store/errors.js';
 import { MAX_ID_LENGTH } from '../../src/store/ids.js';
 import { allPages } from '../../src/store/paging.js';
 import { recordAndNext } from '../../src/store/roles/results.js';
-import type { CommandResult, DeviceFacts, EnrollmentRecord, IdentityBinding, NewCommand, ReportedState, Store } from '../../src/store/types.js';
+import type { CommandResult, DeviceFacts, EnrollmentRecord, IdentityBinding, NewCommand, OutboxEntry, ReportedState, Store } from '../../src/store/types.js';
 
 export interface StoreHarness {
   store: Store;
@@ -1049,6 +1049,82 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
           expect((await store.nextCommand(id, { skipNotNow: false }))?.uuid).toBe(id);
         }
         expect((await listDeviceIds()).sort()).toEqual([...ids].sort());
+      });
+    });
+
+    describe('webhook events written with their cause', () => {
+      const URLS = ['http://hooks.test/a', 'http://hooks.test/b?x=1'];
+      const entry = (type: string, data: Record<string, unknown> = {}): OutboxEntry => ({ urls: URLS, event: { id: `id-${type}`, type, at: iso(0), data } });
+      /** An event the store cannot encode: its write fails, and so must its cause's. */
+      const unwritable = (): OutboxEntry => ({ urls: URLS, event: { id: 'bad', type: 'bad', at: iso(0), data: { n: 1n } } });
+      const queued = async (url: string) => (await store.pendingEvents(url, 100)).map((r) => r.event.type);
+      const renewal = (from: string, to: string) => ({
+        at: iso(5),
+        kind: 'renewal' as const,
+        from: { certHash: from, subject: `CN=${from}`, notAfter: '2027-01-01T00:00:00.000Z' },
+        to: { certHash: to, subject: `CN=${to}`, notAfter: '2027-01-01T00:00:00.000Z' },
+      });
+
+      it('each check-in change queues its event for every URL, in order, and keeps it across a reopen; a TokenUpdate of an active channel queues none', async () => {
+        await store.authenticate('D1', facts('D1'), identity('h1'), at(0), undefined, entry('authenticated'));
+        await store.tokenUpdate(enrollment('D1', 'D1', 1), entry('device.enrolled'));
+        await store.tokenUpdate(enrollment('D1', 'D1', 2), entry('active.again'));
+        await store.tokenUpdate(enrollment('D1:U1', 'D1', 3), entry('user.enrolled'));
+        await store.rebindIdentity('D1', identity('h2'), renewal('h1', 'h2'), entry('device.identity_changed'));
+        await expect(store.rebindIdentity('D-none', identity('h3'), undefined, entry('no.device'))).rejects.toBeInstanceOf(NotFound);
+        await store.checkOut('D1:U1', at(6), entry('user.checked_out'));
+        await store.checkOut('D1', at(7), entry('device.checked_out'));
+        const expected = ['authenticated', 'device.enrolled', 'user.enrolled', 'device.identity_changed', 'user.checked_out', 'device.checked_out'];
+        expect(await queued(URLS[0]!)).toEqual(expected);
+        expect(await queued(URLS[1]!)).toEqual(expected);
+        expect((await store.pendingEvents(URLS[0]!, 1))[0]!.event).toEqual(entry('authenticated').event);
+        // The changes are there with them.
+        expect(await store.deviceForCert('h2')).toBe('D1');
+        expect((await store.getDevice('D1'))?.checkedOutAt).toBe(iso(7));
+        expect(await store.countEvents()).toBe(12);
+        if (h.reopen) {
+          store = await h.reopen();
+          expect(await queued(URLS[1]!)).toEqual(expected);
+          await store.tokenUpdate(enrollment('D1', 'D1', 8), entry('re.enrolled'));
+          expect((await queued(URLS[0]!)).at(-1)).toBe('re.enrolled');
+        }
+      });
+
+      it('an answer queues its event when it is recorded or NotNow, on every path; a duplicate or unknown answer queues none', async () => {
+        await enroll('D1');
+        for (const u of ['c1', 'c2', 'c3']) await store.enqueue(['D1'], cmd(u), at(2));
+        await store.enqueue(['D1'], cmd('c4', undefined, 'DeviceInformation'), at(2));
+        const failed = { ...res('Error', 3), errorChain: [{ ErrorCode: 12021, ErrorDomain: 'MCInstallationErrorDomain' }] };
+        expect(await store.recordResult('D1', 'c1', failed, undefined, entry('failed.c1'))).toBe('recorded');
+        expect(await store.recordResult('D1', 'c1', res('Error', 4), undefined, entry('duplicate'))).toBe('duplicate');
+        expect(await store.recordResult('D1', 'c-none', res('Error', 4), undefined, entry('unknown'))).toBe('unknown');
+        expect(await store.recordResult('D1', 'c2', res('NotNow', 5), undefined, entry('notnow.c2'))).toBe('notnow');
+        expect((await recordAndNext(store, 'D1', 'c3', res('CommandFormatError', 6), undefined, entry('failed.c3'))).outcome).toBe('recorded');
+        const reported: ReportedState = { DeviceInformation: { at: iso(7), commandUUID: 'c4', value: { OSVersion: '18.3' } } };
+        expect((await recordAndNext(store, 'D1', 'c4', res('Acknowledged', 7), reported, entry('reported.c4'))).outcome).toBe('recorded');
+        expect(await queued(URLS[0]!)).toEqual(['failed.c1', 'notnow.c2', 'failed.c3', 'reported.c4']);
+        expect((await store.getCommand('D1', 'c1'))?.result?.errorChain).toEqual(failed.errorChain);
+      });
+
+      it('an event that cannot be written leaves its cause undone, and the store goes on (both or neither)', async () => {
+        await enroll('D1');
+        await store.enqueue(['D1'], cmd('c1'), at(2));
+        await expect(store.recordResult('D1', 'c1', res('Error', 3), undefined, unwritable())).rejects.toThrow();
+        expect((await store.getCommand('D1', 'c1'))?.status).toBe('Pending');
+        await expect(recordAndNext(store, 'D1', 'c1', res('NotNow', 3), undefined, unwritable())).rejects.toThrow();
+        expect((await store.getCommand('D1', 'c1'))?.status).toBe('Pending');
+        await expect(store.tokenUpdate(enrollment('D1:U1', 'D1', 4), unwritable())).rejects.toThrow();
+        expect(await store.getEnrollment('D1:U1')).toBeUndefined();
+        await expect(store.rebindIdentity('D1', identity('h9'), undefined, unwritable())).rejects.toThrow();
+        expect(await store.deviceForCert('cert-D1')).toBe('D1');
+        await expect(store.checkOut('D1', at(5), unwritable())).rejects.toThrow();
+        expect((await store.getEnrollment('D1'))?.active).toBe(true);
+        await expect(store.authenticate('D1', facts('D1', { OSVersion: '19.0' }), identity('h8'), at(6), undefined, unwritable())).rejects.toThrow();
+        expect((await store.getDevice('D1'))?.facts.OSVersion).toBe('18.1');
+        expect(await store.countEvents()).toBe(0);
+        expect(await store.recordResult('D1', 'c1', res('Error', 7), undefined, entry('failed.c1'))).toBe('recorded');
+        expect(await queued(URLS[1]!)).toEqual(['failed.c1']);
+        expect(await store.nextCommand('D1', { skipNotNow: false })).toBeUndefined();
       });
     });
 

@@ -4,6 +4,11 @@
  * URL; a row goes once delivered (or given up on). A crash or a change of leader loses nothing:
  * the next leader delivers what is left, so a receiver may see a delivery twice and dedupes on
  * its id (`X-Orchard-Delivery`).
+ *
+ * It is a role of the main store (`Store`): an event caused by a store change (an enrollment, a
+ * check-out, an identity change, a failed command) is passed to that change's method as an
+ * `OutboxEntry` and written in its batch or transaction, so a crash keeps both or neither.
+ * `queueEvent` is for events with no store change of their own (a revision applied).
  */
 
 /** An event as the receivers get it: `{"id", "type", "at", "data"}`. */
@@ -17,6 +22,12 @@ export interface OutboxEvent {
 /** A queued row: `seq` orders a URL's rows and names the row to remove. */
 export interface OutboxRow {
   seq: number;
+  event: OutboxEvent;
+}
+
+/** An event and the URLs it goes to, written with the store change that causes it. */
+export interface OutboxEntry {
+  urls: readonly string[];
   event: OutboxEvent;
 }
 

@@ -1,5 +1,6 @@
 import type { Page, PageRequest } from '../paging.js';
 import type { CommandResult, CommandView, QueuedCommand, RecordOutcome, ReportedState } from '../records.js';
+import type { OutboxEntry } from './outbox.js';
 import type { CommandQueue } from './queue.js';
 
 /** Devices' answers to commands, and the history kept until retention compacts it. */
@@ -9,9 +10,10 @@ export interface ResultStore {
    * result (and, when given, merge `reported` into the device's reported state) in one batch;
    * NotNow keeps it queued and flagged. A second answer to a finished command is 'duplicate';
    * a command not queued for this enrollment is 'unknown'. Neither changes anything. An
-   * Acknowledged EraseDevice on the device channel sets the device's `erasedAt`.
+   * Acknowledged EraseDevice on the device channel sets the device's `erasedAt`. `event` (the
+   * answer's webhook event) is queued in the answer's batch when it is 'recorded' or 'notnow'.
    */
-  recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState): Promise<RecordOutcome>;
+  recordResult(enrollmentId: string, commandUUID: string, result: CommandResult, reported?: ReportedState, event?: OutboxEntry): Promise<RecordOutcome>;
   /**
    * `recordResult`, then what `nextCommand(enrollmentId, { skipNotNow: true })` offers after it:
    * the reply to an answer. Only a backend that does both in one round trip has it (PostgreSQL);
@@ -22,6 +24,7 @@ export interface ResultStore {
     commandUUID: string,
     result: CommandResult,
     reported?: ReportedState,
+    event?: OutboxEntry,
   ): Promise<{ outcome: RecordOutcome; next: QueuedCommand | undefined }>;
   /** One command of an enrollment, pending or finished (with its result); undefined if unknown or compacted. */
   getCommand(enrollmentId: string, commandUUID: string): Promise<CommandView | undefined>;
@@ -38,10 +41,11 @@ export function recordAndNext(
   commandUUID: string,
   result: CommandResult,
   reported?: ReportedState,
+  event?: OutboxEntry,
 ): Promise<{ outcome: RecordOutcome; next: QueuedCommand | undefined }> {
-  if (store.recordResultAndNext) return store.recordResultAndNext(enrollmentId, commandUUID, result, reported);
+  if (store.recordResultAndNext) return store.recordResultAndNext(enrollmentId, commandUUID, result, reported, event);
   return (async () => {
-    const outcome = await store.recordResult(enrollmentId, commandUUID, result, reported);
+    const outcome = await store.recordResult(enrollmentId, commandUUID, result, reported, event);
     return { outcome, next: await store.nextCommand(enrollmentId, { skipNotNow: true }) };
   })();
 }
