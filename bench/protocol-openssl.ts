@@ -197,12 +197,7 @@ export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<Real
   const rssOf = () => pids.reduce((mb, p) => mb + procRssMb(p), 0);
   const loopOf = async (): Promise<LoopDelay> => {
     const all = await Promise.all(servers.map((s) => loopDelayMs(s.url)));
-    // NaN is a replica with no sample yet (just listening): the worst of those that have one.
-    const worst = (xs: number[]) => {
-      const sampled = xs.filter((x) => !Number.isNaN(x));
-      return sampled.length > 0 ? Math.max(...sampled) : NaN;
-    };
-    return { p99: worst(all.map((l) => l.p99)), max: worst(all.map((l) => l.max)) };
+    return { p99: Math.max(...all.map((l) => l.p99)), max: Math.max(...all.map((l) => l.max)) };
   };
   const agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency });
   const windows: RealisticResult['windows'] = [];
@@ -214,7 +209,7 @@ export async function benchProtocolOpenssl(opts: RealisticOptions): Promise<Real
     const r = await phase(name, pids, opts.concurrency, jobs, backend.dbCpuMs);
     windows.push({ name, startUs, endUs: us(), requests: r.requests });
     const loopAfter = await loopOf();
-    phases.push({ ...r, rssAfterMb: rssOf(), loopAfter, loopMaxRose: !(loopAfter.max <= loopBefore!.max) });
+    phases.push({ ...r, rssAfterMb: rssOf(), loopAfter, loopMaxRose: loopAfter.max > loopBefore!.max });
     loopBefore = loopAfter;
     return r;
   };

@@ -118,10 +118,7 @@ export async function startBenchServer(dir: string, caPath: string, extraArgs: s
   };
 }
 
-/**
- * The server's event-loop delay in ms (orchard_event_loop_delay_seconds, cumulative since it started: a max never falls);
- * NaN before the monitor's first sample (a scrape right after listening).
- */
+/** The server's event-loop delay in ms (orchard_event_loop_delay_seconds, cumulative since it started: a max never falls). */
 export interface LoopDelay {
   p99: number;
   max: number;

@@ -8,15 +8,14 @@
  *   orchard_push_notifications_total{outcome}          APNs client counters, when push is configured;
  *   orchard_push_certificate_expiry_timestamp_seconds;
  *   orchard_abm_token_expiry_seconds{token}, orchard_abm_conditions{kind}  from the ABM service;
- *   orchard_event_loop_delay_seconds{quantile}, _sum, _count  a summary of how late the event loop ran,
- *     while the server runs (before its first sample: count 0, quantiles NaN);
+ *   orchard_event_loop_delay_seconds{quantile}       how late the event loop ran, while the server runs;
  *   plus prom-client's process metrics (orchard_process_*, orchard_nodejs_*).
  * Each `createMetrics()` has its own registry (tests run several servers in one process).
  */
 import Router from '@koa/router';
 import type { Middleware } from 'koa';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { Counter, Gauge, Histogram, Registry, Summary, collectDefaultMetrics, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { MdmService } from '../mdm/service.js';
 import { DEFAULT_STALE_DAYS, DEVICE_STATES } from '../report/status.js';
 import type { RouteDeps } from './deps.js';
@@ -42,7 +41,6 @@ export interface OrchardMetrics {
 /** How often the event-loop monitor's timer fires; what it records beyond this is the delay. */
 const LOOP_RESOLUTION_MS = 10;
 const LOOP_QUANTILES = [0.5, 0.9, 0.99, 1] as const;
-const LOOP_METRIC = 'orchard_event_loop_delay_seconds';
 
 const OUTCOMES: Record<string, string> = { Acknowledged: 'acknowledged', Error: 'error', CommandFormatError: 'format_error', NotNow: 'notnow' };
 
@@ -157,7 +155,20 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
   // orchard_nodejs_eventloop_lag_* are reset on every scrape and include the sampling interval.
   let loop: IntervalHistogram | undefined;
   let loopUsers = 0;
-  registry.registerMetric(new LoopDelaySummary(() => loop));
+  new Gauge({
+    name: 'orchard_event_loop_delay_seconds',
+    help: `How late the event loop ran a ${LOOP_RESOLUTION_MS} ms timer, since the server started (quantile 1: the longest block)`,
+    labelNames: ['quantile'] as const,
+    registers: [registry],
+    collect() {
+      if (!loop || loop.count === 0) return;
+      for (const q of LOOP_QUANTILES) {
+        const ns = q === 1 ? loop.max : loop.percentile(q * 100);
+        // The histogram holds whole timer intervals: the delay is what exceeds the resolution.
+        this.set({ quantile: String(q) }, Math.max(0, ns / 1e9 - LOOP_RESOLUTION_MS / 1000));
+      }
+    },
+  });
 
   return {
     registry,
@@ -180,40 +191,6 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): OrchardM
       };
     },
   };
-}
-
-/**
- * orchard_event_loop_delay_seconds: a summary read from Node's delay histogram instead of observed
- * values. Before the histogram has a sample (the monitor not started, or started less than one
- * interval ago) the series are there all the same with count 0, sum 0 and NaN quantiles, as the
- * Go and Java Prometheus clients write an empty summary (prom-client writes 0, which would read as
- * "no delay"), so a scraper right after start finds every series it expects.
- */
-class LoopDelaySummary extends Summary {
-  constructor(private readonly histogram: () => IntervalHistogram | undefined) {
-    super({
-      name: LOOP_METRIC,
-      help: `How late the event loop ran a ${LOOP_RESOLUTION_MS} ms timer, since the server started (quantile 1: the longest block)`,
-      percentiles: [...LOOP_QUANTILES],
-      registers: [],
-    });
-  }
-
-  override async get(): Promise<MetricObjectWithValues<MetricValueWithName<string>>> {
-    const h = this.histogram();
-    const sampled = h && h.count > 0 ? h : undefined;
-    const resolutionNs = LOOP_RESOLUTION_MS * 1e6;
-    // The histogram holds whole timer intervals: the delay is what exceeds the resolution.
-    const delay = (ns: number) => Math.max(0, ns - resolutionNs) / 1e9;
-    const values: MetricValueWithName<string>[] = LOOP_QUANTILES.map((q) => ({
-      labels: { quantile: q },
-      value: sampled ? delay(q === 1 ? sampled.max : sampled.percentile(q * 100)) : NaN,
-    }));
-    values.push({ metricName: `${LOOP_METRIC}_sum`, labels: {}, value: sampled ? sampled.count * delay(sampled.mean) : 0 });
-    values.push({ metricName: `${LOOP_METRIC}_count`, labels: {}, value: sampled?.count ?? 0 });
-    // The name, help, type and aggregator of the (never observed) summary itself; only the values are ours.
-    return { ...(await super.get()), values };
-  }
 }
 
 /** App-level middleware (mount it first, before the request log): counts every request by matched route. */
