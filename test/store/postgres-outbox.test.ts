@@ -1,12 +1,14 @@
 /**
  * The outbox row and its cause in one transaction on PostgreSQL, with the failure inside the
  * database: a trigger that refuses the outbox insert undoes the answer (the one-statement path
- * and the transaction paths), and one that refuses the answer leaves no event.
+ * and the transaction paths), and one that refuses the answer leaves no event. And rows commit in
+ * the order of their `seq`, so the leader never delivers one before an older one commits.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { PgStore } from '../../src/store/postgres.js';
+import { PgStore, queueOutbox } from '../../src/store/postgres.js';
 import { recordAndNext } from '../../src/store/roles/results.js';
 import type { EnrollmentRecord, OutboxEntry } from '../../src/store/types.js';
+import { waitFor } from '../gitops/helpers.js';
 import { missingPostgres, usePostgres } from '../helpers/postgres.js';
 
 const pg = usePostgres();
@@ -34,7 +36,7 @@ else
     const refuse = (table: string, when = 'true') =>
       query(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF ${when} THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;
              CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON ${table} FOR EACH ROW EXECUTE FUNCTION refuse();`);
-    const allow = () => query('DROP FUNCTION refuse() CASCADE');
+    const allow = () => query('DROP FUNCTION IF EXISTS refuse() CASCADE');
 
     beforeEach(async () => {
       store = await PgStore.open(await pg.cluster().emptied(), { touchFlushMs: 3_600_000 });
@@ -43,6 +45,8 @@ else
       for (const uuid of ['c1', 'c2']) await store.enqueue(['D1'], { uuid, requestType: 'InstallProfile', payload: payload(uuid) }, at(2));
     });
     afterEach(async () => {
+      // The database is emptied for the next test, not its triggers.
+      await allow();
       await store.close();
     });
 
@@ -80,5 +84,25 @@ else
       await refuse('enrollments');
       await expect(store.tokenUpdate(channel('D1:U1'), entry('user.enrolled'))).rejects.toThrow(/refused by the test/);
       expect(await store.countEvents()).toBe(0);
+    });
+
+    it('an event queued while an older one is uncommitted waits for it: a reader never sees the newer row first', async () => {
+      const older = await store.sharedPool().connect();
+      try {
+        await older.query('BEGIN');
+        await queueOutbox(older, entry('older'));
+        const newer = store.queueEvent(URLS, entry('newer').event);
+        // The newer one waits for the older one's outbox lock (it has no seq yet); until then the URL has nothing to deliver.
+        await waitFor(
+          'the newer insert waiting',
+          async () => (await query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).rowCount! > 0,
+        );
+        expect(await store.pendingEvents(URLS[0]!, 10)).toEqual([]);
+        await older.query('COMMIT');
+        await newer;
+      } finally {
+        older.release();
+      }
+      expect((await store.pendingEvents(URLS[0]!, 10)).map((r) => r.event.type)).toEqual(['older', 'newer']);
     });
   });
