@@ -86,8 +86,6 @@ const MIGRATION_LOCK = 0x4f524348; // 'ORCH': one migrator at a time
 const DEVICE_LOCK = 1;
 const COMMAND_LOCK = 2;
 const FOLD_LOCK = 0x4f524343; // 'ORCC': one folder of the status count deltas at a time
-/** 'OROA': held from an outbox insert to its commit, so rows commit in seq order. */
-const OUTBOX_LOCK = 0x4f524f41;
 /** Folded deltas after which the fold vacuums their table at once (see foldCounts). */
 const VACUUM_DELTAS_AFTER = 10_000;
 
@@ -129,12 +127,10 @@ const RECORD_RESULT = 'SELECT * FROM orchard_record_result($1, $2, $3, $4, $5, $
 
 /**
  * RECORD_RESULT with the answer's webhook event ($12 the URLs, $13 the event) in the same
- * statement, so in its transaction: queued when the answer is recorded or NotNow. The outbox lock
- * (queueOutbox) is taken from the answer's row, so after the function's device lock, never before.
+ * statement, so in its transaction: queued when the answer is recorded or NotNow.
  */
 const RECORD_RESULT_WITH_EVENT = `WITH r AS MATERIALIZED (${RECORD_RESULT}),
-  l AS MATERIALIZED (SELECT pg_advisory_xact_lock($14) FROM r WHERE r.outcome IN ('recorded', 'notnow')),
-  o AS (INSERT INTO outbox (url, event) SELECT u, $13 FROM l, unnest($12::text[]) AS u)
+  o AS (INSERT INTO outbox (url, event) SELECT u, $13 FROM r, unnest($12::text[]) AS u WHERE r.outcome IN ('recorded', 'notnow'))
 SELECT * FROM r`;
 
 /** Devices per group commit. */
@@ -244,17 +240,17 @@ export async function addWorkRow(q: pg.Pool | pg.PoolClient, deviceId: string, d
 }
 
 /**
- * Queues a webhook event in one statement, in the caller's transaction (or its own). The outbox
- * lock, held to the commit, makes transactions that queue events commit one after the other, so
- * a URL's rows commit in `seq` order and the leader never delivers a row before an older one
- * still uncommitted.
+ * Queues a webhook event in one statement, in the caller's transaction (or its own). No lock
+ * orders the inserts: an event caused after another committed has the higher `seq` and is seen
+ * with it or after it, and the order of concurrent causes is any. A row that commits after a
+ * newer one (concurrent transactions) is still read: the leader reads from the oldest row left.
  */
 export async function queueOutbox(q: pg.Pool | pg.PoolClient, entry: OutboxEntry | undefined): Promise<void> {
   if (!entry || entry.urls.length === 0) return;
   await q.query({
     name: 'orchard-queue-outbox',
-    text: 'INSERT INTO outbox (url, event) SELECT u, $3 FROM (SELECT pg_advisory_xact_lock($1)) AS l, unnest($2::text[]) AS u',
-    values: [OUTBOX_LOCK, entry.urls, JSON.stringify(entry.event)],
+    text: 'INSERT INTO outbox (url, event) SELECT unnest($1::text[]), $2',
+    values: [entry.urls, JSON.stringify(entry.event)],
   });
 }
 
@@ -871,7 +867,7 @@ export class PgStore implements Store {
     const devId = deviceOfEnrollment(enrollmentId);
     const entries = reported ? Object.entries(reported).filter(([, v]) => v !== undefined) : [];
     // The event rides in the answer's statement; without one the statement is the one it always was.
-    const outbox = event && event.urls.length ? [event.urls, JSON.stringify(event.event), OUTBOX_LOCK] : [];
+    const outbox = event && event.urls.length ? [event.urls, JSON.stringify(event.event)] : [];
     if (!reported?.DeviceInformation) {
       for (let attempt = 0; attempt < 5; attempt++) {
         const read = entries.length ? ((await this.deviceReads.load(devId)) ?? null) : null;
