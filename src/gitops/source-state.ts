@@ -11,6 +11,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import type { MaterialStore } from '../store/material.js';
+import type { OutboxEntry } from '../store/roles/outbox.js';
 import type { ValidatedRevision } from './source.js';
 
 export interface SourceStateBackend {
@@ -18,12 +19,16 @@ export interface SourceStateBackend {
   readonly where: string;
   /** The saved text; undefined when nothing was saved yet. */
   read(): Promise<string | undefined>;
-  write(text: string): Promise<void>;
+  /** `event` (a webhook event the new state causes) is written with it; only where `writesEvents`. */
+  write(text: string, event?: OutboxEntry): Promise<void>;
+  /** Whether `write` keeps an event with the state (the store: one batch or transaction); a file cannot. */
+  readonly writesEvents: boolean;
 }
 
 export function fileSourceState(file: string): SourceStateBackend {
   return {
     where: file,
+    writesEvents: false,
     async read() {
       try {
         return await readFile(file, 'utf8');
@@ -52,13 +57,14 @@ export function storeSourceState(store: Pick<MaterialStore, 'getMaterial' | 'put
   const legacy = legacyFile ? fileSourceState(legacyFile) : undefined;
   return {
     where: 'the store',
+    writesEvents: true,
     async read() {
       const v = await store.getMaterial('blob', STATE_KEY);
       if (v) return v.toString('utf8');
       return legacy?.read();
     },
-    async write(text) {
-      await store.putMaterial('blob', STATE_KEY, Buffer.from(text, 'utf8'));
+    async write(text, event) {
+      await store.putMaterial('blob', STATE_KEY, Buffer.from(text, 'utf8'), event ? { event } : {});
     },
   };
 }

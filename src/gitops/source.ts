@@ -31,6 +31,7 @@ import type { Diagnostic, Fleet, LoadResult } from './model.js';
 import { isolatedLoader, ValidationLimitError, ValidatorUnavailableError, type Loader } from './validator.js';
 import { Unavailable } from '../errors.js';
 import { fileSourceState, type SourceStateBackend } from './source-state.js';
+import type { OutboxEntry } from '../store/roles/outbox.js';
 
 export { ValidationLimitError, ValidatorUnavailableError, type Loader } from './validator.js';
 
@@ -226,6 +227,8 @@ export class FleetSource extends EventEmitter<{ validated: [ValidatedRevision]; 
   private readonly dir: string;
   private readonly sourceDir: string;
   private readonly state: SourceStateBackend;
+  /** The webhook event of a validated revision, written with the state that records it (useAppliedEvent). */
+  private appliedEvent?: (info: RevisionInfo) => OutboxEntry | undefined;
   /** Local only: the data directory's path inside the watched directory, if it is inside. */
   private readonly ownRel?: string;
   private readonly publicRepo: string;
@@ -382,6 +385,17 @@ export class FleetSource extends EventEmitter<{ validated: [ValidatedRevision]; 
 
   current(): ValidatedRevision | undefined {
     return this.validatedRev;
+  }
+
+  /**
+   * `event` builds the webhook event of each validated revision, written with the state that
+   * records it, so a crash keeps both or neither. False (nothing registered) when the state is a
+   * file, which cannot hold an event: the caller emits it after 'validated' instead.
+   */
+  useAppliedEvent(event: (info: RevisionInfo) => OutboxEntry | undefined): boolean {
+    if (!this.state.writesEvents) return false;
+    this.appliedEvent = event;
+    return true;
   }
 
   private launch(reason: string): Promise<SourceStatus> {
@@ -602,9 +616,9 @@ export class FleetSource extends EventEmitter<{ validated: [ValidatedRevision]; 
     }
   }
 
-  private async writeState(): Promise<void> {
+  private async writeState(event?: OutboxEntry): Promise<void> {
     try {
-      await this.state.write(`${JSON.stringify(this.saved, null, 2)}\n`);
+      await this.state.write(`${JSON.stringify(this.saved, null, 2)}\n`, event);
     } catch (err) {
       // Only a restart would miss it (the revision is applied or rejected in memory either way).
       this.log.error({ error: errorMessage(err), where: this.state.where }, 'fleet source: could not write state.json');
@@ -806,7 +820,7 @@ export class FleetSource extends EventEmitter<{ validated: [ValidatedRevision]; 
     this.lastError = undefined;
     delete saved.validating;
     if (this.kind === 'remote' && st.commit) Object.assign(saved, { commit: st.commit, contentHash: st.contentHash, appliedAt: st.appliedAt });
-    await this.writeState();
+    await this.writeState(this.appliedEvent?.(info));
     this.log.info(
       { reason, commit: st.commit, contentHash: st.contentHash, dirty: st.dirty, warningCount: st.warningCount },
       'fleet source: revision validated',

@@ -7,17 +7,17 @@
  * steps down mid-delivery).
  *
  * Every replica writes its events to the store's outbox (OutboxStore). The MDM service's events
- * (enrolled, checked out, identity changed, command failed) are built here before the change that
- * causes them and written by the store in that change's batch or transaction (`attach`), so a
- * crash keeps both or neither; the others (`emit`: a revision applied, ABM, rollouts) are written
- * right after their cause, without waiting. Only the leader delivers them, each URL in order, retried with exponential backoff on network
+ * (enrolled, checked out, identity changed, command failed) and the source's (a revision applied,
+ * when its state is in the store) are built here before the change that causes them and written
+ * by the store in that change's batch or transaction (`attach`), so a crash keeps both or neither;
+ * the others (`emit`: ABM, rollouts) are written right after their cause, without waiting. Only the leader delivers them, each URL in order, retried with exponential backoff on network
  * errors, 5xx and 429 (4xx other than 429 are not retried); a row goes once delivered or given
  * up on. A crash loses nothing queued, and a restart or a new leader resumes delivery (polled
  * every `pollMs`, at once after an emit on the leader).
  */
 import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { FleetSource } from '../gitops/source.js';
+import type { FleetSource, RevisionInfo } from '../gitops/source.js';
 import type { MdmEventOutbox, MdmService } from '../mdm/service.js';
 import type { CommandReport } from '../protocol/messages.js';
 import type { OutboxEntry, OutboxEvent, OutboxStore } from '../store/roles/outbox.js';
@@ -117,8 +117,8 @@ export class EventWebhooks {
       failed(rep) ? this.entry('command.failed', { enrollment: eid, commandUUID: rep.CommandUUID, status: rep.Status, errorChain: rep.ErrorChain }) : undefined,
   };
 
-  /** The MDM service's events go out with its store changes (delivered at once on the leader); the fleet source's are emitted. */
-  attach(service: MdmService, source?: Pick<FleetSource, 'on'>): void {
+  /** The MDM service's and the fleet source's events go out with their store changes (delivered at once on the leader). */
+  attach(service: MdmService, source?: Pick<FleetSource, 'on' | 'useAppliedEvent'>): void {
     service.useOutbox(this.mdmEvents);
     const queued = () => this.kick();
     service.on('enrolled', queued);
@@ -127,9 +127,11 @@ export class EventWebhooks {
     service.on('result', (_eid, rep) => {
       if (failed(rep)) queued();
     });
-    source?.on('validated', (rev) =>
-      this.emit('revision.applied', { commit: rev.info.commit, author: rev.info.author, message: rev.info.message, contentHash: rev.info.contentHash }),
-    );
+    if (!source) return;
+    const applied = (info: RevisionInfo) => ({ commit: info.commit, author: info.author, message: info.message, contentHash: info.contentHash });
+    // With the source's state in the store, the event is written with the state that records the revision; else right after.
+    if (source.useAppliedEvent((info) => this.entry('revision.applied', applied(info)))) source.on('validated', queued);
+    else source.on('validated', (rev) => this.emit('revision.applied', applied(rev.info)));
   }
 
   /** Resolves when what this replica emitted is in the store and, on the leader, the outbox is empty (tests, shutdown). */

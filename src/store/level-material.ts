@@ -21,6 +21,7 @@ import {
 } from './material.js';
 import { Malformed } from '../errors.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
+import type { OutboxEntry } from './roles/outbox.js';
 
 interface Stored {
   v: string;
@@ -28,6 +29,8 @@ interface Stored {
 }
 
 type Lock = <T>(key: string, fn: () => Promise<T>) => Promise<T>;
+/** The puts of a webhook event for a batch (LevelOutbox.ops). */
+type EventOps = (event: OutboxEntry | undefined) => { type: 'put'; key: string; value: Buffer; valueEncoding: 'buffer' }[];
 
 const key = (kind: MaterialKind, k: string): string => `k\x00${kind}\x00${k}`;
 
@@ -37,6 +40,7 @@ export class LevelMaterial implements MaterialStore, LeaseStore {
   constructor(
     private readonly db: Level<string, unknown>,
     private readonly lock: Lock,
+    private readonly eventOps: EventOps = () => [],
   ) {}
 
   /** This open of the database: LevelDB lets one process hold it, so a lease from another open is from a process that is gone. */
@@ -81,7 +85,9 @@ export class LevelMaterial implements MaterialStore, LeaseStore {
       if (opts.ifAbsent && isLive(this.read(kind, k), new Date())) return false;
       const s: Stored = { v: value.toString('base64') };
       if (opts.expiresAt) s.e = opts.expiresAt.getTime();
-      await this.db.put(key(kind, k), s);
+      const events = this.eventOps(opts.event);
+      if (events.length) await this.db.batch([{ type: 'put', key: key(kind, k), value: s }, ...events]);
+      else await this.db.put(key(kind, k), s);
       return true;
     });
   }

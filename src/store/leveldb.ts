@@ -313,7 +313,11 @@ export class LevelStore implements Store, WorkAround {
     opts: LevelStoreOptions,
   ) {
     this.seq = seq;
-    this.material = new LevelMaterial(db, (key, fn) => this.withLock(key, fn));
+    this.material = new LevelMaterial(
+      db,
+      (key, fn) => this.withLock(key, fn),
+      (event) => outbox.ops(event),
+    );
     this.deviceOfEnr = new LruMap(opts.cacheMax ?? 100_000);
     this.maxBufferedTouches = opts.maxBufferedTouches ?? 10_000;
     this.timer = setInterval(() => {

@@ -13,6 +13,7 @@
  */
 import { Malformed } from '../errors.js';
 import type { Page, PageRequest } from './paging.js';
+import type { OutboxEntry } from './roles/outbox.js';
 
 /** What a key names. Keys of different kinds never collide. */
 export type MaterialKind = 'blob' | 'challenge' | 'issuance' | 'scep-transaction' | 'push-suppression' | 'abm-token';
@@ -23,6 +24,8 @@ export interface PutMaterialOptions {
   expiresAt?: Date;
   /** Write only if the key holds nothing unexpired: first writer wins (two replicas creating a CA). */
   ifAbsent?: boolean;
+  /** A webhook event the value causes (src/store/roles/outbox.ts): queued in the same batch or transaction, only if the value is written. */
+  event?: OutboxEntry;
 }
 
 /** One live value, as `listMaterial` returns it. */

@@ -11,10 +11,14 @@ import {
   type PutMaterialOptions,
 } from './material.js';
 import { Malformed } from '../errors.js';
+import type { MemoryOutbox } from './outbox.js';
 import { pageCursor, pageLimit, pageOf, type Page, type PageRequest } from './paging.js';
 
 export class MemoryMaterial implements MaterialStore, LeaseStore {
   private readonly entries = new Map<string, MaterialEntry>();
+
+  /** `outbox`: where a value's event goes (`PutMaterialOptions.event`), in the same step. */
+  constructor(private readonly outbox?: MemoryOutbox) {}
   private readonly leases = new Map<string, StoredLease>();
 
   async acquireLease(name: string, holder: string, ttlMs: number, now = new Date()): Promise<Lease | undefined> {
@@ -45,6 +49,7 @@ export class MemoryMaterial implements MaterialStore, LeaseStore {
   async putMaterial(kind: MaterialKind, k: string, value: Buffer, opts: PutMaterialOptions = {}): Promise<boolean> {
     const key = MemoryMaterial.key(kind, k);
     if (opts.ifAbsent && isLive(this.entries.get(key), new Date())) return false;
+    this.outbox?.add(opts.event);
     this.entries.set(key, { value: Buffer.from(value), ...(opts.expiresAt ? { expiresAt: opts.expiresAt.getTime() } : {}) });
     return true;
   }

@@ -95,9 +95,9 @@ export class MemoryData {
   /** Read model rows and their counts (src/store/status.ts). */
   readonly status = new Map<string, DeviceStatus>();
   readonly statusIndex = new StatusIndex();
-  readonly material = new MemoryMaterial();
   /** Webhook events, each added in the step of the change that causes it. */
   readonly outbox = new MemoryOutbox();
+  readonly material = new MemoryMaterial(this.outbox);
   /** Durable per-device reconcile work (src/store/work.ts). */
   readonly work = new EmbeddedWork();
   /** Sorted device ids, rebuilt after a device is added. */

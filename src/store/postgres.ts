@@ -1401,13 +1401,22 @@ export class PgStore implements Store {
     checkMaterialKey(kind, key);
     const expires = opts.expiresAt ? opts.expiresAt.toISOString() : null;
     // ifAbsent: the first writer wins; an expired value counts as absent.
-    const { rowCount } = await this.pool.query(
-      `INSERT INTO material (kind, key, value, expires_at) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
-       ${opts.ifAbsent ? 'WHERE material.expires_at IS NOT NULL AND material.expires_at <= $5' : ''}`,
-      opts.ifAbsent ? [kind, key, value, expires, new Date().toISOString()] : [kind, key, value, expires],
-    );
-    return rowCount === 1;
+    const put = async (q: pg.Pool | pg.PoolClient) =>
+      (
+        await q.query(
+          `INSERT INTO material (kind, key, value, expires_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
+           ${opts.ifAbsent ? 'WHERE material.expires_at IS NOT NULL AND material.expires_at <= $5' : ''}`,
+          opts.ifAbsent ? [kind, key, value, expires, new Date().toISOString()] : [kind, key, value, expires],
+        )
+      ).rowCount === 1;
+    if (!opts.event) return put(this.pool);
+    // The value and its event in one transaction.
+    return this.tx(async (c) => {
+      const written = await put(c);
+      if (written) await queueOutbox(c, opts.event);
+      return written;
+    });
   }
 
   /** Exactly once across every server on the database: the DELETE returns the row to one of them. */

@@ -82,6 +82,26 @@ describe('source state in the store', () => {
     expect(JSON.parse((await store.getMaterial('blob', 'source-state'))!.toString())).toMatchObject({ commit: good });
   });
 
+  it("a validated revision's webhook event is written with the state that records it, a rejected one has none; a state file takes none", async () => {
+    const { r, store } = await setup();
+    const good = r.write('profiles/wifi.yaml', GOOD).commit('good');
+    const s = source({ repo: r.url, dataDir: join(r.root, 'ev'), state: storeSourceState(store) });
+    const url = 'http://hooks.test/a';
+    const registered = s.source.useAppliedEvent((info) => ({
+      urls: [url],
+      event: { id: `applied-${info.commit}`, type: 'revision.applied', at: '2026-01-01T00:00:00.000Z', data: { commit: info.commit } },
+    }));
+    expect(registered).toBe(true);
+    await s.source.start();
+    expect((await store.pendingEvents(url, 10)).map((row) => row.event.data.commit)).toEqual([good]);
+    expect(JSON.parse((await store.getMaterial('blob', 'source-state'))!.toString())).toMatchObject({ commit: good });
+    r.write('profiles/broken.yaml', BAD).commit('bad');
+    expect((await s.source.sync('test')).applied?.commit).toBe(good);
+    expect(await store.countEvents()).toBe(1);
+    // A state.json cannot hold an event: the caller is told to emit it after 'validated' itself.
+    expect(source({ repo: r.url, dataDir: join(r.root, 'file') }).source.useAppliedEvent(() => undefined)).toBe(false);
+  });
+
   it('an unreadable saved state is ignored with a warning, not a crash', async () => {
     const { r, store } = await setup();
     const good = r.write('profiles/wifi.yaml', GOOD).commit('good');

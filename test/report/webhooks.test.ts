@@ -9,7 +9,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EventWebhooks, signWebhook } from '../../src/report/webhooks.js';
 import { LevelStore } from '../../src/store/leveldb.js';
 import { MemoryStore } from '../../src/store/memory.js';
-import { captureLog, waitFor } from '../gitops/helpers.js';
+import { captureLog, FleetRepo, GOOD, waitFor } from '../gitops/helpers.js';
+import { startTestServer } from '../helpers/server.js';
+import { startWebhookReceiver } from '../helpers/webhooks.js';
 
 interface Received {
   headers: Record<string, string | string[] | undefined>;
@@ -123,6 +125,26 @@ describe('event webhooks', () => {
       await outbox.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a server with a fleet repository delivers revision.applied and device.enrolled, written with the source state and the enrollment', async () => {
+    const repo = new FleetRepo();
+    const commit = repo.write('profiles/wifi.yaml', GOOD).commit('wifi');
+    const hooks = await startWebhookReceiver('server-secret');
+    const server = await startTestServer({ repo: repo.url, pollIntervalMs: 0, eventWebhooks: [hooks.url] }, { eventSecret: 'server-secret' });
+    try {
+      await waitFor('revision.applied', () => hooks.deliveries.some((d) => d.event.type === 'revision.applied' && d.event.data.commit === commit), 10_000);
+      const device = server.device({ udid: 'HOOK-1' });
+      await device.enroll();
+      await waitFor('device.enrolled', () => hooks.deliveries.some((d) => d.event.type === 'device.enrolled'), 10_000);
+      const enrolled = hooks.deliveries.find((d) => d.event.type === 'device.enrolled')!;
+      expect(enrolled.event.data).toEqual({ enrollment: 'HOOK-1', device: 'HOOK-1', type: 'device' });
+      expect(hooks.deliveries.every((d) => d.signed && d.id === d.event.id)).toBe(true);
+    } finally {
+      await server.stop();
+      await hooks.close();
+      repo.cleanup();
     }
   });
 

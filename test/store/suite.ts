@@ -1106,6 +1106,16 @@ export function storeSuite(name: string, open: () => Promise<StoreHarness>): voi
         expect((await store.getCommand('D1', 'c1'))?.result?.errorChain).toEqual(failed.errorChain);
       });
 
+      it('a value written with its event (the source state) keeps both; a value not written (ifAbsent) or an unwritable event, neither', async () => {
+        const state = (s: string) => Buffer.from(`{"commit":"${s}"}`);
+        expect(await store.putMaterial('blob', 'source-state', state('c1'), { event: entry('revision.applied') })).toBe(true);
+        expect(await store.putMaterial('blob', 'source-state', state('c2'), { ifAbsent: true, event: entry('not.written') })).toBe(false);
+        await expect(store.putMaterial('blob', 'source-state', state('c3'), { event: unwritable() })).rejects.toThrow();
+        expect(await store.getMaterial('blob', 'source-state')).toEqual(state('c1'));
+        expect(await queued(URLS[0]!)).toEqual(['revision.applied']);
+        expect(await store.countEvents()).toBe(2);
+      });
+
       it('an event that cannot be written leaves its cause undone, and the store goes on (both or neither)', async () => {
         await enroll('D1');
         await store.enqueue(['D1'], cmd('c1'), at(2));
