@@ -6,7 +6,9 @@
  *
  * `orchard abm` writes these files (it runs beside a server that holds the store open); the
  * server keeps what they hold in the store (`AbmMaterial`), sealed with the material key, so a
- * replica given only the database URL and its secrets serves ABM. The files are kept.
+ * replica given only the database URL and its secrets serves ABM. The files are kept. With
+ * `--store URL`, `orchard abm` works on the store's material itself (a replica with only the
+ * database can run it).
  */
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -40,13 +42,9 @@ function dirs(dataDir: string) {
   return { dir, keyFile: join(dir, 'keypair.key'), certFile: join(dir, 'keypair.pem'), tokens: join(dir, 'tokens') };
 }
 
-/** Creates the key pair (RSA-2048, as ABM accepts) unless one exists; `force` replaces it (tokens made for the old one stop decrypting). */
-export function createKeypair(dataDir: string, opts: { force?: boolean; now?: Date } = {}): AbmKeypair & { created: boolean } {
-  const d = dirs(dataDir);
-  if (existsSync(d.keyFile) && !opts.force) return { ...readKeypair(dataDir), created: false };
-  mkdirSync(d.dir, { recursive: true, mode: 0o700 });
+/** A new key pair (RSA-2048, as ABM accepts) and its self-signed certificate, as PEM. */
+function newKeypairPem(now: Date): { keyPem: string; certPem: string } {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const now = opts.now ?? new Date();
   const subject = [{ name: 'CN', value: 'Orchard ABM server' }];
   const certDer = buildCertificate({
     serial: randomSerial(),
@@ -58,9 +56,22 @@ export function createKeypair(dataDir: string, opts: { force?: boolean; now?: Da
     ca: false,
     signingKey: privateKey,
   });
-  writeAtomic(d.keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600);
-  writeAtomic(d.certFile, toPem(certDer), 0o644);
-  return { key: privateKey, certDer, certFile: d.certFile, keyFile: d.keyFile, created: true };
+  return { keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), certPem: toPem(certDer) };
+}
+
+/** Creates the key pair unless one exists; `force` replaces it (tokens made for the old one stop decrypting). */
+export function createKeypair(dataDir: string, opts: { force?: boolean; now?: Date } = {}): AbmKeypair & { created: boolean } {
+  const d = dirs(dataDir);
+  if (existsSync(d.keyFile) && !opts.force) return { ...readKeypair(dataDir), created: false };
+  mkdirSync(d.dir, { recursive: true, mode: 0o700 });
+  const pem = newKeypairPem(opts.now ?? new Date());
+  writeAtomic(d.keyFile, pem.keyPem, 0o600);
+  writeAtomic(d.certFile, pem.certPem, 0o644);
+  return { ...keypairOf(pem), certFile: d.certFile, keyFile: d.keyFile, created: true };
+}
+
+function keypairOf(pem: { keyPem: string; certPem: string }): Pick<AbmKeypair, 'key' | 'certDer'> {
+  return { key: createPrivateKey(pem.keyPem), certDer: pemToDer(Buffer.from(pem.certPem)) };
 }
 
 export function readKeypair(dataDir: string): AbmKeypair {
@@ -71,19 +82,28 @@ export function readKeypair(dataDir: string): AbmKeypair {
 
 /** Decrypts a downloaded `.p7m` with the key pair and stores it as `name`. */
 export function importToken(dataDir: string, p7m: Buffer, name: string, opts: { now?: Date; replace?: boolean } = {}): StoredToken {
-  if (!NAME.test(name)) throw new Malformed(`token name must be letters, digits, '.', '_' or '-' (1-64): ${JSON.stringify(name.slice(0, 64))}`);
-  const kp = readKeypair(dataDir);
-  const token = parseServerToken(decryptSmime(p7m, { certDer: kp.certDer, key: kp.key }).toString('utf8'));
+  checkName(name);
+  const token = decryptToken(p7m, readKeypair(dataDir));
   const d = dirs(dataDir);
   const file = join(d.tokens, `${name}.json`);
-  if (existsSync(file) && !opts.replace) {
-    const old = readToken(file, name);
-    if (old.consumerKey !== token.consumerKey) throw new Conflict(`a token named "${name}" exists for another ABM server: pick another name, or --replace`);
-  }
+  if (existsSync(file) && !opts.replace) checkSameServer(readToken(file, name), token);
   mkdirSync(d.tokens, { recursive: true, mode: 0o700 });
   const stored: StoredToken = { ...token, name, importedAt: opts.now ?? new Date() };
   writeAtomic(file, JSON.stringify(stored), 0o600);
   return stored;
+}
+
+function checkName(name: string): void {
+  if (!NAME.test(name)) throw new Malformed(`token name must be letters, digits, '.', '_' or '-' (1-64): ${JSON.stringify(name.slice(0, 64))}`);
+}
+
+function decryptToken(p7m: Buffer, kp: Pick<AbmKeypair, 'key' | 'certDer'>): ServerToken {
+  return parseServerToken(decryptSmime(p7m, { certDer: kp.certDer, key: kp.key }).toString('utf8'));
+}
+
+/** A token replaces one of its name only for the same ABM server (same consumer key), unless told to. */
+function checkSameServer(old: StoredToken, token: ServerToken): void {
+  if (old.consumerKey !== token.consumerKey) throw new Conflict(`a token named "${old.name}" exists for another ABM server: pick another name, or --replace`);
 }
 
 export function listTokens(dataDir: string): StoredToken[] {
@@ -129,7 +149,32 @@ export class AbmMaterial {
 
   async keypair(): Promise<Pick<AbmKeypair, 'key' | 'certDer'> | undefined> {
     const pair = await this.pairs.get(KEYPAIR_BLOB);
-    return pair && { key: createPrivateKey(pair.keyPem), certDer: pemToDer(Buffer.from(pair.certPem)) };
+    return pair && keypairOf(pair);
+  }
+
+  /**
+   * `orchard abm keypair --store`: the store's key pair, made (and stored) when it has none or
+   * with `force`. Returns its certificate (PEM), the one to upload to ABM.
+   */
+  async createKeypair(opts: { force?: boolean; now?: Date } = {}): Promise<{ certPem: string; created: boolean }> {
+    const old = opts.force ? undefined : await this.pairs.get(KEYPAIR_BLOB);
+    if (old) return { certPem: old.certPem, created: false };
+    const pem = newKeypairPem(opts.now ?? new Date());
+    await this.pairs.put(KEYPAIR_BLOB, pem);
+    return { certPem: pem.certPem, created: true };
+  }
+
+  /** `orchard abm token import --store`: decrypts a `.p7m` with the store's key pair and stores it as `name`. */
+  async importToken(p7m: Buffer, name: string, opts: { now?: Date; replace?: boolean } = {}): Promise<StoredToken> {
+    checkName(name);
+    const kp = await this.keypair();
+    if (!kp) throw new NotFound('no ABM key pair in the store: run `orchard abm keypair --store URL` and upload its certificate to ABM first');
+    const token = decryptToken(p7m, kp);
+    const old = opts.replace ? undefined : await this.getToken(name);
+    if (old) checkSameServer(old, token);
+    const stored: StoredToken = { ...token, name, importedAt: opts.now ?? new Date() };
+    await this.putToken(stored);
+    return stored;
   }
 
   async getToken(name: string): Promise<StoredToken | undefined> {
@@ -138,7 +183,7 @@ export class AbmMaterial {
   }
 
   async putToken(t: StoredToken): Promise<void> {
-    if (!NAME.test(t.name)) throw new Malformed(`token name must be letters, digits, '.', '_' or '-' (1-64): ${JSON.stringify(t.name.slice(0, 64))}`);
+    checkName(t.name);
     await this.store.putMaterial('abm-token', t.name, this.sealer.seal(tokenSealName(t.name), Buffer.from(JSON.stringify(t), 'utf8')));
   }
 

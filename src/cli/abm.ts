@@ -1,10 +1,47 @@
-/** `orchard abm ...`: the key pair to upload to Apple Business Manager, and its server tokens. */
-import { readFileSync } from 'node:fs';
+/**
+ * `orchard abm ...`: the key pair to upload to Apple Business Manager, and its server tokens. On
+ * the data directory's files (`DATA_DIR/abm`, which a server adopts into its store), or with
+ * `--store URL` on the store's material itself, sealed with the servers' material key.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { DepClient, DEP_URL } from '../abm/client.js';
-import { createKeypair, importToken, listTokens, type StoredToken } from '../abm/material.js';
+import { AbmMaterial, createKeypair, importToken, listTokens, type StoredToken } from '../abm/material.js';
 import { daysLeft, EXPIRY_WARNING_DAYS } from '../abm/token.js';
+import { ConfigError } from '../config.js';
 import { OrchardError } from '../errors.js';
+import { openStore } from '../store/open.js';
+import { loadSealer, MATERIAL_KEY_ENV, MATERIAL_KEY_FILE } from '../store/sealing.js';
 import type { CliOutput } from './push-cert.js';
+
+/** Where `orchard abm` works: the data directory's files, or (with `store`) the store's material. */
+export interface AbmTarget {
+  dataDir: string;
+  /** `--store postgres://...` */
+  store?: string;
+  /** cfg.materialKeyFile */
+  materialKeyFile?: string;
+  /** ORCHARD_MATERIAL_KEY */
+  materialKey?: string;
+}
+
+/**
+ * Runs `use` on the store's ABM material, sealed with the material key the servers take (the
+ * environment's, the config's file, or DATA_DIR/material.key). A missing key is an error, not a
+ * new key: material sealed with a key no server has would be useless.
+ */
+async function withStoreMaterial<T>(t: AbmTarget & { store: string }, use: (m: AbmMaterial) => Promise<T>): Promise<T> {
+  const file = t.materialKeyFile ?? join(t.dataDir, MATERIAL_KEY_FILE);
+  if (!t.materialKey && !existsSync(file))
+    throw new ConfigError(`--store needs the servers' material key: set ${MATERIAL_KEY_ENV}, or --material-key-file FILE (no ${file})`);
+  const { sealer } = loadSealer({ secret: t.materialKey, file, dataDir: t.dataDir });
+  const store = await openStore({ store: t.store, dataDir: t.dataDir });
+  try {
+    return await use(new AbmMaterial(store, sealer));
+  } finally {
+    await store.close();
+  }
+}
 
 function failure(err: unknown, what: string): CliOutput {
   // Orchard's errors never quote secrets; anything else is shown by kind only.
@@ -21,7 +58,22 @@ function expiryLine(t: StoredToken, now: Date): { line: string; warning?: string
   return { line };
 }
 
-export function abmKeypair(opts: { dataDir: string; force?: boolean }): CliOutput {
+export async function abmKeypair(opts: AbmTarget & { force?: boolean }): Promise<CliOutput> {
+  const { store } = opts;
+  if (store) {
+    try {
+      const kp = await withStoreMaterial({ ...opts, store }, (m) => m.createKeypair({ force: opts.force }));
+      // The certificate on stdout (to redirect into the file to upload); what happened on stderr.
+      const note = kp.created ? 'made a new key pair in the store' : 'kept the key pair in the store (--force makes a new one)';
+      return {
+        exitCode: 0,
+        stdout: kp.certPem,
+        stderr: `${note}; upload this certificate to ABM (Preferences > Your MDM Servers > Add, "Upload Public Key"), then: orchard abm token import FILE.p7m --store URL\n`,
+      };
+    } catch (err) {
+      return failure(err, 'keypair');
+    }
+  }
   try {
     const kp = createKeypair(opts.dataDir, { force: opts.force });
     const lines = kp.created
@@ -36,12 +88,17 @@ export function abmKeypair(opts: { dataDir: string; force?: boolean }): CliOutpu
 
 export async function abmTokenImport(
   file: string,
-  opts: { dataDir: string; name?: string; replace?: boolean; depUrl?: string; offline?: boolean; now?: Date },
+  opts: AbmTarget & { name?: string; replace?: boolean; depUrl?: string; offline?: boolean; now?: Date },
 ): Promise<CliOutput> {
   const now = opts.now ?? new Date();
+  const name = opts.name ?? 'default';
+  const { store } = opts;
   let t: StoredToken;
   try {
-    t = importToken(opts.dataDir, readFileSync(file), opts.name ?? 'default', { now, replace: opts.replace });
+    const p7m = readFileSync(file);
+    t = store
+      ? await withStoreMaterial({ ...opts, store }, (m) => m.importToken(p7m, name, { now, replace: opts.replace }))
+      : importToken(opts.dataDir, p7m, name, { now, replace: opts.replace });
   } catch (err) {
     return failure(err, 'token import');
   }
@@ -60,9 +117,15 @@ export async function abmTokenImport(
   return { exitCode: 0, stdout: `${out.join('\n')}\n`, stderr: err.length ? `${err.join('\n')}\n` : '' };
 }
 
-export function abmTokenList(opts: { dataDir: string; now?: Date }): CliOutput {
+export async function abmTokenList(opts: AbmTarget & { now?: Date }): Promise<CliOutput> {
   const now = opts.now ?? new Date();
-  const tokens = listTokens(opts.dataDir);
+  const { store } = opts;
+  let tokens: StoredToken[];
+  try {
+    tokens = store ? await withStoreMaterial({ ...opts, store }, (m) => m.tokens()) : listTokens(opts.dataDir);
+  } catch (err) {
+    return failure(err, 'token list');
+  }
   if (tokens.length === 0)
     return { exitCode: 1, stdout: '', stderr: 'orchard abm token list: no ABM server token imported (orchard abm token import FILE.p7m)\n' };
   const out: string[] = [];

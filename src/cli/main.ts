@@ -255,42 +255,64 @@ program
     emit(r);
   });
 
-const abm = program.command('abm').description('Apple Business Manager: the key pair to upload, and the server tokens it returns');
-abm
-  .command('keypair')
-  .description('make (or show) the key pair whose certificate is uploaded to ABM')
-  .option('--force', 'make a new key pair (tokens made for the old certificate stop working)')
-  .option('--config <file>', 'server config file')
-  .option('--data-dir <dir>', 'data directory')
-  .action(async (flags: { config?: string; dataDir?: string; force?: boolean }) => {
-    const { abmKeypair } = await import('./abm.js');
-    emit(abmKeypair({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir, force: flags.force }));
-  });
+const abm = program
+  .command('abm')
+  .description('Apple Business Manager: the key pair to upload, and the server tokens it returns')
+  .addHelpText(
+    'after',
+    "\nWithout --store they work on DATA_DIR/abm (a server adopts those files into its store); with --store postgres://... on the\nstore's material itself, sealed with the servers' material key (ORCHARD_MATERIAL_KEY, --material-key-file, or DATA_DIR/material.key),\nso a replica with only the database can run them.",
+  );
+interface AbmFlags {
+  config?: string;
+  dataDir?: string;
+  store?: string;
+  materialKeyFile?: string;
+}
+/** The options every `orchard abm` command takes: where the files, or the store, are. */
+function abmWhere(cmd: Command): Command {
+  return cmd
+    .option('--config <file>', 'server config file')
+    .option('--data-dir <dir>', 'data directory')
+    .option('--store <url>', "work on this store's ABM material (postgres://...) instead of DATA_DIR/abm")
+    .option('--material-key-file <file>', 'with --store: the material key the servers use (else env ORCHARD_MATERIAL_KEY, else DATA_DIR/material.key)');
+}
+function abmTarget(flags: AbmFlags) {
+  const cfg = loadConfig({ config: flags.config, dataDir: flags.dataDir, store: flags.store, materialKeyFile: flags.materialKeyFile });
+  // The store only when asked for here: a config file's store is the server's, and without --store these commands keep to the files.
+  return {
+    dataDir: cfg.dataDir,
+    store: flags.store ? cfg.store : undefined,
+    materialKeyFile: cfg.materialKeyFile,
+    materialKey: process.env.ORCHARD_MATERIAL_KEY || undefined,
+  };
+}
+abmWhere(
+  abm
+    .command('keypair')
+    .description('make (or show) the key pair whose certificate is uploaded to ABM (with --store: the certificate on stdout)')
+    .option('--force', 'make a new key pair (tokens made for the old certificate stop working)'),
+).action(async (flags: AbmFlags & { force?: boolean }) => {
+  const { abmKeypair } = await import('./abm.js');
+  emit(await abmKeypair({ ...abmTarget(flags), force: flags.force }));
+});
 const abmToken = abm.command('token').description('ABM server tokens');
-abmToken
-  .command('import')
-  .description('decrypt and store a server token downloaded from ABM (.p7m); shows its organisation, server name and expiry')
-  .argument('<file>', 'the .p7m file')
-  .option('--name <name>', 'name of this token (several may coexist)', 'default')
-  .option('--replace', 'replace a token of that name made for another ABM server')
-  .option('--dep-url <url>', "Apple's device enrollment service (a stand-in in tests)")
-  .option('--offline', 'do not ask ABM for the organisation and server name')
-  .option('--config <file>', 'server config file')
-  .option('--data-dir <dir>', 'data directory')
-  .action(async (file: string, flags: { config?: string; dataDir?: string; name: string; replace?: boolean; depUrl?: string; offline?: boolean }) => {
-    const { abmTokenImport } = await import('./abm.js');
-    const dataDir = loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir;
-    emit(await abmTokenImport(file, { dataDir, name: flags.name, replace: flags.replace, depUrl: flags.depUrl, offline: flags.offline }));
-  });
-abmToken
-  .command('list')
-  .description('the imported tokens and their expiry (warned 30 days ahead)')
-  .option('--config <file>', 'server config file')
-  .option('--data-dir <dir>', 'data directory')
-  .action(async (flags: { config?: string; dataDir?: string }) => {
-    const { abmTokenList } = await import('./abm.js');
-    emit(abmTokenList({ dataDir: loadConfig({ config: flags.config, dataDir: flags.dataDir }).dataDir }));
-  });
+abmWhere(
+  abmToken
+    .command('import')
+    .description('decrypt and store a server token downloaded from ABM (.p7m); shows its organisation, server name and expiry')
+    .argument('<file>', 'the .p7m file')
+    .option('--name <name>', 'name of this token (several may coexist)', 'default')
+    .option('--replace', 'replace a token of that name made for another ABM server')
+    .option('--dep-url <url>', "Apple's device enrollment service (a stand-in in tests)")
+    .option('--offline', 'do not ask ABM for the organisation and server name'),
+).action(async (file: string, flags: AbmFlags & { name: string; replace?: boolean; depUrl?: string; offline?: boolean }) => {
+  const { abmTokenImport } = await import('./abm.js');
+  emit(await abmTokenImport(file, { ...abmTarget(flags), name: flags.name, replace: flags.replace, depUrl: flags.depUrl, offline: flags.offline }));
+});
+abmWhere(abmToken.command('list').description('the imported tokens and their expiry (warned 30 days ahead)')).action(async (flags: AbmFlags) => {
+  const { abmTokenList } = await import('./abm.js');
+  emit(await abmTokenList(abmTarget(flags)));
+});
 
 const rollout = program.command('rollout').description('staged rollouts on a server: where they stand, going on past a halted gate');
 rollout
