@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=32 --heap-growing-percent=30
+#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=32 --heap-growing-percent=30 --v8-pool-size=1
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, type FlagValues } from '../config.js';
 import type { SimulateFlags } from './simulate.js';

@@ -52,7 +52,7 @@ describe('the V8 flags of orchard serve', () => {
 
   it('are found missing by name, whatever the value, in the arguments or NODE_OPTIONS', () => {
     expect(missingServeFlags([])).toEqual(SERVE_NODE_FLAGS);
-    expect(missingServeFlags(['--max-semi-space-size=8', '--heap_growing_percent=20'], '--initial-old-space-size=64')).toEqual([]);
+    expect(missingServeFlags(['--max-semi-space-size=8', '--heap_growing_percent=20'], '--initial-old-space-size=64 --v8-pool-size=2')).toEqual([]);
     expect(missingServeFlags(['--max-semi-space-size=4'])).toEqual(SERVE_NODE_FLAGS.slice(1));
   });
 
